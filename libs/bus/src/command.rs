@@ -1,0 +1,288 @@
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{FutureExt, StreamExt};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::Bus;
+
+/// A typed command: its service, its name (the last subject token) and its reply.
+pub trait Command: Serialize + DeserializeOwned + Send + 'static {
+    const SERVICE: &'static str;
+    const NAME: &'static str;
+    type Reply: Serialize + DeserializeOwned + Send + 'static;
+}
+
+/// A structured refusal: a machine-readable code, a sentence for people, and the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{error}: {message}")]
+pub struct CommandError {
+    pub error: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl CommandError {
+    pub fn new(error: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { error: error.into(), message: message.into(), field: None }
+    }
+
+    pub fn field(error: impl Into<String>, field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { error: error.into(), message: message.into(), field: Some(field.into()) }
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new("internal", message)
+    }
+
+    /// The error for a command body that does not parse, naming the field at fault.
+    pub fn from_json(e: serde_path_to_error::Error<serde_json::Error>) -> Self {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return Self::new("invalid_json", format!("the body is not valid JSON: {inner}"));
+        }
+        let msg = inner.to_string();
+        // serde reports a missing field at the parent's path, with the name in the message.
+        let missing = msg.strip_prefix("missing field `").and_then(|r| r.split('`').next());
+        let field = match (missing, path.as_str()) {
+            (Some(m), "." | "") => Some(m.to_string()),
+            (Some(m), p) => Some(format!("{p}.{m}")),
+            (None, "." | "") => None,
+            (None, p) => Some(p.to_string()),
+        };
+        let message = match &field {
+            Some(f) if missing.is_some() => format!("{f} is required"),
+            Some(f) => format!("{f}: {}", msg.split(" at line ").next().unwrap_or(&msg)),
+            None => msg.split(" at line ").next().unwrap_or(&msg).to_string(),
+        };
+        Self { error: if missing.is_some() { "missing_field" } else { "invalid_field" }.into(), message, field }
+    }
+}
+
+/// Parses a JSON body into `T`, or a [`CommandError`] naming the field at fault.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CommandError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(CommandError::from_json)
+}
+
+/// Who sends a command and on behalf of what flow: carried in NATS headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandContext {
+    pub tenant: String,
+    pub actor: String,
+    pub correlation_id: Uuid,
+    /// The same key on a retried command means one effect.
+    pub idempotency_key: Option<String>,
+}
+
+impl CommandContext {
+    pub fn new(tenant: &str, actor: impl Into<String>) -> Self {
+        Self { tenant: tenant.into(), actor: actor.into(), correlation_id: Uuid::now_v7(), idempotency_key: None }
+    }
+
+    pub fn with_idempotency_key(mut self, key: Option<String>) -> Self {
+        self.idempotency_key = key;
+        self
+    }
+
+    fn headers(&self) -> async_nats::HeaderMap {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("Cc-Actor", self.actor.as_str());
+        h.insert("Cc-Correlation-Id", self.correlation_id.to_string().as_str());
+        if let Some(k) = &self.idempotency_key {
+            h.insert("Idempotency-Key", k.as_str());
+        }
+        h
+    }
+
+    fn from_message(tenant: &str, headers: Option<&async_nats::HeaderMap>) -> Self {
+        let get = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str().to_string());
+        Self {
+            tenant: tenant.to_string(),
+            actor: get("Cc-Actor").unwrap_or_else(|| "unknown".into()),
+            correlation_id: get("Cc-Correlation-Id").and_then(|s| s.parse().ok()).unwrap_or_else(Uuid::now_v7),
+            idempotency_key: get("Idempotency-Key"),
+        }
+    }
+}
+
+/// Why a request got no result.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The service refused the command.
+    #[error(transparent)]
+    Rejected(#[from] CommandError),
+    #[error("no {0} service is running")]
+    NoResponders(String),
+    #[error("the bus failed: {0}")]
+    Transport(String),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Reply<T> {
+    Ok(T),
+    Error(CommandError),
+}
+
+impl Bus {
+    /// Sends a command and waits for its reply.
+    pub async fn request<C: Command>(&self, ctx: &CommandContext, command: &C) -> Result<C::Reply, RequestError> {
+        let subject = self.subjects.command(C::SERVICE, &ctx.tenant, C::NAME);
+        let body = serde_json::to_vec(command).expect("commands serialize");
+        let reply = self.client.request_with_headers(subject, ctx.headers(), body.into()).await.map_err(|e| {
+            if e.kind() == async_nats::RequestErrorKind::NoResponders {
+                RequestError::NoResponders(C::SERVICE.to_string())
+            } else {
+                RequestError::Transport(e.to_string())
+            }
+        })?;
+        match serde_json::from_slice::<Reply<C::Reply>>(&reply.payload) {
+            Ok(Reply::Ok(r)) => Ok(r),
+            Ok(Reply::Error(e)) => Err(RequestError::Rejected(e)),
+            Err(e) => Err(RequestError::Transport(format!("unreadable reply from {}: {e}", C::SERVICE))),
+        }
+    }
+
+    /// Sends raw bytes to a command subject (tests of malformed input; tools).
+    pub async fn request_raw(&self, subject: String, body: Vec<u8>) -> Result<serde_json::Value, RequestError> {
+        let reply = self
+            .client
+            .request(subject, body.into())
+            .await
+            .map_err(|e| RequestError::Transport(e.to_string()))?;
+        serde_json::from_slice(&reply.payload).map_err(|e| RequestError::Transport(e.to_string()))
+    }
+}
+
+type BoxFut = Pin<Box<dyn Future<Output = Result<serde_json::Value, CommandError>> + Send>>;
+type Handler<S> = Arc<dyn Fn(S, CommandContext, Bytes) -> BoxFut + Send + Sync>;
+
+/// The command handlers of one service. Served in a NATS queue group, so replicas share load.
+pub struct CommandHandlers<S> {
+    service: &'static str,
+    state: S,
+    handlers: HashMap<&'static str, Handler<S>>,
+}
+
+impl<S: Clone + Send + Sync + 'static> CommandHandlers<S> {
+    pub fn new(service: &'static str, state: S) -> Self {
+        Self { service, state, handlers: HashMap::new() }
+    }
+
+    /// Registers the handler of command `C`.
+    pub fn on<C, F, Fut>(mut self, f: F) -> Self
+    where
+        C: Command,
+        F: Fn(S, CommandContext, C) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<C::Reply, CommandError>> + Send + 'static,
+    {
+        assert_eq!(C::SERVICE, self.service, "command {} belongs to another service", C::NAME);
+        let f = Arc::new(f);
+        let handler: Handler<S> = Arc::new(move |state, ctx, body| {
+            let f = f.clone();
+            Box::pin(async move {
+                let command: C = parse_json(&body)?;
+                let reply = f(state, ctx, command).await?;
+                Ok(serde_json::to_value(reply).expect("replies serialize"))
+            })
+        });
+        self.handlers.insert(C::NAME, handler);
+        self
+    }
+
+    /// The names of the registered commands.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut n: Vec<_> = self.handlers.keys().copied().collect();
+        n.sort();
+        n
+    }
+
+    /// Serves commands until `cancel`; then stops taking new ones and finishes those in flight.
+    pub async fn serve(self, bus: Bus, cancel: CancellationToken) -> Result<(), async_nats::SubscribeError> {
+        let subject = bus.subjects.service_commands(self.service);
+        let mut sub = bus.client.queue_subscribe(subject, self.service.to_string()).await?;
+        let handlers = Arc::new(self.handlers);
+        let mut in_flight = tokio::task::JoinSet::new();
+        loop {
+            let msg = tokio::select! {
+                _ = cancel.cancelled() => break,
+                m = sub.next() => match m { Some(m) => m, None => break },
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => continue,
+            };
+            let Some(reply_to) = msg.reply.clone() else { continue };
+            let (bus, handlers, state, service) = (bus.clone(), handlers.clone(), self.state.clone(), self.service);
+            in_flight.spawn(async move {
+                let reply = match bus.subjects.parse_command(msg.subject.as_str()) {
+                    None => Err(CommandError::new("invalid_subject", format!("{} is not a command subject", msg.subject))),
+                    Some((_, tenant, name)) => match handlers.get(name) {
+                        None => {
+                            let mut known: Vec<_> = handlers.keys().copied().collect();
+                            known.sort();
+                            Err(CommandError::new(
+                                "unknown_command",
+                                format!("{service} has no command {name:?}; known: {}", known.join(", ")),
+                            ))
+                        }
+                        Some(h) => {
+                            let ctx = CommandContext::from_message(tenant, msg.headers.as_ref());
+                            AssertUnwindSafe(h(state, ctx, msg.payload.clone()))
+                                .catch_unwind()
+                                .await
+                                .unwrap_or_else(|_| Err(CommandError::internal(format!("{service} failed on {name}"))))
+                        }
+                    },
+                };
+                let body = match reply {
+                    Ok(v) => serde_json::to_vec(&Reply::Ok(v)),
+                    Err(e) => serde_json::to_vec(&Reply::<()>::Error(e)),
+                }
+                .expect("replies serialize");
+                if let Err(e) = bus.client.publish(reply_to, body.into()).await {
+                    tracing::warn!(error = %e, "could not send a command reply");
+                }
+            });
+        }
+        let _ = sub.unsubscribe().await;
+        while in_flight.join_next().await.is_some() {}
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Pause {
+        reason: String,
+        device: Device,
+    }
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Device {
+        number: u32,
+    }
+
+    #[test]
+    fn parse_errors_name_the_field() {
+        let e = parse_json::<Pause>(br#"{"device": {"number": 1}}"#).unwrap_err();
+        assert_eq!((e.error.as_str(), e.field.as_deref()), ("missing_field", Some("reason")));
+        let e = parse_json::<Pause>(br#"{"reason": "Lunch", "device": {"number": "x"}}"#).unwrap_err();
+        assert_eq!((e.error.as_str(), e.field.as_deref()), ("invalid_field", Some("device.number")));
+        let e = parse_json::<Pause>(br#"{"reason": "Lunch", "device": {}}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("device.number"));
+        let e = parse_json::<Pause>(b"{not json").unwrap_err();
+        assert_eq!((e.error.as_str(), e.field), ("invalid_json", None));
+    }
+}

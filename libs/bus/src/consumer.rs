@@ -1,0 +1,94 @@
+//! JetStream durable consumers with idempotent handling.
+//!
+//! Delivery is at least once. A handler makes a redelivered event change nothing by recording
+//! the event id in `bus_processed` inside the same transaction as its own writes:
+//! [`mark_processed`] returns `false` for an id seen before, and the handler skips it.
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::{AckKind, Message};
+use futures::StreamExt;
+use sqlx::{Postgres, Transaction};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::Bus;
+
+/// Records that `consumer` handled `event_id`. `false` means it was handled before: skip it.
+pub async fn mark_processed(tx: &mut Transaction<'_, Postgres>, consumer: &str, event_id: Uuid) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query("insert into bus_processed (consumer, event_id) values ($1, $2) on conflict do nothing")
+        .bind(consumer)
+        .bind(event_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// The event id of a relayed message (its `Nats-Msg-Id`).
+pub fn event_id(msg: &Message) -> Option<Uuid> {
+    msg.headers.as_ref()?.get("Nats-Msg-Id")?.as_str().parse().ok()
+}
+
+/// Creates (or reuses) a durable pull consumer on the events stream for `filter_subjects`.
+pub async fn durable(
+    bus: &Bus,
+    stream: &str,
+    name: &str,
+    filter_subjects: Vec<String>,
+    deliver: DeliverPolicy,
+) -> anyhow::Result<async_nats::jetstream::consumer::Consumer<pull::Config>> {
+    let stream = bus.jetstream.get_stream(stream).await?;
+    let consumer = stream
+        .get_or_create_consumer(
+            name,
+            pull::Config {
+                durable_name: Some(name.to_string()),
+                filter_subjects,
+                deliver_policy: deliver,
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                max_deliver: -1,
+                ..Default::default()
+            },
+        )
+        .await?;
+    Ok(consumer)
+}
+
+/// Feeds every message of `consumer` to `handle` until `cancel`, one at a time in order.
+/// `Ok` acks; `Err` is logged and the message is redelivered after a short delay.
+pub async fn run<F, Fut>(
+    consumer: async_nats::jetstream::consumer::Consumer<pull::Config>,
+    cancel: CancellationToken,
+    mut handle: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut(Message) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let mut messages = consumer.messages().await?;
+    loop {
+        let msg = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            m = messages.next() => match m {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => { tracing::warn!(error = %e, "consumer stream error"); continue }
+                None => return Ok(()),
+            },
+        };
+        let subject = msg.subject.to_string();
+        match handle(msg.clone()).await {
+            Ok(()) => {
+                if let Err(e) = msg.ack().await {
+                    tracing::warn!(error = %e, %subject, "ack failed; the message will be redelivered");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, %subject, "handler failed; the message will be redelivered");
+                let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_millis(500)))).await;
+            }
+        }
+    }
+}

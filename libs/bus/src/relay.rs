@@ -1,0 +1,234 @@
+//! The relay (outbox): committed events go from the store to the JetStream events stream in
+//! store order.
+//!
+//! Guarantees, and how:
+//! - **Nothing lost, nothing reordered.** JetStream itself is the record of what was
+//!   published: on (re)start and after any error the relay reads the last message of the
+//!   stream, whose `Cc-Checkpoint` header says where in the store it came from, and resumes
+//!   right after it. Every publish carries `Nats-Expected-Last-Msg-Id` = the previous event's
+//!   id, so the server refuses a message that would land out of order (a failed publish in a
+//!   pipelined batch makes every later one fail too).
+//! - **No duplicates.** `Nats-Msg-Id` = event id; a duplicate within the dedup window is
+//!   absorbed by JetStream, and resuming from the stream's last message avoids re-sending.
+//! - **One relay at a time.** A PostgreSQL advisory lock held on a dedicated connection is the
+//!   lease; a second process waits and takes over within seconds when the first dies.
+//!   The expected-last-id check also stops a deposed relay that has not noticed yet.
+//! - The store checkpoint `relay` is saved only after JetStream acked the batch (for
+//!   monitoring the relay's lag; JetStream's last message stays the source of truth).
+
+use std::time::Duration;
+
+use async_nats::jetstream::stream::{Config as StreamConfig, StorageType};
+use async_nats::HeaderMap;
+use cc_eventstore::{Checkpoint, CheckpointStore, EventStore, ReadFilter, RecordedEvent, Subscription};
+use futures::future::try_join_all;
+use sqlx::postgres::PgConnection;
+use sqlx::Connection;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::Bus;
+
+/// Tunables of the relay.
+#[derive(Debug, Clone)]
+pub struct RelayOptions {
+    pub batch_size: i64,
+    /// How often a waiting relay retries the lease.
+    pub lease_retry: Duration,
+    /// How long JetStream's dedup window is (duplicates inside it are absorbed).
+    pub duplicate_window: Duration,
+}
+
+impl Default for RelayOptions {
+    fn default() -> Self {
+        Self { batch_size: 500, lease_retry: Duration::from_secs(1), duplicate_window: Duration::from_secs(120) }
+    }
+}
+
+/// The JetStream configuration of the events stream: file storage, kept forever (subscribers
+/// may replay from the start), dedup window for the relay's retries.
+pub fn events_stream_config(bus: &Bus, duplicate_window: Duration) -> StreamConfig {
+    StreamConfig {
+        name: bus.subjects.events_stream(),
+        subjects: vec![bus.subjects.all_events()],
+        storage: StorageType::File,
+        duplicate_window,
+        allow_direct: true,
+        description: Some("Domain events of the call center, relayed from the event store in store order".into()),
+        ..Default::default()
+    }
+}
+
+/// Creates the events stream if it does not exist.
+pub async fn ensure_events_stream(bus: &Bus, duplicate_window: Duration) -> Result<()> {
+    bus.jetstream
+        .get_or_create_stream(events_stream_config(bus, duplicate_window))
+        .await
+        .map_err(|e| anyhow!("cannot create JetStream stream {}: {e}", bus.subjects.events_stream()))?;
+    Ok(())
+}
+
+use std::future::IntoFuture;
+
+use anyhow::{anyhow, Result};
+
+/// The headers of one relayed event: dedup id, order guard, CloudEvents attributes.
+pub fn event_headers(e: &RecordedEvent, previous: Option<Uuid>) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("Nats-Msg-Id", e.event_id.to_string().as_str());
+    if let Some(p) = previous {
+        h.insert("Nats-Expected-Last-Msg-Id", p.to_string().as_str());
+    }
+    h.insert("ce-specversion", "1.0");
+    h.insert("ce-id", e.event_id.to_string().as_str());
+    h.insert("ce-source", format!("/tenants/{}/{}", e.tenant(), e.stream.category()).as_str());
+    h.insert("ce-type", format!("callcenter.{}.v{}", e.event_type, e.schema_version).as_str());
+    h.insert("ce-subject", format!("{}-{}", e.stream.category(), e.stream.id()).as_str());
+    h.insert("ce-time", e.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true).as_str());
+    h.insert("ce-datacontenttype", "application/json");
+    h.insert("ce-tenant", e.tenant());
+    h.insert("ce-correlationid", e.metadata.correlation_id.to_string().as_str());
+    if let Some(c) = e.metadata.causation_id {
+        h.insert("ce-causationid", c.to_string().as_str());
+    }
+    if let Some(a) = &e.metadata.actor {
+        h.insert("ce-actor", a.as_str());
+    }
+    h.insert("Cc-Event-Type", e.event_type.as_str());
+    h.insert("Cc-Schema-Version", e.schema_version.to_string().as_str());
+    h.insert("Cc-Stream-Version", e.version.to_string().as_str());
+    h.insert("Cc-Position", e.position.to_string().as_str());
+    h.insert("Cc-Checkpoint", e.checkpoint().to_string().as_str());
+    h
+}
+
+/// The relay. Run it with [`Relay::run`]; several may run, one is active.
+pub struct Relay {
+    store: EventStore,
+    bus: Bus,
+    database_url: String,
+    options: RelayOptions,
+}
+
+/// Where JetStream says the relay stands.
+struct Position {
+    checkpoint: Checkpoint,
+    last_id: Option<Uuid>,
+}
+
+impl Relay {
+    pub fn new(store: EventStore, bus: Bus, database_url: String, options: RelayOptions) -> Self {
+        Self { store, bus, database_url, options }
+    }
+
+    fn lease_key(&self) -> String {
+        format!("cc-relay:{}", self.bus.subjects.events_stream())
+    }
+
+    /// Runs until `cancel`: waits for the lease, relays, and starts over on any error.
+    pub async fn run(self, cancel: CancellationToken) {
+        while !cancel.is_cancelled() {
+            match self.lead(&cancel).await {
+                Ok(()) => {}
+                Err(e) => tracing::warn!(error = %e, "relay interrupted; resuming from JetStream's last message"),
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = tokio::time::sleep(self.options.lease_retry) => {}
+            }
+        }
+    }
+
+    /// Takes the lease (or returns when it is held elsewhere) and relays while holding it.
+    async fn lead(&self, cancel: &CancellationToken) -> Result<()> {
+        let mut lease = PgConnection::connect(&self.database_url).await.map_err(db)?;
+        let got: bool = sqlx::query_scalar("select pg_try_advisory_lock(hashtext($1))")
+            .bind(self.lease_key())
+            .fetch_one(&mut lease)
+            .await
+            .map_err(db)?;
+        if !got {
+            tracing::debug!("relay lease held by another process; standing by");
+            return Ok(());
+        }
+        tracing::info!(stream = %self.bus.subjects.events_stream(), "relay lease taken; relaying");
+        ensure_events_stream(&self.bus, self.options.duplicate_window).await?;
+        let mut pos = self.resync().await?;
+        let mut sub = Subscription::new(self.store.clone(), ReadFilter::All, pos.checkpoint)
+            .await
+            .map_err(db)?
+            .with_batch_size(self.options.batch_size);
+        let checkpoints = CheckpointStore::new(self.store.pool().clone());
+        let mut last_lease_check = std::time::Instant::now();
+        loop {
+            let batch = tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                b = sub.next_batch() => b.map_err(db)?,
+            };
+            if last_lease_check.elapsed() > Duration::from_secs(2) {
+                // A dead lease connection means another relay may lead now: stop.
+                sqlx::query("select 1").execute(&mut lease).await.map_err(db)?;
+                last_lease_check = std::time::Instant::now();
+            }
+            pos = self.publish(batch, pos).await?;
+            checkpoints.save("relay", pos.checkpoint).await.map_err(db)?;
+        }
+    }
+
+    /// Publishes a batch pipelined, then awaits every ack in order.
+    async fn publish(&self, batch: Vec<RecordedEvent>, mut pos: Position) -> Result<Position> {
+        let mut acks = Vec::with_capacity(batch.len());
+        for e in &batch {
+            let subject = self.bus.subjects.event(e.tenant(), e.stream.category(), e.stream.id(), &e.event_type);
+            let body = serde_json::to_vec(&e.data).expect("event data serializes");
+            let ack = self
+                .bus
+                .jetstream
+                .publish_with_headers(subject, event_headers(e, pos.last_id), body.into())
+                .await
+                .map_err(|e| anyhow!("publish failed: {e}"))?;
+            acks.push(ack.into_future());
+            pos.last_id = Some(e.event_id);
+        }
+        try_join_all(acks).await.map_err(|e| anyhow!("JetStream refused or did not ack: {e}"))?;
+        if let Some(last) = batch.last() {
+            pos.checkpoint = last.checkpoint();
+        }
+        Ok(pos)
+    }
+
+    /// Reads JetStream's last message to learn where relaying stopped.
+    async fn resync(&self) -> Result<Position> {
+        let mut stream = self
+            .bus
+            .jetstream
+            .get_stream(self.bus.subjects.events_stream())
+            .await
+            .map_err(|e| anyhow!("cannot open the events stream: {e}"))?;
+        let last_seq = stream.info().await.map_err(|e| anyhow!("stream info: {e}"))?.state.last_sequence;
+        if last_seq == 0 {
+            return Ok(Position { checkpoint: Checkpoint::START, last_id: None });
+        }
+        let msg = stream
+            .get_raw_message(last_seq)
+            .await
+            .map_err(|e| anyhow!("cannot read the last relayed message: {e}"))?;
+        let header = |name: &str| msg.headers.get(name).map(|v| v.as_str().to_string());
+        let checkpoint: Checkpoint = header("Cc-Checkpoint")
+            .ok_or_else(|| anyhow!("the last message of the events stream has no Cc-Checkpoint header"))?
+            .parse()
+            .map_err(|e: String| anyhow!(e))?;
+        let last_id: Uuid = header("Nats-Msg-Id")
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| anyhow!("the last message of the events stream has no Nats-Msg-Id"))?;
+        if !self.store.contains(last_id).await.map_err(db)? {
+            tracing::error!(%last_id, "the events stream holds an event the store does not know: is the stream from another database?");
+        }
+        tracing::info!(%checkpoint, sequence = last_seq, "relay resumes after JetStream's last message");
+        Ok(Position { checkpoint, last_id: Some(last_id) })
+    }
+}
+
+fn db(e: sqlx::Error) -> anyhow::Error {
+    anyhow::Error::new(e).context("database")
+}

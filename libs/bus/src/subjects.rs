@@ -1,0 +1,111 @@
+/// Every NATS subject and JetStream stream name of the product. The prefix (default `cc`) lets
+/// several installations or tests share one NATS server.
+///
+/// | what | subject |
+/// |---|---|
+/// | domain events (from the relay) | `<p>.events.<tenant>.<category>.<stream id>.<EventType>` |
+/// | commands (request/reply) | `<p>.cmd.<service>.<tenant>.<CommandName>` |
+/// | PBX events | `<p>.pbx.evt.<tenant>.<kind>.<id>.<EventType>` |
+/// | PBX commands | `<p>.pbx.cmd.<tenant>.<CommandName>` |
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subjects {
+    prefix: String,
+}
+
+impl Default for Subjects {
+    fn default() -> Self {
+        Self::new("cc")
+    }
+}
+
+impl Subjects {
+    pub fn new(prefix: &str) -> Self {
+        Self { prefix: prefix.to_string() }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The subject of one domain event.
+    pub fn event(&self, tenant: &str, category: &str, stream_id: &str, event_type: &str) -> String {
+        format!("{}.events.{tenant}.{category}.{stream_id}.{event_type}", self.prefix)
+    }
+
+    /// All domain events of all tenants.
+    pub fn all_events(&self) -> String {
+        format!("{}.events.>", self.prefix)
+    }
+
+    /// All domain events of one tenant.
+    pub fn tenant_events(&self, tenant: &str) -> String {
+        format!("{}.events.{tenant}.>", self.prefix)
+    }
+
+    /// The JetStream stream that holds the domain events (`CC_EVENTS` for prefix `cc`).
+    pub fn events_stream(&self) -> String {
+        format!("{}_EVENTS", self.prefix.to_uppercase().replace(['.', '-'], "_"))
+    }
+
+    /// The JetStream stream that holds the PBX events.
+    pub fn pbx_stream(&self) -> String {
+        format!("{}_PBX", self.prefix.to_uppercase().replace(['.', '-'], "_"))
+    }
+
+    /// One command to one service for one tenant.
+    pub fn command(&self, service: &str, tenant: &str, command: &str) -> String {
+        format!("{}.cmd.{service}.{tenant}.{command}", self.prefix)
+    }
+
+    /// Every command of one service (what its handlers subscribe to, in a queue group).
+    pub fn service_commands(&self, service: &str) -> String {
+        format!("{}.cmd.{service}.*.*", self.prefix)
+    }
+
+    /// One PBX event.
+    pub fn pbx_event(&self, tenant: &str, kind: &str, id: &str, event_type: &str) -> String {
+        format!("{}.pbx.evt.{tenant}.{kind}.{id}.{event_type}", self.prefix)
+    }
+
+    /// All PBX events of all tenants.
+    pub fn all_pbx_events(&self) -> String {
+        format!("{}.pbx.evt.>", self.prefix)
+    }
+
+    /// One PBX command for one tenant.
+    pub fn pbx_command(&self, tenant: &str, command: &str) -> String {
+        format!("{}.pbx.cmd.{tenant}.{command}", self.prefix)
+    }
+
+    /// Every PBX command (what the PBX adapter or simulator subscribes to).
+    pub fn all_pbx_commands(&self) -> String {
+        format!("{}.pbx.cmd.*.*", self.prefix)
+    }
+
+    /// Splits a command subject into (service, tenant, command name).
+    pub fn parse_command<'a>(&self, subject: &'a str) -> Option<(&'a str, &'a str, &'a str)> {
+        let rest = subject.strip_prefix(&self.prefix)?.strip_prefix(".cmd.")?;
+        let mut parts = rest.split('.');
+        let (service, tenant, name) = (parts.next()?, parts.next()?, parts.next()?);
+        parts.next().is_none().then_some((service, tenant, name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_carry_tenant_category_and_type() {
+        let s = Subjects::new("cc");
+        assert_eq!(s.event("acme", "agent", "1001", "AgentPaused"), "cc.events.acme.agent.1001.AgentPaused");
+        assert_eq!(s.events_stream(), "CC_EVENTS");
+        assert_eq!(s.command("agent-session", "acme", "PauseAgent"), "cc.cmd.agent-session.acme.PauseAgent");
+        assert_eq!(
+            s.parse_command("cc.cmd.agent-session.acme.PauseAgent"),
+            Some(("agent-session", "acme", "PauseAgent"))
+        );
+        assert_eq!(s.parse_command("cc.cmd.agent-session.acme"), None);
+        assert_eq!(Subjects::new("t-1a").events_stream(), "T_1A_EVENTS");
+    }
+}

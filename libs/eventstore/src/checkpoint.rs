@@ -1,0 +1,43 @@
+use sqlx::{PgPool, Postgres, Transaction};
+
+use crate::Checkpoint;
+
+/// Named checkpoints in `es_checkpoints`, for readers that keep no table of their own.
+#[derive(Clone)]
+pub struct CheckpointStore {
+    pool: PgPool,
+}
+
+impl CheckpointStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub async fn load(&self, name: &str) -> Result<Checkpoint, sqlx::Error> {
+        let row: Option<(i64, i64)> = sqlx::query_as("select xid, position from es_checkpoints where name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|(xid, position)| Checkpoint { xid, position }).unwrap_or(Checkpoint::START))
+    }
+
+    pub async fn save(&self, name: &str, cp: Checkpoint) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        Self::save_in(&mut tx, name, cp).await?;
+        tx.commit().await
+    }
+
+    /// Saves a checkpoint inside the caller's transaction (with the rows it covers).
+    pub async fn save_in(tx: &mut Transaction<'_, Postgres>, name: &str, cp: Checkpoint) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "insert into es_checkpoints (name, xid, position, updated_at) values ($1, $2, $3, now()) \
+             on conflict (name) do update set xid = excluded.xid, position = excluded.position, updated_at = now()",
+        )
+        .bind(name)
+        .bind(cp.xid)
+        .bind(cp.position)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}

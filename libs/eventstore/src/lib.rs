@@ -1,0 +1,34 @@
+//! The event store of record, on PostgreSQL.
+//!
+//! - [`EventStore::append`] writes one or more events to one stream atomically, checking an
+//!   [`ExpectedVersion`]; a mismatch is [`AppendError::Conflict`] and nothing is written.
+//!   Retrying with the same event ids returns the same result without writing twice.
+//! - [`EventStore::read_stream`] reads one stream forward; [`EventStore::read_all`] reads every
+//!   event (or one category) forward from a [`Checkpoint`], in batches.
+//! - Catch-up reads never skip an event whose transaction commits after a later-numbered one:
+//!   rows are read only below the oldest running transaction id and ordered by
+//!   `(xid, position)` (the transaction-id snapshot technique).
+//! - [`Subscription`] waits for new events with LISTEN/NOTIFY as a wake-up hint.
+//! - [`Upcasters`] upgrade old schema versions of an event type on read.
+
+mod checkpoint;
+mod event;
+mod migrate;
+mod names;
+mod store;
+mod subscription;
+mod upcast;
+
+pub use checkpoint::CheckpointStore;
+pub use event::{AppendResult, Checkpoint, ExpectedVersion, Metadata, NewEvent, RecordedEvent};
+pub use migrate::{migrate, Migration};
+pub use names::{NameError, StreamName};
+pub use store::{AppendError, EventStore, ReadFilter};
+pub use subscription::Subscription;
+pub use upcast::Upcasters;
+
+/// The migrations of the event store itself, applied by [`migrate`] with component `eventstore`.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "event_store", sql: include_str!("../sql/0001_event_store.sql") },
+    Migration { version: 2, name: "append_function", sql: include_str!("../sql/0002_append_function.sql") },
+];

@@ -1,0 +1,213 @@
+use serde_json::Value;
+use sqlx::postgres::PgRow;
+use sqlx::types::Json;
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+use crate::event::{AppendResult, Checkpoint, ExpectedVersion, Metadata, NewEvent, RecordedEvent};
+use crate::{StreamName, Upcasters};
+
+/// Why an append wrote nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("stream {stream} is at version {actual}, expected {expected:?}")]
+    Conflict { stream: String, expected: ExpectedVersion, actual: i64 },
+    #[error("event ids of this append are already used by other events")]
+    EventIdReused,
+    #[error("an append needs at least one event")]
+    Empty,
+    #[error("event metadata names tenant {metadata:?} but the stream belongs to {stream:?}")]
+    TenantMismatch { stream: String, metadata: String },
+    #[error("event store database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Which events a catch-up read returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadFilter {
+    All,
+    Category(String),
+}
+
+/// The event store. Cheap to clone.
+#[derive(Clone)]
+pub struct EventStore {
+    pool: PgPool,
+    upcasters: Upcasters,
+}
+
+const COLUMNS: &str = "position, xid, event_id, tenant, category, stream_id, version, event_type, \
+                       schema_version, data, metadata, recorded_at";
+
+impl EventStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool, upcasters: Upcasters::default() }
+    }
+
+    /// The store with these upcasters applied on every read.
+    pub fn with_upcasters(mut self, upcasters: Upcasters) -> Self {
+        self.upcasters = upcasters;
+        self
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Appends `events` to `stream` atomically if the stream is at `expected`.
+    pub async fn append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<AppendResult, AppendError> {
+        if events.is_empty() {
+            return Err(AppendError::Empty);
+        }
+        if let Some(e) = events.iter().find(|e| e.metadata.tenant != stream.tenant()) {
+            return Err(AppendError::TenantMismatch { stream: stream.key(), metadata: e.metadata.tenant.clone() });
+        }
+        let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+        let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+        let versions: Vec<i32> = events.iter().map(|e| e.schema_version).collect();
+        let data: Vec<Json<&Value>> = events.iter().map(|e| Json(&e.data)).collect();
+        let metadata: Vec<Json<&Metadata>> = events.iter().map(|e| Json(&e.metadata)).collect();
+        let row = sqlx::query(
+            "select outcome, stream_version, positions from es_append($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb[], $10::jsonb[])",
+        )
+        .bind(stream.key())
+        .bind(stream.tenant())
+        .bind(stream.category())
+        .bind(stream.id())
+        .bind(expected.as_sql())
+        .bind(&ids)
+        .bind(&types)
+        .bind(&versions)
+        .bind(&data)
+        .bind(&metadata)
+        .fetch_one(&self.pool)
+        .await?;
+        let outcome: String = row.get(0);
+        let stream_version: i64 = row.get(1);
+        let positions: Option<Vec<i64>> = row.get(2);
+        match outcome.as_str() {
+            "appended" | "duplicate" => Ok(AppendResult {
+                stream_version,
+                positions: positions.unwrap_or_default(),
+                duplicate: outcome == "duplicate",
+            }),
+            "conflict" => Err(AppendError::Conflict { stream: stream.key(), expected, actual: stream_version }),
+            _ => Err(AppendError::EventIdReused),
+        }
+    }
+
+    /// The current version of a stream (0 when it has no events).
+    pub async fn stream_version(&self, stream: &StreamName) -> Result<i64, sqlx::Error> {
+        let v: Option<i64> = sqlx::query_scalar("select version from es_streams where stream = $1")
+            .bind(stream.key())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(v.unwrap_or(0))
+    }
+
+    /// Reads up to `limit` events of one stream, from version `from` (1 = the first event).
+    pub async fn read_stream(&self, stream: &StreamName, from: i64, limit: i64) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+        let rows = sqlx::query(&format!(
+            "select {COLUMNS} from es_events where stream = $1 and version >= $2 order by version limit $3"
+        ))
+        .bind(stream.key())
+        .bind(from)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| self.decode(r)).collect())
+    }
+
+    /// Reads a whole stream.
+    pub async fn read_stream_all(&self, stream: &StreamName) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+        let mut out = Vec::new();
+        loop {
+            let batch = self.read_stream(stream, out.len() as i64 + 1, 1000).await?;
+            let done = batch.len() < 1000;
+            out.extend(batch);
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Reads up to `limit` events after `after` in the global order, only from transactions that
+    /// have finished: an event can never appear later *before* the returned checkpoint.
+    pub async fn read_all(&self, filter: &ReadFilter, after: Checkpoint, limit: i64) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+        let safe = "xid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
+        let rows = match filter {
+            ReadFilter::All => {
+                sqlx::query(&format!(
+                    "select {COLUMNS} from es_events where (xid, position) > ($1, $2) and {safe} \
+                     order by xid, position limit $3"
+                ))
+                .bind(after.xid)
+                .bind(after.position)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            ReadFilter::Category(category) => {
+                sqlx::query(&format!(
+                    "select {COLUMNS} from es_events where category = $4 and (xid, position) > ($1, $2) and {safe} \
+                     order by xid, position limit $3"
+                ))
+                .bind(after.xid)
+                .bind(after.position)
+                .bind(limit)
+                .bind(category)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        Ok(rows.iter().map(|r| self.decode(r)).collect())
+    }
+
+    /// The number of stored events (for progress reports).
+    pub async fn count(&self, filter: &ReadFilter) -> Result<i64, sqlx::Error> {
+        match filter {
+            ReadFilter::All => sqlx::query_scalar("select count(*) from es_events").fetch_one(&self.pool).await,
+            ReadFilter::Category(c) => {
+                sqlx::query_scalar("select count(*) from es_events where category = $1").bind(c).fetch_one(&self.pool).await
+            }
+        }
+    }
+
+    /// Whether an event id is stored.
+    pub async fn contains(&self, event_id: Uuid) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar("select exists(select 1 from es_events where event_id = $1)")
+            .bind(event_id)
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    fn decode(&self, r: &PgRow) -> RecordedEvent {
+        let metadata: Value = r.get("metadata");
+        let tenant: String = r.get("tenant");
+        let metadata: Metadata = serde_json::from_value(metadata).unwrap_or_else(|_| Metadata {
+            tenant: tenant.clone(),
+            correlation_id: Uuid::nil(),
+            causation_id: None,
+            actor: None,
+        });
+        let mut event = RecordedEvent {
+            position: r.get("position"),
+            xid: r.get("xid"),
+            event_id: r.get("event_id"),
+            stream: StreamName::from_parts_unchecked(tenant, r.get("category"), r.get("stream_id")),
+            version: r.get("version"),
+            event_type: r.get("event_type"),
+            schema_version: r.get("schema_version"),
+            data: r.get("data"),
+            metadata,
+            recorded_at: r.get("recorded_at"),
+        };
+        self.upcasters.apply(&mut event);
+        event
+    }
+}

@@ -1,0 +1,112 @@
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+
+use crate::{Checkpoint, EventStore, ReadFilter, RecordedEvent};
+
+/// Follows the store from a checkpoint: returns batches of new events in the global order,
+/// waiting (without busy polling) when there are none.
+///
+/// NOTIFY is only a wake-up hint: after every wake the store is re-read with the safe rule of
+/// [`EventStore::read_all`]. A slow fallback poll covers the case where a notification was
+/// sent while an older transaction was still running (its events become readable when it
+/// ends, which may send no notification if it wrote nothing to the store).
+pub struct Subscription {
+    store: EventStore,
+    filter: ReadFilter,
+    checkpoint: Checkpoint,
+    listener: Option<PgListener>,
+    batch_size: i64,
+    fallback_poll: Duration,
+}
+
+impl Subscription {
+    pub async fn new(store: EventStore, filter: ReadFilter, from: Checkpoint) -> Result<Self, sqlx::Error> {
+        let mut listener = PgListener::connect_with(store.pool()).await?;
+        listener.listen("es_events").await?;
+        Ok(Self {
+            store,
+            filter,
+            checkpoint: from,
+            listener: Some(listener),
+            batch_size: 1000,
+            fallback_poll: Duration::from_millis(500),
+        })
+    }
+
+    pub fn with_batch_size(mut self, n: i64) -> Self {
+        self.batch_size = n.max(1);
+        self
+    }
+
+    pub fn with_fallback_poll(mut self, d: Duration) -> Self {
+        self.fallback_poll = d;
+        self
+    }
+
+    /// The checkpoint after the last event returned.
+    pub fn checkpoint(&self) -> Checkpoint {
+        self.checkpoint
+    }
+
+    /// Moves the subscription (e.g. after the caller re-synchronised with its own store).
+    pub fn seek(&mut self, to: Checkpoint) {
+        self.checkpoint = to;
+    }
+
+    /// The next batch of at least one event. Waits when the subscription is caught up.
+    pub async fn next_batch(&mut self) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+        loop {
+            if let Some(batch) = self.poll().await? {
+                return Ok(batch);
+            }
+            if self.wait().await {
+                // Something committed, but an older transaction may still hold it back from
+                // the safe read: re-read a few times quickly before waiting again.
+                for delay_ms in [2, 5, 10, 20, 40, 80, 160, 320] {
+                    if let Some(batch) = self.poll().await? {
+                        return Ok(batch);
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+                }
+            }
+        }
+    }
+
+    /// One read without waiting: `None` when caught up.
+    pub async fn poll(&mut self) -> Result<Option<Vec<RecordedEvent>>, sqlx::Error> {
+        // Drain wake-ups that arrived before this read: the read covers them.
+        if let Some(l) = self.listener.as_mut() {
+            while l.next_buffered().is_some() {}
+        }
+        let batch = self.store.read_all(&self.filter, self.checkpoint, self.batch_size).await?;
+        Ok(batch.last().map(|last| last.checkpoint()).map(|cp| {
+            self.checkpoint = cp;
+            batch
+        }))
+    }
+
+    /// Waits for a notification (`true`) or the fallback poll (`false`).
+    async fn wait(&mut self) -> bool {
+        let fallback = tokio::time::sleep(self.fallback_poll);
+        match self.listener.as_mut() {
+            Some(l) => {
+                tokio::select! {
+                    r = l.recv() => match r {
+                        Ok(_) => true,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "event store notification listener failed; falling back to polling");
+                            self.listener = None;
+                            false
+                        }
+                    },
+                    _ = fallback => false,
+                }
+            }
+            None => {
+                fallback.await;
+                false
+            }
+        }
+    }
+}

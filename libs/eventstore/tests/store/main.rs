@@ -1,0 +1,24 @@
+//! The event store against a real PostgreSQL, one database per test.
+
+mod append;
+mod catch_up;
+mod subscription;
+
+use cc_eventstore::{EventStore, Metadata, NewEvent, StreamName};
+use cc_testkit::TestDb;
+use serde_json::json;
+
+pub async fn store() -> (TestDb, EventStore) {
+    let db = TestDb::new().await;
+    cc_eventstore::migrate(&db.pool, "eventstore", cc_eventstore::MIGRATIONS).await.unwrap();
+    let store = EventStore::new(db.pool.clone());
+    (db, store)
+}
+
+pub fn stream(id: &str) -> StreamName {
+    StreamName::new("acme", "agent", id).unwrap()
+}
+
+pub fn event(n: i64) -> NewEvent {
+    NewEvent::new("AgentPaused", 1, json!({ "n": n }), Metadata::new("acme", "test"))
+}

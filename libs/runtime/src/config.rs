@@ -1,0 +1,190 @@
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// The configuration of one process. Every field has a default that works on a laptop.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// PostgreSQL, the event store and read models. `CC_DATABASE_URL`.
+    pub database_url: String,
+    /// NATS with JetStream (>= 2.10). `CC_NATS_URL`.
+    pub nats_url: String,
+    /// The first token of every subject (and of JetStream stream names). `CC_SUBJECT_PREFIX`.
+    pub subject_prefix: String,
+    /// Where /healthz, /readyz and /metrics listen. `CC_ADMIN_ADDR`.
+    pub admin_addr: String,
+    /// Where the portal (web UI and HTTP API) listens. `CC_PORTAL_ADDR`.
+    pub portal_addr: String,
+    /// Where the PBX simulator's control surface listens. `CC_PBX_SIM_ADDR`.
+    pub pbx_sim_addr: String,
+    /// The domain under which tenants are subdomains (`acme.<base_domain>`). `CC_BASE_DOMAIN`.
+    pub base_domain: String,
+    /// Demo mode: creates the demo tenant and serves the demo phone. `CC_DEMO`.
+    pub demo: bool,
+    /// `human` or `json`. `CC_LOG_FORMAT`.
+    pub log_format: LogFormat,
+    /// A tracing filter such as `info` or `info,cc_bus=debug`. `CC_LOG`.
+    pub log: String,
+    /// Seconds to finish in-flight work after SIGTERM. `CC_SHUTDOWN_GRACE_SECS`.
+    pub shutdown_grace_secs: u64,
+    /// Largest number of PostgreSQL connections of this process. `CC_DATABASE_MAX_CONNECTIONS`.
+    pub database_max_connections: u32,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database_url: "postgres://postgres@127.0.0.1:5432/callcenter".into(),
+            nats_url: "nats://127.0.0.1:4222".into(),
+            subject_prefix: "cc".into(),
+            admin_addr: "127.0.0.1:9464".into(),
+            portal_addr: "127.0.0.1:8080".into(),
+            pbx_sim_addr: "127.0.0.1:8090".into(),
+            base_domain: "localhost".into(),
+            demo: false,
+            log_format: LogFormat::Human,
+            log: "info".into(),
+            shutdown_grace_secs: 20,
+            database_max_connections: 20,
+        }
+    }
+}
+
+/// A configuration that cannot be used, naming the file or variable at fault.
+#[derive(Debug)]
+pub enum ConfigError {
+    File { path: String, reason: String },
+    Env { var: &'static str, reason: String },
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::File { path, reason } => write!(f, "configuration file {path}: {reason}"),
+            ConfigError::Env { var, reason } => write!(f, "environment variable {var}: {reason}"),
+        }
+    }
+}
+impl std::error::Error for ConfigError {}
+
+type Setter = fn(&mut Config, &str) -> Result<(), String>;
+
+/// Each environment variable and how it sets its field.
+pub const ENV_VARS: &[(&str, Setter)] = &[
+    ("CC_DATABASE_URL", |c, v| set_string(&mut c.database_url, v)),
+    ("CC_NATS_URL", |c, v| set_string(&mut c.nats_url, v)),
+    ("CC_SUBJECT_PREFIX", |c, v| set_string(&mut c.subject_prefix, v)),
+    ("CC_ADMIN_ADDR", |c, v| set_string(&mut c.admin_addr, v)),
+    ("CC_PORTAL_ADDR", |c, v| set_string(&mut c.portal_addr, v)),
+    ("CC_PBX_SIM_ADDR", |c, v| set_string(&mut c.pbx_sim_addr, v)),
+    ("CC_BASE_DOMAIN", |c, v| set_string(&mut c.base_domain, v)),
+    ("CC_DEMO", |c, v| parse(&mut c.demo, v)),
+    ("CC_LOG_FORMAT", |c, v| match v {
+        "human" => Ok(c.log_format = LogFormat::Human),
+        "json" => Ok(c.log_format = LogFormat::Json),
+        _ => Err("must be human or json".into()),
+    }),
+    ("CC_LOG", |c, v| set_string(&mut c.log, v)),
+    ("CC_SHUTDOWN_GRACE_SECS", |c, v| parse(&mut c.shutdown_grace_secs, v)),
+    ("CC_DATABASE_MAX_CONNECTIONS", |c, v| parse(&mut c.database_max_connections, v)),
+];
+
+fn set_string(field: &mut String, v: &str) -> Result<(), String> {
+    if v.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    *field = v.to_string();
+    Ok(())
+}
+
+fn parse<T: std::str::FromStr>(field: &mut T, v: &str) -> Result<(), String>
+where
+    T::Err: std::fmt::Display,
+{
+    *field = v.parse().map_err(|e: T::Err| format!("{v:?} is not valid: {e}"))?;
+    Ok(())
+}
+
+impl Config {
+    /// Defaults, then the file (if any), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, |k| std::env::var(k).ok())
+    }
+
+    /// As [`Config::load`], with the environment given as a function (for tests).
+    pub fn load_from(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut config = match file {
+            None => Config::default(),
+            Some(path) => {
+                let file_err = |reason: String| ConfigError::File { path: path.display().to_string(), reason };
+                let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
+                toml::from_str(&text).map_err(|e| file_err(e.message().to_string()))?
+            }
+        };
+        for (var, set) in ENV_VARS {
+            if let Some(v) = env(var) {
+                set(&mut config, &v).map_err(|reason| ConfigError::Env { var, reason })?;
+            }
+        }
+        Ok(config)
+    }
+
+    /// The configuration as TOML with passwords in URLs hidden.
+    pub fn redacted_toml(&self) -> String {
+        let mut c = self.clone();
+        c.database_url = redact_url(&c.database_url);
+        c.nats_url = redact_url(&c.nats_url);
+        toml::to_string_pretty(&c).expect("config serializes")
+    }
+}
+
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_file_and_errors_name_the_variable() {
+        let dir = std::env::temp_dir().join(format!("cc-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("cc.toml");
+        std::fs::write(&file, "nats_url = \"nats://10.0.0.1:4222\"\ndemo = true\n").unwrap();
+        let c = Config::load_from(Some(&file), |k| (k == "CC_NATS_URL").then(|| "nats://n:1".into())).unwrap();
+        assert_eq!(c.nats_url, "nats://n:1");
+        assert!(c.demo);
+        assert_eq!(c.subject_prefix, "cc");
+
+        let e = Config::load_from(None, |k| (k == "CC_DEMO").then(|| "maybe".into())).unwrap_err();
+        assert!(e.to_string().contains("CC_DEMO"), "{e}");
+
+        std::fs::write(&file, "nats_ulr = \"x\"\n").unwrap();
+        let e = Config::load_from(Some(&file), |_| None).unwrap_err();
+        assert!(e.to_string().contains("nats_ulr"), "{e}");
+    }
+
+    #[test]
+    fn redaction_hides_passwords_only() {
+        assert_eq!(redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

@@ -1,0 +1,162 @@
+//! Connecting to PostgreSQL and NATS: wait and retry with a clear log line, never crash-loop
+//! silently; `/readyz` names what is missing meanwhile.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+use tokio_util::sync::CancellationToken;
+
+use crate::{Config, Readiness};
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((250u64 << attempt.min(4)).min(5000))
+}
+
+/// Connects to PostgreSQL, creating the database when it does not exist. `None` if cancelled.
+pub async fn postgres(config: &Config, readiness: &Readiness, cancel: &CancellationToken) -> anyhow::Result<Option<PgPool>> {
+    readiness.expect("postgres");
+    let opts: PgConnectOptions = config
+        .database_url
+        .parse()
+        .map_err(|e| anyhow::anyhow!("database_url (CC_DATABASE_URL) is not a PostgreSQL URL: {e}"))?;
+    let mut attempt = 0;
+    loop {
+        let pool = PgPoolOptions::new()
+            .max_connections(config.database_max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(opts.clone())
+            .await;
+        match pool {
+            Ok(pool) => {
+                readiness.ready("postgres");
+                tracing::info!(database = opts.get_database().unwrap_or(""), "connected to PostgreSQL");
+                return Ok(Some(pool));
+            }
+            Err(e) if is_missing_database(&e) => {
+                let name = opts.get_database().unwrap_or("callcenter").to_string();
+                tracing::info!(database = %name, "creating the database");
+                let mut admin = opts.clone().database("postgres").connect().await?;
+                let q = format!("create database \"{}\"", name.replace('"', ""));
+                if let Err(e) = sqlx::query(&q).execute(&mut admin).await {
+                    tracing::warn!(error = %e, "could not create the database (another process may have)");
+                }
+                continue;
+            }
+            Err(e) => {
+                attempt += 1;
+                readiness.down("postgres", e.to_string());
+                tracing::warn!(attempt, error = %e, "waiting for PostgreSQL ({}); retrying", redact(&config.database_url));
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(backoff(attempt)) => {}
+        }
+    }
+}
+
+fn is_missing_database(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("3D000"))
+}
+
+fn redact(url: &str) -> String {
+    match url.rfind('@') {
+        Some(at) => format!("…{}", &url[at..]),
+        None => url.to_string(),
+    }
+}
+
+/// Connects to NATS and checks it is >= 2.10 with JetStream. `None` if cancelled.
+pub async fn nats(config: &Config, readiness: &Readiness, cancel: &CancellationToken) -> anyhow::Result<Option<async_nats::Client>> {
+    readiness.expect("nats");
+    let mut attempt = 0;
+    loop {
+        let r = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(3))
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connect(&config.nats_url)
+            .await;
+        let r = match r {
+            Ok(client) => {
+                // retry_on_initial_connect returns at once; wait for the first connection.
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+                while client.connection_state() != async_nats::connection::State::Connected
+                    && tokio::time::Instant::now() < deadline
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                if client.connection_state() == async_nats::connection::State::Connected {
+                    Ok(client)
+                } else {
+                    Err(format!("no answer from {}", config.nats_url))
+                }
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        match r {
+            Ok(client) => {
+                let info = client.server_info();
+                if !version_at_least(&info.version, 2, 10) {
+                    anyhow::bail!(
+                        "NATS at {} is version {}; this product needs nats-server >= 2.10 with JetStream",
+                        config.nats_url,
+                        info.version
+                    );
+                }
+                if !info.jetstream {
+                    anyhow::bail!("NATS at {} runs without JetStream; start it with -js", config.nats_url);
+                }
+                readiness.ready("nats");
+                tracing::info!(version = %info.version, url = %config.nats_url, "connected to NATS");
+                return Ok(Some(client));
+            }
+            Err(e) => {
+                attempt += 1;
+                readiness.down("nats", e.clone());
+                tracing::warn!(attempt, error = %e, "waiting for NATS at {}; retrying", config.nats_url);
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(backoff(attempt)) => {}
+        }
+    }
+}
+
+fn version_at_least(v: &str, major: u32, minor: u32) -> bool {
+    let mut parts = v.trim_start_matches('v').split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (ma, mi) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (ma, mi) >= (major, minor)
+}
+
+/// Keeps `/readyz` true to the state of both connections.
+pub fn watch(pool: PgPool, client: async_nats::Client, readiness: Readiness, cancel: CancellationToken) {
+    tokio::spawn(async move {
+        loop {
+            match sqlx::query("select 1").execute(&pool).await {
+                Ok(_) => readiness.ready("postgres"),
+                Err(e) => readiness.down("postgres", e.to_string()),
+            }
+            match client.connection_state() {
+                async_nats::connection::State::Connected => readiness.ready("nats"),
+                s => readiness.down("nats", format!("connection {s}")),
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn versions() {
+        assert!(super::version_at_least("2.10.0", 2, 10));
+        assert!(super::version_at_least("2.15.1", 2, 10));
+        assert!(!super::version_at_least("2.9.10", 2, 10));
+    }
+}

