@@ -2,6 +2,9 @@ use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::Checkpoint;
 
+const UPSERT: &str = "insert into es_checkpoints (name, xid, position, updated_at) values ($1, $2, $3, now()) \
+     on conflict (name) do update set xid = excluded.xid, position = excluded.position, updated_at = now()";
+
 /// Named checkpoints in `es_checkpoints`, for readers that keep no table of their own.
 #[derive(Clone)]
 pub struct CheckpointStore {
@@ -22,17 +25,13 @@ impl CheckpointStore {
     }
 
     pub async fn save(&self, name: &str, cp: Checkpoint) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        Self::save_in(&mut tx, name, cp).await?;
-        tx.commit().await
+        sqlx::query(UPSERT).bind(name).bind(cp.xid).bind(cp.position).execute(&self.pool).await?;
+        Ok(())
     }
 
     /// Saves a checkpoint inside the caller's transaction (with the rows it covers).
     pub async fn save_in(tx: &mut Transaction<'_, Postgres>, name: &str, cp: Checkpoint) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "insert into es_checkpoints (name, xid, position, updated_at) values ($1, $2, $3, now()) \
-             on conflict (name) do update set xid = excluded.xid, position = excluded.position, updated_at = now()",
-        )
+        sqlx::query(UPSERT)
         .bind(name)
         .bind(cp.xid)
         .bind(cp.position)

@@ -20,6 +20,9 @@ pub async fn postgres(config: &Config, readiness: &Readiness, cancel: &Cancellat
         .database_url
         .parse()
         .map_err(|e| anyhow::anyhow!("database_url (CC_DATABASE_URL) is not a PostgreSQL URL: {e}"))?;
+    // Catch-up readers read below the oldest running transaction of the whole cluster: a
+    // client stuck inside a transaction must not stall them for long.
+    let opts = opts.options([("idle_in_transaction_session_timeout", "30000")]);
     let mut attempt = 0;
     loop {
         let pool = PgPoolOptions::new()

@@ -33,7 +33,9 @@ impl TestDb {
             .await
             .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL at {}: {e}", admin_url()));
         sqlx::query(&format!("create database {name}")).execute(&mut conn).await.expect("create test database");
-        let opts = admin.clone().database(&name);
+        // A test that leaves a transaction open would hold back every catch-up reader of the
+        // cluster (they read below the oldest running transaction): cap how long that can last.
+        let opts = admin.clone().database(&name).options([("idle_in_transaction_session_timeout", "5000")]);
         let url = opts.to_url_lossy().to_string();
         let pool = PgPoolOptions::new().max_connections(20).connect_with(opts).await.expect("connect to test database");
         TestDb { pool, url, name }
@@ -69,8 +71,13 @@ pub fn free_port() -> u16 {
 
 impl NatsServer {
     pub fn start() -> NatsServer {
+        Self::start_on(free_port())
+    }
+
+    /// Starts a server on a given port (e.g. one a process under test already waits for).
+    pub fn start_on(port: u16) -> NatsServer {
         let store = std::env::temp_dir().join(format!("cc-nats-{}", uuid::Uuid::new_v4().simple()));
-        let mut s = NatsServer { child: None, port: free_port(), store };
+        let mut s = NatsServer { child: None, port, store };
         s.spawn();
         s
     }

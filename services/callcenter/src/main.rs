@@ -75,6 +75,7 @@ async fn run(config: Config, targets: Vec<Target>) -> anyhow::Result<()> {
     tracing::info!(targets = ?names, "starting");
     let cancel = shutdown::on_signal();
     let readiness = Readiness::default();
+    readiness.expect("migrations");
     let metrics = Metrics::default();
 
     // The admin endpoints come first, so /readyz can say what is missing while we wait.
@@ -91,6 +92,7 @@ async fn run(config: Config, targets: Vec<Target>) -> anyhow::Result<()> {
     let Some(pool) = connect::postgres(&config, &readiness, &cancel).await? else { return Ok(()) };
     let Some(client) = connect::nats(&config, &readiness, &cancel).await? else { return Ok(()) };
     targets::migrate_all(&pool).await?;
+    readiness.ready("migrations");
     connect::watch(pool.clone(), client.clone(), readiness.clone(), cancel.clone());
 
     let ctx = Context {

@@ -1,0 +1,127 @@
+use std::time::Duration;
+
+use cc_bus::{Command, CommandContext, CommandError, CommandHandlers, RequestError};
+use cc_testkit::NatsServer;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::bus;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct PauseAgent {
+    agent: String,
+    reason: String,
+}
+impl Command for PauseAgent {
+    const SERVICE: &'static str = "agent-session";
+    const NAME: &'static str = "PauseAgent";
+    type Reply = Paused;
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct Paused {
+    agent: String,
+    reason: String,
+    tenant: String,
+    actor: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Explode {}
+impl Command for Explode {
+    const SERVICE: &'static str = "agent-session";
+    const NAME: &'static str = "Explode";
+    type Reply = ();
+}
+
+async fn serve(nats: &NatsServer) -> (cc_bus::Bus, CancellationToken, tokio::task::JoinHandle<()>) {
+    let bus = bus(nats).await;
+    let cancel = CancellationToken::new();
+    let handlers = CommandHandlers::new("agent-session", ())
+        .on(|_, ctx: CommandContext, c: PauseAgent| async move {
+            if c.reason != "Lunch" {
+                return Err(CommandError::field("unknown_pause_reason", "reason", "valid reasons: Lunch"));
+            }
+            Ok(Paused { agent: c.agent, reason: c.reason, tenant: ctx.tenant, actor: ctx.actor })
+        })
+        .on(|_, _, _: Explode| async move {
+            if true {
+                panic!("boom");
+            }
+            Ok(())
+        });
+    let (b, c) = (bus.clone(), cancel.clone());
+    let task = tokio::spawn(async move { handlers.serve(b, c).await.unwrap() });
+    // Wait until the subscription is live on the server.
+    bus.client.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    (bus, cancel, task)
+}
+
+#[tokio::test]
+async fn typed_commands_get_typed_replies_and_structured_refusals() {
+    let nats = NatsServer::start();
+    let (bus, cancel, task) = serve(&nats).await;
+    let ctx = CommandContext::new("acme", "agent:1001");
+    let reply = bus.request(&ctx, &PauseAgent { agent: "1001".into(), reason: "Lunch".into() }).await.unwrap();
+    assert_eq!(
+        reply,
+        Paused { agent: "1001".into(), reason: "Lunch".into(), tenant: "acme".into(), actor: "agent:1001".into() }
+    );
+    match bus.request(&ctx, &PauseAgent { agent: "1001".into(), reason: "Nap".into() }).await {
+        Err(RequestError::Rejected(e)) => {
+            assert_eq!(e.error, "unknown_pause_reason");
+            assert_eq!(e.field.as_deref(), Some("reason"));
+        }
+        other => panic!("{other:?}"),
+    }
+    cancel.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn malformed_unknown_and_panicking_commands_get_error_replies_not_timeouts() {
+    let nats = NatsServer::start();
+    let (bus, _cancel, _task) = serve(&nats).await;
+    let subject = |name: &str| bus.subjects.command("agent-session", "acme", name);
+    let quick = |f| tokio::time::timeout(Duration::from_secs(3), f);
+
+    let r = quick(bus.request_raw(subject("PauseAgent"), b"{not json".to_vec())).await.unwrap().unwrap();
+    assert_eq!(r["error"]["error"], "invalid_json");
+
+    let r = quick(bus.request_raw(subject("PauseAgent"), br#"{"agent":"1001"}"#.to_vec())).await.unwrap().unwrap();
+    assert_eq!(r["error"]["error"], "missing_field");
+    assert_eq!(r["error"]["field"], "reason");
+
+    let r = quick(bus.request_raw(subject("PauseAgent"), br#"{"agent":1001,"reason":"Lunch"}"#.to_vec()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r["error"]["field"], "agent");
+
+    let r = quick(bus.request_raw(subject("Teleport"), b"{}".to_vec())).await.unwrap().unwrap();
+    assert_eq!(r["error"]["error"], "unknown_command");
+    assert!(r["error"]["message"].as_str().unwrap().contains("PauseAgent"), "{r}");
+
+    let r = quick(bus.request_raw(subject("Explode"), b"{}".to_vec())).await.unwrap().unwrap();
+    assert_eq!(r["error"]["error"], "internal");
+
+    // The service is still up after the panic.
+    let ok = bus
+        .request(&CommandContext::new("acme", "t"), &PauseAgent { agent: "1".into(), reason: "Lunch".into() })
+        .await;
+    assert!(ok.is_ok());
+}
+
+#[tokio::test]
+async fn a_command_with_no_service_running_fails_fast() {
+    let nats = NatsServer::start();
+    let bus = bus(&nats).await;
+    let r = tokio::time::timeout(
+        Duration::from_secs(3),
+        bus.request(&CommandContext::new("acme", "t"), &PauseAgent { agent: "1".into(), reason: "x".into() }),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(r, Err(RequestError::NoResponders(_))), "{r:?}");
+}

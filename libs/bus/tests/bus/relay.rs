@@ -1,0 +1,213 @@
+use std::time::Duration;
+
+use cc_bus::relay::{Relay, RelayOptions};
+use cc_bus::Bus;
+use cc_eventstore::{Checkpoint, EventStore, ExpectedVersion, Metadata, NewEvent, ReadFilter, StreamName};
+use cc_testkit::{eventually, NatsServer, TestDb};
+use rand::Rng;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::bus;
+
+async fn store() -> (TestDb, EventStore) {
+    let db = TestDb::new().await;
+    cc_eventstore::migrate(&db.pool, "eventstore", cc_eventstore::MIGRATIONS).await.unwrap();
+    let store = EventStore::new(db.pool.clone());
+    (db, store)
+}
+
+fn options() -> RelayOptions {
+    RelayOptions { batch_size: 50, lease_retry: Duration::from_millis(50), ..Default::default() }
+}
+
+/// A relay as its own "process": its own connection pool, so that killing it (abort) and
+/// closing the pool drops its connections the way a crash would.
+struct RelayProcess {
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    pool: sqlx::PgPool,
+}
+
+impl RelayProcess {
+    async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+        self.pool.close().await;
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        self.task.await.unwrap();
+        self.pool.close().await;
+    }
+}
+
+async fn spawn_relay(bus: &Bus, db: &TestDb) -> RelayProcess {
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(4).connect(&db.url).await.unwrap();
+    let cancel = CancellationToken::new();
+    let relay = Relay::new(EventStore::new(pool.clone()), bus.clone(), db.url.clone(), options());
+    let c = cancel.clone();
+    RelayProcess { cancel, task: tokio::spawn(async move { relay.run(c).await }), pool }
+}
+
+async fn append(store: &EventStore, stream: &str, n: usize) {
+    let s = StreamName::new("acme", "agent", stream).unwrap();
+    let events: Vec<NewEvent> = (0..n)
+        .map(|i| NewEvent::new("AgentPaused", 1, json!({ "i": i }), Metadata::new("acme", "test")))
+        .collect();
+    store.append(&s, ExpectedVersion::Any, &events).await.unwrap();
+}
+
+/// Every event id in the store, in the store's global order.
+async fn store_order(store: &EventStore, expected: usize) -> Vec<Uuid> {
+    eventually("all events readable", Duration::from_secs(20), || async {
+        let all = store.read_all(&ReadFilter::All, Checkpoint::START, 100_000).await.unwrap();
+        (all.len() == expected).then(|| all.iter().map(|e| e.event_id).collect())
+    })
+    .await
+}
+
+/// Every message in the JetStream events stream, in stream order: (event id, subject, headers).
+async fn stream_messages(bus: &Bus) -> Vec<(Uuid, String, async_nats::HeaderMap)> {
+    let Ok(mut stream) = bus.jetstream.get_stream(bus.subjects.events_stream()).await else { return vec![] };
+    let last = stream.info().await.unwrap().state.last_sequence;
+    let mut out = Vec::new();
+    for seq in 1..=last {
+        let m = stream.get_raw_message(seq).await.unwrap();
+        let id = m.headers.get("Nats-Msg-Id").unwrap().as_str().parse().unwrap();
+        out.push((id, m.subject.to_string(), m.headers.clone()));
+    }
+    out
+}
+
+async fn wait_relayed(bus: &Bus, n: usize) -> Vec<Uuid> {
+    eventually("events relayed to JetStream", Duration::from_secs(30), || async {
+        let msgs = stream_messages(bus).await;
+        assert!(msgs.len() <= n, "more messages ({}) than events ({n}): a duplicate was stored", msgs.len());
+        (msgs.len() == n).then(|| msgs.into_iter().map(|m| m.0).collect())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn relays_committed_events_in_store_order_with_cloudevents_headers() {
+    let (db, store) = store().await;
+    let nats = NatsServer::start();
+    let bus = bus(&nats).await;
+    append(&store, "1001", 3).await;
+    append(&store, "1002", 1).await;
+    let relay = spawn_relay(&bus, &db).await;
+    append(&store, "1001", 2).await;
+
+    let relayed = wait_relayed(&bus, 6).await;
+    assert_eq!(relayed, store_order(&store, 6).await);
+    let msgs = stream_messages(&bus).await;
+    let (id, subject, h) = &msgs[0];
+    assert_eq!(subject, "cc.events.acme.agent.1001.AgentPaused");
+    assert_eq!(h.get("ce-id").unwrap().as_str(), id.to_string());
+    assert_eq!(h.get("ce-specversion").unwrap().as_str(), "1.0");
+    assert_eq!(h.get("ce-type").unwrap().as_str(), "callcenter.AgentPaused.v1");
+    assert_eq!(h.get("ce-tenant").unwrap().as_str(), "acme");
+    assert_eq!(h.get("ce-source").unwrap().as_str(), "/tenants/acme/agent");
+    assert!(h.get("ce-time").is_some());
+    assert_eq!(h.get("Cc-Stream-Version").unwrap().as_str(), "1");
+
+    // The checkpoint in the store follows the acks.
+    let cp = cc_eventstore::CheckpointStore::new(db.pool.clone());
+    eventually("relay checkpoint saved", Duration::from_secs(10), || async {
+        let saved = cp.load("relay").await.unwrap();
+        let last = store.read_all(&ReadFilter::All, Checkpoint::START, 100).await.unwrap().last().unwrap().checkpoint();
+        (saved == last).then_some(())
+    })
+    .await;
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn killing_the_relay_at_any_point_loses_and_reorders_nothing() {
+    let (db, store) = store().await;
+    let nats = NatsServer::start();
+    let bus = bus(&nats).await;
+
+    // Concurrent writers keep appending while the relay is killed again and again.
+    let writers: Vec<_> = (0..6)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..30 {
+                    append(&store, &format!("w{w}"), 1 + (i % 3)).await;
+                    let pause = rand::thread_rng().gen_range(0..15);
+                    tokio::time::sleep(Duration::from_millis(pause * 3)).await;
+                }
+            })
+        })
+        .collect();
+    for _ in 0..15 {
+        let relay = spawn_relay(&bus, &db).await;
+        let pause = rand::thread_rng().gen_range(5..80);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        relay.kill().await; // a crash: no graceful stop
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let total = 6 * (10 * (1 + 2 + 3));
+    let relay = spawn_relay(&bus, &db).await;
+    let relayed = wait_relayed(&bus, total).await;
+    assert_eq!(relayed, store_order(&store, total).await, "JetStream holds every event once, in store order");
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn several_relays_at_once_publish_each_event_once_in_order() {
+    let (db, store) = store().await;
+    let nats = NatsServer::start();
+    let bus = bus(&nats).await;
+    let mut relays = Vec::new();
+    for _ in 0..3 {
+        relays.push(spawn_relay(&bus, &db).await);
+    }
+    for i in 0..40 {
+        append(&store, &format!("s{}", i % 4), 2).await;
+    }
+    // Kill whichever relay leads; another takes over.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    relays.remove(0).kill().await;
+    for i in 0..20 {
+        append(&store, &format!("s{}", i % 4), 1).await;
+    }
+    let relayed = wait_relayed(&bus, 100).await;
+    assert_eq!(relayed, store_order(&store, 100).await);
+    for r in relays {
+        r.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_nats_restart_while_relaying_loses_nothing() {
+    let _ = tracing_subscriber::fmt().with_env_filter("info,cc_bus=debug").with_test_writer().try_init();
+    let (db, store) = store().await;
+    let mut nats = NatsServer::start();
+    let client = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connect(nats.url())
+        .await
+        .unwrap();
+    let bus = Bus::new(client, cc_bus::Subjects::new("cc"));
+    let relay = spawn_relay(&bus, &db).await;
+    append(&store, "a", 20).await;
+    wait_relayed(&bus, 20).await;
+
+    nats.stop();
+    append(&store, "a", 15).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    nats.restart();
+    append(&store, "b", 5).await;
+
+    let relayed = wait_relayed(&bus, 40).await;
+    assert_eq!(relayed, store_order(&store, 40).await);
+    relay.stop().await;
+}

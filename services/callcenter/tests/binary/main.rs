@@ -1,0 +1,70 @@
+//! The `callcenter` binary as an operator runs it: a real process, real PostgreSQL and NATS.
+
+mod process;
+
+use std::time::Duration;
+
+use cc_testkit::{eventually, free_port, NatsServer, TestDb};
+use process::Callcenter;
+
+#[tokio::test]
+async fn waits_for_nats_says_so_in_readyz_then_runs_and_stops_on_sigterm() {
+    let db = TestDb::new().await;
+    let nats_port = free_port();
+    let app = Callcenter::spawn(&db.url, &format!("nats://127.0.0.1:{nats_port}"), &["run"]);
+    let http = reqwest::Client::new();
+
+    // Alive at once, not ready: NATS is missing and /readyz says so.
+    let body: serde_json::Value = eventually("/readyz to name nats", Duration::from_secs(30), || async {
+        let r = http.get(app.admin("/readyz")).send().await.ok()?;
+        let status = r.status();
+        let body: serde_json::Value = r.json().await.ok()?;
+        (status == 503 && body["missing"].get("nats").is_some()).then_some(body)
+    })
+    .await;
+    assert_eq!(body["status"], "not ready");
+    let alive = http.get(app.admin("/healthz")).send().await.unwrap();
+    assert_eq!(alive.status(), 200);
+
+    // NATS comes up: the process connects and becomes ready.
+    let _nats = NatsServer::start_on(nats_port);
+    eventually("/readyz 200", Duration::from_secs(30), || async {
+        let r = http.get(app.admin("/readyz")).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    let metrics = http.get(app.admin("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("# EOF"), "Prometheus/OpenMetrics text: {metrics}");
+
+    // Migrations ran on start.
+    let n: i64 = sqlx::query_scalar("select count(*) from cc_migrations where component = 'eventstore'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(n >= 2);
+
+    let status = app.terminate(Duration::from_secs(20));
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+}
+
+#[tokio::test]
+async fn operator_commands_show_config_and_migrate() {
+    let db = TestDb::new().await;
+    let out = Callcenter::output(&db.url, "nats://127.0.0.1:1", &["config"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("subject_prefix = \"t"), "{text}");
+
+    let out = Callcenter::output(&db.url, "nats://127.0.0.1:1", &["migrate"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let exists: bool = sqlx::query_scalar("select to_regclass('es_events') is not null").fetch_one(&db.pool).await.unwrap();
+    assert!(exists);
+
+    let out = Callcenter::command(&db.url, "nats://127.0.0.1:1", &["config"]).env("CC_DEMO", "maybe").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CC_DEMO"), "the error names the variable");
+
+    let out = Callcenter::output(&db.url, "nats://127.0.0.1:1", &["run", "--target", "nonsense"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("queue-router"), "the error lists the targets");
+}

@@ -1,0 +1,62 @@
+use std::process::{Child, Command, ExitStatus, Output};
+use std::time::{Duration, Instant};
+
+use cc_testkit::free_port;
+
+/// A running `callcenter` process on free ports with its own subject prefix.
+pub struct Callcenter {
+    child: Child,
+    pub admin_port: u16,
+}
+
+impl Callcenter {
+    pub fn command(database_url: &str, nats_url: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_callcenter"));
+        c.args(args)
+            .env_clear()
+            .env("CC_DATABASE_URL", database_url)
+            .env("CC_NATS_URL", nats_url)
+            .env("CC_SUBJECT_PREFIX", format!("t{}", uuid::Uuid::new_v4().simple()))
+            .env("CC_LOG", "info");
+        c
+    }
+
+    pub fn output(database_url: &str, nats_url: &str, args: &[&str]) -> Output {
+        Self::command(database_url, nats_url, args).output().unwrap()
+    }
+
+    pub fn spawn(database_url: &str, nats_url: &str, args: &[&str]) -> Callcenter {
+        let admin_port = free_port();
+        let child = Self::command(database_url, nats_url, args)
+            .env("CC_ADMIN_ADDR", format!("127.0.0.1:{admin_port}"))
+            .env("CC_PORTAL_ADDR", format!("127.0.0.1:{}", free_port()))
+            .env("CC_PBX_SIM_ADDR", format!("127.0.0.1:{}", free_port()))
+            .spawn()
+            .unwrap();
+        Callcenter { child, admin_port }
+    }
+
+    pub fn admin(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(mut self, within: Duration) -> ExitStatus {
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "did not stop within {within:?} of SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Callcenter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
