@@ -286,3 +286,34 @@ mod tests {
         assert_eq!((e.error.as_str(), e.field), ("invalid_json", None));
     }
 }
+
+impl From<sqlx::Error> for CommandError {
+    fn from(e: sqlx::Error) -> Self {
+        tracing::error!(error = %e, "database error while handling a command");
+        CommandError::internal("the database failed; nothing was changed")
+    }
+}
+
+impl From<cc_eventstore::AppendError> for CommandError {
+    fn from(e: cc_eventstore::AppendError) -> Self {
+        match e {
+            cc_eventstore::AppendError::Conflict { .. } => {
+                CommandError::new("conflict", "the state changed at the same moment; nothing was changed, try again")
+            }
+            other => {
+                tracing::error!(error = %other, "append failed while handling a command");
+                CommandError::internal("the event store refused the change; nothing was changed")
+            }
+        }
+    }
+}
+
+impl From<RequestError> for CommandError {
+    fn from(e: RequestError) -> Self {
+        match e {
+            RequestError::Rejected(e) => e,
+            RequestError::NoResponders(s) => CommandError::new("unavailable", format!("the {s} service is not running")),
+            RequestError::Transport(m) => CommandError::new("unavailable", m),
+        }
+    }
+}

@@ -1,7 +1,9 @@
 -- The event store of record. Every state change of the product is one row here.
 create table if not exists es_events (
-    -- Global position: allocated at insert time, so NOT in commit order (see xid).
-    position       bigint generated always as identity primary key,
+    -- Global position: allocated at insert time, so NOT in commit order (see xid). Unique by
+    -- construction; its index is (xid, position) below, the order readers use: one index
+    -- fewer to maintain on every append.
+    position       bigint generated always as identity,
     -- The writing transaction's id (pg_current_xact_id). Readers only read rows whose xid is
     -- below the oldest transaction still running, and order by (xid, position), so a
     -- transaction that commits late can never be skipped.
@@ -19,17 +21,8 @@ create table if not exists es_events (
     recorded_at    timestamptz not null default clock_timestamp(),
     unique (stream, version)
 );
-create index if not exists es_events_xid_position on es_events (xid, position);
+create unique index if not exists es_events_xid_position on es_events (xid, position);
 create index if not exists es_events_category_xid_position on es_events (category, xid, position);
-
--- One row per stream: its current version, locked by appends to serialise writers of a stream.
-create table if not exists es_streams (
-    stream    text primary key,
-    tenant    text not null,
-    category  text not null,
-    stream_id text not null,
-    version   bigint not null
-);
 
 -- Named reader positions (relay, subscribers that do not keep their own).
 create table if not exists es_checkpoints (

@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
@@ -34,6 +36,37 @@ pub enum ReadFilter {
 pub struct EventStore {
     pool: PgPool,
     upcasters: Upcasters,
+    notifier: Arc<Notifier>,
+}
+
+/// Sends the subscribers' wake-up hint after commits, coalescing a burst of appends into one
+/// NOTIFY (sent from its own short transaction, so it never holds up a writer's commit).
+#[derive(Default)]
+struct Notifier {
+    wake: tokio::sync::Notify,
+    started: std::sync::OnceLock<()>,
+}
+
+impl Notifier {
+    fn hint(&self, pool: &PgPool, self_arc: &Arc<Notifier>) {
+        self.started.get_or_init(|| {
+            let (pool, me) = (pool.clone(), self_arc.clone());
+            tokio::spawn(async move {
+                loop {
+                    me.wake.notified().await;
+                    if pool.is_closed() {
+                        return;
+                    }
+                    if let Err(e) = sqlx::query("select pg_notify('es_events', '')").execute(&pool).await {
+                        tracing::debug!(error = %e, "could not send the wake-up hint (subscribers fall back to polling)");
+                    }
+                    // At most one hint per 2 ms: under load many commits share one.
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                }
+            });
+        });
+        self.wake.notify_one();
+    }
 }
 
 const COLUMNS: &str = "position, xid, event_id, tenant, category, stream_id, version, event_type, \
@@ -41,7 +74,13 @@ const COLUMNS: &str = "position, xid, event_id, tenant, category, stream_id, ver
 
 impl EventStore {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool, upcasters: Upcasters::default() }
+        Self { pool, upcasters: Upcasters::default(), notifier: Arc::default() }
+    }
+
+    /// Wakes subscriptions (of every process) to read new events. Appends do it themselves;
+    /// call it after committing a transaction that used [`EventStore::append_in`].
+    pub fn notify_committed(&self) {
+        self.notifier.hint(&self.pool, &self.notifier);
     }
 
     /// The store with these upcasters applied on every read.
@@ -57,6 +96,67 @@ impl EventStore {
     /// Appends `events` to `stream` atomically if the stream is at `expected`.
     pub async fn append(
         &self,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<AppendResult, AppendError> {
+        let r = self.append_with(&self.pool, stream, expected, events).await?;
+        if !r.duplicate {
+            self.notify_committed();
+        }
+        Ok(r)
+    }
+
+    /// As [`EventStore::append`], inside the caller's transaction: a service can update its
+    /// own state tables and append the events that record the change, all or nothing.
+    /// Call [`EventStore::notify_committed`] after the commit.
+    pub async fn append_in(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<AppendResult, AppendError> {
+        // A unique violation aborts the caller's transaction: report a conflict, never retry.
+        match self.try_append(tx, stream, expected, events).await {
+            Err(AppendError::Database(sqlx::Error::Database(db))) if db.code().as_deref() == Some("23505") => {
+                let actual = self.stream_version(stream).await?;
+                Err(AppendError::Conflict { stream: stream.key(), expected, actual })
+            }
+            other => other,
+        }
+    }
+
+    async fn append_with(
+        &self,
+        executor: &PgPool,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<AppendResult, AppendError> {
+        let mut attempt = 0;
+        loop {
+            match self.try_append(executor, stream, expected, events).await {
+                Err(AppendError::Database(sqlx::Error::Database(db))) if db.code().as_deref() == Some("23505") => {
+                    // Another writer took the same version (or, for a retried append, the same
+                    // event ids) a moment earlier and has committed now.
+                    attempt += 1;
+                    if expected == ExpectedVersion::Any || db.constraint() == Some("es_events_event_id_key") {
+                        if attempt < 10 {
+                            continue;
+                        }
+                    }
+                    let actual = self.stream_version(stream).await?;
+                    return Err(AppendError::Conflict { stream: stream.key(), expected, actual });
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_append<'e, E: sqlx::PgExecutor<'e>>(
+        &self,
+        executor: E,
         stream: &StreamName,
         expected: ExpectedVersion,
         events: &[NewEvent],
@@ -85,7 +185,7 @@ impl EventStore {
         .bind(&versions)
         .bind(&data)
         .bind(&metadata)
-        .fetch_one(&self.pool)
+        .fetch_one(executor)
         .await?;
         let outcome: String = row.get(0);
         let stream_version: i64 = row.get(1);
@@ -103,11 +203,10 @@ impl EventStore {
 
     /// The current version of a stream (0 when it has no events).
     pub async fn stream_version(&self, stream: &StreamName) -> Result<i64, sqlx::Error> {
-        let v: Option<i64> = sqlx::query_scalar("select version from es_streams where stream = $1")
+        sqlx::query_scalar("select coalesce(max(version), 0) from es_events where stream = $1")
             .bind(stream.key())
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(v.unwrap_or(0))
+            .fetch_one(&self.pool)
+            .await
     }
 
     /// Reads up to `limit` events of one stream, from version `from` (1 = the first event).

@@ -1,12 +1,52 @@
-//! The auth service.
+//! The auth service: tenants, agent and admin/supervisor accounts, argon2id credentials,
+//! portal sessions (256-bit tokens, only their hash stored) and sign-in throttling.
+//!
+//! Every change updates the service's own tables and appends the event that records it in one
+//! transaction. Secrets never enter events.
 
+mod accounts;
+mod password;
+mod sessions;
+mod throttle;
+
+use cc_bus::{CommandError, CommandHandlers};
+use cc_contracts::auth::*;
 use cc_runtime::Context;
 
+pub use sessions::SESSION_HOURS;
+
 /// The auth service's tables.
-pub const MIGRATIONS: &[cc_eventstore::Migration] = &[];
+pub const MIGRATIONS: &[cc_eventstore::Migration] =
+    &[cc_eventstore::Migration { version: 1, name: "auth", sql: include_str!("../sql/0001_auth.sql") }];
+
+/// The command handlers of the auth service.
+pub fn handlers(ctx: Context) -> CommandHandlers<Context> {
+    CommandHandlers::new("auth", ctx)
+        .on(|ctx, c, cmd: SignIn| async move { sessions::sign_in(&ctx, &c, cmd).await })
+        .on(|ctx, c, cmd: Authenticate| async move { sessions::authenticate(&ctx, &c.tenant, &cmd.token).await })
+        .on(|ctx, c, cmd: SignOut| async move { sessions::sign_out(&ctx, &c, &cmd.token).await })
+        .on(|ctx, c, cmd: CreateTenant| async move { accounts::create_tenant(&ctx, &c, cmd).await })
+        .on(|ctx, c, cmd: CreateAgent| async move { accounts::create_agent(&ctx, &c, cmd).await })
+        .on(|ctx, c, cmd: UpdateAgent| async move { accounts::update_agent(&ctx, &c, cmd).await })
+        .on(|ctx, c, cmd: SetAgentPassword| async move { accounts::set_password(&ctx, &c, cmd).await })
+        .on(|ctx, c, cmd: SetAgentEnabled| async move { accounts::set_enabled(&ctx, &c, cmd).await })
+        .on(|ctx, c, cmd: GetAgent| async move {
+            accounts::get_agent(&ctx.pool, &c.tenant, &cmd.agent)
+                .await?
+                .ok_or_else(|| accounts::unknown_agent(&cmd.agent))
+        })
+        .on(|ctx, c, _: ListAgents| async move { accounts::list_agents(&ctx.pool, &c.tenant).await })
+        .on(|ctx, c, cmd: CreateUser| async move { accounts::create_user(&ctx, &c, cmd).await })
+}
 
 /// Runs the auth service until `ctx.cancel`.
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
-    ctx.cancel.cancelled().await;
+    let cancel = ctx.cancel.clone();
+    let bus = ctx.bus.clone();
+    handlers(ctx).serve(bus, cancel).await?;
     Ok(())
+}
+
+fn unauthenticated() -> CommandError {
+    CommandError::new("unauthenticated", "the session has expired or was ended; please log in again")
 }

@@ -1,0 +1,233 @@
+//! Accounts, credentials and portal sessions (the auth service). Secrets never enter events:
+//! password hashes and session tokens live only in the auth service's tables.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::domain::AgentNumber;
+use crate::EventFamily;
+use cc_bus::Command;
+
+/// What a signed-in principal may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Agent,
+    Supervisor,
+    Admin,
+}
+
+/// Events of an agent's account. Stream: `agent_account-<agent number>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum AgentAccountEvent {
+    AgentAccountCreated { agent: AgentNumber, display_name: String, may_manage_queues: bool },
+    AgentAccountUpdated { agent: AgentNumber, display_name: String, may_manage_queues: bool },
+    AgentPasswordChanged { agent: AgentNumber },
+    AgentAccountDisabled { agent: AgentNumber },
+    AgentAccountEnabled { agent: AgentNumber },
+}
+impl EventFamily for AgentAccountEvent {
+    const CATEGORY: &'static str = "agent_account";
+}
+
+/// Events of an admin or supervisor account. Stream: `user-<username>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum UserEvent {
+    UserCreated { username: String, display_name: String, role: Role },
+    UserPasswordChanged { username: String },
+}
+impl EventFamily for UserEvent {
+    const CATEGORY: &'static str = "user";
+}
+
+/// Events of a tenant. Stream: `tenant-<slug>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum TenantEvent {
+    TenantCreated { tenant: String, name: String, demo: bool },
+}
+impl EventFamily for TenantEvent {
+    const CATEGORY: &'static str = "tenant";
+}
+
+/// Events of portal sign-ins. Stream: `portal_session-<session id>`. No token inside.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum PortalSessionEvent {
+    SignedIn { session_id: Uuid, principal: String, role: Role, expires_at: DateTime<Utc> },
+    SignedOut { session_id: Uuid, principal: String, reason: String },
+}
+impl EventFamily for PortalSessionEvent {
+    const CATEGORY: &'static str = "portal_session";
+}
+
+/// An agent account as other services see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentAccount {
+    pub agent: AgentNumber,
+    pub display_name: String,
+    pub may_manage_queues: bool,
+    pub enabled: bool,
+}
+
+/// Who a session token belongs to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Principal {
+    pub tenant: String,
+    pub session_id: Uuid,
+    /// The agent number for agents, the username for admins and supervisors.
+    pub principal: String,
+    pub role: Role,
+    pub display_name: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Whether a sign-in is for an agent (agent number) or an admin/supervisor (username).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoginKind {
+    Agent,
+    User,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SignIn {
+    pub kind: LoginKind,
+    pub login: String,
+    pub password: String,
+    /// The client's address, for throttling.
+    pub client: String,
+}
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SignedIn {
+    pub token: String,
+    pub principal: Principal,
+}
+impl Command for SignIn {
+    const SERVICE: &'static str = "auth";
+    const NAME: &'static str = "SignIn";
+    type Reply = SignedIn;
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Authenticate {
+    pub token: String,
+}
+impl Command for Authenticate {
+    const SERVICE: &'static str = "auth";
+    const NAME: &'static str = "Authenticate";
+    type Reply = Principal;
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SignOut {
+    pub token: String,
+}
+impl Command for SignOut {
+    const SERVICE: &'static str = "auth";
+    const NAME: &'static str = "SignOut";
+    type Reply = ();
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateAgent {
+    pub agent: AgentNumber,
+    pub display_name: String,
+    pub password: String,
+    /// Unset: the tenant's agent default.
+    #[serde(default)]
+    pub may_manage_queues: Option<bool>,
+}
+impl Command for CreateAgent {
+    const SERVICE: &'static str = "auth";
+    const NAME: &'static str = "CreateAgent";
+    type Reply = AgentAccount;
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpdateAgent {
+    pub agent: AgentNumber,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub may_manage_queues: Option<bool>,
+}
+impl Command for UpdateAgent {
+    const SERVICE: &'static str = "auth";
+    const NAME: &'static str = "UpdateAgent";
+    type Reply = AgentAccount;
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetAgentPassword {
+    pub agent: AgentNumber,
+    pub password: String,
+}
+impl Command for SetAgentPassword {
+    const SERVICE: &'static str = "auth";
+    const NAME: &'static str = "SetAgentPassword";
+    type Reply = ();
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetAgentEnabled {
+    pub agent: AgentNumber,
+    pub enabled: bool,
+}
+impl Command for SetAgentEnabled {
+    const SERVICE: &'static str = "auth";
+    const NAME: &'static str = "SetAgentEnabled";
+    type Reply = AgentAccount;
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetAgent {
+    pub agent: AgentNumber,
+}
+impl Command for GetAgent {
+    const SERVICE: &'static str = "auth";
+    const NAME: &'static str = "GetAgent";
+    type Reply = AgentAccount;
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ListAgents {}
+impl Command for ListAgents {
+    const SERVICE: &'static str = "auth";
+    const NAME: &'static str = "ListAgents";
+    type Reply = Vec<AgentAccount>;
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateUser {
+    pub username: String,
+    pub display_name: String,
+    pub password: String,
+    pub role: Role,
+}
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub username: String,
+    pub display_name: String,
+    pub role: Role,
+}
+impl Command for CreateUser {
+    const SERVICE: &'static str = "auth";
+    const NAME: &'static str = "CreateUser";
+    type Reply = User;
+}
+
+/// Creates a tenant (operator command and demo mode). Idempotent for the same slug.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateTenant {
+    pub name: String,
+    pub demo: bool,
+}
+impl Command for CreateTenant {
+    const SERVICE: &'static str = "auth";
+    const NAME: &'static str = "CreateTenant";
+    type Reply = bool;
+}

@@ -1,0 +1,72 @@
+//! Read-model views, as the portal shows them and as the projection writes them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The agent's status as the portal shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentStatus {
+    LoggedOut,
+    Idle,
+    Paused,
+    Ringing,
+    Connected,
+    OnHold,
+    WrapUp,
+}
+
+impl AgentStatus {
+    /// The word the portal shows.
+    pub fn label(self) -> &'static str {
+        match self {
+            AgentStatus::LoggedOut => "Logged out",
+            AgentStatus::Idle => "Idle",
+            AgentStatus::Paused => "Paused",
+            AgentStatus::Ringing => "Ringing",
+            AgentStatus::Connected => "Connected",
+            AgentStatus::OnHold => "On hold",
+            AgentStatus::WrapUp => "Wrap-up",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counts {
+    pub completed: i64,
+    pub missed: i64,
+    pub rejected: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueRef {
+    pub queue: String,
+    pub name: String,
+}
+
+/// One agent as the portal and the supervisor view show them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentView {
+    pub tenant: String,
+    pub agent: String,
+    pub display_name: String,
+    pub enabled: bool,
+    pub status: AgentStatus,
+    pub status_label: String,
+    pub pause_reason: Option<String>,
+    pub device: Option<String>,
+    pub device_online: bool,
+    pub login_time: Option<DateTime<Utc>>,
+    /// When the current status began.
+    pub status_since: DateTime<Utc>,
+    /// The queues the agent is logged into.
+    pub queues: Vec<QueueRef>,
+    /// The queues the agent is assigned to.
+    pub assigned_queues: Vec<QueueRef>,
+    pub may_manage_queues: bool,
+    pub counts: Counts,
+    /// The current call (from the calls issue on); empty until then.
+    pub current_call: Option<serde_json::Value>,
+    /// Grows by one with every change of this view: the SSE event id.
+    pub version: i64,
+}

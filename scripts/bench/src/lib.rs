@@ -1,0 +1,46 @@
+//! What the benchmarks share: timing, percentiles, the summary line, fresh databases.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+
+/// Prints `bench <name>: <value> <unit> (baseline <value> <unit>, ratio <r>)`.
+pub fn summary(name: &str, value: f64, unit: &str, baseline: f64) {
+    let ratio = if baseline > 0.0 { value / baseline } else { f64::NAN };
+    println!("bench {name}: {} {unit} (baseline {} {unit}, ratio {ratio:.2})", fmt(value), fmt(baseline));
+}
+
+fn fmt(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// The `p`-th percentile (0..=100) of `samples`, in milliseconds.
+pub fn percentile_ms(samples: &mut [Duration], p: f64) -> f64 {
+    if samples.is_empty() {
+        return f64::NAN;
+    }
+    samples.sort_unstable();
+    let idx = ((p / 100.0) * (samples.len() - 1) as f64).round() as usize;
+    samples[idx].as_secs_f64() * 1000.0
+}
+
+/// Creates a fresh database for one benchmark run on the server of `admin_url`.
+pub async fn fresh_database(admin_url: &str, name: &str, max_connections: u32) -> anyhow::Result<(PgPool, String)> {
+    let admin: PgConnectOptions = admin_url.parse()?;
+    let mut conn = admin.connect().await?;
+    sqlx::query(&format!("drop database if exists {name} with (force)")).execute(&mut conn).await?;
+    sqlx::query(&format!("create database {name}")).execute(&mut conn).await?;
+    let opts = admin.database(name);
+    let url = opts.to_url_lossy().to_string();
+    let pool = PgPoolOptions::new().max_connections(max_connections).connect_with(opts).await?;
+    Ok((pool, url))
+}
+
+pub fn env(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}

@@ -1,0 +1,279 @@
+//! The agent's session as a pure decision function: state + command -> events, and
+//! state + event -> state. No I/O here; the adapters gather what a decision needs first.
+
+use chrono::{DateTime, Utc};
+use cc_contracts::domain::{AgentNumber, DeviceId, QueueNumber};
+use cc_contracts::session::{AgentSessionEvent as E, LogoutReason};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The session as the command side keeps it (also stored as a snapshot with its version).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Session {
+    pub login: Option<Login>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Login {
+    pub login_id: Uuid,
+    pub device: DeviceId,
+    pub queues: Vec<QueueNumber>,
+    pub paused: Option<String>,
+    pub device_online: bool,
+    #[serde(default)]
+    pub since: Option<DateTime<Utc>>,
+}
+
+/// What is asked of a session, with the facts gathered from other services.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionCommand {
+    Login { device: DeviceId, queues: Vec<QueueNumber>, login_id: Uuid },
+    Logout { reason: LogoutReason },
+    Pause { reason: String },
+    Unpause,
+    JoinQueue { queue: QueueNumber },
+    LeaveQueue { queue: QueueNumber },
+    DeviceOffline { device: DeviceId },
+    DeviceOnline { device: DeviceId },
+}
+
+/// Why a command was refused. Each maps to one error code for the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    AlreadyLoggedIn { device: DeviceId },
+    NotLoggedIn,
+    AlreadyPaused { reason: String },
+    NotPaused,
+    AlreadyInQueue { queue: QueueNumber },
+    NotInQueue { queue: QueueNumber },
+}
+
+impl Refusal {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::AlreadyLoggedIn { .. } => "already_logged_in",
+            Refusal::NotLoggedIn => "not_logged_in",
+            Refusal::AlreadyPaused { .. } => "already_paused",
+            Refusal::NotPaused => "not_paused",
+            Refusal::AlreadyInQueue { .. } => "already_in_queue",
+            Refusal::NotInQueue { .. } => "not_in_queue",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Refusal::AlreadyLoggedIn { device } => format!("The agent is already logged in on device {device}"),
+            Refusal::NotLoggedIn => "The agent is not logged in".into(),
+            Refusal::AlreadyPaused { reason } => format!("The agent is already paused ({reason})"),
+            Refusal::NotPaused => "The agent is not paused".into(),
+            Refusal::AlreadyInQueue { queue } => format!("The agent is already logged into queue {queue}"),
+            Refusal::NotInQueue { queue } => format!("The agent is not logged into queue {queue}"),
+        }
+    }
+}
+
+/// Decides the events a command produces, or refuses it. Device presence facts never refuse:
+/// they produce nothing when they change nothing.
+pub fn decide(agent: &AgentNumber, s: &Session, cmd: SessionCommand) -> Result<Vec<E>, Refusal> {
+    let agent = agent.clone();
+    match (cmd, &s.login) {
+        (SessionCommand::Login { device, .. }, Some(l)) => {
+            let _ = device;
+            Err(Refusal::AlreadyLoggedIn { device: l.device.clone() })
+        }
+        (SessionCommand::Login { device, queues, login_id }, None) => Ok(vec![E::AgentLoggedIn { agent, login_id, device, queues }]),
+        (SessionCommand::DeviceOffline { .. } | SessionCommand::DeviceOnline { .. }, None) => Ok(vec![]),
+        (_, None) => Err(Refusal::NotLoggedIn),
+        (SessionCommand::Logout { reason }, Some(l)) => Ok(vec![E::AgentLoggedOut { agent, login_id: l.login_id, reason }]),
+        (SessionCommand::Pause { reason }, Some(l)) => match &l.paused {
+            Some(current) if *current == reason => Err(Refusal::AlreadyPaused { reason }),
+            Some(current) => Ok(vec![E::AgentPauseReasonChanged { agent, from: current.clone(), to: reason }]),
+            None => Ok(vec![E::AgentPaused { agent, reason }]),
+        },
+        (SessionCommand::Unpause, Some(l)) => match &l.paused {
+            Some(reason) => Ok(vec![E::AgentUnpaused { agent, reason: reason.clone() }]),
+            None => Err(Refusal::NotPaused),
+        },
+        (SessionCommand::JoinQueue { queue }, Some(l)) => {
+            if l.queues.contains(&queue) {
+                Err(Refusal::AlreadyInQueue { queue })
+            } else {
+                Ok(vec![E::AgentJoinedQueue { agent, queue }])
+            }
+        }
+        (SessionCommand::LeaveQueue { queue }, Some(l)) => {
+            if l.queues.contains(&queue) {
+                Ok(vec![E::AgentLeftQueue { agent, queue }])
+            } else {
+                Err(Refusal::NotInQueue { queue })
+            }
+        }
+        (SessionCommand::DeviceOffline { device }, Some(l)) => {
+            Ok(if l.device == device && l.device_online { vec![E::AgentDeviceWentOffline { agent, device }] } else { vec![] })
+        }
+        (SessionCommand::DeviceOnline { device }, Some(l)) => {
+            Ok(if l.device == device && !l.device_online { vec![E::AgentDeviceCameOnline { agent, device }] } else { vec![] })
+        }
+    }
+}
+
+/// Applies one event.
+pub fn evolve(mut s: Session, e: &E, at: Option<DateTime<Utc>>) -> Session {
+    match e {
+        E::AgentLoggedIn { login_id, device, queues, .. } => {
+            s.login = Some(Login {
+                login_id: *login_id,
+                device: device.clone(),
+                queues: queues.clone(),
+                paused: None,
+                device_online: true,
+                since: at,
+            });
+        }
+        E::AgentLoggedOut { .. } => s.login = None,
+        _ => {
+            if let Some(l) = s.login.as_mut() {
+                match e {
+                    E::AgentPaused { reason, .. } => l.paused = Some(reason.clone()),
+                    E::AgentPauseReasonChanged { to, .. } => l.paused = Some(to.clone()),
+                    E::AgentUnpaused { .. } => l.paused = None,
+                    E::AgentJoinedQueue { queue, .. } => l.queues.push(queue.clone()),
+                    E::AgentLeftQueue { queue, .. } => l.queues.retain(|q| q != queue),
+                    E::AgentDeviceWentOffline { .. } => l.device_online = false,
+                    E::AgentDeviceCameOnline { .. } => l.device_online = true,
+                    E::AgentLoggedIn { .. } | E::AgentLoggedOut { .. } => unreachable!(),
+                }
+            }
+        }
+    }
+    s
+}
+
+/// Whether the agent may be offered queue calls in `queue` (the routing invariant, as far
+/// as the session knows: calls add "not ringing, not on a call, not in wrap-up").
+pub fn available_for(s: &Session, queue: &QueueNumber) -> bool {
+    matches!(&s.login, Some(l) if l.paused.is_none() && l.device_online && l.queues.contains(queue))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn agent() -> AgentNumber {
+        AgentNumber::parse("1001").unwrap()
+    }
+    fn dev(d: &str) -> DeviceId {
+        DeviceId::parse(d).unwrap()
+    }
+    fn q(n: &str) -> QueueNumber {
+        QueueNumber::parse(n).unwrap()
+    }
+
+    /// given events, when command, then events (or a refusal).
+    fn given(events: &[E]) -> Session {
+        events.iter().fold(Session::default(), |s, e| evolve(s, e, None))
+    }
+
+    fn logged_in() -> Vec<E> {
+        vec![E::AgentLoggedIn { agent: agent(), login_id: Uuid::nil(), device: dev("1001"), queues: vec![q("500")] }]
+    }
+
+    #[test]
+    fn pausing_twice_is_a_clear_refusal_and_changing_reason_is_its_own_event() {
+        let mut h = logged_in();
+        h.push(E::AgentPaused { agent: agent(), reason: "Lunch".into() });
+        let s = given(&h);
+        assert_eq!(
+            decide(&agent(), &s, SessionCommand::Pause { reason: "Lunch".into() }),
+            Err(Refusal::AlreadyPaused { reason: "Lunch".into() })
+        );
+        assert_eq!(
+            decide(&agent(), &s, SessionCommand::Pause { reason: "Break".into() }),
+            Ok(vec![E::AgentPauseReasonChanged { agent: agent(), from: "Lunch".into(), to: "Break".into() }])
+        );
+        assert_eq!(
+            decide(&agent(), &given(&logged_in()), SessionCommand::Unpause),
+            Err(Refusal::NotPaused)
+        );
+    }
+
+    #[test]
+    fn a_logged_out_agent_can_only_log_in() {
+        let s = Session::default();
+        assert_eq!(decide(&agent(), &s, SessionCommand::Unpause), Err(Refusal::NotLoggedIn));
+        assert_eq!(
+            decide(&agent(), &s, SessionCommand::Logout { reason: LogoutReason::Agent }),
+            Err(Refusal::NotLoggedIn)
+        );
+        assert_eq!(decide(&agent(), &s, SessionCommand::DeviceOffline { device: dev("1001") }), Ok(vec![]));
+        let s = given(&logged_in());
+        assert!(matches!(
+            decide(&agent(), &s, SessionCommand::Login { device: dev("1002"), queues: vec![], login_id: Uuid::nil() }),
+            Err(Refusal::AlreadyLoggedIn { .. })
+        ));
+    }
+
+    #[test]
+    fn an_offline_device_takes_the_agent_out_of_routing_until_it_registers_again() {
+        let s = given(&logged_in());
+        assert!(available_for(&s, &q("500")));
+        let off = decide(&agent(), &s, SessionCommand::DeviceOffline { device: dev("1001") }).unwrap();
+        let s = off.iter().fold(s, |s, e| evolve(s, e, None));
+        assert!(!available_for(&s, &q("500")));
+        assert_eq!(decide(&agent(), &s, SessionCommand::DeviceOffline { device: dev("1001") }), Ok(vec![]));
+        let on = decide(&agent(), &s, SessionCommand::DeviceOnline { device: dev("1001") }).unwrap();
+        let s = on.iter().fold(s, |s, e| evolve(s, e, None));
+        assert!(available_for(&s, &q("500")));
+        // Another device's presence does not matter.
+        assert_eq!(decide(&agent(), &s, SessionCommand::DeviceOffline { device: dev("1009") }), Ok(vec![]));
+    }
+
+    fn command() -> impl Strategy<Value = SessionCommand> {
+        let queue = prop_oneof![Just(q("500")), Just(q("501")), Just(q("502"))];
+        let device = prop_oneof![Just(dev("1001")), Just(dev("1002"))];
+        prop_oneof![
+            (device.clone(), proptest::collection::vec(queue.clone(), 0..3))
+                .prop_map(|(device, queues)| SessionCommand::Login { device, queues, login_id: Uuid::nil() }),
+            Just(SessionCommand::Logout { reason: LogoutReason::Agent }),
+            prop_oneof![Just("Lunch"), Just("Break")].prop_map(|r| SessionCommand::Pause { reason: r.into() }),
+            Just(SessionCommand::Unpause),
+            queue.clone().prop_map(|queue| SessionCommand::JoinQueue { queue }),
+            queue.prop_map(|queue| SessionCommand::LeaveQueue { queue }),
+            device.clone().prop_map(|device| SessionCommand::DeviceOffline { device }),
+            device.prop_map(|device| SessionCommand::DeviceOnline { device }),
+        ]
+    }
+
+    proptest! {
+        /// Any sequence of commands keeps the invariants: a refused command changes nothing,
+        /// an accepted one changes the state, paused implies logged in, queue lists hold no
+        /// duplicates, and replaying the recorded events rebuilds the same state.
+        #[test]
+        fn any_command_sequence_keeps_the_invariants(cmds in proptest::collection::vec(command(), 0..60)) {
+            let mut s = Session::default();
+            let mut history = Vec::new();
+            for cmd in cmds {
+                let is_presence = matches!(cmd, SessionCommand::DeviceOffline { .. } | SessionCommand::DeviceOnline { .. });
+                match decide(&agent(), &s, cmd) {
+                    Ok(events) => {
+                        let before = s.clone();
+                        for e in &events {
+                            s = evolve(s, e, None);
+                        }
+                        prop_assert!(is_presence || s != before, "an accepted command changes the state");
+                        history.extend(events);
+                    }
+                    Err(_) => {}
+                }
+                if let Some(l) = &s.login {
+                    let mut qs = l.queues.clone();
+                    qs.sort();
+                    qs.dedup();
+                    prop_assert_eq!(qs.len(), l.queues.len(), "no queue twice");
+                }
+            }
+            prop_assert_eq!(given(&history), s);
+        }
+    }
+}
