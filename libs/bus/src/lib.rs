@@ -14,7 +14,7 @@ pub mod consumer;
 pub mod relay;
 mod subjects;
 
-pub use command::{Command, CommandContext, CommandError, CommandHandlers, RequestError};
+pub use command::{parse_json, Command, CommandContext, CommandError, CommandHandlers, RequestError};
 pub use subjects::Subjects;
 
 use cc_eventstore::Migration;
@@ -35,5 +35,24 @@ impl Bus {
     pub fn new(client: async_nats::Client, subjects: Subjects) -> Self {
         let jetstream = async_nats::jetstream::new(client.clone());
         Self { client, jetstream, subjects }
+    }
+
+    /// Creates (or updates) the JetStream stream of PBX events: file storage, a week of
+    /// history, a dedup window for publishers' retries.
+    pub async fn ensure_pbx_stream(&self) -> anyhow::Result<()> {
+        use async_nats::jetstream::stream::{Config, StorageType};
+        self.jetstream
+            .get_or_create_stream(Config {
+                name: self.subjects.pbx_stream(),
+                subjects: vec![self.subjects.all_pbx_events()],
+                storage: StorageType::File,
+                max_age: std::time::Duration::from_secs(7 * 24 * 3600),
+                duplicate_window: std::time::Duration::from_secs(120),
+                description: Some("Facts reported by the PBX (devices, channels, bridges)".into()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot create JetStream stream {}: {e}", self.subjects.pbx_stream()))?;
+        Ok(())
     }
 }

@@ -81,7 +81,11 @@ pub fn decide(agent: &AgentNumber, s: &Session, cmd: SessionCommand) -> Result<V
             let _ = device;
             Err(Refusal::AlreadyLoggedIn { device: l.device.clone() })
         }
-        (SessionCommand::Login { device, queues, login_id }, None) => Ok(vec![E::AgentLoggedIn { agent, login_id, device, queues }]),
+        (SessionCommand::Login { device, mut queues, login_id }, None) => {
+            queues.sort();
+            queues.dedup();
+            Ok(vec![E::AgentLoggedIn { agent, login_id, device, queues }])
+        }
         (SessionCommand::DeviceOffline { .. } | SessionCommand::DeviceOnline { .. }, None) => Ok(vec![]),
         (_, None) => Err(Refusal::NotLoggedIn),
         (SessionCommand::Logout { reason }, Some(l)) => Ok(vec![E::AgentLoggedOut { agent, login_id: l.login_id, reason }]),

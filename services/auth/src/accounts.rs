@@ -47,6 +47,7 @@ pub async fn create_tenant(ctx: &Context, c: &CommandContext, cmd: CreateTenant)
         ctx.store.append_in(&mut tx, &s, ExpectedVersion::NoStream, &[encode(&e, meta(c))]).await?;
     }
     tx.commit().await?;
+    ctx.store.notify_committed();
     Ok(inserted)
 }
 
@@ -110,6 +111,7 @@ pub async fn create_agent(ctx: &Context, c: &CommandContext, cmd: CreateAgent) -
     let e = AgentAccountEvent::AgentAccountCreated { agent: cmd.agent.clone(), display_name: display_name.clone(), may_manage_queues };
     ctx.store.append_in(&mut tx, &s, ExpectedVersion::NoStream, &[encode(&e, meta(c))]).await?;
     tx.commit().await?;
+    ctx.store.notify_committed();
     Ok(AgentAccount { agent: cmd.agent, display_name, may_manage_queues, enabled: true })
 }
 
@@ -155,6 +157,7 @@ pub async fn update_agent(ctx: &Context, c: &CommandContext, cmd: UpdateAgent) -
     let s = stream(&c.tenant, "agent_account", cmd.agent.as_str())?;
     ctx.store.append_in(&mut tx, &s, ExpectedVersion::Any, &[encode(&e, meta(c))]).await?;
     tx.commit().await?;
+    ctx.store.notify_committed();
     Ok(account)
 }
 
@@ -173,6 +176,7 @@ pub async fn set_password(ctx: &Context, c: &CommandContext, cmd: SetAgentPasswo
     let s = stream(&c.tenant, "agent_account", cmd.agent.as_str())?;
     ctx.store.append_in(&mut tx, &s, ExpectedVersion::Any, &[encode(&e, meta(c))]).await?;
     tx.commit().await?;
+    ctx.store.notify_committed();
     Ok(())
 }
 
@@ -203,6 +207,7 @@ pub async fn set_enabled(ctx: &Context, c: &CommandContext, cmd: SetAgentEnabled
         crate::sessions::revoke_all_in(ctx, &mut tx, c, cmd.agent.as_str(), "account_disabled").await?;
     }
     tx.commit().await?;
+    ctx.store.notify_committed();
     Ok(account)
 }
 
@@ -240,5 +245,6 @@ pub async fn create_user(ctx: &Context, c: &CommandContext, cmd: CreateUser) -> 
     let s = stream(&c.tenant, "user", &username)?;
     ctx.store.append_in(&mut tx, &s, ExpectedVersion::NoStream, &[encode(&e, meta(c))]).await?;
     tx.commit().await?;
+    ctx.store.notify_committed();
     Ok(User { username, display_name, role: cmd.role })
 }

@@ -132,6 +132,7 @@ pub async fn sign_in(ctx: &Context, c: &CommandContext, cmd: SignIn) -> Result<S
     let actor = format!("{kind}:{login}");
     ctx.store.append_in(&mut tx, &s, ExpectedVersion::NoStream, &[encode(&e, portal_meta(c, &actor))]).await?;
     tx.commit().await?;
+    ctx.store.notify_committed();
     Ok(SignedIn {
         token,
         principal: Principal { tenant: c.tenant.clone(), session_id, principal: login, role, display_name, expires_at },
@@ -174,6 +175,7 @@ pub async fn sign_out(ctx: &Context, c: &CommandContext, token: &str) -> Result<
         append_signed_out(ctx, &mut tx, c, session_id, principal, "signed_out").await?;
     }
     tx.commit().await?;
+    ctx.store.notify_committed();
     Ok(())
 }
 

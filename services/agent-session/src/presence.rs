@@ -1,0 +1,157 @@
+//! Facts from outside the session: device presence from the PBX, and account changes from the
+//! auth service.
+//!
+//! A device that unregisters while its agent is logged in takes the agent out of routing
+//! (`AgentDeviceWentOffline`; the portal shows "device offline"); the session stays, and the
+//! agent is back in routing when the device registers again (`AgentDeviceCameOnline`).
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::DeliverPolicy;
+use cc_bus::{consumer, CommandContext};
+use cc_contracts::auth::{AgentAccountEvent, GetAgent};
+use cc_contracts::domain::{AgentNumber, DeviceId};
+use cc_contracts::pbx::{DeviceEvent, ListDevices};
+use cc_contracts::session::LogoutReason;
+use cc_eventstore::{CheckpointStore, ReadFilter, Subscription};
+use cc_runtime::Context;
+use chrono::{DateTime, Utc};
+
+use crate::domain::SessionCommand;
+use crate::sessions;
+
+/// Follows the PBX's device events (and reconciles with its device list every 30 s).
+pub async fn follow_devices(ctx: Context) {
+    let reconcile = tokio::spawn(reconcile_periodically(ctx.clone()));
+    while !ctx.cancel.is_cancelled() {
+        if let Err(e) = consume_devices(&ctx).await {
+            tracing::warn!(error = %format!("{e:#}"), "device presence consumer stopped; restarting");
+            tokio::select! { _ = ctx.cancel.cancelled() => {}, _ = tokio::time::sleep(Duration::from_secs(1)) => {} }
+        }
+    }
+    let _ = reconcile.await;
+}
+
+async fn consume_devices(ctx: &Context) -> anyhow::Result<()> {
+    ctx.bus.ensure_pbx_stream().await?;
+    let filter = format!("{}.pbx.evt.*.device.>", ctx.bus.subjects.prefix());
+    let c = consumer::durable(&ctx.bus, &ctx.bus.subjects.pbx_stream(), "agent-session-devices", vec![filter], DeliverPolicy::All).await?;
+    consumer::run(c, ctx.cancel.clone(), |msg| {
+        let ctx = ctx.clone();
+        async move {
+            let event: DeviceEvent = serde_json::from_slice(&msg.payload)?;
+            let (tenant, device, registered, at) = match event {
+                DeviceEvent::DeviceRegistered { tenant, device, at } => (tenant, device, true, at),
+                DeviceEvent::DeviceUnregistered { tenant, device, at } => (tenant, device, false, at),
+            };
+            apply_presence(&ctx, &tenant, &device, registered, at).await
+        }
+    })
+    .await
+}
+
+/// Records a device's presence (if newer than what is known) and tells its agent's session.
+async fn apply_presence(ctx: &Context, tenant: &str, device: &DeviceId, registered: bool, at: DateTime<Utc>) -> anyhow::Result<()> {
+    sqlx::query(
+        "insert into as_devices (tenant, device, registered, updated_at) values ($1, $2, $3, $4)
+         on conflict (tenant, device) do update set registered = excluded.registered, updated_at = excluded.updated_at
+         where as_devices.updated_at <= excluded.updated_at",
+    )
+    .bind(tenant)
+    .bind(device.as_str())
+    .bind(registered)
+    .bind(at)
+    .execute(&ctx.pool)
+    .await?;
+    let current: bool = sqlx::query_scalar("select registered from as_devices where tenant = $1 and device = $2")
+        .bind(tenant)
+        .bind(device.as_str())
+        .fetch_one(&ctx.pool)
+        .await?;
+    let owner: Option<String> = sqlx::query_scalar("select agent from as_device_claims where tenant = $1 and device = $2")
+        .bind(tenant)
+        .bind(device.as_str())
+        .fetch_optional(&ctx.pool)
+        .await?;
+    if let Some(agent) = owner.and_then(|a| AgentNumber::parse(&a).ok()) {
+        let cmd = if current {
+            SessionCommand::DeviceOnline { device: device.clone() }
+        } else {
+            SessionCommand::DeviceOffline { device: device.clone() }
+        };
+        let c = CommandContext::new(tenant, "system:pbx");
+        if let Err(e) = sessions::execute(ctx, &c, &agent, cmd).await {
+            anyhow::bail!("could not record device presence for agent {agent}: {e}");
+        }
+    }
+    Ok(())
+}
+
+async fn reconcile_periodically(ctx: Context) {
+    loop {
+        if let Err(e) = reconcile(&ctx).await {
+            tracing::debug!(error = %format!("{e:#}"), "device reconciliation skipped");
+        }
+        tokio::select! { _ = ctx.cancel.cancelled() => return, _ = tokio::time::sleep(Duration::from_secs(30)) => {} }
+    }
+}
+
+/// Asks the PBX for every tenant's devices and applies what differs (events missed while down).
+async fn reconcile(ctx: &Context) -> anyhow::Result<()> {
+    let tenants: Vec<String> =
+        sqlx::query_scalar("select tenant from as_devices union select tenant from as_sessions").fetch_all(&ctx.pool).await?;
+    for tenant in tenants {
+        let list = ctx.bus.request(&CommandContext::new(&tenant, "system:agent-session"), &ListDevices {}).await?;
+        let now = Utc::now();
+        for d in list {
+            let known: Option<bool> = sqlx::query_scalar("select registered from as_devices where tenant = $1 and device = $2")
+                .bind(&tenant)
+                .bind(d.device.as_str())
+                .fetch_optional(&ctx.pool)
+                .await?;
+            if known != Some(d.registered) {
+                apply_presence(ctx, &tenant, &d.device, d.registered, now).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Logs out agents whose account is disabled. Replays are harmless: the account's current
+/// state is checked before acting.
+pub async fn follow_accounts(ctx: Context) {
+    while !ctx.cancel.is_cancelled() {
+        if let Err(e) = follow_accounts_once(&ctx).await {
+            tracing::warn!(error = %format!("{e:#}"), "account follower stopped; restarting");
+            tokio::select! { _ = ctx.cancel.cancelled() => {}, _ = tokio::time::sleep(Duration::from_secs(1)) => {} }
+        }
+    }
+}
+
+async fn follow_accounts_once(ctx: &Context) -> anyhow::Result<()> {
+    const NAME: &str = "agent-session:accounts";
+    let checkpoints = CheckpointStore::new(ctx.pool.clone());
+    let from = checkpoints.load(NAME).await?;
+    let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::Category("agent_account".into()), from).await?;
+    loop {
+        let batch = tokio::select! {
+            _ = ctx.cancel.cancelled() => return Ok(()),
+            b = sub.next_batch() => b?,
+        };
+        for e in &batch {
+            if let Some(AgentAccountEvent::AgentAccountDisabled { agent }) = cc_contracts::decode(e) {
+                let c = CommandContext::new(e.tenant(), "system:auth");
+                let account = ctx.bus.request(&c, &GetAgent { agent: agent.clone() }).await?;
+                if !account.enabled {
+                    let r = sessions::execute(ctx, &c, &agent, SessionCommand::Logout { reason: LogoutReason::AccountDisabled }).await;
+                    if let Err(err) = r {
+                        if err.error != "not_logged_in" {
+                            anyhow::bail!("could not log out disabled agent {agent}: {err}");
+                        }
+                    }
+                }
+            }
+        }
+        checkpoints.save(NAME, sub.checkpoint()).await?;
+    }
+}

@@ -1,0 +1,157 @@
+//! Queue administration: create, assign and unassign agents, list.
+
+use cc_bus::{CommandContext, CommandError};
+use cc_contracts::auth::GetAgent;
+use cc_contracts::domain::{AgentNumber, QueueNumber};
+use cc_contracts::encode;
+use cc_contracts::queue::*;
+use cc_contracts::session::AssignedQueue;
+use cc_eventstore::{ExpectedVersion, Metadata, StreamName};
+use cc_runtime::Context;
+use sqlx::{PgPool, Row};
+
+fn meta(c: &CommandContext) -> Metadata {
+    Metadata { tenant: c.tenant.clone(), correlation_id: c.correlation_id, causation_id: None, actor: Some(c.actor.clone()) }
+}
+
+fn stream(tenant: &str, queue: &QueueNumber) -> StreamName {
+    StreamName::new(tenant, "queue", queue.as_str()).expect("queue numbers are valid stream ids")
+}
+
+fn unknown_queue(q: &QueueNumber) -> CommandError {
+    CommandError::field("unknown_queue", "queue", format!("There is no queue {q}"))
+}
+
+pub async fn get(pool: &PgPool, tenant: &str, queue: &QueueNumber) -> Result<Option<QueueInfo>, CommandError> {
+    let name: Option<String> = sqlx::query_scalar("select name from qr_queues where tenant = $1 and queue = $2")
+        .bind(tenant)
+        .bind(queue.as_str())
+        .fetch_optional(pool)
+        .await?;
+    let Some(name) = name else { return Ok(None) };
+    let rows = sqlx::query("select agent, penalty from qr_members where tenant = $1 and queue = $2 order by penalty, agent")
+        .bind(tenant)
+        .bind(queue.as_str())
+        .fetch_all(pool)
+        .await?;
+    let members = rows
+        .iter()
+        .filter_map(|r| Some(QueueMember { agent: AgentNumber::parse(r.get::<&str, _>(0)).ok()?, penalty: r.get(1) }))
+        .collect();
+    Ok(Some(QueueInfo { queue: queue.clone(), name, members }))
+}
+
+pub async fn list(pool: &PgPool, tenant: &str) -> Result<Vec<QueueInfo>, CommandError> {
+    let queues: Vec<String> = sqlx::query_scalar("select queue from qr_queues where tenant = $1 order by queue")
+        .bind(tenant)
+        .fetch_all(pool)
+        .await?;
+    let mut out = Vec::new();
+    for q in queues {
+        if let Ok(q) = QueueNumber::parse(&q) {
+            out.extend(get(pool, tenant, &q).await?);
+        }
+    }
+    Ok(out)
+}
+
+pub async fn assignments(pool: &PgPool, tenant: &str, agent: &AgentNumber) -> Result<Vec<AssignedQueue>, CommandError> {
+    let rows = sqlx::query(
+        "select m.queue, q.name, m.penalty from qr_members m join qr_queues q on q.tenant = m.tenant and q.queue = m.queue
+          where m.tenant = $1 and m.agent = $2 order by m.penalty, m.queue",
+    )
+    .bind(tenant)
+    .bind(agent.as_str())
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| Some(AssignedQueue { queue: QueueNumber::parse(r.get::<&str, _>(0)).ok()?, name: r.get(1), penalty: r.get(2) }))
+        .collect())
+}
+
+pub async fn create(ctx: &Context, c: &CommandContext, cmd: CreateQueue) -> Result<QueueInfo, CommandError> {
+    let name = cmd.name.trim().to_string();
+    if name.is_empty() || name.chars().count() > 80 {
+        return Err(CommandError::field("invalid_field", "name", "a queue name is 1 to 80 characters"));
+    }
+    let mut tx = ctx.pool.begin().await?;
+    let inserted = sqlx::query("insert into qr_queues (tenant, queue, name) values ($1, $2, $3) on conflict do nothing")
+        .bind(&c.tenant)
+        .bind(cmd.queue.as_str())
+        .bind(&name)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if inserted == 0 {
+        return Err(CommandError::field("queue_exists", "queue", format!("Queue {} already exists", cmd.queue)));
+    }
+    let e = QueueEvent::QueueCreated { queue: cmd.queue.clone(), name: name.clone() };
+    ctx.store.append_in(&mut tx, &stream(&c.tenant, &cmd.queue), ExpectedVersion::NoStream, &[encode(&e, meta(c))]).await?;
+    tx.commit().await?;
+    ctx.store.notify_committed();
+    Ok(QueueInfo { queue: cmd.queue, name, members: vec![] })
+}
+
+pub async fn assign(ctx: &Context, c: &CommandContext, cmd: AssignAgent) -> Result<QueueInfo, CommandError> {
+    if !(0..=1000).contains(&cmd.penalty) {
+        return Err(CommandError::field("invalid_field", "penalty", "a penalty is between 0 and 1000"));
+    }
+    // The agent must exist in this tenant.
+    ctx.bus.request(&CommandContext::new(&c.tenant, "system:queue-router"), &GetAgent { agent: cmd.agent.clone() }).await?;
+    let mut tx = ctx.pool.begin().await?;
+    let exists: Option<String> = sqlx::query_scalar("select name from qr_queues where tenant = $1 and queue = $2 for update")
+        .bind(&c.tenant)
+        .bind(cmd.queue.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+    if exists.is_none() {
+        return Err(unknown_queue(&cmd.queue));
+    }
+    let current: Option<i32> = sqlx::query_scalar("select penalty from qr_members where tenant = $1 and queue = $2 and agent = $3")
+        .bind(&c.tenant)
+        .bind(cmd.queue.as_str())
+        .bind(cmd.agent.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+    if current != Some(cmd.penalty) {
+        sqlx::query(
+            "insert into qr_members (tenant, queue, agent, penalty) values ($1, $2, $3, $4)
+             on conflict (tenant, queue, agent) do update set penalty = excluded.penalty",
+        )
+        .bind(&c.tenant)
+        .bind(cmd.queue.as_str())
+        .bind(cmd.agent.as_str())
+        .bind(cmd.penalty)
+        .execute(&mut *tx)
+        .await?;
+        let e = QueueEvent::AgentAssignedToQueue { queue: cmd.queue.clone(), agent: cmd.agent.clone(), penalty: cmd.penalty };
+        ctx.store.append_in(&mut tx, &stream(&c.tenant, &cmd.queue), ExpectedVersion::Any, &[encode(&e, meta(c))]).await?;
+    }
+    tx.commit().await?;
+    ctx.store.notify_committed();
+    get(&ctx.pool, &c.tenant, &cmd.queue).await?.ok_or_else(|| unknown_queue(&cmd.queue))
+}
+
+pub async fn unassign(ctx: &Context, c: &CommandContext, cmd: UnassignAgent) -> Result<QueueInfo, CommandError> {
+    let mut tx = ctx.pool.begin().await?;
+    let removed = sqlx::query("delete from qr_members where tenant = $1 and queue = $2 and agent = $3")
+        .bind(&c.tenant)
+        .bind(cmd.queue.as_str())
+        .bind(cmd.agent.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if removed == 0 {
+        return Err(CommandError::field(
+            "not_assigned",
+            "agent",
+            format!("Agent {} is not assigned to queue {}", cmd.agent, cmd.queue),
+        ));
+    }
+    let e = QueueEvent::AgentUnassignedFromQueue { queue: cmd.queue.clone(), agent: cmd.agent.clone() };
+    ctx.store.append_in(&mut tx, &stream(&c.tenant, &cmd.queue), ExpectedVersion::Any, &[encode(&e, meta(c))]).await?;
+    tx.commit().await?;
+    ctx.store.notify_committed();
+    get(&ctx.pool, &c.tenant, &cmd.queue).await?.ok_or_else(|| unknown_queue(&cmd.queue))
+}
