@@ -6,7 +6,8 @@
 /// | domain events (from the relay) | `<p>.events.<tenant>.<category>.<stream id>.<EventType>` |
 /// | commands (request/reply) | `<p>.cmd.<service>.<tenant>.<CommandName>` |
 /// | PBX events | `<p>.pbx.evt.<tenant>.<kind>.<id>.<EventType>` |
-/// | PBX commands | `<p>.pbx.cmd.<tenant>.<CommandName>` |
+/// | PBX commands (service `pbx`) | `<p>.cmd.pbx.<tenant>.<CommandName>` |
+/// | read-model view changes (core NATS) | `<p>.views.<tenant>.<kind>.<id>` |
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subjects {
     prefix: String,
@@ -72,14 +73,22 @@ impl Subjects {
         format!("{}.pbx.evt.>", self.prefix)
     }
 
-    /// One PBX command for one tenant.
-    pub fn pbx_command(&self, tenant: &str, command: &str) -> String {
-        format!("{}.pbx.cmd.{tenant}.{command}", self.prefix)
+    /// A changed read-model view (core NATS, not persisted): `<p>.views.<tenant>.<kind>.<id>`.
+    pub fn view(&self, tenant: &str, kind: &str, id: &str) -> String {
+        format!("{}.views.{tenant}.{kind}.{id}", self.prefix)
     }
 
-    /// Every PBX command (what the PBX adapter or simulator subscribes to).
-    pub fn all_pbx_commands(&self) -> String {
-        format!("{}.pbx.cmd.*.*", self.prefix)
+    /// Every view change of every tenant.
+    pub fn all_views(&self) -> String {
+        format!("{}.views.>", self.prefix)
+    }
+
+    /// Splits a view subject into (tenant, kind, id).
+    pub fn parse_view<'a>(&self, subject: &'a str) -> Option<(&'a str, &'a str, &'a str)> {
+        let rest = subject.strip_prefix(&self.prefix)?.strip_prefix(".views.")?;
+        let mut parts = rest.split('.');
+        let (tenant, kind, id) = (parts.next()?, parts.next()?, parts.next()?);
+        parts.next().is_none().then_some((tenant, kind, id))
     }
 
     /// Splits a command subject into (service, tenant, command name).

@@ -11,6 +11,14 @@ pub struct Invalid {
     pub message: String,
 }
 
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for Invalid {}
+
 macro_rules! digits_newtype {
     ($name:ident, $field:literal, $what:literal) => {
         #[doc = concat!("A ", $what, ": 1 to 15 digits.")]

@@ -4,6 +4,8 @@
 //! (or a comma-separated list) runs a chosen set, for the microservice deployment. The
 //! services talk over NATS either way. The operator commands live here too.
 
+mod demo;
+mod ops;
 mod targets;
 
 use std::path::PathBuf;
@@ -39,6 +41,12 @@ enum Command {
     Config,
     /// List the targets and what each runs.
     Targets,
+    /// Tenants (the services must be running).
+    #[command(subcommand)]
+    Tenant(ops::TenantCommand),
+    /// Play the PBX simulator's phones (the services must be running).
+    #[command(subcommand)]
+    Pbx(ops::PbxCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -62,6 +70,8 @@ fn main() -> anyhow::Result<()> {
             targets::migrate_all(&pool).await
         }),
         Command::Run { target } => runtime()?.block_on(run(config, Target::expand(&target))),
+        Command::Tenant(cmd) => runtime()?.block_on(ops::tenant(&config, cmd)),
+        Command::Pbx(cmd) => runtime()?.block_on(ops::pbx(&config, cmd)),
     }
 }
 
@@ -105,6 +115,14 @@ async fn run(config: Config, targets: Vec<Target>) -> anyhow::Result<()> {
         metrics,
     };
     let mut tasks = tokio::task::JoinSet::new();
+    if config.demo && targets.contains(&Target::Auth) {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = demo::seed(ctx).await {
+                tracing::error!(error = %format!("{e:#}"), "could not create the demo tenant");
+            }
+        });
+    }
     for t in targets {
         let ctx = ctx.clone();
         tasks.spawn(async move { (t, t.run(ctx).await) });

@@ -1,12 +1,146 @@
-//! The portal service.
+//! The portal gateway: the HTTP JSON API for agents, supervisors and admins, live updates
+//! over Server-Sent Events, and the OpenAPI document (`/api/openapi.json`, browsable at
+//! `/api/docs`, no network needed). Every action is a command over NATS to the service that
+//! owns it; reads come from the projection's read model.
 
+pub mod api;
+pub mod error;
+pub mod identity;
+pub mod sse;
+mod views;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::http::header;
+use axum::response::{Html, IntoResponse};
+use axum::routing::{get, patch, post, put};
+use axum::Router;
 use cc_runtime::Context;
 
-/// The portal service's tables.
+use api::{admin, agent, supervisor};
+
 pub const MIGRATIONS: &[cc_eventstore::Migration] = &[];
 
-/// Runs the portal service until `ctx.cancel`.
+/// The OpenAPI document of the API.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// The state every handler gets.
+#[derive(Clone)]
+pub struct Portal {
+    pub ctx: Context,
+    pub hub: Arc<sse::Hub>,
+}
+
+/// Every route of the API as (method, path): kept equal to `openapi.json` by a test.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("post", "/api/login"),
+    ("post", "/api/signout"),
+    ("get", "/api/login-options"),
+    ("post", "/api/session"),
+    ("delete", "/api/session"),
+    ("post", "/api/session/pause"),
+    ("post", "/api/session/unpause"),
+    ("put", "/api/session/queues/{queue}"),
+    ("delete", "/api/session/queues/{queue}"),
+    ("get", "/api/me"),
+    ("get", "/api/pause-reasons"),
+    ("get", "/api/events"),
+    ("get", "/api/supervisor/agents"),
+    ("post", "/api/supervisor/agents/{agent}/logout"),
+    ("get", "/api/supervisor/events"),
+    ("get", "/api/admin/agents"),
+    ("post", "/api/admin/agents"),
+    ("patch", "/api/admin/agents/{agent}"),
+    ("post", "/api/admin/agents/{agent}/password"),
+    ("post", "/api/admin/agents/{agent}/disable"),
+    ("post", "/api/admin/agents/{agent}/enable"),
+    ("get", "/api/admin/queues"),
+    ("post", "/api/admin/queues"),
+    ("put", "/api/admin/queues/{queue}/agents/{agent}"),
+    ("delete", "/api/admin/queues/{queue}/agents/{agent}"),
+    ("get", "/api/admin/pause-reasons"),
+    ("post", "/api/admin/pause-reasons"),
+    ("patch", "/api/admin/pause-reasons/{name}"),
+    ("delete", "/api/admin/pause-reasons/{name}"),
+    ("get", "/api/admin/agent-defaults"),
+    ("put", "/api/admin/agent-defaults"),
+    ("post", "/api/admin/users"),
+];
+
+pub fn router(portal: Portal) -> Router {
+    Router::new()
+        .route("/api/login", post(agent::login))
+        .route("/api/signout", post(agent::signout))
+        .route("/api/login-options", get(agent::login_options))
+        .route("/api/session", post(agent::complete_login).delete(agent::logout))
+        .route("/api/session/pause", post(agent::pause))
+        .route("/api/session/unpause", post(agent::unpause))
+        .route("/api/session/queues/{queue}", put(agent::join_queue).delete(agent::leave_queue))
+        .route("/api/me", get(agent::me))
+        .route("/api/pause-reasons", get(agent::pause_reasons))
+        .route("/api/events", get(sse::agent_events))
+        .route("/api/supervisor/agents", get(supervisor::agents))
+        .route("/api/supervisor/agents/{agent}/logout", post(supervisor::force_logout))
+        .route("/api/supervisor/events", get(sse::supervisor_events))
+        .route("/api/admin/agents", get(admin::list_agents).post(admin::create_agent))
+        .route("/api/admin/agents/{agent}", patch(admin::update_agent))
+        .route("/api/admin/agents/{agent}/password", post(admin::reset_password))
+        .route("/api/admin/agents/{agent}/disable", post(admin::disable_agent))
+        .route("/api/admin/agents/{agent}/enable", post(admin::enable_agent))
+        .route("/api/admin/queues", get(admin::list_queues).post(admin::create_queue))
+        .route("/api/admin/queues/{queue}/agents/{agent}", put(admin::assign).delete(admin::unassign))
+        .route("/api/admin/pause-reasons", get(admin::list_pause_reasons).post(admin::add_pause_reason))
+        .route("/api/admin/pause-reasons/{name}", patch(admin::rename_pause_reason).delete(admin::retire_pause_reason))
+        .route("/api/admin/agent-defaults", get(admin::get_agent_defaults).put(admin::set_agent_defaults))
+        .route("/api/admin/users", post(admin::create_user))
+        .route("/api/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
+        .route("/api/docs", get(|| async { Html(include_str!("../assets/api-docs.html")) }))
+        .route("/", get(home))
+        .fallback(|| async {
+            error::ApiError(cc_bus::CommandError::new("not_found", "no such page or API route; see /api/docs")).into_response()
+        })
+        .with_state(portal)
+}
+
+async fn home() -> Html<&'static str> {
+    Html(
+        "<!doctype html><html lang=en><meta charset=utf-8><title>Agent Portal</title>\
+         <h1>Agent Portal</h1><p>The API is documented at <a href=/api/docs>/api/docs</a>.</p></html>",
+    )
+}
+
+/// Runs the portal until `ctx.cancel`.
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
-    ctx.cancel.cancelled().await;
+    let portal = Portal { ctx: ctx.clone(), hub: Arc::default() };
+    let listener = tokio::net::TcpListener::bind(&ctx.config.portal_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on portal_addr {} (CC_PORTAL_ADDR): {e}", ctx.config.portal_addr))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(portal = %format!("http://{addr}/"), base_domain = %ctx.config.base_domain, "Agent Portal listening");
+    let feed = tokio::spawn(sse::feed(portal.clone()));
+    let cancel = ctx.cancel.clone();
+    axum::serve(listener, router(portal).into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(cancel.cancelled_owned())
+        .await?;
+    feed.await??;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_route_is_documented_and_every_documented_route_exists() {
+        let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).unwrap();
+        let mut documented: Vec<(String, String)> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(p, ops)| ops.as_object().unwrap().keys().map(move |m| (m.clone(), p.clone())))
+            .collect();
+        let mut routes: Vec<(String, String)> = super::ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+        documented.sort();
+        routes.sort();
+        assert_eq!(documented, routes);
+    }
 }

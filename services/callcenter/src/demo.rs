@@ -1,0 +1,109 @@
+//! Demo mode: the demo tenant a newcomer can log in to at once. Created on first start only,
+//! and only when `demo` is on (never in production).
+
+use std::time::Duration;
+
+use cc_bus::{CommandContext, RequestError};
+use cc_contracts::auth::*;
+use cc_contracts::domain::{AgentNumber, QueueNumber};
+use cc_contracts::queue::*;
+use cc_contracts::session::*;
+use cc_runtime::Context;
+
+pub const TENANT: &str = "demo";
+
+/// (agent, name, password, may manage own queues, queues with penalties)
+const AGENTS: &[(&str, &str, &str, bool, &[(&str, i32)])] = &[
+    ("1001", "Alice Agent", "demo1001", true, &[("500", 0), ("501", 1)]),
+    ("1002", "Bob Agent", "demo1002", false, &[("500", 0)]),
+    ("1003", "Carol Agent", "demo1003", false, &[("501", 0)]),
+    ("1004", "Dave Agent", "demo1004", true, &[("500", 1), ("501", 0)]),
+];
+const QUEUES: &[(&str, &str)] = &[("500", "Sales"), ("501", "Support")];
+const USERS: &[(&str, &str, &str, Role)] = &[
+    ("admin", "Demo Admin", "demo-admin", Role::Admin),
+    ("supervisor", "Demo Supervisor", "demo-supervisor", Role::Supervisor),
+];
+
+/// Waits until the auth service answers, then creates the demo tenant if it is new.
+pub async fn seed(ctx: Context) -> anyhow::Result<()> {
+    let c = CommandContext::new(TENANT, "system:demo");
+    let created = loop {
+        match ctx.bus.request(&c, &CreateTenant { name: "Demo Call Center".into(), demo: true }).await {
+            Ok(created) => break created,
+            Err(RequestError::NoResponders(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        tokio::select! { _ = ctx.cancel.cancelled() => return Ok(()), _ = tokio::time::sleep(Duration::from_millis(200)) => {} }
+    };
+    if created {
+        // Other services may still be starting: retry each step until it answers.
+        retry(&ctx, || ctx.bus.request(&c, &SetAgentDefaults { may_manage_queues: false })).await?;
+        for reason in ["Lunch", "Break", "Bathroom"] {
+            let cmd = ChangePauseReason::Add { name: reason.into() };
+            retry(&ctx, || ctx.bus.request(&c, &cmd)).await?;
+        }
+        for (username, name, password, role) in USERS {
+            let cmd = CreateUser { username: (*username).into(), display_name: (*name).into(), password: (*password).into(), role: *role };
+            retry(&ctx, || ctx.bus.request(&c, &cmd)).await?;
+        }
+        for (queue, name) in QUEUES {
+            let cmd = CreateQueue { queue: QueueNumber::parse(queue)?, name: (*name).into() };
+            retry(&ctx, || ctx.bus.request(&c, &cmd)).await?;
+        }
+        for (agent, name, password, may_manage, queues) in AGENTS {
+            let agent = AgentNumber::parse(agent)?;
+            let cmd = CreateAgent {
+                agent: agent.clone(),
+                display_name: (*name).into(),
+                password: (*password).into(),
+                may_manage_queues: Some(*may_manage),
+            };
+            retry(&ctx, || ctx.bus.request(&c, &cmd)).await?;
+            for (queue, penalty) in queues.iter() {
+                let cmd = AssignAgent { queue: QueueNumber::parse(queue)?, agent: agent.clone(), penalty: *penalty };
+                retry(&ctx, || ctx.bus.request(&c, &cmd)).await?;
+            }
+        }
+        tracing::info!("demo tenant created");
+    }
+    print_banner(&ctx);
+    Ok(())
+}
+
+async fn retry<T, F, Fut>(ctx: &Context, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, RequestError>>,
+{
+    for _ in 0..150 {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(RequestError::NoResponders(_)) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(e) => return Err(e.into()),
+        }
+        if ctx.cancel.is_cancelled() {
+            anyhow::bail!("stopped");
+        }
+    }
+    anyhow::bail!("a service did not answer within 30 s while creating the demo tenant")
+}
+
+fn print_banner(ctx: &Context) {
+    let port = ctx.config.portal_addr.rsplit(':').next().unwrap_or("8080");
+    let mut s = String::new();
+    s.push_str("\n================ Demo call center ================\n");
+    s.push_str(&format!("Agent Portal: http://{TENANT}.{}:{port}/   (API: add -H 'X-Tenant: {TENANT}' when using another host name)\n", ctx.config.base_domain));
+    s.push_str(&format!("API docs:     http://{TENANT}.{}:{port}/api/docs\n", ctx.config.base_domain));
+    s.push_str("Agents (number / password):\n");
+    for (agent, name, password, may_manage, _) in AGENTS {
+        s.push_str(&format!("  {agent} / {password}   {name}{}\n", if *may_manage { " (may choose queues)" } else { "" }));
+    }
+    for (u, _, p, role) in USERS {
+        s.push_str(&format!("{:<13} {u} / {p}\n", format!("{role:?}:")));
+    }
+    s.push_str("Queues: 500 Sales, 501 Support. Pause reasons: Lunch, Break, Bathroom.\n");
+    s.push_str(&format!("Devices 1001-1006 online, 1007 offline (PBX simulator on http://{}/)\n", ctx.config.pbx_sim_addr));
+    s.push_str("===================================================\n");
+    println!("{s}");
+}

@@ -1,0 +1,98 @@
+//! Operator commands that talk to running services over NATS.
+
+use anyhow::Context as _;
+use cc_bus::{Bus, CommandContext, Subjects};
+use cc_contracts::auth::{CreateTenant, CreateUser, Role};
+use cc_contracts::domain::DeviceId;
+use cc_contracts::pbx::ListDevices;
+use cc_pbx_sim::control::{AddDevice, SetRegistered};
+use cc_runtime::Config;
+use clap::Subcommand;
+
+#[derive(Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant with its first admin account.
+    Create {
+        /// The tenant's slug: its subdomain (a-z, 0-9, '-').
+        tenant: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "admin")]
+        admin_username: String,
+        /// The admin's password (at least 6 characters).
+        #[arg(long, env = "CC_ADMIN_PASSWORD")]
+        admin_password: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PbxCommand {
+    /// List a tenant's devices and whether they are registered.
+    Devices {
+        #[arg(long, default_value = "demo")]
+        tenant: String,
+    },
+    /// Add a device (extension) to a tenant's simulated PBX.
+    AddDevice {
+        #[arg(long, default_value = "demo")]
+        tenant: String,
+        device: String,
+    },
+    /// Make a simulated phone register (come online).
+    Register {
+        #[arg(long, default_value = "demo")]
+        tenant: String,
+        device: String,
+    },
+    /// Make a simulated phone unregister (go offline).
+    Unregister {
+        #[arg(long, default_value = "demo")]
+        tenant: String,
+        device: String,
+    },
+}
+
+async fn bus(config: &Config) -> anyhow::Result<Bus> {
+    let client = async_nats::connect(&config.nats_url).await.with_context(|| format!("cannot reach NATS at {}", config.nats_url))?;
+    Ok(Bus::new(client, Subjects::new(&config.subject_prefix)))
+}
+
+pub async fn tenant(config: &Config, cmd: TenantCommand) -> anyhow::Result<()> {
+    let bus = bus(config).await?;
+    match cmd {
+        TenantCommand::Create { tenant, name, admin_username, admin_password } => {
+            let c = CommandContext::new(&tenant, "operator");
+            let created = bus.request(&c, &CreateTenant { name, demo: false }).await?;
+            if !created {
+                anyhow::bail!("tenant {tenant} already exists");
+            }
+            let user = CreateUser { username: admin_username, display_name: "Administrator".into(), password: admin_password, role: Role::Admin };
+            let u = bus.request(&c, &user).await?;
+            println!("tenant {tenant} created with admin {}", u.username);
+        }
+    }
+    Ok(())
+}
+
+pub async fn pbx(config: &Config, cmd: PbxCommand) -> anyhow::Result<()> {
+    let bus = bus(config).await?;
+    let device = |d: &str| DeviceId::parse(d).map_err(|e| anyhow::anyhow!(e.message));
+    let show = |d: cc_contracts::pbx::DeviceState| println!("{} {}", d.device, if d.registered { "registered" } else { "unregistered" });
+    match cmd {
+        PbxCommand::Devices { tenant } => {
+            for d in bus.request(&CommandContext::new(&tenant, "operator"), &ListDevices {}).await? {
+                show(d);
+            }
+        }
+        PbxCommand::AddDevice { tenant, device: d } => {
+            show(bus.request(&CommandContext::new(&tenant, "operator"), &AddDevice { device: device(&d)? }).await?)
+        }
+        PbxCommand::Register { tenant, device: d } => show(
+            bus.request(&CommandContext::new(&tenant, "operator"), &SetRegistered { device: device(&d)?, registered: true }).await?,
+        ),
+        PbxCommand::Unregister { tenant, device: d } => show(
+            bus.request(&CommandContext::new(&tenant, "operator"), &SetRegistered { device: device(&d)?, registered: false }).await?,
+        ),
+    }
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! The agent's own actions: sign in, the two login steps, pause, queues, log out.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use bytes::Bytes;
+use cc_bus::{CommandContext, CommandError};
+use cc_contracts::auth::{LoginKind, SignIn, SignOut};
+use cc_contracts::domain::{DeviceId, QueueNumber};
+use cc_contracts::session::*;
+use cc_contracts::views::AgentView;
+use serde::Deserialize;
+
+use crate::error::{body, not_found, parsed, ApiError, ApiResult};
+use crate::identity::{Authed, Tenant, COOKIE};
+use crate::Portal;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    #[serde(default)]
+    agent_number: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    password: String,
+}
+
+fn client_address(headers: &HeaderMap, peer: SocketAddr) -> String {
+    headers
+        .get("x-forwarded-for")
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.split(',').next())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| peer.ip().to_string())
+}
+
+/// `POST /api/login`: agent number (or admin username) and password. Sets the session cookie.
+pub async fn login(
+    State(p): State<Portal>,
+    Tenant(tenant): Tenant,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    raw: Bytes,
+) -> ApiResult<impl IntoResponse> {
+    let b: LoginBody = body(&raw)?;
+    let (kind, login) = match (b.agent_number, b.username) {
+        (Some(a), None) => (LoginKind::Agent, a),
+        (None, Some(u)) => (LoginKind::User, u),
+        (Some(_), Some(_)) => {
+            return Err(ApiError(CommandError::field("invalid_field", "agent_number", "send agent_number or username, not both")))
+        }
+        (None, None) => return Err(ApiError(CommandError::field("missing_field", "agent_number", "agent_number is required"))),
+    };
+    let cmd = SignIn { kind, login, password: b.password, client: client_address(&headers, peer) };
+    let signed = p.ctx.bus.request(&CommandContext::new(&tenant, "portal"), &cmd).await?;
+    let secure = headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()) == Some("https");
+    let cookie = format!(
+        "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
+        signed.token,
+        cc_auth_session_seconds(),
+        if secure { "; Secure" } else { "" }
+    );
+    Ok(([(header::SET_COOKIE, cookie)], Json(signed)))
+}
+
+fn cc_auth_session_seconds() -> i64 {
+    12 * 3600
+}
+
+/// `POST /api/signout`: ends the portal session (not the agent's login; see DELETE /api/session).
+pub async fn signout(State(p): State<Portal>, who: Authed) -> ApiResult<impl IntoResponse> {
+    p.ctx.bus.request(&who.context(), &SignOut { token: who.token.clone() }).await?;
+    let cookie = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    Ok(([(header::SET_COOKIE, cookie)], StatusCode::NO_CONTENT))
+}
+
+/// `GET /api/login-options`: the devices online, the default device, the assigned queues.
+pub async fn login_options(State(p): State<Portal>, who: Authed) -> ApiResult<Json<LoginOptions>> {
+    let agent = who.agent()?;
+    Ok(Json(p.ctx.bus.request(&who.context(), &GetLoginOptions { agent }).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteLoginBody {
+    #[serde(default)]
+    device: Option<String>,
+    #[serde(default)]
+    queues: Option<Vec<String>>,
+}
+
+/// `POST /api/session`: "Complete Login" with the chosen device and queues.
+pub async fn complete_login(State(p): State<Portal>, who: Authed, raw: Bytes) -> ApiResult<Json<SessionState>> {
+    let agent = who.agent()?;
+    let b: CompleteLoginBody = if raw.is_empty() { CompleteLoginBody { device: None, queues: None } } else { body(&raw)? };
+    let device = b.device.as_deref().map(|d| parsed("device", DeviceId::parse(d))).transpose()?;
+    let queues = b
+        .queues
+        .map(|qs| qs.iter().map(|q| parsed("queues", QueueNumber::parse(q))).collect::<ApiResult<Vec<_>>>())
+        .transpose()?;
+    Ok(Json(p.ctx.bus.request(&who.context(), &LoginAgent { agent, device, queues }).await?))
+}
+
+/// `DELETE /api/session`: the agent logs out.
+pub async fn logout(State(p): State<Portal>, who: Authed) -> ApiResult<Json<SessionState>> {
+    let agent = who.agent()?;
+    Ok(Json(p.ctx.bus.request(&who.context(), &LogoutAgent { agent, reason: LogoutReason::Agent }).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PauseBody {
+    reason: String,
+}
+
+/// `POST /api/session/pause`: pause with one of the tenant's reasons (or change the reason).
+pub async fn pause(State(p): State<Portal>, who: Authed, raw: Bytes) -> ApiResult<Json<SessionState>> {
+    let agent = who.agent()?;
+    let b: PauseBody = body(&raw)?;
+    Ok(Json(p.ctx.bus.request(&who.context(), &PauseAgent { agent, reason: b.reason }).await?))
+}
+
+/// `POST /api/session/unpause`.
+pub async fn unpause(State(p): State<Portal>, who: Authed) -> ApiResult<Json<SessionState>> {
+    let agent = who.agent()?;
+    Ok(Json(p.ctx.bus.request(&who.context(), &UnpauseAgent { agent }).await?))
+}
+
+/// `PUT /api/session/queues/{queue}`: join an assigned queue (when allowed).
+pub async fn join_queue(State(p): State<Portal>, who: Authed, Path(queue): Path<String>) -> ApiResult<Json<SessionState>> {
+    let agent = who.agent()?;
+    let queue = parsed("queue", QueueNumber::parse(&queue))?;
+    Ok(Json(p.ctx.bus.request(&who.context(), &SetQueueMembership { agent, queue, member: true }).await?))
+}
+
+/// `DELETE /api/session/queues/{queue}`: leave a queue (when allowed).
+pub async fn leave_queue(State(p): State<Portal>, who: Authed, Path(queue): Path<String>) -> ApiResult<Json<SessionState>> {
+    let agent = who.agent()?;
+    let queue = parsed("queue", QueueNumber::parse(&queue))?;
+    Ok(Json(p.ctx.bus.request(&who.context(), &SetQueueMembership { agent, queue, member: false }).await?))
+}
+
+/// `GET /api/me`: the agent's view as the dashboard shows it.
+pub async fn me(State(p): State<Portal>, who: Authed) -> ApiResult<Json<AgentView>> {
+    let agent = who.agent()?;
+    let view = crate::views::agent(&p.ctx.pool, who.tenant(), agent.as_str())
+        .await?
+        .ok_or_else(|| not_found(format!("no view of agent {agent} yet")))?;
+    Ok(Json(view))
+}
+
+/// `GET /api/pause-reasons`.
+pub async fn pause_reasons(State(p): State<Portal>, who: Authed) -> ApiResult<Json<Vec<PauseReason>>> {
+    Ok(Json(p.ctx.bus.request(&who.context(), &ListPauseReasons {}).await?))
+}

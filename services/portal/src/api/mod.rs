@@ -1,0 +1,5 @@
+//! The HTTP JSON API. Every route is in `openapi.json` (a test keeps the two in step).
+
+pub mod admin;
+pub mod agent;
+pub mod supervisor;

@@ -1,0 +1,75 @@
+//! Every refusal is one HTTP status and a body `{ "error", "message", "field" }`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use cc_bus::{CommandError, RequestError};
+
+pub struct ApiError(pub CommandError);
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The HTTP status of an error code.
+pub fn status_of(code: &str) -> StatusCode {
+    match code {
+        "invalid_json" | "invalid_field" | "missing_field" | "missing_tenant" | "invalid_tenant" => StatusCode::BAD_REQUEST,
+        "unauthenticated" | "invalid_credentials" => StatusCode::UNAUTHORIZED,
+        "forbidden" | "account_disabled" | "queue_change_not_allowed" => StatusCode::FORBIDDEN,
+        "unknown_agent" | "unknown_queue" | "unknown_tenant" | "not_found" => StatusCode::NOT_FOUND,
+        "unknown_pause_reason" | "unknown_device" | "device_offline" | "queue_not_assigned" => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        "too_many_attempts" => StatusCode::TOO_MANY_REQUESTS,
+        "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+        "internal" => StatusCode::INTERNAL_SERVER_ERROR,
+        // already_logged_in, not_logged_in, already_paused, not_paused, device_in_use,
+        // agent_exists, queue_exists, pause_reason_exists, already_in_queue, not_in_queue,
+        // not_assigned, conflict ...: the request is valid but the state refuses it.
+        _ => StatusCode::CONFLICT,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (status_of(&self.0.error), Json(self.0)).into_response()
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> Self {
+        ApiError(e)
+    }
+}
+
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> Self {
+        ApiError(e.into())
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        ApiError(e.into())
+    }
+}
+
+pub fn forbidden(message: &str) -> ApiError {
+    ApiError(CommandError::new("forbidden", message))
+}
+
+pub fn not_found(message: String) -> ApiError {
+    ApiError(CommandError::new("not_found", message))
+}
+
+/// Parses a JSON body, naming the field at fault.
+pub fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    if bytes.is_empty() {
+        return Err(ApiError(CommandError::new("invalid_json", "the request needs a JSON body")));
+    }
+    Ok(cc_bus::parse_json(bytes)?)
+}
+
+/// Parses a path or body value with a domain parser, naming the field.
+pub fn parsed<T>(field: &str, r: Result<T, cc_contracts::domain::Invalid>) -> ApiResult<T> {
+    r.map_err(|e| ApiError(CommandError::field("invalid_field", field, e.message)))
+}

@@ -1,0 +1,220 @@
+//! Live updates over Server-Sent Events.
+//!
+//! The projection publishes every changed view on `<p>.views.<tenant>.agent.<agent>`. One NATS
+//! subscription per portal process feeds a [`Hub`] that fans changes out to the open streams.
+//!
+//! An agent's stream sends `event: agent`, `id: <view version>`, `data: <view>`. On connect it
+//! first sends what the browser has not seen: every change after `Last-Event-ID` (from the
+//! read model's change history), or the current view. Changes are sent once each, in version
+//! order, whatever the race between the replay and the live feed. A supervisor's stream sends
+//! every agent of the tenant (a snapshot first, then each change).
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use cc_contracts::auth::{Authenticate, Role};
+use futures::{Stream, StreamExt};
+use tokio::sync::broadcast;
+
+use crate::error::ApiResult;
+use crate::identity::Authed;
+use crate::Portal;
+
+/// One changed view, ready to send.
+#[derive(Debug)]
+pub struct Change {
+    pub agent: String,
+    pub version: i64,
+    pub json: String,
+}
+
+type Key = (String, String);
+
+/// Fans view changes out to the open streams, per agent and per tenant.
+#[derive(Default)]
+pub struct Hub {
+    agents: Mutex<HashMap<Key, broadcast::Sender<Arc<Change>>>>,
+    tenants: Mutex<HashMap<String, broadcast::Sender<Arc<Change>>>>,
+}
+
+const CAPACITY: usize = 64;
+
+impl Hub {
+    pub fn subscribe_agent(&self, tenant: &str, agent: &str) -> broadcast::Receiver<Arc<Change>> {
+        let mut m = self.agents.lock().unwrap();
+        m.entry((tenant.to_string(), agent.to_string())).or_insert_with(|| broadcast::channel(CAPACITY).0).subscribe()
+    }
+
+    pub fn subscribe_tenant(&self, tenant: &str) -> broadcast::Receiver<Arc<Change>> {
+        let mut m = self.tenants.lock().unwrap();
+        m.entry(tenant.to_string()).or_insert_with(|| broadcast::channel(CAPACITY).0).subscribe()
+    }
+
+    pub fn dispatch(&self, tenant: &str, change: Change) {
+        let change = Arc::new(change);
+        {
+            let mut m = self.agents.lock().unwrap();
+            let key = (tenant.to_string(), change.agent.clone());
+            if let Some(tx) = m.get(&key) {
+                if tx.send(change.clone()).is_err() {
+                    m.remove(&key); // nobody listens any more
+                }
+            }
+        }
+        let mut m = self.tenants.lock().unwrap();
+        if let Some(tx) = m.get(tenant) {
+            if tx.send(change).is_err() {
+                m.remove(tenant);
+            }
+        }
+    }
+
+    /// Open streams (for metrics and tests).
+    pub fn listeners(&self) -> usize {
+        self.agents.lock().unwrap().values().map(|s| s.receiver_count()).sum::<usize>()
+            + self.tenants.lock().unwrap().values().map(|s| s.receiver_count()).sum::<usize>()
+    }
+}
+
+/// Feeds the hub from NATS until cancelled.
+pub async fn feed(p: Portal) -> anyhow::Result<()> {
+    let mut sub = p.ctx.bus.client.subscribe(p.ctx.bus.subjects.all_views()).await?;
+    loop {
+        let msg = tokio::select! {
+            _ = p.ctx.cancel.cancelled() => return Ok(()),
+            m = sub.next() => match m { Some(m) => m, None => return Ok(()) },
+        };
+        let Some((tenant, "agent", agent)) = p.ctx.bus.subjects.parse_view(msg.subject.as_str()) else { continue };
+        let Ok(json) = std::str::from_utf8(&msg.payload) else { continue };
+        let version = serde_json::from_str::<serde_json::Value>(json).ok().and_then(|v| v["version"].as_i64()).unwrap_or(0);
+        p.hub.dispatch(tenant, Change { agent: agent.to_string(), version, json: json.to_string() });
+    }
+}
+
+fn agent_event(version: i64, json: String) -> Event {
+    Event::default().event("agent").id(version.to_string()).data(json)
+}
+
+struct AgentStream {
+    portal: Portal,
+    tenant: String,
+    agent: String,
+    token: String,
+    rx: broadcast::Receiver<Arc<Change>>,
+    pending: VecDeque<(i64, String)>,
+    last_sent: i64,
+    recheck: tokio::time::Interval,
+    done: bool,
+}
+
+/// `GET /api/events`: the agent's own view, live.
+pub async fn agent_events(State(p): State<Portal>, who: Authed, headers: HeaderMap) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    let agent = who.agent()?.to_string();
+    let tenant = who.tenant().to_string();
+    // Subscribe before reading the history, so nothing falls between the two.
+    let rx = p.hub.subscribe_agent(&tenant, &agent);
+    let last: Option<i64> = headers.get("last-event-id").and_then(|h| h.to_str().ok()).and_then(|s| s.trim().parse().ok());
+    let pending: VecDeque<(i64, String)> = match last {
+        Some(v) => {
+            let missed = crate::views::changes_after(&p.ctx.pool, &tenant, &agent, v).await?;
+            match (missed.is_empty(), crate::views::current(&p.ctx.pool, &tenant, &agent).await?) {
+                // History pruned (a very old id): send the current view.
+                (true, Some(cur)) if cur.0 > v => vec![cur].into(),
+                _ => missed.into(),
+            }
+        }
+        None => crate::views::current(&p.ctx.pool, &tenant, &agent).await?.into_iter().collect(),
+    };
+    let mut recheck = tokio::time::interval(Duration::from_secs(30));
+    recheck.reset();
+    let state = AgentStream { portal: p, tenant, agent, token: who.token, rx, pending, last_sent: last.unwrap_or(0), recheck, done: false };
+    let stream = futures::stream::unfold(state, |mut s| async move {
+        loop {
+            if s.done {
+                return None;
+            }
+            if let Some((version, json)) = s.pending.pop_front() {
+                if version > s.last_sent {
+                    s.last_sent = version;
+                    return Some((Ok(agent_event(version, json)), s));
+                }
+                continue;
+            }
+            tokio::select! {
+                r = s.rx.recv() => match r {
+                    Ok(c) => {
+                        if c.version > s.last_sent {
+                            s.last_sent = c.version;
+                            return Some((Ok(agent_event(c.version, c.json.clone())), s));
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Too slow a reader: catch up from the change history.
+                        if let Ok(missed) = crate::views::changes_after(&s.portal.ctx.pool, &s.tenant, &s.agent, s.last_sent).await {
+                            s.pending.extend(missed);
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                _ = s.recheck.tick() => {
+                    // A session that was ended (logout, disabled account) ends its stream.
+                    let ctx = cc_bus::CommandContext::new(&s.tenant, "portal");
+                    if let Err(cc_bus::RequestError::Rejected(_)) = s.portal.ctx.bus.request(&ctx, &Authenticate { token: s.token.clone() }).await {
+                        s.done = true;
+                        return Some((Ok(Event::default().event("signed_out").data("{}")), s));
+                    }
+                }
+                _ = s.portal.ctx.cancel.cancelled() => return None,
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// `GET /api/supervisor/events`: every agent of the tenant, live.
+pub async fn supervisor_events(State(p): State<Portal>, who: Authed) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    who.require(&[Role::Supervisor, Role::Admin])?;
+    let tenant = who.tenant().to_string();
+    let rx = p.hub.subscribe_tenant(&tenant);
+    let snapshot: Vec<(String, i64, String)> =
+        sqlx::query_as("select agent, version, view::text from rm_agents where tenant = $1 order by agent")
+            .bind(&tenant)
+            .fetch_all(&p.ctx.pool)
+            .await?;
+    let mut seen: HashMap<String, i64> = HashMap::new();
+    let mut pending = VecDeque::new();
+    for (agent, version, json) in snapshot {
+        seen.insert(agent, version);
+        pending.push_back(json);
+    }
+    let cancel = p.ctx.cancel.clone();
+    let stream = futures::stream::unfold((rx, pending, seen, cancel), |(mut rx, mut pending, mut seen, cancel)| async move {
+        loop {
+            if let Some(json) = pending.pop_front() {
+                return Some((Ok(Event::default().event("agent").data(json)), (rx, pending, seen, cancel)));
+            }
+            tokio::select! {
+                r = rx.recv() => match r {
+                    Ok(c) => {
+                        let last = seen.entry(c.agent.clone()).or_insert(0);
+                        if c.version > *last {
+                            *last = c.version;
+                            return Some((Ok(Event::default().event("agent").data(c.json.clone())), (rx, pending, seen, cancel)));
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        return Some((Ok(Event::default().event("resync").data("{}")), (rx, pending, seen, cancel)));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                _ = cancel.cancelled() => return None,
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

@@ -1,0 +1,40 @@
+//! Reads of the portal read model (written by the projection service).
+
+use cc_contracts::views::AgentView;
+use sqlx::PgPool;
+
+pub async fn agent(pool: &PgPool, tenant: &str, agent: &str) -> Result<Option<AgentView>, sqlx::Error> {
+    let v: Option<serde_json::Value> = sqlx::query_scalar("select view from rm_agents where tenant = $1 and agent = $2")
+        .bind(tenant)
+        .bind(agent)
+        .fetch_optional(pool)
+        .await?;
+    Ok(v.and_then(|v| serde_json::from_value(v).ok()))
+}
+
+pub async fn agents(pool: &PgPool, tenant: &str) -> Result<Vec<AgentView>, sqlx::Error> {
+    let vs: Vec<serde_json::Value> = sqlx::query_scalar("select view from rm_agents where tenant = $1 order by agent")
+        .bind(tenant)
+        .fetch_all(pool)
+        .await?;
+    Ok(vs.into_iter().filter_map(|v| serde_json::from_value(v).ok()).collect())
+}
+
+/// The changes of one agent's view after `version`, in order: (version, view JSON).
+pub async fn changes_after(pool: &PgPool, tenant: &str, agent: &str, version: i64) -> Result<Vec<(i64, String)>, sqlx::Error> {
+    sqlx::query_as("select version, view::text from rm_agent_updates where tenant = $1 and agent = $2 and version > $3 order by version")
+        .bind(tenant)
+        .bind(agent)
+        .bind(version)
+        .fetch_all(pool)
+        .await
+}
+
+/// The current view of one agent: (version, view JSON).
+pub async fn current(pool: &PgPool, tenant: &str, agent: &str) -> Result<Option<(i64, String)>, sqlx::Error> {
+    sqlx::query_as("select version, view::text from rm_agents where tenant = $1 and agent = $2")
+        .bind(tenant)
+        .bind(agent)
+        .fetch_optional(pool)
+        .await
+}

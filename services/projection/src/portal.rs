@@ -1,0 +1,213 @@
+//! Runs the portal read model: follows the store, applies [`crate::agent_view`], writes the
+//! views, their change history and the checkpoint in one transaction, then publishes each
+//! change on NATS.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use cc_contracts::auth::AgentAccountEvent;
+use cc_contracts::queue::QueueEvent;
+use cc_contracts::session::AgentSessionEvent;
+use cc_contracts::views::AgentView;
+use cc_eventstore::{Checkpoint, ReadFilter, RecordedEvent, Subscription};
+use cc_runtime::Context;
+use sqlx::postgres::PgConnection;
+use sqlx::{Connection, Row};
+
+use crate::agent_view::{self, Fact};
+
+const NAME: &str = "portal";
+
+pub async fn run(ctx: Context) -> anyhow::Result<()> {
+    while !ctx.cancel.is_cancelled() {
+        if let Err(e) = lead(&ctx).await {
+            tracing::warn!(error = %format!("{e:#}"), "portal projection interrupted; resuming from its checkpoint");
+        }
+        tokio::select! { _ = ctx.cancel.cancelled() => {}, _ = tokio::time::sleep(Duration::from_secs(1)) => {} }
+    }
+    Ok(())
+}
+
+async fn load_checkpoint(ctx: &Context) -> anyhow::Result<Checkpoint> {
+    let row: Option<(i64, i64)> = sqlx::query_as("select xid, position from rm_checkpoints where name = $1")
+        .bind(NAME)
+        .fetch_optional(&ctx.pool)
+        .await?;
+    Ok(row.map(|(xid, position)| Checkpoint { xid, position }).unwrap_or(Checkpoint::START))
+}
+
+async fn lead(ctx: &Context) -> anyhow::Result<()> {
+    let mut lease = PgConnection::connect(&ctx.config.database_url).await?;
+    let got: bool = sqlx::query_scalar("select pg_try_advisory_lock(hashtext('cc-projection:portal'))").fetch_one(&mut lease).await?;
+    if !got {
+        return Ok(());
+    }
+    tracing::info!("portal projection lease taken");
+    let from = load_checkpoint(ctx).await?;
+    let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::All, from).await?.with_batch_size(1000);
+    let mut last_check = Instant::now();
+    let mut last_prune = Instant::now();
+    loop {
+        let batch = tokio::select! {
+            _ = ctx.cancel.cancelled() => return Ok(()),
+            b = sub.next_batch() => b?,
+        };
+        let changes = project(ctx, &batch).await?;
+        for v in &changes {
+            let subject = ctx.bus.subjects.view(&v.tenant, "agent", &v.agent);
+            let body = serde_json::to_vec(v).expect("views serialize");
+            ctx.bus.client.publish(subject, body.into()).await?;
+        }
+        if last_check.elapsed() > Duration::from_secs(2) {
+            sqlx::query("select 1").execute(&mut lease).await?;
+            last_check = Instant::now();
+        }
+        if last_prune.elapsed() > Duration::from_secs(60) {
+            sqlx::query("delete from rm_agent_updates where recorded_at < now() - interval '1 day'").execute(&ctx.pool).await?;
+            last_prune = Instant::now();
+        }
+    }
+}
+
+fn fact_of(e: &RecordedEvent) -> Option<Fact> {
+    match e.stream.category() {
+        "agent_account" => cc_contracts::decode::<AgentAccountEvent>(e).map(Fact::Account),
+        "agent" => cc_contracts::decode::<AgentSessionEvent>(e).map(Fact::Session),
+        "queue" => cc_contracts::decode::<QueueEvent>(e).map(Fact::Queue),
+        _ => None,
+    }
+}
+
+/// Applies a batch in one transaction; returns every view change in order.
+async fn project(ctx: &Context, batch: &[RecordedEvent]) -> anyhow::Result<Vec<AgentView>> {
+    let mut tx = ctx.pool.begin().await?;
+    let mut views: HashMap<(String, String), AgentView> = HashMap::new();
+    let mut names: HashMap<String, HashMap<String, String>> = HashMap::new();
+    let mut changes = Vec::new();
+    for e in batch {
+        let Some(fact) = fact_of(e) else { continue };
+        let tenant = e.tenant().to_string();
+        if !names.contains_key(&tenant) {
+            let rows = sqlx::query("select queue, name from rm_queue_names where tenant = $1").bind(&tenant).fetch_all(&mut *tx).await?;
+            names.insert(tenant.clone(), rows.iter().map(|r| (r.get(0), r.get(1))).collect());
+        }
+        let agents: Vec<String> = match &fact {
+            Fact::Account(AgentAccountEvent::AgentAccountCreated { agent, .. })
+            | Fact::Account(AgentAccountEvent::AgentAccountUpdated { agent, .. })
+            | Fact::Account(AgentAccountEvent::AgentAccountDisabled { agent })
+            | Fact::Account(AgentAccountEvent::AgentAccountEnabled { agent }) => vec![agent.to_string()],
+            Fact::Account(AgentAccountEvent::AgentPasswordChanged { .. }) => vec![],
+            Fact::Session(s) => vec![session_agent(s).to_string()],
+            Fact::Queue(QueueEvent::AgentAssignedToQueue { agent, .. })
+            | Fact::Queue(QueueEvent::AgentUnassignedFromQueue { agent, .. }) => vec![agent.to_string()],
+            Fact::Queue(QueueEvent::QueueCreated { queue, name }) | Fact::Queue(QueueEvent::QueueRenamed { queue, name }) => {
+                sqlx::query(
+                    "insert into rm_queue_names (tenant, queue, name) values ($1, $2, $3)
+                     on conflict (tenant, queue) do update set name = excluded.name",
+                )
+                .bind(&tenant)
+                .bind(queue.as_str())
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+                names.get_mut(&tenant).unwrap().insert(queue.to_string(), name.clone());
+                let needle = serde_json::json!([{ "queue": queue.as_str() }]);
+                let mut affected: Vec<String> = sqlx::query_scalar(
+                    "select agent from rm_agents where tenant = $1 and (view->'assigned_queues' @> $2 or view->'queues' @> $2)",
+                )
+                .bind(&tenant)
+                .bind(&needle)
+                .fetch_all(&mut *tx)
+                .await?;
+                affected.extend(views.iter().filter(|((t, _), v)| *t == tenant && v.assigned_queues.iter().any(|q| q.queue == queue.as_str())).map(|((_, a), _)| a.clone()));
+                affected.sort();
+                affected.dedup();
+                affected
+            }
+        };
+        for agent in agents {
+            let key = (tenant.clone(), agent.clone());
+            if !views.contains_key(&key) {
+                let stored: Option<serde_json::Value> = sqlx::query_scalar("select view from rm_agents where tenant = $1 and agent = $2")
+                    .bind(&tenant)
+                    .bind(&agent)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let view = stored
+                    .and_then(|v| serde_json::from_value(v).ok())
+                    .unwrap_or_else(|| agent_view::empty(&tenant, &agent, e.recorded_at));
+                views.insert(key.clone(), view);
+            }
+            let tenant_names = &names[&tenant];
+            let view = views.get_mut(&key).unwrap();
+            agent_view::apply(view, &fact, e.recorded_at, &|q| tenant_names.get(q).cloned().unwrap_or_else(|| q.to_string()));
+            changes.push(view.clone());
+        }
+    }
+    if !changes.is_empty() {
+        let (mut t, mut a, mut v, mut j) = (vec![], vec![], vec![], vec![]);
+        for c in &changes {
+            t.push(c.tenant.clone());
+            a.push(c.agent.clone());
+            v.push(c.version);
+            j.push(serde_json::to_value(c).expect("views serialize"));
+        }
+        sqlx::query(
+            "insert into rm_agent_updates (tenant, agent, version, view)
+             select * from unnest($1::text[], $2::text[], $3::bigint[], $4::jsonb[])
+             on conflict do nothing",
+        )
+        .bind(&t)
+        .bind(&a)
+        .bind(&v)
+        .bind(&j)
+        .execute(&mut *tx)
+        .await?;
+        let (mut t, mut a, mut v, mut j) = (vec![], vec![], vec![], vec![]);
+        for ((tenant, agent), view) in &views {
+            t.push(tenant.clone());
+            a.push(agent.clone());
+            v.push(view.version);
+            j.push(serde_json::to_value(view).expect("views serialize"));
+        }
+        sqlx::query(
+            "insert into rm_agents (tenant, agent, version, view)
+             select * from unnest($1::text[], $2::text[], $3::bigint[], $4::jsonb[])
+             on conflict (tenant, agent) do update set view = excluded.view, version = excluded.version",
+        )
+        .bind(&t)
+        .bind(&a)
+        .bind(&v)
+        .bind(&j)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if let Some(last) = batch.last() {
+        let cp = last.checkpoint();
+        sqlx::query(
+            "insert into rm_checkpoints (name, xid, position) values ($1, $2, $3)
+             on conflict (name) do update set xid = excluded.xid, position = excluded.position",
+        )
+        .bind(NAME)
+        .bind(cp.xid)
+        .bind(cp.position)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(changes)
+}
+
+fn session_agent(e: &AgentSessionEvent) -> &cc_contracts::domain::AgentNumber {
+    match e {
+        AgentSessionEvent::AgentLoggedIn { agent, .. }
+        | AgentSessionEvent::AgentLoggedOut { agent, .. }
+        | AgentSessionEvent::AgentPaused { agent, .. }
+        | AgentSessionEvent::AgentPauseReasonChanged { agent, .. }
+        | AgentSessionEvent::AgentUnpaused { agent, .. }
+        | AgentSessionEvent::AgentJoinedQueue { agent, .. }
+        | AgentSessionEvent::AgentLeftQueue { agent, .. }
+        | AgentSessionEvent::AgentDeviceWentOffline { agent, .. }
+        | AgentSessionEvent::AgentDeviceCameOnline { agent, .. } => agent,
+    }
+}
