@@ -47,6 +47,19 @@ enum Command {
     /// Play the PBX simulator's phones (the services must be running).
     #[command(subcommand)]
     Pbx(ops::PbxCommand),
+    /// Print the domain events published on NATS, e.g. one agent's:
+    /// `callcenter events --subject 'cc.events.demo.agent.1001.>'`.
+    Events {
+        /// A subject filter (default: every event of every tenant).
+        #[arg(long)]
+        subject: Option<String>,
+        /// Replay from the first stored event instead of printing only new ones.
+        #[arg(long)]
+        from_start: bool,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<usize>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -72,6 +85,7 @@ fn main() -> anyhow::Result<()> {
         Command::Run { target } => runtime()?.block_on(run(config, Target::expand(&target))),
         Command::Tenant(cmd) => runtime()?.block_on(ops::tenant(&config, cmd)),
         Command::Pbx(cmd) => runtime()?.block_on(ops::pbx(&config, cmd)),
+        Command::Events { subject, from_start, count } => runtime()?.block_on(ops::events(&config, subject, from_start, count)),
     }
 }
 

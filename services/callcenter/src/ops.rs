@@ -96,3 +96,30 @@ pub async fn pbx(config: &Config, cmd: PbxCommand) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Follows the events stream (an ordered, ephemeral consumer) and prints one line per event.
+pub async fn events(config: &Config, subject: Option<String>, from_start: bool, count: Option<usize>) -> anyhow::Result<()> {
+    use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
+    use futures::StreamExt;
+    let bus = bus(config).await?;
+    let stream = bus.jetstream.get_stream(bus.subjects.events_stream()).await.context("the events stream does not exist yet")?;
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            filter_subject: subject.unwrap_or_else(|| bus.subjects.all_events()),
+            deliver_policy: if from_start { DeliverPolicy::All } else { DeliverPolicy::New },
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    let mut seen = 0;
+    while let Some(m) = messages.next().await {
+        let m = m?;
+        let header = |k: &str| m.headers.as_ref().and_then(|h| h.get(k)).map(|v| v.as_str().to_string()).unwrap_or_default();
+        println!("{} {} {} {}", header("ce-time"), m.subject, header("ce-type"), String::from_utf8_lossy(&m.payload));
+        seen += 1;
+        if count.is_some_and(|c| seen >= c) {
+            break;
+        }
+    }
+    Ok(())
+}

@@ -26,11 +26,18 @@ pub async fn list(pool: &PgPool, tenant: &str) -> Result<Vec<DeviceState>, Comma
 pub async fn add(ctx: &Context, tenant: &str, device: &DeviceId) -> Result<DeviceState, CommandError> {
     cc_eventstore::StreamName::new(tenant, "device", device.as_str())
         .map_err(|e| CommandError::field("invalid_field", "tenant", e.to_string()))?;
-    sqlx::query("insert into pbx_sim_devices (tenant, device, registered) values ($1, $2, false) on conflict do nothing")
+    let added = sqlx::query("insert into pbx_sim_devices (tenant, device, registered) values ($1, $2, false) on conflict do nothing")
         .bind(tenant)
         .bind(device.as_str())
         .execute(&ctx.pool)
-        .await?;
+        .await?
+        .rows_affected()
+        == 1;
+    if added {
+        // A new extension exists, not registered yet: reported so that "offline" can be told
+        // apart from "no such device".
+        publish(ctx, tenant, &DeviceEvent::DeviceUnregistered { tenant: tenant.into(), device: device.clone(), at: Utc::now() }).await?;
+    }
     let registered: bool = sqlx::query_scalar("select registered from pbx_sim_devices where tenant = $1 and device = $2")
         .bind(tenant)
         .bind(device.as_str())

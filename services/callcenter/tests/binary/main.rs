@@ -1,7 +1,8 @@
 //! The `callcenter` binary as an operator runs it: a real process, real PostgreSQL and NATS.
 
 mod process;
-
+mod sessions;
+mod system;
 use std::time::Duration;
 
 use cc_testkit::{eventually, free_port, NatsServer, TestDb};

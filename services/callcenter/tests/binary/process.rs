@@ -26,13 +26,18 @@ impl Callcenter {
     }
 
     pub fn spawn(database_url: &str, nats_url: &str, args: &[&str]) -> Callcenter {
+        Self::spawn_with(database_url, nats_url, args, |_| {})
+    }
+
+    pub fn spawn_with(database_url: &str, nats_url: &str, args: &[&str], more: impl FnOnce(&mut Command)) -> Callcenter {
         let admin_port = free_port();
-        let child = Self::command(database_url, nats_url, args)
-            .env("CC_ADMIN_ADDR", format!("127.0.0.1:{admin_port}"))
+        let mut c = Self::command(database_url, nats_url, args);
+        c.env("CC_ADMIN_ADDR", format!("127.0.0.1:{admin_port}"))
             .env("CC_PORTAL_ADDR", format!("127.0.0.1:{}", free_port()))
             .env("CC_PBX_SIM_ADDR", format!("127.0.0.1:{}", free_port()))
-            .spawn()
-            .unwrap();
+            .stdout(std::process::Stdio::null());
+        more(&mut c);
+        let child = c.spawn().unwrap();
         Callcenter { child, admin_port }
     }
 

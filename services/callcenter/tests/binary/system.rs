@@ -1,0 +1,243 @@
+//! The whole system as a newcomer runs it: the real binary in demo mode, its own database and
+//! nats-server, driven over HTTP like a browser or curl would.
+
+use std::time::Duration;
+
+use cc_testkit::{eventually, free_port, NatsServer, TestDb};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::process::Callcenter;
+
+pub struct System {
+    pub db: TestDb,
+    pub nats: NatsServer,
+    pub _app: Callcenter,
+    pub portal: String,
+    pub pbx: String,
+    pub prefix: String,
+    pub http: reqwest::Client,
+}
+
+/// A signed-in client of the demo tenant.
+#[derive(Clone)]
+pub struct Client {
+    pub base: String,
+    pub tenant: String,
+    pub token: Option<String>,
+    pub http: reqwest::Client,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn ok(self) -> Value {
+        assert!(self.status.is_success(), "expected success, got {} {}", self.status, self.body);
+        self.body
+    }
+    #[track_caller]
+    pub fn refused(&self, status: u16, error: &str) -> &Value {
+        assert_eq!((self.status.as_u16(), self.body["error"].as_str().unwrap_or("")), (status, error), "{}", self.body);
+        assert!(self.body["message"].as_str().is_some_and(|m| !m.is_empty()), "a message in words: {}", self.body);
+        &self.body
+    }
+}
+
+impl Client {
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
+        self.raw(method, path, body.map(|b| b.to_string())).await
+    }
+
+    pub async fn raw(&self, method: Method, path: &str, body: Option<String>) -> Reply {
+        let mut req = self.http.request(method, format!("{}{path}", self.base)).header("X-Tenant", &self.tenant);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        let r = match req.send().await {
+            Ok(r) => r,
+            // Not listening yet (start-up) or gone: a 503 the caller can wait on.
+            Err(e) => return Reply { status: StatusCode::SERVICE_UNAVAILABLE, body: Value::String(e.to_string()) },
+        };
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        Reply { status, body: serde_json::from_str(&text).unwrap_or(Value::String(text)) }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.call(Method::GET, path, None).await
+    }
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.call(Method::POST, path, Some(body)).await
+    }
+}
+
+impl System {
+    pub async fn start() -> System {
+        let db = TestDb::new().await;
+        let nats = NatsServer::start();
+        let (portal_port, pbx_port) = (free_port(), free_port());
+        let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+        let app = Callcenter::spawn_with(&db.url, &nats.url(), &["run"], |c| {
+            c.env("CC_DEMO", "true")
+                .env("CC_PORTAL_ADDR", format!("127.0.0.1:{portal_port}"))
+                .env("CC_PBX_SIM_ADDR", format!("127.0.0.1:{pbx_port}"))
+                .env("CC_SUBJECT_PREFIX", &prefix);
+        });
+        let sys = System {
+            db,
+            nats,
+            _app: app,
+            portal: format!("http://127.0.0.1:{portal_port}"),
+            pbx: format!("http://127.0.0.1:{pbx_port}"),
+            prefix,
+            http: reqwest::Client::new(),
+        };
+        // Ready when the last demo agent can sign in and the demo devices are known.
+        let c = sys.anonymous();
+        eventually("the demo tenant", Duration::from_secs(60), || async {
+            let r = c.post("/api/login", json!({"agent_number": "1004", "password": "demo1004"})).await;
+            if !r.status.is_success() {
+                return None;
+            }
+            let mut agent = c.clone();
+            agent.token = r.body["token"].as_str().map(String::from);
+            let opts = agent.get("/api/login-options").await;
+            (opts.status.is_success() && opts.body["devices"].as_array().is_some_and(|d| d.len() >= 6) && opts.body["assigned_queues"].as_array().is_some_and(|q| q.len() == 2)).then_some(())
+        })
+        .await;
+        sys
+    }
+
+    pub fn anonymous(&self) -> Client {
+        Client { base: self.portal.clone(), tenant: "demo".into(), token: None, http: self.http.clone() }
+    }
+
+    pub async fn sign_in(&self, login: &str, password: &str) -> Client {
+        let mut c = self.anonymous();
+        let body = if login.chars().all(|c| c.is_ascii_digit()) {
+            json!({"agent_number": login, "password": password})
+        } else {
+            json!({"username": login, "password": password})
+        };
+        let r = c.post("/api/login", body).await.ok();
+        c.token = Some(r["token"].as_str().unwrap().to_string());
+        c
+    }
+
+    pub async fn agent(&self, n: &str) -> Client {
+        self.sign_in(n, &format!("demo{n}")).await
+    }
+
+    /// Presses a simulated phone's registration (the PBX simulator's HTTP control surface).
+    pub async fn set_registered(&self, device: &str, registered: bool) {
+        let action = if registered { "register" } else { "unregister" };
+        let r = self.http.post(format!("{}/tenants/demo/devices/{device}/{action}", self.pbx)).send().await.unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    }
+
+    /// Events stored for one stream, oldest first: (type, data).
+    pub async fn stream_events(&self, stream: &str) -> Vec<(String, Value)> {
+        sqlx::query_as("select event_type, data from es_events where stream = $1 order by version")
+            .bind(stream)
+            .fetch_all(&self.db.pool)
+            .await
+            .unwrap()
+    }
+
+    pub async fn event_count(&self) -> i64 {
+        sqlx::query_scalar("select count(*) from es_events").fetch_one(&self.db.pool).await.unwrap()
+    }
+
+    /// The types of the events on a NATS subject filter, as JetStream holds them.
+    pub async fn published_types(&self, filter: &str) -> Vec<String> {
+        use futures::StreamExt;
+        let client = async_nats::connect(self.nats.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let stream = js.get_stream(format!("{}_EVENTS", self.prefix.to_uppercase())).await.unwrap();
+        let consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+                filter_subject: filter.to_string(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let pending = consumer.cached_info().num_pending as usize;
+        let mut messages = consumer.messages().await.unwrap();
+        let mut out = Vec::new();
+        while out.len() < pending {
+            let m = tokio::time::timeout(Duration::from_secs(5), messages.next()).await.unwrap().unwrap().unwrap();
+            out.push(m.headers.as_ref().unwrap().get("Cc-Event-Type").unwrap().as_str().to_string());
+        }
+        out
+    }
+
+    /// The agent's view, once `pred` holds (the read model is eventually consistent).
+    pub async fn view_when(&self, c: &Client, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        eventually(what, Duration::from_secs(10), || async {
+            let r = c.get("/api/me").await;
+            (r.status.is_success() && pred(&r.body)).then_some(r.body)
+        })
+        .await
+    }
+}
+
+/// A Server-Sent Events stream read by the test: (event, id, data).
+pub struct Sse {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl Sse {
+    pub async fn open(c: &Client, path: &str, last_event_id: Option<i64>) -> Sse {
+        let mut req = c.http.get(format!("{}{path}", c.base)).header("X-Tenant", &c.tenant).bearer_auth(c.token.as_ref().unwrap());
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id.to_string());
+        }
+        let response = req.send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        Sse { response, buffer: String::new() }
+    }
+
+    /// The next event, or None after `wait`.
+    pub async fn next(&mut self, wait: Duration) -> Option<(String, Option<i64>, Value)> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let (mut event, mut id, mut data) = (String::from("message"), None, String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim().to_string();
+                    } else if let Some(v) = line.strip_prefix("id:") {
+                        id = v.trim().parse().ok();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if data.is_empty() {
+                    continue; // keep-alive comment
+                }
+                return Some((event, id, serde_json::from_str(&data).unwrap_or(Value::String(data))));
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk()).await.ok()?.ok()??;
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// Reads events until one satisfies `pred`.
+    pub async fn until(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> (Option<i64>, Value) {
+        loop {
+            match self.next(Duration::from_secs(10)).await {
+                Some((_, id, data)) if pred(&data) => return (id, data),
+                Some(_) => continue,
+                None => panic!("no SSE event with {what} within 10 s"),
+            }
+        }
+    }
+}
