@@ -164,6 +164,9 @@ impl Bus {
     }
 }
 
+/// Commands one service handles at once per process.
+pub const MAX_IN_FLIGHT: usize = 32;
+
 type BoxFut = Pin<Box<dyn Future<Output = Result<serde_json::Value, CommandError>> + Send>>;
 type Handler<S> = Arc<dyn Fn(S, CommandContext, Bytes) -> BoxFut + Send + Sync>;
 
@@ -213,15 +216,23 @@ impl<S: Clone + Send + Sync + 'static> CommandHandlers<S> {
         let mut sub = bus.client.queue_subscribe(subject, self.service.to_string()).await?;
         let handlers = Arc::new(self.handlers);
         let mut in_flight = tokio::task::JoinSet::new();
+        // A burst of commands queues here (in NATS's buffer) instead of every handler grabbing
+        // a database connection at once and timing out.
+        let permits = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
         loop {
+            let permit = tokio::select! {
+                _ = cancel.cancelled() => break,
+                p = permits.clone().acquire_owned() => p.expect("never closed"),
+            };
             let msg = tokio::select! {
                 _ = cancel.cancelled() => break,
                 m = sub.next() => match m { Some(m) => m, None => break },
-                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => continue,
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => { drop(permit); continue }
             };
             let Some(reply_to) = msg.reply.clone() else { continue };
             let (bus, handlers, state, service) = (bus.clone(), handlers.clone(), self.state.clone(), self.service);
             in_flight.spawn(async move {
+                let _permit = permit;
                 let reply = match bus.subjects.parse_command(msg.subject.as_str()) {
                     None => Err(CommandError::new("invalid_subject", format!("{} is not a command subject", msg.subject))),
                     Some((_, tenant, name)) => match handlers.get(name) {

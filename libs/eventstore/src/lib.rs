@@ -31,4 +31,5 @@ pub use upcast::Upcasters;
 pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "event_store", sql: include_str!("../sql/0001_event_store.sql") },
     Migration { version: 2, name: "append_function", sql: include_str!("../sql/0002_append_function.sql") },
+    Migration { version: 3, name: "append_statement", sql: include_str!("../sql/0003_append_statement.sql") },
 ];

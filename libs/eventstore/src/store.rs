@@ -69,6 +69,19 @@ impl Notifier {
     }
 }
 
+/// One append in one statement (see sql/0003_append_statement.sql).
+const APPEND: &str = "\
+with cur as (select coalesce(max(version), 0) as v from es_events where stream = $1),
+ins as (
+    insert into es_events (event_id, tenant, stream, category, stream_id, version, event_type, schema_version, data, metadata)
+    select u.id, $2, $1, $3, $4, cur.v + u.ord, u.typ, u.sv, u.d, u.m
+      from cur, unnest($6::uuid[], $7::text[], $8::int4[], $9::jsonb[], $10::jsonb[]) with ordinality as u (id, typ, sv, d, m, ord)
+     where $5::int8 is null or $5::int8 = cur.v
+     order by u.ord
+    returning position, version
+)
+select (select v from cur), coalesce((select array_agg(position order by version) from ins), '{}'::int8[])";
+
 const COLUMNS: &str = "position, xid, event_id, tenant, category, stream_id, version, event_type, \
                        schema_version, data, metadata, recorded_at";
 
@@ -172,33 +185,60 @@ impl EventStore {
         let versions: Vec<i32> = events.iter().map(|e| e.schema_version).collect();
         let data: Vec<Json<&Value>> = events.iter().map(|e| Json(&e.data)).collect();
         let metadata: Vec<Json<&Metadata>> = events.iter().map(|e| Json(&e.metadata)).collect();
-        let row = sqlx::query(
-            "select outcome, stream_version, positions from es_append($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb[], $10::jsonb[])",
-        )
-        .bind(stream.key())
-        .bind(stream.tenant())
-        .bind(stream.category())
-        .bind(stream.id())
-        .bind(expected.as_sql())
-        .bind(&ids)
-        .bind(&types)
-        .bind(&versions)
-        .bind(&data)
-        .bind(&metadata)
-        .fetch_one(executor)
-        .await?;
-        let outcome: String = row.get(0);
-        let stream_version: i64 = row.get(1);
-        let positions: Option<Vec<i64>> = row.get(2);
-        match outcome.as_str() {
-            "appended" | "duplicate" => Ok(AppendResult {
-                stream_version,
-                positions: positions.unwrap_or_default(),
-                duplicate: outcome == "duplicate",
-            }),
-            "conflict" => Err(AppendError::Conflict { stream: stream.key(), expected, actual: stream_version }),
-            _ => Err(AppendError::EventIdReused),
+        let row = sqlx::query(APPEND)
+            .bind(stream.key())
+            .bind(stream.tenant())
+            .bind(stream.category())
+            .bind(stream.id())
+            .bind(expected.as_sql())
+            .bind(&ids)
+            .bind(&types)
+            .bind(&versions)
+            .bind(&data)
+            .bind(&metadata)
+            .fetch_one(executor)
+            .await;
+        let row = match row {
+            Ok(row) => row,
+            Err(sqlx::Error::Database(db))
+                if db.code().as_deref() == Some("23505") && db.constraint() == Some("es_events_event_id_key") =>
+            {
+                return self.previous_append(stream, &ids).await;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let current: i64 = row.get(0);
+        let positions: Vec<i64> = row.get(1);
+        if positions.is_empty() {
+            // A retry of an append that succeeded carries an expected version that is now
+            // stale: answer it with the original result.
+            let known: i64 = sqlx::query_scalar("select count(*) from es_events where event_id = any($1)")
+                .bind(&ids)
+                .fetch_one(&self.pool)
+                .await?;
+            if known > 0 {
+                return self.previous_append(stream, &ids).await;
+            }
+            return Err(AppendError::Conflict { stream: stream.key(), expected, actual: current });
         }
+        Ok(AppendResult { stream_version: current + positions.len() as i64, positions, duplicate: false })
+    }
+
+    /// The result of an earlier append with the same event ids (a retry), or `EventIdReused`.
+    async fn previous_append(&self, stream: &StreamName, ids: &[Uuid]) -> Result<AppendResult, AppendError> {
+        let rows: Vec<(String, i64, i64)> =
+            sqlx::query_as("select stream, version, position from es_events where event_id = any($1) order by version")
+                .bind(ids)
+                .fetch_all(&self.pool)
+                .await?;
+        if rows.len() != ids.len() || rows.iter().any(|r| r.0 != stream.key()) {
+            return Err(AppendError::EventIdReused);
+        }
+        Ok(AppendResult {
+            stream_version: rows.last().map(|r| r.1).unwrap_or(0),
+            positions: rows.iter().map(|r| r.2).collect(),
+            duplicate: true,
+        })
     }
 
     /// The current version of a stream (0 when it has no events).

@@ -28,7 +28,8 @@ pub const OPENAPI: &str = include_str!("../openapi.json");
 /// The state every handler gets.
 #[derive(Clone)]
 pub struct Portal {
-    pub ctx: Context,
+    /// Shared, not cloned per request: every open SSE stream holds a `Portal`.
+    pub ctx: Arc<Context>,
     pub hub: Arc<sse::Hub>,
 }
 
@@ -112,7 +113,7 @@ async fn home() -> Html<&'static str> {
 
 /// Runs the portal until `ctx.cancel`.
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
-    let portal = Portal { ctx: ctx.clone(), hub: Arc::default() };
+    let portal = Portal { ctx: Arc::new(ctx.clone()), hub: Arc::default() };
     let listener = tokio::net::TcpListener::bind(&ctx.config.portal_addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on portal_addr {} (CC_PORTAL_ADDR): {e}", ctx.config.portal_addr))?;

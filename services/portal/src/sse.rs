@@ -42,7 +42,8 @@ pub struct Hub {
     tenants: Mutex<HashMap<String, broadcast::Sender<Arc<Change>>>>,
 }
 
-const CAPACITY: usize = 64;
+/// Per-agent buffer; a reader that falls further behind catches up from the change history.
+const CAPACITY: usize = 8;
 
 impl Hub {
     pub fn subscribe_agent(&self, tenant: &str, agent: &str) -> broadcast::Receiver<Arc<Change>> {
@@ -112,6 +113,11 @@ struct AgentStream {
     done: bool,
 }
 
+async fn still_signed_in(p: &Portal, tenant: &str, token: &str) -> bool {
+    let ctx = cc_bus::CommandContext::new(tenant, "portal");
+    !matches!(p.ctx.bus.request(&ctx, &Authenticate { token: token.to_string() }).await, Err(cc_bus::RequestError::Rejected(_)))
+}
+
 /// `GET /api/events`: the agent's own view, live.
 pub async fn agent_events(State(p): State<Portal>, who: Authed, headers: HeaderMap) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let agent = who.agent()?.to_string();
@@ -163,8 +169,9 @@ pub async fn agent_events(State(p): State<Portal>, who: Authed, headers: HeaderM
                 },
                 _ = s.recheck.tick() => {
                     // A session that was ended (logout, disabled account) ends its stream.
-                    let ctx = cc_bus::CommandContext::new(&s.tenant, "portal");
-                    if let Err(cc_bus::RequestError::Rejected(_)) = s.portal.ctx.bus.request(&ctx, &Authenticate { token: s.token.clone() }).await {
+                    // Boxed: the request future is large and would otherwise live inside every
+                    // idle stream's state.
+                    if !Box::pin(still_signed_in(&s.portal, &s.tenant, &s.token)).await {
                         s.done = true;
                         return Some((Ok(Event::default().event("signed_out").data("{}")), s));
                     }

@@ -5,25 +5,9 @@ use crate::{event, store, stream};
 
 /// Appends one event inside an open transaction (as a concurrent writer would), returning its
 /// global position.
-async fn append_in(tx: &mut Transaction<'_, Postgres>, s: &StreamName, n: i64) -> i64 {
-    let e = event(n);
-    let row: (String, Vec<i64>) = sqlx::query_as(
-        "select outcome, positions from es_append($1, $2, $3, $4, null, $5, $6, $7, $8, $9)",
-    )
-    .bind(s.key())
-    .bind(s.tenant())
-    .bind(s.category())
-    .bind(s.id())
-    .bind(vec![e.event_id])
-    .bind(vec![e.event_type])
-    .bind(vec![e.schema_version])
-    .bind(vec![e.data])
-    .bind(vec![serde_json::to_value(&e.metadata).unwrap()])
-    .fetch_one(&mut **tx)
-    .await
-    .unwrap();
-    assert_eq!(row.0, "appended");
-    row.1[0]
+async fn append_in(store: &cc_eventstore::EventStore, tx: &mut Transaction<'_, Postgres>, s: &StreamName, n: i64) -> i64 {
+    let r = store.append_in(&mut **tx, s, cc_eventstore::ExpectedVersion::Any, &[event(n)]).await.unwrap();
+    r.positions[0]
 }
 
 /// Reads after `cp` until `n` events are readable. Open transactions of *other* tests in the
@@ -62,9 +46,9 @@ async fn a_transaction_that_commits_late_is_never_skipped() {
     store.append(&stream("a"), ExpectedVersion::Any, &[event(0)]).await.unwrap();
 
     let mut early = db.pool.begin().await.unwrap();
-    let p_early = append_in(&mut early, &stream("b"), 1).await;
+    let p_early = append_in(&store, &mut early, &stream("b"), 1).await;
     let mut late = db.pool.begin().await.unwrap();
-    let p_late = append_in(&mut late, &stream("c"), 2).await;
+    let p_late = append_in(&store, &mut late, &stream("c"), 2).await;
     assert!(p_late > p_early, "the second writer got the later position");
     // The later-numbered transaction commits first.
     late.commit().await.unwrap();
@@ -91,8 +75,8 @@ async fn a_lower_position_committing_after_a_higher_one_is_not_skipped() {
     let mut a = db.pool.begin().await.unwrap();
     sqlx::query("select pg_current_xact_id()").execute(&mut *a).await.unwrap(); // a gets the lower xid
     let mut b = db.pool.begin().await.unwrap();
-    let p_b = append_in(&mut b, &stream("b"), 1).await; // b: higher xid, lower position
-    let p_a = append_in(&mut a, &stream("a"), 2).await; // a: lower xid, higher position
+    let p_b = append_in(&store, &mut b, &stream("b"), 1).await; // b: higher xid, lower position
+    let p_a = append_in(&store, &mut a, &stream("a"), 2).await; // a: lower xid, higher position
     assert!(p_a > p_b);
     a.commit().await.unwrap();
 
@@ -111,7 +95,7 @@ async fn a_lower_position_committing_after_a_higher_one_is_not_skipped() {
 async fn an_aborted_transaction_does_not_block_readers() {
     let (db, store) = store().await;
     let mut t = db.pool.begin().await.unwrap();
-    append_in(&mut t, &stream("x"), 1).await;
+    append_in(&store, &mut t, &stream("x"), 1).await;
     store.append(&stream("y"), ExpectedVersion::Any, &[event(2)]).await.unwrap();
     assert!(store.read_all(&ReadFilter::All, Checkpoint::START, 10).await.unwrap().is_empty());
     t.rollback().await.unwrap();
