@@ -175,11 +175,20 @@ pub struct CommandHandlers<S> {
     service: &'static str,
     state: S,
     handlers: HashMap<&'static str, Handler<S>>,
+    idempotency: Option<sqlx::PgPool>,
 }
 
 impl<S: Clone + Send + Sync + 'static> CommandHandlers<S> {
     pub fn new(service: &'static str, state: S) -> Self {
-        Self { service, state, handlers: HashMap::new() }
+        Self { service, state, handlers: HashMap::new(), idempotency: None }
+    }
+
+    /// Remembers the reply of every successful command sent with an `Idempotency-Key`, so a
+    /// retry with the same key (a double click, a network retry) gets the same reply and has
+    /// no second effect. Kept in `bus_idempotency` for a day.
+    pub fn with_idempotency(mut self, pool: sqlx::PgPool) -> Self {
+        self.idempotency = Some(pool);
+        self
     }
 
     /// Registers the handler of command `C`.
@@ -215,6 +224,7 @@ impl<S: Clone + Send + Sync + 'static> CommandHandlers<S> {
         let subject = bus.subjects.service_commands(self.service);
         let mut sub = bus.client.queue_subscribe(subject, self.service.to_string()).await?;
         let handlers = Arc::new(self.handlers);
+        let idempotency = self.idempotency.clone();
         let mut in_flight = tokio::task::JoinSet::new();
         // A burst of commands queues here (in NATS's buffer) instead of every handler grabbing
         // a database connection at once and timing out.
@@ -231,6 +241,7 @@ impl<S: Clone + Send + Sync + 'static> CommandHandlers<S> {
             };
             let Some(reply_to) = msg.reply.clone() else { continue };
             let (bus, handlers, state, service) = (bus.clone(), handlers.clone(), self.state.clone(), self.service);
+            let idempotency = idempotency.clone();
             in_flight.spawn(async move {
                 let _permit = permit;
                 let reply = match bus.subjects.parse_command(msg.subject.as_str()) {
@@ -246,10 +257,24 @@ impl<S: Clone + Send + Sync + 'static> CommandHandlers<S> {
                         }
                         Some(h) => {
                             let ctx = CommandContext::from_message(tenant, msg.headers.as_ref());
-                            AssertUnwindSafe(h(state, ctx, msg.payload.clone()))
-                                .catch_unwind()
-                                .await
-                                .unwrap_or_else(|_| Err(CommandError::internal(format!("{service} failed on {name}"))))
+                            let key = ctx.idempotency_key.clone();
+                            let remembered = match (&idempotency, &key) {
+                                (Some(pool), Some(k)) => remembered_reply(pool, service, tenant, name, k).await,
+                                _ => None,
+                            };
+                            match remembered {
+                                Some(reply) => Ok(reply),
+                                None => {
+                                    let r = AssertUnwindSafe(h(state, ctx, msg.payload.clone()))
+                                        .catch_unwind()
+                                        .await
+                                        .unwrap_or_else(|_| Err(CommandError::internal(format!("{service} failed on {name}"))));
+                                    if let (Ok(reply), Some(pool), Some(k)) = (&r, &idempotency, &key) {
+                                        remember_reply(pool, service, tenant, name, k, reply).await;
+                                    }
+                                    r
+                                }
+                            }
                         }
                     },
                 };
@@ -295,6 +320,38 @@ mod tests {
         assert_eq!(e.field.as_deref(), Some("device.number"));
         let e = parse_json::<Pause>(b"{not json").unwrap_err();
         assert_eq!((e.error.as_str(), e.field), ("invalid_json", None));
+    }
+}
+
+async fn remembered_reply(pool: &sqlx::PgPool, service: &str, tenant: &str, command: &str, key: &str) -> Option<serde_json::Value> {
+    sqlx::query_scalar(
+        "select reply from bus_idempotency where service = $1 and tenant = $2 and key = $3 and command = $4
+           and created_at > now() - interval '1 day'",
+    )
+    .bind(service)
+    .bind(tenant)
+    .bind(key)
+    .bind(command)
+    .fetch_optional(pool)
+    .await
+    .ok()
+    .flatten()
+}
+
+async fn remember_reply(pool: &sqlx::PgPool, service: &str, tenant: &str, command: &str, key: &str, reply: &serde_json::Value) {
+    let r = sqlx::query(
+        "insert into bus_idempotency (service, tenant, key, command, reply) values ($1, $2, $3, $4, $5)
+         on conflict (service, tenant, key) do nothing",
+    )
+    .bind(service)
+    .bind(tenant)
+    .bind(key)
+    .bind(command)
+    .bind(reply)
+    .execute(pool)
+    .await;
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "could not remember an idempotent reply");
     }
 }
 

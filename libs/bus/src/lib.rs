@@ -20,8 +20,10 @@ pub use subjects::Subjects;
 use cc_eventstore::Migration;
 
 /// The bus's own tables (consumer idempotency), component `bus`.
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "processed_events", sql: include_str!("../sql/0001_processed.sql") }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "processed_events", sql: include_str!("../sql/0001_processed.sql") },
+    Migration { version: 2, name: "idempotency_keys", sql: include_str!("../sql/0002_idempotency.sql") },
+];
 
 /// A connection to the bus: the NATS client, its JetStream context and the subject names.
 #[derive(Clone)]
@@ -37,7 +39,7 @@ impl Bus {
         Self { client, jetstream, subjects }
     }
 
-    /// Creates (or updates) the JetStream stream of PBX events: file storage, a week of
+    /// Creates the JetStream stream of PBX events if it does not exist: file storage, a week of
     /// history, a dedup window for publishers' retries.
     pub async fn ensure_pbx_stream(&self) -> anyhow::Result<()> {
         use async_nats::jetstream::stream::{Config, StorageType};

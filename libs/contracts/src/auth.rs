@@ -37,7 +37,6 @@ impl EventFamily for AgentAccountEvent {
 #[serde(tag = "type")]
 pub enum UserEvent {
     UserCreated { username: String, display_name: String, role: Role },
-    UserPasswordChanged { username: String },
 }
 impl EventFamily for UserEvent {
     const CATEGORY: &'static str = "user";

@@ -12,7 +12,6 @@ use cc_bus::Command;
 #[serde(tag = "type")]
 pub enum QueueEvent {
     QueueCreated { queue: QueueNumber, name: String },
-    QueueRenamed { queue: QueueNumber, name: String },
     /// The agent is assigned to the queue; lower penalty = asked first by linear routing.
     AgentAssignedToQueue { queue: QueueNumber, agent: AgentNumber, penalty: i32 },
     AgentUnassignedFromQueue { queue: QueueNumber, agent: AgentNumber },

@@ -74,7 +74,8 @@ pub struct AssignedQueue {
 pub struct LoginOptions {
     pub agent: AgentNumber,
     pub default_device: DeviceId,
-    /// The tenant's devices that are registered and online, and not in use by another agent.
+    /// The tenant's devices that are registered and online; `in_use_by` names another agent
+    /// logged in on one (picking it is refused).
     pub devices: Vec<DeviceOption>,
     pub assigned_queues: Vec<AssignedQueue>,
     pub may_manage_queues: bool,

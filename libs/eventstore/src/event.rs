@@ -14,7 +14,7 @@ pub struct Metadata {
     /// The event or command that directly caused this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub causation_id: Option<Uuid>,
-    /// Who acted: `agent:1001`, `admin:alice`, `system:queue-router`, ...
+    /// Who acted: `agent:1001`, `user:alice`, `system:auth`, `operator`, ...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
 }

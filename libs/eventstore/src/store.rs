@@ -130,8 +130,14 @@ impl EventStore {
         expected: ExpectedVersion,
         events: &[NewEvent],
     ) -> Result<AppendResult, AppendError> {
-        // A unique violation aborts the caller's transaction: report a conflict, never retry.
-        match self.try_append(tx, stream, expected, events).await {
+        // A unique violation aborts the caller's transaction: report it, never retry.
+        match self.try_append(true, tx, stream, expected, events).await {
+            Ok(r) if r.duplicate => Err(AppendError::EventIdReused),
+            Err(AppendError::Database(sqlx::Error::Database(db)))
+                if db.code().as_deref() == Some("23505") && db.constraint() == Some("es_events_event_id_key") =>
+            {
+                Err(AppendError::EventIdReused)
+            }
             Err(AppendError::Database(sqlx::Error::Database(db))) if db.code().as_deref() == Some("23505") => {
                 let actual = self.stream_version(stream).await?;
                 Err(AppendError::Conflict { stream: stream.key(), expected, actual })
@@ -149,7 +155,7 @@ impl EventStore {
     ) -> Result<AppendResult, AppendError> {
         let mut attempt = 0;
         loop {
-            match self.try_append(executor, stream, expected, events).await {
+            match self.try_append(false, executor, stream, expected, events).await {
                 Err(AppendError::Database(sqlx::Error::Database(db))) if db.code().as_deref() == Some("23505") => {
                     // Another writer took the same version (or, for a retried append, the same
                     // event ids) a moment earlier and has committed now.
@@ -169,6 +175,7 @@ impl EventStore {
 
     async fn try_append<'e, E: sqlx::PgExecutor<'e>>(
         &self,
+        in_transaction: bool,
         executor: E,
         stream: &StreamName,
         expected: ExpectedVersion,
@@ -203,6 +210,9 @@ impl EventStore {
             Err(sqlx::Error::Database(db))
                 if db.code().as_deref() == Some("23505") && db.constraint() == Some("es_events_event_id_key") =>
             {
+                if in_transaction {
+                    return Err(AppendError::Database(sqlx::Error::Database(db)));
+                }
                 return self.previous_append(stream, &ids).await;
             }
             Err(e) => return Err(e.into()),
@@ -216,7 +226,7 @@ impl EventStore {
                 .bind(&ids)
                 .fetch_one(&self.pool)
                 .await?;
-            if known > 0 {
+            if known > 0 && !in_transaction {
                 return self.previous_append(stream, &ids).await;
             }
             return Err(AppendError::Conflict { stream: stream.key(), expected, actual: current });

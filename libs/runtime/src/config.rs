@@ -20,7 +20,8 @@ pub struct Config {
     pub pbx_sim_addr: String,
     /// The domain under which tenants are subdomains (`acme.<base_domain>`). `CC_BASE_DOMAIN`.
     pub base_domain: String,
-    /// Demo mode: creates the demo tenant and serves the demo phone. `CC_DEMO`.
+    /// Demo mode: creates the demo tenant (agents, queues, pause reasons, simulated devices) on
+    /// first start. Never on in production. `CC_DEMO`.
     pub demo: bool,
     /// `human` or `json`. `CC_LOG_FORMAT`.
     pub log_format: LogFormat,

@@ -12,6 +12,7 @@ use cc_bus::{consumer, CommandContext};
 use cc_contracts::auth::{AgentAccountEvent, GetAgent};
 use cc_contracts::domain::{AgentNumber, DeviceId};
 use cc_contracts::pbx::{DeviceEvent, ListDevices};
+use cc_contracts::queue::QueueEvent;
 use cc_contracts::session::LogoutReason;
 use cc_eventstore::{CheckpointStore, ReadFilter, Subscription};
 use cc_runtime::Context;
@@ -117,8 +118,9 @@ async fn reconcile(ctx: &Context) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Logs out agents whose account is disabled. Replays are harmless: the account's current
-/// state is checked before acting.
+/// Follows the directory: logs out agents whose account is disabled, and takes agents out of
+/// a queue they are unassigned from. Replays are harmless: the current account state is
+/// checked before acting, and leaving a queue one is not in changes nothing.
 pub async fn follow_accounts(ctx: Context) {
     while !ctx.cancel.is_cancelled() {
         if let Err(e) = follow_accounts_once(&ctx).await {
@@ -132,13 +134,21 @@ async fn follow_accounts_once(ctx: &Context) -> anyhow::Result<()> {
     const NAME: &str = "agent-session:accounts";
     let checkpoints = CheckpointStore::new(ctx.pool.clone());
     let from = checkpoints.load(NAME).await?;
-    let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::Category("agent_account".into()), from).await?;
+    let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::All, from).await?;
     loop {
         let batch = tokio::select! {
             _ = ctx.cancel.cancelled() => return Ok(()),
             b = sub.next_batch() => b?,
         };
         for e in &batch {
+            if let Some(QueueEvent::AgentUnassignedFromQueue { agent, queue }) = cc_contracts::decode(e) {
+                let c = CommandContext::new(e.tenant(), "system:queue-router");
+                if let Err(err) = sessions::execute(ctx, &c, &agent, SessionCommand::LeaveQueue { queue }).await {
+                    if err.error != "not_in_queue" && err.error != "not_logged_in" {
+                        anyhow::bail!("could not take agent {agent} out of an unassigned queue: {err}");
+                    }
+                }
+            }
             if let Some(AgentAccountEvent::AgentAccountDisabled { agent }) = cc_contracts::decode(e) {
                 let c = CommandContext::new(e.tenant(), "system:auth");
                 let account = ctx.bus.request(&c, &GetAgent { agent: agent.clone() }).await?;

@@ -250,7 +250,9 @@ pub async fn set_queue_membership(ctx: &Context, c: &CommandContext, cmd: SetQue
         ));
     }
     let assigned = assignments(ctx, c, &cmd.agent).await?;
-    if !assigned.iter().any(|a| a.queue == cmd.queue) {
+    // Leaving a queue one is in is always allowed, even after being unassigned from it.
+    let in_it = !cmd.member && get(ctx, &c.tenant, &cmd.agent).await?.queues.contains(&cmd.queue);
+    if !in_it && !assigned.iter().any(|a| a.queue == cmd.queue) {
         return Err(CommandError::field(
             "queue_not_assigned",
             "queue",

@@ -139,7 +139,9 @@ pub async fn agent_events(State(p): State<Portal>, who: Authed, headers: HeaderM
     let mut recheck = tokio::time::interval(Duration::from_secs(30));
     recheck.reset();
     let state = AgentStream { portal: p, tenant, agent, token: who.token, rx, pending, last_sent: last.unwrap_or(0), recheck, done: false };
-    let stream = futures::stream::unfold(state, |mut s| async move {
+    // A first comment sends the response headers at once, even when there is nothing to say yet.
+    let hello = futures::stream::once(async { Ok(Event::default().comment("connected")) });
+    let stream = hello.chain(futures::stream::unfold(state, |mut s| async move {
         loop {
             if s.done {
                 return None;
@@ -179,7 +181,7 @@ pub async fn agent_events(State(p): State<Portal>, who: Authed, headers: HeaderM
                 _ = s.portal.ctx.cancel.cancelled() => return None,
             }
         }
-    });
+    }));
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
@@ -188,19 +190,16 @@ pub async fn supervisor_events(State(p): State<Portal>, who: Authed) -> ApiResul
     who.require(&[Role::Supervisor, Role::Admin])?;
     let tenant = who.tenant().to_string();
     let rx = p.hub.subscribe_tenant(&tenant);
-    let snapshot: Vec<(String, i64, String)> =
-        sqlx::query_as("select agent, version, view::text from rm_agents where tenant = $1 order by agent")
-            .bind(&tenant)
-            .fetch_all(&p.ctx.pool)
-            .await?;
+    let snapshot = crate::views::agents(&p.ctx.pool, &tenant).await?;
     let mut seen: HashMap<String, i64> = HashMap::new();
     let mut pending = VecDeque::new();
-    for (agent, version, json) in snapshot {
-        seen.insert(agent, version);
-        pending.push_back(json);
+    for view in snapshot {
+        seen.insert(view.agent.clone(), view.version);
+        pending.push_back(serde_json::to_string(&view).expect("views serialize"));
     }
     let cancel = p.ctx.cancel.clone();
-    let stream = futures::stream::unfold((rx, pending, seen, cancel), |(mut rx, mut pending, mut seen, cancel)| async move {
+    let hello = futures::stream::once(async { Ok(Event::default().comment("connected")) });
+    let stream = hello.chain(futures::stream::unfold((rx, pending, seen, cancel), |(mut rx, mut pending, mut seen, cancel)| async move {
         loop {
             if let Some(json) = pending.pop_front() {
                 return Some((Ok(Event::default().event("agent").data(json)), (rx, pending, seen, cancel)));
@@ -222,6 +221,6 @@ pub async fn supervisor_events(State(p): State<Portal>, who: Authed) -> ApiResul
                 _ = cancel.cancelled() => return None,
             }
         }
-    });
+    }));
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

@@ -20,21 +20,32 @@ pub async fn agents(pool: &PgPool, tenant: &str) -> Result<Vec<AgentView>, sqlx:
     Ok(vs.into_iter().filter_map(|v| serde_json::from_value(v).ok()).collect())
 }
 
+/// The JSON of a stored view exactly as the projection publishes it live (jsonb reorders keys).
+fn as_published(v: serde_json::Value) -> String {
+    match serde_json::from_value::<AgentView>(v.clone()) {
+        Ok(view) => serde_json::to_string(&view).expect("views serialize"),
+        Err(_) => v.to_string(),
+    }
+}
+
 /// The changes of one agent's view after `version`, in order: (version, view JSON).
 pub async fn changes_after(pool: &PgPool, tenant: &str, agent: &str, version: i64) -> Result<Vec<(i64, String)>, sqlx::Error> {
-    sqlx::query_as("select version, view::text from rm_agent_updates where tenant = $1 and agent = $2 and version > $3 order by version")
-        .bind(tenant)
-        .bind(agent)
-        .bind(version)
-        .fetch_all(pool)
-        .await
+    let rows: Vec<(i64, serde_json::Value)> =
+        sqlx::query_as("select version, view from rm_agent_updates where tenant = $1 and agent = $2 and version > $3 order by version")
+            .bind(tenant)
+            .bind(agent)
+            .bind(version)
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.into_iter().map(|(v, j)| (v, as_published(j))).collect())
 }
 
 /// The current view of one agent: (version, view JSON).
 pub async fn current(pool: &PgPool, tenant: &str, agent: &str) -> Result<Option<(i64, String)>, sqlx::Error> {
-    sqlx::query_as("select version, view::text from rm_agents where tenant = $1 and agent = $2")
+    let row: Option<(i64, serde_json::Value)> = sqlx::query_as("select version, view from rm_agents where tenant = $1 and agent = $2")
         .bind(tenant)
         .bind(agent)
         .fetch_optional(pool)
-        .await
+        .await?;
+    Ok(row.map(|(v, j)| (v, as_published(j))))
 }

@@ -106,7 +106,7 @@ pub fn apply(v: &mut AgentView, fact: &Fact, at: DateTime<Utc>, queue_name: &dyn
                 }
             }
             QueueEvent::AgentUnassignedFromQueue { queue, .. } => v.assigned_queues.retain(|q| q.queue != queue.as_str()),
-            QueueEvent::QueueCreated { queue, name } | QueueEvent::QueueRenamed { queue, name } => {
+            QueueEvent::QueueCreated { queue, name } => {
                 for q in v.queues.iter_mut().chain(v.assigned_queues.iter_mut()) {
                     if q.queue == queue.as_str() {
                         q.name = name.clone();

@@ -100,7 +100,7 @@ async fn project(ctx: &Context, batch: &[RecordedEvent]) -> anyhow::Result<Vec<A
             Fact::Session(s) => vec![session_agent(s).to_string()],
             Fact::Queue(QueueEvent::AgentAssignedToQueue { agent, .. })
             | Fact::Queue(QueueEvent::AgentUnassignedFromQueue { agent, .. }) => vec![agent.to_string()],
-            Fact::Queue(QueueEvent::QueueCreated { queue, name }) | Fact::Queue(QueueEvent::QueueRenamed { queue, name }) => {
+            Fact::Queue(QueueEvent::QueueCreated { queue, name }) => {
                 sqlx::query(
                     "insert into rm_queue_names (tenant, queue, name) values ($1, $2, $3)
                      on conflict (tenant, queue) do update set name = excluded.name",

@@ -12,7 +12,8 @@ pub const MIGRATIONS: &[cc_eventstore::Migration] =
     &[cc_eventstore::Migration { version: 1, name: "queues", sql: include_str!("../sql/0001_queues.sql") }];
 
 pub fn handlers(ctx: Context) -> CommandHandlers<Context> {
-    CommandHandlers::new("queue-router", ctx)
+    CommandHandlers::new("queue-router", ctx.clone())
+        .with_idempotency(ctx.pool.clone())
         .on(|ctx, c, cmd: CreateQueue| async move { queues::create(&ctx, &c, cmd).await })
         .on(|ctx, c, cmd: AssignAgent| async move { queues::assign(&ctx, &c, cmd).await })
         .on(|ctx, c, cmd: UnassignAgent| async move { queues::unassign(&ctx, &c, cmd).await })

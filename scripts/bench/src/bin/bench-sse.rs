@@ -30,7 +30,14 @@ fn token(i: u32) -> String {
     format!("{:064x}", 0xbe_0000_0000u64 + i as u64)
 }
 
-async fn open_sse(addr: &str, i: u32, sent: Sent, latencies: Arc<Mutex<Vec<Duration>>>, opened: Arc<tokio::sync::Semaphore>) {
+async fn open_sse(
+    addr: &str,
+    i: u32,
+    sent: Sent,
+    latencies: Arc<Mutex<Vec<Duration>>>,
+    opened: Arc<tokio::sync::Semaphore>,
+    failed: Arc<std::sync::atomic::AtomicUsize>,
+) {
     let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else { return };
     let req = format!(
         "GET /api/events HTTP/1.1\r\nHost: bench\r\nX-Tenant: bench\r\nAuthorization: Bearer {}\r\nAccept: text/event-stream\r\n\r\n",
@@ -47,11 +54,16 @@ async fn open_sse(addr: &str, i: u32, sent: Sent, latencies: Arc<Mutex<Vec<Durat
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
+        pending.push_str(&String::from_utf8_lossy(&buf[..n]));
         if !announced {
             announced = true;
+            if !pending.starts_with("HTTP/1.1 200") {
+                failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                opened.add_permits(1);
+                return;
+            }
             opened.add_permits(1);
         }
-        pending.push_str(&String::from_utf8_lossy(&buf[..n]));
         while let Some(pos) = pending.find("\n\n") {
             let block: String = pending.drain(..pos + 2).collect();
             if let Some(id) = block.lines().find_map(|l| l.strip_prefix("id:")).and_then(|v| v.trim().parse::<i64>().ok()) {
@@ -147,14 +159,20 @@ async fn main() -> anyhow::Result<()> {
     let sent: Sent = Arc::default();
     let latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
     let opened = Arc::new(tokio::sync::Semaphore::new(0));
+    let failed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Agents arrive at ~1,000 per second (a shift start, compressed).
     for i in 0..agents {
         let agent = 100_000 + i;
-        tokio::spawn(open_sse(portal_addr, agent, sent.clone(), latencies.clone(), opened.clone()));
-        if i % 200 == 199 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::spawn(open_sse(portal_addr, agent, sent.clone(), latencies.clone(), opened.clone(), failed.clone()));
+        if i % 50 == 49 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
     let _all = tokio::time::timeout(Duration::from_secs(120), opened.acquire_many(agents)).await??;
+    let failed = failed.load(std::sync::atomic::Ordering::Relaxed);
+    if failed > 0 {
+        anyhow::bail!("{failed} of {agents} SSE streams were refused");
+    }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_open = rss_kib(pid);
     let sse_kib = rss_open.saturating_sub(rss_before) as f64 / agents as f64;

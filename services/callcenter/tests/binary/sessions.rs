@@ -88,6 +88,7 @@ async fn bad_input_gets_a_4xx_naming_the_field_and_changes_nothing() {
     assert!(b["message"].as_str().unwrap().contains("Lunch, Break, Bathroom"), "names the valid ones: {b}");
     let r = alice.post("/api/session/pause", json!({"why": "Lunch"})).await;
     assert!(r.status.is_client_error());
+    alice.get("/api/admin/pause-reasons").await.refused(403, "forbidden");
     bob.call(Method::DELETE, "/api/session/queues/500", None).await.refused(403, "queue_change_not_allowed");
     alice.call(Method::PUT, "/api/session/queues/502", None).await.refused(422, "queue_not_assigned");
     alice.call(Method::PUT, "/api/session/queues/50x", None).await.refused(400, "invalid_field");
@@ -113,7 +114,10 @@ async fn repeated_actions_get_a_clear_answer_and_no_duplicate_events() {
     let alice = sys.agent("1001").await;
     alice.post("/api/session", json!({})).await.ok();
     alice.post("/api/session", json!({})).await.refused(409, "already_logged_in");
-    alice.post("/api/session/pause", json!({"reason": "Lunch"})).await.ok();
+    // A double click with the same idempotency key: one effect, the same answer twice.
+    let first = alice.post_once("/api/session/pause", json!({"reason": "Lunch"}), "click-1").await.ok();
+    let again = alice.post_once("/api/session/pause", json!({"reason": "Lunch"}), "click-1").await.ok();
+    assert_eq!(first, again);
     alice.post("/api/session/pause", json!({"reason": "Lunch"})).await.refused(409, "already_paused");
     // Changing the reason while paused is its own fact.
     let s = alice.post("/api/session/pause", json!({"reason": "Break"})).await.ok();
@@ -267,6 +271,12 @@ async fn admins_manage_the_directory_and_disabling_an_agent_ends_their_session()
     admin.post("/api/admin/agents", json!({"agent": "1005", "display_name": "Eve", "password": "secret-1"})).await.refused(409, "agent_exists");
     admin.call(Method::PUT, "/api/admin/queues/500/agents/1005", Some(json!({"penalty": 2}))).await.ok();
     admin.call(Method::PUT, "/api/admin/queues/599/agents/1005", Some(json!({}))).await.refused(404, "unknown_queue");
+    // Unassigning takes a logged-in agent out of the queue.
+    let dave = sys.agent("1004").await;
+    dave.post("/api/session", json!({"device": "1004"})).await.ok();
+    admin.call(Method::DELETE, "/api/admin/queues/501/agents/1004", None).await.ok();
+    let v = sys.view_when(&dave, "Dave out of Support", |v| v["queues"].as_array().is_some_and(|q| q.len() == 1)).await;
+    assert_eq!(v["queues"][0]["queue"], "500");
     admin.post("/api/admin/pause-reasons", json!({"name": "Training"})).await.ok();
     admin.call(Method::PATCH, "/api/admin/pause-reasons/Training", Some(json!({"name": "Coaching"}))).await.ok();
     let reasons = admin.call(Method::DELETE, "/api/admin/pause-reasons/Bathroom", None).await.ok();

@@ -52,7 +52,19 @@ impl Client {
     }
 
     pub async fn raw(&self, method: Method, path: &str, body: Option<String>) -> Reply {
+        self.raw_with(method, path, body, None).await
+    }
+
+    /// A command sent with an `Idempotency-Key`.
+    pub async fn post_once(&self, path: &str, body: Value, key: &str) -> Reply {
+        self.raw_with(Method::POST, path, Some(body.to_string()), Some(key)).await
+    }
+
+    async fn raw_with(&self, method: Method, path: &str, body: Option<String>, key: Option<&str>) -> Reply {
         let mut req = self.http.request(method, format!("{}{path}", self.base)).header("X-Tenant", &self.tenant);
+        if let Some(k) = key {
+            req = req.header("Idempotency-Key", k);
+        }
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }

@@ -111,6 +111,7 @@ pub async fn unassign(State(p): State<Portal>, who: Authed, Path((queue, agent))
 }
 
 pub async fn list_pause_reasons(State(p): State<Portal>, who: Authed) -> ApiResult<Json<Vec<PauseReason>>> {
+    who.require(crate::api::supervisor::ROLES)?;
     Ok(Json(p.ctx.bus.request(&who.context(), &ListPauseReasons {}).await?))
 }
 

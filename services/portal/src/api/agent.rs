@@ -60,14 +60,10 @@ pub async fn login(
     let cookie = format!(
         "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
         signed.token,
-        cc_auth_session_seconds(),
+        (signed.principal.expires_at - chrono::Utc::now()).num_seconds().max(0),
         if secure { "; Secure" } else { "" }
     );
     Ok(([(header::SET_COOKIE, cookie)], Json(signed)))
-}
-
-fn cc_auth_session_seconds() -> i64 {
-    12 * 3600
 }
 
 /// `POST /api/signout`: ends the portal session (not the agent's login; see DELETE /api/session).
