@@ -176,11 +176,23 @@ pub struct CommandHandlers<S> {
     state: S,
     handlers: HashMap<&'static str, Handler<S>>,
     idempotency: Option<sqlx::PgPool>,
+    metrics: Option<CommandCounter>,
 }
+
+/// `cc_commands_total{service, command, outcome}`: commands handled, by outcome (`ok` or the
+/// error code).
+pub type CommandCounter =
+    prometheus_client::metrics::family::Family<Vec<(String, String)>, prometheus_client::metrics::counter::Counter>;
 
 impl<S: Clone + Send + Sync + 'static> CommandHandlers<S> {
     pub fn new(service: &'static str, state: S) -> Self {
-        Self { service, state, handlers: HashMap::new(), idempotency: None }
+        Self { service, state, handlers: HashMap::new(), idempotency: None, metrics: None }
+    }
+
+    /// Counts every command handled in `counter`.
+    pub fn with_metrics(mut self, counter: CommandCounter) -> Self {
+        self.metrics = Some(counter);
+        self
     }
 
     /// Remembers the reply of every successful command sent with an `Idempotency-Key`, so a
@@ -225,6 +237,7 @@ impl<S: Clone + Send + Sync + 'static> CommandHandlers<S> {
         let mut sub = bus.client.queue_subscribe(subject, self.service.to_string()).await?;
         let handlers = Arc::new(self.handlers);
         let idempotency = self.idempotency.clone();
+        let metrics = self.metrics.clone();
         let mut in_flight = tokio::task::JoinSet::new();
         // A burst of commands queues here (in NATS's buffer) instead of every handler grabbing
         // a database connection at once and timing out.
@@ -242,6 +255,7 @@ impl<S: Clone + Send + Sync + 'static> CommandHandlers<S> {
             let Some(reply_to) = msg.reply.clone() else { continue };
             let (bus, handlers, state, service) = (bus.clone(), handlers.clone(), self.state.clone(), self.service);
             let idempotency = idempotency.clone();
+            let metrics = metrics.clone();
             in_flight.spawn(async move {
                 let _permit = permit;
                 let reply = match bus.subjects.parse_command(msg.subject.as_str()) {
@@ -278,6 +292,19 @@ impl<S: Clone + Send + Sync + 'static> CommandHandlers<S> {
                         }
                     },
                 };
+                if let Some(m) = &metrics {
+                    let name = bus.subjects.parse_command(msg.subject.as_str()).map(|p| p.2).unwrap_or("?");
+                    let outcome = match &reply {
+                        Ok(_) => "ok".to_string(),
+                        Err(e) => e.error.clone(),
+                    };
+                    m.get_or_create(&vec![
+                        ("service".to_string(), service.to_string()),
+                        ("command".to_string(), name.to_string()),
+                        ("outcome".to_string(), outcome),
+                    ])
+                    .inc();
+                }
                 let body = match reply {
                     Ok(v) => serde_json::to_vec(&Reply::Ok(v)),
                     Err(e) => serde_json::to_vec(&Reply::<()>::Error(e)),

@@ -14,7 +14,7 @@ pub mod consumer;
 pub mod relay;
 mod subjects;
 
-pub use command::{parse_json, Command, CommandContext, CommandError, CommandHandlers, RequestError};
+pub use command::{parse_json, Command, CommandContext, CommandCounter, CommandError, CommandHandlers, RequestError};
 pub use subjects::Subjects;
 
 use cc_eventstore::Migration;

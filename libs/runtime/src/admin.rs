@@ -43,15 +43,20 @@ impl Readiness {
     }
 }
 
-/// The process's Prometheus registry.
+/// The process's Prometheus registry, with the metrics every service shares.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Mutex<Registry>>,
+    /// `cc_commands_total{service, command, outcome}`.
+    pub commands: cc_bus::CommandCounter,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self { registry: Arc::new(Mutex::new(Registry::with_prefix("cc"))) }
+        let mut registry = Registry::with_prefix("cc");
+        let commands = cc_bus::CommandCounter::default();
+        registry.register("commands", "Commands handled, by service, command and outcome (ok or the error code)", commands.clone());
+        Self { registry: Arc::new(Mutex::new(registry)), commands }
     }
 }
 

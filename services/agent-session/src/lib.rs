@@ -23,6 +23,7 @@ pub const MIGRATIONS: &[cc_eventstore::Migration] =
 pub fn handlers(ctx: Context) -> CommandHandlers<Context> {
     CommandHandlers::new("agent-session", ctx.clone())
         .with_idempotency(ctx.pool.clone())
+        .with_metrics(ctx.metrics.commands.clone())
         .on(|ctx, c, cmd: GetLoginOptions| async move { sessions::login_options(&ctx, &c, &cmd.agent).await })
         .on(|ctx, c, cmd: LoginAgent| async move { sessions::login(&ctx, &c, cmd).await })
         .on(|ctx, c, cmd: LogoutAgent| async move { sessions::logout(&ctx, &c, cmd).await })

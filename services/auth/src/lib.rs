@@ -23,6 +23,7 @@ pub const MIGRATIONS: &[cc_eventstore::Migration] =
 pub fn handlers(ctx: Context) -> CommandHandlers<Context> {
     CommandHandlers::new("auth", ctx.clone())
         .with_idempotency(ctx.pool.clone())
+        .with_metrics(ctx.metrics.commands.clone())
         .on(|ctx, c, cmd: SignIn| async move { sessions::sign_in(&ctx, &c, cmd).await })
         .on(|ctx, c, cmd: Authenticate| async move { sessions::authenticate(&ctx, &c.tenant, &cmd.token).await })
         .on(|ctx, c, cmd: SignOut| async move { sessions::sign_out(&ctx, &c, &cmd.token).await })

@@ -120,6 +120,15 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(portal = %format!("http://{addr}/"), base_domain = %ctx.config.base_domain, "Agent Portal listening");
     let feed = tokio::spawn(sse::feed(portal.clone()));
+    let streams = prometheus_client::metrics::gauge::Gauge::<i64>::default();
+    ctx.metrics.register("portal_sse_streams", "Open live-update (SSE) streams", streams.clone());
+    let (hub, cancel_gauge) = (portal.hub.clone(), ctx.cancel.clone());
+    tokio::spawn(async move {
+        while !cancel_gauge.is_cancelled() {
+            streams.set(hub.listeners() as i64);
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        }
+    });
     let cancel = ctx.cancel.clone();
     axum::serve(listener, router(portal).into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(cancel.cancelled_owned())

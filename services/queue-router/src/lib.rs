@@ -14,6 +14,7 @@ pub const MIGRATIONS: &[cc_eventstore::Migration] =
 pub fn handlers(ctx: Context) -> CommandHandlers<Context> {
     CommandHandlers::new("queue-router", ctx.clone())
         .with_idempotency(ctx.pool.clone())
+        .with_metrics(ctx.metrics.commands.clone())
         .on(|ctx, c, cmd: CreateQueue| async move { queues::create(&ctx, &c, cmd).await })
         .on(|ctx, c, cmd: AssignAgent| async move { queues::assign(&ctx, &c, cmd).await })
         .on(|ctx, c, cmd: UnassignAgent| async move { queues::unassign(&ctx, &c, cmd).await })

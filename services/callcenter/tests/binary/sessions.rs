@@ -50,6 +50,12 @@ async fn a_newcomer_logs_in_pauses_for_lunch_and_logs_out_with_every_step_an_eve
     })
     .await;
     assert_eq!(published, types);
+
+    let metrics = sys.http.get(sys._app.admin("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains(r#"cc_commands_total{service="agent-session",command="LoginAgent",outcome="ok"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
