@@ -110,7 +110,20 @@ struct AgentStream {
     pending: VecDeque<(i64, String)>,
     last_sent: i64,
     recheck: tokio::time::Interval,
+    /// A session check in flight: it never holds up delivery.
+    checking: Option<tokio::task::JoinHandle<bool>>,
     done: bool,
+}
+
+/// How often an open stream checks that its session still stands (with jitter, so streams
+/// opened together do not check together).
+const RECHECK: Duration = Duration::from_secs(120);
+
+fn rand_millis(max: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(max);
+    h.finish() % max.max(1)
 }
 
 async fn still_signed_in(p: &Portal, tenant: &str, token: &str) -> bool {
@@ -136,9 +149,10 @@ pub async fn agent_events(State(p): State<Portal>, who: Authed, headers: HeaderM
         }
         None => crate::views::current(&p.ctx.pool, &tenant, &agent).await?.into_iter().collect(),
     };
-    let mut recheck = tokio::time::interval(Duration::from_secs(30));
-    recheck.reset();
-    let state = AgentStream { portal: p, tenant, agent, token: who.token, rx, pending, last_sent: last.unwrap_or(0), recheck, done: false };
+    let jitter = Duration::from_millis(rand_millis(RECHECK.as_millis() as u64));
+    let recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK + jitter, RECHECK);
+    let state =
+        AgentStream { portal: p, tenant, agent, token: who.token, rx, pending, last_sent: last.unwrap_or(0), recheck, checking: None, done: false };
     // A first comment sends the response headers at once, even when there is nothing to say yet.
     let hello = futures::stream::once(async { Ok(Event::default().comment("connected")) });
     let stream = hello.chain(futures::stream::unfold(state, |mut s| async move {
@@ -169,11 +183,14 @@ pub async fn agent_events(State(p): State<Portal>, who: Authed, headers: HeaderM
                     }
                     Err(broadcast::error::RecvError::Closed) => return None,
                 },
-                _ = s.recheck.tick() => {
+                _ = s.recheck.tick(), if s.checking.is_none() => {
                     // A session that was ended (logout, disabled account) ends its stream.
-                    // Boxed: the request future is large and would otherwise live inside every
-                    // idle stream's state.
-                    if !Box::pin(still_signed_in(&s.portal, &s.tenant, &s.token)).await {
+                    let (p, tenant, token) = (s.portal.clone(), s.tenant.clone(), s.token.clone());
+                    s.checking = Some(tokio::spawn(async move { still_signed_in(&p, &tenant, &token).await }));
+                }
+                r = async { s.checking.as_mut().unwrap().await }, if s.checking.is_some() => {
+                    s.checking = None;
+                    if matches!(r, Ok(false)) {
                         s.done = true;
                         return Some((Ok(Event::default().event("signed_out").data("{}")), s));
                     }

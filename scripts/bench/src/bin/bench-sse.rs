@@ -127,7 +127,7 @@ async fn main() -> anyhow::Result<()> {
     // Fixtures: a tenant and one portal session per agent (only token hashes are stored).
     sqlx::query("insert into auth_tenants (tenant, name, demo) values ('bench', 'Bench', false)").execute(&pool).await?;
     for chunk in (0..agents).collect::<Vec<_>>().chunks(1000) {
-        let hashes: Vec<Vec<u8>> = chunk.iter().map(|i| sha2::Sha256::digest(token(*i).as_bytes()).to_vec()).collect();
+        let hashes: Vec<Vec<u8>> = chunk.iter().map(|i| sha2::Sha256::digest(token(100_000 + *i).as_bytes()).to_vec()).collect();
         let ids: Vec<uuid::Uuid> = chunk.iter().map(|_| uuid::Uuid::now_v7()).collect();
         let names: Vec<String> = chunk.iter().map(|i| format!("{}", 100_000 + i)).collect();
         sqlx::query(
@@ -204,16 +204,17 @@ async fn main() -> anyhow::Result<()> {
                 AgentSessionEvent::AgentUnpaused { agent: a, reason: "Lunch".into() }
             };
             let (store, sent) = (store.clone(), sent.clone());
-            inflight.push(async move {
+            sent.lock().unwrap().insert((agent, version), Instant::now());
+            inflight.push(tokio::spawn(async move {
                 let stream = StreamName::new("bench", "agent", &agent.to_string()).unwrap();
-                sent.lock().unwrap().insert((agent, version), Instant::now());
                 store.append(&stream, ExpectedVersion::Exact(version - 1), &[encode(&e, Metadata::new("bench", "bench"))]).await.unwrap();
-            });
+            }));
             total += 1;
         }
-        while let Some(Some(())) = futures::FutureExt::now_or_never(inflight.next()) {}
     }
-    while inflight.next().await.is_some() {}
+    while let Some(r) = inflight.next().await {
+        r?;
+    }
     tokio::time::sleep(Duration::from_secs(5)).await;
     let lost = sent.lock().unwrap().len();
     let mut l = latencies.lock().unwrap().clone();
