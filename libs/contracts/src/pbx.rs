@@ -46,3 +46,227 @@ impl Command for ListDevices {
     const NAME: &'static str = "ListDevices";
     type Reply = Vec<DeviceState>;
 }
+
+/// A party's number and display name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Party {
+    pub number: String,
+    #[serde(default)]
+    pub name: String,
+}
+
+/// Which way a call leg goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// A caller reaching the PBX (e.g. dialling a queue number).
+    Inbound,
+    /// A leg the PBX places on command (to a device or an outside number).
+    Outbound,
+}
+
+/// Why a channel ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HangupCause {
+    /// One side hung up after the call was answered, or on command.
+    Normal,
+    /// The device or number was busy.
+    Busy,
+    /// It rang until the ringing was stopped without an answer.
+    NoAnswer,
+    /// The phone declined the call.
+    Rejected,
+    /// The caller hung up before being answered.
+    CallerGone,
+    /// The device is not registered.
+    Unavailable,
+}
+
+/// Facts about one call leg (channel), as a PBX reports them. Subject:
+/// `<p>.pbx.evt.<tenant>.channel.<channel id>.<Type>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum ChannelEvent {
+    ChannelCreated {
+        tenant: String,
+        channel: String,
+        direction: Direction,
+        /// Who calls (for an outbound leg: the caller id presented).
+        caller: Party,
+        /// What the inbound caller dialled (a queue number, an extension).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dialed: Option<String>,
+        /// The device an outbound leg rings.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device: Option<DeviceId>,
+        /// The outside number an outbound leg calls.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        number: Option<String>,
+        at: DateTime<Utc>,
+    },
+    ChannelRinging { tenant: String, channel: String, at: DateTime<Utc> },
+    ChannelAnswered { tenant: String, channel: String, at: DateTime<Utc> },
+    ChannelHeld { tenant: String, channel: String, at: DateTime<Utc> },
+    ChannelUnheld { tenant: String, channel: String, at: DateTime<Utc> },
+    ChannelHungUp { tenant: String, channel: String, cause: HangupCause, at: DateTime<Utc> },
+}
+
+impl ChannelEvent {
+    pub fn channel(&self) -> &str {
+        match self {
+            ChannelEvent::ChannelCreated { channel, .. }
+            | ChannelEvent::ChannelRinging { channel, .. }
+            | ChannelEvent::ChannelAnswered { channel, .. }
+            | ChannelEvent::ChannelHeld { channel, .. }
+            | ChannelEvent::ChannelUnheld { channel, .. }
+            | ChannelEvent::ChannelHungUp { channel, .. } => channel,
+        }
+    }
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ChannelEvent::ChannelCreated { .. } => "ChannelCreated",
+            ChannelEvent::ChannelRinging { .. } => "ChannelRinging",
+            ChannelEvent::ChannelAnswered { .. } => "ChannelAnswered",
+            ChannelEvent::ChannelHeld { .. } => "ChannelHeld",
+            ChannelEvent::ChannelUnheld { .. } => "ChannelUnheld",
+            ChannelEvent::ChannelHungUp { .. } => "ChannelHungUp",
+        }
+    }
+}
+
+/// Facts about bridges (channels joined; three channels = a 3-way conference). Subject:
+/// `<p>.pbx.evt.<tenant>.bridge.<bridge id>.<Type>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum BridgeEvent {
+    /// The bridge now joins exactly these channels.
+    BridgeChanged { tenant: String, bridge: String, channels: Vec<String>, at: DateTime<Utc> },
+    BridgeDestroyed { tenant: String, bridge: String, at: DateTime<Utc> },
+}
+
+impl BridgeEvent {
+    pub fn bridge(&self) -> &str {
+        match self {
+            BridgeEvent::BridgeChanged { bridge, .. } | BridgeEvent::BridgeDestroyed { bridge, .. } => bridge,
+        }
+    }
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            BridgeEvent::BridgeChanged { .. } => "BridgeChanged",
+            BridgeEvent::BridgeDestroyed { .. } => "BridgeDestroyed",
+        }
+    }
+}
+
+/// Where an originated leg goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Endpoint {
+    Device(DeviceId),
+    Number(String),
+}
+
+/// A channel as the PBX knows it now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChannelState {
+    pub channel: String,
+    pub direction: Direction,
+    pub caller: Party,
+    pub dialed: Option<String>,
+    pub device: Option<DeviceId>,
+    pub number: Option<String>,
+    pub answered: bool,
+    pub held: bool,
+    pub bridge: Option<String>,
+}
+
+/// Places a call leg to a device or an outside number. The reply names the channel; the
+/// leg's life is reported by channel events.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Originate {
+    /// The id to give the channel (so the caller can correlate before any event); unset: chosen
+    /// by the PBX.
+    #[serde(default)]
+    pub channel: Option<String>,
+    pub endpoint: Endpoint,
+    /// The caller id the ringing phone shows.
+    pub caller: Party,
+}
+impl Command for Originate {
+    const SERVICE: &'static str = "pbx";
+    const NAME: &'static str = "Originate";
+    type Reply = ChannelState;
+}
+
+/// Answers an inbound channel (e.g. so a waiting caller hears music).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Answer {
+    pub channel: String,
+}
+impl Command for Answer {
+    const SERVICE: &'static str = "pbx";
+    const NAME: &'static str = "Answer";
+    type Reply = ChannelState;
+}
+
+/// Joins channels in a bridge (created when new): 2 channels = a call, 3 = a conference.
+/// Each channel leaves any other bridge it was in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Bridge {
+    pub bridge: String,
+    pub channels: Vec<String>,
+}
+impl Command for Bridge {
+    const SERVICE: &'static str = "pbx";
+    const NAME: &'static str = "Bridge";
+    type Reply = Vec<String>;
+}
+
+/// Takes a channel out of its bridge.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Unbridge {
+    pub channel: String,
+}
+impl Command for Unbridge {
+    const SERVICE: &'static str = "pbx";
+    const NAME: &'static str = "Unbridge";
+    type Reply = ();
+}
+
+/// Puts a channel on hold (`held = true`) or takes it off hold.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hold {
+    pub channel: String,
+    pub held: bool,
+}
+impl Command for Hold {
+    const SERVICE: &'static str = "pbx";
+    const NAME: &'static str = "Hold";
+    type Reply = ChannelState;
+}
+
+/// Ends a channel.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hangup {
+    pub channel: String,
+    #[serde(default = "normal")]
+    pub cause: HangupCause,
+}
+fn normal() -> HangupCause {
+    HangupCause::Normal
+}
+impl Command for Hangup {
+    const SERVICE: &'static str = "pbx";
+    const NAME: &'static str = "Hangup";
+    type Reply = ();
+}
+
+/// Every live channel of the tenant (for reconciliation after a restart).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ListChannels {}
+impl Command for ListChannels {
+    const SERVICE: &'static str = "pbx";
+    const NAME: &'static str = "ListChannels";
+    type Reply = Vec<ChannelState>;
+}

@@ -5,7 +5,8 @@ use cc_bus::{Bus, CommandContext, Subjects};
 use cc_contracts::auth::{CreateTenant, CreateUser, Role};
 use cc_contracts::domain::DeviceId;
 use cc_contracts::pbx::ListDevices;
-use cc_pbx_sim::control::{AddDevice, SetRegistered};
+use cc_pbx_sim::calls::PhoneAction;
+use cc_pbx_sim::control::{AddDevice, CallerHangup, ListSimChannels, PhoneDo, PlaceCall, SetRegistered};
 use cc_runtime::Config;
 use clap::Subcommand;
 
@@ -50,6 +51,48 @@ pub enum PbxCommand {
         tenant: String,
         device: String,
     },
+    /// Put a caller into a queue (they dial the queue number).
+    Call {
+        #[arg(long, default_value = "demo")]
+        tenant: String,
+        #[arg(long)]
+        queue: String,
+        /// The caller's number.
+        #[arg(long)]
+        caller: String,
+        /// The caller's name.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// The phone of a device answers its ringing call.
+    Answer {
+        #[arg(long, default_value = "demo")]
+        tenant: String,
+        device: String,
+    },
+    /// The phone of a device declines its ringing call.
+    Reject {
+        #[arg(long, default_value = "demo")]
+        tenant: String,
+        device: String,
+    },
+    /// The phone of a device hangs up its call.
+    Hangup {
+        #[arg(long, default_value = "demo")]
+        tenant: String,
+        device: String,
+    },
+    /// A caller hangs up (by channel id, see `pbx channels`).
+    CallerHangup {
+        #[arg(long, default_value = "demo")]
+        tenant: String,
+        channel: String,
+    },
+    /// The live channels (call legs).
+    Channels {
+        #[arg(long, default_value = "demo")]
+        tenant: String,
+    },
 }
 
 async fn bus(config: &Config) -> anyhow::Result<Bus> {
@@ -93,8 +136,29 @@ pub async fn pbx(config: &Config, cmd: PbxCommand) -> anyhow::Result<()> {
         PbxCommand::Unregister { tenant, device: d } => show(
             bus.request(&CommandContext::new(&tenant, "operator"), &SetRegistered { device: device(&d)?, registered: false }).await?,
         ),
+        PbxCommand::Call { tenant, queue, caller, name } => {
+            let ch = bus
+                .request(&CommandContext::new(&tenant, "operator"), &PlaceCall { queue, caller_number: caller, caller_name: name })
+                .await?;
+            println!("caller on channel {}", ch.channel);
+        }
+        PbxCommand::Answer { tenant, device: d } => phone(&bus, &tenant, device(&d)?, PhoneAction::Answer).await?,
+        PbxCommand::Reject { tenant, device: d } => phone(&bus, &tenant, device(&d)?, PhoneAction::Reject).await?,
+        PbxCommand::Hangup { tenant, device: d } => phone(&bus, &tenant, device(&d)?, PhoneAction::Hangup).await?,
+        PbxCommand::CallerHangup { tenant, channel } => {
+            bus.request(&CommandContext::new(&tenant, "operator"), &CallerHangup { channel }).await?
+        }
+        PbxCommand::Channels { tenant } => {
+            for c in bus.request(&CommandContext::new(&tenant, "operator"), &ListSimChannels {}).await? {
+                println!("{}", serde_json::to_string(&c)?);
+            }
+        }
     }
     Ok(())
+}
+
+async fn phone(bus: &Bus, tenant: &str, device: DeviceId, action: PhoneAction) -> anyhow::Result<()> {
+    Ok(bus.request(&CommandContext::new(tenant, "operator"), &PhoneDo { device, action }).await?)
 }
 
 /// Follows the events stream (an ordered, ephemeral consumer) and prints one line per event.

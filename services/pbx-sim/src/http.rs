@@ -3,6 +3,11 @@
 //! - `GET  /tenants/{tenant}/devices`
 //! - `POST /tenants/{tenant}/devices` `{"device": "1008"}`
 //! - `POST /tenants/{tenant}/devices/{device}/register` and `/unregister`
+//! - `POST /tenants/{tenant}/devices/{device}/answer`, `/reject`, `/hangup`: the phone's user
+//! - `PUT  /tenants/{tenant}/devices/{device}/mode` `{"mode": "auto_answer", "after_ms": 500}`
+//! - `POST /tenants/{tenant}/calls` `{"queue": "500", "caller_number": "5551234", "caller_name": "Jane"}`
+//! - `GET  /tenants/{tenant}/channels`
+//! - `POST /tenants/{tenant}/channels/{channel}/hangup`: the caller hangs up
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -11,16 +16,17 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use cc_bus::CommandError;
 use cc_contracts::domain::DeviceId;
-use cc_runtime::Context;
+use cc_contracts::pbx::{HangupCause, Party};
 
-use crate::devices;
+use crate::calls::{PhoneAction, PhoneMode};
+use crate::{devices, Sim};
 
 struct ApiError(CommandError);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match self.0.error.as_str() {
-            "unknown_device" => StatusCode::NOT_FOUND,
+            "unknown_device" | "unknown_channel" | "no_call" => StatusCode::NOT_FOUND,
             "internal" | "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
         };
@@ -38,16 +44,57 @@ fn device(s: &str) -> Result<DeviceId, ApiError> {
     DeviceId::parse(s).map_err(|e| ApiError(CommandError::field("invalid_field", "device", e.message)))
 }
 
-pub fn router(ctx: Context) -> Router {
+pub fn router(sim: Sim) -> Router {
     Router::new()
         .route("/tenants/{tenant}/devices", get(list).post(add))
         .route("/tenants/{tenant}/devices/{device}/register", post(register))
         .route("/tenants/{tenant}/devices/{device}/unregister", post(unregister))
-        .with_state(ctx)
+        .route("/tenants/{tenant}/devices/{device}/answer", post(|s, p| phone(s, p, PhoneAction::Answer)))
+        .route("/tenants/{tenant}/devices/{device}/reject", post(|s, p| phone(s, p, PhoneAction::Reject)))
+        .route("/tenants/{tenant}/devices/{device}/hangup", post(|s, p| phone(s, p, PhoneAction::Hangup)))
+        .route("/tenants/{tenant}/devices/{device}/mode", axum::routing::put(mode))
+        .route("/tenants/{tenant}/calls", post(place_call))
+        .route("/tenants/{tenant}/channels", get(channels))
+        .route("/tenants/{tenant}/channels/{channel}/hangup", post(caller_hangup))
+        .with_state(sim)
 }
 
-async fn list(State(ctx): State<Context>, Path(tenant): Path<String>) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(devices::list(&ctx.pool, &tenant).await?))
+async fn list(State(s): State<Sim>, Path(tenant): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(devices::list(&s.ctx.pool, &tenant).await?))
+}
+
+async fn phone(State(s): State<Sim>, Path((tenant, d)): Path<(String, String)>, action: PhoneAction) -> Result<StatusCode, ApiError> {
+    s.calls.phone(&tenant, &device(&d)?, action).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn mode(State(s): State<Sim>, Path((tenant, d)): Path<(String, String)>, body: axum::body::Bytes) -> Result<StatusCode, ApiError> {
+    let m: PhoneMode = cc_bus::parse_json(&body)?;
+    s.calls.set_mode(&tenant, &device(&d)?, m).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(serde::Deserialize)]
+struct NewCall {
+    queue: String,
+    caller_number: String,
+    #[serde(default)]
+    caller_name: String,
+}
+
+async fn place_call(State(s): State<Sim>, Path(tenant): Path<String>, body: axum::body::Bytes) -> Result<impl IntoResponse, ApiError> {
+    let c: NewCall = cc_bus::parse_json(&body)?;
+    let ch = s.calls.place_caller(&tenant, &c.queue, Party { number: c.caller_number, name: c.caller_name }).await?;
+    Ok((StatusCode::CREATED, Json(ch)))
+}
+
+async fn channels(State(s): State<Sim>, Path(tenant): Path<String>) -> impl IntoResponse {
+    Json(s.calls.list(&tenant).await)
+}
+
+async fn caller_hangup(State(s): State<Sim>, Path((tenant, channel)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+    s.calls.hangup(&tenant, &channel, HangupCause::Normal).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(serde::Deserialize)]
@@ -55,15 +102,15 @@ struct NewDevice {
     device: String,
 }
 
-async fn add(State(ctx): State<Context>, Path(tenant): Path<String>, body: axum::body::Bytes) -> Result<impl IntoResponse, ApiError> {
+async fn add(State(s): State<Sim>, Path(tenant): Path<String>, body: axum::body::Bytes) -> Result<impl IntoResponse, ApiError> {
     let req: NewDevice = cc_bus::parse_json(&body)?;
-    Ok(Json(devices::add(&ctx, &tenant, &device(&req.device)?).await?))
+    Ok(Json(devices::add(&s.ctx, &tenant, &device(&req.device)?).await?))
 }
 
-async fn register(State(ctx): State<Context>, Path((tenant, d)): Path<(String, String)>) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(devices::set_registered(&ctx, &tenant, &device(&d)?, true).await?))
+async fn register(State(s): State<Sim>, Path((tenant, d)): Path<(String, String)>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(devices::set_registered(&s.ctx, &tenant, &device(&d)?, true).await?))
 }
 
-async fn unregister(State(ctx): State<Context>, Path((tenant, d)): Path<(String, String)>) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(devices::set_registered(&ctx, &tenant, &device(&d)?, false).await?))
+async fn unregister(State(s): State<Sim>, Path((tenant, d)): Path<(String, String)>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(devices::set_registered(&s.ctx, &tenant, &device(&d)?, false).await?))
 }

@@ -1,15 +1,24 @@
 //! The PBX simulator. It implements the PBX contract ([`cc_contracts::pbx`]) the way a real
 //! PBX adapter would, and adds a control surface (HTTP, and NATS commands used by the CLI) to
-//! play the phones: register and unregister devices. Calls (callers, ringing phones, the
-//! traffic generator) arrive with the calls issue.
+//! play the phones and the callers: register and unregister devices, put a caller into a
+//! queue, make a phone answer, reject or hang up, make a caller hang up. (The traffic
+//! generator and the ACD that uses all this arrive with the rest of the calls work.)
 
+pub mod calls;
 pub mod control;
 mod devices;
 mod http;
 
 use cc_bus::CommandHandlers;
-use cc_contracts::pbx::ListDevices;
+use cc_contracts::pbx::*;
 use cc_runtime::Context;
+
+/// What the simulator's handlers share.
+#[derive(Clone)]
+pub struct Sim {
+    pub ctx: Context,
+    pub calls: calls::Calls,
+}
 
 pub use devices::DEMO_DEVICES;
 
@@ -23,14 +32,23 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
     if ctx.config.demo {
         devices::seed_demo(&ctx).await?;
     }
-    let pbx = CommandHandlers::new("pbx", ctx.clone())
-        .on(|ctx, c, _: ListDevices| async move { devices::list(&ctx.pool, &c.tenant).await });
-    let sim = control::handlers(ctx.clone());
+    let sim_state = Sim { ctx: ctx.clone(), calls: calls::Calls::new(ctx.clone()) };
+    let pbx = CommandHandlers::new("pbx", sim_state.clone())
+        .with_metrics(ctx.metrics.commands.clone())
+        .on(|s: Sim, c, _: ListDevices| async move { devices::list(&s.ctx.pool, &c.tenant).await })
+        .on(|s: Sim, c, cmd: Originate| async move { s.calls.originate(&c.tenant, cmd).await })
+        .on(|s: Sim, c, cmd: Answer| async move { s.calls.answer(&c.tenant, &cmd.channel).await })
+        .on(|s: Sim, c, cmd: Bridge| async move { s.calls.bridge(&c.tenant, &cmd.bridge, &cmd.channels).await })
+        .on(|s: Sim, c, cmd: Unbridge| async move { s.calls.unbridge(&c.tenant, &cmd.channel).await })
+        .on(|s: Sim, c, cmd: Hold| async move { s.calls.hold(&c.tenant, &cmd.channel, cmd.held).await })
+        .on(|s: Sim, c, cmd: Hangup| async move { s.calls.hangup(&c.tenant, &cmd.channel, cmd.cause).await })
+        .on(|s: Sim, c, _: ListChannels| async move { Ok(s.calls.list(&c.tenant).await) });
+    let sim = control::handlers(sim_state.clone());
     let listener = tokio::net::TcpListener::bind(&ctx.config.pbx_sim_addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on pbx_sim_addr {} (CC_PBX_SIM_ADDR): {e}", ctx.config.pbx_sim_addr))?;
     tracing::info!(addr = %ctx.config.pbx_sim_addr, "PBX simulator control surface");
-    let app = http::router(ctx.clone());
+    let app = http::router(sim_state);
     let cancel = ctx.cancel.clone();
     let server = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await });
     let (a, b) = tokio::join!(pbx.serve(ctx.bus.clone(), ctx.cancel.clone()), sim.serve(ctx.bus.clone(), ctx.cancel.clone()));

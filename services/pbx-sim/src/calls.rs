@@ -1,0 +1,350 @@
+//! Simulated call legs (channels), bridges and phones, reported on the PBX contract.
+//!
+//! The PBX's own state lives in memory, like a real PBX's: a restart of the simulator drops
+//! its calls (and reports nothing for them), which is what a PBX crash looks like to the rest.
+//! Phones behave per device: `manual` (the default: they ring until told to answer or reject
+//! through the control surface), `auto_answer`, `reject` or `ignore`, after a delay.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cc_bus::CommandError;
+use cc_contracts::domain::DeviceId;
+use cc_contracts::pbx::*;
+use cc_runtime::Context;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+/// How a simulated phone reacts when it rings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum PhoneMode {
+    Manual,
+    AutoAnswer { after_ms: u64 },
+    Reject { after_ms: u64 },
+    Ignore,
+}
+
+#[derive(Default)]
+struct Tenant {
+    channels: HashMap<String, ChannelState>,
+    bridges: HashMap<String, Vec<String>>,
+    phones: HashMap<DeviceId, PhoneMode>,
+}
+
+/// The simulator's calls. Cheap to clone.
+#[derive(Clone)]
+pub struct Calls {
+    ctx: Context,
+    // One lock, held while publishing, so each channel's events leave in order.
+    state: Arc<Mutex<HashMap<String, Tenant>>>,
+}
+
+enum Fact {
+    Channel(ChannelEvent),
+    Bridge(BridgeEvent),
+}
+
+fn err(code: &str, field: &str, message: String) -> CommandError {
+    CommandError::field(code, field, message)
+}
+
+fn new_id() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+impl Calls {
+    pub fn new(ctx: Context) -> Self {
+        Self { ctx, state: Arc::default() }
+    }
+
+    async fn publish(&self, tenant: &str, facts: Vec<Fact>) -> Result<(), CommandError> {
+        for f in facts {
+            let (subject, body) = match &f {
+                Fact::Channel(e) => (self.ctx.bus.subjects.pbx_event(tenant, "channel", e.channel(), e.type_name()), serde_json::to_vec(e)),
+                Fact::Bridge(e) => (self.ctx.bus.subjects.pbx_event(tenant, "bridge", e.bridge(), e.type_name()), serde_json::to_vec(e)),
+            };
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", uuid::Uuid::now_v7().to_string().as_str());
+            let ack = self
+                .ctx
+                .bus
+                .jetstream
+                .publish_with_headers(subject, headers, body.expect("events serialize").into())
+                .await
+                .map_err(|e| CommandError::new("unavailable", format!("could not report a PBX event: {e}")))?;
+            ack.await.map_err(|e| CommandError::new("unavailable", format!("JetStream did not take a PBX event: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// A caller dials `dialed` (a queue number): a new inbound channel.
+    pub async fn place_caller(&self, tenant: &str, dialed: &str, caller: Party) -> Result<ChannelState, CommandError> {
+        if caller.number.trim().is_empty() {
+            return Err(err("missing_field", "caller_number", "caller_number is required".into()));
+        }
+        let mut st = self.state.lock().await;
+        let t = st.entry(tenant.to_string()).or_default();
+        let ch = ChannelState {
+            channel: new_id(),
+            direction: Direction::Inbound,
+            caller: caller.clone(),
+            dialed: Some(dialed.to_string()),
+            device: None,
+            number: None,
+            answered: false,
+            held: false,
+            bridge: None,
+        };
+        t.channels.insert(ch.channel.clone(), ch.clone());
+        let e = ChannelEvent::ChannelCreated {
+            tenant: tenant.into(),
+            channel: ch.channel.clone(),
+            direction: Direction::Inbound,
+            caller,
+            dialed: Some(dialed.into()),
+            device: None,
+            number: None,
+            at: Utc::now(),
+        };
+        self.publish(tenant, vec![Fact::Channel(e)]).await?;
+        Ok(ch)
+    }
+
+    /// The contract's Originate: a leg to a device (it rings) or an outside number.
+    pub async fn originate(&self, tenant: &str, cmd: Originate) -> Result<ChannelState, CommandError> {
+        let registered = match &cmd.endpoint {
+            Endpoint::Device(d) => Some(crate::devices::list(&self.ctx.pool, tenant).await?.into_iter().find(|s| &s.device == d)),
+            Endpoint::Number(n) => {
+                if n.is_empty() || !n.chars().all(|c| c.is_ascii_digit() || c == '+') {
+                    return Err(err("invalid_field", "number", format!("{n:?} is not a phone number")));
+                }
+                None
+            }
+        };
+        if let (Endpoint::Device(d), Some(found)) = (&cmd.endpoint, &registered) {
+            match found {
+                None => return Err(err("unknown_device", "device", format!("There is no device {d} on this PBX"))),
+                Some(s) if !s.registered => {
+                    return Err(err("device_unavailable", "device", format!("Device {d} is not registered")))
+                }
+                _ => {}
+            }
+        }
+        let mut st = self.state.lock().await;
+        let t = st.entry(tenant.to_string()).or_default();
+        let id = cmd.channel.clone().unwrap_or_else(new_id);
+        if t.channels.contains_key(&id) {
+            return Err(err("channel_exists", "channel", format!("channel {id} already exists")));
+        }
+        let (device, number) = match &cmd.endpoint {
+            Endpoint::Device(d) => (Some(d.clone()), None),
+            Endpoint::Number(n) => (None, Some(n.clone())),
+        };
+        let busy = device.as_ref().is_some_and(|d| t.channels.values().any(|c| c.device.as_ref() == Some(d)));
+        let ch = ChannelState {
+            channel: id.clone(),
+            direction: Direction::Outbound,
+            caller: cmd.caller.clone(),
+            dialed: None,
+            device: device.clone(),
+            number: number.clone(),
+            answered: false,
+            held: false,
+            bridge: None,
+        };
+        let now = Utc::now();
+        let mut facts = vec![Fact::Channel(ChannelEvent::ChannelCreated {
+            tenant: tenant.into(),
+            channel: id.clone(),
+            direction: Direction::Outbound,
+            caller: cmd.caller,
+            dialed: None,
+            device: device.clone(),
+            number: number.clone(),
+            at: now,
+        })];
+        if busy {
+            facts.push(Fact::Channel(ChannelEvent::ChannelHungUp { tenant: tenant.into(), channel: id.clone(), cause: HangupCause::Busy, at: now }));
+        } else {
+            t.channels.insert(id.clone(), ch.clone());
+            facts.push(Fact::Channel(ChannelEvent::ChannelRinging { tenant: tenant.into(), channel: id.clone(), at: now }));
+        }
+        let mode = match &device {
+            Some(d) => t.phones.get(d).copied().unwrap_or(PhoneMode::Manual),
+            // Outside numbers pick up after a short while.
+            None => PhoneMode::AutoAnswer { after_ms: 300 },
+        };
+        self.publish(tenant, facts).await?;
+        drop(st);
+        if !busy {
+            self.react(tenant, &id, mode);
+        }
+        Ok(ch)
+    }
+
+    /// Schedules what the ringing phone does by itself.
+    fn react(&self, tenant: &str, channel: &str, mode: PhoneMode) {
+        let (me, tenant, channel) = (self.clone(), tenant.to_string(), channel.to_string());
+        let (delay, answer) = match mode {
+            PhoneMode::AutoAnswer { after_ms } => (after_ms, true),
+            PhoneMode::Reject { after_ms } => (after_ms, false),
+            PhoneMode::Manual | PhoneMode::Ignore => return,
+        };
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            let _ = if answer { me.answer(&tenant, &channel).await.map(|_| ()) } else { me.hangup(&tenant, &channel, HangupCause::Rejected).await };
+        });
+    }
+
+    /// Answers a ringing channel (a phone picking up, or the application answering a caller).
+    pub async fn answer(&self, tenant: &str, channel: &str) -> Result<ChannelState, CommandError> {
+        let mut st = self.state.lock().await;
+        let t = st.entry(tenant.to_string()).or_default();
+        let ch = t.channels.get_mut(channel).ok_or_else(|| unknown_channel(channel))?;
+        if ch.answered {
+            return Ok(ch.clone());
+        }
+        ch.answered = true;
+        let out = ch.clone();
+        let e = ChannelEvent::ChannelAnswered { tenant: tenant.into(), channel: channel.into(), at: Utc::now() };
+        self.publish(tenant, vec![Fact::Channel(e)]).await?;
+        Ok(out)
+    }
+
+    /// Ends a channel; a caller who hangs up before an answer is `caller_gone`.
+    pub async fn hangup(&self, tenant: &str, channel: &str, cause: HangupCause) -> Result<(), CommandError> {
+        let mut st = self.state.lock().await;
+        let t = st.entry(tenant.to_string()).or_default();
+        let ch = t.channels.remove(channel).ok_or_else(|| unknown_channel(channel))?;
+        let cause = match (cause, ch.direction, ch.answered) {
+            (HangupCause::Normal, Direction::Inbound, false) => HangupCause::CallerGone,
+            (HangupCause::Normal, Direction::Outbound, false) => HangupCause::NoAnswer,
+            (c, _, _) => c,
+        };
+        let now = Utc::now();
+        let mut facts = vec![Fact::Channel(ChannelEvent::ChannelHungUp { tenant: tenant.into(), channel: channel.into(), cause, at: now })];
+        if let Some(b) = ch.bridge {
+            facts.push(leave_bridge(t, tenant, &b, channel, now));
+        }
+        self.publish(tenant, facts).await
+    }
+
+    /// Joins channels in a bridge.
+    pub async fn bridge(&self, tenant: &str, bridge: &str, channels: &[String]) -> Result<Vec<String>, CommandError> {
+        if channels.is_empty() {
+            return Err(err("invalid_field", "channels", "a bridge joins at least one channel".into()));
+        }
+        let mut st = self.state.lock().await;
+        let t = st.entry(tenant.to_string()).or_default();
+        if let Some(missing) = channels.iter().find(|c| !t.channels.contains_key(*c)) {
+            return Err(unknown_channel(missing));
+        }
+        let now = Utc::now();
+        let mut facts = vec![];
+        for c in channels {
+            if let Some(old) = t.channels[c].bridge.clone().filter(|b| b != bridge) {
+                facts.push(leave_bridge(t, tenant, &old, c, now));
+            }
+        }
+        let members = t.bridges.entry(bridge.to_string()).or_default();
+        for c in channels {
+            if !members.contains(c) {
+                members.push(c.clone());
+            }
+        }
+        let members = members.clone();
+        for c in channels {
+            t.channels.get_mut(c).expect("checked").bridge = Some(bridge.to_string());
+        }
+        facts.push(Fact::Bridge(BridgeEvent::BridgeChanged { tenant: tenant.into(), bridge: bridge.into(), channels: members.clone(), at: now }));
+        self.publish(tenant, facts).await?;
+        Ok(members)
+    }
+
+    /// Takes a channel out of its bridge.
+    pub async fn unbridge(&self, tenant: &str, channel: &str) -> Result<(), CommandError> {
+        let mut st = self.state.lock().await;
+        let t = st.entry(tenant.to_string()).or_default();
+        let ch = t.channels.get_mut(channel).ok_or_else(|| unknown_channel(channel))?;
+        let Some(b) = ch.bridge.take() else { return Ok(()) };
+        let fact = leave_bridge(t, tenant, &b, channel, Utc::now());
+        self.publish(tenant, vec![fact]).await
+    }
+
+    pub async fn hold(&self, tenant: &str, channel: &str, held: bool) -> Result<ChannelState, CommandError> {
+        let mut st = self.state.lock().await;
+        let t = st.entry(tenant.to_string()).or_default();
+        let ch = t.channels.get_mut(channel).ok_or_else(|| unknown_channel(channel))?;
+        if ch.held == held {
+            return Ok(ch.clone());
+        }
+        ch.held = held;
+        let out = ch.clone();
+        let at = Utc::now();
+        let e = if held {
+            ChannelEvent::ChannelHeld { tenant: tenant.into(), channel: channel.into(), at }
+        } else {
+            ChannelEvent::ChannelUnheld { tenant: tenant.into(), channel: channel.into(), at }
+        };
+        self.publish(tenant, vec![Fact::Channel(e)]).await?;
+        Ok(out)
+    }
+
+    pub async fn list(&self, tenant: &str) -> Vec<ChannelState> {
+        let st = self.state.lock().await;
+        let mut v: Vec<_> = st.get(tenant).map(|t| t.channels.values().cloned().collect()).unwrap_or_default();
+        v.sort_by(|a, b| a.channel.cmp(&b.channel));
+        v
+    }
+
+    /// The live channel of a device (ringing or answered).
+    async fn device_channel(&self, tenant: &str, device: &DeviceId) -> Result<ChannelState, CommandError> {
+        let st = self.state.lock().await;
+        st.get(tenant)
+            .and_then(|t| t.channels.values().find(|c| c.device.as_ref() == Some(device)).cloned())
+            .ok_or_else(|| err("no_call", "device", format!("Device {device} has no call")))
+    }
+
+    /// The phone of `device` does `action`: answer, reject or hang up.
+    pub async fn phone(&self, tenant: &str, device: &DeviceId, action: PhoneAction) -> Result<(), CommandError> {
+        let ch = self.device_channel(tenant, device).await?;
+        match action {
+            PhoneAction::Answer if !ch.answered => self.answer(tenant, &ch.channel).await.map(|_| ()),
+            PhoneAction::Answer => Err(err("already_answered", "device", format!("Device {device} is already on the call"))),
+            PhoneAction::Reject if !ch.answered => self.hangup(tenant, &ch.channel, HangupCause::Rejected).await,
+            PhoneAction::Reject => Err(err("already_answered", "device", format!("Device {device} answered; hang up instead"))),
+            PhoneAction::Hangup => self.hangup(tenant, &ch.channel, HangupCause::Normal).await,
+        }
+    }
+
+    pub async fn set_mode(&self, tenant: &str, device: &DeviceId, mode: PhoneMode) {
+        self.state.lock().await.entry(tenant.to_string()).or_default().phones.insert(device.clone(), mode);
+    }
+}
+
+/// What a phone's user does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PhoneAction {
+    Answer,
+    Reject,
+    Hangup,
+}
+
+fn unknown_channel(c: &str) -> CommandError {
+    CommandError::field("unknown_channel", "channel", format!("There is no channel {c}"))
+}
+
+fn leave_bridge(t: &mut Tenant, tenant: &str, bridge: &str, channel: &str, at: chrono::DateTime<Utc>) -> Fact {
+    let members = t.bridges.entry(bridge.to_string()).or_default();
+    members.retain(|c| c != channel);
+    if members.is_empty() {
+        t.bridges.remove(bridge);
+        Fact::Bridge(BridgeEvent::BridgeDestroyed { tenant: tenant.into(), bridge: bridge.into(), at })
+    } else {
+        Fact::Bridge(BridgeEvent::BridgeChanged { tenant: tenant.into(), bridge: bridge.into(), channels: members.clone(), at })
+    }
+}
