@@ -16,7 +16,12 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # PostgreSQL: the machine's server when it answers on 127.0.0.1:5432, else a cluster of our own
 # started from the installed binaries on port 5433 (data in .data/pg).
 ensure_postgres() {
-  if [ -n "${CC_DATABASE_URL:-}" ]; then say "PostgreSQL: using CC_DATABASE_URL"; return; fi
+  if [ -n "${CC_DATABASE_URL:-}" ]; then
+    say "PostgreSQL: using CC_DATABASE_URL"
+    PG_ADMIN_URL="${PG_ADMIN_URL:-${CC_DATABASE_URL%/*}/postgres}"
+    export PG_ADMIN_URL
+    return
+  fi
   if command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432; then
     PG_ADMIN_URL="postgres://postgres@127.0.0.1:5432/postgres"
     CC_DATABASE_URL="postgres://postgres@127.0.0.1:5432/callcenter"
@@ -76,8 +81,8 @@ print(info.get("version", "") + (" js" if info.get("jetstream") else ""))
 PY
 }
 
-# A running NATS >= 2.10 with JetStream: the one on 4222 if suitable, else our own on
-# CC_NATS_PORT (default 14222) with its store in .data/nats.
+# A running NATS >= 2.10 with JetStream: the one on 4222 if suitable, else our own (on 4222
+# when that port is free, else on 14222; CC_NATS_PORT overrides) with its store in .data/nats.
 ensure_nats_server() {
   if [ -n "${CC_NATS_URL:-}" ]; then say "NATS: using CC_NATS_URL"; return; fi
   local info; info="$(nats_info_version 4222 || true)"
@@ -88,7 +93,11 @@ ensure_nats_server() {
   fi
   [ -n "$info" ] && say "NATS: the server on 4222 is ${info%% *}${info:+ }(need >= 2.10 with JetStream); starting our own"
   ensure_nats_binary
-  local port="${CC_NATS_PORT:-14222}"
+  local port="${CC_NATS_PORT:-}"
+  if [ -z "$port" ]; then
+    if port_open 4222 && [ "$(cat "$DATA/nats.port" 2>/dev/null)" != 4222 ]; then port=14222; else port=4222; fi
+  fi
+  echo "$port" >"$DATA/nats.port"
   if ! port_open "$port"; then
     mkdir -p "$DATA/nats"
     say "NATS: starting $("$NATS_SERVER_BIN" --version) on 127.0.0.1:$port (store .data/nats)"

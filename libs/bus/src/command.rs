@@ -26,7 +26,8 @@ pub trait Command: Serialize + DeserializeOwned + Send + 'static {
 pub struct CommandError {
     pub error: String,
     pub message: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The field at fault, or null.
+    #[serde(default)]
     pub field: Option<String>,
 }
 
@@ -271,7 +272,8 @@ impl<S: Clone + Send + Sync + 'static> CommandHandlers<S> {
                         }
                         Some(h) => {
                             let ctx = CommandContext::from_message(tenant, msg.headers.as_ref());
-                            let key = ctx.idempotency_key.clone();
+                            // Keys are the caller's: another user reusing one gets no one else's reply.
+                            let key = ctx.idempotency_key.as_ref().map(|k| format!("{}:{k}", ctx.actor));
                             let remembered = match (&idempotency, &key) {
                                 (Some(pool), Some(k)) => remembered_reply(pool, service, tenant, name, k).await,
                                 _ => None,
@@ -368,7 +370,8 @@ async fn remembered_reply(pool: &sqlx::PgPool, service: &str, tenant: &str, comm
 async fn remember_reply(pool: &sqlx::PgPool, service: &str, tenant: &str, command: &str, key: &str, reply: &serde_json::Value) {
     let r = sqlx::query(
         "insert into bus_idempotency (service, tenant, key, command, reply) values ($1, $2, $3, $4, $5)
-         on conflict (service, tenant, key) do nothing",
+         on conflict (service, tenant, key) do update set command = excluded.command, reply = excluded.reply, created_at = now()
+           where bus_idempotency.created_at < now() - interval '1 day'",
     )
     .bind(service)
     .bind(tenant)

@@ -68,6 +68,16 @@ impl Subjects {
         format!("{}.pbx.evt.{tenant}.{kind}.{id}.{event_type}", self.prefix)
     }
 
+    /// The device events of all tenants.
+    pub fn all_pbx_device_events(&self) -> String {
+        format!("{}.pbx.evt.*.device.>", self.prefix)
+    }
+
+    /// The channel and bridge events of all tenants.
+    pub fn all_pbx_call_events(&self) -> Vec<String> {
+        vec![format!("{}.pbx.evt.*.channel.>", self.prefix), format!("{}.pbx.evt.*.bridge.>", self.prefix)]
+    }
+
     /// All PBX events of all tenants.
     pub fn all_pbx_events(&self) -> String {
         format!("{}.pbx.evt.>", self.prefix)

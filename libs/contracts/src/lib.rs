@@ -6,6 +6,7 @@
 //! [`decode`] reads it back.
 
 pub mod auth;
+pub mod call;
 pub mod domain;
 pub mod pbx;
 pub mod queue;

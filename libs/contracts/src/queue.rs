@@ -15,6 +15,7 @@ pub enum QueueEvent {
     /// The agent is assigned to the queue; lower penalty = asked first by linear routing.
     AgentAssignedToQueue { queue: QueueNumber, agent: AgentNumber, penalty: i32 },
     AgentUnassignedFromQueue { queue: QueueNumber, agent: AgentNumber },
+    QueueConfigured { queue: QueueNumber, settings: crate::call::QueueSettings },
 }
 impl EventFamily for QueueEvent {
     const CATEGORY: &'static str = "queue";

@@ -63,7 +63,7 @@ impl Subscription {
             if self.wait().await {
                 // Something committed, but an older transaction may still hold it back from
                 // the safe read: re-read a few times quickly before waiting again.
-                for delay_ms in [2, 5, 10, 20, 40, 80, 160, 320] {
+                for delay_ms in [2, 5, 10, 20, 40, 80, 160, 320, 640, 1280] {
                     if let Some(batch) = self.poll().await? {
                         return Ok(batch);
                     }

@@ -35,7 +35,7 @@ pub async fn follow_devices(ctx: Context) {
 
 async fn consume_devices(ctx: &Context) -> anyhow::Result<()> {
     ctx.bus.ensure_pbx_stream().await?;
-    let filter = format!("{}.pbx.evt.*.device.>", ctx.bus.subjects.prefix());
+    let filter = ctx.bus.subjects.all_pbx_device_events();
     let c = consumer::durable(&ctx.bus, &ctx.bus.subjects.pbx_stream(), "agent-session-devices", vec![filter], DeliverPolicy::All).await?;
     consumer::run(c, ctx.cancel.clone(), |msg| {
         let ctx = ctx.clone();

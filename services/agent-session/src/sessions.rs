@@ -86,6 +86,22 @@ pub async fn execute(ctx: &Context, c: &CommandContext, agent: &AgentNumber, cmd
     for e in &events {
         match e {
             AgentSessionEvent::AgentLoggedIn { device, .. } => {
+                // Read the device's presence under a share lock: an unregistration arriving now
+                // waits for this login to commit, then finds the claim and takes the agent out
+                // of routing (no agent logged in on a device that went offline unnoticed).
+                let registered: Option<bool> =
+                    sqlx::query_scalar("select registered from as_devices where tenant = $1 and device = $2 for share")
+                        .bind(&c.tenant)
+                        .bind(device.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if registered != Some(true) {
+                    return Err(CommandError::field(
+                        "device_offline",
+                        "device",
+                        format!("Device {device} is not registered; make sure the phone is online, then try again"),
+                    ));
+                }
                 let claimed = sqlx::query("insert into as_device_claims (tenant, device, agent) values ($1, $2, $3) on conflict do nothing")
                     .bind(&c.tenant)
                     .bind(device.as_str())
@@ -224,6 +240,7 @@ pub async fn login(ctx: &Context, c: &CommandContext, cmd: LoginAgent) -> Result
 }
 
 pub async fn logout(ctx: &Context, c: &CommandContext, cmd: LogoutAgent) -> Result<SessionState, CommandError> {
+    account(ctx, c, &cmd.agent).await?; // an agent of another tenant, or none: unknown_agent
     execute(ctx, c, &cmd.agent, SessionCommand::Logout { reason: cmd.reason }).await
 }
 

@@ -90,6 +90,14 @@ pub async fn agent_defaults(pool: &PgPool, tenant: &str) -> Result<AgentDefaults
 
 pub async fn set_agent_defaults(ctx: &Context, c: &CommandContext, cmd: SetAgentDefaults) -> Result<AgentDefaults, CommandError> {
     let mut tx = ctx.pool.begin().await?;
+    sqlx::query("select pg_advisory_xact_lock(hashtext('agent_defaults:' || $1))").bind(&c.tenant).execute(&mut *tx).await?;
+    let current: Option<bool> = sqlx::query_scalar("select may_manage_queues from as_agent_defaults where tenant = $1")
+        .bind(&c.tenant)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if current == Some(cmd.may_manage_queues) {
+        return Ok(AgentDefaults { may_manage_queues: cmd.may_manage_queues });
+    }
     sqlx::query(
         "insert into as_agent_defaults (tenant, may_manage_queues) values ($1, $2)
          on conflict (tenant) do update set may_manage_queues = excluded.may_manage_queues",

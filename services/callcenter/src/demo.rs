@@ -36,7 +36,14 @@ pub async fn seed(ctx: Context) -> anyhow::Result<()> {
         }
         tokio::select! { _ = ctx.cancel.cancelled() => return Ok(()), _ = tokio::time::sleep(Duration::from_millis(200)) => {} }
     };
-    if created {
+    // Every step tolerates "already exists", so a start that was interrupted half-way completes
+    // the tenant the next time.
+    let complete: bool = sqlx::query_scalar("select exists(select 1 from auth_agents where tenant = $1 and agent = '1004')")
+        .bind(TENANT)
+        .fetch_one(&ctx.pool)
+        .await
+        .unwrap_or(false);
+    if created || !complete {
         // Other services may still be starting: retry each step until it answers.
         retry(&ctx, || ctx.bus.request(&c, &SetAgentDefaults { may_manage_queues: false })).await?;
         for reason in ["Lunch", "Break", "Bathroom"] {
@@ -71,15 +78,16 @@ pub async fn seed(ctx: Context) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn retry<T, F, Fut>(ctx: &Context, mut f: F) -> anyhow::Result<T>
+async fn retry<T, F, Fut>(ctx: &Context, mut f: F) -> anyhow::Result<Option<T>>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, RequestError>>,
 {
     for _ in 0..150 {
         match f().await {
-            Ok(v) => return Ok(v),
+            Ok(v) => return Ok(Some(v)),
             Err(RequestError::NoResponders(_)) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(RequestError::Rejected(e)) if e.error.ends_with("_exists") => return Ok(None),
             Err(e) => return Err(e.into()),
         }
         if ctx.cancel.is_cancelled() {

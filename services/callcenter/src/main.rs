@@ -141,14 +141,22 @@ async fn run(config: Config, targets: Vec<Target>) -> anyhow::Result<()> {
         let ctx = ctx.clone();
         tasks.spawn(async move { (t, t.run(ctx).await) });
     }
-    // The first task to stop (or a signal) stops the process.
+    // The first task to stop (or a signal) stops the process; a failure makes the exit status
+    // non-zero so that the orchestrator restarts the process.
+    let mut failure = None;
     tokio::select! {
         _ = cancel.cancelled() => {}
         Some(done) = tasks.join_next() => {
             match done {
                 Ok((t, Ok(()))) => tracing::info!(target = t.name(), "service stopped"),
-                Ok((t, Err(e))) => tracing::error!(target = t.name(), error = %format!("{e:#}"), "service failed"),
-                Err(e) => tracing::error!(error = %e, "service panicked"),
+                Ok((t, Err(e))) => {
+                    tracing::error!(target = t.name(), error = %format!("{e:#}"), "service failed");
+                    failure = Some(anyhow::anyhow!("the {} service failed: {e:#}", t.name()));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "service panicked");
+                    failure = Some(anyhow::anyhow!("a service panicked: {e}"));
+                }
             }
             cancel.cancel();
         }
@@ -160,5 +168,5 @@ async fn run(config: Config, targets: Vec<Target>) -> anyhow::Result<()> {
     }
     let _ = client.flush().await;
     tracing::info!("stopped");
-    Ok(())
+    failure.map_or(Ok(()), Err)
 }

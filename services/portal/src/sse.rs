@@ -169,6 +169,14 @@ pub async fn agent_events(State(p): State<Portal>, who: Authed, headers: HeaderM
             }
             tokio::select! {
                 r = s.rx.recv() => match r {
+                    Ok(c) if c.version > s.last_sent + 1 => {
+                        // A change was lost on the way (NATS is at most once): fill the gap
+                        // from the change history, in order.
+                        match crate::views::changes_after(&s.portal.ctx.pool, &s.tenant, &s.agent, s.last_sent).await {
+                            Ok(missed) if !missed.is_empty() => s.pending.extend(missed),
+                            _ => s.pending.push_back((c.version, c.json.clone())),
+                        }
+                    }
                     Ok(c) => {
                         if c.version > s.last_sent {
                             s.last_sent = c.version;
@@ -216,22 +224,31 @@ pub async fn supervisor_events(State(p): State<Portal>, who: Authed) -> ApiResul
     }
     let cancel = p.ctx.cancel.clone();
     let hello = futures::stream::once(async { Ok(Event::default().comment("connected")) });
-    let stream = hello.chain(futures::stream::unfold((rx, pending, seen, cancel), |(mut rx, mut pending, mut seen, cancel)| async move {
+    let jitter = Duration::from_millis(rand_millis(RECHECK.as_millis() as u64));
+    let recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK + jitter, RECHECK);
+    let who = (p.clone(), tenant.clone(), who.token.clone());
+    let stream = hello.chain(futures::stream::unfold((rx, pending, seen, cancel, recheck, who), |(mut rx, mut pending, mut seen, cancel, mut recheck, who)| async move {
         loop {
             if let Some(json) = pending.pop_front() {
-                return Some((Ok(Event::default().event("agent").data(json)), (rx, pending, seen, cancel)));
+                return Some((Ok(Event::default().event("agent").data(json)), (rx, pending, seen, cancel, recheck, who)));
             }
             tokio::select! {
+                _ = recheck.tick() => {
+                    // A supervisor who signed out stops receiving the tenant's views.
+                    if !Box::pin(still_signed_in(&who.0, &who.1, &who.2)).await {
+                        return None;
+                    }
+                }
                 r = rx.recv() => match r {
                     Ok(c) => {
                         let last = seen.entry(c.agent.clone()).or_insert(0);
                         if c.version > *last {
                             *last = c.version;
-                            return Some((Ok(Event::default().event("agent").data(c.json.clone())), (rx, pending, seen, cancel)));
+                            return Some((Ok(Event::default().event("agent").data(c.json.clone())), (rx, pending, seen, cancel, recheck, who)));
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
-                        return Some((Ok(Event::default().event("resync").data("{}")), (rx, pending, seen, cancel)));
+                        return Some((Ok(Event::default().event("resync").data("{}")), (rx, pending, seen, cancel, recheck, who)));
                     }
                     Err(broadcast::error::RecvError::Closed) => return None,
                 },

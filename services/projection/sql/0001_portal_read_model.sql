@@ -31,3 +31,4 @@ create table if not exists rm_checkpoints (
     xid      bigint not null,
     position bigint not null
 );
+

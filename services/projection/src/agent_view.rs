@@ -1,6 +1,7 @@
 //! How each event changes an agent's view: a pure function, tested without a database.
 
 use cc_contracts::auth::AgentAccountEvent;
+use cc_contracts::call::CallEvent;
 use cc_contracts::queue::QueueEvent;
 use cc_contracts::session::AgentSessionEvent;
 use cc_contracts::views::{AgentStatus, AgentView, Counts, QueueRef};
@@ -42,6 +43,45 @@ pub enum Fact {
     Account(AgentAccountEvent),
     Session(AgentSessionEvent),
     Queue(QueueEvent),
+    /// A call event with what the portal shows of the call (from its `CallEnteredQueue`).
+    Call(CallEvent, Option<CallInfo>),
+}
+
+/// The Call Details of a queue call.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CallInfo {
+    pub queue: String,
+    pub caller_number: String,
+    pub caller_name: String,
+    pub entered_at: DateTime<Utc>,
+}
+
+/// The status the portal shows: the call's phase first, then paused, idle or logged out.
+fn derive_status(v: &AgentView) -> AgentStatus {
+    match v.current_call.as_ref().and_then(|c| c["phase"].as_str()) {
+        Some("ringing") => AgentStatus::Ringing,
+        Some("connected") => AgentStatus::Connected,
+        Some("on_hold") => AgentStatus::OnHold,
+        Some("wrap_up") => AgentStatus::WrapUp,
+        _ if v.login_time.is_none() => AgentStatus::LoggedOut,
+        _ if v.pause_reason.is_some() => AgentStatus::Paused,
+        _ => AgentStatus::Idle,
+    }
+}
+
+fn set_phase(v: &mut AgentView, call: &str, phase: &str, extra: &[(&str, serde_json::Value)]) {
+    if let Some(c) = v.current_call.as_mut().filter(|c| c["call"] == call) {
+        c["phase"] = serde_json::Value::String(phase.into());
+        for (k, val) in extra {
+            c[*k] = val.clone();
+        }
+    }
+}
+
+fn clear_call(v: &mut AgentView, call: &str) {
+    if v.current_call.as_ref().is_some_and(|c| c["call"] == call) {
+        v.current_call = None;
+    }
 }
 
 /// Applies a fact about `v`'s agent. `queue_name` resolves a queue number to its name.
@@ -68,6 +108,7 @@ pub fn apply(v: &mut AgentView, fact: &Fact, at: DateTime<Utc>, queue_name: &dyn
                 set_status(v, AgentStatus::Idle, at);
             }
             AgentSessionEvent::AgentLoggedOut { .. } => {
+                v.current_call = None;
                 v.device = None;
                 v.device_online = false;
                 v.login_time = None;
@@ -113,8 +154,54 @@ pub fn apply(v: &mut AgentView, fact: &Fact, at: DateTime<Utc>, queue_name: &dyn
                     }
                 }
             }
+            QueueEvent::QueueConfigured { .. } => {}
         },
+        Fact::Call(e, info) => {
+            use serde_json::json;
+            match e {
+                CallEvent::CallOffered { call, queue, .. } => {
+                    if v.current_call.is_none() {
+                        let info = info.clone();
+                        v.current_call = Some(json!({
+                            "call": call,
+                            "phase": "ringing",
+                            "queue": queue,
+                            "queue_name": queue_name(queue.as_str()),
+                            "caller_number": info.as_ref().map(|i| i.caller_number.clone()),
+                            "caller_name": info.as_ref().map(|i| i.caller_name.clone()),
+                            "entered_queue_at": info.as_ref().map(|i| i.entered_at),
+                            "offered_at": at,
+                        }));
+                    }
+                }
+                CallEvent::OfferRejected { call, .. } => {
+                    v.counts.rejected += 1;
+                    clear_call(v, call);
+                }
+                CallEvent::OfferTimedOut { call, .. } => {
+                    v.counts.missed += 1;
+                    clear_call(v, call);
+                }
+                CallEvent::OfferWithdrawn { call, .. } => clear_call(v, call),
+                CallEvent::CallAnswered { call, wait_ms, .. } => {
+                    set_phase(v, call, "connected", &[("answered_at", json!(at)), ("wait_ms", json!(wait_ms))])
+                }
+                CallEvent::CallConnected { call, .. } | CallEvent::CallResumed { call, .. } => set_phase(v, call, "connected", &[]),
+                CallEvent::CallHeld { call, .. } => set_phase(v, call, "on_hold", &[]),
+                CallEvent::CallEnded { call, talk_ms, by, .. } => {
+                    v.counts.completed += 1;
+                    set_phase(v, call, "wrap_up", &[("ended_at", json!(at)), ("talk_ms", json!(talk_ms)), ("ended_by", json!(by))]);
+                }
+                CallEvent::WrapUpStarted { call, seconds, .. } => {
+                    set_phase(v, call, "wrap_up", &[("wrap_up_until", json!(at + chrono::Duration::seconds(*seconds)))])
+                }
+                CallEvent::WrapUpEnded { call, .. } => clear_call(v, call),
+                CallEvent::CallEnteredQueue { .. } | CallEvent::CallAbandoned { .. } | CallEvent::CallLeftQueue { .. } => {}
+            }
+        }
     }
+    let status = derive_status(v);
+    set_status(v, status, at);
     v.version += 1;
 }
 

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use cc_contracts::auth::AgentAccountEvent;
+use cc_contracts::call::CallEvent;
 use cc_contracts::queue::QueueEvent;
 use cc_contracts::session::AgentSessionEvent;
 use cc_contracts::views::AgentView;
@@ -14,7 +15,7 @@ use cc_runtime::Context;
 use sqlx::postgres::PgConnection;
 use sqlx::{Connection, Row};
 
-use crate::agent_view::{self, Fact};
+use crate::agent_view::{self, CallInfo, Fact};
 
 const NAME: &str = "portal";
 
@@ -74,6 +75,7 @@ fn fact_of(e: &RecordedEvent) -> Option<Fact> {
         "agent_account" => cc_contracts::decode::<AgentAccountEvent>(e).map(Fact::Account),
         "agent" => cc_contracts::decode::<AgentSessionEvent>(e).map(Fact::Session),
         "queue" => cc_contracts::decode::<QueueEvent>(e).map(Fact::Queue),
+        "call" => cc_contracts::decode::<CallEvent>(e).map(|c| Fact::Call(c, None)),
         _ => None,
     }
 }
@@ -85,8 +87,33 @@ async fn project(ctx: &Context, batch: &[RecordedEvent]) -> anyhow::Result<Vec<A
     let mut names: HashMap<String, HashMap<String, String>> = HashMap::new();
     let mut changes = Vec::new();
     for e in batch {
-        let Some(fact) = fact_of(e) else { continue };
+        let Some(mut fact) = fact_of(e) else { continue };
         let tenant = e.tenant().to_string();
+        if let Fact::Call(call_event, info) = &mut fact {
+            if let CallEvent::CallEnteredQueue { call, queue, caller, .. } = call_event {
+                sqlx::query(
+                    "insert into rm_call_info (tenant, call, queue, caller_number, caller_name, entered_at)
+                     values ($1, $2, $3, $4, $5, $6) on conflict do nothing",
+                )
+                .bind(&tenant)
+                .bind(call.as_str())
+                .bind(queue.as_str())
+                .bind(&caller.number)
+                .bind(&caller.name)
+                .bind(e.recorded_at)
+                .execute(&mut *tx)
+                .await?;
+            } else if let CallEvent::CallOffered { call, .. } = call_event {
+                *info = sqlx::query_as::<_, (String, String, String, chrono::DateTime<chrono::Utc>)>(
+                    "select queue, caller_number, caller_name, entered_at from rm_call_info where tenant = $1 and call = $2",
+                )
+                .bind(&tenant)
+                .bind(call.as_str())
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|(queue, caller_number, caller_name, entered_at)| CallInfo { queue, caller_number, caller_name, entered_at });
+            }
+        }
         if !names.contains_key(&tenant) {
             let rows = sqlx::query("select queue, name from rm_queue_names where tenant = $1").bind(&tenant).fetch_all(&mut *tx).await?;
             names.insert(tenant.clone(), rows.iter().map(|r| (r.get(0), r.get(1))).collect());
@@ -98,6 +125,8 @@ async fn project(ctx: &Context, batch: &[RecordedEvent]) -> anyhow::Result<Vec<A
             | Fact::Account(AgentAccountEvent::AgentAccountEnabled { agent }) => vec![agent.to_string()],
             Fact::Account(AgentAccountEvent::AgentPasswordChanged { .. }) => vec![],
             Fact::Session(s) => vec![session_agent(s).to_string()],
+            Fact::Call(c, _) => c.agent().map(|a| vec![a.to_string()]).unwrap_or_default(),
+            Fact::Queue(QueueEvent::QueueConfigured { .. }) => vec![],
             Fact::Queue(QueueEvent::AgentAssignedToQueue { agent, .. })
             | Fact::Queue(QueueEvent::AgentUnassignedFromQueue { agent, .. }) => vec![agent.to_string()],
             Fact::Queue(QueueEvent::QueueCreated { queue, name }) => {

@@ -155,3 +155,61 @@ pub async fn unassign(ctx: &Context, c: &CommandContext, cmd: UnassignAgent) -> 
     ctx.store.notify_committed();
     get(&ctx.pool, &c.tenant, &cmd.queue).await?.ok_or_else(|| unknown_queue(&cmd.queue))
 }
+
+fn check_settings(s: &cc_contracts::call::QueueSettings) -> Result<(), CommandError> {
+    let range = |field: &str, v: i64, lo: i64, hi: i64| {
+        if (lo..=hi).contains(&v) {
+            Ok(())
+        } else {
+            Err(CommandError::field("invalid_field", format!("settings.{field}"), format!("{field} is between {lo} and {hi}")))
+        }
+    };
+    range("ring_timeout_s", s.ring_timeout_s, 1, 600)?;
+    range("wrap_up_s", s.wrap_up_s, 0, 3600)?;
+    range("max_wait_s", s.max_wait_s, 0, 86_400)?;
+    range("reject_delay_s", s.reject_delay_s, 0, 3600)?;
+    range("auto_pause_after", s.auto_pause_after, 0, 100)?;
+    range("service_level_s", s.service_level_s, 1, 3600)
+}
+
+/// Sets a queue's routing settings.
+pub async fn configure(ctx: &Context, c: &CommandContext, cmd: cc_contracts::call::ConfigureQueue) -> Result<cc_contracts::call::QueueSettings, CommandError> {
+    check_settings(&cmd.settings)?;
+    let mut tx = ctx.pool.begin().await?;
+    let updated = sqlx::query("update qr_queues set settings = $3 where tenant = $1 and queue = $2")
+        .bind(&c.tenant)
+        .bind(cmd.queue.as_str())
+        .bind(serde_json::to_value(&cmd.settings).expect("settings serialize"))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if updated == 0 {
+        return Err(unknown_queue(&cmd.queue));
+    }
+    let e = QueueEvent::QueueConfigured { queue: cmd.queue.clone(), settings: cmd.settings.clone() };
+    ctx.store.append_in(&mut tx, &stream(&c.tenant, &cmd.queue), ExpectedVersion::Any, &[encode(&e, meta(c))]).await?;
+    tx.commit().await?;
+    ctx.store.notify_committed();
+    Ok(cmd.settings)
+}
+
+/// Ends the agent's wrap-up now (the agent is ready for the next call).
+pub async fn end_wrap_up(ctx: &Context, c: &CommandContext, cmd: cc_contracts::call::EndWrapUp) -> Result<(), CommandError> {
+    let call: Option<String> = sqlx::query_scalar(
+        "select s.data->>'call' from es_events s
+          where s.category = 'call' and s.tenant = $1 and s.event_type = 'WrapUpStarted' and s.data->>'agent' = $2
+            and not exists (select 1 from es_events e where e.stream = s.stream and e.event_type = 'WrapUpEnded')
+          order by s.xid desc, s.position desc limit 1",
+    )
+    .bind(&c.tenant)
+    .bind(cmd.agent.as_str())
+    .fetch_optional(&ctx.pool)
+    .await?;
+    let Some(call) = call else {
+        return Err(CommandError::new("not_in_wrap_up", format!("Agent {} is not in wrap-up", cmd.agent)));
+    };
+    let e = cc_contracts::call::CallEvent::WrapUpEnded { call: call.clone(), agent: cmd.agent, early: true };
+    let s = StreamName::new(&c.tenant, "call", &call).map_err(|e| CommandError::internal(e.to_string()))?;
+    ctx.store.append(&s, ExpectedVersion::Any, &[encode(&e, meta(c))]).await?;
+    Ok(())
+}

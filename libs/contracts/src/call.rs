@@ -1,0 +1,205 @@
+//! Queue calls: from entering a queue to wrap-up (the queue-router and call-control services).
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{AgentNumber, DeviceId, QueueNumber};
+use crate::pbx::Party;
+use crate::EventFamily;
+use cc_bus::Command;
+
+/// Why an offer to an agent was withdrawn (none of these count against the agent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WithdrawReason {
+    /// Another agent answered first (ring-all).
+    AnsweredElsewhere,
+    /// The caller hung up while the phone rang.
+    CallerGone,
+    /// The agent's device could not be rung (it went offline).
+    DeviceUnavailable,
+}
+
+/// Who ended a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndedBy {
+    /// The agent, from the portal.
+    Agent,
+    /// The agent's phone hung up.
+    AgentPhone,
+    Caller,
+}
+
+/// Why a call left its queue without being answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaveReason {
+    MaxWait,
+    NoAgents,
+}
+
+/// Events of one queue call. Stream: `call-<call id>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum CallEvent {
+    CallEnteredQueue { call: String, queue: QueueNumber, caller: Party, channel: String, priority: i32 },
+    CallOffered { call: String, queue: QueueNumber, agent: AgentNumber, device: DeviceId, offer: String },
+    OfferRejected { call: String, agent: AgentNumber, offer: String },
+    OfferTimedOut { call: String, agent: AgentNumber, offer: String },
+    OfferWithdrawn { call: String, agent: AgentNumber, offer: String, reason: WithdrawReason },
+    CallAnswered { call: String, queue: QueueNumber, agent: AgentNumber, offer: String, wait_ms: i64 },
+    CallAbandoned { call: String, queue: QueueNumber, wait_ms: i64, position: i32 },
+    CallLeftQueue { call: String, queue: QueueNumber, reason: LeaveReason, wait_ms: i64 },
+    CallConnected { call: String, agent: AgentNumber, bridge: String },
+    CallHeld { call: String, agent: AgentNumber },
+    CallResumed { call: String, agent: AgentNumber },
+    CallEnded { call: String, agent: AgentNumber, by: EndedBy, talk_ms: i64 },
+    WrapUpStarted { call: String, agent: AgentNumber, seconds: i64 },
+    WrapUpEnded { call: String, agent: AgentNumber, early: bool },
+}
+impl EventFamily for CallEvent {
+    const CATEGORY: &'static str = "call";
+}
+
+impl CallEvent {
+    pub fn call(&self) -> &str {
+        use CallEvent::*;
+        match self {
+            CallEnteredQueue { call, .. }
+            | CallOffered { call, .. }
+            | OfferRejected { call, .. }
+            | OfferTimedOut { call, .. }
+            | OfferWithdrawn { call, .. }
+            | CallAnswered { call, .. }
+            | CallAbandoned { call, .. }
+            | CallLeftQueue { call, .. }
+            | CallConnected { call, .. }
+            | CallHeld { call, .. }
+            | CallResumed { call, .. }
+            | CallEnded { call, .. }
+            | WrapUpStarted { call, .. }
+            | WrapUpEnded { call, .. } => call,
+        }
+    }
+
+    /// The agent the event is about, if any.
+    pub fn agent(&self) -> Option<&AgentNumber> {
+        use CallEvent::*;
+        match self {
+            CallOffered { agent, .. }
+            | OfferRejected { agent, .. }
+            | OfferTimedOut { agent, .. }
+            | OfferWithdrawn { agent, .. }
+            | CallAnswered { agent, .. }
+            | CallConnected { agent, .. }
+            | CallHeld { agent, .. }
+            | CallResumed { agent, .. }
+            | CallEnded { agent, .. }
+            | WrapUpStarted { agent, .. }
+            | WrapUpEnded { agent, .. } => Some(agent),
+            CallEnteredQueue { .. } | CallAbandoned { .. } | CallLeftQueue { .. } => None,
+        }
+    }
+}
+
+/// How a queue picks among the eligible agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Ring every eligible agent; the first answer wins.
+    RingAll,
+    /// The agent idle the longest.
+    LongestIdle,
+    /// The next agent after the one offered last (by agent number), wrapping around.
+    RoundRobin,
+    /// The agent who answered the fewest calls (since login).
+    FewestCalls,
+    /// The agent with the least talk time (since login).
+    LeastTalkTime,
+    /// By assignment penalty, lowest first (ties: agent number).
+    Linear,
+    Random,
+}
+
+/// What a queue does with its calls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueSettings {
+    pub strategy: Strategy,
+    /// Seconds an offer rings before it counts as missed.
+    pub ring_timeout_s: i64,
+    /// Seconds of wrap-up after each call.
+    pub wrap_up_s: i64,
+    /// Seconds a caller may wait before leaving the queue (0 = forever).
+    pub max_wait_s: i64,
+    /// Leave the queue at once when no agent is logged into it (else keep waiting).
+    pub leave_when_no_agents: bool,
+    /// Seconds an agent who rejected is not offered calls.
+    pub reject_delay_s: i64,
+    /// Pause an agent after this many consecutive missed offers (0 = never).
+    pub auto_pause_after: i64,
+    /// Offer calls to agents who are on a call already.
+    pub ring_in_use: bool,
+    /// The answer time that counts as within service level (reporting).
+    pub service_level_s: i64,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self {
+            strategy: Strategy::LongestIdle,
+            ring_timeout_s: 20,
+            wrap_up_s: 10,
+            max_wait_s: 0,
+            leave_when_no_agents: false,
+            reject_delay_s: 5,
+            auto_pause_after: 0,
+            ring_in_use: false,
+            service_level_s: 20,
+        }
+    }
+}
+
+/// The agent's call, as the portal shows and acts on it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HangupCall {
+    pub agent: AgentNumber,
+}
+impl Command for HangupCall {
+    const SERVICE: &'static str = "call-control";
+    const NAME: &'static str = "HangupCall";
+    type Reply = ();
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HoldCall {
+    pub agent: AgentNumber,
+    pub held: bool,
+}
+impl Command for HoldCall {
+    const SERVICE: &'static str = "call-control";
+    const NAME: &'static str = "HoldCall";
+    type Reply = ();
+}
+
+/// Ends the agent's wrap-up early.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EndWrapUp {
+    pub agent: AgentNumber,
+}
+impl Command for EndWrapUp {
+    const SERVICE: &'static str = "queue-router";
+    const NAME: &'static str = "EndWrapUp";
+    type Reply = ();
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfigureQueue {
+    pub queue: QueueNumber,
+    pub settings: QueueSettings,
+}
+impl Command for ConfigureQueue {
+    const SERVICE: &'static str = "queue-router";
+    const NAME: &'static str = "ConfigureQueue";
+    type Reply = QueueSettings;
+}

@@ -1,0 +1,431 @@
+//! The automatic call distributor as a pure model: state built from events, decisions made
+//! from state. No I/O: the router feeds it events and the clock, and carries out its
+//! decisions (appending the events that record them, ringing phones).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use cc_contracts::call::{CallEvent, QueueSettings, Strategy};
+use cc_contracts::domain::{AgentNumber, DeviceId, QueueNumber};
+use cc_contracts::pbx::Party;
+use cc_contracts::queue::QueueEvent;
+use cc_contracts::session::AgentSessionEvent;
+use chrono::{DateTime, Duration, Utc};
+
+pub type Key<T> = (String, T);
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Agent {
+    pub logged_in: bool,
+    pub device: Option<DeviceId>,
+    pub device_online: bool,
+    pub paused: bool,
+    pub queues: HashSet<QueueNumber>,
+    /// Offers ringing now.
+    pub ringing: usize,
+    pub on_call: Option<String>,
+    /// The last call answered, with its queue (for its wrap-up).
+    pub last_call: Option<(String, QueueNumber)>,
+    pub wrap_up: Option<(String, DateTime<Utc>)>,
+    pub reject_until: Option<DateTime<Utc>>,
+    pub idle_since: DateTime<Utc>,
+    pub calls_answered: i64,
+    pub talk_ms: i64,
+    pub missed_in_row: i64,
+}
+
+impl Agent {
+    fn new(at: DateTime<Utc>) -> Self {
+        Agent {
+            logged_in: false,
+            device: None,
+            device_online: false,
+            paused: false,
+            queues: HashSet::new(),
+            ringing: 0,
+            on_call: None,
+            last_call: None,
+            wrap_up: None,
+            reject_until: None,
+            idle_since: at,
+            calls_answered: 0,
+            talk_ms: 0,
+            missed_in_row: 0,
+        }
+    }
+
+    /// The routing invariant: logged in, in the queue, not paused, device online, not ringing,
+    /// not on a call (unless ring-in-use), not in wrap-up, not in a reject delay.
+    pub fn eligible(&self, queue: &QueueNumber, ring_in_use: bool, now: DateTime<Utc>) -> bool {
+        self.logged_in
+            && self.queues.contains(queue)
+            && !self.paused
+            && self.device_online
+            && self.device.is_some()
+            && self.ringing == 0
+            && (self.on_call.is_none() || ring_in_use)
+            && self.wrap_up.is_none()
+            && self.reject_until.is_none_or(|t| t <= now)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Queue {
+    pub settings: QueueSettings,
+    pub members: BTreeMap<AgentNumber, i32>,
+    pub last_offered: Option<AgentNumber>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Offer {
+    pub offer: String,
+    pub agent: AgentNumber,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    pub tenant: String,
+    pub queue: QueueNumber,
+    pub caller: Party,
+    pub channel: String,
+    pub priority: i32,
+    pub entered_at: DateTime<Utc>,
+    pub seq: u64,
+    pub offers: Vec<Offer>,
+    pub answered: Option<AgentNumber>,
+    pub done: bool,
+}
+
+/// A decision to carry out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Ring these agents (several for ring-all) for this call.
+    Offer { call: String, agents: Vec<(AgentNumber, DeviceId)> },
+    /// An offer rang too long.
+    OfferTimedOut { call: String, agent: AgentNumber, offer: String },
+    /// A caller waited longer than the queue allows.
+    MaxWait { call: String },
+    /// A wrap-up is over.
+    WrapUpOver { call: String, tenant: String, agent: AgentNumber },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Acd {
+    pub agents: HashMap<Key<AgentNumber>, Agent>,
+    pub queues: HashMap<Key<QueueNumber>, Queue>,
+    pub calls: HashMap<String, Call>,
+    /// offer (channel) id -> call id
+    pub offers: HashMap<String, String>,
+    /// caller channel id -> call id
+    pub channels: HashMap<String, String>,
+    seq: u64,
+    rng: u64,
+}
+
+/// What the chooser knows of a candidate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub agent: AgentNumber,
+    pub penalty: i32,
+    pub idle_since: DateTime<Utc>,
+    pub calls_answered: i64,
+    pub talk_ms: i64,
+}
+
+/// Picks the agents to ring among eligible candidates (never empty if candidates are not).
+pub fn choose(strategy: Strategy, mut c: Vec<Candidate>, last_offered: Option<&AgentNumber>, random: u64) -> Vec<AgentNumber> {
+    if c.is_empty() {
+        return vec![];
+    }
+    c.sort_by(|a, b| a.agent.cmp(&b.agent));
+    let pick = |c: &[Candidate], key: &dyn Fn(&Candidate) -> (i64, DateTime<Utc>)| {
+        c.iter().min_by(|a, b| key(a).cmp(&key(b)).then(a.agent.cmp(&b.agent))).map(|x| x.agent.clone()).into_iter().collect()
+    };
+    match strategy {
+        Strategy::RingAll => c.into_iter().map(|x| x.agent).collect(),
+        Strategy::LongestIdle => pick(&c, &|x| (0, x.idle_since)),
+        Strategy::FewestCalls => pick(&c, &|x| (x.calls_answered, x.idle_since)),
+        Strategy::LeastTalkTime => pick(&c, &|x| (x.talk_ms, x.idle_since)),
+        Strategy::Linear => pick(&c, &|x| (x.penalty as i64, DateTime::<Utc>::MIN_UTC)),
+        Strategy::RoundRobin => {
+            let next = last_offered.and_then(|l| c.iter().find(|x| &x.agent > l)).unwrap_or(&c[0]);
+            vec![next.agent.clone()]
+        }
+        Strategy::Random => vec![c[(random % c.len() as u64) as usize].agent.clone()],
+    }
+}
+
+impl Acd {
+    fn agent(&mut self, tenant: &str, agent: &AgentNumber, at: DateTime<Utc>) -> &mut Agent {
+        self.agents.entry((tenant.to_string(), agent.clone())).or_insert_with(|| Agent::new(at))
+    }
+
+    fn queue(&mut self, tenant: &str, q: &QueueNumber) -> &mut Queue {
+        self.queues.entry((tenant.to_string(), q.clone())).or_default()
+    }
+
+    pub fn settings(&self, tenant: &str, q: &QueueNumber) -> QueueSettings {
+        self.queues.get(&(tenant.to_string(), q.clone())).map(|q| q.settings.clone()).unwrap_or_default()
+    }
+
+    pub fn has_queue(&self, tenant: &str, q: &str) -> Option<QueueNumber> {
+        let q = QueueNumber::parse(q).ok()?;
+        self.queues.contains_key(&(tenant.to_string(), q.clone())).then_some(q)
+    }
+
+    pub fn apply_session(&mut self, tenant: &str, e: &AgentSessionEvent, at: DateTime<Utc>) {
+        use AgentSessionEvent::*;
+        match e {
+            AgentLoggedIn { agent, device, queues, .. } => {
+                let a = self.agent(tenant, agent, at);
+                a.logged_in = true;
+                a.device = Some(device.clone());
+                a.device_online = true;
+                a.paused = false;
+                a.queues = queues.iter().cloned().collect();
+                a.idle_since = at;
+                a.calls_answered = 0;
+                a.talk_ms = 0;
+                a.missed_in_row = 0;
+            }
+            AgentLoggedOut { agent, .. } => {
+                let a = self.agent(tenant, agent, at);
+                a.logged_in = false;
+                a.queues.clear();
+            }
+            AgentPaused { agent, .. } | AgentPauseReasonChanged { agent, .. } => self.agent(tenant, agent, at).paused = true,
+            AgentUnpaused { agent, .. } => {
+                let a = self.agent(tenant, agent, at);
+                a.paused = false;
+                a.missed_in_row = 0;
+            }
+            AgentJoinedQueue { agent, queue } => {
+                self.agent(tenant, agent, at).queues.insert(queue.clone());
+            }
+            AgentLeftQueue { agent, queue } => {
+                self.agent(tenant, agent, at).queues.remove(queue);
+            }
+            AgentDeviceWentOffline { agent, .. } => self.agent(tenant, agent, at).device_online = false,
+            AgentDeviceCameOnline { agent, .. } => self.agent(tenant, agent, at).device_online = true,
+        }
+    }
+
+    pub fn apply_queue(&mut self, tenant: &str, e: &QueueEvent) {
+        match e {
+            QueueEvent::QueueCreated { queue, .. } => {
+                self.queue(tenant, queue);
+            }
+            QueueEvent::AgentAssignedToQueue { queue, agent, penalty } => {
+                self.queue(tenant, queue).members.insert(agent.clone(), *penalty);
+            }
+            QueueEvent::AgentUnassignedFromQueue { queue, agent } => {
+                self.queue(tenant, queue).members.remove(agent);
+            }
+            QueueEvent::QueueConfigured { queue, settings } => self.queue(tenant, queue).settings = settings.clone(),
+        }
+    }
+
+    pub fn apply_call(&mut self, tenant: &str, e: &CallEvent, at: DateTime<Utc>) {
+        use CallEvent::*;
+        match e {
+            CallEnteredQueue { call, queue, caller, channel, priority } => {
+                self.seq += 1;
+                self.channels.insert(channel.clone(), call.clone());
+                self.calls.insert(
+                    call.clone(),
+                    Call {
+                        tenant: tenant.into(),
+                        queue: queue.clone(),
+                        caller: caller.clone(),
+                        channel: channel.clone(),
+                        priority: *priority,
+                        entered_at: at,
+                        seq: self.seq,
+                        offers: vec![],
+                        answered: None,
+                        done: false,
+                    },
+                );
+            }
+            CallOffered { call, queue, agent, offer, .. } => {
+                if let Some(c) = self.calls.get_mut(call) {
+                    c.offers.push(Offer { offer: offer.clone(), agent: agent.clone(), at });
+                }
+                self.offers.insert(offer.clone(), call.clone());
+                self.agent(tenant, agent, at).ringing += 1;
+                self.queue(tenant, queue).last_offered = Some(agent.clone());
+            }
+            OfferRejected { call, agent, offer } | OfferTimedOut { call, agent, offer } | OfferWithdrawn { call, agent, offer, .. } => {
+                self.end_offer(call, offer);
+                let reject_delay = self.calls.get(call).map(|c| self.settings(tenant, &c.queue).reject_delay_s).unwrap_or(0);
+                let a = self.agent(tenant, agent, at);
+                a.ringing = a.ringing.saturating_sub(1);
+                match e {
+                    OfferRejected { .. } => a.reject_until = Some(at + Duration::seconds(reject_delay)),
+                    OfferTimedOut { .. } => a.missed_in_row += 1,
+                    _ => {}
+                }
+            }
+            CallAnswered { call, agent, offer, queue, .. } => {
+                self.end_offer(call, offer);
+                if let Some(c) = self.calls.get_mut(call) {
+                    c.answered = Some(agent.clone());
+                }
+                let a = self.agent(tenant, agent, at);
+                a.ringing = a.ringing.saturating_sub(1);
+                a.on_call = Some(call.clone());
+                a.last_call = Some((call.clone(), queue.clone()));
+                a.missed_in_row = 0;
+                a.calls_answered += 1;
+            }
+            CallAbandoned { call, .. } | CallLeftQueue { call, .. } => {
+                if let Some(c) = self.calls.get_mut(call) {
+                    c.done = true;
+                }
+            }
+            CallEnded { call, agent, talk_ms, .. } => {
+                if let Some(c) = self.calls.get_mut(call) {
+                    c.done = true;
+                }
+                let a = self.agent(tenant, agent, at);
+                a.on_call = None;
+                a.talk_ms += talk_ms;
+                a.idle_since = at;
+            }
+            WrapUpStarted { call, agent, seconds } => {
+                self.agent(tenant, agent, at).wrap_up = Some((call.clone(), at + Duration::seconds(*seconds)));
+            }
+            WrapUpEnded { agent, .. } => {
+                let a = self.agent(tenant, agent, at);
+                a.wrap_up = None;
+                a.idle_since = at;
+            }
+            CallConnected { .. } | CallHeld { .. } | CallResumed { .. } => {}
+        }
+        // Forget finished calls once nobody rings for them.
+        if let Some(c) = self.calls.get(e.call()) {
+            if c.done && c.offers.is_empty() {
+                let c = self.calls.remove(e.call()).unwrap();
+                self.channels.remove(&c.channel);
+            }
+        }
+    }
+
+    fn end_offer(&mut self, call: &str, offer: &str) {
+        self.offers.remove(offer);
+        if let Some(c) = self.calls.get_mut(call) {
+            c.offers.retain(|o| o.offer != offer);
+        }
+    }
+
+    /// The position (1-based) of a waiting call in its queue.
+    pub fn position(&self, call: &str) -> i32 {
+        let Some(c) = self.calls.get(call) else { return 0 };
+        1 + self
+            .calls
+            .values()
+            .filter(|o| {
+                o.tenant == c.tenant
+                    && o.queue == c.queue
+                    && o.answered.is_none()
+                    && !o.done
+                    && (o.priority > c.priority || (o.priority == c.priority && (o.entered_at, o.seq) < (c.entered_at, c.seq)))
+            })
+            .count() as i32
+    }
+
+    /// Calls waiting for an agent, in service order: priority, then first come first served.
+    fn waiting(&self) -> Vec<&String> {
+        let mut w: Vec<(&String, &Call)> = self.calls.iter().filter(|(_, c)| !c.done && c.answered.is_none() && c.offers.is_empty()).collect();
+        w.sort_by(|a, b| b.1.priority.cmp(&a.1.priority).then(a.1.entered_at.cmp(&b.1.entered_at)).then(a.1.seq.cmp(&b.1.seq)));
+        w.into_iter().map(|(k, _)| k).collect()
+    }
+
+    /// Offers to make now.
+    pub fn dispatch(&mut self, now: DateTime<Utc>) -> Vec<Decision> {
+        let mut out = vec![];
+        let mut taken: HashSet<Key<AgentNumber>> = HashSet::new();
+        let waiting: Vec<String> = self.waiting().into_iter().cloned().collect();
+        for call in &waiting {
+            let c = &self.calls[call];
+            let Some(q) = self.queues.get(&(c.tenant.clone(), c.queue.clone())) else { continue };
+            let candidates: Vec<Candidate> = q
+                .members
+                .iter()
+                .filter_map(|(agent, penalty)| {
+                    let key = (c.tenant.clone(), agent.clone());
+                    let a = self.agents.get(&key)?;
+                    (a.eligible(&c.queue, q.settings.ring_in_use, now) && !taken.contains(&key)).then(|| Candidate {
+                        agent: agent.clone(),
+                        penalty: *penalty,
+                        idle_since: a.idle_since,
+                        calls_answered: a.calls_answered,
+                        talk_ms: a.talk_ms,
+                    })
+                })
+                .collect();
+            let random = self.rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407 + out.len() as u64);
+            let chosen = choose(q.settings.strategy, candidates, q.last_offered.as_ref(), random >> 33);
+            if chosen.is_empty() {
+                continue;
+            }
+            let agents = chosen
+                .into_iter()
+                .filter_map(|a| {
+                    let key = (c.tenant.clone(), a.clone());
+                    let device = self.agents.get(&key)?.device.clone()?;
+                    taken.insert(key);
+                    Some((a, device))
+                })
+                .collect();
+            out.push(Decision::Offer { call: call.clone(), agents });
+        }
+        self.rng = self.rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        out
+    }
+
+    /// Timers that are due (ring timeouts, max wait, wrap-up ends), re-derived from state.
+    pub fn due(&self, now: DateTime<Utc>) -> Vec<Decision> {
+        let mut out = vec![];
+        for (id, c) in &self.calls {
+            let s = self.settings(&c.tenant, &c.queue);
+            for o in &c.offers {
+                if o.at + Duration::seconds(s.ring_timeout_s) <= now {
+                    out.push(Decision::OfferTimedOut { call: id.clone(), agent: o.agent.clone(), offer: o.offer.clone() });
+                }
+            }
+            if !c.done && c.answered.is_none() && s.max_wait_s > 0 && c.entered_at + Duration::seconds(s.max_wait_s) <= now {
+                out.push(Decision::MaxWait { call: id.clone() });
+            }
+        }
+        for ((tenant, agent), a) in &self.agents {
+            if let Some((call, until)) = &a.wrap_up {
+                if *until <= now {
+                    out.push(Decision::WrapUpOver { call: call.clone(), tenant: tenant.clone(), agent: agent.clone() });
+                }
+            }
+        }
+        out
+    }
+
+    /// When the next timer falls due.
+    pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
+        let offers = self.calls.values().flat_map(|c| {
+            let s = self.settings(&c.tenant, &c.queue);
+            let ring = c.offers.iter().map(move |o| o.at + Duration::seconds(s.ring_timeout_s));
+            let wait = (!c.done && c.answered.is_none() && s.max_wait_s > 0).then(|| c.entered_at + Duration::seconds(s.max_wait_s));
+            ring.chain(wait)
+        });
+        let wraps = self.agents.values().filter_map(|a| a.wrap_up.as_ref().map(|w| w.1));
+        let rejects = self.agents.values().filter_map(|a| a.reject_until);
+        offers.chain(wraps).chain(rejects).min()
+    }
+
+    /// Whether any agent is logged into the queue.
+    pub fn anyone_logged_in(&self, tenant: &str, queue: &QueueNumber) -> bool {
+        self.agents.iter().any(|((t, _), a)| t == tenant && a.logged_in && a.queues.contains(queue))
+    }
+}
+
+#[cfg(test)]
+mod tests;

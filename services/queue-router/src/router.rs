@@ -1,0 +1,318 @@
+//! The router: runs the [`Acd`] model live. One router decides at a time (a PostgreSQL
+//! advisory-lock lease); a standby takes over within seconds and rebuilds the model from the
+//! store, so offers, ring timeouts, wrap-ups and max waits survive a restart (their timers are
+//! derived from the recorded events, not kept in a process).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::DeliverPolicy;
+use cc_bus::CommandContext;
+use cc_contracts::call::{CallEvent, LeaveReason, WithdrawReason};
+use cc_contracts::domain::AgentNumber;
+use cc_contracts::pbx::{ChannelEvent, Direction, Endpoint, Hangup, HangupCause, Originate};
+use cc_contracts::queue::QueueEvent;
+use cc_contracts::session::AgentSessionEvent;
+use cc_contracts::{decode, encode};
+use cc_eventstore::{Checkpoint, ExpectedVersion, Metadata, ReadFilter, RecordedEvent, StreamName, Subscription};
+use cc_runtime::Context;
+use chrono::Utc;
+use futures::StreamExt;
+use sqlx::postgres::PgConnection;
+use sqlx::Connection;
+use uuid::Uuid;
+
+use crate::acd::{Acd, Decision};
+
+pub async fn run(ctx: Context) {
+    while !ctx.cancel.is_cancelled() {
+        if let Err(e) = lead(&ctx).await {
+            tracing::warn!(error = %format!("{e:#}"), "queue router interrupted; rebuilding from the store");
+        }
+        tokio::select! { _ = ctx.cancel.cancelled() => {}, _ = tokio::time::sleep(Duration::from_secs(1)) => {} }
+    }
+}
+
+struct Router<'a> {
+    ctx: &'a Context,
+    acd: Acd,
+    /// Events this router appended and already applied: skipped when the store returns them.
+    own: HashSet<Uuid>,
+    /// Calls that ended but whose wrap-up was not started yet.
+    ended: HashSet<String>,
+    live: bool,
+}
+
+async fn lead(ctx: &Context) -> anyhow::Result<()> {
+    let mut lease = PgConnection::connect(&ctx.config.database_url).await?;
+    let got: bool = sqlx::query_scalar("select pg_try_advisory_lock(hashtext('cc-queue-router'))").fetch_one(&mut lease).await?;
+    if !got {
+        return Ok(());
+    }
+    let mut r = Router { ctx, acd: Acd::default(), own: HashSet::new(), ended: HashSet::new(), live: false };
+    let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::All, Checkpoint::START).await?.with_batch_size(2000);
+    while let Some(batch) = sub.poll().await? {
+        for e in &batch {
+            r.apply(e).await?;
+        }
+    }
+    r.live = true;
+    for call in std::mem::take(&mut r.ended) {
+        r.start_wrap_up(&call).await?;
+    }
+    tracing::info!(calls = r.acd.calls.len(), agents = r.acd.agents.len(), "queue router lease taken; routing");
+
+    ctx.bus.ensure_pbx_stream().await?;
+    let consumer = cc_bus::consumer::durable(
+        &ctx.bus,
+        &ctx.bus.subjects.pbx_stream(),
+        "queue-router-channels",
+        vec![format!("{}.pbx.evt.*.channel.>", ctx.bus.subjects.prefix())],
+        DeliverPolicy::New,
+    )
+    .await?;
+    let mut pbx = consumer.messages().await?;
+    let mut last_check = std::time::Instant::now();
+    loop {
+        r.dispatch().await?;
+        let sleep = match r.acd.next_deadline() {
+            Some(t) => (t - Utc::now()).to_std().unwrap_or(Duration::ZERO),
+            None => Duration::from_secs(3600),
+        };
+        tokio::select! {
+            _ = ctx.cancel.cancelled() => return Ok(()),
+            b = sub.next_batch() => {
+                for e in &b? {
+                    r.apply(e).await?;
+                }
+            }
+            m = pbx.next() => {
+                let Some(m) = m else { anyhow::bail!("the PBX event consumer ended") };
+                let m = m.map_err(|e| anyhow::anyhow!("PBX events: {e}"))?;
+                if let Ok(e) = serde_json::from_slice::<ChannelEvent>(&m.payload) {
+                    r.on_channel(e).await?;
+                }
+                let _ = m.ack().await;
+            }
+            _ = tokio::time::sleep(sleep) => {
+                for d in r.acd.due(Utc::now()) {
+                    r.on_due(d).await?;
+                }
+            }
+        }
+        if last_check.elapsed() > Duration::from_secs(2) {
+            sqlx::query("select 1").execute(&mut lease).await?;
+            last_check = std::time::Instant::now();
+        }
+    }
+}
+
+impl Router<'_> {
+    async fn apply(&mut self, e: &RecordedEvent) -> anyhow::Result<()> {
+        if self.own.remove(&e.event_id) {
+            return Ok(());
+        }
+        let tenant = e.tenant();
+        match e.stream.category() {
+            "agent" => {
+                if let Some(s) = decode::<AgentSessionEvent>(e) {
+                    self.acd.apply_session(tenant, &s, e.recorded_at);
+                }
+            }
+            "queue" => {
+                if let Some(q) = decode::<QueueEvent>(e) {
+                    self.acd.apply_queue(tenant, &q);
+                }
+            }
+            "call" => {
+                if let Some(c) = decode::<CallEvent>(e) {
+                    self.acd.apply_call(tenant, &c, e.recorded_at);
+                    match &c {
+                        CallEvent::CallEnded { call, .. } => {
+                            if self.live {
+                                self.start_wrap_up(call).await?;
+                            } else {
+                                self.ended.insert(call.clone());
+                            }
+                        }
+                        CallEvent::WrapUpStarted { call, .. } => {
+                            self.ended.remove(call);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Appends call events (recording them as our own) and applies them at once.
+    async fn record(&mut self, tenant: &str, call: &str, events: Vec<CallEvent>) -> anyhow::Result<()> {
+        let meta = Metadata::new(tenant, "system:queue-router");
+        let encoded: Vec<_> = events.iter().map(|e| encode(e, meta.clone())).collect();
+        let stream = StreamName::new(tenant, "call", call)?;
+        self.ctx.store.append(&stream, ExpectedVersion::Any, &encoded).await?;
+        let now = Utc::now();
+        for (e, n) in events.iter().zip(&encoded) {
+            self.own.insert(n.event_id);
+            self.acd.apply_call(tenant, e, now);
+        }
+        Ok(())
+    }
+
+    fn pbx(&self, tenant: &str) -> CommandContext {
+        CommandContext::new(tenant, "system:queue-router")
+    }
+
+    async fn hang_up(&self, tenant: &str, channel: &str, cause: HangupCause) {
+        let r = self.ctx.bus.request(&self.pbx(tenant), &Hangup { channel: channel.into(), cause }).await;
+        if let Err(e) = r {
+            tracing::debug!(error = %e, channel, "hangup refused (the channel may be gone already)");
+        }
+    }
+
+    async fn start_wrap_up(&mut self, call: &str) -> anyhow::Result<()> {
+        let Some((tenant, agent, queue)) = self.ended_call(call) else { return Ok(()) };
+        let seconds = self.acd.settings(&tenant, &queue).wrap_up_s;
+        self.record(&tenant, call, vec![CallEvent::WrapUpStarted { call: call.into(), agent, seconds }]).await
+    }
+
+    fn ended_call(&self, call: &str) -> Option<(String, AgentNumber, cc_contracts::domain::QueueNumber)> {
+        // The agent's record names the call it handled; the queue is kept with the answered call.
+        self.acd
+            .agents
+            .iter()
+            .find(|(_, a)| a.last_call.as_ref().is_some_and(|(c, _)| c == call))
+            .map(|((t, agent), a)| (t.clone(), agent.clone(), a.last_call.as_ref().unwrap().1.clone()))
+    }
+
+    async fn dispatch(&mut self) -> anyhow::Result<()> {
+        for d in self.acd.dispatch(Utc::now()) {
+            let Decision::Offer { call, agents } = d else { continue };
+            let Some(c) = self.acd.calls.get(&call).cloned() else { continue };
+            let offers: Vec<(String, AgentNumber, cc_contracts::domain::DeviceId)> =
+                agents.into_iter().map(|(a, d)| (Uuid::now_v7().simple().to_string(), a, d)).collect();
+            let events = offers
+                .iter()
+                .map(|(offer, agent, device)| CallEvent::CallOffered {
+                    call: call.clone(),
+                    queue: c.queue.clone(),
+                    agent: agent.clone(),
+                    device: device.clone(),
+                    offer: offer.clone(),
+                })
+                .collect();
+            self.record(&c.tenant, &call, events).await?;
+            for (offer, agent, device) in offers {
+                let cmd = Originate { channel: Some(offer.clone()), endpoint: Endpoint::Device(device), caller: c.caller.clone() };
+                if let Err(e) = self.ctx.bus.request(&self.pbx(&c.tenant), &cmd).await {
+                    tracing::info!(error = %e, %agent, "could not ring the agent's device");
+                    let w = CallEvent::OfferWithdrawn { call: call.clone(), agent, offer, reason: WithdrawReason::DeviceUnavailable };
+                    self.record(&c.tenant, &call, vec![w]).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_due(&mut self, d: Decision) -> anyhow::Result<()> {
+        match d {
+            Decision::OfferTimedOut { call, agent, offer } => {
+                let Some(tenant) = self.acd.calls.get(&call).map(|c| c.tenant.clone()) else { return Ok(()) };
+                self.record(&tenant, &call, vec![CallEvent::OfferTimedOut { call: call.clone(), agent, offer: offer.clone() }]).await?;
+                self.hang_up(&tenant, &offer, HangupCause::NoAnswer).await;
+            }
+            Decision::MaxWait { call } => {
+                let Some(c) = self.acd.calls.get(&call).cloned() else { return Ok(()) };
+                let mut events = self.withdraw_all(&call, WithdrawReason::CallerGone);
+                let wait_ms = (Utc::now() - c.entered_at).num_milliseconds();
+                events.push(CallEvent::CallLeftQueue { call: call.clone(), queue: c.queue.clone(), reason: LeaveReason::MaxWait, wait_ms });
+                self.record(&c.tenant, &call, events).await?;
+                for o in &c.offers {
+                    self.hang_up(&c.tenant, &o.offer, HangupCause::Normal).await;
+                }
+                self.hang_up(&c.tenant, &c.channel, HangupCause::Normal).await;
+            }
+            Decision::WrapUpOver { call, tenant, agent } => {
+                self.record(&tenant, &call, vec![CallEvent::WrapUpEnded { call: call.clone(), agent, early: false }]).await?;
+            }
+            Decision::Offer { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn withdraw_all(&self, call: &str, reason: WithdrawReason) -> Vec<CallEvent> {
+        self.acd.calls.get(call).map_or(vec![], |c| {
+            c.offers
+                .iter()
+                .map(|o| CallEvent::OfferWithdrawn { call: call.into(), agent: o.agent.clone(), offer: o.offer.clone(), reason })
+                .collect()
+        })
+    }
+
+    async fn on_channel(&mut self, e: ChannelEvent) -> anyhow::Result<()> {
+        match e {
+            ChannelEvent::ChannelCreated { tenant, channel, direction: Direction::Inbound, caller, dialed: Some(dialed), .. } => {
+                let Some(queue) = self.acd.has_queue(&tenant, &dialed) else { return Ok(()) };
+                let call = Uuid::now_v7().simple().to_string();
+                let mut events = vec![CallEvent::CallEnteredQueue { call: call.clone(), queue: queue.clone(), caller, channel: channel.clone(), priority: 0 }];
+                let leave = self.acd.settings(&tenant, &queue).leave_when_no_agents && !self.acd.anyone_logged_in(&tenant, &queue);
+                if leave {
+                    events.push(CallEvent::CallLeftQueue { call: call.clone(), queue, reason: LeaveReason::NoAgents, wait_ms: 0 });
+                }
+                self.record(&tenant, &call, events).await?;
+                if leave {
+                    self.hang_up(&tenant, &channel, HangupCause::Normal).await;
+                }
+            }
+            ChannelEvent::ChannelAnswered { tenant, channel, .. } => {
+                let Some(call) = self.acd.offers.get(&channel).cloned() else { return Ok(()) };
+                let Some(c) = self.acd.calls.get(&call).cloned() else { return Ok(()) };
+                let Some(offer) = c.offers.iter().find(|o| o.offer == channel).cloned() else { return Ok(()) };
+                if c.answered.is_some() || c.done {
+                    // A second answer: the first one won.
+                    let w = CallEvent::OfferWithdrawn { call: call.clone(), agent: offer.agent, offer: channel.clone(), reason: WithdrawReason::AnsweredElsewhere };
+                    self.record(&tenant, &call, vec![w]).await?;
+                    self.hang_up(&tenant, &channel, HangupCause::Normal).await;
+                    return Ok(());
+                }
+                let others: Vec<_> = c.offers.iter().filter(|o| o.offer != channel).cloned().collect();
+                let mut events: Vec<CallEvent> = others
+                    .iter()
+                    .map(|o| CallEvent::OfferWithdrawn { call: call.clone(), agent: o.agent.clone(), offer: o.offer.clone(), reason: WithdrawReason::AnsweredElsewhere })
+                    .collect();
+                let wait_ms = (Utc::now() - c.entered_at).num_milliseconds();
+                events.push(CallEvent::CallAnswered { call: call.clone(), queue: c.queue.clone(), agent: offer.agent, offer: channel, wait_ms });
+                self.record(&tenant, &call, events).await?;
+                for o in others {
+                    self.hang_up(&tenant, &o.offer, HangupCause::Normal).await;
+                }
+            }
+            ChannelEvent::ChannelHungUp { tenant, channel, cause, .. } => {
+                if let Some(call) = self.acd.offers.get(&channel).cloned() {
+                    let Some(c) = self.acd.calls.get(&call) else { return Ok(()) };
+                    let Some(o) = c.offers.iter().find(|o| o.offer == channel).cloned() else { return Ok(()) };
+                    let e = match cause {
+                        HangupCause::NoAnswer => CallEvent::OfferTimedOut { call: call.clone(), agent: o.agent, offer: channel },
+                        _ => CallEvent::OfferRejected { call: call.clone(), agent: o.agent, offer: channel },
+                    };
+                    self.record(&tenant, &call, vec![e]).await?;
+                } else if let Some(call) = self.acd.channels.get(&channel).cloned() {
+                    let Some(c) = self.acd.calls.get(&call).cloned() else { return Ok(()) };
+                    if c.answered.is_none() && !c.done {
+                        let mut events = self.withdraw_all(&call, WithdrawReason::CallerGone);
+                        let wait_ms = (Utc::now() - c.entered_at).num_milliseconds();
+                        events.push(CallEvent::CallAbandoned { call: call.clone(), queue: c.queue.clone(), wait_ms, position: self.acd.position(&call) });
+                        self.record(&tenant, &call, events).await?;
+                        for o in c.offers {
+                            self.hang_up(&tenant, &o.offer, HangupCause::Normal).await;
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
