@@ -67,6 +67,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/admin/agent-defaults"),
     ("put", "/api/admin/agent-defaults"),
     ("post", "/api/admin/users"),
+    ("put", "/api/admin/queues/{queue}/settings"),
+    ("post", "/api/call/hangup"),
+    ("post", "/api/call/hold"),
+    ("post", "/api/call/wrap-up/end"),
 ];
 
 pub fn router(portal: Portal) -> Router {
@@ -95,6 +99,10 @@ pub fn router(portal: Portal) -> Router {
         .route("/api/admin/pause-reasons/{name}", patch(admin::rename_pause_reason).delete(admin::retire_pause_reason))
         .route("/api/admin/agent-defaults", get(admin::get_agent_defaults).put(admin::set_agent_defaults))
         .route("/api/admin/users", post(admin::create_user))
+        .route("/api/admin/queues/{queue}/settings", put(admin::configure_queue))
+        .route("/api/call/hangup", post(agent::hangup))
+        .route("/api/call/hold", post(agent::hold))
+        .route("/api/call/wrap-up/end", post(agent::end_wrap_up))
         .route("/api/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
         .route("/api/docs", get(|| async { Html(include_str!("../assets/api-docs.html")) }))
         .route("/", get(home))

@@ -1,5 +1,6 @@
 //! The `callcenter` binary as an operator runs it: a real process, real PostgreSQL and NATS.
 
+mod calls;
 mod process;
 mod sessions;
 mod system;

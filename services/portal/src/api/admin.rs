@@ -154,3 +154,11 @@ pub async fn create_user(State(p): State<Portal>, who: Authed, raw: Bytes) -> Ap
     let cmd: CreateUser = body(&raw)?;
     Ok((StatusCode::CREATED, Json(p.ctx.bus.request(&who.context(), &cmd).await?)))
 }
+
+/// `PUT /api/admin/queues/{queue}/settings`: the queue's routing settings.
+pub async fn configure_queue(State(p): State<Portal>, who: Authed, Path(queue): Path<String>, raw: Bytes) -> ApiResult<Json<cc_contracts::call::QueueSettings>> {
+    who.require(ADMIN)?;
+    let queue = queue_path(&queue)?;
+    let settings: cc_contracts::call::QueueSettings = body(&raw)?;
+    Ok(Json(p.ctx.bus.request(&who.context(), &cc_contracts::call::ConfigureQueue { queue, settings }).await?))
+}

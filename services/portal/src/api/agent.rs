@@ -152,3 +152,31 @@ pub async fn me(State(p): State<Portal>, who: Authed) -> ApiResult<Json<AgentVie
 pub async fn pause_reasons(State(p): State<Portal>, who: Authed) -> ApiResult<Json<Vec<PauseReason>>> {
     Ok(Json(p.ctx.bus.request(&who.context(), &ListPauseReasons {}).await?))
 }
+
+/// `POST /api/call/hangup`: the agent ends the call.
+pub async fn hangup(State(p): State<Portal>, who: Authed) -> ApiResult<StatusCode> {
+    let agent = who.agent()?;
+    p.ctx.bus.request(&who.context(), &cc_contracts::call::HangupCall { agent }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoldBody {
+    held: bool,
+}
+
+/// `POST /api/call/hold`: put the caller on hold (`{"held": true}`) or take them off it.
+pub async fn hold(State(p): State<Portal>, who: Authed, raw: Bytes) -> ApiResult<StatusCode> {
+    let agent = who.agent()?;
+    let b: HoldBody = body(&raw)?;
+    p.ctx.bus.request(&who.context(), &cc_contracts::call::HoldCall { agent, held: b.held }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/call/wrap-up/end`: ready for the next call before the wrap-up time is over.
+pub async fn end_wrap_up(State(p): State<Portal>, who: Authed) -> ApiResult<StatusCode> {
+    let agent = who.agent()?;
+    p.ctx.bus.request(&who.context(), &cc_contracts::call::EndWrapUp { agent }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

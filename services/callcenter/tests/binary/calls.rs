@@ -1,0 +1,149 @@
+//! Queue calls end to end: a caller enters a queue on the simulated PBX, the ACD offers the call,
+//! the agent's simulated phone answers, call-control bridges it, the agent holds and hangs up
+//! from the portal, wrap-up, Idle; rejected and missed offers move their counts.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::system::{Client, System};
+
+impl System {
+    pub async fn pbx_post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self.http.post(format!("{}/tenants/demo{path}", self.pbx)).json(&body).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn place_caller(&self, queue: &str, number: &str, name: &str) -> String {
+        let (status, ch) = self.pbx_post("/calls", json!({"queue": queue, "caller_number": number, "caller_name": name})).await;
+        assert_eq!(status, 201, "{ch}");
+        ch["channel"].as_str().unwrap().to_string()
+    }
+
+    pub async fn phone(&self, device: &str, action: &str) {
+        let (status, body) = self.pbx_post(&format!("/devices/{device}/{action}"), json!({})).await;
+        assert_eq!(status, 204, "{action} on {device}: {body}");
+    }
+
+    /// The types of the events of one call, in order.
+    pub async fn call_events(&self, call: &str) -> Vec<String> {
+        self.stream_events(&format!("demo/call-{call}")).await.into_iter().map(|(t, _)| t).collect()
+    }
+}
+
+async fn quick_queue(admin: &Client) {
+    let settings = json!({"strategy": "longest_idle", "ring_timeout_s": 2, "wrap_up_s": 1, "reject_delay_s": 1});
+    admin.call(Method::PUT, "/api/admin/queues/500/settings", Some(settings)).await.ok();
+}
+
+#[tokio::test]
+async fn a_call_rings_is_answered_held_hung_up_and_counted_once() {
+    let sys = System::start().await;
+    let admin = sys.sign_in("admin", "demo-admin").await;
+    quick_queue(&admin).await;
+    let bob = sys.agent("1002").await;
+    bob.post("/api/session", json!({})).await.ok();
+    sys.view_when(&bob, "Idle", |v| v["status"] == "idle").await;
+
+    sys.place_caller("500", "5551234", "Jane Caller").await;
+    let v = sys.view_when(&bob, "Ringing", |v| v["status"] == "ringing").await;
+    let call = v["current_call"].clone();
+    assert_eq!((call["caller_number"].as_str(), call["caller_name"].as_str()), (Some("5551234"), Some("Jane Caller")));
+    assert_eq!((call["queue"].as_str(), call["queue_name"].as_str()), (Some("500"), Some("Sales")));
+    let call_id = call["call"].as_str().unwrap().to_string();
+
+    sys.phone("1002", "answer").await;
+    let v = sys.view_when(&bob, "Connected", |v| v["status"] == "connected").await;
+    assert!(v["current_call"]["answered_at"].is_string());
+    assert!(v["current_call"]["wait_ms"].as_i64().unwrap() >= 0);
+
+    bob.post("/api/call/hold", json!({"held": true})).await.ok();
+    sys.view_when(&bob, "On hold", |v| v["status"] == "on_hold").await;
+    bob.post("/api/call/hold", json!({"held": true})).await.refused(409, "already_on_hold");
+    bob.post("/api/call/hold", json!({"held": false})).await.ok();
+    sys.view_when(&bob, "Connected again", |v| v["status"] == "connected").await;
+
+    // Pausing during a call takes effect when the call ends.
+    bob.post("/api/session/pause", json!({"reason": "Break"})).await.ok();
+    let v = sys.view_when(&bob, "still Connected", |v| v["pause_reason"] == "Break").await;
+    assert_eq!(v["status"], "connected");
+
+    let hung = bob.post("/api/call/hangup", json!({})).await;
+    assert_eq!(hung.status, 204, "{}", hung.body);
+    let v = sys.view_when(&bob, "Wrap-up", |v| v["status"] == "wrap_up").await;
+    assert_eq!(v["counts"], json!({"completed": 1, "missed": 0, "rejected": 0}));
+    let v = sys.view_when(&bob, "Paused after wrap-up", |v| v["status"] == "paused").await;
+    assert!(v["current_call"].is_null());
+    bob.post("/api/call/hangup", json!({})).await.refused(409, "no_call");
+
+    let types = sys.call_events(&call_id).await;
+    assert_eq!(
+        types,
+        ["CallEnteredQueue", "CallOffered", "CallAnswered", "CallConnected", "CallHeld", "CallResumed", "CallEnded", "WrapUpStarted", "WrapUpEnded"]
+    );
+    let (_, ended) = sys.stream_events(&format!("demo/call-{call_id}")).await.into_iter().find(|(t, _)| t == "CallEnded").unwrap();
+    assert_eq!(ended["by"], "agent");
+}
+
+#[tokio::test]
+async fn rejected_and_missed_offers_move_their_counts_and_the_call_goes_on_until_abandoned() {
+    let sys = System::start().await;
+    let admin = sys.sign_in("admin", "demo-admin").await;
+    quick_queue(&admin).await;
+    let bob = sys.agent("1002").await;
+    bob.post("/api/session", json!({})).await.ok();
+    sys.view_when(&bob, "Idle", |v| v["status"] == "idle").await;
+
+    let caller = sys.place_caller("500", "5550000", "Impatient").await;
+    sys.view_when(&bob, "Ringing", |v| v["status"] == "ringing").await;
+    sys.phone("1002", "reject").await;
+    sys.view_when(&bob, "Rejected = 1", |v| v["counts"]["rejected"] == 1).await;
+    // After the reject delay the same call is offered again; this time it rings out.
+    sys.view_when(&bob, "Ringing again", |v| v["status"] == "ringing").await;
+    let v = cc_testkit::eventually("Missed = 1", Duration::from_secs(10), || async {
+        let r = bob.get("/api/me").await;
+        (r.body["counts"]["missed"] == 1).then_some(r.body)
+    })
+    .await;
+    assert_eq!(v["counts"]["rejected"], 1);
+
+    // The caller gives up while waiting (or ringing): abandoned, and no count for the agent.
+    let r = sys.http.post(format!("{}/tenants/demo/channels/{caller}/hangup", sys.pbx)).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let abandoned: i64 = cc_testkit::eventually("the call abandoned", Duration::from_secs(10), || async {
+        let n: i64 = sqlx::query_scalar("select count(*) from es_events where event_type = 'CallAbandoned'").fetch_one(&sys.db.pool).await.unwrap();
+        (n == 1).then_some(n)
+    })
+    .await;
+    assert_eq!(abandoned, 1);
+    let v = sys.view_when(&bob, "Idle, no call", |v| v["current_call"].is_null() && v["status"] == "idle").await;
+    assert_eq!(v["counts"], json!({"completed": 0, "missed": 1, "rejected": 1}));
+}
+
+#[tokio::test]
+async fn ring_all_rings_every_free_agent_and_the_first_answer_wins() {
+    let sys = System::start().await;
+    let admin = sys.sign_in("admin", "demo-admin").await;
+    let settings = json!({"strategy": "ring_all", "ring_timeout_s": 20, "wrap_up_s": 0});
+    admin.call(Method::PUT, "/api/admin/queues/500/settings", Some(settings)).await.ok();
+    let bob = sys.agent("1002").await;
+    let dave = sys.agent("1004").await;
+    bob.post("/api/session", json!({})).await.ok();
+    dave.post("/api/session", json!({})).await.ok();
+    sys.view_when(&dave, "Idle", |v| v["status"] == "idle").await;
+    sys.view_when(&bob, "Idle", |v| v["status"] == "idle").await;
+
+    sys.place_caller("500", "5552222", "Both").await;
+    sys.view_when(&bob, "Bob ringing", |v| v["status"] == "ringing").await;
+    sys.view_when(&dave, "Dave ringing", |v| v["status"] == "ringing").await;
+    sys.phone("1004", "answer").await;
+    sys.view_when(&dave, "Dave connected", |v| v["status"] == "connected").await;
+    let v = sys.view_when(&bob, "Bob back to Idle", |v| v["status"] == "idle").await;
+    assert_eq!(v["counts"], json!({"completed": 0, "missed": 0, "rejected": 0}), "a withdrawn offer counts nothing");
+    // Dave's phone hangs up: the call ends, Completed = 1, straight to Idle (no wrap-up time).
+    sys.phone("1004", "hangup").await;
+    let v = sys.view_when(&dave, "Dave idle", |v| v["status"] == "idle" && v["counts"]["completed"] == 1).await;
+    assert!(v["current_call"].is_null());
+}
