@@ -203,3 +203,14 @@ impl Command for ConfigureQueue {
     const NAME: &'static str = "ConfigureQueue";
     type Reply = QueueSettings;
 }
+
+/// The call an agent is on (ringing calls do not count), if any.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetAgentCall {
+    pub agent: AgentNumber,
+}
+impl Command for GetAgentCall {
+    const SERVICE: &'static str = "call-control";
+    const NAME: &'static str = "GetAgentCall";
+    type Reply = Option<String>;
+}

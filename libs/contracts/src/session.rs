@@ -135,6 +135,10 @@ impl Command for LogoutAgent {
 pub struct PauseAgent {
     pub agent: AgentNumber,
     pub reason: String,
+    /// A pause decided by the system (auto-pause after missed calls): its reason need not be
+    /// one of the tenant's pause reasons. Not settable through the portal.
+    #[serde(default)]
+    pub auto: bool,
 }
 impl Command for PauseAgent {
     const SERVICE: &'static str = "agent-session";

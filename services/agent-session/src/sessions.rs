@@ -241,10 +241,23 @@ pub async fn login(ctx: &Context, c: &CommandContext, cmd: LoginAgent) -> Result
 
 pub async fn logout(ctx: &Context, c: &CommandContext, cmd: LogoutAgent) -> Result<SessionState, CommandError> {
     account(ctx, c, &cmd.agent).await?; // an agent of another tenant, or none: unknown_agent
+    // Not in the middle of a call (an account being disabled still ends the session).
+    if cmd.reason != LogoutReason::AccountDisabled {
+        let on_call = ctx
+            .bus
+            .request(&CommandContext::new(&c.tenant, "system:agent-session"), &cc_contracts::call::GetAgentCall { agent: cmd.agent.clone() })
+            .await;
+        if let Ok(Some(_)) = on_call {
+            return Err(CommandError::new("on_call", "The agent is on a call; hang up first, then log out"));
+        }
+    }
     execute(ctx, c, &cmd.agent, SessionCommand::Logout { reason: cmd.reason }).await
 }
 
 pub async fn pause(ctx: &Context, c: &CommandContext, cmd: PauseAgent) -> Result<SessionState, CommandError> {
+    if cmd.auto {
+        return execute(ctx, c, &cmd.agent, SessionCommand::Pause { reason: cmd.reason }).await;
+    }
     let reasons = crate::settings::list_pause_reasons(&ctx.pool, &c.tenant).await?;
     let Some(reason) = reasons.iter().find(|r| r.name.eq_ignore_ascii_case(cmd.reason.trim())) else {
         let valid: Vec<_> = reasons.iter().map(|r| r.name.as_str()).collect();

@@ -12,6 +12,7 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use cc_bus::{CommandContext, CommandError, CommandHandlers};
 use cc_contracts::call::{CallEvent, EndedBy, HangupCall, HoldCall};
+
 use cc_contracts::domain::AgentNumber;
 use cc_contracts::pbx::{Answer, Bridge, ChannelEvent, Hangup, HangupCause, Hold, ListChannels};
 use cc_contracts::{decode, encode};
@@ -86,7 +87,10 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
         .with_idempotency(ctx.pool.clone())
         .with_metrics(ctx.metrics.commands.clone())
         .on(|cc: CallControl, c, cmd: HangupCall| async move { cc.hangup_by_agent(&c.tenant, &cmd.agent).await })
-        .on(|cc: CallControl, c, cmd: HoldCall| async move { cc.hold(&c.tenant, &cmd.agent, cmd.held).await });
+        .on(|cc: CallControl, c, cmd: HoldCall| async move { cc.hold(&c.tenant, &cmd.agent, cmd.held).await })
+        .on(|cc: CallControl, c, cmd: cc_contracts::call::GetAgentCall| async move {
+            Ok(CallControl::agent_call(&*cc.state.lock().await, &c.tenant, &cmd.agent).ok())
+        });
     let server = tokio::spawn(commands.serve(ctx.bus.clone(), term.clone()));
     let result = follow(&cc, &mut sub, &mut lease).await;
     term.cancel();

@@ -219,9 +219,10 @@ impl Router<'_> {
     async fn on_due(&mut self, d: Decision) -> anyhow::Result<()> {
         match d {
             Decision::OfferTimedOut { call, agent, offer } => {
-                let Some(tenant) = self.acd.calls.get(&call).map(|c| c.tenant.clone()) else { return Ok(()) };
-                self.record(&tenant, &call, vec![CallEvent::OfferTimedOut { call: call.clone(), agent, offer: offer.clone() }]).await?;
+                let Some((tenant, queue)) = self.acd.calls.get(&call).map(|c| (c.tenant.clone(), c.queue.clone())) else { return Ok(()) };
+                self.record(&tenant, &call, vec![CallEvent::OfferTimedOut { call: call.clone(), agent: agent.clone(), offer: offer.clone() }]).await?;
                 self.hang_up(&tenant, &offer, HangupCause::NoAnswer).await;
+                self.maybe_auto_pause(&tenant, &queue, &agent).await;
             }
             Decision::MaxWait { call } => {
                 let Some(c) = self.acd.calls.get(&call).cloned() else { return Ok(()) };
@@ -240,6 +241,24 @@ impl Router<'_> {
             Decision::Offer { .. } => {}
         }
         Ok(())
+    }
+
+    /// Pauses an agent who missed the queue's limit of offers in a row (when configured).
+    async fn maybe_auto_pause(&mut self, tenant: &str, queue: &cc_contracts::domain::QueueNumber, agent: &AgentNumber) {
+        let limit = self.acd.settings(tenant, queue).auto_pause_after;
+        let missed = self.acd.agents.get(&(tenant.to_string(), agent.clone())).map(|a| a.missed_in_row).unwrap_or(0);
+        if limit > 0 && missed >= limit {
+            let cmd = cc_contracts::session::PauseAgent { agent: agent.clone(), reason: format!("Missed {missed} calls"), auto: true };
+            match self.ctx.bus.request(&self.pbx(tenant), &cmd).await {
+                // Known now, before the store brings the event back: no new offer meanwhile.
+                Ok(_) => {
+                    if let Some(a) = self.acd.agents.get_mut(&(tenant.to_string(), agent.clone())) {
+                        a.paused = true;
+                    }
+                }
+                Err(e) => tracing::info!(error = %e, %agent, "could not auto-pause the agent"),
+            }
+        }
     }
 
     fn withdraw_all(&self, call: &str, reason: WithdrawReason) -> Vec<CallEvent> {

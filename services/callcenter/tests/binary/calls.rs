@@ -147,3 +147,53 @@ async fn ring_all_rings_every_free_agent_and_the_first_answer_wins() {
     let v = sys.view_when(&dave, "Dave idle", |v| v["status"] == "idle" && v["counts"]["completed"] == 1).await;
     assert!(v["current_call"].is_null());
 }
+
+#[tokio::test]
+async fn logout_is_refused_while_connected_and_missed_offers_can_auto_pause() {
+    let sys = System::start().await;
+    let admin = sys.sign_in("admin", "demo-admin").await;
+    let settings = json!({"strategy": "longest_idle", "ring_timeout_s": 1, "wrap_up_s": 0, "auto_pause_after": 1});
+    admin.call(Method::PUT, "/api/admin/queues/500/settings", Some(settings)).await.ok();
+    let r = admin.call(Method::PUT, "/api/admin/queues/500/settings", Some(json!({"ring_timeout_s": 0}))).await;
+    assert_eq!(r.refused(400, "invalid_field")["field"], "settings.ring_timeout_s");
+    let r = admin.call(Method::PUT, "/api/admin/queues/500/settings", Some(json!({"strategy": "fastest"}))).await;
+    assert_eq!(r.refused(400, "invalid_field")["field"], "strategy");
+    let bob = sys.agent("1002").await;
+    bob.post("/api/session", json!({})).await.ok();
+    sys.view_when(&bob, "Idle", |v| v["status"] == "idle").await;
+
+    sys.place_caller("500", "5553333", "No answer").await;
+    let v = sys.view_when(&bob, "auto-paused", |v| v["status"] == "paused").await;
+    assert_eq!((v["counts"]["missed"].as_i64(), v["pause_reason"].as_str()), (Some(1), Some("Missed 1 calls")));
+    bob.post("/api/session/unpause", json!({})).await.ok();
+    sys.view_when(&bob, "Ringing again", |v| v["status"] == "ringing").await;
+    sys.phone("1002", "answer").await;
+    sys.view_when(&bob, "Connected", |v| v["status"] == "connected").await;
+    bob.call(Method::DELETE, "/api/session", None).await.refused(409, "on_call");
+    bob.post("/api/call/hangup", json!({})).await;
+    sys.view_when(&bob, "Idle", |v| v["status"] == "idle").await;
+    bob.call(Method::DELETE, "/api/session", None).await.ok();
+}
+
+#[tokio::test]
+async fn callers_leave_after_the_max_wait_or_at_once_when_nobody_is_logged_in() {
+    let sys = System::start().await;
+    let admin = sys.sign_in("admin", "demo-admin").await;
+    admin.call(Method::PUT, "/api/admin/queues/500/settings", Some(json!({"max_wait_s": 1}))).await.ok();
+    admin.call(Method::PUT, "/api/admin/queues/501/settings", Some(json!({"leave_when_no_agents": true}))).await.ok();
+    sys.place_caller("500", "5554444", "Waits").await;
+    sys.place_caller("501", "5555555", "Nobody").await;
+    let left: Vec<(String, Value)> = cc_testkit::eventually("two callers left", Duration::from_secs(10), || async {
+        let rows: Vec<(String, Value)> = sqlx::query_as("select event_type, data from es_events where event_type = 'CallLeftQueue' order by data->>'queue'")
+            .fetch_all(&sys.db.pool)
+            .await
+            .unwrap();
+        (rows.len() == 2).then_some(rows)
+    })
+    .await;
+    assert_eq!((left[0].1["queue"].as_str(), left[0].1["reason"].as_str()), (Some("500"), Some("max_wait")));
+    assert_eq!((left[1].1["queue"].as_str(), left[1].1["reason"].as_str()), (Some("501"), Some("no_agents")));
+    // The simulated callers were hung up.
+    let channels: Vec<Value> = sys.http.get(format!("{}/tenants/demo/channels", sys.pbx)).send().await.unwrap().json().await.unwrap();
+    assert!(channels.is_empty(), "{channels:?}");
+}

@@ -2,6 +2,7 @@
 
 mod calls;
 mod process;
+mod recovery;
 mod sessions;
 mod system;
 use std::time::Duration;

@@ -5,7 +5,7 @@ use cc_testkit::free_port;
 
 /// A running `callcenter` process on free ports with its own subject prefix.
 pub struct Callcenter {
-    child: Child,
+    child: Option<Child>,
     pub admin_port: u16,
 }
 
@@ -38,7 +38,20 @@ impl Callcenter {
             .stdout(std::process::Stdio::null());
         more(&mut c);
         let child = c.spawn().unwrap();
-        Callcenter { child, admin_port }
+        Callcenter { child: Some(child), admin_port }
+    }
+
+    /// Not a process yet.
+    pub fn placeholder() -> Callcenter {
+        Callcenter { child: None, admin_port: 0 }
+    }
+
+    /// SIGKILL, like a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     pub fn admin(&self, path: &str) -> String {
@@ -47,10 +60,11 @@ impl Callcenter {
 
     /// Sends SIGTERM and waits for the exit.
     pub fn terminate(mut self, within: Duration) -> ExitStatus {
-        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        let child = self.child.as_mut().expect("running");
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
         let deadline = Instant::now() + within;
         loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
+            if let Some(s) = child.try_wait().unwrap() {
                 return s;
             }
             assert!(Instant::now() < deadline, "did not stop within {within:?} of SIGTERM");
@@ -61,7 +75,6 @@ impl Callcenter {
 
 impl Drop for Callcenter {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }

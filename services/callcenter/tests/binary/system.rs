@@ -13,11 +13,18 @@ pub struct System {
     pub db: TestDb,
     pub nats: NatsServer,
     pub _app: Callcenter,
+    /// The PBX simulator in a process of its own (`start_split`), so the rest can restart.
+    pub _pbx: Option<Callcenter>,
+    portal_port: u16,
+    pbx_port: u16,
     pub portal: String,
     pub pbx: String,
     pub prefix: String,
     pub http: reqwest::Client,
 }
+
+/// Every target but the PBX simulator.
+const CORE: &str = "relay,auth,agent-session,queue-router,call-control,projection,portal";
 
 /// A signed-in client of the demo tenant.
 #[derive(Clone)]
@@ -91,25 +98,54 @@ impl Client {
 
 impl System {
     pub async fn start() -> System {
-        let db = TestDb::new().await;
-        let nats = NatsServer::start();
-        let (portal_port, pbx_port) = (free_port(), free_port());
-        let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
-        let app = Callcenter::spawn_with(&db.url, &nats.url(), &["run"], |c| {
+        Self::start_with(false).await
+    }
+
+    /// The PBX simulator in one process, every other service in another.
+    pub async fn start_split() -> System {
+        Self::start_with(true).await
+    }
+
+    fn spawn_services(&self, targets: &str) -> Callcenter {
+        let (portal_port, pbx_port, prefix) = (self.portal_port, self.pbx_port, self.prefix.clone());
+        Callcenter::spawn_with(&self.db.url, &self.nats.url(), &["run", "--target", targets], |c| {
             c.env("CC_DEMO", "true")
                 .env("CC_PORTAL_ADDR", format!("127.0.0.1:{portal_port}"))
                 .env("CC_PBX_SIM_ADDR", format!("127.0.0.1:{pbx_port}"))
                 .env("CC_SUBJECT_PREFIX", &prefix);
-        });
-        let sys = System {
+        })
+    }
+
+    /// Kills every service but the PBX simulator (SIGKILL: no graceful stop) and starts them again.
+    pub async fn restart_services(&mut self) {
+        assert!(self._pbx.is_some(), "start_split first");
+        self._app.kill();
+        self._app = self.spawn_services(CORE);
+    }
+
+    async fn start_with(split: bool) -> System {
+        let db = TestDb::new().await;
+        let nats = NatsServer::start();
+        let (portal_port, pbx_port) = (free_port(), free_port());
+        let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+        let mut sys = System {
             db,
             nats,
-            _app: app,
+            _app: Callcenter::placeholder(),
+            _pbx: None,
+            portal_port,
+            pbx_port,
             portal: format!("http://127.0.0.1:{portal_port}"),
             pbx: format!("http://127.0.0.1:{pbx_port}"),
             prefix,
             http: reqwest::Client::new(),
         };
+        if split {
+            sys._pbx = Some(sys.spawn_services("pbx-sim"));
+            sys._app = sys.spawn_services(CORE);
+        } else {
+            sys._app = sys.spawn_services("all");
+        }
         // Ready when the last demo agent can sign in and the demo devices are known.
         let c = sys.anonymous();
         eventually("the demo tenant", Duration::from_secs(60), || async {

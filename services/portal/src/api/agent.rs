@@ -116,7 +116,7 @@ pub struct PauseBody {
 pub async fn pause(State(p): State<Portal>, who: Authed, raw: Bytes) -> ApiResult<Json<SessionState>> {
     let agent = who.agent()?;
     let b: PauseBody = body(&raw)?;
-    Ok(Json(p.ctx.bus.request(&who.context(), &PauseAgent { agent, reason: b.reason }).await?))
+    Ok(Json(p.ctx.bus.request(&who.context(), &PauseAgent { agent, reason: b.reason, auto: false }).await?))
 }
 
 /// `POST /api/session/unpause`.
