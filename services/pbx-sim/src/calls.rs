@@ -18,13 +18,16 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
 /// How a simulated phone reacts when it rings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "snake_case")]
 pub enum PhoneMode {
     Manual,
     AutoAnswer { after_ms: u64 },
     Reject { after_ms: u64 },
     Ignore,
+    /// For traffic: answer after `after_ms` with probability `probability` (else let it ring),
+    /// then hang up after a talk time drawn from an exponential distribution of mean `talk_ms`.
+    Agent { after_ms: u64, probability: f64, talk_ms: u64 },
 }
 
 #[derive(Default)]
@@ -188,14 +191,30 @@ impl Calls {
     /// Schedules what the ringing phone does by itself.
     fn react(&self, tenant: &str, channel: &str, mode: PhoneMode) {
         let (me, tenant, channel) = (self.clone(), tenant.to_string(), channel.to_string());
-        let (delay, answer) = match mode {
-            PhoneMode::AutoAnswer { after_ms } => (after_ms, true),
-            PhoneMode::Reject { after_ms } => (after_ms, false),
+        let (delay, answer, talk) = match mode {
+            PhoneMode::AutoAnswer { after_ms } => (after_ms, true, None),
+            PhoneMode::Reject { after_ms } => (after_ms, false, None),
+            PhoneMode::Agent { after_ms, probability, talk_ms } => {
+                if crate::traffic::uniform() >= probability {
+                    return; // this time the agent does not pick up
+                }
+                (after_ms, true, Some(crate::traffic::exponential(talk_ms as f64)))
+            }
             PhoneMode::Manual | PhoneMode::Ignore => return,
         };
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(delay)).await;
-            let _ = if answer { me.answer(&tenant, &channel).await.map(|_| ()) } else { me.hangup(&tenant, &channel, HangupCause::Rejected).await };
+            if !answer {
+                let _ = me.hangup(&tenant, &channel, HangupCause::Rejected).await;
+                return;
+            }
+            if me.answer(&tenant, &channel).await.is_err() {
+                return;
+            }
+            if let Some(talk) = talk {
+                tokio::time::sleep(talk).await;
+                let _ = me.hangup(&tenant, &channel, HangupCause::Normal).await;
+            }
         });
     }
 
@@ -322,6 +341,21 @@ impl Calls {
 
     pub async fn set_mode(&self, tenant: &str, device: &DeviceId, mode: PhoneMode) {
         self.state.lock().await.entry(tenant.to_string()).or_default().phones.insert(device.clone(), mode);
+    }
+
+    /// Sets the mode of every phone of the tenant.
+    pub async fn set_all_modes(&self, tenant: &str, devices: &[DeviceId], mode: PhoneMode) {
+        let mut st = self.state.lock().await;
+        let t = st.entry(tenant.to_string()).or_default();
+        for d in devices {
+            t.phones.insert(d.clone(), mode);
+        }
+    }
+
+    /// Whether a channel is still up and not answered (a waiting caller).
+    pub async fn waiting(&self, tenant: &str, channel: &str) -> bool {
+        let st = self.state.lock().await;
+        st.get(tenant).and_then(|t| t.channels.get(channel)).is_some_and(|c| !c.answered)
     }
 }
 

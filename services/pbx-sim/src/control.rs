@@ -104,4 +104,9 @@ pub fn handlers(sim: Sim) -> CommandHandlers<Sim> {
             Ok(())
         })
         .on(|s: Sim, c, _: ListSimChannels| async move { Ok(s.calls.list(&c.tenant).await) })
+        .on(|s: Sim, c, cmd: crate::traffic::StartTraffic| async move { crate::traffic::start(&s, &c.tenant, cmd).await })
+        .on(|s: Sim, c, _: crate::traffic::StopTraffic| async move {
+            crate::traffic::stop(&s, &c.tenant).await;
+            Ok(())
+        })
 }

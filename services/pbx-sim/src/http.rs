@@ -8,6 +8,7 @@
 //! - `POST /tenants/{tenant}/calls` `{"queue": "500", "caller_number": "5551234", "caller_name": "Jane"}`
 //! - `GET  /tenants/{tenant}/channels`
 //! - `POST /tenants/{tenant}/channels/{channel}/hangup`: the caller hangs up
+//! - `POST /tenants/{tenant}/traffic` (see [`crate::traffic::StartTraffic`]), `DELETE` to stop
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -56,6 +57,7 @@ pub fn router(sim: Sim) -> Router {
         .route("/tenants/{tenant}/calls", post(place_call))
         .route("/tenants/{tenant}/channels", get(channels))
         .route("/tenants/{tenant}/channels/{channel}/hangup", post(caller_hangup))
+        .route("/tenants/{tenant}/traffic", post(start_traffic).delete(stop_traffic))
         .with_state(sim)
 }
 
@@ -113,4 +115,15 @@ async fn register(State(s): State<Sim>, Path((tenant, d)): Path<(String, String)
 
 async fn unregister(State(s): State<Sim>, Path((tenant, d)): Path<(String, String)>) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(devices::set_registered(&s.ctx, &tenant, &device(&d)?, false).await?))
+}
+
+async fn start_traffic(State(s): State<Sim>, Path(tenant): Path<String>, body: axum::body::Bytes) -> Result<StatusCode, ApiError> {
+    let cmd: crate::traffic::StartTraffic = cc_bus::parse_json(&body)?;
+    crate::traffic::start(&s, &tenant, cmd).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+async fn stop_traffic(State(s): State<Sim>, Path(tenant): Path<String>) -> StatusCode {
+    crate::traffic::stop(&s, &tenant).await;
+    StatusCode::NO_CONTENT
 }

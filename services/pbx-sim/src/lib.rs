@@ -8,6 +8,7 @@ pub mod calls;
 pub mod control;
 mod devices;
 mod http;
+pub mod traffic;
 
 use cc_bus::CommandHandlers;
 use cc_contracts::pbx::*;
@@ -18,6 +19,8 @@ use cc_runtime::Context;
 pub struct Sim {
     pub ctx: Context,
     pub calls: calls::Calls,
+    /// The running traffic generator of each tenant.
+    pub traffic: std::sync::Arc<tokio::sync::Mutex<std::collections::HashMap<String, tokio_util::sync::CancellationToken>>>,
 }
 
 pub use devices::DEMO_DEVICES;
@@ -32,7 +35,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
     if ctx.config.demo {
         devices::seed_demo(&ctx).await?;
     }
-    let sim_state = Sim { ctx: ctx.clone(), calls: calls::Calls::new(ctx.clone()) };
+    let sim_state = Sim { ctx: ctx.clone(), calls: calls::Calls::new(ctx.clone()), traffic: Default::default() };
     let pbx = CommandHandlers::new("pbx", sim_state.clone())
         .with_metrics(ctx.metrics.commands.clone())
         .on(|s: Sim, c, _: ListDevices| async move { devices::list(&s.ctx.pool, &c.tenant).await })

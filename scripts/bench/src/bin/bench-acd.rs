@@ -1,0 +1,208 @@
+//! Queue calls under load (issue: queue calls end to end):
+//!
+//! - `acd-p99`: ms from a caller entering a queue (the PBX's inbound `ChannelCreated`) to the
+//!   chosen agent's device ringing (`ChannelRinging` of the offer), with 1,000 logged-in agents
+//!   across 10 queues and 100 new calls per second for 60 s (the PBX simulator's traffic
+//!   generator: Poisson arrivals, phones answering after 300 ms, talk time 4 s on average).
+//!   Baseline: a bare NATS request/reply round trip (p99), same run.
+//! - `acd-lost`: calls that entered a queue and were neither answered and ended, abandoned nor
+//!   sent away, plus agents left ringing, connected or in wrap-up, after the traffic and a
+//!   drain period. Must be 0. Baseline: the calls placed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cc_bench::{env, fresh_database, percentile_ms, summary, wait_http_ok};
+use cc_bus::{Bus, CommandContext, Subjects};
+use cc_contracts::auth::{CreateAgent, CreateTenant};
+use cc_contracts::call::{ConfigureQueue, QueueSettings, Strategy};
+use cc_contracts::domain::{AgentNumber, DeviceId, QueueNumber};
+use cc_contracts::pbx::ChannelEvent;
+use cc_contracts::queue::{AssignAgent, CreateQueue};
+use cc_contracts::session::LoginAgent;
+use cc_pbx_sim::calls::PhoneMode;
+use cc_pbx_sim::control::{AddDevice, SetRegistered};
+use cc_pbx_sim::traffic::StartTraffic;
+use futures::StreamExt;
+
+#[derive(Default)]
+struct Timing {
+    entered: HashMap<String, Instant>,
+    leg_caller: HashMap<String, String>,
+    latencies: Vec<Duration>,
+    offered_calls: std::collections::HashSet<String>,
+}
+
+async fn parallel<F, Fut>(n: usize, width: usize, f: F) -> anyhow::Result<()>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let mut s = futures::stream::iter((0..n).map(f)).buffer_unordered(width);
+    while let Some(r) = s.next().await {
+        r?;
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let admin = env("CC_BENCH_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres");
+    let nats_url = env("CC_NATS_URL", "nats://127.0.0.1:4222");
+    let agents: usize = env("CC_BENCH_AGENTS", "1000").parse()?;
+    let rate: f64 = env("CC_BENCH_RATE", "100").parse()?;
+    let seconds: u64 = env("CC_BENCH_SECONDS", "60").parse()?;
+    let binary = env("CC_BENCH_BINARY", "target/release/callcenter");
+
+    let (pool, url) = fresh_database(&admin, "cc_bench_acd", 8).await?;
+    let prefix = format!("bacd{}", uuid::Uuid::now_v7().simple());
+    let mut child = tokio::process::Command::new(&binary)
+        .args(["run", "--target", "all"])
+        .env("CC_DATABASE_URL", &url)
+        .env("CC_NATS_URL", &nats_url)
+        .env("CC_SUBJECT_PREFIX", &prefix)
+        .env("CC_PORTAL_ADDR", "127.0.0.1:18480")
+        .env("CC_PBX_SIM_ADDR", "127.0.0.1:18482")
+        .env("CC_ADMIN_ADDR", "127.0.0.1:18481")
+        .env("CC_DATABASE_MAX_CONNECTIONS", "40")
+        .env("CC_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()?;
+    wait_http_ok("127.0.0.1:18481", "/readyz", Duration::from_secs(60)).await?;
+    let client = async_nats::connect(&nats_url).await?;
+    let bus = Bus::new(client.clone(), Subjects::new(&prefix));
+    let c = CommandContext::new("bench", "bench");
+    let setup = Instant::now();
+    loop {
+        match bus.request(&c, &CreateTenant { name: "Bench".into(), demo: false }).await {
+            Ok(_) => break,
+            Err(cc_bus::RequestError::NoResponders(_)) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let queues: Vec<String> = (0..10).map(|i| format!("{}", 600 + i)).collect();
+    for q in &queues {
+        bus.request(&c, &CreateQueue { queue: QueueNumber::parse(q)?, name: format!("Queue {q}") }).await?;
+        let settings = QueueSettings { strategy: Strategy::LongestIdle, ring_timeout_s: 15, wrap_up_s: 1, ..Default::default() };
+        bus.request(&c, &ConfigureQueue { queue: QueueNumber::parse(q)?, settings }).await?;
+    }
+    let number = |i: usize| format!("{}", 20000 + i);
+    parallel(agents, 8, |i| {
+        let (bus, c, queues) = (bus.clone(), c.clone(), queues.clone());
+        async move {
+            let a = AgentNumber::parse(&number(i))?;
+            let d = DeviceId::parse(&number(i))?;
+            bus.request(&c, &CreateAgent { agent: a.clone(), display_name: format!("Agent {i}"), password: "bench-secret".into(), may_manage_queues: Some(false) }).await?;
+            bus.request(&c, &AssignAgent { queue: QueueNumber::parse(&queues[i % queues.len()])?, agent: a, penalty: 0 }).await?;
+            bus.request(&c, &AddDevice { device: d.clone() }).await?;
+            bus.request(&c, &SetRegistered { device: d, registered: true }).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    parallel(agents, 8, |i| {
+        let (bus, c) = (bus.clone(), c.clone());
+        async move {
+            let a = AgentNumber::parse(&number(i))?;
+            // The device's registration may still be on its way to the agent-session service.
+            for attempt in 0.. {
+                match bus.request(&c, &LoginAgent { agent: a.clone(), device: None, queues: None }).await {
+                    Ok(_) => break,
+                    Err(cc_bus::RequestError::Rejected(e)) if e.error == "unknown_device" || e.error == "device_offline" && attempt < 50 => {
+                        tokio::time::sleep(Duration::from_millis(100)).await
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(())
+        }
+    })
+    .await?;
+    eprintln!("{agents} agents logged in across {} queues in {:.0} s", queues.len(), setup.elapsed().as_secs_f64());
+
+    // Baseline: bare NATS request/reply.
+    let echo_subject = format!("{prefix}.echo");
+    let mut echo = client.subscribe(echo_subject.clone()).await?;
+    let responder = client.clone();
+    tokio::spawn(async move {
+        while let Some(m) = echo.next().await {
+            if let Some(r) = m.reply {
+                let _ = responder.publish(r, m.payload).await;
+            }
+        }
+    });
+    client.flush().await?;
+    let mut baseline = Vec::new();
+    for _ in 0..3000 {
+        let t = Instant::now();
+        client.request(echo_subject.clone(), "ping".into()).await?;
+        baseline.push(t.elapsed());
+    }
+
+    // Entered -> ringing, measured from the PBX's facts.
+    let timing: Arc<Mutex<Timing>> = Arc::default();
+    let mut facts = client.subscribe(format!("{prefix}.pbx.evt.bench.channel.>")).await?;
+    client.flush().await?;
+    let t2 = timing.clone();
+    tokio::spawn(async move {
+        while let Some(m) = facts.next().await {
+            let now = Instant::now();
+            let Ok(e) = serde_json::from_slice::<ChannelEvent>(&m.payload) else { continue };
+            let mut t = t2.lock().unwrap();
+            match e {
+                ChannelEvent::ChannelCreated { channel, caller, dialed: Some(_), .. } => {
+                    t.entered.insert(caller.number, now);
+                    let _ = channel;
+                }
+                ChannelEvent::ChannelCreated { channel, caller, device: Some(_), .. } => {
+                    t.leg_caller.insert(channel, caller.number);
+                }
+                ChannelEvent::ChannelRinging { channel, .. } => {
+                    if let Some(caller) = t.leg_caller.get(&channel).cloned() {
+                        if t.offered_calls.insert(caller.clone()) {
+                            if let Some(start) = t.entered.get(&caller).copied() {
+                                t.latencies.push(now - start);
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+
+    let phones = PhoneMode::Agent { after_ms: 300, probability: 1.0, talk_ms: 4000 };
+    bus.request(&c, &StartTraffic { queues: queues.clone(), calls_per_second: rate, duration_s: seconds, patience_ms: 0, phones: Some(phones), caller_prefix: "7".into() }).await?;
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    // Drain: talk times are exponential (mean 4 s), then 1 s of wrap-up.
+    tokio::time::sleep(Duration::from_secs(40)).await;
+
+    let placed = timing.lock().unwrap().entered.len();
+    let unfinished: i64 = sqlx::query_scalar(
+        "select count(*) from es_events e where e.event_type = 'CallEnteredQueue' and not exists (
+           select 1 from es_events t where t.stream = e.stream and t.event_type in ('CallEnded', 'CallAbandoned', 'CallLeftQueue'))",
+    )
+    .fetch_one(&pool)
+    .await?;
+    let stuck: i64 = sqlx::query_scalar("select count(*) from rm_agents where view->>'status' in ('ringing', 'connected', 'on_hold', 'wrap_up')")
+        .fetch_one(&pool)
+        .await?;
+    let (mut l, ended): (Vec<Duration>, i64) = (
+        timing.lock().unwrap().latencies.clone(),
+        sqlx::query_scalar("select count(*) from es_events where event_type = 'CallEnded'").fetch_one(&pool).await?,
+    );
+    eprintln!(
+        "{placed} calls placed in {seconds} s, {} offered, {ended} answered and ended; unfinished {unfinished}, agents stuck {stuck}; \\
+         entered->ringing p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; NATS request/reply p50 {:.2} ms",
+        l.len(),
+        percentile_ms(&mut l, 50.0),
+        percentile_ms(&mut l, 99.0),
+        percentile_ms(&mut l, 100.0),
+        percentile_ms(&mut baseline, 50.0)
+    );
+    summary("acd-p99", percentile_ms(&mut l, 99.0), "ms", percentile_ms(&mut baseline, 99.0));
+    summary("acd-lost", (unfinished + stuck) as f64, "calls", placed as f64);
+    child.kill().await?;
+    Ok(())
+}
