@@ -54,12 +54,36 @@ struct CallControl {
 
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
     while !ctx.cancel.is_cancelled() {
+        match channel_consumer(&ctx).await {
+            Ok(_) => break,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot create the PBX event consumer; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    while !ctx.cancel.is_cancelled() {
         if let Err(e) = lead(&ctx).await {
             tracing::warn!(error = %format!("{e:#}"), "call control interrupted; rebuilding from the store");
         }
         tokio::select! { _ = ctx.cancel.cancelled() => {}, _ = tokio::time::sleep(Duration::from_secs(1)) => {} }
     }
     Ok(())
+}
+
+
+/// The durable consumer of the PBX's channel events, created when the service starts (before
+/// it may lead), so that no call reaching the PBX while a router catches up is missed.
+async fn channel_consumer(ctx: &Context) -> anyhow::Result<async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>> {
+    ctx.bus.ensure_pbx_stream().await?;
+    cc_bus::consumer::durable(
+        &ctx.bus,
+        &ctx.bus.subjects.pbx_stream(),
+        "call-control-channels",
+        vec![format!("{}.pbx.evt.*.channel.>", ctx.bus.subjects.prefix())],
+        DeliverPolicy::New,
+    )
+    .await
 }
 
 async fn lead(ctx: &Context) -> anyhow::Result<()> {
@@ -100,15 +124,7 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
 
 async fn follow(cc: &CallControl, sub: &mut Subscription, lease: &mut PgConnection) -> anyhow::Result<()> {
     let ctx = &cc.ctx;
-    ctx.bus.ensure_pbx_stream().await?;
-    let consumer = cc_bus::consumer::durable(
-        &ctx.bus,
-        &ctx.bus.subjects.pbx_stream(),
-        "call-control-channels",
-        vec![format!("{}.pbx.evt.*.channel.>", ctx.bus.subjects.prefix())],
-        DeliverPolicy::New,
-    )
-    .await?;
+    let consumer = channel_consumer(ctx).await?;
     let mut pbx = consumer.messages().await?;
     let mut check = tokio::time::interval(Duration::from_secs(2));
     loop {

@@ -93,6 +93,28 @@ pub enum PbxCommand {
         #[arg(long, default_value = "demo")]
         tenant: String,
     },
+    /// Generate calls: Poisson arrivals into queues; phones answer by themselves.
+    Traffic {
+        #[arg(long, default_value = "demo")]
+        tenant: String,
+        /// Comma-separated queue numbers.
+        #[arg(long, value_delimiter = ',', default_value = "500,501")]
+        queues: Vec<String>,
+        /// New calls per second (mean).
+        #[arg(long, default_value_t = 0.5)]
+        rate: f64,
+        #[arg(long, default_value_t = 60)]
+        duration: u64,
+        /// Mean caller patience in ms (0: callers never give up).
+        #[arg(long, default_value_t = 30_000)]
+        patience_ms: u64,
+        /// Mean talk time in ms of the phones that answer.
+        #[arg(long, default_value_t = 20_000)]
+        talk_ms: u64,
+        /// Probability that a ringing phone answers (else it rings out).
+        #[arg(long, default_value_t = 0.9)]
+        answer_probability: f64,
+    },
 }
 
 async fn bus(config: &Config) -> anyhow::Result<Bus> {
@@ -147,6 +169,19 @@ pub async fn pbx(config: &Config, cmd: PbxCommand) -> anyhow::Result<()> {
         PbxCommand::Hangup { tenant, device: d } => phone(&bus, &tenant, device(&d)?, PhoneAction::Hangup).await?,
         PbxCommand::CallerHangup { tenant, channel } => {
             bus.request(&CommandContext::new(&tenant, "operator"), &CallerHangup { channel }).await?
+        }
+        PbxCommand::Traffic { tenant, queues, rate, duration, patience_ms, talk_ms, answer_probability } => {
+            let phones = cc_pbx_sim::calls::PhoneMode::Agent { after_ms: 1500, probability: answer_probability, talk_ms };
+            let cmd = cc_pbx_sim::traffic::StartTraffic {
+                queues,
+                calls_per_second: rate,
+                duration_s: duration,
+                patience_ms,
+                phones: Some(phones),
+                caller_prefix: "555".into(),
+            };
+            bus.request(&CommandContext::new(&tenant, "operator"), &cmd).await?;
+            println!("traffic started for {duration} s");
         }
         PbxCommand::Channels { tenant } => {
             for c in bus.request(&CommandContext::new(&tenant, "operator"), &ListSimChannels {}).await? {

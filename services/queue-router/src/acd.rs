@@ -107,6 +107,8 @@ pub enum Decision {
     MaxWait { call: String },
     /// A wrap-up is over.
     WrapUpOver { call: String, tenant: String, agent: AgentNumber },
+    /// Nobody is logged into the queue of a waiting call, and the queue sends callers away then.
+    NoAgents { call: String },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -344,6 +346,13 @@ impl Acd {
     /// Offers to make now.
     pub fn dispatch(&mut self, now: DateTime<Utc>) -> Vec<Decision> {
         let mut out = vec![];
+        // Cheap exits first: with no free agent (the usual case under load) or no waiting call,
+        // nothing to do; this runs after every event.
+        let any_free = self.agents.values().any(|a| a.logged_in && a.ringing == 0 && a.on_call.is_none() && a.wrap_up.is_none() && !a.paused);
+        let ring_in_use = self.queues.values().any(|q| q.settings.ring_in_use);
+        if !any_free && !ring_in_use {
+            return out;
+        }
         let mut taken: HashSet<Key<AgentNumber>> = HashSet::new();
         let waiting: Vec<String> = self.waiting().into_iter().cloned().collect();
         for call in &waiting {
@@ -396,6 +405,8 @@ impl Acd {
             }
             if !c.done && c.answered.is_none() && s.max_wait_s > 0 && c.entered_at + Duration::seconds(s.max_wait_s) <= now {
                 out.push(Decision::MaxWait { call: id.clone() });
+            } else if self.sent_away(c) {
+                out.push(Decision::NoAgents { call: id.clone() });
             }
         }
         for ((tenant, agent), a) in &self.agents {
@@ -416,9 +427,19 @@ impl Acd {
             let wait = (!c.done && c.answered.is_none() && s.max_wait_s > 0).then(|| c.entered_at + Duration::seconds(s.max_wait_s));
             ring.chain(wait)
         });
-        let wraps = self.agents.values().filter_map(|a| a.wrap_up.as_ref().map(|w| w.1));
+        let away = self.calls.values().filter(|c| self.sent_away(c)).map(|c| c.entered_at);
+        let wraps = self.agents.values().filter_map(|a| a.wrap_up.as_ref().map(|w| w.1)).chain(away);
         let rejects = self.agents.values().filter_map(|a| a.reject_until);
         offers.chain(wraps).chain(rejects).min()
+    }
+
+    /// A waiting call whose queue sends callers away when nobody is logged into it.
+    fn sent_away(&self, c: &Call) -> bool {
+        !c.done
+            && c.answered.is_none()
+            && c.offers.is_empty()
+            && self.settings(&c.tenant, &c.queue).leave_when_no_agents
+            && !self.anyone_logged_in(&c.tenant, &c.queue)
     }
 
     /// Whether any agent is logged into the queue.

@@ -26,6 +26,15 @@ use crate::acd::{Acd, Decision};
 
 pub async fn run(ctx: Context) {
     while !ctx.cancel.is_cancelled() {
+        match channel_consumer(&ctx).await {
+            Ok(_) => break,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot create the PBX event consumer; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    while !ctx.cancel.is_cancelled() {
         if let Err(e) = lead(&ctx).await {
             tracing::warn!(error = %format!("{e:#}"), "queue router interrupted; rebuilding from the store");
         }
@@ -41,6 +50,21 @@ struct Router<'a> {
     /// Calls that ended but whose wrap-up was not started yet.
     ended: HashSet<String>,
     live: bool,
+}
+
+
+/// The durable consumer of the PBX's channel events, created when the service starts (before
+/// it may lead), so that no call reaching the PBX while a router catches up is missed.
+async fn channel_consumer(ctx: &Context) -> anyhow::Result<async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>> {
+    ctx.bus.ensure_pbx_stream().await?;
+    cc_bus::consumer::durable(
+        &ctx.bus,
+        &ctx.bus.subjects.pbx_stream(),
+        "queue-router-channels",
+        vec![format!("{}.pbx.evt.*.channel.>", ctx.bus.subjects.prefix())],
+        DeliverPolicy::New,
+    )
+    .await
 }
 
 async fn lead(ctx: &Context) -> anyhow::Result<()> {
@@ -62,15 +86,7 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
     }
     tracing::info!(calls = r.acd.calls.len(), agents = r.acd.agents.len(), "queue router lease taken; routing");
 
-    ctx.bus.ensure_pbx_stream().await?;
-    let consumer = cc_bus::consumer::durable(
-        &ctx.bus,
-        &ctx.bus.subjects.pbx_stream(),
-        "queue-router-channels",
-        vec![format!("{}.pbx.evt.*.channel.>", ctx.bus.subjects.prefix())],
-        DeliverPolicy::New,
-    )
-    .await?;
+    let consumer = channel_consumer(ctx).await?;
     let mut pbx = consumer.messages().await?;
     let mut last_check = std::time::Instant::now();
     loop {
@@ -204,9 +220,15 @@ impl Router<'_> {
                 })
                 .collect();
             self.record(&c.tenant, &call, events).await?;
-            for (offer, agent, device) in offers {
+            // Ring every chosen phone at once.
+            let pbx = self.pbx(&c.tenant);
+            let rings = offers.into_iter().map(|(offer, agent, device)| {
                 let cmd = Originate { channel: Some(offer.clone()), endpoint: Endpoint::Device(device), caller: c.caller.clone() };
-                if let Err(e) = self.ctx.bus.request(&self.pbx(&c.tenant), &cmd).await {
+                let (bus, pbx) = (self.ctx.bus.clone(), pbx.clone());
+                async move { (offer, agent, bus.request(&pbx, &cmd).await) }
+            });
+            for (offer, agent, r) in futures::future::join_all(rings).await {
+                if let Err(e) = r {
                     tracing::info!(error = %e, %agent, "could not ring the agent's device");
                     let w = CallEvent::OfferWithdrawn { call: call.clone(), agent, offer, reason: WithdrawReason::DeviceUnavailable };
                     self.record(&c.tenant, &call, vec![w]).await?;
@@ -217,18 +239,19 @@ impl Router<'_> {
     }
 
     async fn on_due(&mut self, d: Decision) -> anyhow::Result<()> {
-        match d {
+        match d.clone() {
             Decision::OfferTimedOut { call, agent, offer } => {
                 let Some((tenant, queue)) = self.acd.calls.get(&call).map(|c| (c.tenant.clone(), c.queue.clone())) else { return Ok(()) };
                 self.record(&tenant, &call, vec![CallEvent::OfferTimedOut { call: call.clone(), agent: agent.clone(), offer: offer.clone() }]).await?;
                 self.hang_up(&tenant, &offer, HangupCause::NoAnswer).await;
                 self.maybe_auto_pause(&tenant, &queue, &agent).await;
             }
-            Decision::MaxWait { call } => {
+            Decision::MaxWait { call } | Decision::NoAgents { call } => {
+                let reason = if matches!(d, Decision::MaxWait { .. }) { LeaveReason::MaxWait } else { LeaveReason::NoAgents };
                 let Some(c) = self.acd.calls.get(&call).cloned() else { return Ok(()) };
                 let mut events = self.withdraw_all(&call, WithdrawReason::CallerGone);
                 let wait_ms = (Utc::now() - c.entered_at).num_milliseconds();
-                events.push(CallEvent::CallLeftQueue { call: call.clone(), queue: c.queue.clone(), reason: LeaveReason::MaxWait, wait_ms });
+                events.push(CallEvent::CallLeftQueue { call: call.clone(), queue: c.queue.clone(), reason, wait_ms });
                 self.record(&c.tenant, &call, events).await?;
                 for o in &c.offers {
                     self.hang_up(&c.tenant, &o.offer, HangupCause::Normal).await;

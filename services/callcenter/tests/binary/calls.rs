@@ -197,3 +197,32 @@ async fn callers_leave_after_the_max_wait_or_at_once_when_nobody_is_logged_in() 
     let channels: Vec<Value> = sys.http.get(format!("{}/tenants/demo/channels", sys.pbx)).send().await.unwrap().json().await.unwrap();
     assert!(channels.is_empty(), "{channels:?}");
 }
+
+#[tokio::test]
+async fn the_traffic_generator_drives_calls_that_all_finish() {
+    let sys = System::start().await;
+    let admin = sys.sign_in("admin", "demo-admin").await;
+    for q in ["500", "501"] {
+        admin.call(Method::PUT, &format!("/api/admin/queues/{q}/settings"), Some(json!({"wrap_up_s": 0, "ring_timeout_s": 5}))).await.ok();
+    }
+    for n in ["1001", "1002", "1003", "1004"] {
+        sys.agent(n).await.post("/api/session", json!({})).await.ok();
+    }
+    let traffic = json!({"queues": ["500", "501"], "calls_per_second": 5, "duration_s": 2, "patience_ms": 0,
+        "phones": {"mode": "agent", "after_ms": 50, "probability": 1.0, "talk_ms": 200}});
+    let (status, body) = sys.pbx_post("/traffic", traffic).await;
+    assert_eq!(status, 202, "{body}");
+    let (entered, ended) = cc_testkit::eventually("every generated call to finish", Duration::from_secs(30), || async {
+        let count = |t: &'static str| {
+            let pool = sys.db.pool.clone();
+            async move { sqlx::query_scalar::<_, i64>("select count(*) from es_events where event_type = $1").bind(t).fetch_one(&pool).await.unwrap() }
+        };
+        let (entered, ended, abandoned) = (count("CallEnteredQueue").await, count("CallEnded").await, count("CallAbandoned").await);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        (entered > 0 && entered == ended + abandoned && count("CallEnteredQueue").await == entered).then_some((entered, ended))
+    })
+    .await;
+    assert!(ended > 0 && ended <= entered, "{ended} of {entered}");
+    let (status, body) = sys.pbx_post("/traffic", json!({"queues": [], "calls_per_second": 1, "duration_s": 1})).await;
+    assert_eq!((status, body["field"].as_str()), (400, Some("queues")));
+}
