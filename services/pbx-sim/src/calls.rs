@@ -63,7 +63,11 @@ impl Calls {
         Self { ctx, state: Arc::default() }
     }
 
+    /// Sends the facts in order. Called under the state lock so that each channel's facts leave
+    /// in order; the JetStream acks are awaited off the lock (a slow ack must not stall every
+    /// phone of the PBX), and a failed one is logged.
     async fn publish(&self, tenant: &str, facts: Vec<Fact>) -> Result<(), CommandError> {
+        let mut acks = Vec::with_capacity(facts.len());
         for f in facts {
             let (subject, body) = match &f {
                 Fact::Channel(e) => (self.ctx.bus.subjects.pbx_event(tenant, "channel", e.channel(), e.type_name()), serde_json::to_vec(e)),
@@ -78,8 +82,15 @@ impl Calls {
                 .publish_with_headers(subject, headers, body.expect("events serialize").into())
                 .await
                 .map_err(|e| CommandError::new("unavailable", format!("could not report a PBX event: {e}")))?;
-            ack.await.map_err(|e| CommandError::new("unavailable", format!("JetStream did not take a PBX event: {e}")))?;
+            acks.push(ack);
         }
+        tokio::spawn(async move {
+            for ack in acks {
+                if let Err(e) = ack.await {
+                    tracing::warn!(error = %e, "JetStream did not take a PBX event");
+                }
+            }
+        });
         Ok(())
     }
 

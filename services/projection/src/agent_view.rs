@@ -100,6 +100,8 @@ pub fn apply(v: &mut AgentView, fact: &Fact, at: DateTime<Utc>, queue_name: &dyn
         },
         Fact::Session(e) => match e {
             AgentSessionEvent::AgentLoggedIn { device, queues, .. } => {
+                // The counts the portal shows are those of this login.
+                v.counts = Counts::default();
                 v.device = Some(device.to_string());
                 v.device_online = true;
                 v.login_time = Some(at);

@@ -49,6 +49,9 @@ struct Router<'a> {
     own: HashSet<Uuid>,
     /// Calls that ended but whose wrap-up was not started yet.
     ended: HashSet<String>,
+    /// Caller channels already taken into a queue (recent ones): a redelivered PBX event does
+    /// not enter the same caller twice.
+    seen_callers: (HashSet<String>, std::collections::VecDeque<String>),
     live: bool,
 }
 
@@ -73,7 +76,7 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
     if !got {
         return Ok(());
     }
-    let mut r = Router { ctx, acd: Acd::default(), own: HashSet::new(), ended: HashSet::new(), live: false };
+    let mut r = Router { ctx, acd: Acd::default(), own: HashSet::new(), ended: HashSet::new(), seen_callers: Default::default(), live: false };
     let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::All, Checkpoint::START).await?.with_batch_size(2000);
     while let Some(batch) = sub.poll().await? {
         for e in &batch {
@@ -142,6 +145,9 @@ impl Router<'_> {
             }
             "call" => {
                 if let Some(c) = decode::<CallEvent>(e) {
+                    if let CallEvent::CallEnteredQueue { channel, .. } = &c {
+                        self.remember_caller(channel);
+                    }
                     self.acd.apply_call(tenant, &c, e.recorded_at);
                     match &c {
                         CallEvent::CallEnded { call, .. } => {
@@ -266,6 +272,21 @@ impl Router<'_> {
         Ok(())
     }
 
+    /// Remembers a caller channel (the last 100,000); false when it was seen already.
+    fn remember_caller(&mut self, channel: &str) -> bool {
+        let (set, order) = &mut self.seen_callers;
+        if !set.insert(channel.to_string()) {
+            return false;
+        }
+        order.push_back(channel.to_string());
+        if order.len() > 100_000 {
+            if let Some(old) = order.pop_front() {
+                set.remove(&old);
+            }
+        }
+        true
+    }
+
     /// Pauses an agent who missed the queue's limit of offers in a row (when configured).
     async fn maybe_auto_pause(&mut self, tenant: &str, queue: &cc_contracts::domain::QueueNumber, agent: &AgentNumber) {
         let limit = self.acd.settings(tenant, queue).auto_pause_after;
@@ -297,6 +318,9 @@ impl Router<'_> {
         match e {
             ChannelEvent::ChannelCreated { tenant, channel, direction: Direction::Inbound, caller, dialed: Some(dialed), .. } => {
                 let Some(queue) = self.acd.has_queue(&tenant, &dialed) else { return Ok(()) };
+                if self.acd.channels.contains_key(&channel) || !self.remember_caller(&channel) {
+                    return Ok(()); // a redelivery
+                }
                 let call = Uuid::now_v7().simple().to_string();
                 let mut events = vec![CallEvent::CallEnteredQueue { call: call.clone(), queue: queue.clone(), caller, channel: channel.clone(), priority: 0 }];
                 let leave = self.acd.settings(&tenant, &queue).leave_when_no_agents && !self.acd.anyone_logged_in(&tenant, &queue);
@@ -335,11 +359,17 @@ impl Router<'_> {
                 if let Some(call) = self.acd.offers.get(&channel).cloned() {
                     let Some(c) = self.acd.calls.get(&call) else { return Ok(()) };
                     let Some(o) = c.offers.iter().find(|o| o.offer == channel).cloned() else { return Ok(()) };
-                    let e = match cause {
-                        HangupCause::NoAnswer => CallEvent::OfferTimedOut { call: call.clone(), agent: o.agent, offer: channel },
-                        _ => CallEvent::OfferRejected { call: call.clone(), agent: o.agent, offer: channel },
+                    let queue = c.queue.clone();
+                    let missed = cause == HangupCause::NoAnswer;
+                    let e = if missed {
+                        CallEvent::OfferTimedOut { call: call.clone(), agent: o.agent.clone(), offer: channel }
+                    } else {
+                        CallEvent::OfferRejected { call: call.clone(), agent: o.agent.clone(), offer: channel }
                     };
                     self.record(&tenant, &call, vec![e]).await?;
+                    if missed {
+                        self.maybe_auto_pause(&tenant, &queue, &o.agent).await;
+                    }
                 } else if let Some(call) = self.acd.channels.get(&channel).cloned() {
                     let Some(c) = self.acd.calls.get(&call).cloned() else { return Ok(()) };
                     if c.answered.is_none() && !c.done {
