@@ -92,3 +92,11 @@ where
         }
     }
 }
+
+/// A durable consumer of the PBX's channel events (new ones from its creation on). Services
+/// create it when they start, before they may lead, so no call is missed while they catch up.
+pub async fn pbx_channels(bus: &Bus, name: &str) -> anyhow::Result<async_nats::jetstream::consumer::Consumer<pull::Config>> {
+    bus.ensure_pbx_stream().await?;
+    let filter = format!("{}.pbx.evt.*.channel.>", bus.subjects.prefix());
+    durable(bus, &bus.subjects.pbx_stream(), name, vec![filter], DeliverPolicy::New).await
+}

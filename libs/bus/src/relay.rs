@@ -22,8 +22,6 @@ use async_nats::jetstream::stream::{Config as StreamConfig, StorageType};
 use async_nats::HeaderMap;
 use cc_eventstore::{Checkpoint, CheckpointStore, EventStore, ReadFilter, RecordedEvent, Subscription};
 use futures::future::try_join_all;
-use sqlx::postgres::PgConnection;
-use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -141,16 +139,10 @@ impl Relay {
 
     /// Takes the lease (or returns when it is held elsewhere) and relays while holding it.
     async fn lead(&self, cancel: &CancellationToken) -> Result<()> {
-        let mut lease = PgConnection::connect(&self.database_url).await.map_err(db)?;
-        let got: bool = sqlx::query_scalar("select pg_try_advisory_lock(hashtext($1))")
-            .bind(self.lease_key())
-            .fetch_one(&mut lease)
-            .await
-            .map_err(db)?;
-        if !got {
+        let Some(mut lease) = cc_eventstore::Lease::try_acquire(&self.database_url, &self.lease_key()).await.map_err(db)? else {
             tracing::debug!("relay lease held by another process; standing by");
             return Ok(());
-        }
+        };
         tracing::info!(stream = %self.bus.subjects.events_stream(), "relay lease taken; relaying");
         ensure_events_stream(&self.bus, self.options.duplicate_window).await?;
         let mut pos = self.resync().await?;
@@ -159,17 +151,13 @@ impl Relay {
             .map_err(db)?
             .with_batch_size(self.options.batch_size);
         let checkpoints = CheckpointStore::new(self.store.pool().clone());
-        let mut last_lease_check = std::time::Instant::now();
         loop {
             let batch = tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
                 b = sub.next_batch() => b.map_err(db)?,
             };
-            if last_lease_check.elapsed() > Duration::from_secs(2) {
-                // A dead lease connection means another relay may lead now: stop.
-                sqlx::query("select 1").execute(&mut lease).await.map_err(db)?;
-                last_lease_check = std::time::Instant::now();
-            }
+            // A dead lease connection means another relay may lead now: stop.
+            lease.check().await.map_err(db)?;
             pos = self.publish(batch, pos).await?;
             checkpoints.save("relay", pos.checkpoint).await.map_err(db)?;
         }

@@ -13,6 +13,7 @@
 
 mod checkpoint;
 mod event;
+mod lease;
 mod migrate;
 mod names;
 mod store;
@@ -20,6 +21,7 @@ mod subscription;
 mod upcast;
 
 pub use checkpoint::CheckpointStore;
+pub use lease::Lease;
 pub use event::{AppendResult, Checkpoint, ExpectedVersion, Metadata, NewEvent, RecordedEvent};
 pub use migrate::{migrate, Migration};
 pub use names::{NameError, StreamName};

@@ -9,19 +9,16 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::DeliverPolicy;
 use cc_bus::{CommandContext, CommandError, CommandHandlers};
 use cc_contracts::call::{CallEvent, EndedBy, HangupCall, HoldCall};
 
 use cc_contracts::domain::AgentNumber;
 use cc_contracts::pbx::{Answer, Bridge, ChannelEvent, Hangup, HangupCause, Hold, ListChannels};
 use cc_contracts::{decode, encode};
-use cc_eventstore::{Checkpoint, ExpectedVersion, Metadata, ReadFilter, StreamName, Subscription};
+use cc_eventstore::{Checkpoint, ExpectedVersion, Lease, Metadata, ReadFilter, StreamName, Subscription};
 use cc_runtime::Context;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use sqlx::postgres::PgConnection;
-use sqlx::Connection;
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
@@ -72,26 +69,12 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
 }
 
 
-/// The durable consumer of the PBX's channel events, created when the service starts (before
-/// it may lead), so that no call reaching the PBX while a router catches up is missed.
 async fn channel_consumer(ctx: &Context) -> anyhow::Result<async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>> {
-    ctx.bus.ensure_pbx_stream().await?;
-    cc_bus::consumer::durable(
-        &ctx.bus,
-        &ctx.bus.subjects.pbx_stream(),
-        "call-control-channels",
-        vec![format!("{}.pbx.evt.*.channel.>", ctx.bus.subjects.prefix())],
-        DeliverPolicy::New,
-    )
-    .await
+    cc_bus::consumer::pbx_channels(&ctx.bus, "call-control-channels").await
 }
 
 async fn lead(ctx: &Context) -> anyhow::Result<()> {
-    let mut lease = PgConnection::connect(&ctx.config.database_url).await?;
-    let got: bool = sqlx::query_scalar("select pg_try_advisory_lock(hashtext('cc-call-control'))").fetch_one(&mut lease).await?;
-    if !got {
-        return Ok(());
-    }
+    let Some(mut lease) = Lease::try_acquire(&ctx.config.database_url, "cc-call-control").await? else { return Ok(()) };
     let cc = CallControl { ctx: ctx.clone(), state: Arc::default() };
     let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::Category("call".into()), Checkpoint::START).await?.with_batch_size(2000);
     while let Some(batch) = sub.poll().await? {
@@ -122,7 +105,7 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
     result
 }
 
-async fn follow(cc: &CallControl, sub: &mut Subscription, lease: &mut PgConnection) -> anyhow::Result<()> {
+async fn follow(cc: &CallControl, sub: &mut Subscription, lease: &mut Lease) -> anyhow::Result<()> {
     let ctx = &cc.ctx;
     let consumer = channel_consumer(ctx).await?;
     let mut pbx = consumer.messages().await?;
@@ -152,9 +135,7 @@ async fn follow(cc: &CallControl, sub: &mut Subscription, lease: &mut PgConnecti
                 }
                 let _ = m.ack().await;
             }
-            _ = check.tick() => {
-                sqlx::query("select 1").execute(&mut *lease).await?;
-            }
+            _ = check.tick() => lease.check().await?,
         }
     }
 }

@@ -10,10 +10,9 @@ use cc_contracts::call::CallEvent;
 use cc_contracts::queue::QueueEvent;
 use cc_contracts::session::AgentSessionEvent;
 use cc_contracts::views::AgentView;
-use cc_eventstore::{Checkpoint, ReadFilter, RecordedEvent, Subscription};
+use cc_eventstore::{Checkpoint, Lease, ReadFilter, RecordedEvent, Subscription};
 use cc_runtime::Context;
-use sqlx::postgres::PgConnection;
-use sqlx::{Connection, Row};
+use sqlx::Row;
 
 use crate::agent_view::{self, CallInfo, Fact};
 
@@ -38,15 +37,10 @@ async fn load_checkpoint(ctx: &Context) -> anyhow::Result<Checkpoint> {
 }
 
 async fn lead(ctx: &Context) -> anyhow::Result<()> {
-    let mut lease = PgConnection::connect(&ctx.config.database_url).await?;
-    let got: bool = sqlx::query_scalar("select pg_try_advisory_lock(hashtext('cc-projection:portal'))").fetch_one(&mut lease).await?;
-    if !got {
-        return Ok(());
-    }
+    let Some(mut lease) = Lease::try_acquire(&ctx.config.database_url, "cc-projection:portal").await? else { return Ok(()) };
     tracing::info!("portal projection lease taken");
     let from = load_checkpoint(ctx).await?;
     let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::All, from).await?.with_batch_size(1000);
-    let mut last_check = Instant::now();
     let mut last_prune = Instant::now();
     loop {
         let batch = tokio::select! {
@@ -59,10 +53,7 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
             let body = serde_json::to_vec(v).expect("views serialize");
             ctx.bus.client.publish(subject, body.into()).await?;
         }
-        if last_check.elapsed() > Duration::from_secs(2) {
-            sqlx::query("select 1").execute(&mut lease).await?;
-            last_check = Instant::now();
-        }
+        lease.check().await?;
         if last_prune.elapsed() > Duration::from_secs(60) {
             sqlx::query("delete from rm_agent_updates where recorded_at < now() - interval '1 day'").execute(&ctx.pool).await?;
             last_prune = Instant::now();

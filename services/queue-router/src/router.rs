@@ -6,7 +6,6 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::DeliverPolicy;
 use cc_bus::CommandContext;
 use cc_contracts::call::{CallEvent, LeaveReason, WithdrawReason};
 use cc_contracts::domain::AgentNumber;
@@ -14,12 +13,10 @@ use cc_contracts::pbx::{ChannelEvent, Direction, Endpoint, Hangup, HangupCause, 
 use cc_contracts::queue::QueueEvent;
 use cc_contracts::session::AgentSessionEvent;
 use cc_contracts::{decode, encode};
-use cc_eventstore::{Checkpoint, ExpectedVersion, Metadata, ReadFilter, RecordedEvent, StreamName, Subscription};
+use cc_eventstore::{Checkpoint, ExpectedVersion, Lease, Metadata, ReadFilter, RecordedEvent, StreamName, Subscription};
 use cc_runtime::Context;
 use chrono::Utc;
 use futures::StreamExt;
-use sqlx::postgres::PgConnection;
-use sqlx::Connection;
 use uuid::Uuid;
 
 use crate::acd::{Acd, Decision};
@@ -56,26 +53,12 @@ struct Router<'a> {
 }
 
 
-/// The durable consumer of the PBX's channel events, created when the service starts (before
-/// it may lead), so that no call reaching the PBX while a router catches up is missed.
 async fn channel_consumer(ctx: &Context) -> anyhow::Result<async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>> {
-    ctx.bus.ensure_pbx_stream().await?;
-    cc_bus::consumer::durable(
-        &ctx.bus,
-        &ctx.bus.subjects.pbx_stream(),
-        "queue-router-channels",
-        vec![format!("{}.pbx.evt.*.channel.>", ctx.bus.subjects.prefix())],
-        DeliverPolicy::New,
-    )
-    .await
+    cc_bus::consumer::pbx_channels(&ctx.bus, "queue-router-channels").await
 }
 
 async fn lead(ctx: &Context) -> anyhow::Result<()> {
-    let mut lease = PgConnection::connect(&ctx.config.database_url).await?;
-    let got: bool = sqlx::query_scalar("select pg_try_advisory_lock(hashtext('cc-queue-router'))").fetch_one(&mut lease).await?;
-    if !got {
-        return Ok(());
-    }
+    let Some(mut lease) = Lease::try_acquire(&ctx.config.database_url, "cc-queue-router").await? else { return Ok(()) };
     let mut r = Router { ctx, acd: Acd::default(), own: HashSet::new(), ended: HashSet::new(), seen_callers: Default::default(), live: false };
     let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::All, Checkpoint::START).await?.with_batch_size(2000);
     while let Some(batch) = sub.poll().await? {
@@ -91,7 +74,6 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
 
     let consumer = channel_consumer(ctx).await?;
     let mut pbx = consumer.messages().await?;
-    let mut last_check = std::time::Instant::now();
     loop {
         r.dispatch().await?;
         let sleep = match r.acd.next_deadline() {
@@ -119,10 +101,7 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
                 }
             }
         }
-        if last_check.elapsed() > Duration::from_secs(2) {
-            sqlx::query("select 1").execute(&mut lease).await?;
-            last_check = std::time::Instant::now();
-        }
+        lease.check().await?;
     }
 }
 
