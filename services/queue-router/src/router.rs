@@ -150,13 +150,24 @@ impl Router<'_> {
 
     /// Appends call events (recording them as our own) and applies them at once.
     async fn record(&mut self, tenant: &str, call: &str, events: Vec<CallEvent>) -> anyhow::Result<()> {
+        self.record_after(tenant, call, vec![], events).await
+    }
+
+    /// Appends `applied` (already applied to the model) and `events` in one append, then
+    /// applies `events`.
+    async fn record_after(&mut self, tenant: &str, call: &str, applied: Vec<CallEvent>, events: Vec<CallEvent>) -> anyhow::Result<()> {
         let meta = Metadata::new(tenant, "system:queue-router");
-        let encoded: Vec<_> = events.iter().map(|e| encode(e, meta.clone())).collect();
+        let encoded: Vec<_> = applied.iter().chain(&events).map(|e| encode(e, meta.clone())).collect();
+        if encoded.is_empty() {
+            return Ok(());
+        }
         let stream = StreamName::new(tenant, "call", call)?;
         self.ctx.store.append(&stream, ExpectedVersion::Any, &encoded).await?;
         let now = Utc::now();
-        for (e, n) in events.iter().zip(&encoded) {
+        for n in &encoded {
             self.own.insert(n.event_id);
+        }
+        for e in &events {
             self.acd.apply_call(tenant, e, now);
         }
         Ok(())
@@ -191,33 +202,40 @@ impl Router<'_> {
     async fn dispatch(&mut self) -> anyhow::Result<()> {
         for d in self.acd.dispatch(Utc::now()) {
             let Decision::Offer { call, agents } = d else { continue };
-            let Some(c) = self.acd.calls.get(&call).cloned() else { continue };
-            let offers: Vec<(String, AgentNumber, cc_contracts::domain::DeviceId)> =
-                agents.into_iter().map(|(a, d)| (Uuid::now_v7().simple().to_string(), a, d)).collect();
-            let events = offers
-                .iter()
-                .map(|(offer, agent, device)| CallEvent::CallOffered {
-                    call: call.clone(),
-                    queue: c.queue.clone(),
-                    agent: agent.clone(),
-                    device: device.clone(),
-                    offer: offer.clone(),
-                })
-                .collect();
-            self.record(&c.tenant, &call, events).await?;
-            // Ring every chosen phone at once.
-            let pbx = self.pbx(&c.tenant);
-            let rings = offers.into_iter().map(|(offer, agent, device)| {
-                let cmd = Originate { channel: Some(offer.clone()), endpoint: Endpoint::Device(device), caller: c.caller.clone() };
-                let (bus, pbx) = (self.ctx.bus.clone(), pbx.clone());
-                async move { (offer, agent, bus.request(&pbx, &cmd).await) }
-            });
-            for (offer, agent, r) in futures::future::join_all(rings).await {
-                if let Err(e) = r {
-                    tracing::info!(error = %e, %agent, "could not ring the agent's device");
-                    let w = CallEvent::OfferWithdrawn { call: call.clone(), agent, offer, reason: WithdrawReason::DeviceUnavailable };
-                    self.record(&c.tenant, &call, vec![w]).await?;
-                }
+            self.offer(&call, agents, vec![]).await?;
+        }
+        Ok(())
+    }
+
+    /// Records the offers of a call (after `first`, events already applied to the model: the
+    /// call's entry, when the first offer is decided at once) and rings the agents' phones.
+    async fn offer(&mut self, call: &str, agents: Vec<(AgentNumber, cc_contracts::domain::DeviceId)>, first: Vec<CallEvent>) -> anyhow::Result<()> {
+        let Some(c) = self.acd.calls.get(call).cloned() else { return Ok(()) };
+        let offers: Vec<(String, AgentNumber, cc_contracts::domain::DeviceId)> =
+            agents.into_iter().map(|(a, d)| (Uuid::now_v7().simple().to_string(), a, d)).collect();
+        let events = offers
+            .iter()
+            .map(|(offer, agent, device)| CallEvent::CallOffered {
+                call: call.to_string(),
+                queue: c.queue.clone(),
+                agent: agent.clone(),
+                device: device.clone(),
+                offer: offer.clone(),
+            })
+            .collect();
+        self.record_after(&c.tenant, call, first, events).await?;
+        // Ring every chosen phone at once.
+        let pbx = self.pbx(&c.tenant);
+        let rings = offers.into_iter().map(|(offer, agent, device)| {
+            let cmd = Originate { channel: Some(offer.clone()), endpoint: Endpoint::Device(device), caller: c.caller.clone() };
+            let (bus, pbx) = (self.ctx.bus.clone(), pbx.clone());
+            async move { (offer, agent, bus.request(&pbx, &cmd).await) }
+        });
+        for (offer, agent, r) in futures::future::join_all(rings).await {
+            if let Err(e) = r {
+                tracing::info!(error = %e, %agent, "could not ring the agent's device");
+                let w = CallEvent::OfferWithdrawn { call: call.to_string(), agent, offer, reason: WithdrawReason::DeviceUnavailable };
+                self.record(&c.tenant, call, vec![w]).await?;
             }
         }
         Ok(())
@@ -301,14 +319,24 @@ impl Router<'_> {
                     return Ok(()); // a redelivery
                 }
                 let call = Uuid::now_v7().simple().to_string();
-                let mut events = vec![CallEvent::CallEnteredQueue { call: call.clone(), queue: queue.clone(), caller, channel: channel.clone(), priority: 0 }];
+                let entered = CallEvent::CallEnteredQueue { call: call.clone(), queue: queue.clone(), caller, channel: channel.clone(), priority: 0 };
                 let leave = self.acd.settings(&tenant, &queue).leave_when_no_agents && !self.acd.anyone_logged_in(&tenant, &queue);
                 if leave {
-                    events.push(CallEvent::CallLeftQueue { call: call.clone(), queue, reason: LeaveReason::NoAgents, wait_ms: 0 });
-                }
-                self.record(&tenant, &call, events).await?;
-                if leave {
+                    let left = CallEvent::CallLeftQueue { call: call.clone(), queue, reason: LeaveReason::NoAgents, wait_ms: 0 };
+                    self.record(&tenant, &call, vec![entered, left]).await?;
                     self.hang_up(&tenant, &channel, HangupCause::Normal).await;
+                    return Ok(());
+                }
+                // Decide the first offer right away and record it with the entry: one commit on
+                // the way from the caller's arrival to the agent's phone ringing.
+                self.acd.apply_call(&tenant, &entered, Utc::now());
+                let first = self.acd.dispatch(Utc::now()).into_iter().find_map(|d| match d {
+                    Decision::Offer { call: c, agents } if c == call => Some(agents),
+                    _ => None,
+                });
+                match first {
+                    Some(agents) => self.offer(&call, agents, vec![entered]).await?,
+                    None => self.record_after(&tenant, &call, vec![entered], vec![]).await?,
                 }
             }
             ChannelEvent::ChannelAnswered { tenant, channel, .. } => {
