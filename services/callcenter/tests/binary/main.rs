@@ -71,3 +71,24 @@ async fn operator_commands_show_config_and_migrate() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("queue-router"), "the error lists the targets");
 }
+
+#[tokio::test]
+async fn waits_for_postgres_says_so_in_readyz_and_runs_only_the_chosen_targets() {
+    let nats = NatsServer::start();
+    // Nothing listens on this port: PostgreSQL is "down".
+    let db_url = format!("postgres://postgres@127.0.0.1:{}/cc_nowhere", free_port());
+    let app = Callcenter::spawn(&db_url, &nats.url(), &["run", "--target", "portal,auth"]);
+    let http = reqwest::Client::new();
+    let body: serde_json::Value = eventually("/readyz to name postgres", Duration::from_secs(30), || async {
+        let r = http.get(app.admin("/readyz")).send().await.ok()?;
+        let status = r.status();
+        let body: serde_json::Value = r.json().await.ok()?;
+        (status == 503 && body["missing"].get("postgres").is_some()).then_some(body)
+    })
+    .await;
+    assert!(body["missing"]["postgres"].as_str().is_some_and(|m| !m.is_empty()), "says why: {body}");
+    let alive: serde_json::Value = http.get(app.admin("/healthz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(alive["targets"], serde_json::json!(["portal", "auth"]));
+    let status = app.terminate(Duration::from_secs(20));
+    assert!(status.success(), "a process still waiting stops cleanly on SIGTERM: {status:?}");
+}

@@ -51,6 +51,13 @@ async fn a_newcomer_logs_in_pauses_for_lunch_and_logs_out_with_every_step_an_eve
     .await;
     assert_eq!(published, types);
 
+    // The API documents itself, browsable without the network.
+    let doc: serde_json::Value = sys.http.get(format!("{}/api/openapi.json", sys.portal)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["paths"]["/api/session/pause"]["post"].is_object());
+    let page = sys.http.get(format!("{}/api/docs", sys.portal)).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("/api/openapi.json") && !page.contains("https://"), "self-contained docs page");
+
     let metrics = sys.http.get(sys._app.admin("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(
         metrics.contains(r#"cc_commands_total{service="agent-session",command="LoginAgent",outcome="ok"} 1"#),
