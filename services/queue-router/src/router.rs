@@ -50,6 +50,31 @@ struct Router<'a> {
     /// not enter the same caller twice.
     seen_callers: (HashSet<String>, std::collections::VecDeque<String>),
     live: bool,
+    /// One writer per call: appends that call's events in order, then does the PBX actions
+    /// that follow them, while the router goes on deciding (it does not wait for commits).
+    writers: std::collections::HashMap<String, tokio::sync::mpsc::UnboundedSender<Job>>,
+    /// Writers report here: a failed append (the router then rebuilds) or a phone that could
+    /// not be rung.
+    feedback: tokio::sync::mpsc::UnboundedSender<Feedback>,
+    /// Stops the writers when this router stops leading.
+    term: tokio_util::sync::CancellationToken,
+}
+
+/// What a call's writer does: append, then act on the PBX.
+struct Job {
+    tenant: String,
+    events: Vec<cc_eventstore::NewEvent>,
+    then: Vec<Action>,
+}
+
+enum Action {
+    Ring { offer: String, agent: AgentNumber, device: cc_contracts::domain::DeviceId, caller: cc_contracts::pbx::Party },
+    Hangup { channel: String, cause: HangupCause },
+}
+
+enum Feedback {
+    Failed(anyhow::Error),
+    NotRung { tenant: String, call: String, agent: AgentNumber, offer: String },
 }
 
 
@@ -59,7 +84,20 @@ async fn channel_consumer(ctx: &Context) -> anyhow::Result<async_nats::jetstream
 
 async fn lead(ctx: &Context) -> anyhow::Result<()> {
     let Some(mut lease) = Lease::try_acquire(&ctx.config.database_url, "cc-queue-router").await? else { return Ok(()) };
-    let mut r = Router { ctx, acd: Acd::default(), own: HashSet::new(), ended: HashSet::new(), seen_callers: Default::default(), live: false };
+    let (feedback, mut feedback_rx) = tokio::sync::mpsc::unbounded_channel();
+    let term = ctx.cancel.child_token();
+    let _stop_writers = term.clone().drop_guard();
+    let mut r = Router {
+        ctx,
+        acd: Acd::default(),
+        own: HashSet::new(),
+        ended: HashSet::new(),
+        seen_callers: Default::default(),
+        live: false,
+        writers: Default::default(),
+        feedback,
+        term,
+    };
     let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::All, Checkpoint::START).await?.with_batch_size(2000);
     while let Some(batch) = sub.poll().await? {
         for e in &batch {
@@ -100,6 +138,14 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
                     r.on_due(d).await?;
                 }
             }
+            f = feedback_rx.recv() => match f {
+                Some(Feedback::Failed(e)) => return Err(e),
+                Some(Feedback::NotRung { tenant, call, agent, offer }) => {
+                    let w = CallEvent::OfferWithdrawn { call: call.clone(), agent, offer, reason: WithdrawReason::DeviceUnavailable };
+                    r.record(&tenant, &call, vec![w]).await?;
+                }
+                None => {}
+            },
         }
         lease.check().await?;
     }
@@ -161,8 +207,6 @@ impl Router<'_> {
         if encoded.is_empty() {
             return Ok(());
         }
-        let stream = StreamName::new(tenant, "call", call)?;
-        self.ctx.store.append(&stream, ExpectedVersion::Any, &encoded).await?;
         let now = Utc::now();
         for n in &encoded {
             self.own.insert(n.event_id);
@@ -170,18 +214,37 @@ impl Router<'_> {
         for e in &events {
             self.acd.apply_call(tenant, e, now);
         }
+        self.submit(call, Job { tenant: tenant.to_string(), events: encoded, then: vec![] });
         Ok(())
+    }
+
+    /// Queues a job on the call's writer (starting one when there is none or it went idle).
+    fn submit(&mut self, call: &str, job: Job) {
+        let job = match self.writers.get(call) {
+            Some(w) => match w.send(job) {
+                Ok(()) => return,
+                Err(e) => e.0,
+            },
+            None => job,
+        };
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let _ = tx.send(job);
+        self.writers.insert(call.to_string(), tx);
+        self.writers.retain(|_, w| !w.is_closed());
+        tokio::spawn(write_call(self.ctx.clone(), call.to_string(), rx, self.feedback.clone(), self.term.clone()));
+    }
+
+    /// PBX actions that must follow what was recorded for the call so far.
+    fn act(&mut self, tenant: &str, call: &str, then: Vec<Action>) {
+        self.submit(call, Job { tenant: tenant.to_string(), events: vec![], then });
     }
 
     fn pbx(&self, tenant: &str) -> CommandContext {
         CommandContext::new(tenant, "system:queue-router")
     }
 
-    async fn hang_up(&self, tenant: &str, channel: &str, cause: HangupCause) {
-        let r = self.ctx.bus.request(&self.pbx(tenant), &Hangup { channel: channel.into(), cause }).await;
-        if let Err(e) = r {
-            tracing::debug!(error = %e, channel, "hangup refused (the channel may be gone already)");
-        }
+    fn hang_up(&mut self, tenant: &str, call: &str, channel: &str, cause: HangupCause) {
+        self.act(tenant, call, vec![Action::Hangup { channel: channel.into(), cause }]);
     }
 
     async fn start_wrap_up(&mut self, call: &str) -> anyhow::Result<()> {
@@ -224,20 +287,11 @@ impl Router<'_> {
             })
             .collect();
         self.record_after(&c.tenant, call, first, events).await?;
-        // Ring every chosen phone at once.
-        let pbx = self.pbx(&c.tenant);
-        let rings = offers.into_iter().map(|(offer, agent, device)| {
-            let cmd = Originate { channel: Some(offer.clone()), endpoint: Endpoint::Device(device), caller: c.caller.clone() };
-            let (bus, pbx) = (self.ctx.bus.clone(), pbx.clone());
-            async move { (offer, agent, bus.request(&pbx, &cmd).await) }
-        });
-        for (offer, agent, r) in futures::future::join_all(rings).await {
-            if let Err(e) = r {
-                tracing::info!(error = %e, %agent, "could not ring the agent's device");
-                let w = CallEvent::OfferWithdrawn { call: call.to_string(), agent, offer, reason: WithdrawReason::DeviceUnavailable };
-                self.record(&c.tenant, call, vec![w]).await?;
-            }
-        }
+        let rings = offers
+            .into_iter()
+            .map(|(offer, agent, device)| Action::Ring { offer, agent, device, caller: c.caller.clone() })
+            .collect();
+        self.act(&c.tenant, call, rings);
         Ok(())
     }
 
@@ -246,7 +300,7 @@ impl Router<'_> {
             Decision::OfferTimedOut { call, agent, offer } => {
                 let Some((tenant, queue)) = self.acd.calls.get(&call).map(|c| (c.tenant.clone(), c.queue.clone())) else { return Ok(()) };
                 self.record(&tenant, &call, vec![CallEvent::OfferTimedOut { call: call.clone(), agent: agent.clone(), offer: offer.clone() }]).await?;
-                self.hang_up(&tenant, &offer, HangupCause::NoAnswer).await;
+                self.hang_up(&tenant, &call, &offer, HangupCause::NoAnswer);
                 self.maybe_auto_pause(&tenant, &queue, &agent).await;
             }
             Decision::MaxWait { call } | Decision::NoAgents { call } => {
@@ -257,9 +311,9 @@ impl Router<'_> {
                 events.push(CallEvent::CallLeftQueue { call: call.clone(), queue: c.queue.clone(), reason, wait_ms });
                 self.record(&c.tenant, &call, events).await?;
                 for o in &c.offers {
-                    self.hang_up(&c.tenant, &o.offer, HangupCause::Normal).await;
+                    self.hang_up(&c.tenant, &call, &o.offer, HangupCause::Normal);
                 }
-                self.hang_up(&c.tenant, &c.channel, HangupCause::Normal).await;
+                self.hang_up(&c.tenant, &call, &c.channel, HangupCause::Normal);
             }
             Decision::WrapUpOver { call, tenant, agent } => {
                 self.record(&tenant, &call, vec![CallEvent::WrapUpEnded { call: call.clone(), agent, early: false }]).await?;
@@ -324,7 +378,7 @@ impl Router<'_> {
                 if leave {
                     let left = CallEvent::CallLeftQueue { call: call.clone(), queue, reason: LeaveReason::NoAgents, wait_ms: 0 };
                     self.record(&tenant, &call, vec![entered, left]).await?;
-                    self.hang_up(&tenant, &channel, HangupCause::Normal).await;
+                    self.hang_up(&tenant, &call, &channel, HangupCause::Normal);
                     return Ok(());
                 }
                 // Decide the first offer right away and record it with the entry: one commit on
@@ -347,7 +401,7 @@ impl Router<'_> {
                     // A second answer: the first one won.
                     let w = CallEvent::OfferWithdrawn { call: call.clone(), agent: offer.agent, offer: channel.clone(), reason: WithdrawReason::AnsweredElsewhere };
                     self.record(&tenant, &call, vec![w]).await?;
-                    self.hang_up(&tenant, &channel, HangupCause::Normal).await;
+                    self.hang_up(&tenant, &call, &channel, HangupCause::Normal);
                     return Ok(());
                 }
                 let others: Vec<_> = c.offers.iter().filter(|o| o.offer != channel).cloned().collect();
@@ -359,7 +413,7 @@ impl Router<'_> {
                 events.push(CallEvent::CallAnswered { call: call.clone(), queue: c.queue.clone(), agent: offer.agent, offer: channel, wait_ms });
                 self.record(&tenant, &call, events).await?;
                 for o in others {
-                    self.hang_up(&tenant, &o.offer, HangupCause::Normal).await;
+                    self.hang_up(&tenant, &call, &o.offer, HangupCause::Normal);
                 }
             }
             ChannelEvent::ChannelHungUp { tenant, channel, cause, .. } => {
@@ -385,7 +439,7 @@ impl Router<'_> {
                         events.push(CallEvent::CallAbandoned { call: call.clone(), queue: c.queue.clone(), wait_ms, position: self.acd.position(&call) });
                         self.record(&tenant, &call, events).await?;
                         for o in c.offers {
-                            self.hang_up(&tenant, &o.offer, HangupCause::Normal).await;
+                            self.hang_up(&tenant, &call, &o.offer, HangupCause::Normal);
                         }
                     }
                 }
@@ -393,5 +447,61 @@ impl Router<'_> {
             _ => {}
         }
         Ok(())
+    }
+}
+
+/// Appends one call's events in order and carries out the PBX actions that follow them. Ends
+/// after a minute without work, or when the router stops leading.
+async fn write_call(
+    ctx: Context,
+    call: String,
+    mut jobs: tokio::sync::mpsc::UnboundedReceiver<Job>,
+    feedback: tokio::sync::mpsc::UnboundedSender<Feedback>,
+    term: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let job = tokio::select! {
+            _ = term.cancelled() => return,
+            j = tokio::time::timeout(Duration::from_secs(60), jobs.recv()) => match j {
+                Ok(Some(j)) => j,
+                _ => return,
+            },
+        };
+        if !job.events.is_empty() {
+            let stream = match StreamName::new(&job.tenant, "call", &call) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = feedback.send(Feedback::Failed(e.into()));
+                    return;
+                }
+            };
+            if let Err(e) = ctx.store.append(&stream, ExpectedVersion::Any, &job.events).await {
+                let _ = feedback.send(Feedback::Failed(anyhow::Error::new(e).context("recording a call event")));
+                return;
+            }
+        }
+        let pbx = CommandContext::new(&job.tenant, "system:queue-router");
+        let mut rings = vec![];
+        for a in job.then {
+            match a {
+                Action::Hangup { channel, cause } => {
+                    if let Err(e) = ctx.bus.request(&pbx, &Hangup { channel: channel.clone(), cause }).await {
+                        tracing::debug!(error = %e, channel, "hangup refused (the channel may be gone already)");
+                    }
+                }
+                Action::Ring { offer, agent, device, caller } => {
+                    let cmd = Originate { channel: Some(offer.clone()), endpoint: Endpoint::Device(device), caller };
+                    let (bus, pbx) = (ctx.bus.clone(), pbx.clone());
+                    rings.push(async move { (offer, agent, bus.request(&pbx, &cmd).await) });
+                }
+            }
+        }
+        // Ring every chosen phone at once.
+        for (offer, agent, r) in futures::future::join_all(rings).await {
+            if let Err(e) = r {
+                tracing::info!(error = %e, %agent, "could not ring the agent's device");
+                let _ = feedback.send(Feedback::NotRung { tenant: job.tenant.clone(), call: call.clone(), agent, offer });
+            }
+        }
     }
 }
