@@ -123,7 +123,13 @@ async fn follow(cc: &CallControl, sub: &mut Subscription, lease: &mut Lease) -> 
                         matches!(c, CallEvent::CallAnswered { .. })
                     };
                     if answered {
-                        cc.connect(c.call()).await?;
+                        // Bridging waits on the PBX: done aside, so the next calls are not held up.
+                        let (cc, call) = (cc.clone(), c.call().to_string());
+                        tokio::spawn(async move {
+                            if let Err(e) = cc.connect(&call).await {
+                                tracing::warn!(error = %format!("{e:#}"), call, "could not connect the call");
+                            }
+                        });
                     }
                 }
             }
@@ -187,16 +193,20 @@ impl CallControl {
         Ok(())
     }
 
-    /// Joins the caller and the agent who answered.
+    /// Joins the caller and the agent who answered. The PBX is asked without holding the state,
+    /// so other calls go on meanwhile; if the call ended in between, nothing is recorded.
     async fn connect(&self, call: &str) -> anyhow::Result<()> {
-        let mut st = self.state.lock().await;
-        let Some(l) = st.calls.get(call).cloned() else { return Ok(()) };
+        let Some(l) = self.state.lock().await.calls.get(call).cloned() else { return Ok(()) };
         if l.connected {
             return Ok(());
         }
         let ctx = self.pbx(&l.tenant);
         let _ = self.ctx.bus.request(&ctx, &Answer { channel: l.caller.clone() }).await;
         let bridged = self.ctx.bus.request(&ctx, &Bridge { bridge: call.to_string(), channels: vec![l.caller.clone(), l.agent_leg.clone()] }).await;
+        let mut st = self.state.lock().await;
+        if !st.calls.contains_key(call) {
+            return Ok(()); // it ended meanwhile
+        }
         match bridged {
             Ok(_) => self.record(&mut st, &l.tenant, call, CallEvent::CallConnected { call: call.into(), agent: l.agent.clone(), bridge: call.into() }).await?,
             Err(e) => {
@@ -212,10 +222,13 @@ impl CallControl {
         let Some(l) = st.calls.get(call).cloned() else { return Ok(()) };
         let talk_ms = (Utc::now() - l.answered_at).num_milliseconds().max(0);
         self.record(st, &l.tenant, call, CallEvent::CallEnded { call: call.into(), agent: l.agent.clone(), by, talk_ms }).await?;
-        let ctx = self.pbx(&l.tenant);
-        for leg in [&l.caller, &l.agent_leg] {
-            let _ = self.ctx.bus.request(&ctx, &Hangup { channel: leg.clone(), cause: HangupCause::Normal }).await;
-        }
+        // Hang up both legs aside (the one already gone refuses, harmlessly).
+        let (ctx, bus) = (self.pbx(&l.tenant), self.ctx.bus.clone());
+        tokio::spawn(async move {
+            for leg in [&l.caller, &l.agent_leg] {
+                let _ = bus.request(&ctx, &Hangup { channel: leg.clone(), cause: HangupCause::Normal }).await;
+            }
+        });
         Ok(())
     }
 
