@@ -178,7 +178,7 @@ async fn main() -> anyhow::Result<()> {
     // Drain: talk times are exponential (mean 4 s), then 1 s of wrap-up.
     tokio::time::sleep(Duration::from_secs(40)).await;
 
-    let placed = timing.lock().unwrap().entered.len();
+    let placed = { timing.lock().unwrap().entered.len() };
     let unfinished: i64 = sqlx::query_scalar(
         "select count(*) from es_events e where e.event_type = 'CallEnteredQueue' and not exists (
            select 1 from es_events t where t.stream = e.stream and t.event_type in ('CallEnded', 'CallAbandoned', 'CallLeftQueue'))",
@@ -188,10 +188,9 @@ async fn main() -> anyhow::Result<()> {
     let stuck: i64 = sqlx::query_scalar("select count(*) from rm_agents where view->>'status' in ('ringing', 'connected', 'on_hold', 'wrap_up')")
         .fetch_one(&pool)
         .await?;
-    let (mut l, ended): (Vec<Duration>, i64) = (
-        timing.lock().unwrap().latencies.clone(),
-        sqlx::query_scalar("select count(*) from es_events where event_type = 'CallEnded'").fetch_one(&pool).await?,
-    );
+    // (The lock is taken in a statement of its own: never held across an await.)
+    let mut l: Vec<Duration> = timing.lock().unwrap().latencies.clone();
+    let ended: i64 = sqlx::query_scalar("select count(*) from es_events where event_type = 'CallEnded'").fetch_one(&pool).await?;
     eprintln!(
         "{placed} calls placed in {seconds} s, {} offered, {ended} answered and ended; unfinished {unfinished}, agents stuck {stuck}; \\
          entered->ringing p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; NATS request/reply p50 {:.2} ms",
