@@ -119,7 +119,11 @@ async fn rejected_and_missed_offers_move_their_counts_and_the_call_goes_on_until
     .await;
     assert_eq!(abandoned, 1);
     let v = sys.view_when(&bob, "Idle, no call", |v| v["current_call"].is_null() && v["status"] == "idle").await;
-    assert_eq!(v["counts"], json!({"completed": 0, "missed": 1, "rejected": 1}));
+    // The call may have rung out once more before the caller gave up (a loaded machine):
+    // each count moves exactly once per recorded fact.
+    let timed_out: i64 = sqlx::query_scalar("select count(*) from es_events where event_type = 'OfferTimedOut'").fetch_one(&sys.db.pool).await.unwrap();
+    assert!(timed_out >= 1);
+    assert_eq!(v["counts"], json!({"completed": 0, "missed": timed_out, "rejected": 1}));
 }
 
 #[tokio::test]
