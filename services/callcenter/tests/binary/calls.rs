@@ -34,7 +34,7 @@ impl System {
 }
 
 async fn quick_queue(admin: &Client) {
-    let settings = json!({"strategy": "longest_idle", "ring_timeout_s": 2, "wrap_up_s": 1, "reject_delay_s": 1});
+    let settings = json!({"strategy": "longest_idle", "ring_timeout_s": 4, "wrap_up_s": 1, "reject_delay_s": 1});
     admin.call(Method::PUT, "/api/admin/queues/500/settings", Some(settings)).await.ok();
 }
 
@@ -156,7 +156,7 @@ async fn ring_all_rings_every_free_agent_and_the_first_answer_wins() {
 async fn logout_is_refused_while_connected_and_missed_offers_can_auto_pause() {
     let sys = System::start().await;
     let admin = sys.sign_in("admin", "demo-admin").await;
-    let settings = json!({"strategy": "longest_idle", "ring_timeout_s": 1, "wrap_up_s": 0, "auto_pause_after": 1});
+    let settings = json!({"strategy": "longest_idle", "ring_timeout_s": 3, "wrap_up_s": 0, "auto_pause_after": 1});
     admin.call(Method::PUT, "/api/admin/queues/500/settings", Some(settings)).await.ok();
     let r = admin.call(Method::PUT, "/api/admin/queues/500/settings", Some(json!({"ring_timeout_s": 0}))).await;
     assert_eq!(r.refused(400, "invalid_field")["field"], "settings.ring_timeout_s");

@@ -11,7 +11,7 @@ use crate::system::System;
 
 async fn quick(sys: &System) {
     let admin = sys.sign_in("admin", "demo-admin").await;
-    let settings = json!({"strategy": "longest_idle", "ring_timeout_s": 3, "wrap_up_s": 2, "reject_delay_s": 1});
+    let settings = json!({"strategy": "longest_idle", "ring_timeout_s": 5, "wrap_up_s": 2, "reject_delay_s": 1});
     admin.call(Method::PUT, "/api/admin/queues/500/settings", Some(settings)).await.ok();
 }
 
