@@ -11,6 +11,7 @@ pub mod admin;
 mod config;
 pub mod connect;
 mod context;
+pub mod leading;
 pub mod shutdown;
 pub mod telemetry;
 

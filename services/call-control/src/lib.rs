@@ -16,6 +16,7 @@ use cc_contracts::domain::AgentNumber;
 use cc_contracts::pbx::{Answer, Bridge, ChannelEvent, Hangup, HangupCause, Hold, ListChannels};
 use cc_contracts::{decode, encode};
 use cc_eventstore::{Checkpoint, ExpectedVersion, Lease, Metadata, ReadFilter, StreamName, Subscription};
+use cc_runtime::leading::{keep_leading, retry_until_ok};
 use cc_runtime::Context;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -50,21 +51,11 @@ struct CallControl {
 }
 
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
-    while !ctx.cancel.is_cancelled() {
-        match channel_consumer(&ctx).await {
-            Ok(_) => break,
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "cannot create the PBX event consumer; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
+    let cancel = ctx.cancel.clone();
+    if retry_until_ok(&cancel, "cannot create the PBX event consumer", || channel_consumer(&ctx)).await.is_none() {
+        return Ok(());
     }
-    while !ctx.cancel.is_cancelled() {
-        if let Err(e) = lead(&ctx).await {
-            tracing::warn!(error = %format!("{e:#}"), "call control interrupted; rebuilding from the store");
-        }
-        tokio::select! { _ = ctx.cancel.cancelled() => {}, _ = tokio::time::sleep(Duration::from_secs(1)) => {} }
-    }
+    keep_leading(&cancel, "call control", || lead(&ctx)).await;
     Ok(())
 }
 

@@ -19,12 +19,7 @@ use crate::agent_view::{self, CallInfo, Fact};
 const NAME: &str = "portal";
 
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
-    while !ctx.cancel.is_cancelled() {
-        if let Err(e) = lead(&ctx).await {
-            tracing::warn!(error = %format!("{e:#}"), "portal projection interrupted; resuming from its checkpoint");
-        }
-        tokio::select! { _ = ctx.cancel.cancelled() => {}, _ = tokio::time::sleep(Duration::from_secs(1)) => {} }
-    }
+    cc_runtime::leading::keep_leading(&ctx.cancel.clone(), "portal projection", || lead(&ctx)).await;
     Ok(())
 }
 

@@ -14,6 +14,7 @@ use cc_contracts::queue::QueueEvent;
 use cc_contracts::session::AgentSessionEvent;
 use cc_contracts::{decode, encode};
 use cc_eventstore::{Checkpoint, ExpectedVersion, Lease, Metadata, ReadFilter, RecordedEvent, StreamName, Subscription};
+use cc_runtime::leading::{keep_leading, retry_until_ok};
 use cc_runtime::Context;
 use chrono::Utc;
 use futures::StreamExt;
@@ -22,21 +23,11 @@ use uuid::Uuid;
 use crate::acd::{Acd, Decision};
 
 pub async fn run(ctx: Context) {
-    while !ctx.cancel.is_cancelled() {
-        match channel_consumer(&ctx).await {
-            Ok(_) => break,
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "cannot create the PBX event consumer; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
+    let cancel = ctx.cancel.clone();
+    if retry_until_ok(&cancel, "cannot create the PBX event consumer", || channel_consumer(&ctx)).await.is_none() {
+        return;
     }
-    while !ctx.cancel.is_cancelled() {
-        if let Err(e) = lead(&ctx).await {
-            tracing::warn!(error = %format!("{e:#}"), "queue router interrupted; rebuilding from the store");
-        }
-        tokio::select! { _ = ctx.cancel.cancelled() => {}, _ = tokio::time::sleep(Duration::from_secs(1)) => {} }
-    }
+    keep_leading(&cancel, "queue router", || lead(&ctx)).await;
 }
 
 struct Router<'a> {
