@@ -160,42 +160,12 @@ async fn project(ctx: &Context, batch: &[RecordedEvent]) -> anyhow::Result<Vec<A
         }
     }
     if !changes.is_empty() {
-        let (mut t, mut a, mut v, mut j) = (vec![], vec![], vec![], vec![]);
-        for c in &changes {
-            t.push(c.tenant.clone());
-            a.push(c.agent.clone());
-            v.push(c.version);
-            j.push(serde_json::to_value(c).expect("views serialize"));
-        }
-        sqlx::query(
-            "insert into rm_agent_updates (tenant, agent, version, view)
+        write_views(&mut tx, "insert into rm_agent_updates (tenant, agent, version, view)
              select * from unnest($1::text[], $2::text[], $3::bigint[], $4::jsonb[])
-             on conflict do nothing",
-        )
-        .bind(&t)
-        .bind(&a)
-        .bind(&v)
-        .bind(&j)
-        .execute(&mut *tx)
-        .await?;
-        let (mut t, mut a, mut v, mut j) = (vec![], vec![], vec![], vec![]);
-        for ((tenant, agent), view) in &views {
-            t.push(tenant.clone());
-            a.push(agent.clone());
-            v.push(view.version);
-            j.push(serde_json::to_value(view).expect("views serialize"));
-        }
-        sqlx::query(
-            "insert into rm_agents (tenant, agent, version, view)
+             on conflict do nothing", changes.iter()).await?;
+        write_views(&mut tx, "insert into rm_agents (tenant, agent, version, view)
              select * from unnest($1::text[], $2::text[], $3::bigint[], $4::jsonb[])
-             on conflict (tenant, agent) do update set view = excluded.view, version = excluded.version",
-        )
-        .bind(&t)
-        .bind(&a)
-        .bind(&v)
-        .bind(&j)
-        .execute(&mut *tx)
-        .await?;
+             on conflict (tenant, agent) do update set view = excluded.view, version = excluded.version", views.values()).await?;
     }
     if let Some(last) = batch.last() {
         let cp = last.checkpoint();
@@ -211,6 +181,19 @@ async fn project(ctx: &Context, batch: &[RecordedEvent]) -> anyhow::Result<Vec<A
     }
     tx.commit().await?;
     Ok(changes)
+}
+
+/// Writes views in one statement (`sql` takes tenants, agents, versions and views as arrays).
+async fn write_views<'a>(tx: &mut sqlx::PgConnection, sql: &str, views: impl Iterator<Item = &'a AgentView>) -> Result<(), sqlx::Error> {
+    let (mut t, mut a, mut v, mut j) = (vec![], vec![], vec![], vec![]);
+    for view in views {
+        t.push(view.tenant.clone());
+        a.push(view.agent.clone());
+        v.push(view.version);
+        j.push(serde_json::to_value(view).expect("views serialize"));
+    }
+    sqlx::query(sql).bind(&t).bind(&a).bind(&v).bind(&j).execute(tx).await?;
+    Ok(())
 }
 
 fn session_agent(e: &AgentSessionEvent) -> &cc_contracts::domain::AgentNumber {

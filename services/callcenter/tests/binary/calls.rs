@@ -33,19 +33,21 @@ impl System {
     }
 }
 
-async fn quick_queue(admin: &Client) {
+/// The demo with queue 500 on short timers and Bob (1002, queue 500 only) logged in and Idle.
+async fn bob_on_a_quick_queue() -> (System, Client) {
+    let sys = System::start().await;
+    let admin = sys.sign_in("admin", "demo-admin").await;
     let settings = json!({"strategy": "longest_idle", "ring_timeout_s": 4, "wrap_up_s": 1, "reject_delay_s": 1});
     admin.call(Method::PUT, "/api/admin/queues/500/settings", Some(settings)).await.ok();
+    let bob = sys.agent("1002").await;
+    bob.post("/api/session", json!({})).await.ok();
+    sys.view_when(&bob, "Idle", |v| v["status"] == "idle").await;
+    (sys, bob)
 }
 
 #[tokio::test]
 async fn a_call_rings_is_answered_held_hung_up_and_counted_once() {
-    let sys = System::start().await;
-    let admin = sys.sign_in("admin", "demo-admin").await;
-    quick_queue(&admin).await;
-    let bob = sys.agent("1002").await;
-    bob.post("/api/session", json!({})).await.ok();
-    sys.view_when(&bob, "Idle", |v| v["status"] == "idle").await;
+    let (sys, bob) = bob_on_a_quick_queue().await;
 
     sys.place_caller("500", "5551234", "Jane Caller").await;
     let v = sys.view_when(&bob, "Ringing", |v| v["status"] == "ringing").await;
@@ -89,12 +91,7 @@ async fn a_call_rings_is_answered_held_hung_up_and_counted_once() {
 
 #[tokio::test]
 async fn rejected_and_missed_offers_move_their_counts_and_the_call_goes_on_until_abandoned() {
-    let sys = System::start().await;
-    let admin = sys.sign_in("admin", "demo-admin").await;
-    quick_queue(&admin).await;
-    let bob = sys.agent("1002").await;
-    bob.post("/api/session", json!({})).await.ok();
-    sys.view_when(&bob, "Idle", |v| v["status"] == "idle").await;
+    let (sys, bob) = bob_on_a_quick_queue().await;
 
     let caller = sys.place_caller("500", "5550000", "Impatient").await;
     sys.view_when(&bob, "Ringing", |v| v["status"] == "ringing").await;
