@@ -14,6 +14,7 @@ mod context;
 pub mod leading;
 pub mod shutdown;
 pub mod telemetry;
+pub mod web;
 
 pub use admin::{Metrics, Readiness};
 pub use config::{Config, ConfigError, LogFormat};

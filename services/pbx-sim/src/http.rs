@@ -8,6 +8,7 @@
 //! - `POST /tenants/{tenant}/calls` `{"queue": "500", "caller_number": "5551234", "caller_name": "Jane"}`
 //! - `GET  /tenants/{tenant}/channels`
 //! - `POST /tenants/{tenant}/channels/{channel}/hangup`: the caller hangs up
+//! - `GET  /phone`: the demo phone page
 //! - `POST /tenants/{tenant}/traffic` (see [`crate::traffic::StartTraffic`]), `DELETE` to stop
 
 use axum::extract::{Path, State};
@@ -21,6 +22,10 @@ use cc_contracts::pbx::{HangupCause, Party};
 
 use crate::calls::{PhoneAction, PhoneMode};
 use crate::{devices, Sim};
+
+/// The demo phone: the simulated devices ringing, with Answer / Reject / Hang up, and a caller
+/// panel (`/phone?tenant=demo`).
+const PHONE: cc_runtime::web::Asset = cc_runtime::asset!("services/pbx-sim", "web/phone.html");
 
 struct ApiError(CommandError);
 
@@ -47,6 +52,8 @@ fn device(s: &str) -> Result<DeviceId, ApiError> {
 
 pub fn router(sim: Sim) -> Router {
     Router::new()
+        .route("/", get(|| async { PHONE }))
+        .route("/phone", get(|| async { PHONE }))
         .route("/tenants/{tenant}/devices", get(list).post(add))
         .route("/tenants/{tenant}/devices/{device}/register", post(register))
         .route("/tenants/{tenant}/devices/{device}/unregister", post(unregister))

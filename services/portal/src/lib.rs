@@ -25,6 +25,17 @@ pub const MIGRATIONS: &[cc_eventstore::Migration] = &[];
 /// The OpenAPI document of the API.
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
+/// The web pages: the Agent Portal (`/`), the supervisor view and the admin pages.
+const WEB: [cc_runtime::web::Asset; 7] = [
+    cc_runtime::asset!("services/portal", "web/index.html"),
+    cc_runtime::asset!("services/portal", "web/supervisor.html"),
+    cc_runtime::asset!("services/portal", "web/admin.html"),
+    cc_runtime::asset!("services/portal", "web/app.css"),
+    cc_runtime::asset!("services/portal", "web/app.js"),
+    cc_runtime::asset!("services/portal", "web/supervisor.js"),
+    cc_runtime::asset!("services/portal", "web/admin.js"),
+];
+
 /// The state every handler gets.
 #[derive(Clone)]
 pub struct Portal {
@@ -105,19 +116,19 @@ pub fn router(portal: Portal) -> Router {
         .route("/api/call/wrap-up/end", post(agent::end_wrap_up))
         .route("/api/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
         .route("/api/docs", get(|| async { Html(include_str!("../assets/api-docs.html")) }))
-        .route("/", get(home))
+        .route("/", get(|| async { WEB[0] }))
+        .route("/supervisor", get(|| async { WEB[1] }))
+        .route("/admin", get(|| async { WEB[2] }))
+        .route("/app.css", get(|| async { WEB[3] }))
+        .route("/app.js", get(|| async { WEB[4] }))
+        .route("/supervisor.js", get(|| async { WEB[5] }))
+        .route("/admin.js", get(|| async { WEB[6] }))
         .fallback(|| async {
             error::ApiError(cc_bus::CommandError::new("not_found", "no such page or API route; see /api/docs")).into_response()
         })
         .with_state(portal)
 }
 
-async fn home() -> Html<&'static str> {
-    Html(
-        "<!doctype html><html lang=en><meta charset=utf-8><title>Agent Portal</title>\
-         <h1>Agent Portal</h1><p>The API is documented at <a href=/api/docs>/api/docs</a>.</p></html>",
-    )
-}
 
 /// Runs the portal until `ctx.cancel`.
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
