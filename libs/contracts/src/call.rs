@@ -28,6 +28,69 @@ pub enum EndedBy {
     /// The agent's phone hung up.
     AgentPhone,
     Caller,
+    /// The agent transferred the call and dropped from it.
+    Transferred,
+}
+
+/// How a transfer goes (the portal's Blind / Attended / Live Transfer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferMethod {
+    /// The customer is sent to the target and the agent drops at once.
+    Blind,
+    /// The customer waits on hold while the agent consults the target; Complete joins them.
+    Attended,
+    /// Customer, agent and target in one call (a 3-way bridge); Complete drops the agent.
+    Live,
+}
+
+/// Where a transfer sends the customer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferTarget {
+    /// Any extension (device) of the tenant.
+    Extension(DeviceId),
+    /// A logged-in agent (their device rings).
+    Agent(AgentNumber),
+    /// A queue: the customer re-enters it at the head.
+    Queue(QueueNumber),
+    /// An outside number.
+    Number(String),
+}
+
+impl TransferTarget {
+    /// How the portal names the target.
+    pub fn label(&self) -> String {
+        match self {
+            TransferTarget::Extension(d) => format!("Extension {d}"),
+            TransferTarget::Agent(a) => format!("Agent {a}"),
+            TransferTarget::Queue(q) => format!("Queue {q}"),
+            TransferTarget::Number(n) => format!("Number {n}"),
+        }
+    }
+}
+
+/// Why a transfer did not reach its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferFailure {
+    Busy,
+    NoAnswer,
+    Rejected,
+    /// The target device went offline or could not be rung.
+    Unavailable,
+    /// The target answered and then hung up before the transfer completed.
+    TargetHungUp,
+    /// The customer hung up while the transfer was going on.
+    CallerGone,
+}
+
+/// Who ended a call that had been transferred to a target other than an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    Caller,
+    Target,
 }
 
 /// Why a call left its queue without being answered.
@@ -56,6 +119,34 @@ pub enum CallEvent {
     CallEnded { call: String, agent: AgentNumber, by: EndedBy, talk_ms: i64 },
     WrapUpStarted { call: String, agent: AgentNumber, seconds: i64 },
     WrapUpEnded { call: String, agent: AgentNumber, early: bool },
+    /// An agent started a transfer. `leg` is the target's channel (none for a queue);
+    /// `target_agent` the agent whose device rings, when the target is an agent's device.
+    TransferStarted {
+        call: String,
+        transfer: String,
+        agent: AgentNumber,
+        method: TransferMethod,
+        target: TransferTarget,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        leg: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target_agent: Option<AgentNumber>,
+        /// The queue the call came from (the receiving agent's wrap-up follows its settings).
+        queue: QueueNumber,
+    },
+    /// The target answered (for an attended transfer: the consultation begins).
+    TransferAnswered { call: String, transfer: String, #[serde(default, skip_serializing_if = "Option::is_none")] target_agent: Option<AgentNumber> },
+    /// Live transfer: customer, agent and target are joined in one call.
+    ConferenceFormed { call: String, transfer: String, agent: AgentNumber, #[serde(default, skip_serializing_if = "Option::is_none")] target_agent: Option<AgentNumber> },
+    /// The target did not take the call; the customer stays with the agent, or (the agent
+    /// having dropped) goes back to the head of the queue.
+    TransferFailed { call: String, transfer: String, reason: TransferFailure, #[serde(default, skip_serializing_if = "Option::is_none")] target_agent: Option<AgentNumber> },
+    /// The agent cancelled: the target's leg ends, the customer is back with the agent.
+    TransferCancelled { call: String, transfer: String, agent: AgentNumber, #[serde(default, skip_serializing_if = "Option::is_none")] target_agent: Option<AgentNumber> },
+    /// The customer and the target are joined; the transferring agent is off the call.
+    TransferCompleted { call: String, transfer: String, #[serde(default, skip_serializing_if = "Option::is_none")] target_agent: Option<AgentNumber> },
+    /// A call transferred to an extension or number without an agent ended.
+    TransferredCallEnded { call: String, by: Side, talk_ms: i64 },
 }
 impl EventFamily for CallEvent {
     const CATEGORY: &'static str = "call";
@@ -78,7 +169,14 @@ impl CallEvent {
             | CallResumed { call, .. }
             | CallEnded { call, .. }
             | WrapUpStarted { call, .. }
-            | WrapUpEnded { call, .. } => call,
+            | WrapUpEnded { call, .. }
+            | TransferStarted { call, .. }
+            | TransferAnswered { call, .. }
+            | ConferenceFormed { call, .. }
+            | TransferFailed { call, .. }
+            | TransferCancelled { call, .. }
+            | TransferCompleted { call, .. }
+            | TransferredCallEnded { call, .. } => call,
         }
     }
 
@@ -96,9 +194,37 @@ impl CallEvent {
             | CallResumed { agent, .. }
             | CallEnded { agent, .. }
             | WrapUpStarted { agent, .. }
-            | WrapUpEnded { agent, .. } => Some(agent),
-            CallEnteredQueue { .. } | CallAbandoned { .. } | CallLeftQueue { .. } => None,
+            | WrapUpEnded { agent, .. }
+            | TransferStarted { agent, .. }
+            | ConferenceFormed { agent, .. }
+            | TransferCancelled { agent, .. } => Some(agent),
+            CallEnteredQueue { .. }
+            | CallAbandoned { .. }
+            | CallLeftQueue { .. }
+            | TransferAnswered { .. }
+            | TransferFailed { .. }
+            | TransferCompleted { .. }
+            | TransferredCallEnded { .. } => None,
         }
+    }
+
+    /// The receiving agent of a transfer the event is about, if any.
+    pub fn target_agent(&self) -> Option<&AgentNumber> {
+        use CallEvent::*;
+        match self {
+            TransferStarted { target_agent, .. }
+            | TransferAnswered { target_agent, .. }
+            | ConferenceFormed { target_agent, .. }
+            | TransferFailed { target_agent, .. }
+            | TransferCancelled { target_agent, .. }
+            | TransferCompleted { target_agent, .. } => target_agent.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Every agent whose view the event changes.
+    pub fn agents(&self) -> Vec<&AgentNumber> {
+        self.agent().into_iter().chain(self.target_agent()).collect()
     }
 }
 
@@ -179,6 +305,54 @@ pub struct HoldCall {
 impl Command for HoldCall {
     const SERVICE: &'static str = "call-control";
     const NAME: &'static str = "HoldCall";
+    type Reply = ();
+}
+
+/// Starts a transfer of the agent's connected call. The portal resolves an agent target to
+/// their device (`device`, `target_agent`) and an extension target to the agent logged in on it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TransferCall {
+    pub agent: AgentNumber,
+    pub method: TransferMethod,
+    pub target: TransferTarget,
+    /// The device to ring (extension and agent targets).
+    #[serde(default)]
+    pub device: Option<DeviceId>,
+    /// The agent logged in on `device`, credited with the call if they take it.
+    #[serde(default)]
+    pub target_agent: Option<AgentNumber>,
+    /// Seconds the target may ring before the transfer fails as not answered.
+    #[serde(default = "transfer_ring_timeout")]
+    pub ring_timeout_s: i64,
+}
+fn transfer_ring_timeout() -> i64 {
+    30
+}
+impl Command for TransferCall {
+    const SERVICE: &'static str = "call-control";
+    const NAME: &'static str = "TransferCall";
+    type Reply = ();
+}
+
+/// Completes the agent's attended or live transfer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CompleteTransfer {
+    pub agent: AgentNumber,
+}
+impl Command for CompleteTransfer {
+    const SERVICE: &'static str = "call-control";
+    const NAME: &'static str = "CompleteTransfer";
+    type Reply = ();
+}
+
+/// Cancels the agent's attended or live transfer: the customer is back with the agent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CancelTransfer {
+    pub agent: AgentNumber,
+}
+impl Command for CancelTransfer {
+    const SERVICE: &'static str = "call-control";
+    const NAME: &'static str = "CancelTransfer";
     type Reply = ();
 }
 

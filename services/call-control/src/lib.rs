@@ -1,46 +1,38 @@
 //! The call-control service: each queue call from the answer to its end. On `CallAnswered` it
-//! answers the caller's channel and bridges it with the agent's; it follows both legs and ends
-//! the call when either hangs up (or the agent hangs up from the portal), and holds and resumes
-//! the caller. One replica acts at a time (a lease); after a restart it rebuilds its calls from
-//! the store and reconciles them with the PBX's live channels, so a call that ended meanwhile
-//! ends in the record too, once.
+//! answers the caller's channel and bridges it with the agent's; it follows every leg and ends
+//! the call when one hangs up (or the agent hangs up from the portal), holds and resumes the
+//! caller, and carries out transfers (blind, attended, live; see `docs/transfers.md`). One
+//! replica acts at a time (a lease); after a restart it rebuilds its calls from the store
+//! ([`model::Model`]) and reconciles them with the PBX's live channels, so a leg that ended or
+//! answered meanwhile is acted on once.
+
+pub mod model;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use cc_bus::{CommandContext, CommandError, CommandHandlers};
-use cc_contracts::call::{CallEvent, EndedBy, HangupCall, HoldCall};
-
+use cc_contracts::call::*;
 use cc_contracts::domain::AgentNumber;
-use cc_contracts::pbx::{Answer, Bridge, ChannelEvent, Hangup, HangupCause, Hold, ListChannels};
+use cc_contracts::pbx::{Answer, Bridge, ChannelEvent, ChannelState, Endpoint, Hangup, HangupCause, Hold, ListChannels, ListDevices, Originate};
 use cc_contracts::{decode, encode};
 use cc_eventstore::{Checkpoint, ExpectedVersion, Lease, Metadata, ReadFilter, StreamName, Subscription};
 use cc_runtime::leading::{keep_leading, retry_until_ok};
 use cc_runtime::Context;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures::StreamExt;
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-pub const MIGRATIONS: &[cc_eventstore::Migration] = &[];
+use model::{Live, Model, Role};
 
-#[derive(Debug, Clone)]
-struct Live {
-    tenant: String,
-    caller: String,
-    agent: AgentNumber,
-    agent_leg: String,
-    answered_at: DateTime<Utc>,
-    connected: bool,
-    held: bool,
-}
+pub const MIGRATIONS: &[cc_eventstore::Migration] = &[];
 
 #[derive(Default)]
 struct State {
-    /// call -> (tenant, caller channel), from CallEnteredQueue.
-    entered: HashMap<String, (String, String)>,
-    calls: HashMap<String, Live>,
+    model: Model,
+    /// Events this replica appended and applied already: skipped when the store returns them.
     own: HashSet<Uuid>,
 }
 
@@ -72,12 +64,12 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
         let mut st = cc.state.lock().await;
         for e in &batch {
             if let Some(c) = decode::<CallEvent>(e) {
-                apply(&mut st, e.tenant(), &c, e.recorded_at);
+                st.model.apply(e.tenant(), &c, e.recorded_at);
             }
         }
     }
     cc.reconcile().await?;
-    let calls = cc.state.lock().await.calls.len();
+    let calls = cc.state.lock().await.model.calls.len();
     tracing::info!(calls, "call control lease taken");
 
     let term = ctx.cancel.child_token();
@@ -86,9 +78,10 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
         .with_metrics(ctx.metrics.commands.clone())
         .on(|cc: CallControl, c, cmd: HangupCall| async move { cc.hangup_by_agent(&c.tenant, &cmd.agent).await })
         .on(|cc: CallControl, c, cmd: HoldCall| async move { cc.hold(&c.tenant, &cmd.agent, cmd.held).await })
-        .on(|cc: CallControl, c, cmd: cc_contracts::call::GetAgentCall| async move {
-            Ok(CallControl::agent_call(&*cc.state.lock().await, &c.tenant, &cmd.agent).ok())
-        });
+        .on(|cc: CallControl, c, cmd: TransferCall| async move { cc.transfer(&c.tenant, cmd).await })
+        .on(|cc: CallControl, c, cmd: CompleteTransfer| async move { cc.complete(&c.tenant, &cmd.agent).await })
+        .on(|cc: CallControl, c, cmd: CancelTransfer| async move { cc.cancel(&c.tenant, &cmd.agent).await })
+        .on(|cc: CallControl, c, cmd: GetAgentCall| async move { Ok(cc.state.lock().await.model.agent_call(&c.tenant, &cmd.agent)) });
     let server = tokio::spawn(commands.serve(ctx.bus.clone(), term.clone()));
     let result = follow(&cc, &mut sub, &mut lease).await;
     term.cancel();
@@ -110,7 +103,7 @@ async fn follow(cc: &CallControl, sub: &mut Subscription, lease: &mut Lease) -> 
                     let answered = {
                         let mut st = cc.state.lock().await;
                         if st.own.remove(&e.event_id) { continue }
-                        apply(&mut st, e.tenant(), &c, e.recorded_at);
+                        st.model.apply(e.tenant(), &c, e.recorded_at);
                         matches!(c, CallEvent::CallAnswered { .. })
                     };
                     if answered {
@@ -127,8 +120,10 @@ async fn follow(cc: &CallControl, sub: &mut Subscription, lease: &mut Lease) -> 
             m = pbx.next() => {
                 let Some(m) = m else { anyhow::bail!("the PBX event consumer ended") };
                 let m = m.map_err(|e| anyhow::anyhow!("PBX events: {e}"))?;
-                if let Ok(ChannelEvent::ChannelHungUp { tenant, channel, .. }) = serde_json::from_slice::<ChannelEvent>(&m.payload) {
-                    cc.leg_gone(&tenant, &channel).await?;
+                match serde_json::from_slice::<ChannelEvent>(&m.payload) {
+                    Ok(ChannelEvent::ChannelHungUp { tenant, channel, cause, .. }) => cc.leg_gone(&tenant, &channel, cause).await?,
+                    Ok(ChannelEvent::ChannelAnswered { tenant, channel, .. }) => cc.leg_answered(&tenant, &channel).await?,
+                    _ => {}
                 }
                 let _ = m.ack().await;
             }
@@ -137,69 +132,77 @@ async fn follow(cc: &CallControl, sub: &mut Subscription, lease: &mut Lease) -> 
     }
 }
 
-fn apply(st: &mut State, tenant: &str, e: &CallEvent, at: DateTime<Utc>) {
-    match e {
-        CallEvent::CallEnteredQueue { call, channel, .. } => {
-            st.entered.insert(call.clone(), (tenant.to_string(), channel.clone()));
-        }
-        CallEvent::CallAnswered { call, agent, offer, .. } => {
-            if let Some((tenant, caller)) = st.entered.remove(call) {
-                st.calls.insert(
-                    call.clone(),
-                    Live { tenant, caller, agent: agent.clone(), agent_leg: offer.clone(), answered_at: at, connected: false, held: false },
-                );
-            }
-        }
-        CallEvent::CallConnected { call, .. } => {
-            if let Some(l) = st.calls.get_mut(call) {
-                l.connected = true;
-            }
-        }
-        CallEvent::CallHeld { call, .. } | CallEvent::CallResumed { call, .. } => {
-            if let Some(l) = st.calls.get_mut(call) {
-                l.held = matches!(e, CallEvent::CallHeld { .. });
-            }
-        }
-        CallEvent::CallEnded { call, .. } => {
-            st.calls.remove(call);
-        }
-        CallEvent::CallAbandoned { call, .. } | CallEvent::CallLeftQueue { call, .. } => {
-            st.entered.remove(call);
-        }
-        _ => {}
+/// Why a transfer's target leg ended before the transfer completed.
+fn failure(cause: HangupCause, answered: bool) -> TransferFailure {
+    match cause {
+        _ if answered => TransferFailure::TargetHungUp,
+        HangupCause::Busy => TransferFailure::Busy,
+        HangupCause::Rejected => TransferFailure::Rejected,
+        HangupCause::Unavailable => TransferFailure::Unavailable,
+        HangupCause::Normal | HangupCause::NoAnswer | HangupCause::CallerGone => TransferFailure::NoAnswer,
     }
 }
+
+fn err(code: &str, message: impl Into<String>) -> CommandError {
+    CommandError::new(code, message)
+}
+
+/// The priority a transferred call re-enters a queue with: ahead of every caller waiting.
+pub const REQUEUE_PRIORITY: i32 = 100;
 
 impl CallControl {
     fn pbx(&self, tenant: &str) -> CommandContext {
         CommandContext::new(tenant, "system:call-control")
     }
 
-    async fn record(&self, st: &mut State, tenant: &str, call: &str, e: CallEvent) -> Result<(), CommandError> {
-        let n = encode(&e, Metadata::new(tenant, "system:call-control"));
+    /// Appends events of one call in one append and applies them.
+    async fn record(&self, st: &mut State, tenant: &str, call: &str, events: Vec<CallEvent>) -> Result<(), CommandError> {
+        if events.is_empty() {
+            return Ok(());
+        }
         let stream = StreamName::new(tenant, "call", call).map_err(|e| CommandError::internal(e.to_string()))?;
-        st.own.insert(n.event_id);
-        self.ctx.store.append(&stream, ExpectedVersion::Any, &[n]).await?;
-        apply(st, tenant, &e, Utc::now());
+        let encoded: Vec<_> = events.iter().map(|e| encode(e, Metadata::new(tenant, "system:call-control"))).collect();
+        for n in &encoded {
+            st.own.insert(n.event_id);
+        }
+        self.ctx.store.append(&stream, ExpectedVersion::Any, &encoded).await?;
+        let now = Utc::now();
+        for e in &events {
+            st.model.apply(tenant, e, now);
+        }
         Ok(())
+    }
+
+    /// A PBX action whose failure only matters as a log line (the leg may be gone already).
+    async fn try_pbx<C: cc_bus::Command>(&self, tenant: &str, cmd: &C) {
+        if let Err(e) = self.ctx.bus.request(&self.pbx(tenant), cmd).await {
+            tracing::debug!(error = %e, command = C::NAME, "PBX action not done");
+        }
+    }
+
+    async fn hang_up_later(&self, tenant: &str, legs: Vec<String>) {
+        let (ctx, bus) = (self.pbx(tenant), self.ctx.bus.clone());
+        tokio::spawn(async move {
+            for leg in legs {
+                let _ = bus.request(&ctx, &Hangup { channel: leg, cause: HangupCause::Normal }).await;
+            }
+        });
     }
 
     /// Joins the caller and the agent who answered. The PBX is asked without holding the state,
     /// so other calls go on meanwhile; if the call ended in between, nothing is recorded.
     async fn connect(&self, call: &str) -> anyhow::Result<()> {
-        let Some(l) = self.state.lock().await.calls.get(call).cloned() else { return Ok(()) };
-        if l.connected {
-            return Ok(());
-        }
+        let Some(l) = self.state.lock().await.model.calls.get(call).cloned() else { return Ok(()) };
+        let Some(a) = l.agent.clone().filter(|_| !l.connected && l.transfer.is_none()) else { return Ok(()) };
         let ctx = self.pbx(&l.tenant);
-        let _ = self.ctx.bus.request(&ctx, &Answer { channel: l.caller.clone() }).await;
-        let bridged = self.ctx.bus.request(&ctx, &Bridge { bridge: call.to_string(), channels: vec![l.caller.clone(), l.agent_leg.clone()] }).await;
+        let _ = self.ctx.bus.request(&ctx, &Answer { channel: l.customer.clone() }).await;
+        let bridged = self.ctx.bus.request(&ctx, &Bridge { bridge: call.to_string(), channels: vec![l.customer.clone(), a.leg.clone()] }).await;
         let mut st = self.state.lock().await;
-        if !st.calls.contains_key(call) {
+        if st.model.calls.get(call).and_then(|l| l.agent.as_ref()).map(|x| &x.leg) != Some(&a.leg) {
             return Ok(()); // it ended meanwhile
         }
         match bridged {
-            Ok(_) => self.record(&mut st, &l.tenant, call, CallEvent::CallConnected { call: call.into(), agent: l.agent.clone(), bridge: call.into() }).await?,
+            Ok(_) => self.record(&mut st, &l.tenant, call, vec![CallEvent::CallConnected { call: call.into(), agent: a.agent, bridge: call.into() }]).await?,
             Err(e) => {
                 // A leg vanished between the answer and the bridge: the call is over.
                 tracing::info!(error = %e, call, "could not bridge; ending the call");
@@ -209,81 +212,381 @@ impl CallControl {
         Ok(())
     }
 
+    /// The agent's call ends for everyone (no transfer going on).
     async fn end(&self, st: &mut State, call: &str, by: EndedBy) -> Result<(), CommandError> {
-        let Some(l) = st.calls.get(call).cloned() else { return Ok(()) };
-        let talk_ms = (Utc::now() - l.answered_at).num_milliseconds().max(0);
-        self.record(st, &l.tenant, call, CallEvent::CallEnded { call: call.into(), agent: l.agent.clone(), by, talk_ms }).await?;
-        // Hang up both legs aside (the one already gone refuses, harmlessly).
-        let (ctx, bus) = (self.pbx(&l.tenant), self.ctx.bus.clone());
-        tokio::spawn(async move {
-            for leg in [&l.caller, &l.agent_leg] {
-                let _ = bus.request(&ctx, &Hangup { channel: leg.clone(), cause: HangupCause::Normal }).await;
-            }
-        });
+        let Some(l) = st.model.calls.get(call).cloned() else { return Ok(()) };
+        let Some(a) = l.agent.clone() else { return Ok(()) };
+        let talk_ms = (Utc::now() - a.answered_at).num_milliseconds().max(0);
+        self.record(st, &l.tenant, call, vec![CallEvent::CallEnded { call: call.into(), agent: a.agent, by, talk_ms }]).await?;
+        // Hang up the legs aside (the one already gone refuses, harmlessly).
+        self.hang_up_later(&l.tenant, l.legs().into_iter().map(|(leg, _)| leg).collect()).await;
         Ok(())
     }
 
-    /// One leg of a call hung up: the call ends and the other leg is hung up.
-    async fn leg_gone(&self, tenant: &str, channel: &str) -> anyhow::Result<()> {
-        let mut st = self.state.lock().await;
-        let found = st.calls.iter().find(|(_, l)| l.tenant == tenant && (l.caller == channel || l.agent_leg == channel)).map(|(c, l)| (c.clone(), l.caller == channel));
-        if let Some((call, by_caller)) = found {
-            self.end(&mut st, &call, if by_caller { EndedBy::Caller } else { EndedBy::AgentPhone }).await?;
-        }
-        Ok(())
+    fn agent_call(st: &State, tenant: &str, agent: &AgentNumber) -> Result<(String, Live), CommandError> {
+        st.model
+            .agent_call(tenant, agent)
+            .map(|c| (c.clone(), st.model.calls[&c].clone()))
+            .ok_or_else(|| err("no_call", format!("Agent {agent} is not on a call")))
     }
 
-    fn agent_call(st: &State, tenant: &str, agent: &AgentNumber) -> Result<String, CommandError> {
-        st.calls
-            .iter()
-            .find(|(_, l)| l.tenant == tenant && &l.agent == agent)
-            .map(|(c, _)| c.clone())
-            .ok_or_else(|| CommandError::new("no_call", format!("Agent {agent} is not on a call")))
-    }
-
+    /// The agent hangs up from the portal. During a transfer this is the agent leaving it: the
+    /// transfer goes on without them (as when their phone hangs up).
     async fn hangup_by_agent(&self, tenant: &str, agent: &AgentNumber) -> Result<(), CommandError> {
         let mut st = self.state.lock().await;
-        let call = Self::agent_call(&st, tenant, agent)?;
-        self.end(&mut st, &call, EndedBy::Agent).await
+        let (call, l) = Self::agent_call(&st, tenant, agent)?;
+        if l.transfer.is_some() {
+            self.agent_leaves(&mut st, &call).await
+        } else {
+            self.end(&mut st, &call, EndedBy::Agent).await
+        }
     }
 
+    /// Puts the customer on hold or takes them off it. In an attended transfer the agent talks
+    /// with one side at a time: resuming the customer holds the target, and holding the
+    /// customer goes back to the target.
     async fn hold(&self, tenant: &str, agent: &AgentNumber, held: bool) -> Result<(), CommandError> {
         let mut st = self.state.lock().await;
-        let call = Self::agent_call(&st, tenant, agent)?;
-        let l = st.calls[&call].clone();
+        let (call, l) = Self::agent_call(&st, tenant, agent)?;
         if !l.connected {
-            return Err(CommandError::new("not_connected", "The call is not connected yet"));
+            return Err(err("not_connected", "The call is not connected yet"));
         }
         if l.held == held {
-            return Err(CommandError::new(if held { "already_on_hold" } else { "not_on_hold" }, if held { "The caller is already on hold" } else { "The caller is not on hold" }));
+            return Err(if held { err("already_on_hold", "The caller is already on hold") } else { err("not_on_hold", "The caller is not on hold") });
         }
-        self.ctx.bus.request(&self.pbx(tenant), &Hold { channel: l.caller.clone(), held }).await?;
+        let a = l.agent.clone().expect("the agent's call");
         let e = if held { CallEvent::CallHeld { call: call.clone(), agent: agent.clone() } } else { CallEvent::CallResumed { call: call.clone(), agent: agent.clone() } };
-        self.record(&mut st, tenant, &call, e).await
+        self.ctx.bus.request(&self.pbx(tenant), &Hold { channel: l.customer.clone(), held }).await?;
+        self.record(&mut st, tenant, &call, vec![e]).await?;
+        if let Some(t) = l.transfer.as_ref().filter(|t| t.method == TransferMethod::Attended && t.answered_at.is_some()) {
+            let leg = t.leg.clone().expect("an answered target has a leg");
+            if held {
+                self.try_pbx(tenant, &Bridge { bridge: format!("{call}-consult"), channels: vec![a.leg.clone(), leg.clone()] }).await;
+                self.try_pbx(tenant, &Hold { channel: leg, held: false }).await;
+            } else {
+                self.try_pbx(tenant, &Hold { channel: leg, held: true }).await;
+                self.try_pbx(tenant, &Bridge { bridge: call.clone(), channels: vec![l.customer.clone(), a.leg.clone()] }).await;
+            }
+        }
+        Ok(())
     }
 
-    /// After a restart: calls whose legs the PBX no longer has end now; answered calls not yet
-    /// bridged are bridged.
-    async fn reconcile(&self) -> anyhow::Result<()> {
-        let calls: Vec<(String, Live)> = self.state.lock().await.calls.iter().map(|(c, l)| (c.clone(), l.clone())).collect();
-        let mut live_channels: HashMap<String, HashSet<String>> = HashMap::new();
-        for (call, l) in calls {
-            if !live_channels.contains_key(&l.tenant) {
-                let list = self.ctx.bus.request(&self.pbx(&l.tenant), &ListChannels {}).await?;
-                live_channels.insert(l.tenant.clone(), list.into_iter().map(|c| c.channel).collect());
+    /// Starts a transfer of the agent's connected call (see `docs/transfers.md`).
+    async fn transfer(&self, tenant: &str, cmd: TransferCall) -> Result<(), CommandError> {
+        let mut st = self.state.lock().await;
+        let (call, l) = Self::agent_call(&st, tenant, &cmd.agent)?;
+        let a = l.agent.clone().expect("the agent's call");
+        if !l.connected {
+            return Err(err("not_connected", "The call is not connected yet: transfer it once it is"));
+        }
+        if l.transfer.is_some() {
+            return Err(err("transfer_in_progress", "A transfer of this call is going on: complete or cancel it first"));
+        }
+        // The target, checked before anything is touched.
+        let endpoint = match &cmd.target {
+            TransferTarget::Queue(_) if cmd.method != TransferMethod::Blind => {
+                return Err(CommandError::field("invalid_field", "method", "a call goes to a queue by blind transfer only"));
             }
-            let chans = &live_channels[&l.tenant];
-            let mut st = self.state.lock().await;
-            match (chans.contains(&l.caller), chans.contains(&l.agent_leg)) {
-                (true, true) => {
-                    drop(st);
-                    if !l.connected {
-                        self.connect(&call).await?;
-                    }
+            TransferTarget::Queue(_) => None,
+            TransferTarget::Number(n) => {
+                if n.is_empty() || n.len() > 32 || !n.chars().enumerate().all(|(i, c)| c.is_ascii_digit() || (i == 0 && c == '+')) {
+                    return Err(CommandError::field("invalid_field", "target", format!("{n:?} is not a phone number (digits, may start with +)")));
                 }
-                (false, _) => self.end(&mut st, &call, EndedBy::Caller).await?,
-                (true, false) => self.end(&mut st, &call, EndedBy::AgentPhone).await?,
+                Some(Endpoint::Number(n.clone()))
             }
+            TransferTarget::Extension(_) | TransferTarget::Agent(_) => {
+                let Some(device) = cmd.device.clone() else {
+                    return Err(CommandError::field("missing_field", "device", "the device to ring is required"));
+                };
+                if a.device.as_ref() == Some(&device) {
+                    return Err(CommandError::field("own_device", "target", format!("Extension {device} is your own device")));
+                }
+                if cmd.target_agent.as_ref() == Some(&cmd.agent) {
+                    return Err(CommandError::field("own_device", "target", "you cannot transfer a call to yourself"));
+                }
+                let devices = self.ctx.bus.request(&self.pbx(tenant), &ListDevices {}).await?;
+                match devices.iter().find(|d| d.device == device) {
+                    None => return Err(CommandError::field("unknown_extension", "target", format!("There is no extension {device}"))),
+                    Some(d) if !d.registered => {
+                        return Err(CommandError::field("device_offline", "target", format!("Extension {device} is offline")))
+                    }
+                    Some(_) => {}
+                }
+                Some(Endpoint::Device(device))
+            }
+        };
+        let transfer = Uuid::now_v7().simple().to_string();
+        let leg = endpoint.as_ref().map(|_| Uuid::now_v7().simple().to_string());
+        let started = CallEvent::TransferStarted {
+            call: call.clone(),
+            transfer: transfer.clone(),
+            agent: cmd.agent.clone(),
+            method: cmd.method,
+            target: cmd.target.clone(),
+            leg: leg.clone(),
+            target_agent: cmd.target_agent.clone(),
+            queue: l.queue.clone(),
+        };
+        let talk_ms = (Utc::now() - a.answered_at).num_milliseconds().max(0);
+        let dropped = CallEvent::CallEnded { call: call.clone(), agent: cmd.agent.clone(), by: EndedBy::Transferred, talk_ms };
+        let mut events = vec![started];
+        match (&cmd.method, &cmd.target) {
+            (TransferMethod::Blind, TransferTarget::Queue(q)) => {
+                events.push(dropped);
+                events.push(CallEvent::TransferCompleted { call: call.clone(), transfer: transfer.clone(), target_agent: None });
+                events.push(CallEvent::CallEnteredQueue {
+                    call: call.clone(),
+                    queue: q.clone(),
+                    caller: l.caller.clone(),
+                    channel: l.customer.clone(),
+                    priority: REQUEUE_PRIORITY,
+                });
+            }
+            (TransferMethod::Blind, _) => events.push(dropped),
+            (TransferMethod::Attended, _) if !l.held => events.push(CallEvent::CallHeld { call: call.clone(), agent: cmd.agent.clone() }),
+            _ => {}
+        }
+        self.record(&mut st, tenant, &call, events).await?;
+        // Then the PBX: the customer waits (on hold for an attended transfer), the target rings.
+        match cmd.method {
+            TransferMethod::Blind => self.hang_up_later(tenant, vec![a.leg.clone()]).await,
+            TransferMethod::Attended => self.try_pbx(tenant, &Hold { channel: l.customer.clone(), held: true }).await,
+            TransferMethod::Live => {}
+        }
+        if let (Some(endpoint), Some(leg)) = (endpoint, leg) {
+            let originate = Originate { channel: Some(leg.clone()), endpoint, caller: l.caller.clone() };
+            if let Err(e) = self.ctx.bus.request(&self.pbx(tenant), &originate).await {
+                tracing::info!(error = %e, call, "the transfer target could not be rung");
+                self.target_failed(&mut st, &call, TransferFailure::Unavailable).await?;
+                return Ok(());
+            }
+            self.ring_timeout(tenant, &call, &transfer, Duration::from_secs(cmd.ring_timeout_s.clamp(1, 600) as u64));
+        }
+        Ok(())
+    }
+
+    /// Stops the target's phone ringing after `after`; its hangup then fails the transfer.
+    fn ring_timeout(&self, tenant: &str, call: &str, transfer: &str, after: Duration) {
+        let (me, tenant, call, transfer) = (self.clone(), tenant.to_string(), call.to_string(), transfer.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let leg = {
+                let st = me.state.lock().await;
+                st.model.calls.get(&call).and_then(|l| l.transfer.as_ref()).filter(|t| t.id == transfer && t.answered_at.is_none()).and_then(|t| t.leg.clone())
+            };
+            if let Some(leg) = leg {
+                me.try_pbx(&tenant, &Hangup { channel: leg, cause: HangupCause::NoAnswer }).await;
+            }
+        });
+    }
+
+    /// The target did not take the call: with the agent still on it, the customer is back with
+    /// them; else the customer goes back to the head of the call's queue.
+    async fn target_failed(&self, st: &mut State, call: &str, reason: TransferFailure) -> Result<(), CommandError> {
+        let Some(l) = st.model.calls.get(call).cloned() else { return Ok(()) };
+        let Some(t) = l.transfer.clone() else { return Ok(()) };
+        let tenant = l.tenant.clone();
+        let mut events = vec![CallEvent::TransferFailed { call: call.into(), transfer: t.id.clone(), reason, target_agent: t.target_agent.clone() }];
+        match &l.agent {
+            Some(a) => {
+                let back = t.method == TransferMethod::Attended && l.held;
+                if back {
+                    events.push(CallEvent::CallResumed { call: call.into(), agent: a.agent.clone() });
+                }
+                self.record(st, &tenant, call, events).await?;
+                if t.method == TransferMethod::Attended {
+                    self.try_pbx(&tenant, &Bridge { bridge: call.into(), channels: vec![l.customer.clone(), a.leg.clone()] }).await;
+                }
+                if back {
+                    self.try_pbx(&tenant, &Hold { channel: l.customer.clone(), held: false }).await;
+                }
+            }
+            None => {
+                events.push(CallEvent::CallEnteredQueue {
+                    call: call.into(),
+                    queue: l.queue.clone(),
+                    caller: l.caller.clone(),
+                    channel: l.customer.clone(),
+                    priority: REQUEUE_PRIORITY,
+                });
+                self.record(st, &tenant, call, events).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The transferring agent leaves the call (Complete, or they hung up): the customer is
+    /// joined with the target if it answered, else waits for it as in a blind transfer.
+    async fn agent_leaves(&self, st: &mut State, call: &str) -> Result<(), CommandError> {
+        let Some(l) = st.model.calls.get(call).cloned() else { return Ok(()) };
+        let (Some(a), Some(t)) = (l.agent.clone(), l.transfer.clone()) else { return Ok(()) };
+        let tenant = l.tenant.clone();
+        let talk_ms = (Utc::now() - a.answered_at).num_milliseconds().max(0);
+        let mut events = vec![CallEvent::CallEnded { call: call.into(), agent: a.agent.clone(), by: EndedBy::Transferred, talk_ms }];
+        let answered = t.answered_at.is_some();
+        if answered {
+            events.extend(self.joined(call, &t));
+        }
+        self.record(st, &tenant, call, events).await?;
+        if let (true, Some(leg)) = (answered, t.leg.clone()) {
+            self.try_pbx(&tenant, &Bridge { bridge: call.into(), channels: vec![l.customer.clone(), leg.clone()] }).await;
+            self.try_pbx(&tenant, &Hold { channel: leg, held: false }).await;
+        }
+        if l.held {
+            self.try_pbx(&tenant, &Hold { channel: l.customer.clone(), held: false }).await;
+        }
+        self.hang_up_later(&tenant, vec![a.leg]).await;
+        Ok(())
+    }
+
+    /// The events of the customer joined with the transfer's target.
+    fn joined(&self, call: &str, t: &model::Transfer) -> Vec<CallEvent> {
+        let mut v = vec![CallEvent::TransferCompleted { call: call.into(), transfer: t.id.clone(), target_agent: t.target_agent.clone() }];
+        if let Some(b) = &t.target_agent {
+            v.push(CallEvent::CallConnected { call: call.into(), agent: b.clone(), bridge: call.into() });
+        }
+        v
+    }
+
+    async fn complete(&self, tenant: &str, agent: &AgentNumber) -> Result<(), CommandError> {
+        let mut st = self.state.lock().await;
+        let (call, l) = Self::agent_call(&st, tenant, agent)?;
+        if l.transfer.is_none() {
+            return Err(err("no_transfer", "There is no transfer to complete: start an attended or live transfer first"));
+        }
+        self.agent_leaves(&mut st, &call).await
+    }
+
+    async fn cancel(&self, tenant: &str, agent: &AgentNumber) -> Result<(), CommandError> {
+        let mut st = self.state.lock().await;
+        let (call, l) = Self::agent_call(&st, tenant, agent)?;
+        let Some(t) = l.transfer.clone() else { return Err(err("no_transfer", "There is no transfer to cancel")) };
+        let a = l.agent.clone().expect("the agent's call");
+        let back = t.method == TransferMethod::Attended && l.held;
+        let mut events = vec![CallEvent::TransferCancelled { call: call.clone(), transfer: t.id.clone(), agent: agent.clone(), target_agent: t.target_agent.clone() }];
+        if back {
+            events.push(CallEvent::CallResumed { call: call.clone(), agent: agent.clone() });
+        }
+        self.record(&mut st, tenant, &call, events).await?;
+        if let Some(leg) = t.leg {
+            self.hang_up_later(tenant, vec![leg]).await;
+        }
+        if t.method == TransferMethod::Attended {
+            self.try_pbx(tenant, &Bridge { bridge: call.clone(), channels: vec![l.customer.clone(), a.leg.clone()] }).await;
+        }
+        if back {
+            self.try_pbx(tenant, &Hold { channel: l.customer.clone(), held: false }).await;
+        }
+        Ok(())
+    }
+
+    /// A leg of a call answered: only a transfer's target matters here.
+    async fn leg_answered(&self, tenant: &str, channel: &str) -> anyhow::Result<()> {
+        let mut st = self.state.lock().await;
+        let Some((call, Role::Target)) = st.model.leg(tenant, channel) else { return Ok(()) };
+        let l = st.model.calls[&call].clone();
+        let t = l.transfer.clone().expect("a target leg belongs to a transfer");
+        if t.answered_at.is_some() {
+            return Ok(()); // a redelivery
+        }
+        let answered = CallEvent::TransferAnswered { call: call.clone(), transfer: t.id.clone(), target_agent: t.target_agent.clone() };
+        match &l.agent {
+            // Blind, or the agent left already: the customer is joined with the target.
+            None => {
+                let mut events = vec![answered];
+                events.extend(self.joined(&call, &t));
+                self.record(&mut st, tenant, &call, events).await?;
+                self.try_pbx(tenant, &Bridge { bridge: call.clone(), channels: vec![l.customer.clone(), channel.to_string()] }).await;
+            }
+            Some(a) if t.method == TransferMethod::Live => {
+                let conference = CallEvent::ConferenceFormed { call: call.clone(), transfer: t.id.clone(), agent: a.agent.clone(), target_agent: t.target_agent.clone() };
+                self.record(&mut st, tenant, &call, vec![answered, conference]).await?;
+                self.try_pbx(tenant, &Bridge { bridge: call.clone(), channels: vec![l.customer.clone(), a.leg.clone(), channel.to_string()] }).await;
+            }
+            // Attended: the consultation; the agent talks with the target while the customer is
+            // on hold (if the agent went back to the customer meanwhile, the target waits).
+            Some(a) => {
+                self.record(&mut st, tenant, &call, vec![answered]).await?;
+                if l.held {
+                    self.try_pbx(tenant, &Bridge { bridge: format!("{call}-consult"), channels: vec![a.leg.clone(), channel.to_string()] }).await;
+                } else {
+                    self.try_pbx(tenant, &Hold { channel: channel.to_string(), held: true }).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A leg of a call hung up.
+    async fn leg_gone(&self, tenant: &str, channel: &str, cause: HangupCause) -> anyhow::Result<()> {
+        let mut st = self.state.lock().await;
+        let Some((call, role)) = st.model.leg(tenant, channel) else { return Ok(()) };
+        let l = st.model.calls[&call].clone();
+        match role {
+            Role::Customer => {
+                let mut events = vec![];
+                if let Some(t) = &l.transfer {
+                    events.push(CallEvent::TransferFailed { call: call.clone(), transfer: t.id.clone(), reason: TransferFailure::CallerGone, target_agent: t.target_agent.clone() });
+                }
+                match (&l.agent, &l.outside) {
+                    (Some(a), _) => {
+                        let talk_ms = (Utc::now() - a.answered_at).num_milliseconds().max(0);
+                        events.push(CallEvent::CallEnded { call: call.clone(), agent: a.agent.clone(), by: EndedBy::Caller, talk_ms });
+                    }
+                    (None, Some((_, since))) => {
+                        let talk_ms = (Utc::now() - *since).num_milliseconds().max(0);
+                        events.push(CallEvent::TransferredCallEnded { call: call.clone(), by: Side::Caller, talk_ms });
+                    }
+                    (None, None) => events.push(CallEvent::TransferredCallEnded { call: call.clone(), by: Side::Caller, talk_ms: 0 }),
+                }
+                self.record(&mut st, tenant, &call, events).await?;
+                self.hang_up_later(tenant, l.legs().into_iter().map(|(leg, _)| leg).filter(|leg| leg != channel).collect()).await;
+            }
+            Role::Agent if l.transfer.is_some() => self.agent_leaves(&mut st, &call).await?,
+            Role::Agent => self.end(&mut st, &call, EndedBy::AgentPhone).await?,
+            Role::Target => {
+                let answered = l.transfer.as_ref().is_some_and(|t| t.answered_at.is_some());
+                self.target_failed(&mut st, &call, failure(cause, answered)).await?;
+            }
+            Role::Outside => {
+                let since = l.outside.as_ref().map(|(_, s)| *s).unwrap_or_else(Utc::now);
+                let talk_ms = (Utc::now() - since).num_milliseconds().max(0);
+                self.record(&mut st, tenant, &call, vec![CallEvent::TransferredCallEnded { call: call.clone(), by: Side::Target, talk_ms }]).await?;
+                self.hang_up_later(tenant, vec![l.customer.clone()]).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// After a restart: legs the PBX no longer has end now, a target that answered meanwhile is
+    /// acted on, answered calls not yet bridged are bridged, and ringing targets get their ring
+    /// timeout again.
+    async fn reconcile(&self) -> anyhow::Result<()> {
+        let calls: Vec<(String, Live)> = self.state.lock().await.model.calls.iter().map(|(c, l)| (c.clone(), l.clone())).collect();
+        let mut live: HashMap<String, HashMap<String, ChannelState>> = HashMap::new();
+        for (call, l) in calls {
+            if !live.contains_key(&l.tenant) {
+                let list = self.ctx.bus.request(&self.pbx(&l.tenant), &ListChannels {}).await?;
+                live.insert(l.tenant.clone(), list.into_iter().map(|c| (c.channel.clone(), c)).collect());
+            }
+            let chans = &live[&l.tenant];
+            for (leg, role) in l.legs() {
+                let now = self.state.lock().await.model.calls.get(&call).cloned();
+                let Some(now) = now.filter(|n| n.role_of(&leg) == Some(role)) else { continue };
+                match chans.get(&leg) {
+                    None => {
+                        let cause = if role == Role::Target && now.transfer.as_ref().is_some_and(|t| t.answered_at.is_none()) { HangupCause::NoAnswer } else { HangupCause::Normal };
+                        self.leg_gone(&l.tenant, &leg, cause).await?;
+                    }
+                    Some(c) if role == Role::Target && c.answered => self.leg_answered(&l.tenant, &leg).await?,
+                    Some(_) if role == Role::Target => {
+                        let t = now.transfer.expect("a target leg belongs to a transfer");
+                        self.ring_timeout(&l.tenant, &call, &t.id, Duration::from_secs(30));
+                    }
+                    Some(_) => {}
+                }
+            }
+            self.connect(&call).await?;
         }
         Ok(())
     }

@@ -82,6 +82,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/call/hangup"),
     ("post", "/api/call/hold"),
     ("post", "/api/call/wrap-up/end"),
+    ("post", "/api/call/transfer"),
+    ("post", "/api/call/transfer/complete"),
+    ("post", "/api/call/transfer/cancel"),
+    ("get", "/api/transfer-targets"),
 ];
 
 pub fn router(portal: Portal) -> Router {
@@ -114,6 +118,10 @@ pub fn router(portal: Portal) -> Router {
         .route("/api/call/hangup", post(agent::hangup))
         .route("/api/call/hold", post(agent::hold))
         .route("/api/call/wrap-up/end", post(agent::end_wrap_up))
+        .route("/api/call/transfer", post(agent::transfer))
+        .route("/api/call/transfer/complete", post(agent::complete_transfer))
+        .route("/api/call/transfer/cancel", post(agent::cancel_transfer))
+        .route("/api/transfer-targets", get(agent::transfer_targets))
         .route("/api/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
         .route("/api/docs", get(|| async { Html(include_str!("../assets/api-docs.html")) }))
         .route("/", get(|| async { WEB[0] }))

@@ -49,3 +49,17 @@ pub async fn current(pool: &PgPool, tenant: &str, agent: &str) -> Result<Option<
         .await?;
     Ok(row.map(|(v, j)| (v, as_published(j))))
 }
+
+/// The agent logged in on a device, if any.
+pub async fn agent_on_device(pool: &PgPool, tenant: &str, device: &str) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("select agent from rm_agents where tenant = $1 and view->>'device' = $2 and view->>'login_time' is not null limit 1")
+        .bind(tenant)
+        .bind(device)
+        .fetch_optional(pool)
+        .await
+}
+
+/// The tenant's queues: (number, name), by number.
+pub async fn queues(pool: &PgPool, tenant: &str) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::query_as("select queue, name from rm_queue_names where tenant = $1 order by queue").bind(tenant).fetch_all(pool).await
+}

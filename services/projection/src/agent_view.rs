@@ -78,6 +78,21 @@ fn set_phase(v: &mut AgentView, call: &str, phase: &str, extra: &[(&str, serde_j
     }
 }
 
+/// Changes fields of the transfer going on in `call`, if any.
+fn set_transfer(v: &mut AgentView, call: &str, fields: &[(&str, serde_json::Value)]) {
+    if let Some(t) = v.current_call.as_mut().filter(|c| c["call"] == call).and_then(|c| c.get_mut("transfer")).filter(|t| t.is_object()) {
+        for (k, val) in fields {
+            t[*k] = val.clone();
+        }
+    }
+}
+
+fn drop_transfer(v: &mut AgentView, call: &str) {
+    if let Some(c) = v.current_call.as_mut().filter(|c| c["call"] == call).and_then(|c| c.as_object_mut()) {
+        c.remove("transfer");
+    }
+}
+
 fn clear_call(v: &mut AgentView, call: &str) {
     if v.current_call.as_ref().is_some_and(|c| c["call"] == call) {
         v.current_call = None;
@@ -188,12 +203,63 @@ pub fn apply(v: &mut AgentView, fact: &Fact, at: DateTime<Utc>, queue_name: &dyn
                 CallEvent::CallAnswered { call, wait_ms, .. } => {
                     set_phase(v, call, "connected", &[("answered_at", json!(at)), ("wait_ms", json!(wait_ms))])
                 }
-                CallEvent::CallConnected { call, .. } | CallEvent::CallResumed { call, .. } => set_phase(v, call, "connected", &[]),
-                CallEvent::CallHeld { call, .. } => set_phase(v, call, "on_hold", &[]),
+                CallEvent::CallConnected { call, .. } => set_phase(v, call, "connected", &[]),
+                CallEvent::CallResumed { call, .. } | CallEvent::CallHeld { call, .. } => {
+                    let held = matches!(e, CallEvent::CallHeld { .. });
+                    set_phase(v, call, if held { "on_hold" } else { "connected" }, &[]);
+                    set_transfer(v, call, &[("customer_held", json!(held))]);
+                }
                 CallEvent::CallEnded { call, talk_ms, by, .. } => {
                     v.counts.completed += 1;
                     set_phase(v, call, "wrap_up", &[("ended_at", json!(at)), ("talk_ms", json!(talk_ms)), ("ended_by", json!(by))]);
+                    drop_transfer(v, call);
                 }
+                CallEvent::TransferStarted { call, agent, method, target, target_agent, queue, .. } => {
+                    if agent.as_str() == v.agent {
+                        let held = *method == cc_contracts::call::TransferMethod::Attended
+                            || v.current_call.as_ref().is_some_and(|c| c["phase"] == "on_hold");
+                        if let Some(c) = v.current_call.as_mut().filter(|c| c["call"] == call.as_str()) {
+                            c["transfer"] = json!({
+                                "method": method,
+                                "target": target,
+                                "target_label": target.label(),
+                                "state": "ringing",
+                                "customer_held": held,
+                            });
+                        }
+                    } else if target_agent.as_ref().is_some_and(|t| t.as_str() == v.agent) && v.current_call.is_none() {
+                        // The receiving agent's phone rings with a transferred call.
+                        v.current_call = Some(json!({
+                            "call": call,
+                            "phase": "ringing",
+                            "queue": queue,
+                            "queue_name": queue_name(queue.as_str()),
+                            "caller_number": info.as_ref().map(|i| i.caller_number.clone()),
+                            "caller_name": info.as_ref().map(|i| i.caller_name.clone()),
+                            "entered_queue_at": info.as_ref().map(|i| i.entered_at),
+                            "offered_at": at,
+                            "transferred_from": agent,
+                        }));
+                    }
+                }
+                CallEvent::TransferAnswered { call, target_agent, .. } | CallEvent::ConferenceFormed { call, target_agent, .. } => {
+                    if target_agent.as_ref().is_some_and(|t| t.as_str() == v.agent) {
+                        if v.current_call.as_ref().is_some_and(|c| c["phase"] == "ringing") {
+                            set_phase(v, call, "connected", &[("answered_at", json!(at))]);
+                        }
+                    } else {
+                        let state = if matches!(e, CallEvent::ConferenceFormed { .. }) { "conference" } else { "answered" };
+                        set_transfer(v, call, &[("state", json!(state))]);
+                    }
+                }
+                CallEvent::TransferFailed { call, target_agent, .. } | CallEvent::TransferCancelled { call, target_agent, .. } => {
+                    if target_agent.as_ref().is_some_and(|t| t.as_str() == v.agent) {
+                        clear_call(v, call); // no count: a transfer is not a queue offer
+                    } else {
+                        drop_transfer(v, call);
+                    }
+                }
+                CallEvent::TransferCompleted { .. } | CallEvent::TransferredCallEnded { .. } => {}
                 CallEvent::WrapUpStarted { call, seconds, .. } => {
                     set_phase(v, call, "wrap_up", &[("wrap_up_until", json!(at + chrono::Duration::seconds(*seconds)))])
                 }

@@ -79,7 +79,7 @@ async fn project(ctx: &Context, batch: &[RecordedEvent]) -> anyhow::Result<Vec<A
             if let CallEvent::CallEnteredQueue { call, queue, caller, .. } = call_event {
                 sqlx::query(
                     "insert into rm_call_info (tenant, call, queue, caller_number, caller_name, entered_at)
-                     values ($1, $2, $3, $4, $5, $6) on conflict do nothing",
+                     values ($1, $2, $3, $4, $5, $6) on conflict (tenant, call) do update set queue = excluded.queue",
                 )
                 .bind(&tenant)
                 .bind(call.as_str())
@@ -89,7 +89,7 @@ async fn project(ctx: &Context, batch: &[RecordedEvent]) -> anyhow::Result<Vec<A
                 .bind(e.recorded_at)
                 .execute(&mut *tx)
                 .await?;
-            } else if let CallEvent::CallOffered { call, .. } = call_event {
+            } else if let CallEvent::CallOffered { call, .. } | CallEvent::TransferStarted { call, .. } = call_event {
                 *info = sqlx::query_as::<_, (String, String, String, chrono::DateTime<chrono::Utc>)>(
                     "select queue, caller_number, caller_name, entered_at from rm_call_info where tenant = $1 and call = $2",
                 )
@@ -111,7 +111,7 @@ async fn project(ctx: &Context, batch: &[RecordedEvent]) -> anyhow::Result<Vec<A
             | Fact::Account(AgentAccountEvent::AgentAccountEnabled { agent }) => vec![agent.to_string()],
             Fact::Account(AgentAccountEvent::AgentPasswordChanged { .. }) => vec![],
             Fact::Session(s) => vec![session_agent(s).to_string()],
-            Fact::Call(c, _) => c.agent().map(|a| vec![a.to_string()]).unwrap_or_default(),
+            Fact::Call(c, _) => c.agents().into_iter().map(|a| a.to_string()).collect(),
             Fact::Queue(QueueEvent::QueueConfigured { .. }) => vec![],
             Fact::Queue(QueueEvent::AgentAssignedToQueue { agent, .. })
             | Fact::Queue(QueueEvent::AgentUnassignedFromQueue { agent, .. }) => vec![agent.to_string()],

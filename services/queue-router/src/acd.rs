@@ -120,6 +120,8 @@ pub struct Acd {
     pub offers: HashMap<String, String>,
     /// caller channel id -> call id
     pub channels: HashMap<String, String>,
+    /// Transfers ringing or talking to an agent: transfer id -> (tenant, agent, answered).
+    pub transfers: HashMap<String, (String, AgentNumber, bool)>,
     seq: u64,
     rng: u64,
 }
@@ -302,6 +304,39 @@ impl Acd {
                 a.wrap_up = None;
                 a.idle_since = at;
             }
+            // A transfer to an agent's device: the agent rings, then is on the call (and not
+            // offered queue calls meanwhile); their wrap-up follows the call's queue.
+            TransferStarted { call, transfer, target_agent: Some(agent), queue, .. } => {
+                self.transfers.insert(transfer.clone(), (tenant.to_string(), agent.clone(), false));
+                let a = self.agent(tenant, agent, at);
+                a.ringing += 1;
+                a.last_call = Some((call.clone(), queue.clone()));
+            }
+            TransferAnswered { call, transfer, .. } => {
+                if let Some((t, agent, answered)) = self.transfers.get_mut(transfer) {
+                    *answered = true;
+                    let (t, agent) = (t.clone(), agent.clone());
+                    let a = self.agent(&t, &agent, at);
+                    a.ringing = a.ringing.saturating_sub(1);
+                    a.on_call = Some(call.clone());
+                }
+            }
+            TransferFailed { transfer, .. } | TransferCancelled { transfer, .. } => {
+                if let Some((t, agent, answered)) = self.transfers.remove(transfer) {
+                    let a = self.agent(&t, &agent, at);
+                    if answered {
+                        a.on_call = None;
+                        a.idle_since = at;
+                    } else {
+                        a.ringing = a.ringing.saturating_sub(1);
+                    }
+                }
+            }
+            TransferCompleted { transfer, .. } => {
+                // The receiving agent is on the call now, until their CallEnded.
+                self.transfers.remove(transfer);
+            }
+            TransferStarted { .. } | ConferenceFormed { .. } | TransferredCallEnded { .. } => {}
             CallConnected { .. } | CallHeld { .. } | CallResumed { .. } => {}
         }
         // Forget finished calls once nobody rings for them.

@@ -35,8 +35,8 @@ struct Router<'a> {
     acd: Acd,
     /// Events this router appended and already applied: skipped when the store returns them.
     own: HashSet<Uuid>,
-    /// Calls that ended but whose wrap-up was not started yet.
-    ended: HashSet<String>,
+    /// Agents whose call ended but whose wrap-up was not started yet: (tenant, call, agent).
+    ended: HashSet<(String, String, AgentNumber)>,
     /// Caller channels already taken into a queue (recent ones): a redelivered PBX event does
     /// not enter the same caller twice.
     seen_callers: (HashSet<String>, std::collections::VecDeque<String>),
@@ -96,8 +96,8 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
         }
     }
     r.live = true;
-    for call in std::mem::take(&mut r.ended) {
-        r.start_wrap_up(&call).await?;
+    for (tenant, call, agent) in std::mem::take(&mut r.ended) {
+        r.start_wrap_up(&tenant, &call, agent).await?;
     }
     tracing::info!(calls = r.acd.calls.len(), agents = r.acd.agents.len(), "queue router lease taken; routing");
 
@@ -166,15 +166,15 @@ impl Router<'_> {
                     }
                     self.acd.apply_call(tenant, &c, e.recorded_at);
                     match &c {
-                        CallEvent::CallEnded { call, .. } => {
+                        CallEvent::CallEnded { call, agent, .. } => {
                             if self.live {
-                                self.start_wrap_up(call).await?;
+                                self.start_wrap_up(tenant, call, agent.clone()).await?;
                             } else {
-                                self.ended.insert(call.clone());
+                                self.ended.insert((tenant.to_string(), call.clone(), agent.clone()));
                             }
                         }
-                        CallEvent::WrapUpStarted { call, .. } => {
-                            self.ended.remove(call);
+                        CallEvent::WrapUpStarted { call, agent, .. } => {
+                            self.ended.remove(&(tenant.to_string(), call.clone(), agent.clone()));
                         }
                         _ => {}
                     }
@@ -238,19 +238,13 @@ impl Router<'_> {
         self.act(tenant, call, vec![Action::Hangup { channel: channel.into(), cause }]);
     }
 
-    async fn start_wrap_up(&mut self, call: &str) -> anyhow::Result<()> {
-        let Some((tenant, agent, queue)) = self.ended_call(call) else { return Ok(()) };
-        let seconds = self.acd.settings(&tenant, &queue).wrap_up_s;
-        self.record(&tenant, call, vec![CallEvent::WrapUpStarted { call: call.into(), agent, seconds }]).await
-    }
-
-    fn ended_call(&self, call: &str) -> Option<(String, AgentNumber, cc_contracts::domain::QueueNumber)> {
-        // The agent's record names the call it handled; the queue is kept with the answered call.
-        self.acd
-            .agents
-            .iter()
-            .find(|(_, a)| a.last_call.as_ref().is_some_and(|(c, _)| c == call))
-            .map(|((t, agent), a)| (t.clone(), agent.clone(), a.last_call.as_ref().unwrap().1.clone()))
+    /// The agent's wrap-up after their part of a call, for the time of the call's queue.
+    async fn start_wrap_up(&mut self, tenant: &str, call: &str, agent: AgentNumber) -> anyhow::Result<()> {
+        // The agent's record names the call it handled, with its queue.
+        let queue = self.acd.agents.get(&(tenant.to_string(), agent.clone())).and_then(|a| a.last_call.clone()).filter(|(c, _)| c == call).map(|(_, q)| q);
+        let Some(queue) = queue else { return Ok(()) };
+        let seconds = self.acd.settings(tenant, &queue).wrap_up_s;
+        self.record(tenant, call, vec![CallEvent::WrapUpStarted { call: call.into(), agent, seconds }]).await
     }
 
     async fn dispatch(&mut self) -> anyhow::Result<()> {

@@ -9,7 +9,7 @@ use axum::Json;
 use bytes::Bytes;
 use cc_bus::{CommandContext, CommandError};
 use cc_contracts::auth::{LoginKind, SignIn, SignOut};
-use cc_contracts::domain::{DeviceId, QueueNumber};
+use cc_contracts::domain::{AgentNumber, DeviceId, QueueNumber};
 use cc_contracts::session::*;
 use cc_contracts::views::AgentView;
 use serde::Deserialize;
@@ -179,4 +179,109 @@ pub async fn end_wrap_up(State(p): State<Portal>, who: Authed) -> ApiResult<Stat
     let agent = who.agent()?;
     p.ctx.bus.request(&who.context(), &cc_contracts::call::EndWrapUp { agent }).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferBody {
+    method: cc_contracts::call::TransferMethod,
+    target: TargetBody,
+}
+
+/// Exactly one of the four kinds of target.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetBody {
+    extension: Option<String>,
+    agent: Option<String>,
+    queue: Option<String>,
+    number: Option<String>,
+}
+
+fn target_error(code: &str, message: impl Into<String>) -> ApiError {
+    ApiError(CommandError::field(code, "target", message))
+}
+
+/// `POST /api/call/transfer`: blind, attended or live transfer of the connected call to an
+/// extension, an agent, a queue or an outside number. The target is checked before the call
+/// is touched.
+pub async fn transfer(State(p): State<Portal>, who: Authed, raw: Bytes) -> ApiResult<StatusCode> {
+    use cc_contracts::call::{TransferCall, TransferTarget};
+    let agent = who.agent()?;
+    let b: TransferBody = body(&raw)?;
+    let pool = &p.ctx.pool;
+    let tenant = who.tenant();
+    let (target, device, target_agent) = match (b.target.extension, b.target.agent, b.target.queue, b.target.number) {
+        (Some(e), None, None, None) => {
+            let device = DeviceId::parse(&e).map_err(|e| target_error("invalid_field", e.message))?;
+            let on = crate::views::agent_on_device(pool, tenant, device.as_str()).await?;
+            let on = on.map(|a| AgentNumber::parse(&a)).transpose().map_err(|e| ApiError(CommandError::internal(e.message)))?;
+            (TransferTarget::Extension(device.clone()), Some(device), on)
+        }
+        (None, Some(a), None, None) => {
+            let target = AgentNumber::parse(&a).map_err(|e| target_error("invalid_field", e.message))?;
+            if target == agent {
+                return Err(target_error("own_device", "you cannot transfer a call to yourself"));
+            }
+            let view = crate::views::agent(pool, tenant, target.as_str()).await?.ok_or_else(|| target_error("unknown_agent", format!("There is no agent {target}")))?;
+            let device = match (&view.login_time, &view.device) {
+                (Some(_), Some(d)) => DeviceId::parse(d).map_err(|e| ApiError(CommandError::internal(e.message)))?,
+                _ => return Err(target_error("agent_not_logged_in", format!("Agent {target} is not logged in"))),
+            };
+            (TransferTarget::Agent(target.clone()), Some(device), Some(target))
+        }
+        (None, None, Some(q), None) => {
+            let queue = QueueNumber::parse(&q).map_err(|e| target_error("invalid_field", e.message))?;
+            if !crate::views::queues(pool, tenant).await?.iter().any(|(n, _)| n == queue.as_str()) {
+                return Err(target_error("unknown_queue", format!("There is no queue {queue}")));
+            }
+            (TransferTarget::Queue(queue), None, None)
+        }
+        (None, None, None, Some(n)) => (TransferTarget::Number(n.trim().to_string()), None, None),
+        _ => return Err(target_error("invalid_field", "give exactly one of extension, agent, queue or number")),
+    };
+    let cmd = TransferCall { agent, method: b.method, target, device, target_agent, ring_timeout_s: 30 };
+    p.ctx.bus.request(&who.context(), &cmd).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/call/transfer/complete`: the agent drops; the customer stays with the target.
+pub async fn complete_transfer(State(p): State<Portal>, who: Authed) -> ApiResult<StatusCode> {
+    let agent = who.agent()?;
+    p.ctx.bus.request(&who.context(), &cc_contracts::call::CompleteTransfer { agent }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/call/transfer/cancel`: the target's leg ends; the customer is back with the agent.
+pub async fn cancel_transfer(State(p): State<Portal>, who: Authed) -> ApiResult<StatusCode> {
+    let agent = who.agent()?;
+    p.ctx.bus.request(&who.context(), &cc_contracts::call::CancelTransfer { agent }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(serde::Serialize)]
+pub struct TransferTargets {
+    extensions: Vec<serde_json::Value>,
+    agents: Vec<serde_json::Value>,
+    queues: Vec<serde_json::Value>,
+}
+
+/// `GET /api/transfer-targets`: the tenant's extensions (online or not, with the agent logged
+/// in on each), the other agents with their status, and the queues.
+pub async fn transfer_targets(State(p): State<Portal>, who: Authed) -> ApiResult<Json<TransferTargets>> {
+    let me = who.agent()?;
+    let views = crate::views::agents(&p.ctx.pool, who.tenant()).await?;
+    let devices = p.ctx.bus.request(&who.context(), &cc_contracts::pbx::ListDevices {}).await?;
+    let on_device = |d: &str| views.iter().find(|v| v.login_time.is_some() && v.device.as_deref() == Some(d)).map(|v| v.agent.clone());
+    let extensions = devices
+        .iter()
+        .map(|d| serde_json::json!({ "device": d.device, "online": d.registered, "agent": on_device(d.device.as_str()) }))
+        .collect();
+    let agents = views
+        .iter()
+        .filter(|v| v.agent != me.as_str() && v.enabled)
+        .map(|v| serde_json::json!({ "agent": v.agent, "display_name": v.display_name, "status": v.status, "status_label": v.status_label, "device": v.device }))
+        .collect();
+    let queues = crate::views::queues(&p.ctx.pool, who.tenant()).await?.into_iter().map(|(q, n)| serde_json::json!({ "queue": q, "name": n })).collect();
+    Ok(Json(TransferTargets { extensions, agents, queues }))
 }

@@ -1,0 +1,235 @@
+//! call-control's state, rebuilt from the call events alone: which calls are up, which legs
+//! (channels) belong to them and in which role, and the transfer going on. A pure function
+//! of the events, so a restarted replica knows what its predecessor knew.
+
+use std::collections::HashMap;
+
+use cc_contracts::call::{CallEvent, EndedBy, TransferMethod, TransferTarget};
+use cc_contracts::domain::{AgentNumber, DeviceId, QueueNumber};
+use cc_contracts::pbx::Party;
+use chrono::{DateTime, Utc};
+
+/// The agent on a call: their leg and since when they talk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentLeg {
+    pub agent: AgentNumber,
+    pub leg: String,
+    pub device: Option<DeviceId>,
+    pub answered_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transfer {
+    pub id: String,
+    pub method: TransferMethod,
+    pub target: TransferTarget,
+    /// The target's channel (none for a queue).
+    pub leg: Option<String>,
+    pub target_agent: Option<AgentNumber>,
+    pub answered_at: Option<DateTime<Utc>>,
+    pub conference: bool,
+    pub started_at: DateTime<Utc>,
+}
+
+/// A call from its answer to its end.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Live {
+    pub tenant: String,
+    pub queue: QueueNumber,
+    pub caller: Party,
+    /// The customer's channel.
+    pub customer: String,
+    /// The agent on the call (none once they dropped in a transfer).
+    pub agent: Option<AgentLeg>,
+    /// The customer and the agent are bridged.
+    pub connected: bool,
+    /// The customer is on hold.
+    pub held: bool,
+    pub transfer: Option<Transfer>,
+    /// After a transfer to an extension or number without an agent: that leg and its answer.
+    pub outside: Option<(String, DateTime<Utc>)>,
+}
+
+/// What a channel is to a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Customer,
+    Agent,
+    Target,
+    Outside,
+}
+
+impl Live {
+    pub fn role_of(&self, channel: &str) -> Option<Role> {
+        if self.customer == channel {
+            Some(Role::Customer)
+        } else if self.agent.as_ref().is_some_and(|a| a.leg == channel) {
+            Some(Role::Agent)
+        } else if self.transfer.as_ref().and_then(|t| t.leg.as_deref()) == Some(channel) {
+            Some(Role::Target)
+        } else if self.outside.as_ref().is_some_and(|(l, _)| l == channel) {
+            Some(Role::Outside)
+        } else {
+            None
+        }
+    }
+
+    pub fn legs(&self) -> Vec<(String, Role)> {
+        let mut v = vec![(self.customer.clone(), Role::Customer)];
+        v.extend(self.agent.as_ref().map(|a| (a.leg.clone(), Role::Agent)));
+        v.extend(self.transfer.as_ref().and_then(|t| t.leg.clone()).map(|l| (l, Role::Target)));
+        v.extend(self.outside.as_ref().map(|(l, _)| (l.clone(), Role::Outside)));
+        v
+    }
+}
+
+/// A call waiting in a queue (as call-control needs it when an agent answers).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Waiting {
+    pub tenant: String,
+    pub queue: QueueNumber,
+    pub caller: Party,
+    pub customer: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Model {
+    pub waiting: HashMap<String, Waiting>,
+    pub calls: HashMap<String, Live>,
+    /// offer (channel) -> the device it rings, until the offer ends.
+    pub offer_devices: HashMap<String, DeviceId>,
+}
+
+impl Model {
+    pub fn apply(&mut self, tenant: &str, e: &CallEvent, at: DateTime<Utc>) {
+        use CallEvent::*;
+        match e {
+            CallEnteredQueue { call, queue, caller, channel, .. } => {
+                // A call re-entering a queue after a transfer is no longer any agent's.
+                self.calls.remove(call);
+                self.waiting.insert(
+                    call.clone(),
+                    Waiting { tenant: tenant.into(), queue: queue.clone(), caller: caller.clone(), customer: channel.clone() },
+                );
+            }
+            CallOffered { offer, device, .. } => {
+                self.offer_devices.insert(offer.clone(), device.clone());
+            }
+            OfferRejected { offer, .. } | OfferTimedOut { offer, .. } | OfferWithdrawn { offer, .. } => {
+                self.offer_devices.remove(offer);
+            }
+            CallAnswered { call, agent, offer, .. } => {
+                let device = self.offer_devices.remove(offer);
+                if let Some(w) = self.waiting.remove(call) {
+                    self.calls.insert(
+                        call.clone(),
+                        Live {
+                            tenant: w.tenant,
+                            queue: w.queue,
+                            caller: w.caller,
+                            customer: w.customer,
+                            agent: Some(AgentLeg { agent: agent.clone(), leg: offer.clone(), device, answered_at: at }),
+                            connected: false,
+                            held: false,
+                            transfer: None,
+                            outside: None,
+                        },
+                    );
+                }
+            }
+            CallAbandoned { call, .. } | CallLeftQueue { call, .. } => {
+                self.waiting.remove(call);
+            }
+            CallConnected { call, agent, .. } => {
+                if let Some(l) = self.calls.get_mut(call).filter(|l| l.agent.as_ref().is_some_and(|a| &a.agent == agent)) {
+                    l.connected = true;
+                }
+            }
+            CallHeld { call, .. } | CallResumed { call, .. } => {
+                if let Some(l) = self.calls.get_mut(call) {
+                    l.held = matches!(e, CallHeld { .. });
+                }
+            }
+            CallEnded { call, agent, by, .. } => {
+                if *by == EndedBy::Transferred {
+                    // The agent dropped; the customer stays for the transfer's target.
+                    if let Some(l) = self.calls.get_mut(call).filter(|l| l.agent.as_ref().is_some_and(|a| &a.agent == agent)) {
+                        l.agent = None;
+                        l.connected = false;
+                        l.held = false;
+                    }
+                } else if self.calls.get(call).is_some_and(|l| l.agent.as_ref().is_some_and(|a| &a.agent == agent)) {
+                    self.calls.remove(call);
+                }
+            }
+            TransferStarted { call, transfer, method, target, leg, target_agent, .. } => {
+                if let Some(l) = self.calls.get_mut(call) {
+                    l.transfer = Some(Transfer {
+                        id: transfer.clone(),
+                        method: *method,
+                        target: target.clone(),
+                        leg: leg.clone(),
+                        target_agent: target_agent.clone(),
+                        answered_at: None,
+                        conference: false,
+                        started_at: at,
+                    });
+                }
+            }
+            TransferAnswered { call, transfer, .. } => {
+                if let Some(t) = self.transfer_mut(call, transfer) {
+                    t.answered_at = Some(at);
+                }
+            }
+            ConferenceFormed { call, transfer, .. } => {
+                if let Some(t) = self.transfer_mut(call, transfer) {
+                    t.conference = true;
+                }
+            }
+            TransferFailed { call, transfer, .. } | TransferCancelled { call, transfer, .. } => {
+                if self.transfer_mut(call, transfer).is_some() {
+                    self.calls.get_mut(call).expect("found").transfer = None;
+                }
+            }
+            TransferCompleted { call, transfer, .. } => {
+                if self.transfer_mut(call, transfer).is_none() {
+                    return;
+                }
+                let l = self.calls.get_mut(call).expect("found");
+                let t = l.transfer.take().expect("found");
+                l.held = false;
+                match (t.target_agent, t.leg) {
+                    (Some(agent), Some(leg)) => {
+                        let device = match &t.target {
+                            TransferTarget::Extension(d) => Some(d.clone()),
+                            _ => None,
+                        };
+                        l.agent = Some(AgentLeg { agent, leg, device, answered_at: t.answered_at.unwrap_or(at) });
+                        l.connected = false; // until CallConnected for the receiving agent
+                    }
+                    (None, Some(leg)) => l.outside = Some((leg, t.answered_at.unwrap_or(at))),
+                    // To a queue: CallEnteredQueue follows.
+                    (_, None) => {}
+                }
+            }
+            TransferredCallEnded { call, .. } => {
+                self.calls.remove(call);
+            }
+            WrapUpStarted { .. } | WrapUpEnded { .. } => {}
+        }
+    }
+
+    fn transfer_mut(&mut self, call: &str, id: &str) -> Option<&mut Transfer> {
+        self.calls.get_mut(call).and_then(|l| l.transfer.as_mut()).filter(|t| t.id == id)
+    }
+
+    /// The call an agent is on (connected, or in a transfer they started).
+    pub fn agent_call(&self, tenant: &str, agent: &AgentNumber) -> Option<String> {
+        self.calls.iter().find(|(_, l)| l.tenant == tenant && l.agent.as_ref().is_some_and(|a| &a.agent == agent)).map(|(c, _)| c.clone())
+    }
+
+    /// The call a channel belongs to, and its role.
+    pub fn leg(&self, tenant: &str, channel: &str) -> Option<(String, Role)> {
+        self.calls.iter().filter(|(_, l)| l.tenant == tenant).find_map(|(c, l)| l.role_of(channel).map(|r| (c.clone(), r)))
+    }
+}
