@@ -1,9 +1,12 @@
-// The Agent Portal page: sign in, Complete Login (device and queues), then the dashboard,
-// kept live by the agent's event stream (GET /api/events). It uses the same JSON API as any
-// integrator (see /api/docs); every refusal's `message` is shown as the API words it.
+// The Agent Portal's pages use the same JSON API as any integrator (see /api/docs); every
+// refusal's `message` is shown in the API's words.
+//
+// This file holds what every page shares (window.Portal: the API client, DOM and time helpers)
+// and the agent's page: sign in, Complete Login (device and queues), then the dashboard, kept
+// live by the agent's event stream (GET /api/events). supervisor.js and admin.js load after it.
 'use strict';
 
-(() => {
+window.Portal = (() => {
   const $ = (id) => document.getElementById(id);
 
   // ---------------------------------------------------------------- the API
@@ -108,12 +111,22 @@
       return r;
     } catch (e) {
       notice(e.message, 'error');
-      if (e.status === 401) signedOut('Your portal session has ended. Sign in again.');
+      if (e.status === 401 && Portal.onUnauthorized) Portal.onUnauthorized();
       return undefined;
     } finally {
       if (button && button.isConnected) { button.disabled = false; button.removeAttribute('aria-busy'); }
     }
   }
+
+  const Portal = { $, api, ApiError, el, fmtDuration, since, clockTime, now, notice, act, onUnauthorized: null };
+  return Portal;
+})();
+
+// ==================================================================== the agent's page
+
+if (document.body.dataset.page === 'agent') (() => {
+  const { $, api, el, fmtDuration, since, clockTime, notice, act } = window.Portal;
+  window.Portal.onUnauthorized = () => signedOut('Your portal session has ended. Sign in again.');
 
   // ---------------------------------------------------------------- screens
 
@@ -602,7 +615,10 @@
     $('transfer-explain').textContent = EXPLAIN[method];
     $('transfer-error').textContent = '';
     $('transfer-loading').hidden = false;
-    for (const id of ['targets-extensions', 'targets-agents', 'targets-queues']) $(id).replaceChildren();
+    for (const id of ['targets-extensions', 'targets-agents', 'targets-queues']) {
+      $(id).replaceChildren();
+      $(id).closest('fieldset').hidden = true;
+    }
     $('target-number').value = '';
     dlg.showModal();
     let targets;
@@ -612,11 +628,12 @@
       $('transfer-loading').hidden = true;
       $('transfer-error').textContent = e.status === 404
         ? 'The list of transfer targets is not available on this system; you can still enter a number.'
-        : e.message;
+        : `The transfer targets could not be loaded: ${e.message}`;
       $('target-number').focus();
       return;
     }
     $('transfer-loading').hidden = true;
+    for (const id of ['targets-extensions', 'targets-agents', 'targets-queues']) $(id).closest('fieldset').hidden = false;
     fillTargets(targets);
   }
 
@@ -639,8 +656,10 @@
       `${x.online ? 'online' : 'offline'}${x.agent ? `, agent ${x.agent}` : ''}`, !x.online)) : [none('No other extension.')]));
     $('targets-agents').replaceChildren(...(agents.length ? agents.map((a) => targetButton(
       { agent: a.agent }, `${a.display_name} (${a.agent})`, a.status_label, a.status === 'logged_out')) : [none('No other agent.')]));
-    $('targets-queues').replaceChildren(...(queues.length ? queues.map((q) => targetButton(
-      { queue: q.queue }, `${q.name} (${q.queue})`, null, false)) : [none('No queue.')]));
+    // A queue takes Blind Transfers only (the customer waits in it for the next agent).
+    $('targets-queues').replaceChildren(...(transferMethod !== 'blind'
+      ? [none('A queue takes Blind Transfers only.')]
+      : queues.length ? queues.map((q) => targetButton({ queue: q.queue }, `${q.name} (${q.queue})`, null, false)) : [none('No queue.')]));
     const first = $('targets').querySelector('button:not(:disabled)');
     if (first) first.focus();
   }
