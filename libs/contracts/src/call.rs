@@ -101,7 +101,8 @@ pub enum LeaveReason {
     NoAgents,
 }
 
-/// Events of one queue call. Stream: `call-<call id>`.
+/// Events of one queue call. The transfer events name the agent who started the transfer
+/// (`agent`) and the receiving agent, if any (`target_agent`). Stream: `call-<call id>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum CallEvent {
@@ -135,16 +136,16 @@ pub enum CallEvent {
         queue: QueueNumber,
     },
     /// The target answered (for an attended transfer: the consultation begins).
-    TransferAnswered { call: String, transfer: String, #[serde(default, skip_serializing_if = "Option::is_none")] target_agent: Option<AgentNumber> },
+    TransferAnswered { call: String, transfer: String, agent: AgentNumber, #[serde(default, skip_serializing_if = "Option::is_none")] target_agent: Option<AgentNumber> },
     /// Live transfer: customer, agent and target are joined in one call.
     ConferenceFormed { call: String, transfer: String, agent: AgentNumber, #[serde(default, skip_serializing_if = "Option::is_none")] target_agent: Option<AgentNumber> },
     /// The target did not take the call; the customer stays with the agent, or (the agent
     /// having dropped) goes back to the head of the queue.
-    TransferFailed { call: String, transfer: String, reason: TransferFailure, #[serde(default, skip_serializing_if = "Option::is_none")] target_agent: Option<AgentNumber> },
+    TransferFailed { call: String, transfer: String, agent: AgentNumber, reason: TransferFailure, #[serde(default, skip_serializing_if = "Option::is_none")] target_agent: Option<AgentNumber> },
     /// The agent cancelled: the target's leg ends, the customer is back with the agent.
     TransferCancelled { call: String, transfer: String, agent: AgentNumber, #[serde(default, skip_serializing_if = "Option::is_none")] target_agent: Option<AgentNumber> },
     /// The customer and the target are joined; the transferring agent is off the call.
-    TransferCompleted { call: String, transfer: String, #[serde(default, skip_serializing_if = "Option::is_none")] target_agent: Option<AgentNumber> },
+    TransferCompleted { call: String, transfer: String, agent: AgentNumber, #[serde(default, skip_serializing_if = "Option::is_none")] target_agent: Option<AgentNumber> },
     /// A call transferred to an extension or number without an agent ended.
     TransferredCallEnded { call: String, by: Side, talk_ms: i64 },
 }
@@ -196,15 +197,12 @@ impl CallEvent {
             | WrapUpStarted { agent, .. }
             | WrapUpEnded { agent, .. }
             | TransferStarted { agent, .. }
+            | TransferAnswered { agent, .. }
             | ConferenceFormed { agent, .. }
-            | TransferCancelled { agent, .. } => Some(agent),
-            CallEnteredQueue { .. }
-            | CallAbandoned { .. }
-            | CallLeftQueue { .. }
-            | TransferAnswered { .. }
-            | TransferFailed { .. }
-            | TransferCompleted { .. }
-            | TransferredCallEnded { .. } => None,
+            | TransferFailed { agent, .. }
+            | TransferCancelled { agent, .. }
+            | TransferCompleted { agent, .. } => Some(agent),
+            CallEnteredQueue { .. } | CallAbandoned { .. } | CallLeftQueue { .. } | TransferredCallEnded { .. } => None,
         }
     }
 

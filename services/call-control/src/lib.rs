@@ -333,7 +333,7 @@ impl CallControl {
         match (&cmd.method, &cmd.target) {
             (TransferMethod::Blind, TransferTarget::Queue(q)) => {
                 events.push(dropped);
-                events.push(CallEvent::TransferCompleted { call: call.clone(), transfer: transfer.clone(), target_agent: None });
+                events.push(CallEvent::TransferCompleted { call: call.clone(), transfer: transfer.clone(), agent: cmd.agent.clone(), target_agent: None });
                 events.push(CallEvent::CallEnteredQueue {
                     call: call.clone(),
                     queue: q.clone(),
@@ -386,7 +386,7 @@ impl CallControl {
         let Some(l) = st.model.calls.get(call).cloned() else { return Ok(()) };
         let Some(t) = l.transfer.clone() else { return Ok(()) };
         let tenant = l.tenant.clone();
-        let mut events = vec![CallEvent::TransferFailed { call: call.into(), transfer: t.id.clone(), reason, target_agent: t.target_agent.clone() }];
+        let mut events = vec![CallEvent::TransferFailed { call: call.into(), transfer: t.id.clone(), agent: t.agent.clone(), reason, target_agent: t.target_agent.clone() }];
         match &l.agent {
             Some(a) => {
                 let back = t.method == TransferMethod::Attended && l.held;
@@ -441,7 +441,7 @@ impl CallControl {
 
     /// The events of the customer joined with the transfer's target.
     fn joined(&self, call: &str, t: &model::Transfer) -> Vec<CallEvent> {
-        let mut v = vec![CallEvent::TransferCompleted { call: call.into(), transfer: t.id.clone(), target_agent: t.target_agent.clone() }];
+        let mut v = vec![CallEvent::TransferCompleted { call: call.into(), transfer: t.id.clone(), agent: t.agent.clone(), target_agent: t.target_agent.clone() }];
         if let Some(b) = &t.target_agent {
             v.push(CallEvent::CallConnected { call: call.into(), agent: b.clone(), bridge: call.into() });
         }
@@ -489,7 +489,7 @@ impl CallControl {
         if t.answered_at.is_some() {
             return Ok(()); // a redelivery
         }
-        let answered = CallEvent::TransferAnswered { call: call.clone(), transfer: t.id.clone(), target_agent: t.target_agent.clone() };
+        let answered = CallEvent::TransferAnswered { call: call.clone(), transfer: t.id.clone(), agent: t.agent.clone(), target_agent: t.target_agent.clone() };
         match &l.agent {
             // Blind, or the agent left already: the customer is joined with the target.
             None => {
@@ -526,7 +526,7 @@ impl CallControl {
             Role::Customer => {
                 let mut events = vec![];
                 if let Some(t) = &l.transfer {
-                    events.push(CallEvent::TransferFailed { call: call.clone(), transfer: t.id.clone(), reason: TransferFailure::CallerGone, target_agent: t.target_agent.clone() });
+                    events.push(CallEvent::TransferFailed { call: call.clone(), transfer: t.id.clone(), agent: t.agent.clone(), reason: TransferFailure::CallerGone, target_agent: t.target_agent.clone() });
                 }
                 match (&l.agent, &l.outside) {
                     (Some(a), _) => {

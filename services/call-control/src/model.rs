@@ -21,6 +21,8 @@ pub struct AgentLeg {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transfer {
     pub id: String,
+    /// The agent who started it.
+    pub agent: AgentNumber,
     pub method: TransferMethod,
     pub target: TransferTarget,
     /// The target's channel (none for a queue).
@@ -162,10 +164,11 @@ impl Model {
                     self.calls.remove(call);
                 }
             }
-            TransferStarted { call, transfer, method, target, leg, target_agent, .. } => {
+            TransferStarted { call, transfer, agent, method, target, leg, target_agent, .. } => {
                 if let Some(l) = self.calls.get_mut(call) {
                     l.transfer = Some(Transfer {
                         id: transfer.clone(),
+                        agent: agent.clone(),
                         method: *method,
                         target: target.clone(),
                         leg: leg.clone(),

@@ -15,7 +15,7 @@ pub fn status_of(code: &str) -> StatusCode {
         "invalid_json" | "invalid_field" | "missing_field" | "missing_tenant" | "invalid_tenant" => StatusCode::BAD_REQUEST,
         "unauthenticated" | "invalid_credentials" => StatusCode::UNAUTHORIZED,
         "forbidden" | "account_disabled" | "queue_change_not_allowed" => StatusCode::FORBIDDEN,
-        "unknown_agent" | "unknown_queue" | "unknown_tenant" | "not_found" => StatusCode::NOT_FOUND,
+        "unknown_agent" | "unknown_queue" | "unknown_tenant" | "unknown_extension" | "not_found" => StatusCode::NOT_FOUND,
         "unknown_pause_reason" | "unknown_device" | "device_offline" | "queue_not_assigned" => {
             StatusCode::UNPROCESSABLE_ENTITY
         }

@@ -78,6 +78,10 @@ fn set_phase(v: &mut AgentView, call: &str, phase: &str, extra: &[(&str, serde_j
     }
 }
 
+fn in_wrap_up(v: &AgentView) -> bool {
+    v.current_call.as_ref().is_some_and(|c| c["phase"] == "wrap_up")
+}
+
 /// Changes fields of the transfer going on in `call`, if any.
 fn set_transfer(v: &mut AgentView, call: &str, fields: &[(&str, serde_json::Value)]) {
     if let Some(t) = v.current_call.as_mut().filter(|c| c["call"] == call).and_then(|c| c.get_mut("transfer")).filter(|t| t.is_object()) {
@@ -177,7 +181,10 @@ pub fn apply(v: &mut AgentView, fact: &Fact, at: DateTime<Utc>, queue_name: &dyn
             use serde_json::json;
             match e {
                 CallEvent::CallOffered { call, queue, .. } => {
-                    if v.current_call.is_none() {
+                    // A new offer ends a wrap-up: the router records the wrap-up's end and the
+                    // next offer on different call streams, so the store may hold them in
+                    // either order (the old call's WrapUpEnded then no longer matches).
+                    if v.current_call.is_none() || in_wrap_up(v) {
                         let info = info.clone();
                         v.current_call = Some(json!({
                             "call": call,
@@ -227,7 +234,7 @@ pub fn apply(v: &mut AgentView, fact: &Fact, at: DateTime<Utc>, queue_name: &dyn
                                 "customer_held": held,
                             });
                         }
-                    } else if target_agent.as_ref().is_some_and(|t| t.as_str() == v.agent) && v.current_call.is_none() {
+                    } else if target_agent.as_ref().is_some_and(|t| t.as_str() == v.agent) && (v.current_call.is_none() || in_wrap_up(v)) {
                         // The receiving agent's phone rings with a transferred call.
                         v.current_call = Some(json!({
                             "call": call,
@@ -313,5 +320,38 @@ mod tests {
         );
         assert_eq!((v.status, v.device.as_deref(), v.queues.len()), (AgentStatus::LoggedOut, None, 0));
         assert_eq!(v.version, 4);
+    }
+
+    #[test]
+    fn a_new_offer_recorded_before_the_last_wrap_up_ends_still_shows_ringing() {
+        use cc_contracts::call::{CallEvent as C, EndedBy};
+        let t0 = Utc::now();
+        let mut v = empty("acme", "1001", t0);
+        let names = |q: &str| q.to_string();
+        let login = AgentSessionEvent::AgentLoggedIn {
+            agent: a(),
+            login_id: Default::default(),
+            device: DeviceId::parse("1001").unwrap(),
+            queues: vec![QueueNumber::parse("500").unwrap()],
+        };
+        apply(&mut v, &Fact::Session(login), t0, &names);
+        let offer = |call: &str| C::CallOffered {
+            call: call.into(),
+            queue: QueueNumber::parse("500").unwrap(),
+            agent: a(),
+            device: DeviceId::parse("1001").unwrap(),
+            offer: format!("{call}-o"),
+        };
+        let call = |e: C| Fact::Call(e, None);
+        apply(&mut v, &call(offer("old")), t0, &names);
+        apply(&mut v, &call(C::CallAnswered { call: "old".into(), queue: QueueNumber::parse("500").unwrap(), agent: a(), offer: "old-o".into(), wait_ms: 0 }), t0, &names);
+        apply(&mut v, &call(C::CallEnded { call: "old".into(), agent: a(), by: EndedBy::Caller, talk_ms: 5 }), t0, &names);
+        assert_eq!(v.status, AgentStatus::WrapUp);
+        // The router's writers may store the next offer before the old call's WrapUpEnded.
+        apply(&mut v, &call(offer("new")), t0, &names);
+        apply(&mut v, &call(C::WrapUpEnded { call: "old".into(), agent: a(), early: false }), t0, &names);
+        assert_eq!(v.status, AgentStatus::Ringing);
+        assert_eq!(v.current_call.as_ref().unwrap()["call"], "new");
+        assert_eq!(v.counts.completed, 1);
     }
 }

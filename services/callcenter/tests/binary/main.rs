@@ -5,6 +5,7 @@ mod process;
 mod recovery;
 mod sessions;
 mod system;
+mod transfers;
 use std::time::Duration;
 
 use cc_testkit::{eventually, free_port, NatsServer, TestDb};

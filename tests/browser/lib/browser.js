@@ -1,0 +1,135 @@
+// The browser (Debian's chromium, headless) and the helpers the tests share: waiting for a
+// state with a generous timeout (a loaded 2-core machine is slow), screenshots, the steps a
+// user takes on the Agent Portal and the demo phone.
+
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+import { ARTIFACTS } from './system.js';
+
+export const TIMEOUT = 20_000;
+export const DESKTOP = { width: 1280, height: 720 };
+export const NARROW = { width: 390, height: 800 };
+
+export async function launch() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM_BIN || '/usr/bin/chromium',
+    headless: true,
+  });
+}
+
+/** A new browser context (its own cookies: one user) and page. Uncaught page errors are kept in `page.errors`. */
+export async function newPage(browser, viewport = DESKTOP) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  page.setDefaultTimeout(TIMEOUT);
+  page.errors = [];
+  page.on('pageerror', (e) => page.errors.push(e.message));
+  return page;
+}
+
+export async function shot(page, name) {
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  await page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`), fullPage: true });
+}
+
+/** Retries `fn` until it stops throwing, for up to `timeout` ms; then throws its last error. */
+export async function eventually(fn, timeout = TIMEOUT) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+}
+
+/** Waits until the element's text matches `expected` (a RegExp, or a string it must contain). */
+export async function expectText(page, selector, expected, timeout = TIMEOUT) {
+  await eventually(async () => {
+    const text = (await page.locator(selector).first().textContent({ timeout: 1000 })) ?? '';
+    if (expected instanceof RegExp) assert.match(text, expected, `${selector}`);
+    else assert.ok(text.includes(expected), `${selector}: expected ${JSON.stringify(expected)} in ${JSON.stringify(text)}`);
+  }, timeout);
+}
+
+export async function expectStatus(page, status) {
+  await page.waitForSelector(`#status-box[data-status="${status}"]`, { timeout: TIMEOUT });
+}
+
+// ---------------------------------------------------------------- Agent Portal steps
+
+export async function signIn(page, sys, agent, password = `demo${agent}`) {
+  await page.goto(`${sys.portal}/`);
+  await page.waitForSelector('#signin:not([hidden])');
+  await page.fill('#agent-number', agent);
+  await page.fill('#agent-password', password);
+  await page.click('#signin-form button[type=submit]');
+}
+
+/** Signs in and completes the login on the default device with the default queues. */
+export async function logIn(page, sys, agent) {
+  await signIn(page, sys, agent);
+  await page.waitForSelector('#login-step:not([hidden])');
+  await eventually(async () => assert.equal(await page.inputValue('#device'), agent));
+  await page.click('#complete-login');
+  await expectStatus(page, 'idle');
+}
+
+// ---------------------------------------------------------------- the demo phone
+
+export async function openPhone(browser, sys, viewport = DESKTOP) {
+  const phone = await newPage(browser, viewport);
+  await phone.goto(`${sys.sim}/phone`);
+  await phone.waitForSelector('#device-1001');
+  return phone;
+}
+
+export async function dial(phone, queue, number, name) {
+  await phone.fill('#queue', queue);
+  await phone.fill('#caller-number', number);
+  await phone.fill('#caller-name', name);
+  await phone.click('#call');
+  await expectText(phone, '#notice', `${number} is calling queue ${queue}`);
+}
+
+export async function phoneAction(phone, device, action) {
+  const sel = `#device-${device} button.${action}`;
+  await phone.waitForSelector(`${sel}:not([disabled])`);
+  await phone.click(sel);
+}
+
+// ---------------------------------------------------------------- the API, for setting up
+
+export async function apiSession(sys, body) {
+  const r = await fetch(`${sys.api}/api/login`, {
+    method: 'POST',
+    headers: { 'x-tenant': 'demo', 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  assert.equal(r.status, 200, `sign-in as ${JSON.stringify(body)}`);
+  const { token } = await r.json();
+  return async (method, route, payload) => {
+    const res = await fetch(`${sys.api}${route}`, {
+      method,
+      headers: { 'x-tenant': 'demo', authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: payload === undefined ? undefined : JSON.stringify(payload),
+    });
+    const text = await res.text();
+    return { status: res.status, body: text ? JSON.parse(text) : null };
+  };
+}
+
+/** Sets a queue's wrap-up (seconds) as the admin, so a test can see the Wrap-up state for as long as it needs. */
+export async function setWrapUp(sys, queue, seconds) {
+  const admin = await apiSession(sys, { username: 'admin', password: 'demo-admin' });
+  const r = await admin('PUT', `/api/admin/queues/${queue}/settings`, { wrap_up_s: seconds });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+}
+
+export function assertNoPageErrors(...pages) {
+  for (const p of pages) assert.deepEqual(p.errors, [], `uncaught errors in ${p.url()}`);
+}
