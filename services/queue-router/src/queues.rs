@@ -198,7 +198,8 @@ pub async fn end_wrap_up(ctx: &Context, c: &CommandContext, cmd: cc_contracts::c
     let call: Option<String> = sqlx::query_scalar(
         "select s.data->>'call' from es_events s
           where s.category = 'call' and s.tenant = $1 and s.event_type = 'WrapUpStarted' and s.data->>'agent' = $2
-            and not exists (select 1 from es_events e where e.stream = s.stream and e.event_type = 'WrapUpEnded')
+            and not exists (select 1 from es_events e where e.stream = s.stream and e.event_type = 'WrapUpEnded'
+                              and e.data->>'agent' = $2 and e.version > s.version)
           order by s.xid desc, s.position desc limit 1",
     )
     .bind(&c.tenant)

@@ -36,6 +36,11 @@ async fn transfer(agent: &Client, method: &str, target: Value) -> crate::system:
 }
 
 impl System {
+    async fn pbx_put_mode(&self, device: &str, mode: Value) -> (u16, String) {
+        let r = self.http.put(format!("{}/tenants/demo/devices/{device}/mode", self.pbx)).json(&mode).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
     async fn caller_hangs_up(&self, channel: &str) {
         let r = self.http.post(format!("{}/tenants/demo/channels/{channel}/hangup", self.pbx)).send().await.unwrap();
         assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
@@ -154,8 +159,12 @@ async fn bad_targets_are_refused_and_the_call_is_not_touched() {
 async fn a_blind_transfer_nobody_takes_puts_the_caller_back_at_the_head_of_the_queue() {
     let sys = System::start().await;
     let (bob, _carol, call, _) = bob_connected(&sys).await;
-    // Another caller waits in 500 meanwhile (nobody free to take them).
+    // Another caller waits in 500 meanwhile (nobody free to take them). Bob's wrap-up lasts
+    // until he ends it, so the transferred call is back in the queue when he is free.
     sys.place_caller("500", "5550002", "Second Caller").await;
+    let admin = sys.sign_in("admin", "demo-admin").await;
+    let settings = json!({"strategy": "longest_idle", "ring_timeout_s": 15, "wrap_up_s": 300});
+    admin.call(Method::PUT, "/api/admin/queues/500/settings", Some(settings)).await.ok();
 
     transfer(&bob, "blind", json!({"extension": "1005"})).await.ok();
     cc_testkit::eventually("1005 rings", Duration::from_secs(10), || async {
@@ -170,9 +179,32 @@ async fn a_blind_transfer_nobody_takes_puts_the_caller_back_at_the_head_of_the_q
     assert_eq!((again["queue"].as_str(), again["priority"].as_i64()), (Some("500"), Some(100)));
 
     // After Bob's wrap-up the transferred caller is served before the one who waited.
+    sys.view_when(&bob, "Bob in wrap-up", |v| v["status"] == "wrap_up" && v["current_call"]["wrap_up_until"].is_string()).await;
+    bob.post("/api/call/wrap-up/end", json!({})).await.ok();
     let v = sys.view_when(&bob, "Bob rings with the same call", |v| v["status"] == "ringing").await;
     assert_eq!(v["current_call"]["call"].as_str(), Some(call.as_str()));
     assert_eq!(v["current_call"]["caller_number"], "5551234");
+
+    // Again, to a phone that rings and rings: after the ring timeout, back to the queue.
+    sys.phone("1002", "answer").await;
+    sys.view_when(&bob, "Bob connected", |v| v["status"] == "connected").await;
+    let (s, b) = sys.pbx_put_mode("1005", json!({"mode": "ignore"})).await;
+    assert_eq!(s, 204, "{b}");
+    let r = bob.post("/api/call/transfer", json!({"method": "blind", "target": {"extension": "1005"}, "ring_timeout_s": 0})).await;
+    assert_eq!(r.refused(400, "invalid_field")["field"], "ring_timeout_s");
+    bob.post("/api/call/transfer", json!({"method": "blind", "target": {"extension": "1005"}, "ring_timeout_s": 2})).await.ok();
+    let events = cc_testkit::eventually("a second TransferFailed", Duration::from_secs(15), || async {
+        let e = sys.stream_events(&format!("demo/call-{call}")).await;
+        (e.iter().filter(|(t, _)| t == "TransferFailed").count() == 2).then_some(e)
+    })
+    .await;
+    let (_, failed) = events.iter().rev().find(|(t, _)| t == "TransferFailed").unwrap();
+    assert_eq!(failed["reason"], "no_answer");
+    sys.view_when(&bob, "Bob in wrap-up", |v| v["status"] == "wrap_up" && v["current_call"]["wrap_up_until"].is_string()).await;
+    bob.post("/api/call/wrap-up/end", json!({})).await.ok();
+    let v = sys.view_when(&bob, "Bob rings with the same call again", |v| v["status"] == "ringing").await;
+    assert_eq!(v["current_call"]["call"].as_str(), Some(call.as_str()));
+    assert!(!sys.channels().await.iter().any(|c| c["device"] == "1005"), "1005 stopped ringing");
 }
 
 #[tokio::test]

@@ -186,6 +186,9 @@ pub async fn end_wrap_up(State(p): State<Portal>, who: Authed) -> ApiResult<Stat
 pub struct TransferBody {
     method: cc_contracts::call::TransferMethod,
     target: TargetBody,
+    /// Seconds the target may ring before the transfer fails as not answered (default 30).
+    #[serde(default)]
+    ring_timeout_s: Option<i64>,
 }
 
 /// Exactly one of the four kinds of target.
@@ -240,7 +243,12 @@ pub async fn transfer(State(p): State<Portal>, who: Authed, raw: Bytes) -> ApiRe
         (None, None, None, Some(n)) => (TransferTarget::Number(n.trim().to_string()), None, None),
         _ => return Err(target_error("invalid_field", "give exactly one of extension, agent, queue or number")),
     };
-    let cmd = TransferCall { agent, method: b.method, target, device, target_agent, ring_timeout_s: 30 };
+    let ring_timeout_s = match b.ring_timeout_s {
+        None => 30,
+        Some(s) if (1..=600).contains(&s) => s,
+        Some(_) => return Err(ApiError(CommandError::field("invalid_field", "ring_timeout_s", "ring_timeout_s must be 1 to 600 seconds"))),
+    };
+    let cmd = TransferCall { agent, method: b.method, target, device, target_agent, ring_timeout_s };
     p.ctx.bus.request(&who.context(), &cmd).await?;
     Ok(StatusCode::NO_CONTENT)
 }
