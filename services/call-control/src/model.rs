@@ -236,3 +236,111 @@ impl Model {
         self.calls.iter().filter(|(_, l)| l.tenant == tenant).find_map(|(c, l)| l.role_of(channel).map(|r| (c.clone(), r)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cc_contracts::call::{TransferFailure, TransferMethod as M};
+
+    fn a(n: &str) -> AgentNumber {
+        AgentNumber::parse(n).unwrap()
+    }
+    fn q() -> QueueNumber {
+        QueueNumber::parse("500").unwrap()
+    }
+
+    /// A call answered by 1002 on device 1002, connected.
+    fn connected() -> Model {
+        let mut m = Model::default();
+        let now = Utc::now();
+        let caller = Party { number: "5551234".into(), name: "Jane".into() };
+        m.apply("acme", &CallEvent::CallEnteredQueue { call: "c".into(), queue: q(), caller, channel: "cust".into(), priority: 0 }, now);
+        m.apply("acme", &CallEvent::CallOffered { call: "c".into(), queue: q(), agent: a("1002"), device: DeviceId::parse("1002").unwrap(), offer: "bob".into() }, now);
+        m.apply("acme", &CallEvent::CallAnswered { call: "c".into(), queue: q(), agent: a("1002"), offer: "bob".into(), wait_ms: 5 }, now);
+        m.apply("acme", &CallEvent::CallConnected { call: "c".into(), agent: a("1002"), bridge: "c".into() }, now);
+        m
+    }
+
+    fn started(method: M, target: TransferTarget, target_agent: Option<&str>) -> CallEvent {
+        CallEvent::TransferStarted {
+            call: "c".into(),
+            transfer: "t".into(),
+            agent: a("1002"),
+            method,
+            target,
+            leg: Some("tgt".into()),
+            target_agent: target_agent.map(a),
+            queue: q(),
+        }
+    }
+
+    #[test]
+    fn an_answered_call_knows_its_legs_and_the_agents_device() {
+        let m = connected();
+        let l = &m.calls["c"];
+        assert!(l.connected);
+        assert_eq!(l.agent.as_ref().unwrap().device.as_ref().map(|d| d.as_str()), Some("1002"));
+        assert_eq!(m.leg("acme", "cust"), Some(("c".into(), Role::Customer)));
+        assert_eq!(m.leg("acme", "bob"), Some(("c".into(), Role::Agent)));
+        assert_eq!(m.leg("other", "bob"), None);
+        assert_eq!(m.agent_call("acme", &a("1002")), Some("c".into()));
+        assert!(m.offer_devices.is_empty(), "the offer's device is not kept after the answer");
+    }
+
+    #[test]
+    fn a_completed_attended_transfer_to_an_agent_hands_the_call_over() {
+        let mut m = connected();
+        let now = Utc::now();
+        let device = DeviceId::parse("1003").unwrap();
+        m.apply("acme", &started(M::Attended, TransferTarget::Extension(device), Some("1003")), now);
+        m.apply("acme", &CallEvent::CallHeld { call: "c".into(), agent: a("1002") }, now);
+        assert_eq!(m.leg("acme", "tgt"), Some(("c".into(), Role::Target)));
+        m.apply("acme", &CallEvent::TransferAnswered { call: "c".into(), transfer: "t".into(), agent: a("1002"), target_agent: Some(a("1003")) }, now);
+        m.apply("acme", &CallEvent::CallEnded { call: "c".into(), agent: a("1002"), by: EndedBy::Transferred, talk_ms: 1 }, now);
+        assert_eq!(m.agent_call("acme", &a("1002")), None, "Bob is off the call");
+        assert_eq!(m.calls["c"].transfer.as_ref().map(|t| t.id.as_str()), Some("t"), "the transfer goes on");
+        m.apply("acme", &CallEvent::TransferCompleted { call: "c".into(), transfer: "t".into(), agent: a("1002"), target_agent: Some(a("1003")) }, now);
+        m.apply("acme", &CallEvent::CallConnected { call: "c".into(), agent: a("1003"), bridge: "c".into() }, now);
+        let l = &m.calls["c"];
+        assert_eq!((l.agent.as_ref().map(|x| x.agent.as_str()), l.connected, l.held), (Some("1003"), true, false));
+        assert_eq!(m.leg("acme", "tgt"), Some(("c".into(), Role::Agent)));
+        m.apply("acme", &CallEvent::CallEnded { call: "c".into(), agent: a("1003"), by: EndedBy::Caller, talk_ms: 1 }, now);
+        assert!(m.calls.is_empty());
+    }
+
+    #[test]
+    fn a_failed_blind_transfer_puts_the_call_back_in_the_queue_and_to_a_number_it_stays_outside() {
+        let mut m = connected();
+        let now = Utc::now();
+        m.apply("acme", &started(M::Blind, TransferTarget::Number("5559".into()), None), now);
+        m.apply("acme", &CallEvent::CallEnded { call: "c".into(), agent: a("1002"), by: EndedBy::Transferred, talk_ms: 1 }, now);
+        m.apply("acme", &CallEvent::TransferFailed { call: "c".into(), transfer: "t".into(), agent: a("1002"), reason: TransferFailure::Busy, target_agent: None }, now);
+        let caller = Party { number: "5551234".into(), name: "Jane".into() };
+        m.apply("acme", &CallEvent::CallEnteredQueue { call: "c".into(), queue: q(), caller, channel: "cust".into(), priority: 100 }, now);
+        assert!(m.calls.is_empty() && m.waiting.contains_key("c"), "waiting again, nobody's call");
+
+        let mut m = connected();
+        m.apply("acme", &started(M::Live, TransferTarget::Number("5559".into()), None), now);
+        m.apply("acme", &CallEvent::TransferAnswered { call: "c".into(), transfer: "t".into(), agent: a("1002"), target_agent: None }, now);
+        m.apply("acme", &CallEvent::ConferenceFormed { call: "c".into(), transfer: "t".into(), agent: a("1002"), target_agent: None }, now);
+        assert!(m.calls["c"].transfer.as_ref().unwrap().conference);
+        m.apply("acme", &CallEvent::CallEnded { call: "c".into(), agent: a("1002"), by: EndedBy::Transferred, talk_ms: 1 }, now);
+        m.apply("acme", &CallEvent::TransferCompleted { call: "c".into(), transfer: "t".into(), agent: a("1002"), target_agent: None }, now);
+        assert_eq!(m.leg("acme", "tgt"), Some(("c".into(), Role::Outside)));
+        m.apply("acme", &CallEvent::TransferredCallEnded { call: "c".into(), by: cc_contracts::call::Side::Caller, talk_ms: 3 }, now);
+        assert!(m.calls.is_empty());
+    }
+
+    #[test]
+    fn a_cancelled_transfer_leaves_the_agent_on_the_call() {
+        let mut m = connected();
+        let now = Utc::now();
+        m.apply("acme", &started(M::Attended, TransferTarget::Number("5559".into()), None), now);
+        m.apply("acme", &CallEvent::TransferCancelled { call: "c".into(), transfer: "t".into(), agent: a("1002"), target_agent: None }, now);
+        // An event about another transfer changes nothing.
+        m.apply("acme", &CallEvent::TransferAnswered { call: "c".into(), transfer: "t".into(), agent: a("1002"), target_agent: None }, now);
+        let l = &m.calls["c"];
+        assert!(l.transfer.is_none() && l.connected);
+        assert_eq!(m.leg("acme", "tgt"), None);
+    }
+}

@@ -217,7 +217,7 @@
         ['On calls', inQueue.filter((v) => BUSY.has(v.status) && v.status !== 'wrap_up').length],
         ['In wrap-up', inQueue.filter((v) => v.status === 'wrap_up').length],
         ['Paused', inQueue.filter((v) => v.status === 'paused').length],
-        ['Its calls with agents now', [...state.views.values()].filter((v) => v.current_call && v.current_call.queue === q && v.current_call.phase !== 'wrap_up').length],
+        ['Calls with an agent', [...state.views.values()].filter((v) => v.current_call && v.current_call.queue === q && v.current_call.phase !== 'wrap_up').length],
       ];
       const dl = document.getElementById(`queue-${q}`).querySelector('dl');
       const text = figures.map(([k, n]) => `${k}:${n}`).join('|');
