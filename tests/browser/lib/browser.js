@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
+import { test as nodeTest } from 'node:test';
 import { chromium } from 'playwright-core';
 import { ARTIFACTS } from './system.js';
 
@@ -20,9 +21,13 @@ export async function launch() {
 }
 
 /** A new browser context (its own cookies: one user) and page. Uncaught page errors are kept in `page.errors`. */
+const openPages = new Set();
+
 export async function newPage(browser, viewport = DESKTOP) {
   const context = await browser.newContext({ viewport });
   const page = await context.newPage();
+  openPages.add(page);
+  page.on('close', () => openPages.delete(page));
   page.setDefaultTimeout(TIMEOUT);
   page.errors = [];
   page.on('pageerror', (e) => page.errors.push(e.message));
@@ -32,6 +37,26 @@ export async function newPage(browser, viewport = DESKTOP) {
 export async function shot(page, name) {
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   await page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`), fullPage: true });
+}
+
+/**
+ * `node:test`'s test, with a screenshot of every open page when the test fails
+ * (target/browser-artifacts/FAILED-<test>-<n>.png), to see what the user saw.
+ */
+export function test(name, fn) {
+  return nodeTest(name, async (t) => {
+    try {
+      await fn(t);
+    } catch (e) {
+      const slug = name.replace(/[^a-z0-9]+/gi, '-').slice(0, 60);
+      let i = 0;
+      for (const p of openPages) {
+        i += 1;
+        await shot(p, `FAILED-${slug}-${i}`).catch(() => {});
+      }
+      throw e;
+    }
+  });
 }
 
 /** Retries `fn` until it stops throwing, for up to `timeout` ms; then throws its last error. */

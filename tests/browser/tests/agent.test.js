@@ -1,11 +1,11 @@
 // The Agent Portal without calls: sign in, the device choice, queues, pause, logout, and the
 // live stream surviving an outage.
 
-import { test, before, after } from 'node:test';
+import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startSystem } from '../lib/system.js';
 import {
-  launch, newPage, shot, eventually, expectText, expectStatus, signIn, logIn, apiSession,
+  test, launch, newPage, shot, eventually, expectText, expectStatus, signIn, logIn, apiSession,
   assertNoPageErrors, NARROW,
 } from '../lib/browser.js';
 

@@ -2,11 +2,11 @@
 // agent's phone; the Agent Portal follows live (no reload): Ringing with the Call Details,
 // Rejected, Connected, On hold, Hangup, Wrap-up, Idle.
 
-import { test, before, after } from 'node:test';
+import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startSystem } from '../lib/system.js';
 import {
-  launch, newPage, shot, expectText, expectStatus, logIn, openPhone, dial, phoneAction,
+  test, launch, newPage, shot, expectText, expectStatus, logIn, openPhone, dial, phoneAction,
   setWrapUp, assertNoPageErrors, NARROW, DESKTOP,
 } from '../lib/browser.js';
 

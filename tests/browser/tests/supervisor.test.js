@@ -1,11 +1,11 @@
 // The supervisor's view follows an agent live (status, reason, call, counts) and can force a
 // logout; the queue figures come from the agents' views.
 
-import { test, before, after } from 'node:test';
+import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startSystem } from '../lib/system.js';
 import {
-  launch, newPage, shot, expectText, expectStatus, logIn, openPhone, dial, phoneAction,
+  test, launch, newPage, shot, expectText, expectStatus, logIn, openPhone, dial, phoneAction,
   setWrapUp, assertNoPageErrors, NARROW,
 } from '../lib/browser.js';
 

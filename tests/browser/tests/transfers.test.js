@@ -4,11 +4,11 @@
 // Alice (1001) takes the customers' calls of queue 501 Support (she logs into 501 only);
 // Bob (1002, queue 500 only) receives transfers.
 
-import { test, before, after } from 'node:test';
+import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startSystem } from '../lib/system.js';
 import {
-  launch, newPage, shot, expectText, expectStatus, signIn, logIn, openPhone, dial, phoneAction,
+  test, launch, newPage, shot, expectText, expectStatus, signIn, logIn, openPhone, dial, phoneAction,
   setWrapUp, assertNoPageErrors, NARROW, DESKTOP,
 } from '../lib/browser.js';
 
@@ -88,7 +88,7 @@ test('Blind Transfer to an agent: Alice drops at once; Bob rings with the call, 
   await alice.setViewportSize(DESKTOP);
 
   await alice.click('#targets-agents button:has-text("Bob Agent (1002)")');
-  await alice.waitForSelector('#transfer-dialog:not([open])');
+  await alice.waitForSelector('#transfer-dialog', { state: 'hidden' });
   await expectText(alice, '#notice', 'Blind Transfer to Bob Agent (1002) started');
   await expectStatus(alice, 'wrap_up');
   await expectText(alice, '#count-completed', '1');
@@ -115,7 +115,7 @@ test('Attended Transfer to an extension: the customer on hold, consult, back and
   await openPicker('attended', 'Attended Transfer');
   await expectText(alice, '#targets-queues', 'Blind Transfers only');
   await alice.click('#targets-extensions button:has-text("Extension 1005")');
-  await alice.waitForSelector('#transfer-dialog:not([open])');
+  await alice.waitForSelector('#transfer-dialog', { state: 'hidden' });
 
   await expectText(alice, '#transfer-info', 'Attended Transfer to Extension 1005: ringing. The customer is on hold.');
   await expectStatus(alice, 'on_hold');
@@ -169,7 +169,7 @@ test('Live Transfer: Cancel while the target rings; then to an outside number: a
   await openPicker('live', 'Live Transfer');
   await alice.fill('#target-number', '5559999');
   await alice.press('#target-number', 'Enter');
-  await alice.waitForSelector('#transfer-dialog:not([open])');
+  await alice.waitForSelector('#transfer-dialog', { state: 'hidden' });
   await expectText(alice, '#transfer-info', 'Live Transfer to');
   await expectText(alice, '#transfer-info', 'all parties connected. The customer is on the line.');
   await expectText(phone, '#outside', 'Number 5559999: talking with');
