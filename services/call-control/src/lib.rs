@@ -81,7 +81,7 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
         .on(|cc: CallControl, c, cmd: TransferCall| async move { cc.transfer(&c.tenant, cmd).await })
         .on(|cc: CallControl, c, cmd: CompleteTransfer| async move { cc.complete(&c.tenant, &cmd.agent).await })
         .on(|cc: CallControl, c, cmd: CancelTransfer| async move { cc.cancel(&c.tenant, &cmd.agent).await })
-        .on(|cc: CallControl, c, cmd: GetAgentCall| async move { Ok(cc.state.lock().await.model.agent_call(&c.tenant, &cmd.agent)) });
+        .on(|cc: CallControl, c, cmd: GetAgentCall| async move { cc.on_call(&c.tenant, &cmd.agent).await });
     let server = tokio::spawn(commands.serve(ctx.bus.clone(), term.clone()));
     let result = follow(&cc, &mut sub, &mut lease).await;
     term.cancel();
@@ -221,6 +221,28 @@ impl CallControl {
         // Hang up the legs aside (the one already gone refuses, harmlessly).
         self.hang_up_later(&l.tenant, l.legs().into_iter().map(|(leg, _)| leg).collect()).await;
         Ok(())
+    }
+
+    /// The call the agent is on. Besides this replica's model, the newest events are asked: an
+    /// answer the store holds but this replica has not applied yet (it follows the store a few
+    /// milliseconds behind) still counts, so a logout right after an answer is refused.
+    async fn on_call(&self, tenant: &str, agent: &AgentNumber) -> Result<Option<String>, CommandError> {
+        if let Some(call) = self.state.lock().await.model.agent_call(tenant, agent) {
+            return Ok(Some(call));
+        }
+        let last: Option<(String, String)> = sqlx::query_as(
+            "select event_type, data->>'call' from (
+                 select event_type, tenant, data, xid, position from es_events where category = 'call'
+                  order by xid desc, position desc limit 5000) recent
+              where tenant = $1 and (data->>'agent' = $2 or data->>'target_agent' = $2)
+              order by xid desc, position desc limit 1",
+        )
+        .bind(tenant)
+        .bind(agent.as_str())
+        .fetch_optional(&self.ctx.pool)
+        .await
+        .map_err(|e| CommandError::internal(e.to_string()))?;
+        Ok(last.filter(|(t, _)| ["CallAnswered", "CallConnected", "CallHeld", "CallResumed"].contains(&t.as_str())).map(|(_, call)| call))
     }
 
     fn agent_call(st: &State, tenant: &str, agent: &AgentNumber) -> Result<(String, Live), CommandError> {

@@ -277,7 +277,25 @@ pub fn apply(v: &mut AgentView, fact: &Fact, at: DateTime<Utc>, queue_name: &dyn
     }
     let status = derive_status(v);
     set_status(v, status, at);
+    set_options(v);
     v.version += 1;
+}
+
+/// The call options that apply now (the portal shows exactly these): while connected or on
+/// hold `hangup`, `hold` or `resume`, and the three transfers; during a transfer `complete`,
+/// `cancel` and `hold` / `resume` (the customer); in wrap-up `end_wrap_up`.
+fn set_options(v: &mut AgentView) {
+    let Some(c) = v.current_call.as_mut() else { return };
+    let transfer = c.get("transfer").filter(|t| t.is_object());
+    let options: &[&str] = match (c["phase"].as_str(), transfer) {
+        (Some("connected"), None) => &["hangup", "hold", "blind_transfer", "attended_transfer", "live_transfer"],
+        (Some("on_hold"), None) => &["hangup", "resume", "blind_transfer", "attended_transfer", "live_transfer"],
+        (Some("connected"), Some(_)) => &["complete", "cancel", "hold"],
+        (Some("on_hold"), Some(_)) => &["complete", "cancel", "resume"],
+        (Some("wrap_up"), _) => &["end_wrap_up"],
+        _ => &[],
+    };
+    c["options"] = serde_json::json!(options);
 }
 
 #[cfg(test)]

@@ -217,6 +217,7 @@ async fn attended_transfer_consults_toggles_and_completes() {
     assert_eq!(v["status"], "on_hold");
     assert_eq!(v["current_call"]["transfer"]["target_label"], "Extension 1003");
     assert_eq!(v["current_call"]["transfer"]["customer_held"], true);
+    assert_eq!(v["current_call"]["options"], json!(["complete", "cancel", "resume"]));
     sys.view_when(&carol, "Carol ringing", |v| v["status"] == "ringing" && v["current_call"]["transferred_from"] == "1002").await;
     sys.phone("1003", "answer").await;
     sys.view_when(&bob, "consulting", |v| v["current_call"]["transfer"]["state"] == "answered").await;
@@ -229,14 +230,17 @@ async fn attended_transfer_consults_toggles_and_completes() {
     bob.post("/api/call/hold", json!({"held": false})).await.ok();
     let v = sys.view_when(&bob, "talking to the customer", |v| v["status"] == "connected").await;
     assert_eq!(v["current_call"]["transfer"]["customer_held"], false);
+    assert_eq!(v["current_call"]["options"], json!(["complete", "cancel", "hold"]));
     bob.post("/api/call/hold", json!({"held": true})).await.ok();
     sys.view_when(&bob, "back to the target", |v| v["status"] == "on_hold").await;
 
     bob.post("/api/call/transfer/complete", json!({})).await.ok();
     let v = sys.view_when(&bob, "Bob in wrap-up", |v| v["status"] == "wrap_up").await;
     assert_eq!(v["counts"]["completed"], 1);
+    assert_eq!(v["current_call"]["options"], json!(["end_wrap_up"]));
     let v = sys.view_when(&carol, "Carol with the customer", |v| v["status"] == "connected" && v["current_call"]["transfer"].is_null()).await;
     assert_eq!(v["current_call"]["caller_name"], "Jane Caller");
+    assert_eq!(v["current_call"]["options"], json!(["hangup", "hold", "blind_transfer", "attended_transfer", "live_transfer"]));
     let chans = sys.channels().await;
     let c = chans.iter().find(|c| c["channel"] == caller.as_str()).unwrap();
     assert_eq!(c["held"], false, "off hold once joined");
