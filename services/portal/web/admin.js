@@ -1,1 +1,265 @@
-/* admin.js */
+// The admin's directory: agents (create, rename, "may manage own queues", password reset,
+// disable/enable), queues (create, members and penalties, routing settings), pause reasons
+// (add, rename, retire), agent defaults, admin and supervisor accounts. Plain forms over
+// the /api/admin routes.
+'use strict';
+
+(() => {
+  const { $, api, el, notice, act } = window.Portal;
+
+  const state = { agents: [], queues: [], reasons: [], settings: new Map() };
+
+  function show(screen) {
+    $('loading').hidden = true;
+    $('signin').hidden = screen !== 'signin';
+    $('directory').hidden = screen !== 'directory';
+    $('signout').hidden = screen !== 'directory';
+    $('supervisor-link').hidden = screen !== 'directory';
+  }
+
+  function showSignin(message, kind) {
+    show('signin');
+    $('who').textContent = '';
+    if (message) notice(message, kind || 'ok');
+    $('username').focus();
+  }
+  window.Portal.onUnauthorized = () => showSignin('Your session has ended. Sign in again.', 'error');
+
+  $('signin-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const username = $('username').value.trim();
+    const password = $('password').value;
+    const err = $('signin-error');
+    err.textContent = '';
+    if (!username || !password) { err.textContent = 'Enter your username and password.'; return; }
+    const button = ev.submitter || $('signin-form').querySelector('button');
+    button.disabled = true;
+    try {
+      const r = await api('POST', '/api/login', { username, password });
+      $('password').value = '';
+      sessionStorage.setItem('cc.principal', JSON.stringify(r.principal));
+      notice('');
+      await start();
+    } catch (e) {
+      err.textContent = e.message;
+    } finally {
+      button.disabled = false;
+    }
+  });
+
+  $('signout').addEventListener('click', async (ev) => {
+    await act(ev.currentTarget, () => api('POST', '/api/signout'));
+    sessionStorage.removeItem('cc.principal');
+    showSignin('You are signed out.');
+  });
+
+  // ---- tabs (arrow keys move between them)
+
+  const tabs = [...document.querySelectorAll('[role=tab]')];
+  function selectTab(tab) {
+    for (const t of tabs) {
+      const on = t === tab;
+      t.setAttribute('aria-selected', String(on));
+      t.tabIndex = on ? 0 : -1;
+      $(t.getAttribute('aria-controls')).hidden = !on;
+    }
+  }
+  tabs.forEach((t, i) => {
+    t.addEventListener('click', () => selectTab(t));
+    t.addEventListener('keydown', (e) => {
+      const d = e.key === 'ArrowRight' ? 1 : e.key === 'ArrowLeft' ? -1 : 0;
+      if (!d) return;
+      const next = tabs[(i + d + tabs.length) % tabs.length];
+      selectTab(next);
+      next.focus();
+    });
+  });
+
+  // A small form: runs `fn` with the button busy, says the result, then reloads the lists.
+  function submit(form, fn, okText) {
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const r = await act(ev.submitter || form.querySelector('button[type=submit]'), () => fn(form), okText);
+      if (r !== undefined) await reload();
+    });
+  }
+
+  async function reload() {
+    try { await load(); } catch (e) { notice(e.message, 'error'); }
+  }
+
+  const button = (text, cls, onclick, label) => el('button', { type: 'button', class: cls, onclick, 'aria-label': label }, text);
+  const action = async (btn, fn, okText) => {
+    const r = await act(btn, fn, okText);
+    if (r !== undefined) await reload();
+  };
+
+  // ---- agents
+
+  function renderAgents() {
+    const rows = state.agents.map((a) => {
+      const nameInput = el('input', { value: a.display_name, 'aria-label': `Name of agent ${a.agent}`, size: 18 });
+      const pw = el('input', { type: 'password', autocomplete: 'new-password', 'aria-label': `New password for agent ${a.agent}`, size: 12 });
+      const manage = el('input', {
+        type: 'checkbox', checked: a.may_manage_queues, 'aria-label': `Agent ${a.agent} may manage own queues`,
+        onchange: (e) => action(null, () => api('PATCH', `/api/admin/agents/${a.agent}`, { may_manage_queues: e.currentTarget.checked }),
+          `Agent ${a.agent} ${e.currentTarget.checked ? 'may now' : 'may no longer'} manage their own queues.`),
+      });
+      return el('tr', { id: `admin-agent-${a.agent}` },
+        el('th', { scope: 'row', 'data-label': 'Agent Number' }, el('div', { class: 'v', text: a.agent })),
+        el('td', { 'data-label': 'Name' }, el('div', { class: 'v row' }, nameInput,
+          button('Rename', 'secondary', (e) => action(e.currentTarget,
+            () => api('PATCH', `/api/admin/agents/${a.agent}`, { display_name: nameInput.value.trim() }), `Agent ${a.agent} renamed.`),
+          `Rename agent ${a.agent}`))),
+        el('td', { 'data-label': 'May manage own queues' }, el('div', { class: 'v' }, manage)),
+        el('td', { 'data-label': 'Account' }, el('div', { class: 'v row' },
+          el('span', { class: a.enabled ? '' : 'field-error', text: a.enabled ? 'Enabled' : 'Disabled' }),
+          a.enabled
+            ? button('Disable', 'danger', (e) => action(e.currentTarget, () => api('POST', `/api/admin/agents/${a.agent}/disable`),
+              `Agent ${a.agent} is disabled and logged out.`), `Disable agent ${a.agent}`)
+            : button('Enable', '', (e) => action(e.currentTarget, () => api('POST', `/api/admin/agents/${a.agent}/enable`),
+              `Agent ${a.agent} is enabled.`), `Enable agent ${a.agent}`))),
+        el('td', { 'data-label': 'Password' }, el('div', { class: 'v row' }, pw,
+          button('Reset', 'secondary', (e) => action(e.currentTarget,
+            () => api('POST', `/api/admin/agents/${a.agent}/password`, { password: pw.value }), `The password of agent ${a.agent} is changed.`),
+          `Reset the password of agent ${a.agent}`))));
+    });
+    $('agent-rows').replaceChildren(...rows);
+  }
+
+  submit($('new-agent'), () => {
+    const body = { agent: $('na-number').value.trim(), display_name: $('na-name').value.trim(), password: $('na-password').value };
+    if ($('na-manage').value) body.may_manage_queues = $('na-manage').value === 'true';
+    return api('POST', '/api/admin/agents', body).then((r) => { $('new-agent').reset(); return r ?? true; });
+  }, 'Agent created.');
+
+  // ---- queues
+
+  const STRATEGIES = ['longest_idle', 'ring_all', 'round_robin', 'fewest_calls', 'least_talk_time', 'linear', 'random'];
+  const SETTINGS = [
+    ['ring_timeout_s', 'Ring timeout (s)', 20], ['wrap_up_s', 'Wrap-up (s)', 10], ['max_wait_s', 'Max wait (s, 0 = no limit)', 0],
+    ['reject_delay_s', 'Reject delay (s)', 5], ['auto_pause_after', 'Auto-pause after missed calls (0 = never)', 0],
+    ['service_level_s', 'Service level (s)', 20],
+  ];
+
+  function settingsForm(q) {
+    const known = state.settings.get(q.queue);
+    const id = (f) => `qs-${q.queue}-${f}`;
+    const fields = [
+      el('div', {}, el('label', { for: id('strategy'), text: 'Strategy' }),
+        el('select', { id: id('strategy') }, ...STRATEGIES.map((s) => el('option', { value: s, text: s.replace(/_/g, ' '), selected: (known ? known.strategy : 'longest_idle') === s })))),
+      ...SETTINGS.map(([f, label, def]) => el('div', {}, el('label', { for: id(f), text: label }),
+        el('input', { id: id(f), type: 'number', min: 0, value: String(known ? known[f] : def), style: 'width:7rem' }))),
+      el('label', { class: 'checkbox', for: id('leave') }, el('input', { type: 'checkbox', id: id('leave'), checked: known && known.leave_when_no_agents }), 'Callers leave when no agent is logged in'),
+      el('label', { class: 'checkbox', for: id('inuse') }, el('input', { type: 'checkbox', id: id('inuse'), checked: known && known.ring_in_use }), 'Offer calls to agents already on a call'),
+    ];
+    const form = el('form', { class: 'inline-form', novalidate: true }, ...fields, el('button', { type: 'submit' }, 'Save settings'));
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const body = { strategy: $(id('strategy')).value, leave_when_no_agents: $(id('leave')).checked, ring_in_use: $(id('inuse')).checked };
+      for (const [f] of SETTINGS) body[f] = Number($(id(f)).value);
+      const r = await act(ev.submitter, () => api('PUT', `/api/admin/queues/${q.queue}/settings`, body), `The settings of queue ${q.queue} are saved.`);
+      if (r) state.settings.set(q.queue, r);
+    });
+    return el('details', {}, el('summary', { text: 'Routing settings' }),
+      el('p', { class: 'muted small', text: known
+        ? 'The settings in force, as saved from this page.'
+        : 'The current settings cannot be read back yet: the form shows the defaults, and saving sets every field.' }),
+      form);
+  }
+
+  function renderQueues() {
+    const names = new Map(state.agents.map((a) => [a.agent, a.display_name]));
+    $('queue-list').replaceChildren(...state.queues.map((q) => {
+      const members = el('ul', { class: 'queue-list' }, ...q.members.map((m) => {
+        const pen = el('input', { type: 'number', min: 0, max: 1000, value: String(m.penalty), style: 'width:5rem', 'aria-label': `Penalty of agent ${m.agent} in queue ${q.queue}` });
+        return el('li', {},
+          el('span', { class: 'q-name', text: `${names.get(m.agent) || ''} (${m.agent})` }),
+          el('span', { class: 'row' }, el('span', { class: 'small muted', text: 'penalty' }), pen,
+            button('Set', 'secondary', (e) => action(e.currentTarget,
+              () => api('PUT', `/api/admin/queues/${q.queue}/agents/${m.agent}`, { penalty: Number(pen.value) }), `Penalty of agent ${m.agent} in queue ${q.queue} set.`),
+            `Set the penalty of agent ${m.agent} in queue ${q.queue}`),
+            button('Unassign', 'danger', (e) => action(e.currentTarget,
+              () => api('DELETE', `/api/admin/queues/${q.queue}/agents/${m.agent}`), `Agent ${m.agent} unassigned from queue ${q.queue}.`),
+            `Unassign agent ${m.agent} from queue ${q.queue}`)));
+      }));
+      const candidates = state.agents.filter((a) => !q.members.some((m) => m.agent === a.agent));
+      const sel = el('select', { id: `assign-${q.queue}` }, ...candidates.map((a) => el('option', { value: a.agent, text: `${a.display_name} (${a.agent})` })));
+      const pen = el('input', { id: `assign-pen-${q.queue}`, type: 'number', min: 0, max: 1000, value: '0', style: 'width:5rem' });
+      const assign = el('form', { class: 'inline-form', novalidate: true },
+        el('div', {}, el('label', { for: `assign-${q.queue}`, text: 'Assign an agent' }), sel),
+        el('div', {}, el('label', { for: `assign-pen-${q.queue}`, text: 'Penalty' }), pen),
+        el('button', { type: 'submit', disabled: !candidates.length }, 'Assign'));
+      assign.addEventListener('submit', (ev) => {
+        ev.preventDefault();
+        action(ev.submitter, () => api('PUT', `/api/admin/queues/${q.queue}/agents/${sel.value}`, { penalty: Number(pen.value) }),
+          `Agent ${sel.value} assigned to queue ${q.queue}.`);
+      });
+      return el('div', { class: 'tile', id: `admin-queue-${q.queue}` },
+        el('h3', { text: `${q.name} (${q.queue})` }),
+        q.members.length ? members : el('p', { class: 'muted small', text: 'No agent is assigned.' }),
+        assign, settingsForm(q));
+    }));
+  }
+
+  submit($('new-queue'), () => api('POST', '/api/admin/queues', { queue: $('nq-number').value.trim(), name: $('nq-name').value.trim() })
+    .then((r) => { $('new-queue').reset(); return r ?? true; }), 'Queue created.');
+
+  // ---- pause reasons
+
+  function renderReasons() {
+    $('reason-list').replaceChildren(...state.reasons.map((r) => {
+      const input = el('input', { value: r.name, 'aria-label': `New name for ${r.name}`, size: 16 });
+      return el('li', {}, el('span', { class: 'q-name', text: r.name }), el('span', { class: 'row' }, input,
+        button('Rename', 'secondary', (e) => action(e.currentTarget,
+          () => api('PATCH', `/api/admin/pause-reasons/${encodeURIComponent(r.name)}`, { name: input.value.trim() }), `${r.name} renamed to ${input.value.trim()}.`),
+        `Rename pause reason ${r.name}`),
+        button('Retire', 'danger', (e) => action(e.currentTarget,
+          () => api('DELETE', `/api/admin/pause-reasons/${encodeURIComponent(r.name)}`), `${r.name} retired.`),
+        `Retire pause reason ${r.name}`)));
+    }));
+  }
+
+  submit($('new-reason'), () => api('POST', '/api/admin/pause-reasons', { name: $('nr-name').value.trim() })
+    .then((r) => { $('new-reason').reset(); return r ?? true; }), 'Pause reason added.');
+
+  // ---- agent defaults and users
+
+  submit($('defaults'), () => api('PUT', '/api/admin/agent-defaults', { may_manage_queues: $('def-manage').checked }).then((r) => r ?? true),
+    'Agent defaults saved.');
+  submit($('new-user'), () => api('POST', '/api/admin/users', {
+    username: $('nu-username').value.trim(), display_name: $('nu-name').value.trim(), password: $('nu-password').value, role: $('nu-role').value,
+  }).then((r) => { $('new-user').reset(); return r ?? true; }), 'User created.');
+
+  // ---- loading
+
+  async function load() {
+    const [agents, queues, reasons, defaults] = await Promise.all([
+      api('GET', '/api/admin/agents'), api('GET', '/api/admin/queues'), api('GET', '/api/admin/pause-reasons'), api('GET', '/api/admin/agent-defaults'),
+    ]);
+    state.agents = agents;
+    state.queues = queues;
+    state.reasons = reasons;
+    $('def-manage').checked = defaults.may_manage_queues;
+    renderAgents();
+    renderQueues();
+    renderReasons();
+  }
+
+  async function start() {
+    try {
+      await load();
+    } catch (e) {
+      if (e.status === 401) return showSignin();
+      show('signin');
+      notice(e.status === 403 ? `${e.message}. The Admin page needs an admin account.` : e.message, 'error');
+      return;
+    }
+    let p = null;
+    try { p = JSON.parse(sessionStorage.getItem('cc.principal') || 'null'); } catch { p = null; }
+    $('who').replaceChildren(...(p ? [el('strong', { text: p.display_name }), ` · ${p.role} · tenant ${p.tenant}`] : []));
+    show('directory');
+  }
+
+  start();
+})();

@@ -1,0 +1,105 @@
+// The admin's directory: a new agent assigned to a queue signs in on the Agent Portal; pause
+// reasons added, renamed and retired; a queue's routing settings; a supervisor is refused.
+
+import { before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startSystem } from '../lib/system.js';
+import {
+  test, launch, newPage, shot, expectText, expectStatus, signIn, assertNoPageErrors, NARROW, DESKTOP,
+} from '../lib/browser.js';
+
+let sys;
+let browser;
+let admin;
+
+before(async () => {
+  sys = await startSystem('admin');
+  browser = await launch();
+  admin = await newPage(browser);
+});
+
+after(async () => {
+  await browser?.close();
+  await sys?.stop();
+});
+
+async function signInAs(page, username, password) {
+  await page.goto(`${sys.portal}/admin`);
+  await page.waitForSelector('#signin:not([hidden])');
+  await page.fill('#username', username);
+  await page.fill('#password', password);
+  await page.click('#signin-form button[type=submit]');
+}
+
+test('a supervisor is refused the admin directory, in words', async () => {
+  const p = await newPage(browser);
+  await signInAs(p, 'supervisor', 'demo-supervisor');
+  await expectText(p, '#notice', 'The Admin page needs an admin account');
+  await p.context().close();
+});
+
+test('the admin creates an agent and assigns a queue; the new agent logs in on the Agent Portal', async () => {
+  await signInAs(admin, 'admin', 'demo-admin');
+  await admin.waitForSelector('#directory:not([hidden])');
+  await admin.waitForSelector('#admin-agent-1001');
+  assert.equal(await admin.inputValue('input[aria-label="Name of agent 1001"]'), 'Alice Agent');
+  await admin.fill('#na-number', '1005');
+  await admin.fill('#na-name', 'Eve Agent');
+  await admin.fill('#na-password', 'demo1005');
+  await admin.selectOption('#na-manage', 'true');
+  await admin.click('#new-agent button[type=submit]');
+  await expectText(admin, '#notice', 'Agent created');
+  await admin.waitForSelector('#admin-agent-1005');
+  assert.equal(await admin.inputValue('input[aria-label="Name of agent 1005"]'), 'Eve Agent');
+  assert.ok(await admin.isChecked('input[aria-label="Agent 1005 may manage own queues"]'));
+
+  await admin.click('#tab-queues');
+  await admin.selectOption('#assign-501', '1005');
+  await admin.fill('#assign-pen-501', '2');
+  await admin.click('#admin-queue-501 form.inline-form button[type=submit]');
+  await expectText(admin, '#notice', 'Agent 1005 assigned to queue 501');
+  await expectText(admin, '#admin-queue-501', 'Eve Agent (1005)');
+  await shot(admin, 'admin-01-queues');
+
+  const eve = await newPage(browser);
+  await signIn(eve, sys, '1005');
+  await eve.waitForSelector('#login-step:not([hidden])');
+  await expectText(eve, '#login-queues', 'Support (501)');
+  await eve.click('#complete-login');
+  await expectStatus(eve, 'idle');
+  await expectText(eve, '#queues', 'Support (501)');
+  assertNoPageErrors(eve);
+});
+
+test('pause reasons: add, rename, retire', async () => {
+  await admin.click('#tab-reasons');
+  await admin.fill('#nr-name', 'Training');
+  await admin.click('#new-reason button[type=submit]');
+  await expectText(admin, '#reason-list', 'Training');
+  await admin.fill('input[aria-label="New name for Training"]', 'Coaching');
+  await admin.click('button[aria-label="Rename pause reason Training"]');
+  await expectText(admin, '#notice', 'Training renamed to Coaching');
+  await expectText(admin, '#reason-list', 'Coaching');
+  await admin.click('button[aria-label="Retire pause reason Bathroom"]');
+  await expectText(admin, '#notice', 'Bathroom retired');
+  const names = await admin.locator('#reason-list .q-name').allTextContents();
+  assert.deepEqual(names, ['Lunch', 'Break', 'Coaching']);
+  await shot(admin, 'admin-02-pause-reasons');
+});
+
+test('a queue\'s routing settings are saved, and a value out of range is refused in words', async () => {
+  await admin.click('#tab-queues');
+  await admin.click('#admin-queue-500 summary');
+  await admin.fill('#qs-500-wrap_up_s', '5');
+  await admin.selectOption('#qs-500-strategy', 'ring_all');
+  await admin.click('#admin-queue-500 details button[type=submit]');
+  await expectText(admin, '#notice', 'The settings of queue 500 are saved');
+  await admin.fill('#qs-500-ring_timeout_s', '9999');
+  await admin.click('#admin-queue-500 details button[type=submit]');
+  await expectText(admin, '#notice', /ring_timeout_s/);
+  assert.match(await admin.getAttribute('#notice', 'class'), /error/);
+  await admin.setViewportSize(NARROW);
+  await shot(admin, 'admin-03-narrow');
+  await admin.setViewportSize(DESKTOP);
+  assertNoPageErrors(admin);
+});
