@@ -736,6 +736,24 @@ if (document.body.dataset.page === 'agent') (() => {
     }
   }
 
+  // The sign-in is a cookie that every tab of the browser shares: when another tab signed in
+  // as someone else, this tab follows instead of acting for the wrong agent.
+  window.addEventListener('focus', async () => {
+    if (!state.view || (state.screen !== 'dashboard' && state.screen !== 'login')) return;
+    let v;
+    try { v = await api('GET', '/api/me'); } catch (e) {
+      if (e.status === 401) signedOut('Your portal session has ended. Sign in again.');
+      return;
+    }
+    if (state.view && v.agent !== state.view.agent) {
+      closeEvents();
+      state.view = null;
+      state.screen = null;
+      await start();
+      notice(`This browser is now signed in as agent ${v.agent} (from another tab).`, 'error');
+    }
+  });
+
   async function refresh() {
     onView(await api('GET', '/api/me'));
   }
