@@ -160,6 +160,25 @@ test('a supervisor\'s forced logout takes the agent back to Complete Login, in w
   await expectText(p, '#notice', 'You are logged out');
 });
 
+test('another tab of the same browser signs in as someone else: this tab follows and says so', async () => {
+  const p = pages[2]; // 1002, on the Complete Login step
+  const other = await p.context().newPage();
+  await other.goto(`${sys.portal}/`);
+  // The cookie is shared: this tab is already signed in (as 1002); sign out and in as 1003.
+  await other.waitForSelector('#login-step:not([hidden])');
+  await other.click('#signout');
+  await other.waitForSelector('#signin:not([hidden])');
+  await other.fill('#agent-number', '1003');
+  await other.fill('#agent-password', 'demo1003');
+  await other.click('#signin-form button[type=submit]');
+  await other.waitForSelector('#login-step:not([hidden])');
+  await p.bringToFront();
+  await p.evaluate(() => window.dispatchEvent(new Event('focus')));
+  await expectText(p, '#notice', 'now signed in as agent 1003');
+  await expectText(p, '#who', 'Agent 1003');
+  await other.close();
+});
+
 test('logout ends the session and returns to the sign-in form', async () => {
   const p = pages[1];
   await p.click('#logout');
