@@ -211,6 +211,7 @@ if (document.body.dataset.page === 'agent') (() => {
 
   async function showLoginStep(message) {
     const first = show('login');
+    for (const id of ['device-error', 'queues-error', 'login-error']) $(id).textContent = '';
     if (message) notice(message, 'ok');
     let opts;
     try {

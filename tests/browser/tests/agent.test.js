@@ -42,6 +42,9 @@ test('login with the default device: the own extension is chosen, then Idle on t
   await signIn(p, sys, '1001');
   await p.waitForSelector('#login-step:not([hidden])');
   await shot(p, 'agent-02-device-choice');
+  await p.setViewportSize(NARROW);
+  await shot(p, 'agent-02-device-choice-narrow');
+  await p.setViewportSize({ width: 1280, height: 720 });
   // The own extension is selected; only online devices are offered (1007 is offline).
   assert.equal(await p.inputValue('#device'), '1001');
   const offered = await p.locator('#device option').evaluateAll((os) => os.map((o) => o.value));
