@@ -442,21 +442,32 @@ if (document.body.dataset.page === 'agent') (() => {
     return 'the transfer target';
   }
 
-  // The call options that apply now; rebuilt only when they change, so focus stays put.
-  function renderOptions(v) {
-    const c = v.current_call;
-    const t = c && c.transfer;
-    const wanted = [];
-    if (c && t) {
-      if (t.method !== 'blind') wanted.push('complete');
-      wanted.push('cancel', t.customer_held ? 'resume-customer' : 'hold-customer');
-    } else if (c && c.phase === 'connected') {
-      wanted.push('hangup', 'hold', 'blind', 'attended', 'live');
-    } else if (c && c.phase === 'on_hold') {
-      wanted.push('resume', 'hangup');
-    } else if (c && c.phase === 'wrap_up') {
-      wanted.push('end-wrap-up');
+  // The call options that apply now, as the view lists them (`current_call.options`; derived
+  // here only for a view written before that field existed). Rebuilt only when they change, so
+  // the focus stays put.
+  const OPTION_KEY = {
+    hangup: 'hangup', blind_transfer: 'blind', attended_transfer: 'attended', live_transfer: 'live',
+    complete: 'complete', cancel: 'cancel', end_wrap_up: 'end-wrap-up',
+  };
+  function wantedOptions(c) {
+    if (!c) return [];
+    const t = c.transfer;
+    if (Array.isArray(c.options)) {
+      return c.options.map((o) => {
+        if (o === 'hold') return t ? 'hold-customer' : 'hold';
+        if (o === 'resume') return t ? 'resume-customer' : 'resume';
+        return OPTION_KEY[o];
+      }).filter((o) => o && OPTIONS[o]);
     }
+    if (t) return ['complete', 'cancel', t.customer_held ? 'resume-customer' : 'hold-customer'];
+    if (c.phase === 'connected') return ['hangup', 'hold', 'blind', 'attended', 'live'];
+    if (c.phase === 'on_hold') return ['hangup', 'resume', 'blind', 'attended', 'live'];
+    if (c.phase === 'wrap_up') return ['end-wrap-up'];
+    return [];
+  }
+
+  function renderOptions(v) {
+    const wanted = wantedOptions(v.current_call);
     const options = $('call-options');
     const key = wanted.join(',');
     if (options.dataset.key === key) return;
