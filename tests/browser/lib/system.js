@@ -123,8 +123,9 @@ export async function startSystem(name) {
     CC_PORTAL_ADDR: `127.0.0.1:${portalPort}`,
     CC_PBX_SIM_ADDR: `127.0.0.1:${simPort}`,
     CC_ADMIN_ADDR: `127.0.0.1:${adminPort}`,
-    // The pages as they are in the working tree, even when the binary is older than they are.
-    CC_WEB_DIR: ROOT,
+    // The pages compiled into the binary are tested (scripts/test builds it first); set
+    // CC_WEB_DIR=<repository root> to test pages edited since, without rebuilding.
+    ...(process.env.CC_WEB_DIR ? { CC_WEB_DIR: process.env.CC_WEB_DIR } : {}),
     CC_SHUTDOWN_GRACE_SECS: '3',
   };
 
