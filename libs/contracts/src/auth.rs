@@ -46,7 +46,18 @@ impl EventFamily for UserEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum TenantEvent {
-    TenantCreated { tenant: String, name: String, demo: bool },
+    TenantCreated {
+        tenant: String,
+        name: String,
+        demo: bool,
+        /// The IANA time zone of the tenant's day boundaries in reports (older events: UTC).
+        #[serde(default = "utc")]
+        time_zone: String,
+    },
+}
+
+fn utc() -> String {
+    "UTC".into()
 }
 impl EventFamily for TenantEvent {
     const CATEGORY: &'static str = "tenant";
@@ -224,6 +235,9 @@ impl Command for CreateUser {
 pub struct CreateTenant {
     pub name: String,
     pub demo: bool,
+    /// An IANA time zone name, e.g. `Europe/Berlin` (default UTC).
+    #[serde(default = "utc")]
+    pub time_zone: String,
 }
 impl Command for CreateTenant {
     const SERVICE: &'static str = "auth";

@@ -33,6 +33,10 @@ fn check_display_name(name: &str) -> Result<String, CommandError> {
 
 pub async fn create_tenant(ctx: &Context, c: &CommandContext, cmd: CreateTenant) -> Result<bool, CommandError> {
     let s = stream(&c.tenant, "tenant", &c.tenant)?;
+    let known: bool = sqlx::query_scalar("select exists (select 1 from pg_timezone_names where name = $1)").bind(&cmd.time_zone).fetch_one(&ctx.pool).await?;
+    if !known {
+        return Err(CommandError::field("invalid_field", "time_zone", format!("{:?} is not a time zone name (e.g. Europe/Berlin, UTC)", cmd.time_zone)));
+    }
     let mut tx = ctx.pool.begin().await?;
     let inserted = sqlx::query("insert into auth_tenants (tenant, name, demo) values ($1, $2, $3) on conflict do nothing")
         .bind(&c.tenant)
@@ -43,7 +47,7 @@ pub async fn create_tenant(ctx: &Context, c: &CommandContext, cmd: CreateTenant)
         .rows_affected()
         == 1;
     if inserted {
-        let e = TenantEvent::TenantCreated { tenant: c.tenant.clone(), name: cmd.name, demo: cmd.demo };
+        let e = TenantEvent::TenantCreated { tenant: c.tenant.clone(), name: cmd.name, demo: cmd.demo, time_zone: cmd.time_zone };
         ctx.store.append_in(&mut tx, &s, ExpectedVersion::NoStream, &[encode(&e, meta(c))]).await?;
     }
     tx.commit().await?;

@@ -29,7 +29,7 @@ const USERS: &[(&str, &str, &str, Role)] = &[
 pub async fn seed(ctx: Context) -> anyhow::Result<()> {
     let c = CommandContext::new(TENANT, "system:demo");
     let created = loop {
-        match ctx.bus.request(&c, &CreateTenant { name: "Demo Call Center".into(), demo: true }).await {
+        match ctx.bus.request(&c, &CreateTenant { name: "Demo Call Center".into(), demo: true, time_zone: "UTC".into() }).await {
             Ok(created) => break created,
             Err(RequestError::NoResponders(_)) => {}
             Err(e) => return Err(e.into()),

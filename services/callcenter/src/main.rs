@@ -47,6 +47,13 @@ enum Command {
     /// Play the PBX simulator's phones (the services must be running).
     #[command(subcommand)]
     Pbx(ops::PbxCommand),
+    /// Rebuild read models from the whole event store into fresh tables while the old ones
+    /// serve, then swap them in atomically; progress on stderr. The services may keep running.
+    Rebuild {
+        /// `reporting` (the analysts' schema) or `all`.
+        #[arg(long, default_value = "all")]
+        projection: String,
+    },
     /// Print the domain events published on NATS, e.g. one agent's:
     /// `callcenter events --subject 'cc.events.demo.agent.1001.>'`.
     Events {
@@ -85,6 +92,7 @@ fn main() -> anyhow::Result<()> {
         Command::Run { target } => runtime()?.block_on(run(config, Target::expand(&target))),
         Command::Tenant(cmd) => runtime()?.block_on(ops::tenant(&config, cmd)),
         Command::Pbx(cmd) => runtime()?.block_on(ops::pbx(&config, cmd)),
+        Command::Rebuild { projection } => runtime()?.block_on(ops::rebuild(&config, &projection)),
         Command::Events { subject, from_start, count } => runtime()?.block_on(ops::events(&config, subject, from_start, count)),
     }
 }

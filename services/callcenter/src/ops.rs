@@ -20,6 +20,9 @@ pub enum TenantCommand {
         name: String,
         #[arg(long, default_value = "admin")]
         admin_username: String,
+        /// The IANA time zone of the tenant's day boundaries in reports.
+        #[arg(long, default_value = "UTC")]
+        time_zone: String,
         /// The admin's password (at least 6 characters).
         #[arg(long, env = "CC_ADMIN_PASSWORD")]
         admin_password: String,
@@ -125,9 +128,9 @@ async fn bus(config: &Config) -> anyhow::Result<Bus> {
 pub async fn tenant(config: &Config, cmd: TenantCommand) -> anyhow::Result<()> {
     let bus = bus(config).await?;
     match cmd {
-        TenantCommand::Create { tenant, name, admin_username, admin_password } => {
+        TenantCommand::Create { tenant, name, admin_username, admin_password, time_zone } => {
             let c = CommandContext::new(&tenant, "operator");
-            let created = bus.request(&c, &CreateTenant { name, demo: false }).await?;
+            let created = bus.request(&c, &CreateTenant { name, demo: false, time_zone }).await?;
             if !created {
                 anyhow::bail!("tenant {tenant} already exists");
             }
@@ -219,6 +222,32 @@ pub async fn events(config: &Config, subject: Option<String>, from_start: bool, 
         if count.is_some_and(|c| seen >= c) {
             break;
         }
+    }
+    Ok(())
+}
+
+/// `callcenter rebuild`: the read models from the whole store, swapped in atomically.
+pub async fn rebuild(config: &Config, projection: &str) -> anyhow::Result<()> {
+    let names: &[&str] = match projection {
+        "all" | "reporting" => &["reporting"],
+        other => anyhow::bail!("unknown projection {other:?}: use reporting or all"),
+    };
+    cc_runtime::telemetry::init(config.log_format, &config.log);
+    let cancel = cc_runtime::shutdown::on_signal();
+    let Some(pool) = cc_runtime::connect::postgres(config, &cc_runtime::Readiness::default(), &cancel).await? else { return Ok(()) };
+    crate::targets::migrate_all(&pool).await?;
+    let store = cc_eventstore::EventStore::new(pool.clone());
+    for name in names {
+        eprintln!("{name}: rebuilding from the event store");
+        let done = cc_projection::reporting::rebuild(&pool, &store, |p| eprintln!("{name}: {p}")).await?;
+        eprintln!(
+            "{name}: rebuilt from {} events in {:.1} s ({:.0} events/s), {} rows, generation {}; swapped in",
+            done.events,
+            done.elapsed.as_secs_f64(),
+            done.events as f64 / done.elapsed.as_secs_f64().max(1e-9),
+            done.rows,
+            done.generation
+        );
     }
     Ok(())
 }

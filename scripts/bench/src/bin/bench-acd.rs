@@ -75,7 +75,7 @@ async fn main() -> anyhow::Result<()> {
     let c = CommandContext::new("bench", "bench");
     let setup = Instant::now();
     loop {
-        match bus.request(&c, &CreateTenant { name: "Bench".into(), demo: false }).await {
+        match bus.request(&c, &CreateTenant { name: "Bench".into(), demo: false, time_zone: "UTC".into() }).await {
             Ok(_) => break,
             Err(cc_bus::RequestError::NoResponders(_)) => tokio::time::sleep(Duration::from_millis(200)).await,
             Err(e) => return Err(e.into()),

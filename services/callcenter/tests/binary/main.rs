@@ -3,6 +3,7 @@
 mod calls;
 mod process;
 mod recovery;
+mod reporting;
 mod sessions;
 mod system;
 mod transfers;

@@ -1,0 +1,192 @@
+//! The reporting read models: a realistic history (logins, pauses, answered, rejected and
+//! abandoned calls, all three transfers, a restart of the services) is projected live; then
+//! `callcenter rebuild` replays the whole store into fresh tables and swaps them in, and the
+//! result equals the live tables row for row. The analysts' views answer from them.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::process::Callcenter;
+use crate::system::System;
+
+/// Every row of every reporting table, as text, in key order.
+async fn snapshot(sys: &System) -> Vec<String> {
+    let mut out = vec![];
+    for (table, key) in [
+        ("tenants", "tenant"),
+        ("queues", "tenant, queue"),
+        ("calls", "tenant, call"),
+        ("call_segments", "tenant, call, seq"),
+        ("agent_states", "tenant, agent, seq"),
+        ("agent_logins", "tenant, login_id"),
+    ] {
+        let rows: Vec<String> = sqlx::query_scalar(&format!("select t::text from reporting.{table} t order by {key}")).fetch_all(&sys.db.pool).await.unwrap();
+        out.extend(rows.into_iter().map(|r| format!("{table} {r}")));
+    }
+    out
+}
+
+/// Waits until the reporting projection has projected every stored event.
+async fn caught_up(sys: &System) {
+    cc_testkit::eventually("the reporting projection caught up", Duration::from_secs(30), || async {
+        let head: Option<(i64, i64)> = sqlx::query_as("select xid, position from es_events order by xid desc, position desc limit 1").fetch_optional(&sys.db.pool).await.unwrap();
+        let at: Option<(i64, i64)> = sqlx::query_as("select xid, position from reporting.checkpoint").fetch_optional(&sys.db.pool).await.ok().flatten();
+        (head.is_some() && head == at).then_some(())
+    })
+    .await;
+}
+
+/// Presses a phone's button once the simulator has the device's call.
+async fn press(sys: &System, device: &str, action: &str) {
+    cc_testkit::eventually("the phone rings", Duration::from_secs(10), || async {
+        let (status, _) = sys.pbx_post(&format!("/devices/{device}/{action}"), json!({})).await;
+        (status == 204).then_some(())
+    })
+    .await;
+}
+
+async fn ring_and_answer(sys: &System, bob: &crate::system::Client) {
+    sys.view_when(bob, "ringing", |v| v["status"] == "ringing").await;
+    press(sys, "1002", "answer").await;
+    sys.view_when(bob, "connected", |v| v["status"] == "connected").await;
+}
+
+#[tokio::test]
+async fn a_rebuilt_reporting_model_equals_the_live_one_and_the_views_answer() {
+    let mut sys = System::start_split().await;
+    let admin = sys.sign_in("admin", "demo-admin").await;
+    for q in ["500", "501"] {
+        let settings = json!({"strategy": "longest_idle", "ring_timeout_s": 20, "wrap_up_s": 1, "reject_delay_s": 1, "service_level_s": 30});
+        admin.call(Method::PUT, &format!("/api/admin/queues/{q}/settings"), Some(settings)).await.ok();
+    }
+    let bob = sys.agent("1002").await;
+    bob.post("/api/session", json!({})).await.ok();
+    let carol = sys.agent("1003").await;
+    carol.post("/api/session", json!({})).await.ok();
+    bob.post("/api/session/pause", json!({"reason": "Lunch"})).await.ok();
+    sys.view_when(&bob, "Bob paused", |v| v["status"] == "paused").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    bob.post("/api/session/unpause", json!({})).await.ok();
+    sys.view_when(&bob, "Bob idle", |v| v["status"] == "idle").await;
+
+    // 1. Rejected once, then answered and hung up by Bob.
+    sys.place_caller("500", "5550001", "One").await;
+    sys.view_when(&bob, "ringing", |v| v["status"] == "ringing").await;
+    press(&sys, "1002", "reject").await;
+    ring_and_answer(&sys, &bob).await;
+    bob.post("/api/call/hold", json!({"held": true})).await.ok();
+    sys.view_when(&bob, "on hold", |v| v["status"] == "on_hold").await;
+    bob.post("/api/call/hold", json!({"held": false})).await.ok();
+    bob.post("/api/call/hangup", json!({})).await.ok();
+    sys.view_when(&bob, "Bob idle", |v| v["status"] == "idle").await;
+
+    // 2. Abandoned while waiting (Bob paused, nobody else in 500).
+    bob.post("/api/session/pause", json!({"reason": "Break"})).await.ok();
+    sys.view_when(&bob, "Bob paused", |v| v["status"] == "paused").await;
+    let gone = sys.place_caller("500", "5550002", "Two").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = sys.http.post(format!("{}/tenants/demo/channels/{gone}/hangup", sys.pbx)).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    bob.post("/api/session/unpause", json!({})).await.ok();
+    sys.view_when(&bob, "Bob idle", |v| v["status"] == "idle").await;
+
+    // 3. Attended transfer to Carol, completed; the caller hangs up on Carol.
+    let caller = sys.place_caller("500", "5550003", "Three").await;
+    ring_and_answer(&sys, &bob).await;
+    bob.post("/api/call/transfer", json!({"method": "attended", "target": {"agent": "1003"}})).await.ok();
+    sys.view_when(&carol, "Carol ringing", |v| v["status"] == "ringing").await;
+    press(&sys, "1003", "answer").await;
+    sys.view_when(&bob, "consulting", |v| v["current_call"]["transfer"]["state"] == "answered").await;
+    bob.post("/api/call/transfer/complete", json!({})).await.ok();
+    sys.view_when(&carol, "Carol has the call", |v| v["status"] == "connected" && v["current_call"]["transfer"].is_null()).await;
+    let r = sys.http.post(format!("{}/tenants/demo/channels/{caller}/hangup", sys.pbx)).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    sys.view_when(&bob, "Bob idle", |v| v["status"] == "idle").await;
+    sys.view_when(&carol, "Carol idle", |v| v["status"] == "idle").await;
+
+    // The services restart in the middle of the history.
+    sys.restart_services().await;
+    cc_testkit::eventually("the portal back", Duration::from_secs(60), || async { bob.get("/api/me").await.status.is_success().then_some(()) }).await;
+
+    // 4. Blind transfer to an extension, the target hangs up after talking.
+    sys.place_caller("500", "5550004", "Four").await;
+    ring_and_answer(&sys, &bob).await;
+    bob.post("/api/call/transfer", json!({"method": "blind", "target": {"extension": "1005"}})).await.ok();
+    cc_testkit::eventually("1005 rings", Duration::from_secs(10), || async {
+        let chans: Vec<Value> = sys.http.get(format!("{}/tenants/demo/channels", sys.pbx)).send().await.unwrap().json().await.unwrap();
+        chans.iter().any(|c| c["device"] == "1005").then_some(())
+    })
+    .await;
+    sys.phone("1005", "answer").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sys.phone("1005", "hangup").await;
+    sys.view_when(&bob, "Bob idle", |v| v["status"] == "idle").await;
+
+    // 5. Live transfer to an outside number, completed; the caller hangs up.
+    let caller = sys.place_caller("500", "5550005", "Five").await;
+    ring_and_answer(&sys, &bob).await;
+    bob.post("/api/call/transfer", json!({"method": "live", "target": {"number": "5559999"}})).await.ok();
+    sys.view_when(&bob, "conference", |v| v["current_call"]["transfer"]["state"] == "conference").await;
+    bob.post("/api/call/transfer/complete", json!({})).await.ok();
+    sys.view_when(&bob, "Bob idle", |v| v["status"] == "idle").await;
+    let r = sys.http.post(format!("{}/tenants/demo/channels/{caller}/hangup", sys.pbx)).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    carol.call(Method::DELETE, "/api/session", None).await.ok();
+
+    caught_up(&sys).await;
+    let live = snapshot(&sys).await;
+    let outcomes: Vec<(String, String)> =
+        sqlx::query_as("select caller_name, outcome from reporting.calls order by entered_at").fetch_all(&sys.db.pool).await.unwrap();
+    let outcomes: Vec<(&str, &str)> = outcomes.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    assert_eq!(
+        outcomes,
+        [("One", "completed"), ("Two", "abandoned"), ("Three", "completed"), ("Four", "transferred_out"), ("Five", "transferred_out")]
+    );
+
+    // Rebuild with the services running; the swapped-in tables equal the live ones.
+    let out = Callcenter::output(&sys.db.url, &sys.nats.url(), &["rebuild", "--projection", "all"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("swapped in"), "{stderr}");
+    let generation: i64 = sqlx::query_scalar("select generation from reporting.checkpoint").fetch_one(&sys.db.pool).await.unwrap();
+    assert_eq!(generation, 2);
+    let rebuilt = snapshot(&sys).await;
+    assert_eq!(rebuilt.len(), live.len());
+    for (a, b) in live.iter().zip(&rebuilt) {
+        assert_eq!(a, b);
+    }
+
+    // The live projection goes on after the swap, on the new tables.
+    sys.place_caller("500", "5550006", "Six").await;
+    ring_and_answer(&sys, &bob).await;
+    bob.post("/api/call/hangup", json!({})).await.ok();
+    caught_up(&sys).await;
+    let six: String = sqlx::query_scalar("select outcome from reporting.calls where caller_name = 'Six'").fetch_one(&sys.db.pool).await.unwrap();
+    assert_eq!(six, "completed");
+
+    // The analysts' views.
+    let (completed, missed, rejected, pause_ms): (i64, i64, i64, i64) = sqlx::query_as(
+        "select completed, missed, rejected, pause_ms from reporting.agent_daily where tenant = 'demo' and agent = '1002'",
+    )
+    .fetch_one(&sys.db.pool)
+    .await
+    .unwrap();
+    assert_eq!((completed, rejected), (5, 1), "Bob: five calls of his own (three transferred on), one reject");
+    assert!(missed >= 0 && pause_ms >= 300);
+    let lunch: i64 = sqlx::query_scalar("select pause_ms from reporting.agent_pause_daily where agent = '1002' and reason = 'Lunch'").fetch_one(&sys.db.pool).await.unwrap();
+    assert!(lunch >= 300, "{lunch}");
+    let (offered, answered, abandoned): (i64, i64, i64) =
+        sqlx::query_as("select sum(offered)::bigint, sum(answered)::bigint, sum(abandoned)::bigint from reporting.queue_intervals where queue = '500'").fetch_one(&sys.db.pool).await.unwrap();
+    assert_eq!((offered, answered, abandoned), (6, 5, 1));
+    // Carol is credited with her part of call Three only.
+    let carol_spans: Vec<(String, i64)> = sqlx::query_as(
+        "select outcome, duration_ms from reporting.call_segments where kind = 'connected' and agent = '1003'",
+    )
+    .fetch_all(&sys.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(carol_spans.len(), 1);
+    assert_eq!(carol_spans[0].0, "caller");
+}

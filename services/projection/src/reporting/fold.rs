@@ -1,0 +1,598 @@
+//! The reporting model as a pure fold over the events: every row of the reporting tables is a
+//! function of the events alone (times are the events' `recorded_at`, never the clock), so a
+//! rebuild from the store gives the same rows as the live projection, row for row.
+//!
+//! Rows that change are marked dirty; the caller writes them (upserts) and then calls
+//! [`Reporter::take_dirty`]. Calls and agents whose rows can no longer change are evicted
+//! from memory once written.
+
+use std::collections::{BTreeSet, HashMap};
+
+use cc_contracts::auth::TenantEvent;
+use cc_contracts::call::{CallEvent, EndedBy};
+use cc_contracts::queue::QueueEvent;
+use cc_contracts::session::AgentSessionEvent;
+use cc_eventstore::RecordedEvent;
+use chrono::{DateTime, Utc};
+
+pub type Ts = DateTime<Utc>;
+
+fn ms(from: Ts, to: Ts) -> i64 {
+    (to - from).num_milliseconds().max(0)
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantRow {
+    pub tenant: String,
+    pub name: String,
+    pub time_zone: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueRow {
+    pub tenant: String,
+    pub queue: String,
+    pub name: String,
+    pub service_level_s: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallRow {
+    pub tenant: String,
+    pub call: String,
+    pub queue: String,
+    pub caller_number: String,
+    pub caller_name: String,
+    pub entered_at: Ts,
+    pub answered_at: Option<Ts>,
+    pub ended_at: Option<Ts>,
+    pub wait_ms: Option<i64>,
+    pub talk_ms: Option<i64>,
+    pub hold_ms: i64,
+    /// waiting, in_progress, completed, abandoned, left_queue, transferred_out
+    pub outcome: String,
+    pub leave_reason: Option<String>,
+    pub first_agent: Option<String>,
+    pub last_agent: Option<String>,
+    pub transfers: i64,
+}
+
+/// One step of a call: kind `queue` (a wait in a queue), `offer`, `connected` (an agent's span
+/// on the call), `hold`, `transfer`, `outside` (talk with an extension or number after a
+/// transfer).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentRow {
+    pub tenant: String,
+    pub call: String,
+    pub seq: i64,
+    pub kind: &'static str,
+    pub agent: Option<String>,
+    pub queue: Option<String>,
+    pub started_at: Ts,
+    pub ended_at: Option<Ts>,
+    pub duration_ms: Option<i64>,
+    pub outcome: Option<String>,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateRow {
+    pub tenant: String,
+    pub agent: String,
+    pub seq: i64,
+    /// idle, paused, ringing, connected, on_hold, wrap_up
+    pub state: &'static str,
+    pub reason: Option<String>,
+    pub call: Option<String>,
+    pub started_at: Ts,
+    pub ended_at: Option<Ts>,
+    pub duration_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoginRow {
+    pub tenant: String,
+    pub agent: String,
+    pub login_id: String,
+    pub device: String,
+    pub started_at: Ts,
+    pub ended_at: Option<Ts>,
+    pub duration_ms: Option<i64>,
+    pub logout_reason: Option<String>,
+}
+
+type CallKey = (String, String);
+type AgentKey = (String, String);
+
+#[derive(Debug, Default)]
+struct CallAcc {
+    row: Option<CallRow>,
+    segments: Vec<SegmentRow>,
+    /// Open segments by what closes them.
+    queue_seg: Option<usize>,
+    offers: HashMap<String, usize>,
+    connected: HashMap<String, usize>,
+    hold: Option<usize>,
+    transfer: Option<usize>,
+    outside: Option<usize>,
+    /// Agents in wrap-up for this call (the call is final once none is left and it ended).
+    wrapping: BTreeSet<String>,
+}
+
+impl CallAcc {
+    fn open(&mut self, tenant: &str, call: &str, kind: &'static str, agent: Option<&str>, queue: Option<&str>, at: Ts, detail: Option<String>) -> usize {
+        self.segments.push(SegmentRow {
+            tenant: tenant.into(),
+            call: call.into(),
+            seq: self.segments.len() as i64 + 1,
+            kind,
+            agent: agent.map(String::from),
+            queue: queue.map(String::from),
+            started_at: at,
+            ended_at: None,
+            duration_ms: None,
+            outcome: None,
+            detail,
+        });
+        self.segments.len() - 1
+    }
+
+    fn close(&mut self, i: Option<usize>, at: Ts, outcome: &str) {
+        if let Some(s) = i.and_then(|i| self.segments.get_mut(i)).filter(|s| s.ended_at.is_none()) {
+            s.ended_at = Some(at);
+            s.duration_ms = Some(ms(s.started_at, at));
+            s.outcome = Some(outcome.into());
+        }
+    }
+
+    fn ended(&self) -> bool {
+        self.row.as_ref().is_some_and(|r| r.ended_at.is_some())
+    }
+}
+
+#[derive(Debug, Default)]
+struct AgentAcc {
+    login: Option<LoginRow>,
+    pause: Option<String>,
+    /// The call the agent is busy with and its phase (ringing, connected, on_hold, wrap_up).
+    call: Option<(String, &'static str)>,
+    state: Option<StateRow>,
+    seq: i64,
+}
+
+/// What changed since the last [`Reporter::take_dirty`].
+#[derive(Debug, Default)]
+pub struct Dirty {
+    pub tenants: Vec<TenantRow>,
+    pub queues: Vec<QueueRow>,
+    pub calls: Vec<CallRow>,
+    pub segments: Vec<SegmentRow>,
+    pub states: Vec<StateRow>,
+    pub logins: Vec<LoginRow>,
+}
+
+impl Dirty {
+    pub fn rows(&self) -> usize {
+        self.tenants.len() + self.queues.len() + self.calls.len() + self.segments.len() + self.states.len() + self.logins.len()
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Reporter {
+    tenants: HashMap<String, TenantRow>,
+    queues: HashMap<(String, String), QueueRow>,
+    calls: HashMap<CallKey, CallAcc>,
+    agents: HashMap<AgentKey, AgentAcc>,
+    dirty_tenants: BTreeSet<String>,
+    dirty_queues: BTreeSet<(String, String)>,
+    dirty_calls: BTreeSet<CallKey>,
+    /// (tenant, call, segment index)
+    dirty_segments: BTreeSet<(String, String, usize)>,
+    /// Closed agent-state rows and the open one's key.
+    closed_states: Vec<StateRow>,
+    dirty_agents: BTreeSet<AgentKey>,
+    closed_logins: Vec<LoginRow>,
+}
+
+impl Reporter {
+    pub fn apply(&mut self, e: &RecordedEvent) {
+        let tenant = e.tenant().to_string();
+        let at = e.recorded_at;
+        match e.stream.category() {
+            "tenant" => {
+                if let Some(TenantEvent::TenantCreated { tenant: t, name, time_zone, .. }) = cc_contracts::decode::<TenantEvent>(e) {
+                    let tz = if time_zone.is_empty() { "UTC".to_string() } else { time_zone };
+                    self.tenants.insert(t.clone(), TenantRow { tenant: t.clone(), name, time_zone: tz });
+                    self.dirty_tenants.insert(t);
+                }
+            }
+            "queue" => match cc_contracts::decode::<QueueEvent>(e) {
+                Some(QueueEvent::QueueCreated { queue, name }) => {
+                    let key = (tenant.clone(), queue.to_string());
+                    let row = self.queues.entry(key.clone()).or_insert_with(|| QueueRow { tenant: tenant.clone(), queue: queue.to_string(), name: String::new(), service_level_s: 20 });
+                    row.name = name;
+                    self.dirty_queues.insert(key);
+                }
+                Some(QueueEvent::QueueConfigured { queue, settings }) => {
+                    let key = (tenant.clone(), queue.to_string());
+                    let row = self.queues.entry(key.clone()).or_insert_with(|| QueueRow { tenant: tenant.clone(), queue: queue.to_string(), name: queue.to_string(), service_level_s: 20 });
+                    row.service_level_s = settings.service_level_s;
+                    self.dirty_queues.insert(key);
+                }
+                _ => {}
+            },
+            "agent" => {
+                if let Some(s) = cc_contracts::decode::<AgentSessionEvent>(e) {
+                    self.session(&tenant, &s, at);
+                }
+            }
+            "call" => {
+                if let Some(c) = cc_contracts::decode::<CallEvent>(e) {
+                    self.call(&tenant, &c, at);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn agent(&mut self, tenant: &str, agent: &str) -> &mut AgentAcc {
+        self.agents.entry((tenant.to_string(), agent.to_string())).or_default()
+    }
+
+    /// Re-derives an agent's state after a change; a different state closes the interval.
+    fn restate(&mut self, tenant: &str, agent: &str, at: Ts) {
+        let key = (tenant.to_string(), agent.to_string());
+        let a = self.agents.entry(key.clone()).or_default();
+        let next: Option<(&'static str, Option<String>, Option<String>)> = match (&a.login, &a.call, &a.pause) {
+            (None, _, _) => None,
+            (Some(_), Some((call, phase)), _) => Some((phase, None, Some(call.clone()))),
+            (Some(_), None, Some(reason)) => Some(("paused", Some(reason.clone()), None)),
+            (Some(_), None, None) => Some(("idle", None, None)),
+        };
+        let same = match (&a.state, &next) {
+            (Some(s), Some((state, reason, call))) => s.state == *state && &s.reason == reason && &s.call == call,
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
+            return;
+        }
+        if let Some(mut s) = a.state.take() {
+            s.ended_at = Some(at);
+            s.duration_ms = Some(ms(s.started_at, at));
+            self.closed_states.push(s);
+        }
+        if let Some((state, reason, call)) = next {
+            a.seq += 1;
+            a.state = Some(StateRow { tenant: tenant.into(), agent: agent.into(), seq: a.seq, state, reason, call, started_at: at, ended_at: None, duration_ms: None });
+        }
+        self.dirty_agents.insert(key);
+    }
+
+    fn session(&mut self, tenant: &str, e: &AgentSessionEvent, at: Ts) {
+        use AgentSessionEvent::*;
+        let agent = match e {
+            AgentLoggedIn { agent, .. }
+            | AgentLoggedOut { agent, .. }
+            | AgentPaused { agent, .. }
+            | AgentPauseReasonChanged { agent, .. }
+            | AgentUnpaused { agent, .. }
+            | AgentJoinedQueue { agent, .. }
+            | AgentLeftQueue { agent, .. }
+            | AgentDeviceWentOffline { agent, .. }
+            | AgentDeviceCameOnline { agent, .. } => agent.to_string(),
+        };
+        let a = self.agent(tenant, &agent);
+        match e {
+            AgentLoggedIn { login_id, device, .. } => {
+                a.login = Some(LoginRow {
+                    tenant: tenant.into(),
+                    agent: agent.clone(),
+                    login_id: login_id.to_string(),
+                    device: device.to_string(),
+                    started_at: at,
+                    ended_at: None,
+                    duration_ms: None,
+                    logout_reason: None,
+                });
+                a.pause = None;
+                a.call = None;
+            }
+            AgentLoggedOut { reason, .. } => {
+                if let Some(mut l) = a.login.take() {
+                    l.ended_at = Some(at);
+                    l.duration_ms = Some(ms(l.started_at, at));
+                    l.logout_reason = serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(String::from));
+                    self.closed_logins.push(l);
+                }
+                let a = self.agent(tenant, &agent);
+                a.pause = None;
+                a.call = None;
+            }
+            AgentPaused { reason, .. } => a.pause = Some(reason.clone()),
+            AgentPauseReasonChanged { to, .. } => a.pause = Some(to.clone()),
+            AgentUnpaused { .. } => a.pause = None,
+            _ => return,
+        }
+        self.dirty_agents.insert((tenant.to_string(), agent.clone()));
+        self.restate(tenant, &agent, at);
+    }
+
+    /// Sets the agent's call phase (None: the call is no longer theirs), if `call` is theirs or
+    /// they have none (or are in wrap-up: a new offer ends it, whatever the store's order).
+    fn phase(&mut self, tenant: &str, agent: &str, call: &str, phase: Option<&'static str>, at: Ts) {
+        let a = self.agent(tenant, agent);
+        let theirs = a.call.as_ref().is_some_and(|(c, _)| c == call);
+        match phase {
+            Some(p) if theirs || a.call.is_none() || (p == "ringing" && a.call.as_ref().is_some_and(|(_, ph)| *ph == "wrap_up")) => {
+                a.call = Some((call.to_string(), p));
+            }
+            None if theirs => a.call = None,
+            _ => return,
+        }
+        self.restate(tenant, agent, at);
+    }
+
+    fn call(&mut self, tenant: &str, e: &CallEvent, at: Ts) {
+        use CallEvent::*;
+        let key = (tenant.to_string(), e.call().to_string());
+        let call = e.call().to_string();
+        let before = self.calls.get(&key).map(|c| c.segments.len()).unwrap_or(0);
+        if self.calls.contains_key(&key) || matches!(e, CallEnteredQueue { .. }) {
+            let c = self.calls.entry(key.clone()).or_default();
+            match e {
+                CallEnteredQueue { queue, caller, priority, .. } => {
+                    if c.row.is_none() {
+                        c.row = Some(CallRow {
+                            tenant: tenant.into(),
+                            call: call.clone(),
+                            queue: queue.to_string(),
+                            caller_number: caller.number.clone(),
+                            caller_name: caller.name.clone(),
+                            entered_at: at,
+                            answered_at: None,
+                            ended_at: None,
+                            wait_ms: None,
+                            talk_ms: None,
+                            hold_ms: 0,
+                            outcome: "waiting".into(),
+                            leave_reason: None,
+                            first_agent: None,
+                            last_agent: None,
+                            transfers: 0,
+                        });
+                    }
+                    let detail = (*priority != 0).then(|| format!("{{\"priority\":{priority}}}"));
+                    c.queue_seg = Some(c.open(tenant, &call, "queue", None, Some(queue.as_str()), at, detail));
+                }
+                CallOffered { agent, queue, offer, .. } => {
+                    let i = c.open(tenant, &call, "offer", Some(agent.as_str()), Some(queue.as_str()), at, None);
+                    c.offers.insert(offer.clone(), i);
+                }
+                OfferRejected { offer, .. } => {
+                    let i = c.offers.remove(offer);
+                    c.close(i, at, "rejected");
+                }
+                OfferTimedOut { offer, .. } => {
+                    let i = c.offers.remove(offer);
+                    c.close(i, at, "missed");
+                }
+                OfferWithdrawn { offer, reason, .. } => {
+                    let i = c.offers.remove(offer);
+                    let why = serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+                    c.close(i, at, &format!("withdrawn:{why}"));
+                }
+                CallAnswered { agent, offer, queue, wait_ms, .. } => {
+                    let i = c.offers.remove(offer);
+                    c.close(i, at, "answered");
+                    let q = c.queue_seg.take();
+                    c.close(q, at, "answered");
+                    let s = c.open(tenant, &call, "connected", Some(agent.as_str()), Some(queue.as_str()), at, None);
+                    c.connected.insert(agent.to_string(), s);
+                    if let Some(r) = c.row.as_mut() {
+                        if r.answered_at.is_none() {
+                            r.answered_at = Some(at);
+                            r.wait_ms = Some(*wait_ms);
+                            r.first_agent = Some(agent.to_string());
+                        }
+                        r.last_agent = Some(agent.to_string());
+                        r.outcome = "in_progress".into();
+                    }
+                }
+                CallAbandoned { wait_ms, .. } | CallLeftQueue { wait_ms, .. } => {
+                    let abandoned = matches!(e, CallAbandoned { .. });
+                    let q = c.queue_seg.take();
+                    c.close(q, at, if abandoned { "abandoned" } else { "left_queue" });
+                    for (_, i) in std::mem::take(&mut c.offers) {
+                        c.close(Some(i), at, "withdrawn:caller_gone");
+                    }
+                    if let Some(r) = c.row.as_mut() {
+                        r.ended_at = Some(at);
+                        if r.answered_at.is_none() {
+                            r.wait_ms = Some(*wait_ms);
+                        }
+                        r.outcome = if abandoned { "abandoned".into() } else { "left_queue".into() };
+                        if let CallLeftQueue { reason, .. } = e {
+                            r.leave_reason = serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(String::from));
+                        }
+                    }
+                }
+                CallHeld { agent, .. } => {
+                    if c.hold.is_none() {
+                        c.hold = Some(c.open(tenant, &call, "hold", Some(agent.as_str()), None, at, None));
+                    }
+                }
+                CallResumed { .. } => {
+                    let h = c.hold.take();
+                    c.close(h, at, "resumed");
+                    Self::add_hold(c, h);
+                }
+                CallEnded { agent, by, .. } => {
+                    let s = c.connected.remove(agent.as_str());
+                    let by = serde_json::to_value(by).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+                    c.close(s, at, &by);
+                    let h = c.hold.take();
+                    c.close(h, at, "ended");
+                    Self::add_hold(c, h);
+                    c.wrapping.insert(agent.to_string());
+                    if !matches!(e, CallEnded { by: EndedBy::Transferred, .. }) {
+                        Self::finish(c, at, "completed");
+                    }
+                }
+                WrapUpEnded { agent, .. } => {
+                    c.wrapping.remove(agent.as_str());
+                }
+                TransferStarted { agent, method, target, target_agent, .. } => {
+                    let detail = serde_json::json!({ "method": method, "target": target, "target_agent": target_agent }).to_string();
+                    c.transfer = Some(c.open(tenant, &call, "transfer", Some(agent.as_str()), None, at, Some(detail)));
+                    if let Some(r) = c.row.as_mut() {
+                        r.transfers += 1;
+                    }
+                }
+                TransferAnswered { target_agent: Some(b), .. } => {
+                    let s = c.open(tenant, &call, "connected", Some(b.as_str()), None, at, Some("{\"transferred\":true}".into()));
+                    c.connected.insert(b.to_string(), s);
+                    if let Some(r) = c.row.as_mut() {
+                        r.last_agent = Some(b.to_string());
+                    }
+                }
+                TransferFailed { reason, target_agent, .. } => {
+                    let t = c.transfer.take();
+                    let why = serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+                    c.close(t, at, &format!("failed:{why}"));
+                    if let Some(b) = target_agent {
+                        let s = c.connected.remove(b.as_str());
+                        c.close(s, at, "transfer_failed");
+                    }
+                }
+                TransferCancelled { target_agent, .. } => {
+                    let t = c.transfer.take();
+                    c.close(t, at, "cancelled");
+                    if let Some(b) = target_agent {
+                        let s = c.connected.remove(b.as_str());
+                        c.close(s, at, "transfer_cancelled");
+                    }
+                }
+                TransferCompleted { target_agent, .. } => {
+                    let t = c.transfer.take();
+                    c.close(t, at, "completed");
+                    let h = c.hold.take();
+                    c.close(h, at, "transferred");
+                    Self::add_hold(c, h);
+                    if target_agent.is_none() && c.queue_seg.is_none() {
+                        // To an extension without an agent or a number (a queue target re-enters).
+                        c.outside = Some(c.open(tenant, &call, "outside", None, None, at, None));
+                    }
+                }
+                TransferredCallEnded { by, .. } => {
+                    let o = c.outside.take();
+                    let by = serde_json::to_value(by).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+                    c.close(o, at, &by);
+                    let out = c.segments.iter().any(|s| s.kind == "outside");
+                    Self::finish(c, at, if out { "transferred_out" } else { "completed" });
+                }
+                TransferAnswered { .. } | ConferenceFormed { .. } | CallConnected { .. } | WrapUpStarted { .. } => {}
+            }
+        }
+        // The agents' states.
+        match e {
+            CallOffered { agent, .. } => self.phase(tenant, agent.as_str(), &call, Some("ringing"), at),
+            OfferRejected { agent, .. } | OfferTimedOut { agent, .. } | OfferWithdrawn { agent, .. } => self.phase(tenant, agent.as_str(), &call, None, at),
+            CallAnswered { agent, .. } | CallConnected { agent, .. } | CallResumed { agent, .. } => self.phase(tenant, agent.as_str(), &call, Some("connected"), at),
+            CallHeld { agent, .. } => self.phase(tenant, agent.as_str(), &call, Some("on_hold"), at),
+            CallEnded { agent, .. } => self.phase(tenant, agent.as_str(), &call, Some("wrap_up"), at),
+            WrapUpEnded { agent, .. } => self.phase(tenant, agent.as_str(), &call, None, at),
+            TransferStarted { target_agent: Some(b), .. } => self.phase(tenant, b.as_str(), &call, Some("ringing"), at),
+            TransferAnswered { target_agent: Some(b), .. } => self.phase(tenant, b.as_str(), &call, Some("connected"), at),
+            TransferFailed { target_agent: Some(b), .. } | TransferCancelled { target_agent: Some(b), .. } => self.phase(tenant, b.as_str(), &call, None, at),
+            _ => {}
+        }
+        // Which rows changed: the call row and every segment touched (new ones and closed ones).
+        if let Some(c) = self.calls.get(&key) {
+            if c.row.is_some() {
+                self.dirty_calls.insert(key.clone());
+            }
+            for (i, s) in c.segments.iter().enumerate() {
+                if i >= before || s.ended_at == Some(at) {
+                    self.dirty_segments.insert((key.0.clone(), key.1.clone(), i));
+                }
+            }
+        }
+    }
+
+    fn add_hold(c: &mut CallAcc, h: Option<usize>) {
+        if let (Some(i), Some(r)) = (h, c.row.as_mut()) {
+            r.hold_ms += c.segments[i].duration_ms.unwrap_or(0);
+        }
+    }
+
+    fn finish(c: &mut CallAcc, at: Ts, outcome: &str) {
+        for s in c.segments.iter_mut().filter(|s| s.ended_at.is_none()) {
+            s.ended_at = Some(at);
+            s.duration_ms = Some(ms(s.started_at, at));
+            s.outcome.get_or_insert_with(|| "call_ended".into());
+        }
+        c.offers.clear();
+        c.connected.clear();
+        c.hold = None;
+        c.transfer = None;
+        c.outside = None;
+        c.queue_seg = None;
+        if let Some(r) = c.row.as_mut() {
+            r.ended_at = Some(at);
+            r.outcome = outcome.into();
+            if let Some(a) = r.answered_at {
+                r.talk_ms = Some((ms(a, at) - r.hold_ms).max(0));
+            }
+        }
+    }
+
+    /// The rows changed since the last call, in a deterministic order; forgets calls that can
+    /// no longer change.
+    pub fn take_dirty(&mut self) -> Dirty {
+        let mut d = Dirty::default();
+        for t in std::mem::take(&mut self.dirty_tenants) {
+            d.tenants.extend(self.tenants.get(&t).cloned());
+        }
+        for q in std::mem::take(&mut self.dirty_queues) {
+            d.queues.extend(self.queues.get(&q).cloned());
+        }
+        for k in std::mem::take(&mut self.dirty_calls) {
+            d.calls.extend(self.calls.get(&k).and_then(|c| c.row.clone()));
+        }
+        for (t, c, i) in std::mem::take(&mut self.dirty_segments) {
+            d.segments.extend(self.calls.get(&(t, c)).and_then(|c| c.segments.get(i).cloned()));
+        }
+        d.states.append(&mut self.closed_states);
+        d.logins.append(&mut self.closed_logins);
+        for k in std::mem::take(&mut self.dirty_agents) {
+            if let Some(a) = self.agents.get(&k) {
+                d.states.extend(a.state.clone());
+                d.logins.extend(a.login.clone());
+            }
+        }
+        // Keep only what a later event can still change.
+        self.calls.retain(|_, c| !(c.ended() && c.wrapping.is_empty()));
+        // A state row closed and reopened in one batch appears twice: the last one wins.
+        dedup_last(&mut d.states, |s| (s.tenant.clone(), s.agent.clone(), s.seq));
+        dedup_last(&mut d.logins, |l| (l.tenant.clone(), l.login_id.clone()));
+        d
+    }
+
+    /// Rows kept in memory (calls in progress and logged-in agents).
+    pub fn open_calls(&self) -> usize {
+        self.calls.len()
+    }
+}
+
+fn dedup_last<T, K: Eq + std::hash::Hash>(rows: &mut Vec<T>, key: impl Fn(&T) -> K) {
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<T> = Vec::with_capacity(rows.len());
+    for r in rows.drain(..).rev() {
+        if seen.insert(key(&r)) {
+            out.push(r);
+        }
+    }
+    out.reverse();
+    *rows = out;
+}

@@ -1,0 +1,245 @@
+//! The reporting read models for analysts (schema `reporting`, see `docs/reporting.md`):
+//! call history with every segment, agent state intervals and logins, and the views over them
+//! (daily agent summaries, queue statistics per 15 minutes).
+//!
+//! Live: one replica (a lease) folds the store's events ([`fold::Reporter`]) and upserts the
+//! rows each batch changed, with its checkpoint, in one transaction. Its in-memory state (open
+//! calls, agents' current states) is rebuilt on start by folding the events up to the
+//! checkpoint again, without writing.
+//!
+//! Rebuild ([`rebuild`]): folds the whole store into a fresh schema `reporting_next` while
+//! `reporting` keeps serving, then, holding the live writer's checkpoint row, catches up and
+//! renames the schemas in one transaction. The live projection sees a new `generation` and
+//! reloads.
+
+pub mod fold;
+pub mod tables;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use cc_eventstore::{Checkpoint, EventStore, Lease, ReadFilter, RecordedEvent, Subscription};
+use cc_runtime::Context;
+use sqlx::{PgConnection, PgPool};
+
+use fold::{Dirty, Reporter};
+
+pub const SCHEMA: &str = "reporting";
+const NEXT: &str = "reporting_next";
+const BATCH: i64 = 5000;
+
+pub async fn run(ctx: Context) -> anyhow::Result<()> {
+    cc_runtime::leading::keep_leading(&ctx.cancel.clone(), "reporting projection", || lead(&ctx)).await;
+    Ok(())
+}
+
+/// The schema's checkpoint: (generation, checkpoint), creating the schema when there is none.
+async fn checkpoint(pool: &PgPool) -> anyhow::Result<(i64, Checkpoint)> {
+    let mut conn = pool.acquire().await?;
+    sqlx::query("select pg_advisory_lock(hashtext('cc-reporting-schema'))").execute(&mut *conn).await?;
+    let exists: bool = sqlx::query_scalar("select exists (select 1 from pg_namespace where nspname = $1)").bind(SCHEMA).fetch_one(&mut *conn).await?;
+    if !exists {
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        tables::create(&mut tx, SCHEMA).await?;
+        sqlx::query(&format!("insert into {SCHEMA}.checkpoint values (1, 1, 0, 0)")).execute(&mut *tx).await?;
+        tx.commit().await?;
+    }
+    sqlx::query("select pg_advisory_unlock(hashtext('cc-reporting-schema'))").execute(&mut *conn).await?;
+    let (g, xid, position): (i64, i64, i64) = sqlx::query_as(&format!("select generation, xid, position from {SCHEMA}.checkpoint")).fetch_one(&mut *conn).await?;
+    Ok((g, Checkpoint { xid, position }))
+}
+
+fn after(e: &RecordedEvent, cp: Checkpoint) -> bool {
+    (e.xid, e.position) > (cp.xid, cp.position)
+}
+
+/// Folds the events up to `upto` (all of them when `None`), calling `each` after every batch.
+async fn fold_until(store: &EventStore, r: &mut Reporter, from: Checkpoint, upto: Option<Checkpoint>, each: &mut (dyn FnMut(&mut Reporter, usize) + Send)) -> anyhow::Result<Checkpoint> {
+    let mut cur = from;
+    loop {
+        let batch = store.read_all(&ReadFilter::All, cur, BATCH).await?;
+        let Some(last) = batch.last() else { return Ok(cur) };
+        let next = last.checkpoint();
+        let mut n = 0;
+        for e in &batch {
+            if upto.is_some_and(|u| after(e, u)) {
+                let done = upto.expect("checked");
+                each(r, n);
+                return Ok(done);
+            }
+            r.apply(e);
+            n += 1;
+        }
+        each(r, n);
+        cur = next;
+        if (batch.len() as i64) < BATCH && upto.is_none() {
+            return Ok(cur);
+        }
+    }
+}
+
+async fn lead(ctx: &Context) -> anyhow::Result<()> {
+    let Some(mut lease) = Lease::try_acquire(&ctx.config.database_url, "cc-projection:reporting").await? else { return Ok(()) };
+    let (generation, cp) = checkpoint(&ctx.pool).await?;
+    let started = Instant::now();
+    let mut r = Reporter::default();
+    fold_until(&ctx.store, &mut r, Checkpoint::START, Some(cp), &mut |r: &mut Reporter, _| drop(r.take_dirty())).await?;
+    tracing::info!(generation, checkpoint = %cp, open_calls = r.open_calls(), ms = started.elapsed().as_millis() as u64, "reporting projection lease taken");
+    let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::All, cp).await?.with_batch_size(2000);
+    loop {
+        let batch = tokio::select! {
+            _ = ctx.cancel.cancelled() => return Ok(()),
+            b = sub.next_batch() => b?,
+        };
+        let Some(last) = batch.last() else { continue };
+        for e in &batch {
+            r.apply(e);
+        }
+        let dirty = r.take_dirty();
+        let mut tx = ctx.pool.begin().await?;
+        let now: Option<i64> = sqlx::query_scalar(&format!("select generation from {SCHEMA}.checkpoint for update")).fetch_optional(&mut *tx).await?;
+        if now != Some(generation) {
+            // Rebuilt meanwhile: start again from the new tables' checkpoint.
+            tracing::info!(old = generation, new = ?now, "reporting tables were rebuilt; reloading");
+            return Ok(());
+        }
+        tables::write_dirty(&mut tx, SCHEMA, &dirty).await?;
+        let cp = last.checkpoint();
+        sqlx::query(&format!("update {SCHEMA}.checkpoint set xid = $1, position = $2")).bind(cp.xid).bind(cp.position).execute(&mut *tx).await?;
+        tx.commit().await?;
+        lease.check().await?;
+    }
+}
+
+/// Rows by key: the last version of each row a fold produced.
+#[derive(Default)]
+struct Rows {
+    tenants: HashMap<String, fold::TenantRow>,
+    queues: HashMap<(String, String), fold::QueueRow>,
+    calls: HashMap<(String, String), fold::CallRow>,
+    segments: HashMap<(String, String, i64), fold::SegmentRow>,
+    states: HashMap<(String, String, i64), fold::StateRow>,
+    logins: HashMap<(String, String), fold::LoginRow>,
+}
+
+impl Rows {
+    fn add(&mut self, d: Dirty) {
+        for r in d.tenants {
+            self.tenants.insert(r.tenant.clone(), r);
+        }
+        for r in d.queues {
+            self.queues.insert((r.tenant.clone(), r.queue.clone()), r);
+        }
+        for r in d.calls {
+            self.calls.insert((r.tenant.clone(), r.call.clone()), r);
+        }
+        for r in d.segments {
+            self.segments.insert((r.tenant.clone(), r.call.clone(), r.seq), r);
+        }
+        for r in d.states {
+            self.states.insert((r.tenant.clone(), r.agent.clone(), r.seq), r);
+        }
+        for r in d.logins {
+            self.logins.insert((r.tenant.clone(), r.login_id.clone()), r);
+        }
+    }
+
+    fn into_dirty(self) -> Dirty {
+        Dirty {
+            tenants: self.tenants.into_values().collect(),
+            queues: self.queues.into_values().collect(),
+            calls: self.calls.into_values().collect(),
+            segments: self.segments.into_values().collect(),
+            states: self.states.into_values().collect(),
+            logins: self.logins.into_values().collect(),
+        }
+    }
+
+    async fn insert(self, conn: &mut PgConnection, schema: &str) -> Result<usize, sqlx::Error> {
+        let d = self.into_dirty();
+        tables::insert(conn, schema, &d.tenants).await?;
+        tables::insert(conn, schema, &d.queues).await?;
+        tables::insert(conn, schema, &d.calls).await?;
+        tables::insert(conn, schema, &d.segments).await?;
+        tables::insert(conn, schema, &d.states).await?;
+        tables::insert(conn, schema, &d.logins).await?;
+        Ok(d.rows())
+    }
+}
+
+/// How far a rebuild is.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub done: u64,
+    pub total: u64,
+    pub elapsed: Duration,
+}
+
+impl Progress {
+    pub fn rate(&self) -> f64 {
+        self.done as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+impl std::fmt::Display for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rate = self.rate();
+        let left = if rate > 0.0 { self.total.saturating_sub(self.done) as f64 / rate } else { 0.0 };
+        write!(f, "{}/{} events, {:.0} events/s, {:.0} s left", self.done, self.total, rate, left)
+    }
+}
+
+/// What a rebuild did.
+#[derive(Debug, Clone, Copy)]
+pub struct Rebuilt {
+    pub events: u64,
+    pub rows: usize,
+    pub elapsed: Duration,
+    pub generation: i64,
+}
+
+/// Rebuilds the reporting tables from the whole store into a fresh schema, then swaps it in
+/// (see the module docs). `progress` is called about once a second.
+pub async fn rebuild(pool: &PgPool, store: &EventStore, mut progress: impl FnMut(Progress) + Send) -> anyhow::Result<Rebuilt> {
+    let started = Instant::now();
+    checkpoint(pool).await?; // the live schema exists (the swap locks its checkpoint)
+    let total = store.count(&ReadFilter::All).await? as u64;
+    let mut r = Reporter::default();
+    let mut rows = Rows::default();
+    let mut done = 0u64;
+    let mut last_report = Instant::now();
+    let cp = fold_until(store, &mut r, Checkpoint::START, None, &mut |r: &mut Reporter, n| {
+        rows.add(r.take_dirty());
+        done += n as u64;
+        if last_report.elapsed() >= Duration::from_secs(1) {
+            progress(Progress { done, total, elapsed: started.elapsed() });
+            last_report = Instant::now();
+        }
+    })
+    .await?;
+    let mut conn = pool.acquire().await?;
+    tables::create(&mut conn, NEXT).await?;
+    let mut written = rows.insert(&mut conn, NEXT).await?;
+    progress(Progress { done, total: total.max(done), elapsed: started.elapsed() });
+
+    // The swap: hold the live writer, catch up with what was appended meanwhile, rename.
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    let (old_generation,): (i64,) = sqlx::query_as(&format!("select generation from {SCHEMA}.checkpoint for update")).fetch_one(&mut *tx).await?;
+    let mut tail = Rows::default();
+    let mut caught_up = 0u64;
+    let cp = fold_until(store, &mut r, cp, None, &mut |r: &mut Reporter, n| {
+        tail.add(r.take_dirty());
+        caught_up += n as u64;
+    })
+    .await?;
+    let d = tail.into_dirty();
+    written += d.rows();
+    tables::write_dirty(&mut tx, NEXT, &d).await?;
+    let generation = old_generation + 1;
+    sqlx::query(&format!("insert into {NEXT}.checkpoint values (1, $1, $2, $3)")).bind(generation).bind(cp.xid).bind(cp.position).execute(&mut *tx).await?;
+    let swap = format!("alter schema {SCHEMA} rename to reporting_old; alter schema {NEXT} rename to {SCHEMA}; drop schema reporting_old cascade;");
+    sqlx::Executor::execute(&mut *tx, swap.as_str()).await?;
+    tx.commit().await?;
+    Ok(Rebuilt { events: done + caught_up, rows: written, elapsed: started.elapsed(), generation })
+}
+
