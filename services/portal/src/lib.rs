@@ -86,6 +86,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/call/transfer/complete"),
     ("post", "/api/call/transfer/cancel"),
     ("get", "/api/transfer-targets"),
+    ("get", "/api/reports/calls"),
+    ("get", "/api/reports/agents"),
+    ("get", "/api/reports/pauses"),
+    ("get", "/api/reports/queues"),
 ];
 
 pub fn router(portal: Portal) -> Router {
@@ -122,6 +126,10 @@ pub fn router(portal: Portal) -> Router {
         .route("/api/call/transfer/complete", post(agent::complete_transfer))
         .route("/api/call/transfer/cancel", post(agent::cancel_transfer))
         .route("/api/transfer-targets", get(agent::transfer_targets))
+        .route("/api/reports/calls", get(api::reports::calls))
+        .route("/api/reports/agents", get(api::reports::agents))
+        .route("/api/reports/pauses", get(api::reports::pauses))
+        .route("/api/reports/queues", get(api::reports::queues))
         .route("/api/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
         .route("/api/docs", get(|| async { Html(include_str!("../assets/api-docs.html")) }))
         .route("/", get(|| async { WEB[0] }))

@@ -180,6 +180,23 @@ async fn a_rebuilt_reporting_model_equals_the_live_one_and_the_views_answer() {
     let (offered, answered, abandoned): (i64, i64, i64) =
         sqlx::query_as("select sum(offered)::bigint, sum(answered)::bigint, sum(abandoned)::bigint from reporting.queue_intervals where queue = '500'").fetch_one(&sys.db.pool).await.unwrap();
     assert_eq!((offered, answered, abandoned), (6, 5, 1));
+    // The same figures over HTTP, as JSON and CSV, with filters.
+    let sup = sys.sign_in("supervisor", "demo-supervisor").await;
+    let calls = sup.get("/api/reports/calls?agent=1003").await.ok();
+    assert_eq!(calls.as_array().unwrap().iter().map(|c| c["caller_name"].as_str().unwrap()).collect::<Vec<_>>(), ["Three"]);
+    let r = sup.http.get(format!("{}/api/reports/queues?queue=500&format=csv", sup.base)).header("X-Tenant", "demo").bearer_auth(sup.token.as_ref().unwrap()).send().await.unwrap();
+    assert_eq!(r.headers()["content-type"], "text/csv; charset=utf-8");
+    let csv = r.text().await.unwrap();
+    assert!(csv.starts_with("tenant,queue,interval_start,offered,answered,abandoned,"), "{csv}");
+    let offered_csv: i64 = csv.lines().skip(1).map(|l| l.split(',').nth(3).unwrap().parse::<i64>().unwrap()).sum();
+    assert_eq!(offered_csv, 6);
+    let today: String = sqlx::query_scalar("select (now() at time zone 'UTC')::date::text").fetch_one(&sys.db.pool).await.unwrap();
+    let pauses = sup.get(&format!("/api/reports/pauses?from={today}&to={today}&agent=1002")).await.ok();
+    assert!(pauses.as_array().unwrap().iter().any(|p| p["reason"] == "Lunch"), "{pauses}");
+    assert_eq!(sup.get("/api/reports/agents?from=yesterday").await.refused(400, "invalid_field")["field"], "from");
+    assert_eq!(sup.get("/api/reports/agents?queue=500").await.refused(400, "invalid_field")["field"], "queue");
+    bob.get("/api/reports/calls").await.refused(403, "forbidden");
+
     // Carol is credited with her part of call Three only.
     let carol_spans: Vec<(String, i64)> = sqlx::query_as(
         "select outcome, duration_ms from reporting.call_segments where kind = 'connected' and agent = '1003'",

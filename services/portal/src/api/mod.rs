@@ -2,4 +2,5 @@
 
 pub mod admin;
 pub mod agent;
+pub mod reports;
 pub mod supervisor;
