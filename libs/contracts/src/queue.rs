@@ -32,6 +32,9 @@ pub struct QueueInfo {
     pub queue: QueueNumber,
     pub name: String,
     pub members: Vec<QueueMember>,
+    /// The queue's routing settings.
+    #[serde(default)]
+    pub settings: crate::call::QueueSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

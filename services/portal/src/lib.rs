@@ -86,6 +86,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/call/transfer/complete"),
     ("post", "/api/call/transfer/cancel"),
     ("get", "/api/transfer-targets"),
+    ("get", "/api/whoami"),
+    ("get", "/api/supervisor/queues"),
     ("get", "/api/reports/calls"),
     ("get", "/api/reports/agents"),
     ("get", "/api/reports/pauses"),
@@ -126,6 +128,8 @@ pub fn router(portal: Portal) -> Router {
         .route("/api/call/transfer/complete", post(agent::complete_transfer))
         .route("/api/call/transfer/cancel", post(agent::cancel_transfer))
         .route("/api/transfer-targets", get(agent::transfer_targets))
+        .route("/api/whoami", get(supervisor::whoami))
+        .route("/api/supervisor/queues", get(supervisor::queues))
         .route("/api/reports/calls", get(api::reports::calls))
         .route("/api/reports/agents", get(api::reports::agents))
         .route("/api/reports/pauses", get(api::reports::pauses))

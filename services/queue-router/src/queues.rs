@@ -23,12 +23,13 @@ fn unknown_queue(q: &QueueNumber) -> CommandError {
 }
 
 pub async fn get(pool: &PgPool, tenant: &str, queue: &QueueNumber) -> Result<Option<QueueInfo>, CommandError> {
-    let name: Option<String> = sqlx::query_scalar("select name from qr_queues where tenant = $1 and queue = $2")
+    let row: Option<(String, Option<serde_json::Value>)> = sqlx::query_as("select name, settings from qr_queues where tenant = $1 and queue = $2")
         .bind(tenant)
         .bind(queue.as_str())
         .fetch_optional(pool)
         .await?;
-    let Some(name) = name else { return Ok(None) };
+    let Some((name, settings)) = row else { return Ok(None) };
+    let settings = settings.and_then(|s| serde_json::from_value(s).ok()).unwrap_or_default();
     let rows = sqlx::query("select agent, penalty from qr_members where tenant = $1 and queue = $2 order by penalty, agent")
         .bind(tenant)
         .bind(queue.as_str())
@@ -38,7 +39,7 @@ pub async fn get(pool: &PgPool, tenant: &str, queue: &QueueNumber) -> Result<Opt
         .iter()
         .filter_map(|r| Some(QueueMember { agent: AgentNumber::parse(r.get::<&str, _>(0)).ok()?, penalty: r.get(1) }))
         .collect();
-    Ok(Some(QueueInfo { queue: queue.clone(), name, members }))
+    Ok(Some(QueueInfo { queue: queue.clone(), name, members, settings }))
 }
 
 pub async fn list(pool: &PgPool, tenant: &str) -> Result<Vec<QueueInfo>, CommandError> {
@@ -90,7 +91,7 @@ pub async fn create(ctx: &Context, c: &CommandContext, cmd: CreateQueue) -> Resu
     ctx.store.append_in(&mut tx, &stream(&c.tenant, &cmd.queue), ExpectedVersion::NoStream, &[encode(&e, meta(c))]).await?;
     tx.commit().await?;
     ctx.store.notify_committed();
-    Ok(QueueInfo { queue: cmd.queue, name, members: vec![] })
+    Ok(QueueInfo { queue: cmd.queue, name, members: vec![], settings: Default::default() })
 }
 
 pub async fn assign(ctx: &Context, c: &CommandContext, cmd: AssignAgent) -> Result<QueueInfo, CommandError> {

@@ -86,7 +86,15 @@ async fn a_rebuilt_reporting_model_equals_the_live_one_and_the_views_answer() {
     bob.post("/api/session/pause", json!({"reason": "Break"})).await.ok();
     sys.view_when(&bob, "Bob paused", |v| v["status"] == "paused").await;
     let gone = sys.place_caller("500", "5550002", "Two").await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sup = sys.sign_in("supervisor", "demo-supervisor").await;
+    assert_eq!(sup.get("/api/whoami").await.ok()["role"], "supervisor");
+    let q = cc_testkit::eventually("a caller waiting in 500", Duration::from_secs(10), || async {
+        let q = sup.get("/api/supervisor/queues").await.body;
+        (q[0]["waiting"] == 1).then_some(q)
+    })
+    .await;
+    assert_eq!((q[0]["queue"].as_str(), q[1]["waiting"].as_i64()), (Some("500"), Some(0)));
+    assert!(q[0]["longest_waiting_since"].is_string());
     let r = sys.http.post(format!("{}/tenants/demo/channels/{gone}/hangup", sys.pbx)).send().await.unwrap();
     assert_eq!(r.status(), 204);
     bob.post("/api/session/unpause", json!({})).await.ok();
@@ -181,7 +189,7 @@ async fn a_rebuilt_reporting_model_equals_the_live_one_and_the_views_answer() {
         sqlx::query_as("select sum(offered)::bigint, sum(answered)::bigint, sum(abandoned)::bigint from reporting.queue_intervals where queue = '500'").fetch_one(&sys.db.pool).await.unwrap();
     assert_eq!((offered, answered, abandoned), (6, 5, 1));
     // The same figures over HTTP, as JSON and CSV, with filters.
-    let sup = sys.sign_in("supervisor", "demo-supervisor").await;
+    assert_eq!(sup.get("/api/supervisor/queues").await.ok()[0]["waiting"], 0);
     let calls = sup.get("/api/reports/calls?agent=1003").await.ok();
     assert_eq!(calls.as_array().unwrap().iter().map(|c| c["caller_name"].as_str().unwrap()).collect::<Vec<_>>(), ["Three"]);
     let r = sup.http.get(format!("{}/api/reports/queues?queue=500&format=csv", sup.base)).header("X-Tenant", "demo").bearer_auth(sup.token.as_ref().unwrap()).send().await.unwrap();

@@ -25,3 +25,38 @@ pub async fn force_logout(State(p): State<Portal>, who: Authed, Path(agent): Pat
     let agent = parsed("agent", AgentNumber::parse(&agent))?;
     Ok(Json(p.ctx.bus.request(&who.context(), &LogoutAgent { agent, reason: LogoutReason::Supervisor }).await?))
 }
+
+/// `GET /api/whoami`: the signed-in principal (agent, supervisor or admin).
+pub async fn whoami(who: Authed) -> Json<cc_contracts::auth::Principal> {
+    Json(who.principal)
+}
+
+/// One queue as the supervisor view shows it.
+#[derive(serde::Serialize)]
+pub struct QueueNow {
+    queue: String,
+    name: String,
+    /// Callers waiting in the queue now.
+    waiting: i64,
+    /// Since when the longest-waiting caller waits (null when none).
+    longest_waiting_since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// `GET /api/supervisor/queues`: each queue's waiting callers and the longest wait (from the
+/// reporting model, a moment behind the events).
+pub async fn queues(State(p): State<Portal>, who: Authed) -> ApiResult<Json<Vec<QueueNow>>> {
+    who.require(ROLES)?;
+    let rows: Vec<(String, String, i64, Option<chrono::DateTime<chrono::Utc>>)> = sqlx::query_as(
+        "select q.queue, q.name, count(s.call), min(s.started_at)
+           from rm_queue_names q
+           left join reporting.call_segments s
+             on s.tenant = q.tenant and s.queue = q.queue and s.kind = 'queue' and s.ended_at is null
+          where q.tenant = $1
+          group by q.queue, q.name order by q.queue",
+    )
+    .bind(who.tenant())
+    .fetch_all(&p.ctx.pool)
+    .await
+    .map_err(|e| crate::error::ApiError(cc_bus::CommandError::new("unavailable", format!("queue figures cannot be read now: {e}"))))?;
+    Ok(Json(rows.into_iter().map(|(queue, name, waiting, longest_waiting_since)| QueueNow { queue, name, waiting, longest_waiting_since }).collect()))
+}
