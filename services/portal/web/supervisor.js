@@ -1,14 +1,25 @@
 // The supervisor's view: every agent of the tenant, live (GET /api/supervisor/agents, then the
 // stream GET /api/supervisor/events: a snapshot of every agent, then each change; `resync` when
-// this page fell too far behind), with a forced logout; and per queue what the agents' views
-// tell (logged in, available, on calls, paused).
+// this page fell too far behind), with a forced logout; and per queue the waiting callers and
+// the longest wait (GET /api/supervisor/queues, polled every 2 s; the longest wait counts up
+// here in between) beside what the agents' views tell (logged in, available, on calls, paused).
+// Who is signed in comes from GET /api/whoami.
 'use strict';
 
 (() => {
   const { $, api, el, fmtDuration, since, clockTime, notice, act } = window.Portal;
 
-  const state = { views: new Map(), queues: [], events: null, me: null };
+  const state = {
+    views: new Map(),
+    queues: new Map(), // queue -> { queue, name, waiting, longest_waiting_since } from GET /api/supervisor/queues
+    queuesError: null, // why the last reading of the queues failed
+    events: null,
+    me: null, // GET /api/whoami
+    pollTimer: null,
+    pollGen: 0, // a reading started before a sign-out (or a restart of the polling) is dropped
+  };
   const BUSY = new Set(['ringing', 'connected', 'on_hold', 'wrap_up']);
+  const POLL_MS = 2000;
 
   function show(screen) {
     $('loading').hidden = true;
@@ -19,8 +30,14 @@
 
   function showSignin(message, kind) {
     closeEvents();
+    stopPolling();
     state.views.clear();
+    state.queues.clear();
+    state.queuesError = null;
+    state.me = null;
     $('agent-rows').replaceChildren();
+    $('queue-tiles').replaceChildren();
+    delete $('queue-tiles').dataset.queues;
     $('who').textContent = '';
     $('admin-link').hidden = true;
     show('signin');
@@ -29,14 +46,10 @@
   }
   window.Portal.onUnauthorized = () => showSignin('Your session has ended. Sign in again.', 'error');
 
-  // Who is signed in: known from this tab's sign-in (the API has no "who am I" for
-  // supervisors and admins); else the tenant.
+  // Who is signed in (GET /api/whoami).
   function showWho() {
-    let p = null;
-    try { p = JSON.parse(sessionStorage.getItem('cc.principal') || 'null'); } catch { p = null; }
-    const any = state.views.values().next().value;
-    const tenant = any ? any.tenant : p && p.tenant;
-    $('who').replaceChildren(...(p ? [el('strong', { text: p.display_name }), ` · ${p.role}`] : []), tenant ? ` · tenant ${tenant}` : '');
+    const p = state.me;
+    $('who').replaceChildren(...(p ? [el('strong', { text: p.display_name }), ` · ${p.role} · tenant ${p.tenant}`] : []));
   }
 
   // ---- sign in
@@ -56,7 +69,6 @@
     try {
       const r = await api('POST', '/api/login', { username, password });
       $('password').value = '';
-      sessionStorage.setItem('cc.principal', JSON.stringify(r.principal));
       if (r.principal.role === 'agent') {
         err.textContent = 'This account is an agent. Agents use the Agent Portal.';
         await api('POST', '/api/signout').catch(() => {});
@@ -73,7 +85,6 @@
 
   $('signout').addEventListener('click', async (ev) => {
     await act(ev.currentTarget, () => api('POST', '/api/signout'));
-    sessionStorage.removeItem('cc.principal');
     showSignin('You are signed out.');
   });
 
@@ -198,33 +209,59 @@
     renderQueues();
   }
 
+  // The figures of each queue tile, in order: the waiting callers (from the last reading of
+  // GET /api/supervisor/queues), then what the agents' views tell.
+  const FIGURES = [
+    ['waiting', 'Waiting calls'], ['longest', 'Longest wait'], ['logged_in', 'Agents logged in'], ['available', 'Available'],
+    ['on_calls', 'On calls'], ['wrap_up', 'In wrap-up'], ['paused', 'Paused'], ['with_agent', 'Calls with an agent'],
+  ];
+
+  function longestWait(q) {
+    const now = state.queues.get(q);
+    if (!now || !now.waiting || !now.longest_waiting_since) return '—';
+    return fmtDuration(since(now.longest_waiting_since));
+  }
+
   function renderQueues() {
-    const names = new Map(state.queues.map((q) => [q.queue, q.name]));
+    const names = new Map([...state.queues.values()].map((q) => [q.queue, q.name]));
     for (const v of state.views.values()) for (const q of v.assigned_queues) if (!names.has(q.queue)) names.set(q.queue, q.name);
     const tiles = $('queue-tiles');
-    const queues = [...names.keys()].sort();
-    const want = queues.join(',');
+    const queues = [...names.keys()].sort((a, b) => a.localeCompare(b, undefined, { numeric: true }));
+    const want = queues.map((q) => `${q}:${names.get(q)}`).join(',');
     if (tiles.dataset.queues !== want) {
       tiles.dataset.queues = want;
       tiles.replaceChildren(...queues.map((q) => el('div', { class: 'tile', id: `queue-${q}`, 'data-queue': q },
-        el('h3', { text: `${names.get(q)} (${q})` }), el('dl', {}))));
+        el('h3', { text: `${names.get(q)} (${q})` }),
+        el('dl', {}, ...FIGURES.flatMap(([key, label]) => [el('dt', { text: label }), el('dd', { class: `f-${key}`, text: '—' })])))));
     }
+    const views = [...state.views.values()];
     for (const q of queues) {
-      const inQueue = [...state.views.values()].filter((v) => v.status !== 'logged_out' && v.queues.some((x) => x.queue === q));
-      const figures = [
-        ['Agents logged in', inQueue.length],
-        ['Available', inQueue.filter((v) => v.status === 'idle' && v.device_online).length],
-        ['On calls', inQueue.filter((v) => BUSY.has(v.status) && v.status !== 'wrap_up').length],
-        ['In wrap-up', inQueue.filter((v) => v.status === 'wrap_up').length],
-        ['Paused', inQueue.filter((v) => v.status === 'paused').length],
-        ['Calls with an agent', [...state.views.values()].filter((v) => v.current_call && v.current_call.queue === q && v.current_call.phase !== 'wrap_up').length],
-      ];
-      const dl = document.getElementById(`queue-${q}`).querySelector('dl');
-      const text = figures.map(([k, n]) => `${k}:${n}`).join('|');
-      if (dl.dataset.text === text) continue;
-      dl.dataset.text = text;
-      dl.replaceChildren(...figures.flatMap(([k, n]) => [el('dt', { text: k }), el('dd', { text: String(n) })]));
+      const inQueue = views.filter((v) => v.status !== 'logged_out' && v.queues.some((x) => x.queue === q));
+      const now = state.queues.get(q);
+      const figures = {
+        waiting: now ? String(now.waiting) : '—',
+        longest: longestWait(q),
+        logged_in: inQueue.length,
+        available: inQueue.filter((v) => v.status === 'idle' && v.device_online).length,
+        on_calls: inQueue.filter((v) => BUSY.has(v.status) && v.status !== 'wrap_up').length,
+        wrap_up: inQueue.filter((v) => v.status === 'wrap_up').length,
+        paused: inQueue.filter((v) => v.status === 'paused').length,
+        with_agent: views.filter((v) => v.current_call && v.current_call.queue === q && v.current_call.phase !== 'wrap_up').length,
+      };
+      const tile = document.getElementById(`queue-${q}`);
+      for (const [key, n] of Object.entries(figures)) setText(tile.querySelector(`.f-${key}`), String(n));
+      tile.classList.toggle('has-waiting', Boolean(now && now.waiting > 0));
     }
+    const note = $('queues-note');
+    setText(note, state.queuesError
+      ? `Waiting calls cannot be read now (${state.queuesError}); the figures shown are from the last reading.`
+      : 'Waiting calls are read every 2 seconds; the agents\' figures follow their live status.');
+    note.classList.toggle('field-error', Boolean(state.queuesError));
+  }
+
+  // The longest waits count up between two readings.
+  function renderWaitClocks() {
+    for (const tile of $('queue-tiles').children) setText(tile.querySelector('.f-longest'), longestWait(tile.dataset.queue));
   }
 
   function onView(v) {
@@ -246,7 +283,50 @@
       const tr = document.getElementById(`agent-row-${v.agent}`);
       if (tr) renderRowClock(tr, v);
     }
+    renderWaitClocks();
   }, 1000);
+
+  // ---- the queues' waiting callers, read every 2 s
+
+  async function loadQueues() {
+    const rows = await api('GET', '/api/supervisor/queues');
+    state.queues = new Map(rows.map((q) => [q.queue, q]));
+    state.queuesError = null;
+  }
+
+  function stopPolling() {
+    state.pollGen += 1;
+    clearTimeout(state.pollTimer);
+    state.pollTimer = null;
+  }
+
+  // Reads the queues after `delay` ms, then every POLL_MS after each answer (never two at once).
+  function startPolling(delay = POLL_MS) {
+    stopPolling();
+    const gen = state.pollGen;
+    const tick = async () => {
+      state.pollTimer = null;
+      // A hidden tab skips its readings; it reads again as soon as it is shown.
+      if (!document.hidden) {
+        try {
+          await loadQueues();
+        } catch (e) {
+          if (gen !== state.pollGen) return;
+          if (e.status === 401) return showSignin('Your session has ended. Sign in again.', 'error');
+          state.queuesError = e.message;
+        }
+        if (gen !== state.pollGen) return;
+        renderQueues();
+      }
+      state.pollTimer = setTimeout(tick, POLL_MS);
+    };
+    state.pollTimer = setTimeout(tick, delay);
+  }
+
+  document.addEventListener('visibilitychange', () => {
+    // Shown again while polling (a reading is scheduled): read at once.
+    if (!document.hidden && state.pollTimer !== null) startPolling(0);
+  });
 
   // ---- live updates
 
@@ -290,8 +370,11 @@
     for (const v of views) onView(v);
   }
 
+  // On load and after signing in: who is signed in (401: the sign-in form), every agent, the
+  // queues; then the agents' stream and the queues' polling.
   async function start() {
     try {
+      state.me = await api('GET', '/api/whoami');
       await loadAgents();
     } catch (e) {
       if (e.status === 401) return showSignin();
@@ -303,12 +386,16 @@
     }
     show('board');
     try {
-      state.queues = await api('GET', '/api/admin/queues');
-    } catch { state.queues = []; }
+      await loadQueues();
+    } catch (e) {
+      if (e.status === 401) return showSignin('Your session has ended. Sign in again.', 'error');
+      state.queuesError = e.message;
+    }
     renderAll();
     showWho();
     openEvents();
-    $('admin-link').hidden = false;
+    startPolling();
+    $('admin-link').hidden = state.me.role !== 'admin';
   }
 
   start();

@@ -1,12 +1,13 @@
 // The supervisor's view follows an agent live (status, reason, call, counts) and can force a
-// logout; the queue figures come from the agents' views.
+// logout; the queue figures come from the agents' views, the waiting callers and the longest
+// wait from GET /api/supervisor/queues; who is signed in from GET /api/whoami.
 
 import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startSystem } from '../lib/system.js';
 import {
   test, launch, newPage, shot, expectText, expectStatus, logIn, openPhone, dial, phoneAction,
-  setWrapUp, assertNoPageErrors, NARROW,
+  setWrapUp, assertNoPageErrors, eventually, NARROW,
 } from '../lib/browser.js';
 
 let sys;
@@ -45,6 +46,45 @@ test('an agent is refused on the supervisor page; the supervisor signs in and se
   for (const a of ['1001', '1002', '1003', '1004']) await expectText(sup, row(a), 'Logged out');
   await expectText(sup, '#queue-500', 'Sales (500)');
   await expectText(sup, '#queue-500', 'Agents logged in0');
+  await expectText(sup, '#queue-500', 'Waiting calls0');
+  await expectText(sup, '#queue-501', 'Support (501)');
+  await expectText(sup, '#who', 'Demo Supervisor · supervisor · tenant demo');
+  assert.ok(await sup.isHidden('#admin-link'), 'the Admin link is for admins only');
+
+  // A reload keeps the sign-in: the page asks who is signed in.
+  await sup.reload();
+  await sup.waitForSelector('#board:not([hidden])');
+  await expectText(sup, '#who', 'Demo Supervisor · supervisor · tenant demo');
+  await expectText(sup, row('1001'), 'Logged out');
+});
+
+// The longest wait as the page shows it, in seconds (null for "—").
+async function longestWait(queue) {
+  const text = (await sup.textContent(`#queue-${queue} .f-longest`)).trim();
+  if (text === '—') return null;
+  const m = text.match(/^(\d+):(\d\d)$/);
+  assert.ok(m, `longest wait ${JSON.stringify(text)}`);
+  return Number(m[1]) * 60 + Number(m[2]);
+}
+
+test('a caller waiting in a queue nobody is logged into: Waiting calls 1, the longest wait counts up; 0 when the caller hangs up', async () => {
+  await expectText(sup, '#queue-501', 'Waiting calls0');
+  assert.equal(await longestWait('501'), null);
+  await dial(phone, '501', '5553131', 'Wendy');
+  await expectText(sup, '#queue-501', 'Waiting calls1');
+  await expectText(sup, '#queue-501 .f-longest', /^\d+:\d\d$/);
+  await expectText(sup, '#queue-500', 'Waiting calls0');
+  const first = await longestWait('501');
+  // It counts up in the browser, between the readings too.
+  await eventually(async () => assert.ok((await longestWait('501')) >= first + 2, 'the longest wait counts up'));
+  assert.match(await sup.getAttribute('#queue-501', 'class'), /has-waiting/);
+  await expectText(sup, '#queues-note', 'read every 2 seconds');
+  await shot(sup, 'supervisor-00-waiting-caller');
+
+  await phone.click('#callers button[aria-label^="Hang up 5553131"]');
+  await expectText(sup, '#queue-501', 'Waiting calls0');
+  await expectText(sup, '#queue-501 .f-longest', '—');
+  assert.doesNotMatch(await sup.getAttribute('#queue-501', 'class'), /has-waiting/);
 });
 
 test('the supervisor follows an agent live: login, pause with the reason, a call, the counts', async () => {
