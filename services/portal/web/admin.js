@@ -1,13 +1,13 @@
 // The admin's directory: agents (create, rename, "may manage own queues", password reset,
 // disable/enable), queues (create, members and penalties, routing settings), pause reasons
 // (add, rename, retire), agent defaults, admin and supervisor accounts. Plain forms over
-// the /api/admin routes.
+// the /api/admin routes; who is signed in comes from GET /api/whoami.
 'use strict';
 
 (() => {
   const { $, api, el, notice, act } = window.Portal;
 
-  const state = { agents: [], queues: [], reasons: [], settings: new Map() };
+  const state = { agents: [], queues: [], reasons: [], me: null };
 
   function show(screen) {
     $('loading').hidden = true;
@@ -19,6 +19,7 @@
 
   function showSignin(message, kind) {
     show('signin');
+    state.me = null;
     $('who').textContent = '';
     if (message) notice(message, kind || 'ok');
     $('username').focus();
@@ -37,7 +38,6 @@
     try {
       const r = await api('POST', '/api/login', { username, password });
       $('password').value = '';
-      sessionStorage.setItem('cc.principal', JSON.stringify(r.principal));
       notice('');
       await start();
     } catch (e) {
@@ -49,7 +49,6 @@
 
   $('signout').addEventListener('click', async (ev) => {
     await act(ev.currentTarget, () => api('POST', '/api/signout'));
-    sessionStorage.removeItem('cc.principal');
     showSignin('You are signed out.');
   });
 
@@ -136,22 +135,24 @@
   // ---- queues
 
   const STRATEGIES = ['longest_idle', 'ring_all', 'round_robin', 'fewest_calls', 'least_talk_time', 'linear', 'random'];
+  // The numeric settings, with the API's defaults (used only when a queue's settings are missing).
   const SETTINGS = [
     ['ring_timeout_s', 'Ring timeout (s)', 20], ['wrap_up_s', 'Wrap-up (s)', 10], ['max_wait_s', 'Max wait (s, 0 = no limit)', 0],
     ['reject_delay_s', 'Reject delay (s)', 5], ['auto_pause_after', 'Auto-pause after missed calls (0 = never)', 0],
     ['service_level_s', 'Service level (s)', 20],
   ];
 
+  // The form starts from the settings in force (`settings` of GET /api/admin/queues).
   function settingsForm(q) {
-    const known = state.settings.get(q.queue);
+    const cur = q.settings || {};
     const id = (f) => `qs-${q.queue}-${f}`;
     const fields = [
       el('div', {}, el('label', { for: id('strategy'), text: 'Strategy' }),
-        el('select', { id: id('strategy') }, ...STRATEGIES.map((s) => el('option', { value: s, text: s.replace(/_/g, ' '), selected: (known ? known.strategy : 'longest_idle') === s })))),
+        el('select', { id: id('strategy') }, ...STRATEGIES.map((s) => el('option', { value: s, text: s.replace(/_/g, ' '), selected: (cur.strategy || 'longest_idle') === s })))),
       ...SETTINGS.map(([f, label, def]) => el('div', {}, el('label', { for: id(f), text: label }),
-        el('input', { id: id(f), type: 'number', min: 0, value: String(known ? known[f] : def), style: 'width:7rem' }))),
-      el('label', { class: 'checkbox', for: id('leave') }, el('input', { type: 'checkbox', id: id('leave'), checked: known && known.leave_when_no_agents }), 'Callers leave when no agent is logged in'),
-      el('label', { class: 'checkbox', for: id('inuse') }, el('input', { type: 'checkbox', id: id('inuse'), checked: known && known.ring_in_use }), 'Offer calls to agents already on a call'),
+        el('input', { id: id(f), type: 'number', min: 0, value: String(cur[f] ?? def), style: 'width:7rem' }))),
+      el('label', { class: 'checkbox', for: id('leave') }, el('input', { type: 'checkbox', id: id('leave'), checked: Boolean(cur.leave_when_no_agents) }), 'Callers leave when no agent is logged in'),
+      el('label', { class: 'checkbox', for: id('inuse') }, el('input', { type: 'checkbox', id: id('inuse'), checked: Boolean(cur.ring_in_use) }), 'Offer calls to agents already on a call'),
     ];
     const form = el('form', { class: 'inline-form', novalidate: true }, ...fields, el('button', { type: 'submit' }, 'Save settings'));
     form.addEventListener('submit', async (ev) => {
@@ -159,17 +160,17 @@
       const body = { strategy: $(id('strategy')).value, leave_when_no_agents: $(id('leave')).checked, ring_in_use: $(id('inuse')).checked };
       for (const [f] of SETTINGS) body[f] = Number($(id(f)).value);
       const r = await act(ev.submitter, () => api('PUT', `/api/admin/queues/${q.queue}/settings`, body), `The settings of queue ${q.queue} are saved.`);
-      if (r) state.settings.set(q.queue, r);
+      if (r) q.settings = r;
     });
-    return el('details', {}, el('summary', { text: 'Routing settings' }),
-      el('p', { class: 'muted small', text: known
-        ? 'The settings in force, as saved from this page.'
-        : 'The current settings cannot be read back yet: the form shows the defaults, and saving sets every field.' }),
+    return el('details', { id: `qs-${q.queue}` }, el('summary', { text: 'Routing settings' }),
+      el('p', { class: 'muted small', text: 'The settings in force. Saving sets every field.' }),
       form);
   }
 
   function renderQueues() {
     const names = new Map(state.agents.map((a) => [a.agent, a.display_name]));
+    // The settings forms that are open stay open when the list is drawn again.
+    const open = new Set([...$('queue-list').querySelectorAll('details[open]')].map((d) => d.id));
     $('queue-list').replaceChildren(...state.queues.map((q) => {
       const members = el('ul', { class: 'queue-list' }, ...q.members.map((m) => {
         const pen = el('input', { type: 'number', min: 0, max: 1000, value: String(m.penalty), style: 'width:5rem', 'aria-label': `Penalty of agent ${m.agent} in queue ${q.queue}` });
@@ -200,6 +201,7 @@
         q.members.length ? members : el('p', { class: 'muted small', text: 'No agent is assigned.' }),
         assign, settingsForm(q));
     }));
+    for (const id of open) if ($(id)) $(id).open = true;
   }
 
   submit($('new-queue'), () => api('POST', '/api/admin/queues', { queue: $('nq-number').value.trim(), name: $('nq-name').value.trim() })
@@ -246,8 +248,10 @@
     renderReasons();
   }
 
+  // On load and after signing in: who is signed in (401: the sign-in form), then the directory.
   async function start() {
     try {
+      state.me = await api('GET', '/api/whoami');
       await load();
     } catch (e) {
       if (e.status === 401) return showSignin();
@@ -255,9 +259,8 @@
       notice(e.status === 403 ? `${e.message}. The Admin page needs an admin account.` : e.message, 'error');
       return;
     }
-    let p = null;
-    try { p = JSON.parse(sessionStorage.getItem('cc.principal') || 'null'); } catch { p = null; }
-    $('who').replaceChildren(...(p ? [el('strong', { text: p.display_name }), ` · ${p.role} · tenant ${p.tenant}`] : []));
+    const p = state.me;
+    $('who').replaceChildren(el('strong', { text: p.display_name }), ` · ${p.role} · tenant ${p.tenant}`);
     show('directory');
   }
 

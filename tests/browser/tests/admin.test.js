@@ -1,5 +1,6 @@
 // The admin's directory: a new agent assigned to a queue signs in on the Agent Portal; pause
-// reasons added, renamed and retired; a queue's routing settings; a supervisor is refused.
+// reasons added, renamed and retired; a queue's routing settings, read back after a reload;
+// a supervisor is refused.
 
 import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -101,5 +102,47 @@ test('a queue\'s routing settings are saved, and a value out of range is refused
   await admin.setViewportSize(NARROW);
   await shot(admin, 'admin-03-narrow');
   await admin.setViewportSize(DESKTOP);
+  assertNoPageErrors(admin);
+});
+
+test('after a reload the page knows who is signed in, and the settings form starts from the settings in force', async () => {
+  // The form shows the defaults of a queue never set, not another queue's settings.
+  assert.equal(await admin.inputValue('#qs-501-ring_timeout_s'), '20');
+  await admin.fill('#qs-500-ring_timeout_s', '35');
+  await admin.fill('#qs-500-max_wait_s', '120');
+  await admin.check('#qs-500-leave');
+  await admin.click('#admin-queue-500 details button[type=submit]');
+  await expectText(admin, '#notice', 'The settings of queue 500 are saved');
+
+  await admin.reload();
+  await admin.waitForSelector('#directory:not([hidden])');
+  await expectText(admin, '#who', 'admin · tenant demo');
+  await admin.click('#tab-queues');
+  await admin.click('#admin-queue-500 summary');
+  assert.equal(await admin.inputValue('#qs-500-ring_timeout_s'), '35');
+  assert.equal(await admin.inputValue('#qs-500-max_wait_s'), '120');
+  assert.equal(await admin.inputValue('#qs-500-wrap_up_s'), '5');
+  assert.equal(await admin.inputValue('#qs-500-strategy'), 'ring_all');
+  assert.ok(await admin.isChecked('#qs-500-leave'));
+  assert.ok(!(await admin.isChecked('#qs-500-inuse')));
+  assert.equal(await admin.inputValue('#qs-501-ring_timeout_s'), '20');
+  assert.equal(await admin.inputValue('#qs-501-strategy'), 'longest_idle');
+  assert.ok(!(await admin.isChecked('#qs-501-leave')));
+  await expectText(admin, '#admin-queue-500 details', 'The settings in force');
+  await shot(admin, 'admin-04-settings-read-back');
+
+  // Drawing the list again (after assigning an agent) keeps the settings form open, with the values in force.
+  await admin.selectOption('#assign-500', '1003');
+  await admin.click('#admin-queue-500 form.inline-form button[type=submit]');
+  await expectText(admin, '#notice', 'Agent 1003 assigned to queue 500');
+  assert.ok(await admin.isVisible('#qs-500-ring_timeout_s'));
+  assert.equal(await admin.inputValue('#qs-500-ring_timeout_s'), '35');
+
+  // Signed out, a reload shows the sign-in form.
+  await admin.click('#signout');
+  await admin.waitForSelector('#signin:not([hidden])');
+  await admin.reload();
+  await admin.waitForSelector('#signin:not([hidden])');
+  assert.ok(await admin.isHidden('#directory'));
   assertNoPageErrors(admin);
 });
