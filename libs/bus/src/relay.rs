@@ -167,7 +167,8 @@ impl Relay {
     async fn publish(&self, batch: Vec<RecordedEvent>, mut pos: Position) -> Result<Position> {
         let mut acks = Vec::with_capacity(batch.len());
         for e in &batch {
-            let subject = self.bus.subjects.event(e.tenant(), e.stream.category(), e.stream.id(), &e.event_type);
+            let field = |k: &str| e.data.get(k).and_then(|v| v.as_str());
+            let subject = self.bus.subjects.event(e.tenant(), e.stream.category(), e.stream.id(), &e.event_type, field("agent"), field("queue"));
             let body = serde_json::to_vec(&e.data).expect("event data serializes");
             let ack = self
                 .bus

@@ -28,9 +28,16 @@ impl Subjects {
         &self.prefix
     }
 
-    /// The subject of one domain event.
-    pub fn event(&self, tenant: &str, category: &str, stream_id: &str, event_type: &str) -> String {
-        format!("{}.events.{tenant}.{category}.{stream_id}.{event_type}", self.prefix)
+    /// The subject of one domain event:
+    /// `<p>.events.<tenant>.<category>.<id>.<Type>.<agent>.<queue>`, where `agent` and `queue`
+    /// are the event's `agent` and `queue` fields (`_` when it has none), so a subscriber can
+    /// filter by tenant, category, stream, type, agent and queue with the subject alone.
+    pub fn event(&self, tenant: &str, category: &str, stream_id: &str, event_type: &str, agent: Option<&str>, queue: Option<&str>) -> String {
+        let token = |v: Option<&str>| match v {
+            Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') => v.to_string(),
+            _ => "_".to_string(),
+        };
+        format!("{}.events.{tenant}.{category}.{stream_id}.{event_type}.{}.{}", self.prefix, token(agent), token(queue))
     }
 
     /// All domain events of all tenants.
@@ -117,7 +124,9 @@ mod tests {
     #[test]
     fn subjects_carry_tenant_category_and_type() {
         let s = Subjects::new("cc");
-        assert_eq!(s.event("acme", "agent", "1001", "AgentPaused"), "cc.events.acme.agent.1001.AgentPaused");
+        assert_eq!(s.event("acme", "agent", "1001", "AgentPaused", Some("1001"), None), "cc.events.acme.agent.1001.AgentPaused.1001._");
+        assert_eq!(s.event("acme", "call", "c1", "CallOffered", Some("1001"), Some("500")), "cc.events.acme.call.c1.CallOffered.1001.500");
+        assert_eq!(s.event("acme", "call", "c1", "CallEnded", Some("a.b"), Some("")), "cc.events.acme.call.c1.CallEnded._._");
         assert_eq!(s.events_stream(), "CC_EVENTS");
         assert_eq!(s.command("agent-session", "acme", "PauseAgent"), "cc.cmd.agent-session.acme.PauseAgent");
         assert_eq!(

@@ -10,7 +10,7 @@ use crate::EventFamily;
 use cc_bus::Command;
 
 /// What a signed-in principal may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Agent,
@@ -19,7 +19,7 @@ pub enum Role {
 }
 
 /// Events of an agent's account. Stream: `agent_account-<agent number>`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type")]
 pub enum AgentAccountEvent {
     AgentAccountCreated { agent: AgentNumber, display_name: String, may_manage_queues: bool },
@@ -33,7 +33,7 @@ impl EventFamily for AgentAccountEvent {
 }
 
 /// Events of an admin or supervisor account. Stream: `user-<username>`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type")]
 pub enum UserEvent {
     UserCreated { username: String, display_name: String, role: Role },
@@ -43,7 +43,7 @@ impl EventFamily for UserEvent {
 }
 
 /// Events of a tenant. Stream: `tenant-<slug>`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type")]
 pub enum TenantEvent {
     TenantCreated {
@@ -64,7 +64,7 @@ impl EventFamily for TenantEvent {
 }
 
 /// Events of portal sign-ins. Stream: `portal_session-<session id>`. No token inside.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type")]
 pub enum PortalSessionEvent {
     SignedIn { session_id: Uuid, principal: String, role: Role, expires_at: DateTime<Utc> },
@@ -75,7 +75,7 @@ impl EventFamily for PortalSessionEvent {
 }
 
 /// An agent account as other services see it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AgentAccount {
     pub agent: AgentNumber,
     pub display_name: String,
@@ -84,7 +84,7 @@ pub struct AgentAccount {
 }
 
 /// Who a session token belongs to.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Principal {
     pub tenant: String,
     pub session_id: Uuid,
@@ -96,14 +96,14 @@ pub struct Principal {
 }
 
 /// Whether a sign-in is for an agent (agent number) or an admin/supervisor (username).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LoginKind {
     Agent,
     User,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SignIn {
     pub kind: LoginKind,
     pub login: String,
@@ -111,7 +111,7 @@ pub struct SignIn {
     /// The client's address, for throttling.
     pub client: String,
 }
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SignedIn {
     pub token: String,
     pub principal: Principal,
@@ -122,7 +122,7 @@ impl Command for SignIn {
     type Reply = SignedIn;
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Authenticate {
     pub token: String,
 }
@@ -132,7 +132,7 @@ impl Command for Authenticate {
     type Reply = Principal;
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SignOut {
     pub token: String,
 }
@@ -142,7 +142,7 @@ impl Command for SignOut {
     type Reply = ();
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CreateAgent {
     pub agent: AgentNumber,
     pub display_name: String,
@@ -157,7 +157,7 @@ impl Command for CreateAgent {
     type Reply = AgentAccount;
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct UpdateAgent {
     pub agent: AgentNumber,
     #[serde(default)]
@@ -171,7 +171,7 @@ impl Command for UpdateAgent {
     type Reply = AgentAccount;
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SetAgentPassword {
     pub agent: AgentNumber,
     pub password: String,
@@ -182,7 +182,7 @@ impl Command for SetAgentPassword {
     type Reply = ();
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SetAgentEnabled {
     pub agent: AgentNumber,
     pub enabled: bool,
@@ -193,7 +193,7 @@ impl Command for SetAgentEnabled {
     type Reply = AgentAccount;
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct GetAgent {
     pub agent: AgentNumber,
 }
@@ -203,7 +203,7 @@ impl Command for GetAgent {
     type Reply = AgentAccount;
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ListAgents {}
 impl Command for ListAgents {
     const SERVICE: &'static str = "auth";
@@ -211,14 +211,14 @@ impl Command for ListAgents {
     type Reply = Vec<AgentAccount>;
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CreateUser {
     pub username: String,
     pub display_name: String,
     pub password: String,
     pub role: Role,
 }
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct User {
     pub username: String,
     pub display_name: String,
@@ -231,7 +231,7 @@ impl Command for CreateUser {
 }
 
 /// Creates a tenant (operator command and demo mode). Idempotent for the same slug.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CreateTenant {
     pub name: String,
     pub demo: bool,

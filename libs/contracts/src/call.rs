@@ -8,7 +8,7 @@ use crate::EventFamily;
 use cc_bus::Command;
 
 /// Why an offer to an agent was withdrawn (none of these count against the agent).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WithdrawReason {
     /// Another agent answered first (ring-all).
@@ -20,7 +20,7 @@ pub enum WithdrawReason {
 }
 
 /// Who ended a call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EndedBy {
     /// The agent, from the portal.
@@ -33,7 +33,7 @@ pub enum EndedBy {
 }
 
 /// How a transfer goes (the portal's Blind / Attended / Live Transfer).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TransferMethod {
     /// The customer is sent to the target and the agent drops at once.
@@ -45,7 +45,7 @@ pub enum TransferMethod {
 }
 
 /// Where a transfer sends the customer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TransferTarget {
     /// Any extension (device) of the tenant.
@@ -71,7 +71,7 @@ impl TransferTarget {
 }
 
 /// Why a transfer did not reach its target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TransferFailure {
     Busy,
@@ -86,7 +86,7 @@ pub enum TransferFailure {
 }
 
 /// Who ended a call that had been transferred to a target other than an agent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Side {
     Caller,
@@ -94,7 +94,7 @@ pub enum Side {
 }
 
 /// Why a call left its queue without being answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LeaveReason {
     MaxWait,
@@ -103,7 +103,7 @@ pub enum LeaveReason {
 
 /// Events of one queue call. The transfer events name the agent who started the transfer
 /// (`agent`) and the receiving agent, if any (`target_agent`). Stream: `call-<call id>`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type")]
 pub enum CallEvent {
     CallEnteredQueue { call: String, queue: QueueNumber, caller: Party, channel: String, priority: i32 },
@@ -227,7 +227,7 @@ impl CallEvent {
 }
 
 /// How a queue picks among the eligible agents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
     /// Ring every eligible agent; the first answer wins.
@@ -246,7 +246,7 @@ pub enum Strategy {
 }
 
 /// What a queue does with its calls.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct QueueSettings {
     pub strategy: Strategy,
@@ -285,7 +285,7 @@ impl Default for QueueSettings {
 }
 
 /// The agent's call, as the portal shows and acts on it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HangupCall {
     pub agent: AgentNumber,
 }
@@ -295,7 +295,7 @@ impl Command for HangupCall {
     type Reply = ();
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HoldCall {
     pub agent: AgentNumber,
     pub held: bool,
@@ -308,7 +308,7 @@ impl Command for HoldCall {
 
 /// Starts a transfer of the agent's connected call. The portal resolves an agent target to
 /// their device (`device`, `target_agent`) and an extension target to the agent logged in on it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TransferCall {
     pub agent: AgentNumber,
     pub method: TransferMethod,
@@ -333,7 +333,7 @@ impl Command for TransferCall {
 }
 
 /// Completes the agent's attended or live transfer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CompleteTransfer {
     pub agent: AgentNumber,
 }
@@ -344,7 +344,7 @@ impl Command for CompleteTransfer {
 }
 
 /// Cancels the agent's attended or live transfer: the customer is back with the agent.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CancelTransfer {
     pub agent: AgentNumber,
 }
@@ -355,7 +355,7 @@ impl Command for CancelTransfer {
 }
 
 /// Ends the agent's wrap-up early.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EndWrapUp {
     pub agent: AgentNumber,
 }
@@ -365,7 +365,7 @@ impl Command for EndWrapUp {
     type Reply = ();
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ConfigureQueue {
     pub queue: QueueNumber,
     pub settings: QueueSettings,
@@ -377,7 +377,7 @@ impl Command for ConfigureQueue {
 }
 
 /// The call an agent is on (ringing calls do not count), if any.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct GetAgentCall {
     pub agent: AgentNumber,
 }

@@ -10,6 +10,7 @@ pub mod call;
 pub mod domain;
 pub mod pbx;
 pub mod queue;
+pub mod schema;
 pub mod session;
 pub mod views;
 

@@ -10,7 +10,7 @@ use crate::domain::DeviceId;
 use cc_bus::Command;
 
 /// A device (SIP extension) registration fact.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type")]
 pub enum DeviceEvent {
     DeviceRegistered { tenant: String, device: DeviceId, at: DateTime<Utc> },
@@ -32,14 +32,14 @@ impl DeviceEvent {
 }
 
 /// A device as the PBX knows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DeviceState {
     pub device: DeviceId,
     pub registered: bool,
 }
 
 /// Every device of the tenant and whether it is registered (for reconciliation).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ListDevices {}
 impl Command for ListDevices {
     const SERVICE: &'static str = "pbx";
@@ -48,7 +48,7 @@ impl Command for ListDevices {
 }
 
 /// A party's number and display name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Party {
     pub number: String,
     #[serde(default)]
@@ -56,7 +56,7 @@ pub struct Party {
 }
 
 /// Which way a call leg goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// A caller reaching the PBX (e.g. dialling a queue number).
@@ -66,7 +66,7 @@ pub enum Direction {
 }
 
 /// Why a channel ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HangupCause {
     /// One side hung up after the call was answered, or on command.
@@ -85,7 +85,7 @@ pub enum HangupCause {
 
 /// Facts about one call leg (channel), as a PBX reports them. Subject:
 /// `<p>.pbx.evt.<tenant>.channel.<channel id>.<Type>`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type")]
 pub enum ChannelEvent {
     ChannelCreated {
@@ -137,7 +137,7 @@ impl ChannelEvent {
 
 /// Facts about bridges (channels joined; three channels = a 3-way conference). Subject:
 /// `<p>.pbx.evt.<tenant>.bridge.<bridge id>.<Type>`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type")]
 pub enum BridgeEvent {
     /// The bridge now joins exactly these channels.
@@ -160,7 +160,7 @@ impl BridgeEvent {
 }
 
 /// Where an originated leg goes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Endpoint {
     Device(DeviceId),
@@ -168,7 +168,7 @@ pub enum Endpoint {
 }
 
 /// A channel as the PBX knows it now.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ChannelState {
     pub channel: String,
     pub direction: Direction,
@@ -183,7 +183,7 @@ pub struct ChannelState {
 
 /// Places a call leg to a device or an outside number. The reply names the channel; the
 /// leg's life is reported by channel events.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Originate {
     /// The id to give the channel (so the caller can correlate before any event); unset: chosen
     /// by the PBX.
@@ -200,7 +200,7 @@ impl Command for Originate {
 }
 
 /// Answers an inbound channel (e.g. so a waiting caller hears music).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Answer {
     pub channel: String,
 }
@@ -212,7 +212,7 @@ impl Command for Answer {
 
 /// Joins channels in a bridge (created when new): 2 channels = a call, 3 = a conference.
 /// Each channel leaves any other bridge it was in.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Bridge {
     pub bridge: String,
     pub channels: Vec<String>,
@@ -224,7 +224,7 @@ impl Command for Bridge {
 }
 
 /// Takes a channel out of its bridge.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Unbridge {
     pub channel: String,
 }
@@ -235,7 +235,7 @@ impl Command for Unbridge {
 }
 
 /// Puts a channel on hold (`held = true`) or takes it off hold.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Hold {
     pub channel: String,
     pub held: bool,
@@ -247,7 +247,7 @@ impl Command for Hold {
 }
 
 /// Ends a channel.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Hangup {
     pub channel: String,
     #[serde(default = "normal")]
@@ -263,7 +263,7 @@ impl Command for Hangup {
 }
 
 /// Every live channel of the tenant (for reconciliation after a restart).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ListChannels {}
 impl Command for ListChannels {
     const SERVICE: &'static str = "pbx";

@@ -8,7 +8,7 @@ use crate::EventFamily;
 use cc_bus::Command;
 
 /// Events of a queue. Stream: `queue-<queue number>`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type")]
 pub enum QueueEvent {
     QueueCreated { queue: QueueNumber, name: String },
@@ -21,13 +21,13 @@ impl EventFamily for QueueEvent {
     const CATEGORY: &'static str = "queue";
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct QueueMember {
     pub agent: AgentNumber,
     pub penalty: i32,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct QueueInfo {
     pub queue: QueueNumber,
     pub name: String,
@@ -37,7 +37,7 @@ pub struct QueueInfo {
     pub settings: crate::call::QueueSettings,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CreateQueue {
     pub queue: QueueNumber,
     pub name: String,
@@ -48,7 +48,7 @@ impl Command for CreateQueue {
     type Reply = QueueInfo;
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AssignAgent {
     pub queue: QueueNumber,
     pub agent: AgentNumber,
@@ -61,7 +61,7 @@ impl Command for AssignAgent {
     type Reply = QueueInfo;
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct UnassignAgent {
     pub queue: QueueNumber,
     pub agent: AgentNumber,
@@ -72,7 +72,7 @@ impl Command for UnassignAgent {
     type Reply = QueueInfo;
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ListQueues {}
 impl Command for ListQueues {
     const SERVICE: &'static str = "queue-router";
@@ -80,7 +80,7 @@ impl Command for ListQueues {
     type Reply = Vec<QueueInfo>;
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct GetAssignments {
     pub agent: AgentNumber,
 }

@@ -8,7 +8,7 @@ use crate::EventFamily;
 use cc_bus::Command;
 
 /// Why a session ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LogoutReason {
     /// The agent logged out.
@@ -20,7 +20,7 @@ pub enum LogoutReason {
 }
 
 /// Events of an agent's session. Stream: `agent-<agent number>`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type")]
 pub enum AgentSessionEvent {
     AgentLoggedIn { agent: AgentNumber, login_id: Uuid, device: DeviceId, queues: Vec<QueueNumber> },
@@ -40,7 +40,7 @@ impl EventFamily for AgentSessionEvent {
 
 /// Tenant-wide settings of the agent-session service. Streams: `settings-pause_reasons`,
 /// `settings-agent_defaults`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type")]
 pub enum SettingsEvent {
     PauseReasonAdded { name: String },
@@ -53,7 +53,7 @@ impl EventFamily for SettingsEvent {
 }
 
 /// A device the agent may pick at login.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DeviceOption {
     pub device: DeviceId,
     pub online: bool,
@@ -62,7 +62,7 @@ pub struct DeviceOption {
 }
 
 /// A queue the agent is assigned to.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AssignedQueue {
     pub queue: QueueNumber,
     pub name: String,
@@ -70,7 +70,7 @@ pub struct AssignedQueue {
 }
 
 /// What the second login step offers the agent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LoginOptions {
     pub agent: AgentNumber,
     pub default_device: DeviceId,
@@ -81,7 +81,7 @@ pub struct LoginOptions {
     pub may_manage_queues: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct GetLoginOptions {
     pub agent: AgentNumber,
 }
@@ -92,7 +92,7 @@ impl Command for GetLoginOptions {
 }
 
 /// The state of an agent's session as the command side knows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SessionState {
     pub agent: AgentNumber,
     pub logged_in: bool,
@@ -104,7 +104,7 @@ pub struct SessionState {
 }
 
 /// "Complete Login": start the session on a device with a set of queues.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LoginAgent {
     pub agent: AgentNumber,
     /// Unset: the agent's own extension.
@@ -120,7 +120,7 @@ impl Command for LoginAgent {
     type Reply = SessionState;
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LogoutAgent {
     pub agent: AgentNumber,
     pub reason: LogoutReason,
@@ -131,7 +131,7 @@ impl Command for LogoutAgent {
     type Reply = SessionState;
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PauseAgent {
     pub agent: AgentNumber,
     pub reason: String,
@@ -146,7 +146,7 @@ impl Command for PauseAgent {
     type Reply = SessionState;
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct UnpauseAgent {
     pub agent: AgentNumber,
 }
@@ -156,7 +156,7 @@ impl Command for UnpauseAgent {
     type Reply = SessionState;
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SetQueueMembership {
     pub agent: AgentNumber,
     pub queue: QueueNumber,
@@ -169,7 +169,7 @@ impl Command for SetQueueMembership {
     type Reply = SessionState;
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct GetSession {
     pub agent: AgentNumber,
 }
@@ -179,12 +179,12 @@ impl Command for GetSession {
     type Reply = SessionState;
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PauseReason {
     pub name: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ListPauseReasons {}
 impl Command for ListPauseReasons {
     const SERVICE: &'static str = "agent-session";
@@ -193,7 +193,7 @@ impl Command for ListPauseReasons {
 }
 
 /// Adds, renames or retires a pause reason.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum ChangePauseReason {
     Add { name: String },
@@ -206,12 +206,12 @@ impl Command for ChangePauseReason {
     type Reply = Vec<PauseReason>;
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AgentDefaults {
     pub may_manage_queues: bool,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct GetAgentDefaults {}
 impl Command for GetAgentDefaults {
     const SERVICE: &'static str = "agent-session";
@@ -219,7 +219,7 @@ impl Command for GetAgentDefaults {
     type Reply = AgentDefaults;
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SetAgentDefaults {
     pub may_manage_queues: bool,
 }

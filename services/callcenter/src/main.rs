@@ -66,6 +66,11 @@ enum Command {
         /// Stop after this many events.
         #[arg(long)]
         count: Option<usize>,
+        /// A durable consumer of this name (an integrator's subscription): the first time it
+        /// replays from the first stored event, then follows live; acknowledged events are not
+        /// delivered again, so the next run goes on where this one stopped.
+        #[arg(long)]
+        durable: Option<String>,
     },
 }
 
@@ -93,7 +98,7 @@ fn main() -> anyhow::Result<()> {
         Command::Tenant(cmd) => runtime()?.block_on(ops::tenant(&config, cmd)),
         Command::Pbx(cmd) => runtime()?.block_on(ops::pbx(&config, cmd)),
         Command::Rebuild { projection } => runtime()?.block_on(ops::rebuild(&config, &projection)),
-        Command::Events { subject, from_start, count } => runtime()?.block_on(ops::events(&config, subject, from_start, count)),
+        Command::Events { subject, from_start, count, durable } => runtime()?.block_on(ops::events(&config, subject, from_start, count, durable)),
     }
 }
 

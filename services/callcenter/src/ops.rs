@@ -200,27 +200,73 @@ async fn phone(bus: &Bus, tenant: &str, device: DeviceId, action: PhoneAction) -
 }
 
 /// Follows the events stream (an ordered, ephemeral consumer) and prints one line per event.
-pub async fn events(config: &Config, subject: Option<String>, from_start: bool, count: Option<usize>) -> anyhow::Result<()> {
-    use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
+pub async fn events(config: &Config, subject: Option<String>, from_start: bool, count: Option<usize>, durable: Option<String>) -> anyhow::Result<()> {
+    use async_nats::jetstream::consumer::{pull, pull::OrderedConfig, AckPolicy, DeliverPolicy};
     use futures::StreamExt;
     let bus = bus(config).await?;
     let stream = bus.jetstream.get_stream(bus.subjects.events_stream()).await.context("the events stream does not exist yet")?;
-    let consumer = stream
-        .create_consumer(OrderedConfig {
-            filter_subject: subject.unwrap_or_else(|| bus.subjects.all_events()),
-            deliver_policy: if from_start { DeliverPolicy::All } else { DeliverPolicy::New },
-            ..Default::default()
-        })
-        .await?;
-    let mut messages = consumer.messages().await?;
-    let mut seen = 0;
-    while let Some(m) = messages.next().await {
-        let m = m?;
+    let filter = subject.unwrap_or_else(|| bus.subjects.all_events());
+    let print = |m: &async_nats::jetstream::Message| {
         let header = |k: &str| m.headers.as_ref().and_then(|h| h.get(k)).map(|v| v.as_str().to_string()).unwrap_or_default();
         println!("{} {} {} {}", header("ce-time"), m.subject, header("ce-type"), String::from_utf8_lossy(&m.payload));
-        seen += 1;
-        if count.is_some_and(|c| seen >= c) {
-            break;
+    };
+    let mut seen = 0;
+    match durable {
+        // An integrator's durable consumer: replays from the first stored event the first
+        // time, then follows live; acknowledged events are not delivered again, so a restart
+        // goes on where it stopped.
+        Some(name) => {
+            let consumer = stream
+                .get_or_create_consumer(
+                    &name,
+                    pull::Config {
+                        durable_name: Some(name.clone()),
+                        filter_subject: filter,
+                        deliver_policy: DeliverPolicy::All,
+                        ack_policy: AckPolicy::Explicit,
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            match count {
+                // Pull exactly as many as asked, so none is left delivered but unacknowledged.
+                Some(c) => {
+                    while seen < c {
+                        let mut batch = consumer.batch().max_messages(c - seen).expires(std::time::Duration::from_secs(30)).messages().await?;
+                        while let Some(m) = batch.next().await {
+                            let m = m.map_err(|e| anyhow::anyhow!("{e}"))?;
+                            print(&m);
+                            m.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
+                            seen += 1;
+                        }
+                    }
+                }
+                None => {
+                    let mut messages = consumer.messages().await?;
+                    while let Some(m) = messages.next().await {
+                        let m = m?;
+                        print(&m);
+                        m.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
+                    }
+                }
+            }
+        }
+        None => {
+            let consumer = stream
+                .create_consumer(OrderedConfig {
+                    filter_subject: filter,
+                    deliver_policy: if from_start { DeliverPolicy::All } else { DeliverPolicy::New },
+                    ..Default::default()
+                })
+                .await?;
+            let mut messages = consumer.messages().await?;
+            while let Some(m) = messages.next().await {
+                print(&m?);
+                seen += 1;
+                if count.is_some_and(|c| seen >= c) {
+                    break;
+                }
+            }
         }
     }
     Ok(())

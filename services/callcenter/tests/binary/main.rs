@@ -5,6 +5,7 @@ mod process;
 mod recovery;
 mod reporting;
 mod sessions;
+mod subscribe;
 mod system;
 mod transfers;
 use std::time::Duration;

@@ -205,6 +205,16 @@ async fn a_rebuilt_reporting_model_equals_the_live_one_and_the_views_answer() {
     assert_eq!(sup.get("/api/reports/agents?queue=500").await.refused(400, "invalid_field")["field"], "queue");
     bob.get("/api/reports/calls").await.refused(403, "forbidden");
 
+    // Every event published during this history, for the schema check of scripts/check-contracts.
+    caught_up(&sys).await;
+    let stored: i64 = sqlx::query_scalar("select count(*) from es_events").fetch_one(&sys.db.pool).await.unwrap();
+    let published = cc_testkit::eventually("every event relayed", Duration::from_secs(20), || async {
+        let n = sys.published_types(&format!("{}.events.>", sys.prefix)).await.len() as i64;
+        (n == stored).then_some(n)
+    })
+    .await;
+    assert_eq!(sys.record_published_events("reporting").await as i64, published);
+
     // Carol is credited with her part of call Three only.
     let carol_spans: Vec<(String, i64)> = sqlx::query_as(
         "select outcome, duration_ms from reporting.call_segments where kind = 'connected' and agent = '1003'",

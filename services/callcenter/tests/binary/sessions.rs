@@ -310,7 +310,7 @@ async fn admins_manage_the_directory_and_disabling_an_agent_ends_their_session()
     sys.anonymous().post("/api/login", json!({"agent_number": "1005", "password": "secret-1"})).await.refused(403, "account_disabled");
     let view = cc_testkit::eventually("Eve logged out", Duration::from_secs(10), || async {
         let all = supervisor.get("/api/supervisor/agents").await.ok();
-        all.as_array().unwrap().iter().find(|a| a["agent"] == "1005" && a["status"] == "logged_out").cloned()
+        all.as_array().unwrap().iter().find(|a| a["agent"] == "1005" && a["status"] == "logged_out" && a["enabled"] == false).cloned()
     })
     .await;
     assert_eq!(view["enabled"], false);

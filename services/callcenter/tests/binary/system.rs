@@ -225,6 +225,38 @@ impl System {
         out
     }
 
+    /// Writes every event published on NATS so far to `target/contract-samples/<name>.ndjson`
+    /// (`{"subject","type","version","data"}` per line), for scripts/check-contracts to
+    /// validate against the JSON Schemas. Returns how many.
+    pub async fn record_published_events(&self, name: &str) -> usize {
+        use futures::StreamExt;
+        let client = async_nats::connect(self.nats.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let stream = js.get_stream(format!("{}_EVENTS", self.prefix.to_uppercase())).await.unwrap();
+        let consumer = stream.create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default()).await.unwrap();
+        let pending = consumer.cached_info().num_pending as usize;
+        let mut messages = consumer.messages().await.unwrap();
+        let mut out = String::new();
+        for _ in 0..pending {
+            let m = tokio::time::timeout(Duration::from_secs(5), messages.next()).await.unwrap().unwrap().unwrap();
+            let h = m.headers.as_ref().unwrap();
+            let ce_type = h.get("ce-type").unwrap().as_str().to_string();
+            let version: i64 = ce_type.rsplit(".v").next().unwrap().parse().unwrap();
+            let line = json!({
+                "subject": m.subject.as_str().replacen(&self.prefix, "cc", 1),
+                "type": h.get("Cc-Event-Type").unwrap().as_str(),
+                "version": version,
+                "data": serde_json::from_slice::<Value>(&m.payload).unwrap(),
+            });
+            out.push_str(&line.to_string());
+            out.push('\n');
+        }
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/contract-samples");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{name}.ndjson")), out).unwrap();
+        pending
+    }
+
     /// The agent's view, once `pred` holds (the read model is eventually consistent).
     pub async fn view_when(&self, c: &Client, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         eventually(what, Duration::from_secs(10), || async {
