@@ -259,7 +259,7 @@ impl System {
 
     /// The agent's view, once `pred` holds (the read model is eventually consistent).
     pub async fn view_when(&self, c: &Client, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        eventually(what, Duration::from_secs(10), || async {
+        eventually(what, Duration::from_secs(30), || async {
             let r = c.get("/api/me").await;
             (r.status.is_success() && pred(&r.body)).then_some(r.body)
         })

@@ -224,7 +224,11 @@ pub async fn rebuild(pool: &PgPool, store: &EventStore, mut progress: impl FnMut
 
     // The swap: hold the live writer, catch up with what was appended meanwhile, rename.
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    let (old_generation,): (i64,) = sqlx::query_as(&format!("select generation from {SCHEMA}.checkpoint for update")).fetch_one(&mut *tx).await?;
+    // The live writer locks the checkpoint first in each of its transactions: taking the table
+    // exclusively here waits for the one in flight and holds the next before it touches
+    // anything (a row lock would deadlock with the schema swap below).
+    sqlx::query(&format!("lock table {SCHEMA}.checkpoint in access exclusive mode")).execute(&mut *tx).await?;
+    let (old_generation,): (i64,) = sqlx::query_as(&format!("select generation from {SCHEMA}.checkpoint")).fetch_one(&mut *tx).await?;
     let mut tail = Rows::default();
     let mut caught_up = 0u64;
     let cp = fold_until(store, &mut r, cp, None, &mut |r: &mut Reporter, n| {
