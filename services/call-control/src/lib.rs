@@ -34,6 +34,8 @@ struct State {
     model: Model,
     /// Events this replica appended and applied already: skipped when the store returns them.
     own: HashSet<Uuid>,
+    /// The store position of the last event taken in (by the follow loop or a catch-up).
+    applied: Checkpoint,
 }
 
 #[derive(Clone)]
@@ -63,9 +65,7 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
     while let Some(batch) = sub.poll().await? {
         let mut st = cc.state.lock().await;
         for e in &batch {
-            if let Some(c) = decode::<CallEvent>(e) {
-                st.model.apply(e.tenant(), &c, e.recorded_at);
-            }
+            absorb(&mut st, e);
         }
     }
     cc.reconcile().await?;
@@ -99,21 +99,9 @@ async fn follow(cc: &CallControl, sub: &mut Subscription, lease: &mut Lease) -> 
             _ = ctx.cancel.cancelled() => return Ok(()),
             b = sub.next_batch() => {
                 for e in &b? {
-                    let Some(c) = decode::<CallEvent>(e) else { continue };
-                    let answered = {
-                        let mut st = cc.state.lock().await;
-                        if st.own.remove(&e.event_id) { continue }
-                        st.model.apply(e.tenant(), &c, e.recorded_at);
-                        matches!(c, CallEvent::CallAnswered { .. })
-                    };
-                    if answered {
-                        // Bridging waits on the PBX: done aside, so the next calls are not held up.
-                        let (cc, call) = (cc.clone(), c.call().to_string());
-                        tokio::spawn(async move {
-                            if let Err(e) = cc.connect(&call).await {
-                                tracing::warn!(error = %format!("{e:#}"), call, "could not connect the call");
-                            }
-                        });
+                    let answered = absorb(&mut *cc.state.lock().await, e);
+                    if let Some(call) = answered {
+                        cc.connect_aside(call);
                     }
                 }
             }
@@ -130,6 +118,22 @@ async fn follow(cc: &CallControl, sub: &mut Subscription, lease: &mut Lease) -> 
             _ = check.tick() => lease.check().await?,
         }
     }
+}
+
+/// Takes in one stored call event (once: events at or before `applied` were taken already, and
+/// this replica's own were applied when recorded). Returns the call an agent just answered.
+fn absorb(st: &mut State, e: &cc_eventstore::RecordedEvent) -> Option<String> {
+    let cp = e.checkpoint();
+    if (cp.xid, cp.position) <= (st.applied.xid, st.applied.position) {
+        return None;
+    }
+    st.applied = cp;
+    if st.own.remove(&e.event_id) {
+        return None;
+    }
+    let c = decode::<CallEvent>(e)?;
+    st.model.apply(e.tenant(), &c, e.recorded_at);
+    matches!(c, CallEvent::CallAnswered { .. }).then(|| c.call().to_string())
 }
 
 /// Why a transfer's target leg ended before the transfer completed.
@@ -223,26 +227,48 @@ impl CallControl {
         Ok(())
     }
 
-    /// The call the agent is on. Besides this replica's model, the newest events are asked: an
-    /// answer the store holds but this replica has not applied yet (it follows the store a few
-    /// milliseconds behind) still counts, so a logout right after an answer is refused.
-    async fn on_call(&self, tenant: &str, agent: &AgentNumber) -> Result<Option<String>, CommandError> {
-        if let Some(call) = self.state.lock().await.model.agent_call(tenant, agent) {
-            return Ok(Some(call));
+    /// Bridges an answered call aside: bridging waits on the PBX, the next calls must not.
+    fn connect_aside(&self, call: String) {
+        let cc = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = cc.connect(&call).await {
+                tracing::warn!(error = %format!("{e:#}"), call, "could not connect the call");
+            }
+        });
+    }
+
+    /// Takes in the call events the store holds beyond what this replica applied (it follows
+    /// the store a few milliseconds behind, more on a loaded machine).
+    async fn catch_up(&self, st: &mut State) -> Result<(), CommandError> {
+        loop {
+            let batch = self.ctx.store.read_all(&ReadFilter::Category("call".into()), st.applied, 500).await?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            for e in &batch {
+                if let Some(call) = absorb(st, e) {
+                    self.connect_aside(call);
+                }
+            }
         }
-        let last: Option<(String, String)> = sqlx::query_as(
-            "select event_type, data->>'call' from (
-                 select event_type, tenant, data, xid, position from es_events where category = 'call'
-                  order by xid desc, position desc limit 5000) recent
-              where tenant = $1 and (data->>'agent' = $2 or data->>'target_agent' = $2)
-              order by xid desc, position desc limit 1",
-        )
-        .bind(tenant)
-        .bind(agent.as_str())
-        .fetch_optional(&self.ctx.pool)
-        .await
-        .map_err(|e| CommandError::internal(e.to_string()))?;
-        Ok(last.filter(|(t, _)| ["CallAnswered", "CallConnected", "CallHeld", "CallResumed"].contains(&t.as_str())).map(|(_, call)| call))
+    }
+
+    /// The agent's call; when this replica knows none, after catching up with the store, so an
+    /// action right after the answer the agent saw finds the call.
+    async fn find(&self, st: &mut State, tenant: &str, agent: &AgentNumber) -> Result<(String, Live), CommandError> {
+        match Self::agent_call(st, tenant, agent) {
+            Ok(found) => Ok(found),
+            Err(_) => {
+                self.catch_up(st).await?;
+                Self::agent_call(st, tenant, agent)
+            }
+        }
+    }
+
+    /// The call the agent is on (a logout is refused while there is one).
+    async fn on_call(&self, tenant: &str, agent: &AgentNumber) -> Result<Option<String>, CommandError> {
+        let mut st = self.state.lock().await;
+        Ok(self.find(&mut st, tenant, agent).await.ok().map(|(c, _)| c))
     }
 
     fn agent_call(st: &State, tenant: &str, agent: &AgentNumber) -> Result<(String, Live), CommandError> {
@@ -256,7 +282,7 @@ impl CallControl {
     /// transfer goes on without them (as when their phone hangs up).
     async fn hangup_by_agent(&self, tenant: &str, agent: &AgentNumber) -> Result<(), CommandError> {
         let mut st = self.state.lock().await;
-        let (call, l) = Self::agent_call(&st, tenant, agent)?;
+        let (call, l) = self.find(&mut st, tenant, agent).await?;
         if l.transfer.is_some() {
             self.agent_leaves(&mut st, &call).await
         } else {
@@ -269,7 +295,7 @@ impl CallControl {
     /// customer goes back to the target.
     async fn hold(&self, tenant: &str, agent: &AgentNumber, held: bool) -> Result<(), CommandError> {
         let mut st = self.state.lock().await;
-        let (call, l) = Self::agent_call(&st, tenant, agent)?;
+        let (call, l) = self.find(&mut st, tenant, agent).await?;
         if !l.connected {
             return Err(err("not_connected", "The call is not connected yet"));
         }
@@ -296,7 +322,7 @@ impl CallControl {
     /// Starts a transfer of the agent's connected call (see `docs/transfers.md`).
     async fn transfer(&self, tenant: &str, cmd: TransferCall) -> Result<(), CommandError> {
         let mut st = self.state.lock().await;
-        let (call, l) = Self::agent_call(&st, tenant, &cmd.agent)?;
+        let (call, l) = self.find(&mut st, tenant, &cmd.agent).await?;
         let a = l.agent.clone().expect("the agent's call");
         if !l.connected {
             return Err(err("not_connected", "The call is not connected yet: transfer it once it is"));
@@ -472,7 +498,7 @@ impl CallControl {
 
     async fn complete(&self, tenant: &str, agent: &AgentNumber) -> Result<(), CommandError> {
         let mut st = self.state.lock().await;
-        let (call, l) = Self::agent_call(&st, tenant, agent)?;
+        let (call, l) = self.find(&mut st, tenant, agent).await?;
         if l.transfer.is_none() {
             return Err(err("no_transfer", "There is no transfer to complete: start an attended or live transfer first"));
         }
@@ -481,7 +507,7 @@ impl CallControl {
 
     async fn cancel(&self, tenant: &str, agent: &AgentNumber) -> Result<(), CommandError> {
         let mut st = self.state.lock().await;
-        let (call, l) = Self::agent_call(&st, tenant, agent)?;
+        let (call, l) = self.find(&mut st, tenant, agent).await?;
         let Some(t) = l.transfer.clone() else { return Err(err("no_transfer", "There is no transfer to cancel")) };
         let a = l.agent.clone().expect("the agent's call");
         let back = t.method == TransferMethod::Attended && l.held;

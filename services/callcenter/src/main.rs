@@ -50,7 +50,7 @@ enum Command {
     /// Rebuild read models from the whole event store into fresh tables while the old ones
     /// serve, then swap them in atomically; progress on stderr. The services may keep running.
     Rebuild {
-        /// `reporting` (the analysts' schema) or `all`.
+        /// `reporting` (the analysts' schema), `portal` (the agents' views) or `all`.
         #[arg(long, default_value = "all")]
         projection: String,
     },

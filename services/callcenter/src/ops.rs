@@ -275,8 +275,10 @@ pub async fn events(config: &Config, subject: Option<String>, from_start: bool, 
 /// `callcenter rebuild`: the read models from the whole store, swapped in atomically.
 pub async fn rebuild(config: &Config, projection: &str) -> anyhow::Result<()> {
     let names: &[&str] = match projection {
-        "all" | "reporting" => &["reporting"],
-        other => anyhow::bail!("unknown projection {other:?}: use reporting or all"),
+        "all" => &["reporting", "portal"],
+        "reporting" => &["reporting"],
+        "portal" => &["portal"],
+        other => anyhow::bail!("unknown projection {other:?}: use reporting, portal or all"),
     };
     cc_runtime::telemetry::init(config.log_format, &config.log);
     let cancel = cc_runtime::shutdown::on_signal();
@@ -285,14 +287,17 @@ pub async fn rebuild(config: &Config, projection: &str) -> anyhow::Result<()> {
     let store = cc_eventstore::EventStore::new(pool.clone());
     for name in names {
         eprintln!("{name}: rebuilding from the event store");
-        let done = cc_projection::reporting::rebuild(&pool, &store, |p| eprintln!("{name}: {p}")).await?;
+        let report = |p: cc_projection::reporting::Progress| eprintln!("{name}: {p}");
+        let done = match *name {
+            "reporting" => cc_projection::reporting::rebuild(&pool, &store, report).await?,
+            _ => cc_projection::portal::rebuild(&pool, &config.database_url, &store, report).await?,
+        };
         eprintln!(
-            "{name}: rebuilt from {} events in {:.1} s ({:.0} events/s), {} rows, generation {}; swapped in",
+            "{name}: rebuilt from {} events in {:.1} s ({:.0} events/s), {} rows; swapped in",
             done.events,
             done.elapsed.as_secs_f64(),
             done.events as f64 / done.elapsed.as_secs_f64().max(1e-9),
             done.rows,
-            done.generation
         );
     }
     Ok(())

@@ -9,7 +9,7 @@
 //! which is how the portal's live updates arrive.
 
 pub mod agent_view;
-mod portal;
+pub mod portal;
 pub mod reporting;
 
 use cc_runtime::Context;

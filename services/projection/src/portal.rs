@@ -12,7 +12,7 @@ use cc_contracts::session::AgentSessionEvent;
 use cc_contracts::views::AgentView;
 use cc_eventstore::{Checkpoint, Lease, ReadFilter, RecordedEvent, Subscription};
 use cc_runtime::Context;
-use sqlx::Row;
+use sqlx::{PgPool, Row};
 
 use crate::agent_view::{self, CallInfo, Fact};
 
@@ -35,6 +35,7 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
     let Some(mut lease) = Lease::try_acquire(&ctx.config.database_url, "cc-projection:portal").await? else { return Ok(()) };
     tracing::info!("portal projection lease taken");
     let from = load_checkpoint(ctx).await?;
+    let mut expect = from;
     let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::All, from).await?.with_batch_size(1000);
     let mut last_prune = Instant::now();
     loop {
@@ -42,7 +43,13 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
             _ = ctx.cancel.cancelled() => return Ok(()),
             b = sub.next_batch() => b?,
         };
-        let changes = project(ctx, &batch).await?;
+        let Some(changes) = project(&ctx.pool, &batch, Some(expect)).await? else {
+            tracing::info!("the portal read model was rebuilt meanwhile; reloading");
+            return Ok(());
+        };
+        if let Some(last) = batch.last() {
+            expect = last.checkpoint();
+        }
         for v in &changes {
             let subject = ctx.bus.subjects.view(&v.tenant, "agent", &v.agent);
             let body = serde_json::to_vec(v).expect("views serialize");
@@ -66,9 +73,17 @@ fn fact_of(e: &RecordedEvent) -> Option<Fact> {
     }
 }
 
-/// Applies a batch in one transaction; returns every view change in order.
-async fn project(ctx: &Context, batch: &[RecordedEvent]) -> anyhow::Result<Vec<AgentView>> {
-    let mut tx = ctx.pool.begin().await?;
+/// Applies a batch in one transaction; returns every view change in order. With `expect`,
+/// first checks that the stored checkpoint is still the one this writer left (else the read
+/// model was rebuilt meanwhile: `None`, nothing written). The checkpoint row is the first thing
+/// each transaction touches, which is what lets [`rebuild`] take the tables without deadlock.
+async fn project(pool: &PgPool, batch: &[RecordedEvent], expect: Option<Checkpoint>) -> anyhow::Result<Option<Vec<AgentView>>> {
+    let mut tx = pool.begin().await?;
+    let stored: Option<(i64, i64)> = sqlx::query_as("select xid, position from rm_checkpoints where name = $1 for update").bind(NAME).fetch_optional(&mut *tx).await?;
+    let stored = stored.map(|(xid, position)| Checkpoint { xid, position }).unwrap_or(Checkpoint::START);
+    if expect.is_some_and(|e| e != stored) {
+        return Ok(None);
+    }
     let mut views: HashMap<(String, String), AgentView> = HashMap::new();
     let mut names: HashMap<String, HashMap<String, String>> = HashMap::new();
     let mut changes = Vec::new();
@@ -180,7 +195,7 @@ async fn project(ctx: &Context, batch: &[RecordedEvent]) -> anyhow::Result<Vec<A
         .await?;
     }
     tx.commit().await?;
-    Ok(changes)
+    Ok(Some(changes))
 }
 
 /// Writes views in one statement (`sql` takes tenants, agents, versions and views as arrays).
@@ -208,4 +223,74 @@ fn session_agent(e: &AgentSessionEvent) -> &cc_contracts::domain::AgentNumber {
         | AgentSessionEvent::AgentDeviceWentOffline { agent, .. }
         | AgentSessionEvent::AgentDeviceCameOnline { agent, .. } => agent,
     }
+}
+
+/// The portal read model's tables (all in the default schema).
+const TABLES: [&str; 5] = ["rm_checkpoints", "rm_agents", "rm_agent_updates", "rm_queue_names", "rm_call_info"];
+
+/// Rebuilds the portal read model from the whole store into fresh tables (schema
+/// `portal_next`, filled by the same [`project`] as the live projection) while the old ones
+/// serve, then takes the old tables exclusively, catches up, and swaps them in one transaction.
+/// The live projection finds another checkpoint than the one it left and reloads. Each agent's
+/// change history (for SSE resumption) keeps its last 100 changes.
+pub async fn rebuild(pool: &PgPool, database_url: &str, store: &cc_eventstore::EventStore, mut progress: impl FnMut(crate::reporting::Progress) + Send) -> anyhow::Result<crate::reporting::Rebuilt> {
+    use sqlx::Executor;
+    let started = Instant::now();
+    let mut ddl = "drop schema if exists portal_next cascade; create schema portal_next;".to_string();
+    for t in TABLES {
+        ddl.push_str(&format!(" create table portal_next.{t} (like public.{t} including all);"));
+    }
+    pool.execute(ddl.as_str()).await?;
+    let next = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .after_connect(|c, _| Box::pin(async move { c.execute("set search_path to portal_next, public").await.map(|_| ()) }))
+        .connect(database_url)
+        .await?;
+    let total = store.count(&ReadFilter::All).await? as u64;
+    let mut cp = Checkpoint::START;
+    let mut done = 0u64;
+    let mut last_report = Instant::now();
+    let catch_up = |cp: Checkpoint| {
+        let next = next.clone();
+        async move {
+            let mut cp = cp;
+            let mut n = 0u64;
+            loop {
+                let batch = store.read_all(&ReadFilter::All, cp, 1000).await?;
+                let Some(last) = batch.last() else { return anyhow::Ok((cp, n)) };
+                project(&next, &batch, None).await?;
+                n += batch.len() as u64;
+                cp = last.checkpoint();
+            }
+        }
+    };
+    loop {
+        let batch = store.read_all(&ReadFilter::All, cp, 1000).await?;
+        let Some(last) = batch.last() else { break };
+        project(&next, &batch, None).await?;
+        done += batch.len() as u64;
+        cp = last.checkpoint();
+        if last_report.elapsed() >= Duration::from_secs(1) {
+            progress(crate::reporting::Progress { done, total, elapsed: started.elapsed() });
+            last_report = Instant::now();
+        }
+    }
+    let mut tx = pool.begin().await?;
+    let lock = TABLES.iter().map(|t| format!("public.{t}")).collect::<Vec<_>>().join(", ");
+    tx.execute(format!("lock table {lock} in access exclusive mode").as_str()).await?;
+    let (cp, caught) = catch_up(cp).await?;
+    let _ = cp;
+    done += caught;
+    next.execute("delete from portal_next.rm_agent_updates u using portal_next.rm_agents a where u.tenant = a.tenant and u.agent = a.agent and u.version <= a.version - 100").await?;
+    next.close().await;
+    let mut swap = "create schema portal_old;".to_string();
+    for t in TABLES {
+        swap.push_str(&format!(" alter table public.{t} set schema portal_old; alter table portal_next.{t} set schema public;"));
+    }
+    swap.push_str(" drop schema portal_old cascade; drop schema portal_next cascade;");
+    tx.execute(swap.as_str()).await?;
+    tx.commit().await?;
+    let rows: i64 = sqlx::query_scalar("select count(*) from rm_agents").fetch_one(pool).await?;
+    progress(crate::reporting::Progress { done, total: total.max(done), elapsed: started.elapsed() });
+    Ok(crate::reporting::Rebuilt { events: done, rows: rows as usize, elapsed: started.elapsed(), generation: 0 })
 }

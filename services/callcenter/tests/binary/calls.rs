@@ -194,9 +194,12 @@ async fn callers_leave_after_the_max_wait_or_at_once_when_nobody_is_logged_in() 
     .await;
     assert_eq!((left[0].1["queue"].as_str(), left[0].1["reason"].as_str()), (Some("500"), Some("max_wait")));
     assert_eq!((left[1].1["queue"].as_str(), left[1].1["reason"].as_str()), (Some("501"), Some("no_agents")));
-    // The simulated callers were hung up.
-    let channels: Vec<Value> = sys.http.get(format!("{}/tenants/demo/channels", sys.pbx)).send().await.unwrap().json().await.unwrap();
-    assert!(channels.is_empty(), "{channels:?}");
+    // The simulated callers were hung up (right after the events were recorded).
+    cc_testkit::eventually("the callers hung up", Duration::from_secs(10), || async {
+        let channels: Vec<Value> = sys.http.get(format!("{}/tenants/demo/channels", sys.pbx)).send().await.unwrap().json().await.unwrap();
+        channels.is_empty().then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
