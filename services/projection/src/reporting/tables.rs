@@ -403,7 +403,6 @@ async fn upsert_rows<R: Row + Sync>(conn: &mut PgConnection, schema: &str, rows:
         sets = sets.join(", ")
     );
     sqlx::Executor::execute(&mut *conn, sql.as_str()).await?;
-    sqlx::Executor::execute(&mut *conn, format!("truncate {tmp}").as_str()).await?;
     Ok(())
 }
 
