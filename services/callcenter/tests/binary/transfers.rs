@@ -28,6 +28,11 @@ async fn bob_connected(sys: &System) -> (Client, Client, String, String) {
     let call = v["current_call"]["call"].as_str().unwrap().to_string();
     sys.phone("1002", "answer").await;
     sys.view_when(&bob, "Bob connected", |v| v["status"] == "connected").await;
+    // Bridged too (the view says Connected from the answer; the bridge is recorded after it).
+    cc_testkit::eventually("the call bridged", Duration::from_secs(30), || async {
+        sys.stream_events(&format!("demo/call-{call}")).await.iter().any(|(t, _)| t == "CallConnected").then_some(())
+    })
+    .await;
     (bob, carol, call, caller)
 }
 
