@@ -35,7 +35,8 @@ impl Callcenter {
         c.env("CC_ADMIN_ADDR", format!("127.0.0.1:{admin_port}"))
             .env("CC_PORTAL_ADDR", format!("127.0.0.1:{}", free_port()))
             .env("CC_PBX_SIM_ADDR", format!("127.0.0.1:{}", free_port()))
-            .stdout(std::process::Stdio::null());
+            // CC_TEST_LOGS=1 shows the services' logs (with `--no-capture`).
+            .stdout(if std::env::var_os("CC_TEST_LOGS").is_some() { std::process::Stdio::inherit() } else { std::process::Stdio::null() });
         more(&mut c);
         let child = c.spawn().unwrap();
         Callcenter { child: Some(child), admin_port }

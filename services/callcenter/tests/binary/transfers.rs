@@ -281,11 +281,15 @@ async fn attended_transfer_failures_bring_the_customer_back() {
         let (bob, sys, caller) = (&bob, &sys, &caller);
         async move {
             sys.view_when(bob, what, |v| v["status"] == "connected" && v["current_call"]["transfer"].is_null()).await;
-            let chans = sys.channels().await;
-            let c = chans.iter().find(|c| c["channel"] == caller.as_str()).unwrap().clone();
-            assert_eq!(c["held"], false, "{what}: the customer is off hold");
-            assert_eq!(chans.iter().find(|x| x["device"] == "1002").unwrap()["bridge"], c["bridge"], "{what}: with Bob again");
-            assert!(!chans.iter().any(|x| x["device"] == "1005"), "{what}: the target's leg is gone");
+            // The PBX acts right after the events are recorded (which the view shows).
+            cc_testkit::eventually(what, Duration::from_secs(15), || async {
+                let chans = sys.channels().await;
+                let c = chans.iter().find(|c| c["channel"] == caller.as_str())?.clone();
+                let with_bob = chans.iter().find(|x| x["device"] == "1002").is_some_and(|x| x["bridge"] == c["bridge"]);
+                let target_gone = !chans.iter().any(|x| x["device"] == "1005");
+                (c["held"] == false && with_bob && target_gone).then_some(())
+            })
+            .await;
         }
     };
 
