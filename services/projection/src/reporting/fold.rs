@@ -115,6 +115,8 @@ struct CallAcc {
     hold: Option<usize>,
     transfer: Option<usize>,
     outside: Option<usize>,
+    /// The transfer going on sends the customer to a queue (no outside party).
+    to_queue: bool,
     /// Agents in wrap-up for this call (the call is final once none is left and it ended).
     wrapping: BTreeSet<String>,
 }
@@ -407,15 +409,15 @@ impl Reporter {
                         c.close(Some(i), at, "withdrawn:caller_gone");
                     }
                     if let Some(r) = c.row.as_mut() {
-                        r.ended_at = Some(at);
                         if r.answered_at.is_none() {
                             r.wait_ms = Some(*wait_ms);
                         }
-                        r.outcome = if abandoned { "abandoned".into() } else { "left_queue".into() };
                         if let CallLeftQueue { reason, .. } = e {
                             r.leave_reason = serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(String::from));
                         }
                     }
+                    // (Also after an earlier answer: a caller transferred into a queue who gave up.)
+                    Self::finish(c, at, if abandoned { "abandoned" } else { "left_queue" });
                 }
                 CallHeld { agent, .. } => {
                     if c.hold.is_none() {
@@ -443,6 +445,7 @@ impl Reporter {
                     c.wrapping.remove(agent.as_str());
                 }
                 TransferStarted { agent, method, target, target_agent, .. } => {
+                    c.to_queue = matches!(target, cc_contracts::call::TransferTarget::Queue(_));
                     let detail = serde_json::json!({ "method": method, "target": target, "target_agent": target_agent }).to_string();
                     c.transfer = Some(c.open(tenant, &call, "transfer", Some(agent.as_str()), None, at, Some(detail)));
                     if let Some(r) = c.row.as_mut() {
@@ -479,7 +482,7 @@ impl Reporter {
                     let h = c.hold.take();
                     c.close(h, at, "transferred");
                     Self::add_hold(c, h);
-                    if target_agent.is_none() && c.queue_seg.is_none() {
+                    if target_agent.is_none() && !std::mem::take(&mut c.to_queue) {
                         // To an extension without an agent or a number (a queue target re-enters).
                         c.outside = Some(c.open(tenant, &call, "outside", None, None, at, None));
                     }
@@ -538,11 +541,36 @@ impl Reporter {
         c.transfer = None;
         c.outside = None;
         c.queue_seg = None;
+        // Talk: the time someone talked with the caller (the union of the agents' connected
+        // spans and talk with an outside target, which overlap in consultations and
+        // conferences), hold excluded; not the waits or ringing in between.
+        let mut spans: Vec<(Ts, Ts)> = c
+            .segments
+            .iter()
+            .filter(|s| s.kind == "connected" || s.kind == "outside")
+            .filter_map(|s| Some((s.started_at, s.ended_at?)))
+            .collect();
+        spans.sort();
+        let mut talked = 0i64;
+        let mut open: Option<(Ts, Ts)> = None;
+        for (a, b) in spans {
+            match open {
+                Some((oa, ob)) if a <= ob => open = Some((oa, ob.max(b))),
+                Some((oa, ob)) => {
+                    talked += ms(oa, ob);
+                    open = Some((a, b));
+                }
+                None => open = Some((a, b)),
+            }
+        }
+        if let Some((oa, ob)) = open {
+            talked += ms(oa, ob);
+        }
         if let Some(r) = c.row.as_mut() {
             r.ended_at = Some(at);
             r.outcome = outcome.into();
-            if let Some(a) = r.answered_at {
-                r.talk_ms = Some((ms(a, at) - r.hold_ms).max(0));
+            if r.answered_at.is_some() {
+                r.talk_ms = Some((talked - r.hold_ms).max(0));
             }
         }
     }
@@ -595,4 +623,95 @@ fn dedup_last<T, K: Eq + std::hash::Hash>(rows: &mut Vec<T>, key: impl Fn(&T) ->
     }
     out.reverse();
     *rows = out;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cc_contracts::call::{TransferMethod, TransferTarget};
+    use cc_contracts::domain::{AgentNumber, DeviceId, QueueNumber};
+    use cc_contracts::pbx::Party;
+    use cc_eventstore::{Metadata, StreamName};
+
+    /// Folds call events of call `c`, `step_ms` apart, and returns its row and segments.
+    fn fold(events: Vec<CallEvent>, step_ms: i64) -> (CallRow, Vec<SegmentRow>) {
+        let mut r = Reporter::default();
+        let t0 = Utc::now();
+        for (i, e) in events.iter().enumerate() {
+            let n = cc_contracts::encode(e, Metadata::new("acme", "test"));
+            r.apply(&RecordedEvent {
+                position: i as i64 + 1,
+                xid: 1,
+                event_id: n.event_id,
+                stream: StreamName::new("acme", "call", "c").unwrap(),
+                version: i as i64 + 1,
+                event_type: n.event_type.clone(),
+                schema_version: 1,
+                data: n.data.clone(),
+                metadata: n.metadata.clone(),
+                recorded_at: t0 + chrono::Duration::milliseconds(step_ms * i as i64),
+            });
+        }
+        let d = r.take_dirty();
+        let mut segs = d.segments;
+        segs.sort_by_key(|s| s.seq);
+        (d.calls.last().unwrap().clone(), segs)
+    }
+
+    fn a(n: &str) -> AgentNumber {
+        AgentNumber::parse(n).unwrap()
+    }
+    fn q(n: &str) -> QueueNumber {
+        QueueNumber::parse(n).unwrap()
+    }
+    fn entered(queue: &str, priority: i32) -> CallEvent {
+        CallEvent::CallEnteredQueue { call: "c".into(), queue: q(queue), caller: Party { number: "555".into(), name: "J".into() }, channel: "ch".into(), priority }
+    }
+
+    #[test]
+    fn a_caller_sent_to_a_queue_who_gives_up_there_is_abandoned_with_the_talk_they_had() {
+        use CallEvent::*;
+        let (row, segs) = fold(
+            vec![
+                entered("500", 0),
+                CallOffered { call: "c".into(), queue: q("500"), agent: a("1002"), device: DeviceId::parse("1002").unwrap(), offer: "o1".into() },
+                CallAnswered { call: "c".into(), queue: q("500"), agent: a("1002"), offer: "o1".into(), wait_ms: 1000 },
+                TransferStarted { call: "c".into(), transfer: "t".into(), agent: a("1002"), method: TransferMethod::Blind, target: TransferTarget::Queue(q("501")), leg: None, target_agent: None, queue: q("500") },
+                CallEnded { call: "c".into(), agent: a("1002"), by: EndedBy::Transferred, talk_ms: 2000 },
+                TransferCompleted { call: "c".into(), transfer: "t".into(), agent: a("1002"), target_agent: None },
+                entered("501", 100),
+                CallAbandoned { call: "c".into(), queue: q("501"), wait_ms: 3000, position: 1 },
+            ],
+            1000,
+        );
+        assert!(!segs.iter().any(|s| s.kind == "outside"), "a queue target has no outside party: {segs:?}");
+        assert!(segs.iter().all(|s| s.ended_at.is_some()), "nothing left open");
+        assert_eq!((row.outcome.as_str(), row.talk_ms), ("abandoned", Some(2000)), "talk: Bob's 2 s only");
+        assert_eq!(segs.iter().filter(|s| s.kind == "queue").count(), 2);
+    }
+
+    #[test]
+    fn talk_counts_overlapping_spans_once_and_not_the_ringing_of_a_target() {
+        use CallEvent::*;
+        let t = || "t".to_string();
+        let (row, segs) = fold(
+            vec![
+                entered("500", 0),
+                CallOffered { call: "c".into(), queue: q("500"), agent: a("1002"), device: DeviceId::parse("1002").unwrap(), offer: "o1".into() },
+                CallAnswered { call: "c".into(), queue: q("500"), agent: a("1002"), offer: "o1".into(), wait_ms: 1000 },
+                // Bob talks 1 s, then a blind transfer to Carol: she rings 1 s, answers, talks 2 s.
+                TransferStarted { call: "c".into(), transfer: t(), agent: a("1002"), method: TransferMethod::Blind, target: TransferTarget::Agent(a("1003")), leg: Some("l".into()), target_agent: Some(a("1003")), queue: q("500") },
+                CallEnded { call: "c".into(), agent: a("1002"), by: EndedBy::Transferred, talk_ms: 1000 },
+                TransferAnswered { call: "c".into(), transfer: t(), agent: a("1002"), target_agent: Some(a("1003")) },
+                TransferCompleted { call: "c".into(), transfer: t(), agent: a("1002"), target_agent: Some(a("1003")) },
+                CallConnected { call: "c".into(), agent: a("1003"), bridge: "c".into() },
+                CallEnded { call: "c".into(), agent: a("1003"), by: EndedBy::Caller, talk_ms: 3000 },
+            ],
+            1000,
+        );
+        let spans: Vec<(Option<&str>, Option<i64>)> = segs.iter().filter(|s| s.kind == "connected").map(|s| (s.agent.as_deref(), s.duration_ms)).collect();
+        assert_eq!(spans, [(Some("1002"), Some(2000)), (Some("1003"), Some(3000))]);
+        // Bob 2 s (answer to drop) + Carol 3 s (her answer to the end), the ringing between excluded.
+        assert_eq!((row.outcome.as_str(), row.talk_ms), ("completed", Some(5000)));
+    }
 }

@@ -54,7 +54,7 @@ pub const CALLS: Table = Table {
         ("answered_at", "timestamptz", "when an agent first answered (UTC); null if never"),
         ("ended_at", "timestamptz", "when the caller's call ended (UTC); null while in progress"),
         ("wait_ms", "bigint", "time in queue before the first answer, or before abandoning / leaving"),
-        ("talk_ms", "bigint", "from the first answer to the end, hold excluded"),
+        ("talk_ms", "bigint", "time someone talked with the caller (agents and outside targets, overlaps counted once), hold excluded"),
         ("hold_ms", "bigint not null", "time the caller spent on hold"),
         ("outcome", "text not null", "waiting, in_progress, completed, abandoned, left_queue, transferred_out (to an extension without an agent or an outside number)"),
         ("leave_reason", "text", "for left_queue: max_wait or no_agents"),
@@ -112,7 +112,7 @@ pub const LOGINS: Table = Table {
         ("started_at", "timestamptz not null", "login (UTC)"),
         ("ended_at", "timestamptz", "logout (UTC); null while logged in"),
         ("duration_ms", "bigint", "ended_at - started_at"),
-        ("logout_reason", "text", "agent, supervisor, session_expired, account_disabled, ..."),
+        ("logout_reason", "text", "why the session ended: the LogoutReason of AgentLoggedOut (agent, supervisor, account_disabled, ...)"),
     ],
     key: &["tenant", "login_id"],
     comment: "Each login of each agent.",
@@ -164,6 +164,12 @@ select s.tenant, s.agent, (s.started_at at time zone t.time_zone)::date as day, 
 comment on view {s}.agent_pause_daily is 'Pause time per agent, local day and reason.';
 
 create view {s}.queue_intervals as
+with waits as (
+  -- A call counts once per queue: its first wait there (a caller transferred back into the
+  -- same queue is the same contact).
+  select g.*, row_number() over (partition by g.tenant, g.call, g.queue order by g.seq) as nth
+    from {s}.call_segments g where g.kind = 'queue'
+)
 select w.tenant, w.queue, date_bin('15 minutes', w.started_at, timestamptz '2000-01-01') as interval_start,
        count(*) as offered,
        count(*) filter (where w.outcome = 'answered') as answered,
@@ -176,12 +182,12 @@ select w.tenant, w.queue, date_bin('15 minutes', w.started_at, timestamptz '2000
        round(avg(w.duration_ms) filter (where w.outcome = 'answered'))::bigint as avg_speed_of_answer_ms,
        max(w.duration_ms) as longest_wait_ms,
        round(avg(c.talk_ms + c.hold_ms) filter (where w.outcome = 'answered' and c.talk_ms is not null))::bigint as avg_handle_ms
-  from {s}.call_segments w
+  from waits w
   join {s}.queues q on q.tenant = w.tenant and q.queue = w.queue
   join {s}.calls c on c.tenant = w.tenant and c.call = w.call
- where w.kind = 'queue'
+ where w.nth = 1
  group by w.tenant, w.queue, 3;
-comment on view {s}.queue_intervals is 'Per queue and 15-minute interval (UTC start) of arrival: offered, answered, abandoned (abandoned_short: within 5 s, left out of the service level), service level against the queue''s threshold, average speed of answer, longest wait, average handle time (talk + hold).';
+comment on view {s}.queue_intervals is 'Per queue and 15-minute interval (UTC start) of arrival, each call counted once per queue (its first wait there): offered, answered, abandoned (abandoned_short: within 5 s, left out of the service level), service level against the queue''s threshold, average speed of answer, longest wait, average handle time (talk + hold).';
 "#;
 
 /// Creates the schema `s` with every table and view (dropping an older one of that name).
