@@ -122,6 +122,10 @@ pub struct Acd {
     pub channels: HashMap<String, String>,
     /// Transfers ringing or talking to an agent: transfer id -> (tenant, agent, answered).
     pub transfers: HashMap<String, (String, AgentNumber, bool)>,
+    /// The most recent channels the router must have hung up (offers that ended without an
+    /// answer, callers who left the queue): (tenant, channel). A restart hangs up again any
+    /// the PBX still has, in case the hangup was lost with the previous router.
+    pub to_hang_up: std::collections::VecDeque<(String, String)>,
     seq: u64,
     rng: u64,
 }
@@ -260,6 +264,7 @@ impl Acd {
                 self.queue(tenant, queue).last_offered = Some(agent.clone());
             }
             OfferRejected { call, agent, offer } | OfferTimedOut { call, agent, offer } | OfferWithdrawn { call, agent, offer, .. } => {
+                self.remember_hangup(tenant, offer);
                 self.end_offer(call, offer);
                 let reject_delay = self.calls.get(call).map(|c| self.settings(tenant, &c.queue).reject_delay_s).unwrap_or(0);
                 let a = self.agent(tenant, agent, at);
@@ -285,6 +290,10 @@ impl Acd {
             CallAbandoned { call, .. } | CallLeftQueue { call, .. } => {
                 if let Some(c) = self.calls.get_mut(call) {
                     c.done = true;
+                }
+                if let (CallLeftQueue { .. }, Some(c)) = (e, self.calls.get(call)) {
+                    let channel = c.channel.clone();
+                    self.remember_hangup(tenant, &channel);
                 }
             }
             CallEnded { call, agent, talk_ms, .. } => {
@@ -346,6 +355,13 @@ impl Acd {
                 self.channels.remove(&c.channel);
             }
         }
+    }
+
+    fn remember_hangup(&mut self, tenant: &str, channel: &str) {
+        if self.to_hang_up.len() >= 10_000 {
+            self.to_hang_up.pop_front();
+        }
+        self.to_hang_up.push_back((tenant.to_string(), channel.to_string()));
     }
 
     fn end_offer(&mut self, call: &str, offer: &str) {

@@ -99,6 +99,7 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
     for (tenant, call, agent) in std::mem::take(&mut r.ended) {
         r.start_wrap_up(&tenant, &call, agent).await?;
     }
+    r.hang_up_leftovers().await;
     tracing::info!(calls = r.acd.calls.len(), agents = r.acd.agents.len(), "queue router lease taken; routing");
 
     let consumer = channel_consumer(ctx).await?;
@@ -236,6 +237,23 @@ impl Router<'_> {
 
     fn hang_up(&mut self, tenant: &str, call: &str, channel: &str, cause: HangupCause) {
         self.act(tenant, call, vec![Action::Hangup { channel: channel.into(), cause }]);
+    }
+
+    /// After a restart: the PBX may still have channels whose hangup was recorded as due but
+    /// lost with the previous router (a phone ringing on for an offer that ended): hang them
+    /// up again. Best effort; a PBX that does not answer is asked again at the next restart.
+    async fn hang_up_leftovers(&mut self) {
+        let mut by_tenant: std::collections::HashMap<String, HashSet<String>> = std::collections::HashMap::new();
+        for (t, c) in &self.acd.to_hang_up {
+            by_tenant.entry(t.clone()).or_default().insert(c.clone());
+        }
+        for (tenant, due) in by_tenant {
+            let Ok(live) = self.ctx.bus.request(&self.pbx(&tenant), &cc_contracts::pbx::ListChannels {}).await else { continue };
+            for ch in live.into_iter().filter(|c| due.contains(&c.channel) && !c.answered) {
+                tracing::info!(channel = %ch.channel, "hanging up a channel whose hangup was lost");
+                let _ = self.ctx.bus.request(&self.pbx(&tenant), &Hangup { channel: ch.channel, cause: HangupCause::Normal }).await;
+            }
+        }
     }
 
     /// The agent's wrap-up after their part of a call, for the time of the call's queue.

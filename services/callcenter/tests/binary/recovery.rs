@@ -89,3 +89,58 @@ async fn a_restart_during_wrap_up_still_ends_it() {
     .await;
     assert_eq!(v["counts"]["completed"], 1);
 }
+
+#[tokio::test]
+async fn a_hangup_lost_with_a_crashed_router_is_done_after_the_restart() {
+    let mut sys = System::start_split().await;
+    let admin = sys.sign_in("admin", "demo-admin").await;
+    let settings = json!({"strategy": "longest_idle", "ring_timeout_s": 120, "wrap_up_s": 1, "reject_delay_s": 1});
+    admin.call(Method::PUT, "/api/admin/queues/500/settings", Some(settings)).await.ok();
+    let bob = sys.agent("1002").await;
+    bob.post("/api/session", json!({})).await.ok();
+    sys.view_when(&bob, "Idle", |v| v["status"] == "idle").await;
+    sys.place_caller("500", "5553333", "Lost hangup").await;
+    sys.view_when(&bob, "Ringing", |v| v["status"] == "ringing").await;
+    let (stream, offer, version): (String, String, i64) = cc_testkit::eventually("the offer recorded", Duration::from_secs(10), || async {
+        sqlx::query_as("select stream, data->>'offer', (select max(version) from es_events x where x.stream = e.stream) from es_events e where event_type = 'CallOffered'")
+            .fetch_optional(&sys.db.pool)
+            .await
+            .unwrap()
+    })
+    .await;
+    let call = stream.rsplit("call-").next().unwrap().to_string();
+
+    // The crash window: the router recorded that the offer rang out, then died before hanging
+    // the phone up. (Written here the way the router writes it.)
+    sys._app.kill();
+    sqlx::query(
+        "insert into es_events (event_id, tenant, stream, category, stream_id, version, event_type, schema_version, data, metadata)
+         values ($1, 'demo', $2, 'call', $3, $4, 'OfferTimedOut', 1, $5, $6)",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .bind(&stream)
+    .bind(&call)
+    .bind(version + 1)
+    .bind(json!({"call": call, "agent": "1002", "offer": offer}))
+    .bind(json!({"tenant": "demo", "correlation_id": uuid::Uuid::now_v7(), "actor": "system:queue-router"}))
+    .execute(&sys.db.pool)
+    .await
+    .unwrap();
+    sys.restart_services().await;
+
+    // The phone stops ringing for the ended offer, and the next offer to Bob rings normally
+    // (not refused as busy by the leftover leg).
+    cc_testkit::eventually("the leftover leg hung up", Duration::from_secs(30), || async {
+        let chans: Vec<serde_json::Value> = sys.http.get(format!("{}/tenants/demo/channels", sys.pbx)).send().await.unwrap().json().await.unwrap();
+        (!chans.iter().any(|c| c["channel"] == offer.as_str())).then_some(())
+    })
+    .await;
+    sys.view_when(&bob, "Ringing again", |v| v["status"] == "ringing" && v["counts"]["missed"] == 1).await;
+    cc_testkit::eventually("the new offer rings", Duration::from_secs(10), || async {
+        let (status, _) = sys.pbx_post("/devices/1002/answer", json!({})).await;
+        (status == 204).then_some(())
+    })
+    .await;
+    let v = sys.view_when(&bob, "Connected", |v| v["status"] == "connected").await;
+    assert_eq!(v["counts"]["rejected"], 0, "no offer refused as busy");
+}
