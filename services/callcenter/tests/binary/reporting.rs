@@ -269,11 +269,21 @@ async fn a_rebuilt_reporting_model_equals_the_live_one_and_the_views_answer() {
         (open == 0).then_some(())
     })
     .await;
+    // Quiet: the last wrap-ups over, no event for a while, everything projected.
+    let count = || async { sqlx::query_scalar::<_, i64>("select count(*) from es_events").fetch_one(&sys.db.pool).await.unwrap() };
+    cc_testkit::eventually("no new events for 3 s", Duration::from_secs(60), || async {
+        let before = count().await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        (count().await == before).then_some(())
+    })
+    .await;
     caught_up(&sys).await;
+    let events = count().await;
     let live = snapshot(&sys).await;
     let out = Callcenter::output(&sys.db.url, &sys.nats.url(), &["rebuild"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let rebuilt = snapshot(&sys).await;
+    assert_eq!(count().await, events, "nothing happened between the two snapshots");
     assert_eq!(rebuilt.len(), live.len());
     for (a, b) in live.iter().zip(&rebuilt) {
         assert_eq!(a, b);
