@@ -45,6 +45,22 @@ async fn portal_caught_up(sys: &System) {
     .await;
 }
 
+async fn event_count(sys: &System) -> i64 {
+    sqlx::query_scalar("select count(*) from es_events").fetch_one(&sys.db.pool).await.unwrap()
+}
+
+/// Waits until no event arrived for 3 s and everything is projected; returns the event count.
+async fn quiet(sys: &System) -> i64 {
+    cc_testkit::eventually("no new events for 3 s", Duration::from_secs(60), || async {
+        let before = event_count(sys).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        (event_count(sys).await == before).then_some(())
+    })
+    .await;
+    caught_up(sys).await;
+    event_count(sys).await
+}
+
 /// Waits until the reporting projection has projected every stored event.
 async fn caught_up(sys: &System) {
     cc_testkit::eventually("the reporting projection caught up", Duration::from_secs(30), || async {
@@ -160,7 +176,7 @@ async fn a_rebuilt_reporting_model_equals_the_live_one_and_the_views_answer() {
     assert_eq!(r.status(), 204);
     carol.call(Method::DELETE, "/api/session", None).await.ok();
 
-    caught_up(&sys).await;
+    let events = quiet(&sys).await;
     portal_caught_up(&sys).await;
     let live = snapshot(&sys).await;
     let live_portal = portal_snapshot(&sys).await;
@@ -179,6 +195,7 @@ async fn a_rebuilt_reporting_model_equals_the_live_one_and_the_views_answer() {
     assert!(stderr.contains("swapped in"), "{stderr}");
     let generation: i64 = sqlx::query_scalar("select generation from reporting.checkpoint").fetch_one(&sys.db.pool).await.unwrap();
     assert_eq!(generation, 2);
+    assert_eq!(event_count(&sys).await, events, "nothing happened between the two snapshots");
     let rebuilt = snapshot(&sys).await;
     assert_eq!(rebuilt.len(), live.len());
     for (a, b) in live.iter().zip(&rebuilt) {
@@ -269,21 +286,12 @@ async fn a_rebuilt_reporting_model_equals_the_live_one_and_the_views_answer() {
         (open == 0).then_some(())
     })
     .await;
-    // Quiet: the last wrap-ups over, no event for a while, everything projected.
-    let count = || async { sqlx::query_scalar::<_, i64>("select count(*) from es_events").fetch_one(&sys.db.pool).await.unwrap() };
-    cc_testkit::eventually("no new events for 3 s", Duration::from_secs(60), || async {
-        let before = count().await;
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        (count().await == before).then_some(())
-    })
-    .await;
-    caught_up(&sys).await;
-    let events = count().await;
+    let events = quiet(&sys).await;
     let live = snapshot(&sys).await;
     let out = Callcenter::output(&sys.db.url, &sys.nats.url(), &["rebuild"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let rebuilt = snapshot(&sys).await;
-    assert_eq!(count().await, events, "nothing happened between the two snapshots");
+    assert_eq!(event_count(&sys).await, events, "nothing happened between the two snapshots");
     assert_eq!(rebuilt.len(), live.len());
     for (a, b) in live.iter().zip(&rebuilt) {
         assert_eq!(a, b);
