@@ -26,31 +26,7 @@
   }
   window.Portal.onUnauthorized = () => showSignin('Your session has ended. Sign in again.', 'error');
 
-  $('signin-form').addEventListener('submit', async (ev) => {
-    ev.preventDefault();
-    const username = $('username').value.trim();
-    const password = $('password').value;
-    const err = $('signin-error');
-    err.textContent = '';
-    if (!username || !password) { err.textContent = 'Enter your username and password.'; return; }
-    const button = ev.submitter || $('signin-form').querySelector('button');
-    button.disabled = true;
-    try {
-      const r = await api('POST', '/api/login', { username, password });
-      $('password').value = '';
-      notice('');
-      await start();
-    } catch (e) {
-      err.textContent = e.message;
-    } finally {
-      button.disabled = false;
-    }
-  });
-
-  $('signout').addEventListener('click', async (ev) => {
-    await act(ev.currentTarget, () => api('POST', '/api/signout'));
-    showSignin('You are signed out.');
-  });
+  window.Portal.userSignin(() => start(), showSignin);
 
   // ---- tabs (arrow keys move between them)
 

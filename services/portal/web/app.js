@@ -118,7 +118,45 @@ window.Portal = (() => {
     }
   }
 
-  const Portal = { $, api, ApiError, el, fmtDuration, since, clockTime, now, notice, act, onUnauthorized: null };
+  // The supervisor's and admin's pages: the username/password form (#signin-form, #username,
+  // #password, #signin-error) and the Sign out button (#signout). `start` runs once signed in;
+  // `signedOut(message)` shows the form again. Agents are sent to the Agent Portal.
+  function userSignin(start, signedOut) {
+    $('signin-form').addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const username = $('username').value.trim();
+      const password = $('password').value;
+      const err = $('signin-error');
+      err.textContent = '';
+      if (!username || !password) {
+        err.textContent = 'Enter your username and password.';
+        return;
+      }
+      const button = ev.submitter || $('signin-form').querySelector('button');
+      button.disabled = true;
+      try {
+        const r = await api('POST', '/api/login', { username, password });
+        $('password').value = '';
+        if (r.principal.role === 'agent') {
+          err.textContent = 'This account is an agent. Agents use the Agent Portal.';
+          await api('POST', '/api/signout').catch(() => {});
+          return;
+        }
+        notice('');
+        await start();
+      } catch (e) {
+        err.textContent = e.message;
+      } finally {
+        button.disabled = false;
+      }
+    });
+    $('signout').addEventListener('click', async (ev) => {
+      await act(ev.currentTarget, () => api('POST', '/api/signout'));
+      signedOut('You are signed out.');
+    });
+  }
+
+  const Portal = { $, api, ApiError, el, fmtDuration, since, clockTime, now, notice, act, userSignin, onUnauthorized: null };
   return Portal;
 })();
 

@@ -54,39 +54,7 @@
 
   // ---- sign in
 
-  $('signin-form').addEventListener('submit', async (ev) => {
-    ev.preventDefault();
-    const username = $('username').value.trim();
-    const password = $('password').value;
-    const err = $('signin-error');
-    err.textContent = '';
-    if (!username || !password) {
-      err.textContent = 'Enter your username and password.';
-      return;
-    }
-    const button = ev.submitter || $('signin-form').querySelector('button');
-    button.disabled = true;
-    try {
-      const r = await api('POST', '/api/login', { username, password });
-      $('password').value = '';
-      if (r.principal.role === 'agent') {
-        err.textContent = 'This account is an agent. Agents use the Agent Portal.';
-        await api('POST', '/api/signout').catch(() => {});
-        return;
-      }
-      notice('');
-      await start();
-    } catch (e) {
-      err.textContent = e.message;
-    } finally {
-      button.disabled = false;
-    }
-  });
-
-  $('signout').addEventListener('click', async (ev) => {
-    await act(ev.currentTarget, () => api('POST', '/api/signout'));
-    showSignin('You are signed out.');
-  });
+  window.Portal.userSignin(() => start(), showSignin);
 
   // ---- the agents
 

@@ -78,6 +78,20 @@ fn set_phase(v: &mut AgentView, call: &str, phase: &str, extra: &[(&str, serde_j
     }
 }
 
+/// The Call Details of a call ringing at the agent's phone.
+fn ringing(call: &str, queue: &str, queue_name: &str, info: Option<&CallInfo>, at: DateTime<Utc>) -> serde_json::Value {
+    serde_json::json!({
+        "call": call,
+        "phase": "ringing",
+        "queue": queue,
+        "queue_name": queue_name,
+        "caller_number": info.map(|i| i.caller_number.clone()),
+        "caller_name": info.map(|i| i.caller_name.clone()),
+        "entered_queue_at": info.map(|i| i.entered_at),
+        "offered_at": at,
+    })
+}
+
 fn in_wrap_up(v: &AgentView) -> bool {
     v.current_call.as_ref().is_some_and(|c| c["phase"] == "wrap_up")
 }
@@ -185,17 +199,7 @@ pub fn apply(v: &mut AgentView, fact: &Fact, at: DateTime<Utc>, queue_name: &dyn
                     // next offer on different call streams, so the store may hold them in
                     // either order (the old call's WrapUpEnded then no longer matches).
                     if v.current_call.is_none() || in_wrap_up(v) {
-                        let info = info.clone();
-                        v.current_call = Some(json!({
-                            "call": call,
-                            "phase": "ringing",
-                            "queue": queue,
-                            "queue_name": queue_name(queue.as_str()),
-                            "caller_number": info.as_ref().map(|i| i.caller_number.clone()),
-                            "caller_name": info.as_ref().map(|i| i.caller_name.clone()),
-                            "entered_queue_at": info.as_ref().map(|i| i.entered_at),
-                            "offered_at": at,
-                        }));
+                        v.current_call = Some(ringing(call, queue.as_str(), &queue_name(queue.as_str()), info.as_ref(), at));
                     }
                 }
                 CallEvent::OfferRejected { call, .. } => {
@@ -236,17 +240,9 @@ pub fn apply(v: &mut AgentView, fact: &Fact, at: DateTime<Utc>, queue_name: &dyn
                         }
                     } else if target_agent.as_ref().is_some_and(|t| t.as_str() == v.agent) && (v.current_call.is_none() || in_wrap_up(v)) {
                         // The receiving agent's phone rings with a transferred call.
-                        v.current_call = Some(json!({
-                            "call": call,
-                            "phase": "ringing",
-                            "queue": queue,
-                            "queue_name": queue_name(queue.as_str()),
-                            "caller_number": info.as_ref().map(|i| i.caller_number.clone()),
-                            "caller_name": info.as_ref().map(|i| i.caller_name.clone()),
-                            "entered_queue_at": info.as_ref().map(|i| i.entered_at),
-                            "offered_at": at,
-                            "transferred_from": agent,
-                        }));
+                        let mut c = ringing(call, queue.as_str(), &queue_name(queue.as_str()), info.as_ref(), at);
+                        c["transferred_from"] = json!(agent);
+                        v.current_call = Some(c);
                     }
                 }
                 CallEvent::TransferAnswered { call, target_agent, .. } | CallEvent::ConferenceFormed { call, target_agent, .. } => {
