@@ -26,7 +26,7 @@ pub use event::{AppendResult, Checkpoint, ExpectedVersion, Metadata, NewEvent, R
 pub use migrate::{migrate, Migration};
 pub use names::{NameError, StreamName};
 pub use store::{AppendError, EventStore, ReadFilter};
-pub use subscription::Subscription;
+pub use subscription::{Feed, Subscription};
 pub use upcast::Upcasters;
 
 /// The migrations of the event store itself, applied by [`migrate`] with component `eventstore`.

@@ -73,6 +73,27 @@ impl Subscription {
         }
     }
 
+    /// Hands the subscription to a task of its own that reads ahead (up to `capacity`
+    /// batches). Use the returned [`Feed`] where a `select!` waits on other sources too:
+    /// dropping [`Subscription::next_batch`] half-way abandons a query, and the pool then
+    /// closes that connection and opens another (under load, hundreds per second).
+    pub fn into_feed(mut self, capacity: usize) -> Feed {
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
+        let task = tokio::spawn(async move {
+            loop {
+                let batch = tokio::select! {
+                    _ = tx.closed() => return,
+                    b = self.next_batch() => b,
+                };
+                let failed = batch.is_err();
+                if tx.send(batch).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Feed { rx, task }
+    }
+
     /// One read without waiting: `None` when caught up.
     pub async fn poll(&mut self) -> Result<Option<Vec<RecordedEvent>>, sqlx::Error> {
         // Drain wake-ups that arrived before this read: the read covers them.
@@ -108,5 +129,25 @@ impl Subscription {
                 false
             }
         }
+    }
+}
+
+/// A [`Subscription`] read by its own task: [`Feed::next_batch`] can be dropped and called
+/// again at no cost (it only receives from a channel). Stops the task when dropped.
+pub struct Feed {
+    rx: tokio::sync::mpsc::Receiver<Result<Vec<RecordedEvent>, sqlx::Error>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Feed {
+    /// The next batch of at least one event, in store order; an error ends the feed.
+    pub async fn next_batch(&mut self) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+        self.rx.recv().await.unwrap_or(Err(sqlx::Error::PoolClosed))
+    }
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

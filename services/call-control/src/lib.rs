@@ -17,7 +17,7 @@ use cc_contracts::call::*;
 use cc_contracts::domain::AgentNumber;
 use cc_contracts::pbx::{Answer, Bridge, ChannelEvent, ChannelState, Endpoint, Hangup, HangupCause, Hold, ListChannels, ListDevices, Originate};
 use cc_contracts::{decode, encode};
-use cc_eventstore::{Checkpoint, ExpectedVersion, Lease, Metadata, ReadFilter, StreamName, Subscription};
+use cc_eventstore::{Checkpoint, ExpectedVersion, Feed, Lease, Metadata, ReadFilter, StreamName, Subscription};
 use cc_runtime::leading::{keep_leading, retry_until_ok};
 use cc_runtime::Context;
 use chrono::Utc;
@@ -83,13 +83,13 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
         .on(|cc: CallControl, c, cmd: CancelTransfer| async move { cc.cancel(&c.tenant, &cmd.agent).await })
         .on(|cc: CallControl, c, cmd: GetAgentCall| async move { cc.on_call(&c.tenant, &cmd.agent).await });
     let server = tokio::spawn(commands.serve(ctx.bus.clone(), term.clone()));
-    let result = follow(&cc, &mut sub, &mut lease).await;
+    let result = follow(&cc, sub.into_feed(4), &mut lease).await;
     term.cancel();
     let _ = server.await;
     result
 }
 
-async fn follow(cc: &CallControl, sub: &mut Subscription, lease: &mut Lease) -> anyhow::Result<()> {
+async fn follow(cc: &CallControl, mut sub: Feed, lease: &mut Lease) -> anyhow::Result<()> {
     let ctx = &cc.ctx;
     let consumer = channel_consumer(ctx).await?;
     let mut pbx = consumer.messages().await?;

@@ -31,6 +31,8 @@ pub struct Agent {
     pub calls_answered: i64,
     pub talk_ms: i64,
     pub missed_in_row: i64,
+    /// This agent's entries in [`Acd::timers`] (wrap-up end, reject delay end).
+    timers: Vec<(DateTime<Utc>, Timer)>,
 }
 
 impl Agent {
@@ -50,6 +52,7 @@ impl Agent {
             calls_answered: 0,
             talk_ms: 0,
             missed_in_row: 0,
+            timers: vec![],
         }
     }
 
@@ -94,7 +97,25 @@ pub struct Call {
     pub offers: Vec<Offer>,
     pub answered: Option<AgentNumber>,
     pub done: bool,
+    /// This call's entries in [`Acd::timers`] (ring timeouts of its offers, its max wait).
+    timers: Vec<(DateTime<Utc>, Timer)>,
+    /// Its place in its queue's waiting line while it waits for an offer.
+    waiting: Option<WaitKey>,
 }
+
+/// A timer derived from state, kept in [`Acd::timers`] in deadline order so that finding the
+/// next one and the due ones costs nothing like a scan of every call and agent.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Timer {
+    Offer { call: String, offer: String },
+    MaxWait { call: String },
+    WrapUp { tenant: String, agent: AgentNumber },
+    /// The end of a reject delay: nothing to do but route again.
+    Reject { tenant: String, agent: AgentNumber },
+}
+
+/// Service order in a queue: higher priority first, then first come first served.
+type WaitKey = (std::cmp::Reverse<i32>, DateTime<Utc>, u64, String);
 
 /// A decision to carry out.
 #[derive(Debug, Clone, PartialEq)]
@@ -126,6 +147,16 @@ pub struct Acd {
     /// answer, callers who left the queue): (tenant, channel). A restart hangs up again any
     /// the PBX still has, in case the hangup was lost with the previous router.
     pub to_hang_up: std::collections::VecDeque<(String, String)>,
+    /// Every pending timer, by deadline.
+    timers: std::collections::BTreeSet<(DateTime<Utc>, Timer)>,
+    /// Each queue's calls waiting for an offer, in service order.
+    waiting: HashMap<Key<QueueNumber>, std::collections::BTreeSet<WaitKey>>,
+    /// Something changed since the last dispatch (a dispatch finds nothing new otherwise).
+    dirty: bool,
+    /// A reject delay that held an agent back at the last dispatch ends then.
+    recheck_at: Option<DateTime<Utc>>,
+    /// Agents changed by the event being applied (their timers are re-indexed after it).
+    touched: Vec<Key<AgentNumber>>,
     seq: u64,
     rng: u64,
 }
@@ -165,7 +196,70 @@ pub fn choose(strategy: Strategy, mut c: Vec<Candidate>, last_offered: Option<&A
 
 impl Acd {
     fn agent(&mut self, tenant: &str, agent: &AgentNumber, at: DateTime<Utc>) -> &mut Agent {
-        self.agents.entry((tenant.to_string(), agent.clone())).or_insert_with(|| Agent::new(at))
+        let key = (tenant.to_string(), agent.clone());
+        self.touched.push(key.clone());
+        self.agents.entry(key).or_insert_with(|| Agent::new(at))
+    }
+
+    /// Re-indexes the timers of the agents changed by the last event.
+    fn index_touched_agents(&mut self, at: DateTime<Utc>) {
+        for key in std::mem::take(&mut self.touched) {
+            let Some(a) = self.agents.get_mut(&key) else { continue };
+            for t in a.timers.drain(..) {
+                self.timers.remove(&t);
+            }
+            let (tenant, agent) = key;
+            if let Some((_, until)) = &a.wrap_up {
+                a.timers.push((*until, Timer::WrapUp { tenant: tenant.clone(), agent: agent.clone() }));
+            }
+            if let Some(until) = a.reject_until.filter(|t| *t > at) {
+                a.timers.push((until, Timer::Reject { tenant, agent }));
+            }
+            self.timers.extend(a.timers.iter().cloned());
+        }
+    }
+
+    /// Re-indexes a call after a change: its timers and its place in the waiting line; forgets
+    /// it once it is over and nobody rings for it.
+    fn index_call(&mut self, id: &str) {
+        self.unindex_call(id);
+        let Some(c) = self.calls.get(id) else { return };
+        if c.done && c.offers.is_empty() {
+            let c = self.calls.remove(id).unwrap();
+            self.channels.remove(&c.channel);
+            return;
+        }
+        let s = self.queues.get(&(c.tenant.clone(), c.queue.clone())).map(|q| q.settings.clone()).unwrap_or_default();
+        let mut timers: Vec<(DateTime<Utc>, Timer)> = c
+            .offers
+            .iter()
+            .map(|o| (o.at + Duration::seconds(s.ring_timeout_s), Timer::Offer { call: id.to_string(), offer: o.offer.clone() }))
+            .collect();
+        let unanswered = !c.done && c.answered.is_none();
+        if unanswered && s.max_wait_s > 0 {
+            timers.push((c.entered_at + Duration::seconds(s.max_wait_s), Timer::MaxWait { call: id.to_string() }));
+        }
+        let waiting = (unanswered && c.offers.is_empty()).then(|| (std::cmp::Reverse(c.priority), c.entered_at, c.seq, id.to_string()));
+        let queue = (c.tenant.clone(), c.queue.clone());
+        self.timers.extend(timers.iter().cloned());
+        if let Some(k) = &waiting {
+            self.waiting.entry(queue).or_default().insert(k.clone());
+        }
+        let c = self.calls.get_mut(id).unwrap();
+        c.timers = timers;
+        c.waiting = waiting;
+    }
+
+    fn unindex_call(&mut self, id: &str) {
+        let Some(c) = self.calls.get_mut(id) else { return };
+        for t in c.timers.drain(..) {
+            self.timers.remove(&t);
+        }
+        if let Some(k) = c.waiting.take() {
+            if let Some(w) = self.waiting.get_mut(&(c.tenant.clone(), c.queue.clone())) {
+                w.remove(&k);
+            }
+        }
     }
 
     fn queue(&mut self, tenant: &str, q: &QueueNumber) -> &mut Queue {
@@ -216,6 +310,8 @@ impl Acd {
             AgentDeviceWentOffline { agent, .. } => self.agent(tenant, agent, at).device_online = false,
             AgentDeviceCameOnline { agent, .. } => self.agent(tenant, agent, at).device_online = true,
         }
+        self.index_touched_agents(at);
+        self.dirty = true;
     }
 
     pub fn apply_queue(&mut self, tenant: &str, e: &QueueEvent) {
@@ -229,14 +325,23 @@ impl Acd {
             QueueEvent::AgentUnassignedFromQueue { queue, agent } => {
                 self.queue(tenant, queue).members.remove(agent);
             }
-            QueueEvent::QueueConfigured { queue, settings } => self.queue(tenant, queue).settings = settings.clone(),
+            QueueEvent::QueueConfigured { queue, settings } => {
+                self.queue(tenant, queue).settings = settings.clone();
+                // Timers follow the new settings.
+                let ids: Vec<String> = self.calls.iter().filter(|(_, c)| c.tenant == tenant && &c.queue == queue).map(|(id, _)| id.clone()).collect();
+                for id in ids {
+                    self.index_call(&id);
+                }
+            }
         }
+        self.dirty = true;
     }
 
     pub fn apply_call(&mut self, tenant: &str, e: &CallEvent, at: DateTime<Utc>) {
         use CallEvent::*;
         match e {
             CallEnteredQueue { call, queue, caller, channel, priority } => {
+                self.unindex_call(call);
                 self.seq += 1;
                 self.channels.insert(channel.clone(), call.clone());
                 self.calls.insert(
@@ -252,6 +357,8 @@ impl Acd {
                         offers: vec![],
                         answered: None,
                         done: false,
+                        timers: vec![],
+                        waiting: None,
                     },
                 );
             }
@@ -348,13 +455,9 @@ impl Acd {
             TransferStarted { .. } | ConferenceFormed { .. } | TransferredCallEnded { .. } => {}
             CallConnected { .. } | CallHeld { .. } | CallResumed { .. } => {}
         }
-        // Forget finished calls once nobody rings for them.
-        if let Some(c) = self.calls.get(e.call()) {
-            if c.done && c.offers.is_empty() {
-                let c = self.calls.remove(e.call()).unwrap();
-                self.channels.remove(&c.channel);
-            }
-        }
+        self.index_call(e.call());
+        self.index_touched_agents(at);
+        self.dirty = true;
     }
 
     fn remember_hangup(&mut self, tenant: &str, channel: &str) {
@@ -387,52 +490,71 @@ impl Acd {
             .count() as i32
     }
 
-    /// Calls waiting for an agent, in service order: priority, then first come first served.
-    fn waiting(&self) -> Vec<&String> {
-        let mut w: Vec<(&String, &Call)> = self.calls.iter().filter(|(_, c)| !c.done && c.answered.is_none() && c.offers.is_empty()).collect();
-        w.sort_by(|a, b| b.1.priority.cmp(&a.1.priority).then(a.1.entered_at.cmp(&b.1.entered_at)).then(a.1.seq.cmp(&b.1.seq)));
-        w.into_iter().map(|(k, _)| k).collect()
-    }
-
-    /// Offers to make now.
+    /// Offers to make now: the waiting calls in service order (priority, then first come
+    /// first served, across queues), each to the agents its queue's strategy picks among the
+    /// eligible ones not picked for an earlier call. Costs nothing when nothing changed since
+    /// the last dispatch; otherwise it looks at each queue's members once per offer made.
     pub fn dispatch(&mut self, now: DateTime<Utc>) -> Vec<Decision> {
         let mut out = vec![];
-        // Cheap exits first: with no free agent (the usual case under load) or no waiting call,
-        // nothing to do; this runs after every event.
+        if !self.dirty && self.recheck_at.is_none_or(|t| t > now) {
+            return out;
+        }
+        self.dirty = false;
+        self.recheck_at = None;
+        // With no free agent (the usual case under load), nothing to do.
         let any_free = self.agents.values().any(|a| a.logged_in && a.ringing == 0 && a.on_call.is_none() && a.wrap_up.is_none() && !a.paused);
         let ring_in_use = self.queues.values().any(|q| q.settings.ring_in_use);
         if !any_free && !ring_in_use {
             return out;
         }
         let mut taken: HashSet<Key<AgentNumber>> = HashSet::new();
-        let waiting: Vec<String> = self.waiting().into_iter().cloned().collect();
-        for call in &waiting {
-            let c = &self.calls[call];
-            let Some(q) = self.queues.get(&(c.tenant.clone(), c.queue.clone())) else { continue };
-            let candidates: Vec<Candidate> = q
-                .members
-                .iter()
-                .filter_map(|(agent, penalty)| {
-                    let key = (c.tenant.clone(), agent.clone());
-                    let a = self.agents.get(&key)?;
-                    (a.eligible(&c.queue, q.settings.ring_in_use, now) && !taken.contains(&key)).then(|| Candidate {
-                        agent: agent.clone(),
-                        penalty: *penalty,
-                        idle_since: a.idle_since,
-                        calls_answered: a.calls_answered,
-                        talk_ms: a.talk_ms,
-                    })
-                })
-                .collect();
+        // Each queue's line; the head that comes first overall is served next. A queue whose
+        // head finds no agent is done: its later calls have the same candidates, or fewer.
+        let mut lines: Vec<(&Key<QueueNumber>, std::collections::btree_set::Iter<WaitKey>, &WaitKey)> = self
+            .waiting
+            .iter()
+            .filter_map(|(q, w)| {
+                let mut line = w.iter();
+                line.next().map(|head| (q, line, head))
+            })
+            .collect();
+        loop {
+            let Some(i) = (0..lines.len()).min_by_key(|&i| lines[i].2) else { break };
+            let (qkey, call) = (lines[i].0, &lines[i].2 .3);
+            match lines[i].1.next() {
+                Some(next) => lines[i].2 = next,
+                None => {
+                    let _ = lines.swap_remove(i);
+                }
+            }
+            let Some(q) = self.queues.get(qkey) else { continue };
+            let tenant = &qkey.0;
+            let mut candidates = vec![];
+            for (agent, penalty) in &q.members {
+                let key = (tenant.clone(), agent.clone());
+                let Some(a) = self.agents.get(&key) else { continue };
+                if taken.contains(&key) {
+                    continue;
+                }
+                if a.eligible(&qkey.1, q.settings.ring_in_use, now) {
+                    candidates.push(Candidate { agent: agent.clone(), penalty: *penalty, idle_since: a.idle_since, calls_answered: a.calls_answered, talk_ms: a.talk_ms });
+                } else if let Some(until) = a.reject_until.filter(|t| *t > now) {
+                    // Held back only by a reject delay? Route again when it ends.
+                    if (Agent { reject_until: None, ..a.clone() }).eligible(&qkey.1, q.settings.ring_in_use, now) {
+                        self.recheck_at = Some(self.recheck_at.map_or(until, |r| r.min(until)));
+                    }
+                }
+            }
             let random = self.rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407 + out.len() as u64);
             let chosen = choose(q.settings.strategy, candidates, q.last_offered.as_ref(), random >> 33);
             if chosen.is_empty() {
+                lines.retain(|l| l.0 != qkey);
                 continue;
             }
             let agents = chosen
                 .into_iter()
                 .filter_map(|a| {
-                    let key = (c.tenant.clone(), a.clone());
+                    let key = (tenant.clone(), a.clone());
                     let device = self.agents.get(&key)?.device.clone()?;
                     taken.insert(key);
                     Some((a, device))
@@ -444,53 +566,54 @@ impl Acd {
         out
     }
 
-    /// Timers that are due (ring timeouts, max wait, wrap-up ends), re-derived from state.
-    pub fn due(&self, now: DateTime<Utc>) -> Vec<Decision> {
+    /// Timers that are due (ring timeouts, max wait, wrap-up ends), re-derived from state: a
+    /// timer stays due until the event that settles it is applied.
+    pub fn due(&mut self, now: DateTime<Utc>) -> Vec<Decision> {
         let mut out = vec![];
-        for (id, c) in &self.calls {
-            let s = self.settings(&c.tenant, &c.queue);
-            for o in &c.offers {
-                if o.at + Duration::seconds(s.ring_timeout_s) <= now {
-                    out.push(Decision::OfferTimedOut { call: id.clone(), agent: o.agent.clone(), offer: o.offer.clone() });
+        let mut wakes = vec![];
+        for (at, timer) in self.timers.iter().take_while(|(at, _)| *at <= now) {
+            match timer {
+                Timer::Offer { call, offer } => {
+                    let Some(o) = self.calls.get(call).and_then(|c| c.offers.iter().find(|o| &o.offer == offer)) else { continue };
+                    out.push(Decision::OfferTimedOut { call: call.clone(), agent: o.agent.clone(), offer: offer.clone() });
                 }
-            }
-            if !c.done && c.answered.is_none() && s.max_wait_s > 0 && c.entered_at + Duration::seconds(s.max_wait_s) <= now {
-                out.push(Decision::MaxWait { call: id.clone() });
-            } else if self.sent_away(c) {
-                out.push(Decision::NoAgents { call: id.clone() });
-            }
-        }
-        for ((tenant, agent), a) in &self.agents {
-            if let Some((call, until)) = &a.wrap_up {
-                if *until <= now {
+                Timer::MaxWait { call } => out.push(Decision::MaxWait { call: call.clone() }),
+                Timer::WrapUp { tenant, agent } => {
+                    let Some((call, _)) = self.agents.get(&(tenant.clone(), agent.clone())).and_then(|a| a.wrap_up.as_ref()) else { continue };
                     out.push(Decision::WrapUpOver { call: call.clone(), tenant: tenant.clone(), agent: agent.clone() });
                 }
+                Timer::Reject { .. } => wakes.push((*at, timer.clone())),
             }
         }
+        // A reject delay that ended only asks for another dispatch.
+        for w in wakes {
+            self.timers.remove(&w);
+            self.dirty = true;
+        }
+        let max_waits: HashSet<&String> = out.iter().filter_map(|d| if let Decision::MaxWait { call } = d { Some(call) } else { None }).collect();
+        let away: Vec<String> = self.sent_away().filter(|c| !max_waits.contains(c)).cloned().collect();
+        out.extend(away.into_iter().map(|call| Decision::NoAgents { call }));
         out
     }
 
     /// When the next timer falls due.
     pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
-        let offers = self.calls.values().flat_map(|c| {
-            let s = self.settings(&c.tenant, &c.queue);
-            let ring = c.offers.iter().map(move |o| o.at + Duration::seconds(s.ring_timeout_s));
-            let wait = (!c.done && c.answered.is_none() && s.max_wait_s > 0).then(|| c.entered_at + Duration::seconds(s.max_wait_s));
-            ring.chain(wait)
-        });
-        let away = self.calls.values().filter(|c| self.sent_away(c)).map(|c| c.entered_at);
-        let wraps = self.agents.values().filter_map(|a| a.wrap_up.as_ref().map(|w| w.1)).chain(away);
-        let rejects = self.agents.values().filter_map(|a| a.reject_until);
-        offers.chain(wraps).chain(rejects).min()
+        let timer = self.timers.first().map(|(at, _)| *at);
+        let away = self.sent_away().filter_map(|c| self.calls.get(c)).map(|c| c.entered_at).min();
+        timer.into_iter().chain(away).min()
     }
 
-    /// A waiting call whose queue sends callers away when nobody is logged into it.
-    fn sent_away(&self, c: &Call) -> bool {
-        !c.done
-            && c.answered.is_none()
-            && c.offers.is_empty()
-            && self.settings(&c.tenant, &c.queue).leave_when_no_agents
-            && !self.anyone_logged_in(&c.tenant, &c.queue)
+    /// Waiting calls in queues that send callers away when nobody is logged into them, while
+    /// nobody is.
+    fn sent_away(&self) -> impl Iterator<Item = &String> {
+        self.waiting
+            .iter()
+            .filter(|((tenant, queue), w)| {
+                !w.is_empty()
+                    && self.queues.get(&(tenant.clone(), queue.clone())).is_some_and(|q| q.settings.leave_when_no_agents)
+                    && !self.anyone_logged_in(tenant, queue)
+            })
+            .flat_map(|(_, w)| w.iter().map(|k| &k.3))
     }
 
     /// Whether any agent is logged into the queue.

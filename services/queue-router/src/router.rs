@@ -44,6 +44,8 @@ struct Router<'a> {
     /// One writer per call: appends that call's events in order, then does the PBX actions
     /// that follow them, while the router goes on deciding (it does not wait for commits).
     writers: std::collections::HashMap<String, tokio::sync::mpsc::UnboundedSender<Job>>,
+    /// Above this many writers, the ended ones are forgotten.
+    writers_limit: usize,
     /// Writers report here: a failed append (the router then rebuilds) or a phone that could
     /// not be rung.
     feedback: tokio::sync::mpsc::UnboundedSender<Feedback>,
@@ -86,6 +88,7 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
         seen_callers: Default::default(),
         live: false,
         writers: Default::default(),
+        writers_limit: 1024,
         feedback,
         term,
     };
@@ -100,6 +103,7 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
         r.start_wrap_up(&tenant, &call, agent).await?;
     }
     r.hang_up_leftovers().await;
+    let mut sub = sub.into_feed(4);
     tracing::info!(calls = r.acd.calls.len(), agents = r.acd.agents.len(), "queue router lease taken; routing");
 
     let consumer = channel_consumer(ctx).await?;
@@ -222,7 +226,12 @@ impl Router<'_> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let _ = tx.send(job);
         self.writers.insert(call.to_string(), tx);
-        self.writers.retain(|_, w| !w.is_closed());
+        // Forget the writers that ended, now and then (not on every new call: under load
+        // thousands are alive).
+        if self.writers.len() >= self.writers_limit {
+            self.writers.retain(|_, w| !w.is_closed());
+            self.writers_limit = (2 * self.writers.len()).max(1024);
+        }
         tokio::spawn(write_call(self.ctx.clone(), call.to_string(), rx, self.feedback.clone(), self.term.clone()));
     }
 
@@ -386,14 +395,16 @@ impl Router<'_> {
                 }
                 // Decide the first offer right away and record it with the entry: one commit on
                 // the way from the caller's arrival to the agent's phone ringing.
-                self.acd.apply_call(&tenant, &entered, Utc::now());
-                let first = self.acd.dispatch(Utc::now()).into_iter().find_map(|d| match d {
-                    Decision::Offer { call: c, agents } if c == call => Some(agents),
-                    _ => None,
-                });
-                match first {
-                    Some(agents) => self.offer(&call, agents, vec![entered]).await?,
-                    None => self.record_after(&tenant, &call, vec![entered], vec![]).await?,
+                let now = Utc::now();
+                self.acd.apply_call(&tenant, &entered, now);
+                let mut entry = Some(entered);
+                for d in self.acd.dispatch(now) {
+                    let Decision::Offer { call: c, agents } = d else { continue };
+                    let first = if c == call { entry.take().into_iter().collect() } else { vec![] };
+                    self.offer(&c, agents, first).await?;
+                }
+                if let Some(entered) = entry {
+                    self.record_after(&tenant, &call, vec![entered], vec![]).await?;
                 }
             }
             ChannelEvent::ChannelAnswered { tenant, channel, .. } => {

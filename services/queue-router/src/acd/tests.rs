@@ -218,3 +218,52 @@ fn the_longest_waiting_call_is_served_first_across_queues() {
     assert_eq!(offered(&acd.dispatch(t(21))), [("early".to_string(), vec!["1001".to_string()])]);
     assert_eq!(acd.position("late"), 1);
 }
+
+#[test]
+fn a_reject_delay_is_one_timer_that_ends_by_routing_again() {
+    let mut acd = given(Strategy::LongestIdle);
+    for n in ["1001", "1002", "1003"] {
+        acd.apply_session("acme", &S::AgentPaused { agent: a(n), reason: "Break".into() }, t(5));
+    }
+    let settings = QueueSettings { reject_delay_s: 5, ..Default::default() };
+    acd.apply_queue("acme", &QueueEvent::QueueConfigured { queue: q("500"), settings });
+    enter(&mut acd, "c1", "500", 10);
+    offer(&mut acd, "c1", "1004", 10);
+    acd.apply_call("acme", &C::OfferRejected { call: "c1".into(), agent: a("1004"), offer: "o-c1-1004".into() }, t(12));
+    assert!(offered(&acd.dispatch(t(12))).is_empty());
+    assert_eq!(acd.next_deadline(), Some(t(17)), "the router wakes when the delay ends");
+    assert!(acd.due(t(17)).is_empty(), "nothing to record when a reject delay ends");
+    assert_ne!(acd.next_deadline(), Some(t(17)), "and that timer is spent (no busy loop on a past deadline)");
+    assert_eq!(offered(&acd.dispatch(t(17))), [("c1".to_string(), vec!["1004".to_string()])]);
+}
+
+#[test]
+fn a_call_whose_offer_rang_out_keeps_its_place_in_line() {
+    let mut acd = given(Strategy::LongestIdle);
+    for n in ["1002", "1003", "1004"] {
+        acd.apply_session("acme", &S::AgentPaused { agent: a(n), reason: "Break".into() }, t(5));
+    }
+    enter(&mut acd, "first", "500", 10);
+    offer(&mut acd, "first", "1001", 10);
+    enter(&mut acd, "second", "500", 11);
+    enter(&mut acd, "third", "500", 12);
+    assert!(offered(&acd.dispatch(t(12))).is_empty(), "the only agent is ringing");
+    acd.apply_call("acme", &C::OfferTimedOut { call: "first".into(), agent: a("1001"), offer: "o-first-1001".into() }, t(25));
+    assert_eq!(offered(&acd.dispatch(t(25))), [("first".to_string(), vec!["1001".to_string()])]);
+    assert!(offered(&acd.dispatch(t(25))).is_empty(), "decided once; nothing changed since");
+    assert_eq!(acd.position("third"), 3);
+}
+
+#[test]
+fn settings_changed_while_an_offer_rings_move_its_timer() {
+    let mut acd = given(Strategy::LongestIdle);
+    enter(&mut acd, "c1", "500", 0);
+    offer(&mut acd, "c1", "1001", 1);
+    let settings = QueueSettings { ring_timeout_s: 5, ..Default::default() };
+    acd.apply_queue("acme", &QueueEvent::QueueConfigured { queue: q("500"), settings });
+    assert_eq!(acd.next_deadline(), Some(t(6)));
+    assert!(matches!(&acd.due(t(6))[..], [Decision::OfferTimedOut { .. }]));
+    assert_eq!(acd.due(t(6)).len(), 1, "due until the timeout is recorded");
+    acd.apply_call("acme", &C::OfferTimedOut { call: "c1".into(), agent: a("1001"), offer: "o-c1-1001".into() }, t(6));
+    assert!(acd.due(t(6)).is_empty());
+}
