@@ -13,8 +13,9 @@
 //! - **One relay at a time.** A PostgreSQL advisory lock held on a dedicated connection is the
 //!   lease; a second process waits and takes over within seconds when the first dies.
 //!   The expected-last-id check also stops a deposed relay that has not noticed yet.
-//! - The store checkpoint `relay` is saved only after JetStream acked the batch (for
-//!   monitoring the relay's lag; JetStream's last message stays the source of truth).
+//! - The store checkpoint `relay` is saved only after JetStream acked the batch, at most once
+//!   a second (for monitoring the relay's lag; JetStream's last message stays the source of
+//!   truth).
 
 use std::time::Duration;
 
@@ -149,17 +150,29 @@ impl Relay {
         let mut sub = Subscription::new(self.store.clone(), ReadFilter::All, pos.checkpoint)
             .await
             .map_err(db)?
-            .with_batch_size(self.options.batch_size);
+            .with_batch_size(self.options.batch_size)
+            .into_feed(4);
         let checkpoints = CheckpointStore::new(self.store.pool().clone());
+        // The store checkpoint is for watching the relay's lag only (JetStream's last message
+        // is where it resumes): saved at most once a second, not one more commit per batch.
+        let (mut saved, mut saved_at) = (pos.checkpoint, std::time::Instant::now());
         loop {
-            let batch = tokio::select! {
+            let unsaved = pos.checkpoint != saved;
+            let save_in = Duration::from_secs(1).saturating_sub(saved_at.elapsed());
+            tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
-                b = sub.next_batch() => b.map_err(db)?,
-            };
-            // A dead lease connection means another relay may lead now: stop.
-            lease.check().await.map_err(db)?;
-            pos = self.publish(batch, pos).await?;
-            checkpoints.save("relay", pos.checkpoint).await.map_err(db)?;
+                _ = tokio::time::sleep(save_in), if unsaved => {}
+                b = sub.next_batch() => {
+                    let batch = b.map_err(db)?;
+                    // A dead lease connection means another relay may lead now: stop.
+                    lease.check().await.map_err(db)?;
+                    pos = self.publish(batch, pos).await?;
+                }
+            }
+            if pos.checkpoint != saved && saved_at.elapsed() >= Duration::from_secs(1) {
+                checkpoints.save("relay", pos.checkpoint).await.map_err(db)?;
+                (saved, saved_at) = (pos.checkpoint, std::time::Instant::now());
+            }
         }
     }
 

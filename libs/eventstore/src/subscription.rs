@@ -18,6 +18,8 @@ pub struct Subscription {
     listener: Option<PgListener>,
     batch_size: i64,
     fallback_poll: Duration,
+    min_interval: Duration,
+    last_batch: Option<std::time::Instant>,
 }
 
 impl Subscription {
@@ -31,6 +33,8 @@ impl Subscription {
             listener: Some(listener),
             batch_size: 1000,
             fallback_poll: Duration::from_millis(500),
+            min_interval: Duration::ZERO,
+            last_batch: None,
         })
     }
 
@@ -41,6 +45,13 @@ impl Subscription {
 
     pub fn with_fallback_poll(mut self, d: Duration) -> Self {
         self.fallback_poll = d;
+        self
+    }
+
+    /// Returns batches at most this often: for followers that need not be quick (reports),
+    /// fewer and larger reads and transactions under load.
+    pub fn with_min_interval(mut self, d: Duration) -> Self {
+        self.min_interval = d;
         self
     }
 
@@ -56,6 +67,20 @@ impl Subscription {
 
     /// The next batch of at least one event. Waits when the subscription is caught up.
     pub async fn next_batch(&mut self) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+        if let Some(last) = self.last_batch {
+            let rest = self.min_interval.saturating_sub(last.elapsed());
+            if !rest.is_zero() {
+                tokio::time::sleep(rest).await;
+            }
+        }
+        let batch = self.next_batch_now().await?;
+        if !self.min_interval.is_zero() {
+            self.last_batch = Some(std::time::Instant::now());
+        }
+        Ok(batch)
+    }
+
+    async fn next_batch_now(&mut self) -> Result<Vec<RecordedEvent>, sqlx::Error> {
         loop {
             if let Some(batch) = self.poll().await? {
                 return Ok(batch);

@@ -134,7 +134,7 @@ async fn follow_accounts_once(ctx: &Context) -> anyhow::Result<()> {
     const NAME: &str = "agent-session:accounts";
     let checkpoints = CheckpointStore::new(ctx.pool.clone());
     let from = checkpoints.load(NAME).await?;
-    let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::All, from).await?;
+    let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::All, from).await?.with_min_interval(std::time::Duration::from_millis(200));
     loop {
         let batch = tokio::select! {
             _ = ctx.cancel.cancelled() => return Ok(()),

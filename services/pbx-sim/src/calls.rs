@@ -41,6 +41,8 @@ struct Tenant {
 #[derive(Clone)]
 pub struct Calls {
     ctx: Context,
+    /// Which devices exist and are registered.
+    pub registry: crate::devices::Registry,
     // One lock, held while publishing, so each channel's events leave in order.
     state: Arc<Mutex<HashMap<String, Tenant>>>,
 }
@@ -60,7 +62,7 @@ fn new_id() -> String {
 
 impl Calls {
     pub fn new(ctx: Context) -> Self {
-        Self { ctx, state: Arc::default() }
+        Self { ctx, registry: Default::default(), state: Arc::default() }
     }
 
     /// Sends the facts in order. Called under the state lock so that each channel's facts leave
@@ -130,7 +132,7 @@ impl Calls {
     /// The contract's Originate: a leg to a device (it rings) or an outside number.
     pub async fn originate(&self, tenant: &str, cmd: Originate) -> Result<ChannelState, CommandError> {
         let registered = match &cmd.endpoint {
-            Endpoint::Device(d) => Some(crate::devices::list(&self.ctx.pool, tenant).await?.into_iter().find(|s| &s.device == d)),
+            Endpoint::Device(d) => Some(crate::devices::get(&self.ctx.pool, &self.registry, tenant, d).await?),
             Endpoint::Number(n) => {
                 if n.is_empty() || !n.chars().all(|c| c.is_ascii_digit() || c == '+') {
                     return Err(err("invalid_field", "number", format!("{n:?} is not a phone number")));

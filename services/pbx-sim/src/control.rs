@@ -92,8 +92,8 @@ impl Command for SetRegistered {
 
 pub fn handlers(sim: Sim) -> CommandHandlers<Sim> {
     CommandHandlers::new("pbx-sim", sim)
-        .on(|s: Sim, c, cmd: AddDevice| async move { devices::add(&s.ctx, &c.tenant, &cmd.device).await })
-        .on(|s: Sim, c, cmd: SetRegistered| async move { devices::set_registered(&s.ctx, &c.tenant, &cmd.device, cmd.registered).await })
+        .on(|s: Sim, c, cmd: AddDevice| async move { devices::add(&s.ctx, &s.calls.registry, &c.tenant, &cmd.device).await })
+        .on(|s: Sim, c, cmd: SetRegistered| async move { devices::set_registered(&s.ctx, &s.calls.registry, &c.tenant, &cmd.device, cmd.registered).await })
         .on(|s: Sim, c, cmd: PlaceCall| async move {
             s.calls.place_caller(&c.tenant, &cmd.queue, Party { number: cmd.caller_number, name: cmd.caller_name }).await
         })

@@ -22,8 +22,40 @@ pub async fn list(pool: &PgPool, tenant: &str) -> Result<Vec<DeviceState>, Comma
         .collect())
 }
 
+/// The simulator's registrations in memory, written through to `pbx_sim_devices` (which
+/// survives restarts): Originate checks the device for every call it rings, without a query.
+/// Like the calls, they belong to the one simulator process of a database.
+#[derive(Clone, Default)]
+pub struct Registry(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, String), bool>>>);
+
+impl Registry {
+    fn known(&self, tenant: &str, device: &DeviceId) -> Option<bool> {
+        self.0.lock().expect("registry lock").get(&(tenant.to_string(), device.to_string())).copied()
+    }
+
+    fn set(&self, tenant: &str, device: &DeviceId, registered: bool) {
+        self.0.lock().expect("registry lock").insert((tenant.to_string(), device.to_string()), registered);
+    }
+}
+
+/// One device of a tenant's PBX, if it exists.
+pub async fn get(pool: &PgPool, registry: &Registry, tenant: &str, device: &DeviceId) -> Result<Option<DeviceState>, CommandError> {
+    if let Some(registered) = registry.known(tenant, device) {
+        return Ok(Some(DeviceState { device: device.clone(), registered }));
+    }
+    let registered: Option<bool> = sqlx::query_scalar("select registered from pbx_sim_devices where tenant = $1 and device = $2")
+        .bind(tenant)
+        .bind(device.as_str())
+        .fetch_optional(pool)
+        .await?;
+    if let Some(r) = registered {
+        registry.set(tenant, device, r);
+    }
+    Ok(registered.map(|registered| DeviceState { device: device.clone(), registered }))
+}
+
 /// Adds a device (unregistered) to a tenant's PBX. Adding an existing one changes nothing.
-pub async fn add(ctx: &Context, tenant: &str, device: &DeviceId) -> Result<DeviceState, CommandError> {
+pub async fn add(ctx: &Context, registry: &Registry, tenant: &str, device: &DeviceId) -> Result<DeviceState, CommandError> {
     cc_eventstore::StreamName::new(tenant, "device", device.as_str())
         .map_err(|e| CommandError::field("invalid_field", "tenant", e.to_string()))?;
     let added = sqlx::query("insert into pbx_sim_devices (tenant, device, registered) values ($1, $2, false) on conflict do nothing")
@@ -43,11 +75,12 @@ pub async fn add(ctx: &Context, tenant: &str, device: &DeviceId) -> Result<Devic
         .bind(device.as_str())
         .fetch_one(&ctx.pool)
         .await?;
+    registry.set(tenant, device, registered);
     Ok(DeviceState { device: device.clone(), registered })
 }
 
 /// Registers or unregisters a device and reports it on the PBX contract.
-pub async fn set_registered(ctx: &Context, tenant: &str, device: &DeviceId, registered: bool) -> Result<DeviceState, CommandError> {
+pub async fn set_registered(ctx: &Context, registry: &Registry, tenant: &str, device: &DeviceId, registered: bool) -> Result<DeviceState, CommandError> {
     let at = Utc::now();
     let updated = sqlx::query("update pbx_sim_devices set registered = $3, updated_at = $4 where tenant = $1 and device = $2")
         .bind(tenant)
@@ -60,6 +93,7 @@ pub async fn set_registered(ctx: &Context, tenant: &str, device: &DeviceId, regi
     if updated == 0 {
         return Err(CommandError::field("unknown_device", "device", format!("There is no device {device} on this PBX")));
     }
+    registry.set(tenant, device, registered);
     let event = if registered {
         DeviceEvent::DeviceRegistered { tenant: tenant.into(), device: device.clone(), at }
     } else {
@@ -85,16 +119,16 @@ async fn publish(ctx: &Context, tenant: &str, event: &DeviceEvent) -> Result<(),
 }
 
 /// Creates the demo tenant's devices on first start (never outside demo mode).
-pub async fn seed_demo(ctx: &Context) -> anyhow::Result<()> {
+pub async fn seed_demo(ctx: &Context, registry: &Registry) -> anyhow::Result<()> {
     let have: i64 = sqlx::query_scalar("select count(*) from pbx_sim_devices where tenant = 'demo'").fetch_one(&ctx.pool).await?;
     if have > 0 {
         return Ok(());
     }
     for (d, registered) in DEMO_DEVICES {
         let device = DeviceId::parse(d).expect("demo devices are valid");
-        add(ctx, "demo", &device).await?;
+        add(ctx, registry, "demo", &device).await?;
         if *registered {
-            set_registered(ctx, "demo", &device, true).await?;
+            set_registered(ctx, registry, "demo", &device, true).await?;
         }
     }
     tracing::info!("demo tenant devices created in the PBX simulator");

@@ -113,15 +113,15 @@ struct NewDevice {
 
 async fn add(State(s): State<Sim>, Path(tenant): Path<String>, body: axum::body::Bytes) -> Result<impl IntoResponse, ApiError> {
     let req: NewDevice = cc_bus::parse_json(&body)?;
-    Ok(Json(devices::add(&s.ctx, &tenant, &device(&req.device)?).await?))
+    Ok(Json(devices::add(&s.ctx, &s.calls.registry, &tenant, &device(&req.device)?).await?))
 }
 
 async fn register(State(s): State<Sim>, Path((tenant, d)): Path<(String, String)>) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(devices::set_registered(&s.ctx, &tenant, &device(&d)?, true).await?))
+    Ok(Json(devices::set_registered(&s.ctx, &s.calls.registry, &tenant, &device(&d)?, true).await?))
 }
 
 async fn unregister(State(s): State<Sim>, Path((tenant, d)): Path<(String, String)>) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(devices::set_registered(&s.ctx, &tenant, &device(&d)?, false).await?))
+    Ok(Json(devices::set_registered(&s.ctx, &s.calls.registry, &tenant, &device(&d)?, false).await?))
 }
 
 async fn start_traffic(State(s): State<Sim>, Path(tenant): Path<String>, body: axum::body::Bytes) -> Result<StatusCode, ApiError> {

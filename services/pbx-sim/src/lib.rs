@@ -32,10 +32,10 @@ pub const MIGRATIONS: &[cc_eventstore::Migration] =
 /// the HTTP control surface, and in demo mode the demo tenant's devices.
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
     ctx.bus.ensure_pbx_stream().await?;
-    if ctx.config.demo {
-        devices::seed_demo(&ctx).await?;
-    }
     let sim_state = Sim { ctx: ctx.clone(), calls: calls::Calls::new(ctx.clone()), traffic: Default::default() };
+    if ctx.config.demo {
+        devices::seed_demo(&ctx, &sim_state.calls.registry).await?;
+    }
     let pbx = CommandHandlers::new("pbx", sim_state.clone())
         .with_metrics(ctx.metrics.commands.clone())
         .on(|s: Sim, c, _: ListDevices| async move { devices::list(&s.ctx.pool, &c.tenant).await })

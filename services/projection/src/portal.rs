@@ -37,13 +37,14 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
     let from = load_checkpoint(ctx).await?;
     let mut expect = from;
     let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::All, from).await?.with_batch_size(1000);
+    let mut cache = Cache::default();
     let mut last_prune = Instant::now();
     loop {
         let batch = tokio::select! {
             _ = ctx.cancel.cancelled() => return Ok(()),
             b = sub.next_batch() => b?,
         };
-        let Some(changes) = project(&ctx.pool, &batch, Some(expect)).await? else {
+        let Some(changes) = project(&ctx.pool, &batch, Some(expect), &mut cache).await? else {
             tracing::info!("the portal read model was rebuilt meanwhile; reloading");
             return Ok(());
         };
@@ -73,19 +74,44 @@ fn fact_of(e: &RecordedEvent) -> Option<Fact> {
     }
 }
 
+/// What this writer knows the tables hold (it is their only writer while it holds the lease):
+/// views, queue names and recent calls' details are read from the database once, not once per
+/// batch. Dropped with the writer: a new lease, a failed transaction or a rebuild start afresh.
+#[derive(Default)]
+pub struct Cache {
+    views: HashMap<(String, String), AgentView>,
+    names: HashMap<String, HashMap<String, String>>,
+    calls: HashMap<(String, String), CallInfo>,
+}
+
+impl Cache {
+    /// Takes in what a committed transaction wrote.
+    fn committed(&mut self, views: HashMap<(String, String), AgentView>, names: HashMap<String, HashMap<String, String>>, calls: HashMap<(String, String), CallInfo>) {
+        self.views.extend(views);
+        self.names.extend(names);
+        // Details of calls are needed while they ring agents; keep the recent ones only.
+        if self.calls.len() > 50_000 {
+            self.calls.clear();
+        }
+        self.calls.extend(calls);
+    }
+}
+
 /// Applies a batch in one transaction; returns every view change in order. With `expect`,
 /// first checks that the stored checkpoint is still the one this writer left (else the read
 /// model was rebuilt meanwhile: `None`, nothing written). The checkpoint row is the first thing
 /// each transaction touches, which is what lets [`rebuild`] take the tables without deadlock.
-async fn project(pool: &PgPool, batch: &[RecordedEvent], expect: Option<Checkpoint>) -> anyhow::Result<Option<Vec<AgentView>>> {
+async fn project(pool: &PgPool, batch: &[RecordedEvent], expect: Option<Checkpoint>, cache: &mut Cache) -> anyhow::Result<Option<Vec<AgentView>>> {
     let mut tx = pool.begin().await?;
     let stored: Option<(i64, i64)> = sqlx::query_as("select xid, position from rm_checkpoints where name = $1 for update").bind(NAME).fetch_optional(&mut *tx).await?;
     let stored = stored.map(|(xid, position)| Checkpoint { xid, position }).unwrap_or(Checkpoint::START);
     if expect.is_some_and(|e| e != stored) {
         return Ok(None);
     }
+    // This transaction's views, names and calls (into the cache once committed).
     let mut views: HashMap<(String, String), AgentView> = HashMap::new();
     let mut names: HashMap<String, HashMap<String, String>> = HashMap::new();
+    let mut calls: HashMap<(String, String), CallInfo> = HashMap::new();
     let mut changes = Vec::new();
     for e in batch {
         let Some(mut fact) = fact_of(e) else { continue };
@@ -104,20 +130,32 @@ async fn project(pool: &PgPool, batch: &[RecordedEvent], expect: Option<Checkpoi
                 .bind(e.recorded_at)
                 .execute(&mut *tx)
                 .await?;
+                let info = CallInfo { queue: queue.to_string(), caller_number: caller.number.clone(), caller_name: caller.name.clone(), entered_at: e.recorded_at };
+                calls.insert((tenant.clone(), call.clone()), info);
             } else if let CallEvent::CallOffered { call, .. } | CallEvent::TransferStarted { call, .. } = call_event {
-                *info = sqlx::query_as::<_, (String, String, String, chrono::DateTime<chrono::Utc>)>(
-                    "select queue, caller_number, caller_name, entered_at from rm_call_info where tenant = $1 and call = $2",
-                )
-                .bind(&tenant)
-                .bind(call.as_str())
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|(queue, caller_number, caller_name, entered_at)| CallInfo { queue, caller_number, caller_name, entered_at });
+                let key = (tenant.clone(), call.clone());
+                *info = match calls.get(&key).or_else(|| cache.calls.get(&key)) {
+                    Some(known) => Some(known.clone()),
+                    None => sqlx::query_as::<_, (String, String, String, chrono::DateTime<chrono::Utc>)>(
+                        "select queue, caller_number, caller_name, entered_at from rm_call_info where tenant = $1 and call = $2",
+                    )
+                    .bind(&tenant)
+                    .bind(call.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|(queue, caller_number, caller_name, entered_at)| CallInfo { queue, caller_number, caller_name, entered_at }),
+                };
             }
         }
         if !names.contains_key(&tenant) {
-            let rows = sqlx::query("select queue, name from rm_queue_names where tenant = $1").bind(&tenant).fetch_all(&mut *tx).await?;
-            names.insert(tenant.clone(), rows.iter().map(|r| (r.get(0), r.get(1))).collect());
+            let known = match cache.names.get(&tenant) {
+                Some(known) => known.clone(),
+                None => {
+                    let rows = sqlx::query("select queue, name from rm_queue_names where tenant = $1").bind(&tenant).fetch_all(&mut *tx).await?;
+                    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+                }
+            };
+            names.insert(tenant.clone(), known);
         }
         let agents: Vec<String> = match &fact {
             Fact::Account(AgentAccountEvent::AgentAccountCreated { agent, .. })
@@ -158,14 +196,17 @@ async fn project(pool: &PgPool, batch: &[RecordedEvent], expect: Option<Checkpoi
         for agent in agents {
             let key = (tenant.clone(), agent.clone());
             if !views.contains_key(&key) {
-                let stored: Option<serde_json::Value> = sqlx::query_scalar("select view from rm_agents where tenant = $1 and agent = $2")
-                    .bind(&tenant)
-                    .bind(&agent)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let view = stored
-                    .and_then(|v| serde_json::from_value(v).ok())
-                    .unwrap_or_else(|| agent_view::empty(&tenant, &agent, e.recorded_at));
+                let view = match cache.views.get(&key) {
+                    Some(known) => known.clone(),
+                    None => {
+                        let stored: Option<serde_json::Value> = sqlx::query_scalar("select view from rm_agents where tenant = $1 and agent = $2")
+                            .bind(&tenant)
+                            .bind(&agent)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        stored.and_then(|v| serde_json::from_value(v).ok()).unwrap_or_else(|| agent_view::empty(&tenant, &agent, e.recorded_at))
+                    }
+                };
                 views.insert(key.clone(), view);
             }
             let tenant_names = &names[&tenant];
@@ -195,6 +236,7 @@ async fn project(pool: &PgPool, batch: &[RecordedEvent], expect: Option<Checkpoi
         .await?;
     }
     tx.commit().await?;
+    cache.committed(views, names, calls);
     Ok(Some(changes))
 }
 
@@ -249,16 +291,18 @@ pub async fn rebuild(pool: &PgPool, database_url: &str, store: &cc_eventstore::E
     let total = store.count(&ReadFilter::All).await? as u64;
     let mut cp = Checkpoint::START;
     let mut done = 0u64;
+    let cache = tokio::sync::Mutex::new(Cache::default());
     let mut last_report = Instant::now();
     let catch_up = |cp: Checkpoint| {
         let next = next.clone();
+        let cache = &cache;
         async move {
             let mut cp = cp;
             let mut n = 0u64;
             loop {
                 let batch = store.read_all(&ReadFilter::All, cp, 1000).await?;
                 let Some(last) = batch.last() else { return anyhow::Ok((cp, n)) };
-                project(&next, &batch, None).await?;
+                project(&next, &batch, None, &mut *cache.lock().await).await?;
                 n += batch.len() as u64;
                 cp = last.checkpoint();
             }
@@ -267,7 +311,7 @@ pub async fn rebuild(pool: &PgPool, database_url: &str, store: &cc_eventstore::E
     loop {
         let batch = store.read_all(&ReadFilter::All, cp, 1000).await?;
         let Some(last) = batch.last() else { break };
-        project(&next, &batch, None).await?;
+        project(&next, &batch, None, &mut *cache.lock().await).await?;
         done += batch.len() as u64;
         cp = last.checkpoint();
         if last_report.elapsed() >= Duration::from_secs(1) {

@@ -198,10 +198,17 @@ impl Router<'_> {
     /// Appends `applied` (already applied to the model) and `events` in one append, then
     /// applies `events`.
     async fn record_after(&mut self, tenant: &str, call: &str, applied: Vec<CallEvent>, events: Vec<CallEvent>) -> anyhow::Result<()> {
+        self.record_then(tenant, call, applied, events, vec![]);
+        Ok(())
+    }
+
+    /// As [`Router::record_after`], then the PBX actions `then` (in the same job: no second
+    /// hand-over between the commit and the phones).
+    fn record_then(&mut self, tenant: &str, call: &str, applied: Vec<CallEvent>, events: Vec<CallEvent>, then: Vec<Action>) {
         let meta = Metadata::new(tenant, "system:queue-router");
         let encoded: Vec<_> = applied.iter().chain(&events).map(|e| encode(e, meta.clone())).collect();
-        if encoded.is_empty() {
-            return Ok(());
+        if encoded.is_empty() && then.is_empty() {
+            return;
         }
         let now = Utc::now();
         for n in &encoded {
@@ -210,8 +217,7 @@ impl Router<'_> {
         for e in &events {
             self.acd.apply_call(tenant, e, now);
         }
-        self.submit(call, Job { tenant: tenant.to_string(), events: encoded, then: vec![] });
-        Ok(())
+        self.submit(call, Job { tenant: tenant.to_string(), events: encoded, then });
     }
 
     /// Queues a job on the call's writer (starting one when there is none or it went idle).
@@ -298,12 +304,11 @@ impl Router<'_> {
                 offer: offer.clone(),
             })
             .collect();
-        self.record_after(&c.tenant, call, first, events).await?;
         let rings = offers
             .into_iter()
             .map(|(offer, agent, device)| Action::Ring { offer, agent, device, caller: c.caller.clone() })
             .collect();
-        self.act(&c.tenant, call, rings);
+        self.record_then(&c.tenant, call, first, events, rings);
         Ok(())
     }
 
@@ -379,7 +384,8 @@ impl Router<'_> {
 
     async fn on_channel(&mut self, e: ChannelEvent) -> anyhow::Result<()> {
         match e {
-            ChannelEvent::ChannelCreated { tenant, channel, direction: Direction::Inbound, caller, dialed: Some(dialed), .. } => {
+            ChannelEvent::ChannelCreated { tenant, channel, direction: Direction::Inbound, caller, dialed: Some(dialed), at, .. } => {
+                tracing::debug!(%channel, since_created_ms = (Utc::now() - at).num_microseconds().unwrap_or(0) as f64 / 1000.0, "caller arrived");
                 let Some(queue) = self.acd.has_queue(&tenant, &dialed) else { return Ok(()) };
                 if self.acd.channels.contains_key(&channel) || !self.remember_caller(&channel) {
                     return Ok(()); // a redelivery
@@ -481,6 +487,7 @@ async fn write_call(
                 _ => return,
             },
         };
+        let started = std::time::Instant::now();
         if !job.events.is_empty() {
             let stream = match StreamName::new(&job.tenant, "call", &call) {
                 Ok(s) => s,
@@ -510,8 +517,14 @@ async fn write_call(
                 }
             }
         }
+        let recorded = started.elapsed();
         // Ring every chosen phone at once.
-        for (offer, agent, r) in futures::future::join_all(rings).await {
+        let ringing = !rings.is_empty();
+        let rung = futures::future::join_all(rings).await;
+        if ringing {
+            tracing::debug!(%call, append_ms = recorded.as_secs_f64() * 1000.0, ring_ms = (started.elapsed() - recorded).as_secs_f64() * 1000.0, "offer recorded and rung");
+        }
+        for (offer, agent, r) in rung {
             if let Err(e) = r {
                 tracing::info!(error = %e, %agent, "could not ring the agent's device");
                 let _ = feedback.send(Feedback::NotRung { tenant: job.tenant.clone(), call: call.clone(), agent, offer });

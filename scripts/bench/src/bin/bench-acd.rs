@@ -57,19 +57,36 @@ async fn main() -> anyhow::Result<()> {
 
     let (pool, url) = fresh_database(&admin, "cc_bench_acd", 8).await?;
     let prefix = format!("bacd{}", uuid::Uuid::now_v7().simple());
-    let mut child = tokio::process::Command::new(&binary)
-        .args(["run", "--target", "all"])
-        .env("CC_DATABASE_URL", &url)
-        .env("CC_NATS_URL", &nats_url)
-        .env("CC_SUBJECT_PREFIX", &prefix)
-        .env("CC_PORTAL_ADDR", "127.0.0.1:18480")
-        .env("CC_PBX_SIM_ADDR", "127.0.0.1:18482")
-        .env("CC_ADMIN_ADDR", "127.0.0.1:18481")
-        .env("CC_DATABASE_MAX_CONNECTIONS", "40")
-        .env("CC_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()?;
-    wait_http_ok("127.0.0.1:18481", "/readyz", Duration::from_secs(60)).await?;
+    // How the services are laid out in processes: "one" (every service in one process, as
+    // `scripts/run` does), "pbx-apart" (the PBX simulator in a process of its own, as a PBX
+    // is) or "each" (one process per service, as on Kubernetes).
+    let layout = env("CC_BENCH_LAYOUT", "one");
+    let groups: Vec<&str> = match layout.as_str() {
+        "one" => vec!["all"],
+        "pbx-apart" => vec!["relay,auth,agent-session,queue-router,call-control,projection,portal", "pbx-sim"],
+        "each" => vec!["relay", "auth", "agent-session", "queue-router", "call-control", "projection", "portal", "pbx-sim"],
+        other => anyhow::bail!("CC_BENCH_LAYOUT: {other:?} is not one of one, pbx-apart, each"),
+    };
+    let connections = if groups.len() > 2 { "10" } else { "40" };
+    let mut children = vec![];
+    for (i, targets) in groups.iter().enumerate() {
+        let admin_addr = format!("127.0.0.1:{}", 18481 + 10 * i);
+        let child = tokio::process::Command::new(&binary)
+            .args(["run", "--target", targets])
+            .env("CC_DATABASE_URL", &url)
+            .env("CC_NATS_URL", &nats_url)
+            .env("CC_SUBJECT_PREFIX", &prefix)
+            .env("CC_PORTAL_ADDR", "127.0.0.1:18480")
+            .env("CC_PBX_SIM_ADDR", "127.0.0.1:18482")
+            .env("CC_ADMIN_ADDR", &admin_addr)
+            .env("CC_DATABASE_MAX_CONNECTIONS", connections)
+            .env("CC_LOG", env("CC_BENCH_LOG", "warn"))
+            .kill_on_drop(true)
+            .spawn()?;
+        children.push(child);
+        wait_http_ok(&admin_addr, "/readyz", Duration::from_secs(60)).await?;
+    }
+    eprintln!("layout {layout}: {} process(es)", children.len());
     let client = async_nats::connect(&nats_url).await?;
     let bus = Bus::new(client.clone(), Subjects::new(&prefix));
     let c = CommandContext::new("bench", "bench");
@@ -202,6 +219,8 @@ async fn main() -> anyhow::Result<()> {
     );
     summary("acd-p99", percentile_ms(&mut l, 99.0), "ms", percentile_ms(&mut baseline, 99.0));
     summary("acd-lost", (unfinished + stuck) as f64, "calls", placed as f64);
-    child.kill().await?;
+    for mut child in children {
+        child.kill().await?;
+    }
     Ok(())
 }

@@ -85,7 +85,8 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
     let mut r = Reporter::default();
     fold_until(&ctx.store, &mut r, Checkpoint::START, Some(cp), &mut |r: &mut Reporter, _| drop(r.take_dirty())).await?;
     tracing::info!(generation, checkpoint = %cp, open_calls = r.open_calls(), ms = started.elapsed().as_millis() as u64, "reporting projection lease taken");
-    let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::All, cp).await?.with_batch_size(2000);
+    // Reports need not be up to the millisecond: a batch at most every 200 ms.
+    let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::All, cp).await?.with_batch_size(2000).with_min_interval(std::time::Duration::from_millis(200));
     loop {
         let batch = tokio::select! {
             _ = ctx.cancel.cancelled() => return Ok(()),
