@@ -18,6 +18,7 @@ mod migrate;
 mod names;
 mod store;
 mod subscription;
+mod tail;
 mod upcast;
 
 pub use checkpoint::CheckpointStore;

@@ -37,6 +37,8 @@ pub struct EventStore {
     pool: PgPool,
     upcasters: Upcasters,
     notifier: Arc<Notifier>,
+    /// The reader shared by this process's caught-up subscriptions.
+    pub(crate) tail: Arc<crate::tail::Tail>,
 }
 
 /// Sends the subscribers' wake-up hint after commits, coalescing a burst of appends into one
@@ -87,7 +89,7 @@ const COLUMNS: &str = "position, xid, event_id, tenant, category, stream_id, ver
 
 impl EventStore {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool, upcasters: Upcasters::default(), notifier: Arc::default() }
+        Self { pool, upcasters: Upcasters::default(), notifier: Arc::default(), tail: Arc::default() }
     }
 
     /// Wakes subscriptions (of every process) to read new events. Appends do it themselves;
@@ -99,6 +101,8 @@ impl EventStore {
     /// The store with these upcasters applied on every read.
     pub fn with_upcasters(mut self, upcasters: Upcasters) -> Self {
         self.upcasters = upcasters;
+        // Its events read differently: a shared reader of its own.
+        self.tail = Arc::default();
         self
     }
 

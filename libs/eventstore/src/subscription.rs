@@ -20,6 +20,9 @@ pub struct Subscription {
     fallback_poll: Duration,
     min_interval: Duration,
     last_batch: Option<std::time::Instant>,
+    /// Whether, once caught up, it takes batches from the process's shared reader.
+    shared: bool,
+    attached: Option<tokio::sync::broadcast::Receiver<std::sync::Arc<crate::tail::TailBatch>>>,
 }
 
 impl Subscription {
@@ -35,6 +38,8 @@ impl Subscription {
             fallback_poll: Duration::from_millis(500),
             min_interval: Duration::ZERO,
             last_batch: None,
+            shared: true,
+            attached: None,
         })
     }
 
@@ -63,6 +68,57 @@ impl Subscription {
     /// Moves the subscription (e.g. after the caller re-synchronised with its own store).
     pub fn seek(&mut self, to: Checkpoint) {
         self.checkpoint = to;
+        self.attached = None;
+    }
+
+    /// Always reads the store itself (the shared reader's own subscription).
+    pub(crate) fn unshared(mut self) -> Self {
+        self.shared = false;
+        self
+    }
+
+    fn wants(&self, e: &RecordedEvent) -> bool {
+        e.checkpoint() > self.checkpoint
+            && match &self.filter {
+                ReadFilter::All => true,
+                ReadFilter::Category(c) => e.stream.category() == c,
+            }
+    }
+
+    /// From the shared reader: the next batch with events for this subscription, with any
+    /// that follow at once (up to the batch size). `None` once it fell behind (detached).
+    async fn from_tail(&mut self) -> Option<Vec<RecordedEvent>> {
+        use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+        let mut out = Vec::new();
+        loop {
+            let rx = self.attached.as_mut()?;
+            let next = if out.is_empty() {
+                match rx.recv().await {
+                    Ok(b) => Some(b),
+                    Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => None,
+                }
+            } else {
+                match rx.try_recv() {
+                    Ok(b) => Some(b),
+                    Err(TryRecvError::Empty) => return Some(out),
+                    Err(_) => None,
+                }
+            };
+            let Some(batch) = next else {
+                // Fell behind the shared reader: read the store again until caught up. What
+                // was taken so far is returned first.
+                self.attached = None;
+                return (!out.is_empty()).then_some(out);
+            };
+            if batch.to <= self.checkpoint {
+                continue;
+            }
+            out.extend(batch.events.iter().filter(|e| self.wants(e)).cloned());
+            self.checkpoint = batch.to;
+            if out.len() as i64 >= self.batch_size {
+                return Some(out);
+            }
+        }
     }
 
     /// The next batch of at least one event. Waits when the subscription is caught up.
@@ -81,6 +137,23 @@ impl Subscription {
     }
 
     async fn next_batch_now(&mut self) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+        while self.shared {
+            if self.attached.is_some() {
+                if let Some(batch) = self.from_tail().await {
+                    return Ok(batch);
+                }
+                continue;
+            }
+            // The receiver first, then the read that finds us caught up: nothing falls between.
+            let rx = self.store.tail.attach(&self.store, self.checkpoint, self.fallback_poll);
+            if let Some(batch) = self.poll().await? {
+                return Ok(batch);
+            }
+            self.attached = Some(rx);
+            // The shared reader listens for commits; a listener nobody reads would hold up
+            // PostgreSQL's notification queue.
+            self.listener = None;
+        }
         loop {
             if let Some(batch) = self.poll().await? {
                 return Ok(batch);

@@ -1,0 +1,74 @@
+//! One reader of the store per process, shared by the subscriptions that are caught up.
+//!
+//! Without it, every subscription of a process (router, call control, projections, relay)
+//! runs the same query after every commit. With it, one task follows the store and
+//! broadcasts each batch; a subscription reads the store itself only to catch up, then
+//! attaches. No event is skipped: a subscription creates its receiver *before* the read that
+//! finds it caught up, so every batch the tail sends afterwards reaches it, and every batch
+//! the tail sent before was visible to that read (the store's safe-read rule makes every
+//! reader see events in one order, each only once all earlier ones are visible).
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+
+use crate::{Checkpoint, EventStore, ReadFilter, RecordedEvent, Subscription};
+
+/// Batches the tail keeps for a subscription that is slow to take them; one that falls
+/// further behind reads the store itself until it has caught up again.
+const CAPACITY: usize = 1024;
+
+pub(crate) struct TailBatch {
+    /// The checkpoint after the batch's last event.
+    pub to: Checkpoint,
+    pub events: Vec<RecordedEvent>,
+}
+
+pub(crate) struct Tail {
+    tx: broadcast::Sender<Arc<TailBatch>>,
+    started: OnceLock<()>,
+}
+
+impl Default for Tail {
+    fn default() -> Self {
+        Self { tx: broadcast::channel(CAPACITY).0, started: OnceLock::new() }
+    }
+}
+
+impl Tail {
+    /// A receiver of every batch from now on; starts the reader (from `from`, polling every
+    /// `fallback_poll` besides the commit notifications) on first use.
+    pub(crate) fn attach(&self, store: &EventStore, from: Checkpoint, fallback_poll: Duration) -> broadcast::Receiver<Arc<TailBatch>> {
+        let rx = self.tx.subscribe();
+        self.started.get_or_init(|| {
+            tokio::spawn(follow(store.clone(), from, fallback_poll, self.tx.clone()));
+        });
+        rx
+    }
+}
+
+async fn follow(store: EventStore, from: Checkpoint, fallback_poll: Duration, tx: broadcast::Sender<Arc<TailBatch>>) {
+    let mut sub = loop {
+        match Subscription::new(store.clone(), ReadFilter::All, from).await {
+            Ok(s) => break s.unshared().with_fallback_poll(fallback_poll),
+            Err(e) => {
+                tracing::warn!(error = %e, "the store's shared reader cannot start; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    loop {
+        match sub.next_batch().await {
+            Ok(events) => {
+                let Some(to) = events.last().map(|e| e.checkpoint()) else { continue };
+                // No receiver now is fine: subscriptions catch up from the store.
+                let _ = tx.send(Arc::new(TailBatch { to, events }));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the store's shared reader failed to read; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
