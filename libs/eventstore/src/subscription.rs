@@ -93,9 +93,11 @@ impl Subscription {
         loop {
             let rx = self.attached.as_mut()?;
             let next = if out.is_empty() {
-                match rx.recv().await {
-                    Ok(b) => Some(b),
-                    Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => None,
+                // A quiet while: read the store once (which attaches again, restarting the
+                // shared reader if it stopped).
+                match tokio::time::timeout(self.fallback_poll * 4, rx.recv()).await {
+                    Ok(Ok(b)) => Some(b),
+                    Ok(Err(RecvError::Lagged(_))) | Ok(Err(RecvError::Closed)) | Err(_) => None,
                 }
             } else {
                 match rx.try_recv() {
@@ -112,6 +114,11 @@ impl Subscription {
             };
             if batch.to <= self.checkpoint {
                 continue;
+            }
+            if batch.from > self.checkpoint {
+                // The reader is past events this subscription has not seen.
+                self.attached = None;
+                return (!out.is_empty()).then_some(out);
             }
             out.extend(batch.events.iter().filter(|e| self.wants(e)).cloned());
             self.checkpoint = batch.to;

@@ -8,7 +8,7 @@
 //! the tail sent before was visible to that read (the store's safe-read rule makes every
 //! reader see events in one order, each only once all earlier ones are visible).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::broadcast;
@@ -20,6 +20,9 @@ use crate::{Checkpoint, EventStore, ReadFilter, RecordedEvent, Subscription};
 const CAPACITY: usize = 1024;
 
 pub(crate) struct TailBatch {
+    /// The reader's checkpoint before the batch: a subscription behind it missed events and
+    /// reads the store itself (after the reader restarted further on, say).
+    pub from: Checkpoint,
     /// The checkpoint after the batch's last event.
     pub to: Checkpoint,
     pub events: Vec<RecordedEvent>,
@@ -27,29 +30,35 @@ pub(crate) struct TailBatch {
 
 pub(crate) struct Tail {
     tx: broadcast::Sender<Arc<TailBatch>>,
-    started: OnceLock<()>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Default for Tail {
     fn default() -> Self {
-        Self { tx: broadcast::channel(CAPACITY).0, started: OnceLock::new() }
+        Self { tx: broadcast::channel(CAPACITY).0, task: Default::default() }
     }
 }
 
 impl Tail {
-    /// A receiver of every batch from now on; starts the reader (from `from`, polling every
-    /// `fallback_poll` besides the commit notifications) on first use.
+    /// A receiver of every batch from now on; (re)starts the reader, from `from`, polling
+    /// every `fallback_poll` besides the commit notifications, when it is not running.
     pub(crate) fn attach(&self, store: &EventStore, from: Checkpoint, fallback_poll: Duration) -> broadcast::Receiver<Arc<TailBatch>> {
         let rx = self.tx.subscribe();
-        self.started.get_or_init(|| {
-            tokio::spawn(follow(store.clone(), from, fallback_poll, self.tx.clone()));
-        });
+        let mut task = self.task.lock().expect("tail lock");
+        if task.as_ref().is_none_or(|t| t.is_finished()) {
+            *task = Some(tokio::spawn(follow(store.clone(), from, fallback_poll, self.tx.clone())));
+        }
         rx
     }
 }
 
+/// Reads the store and broadcasts each batch; stops when its pool is closed or nobody
+/// listens any more (the next subscription to catch up starts another).
 async fn follow(store: EventStore, from: Checkpoint, fallback_poll: Duration, tx: broadcast::Sender<Arc<TailBatch>>) {
     let mut sub = loop {
+        if store.pool().is_closed() {
+            return;
+        }
         match Subscription::new(store.clone(), ReadFilter::All, from).await {
             Ok(s) => break s.unshared().with_fallback_poll(fallback_poll),
             Err(e) => {
@@ -59,12 +68,15 @@ async fn follow(store: EventStore, from: Checkpoint, fallback_poll: Duration, tx
         }
     };
     loop {
+        let from = sub.checkpoint();
         match sub.next_batch().await {
             Ok(events) => {
                 let Some(to) = events.last().map(|e| e.checkpoint()) else { continue };
-                // No receiver now is fine: subscriptions catch up from the store.
-                let _ = tx.send(Arc::new(TailBatch { to, events }));
+                if tx.send(Arc::new(TailBatch { from, to, events })).is_err() {
+                    return;
+                }
             }
+            Err(_) if store.pool().is_closed() => return,
             Err(e) => {
                 tracing::warn!(error = %e, "the store's shared reader failed to read; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;

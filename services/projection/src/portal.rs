@@ -51,10 +51,9 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
         if let Some(last) = batch.last() {
             expect = last.checkpoint();
         }
-        for v in &changes {
+        for v in changes {
             let subject = ctx.bus.subjects.view(&v.tenant, "agent", &v.agent);
-            let body = serde_json::to_vec(v).expect("views serialize");
-            ctx.bus.client.publish(subject, body.into()).await?;
+            ctx.bus.client.publish(subject, v.json.into()).await?;
         }
         lease.check().await?;
         if last_prune.elapsed() > Duration::from_secs(60) {
@@ -97,11 +96,19 @@ impl Cache {
     }
 }
 
+/// One change of an agent's view, serialized once (for the tables and for NATS).
+pub struct Change {
+    pub tenant: String,
+    pub agent: String,
+    pub version: i64,
+    pub json: String,
+}
+
 /// Applies a batch in one transaction; returns every view change in order. With `expect`,
 /// first checks that the stored checkpoint is still the one this writer left (else the read
 /// model was rebuilt meanwhile: `None`, nothing written). The checkpoint row is the first thing
 /// each transaction touches, which is what lets [`rebuild`] take the tables without deadlock.
-async fn project(pool: &PgPool, batch: &[RecordedEvent], expect: Option<Checkpoint>, cache: &mut Cache) -> anyhow::Result<Option<Vec<AgentView>>> {
+async fn project(pool: &PgPool, batch: &[RecordedEvent], expect: Option<Checkpoint>, cache: &mut Cache) -> anyhow::Result<Option<Vec<Change>>> {
     let mut tx = pool.begin().await?;
     let stored: Option<(i64, i64)> = sqlx::query_as("select xid, position from rm_checkpoints where name = $1 for update").bind(NAME).fetch_optional(&mut *tx).await?;
     let stored = stored.map(|(xid, position)| Checkpoint { xid, position }).unwrap_or(Checkpoint::START);
@@ -212,16 +219,21 @@ async fn project(pool: &PgPool, batch: &[RecordedEvent], expect: Option<Checkpoi
             let tenant_names = &names[&tenant];
             let view = views.get_mut(&key).unwrap();
             agent_view::apply(view, &fact, e.recorded_at, &|q| tenant_names.get(q).cloned().unwrap_or_else(|| q.to_string()));
-            changes.push(view.clone());
+            changes.push(Change { tenant: view.tenant.clone(), agent: view.agent.clone(), version: view.version, json: serde_json::to_string(view).expect("views serialize") });
         }
     }
     if !changes.is_empty() {
         write_views(&mut tx, "insert into rm_agent_updates (tenant, agent, version, view)
-             select * from unnest($1::text[], $2::text[], $3::bigint[], $4::jsonb[])
+             select t, a, v, j::jsonb from unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) as u (t, a, v, j)
              on conflict do nothing", changes.iter()).await?;
+        // Each agent's latest view: their last change in this batch.
+        let mut latest: HashMap<(&str, &str), &Change> = HashMap::new();
+        for c in &changes {
+            latest.insert((c.tenant.as_str(), c.agent.as_str()), c);
+        }
         write_views(&mut tx, "insert into rm_agents (tenant, agent, version, view)
-             select * from unnest($1::text[], $2::text[], $3::bigint[], $4::jsonb[])
-             on conflict (tenant, agent) do update set view = excluded.view, version = excluded.version", views.values()).await?;
+             select t, a, v, j::jsonb from unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) as u (t, a, v, j)
+             on conflict (tenant, agent) do update set view = excluded.view, version = excluded.version", latest.into_values()).await?;
     }
     if let Some(last) = batch.last() {
         let cp = last.checkpoint();
@@ -241,13 +253,13 @@ async fn project(pool: &PgPool, batch: &[RecordedEvent], expect: Option<Checkpoi
 }
 
 /// Writes views in one statement (`sql` takes tenants, agents, versions and views as arrays).
-async fn write_views<'a>(tx: &mut sqlx::PgConnection, sql: &str, views: impl Iterator<Item = &'a AgentView>) -> Result<(), sqlx::Error> {
+async fn write_views<'a>(tx: &mut sqlx::PgConnection, sql: &str, views: impl Iterator<Item = &'a Change>) -> Result<(), sqlx::Error> {
     let (mut t, mut a, mut v, mut j) = (vec![], vec![], vec![], vec![]);
-    for view in views {
-        t.push(view.tenant.clone());
-        a.push(view.agent.clone());
-        v.push(view.version);
-        j.push(serde_json::to_value(view).expect("views serialize"));
+    for c in views {
+        t.push(c.tenant.as_str());
+        a.push(c.agent.as_str());
+        v.push(c.version);
+        j.push(c.json.as_str());
     }
     sqlx::query(sql).bind(&t).bind(&a).bind(&v).bind(&j).execute(tx).await?;
     Ok(())
