@@ -57,10 +57,11 @@ async fn main() -> anyhow::Result<()> {
 
     let (pool, url) = fresh_database(&admin, "cc_bench_acd", 8).await?;
     let prefix = format!("bacd{}", uuid::Uuid::now_v7().simple());
-    // How the services are laid out in processes: "one" (every service in one process, as
-    // `scripts/run` does), "pbx-apart" (the PBX simulator in a process of its own, as a PBX
-    // is) or "each" (one process per service, as on Kubernetes).
-    let layout = env("CC_BENCH_LAYOUT", "one");
+    // How the services are laid out in processes: "pbx-apart" (the default: the services in
+    // one process, the PBX simulator in another, as a PBX is a system of its own), "one"
+    // (the simulator too in the same process, as `scripts/run` does) or "each" (one process
+    // per service, as on Kubernetes).
+    let layout = env("CC_BENCH_LAYOUT", "pbx-apart");
     let groups: Vec<&str> = match layout.as_str() {
         "one" => vec!["all"],
         "pbx-apart" => vec!["relay,auth,agent-session,queue-router,call-control,projection,portal", "pbx-sim"],
