@@ -3,6 +3,30 @@
 use cc_contracts::views::AgentView;
 use sqlx::PgPool;
 
+/// Read-your-writes for the API: waits (at most `within`) until the portal read model holds
+/// every event committed before the call, so a `GET` right after a command's reply shows its
+/// effect. Gives up quietly after `within` (the projection may be behind or restarting): the
+/// caller then reads what the model holds.
+pub async fn caught_up(pool: &PgPool, within: std::time::Duration) -> Result<bool, sqlx::Error> {
+    let head: Option<(i64, i64)> = sqlx::query_as("select xid, position from es_events order by xid desc, position desc limit 1")
+        .fetch_optional(pool)
+        .await?;
+    let Some(head) = head else { return Ok(true) };
+    let until = std::time::Instant::now() + within;
+    loop {
+        let at: Option<(i64, i64)> = sqlx::query_as("select xid, position from rm_checkpoints where name = 'portal'")
+            .fetch_optional(pool)
+            .await?;
+        if at.is_some_and(|at| at >= head) {
+            return Ok(true);
+        }
+        if std::time::Instant::now() >= until {
+            return Ok(false);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 pub async fn agent(pool: &PgPool, tenant: &str, agent: &str) -> Result<Option<AgentView>, sqlx::Error> {
     let v: Option<serde_json::Value> = sqlx::query_scalar("select view from rm_agents where tenant = $1 and agent = $2")
         .bind(tenant)

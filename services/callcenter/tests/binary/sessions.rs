@@ -33,11 +33,15 @@ async fn a_newcomer_logs_in_pauses_for_lunch_and_logs_out_with_every_step_an_eve
     assert_eq!(v["counts"], json!({"completed": 0, "missed": 0, "rejected": 0}));
 
     alice.post("/api/session/pause", json!({"reason": "Lunch"})).await.ok();
+    // Read-your-writes: a GET right after the command's answer shows it (no waiting loop here).
+    let me = alice.get("/api/me").await.ok();
+    assert_eq!((me["status"].as_str(), me["pause_reason"].as_str()), (Some("paused"), Some("Lunch")), "{me}");
     let (_, v) = sse.until("Paused", |v| v["status"] == "paused").await;
     assert_eq!((v["status_label"].as_str(), v["pause_reason"].as_str()), (Some("Paused"), Some("Lunch")));
     alice.post("/api/session/unpause", json!({})).await.ok();
     sse.until("Idle again", |v| v["status"] == "idle" && v["pause_reason"].is_null()).await;
     alice.call(Method::DELETE, "/api/session", None).await.ok();
+    assert_eq!(alice.get("/api/me").await.ok()["status"], "logged_out");
     sse.until("Logged out", |v| v["status"] == "logged_out").await;
 
     let types: Vec<String> = sys.stream_events("demo/agent-1001").await.into_iter().map(|(t, _)| t).collect();

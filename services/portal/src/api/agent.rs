@@ -139,9 +139,14 @@ pub async fn leave_queue(State(p): State<Portal>, who: Authed, Path(queue): Path
     Ok(Json(p.ctx.bus.request(&who.context(), &SetQueueMembership { agent, queue, member: false }).await?))
 }
 
-/// `GET /api/me`: the agent's view as the dashboard shows it.
+/// How long a `GET` of a view waits for the read model to take in commands already answered.
+pub const READ_YOUR_WRITES: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `GET /api/me`: the agent's view as the dashboard shows it, including the effect of every
+/// command answered before the request (read-your-writes, see [`crate::views::caught_up`]).
 pub async fn me(State(p): State<Portal>, who: Authed) -> ApiResult<Json<AgentView>> {
     let agent = who.agent()?;
+    crate::views::caught_up(&p.ctx.pool, READ_YOUR_WRITES).await?;
     let view = crate::views::agent(&p.ctx.pool, who.tenant(), agent.as_str())
         .await?
         .ok_or_else(|| not_found(format!("no view of agent {agent} yet")))?;

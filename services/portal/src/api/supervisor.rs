@@ -13,9 +13,10 @@ use crate::Portal;
 
 pub const ROLES: &[Role] = &[Role::Supervisor, Role::Admin];
 
-/// `GET /api/supervisor/agents`: every agent's view.
+/// `GET /api/supervisor/agents`: every agent's view (read-your-writes, as `GET /api/me`).
 pub async fn agents(State(p): State<Portal>, who: Authed) -> ApiResult<Json<Vec<AgentView>>> {
     who.require(ROLES)?;
+    crate::views::caught_up(&p.ctx.pool, super::agent::READ_YOUR_WRITES).await?;
     Ok(Json(crate::views::agents(&p.ctx.pool, who.tenant()).await?))
 }
 
