@@ -21,7 +21,7 @@ mod subscription;
 mod tail;
 mod upcast;
 
-pub use checkpoint::CheckpointStore;
+pub use checkpoint::{begin_read_model, CheckpointStore};
 pub use lease::Lease;
 pub use event::{AppendResult, Checkpoint, ExpectedVersion, Metadata, NewEvent, RecordedEvent};
 pub use migrate::{migrate, Migration};

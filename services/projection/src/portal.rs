@@ -109,7 +109,7 @@ pub struct Change {
 /// model was rebuilt meanwhile: `None`, nothing written). The checkpoint row is the first thing
 /// each transaction touches, which is what lets [`rebuild`] take the tables without deadlock.
 async fn project(pool: &PgPool, batch: &[RecordedEvent], expect: Option<Checkpoint>, cache: &mut Cache) -> anyhow::Result<Option<Vec<Change>>> {
-    let mut tx = pool.begin().await?;
+    let mut tx = cc_eventstore::begin_read_model(pool).await?;
     let stored: Option<(i64, i64)> = sqlx::query_as("select xid, position from rm_checkpoints where name = $1 for update").bind(NAME).fetch_optional(&mut *tx).await?;
     let stored = stored.map(|(xid, position)| Checkpoint { xid, position }).unwrap_or(Checkpoint::START);
     if expect.is_some_and(|e| e != stored) {

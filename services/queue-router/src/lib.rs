@@ -6,6 +6,8 @@ pub mod acd;
 mod queues;
 mod router;
 
+pub use router::OFFER_PREFIX;
+
 use cc_bus::CommandHandlers;
 use cc_contracts::queue::*;
 use cc_runtime::Context;

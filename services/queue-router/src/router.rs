@@ -22,6 +22,12 @@ use uuid::Uuid;
 
 use crate::acd::{Acd, Decision};
 
+/// The ids the router gives the legs it originates to agents' phones (offers) start with this,
+/// so that after a crash it can tell its own legs from the PBX's other calls: a phone is rung
+/// while the offer is being recorded, and a leg whose offer never made it to the store is hung
+/// up at the next start (see [`Router::reconcile`]).
+pub const OFFER_PREFIX: &str = "ccq-";
+
 pub async fn run(ctx: Context) {
     let cancel = ctx.cancel.clone();
     if retry_until_ok(&cancel, "cannot create the PBX event consumer", || channel_consumer(&ctx)).await.is_none() {
@@ -102,7 +108,7 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
     for (tenant, call, agent) in std::mem::take(&mut r.ended) {
         r.start_wrap_up(&tenant, &call, agent).await?;
     }
-    r.hang_up_leftovers().await;
+    r.reconcile().await?;
     let mut sub = sub.into_feed(4);
     tracing::info!(calls = r.acd.calls.len(), agents = r.acd.agents.len(), "queue router lease taken; routing");
 
@@ -254,21 +260,66 @@ impl Router<'_> {
         self.act(tenant, call, vec![Action::Hangup { channel: channel.into(), cause }]);
     }
 
-    /// After a restart: the PBX may still have channels whose hangup was recorded as due but
-    /// lost with the previous router (a phone ringing on for an offer that ended): hang them
-    /// up again. Best effort; a PBX that does not answer is asked again at the next restart.
-    async fn hang_up_leftovers(&mut self) {
-        let mut by_tenant: std::collections::HashMap<String, HashSet<String>> = std::collections::HashMap::new();
+    /// After a restart, the PBX's live channels against the rebuilt model. The previous router
+    /// may have died
+    /// - after recording that a leg was to be hung up, before doing it (a phone ringing on for
+    ///   an offer that ended): hung up again;
+    /// - after ringing a phone, before the offer was recorded (phones ring while the offer is
+    ///   written): the leg (ours by its [`OFFER_PREFIX`], unknown to the store, unanswered) is
+    ///   hung up;
+    /// - after taking a caller's arrival from the PBX, before the entry was recorded: a caller
+    ///   waiting on a queue number whom no recorded call names enters the queue now.
+    ///
+    /// Best effort per tenant: a PBX that does not answer is asked again at the next restart
+    /// (its callers also arrive again on the PBX event stream when their report was not taken).
+    async fn reconcile(&mut self) -> anyhow::Result<()> {
+        let mut due: std::collections::HashMap<String, HashSet<String>> = std::collections::HashMap::new();
         for (t, c) in &self.acd.to_hang_up {
-            by_tenant.entry(t.clone()).or_default().insert(c.clone());
+            due.entry(t.clone()).or_default().insert(c.clone());
         }
-        for (tenant, due) in by_tenant {
-            let Ok(live) = self.ctx.bus.request(&self.pbx(&tenant), &cc_contracts::pbx::ListChannels {}).await else { continue };
-            for ch in live.into_iter().filter(|c| due.contains(&c.channel) && !c.answered) {
-                tracing::info!(channel = %ch.channel, "hanging up a channel whose hangup was lost");
-                let _ = self.ctx.bus.request(&self.pbx(&tenant), &Hangup { channel: ch.channel, cause: HangupCause::Normal }).await;
+        let tenants: std::collections::BTreeSet<String> = self.acd.queues.keys().map(|(t, _)| t.clone()).chain(due.keys().cloned()).collect();
+        for tenant in tenants {
+            let live = match self.ctx.bus.request(&self.pbx(&tenant), &cc_contracts::pbx::ListChannels {}).await {
+                Ok(live) => live,
+                Err(e) => {
+                    tracing::info!(error = %e, %tenant, "could not list the PBX's channels to reconcile");
+                    continue;
+                }
+            };
+            for ch in live {
+                let lost_hangup = due.get(&tenant).is_some_and(|d| d.contains(&ch.channel)) && !ch.answered;
+                let unrecorded_offer = ch.direction == Direction::Outbound
+                    && ch.channel.starts_with(OFFER_PREFIX)
+                    && !ch.answered
+                    && !self.acd.offers.contains_key(&ch.channel);
+                if lost_hangup || unrecorded_offer {
+                    tracing::info!(channel = %ch.channel, lost_hangup, unrecorded_offer, "hanging up a leftover leg");
+                    let _ = self.ctx.bus.request(&self.pbx(&tenant), &Hangup { channel: ch.channel, cause: HangupCause::Normal }).await;
+                    continue;
+                }
+                let waiting_caller = ch.direction == Direction::Inbound
+                    && ch.bridge.is_none()
+                    && !self.acd.channels.contains_key(&ch.channel)
+                    && !self.seen_callers.0.contains(&ch.channel);
+                if let (true, Some(dialed)) = (waiting_caller, ch.dialed.clone()) {
+                    if self.acd.has_queue(&tenant, &dialed).is_some() {
+                        tracing::info!(channel = %ch.channel, queue = %dialed, "a caller whose arrival was not recorded enters the queue");
+                        let e = ChannelEvent::ChannelCreated {
+                            tenant: tenant.clone(),
+                            channel: ch.channel,
+                            direction: Direction::Inbound,
+                            caller: ch.caller,
+                            dialed: Some(dialed),
+                            device: None,
+                            number: None,
+                            at: Utc::now(),
+                        };
+                        self.on_channel(e).await?;
+                    }
+                }
             }
         }
+        Ok(())
     }
 
     /// The agent's wrap-up after their part of a call, for the time of the call's queue.
@@ -293,7 +344,7 @@ impl Router<'_> {
     async fn offer(&mut self, call: &str, agents: Vec<(AgentNumber, cc_contracts::domain::DeviceId)>, first: Vec<CallEvent>) -> anyhow::Result<()> {
         let Some(c) = self.acd.calls.get(call).cloned() else { return Ok(()) };
         let offers: Vec<(String, AgentNumber, cc_contracts::domain::DeviceId)> =
-            agents.into_iter().map(|(a, d)| (Uuid::now_v7().simple().to_string(), a, d)).collect();
+            agents.into_iter().map(|(a, d)| (format!("{OFFER_PREFIX}{}", Uuid::now_v7().simple()), a, d)).collect();
         let events = offers
             .iter()
             .map(|(offer, agent, device)| CallEvent::CallOffered {
@@ -488,43 +539,55 @@ async fn write_call(
             },
         };
         let started = std::time::Instant::now();
-        if !job.events.is_empty() {
-            let stream = match StreamName::new(&job.tenant, "call", &call) {
-                Ok(s) => s,
-                Err(e) => {
-                    let _ = feedback.send(Feedback::Failed(e.into()));
-                    return;
-                }
-            };
-            if let Err(e) = ctx.store.append(&stream, ExpectedVersion::Any, &job.events).await {
-                let _ = feedback.send(Feedback::Failed(anyhow::Error::new(e).context("recording a call event")));
-                return;
-            }
-        }
         let pbx = CommandContext::new(&job.tenant, "system:queue-router");
+        // The phones of an offer ring while it is recorded (every chosen phone at once): the
+        // commit's disk flush stays off the caller's way to an agent. Hangups wait for the
+        // commit of what they follow.
         let mut rings = vec![];
+        let mut hangups = vec![];
         for a in job.then {
             match a {
-                Action::Hangup { channel, cause } => {
-                    if let Err(e) = ctx.bus.request(&pbx, &Hangup { channel: channel.clone(), cause }).await {
-                        tracing::debug!(error = %e, channel, "hangup refused (the channel may be gone already)");
-                    }
-                }
+                Action::Hangup { channel, cause } => hangups.push(Hangup { channel, cause }),
                 Action::Ring { offer, agent, device, caller } => {
                     let cmd = Originate { channel: Some(offer.clone()), endpoint: Endpoint::Device(device), caller };
                     let (bus, pbx) = (ctx.bus.clone(), pbx.clone());
-                    rings.push(async move { (offer, agent, bus.request(&pbx, &cmd).await) });
+                    rings.push(async move {
+                        let r = bus.request(&pbx, &cmd).await;
+                        (offer, agent, r, started.elapsed())
+                    });
                 }
             }
         }
-        let recorded = started.elapsed();
-        // Ring every chosen phone at once.
         let ringing = !rings.is_empty();
-        let rung = futures::future::join_all(rings).await;
-        if ringing {
-            tracing::debug!(%call, append_ms = recorded.as_secs_f64() * 1000.0, ring_ms = (started.elapsed() - recorded).as_secs_f64() * 1000.0, "offer recorded and rung");
+        let append = async {
+            if job.events.is_empty() {
+                return Ok(());
+            }
+            let stream = StreamName::new(&job.tenant, "call", &call)?;
+            ctx.store.append(&stream, ExpectedVersion::Any, &job.events).await.map_err(|e| anyhow::Error::new(e).context("recording a call event"))?;
+            Ok::<_, anyhow::Error>(())
+        };
+        let (appended, rung) = futures::future::join(append, futures::future::join_all(rings)).await;
+        if let Err(e) = appended {
+            // Not recorded: the phones just rung must stop (the router rebuilds from the store).
+            for (offer, _, r, _) in rung {
+                if r.is_ok() {
+                    let _ = ctx.bus.request(&pbx, &Hangup { channel: offer, cause: HangupCause::Normal }).await;
+                }
+            }
+            let _ = feedback.send(Feedback::Failed(e));
+            return;
         }
-        for (offer, agent, r) in rung {
+        if ringing {
+            let ring_ms = rung.iter().map(|r| r.3).max().unwrap_or_default().as_secs_f64() * 1000.0;
+            tracing::debug!(%call, recorded_ms = started.elapsed().as_secs_f64() * 1000.0, ring_ms, "offer rung and recorded");
+        }
+        for cmd in hangups {
+            if let Err(e) = ctx.bus.request(&pbx, &cmd).await {
+                tracing::debug!(error = %e, channel = cmd.channel, "hangup refused (the channel may be gone already)");
+            }
+        }
+        for (offer, agent, r, _) in rung {
             if let Err(e) = r {
                 tracing::info!(error = %e, %agent, "could not ring the agent's device");
                 let _ = feedback.send(Feedback::NotRung { tenant: job.tenant.clone(), call: call.clone(), agent, offer });

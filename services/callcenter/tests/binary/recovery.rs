@@ -144,3 +144,64 @@ async fn a_hangup_lost_with_a_crashed_router_is_done_after_the_restart() {
     let v = sys.view_when(&bob, "Connected", |v| v["status"] == "connected").await;
     assert_eq!(v["counts"]["rejected"], 0, "no offer refused as busy");
 }
+
+#[tokio::test]
+async fn a_ring_and_an_arrival_not_recorded_before_a_crash_are_reconciled_after_the_restart() {
+    use futures::StreamExt;
+    let mut sys = System::start_split().await;
+    quick(&sys).await;
+    let bob = sys.agent("1002").await;
+    bob.post("/api/session", json!({})).await.ok();
+    sys.view_when(&bob, "Idle", |v| v["status"] == "idle").await;
+    sys._app.kill();
+
+    // The crash windows: the router rang Bob's phone for an offer it had not recorded yet (phones
+    // ring while the offer is written), and it had taken a caller's arrival from the PBX's event
+    // stream without recording the entry. (Both done here the way the router does them.)
+    let client = async_nats::connect(sys.nats.url()).await.unwrap();
+    let bus = cc_bus::Bus::new(client.clone(), cc_bus::Subjects::new(&sys.prefix));
+    let orphan = format!("{}{}", cc_queue_router::OFFER_PREFIX, uuid::Uuid::now_v7().simple());
+    let originate = cc_contracts::pbx::Originate {
+        channel: Some(orphan.clone()),
+        endpoint: cc_contracts::pbx::Endpoint::Device(cc_contracts::domain::DeviceId::parse("1002").unwrap()),
+        caller: cc_contracts::pbx::Party { number: "5550000".into(), name: "Never recorded".into() },
+    };
+    bus.request(&cc_bus::CommandContext::new("demo", "test"), &originate).await.unwrap();
+    let caller = sys.place_caller("500", "5554444", "Unrecorded arrival").await;
+    let js = async_nats::jetstream::new(client);
+    let consumer: async_nats::jetstream::consumer::PullConsumer =
+        js.get_consumer_from_stream("queue-router-channels", bus.subjects.pbx_stream()).await.unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let m = messages.next().await.unwrap().unwrap();
+            m.ack().await.unwrap();
+            if String::from_utf8_lossy(&m.payload).contains(&caller) {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the caller's arrival taken from the router's consumer");
+    drop(messages);
+    sys.restart_services().await;
+
+    // The leg nobody recorded stops ringing; the caller enters the queue and rings Bob, whose
+    // phone is free again (no offer refused as busy).
+    cc_testkit::eventually("the unrecorded leg hung up", Duration::from_secs(30), || async {
+        let chans: Vec<serde_json::Value> = sys.http.get(format!("{}/tenants/demo/channels", sys.pbx)).send().await.unwrap().json().await.unwrap();
+        (!chans.iter().any(|c| c["channel"] == orphan.as_str())).then_some(())
+    })
+    .await;
+    let v = sys.view_when(&bob, "Ringing with the caller", |v| v["status"] == "ringing").await;
+    assert_eq!(v["current_call"]["caller_number"], "5554444", "{v}");
+    sys.phone("1002", "answer").await;
+    let v = sys.view_when(&bob, "Connected", |v| v["status"] == "connected").await;
+    assert_eq!(v["counts"]["rejected"], 0, "no offer refused as busy");
+    let entered: i64 = sqlx::query_scalar("select count(*) from es_events where event_type = 'CallEnteredQueue' and data->>'channel' = $1")
+        .bind(&caller)
+        .fetch_one(&sys.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(entered, 1, "the caller entered once");
+}

@@ -97,7 +97,7 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
             r.apply(e);
         }
         let dirty = r.take_dirty();
-        let mut tx = ctx.pool.begin().await?;
+        let mut tx = cc_eventstore::begin_read_model(&ctx.pool).await?;
         let now: Option<i64> = sqlx::query_scalar(&format!("select generation from {SCHEMA}.checkpoint for update")).fetch_optional(&mut *tx).await?;
         if now != Some(generation) {
             // Rebuilt meanwhile: start again from the new tables' checkpoint.
