@@ -532,6 +532,7 @@ async fn write_call(
 ) {
     loop {
         let job = tokio::select! {
+            biased;
             _ = term.cancelled() => return,
             j = tokio::time::timeout(Duration::from_secs(60), jobs.recv()) => match j {
                 Ok(Some(j)) => j,
@@ -569,7 +570,10 @@ async fn write_call(
         };
         let (appended, rung) = futures::future::join(append, futures::future::join_all(rings)).await;
         if let Err(e) = appended {
-            // Not recorded: the phones just rung must stop (the router rebuilds from the store).
+            // Not recorded. Every writer of this router stops (no later event of any call may
+            // be recorded on top of a missing one), the router rebuilds from the store, and
+            // the phones just rung must stop.
+            term.cancel();
             for (offer, _, r, _) in rung {
                 if r.is_ok() {
                     let _ = ctx.bus.request(&pbx, &Hangup { channel: offer, cause: HangupCause::Normal }).await;
