@@ -73,3 +73,17 @@ pub async fn wait_http_ok(addr: &str, path: &str, timeout: Duration) -> anyhow::
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Deletes the JetStream streams a run made under its subject prefix (the shared nats-server
+/// would otherwise keep every run's events: gigabytes after a few dozen runs, and a slower
+/// server for the next run).
+pub async fn drop_streams(client: &async_nats::Client, prefix: &str) -> anyhow::Result<()> {
+    use futures::TryStreamExt;
+    let js = async_nats::jetstream::new(client.clone());
+    let ours = prefix.to_uppercase().replace(['.', '-'], "_");
+    let names: Vec<String> = js.stream_names().try_collect().await?;
+    for name in names.into_iter().filter(|n| n.starts_with(&ours)) {
+        js.delete_stream(&name).await?;
+    }
+    Ok(())
+}

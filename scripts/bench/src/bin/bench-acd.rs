@@ -223,5 +223,6 @@ async fn main() -> anyhow::Result<()> {
     for mut child in children {
         child.kill().await?;
     }
+    cc_bench::drop_streams(&client, &prefix).await?;
     Ok(())
 }

@@ -229,5 +229,6 @@ async fn main() -> anyhow::Result<()> {
     summary("sse-p99", p99, "ms", percentile_ms(&mut b, 99.0));
     summary("sse-memory", sse_kib, "KiB", plain_kib);
     child.kill().await?;
+    cc_bench::drop_streams(&async_nats::connect(&nats_url).await?, &prefix).await?;
     Ok(())
 }
