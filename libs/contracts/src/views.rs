@@ -3,6 +3,10 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+/// The name of the portal projection's row in `rm_checkpoints` (where it has read the store
+/// to): the portal waits on it for read-your-writes.
+pub const PORTAL_CHECKPOINT: &str = "portal";
+
 /// The agent's status as the portal shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]

@@ -5,23 +5,25 @@ use sqlx::PgPool;
 
 /// Read-your-writes for the API: waits (at most `within`) until the portal read model holds
 /// every event committed before the call, so a `GET` right after a command's reply shows its
-/// effect. Gives up quietly after `within` (the projection may be behind or restarting): the
-/// caller then reads what the model holds.
-pub async fn caught_up(pool: &PgPool, within: std::time::Duration) -> Result<bool, sqlx::Error> {
+/// effect. Gives up after `within` (the projection may be behind or restarting): the caller
+/// then reads what the model holds.
+pub async fn caught_up(pool: &PgPool, within: std::time::Duration) -> Result<(), sqlx::Error> {
     let head: Option<(i64, i64)> = sqlx::query_as("select xid, position from es_events order by xid desc, position desc limit 1")
         .fetch_optional(pool)
         .await?;
-    let Some(head) = head else { return Ok(true) };
+    let Some(head) = head else { return Ok(()) };
     let until = std::time::Instant::now() + within;
     loop {
-        let at: Option<(i64, i64)> = sqlx::query_as("select xid, position from rm_checkpoints where name = 'portal'")
+        let at: Option<(i64, i64)> = sqlx::query_as("select xid, position from rm_checkpoints where name = $1")
+            .bind(cc_contracts::views::PORTAL_CHECKPOINT)
             .fetch_optional(pool)
             .await?;
         if at.is_some_and(|at| at >= head) {
-            return Ok(true);
+            return Ok(());
         }
         if std::time::Instant::now() >= until {
-            return Ok(false);
+            tracing::debug!(?head, ?at, "the portal read model is behind the store; answering with what it holds");
+            return Ok(());
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }

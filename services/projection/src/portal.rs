@@ -16,7 +16,7 @@ use sqlx::{PgPool, Row};
 
 use crate::agent_view::{self, CallInfo, Fact};
 
-const NAME: &str = "portal";
+const NAME: &str = cc_contracts::views::PORTAL_CHECKPOINT;
 
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
     cc_runtime::leading::keep_leading(&ctx.cancel.clone(), "portal projection", || lead(&ctx)).await;

@@ -39,9 +39,7 @@ async fn bob_on_a_quick_queue() -> (System, Client) {
     let admin = sys.sign_in("admin", "demo-admin").await;
     let settings = json!({"strategy": "longest_idle", "ring_timeout_s": 4, "wrap_up_s": 1, "reject_delay_s": 1});
     admin.call(Method::PUT, "/api/admin/queues/500/settings", Some(settings)).await.ok();
-    let bob = sys.agent("1002").await;
-    bob.post("/api/session", json!({})).await.ok();
-    sys.view_when(&bob, "Idle", |v| v["status"] == "idle").await;
+    let bob = sys.idle_agent("1002").await;
     (sys, bob)
 }
 
@@ -159,9 +157,7 @@ async fn logout_is_refused_while_connected_and_missed_offers_can_auto_pause() {
     assert_eq!(r.refused(400, "invalid_field")["field"], "settings.ring_timeout_s");
     let r = admin.call(Method::PUT, "/api/admin/queues/500/settings", Some(json!({"strategy": "fastest"}))).await;
     assert_eq!(r.refused(400, "invalid_field")["field"], "strategy");
-    let bob = sys.agent("1002").await;
-    bob.post("/api/session", json!({})).await.ok();
-    sys.view_when(&bob, "Idle", |v| v["status"] == "idle").await;
+    let bob = sys.idle_agent("1002").await;
 
     sys.place_caller("500", "5553333", "No answer").await;
     let v = sys.view_when(&bob, "auto-paused", |v| v["status"] == "paused").await;

@@ -19,9 +19,7 @@ async fn quick(sys: &System) {
 async fn a_restart_while_ringing_still_times_the_offer_out_once() {
     let mut sys = System::start_split().await;
     quick(&sys).await;
-    let bob = sys.agent("1002").await;
-    bob.post("/api/session", json!({})).await.ok();
-    sys.view_when(&bob, "Idle", |v| v["status"] == "idle").await;
+    let bob = sys.idle_agent("1002").await;
     sys.place_caller("500", "5551111", "Ringing").await;
     sys.view_when(&bob, "Ringing", |v| v["status"] == "ringing").await;
 
@@ -44,9 +42,7 @@ async fn a_restart_while_ringing_still_times_the_offer_out_once() {
 async fn a_restart_while_connected_keeps_the_call_and_a_hangup_meanwhile_counts_once() {
     let mut sys = System::start_split().await;
     quick(&sys).await;
-    let bob = sys.agent("1002").await;
-    bob.post("/api/session", json!({})).await.ok();
-    sys.view_when(&bob, "Idle", |v| v["status"] == "idle").await;
+    let bob = sys.idle_agent("1002").await;
     let caller = sys.place_caller("500", "5552222", "Connected").await;
     sys.view_when(&bob, "Ringing", |v| v["status"] == "ringing").await;
     sys.phone("1002", "answer").await;
@@ -72,9 +68,7 @@ async fn a_restart_while_connected_keeps_the_call_and_a_hangup_meanwhile_counts_
 async fn a_restart_during_wrap_up_still_ends_it() {
     let mut sys = System::start_split().await;
     quick(&sys).await;
-    let bob = sys.agent("1002").await;
-    bob.post("/api/session", json!({})).await.ok();
-    sys.view_when(&bob, "Idle", |v| v["status"] == "idle").await;
+    let bob = sys.idle_agent("1002").await;
     sys.place_caller("500", "5553333", "Wrap").await;
     sys.view_when(&bob, "Ringing", |v| v["status"] == "ringing").await;
     sys.phone("1002", "answer").await;
@@ -96,9 +90,7 @@ async fn a_hangup_lost_with_a_crashed_router_is_done_after_the_restart() {
     let admin = sys.sign_in("admin", "demo-admin").await;
     let settings = json!({"strategy": "longest_idle", "ring_timeout_s": 120, "wrap_up_s": 1, "reject_delay_s": 1});
     admin.call(Method::PUT, "/api/admin/queues/500/settings", Some(settings)).await.ok();
-    let bob = sys.agent("1002").await;
-    bob.post("/api/session", json!({})).await.ok();
-    sys.view_when(&bob, "Idle", |v| v["status"] == "idle").await;
+    let bob = sys.idle_agent("1002").await;
     sys.place_caller("500", "5553333", "Lost hangup").await;
     sys.view_when(&bob, "Ringing", |v| v["status"] == "ringing").await;
     let (stream, offer, version): (String, String, i64) = cc_testkit::eventually("the offer recorded", Duration::from_secs(10), || async {
@@ -150,9 +142,7 @@ async fn a_ring_and_an_arrival_not_recorded_before_a_crash_are_reconciled_after_
     use futures::StreamExt;
     let mut sys = System::start_split().await;
     quick(&sys).await;
-    let bob = sys.agent("1002").await;
-    bob.post("/api/session", json!({})).await.ok();
-    sys.view_when(&bob, "Idle", |v| v["status"] == "idle").await;
+    let bob = sys.idle_agent("1002").await;
     sys._app.kill();
 
     // The crash windows: the router rang Bob's phone for an offer it had not recorded yet (phones

@@ -183,6 +183,15 @@ impl System {
     }
 
     /// Presses a simulated phone's registration (the PBX simulator's HTTP control surface).
+    /// Agent `n` signed in, logged in with the defaults (own extension, every assigned queue)
+    /// and Idle.
+    pub async fn idle_agent(&self, n: &str) -> Client {
+        let c = self.agent(n).await;
+        c.post("/api/session", json!({})).await.ok();
+        self.view_when(&c, "Idle", |v| v["status"] == "idle").await;
+        c
+    }
+
     pub async fn set_registered(&self, device: &str, registered: bool) {
         let action = if registered { "register" } else { "unregister" };
         let r = self.http.post(format!("{}/tenants/demo/devices/{device}/{action}", self.pbx)).send().await.unwrap();
