@@ -5,14 +5,17 @@
 //! - **Nothing lost, nothing reordered.** JetStream itself is the record of what was
 //!   published: on (re)start and after any error the relay reads the last message of the
 //!   stream, whose `Cc-Checkpoint` header says where in the store it came from, and resumes
-//!   right after it. Every publish carries `Nats-Expected-Last-Msg-Id` = the previous event's
-//!   id, so the server refuses a message that would land out of order (a failed publish in a
-//!   pipelined batch makes every later one fail too).
+//!   right after it. Every publish carries `Nats-Expected-Last-Sequence` = the stream sequence of
+//!   the message before it, so the server refuses a message that would land out of order (a
+//!   failed publish in a pipelined batch makes every later one fail too). The relay is the
+//!   stream's only publisher. (Not `Nats-Expected-Last-Msg-Id`: after a restart nats-server
+//!   knows message ids only within the dedup window, so a relay whose last message was older
+//!   refused every publish for good; the sequence survives restarts.)
 //! - **No duplicates.** `Nats-Msg-Id` = event id; a duplicate within the dedup window is
 //!   absorbed by JetStream, and resuming from the stream's last message avoids re-sending.
 //! - **One relay at a time.** A PostgreSQL advisory lock held on a dedicated connection is the
 //!   lease; a second process waits and takes over within seconds when the first dies.
-//!   The expected-last-id check also stops a deposed relay that has not noticed yet.
+//!   The expected-last-sequence check also stops a deposed relay that has not noticed yet.
 //! - The store checkpoint `relay` is saved only after JetStream acked the batch, at most once
 //!   a second (for monitoring the relay's lag; JetStream's last message stays the source of
 //!   truth).
@@ -71,13 +74,12 @@ use std::future::IntoFuture;
 
 use anyhow::{anyhow, Result};
 
-/// The headers of one relayed event: dedup id, order guard, CloudEvents attributes.
-pub fn event_headers(e: &RecordedEvent, previous: Option<Uuid>) -> HeaderMap {
+/// The headers of one relayed event: dedup id, order guard (the stream's sequence before it),
+/// CloudEvents attributes.
+pub fn event_headers(e: &RecordedEvent, last_sequence: u64) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert("Nats-Msg-Id", e.event_id.to_string().as_str());
-    if let Some(p) = previous {
-        h.insert("Nats-Expected-Last-Msg-Id", p.to_string().as_str());
-    }
+    h.insert("Nats-Expected-Last-Sequence", last_sequence.to_string().as_str());
     h.insert("ce-specversion", "1.0");
     h.insert("ce-id", e.event_id.to_string().as_str());
     h.insert("ce-source", format!("/tenants/{}/{}", e.tenant(), e.stream.category()).as_str());
@@ -112,7 +114,8 @@ pub struct Relay {
 /// Where JetStream says the relay stands.
 struct Position {
     checkpoint: Checkpoint,
-    last_id: Option<Uuid>,
+    /// The stream's last sequence (0: empty).
+    last_sequence: u64,
 }
 
 impl Relay {
@@ -186,11 +189,11 @@ impl Relay {
             let ack = self
                 .bus
                 .jetstream
-                .publish_with_headers(subject, event_headers(e, pos.last_id), body.into())
+                .publish_with_headers(subject, event_headers(e, pos.last_sequence), body.into())
                 .await
                 .map_err(|e| anyhow!("publish failed: {e}"))?;
             acks.push(ack.into_future());
-            pos.last_id = Some(e.event_id);
+            pos.last_sequence += 1;
         }
         try_join_all(acks).await.map_err(|e| anyhow!("JetStream refused or did not ack: {e}"))?;
         if let Some(last) = batch.last() {
@@ -209,7 +212,7 @@ impl Relay {
             .map_err(|e| anyhow!("cannot open the events stream: {e}"))?;
         let last_seq = stream.info().await.map_err(|e| anyhow!("stream info: {e}"))?.state.last_sequence;
         if last_seq == 0 {
-            return Ok(Position { checkpoint: Checkpoint::START, last_id: None });
+            return Ok(Position { checkpoint: Checkpoint::START, last_sequence: 0 });
         }
         let msg = stream
             .get_raw_message(last_seq)
@@ -227,7 +230,7 @@ impl Relay {
             tracing::error!(%last_id, "the events stream holds an event the store does not know: is the stream from another database?");
         }
         tracing::info!(%checkpoint, sequence = last_seq, "relay resumes after JetStream's last message");
-        Ok(Position { checkpoint, last_id: Some(last_id) })
+        Ok(Position { checkpoint, last_sequence: last_seq })
     }
 }
 

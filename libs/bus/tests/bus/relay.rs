@@ -45,9 +45,13 @@ impl RelayProcess {
 }
 
 async fn spawn_relay(bus: &Bus, db: &TestDb) -> RelayProcess {
+    spawn_relay_with(bus, db, options()).await
+}
+
+async fn spawn_relay_with(bus: &Bus, db: &TestDb, options: RelayOptions) -> RelayProcess {
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(4).connect(&db.url).await.unwrap();
     let cancel = CancellationToken::new();
-    let relay = Relay::new(EventStore::new(pool.clone()), bus.clone(), db.url.clone(), options());
+    let relay = Relay::new(EventStore::new(pool.clone()), bus.clone(), db.url.clone(), options);
     let c = cancel.clone();
     RelayProcess { cancel, task: tokio::spawn(async move { relay.run(c).await }), pool }
 }
@@ -209,5 +213,26 @@ async fn a_nats_restart_while_relaying_loses_nothing() {
 
     let relayed = wait_relayed(&bus, 40).await;
     assert_eq!(relayed, store_order(&store, 40).await);
+    relay.stop().await;
+}
+
+/// After a restart nats-server remembers message ids only within the dedup window: a relay
+/// whose last message is older than that must still go on (a quiet night, then a restart).
+#[tokio::test]
+async fn a_nats_restart_after_a_quiet_spell_longer_than_the_dedup_window_loses_nothing() {
+    let (db, store) = store().await;
+    let mut nats = NatsServer::start();
+    let client = async_nats::ConnectOptions::new().retry_on_initial_connect().max_reconnects(None).connect(nats.url()).await.unwrap();
+    let bus = Bus::new(client, cc_bus::Subjects::new("cc"));
+    let relay = spawn_relay_with(&bus, &db, RelayOptions { duplicate_window: Duration::from_secs(1), ..options() }).await;
+    append(&store, "a", 10).await;
+    wait_relayed(&bus, 10).await;
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    nats.restart();
+    append(&store, "a", 5).await;
+
+    let relayed = wait_relayed(&bus, 15).await;
+    assert_eq!(relayed, store_order(&store, 15).await);
     relay.stop().await;
 }
