@@ -31,6 +31,49 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// Largest number of PostgreSQL connections of this process. `CC_DATABASE_MAX_CONNECTIONS`.
     pub database_max_connections: u32,
+    /// The SIP gateway (target `sip-gateway`); see [`SipConfig`].
+    pub sip: SipConfig,
+}
+
+/// The SIP gateway's settings. Which PBX serves a tenant is chosen here: the tenants listed in
+/// `tenants` are served by the SIP gateway, every other tenant by the PBX simulator.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SipConfig {
+    /// The tenants whose PBX is the SIP gateway (their SIP domain is `<tenant>.<base_domain>`).
+    /// `CC_SIP_TENANTS`, comma-separated.
+    pub tenants: Vec<String>,
+    /// Where SIP listens, UDP and TCP. `CC_SIP_ADDR`.
+    pub addr: String,
+    /// The address written into SDP and Contact headers (what phones send to); unset: the IP of
+    /// `addr`. `CC_SIP_PUBLIC_IP`.
+    pub public_ip: Option<String>,
+    /// The UDP ports for RTP, `first-last`. `CC_RTP_PORTS`.
+    pub rtp_ports: String,
+    /// Trunk sources per tenant, `tenant=cidr,cidr;tenant2=cidr`: INVITEs from these addresses
+    /// to a queue number of that tenant need no digest. `CC_SIP_TRUNKS`.
+    pub trunks: String,
+    /// Shortest registration the registrar accepts (seconds; shorter gets 423). `CC_SIP_MIN_EXPIRES`.
+    pub min_expires: u32,
+    /// Longest registration granted (seconds). `CC_SIP_MAX_EXPIRES`.
+    pub max_expires: u32,
+    /// REGISTER requests one source address may send per minute before getting 503. `CC_SIP_REGISTER_PER_MINUTE`.
+    pub register_per_minute: u32,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        Self {
+            tenants: vec![],
+            addr: "127.0.0.1:5060".into(),
+            public_ip: None,
+            rtp_ports: "30000-30999".into(),
+            trunks: String::new(),
+            min_expires: 60,
+            max_expires: 3600,
+            register_per_minute: 120,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -52,9 +95,10 @@ impl Default for Config {
             base_domain: "localhost".into(),
             demo: false,
             log_format: LogFormat::Human,
-            log: "info".into(),
+            log: "info,rsipstack=warn".into(),
             shutdown_grace_secs: 20,
             database_max_connections: 20,
+            sip: SipConfig::default(),
         }
     }
 }
@@ -82,7 +126,9 @@ type Setter = fn(&mut Config, &str) -> Result<(), String>;
 pub const ENV_VARS: &[(&str, Setter)] = &[
     ("CC_DATABASE_URL", |c, v| set_string(&mut c.database_url, v)),
     ("CC_NATS_URL", |c, v| set_string(&mut c.nats_url, v)),
-    ("CC_SUBJECT_PREFIX", |c, v| set_string(&mut c.subject_prefix, v)),
+    ("CC_SUBJECT_PREFIX", |c, v| {
+        set_string(&mut c.subject_prefix, v)
+    }),
     ("CC_ADMIN_ADDR", |c, v| set_string(&mut c.admin_addr, v)),
     ("CC_PORTAL_ADDR", |c, v| set_string(&mut c.portal_addr, v)),
     ("CC_PBX_SIM_ADDR", |c, v| set_string(&mut c.pbx_sim_addr, v)),
@@ -94,8 +140,39 @@ pub const ENV_VARS: &[(&str, Setter)] = &[
         _ => Err("must be human or json".into()),
     }),
     ("CC_LOG", |c, v| set_string(&mut c.log, v)),
-    ("CC_SHUTDOWN_GRACE_SECS", |c, v| parse(&mut c.shutdown_grace_secs, v)),
-    ("CC_DATABASE_MAX_CONNECTIONS", |c, v| parse(&mut c.database_max_connections, v)),
+    ("CC_SHUTDOWN_GRACE_SECS", |c, v| {
+        parse(&mut c.shutdown_grace_secs, v)
+    }),
+    ("CC_DATABASE_MAX_CONNECTIONS", |c, v| {
+        parse(&mut c.database_max_connections, v)
+    }),
+    ("CC_SIP_TENANTS", |c, v| {
+        c.sip.tenants = v
+            .split(',')
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect();
+        Ok(())
+    }),
+    ("CC_SIP_ADDR", |c, v| set_string(&mut c.sip.addr, v)),
+    ("CC_SIP_PUBLIC_IP", |c, v| {
+        c.sip.public_ip = Some(v.to_string()).filter(|v| !v.trim().is_empty());
+        Ok(())
+    }),
+    ("CC_RTP_PORTS", |c, v| set_string(&mut c.sip.rtp_ports, v)),
+    ("CC_SIP_TRUNKS", |c, v| {
+        c.sip.trunks = v.to_string();
+        Ok(())
+    }),
+    ("CC_SIP_MIN_EXPIRES", |c, v| {
+        parse(&mut c.sip.min_expires, v)
+    }),
+    ("CC_SIP_MAX_EXPIRES", |c, v| {
+        parse(&mut c.sip.max_expires, v)
+    }),
+    ("CC_SIP_REGISTER_PER_MINUTE", |c, v| {
+        parse(&mut c.sip.register_per_minute, v)
+    }),
 ];
 
 fn set_string(field: &mut String, v: &str) -> Result<(), String> {
@@ -110,7 +187,9 @@ fn parse<T: std::str::FromStr>(field: &mut T, v: &str) -> Result<(), String>
 where
     T::Err: std::fmt::Display,
 {
-    *field = v.parse().map_err(|e: T::Err| format!("{v:?} is not valid: {e}"))?;
+    *field = v
+        .parse()
+        .map_err(|e: T::Err| format!("{v:?} is not valid: {e}"))?;
     Ok(())
 }
 
@@ -121,11 +200,17 @@ impl Config {
     }
 
     /// As [`Config::load`], with the environment given as a function (for tests).
-    pub fn load_from(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let mut config = match file {
             None => Config::default(),
             Some(path) => {
-                let file_err = |reason: String| ConfigError::File { path: path.display().to_string(), reason };
+                let file_err = |reason: String| ConfigError::File {
+                    path: path.display().to_string(),
+                    reason,
+                };
                 let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
                 toml::from_str(&text).map_err(|e| file_err(e.message().to_string()))?
             }
@@ -170,7 +255,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("cc.toml");
         std::fs::write(&file, "nats_url = \"nats://10.0.0.1:4222\"\ndemo = true\n").unwrap();
-        let c = Config::load_from(Some(&file), |k| (k == "CC_NATS_URL").then(|| "nats://n:1".into())).unwrap();
+        let c = Config::load_from(Some(&file), |k| {
+            (k == "CC_NATS_URL").then(|| "nats://n:1".into())
+        })
+        .unwrap();
         assert_eq!(c.nats_url, "nats://n:1");
         assert!(c.demo);
         assert_eq!(c.subject_prefix, "cc");
@@ -185,7 +273,10 @@ mod tests {
 
     #[test]
     fn redaction_hides_passwords_only() {
-        assert_eq!(redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
     }
 }

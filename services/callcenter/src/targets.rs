@@ -15,10 +15,11 @@ pub enum Target {
     Projection,
     Portal,
     PbxSim,
+    SipGateway,
 }
 
 impl Target {
-    pub const ALL: [Target; 9] = [
+    pub const ALL: [Target; 10] = [
         Target::All,
         Target::Relay,
         Target::Auth,
@@ -28,6 +29,7 @@ impl Target {
         Target::Projection,
         Target::Portal,
         Target::PbxSim,
+        Target::SipGateway,
     ];
 
     pub fn name(self) -> &'static str {
@@ -41,6 +43,7 @@ impl Target {
             Target::Projection => "projection",
             Target::Portal => "portal",
             Target::PbxSim => "pbx-sim",
+            Target::SipGateway => "sip-gateway",
         }
     }
 
@@ -55,6 +58,7 @@ impl Target {
             Target::Projection => "read models for the portal and reporting",
             Target::Portal => "the web UI and HTTP API for agents and admins, live updates",
             Target::PbxSim => "the PBX simulator: devices, callers, phones, traffic generator",
+            Target::SipGateway => "the SIP gateway: registrar and B2BUA for real phones and trunks (tenants in CC_SIP_TENANTS)",
         }
     }
 
@@ -62,7 +66,11 @@ impl Target {
     pub fn expand(targets: &[Target]) -> Vec<Target> {
         let mut out: Vec<Target> = Vec::new();
         for t in targets {
-            let list: Vec<Target> = if *t == Target::All { Target::ALL[1..].to_vec() } else { vec![*t] };
+            let list: Vec<Target> = if *t == Target::All {
+                Target::ALL[1..].to_vec()
+            } else {
+                vec![*t]
+            };
             for t in list {
                 if !out.contains(&t) {
                     out.push(t);
@@ -92,6 +100,7 @@ impl Target {
             Target::Projection => cc_projection::run(ctx).await,
             Target::Portal => cc_portal::run(ctx).await,
             Target::PbxSim => cc_pbx_sim::run(ctx).await,
+            Target::SipGateway => cc_sip_gateway::run(ctx).await,
         }
     }
 }
@@ -108,6 +117,7 @@ pub async fn migrate_all(pool: &PgPool) -> anyhow::Result<()> {
         ("projection", cc_projection::MIGRATIONS),
         ("portal", cc_portal::MIGRATIONS),
         ("pbx-sim", cc_pbx_sim::MIGRATIONS),
+        ("sip-gateway", cc_sip_gateway::MIGRATIONS),
     ];
     for (name, migrations) in components {
         let n = cc_eventstore::migrate(pool, name, migrations).await?;

@@ -1,0 +1,1080 @@
+//! Call legs (channels) and bridges over SIP: the PBX contract's commands and the facts it
+//! reports, for callers (inbound INVITEs to a queue number) and for the legs the gateway places
+//! to registered phones (Originate). Every leg's media is anchored here ([`crate::media`]);
+//! which leg hears which is decided from the bridges and holds by [`plan`].
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use cc_bus::CommandError;
+use cc_contracts::domain::DeviceId;
+use cc_contracts::pbx::*;
+use chrono::Utc;
+use rsipstack::dialog::dialog::{DialogState, TerminatedReason};
+use rsipstack::dialog::invitation::InviteOption;
+use rsipstack::sip::{HeadersExt, StatusCode};
+use rsipstack::transaction::Transaction;
+use rsipstack::transport::SipAddr;
+use tokio::sync::Mutex;
+
+use crate::media::{Leg, Plan};
+use crate::registrar::reason;
+use crate::report::Fact;
+use crate::sdp;
+use crate::stack::{self, reply, Signalling};
+use crate::Gateway;
+use rsipstack::sip::ToTypedHeader;
+
+/// The most channels a bridge joins until mixing arrives (a two-party relay).
+pub const MAX_BRIDGE: usize = 2;
+
+struct Channel {
+    state: ChannelState,
+    leg: Arc<Leg>,
+    signalling: Arc<dyn Signalling>,
+    call_id: String,
+    /// The phone put the call on hold (its re-INVITE said sendonly or inactive).
+    phone_hold: bool,
+    session_id: u64,
+    sdp_version: u64,
+    /// For a leg we placed: whether the phone answered (SIP), so Hangup sends BYE, not CANCEL.
+    sip_answered: bool,
+    ringing: bool,
+}
+
+#[derive(Default)]
+struct Tenant {
+    channels: HashMap<String, Channel>,
+    bridges: HashMap<String, Vec<String>>,
+}
+
+#[derive(Default)]
+struct State {
+    tenants: HashMap<String, Tenant>,
+    /// SIP Call-ID -> (tenant, channel).
+    by_call_id: HashMap<String, (String, String)>,
+}
+
+/// The gateway's calls. One lock, held while facts are published, so each channel's facts
+/// leave in order (as in the simulator).
+#[derive(Clone, Default)]
+pub struct Calls {
+    state: Arc<Mutex<State>>,
+}
+
+fn err(code: &str, field: &str, message: String) -> CommandError {
+    CommandError::field(code, field, message)
+}
+
+fn unknown_channel(c: &str) -> CommandError {
+    err(
+        "unknown_channel",
+        "channel",
+        format!("There is no channel {c}"),
+    )
+}
+
+fn new_id() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+/// What one channel hears and who hears it, from its bridge and the holds. Pure.
+///
+/// - A channel on hold (the contract's Hold) hears the music; nobody hears it.
+/// - A phone that put the call on hold itself hears nothing and is heard by nobody; the other
+///   parties of its bridge hear the music.
+/// - Otherwise the parties of a bridge hear each other. A caller in no bridge (waiting in a
+///   queue, or between two agents) hears the music.
+fn plan(t: &Tenant, id: &str) -> (bool, Vec<String>) {
+    let Some(c) = t.channels.get(id) else {
+        return (false, vec![]);
+    };
+    let inbound = c.state.direction == Direction::Inbound;
+    let silent = c.state.held || c.phone_hold;
+    let others: Vec<&String> = match c.state.bridge.as_ref().and_then(|b| t.bridges.get(b)) {
+        Some(members) => members.iter().filter(|m| m.as_str() != id).collect(),
+        None => vec![],
+    };
+    let others: Vec<(&String, &Channel)> = others
+        .into_iter()
+        .filter_map(|m| t.channels.get(m).map(|c| (m, c)))
+        .collect();
+    let listeners = if silent {
+        vec![]
+    } else {
+        others
+            .iter()
+            .filter(|(_, o)| !o.state.held && !o.phone_hold)
+            .map(|(m, _)| (*m).clone())
+            .collect()
+    };
+    let music = c.state.held
+        || (!c.phone_hold && others.iter().any(|(_, o)| o.phone_hold))
+        || (inbound && !silent && others.is_empty());
+    (music, listeners)
+}
+
+impl Calls {
+    /// Applies the media plan to these channels (and their bridge partners).
+    fn refresh(t: &Tenant, ids: &HashSet<String>) {
+        let mut all: HashSet<String> = ids.clone();
+        for id in ids {
+            if let Some(b) = t
+                .channels
+                .get(id)
+                .and_then(|c| c.state.bridge.as_ref())
+                .and_then(|b| t.bridges.get(b))
+            {
+                all.extend(b.iter().cloned());
+            }
+        }
+        for id in &all {
+            let Some(c) = t.channels.get(id) else {
+                continue;
+            };
+            let (music, listeners) = plan(t, id);
+            let listeners = listeners
+                .iter()
+                .filter_map(|l| t.channels.get(l))
+                .map(|l| l.leg.output.clone())
+                .collect();
+            c.leg.set_plan(Plan { listeners, music });
+        }
+    }
+
+    pub async fn list(&self, tenant: &str) -> Vec<ChannelState> {
+        let st = self.state.lock().await;
+        let mut v: Vec<_> = st
+            .tenants
+            .get(tenant)
+            .map(|t| t.channels.values().map(|c| c.state.clone()).collect())
+            .unwrap_or_default();
+        v.sort_by(|a, b| a.channel.cmp(&b.channel));
+        v
+    }
+
+    /// The contract's Originate: an INVITE to a registered device.
+    pub async fn originate(
+        &self,
+        gw: &Gateway,
+        tenant: &str,
+        cmd: Originate,
+    ) -> Result<ChannelState, CommandError> {
+        let device = match &cmd.endpoint {
+            Endpoint::Device(d) => d.clone(),
+            Endpoint::Number(n) => match DeviceId::parse(n) {
+                // An extension of this tenant dialled as a number.
+                Ok(d) if gw.registry.is_device(tenant, d.as_str()) => d,
+                _ => return Err(err(
+                    "no_route",
+                    "number",
+                    format!(
+                        "The SIP gateway has no route to {n:?} (no outbound trunk for this tenant)"
+                    ),
+                )),
+            },
+        };
+        if !gw.registry.is_device(tenant, device.as_str()) {
+            return Err(err(
+                "unknown_device",
+                "device",
+                format!("There is no device {device} on this PBX"),
+            ));
+        }
+        let Some(binding) = gw.registry.binding(tenant, device.as_str()) else {
+            return Err(err(
+                "device_unavailable",
+                "device",
+                format!("Device {device} is not registered"),
+            ));
+        };
+        let id = cmd.channel.clone().unwrap_or_else(new_id);
+        let caller = sanitize(cmd.caller.clone());
+        let now = Utc::now();
+        let created = ChannelEvent::ChannelCreated {
+            tenant: tenant.into(),
+            channel: id.clone(),
+            direction: Direction::Outbound,
+            caller: caller.clone(),
+            dialed: None,
+            device: Some(device.clone()),
+            number: None,
+            at: now,
+        };
+        let state = ChannelState {
+            channel: id.clone(),
+            direction: Direction::Outbound,
+            caller: caller.clone(),
+            dialed: None,
+            device: Some(device.clone()),
+            number: None,
+            answered: false,
+            held: false,
+            bridge: None,
+        };
+        let mut st = self.state.lock().await;
+        let t = st.tenants.entry(tenant.to_string()).or_default();
+        if t.channels.contains_key(&id) {
+            return Err(err(
+                "channel_exists",
+                "channel",
+                format!("channel {id} already exists"),
+            ));
+        }
+        if t.channels
+            .values()
+            .any(|c| c.state.device.as_ref() == Some(&device))
+        {
+            // The phone has a call: busy, as the contract says for a device on a call.
+            let busy = ChannelEvent::ChannelHungUp {
+                tenant: tenant.into(),
+                channel: id.clone(),
+                cause: HangupCause::Busy,
+                at: now,
+            };
+            gw.reporter
+                .publish(tenant, vec![Fact::Channel(created), Fact::Channel(busy)])
+                .await;
+            return Ok(state);
+        }
+        let leg = gw
+            .media
+            .open()
+            .await
+            .map_err(|e| CommandError::new("unavailable", format!("no RTP port: {e}")))?;
+        let session_id: u64 = rand::random::<u32>() as u64;
+        let domain = gw.domain(tenant);
+        let user = sip_user(&caller.number);
+        let parse_uri = |s: String| {
+            rsipstack::sip::Uri::try_from(s.as_str())
+                .map_err(|e| CommandError::internal(format!("bad SIP URI {s}: {e}")))
+        };
+        let call_id = format!("{id}@cc-sip-gateway");
+        let option = InviteOption {
+            caller_display_name: (!caller.name.is_empty()).then(|| caller.name.clone()),
+            caller: parse_uri(format!("sip:{user}@{domain}"))?,
+            callee: parse_uri(binding.contact.clone())?,
+            destination: Some(SipAddr {
+                r#type: Some(if binding.transport == "tcp" {
+                    rsipstack::sip::Transport::Tcp
+                } else {
+                    rsipstack::sip::Transport::Udp
+                }),
+                addr: binding.source.into(),
+            }),
+            content_type: Some("application/sdp".into()),
+            offer: Some(sdp::offer(gw.media.ip, leg.port, session_id)),
+            contact: parse_uri(format!("sip:gw@{}", gw.public_sip_addr()))?,
+            call_id: Some(call_id.clone()),
+            ..Default::default()
+        };
+        let (dialog, join) = gw
+            .stack
+            .dialogs
+            .do_invite_async(option, gw.dialog_sender.clone())
+            .map_err(|e| {
+                CommandError::new("unavailable", format!("could not send the INVITE: {e}"))
+            })?;
+        t.channels.insert(
+            id.clone(),
+            Channel {
+                state: state.clone(),
+                leg,
+                signalling: Arc::new(dialog),
+                call_id: call_id.clone(),
+                phone_hold: false,
+                session_id,
+                sdp_version: 1,
+                sip_answered: false,
+                ringing: false,
+            },
+        );
+        st.by_call_id
+            .insert(call_id, (tenant.to_string(), id.clone()));
+        remember(gw, tenant, &id).await;
+        gw.reporter
+            .publish(tenant, vec![Fact::Channel(created)])
+            .await;
+        drop(st);
+        let (me, gw2, tenant2, id2) = (self.clone(), gw.clone(), tenant.to_string(), id.clone());
+        tokio::spawn(async move {
+            let outcome = join.await;
+            me.invite_finished(&gw2, &tenant2, &id2, outcome).await;
+        });
+        Ok(state)
+    }
+
+    /// The outcome of an INVITE we sent: answered (with the phone's SDP) or failed.
+    async fn invite_finished(
+        &self,
+        gw: &Gateway,
+        tenant: &str,
+        id: &str,
+        outcome: Result<rsipstack::dialog::invitation::InviteAsyncResult, tokio::task::JoinError>,
+    ) {
+        let response = match outcome {
+            Ok(Ok((_, r))) => r,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, channel = id, "INVITE failed");
+                None
+            }
+            Err(_) => None,
+        };
+        let code = response
+            .as_ref()
+            .map(|r| r.status_code.code())
+            .unwrap_or(408);
+        let mut st = self.state.lock().await;
+        let Some(t) = st.tenants.get_mut(tenant) else {
+            return;
+        };
+        let Some(c) = t.channels.get_mut(id) else {
+            // Hung up meanwhile (CANCEL sent): a 200 that crossed it was ended by the stack.
+            return;
+        };
+        let now = Utc::now();
+        if (200..300).contains(&code) {
+            let media = response.as_ref().map(|r| sdp::parse(&r.body));
+            match media {
+                Some(Ok(m)) => {
+                    c.leg.set_remote(&m);
+                    c.sip_answered = true;
+                    c.state.answered = true;
+                    let mut facts = vec![];
+                    if !c.ringing {
+                        c.ringing = true;
+                        facts.push(Fact::Channel(ChannelEvent::ChannelRinging {
+                            tenant: tenant.into(),
+                            channel: id.into(),
+                            at: now,
+                        }));
+                    }
+                    facts.push(Fact::Channel(ChannelEvent::ChannelAnswered {
+                        tenant: tenant.into(),
+                        channel: id.into(),
+                        at: now,
+                    }));
+                    Self::refresh(t, &HashSet::from([id.to_string()]));
+                    gw.reporter.publish(tenant, facts).await;
+                }
+                _ => {
+                    tracing::warn!(
+                        channel = id,
+                        "the phone answered with an SDP the gateway cannot use; hanging up"
+                    );
+                    c.sip_answered = true;
+                    let sig = c.signalling.clone();
+                    tokio::spawn(async move { sig.end().await });
+                    let facts = remove(&mut st, tenant, id, HangupCause::Unavailable, now);
+                    forget(gw, tenant, id).await;
+                    gw.reporter.publish(tenant, facts).await;
+                }
+            }
+            return;
+        }
+        let cause = match code {
+            486 | 600 => HangupCause::Busy,
+            603 => HangupCause::Rejected,
+            408 | 487 => HangupCause::NoAnswer,
+            _ => HangupCause::Unavailable,
+        };
+        let facts = remove(&mut st, tenant, id, cause, now);
+        forget(gw, tenant, id).await;
+        gw.reporter.publish(tenant, facts).await;
+    }
+
+    /// A caller's INVITE (outside any dialog).
+    pub async fn inbound(&self, gw: &Gateway, mut tx: Transaction) {
+        let req = tx.original.clone();
+        let Some(tenant) = gw.tenant_of_host(&req.uri.host_with_port.host.to_string()) else {
+            return reply(
+                &mut tx,
+                StatusCode::NotFound,
+                vec![reason("no such SIP domain here")],
+            )
+            .await;
+        };
+        let Some(source) = stack::source(&req) else {
+            return reply(&mut tx, StatusCode::BadRequest, vec![]).await;
+        };
+        let from = req.from_header().ok().and_then(|f| f.typed().ok());
+        let from_user = from
+            .as_ref()
+            .and_then(|f| f.uri.auth.as_ref().map(|a| a.user.clone()))
+            .unwrap_or_default();
+        if !gw.trunk_allows(&tenant, source.ip()) {
+            // Not the tenant's trunk: only its own registered devices may call, with digest.
+            let Ok(device) = DeviceId::parse(&from_user) else {
+                return reply(
+                    &mut tx,
+                    StatusCode::Forbidden,
+                    vec![reason(
+                        "calls are taken from the tenant's trunk or its devices only",
+                    )],
+                )
+                .await;
+            };
+            if !gw.registry.is_device(&tenant, device.as_str()) {
+                return reply(
+                    &mut tx,
+                    StatusCode::Forbidden,
+                    vec![reason(
+                        "calls are taken from the tenant's trunk or its devices only",
+                    )],
+                )
+                .await;
+            }
+            if let Err(code) = gw.authorize_invite(&tenant, device.as_str(), &req) {
+                let headers = if code == StatusCode::ProxyAuthenticationRequired {
+                    let realm = gw.domain(&tenant);
+                    vec![rsipstack::sip::Header::ProxyAuthenticate(
+                        gw.nonces
+                            .challenge(&realm, Utc::now().timestamp(), false)
+                            .into(),
+                    )]
+                } else {
+                    vec![reason("wrong user name or password")]
+                };
+                return reply(&mut tx, code, headers).await;
+            }
+        }
+        let dialed = req
+            .uri
+            .auth
+            .as_ref()
+            .map(|a| a.user.clone())
+            .unwrap_or_default();
+        if !gw.queues.is_queue(gw, &tenant, &dialed).await {
+            return reply(
+                &mut tx,
+                StatusCode::NotFound,
+                vec![reason("the number dialled is no queue of this tenant")],
+            )
+            .await;
+        }
+        let remote = match sdp::parse(&req.body) {
+            Ok(m) => m,
+            Err(e @ sdp::SdpError::Malformed(_)) => {
+                return reply(
+                    &mut tx,
+                    StatusCode::BadRequest,
+                    vec![reason(&e.to_string())],
+                )
+                .await
+            }
+            Err(e) => {
+                return reply(
+                    &mut tx,
+                    StatusCode::NotAcceptableHere,
+                    vec![reason(&e.to_string())],
+                )
+                .await
+            }
+        };
+        let caller = caller_of(&req, from.as_ref(), gw.trunk_allows(&tenant, source.ip()));
+        let leg = match gw.media.open().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "no RTP port for a caller");
+                return reply(
+                    &mut tx,
+                    StatusCode::ServiceUnavailable,
+                    vec![reason("no media port free")],
+                )
+                .await;
+            }
+        };
+        leg.set_remote(&remote);
+        let contact =
+            rsipstack::sip::Uri::try_from(format!("sip:gw@{}", gw.public_sip_addr()).as_str()).ok();
+        let mut dialog = match gw.stack.dialogs.get_or_create_server_invite(
+            &tx,
+            gw.dialog_sender.clone(),
+            None,
+            contact,
+        ) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not create a dialog for a caller");
+                return reply(&mut tx, StatusCode::ServerInternalError, vec![]).await;
+            }
+        };
+        let session_id: u64 = rand::random::<u32>() as u64;
+        let answer = sdp::answer(gw.media.ip, leg.port, session_id, 1, &remote);
+        let call_id = req
+            .call_id_header()
+            .map(|c| c.value().to_string())
+            .unwrap_or_default();
+        let id = new_id();
+        let signalling: Arc<dyn Signalling> = Arc::new(dialog.clone());
+        {
+            let mut st = self.state.lock().await;
+            let state = ChannelState {
+                channel: id.clone(),
+                direction: Direction::Inbound,
+                caller: caller.clone(),
+                dialed: Some(dialed.clone()),
+                device: None,
+                number: None,
+                answered: false,
+                held: false,
+                bridge: None,
+            };
+            let t = st.tenants.entry(tenant.clone()).or_default();
+            t.channels.insert(
+                id.clone(),
+                Channel {
+                    state,
+                    leg,
+                    signalling: signalling.clone(),
+                    call_id: call_id.clone(),
+                    phone_hold: remote.direction.is_hold(),
+                    session_id,
+                    sdp_version: 1,
+                    sip_answered: true,
+                    ringing: false,
+                },
+            );
+            Self::refresh(t, &HashSet::from([id.clone()]));
+            st.by_call_id.insert(call_id, (tenant.clone(), id.clone()));
+            remember(gw, &tenant, &id).await;
+            // The queue answers the caller at once, with music, as queues do.
+            if let Err(e) = signalling.accept(answer) {
+                tracing::warn!(error = %e, "could not answer a caller");
+            }
+            let created = ChannelEvent::ChannelCreated {
+                tenant: tenant.clone(),
+                channel: id.clone(),
+                direction: Direction::Inbound,
+                caller,
+                dialed: Some(dialed),
+                device: None,
+                number: None,
+                at: Utc::now(),
+            };
+            gw.reporter
+                .publish(&tenant, vec![Fact::Channel(created)])
+                .await;
+        }
+        if let Err(e) = dialog.handle(&mut tx).await {
+            tracing::debug!(error = %e, "caller's INVITE transaction");
+        }
+    }
+
+    /// A change of a dialog, from the stack.
+    pub async fn on_dialog(&self, gw: &Gateway, state: DialogState) {
+        match state {
+            DialogState::Early(id, _) => {
+                let mut st = self.state.lock().await;
+                let Some((tenant, ch)) = st.by_call_id.get(&id.call_id).cloned() else {
+                    return;
+                };
+                let Some(c) = st
+                    .tenants
+                    .get_mut(&tenant)
+                    .and_then(|t| t.channels.get_mut(&ch))
+                else {
+                    return;
+                };
+                if !c.ringing && c.state.direction == Direction::Outbound {
+                    c.ringing = true;
+                    let e = ChannelEvent::ChannelRinging {
+                        tenant: tenant.clone(),
+                        channel: ch,
+                        at: Utc::now(),
+                    };
+                    gw.reporter.publish(&tenant, vec![Fact::Channel(e)]).await;
+                }
+            }
+            DialogState::Updated(id, req, handle) => {
+                // A re-INVITE (or UPDATE) from a phone: its hold, or new media.
+                let mut st = self.state.lock().await;
+                let Some((tenant, ch)) = st.by_call_id.get(&id.call_id).cloned() else {
+                    let _ = handle.reply(StatusCode::CallTransactionDoesNotExist).await;
+                    return;
+                };
+                let Some(t) = st.tenants.get_mut(&tenant) else {
+                    return;
+                };
+                let Some(c) = t.channels.get_mut(&ch) else {
+                    return;
+                };
+                if req.body.is_empty() {
+                    let _ = handle.reply(StatusCode::OK).await;
+                    return;
+                }
+                let m = match sdp::parse(&req.body) {
+                    Ok(m) => m,
+                    Err(_) => {
+                        let _ = handle.reply(StatusCode::NotAcceptableHere).await;
+                        return;
+                    }
+                };
+                c.leg.set_remote(&m);
+                c.sdp_version += 1;
+                let answer = sdp::answer(gw.media.ip, c.leg.port, c.session_id, c.sdp_version, &m);
+                let ct = rsipstack::sip::Header::ContentType("application/sdp".into());
+                let _ = handle
+                    .respond(StatusCode::OK, Some(vec![ct]), Some(answer))
+                    .await;
+                let hold = m.direction.is_hold();
+                if hold != c.phone_hold {
+                    c.phone_hold = hold;
+                    let at = Utc::now();
+                    let e = if hold {
+                        ChannelEvent::ChannelHeld {
+                            tenant: tenant.clone(),
+                            channel: ch.clone(),
+                            at,
+                        }
+                    } else {
+                        ChannelEvent::ChannelUnheld {
+                            tenant: tenant.clone(),
+                            channel: ch.clone(),
+                            at,
+                        }
+                    };
+                    Self::refresh(t, &HashSet::from([ch.clone()]));
+                    gw.reporter.publish(&tenant, vec![Fact::Channel(e)]).await;
+                }
+            }
+            DialogState::Info(_, _, h)
+            | DialogState::Options(_, _, h)
+            | DialogState::Message(_, _, h)
+            | DialogState::Notify(_, _, h) => {
+                let _ = h.reply(StatusCode::OK).await;
+            }
+            DialogState::Refer(_, _, h) | DialogState::Publish(_, _, h) => {
+                // Transfers from the phone come with the mixing work; refused cleanly until then.
+                let _ = h.reply(StatusCode::NotImplemented).await;
+            }
+            DialogState::Terminated(id, why) => {
+                gw.stack.dialogs.remove_dialog(&id);
+                let mut st = self.state.lock().await;
+                let Some((tenant, ch)) = st.by_call_id.get(&id.call_id).cloned() else {
+                    return;
+                };
+                let Some(c) = st.tenants.get(&tenant).and_then(|t| t.channels.get(&ch)) else {
+                    return;
+                };
+                // A leg we placed that never got its answer ends through invite_finished.
+                if c.state.direction == Direction::Outbound && !c.sip_answered {
+                    return;
+                }
+                let cause = match why {
+                    TerminatedReason::UacCancel => HangupCause::CallerGone,
+                    _ if c.state.direction == Direction::Inbound && !c.state.answered => {
+                        HangupCause::CallerGone
+                    }
+                    _ => HangupCause::Normal,
+                };
+                let facts = remove(&mut st, &tenant, &ch, cause, Utc::now());
+                forget(gw, &tenant, &ch).await;
+                gw.reporter.publish(&tenant, facts).await;
+            }
+            _ => {}
+        }
+    }
+
+    /// The contract's Answer: the application takes an inbound caller (SIP-wise the queue
+    /// answered at once, with music).
+    pub async fn answer(
+        &self,
+        gw: &Gateway,
+        tenant: &str,
+        channel: &str,
+    ) -> Result<ChannelState, CommandError> {
+        let mut st = self.state.lock().await;
+        let t = st.tenants.entry(tenant.to_string()).or_default();
+        let c = t
+            .channels
+            .get_mut(channel)
+            .ok_or_else(|| unknown_channel(channel))?;
+        if c.state.answered {
+            return Ok(c.state.clone());
+        }
+        if c.state.direction != Direction::Inbound {
+            return Err(err(
+                "not_inbound",
+                "channel",
+                format!("Channel {channel} is a leg to a phone; only its phone can answer it"),
+            ));
+        }
+        c.state.answered = true;
+        let out = c.state.clone();
+        gw.reporter
+            .publish(
+                tenant,
+                vec![Fact::Channel(ChannelEvent::ChannelAnswered {
+                    tenant: tenant.into(),
+                    channel: channel.into(),
+                    at: Utc::now(),
+                })],
+            )
+            .await;
+        Ok(out)
+    }
+
+    /// The contract's Hangup: CANCEL to a ringing phone, BYE to an answered leg.
+    pub async fn hangup(
+        &self,
+        gw: &Gateway,
+        tenant: &str,
+        channel: &str,
+        cause: HangupCause,
+    ) -> Result<(), CommandError> {
+        let mut st = self.state.lock().await;
+        let c = st
+            .tenants
+            .get(tenant)
+            .and_then(|t| t.channels.get(channel))
+            .ok_or_else(|| unknown_channel(channel))?;
+        let cause = match (cause, c.state.direction, c.state.answered) {
+            (HangupCause::Normal, Direction::Inbound, false) => HangupCause::CallerGone,
+            (HangupCause::Normal, Direction::Outbound, false) => HangupCause::NoAnswer,
+            (c, _, _) => c,
+        };
+        let sig = c.signalling.clone();
+        tokio::spawn(async move { sig.end().await });
+        let facts = remove(&mut st, tenant, channel, cause, Utc::now());
+        forget(gw, tenant, channel).await;
+        gw.reporter.publish(tenant, facts).await;
+        Ok(())
+    }
+
+    /// The contract's Bridge (two channels at most until mixing arrives).
+    pub async fn bridge(
+        &self,
+        gw: &Gateway,
+        tenant: &str,
+        bridge: &str,
+        channels: &[String],
+    ) -> Result<Vec<String>, CommandError> {
+        if channels.is_empty() {
+            return Err(err(
+                "invalid_field",
+                "channels",
+                "a bridge joins at least one channel".into(),
+            ));
+        }
+        let mut st = self.state.lock().await;
+        let t = st.tenants.entry(tenant.to_string()).or_default();
+        if let Some(missing) = channels.iter().find(|c| !t.channels.contains_key(*c)) {
+            return Err(unknown_channel(missing));
+        }
+        let mut members: Vec<String> = t.bridges.get(bridge).cloned().unwrap_or_default();
+        for c in channels {
+            if !members.contains(c) {
+                members.push(c.clone());
+            }
+        }
+        if members.len() > MAX_BRIDGE {
+            return Err(err(
+                "bridge_too_large",
+                "channels",
+                format!("The SIP gateway bridges two channels; this would join {} (conferences need mixing, not built yet)", members.len()),
+            ));
+        }
+        let now = Utc::now();
+        let mut facts = vec![];
+        let mut touched: HashSet<String> = channels.iter().cloned().collect();
+        for c in channels {
+            if let Some(old) = t.channels[c].state.bridge.clone().filter(|b| b != bridge) {
+                if let Some(m) = t.bridges.get(&old) {
+                    touched.extend(m.iter().cloned());
+                }
+                facts.push(leave_bridge(t, tenant, &old, c, now));
+            }
+        }
+        t.bridges.insert(bridge.to_string(), members.clone());
+        for c in channels {
+            t.channels.get_mut(c).expect("checked").state.bridge = Some(bridge.to_string());
+        }
+        Self::refresh(t, &touched);
+        facts.push(Fact::Bridge(BridgeEvent::BridgeChanged {
+            tenant: tenant.into(),
+            bridge: bridge.into(),
+            channels: members.clone(),
+            at: now,
+        }));
+        gw.reporter.publish(tenant, facts).await;
+        Ok(members)
+    }
+
+    pub async fn unbridge(
+        &self,
+        gw: &Gateway,
+        tenant: &str,
+        channel: &str,
+    ) -> Result<(), CommandError> {
+        let mut st = self.state.lock().await;
+        let t = st.tenants.entry(tenant.to_string()).or_default();
+        let c = t
+            .channels
+            .get_mut(channel)
+            .ok_or_else(|| unknown_channel(channel))?;
+        let Some(b) = c.state.bridge.take() else {
+            return Ok(());
+        };
+        let mut touched: HashSet<String> = t
+            .bridges
+            .get(&b)
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        touched.insert(channel.to_string());
+        let fact = leave_bridge(t, tenant, &b, channel, Utc::now());
+        Self::refresh(t, &touched);
+        gw.reporter.publish(tenant, vec![fact]).await;
+        Ok(())
+    }
+
+    /// The contract's Hold: the held channel hears the music, nobody hears it.
+    pub async fn hold(
+        &self,
+        gw: &Gateway,
+        tenant: &str,
+        channel: &str,
+        held: bool,
+    ) -> Result<ChannelState, CommandError> {
+        let mut st = self.state.lock().await;
+        let t = st.tenants.entry(tenant.to_string()).or_default();
+        let c = t
+            .channels
+            .get_mut(channel)
+            .ok_or_else(|| unknown_channel(channel))?;
+        if c.state.held == held {
+            return Ok(c.state.clone());
+        }
+        c.state.held = held;
+        let out = c.state.clone();
+        Self::refresh(t, &HashSet::from([channel.to_string()]));
+        let at = Utc::now();
+        let e = if held {
+            ChannelEvent::ChannelHeld {
+                tenant: tenant.into(),
+                channel: channel.into(),
+                at,
+            }
+        } else {
+            ChannelEvent::ChannelUnheld {
+                tenant: tenant.into(),
+                channel: channel.into(),
+                at,
+            }
+        };
+        gw.reporter.publish(tenant, vec![Fact::Channel(e)]).await;
+        Ok(out)
+    }
+
+    /// Media counters of a channel's leg (received from its phone, sent to it).
+    pub async fn leg_stats(&self, tenant: &str, channel: &str) -> Option<(u64, u64)> {
+        use std::sync::atomic::Ordering;
+        let st = self.state.lock().await;
+        let c = st.tenants.get(tenant)?.channels.get(channel)?;
+        Some((
+            c.leg.output.stats.received.load(Ordering::Relaxed),
+            c.leg.output.stats.sent.load(Ordering::Relaxed),
+        ))
+    }
+}
+
+/// Takes a channel out of everything and returns the facts of its end.
+fn remove(
+    st: &mut State,
+    tenant: &str,
+    channel: &str,
+    cause: HangupCause,
+    at: chrono::DateTime<Utc>,
+) -> Vec<Fact> {
+    let Some(t) = st.tenants.get_mut(tenant) else {
+        return vec![];
+    };
+    let Some(c) = t.channels.remove(channel) else {
+        return vec![];
+    };
+    st.by_call_id.remove(&c.call_id);
+    let mut facts = vec![Fact::Channel(ChannelEvent::ChannelHungUp {
+        tenant: tenant.into(),
+        channel: channel.into(),
+        cause,
+        at,
+    })];
+    if let Some(b) = c.state.bridge {
+        let partners: HashSet<String> = t
+            .bridges
+            .get(&b)
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        facts.push(leave_bridge(t, tenant, &b, channel, at));
+        Calls::refresh(t, &partners);
+    }
+    facts
+}
+
+fn leave_bridge(
+    t: &mut Tenant,
+    tenant: &str,
+    bridge: &str,
+    channel: &str,
+    at: chrono::DateTime<Utc>,
+) -> Fact {
+    let members = t.bridges.entry(bridge.to_string()).or_default();
+    members.retain(|c| c != channel);
+    if let Some(c) = t.channels.get_mut(channel) {
+        c.state.bridge = None;
+    }
+    if members.is_empty() {
+        t.bridges.remove(bridge);
+        Fact::Bridge(BridgeEvent::BridgeDestroyed {
+            tenant: tenant.into(),
+            bridge: bridge.into(),
+            at,
+        })
+    } else {
+        Fact::Bridge(BridgeEvent::BridgeChanged {
+            tenant: tenant.into(),
+            bridge: bridge.into(),
+            channels: members.clone(),
+            at,
+        })
+    }
+}
+
+/// The persisted list of live channels (reported hung up after a restart).
+async fn remember(gw: &Gateway, tenant: &str, channel: &str) {
+    let r = sqlx::query(
+        "insert into sip_channels (tenant, channel) values ($1, $2) on conflict do nothing",
+    )
+    .bind(tenant)
+    .bind(channel)
+    .execute(&gw.ctx.pool)
+    .await;
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "could not record a live channel");
+    }
+}
+
+async fn forget(gw: &Gateway, tenant: &str, channel: &str) {
+    let r = sqlx::query("delete from sip_channels where tenant = $1 and channel = $2")
+        .bind(tenant)
+        .bind(channel)
+        .execute(&gw.ctx.pool)
+        .await;
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "could not forget a channel");
+    }
+}
+
+/// After a restart: the calls the previous process had are gone (dialogs and RTP lived in its
+/// memory). Each is reported hung up, so call-control ends it and no agent stays Connected.
+pub async fn report_lost_channels(gw: &Gateway) -> anyhow::Result<usize> {
+    let rows: Vec<(String, String)> = sqlx::query_as("select tenant, channel from sip_channels")
+        .fetch_all(&gw.ctx.pool)
+        .await?;
+    for (tenant, channel) in &rows {
+        tracing::warn!(%tenant, %channel, "channel lost with the previous gateway process: reporting it hung up");
+        let e = ChannelEvent::ChannelHungUp {
+            tenant: tenant.clone(),
+            channel: channel.clone(),
+            cause: HangupCause::Normal,
+            at: Utc::now(),
+        };
+        gw.reporter.publish(tenant, vec![Fact::Channel(e)]).await;
+        sqlx::query("delete from sip_channels where tenant = $1 and channel = $2")
+            .bind(tenant)
+            .bind(channel)
+            .execute(&gw.ctx.pool)
+            .await?;
+    }
+    Ok(rows.len())
+}
+
+/// Text from outside, bounded: control characters out, at most 100 characters of name and 32
+/// of number (digits, `+`, `*`, `#`; anything else is shown as `anonymous`).
+pub fn sanitize(p: Party) -> Party {
+    let name: String = p
+        .name
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(100)
+        .collect();
+    let number = p.number.trim();
+    let number = if !number.is_empty()
+        && number.len() <= 32
+        && number
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '+' | '*' | '#'))
+    {
+        number.to_string()
+    } else {
+        "anonymous".to_string()
+    };
+    Party {
+        number,
+        name: name.trim().to_string(),
+    }
+}
+
+/// A SIP user part for a caller id (the sanitized number, or `anonymous`).
+fn sip_user(number: &str) -> String {
+    let n = number.replace('#', "%23");
+    if n.is_empty() {
+        "anonymous".into()
+    } else {
+        n
+    }
+}
+
+/// The caller's number and name: P-Asserted-Identity when a trunk sent it, else From.
+fn caller_of(
+    req: &rsipstack::sip::Request,
+    from: Option<&rsipstack::sip::typed::From>,
+    trusted: bool,
+) -> Party {
+    let pai = trusted
+        .then(|| stack::header(req, "P-Asserted-Identity"))
+        .flatten()
+        .and_then(|v| rsipstack::sip::typed::From::parse(v.split(',').next()?.trim()).ok());
+    let id = pai.as_ref().or(from);
+    let number = id
+        .and_then(|f| f.uri.auth.as_ref().map(|a| a.user.clone()))
+        .unwrap_or_default();
+    let name = id
+        .and_then(|f| f.display_name.clone())
+        .or_else(|| from.and_then(|f| f.display_name.clone()))
+        .unwrap_or_default();
+    sanitize(Party {
+        number,
+        name: name.trim_matches('"').to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caller_text_is_bounded_and_cleaned() {
+        let p = sanitize(Party {
+            number: "+15551234".into(),
+            name: "Jane\u{0}\u{7} Doe".into(),
+        });
+        assert_eq!(
+            p,
+            Party {
+                number: "+15551234".into(),
+                name: "Jane Doe".into()
+            }
+        );
+        let p = sanitize(Party {
+            number: "alice".into(),
+            name: "x".repeat(300),
+        });
+        assert_eq!(p.number, "anonymous");
+        assert_eq!(p.name.chars().count(), 100);
+    }
+}
