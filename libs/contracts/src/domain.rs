@@ -77,10 +77,7 @@ digits_newtype!(QueueNumber, "queue", "a queue number");
 pub fn parse_reason_name(s: &str) -> Result<String, Invalid> {
     let t = s.trim();
     if t.is_empty() || t.chars().count() > 40 {
-        return Err(Invalid {
-            field: "reason",
-            message: "a pause reason is 1 to 40 characters".into(),
-        });
+        return Err(Invalid { field: "reason", message: "a pause reason is 1 to 40 characters".into() });
     }
     Ok(t.to_string())
 }

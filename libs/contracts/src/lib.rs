@@ -38,12 +38,7 @@ pub fn encode<E: EventFamily>(event: &E, metadata: Metadata) -> NewEvent {
         Some(Value::String(t)) => t,
         _ => panic!("events are tagged enums with a `type` field"),
     };
-    NewEvent::new(
-        event_type.clone(),
-        E::schema_version(&event_type),
-        value,
-        metadata,
-    )
+    NewEvent::new(event_type.clone(), E::schema_version(&event_type), value, metadata)
 }
 
 /// Reads a stored event of family `E` (`None` for another family's type).
@@ -52,7 +47,6 @@ pub fn decode<E: EventFamily>(event: &RecordedEvent) -> Option<E> {
         return None;
     }
     let mut data = event.data.clone();
-    data.as_object_mut()?
-        .insert("type".into(), Value::String(event.event_type.clone()));
+    data.as_object_mut()?.insert("type".into(), Value::String(event.event_type.clone()));
     serde_json::from_value(data).ok()
 }

@@ -13,23 +13,14 @@ use cc_bus::Command;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type")]
 pub enum DeviceEvent {
-    DeviceRegistered {
-        tenant: String,
-        device: DeviceId,
-        at: DateTime<Utc>,
-    },
-    DeviceUnregistered {
-        tenant: String,
-        device: DeviceId,
-        at: DateTime<Utc>,
-    },
+    DeviceRegistered { tenant: String, device: DeviceId, at: DateTime<Utc> },
+    DeviceUnregistered { tenant: String, device: DeviceId, at: DateTime<Utc> },
 }
 
 impl DeviceEvent {
     pub fn device(&self) -> &DeviceId {
         match self {
-            DeviceEvent::DeviceRegistered { device, .. }
-            | DeviceEvent::DeviceUnregistered { device, .. } => device,
+            DeviceEvent::DeviceRegistered { device, .. } | DeviceEvent::DeviceUnregistered { device, .. } => device,
         }
     }
     pub fn type_name(&self) -> &'static str {
@@ -114,32 +105,11 @@ pub enum ChannelEvent {
         number: Option<String>,
         at: DateTime<Utc>,
     },
-    ChannelRinging {
-        tenant: String,
-        channel: String,
-        at: DateTime<Utc>,
-    },
-    ChannelAnswered {
-        tenant: String,
-        channel: String,
-        at: DateTime<Utc>,
-    },
-    ChannelHeld {
-        tenant: String,
-        channel: String,
-        at: DateTime<Utc>,
-    },
-    ChannelUnheld {
-        tenant: String,
-        channel: String,
-        at: DateTime<Utc>,
-    },
-    ChannelHungUp {
-        tenant: String,
-        channel: String,
-        cause: HangupCause,
-        at: DateTime<Utc>,
-    },
+    ChannelRinging { tenant: String, channel: String, at: DateTime<Utc> },
+    ChannelAnswered { tenant: String, channel: String, at: DateTime<Utc> },
+    ChannelHeld { tenant: String, channel: String, at: DateTime<Utc> },
+    ChannelUnheld { tenant: String, channel: String, at: DateTime<Utc> },
+    ChannelHungUp { tenant: String, channel: String, cause: HangupCause, at: DateTime<Utc> },
 }
 
 impl ChannelEvent {
@@ -171,24 +141,14 @@ impl ChannelEvent {
 #[serde(tag = "type")]
 pub enum BridgeEvent {
     /// The bridge now joins exactly these channels.
-    BridgeChanged {
-        tenant: String,
-        bridge: String,
-        channels: Vec<String>,
-        at: DateTime<Utc>,
-    },
-    BridgeDestroyed {
-        tenant: String,
-        bridge: String,
-        at: DateTime<Utc>,
-    },
+    BridgeChanged { tenant: String, bridge: String, channels: Vec<String>, at: DateTime<Utc> },
+    BridgeDestroyed { tenant: String, bridge: String, at: DateTime<Utc> },
 }
 
 impl BridgeEvent {
     pub fn bridge(&self) -> &str {
         match self {
-            BridgeEvent::BridgeChanged { bridge, .. }
-            | BridgeEvent::BridgeDestroyed { bridge, .. } => bridge,
+            BridgeEvent::BridgeChanged { bridge, .. } | BridgeEvent::BridgeDestroyed { bridge, .. } => bridge,
         }
     }
     pub fn type_name(&self) -> &'static str {
