@@ -165,13 +165,15 @@ impl Calls {
             Endpoint::Number(n) => match DeviceId::parse(n) {
                 // An extension of this tenant dialled as a number.
                 Ok(d) if gw.registry.is_device(tenant, d.as_str()) => d,
-                _ => return Err(err(
-                    "no_route",
-                    "number",
-                    format!(
+                _ => {
+                    return Err(err(
+                        "no_route",
+                        "number",
+                        format!(
                         "The SIP gateway has no route to {n:?} (no outbound trunk for this tenant)"
                     ),
-                )),
+                    ))
+                }
             },
         };
         if !gw.registry.is_device(tenant, device.as_str()) {
@@ -260,7 +262,7 @@ impl Calls {
                 } else {
                     rsipstack::sip::Transport::Udp
                 }),
-                addr: binding.source.into(),
+                addr: binding.target().into(),
             }),
             content_type: Some("application/sdp".into()),
             offer: Some(sdp::offer(gw.media.ip, leg.port, session_id)),

@@ -224,8 +224,14 @@ impl Queues {
 
 /// Runs the gateway until `ctx.cancel`.
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
-    ctx.bus.ensure_pbx_stream().await?;
     let sip = ctx.config.sip.clone();
+    if sip.tenants.is_empty() {
+        // Nothing to serve (every tenant is the simulator's): bind no port.
+        tracing::info!("SIP gateway idle: no tenant is served by it (CC_SIP_TENANTS is empty)");
+        ctx.cancel.cancelled().await;
+        return Ok(());
+    }
+    ctx.bus.ensure_pbx_stream().await?;
     let addr: SocketAddr = sip
         .addr
         .parse()

@@ -33,6 +33,24 @@ pub struct Binding {
     pub expires_at: DateTime<Utc>,
 }
 
+impl Binding {
+    /// Where requests to the phone go: its Contact when that names the address the REGISTER
+    /// came from (no NAT in between), else the source address (the phone is behind NAT and
+    /// its Contact is a private address).
+    pub fn target(&self) -> SocketAddr {
+        let contact = rsipstack::sip::Uri::try_from(self.contact.as_str()).ok();
+        let named = contact.and_then(|u| {
+            let ip: IpAddr = u.host_with_port.host.to_string().parse().ok()?;
+            let port = u.host_with_port.port.map(|p| p.value()).unwrap_or(5060);
+            Some(SocketAddr::new(ip, port))
+        });
+        match named {
+            Some(a) if a.ip() == self.source.ip() => a,
+            _ => self.source,
+        }
+    }
+}
+
 /// Devices, their HA1 and their bindings, in memory (written through to PostgreSQL).
 #[derive(Default)]
 pub struct Registry {

@@ -1,9 +1,11 @@
 //! The `callcenter` binary as an operator runs it: a real process, real PostgreSQL and NATS.
 
 mod calls;
+mod phones;
 mod process;
 mod recovery;
 mod reporting;
+mod sip;
 mod sessions;
 mod subscribe;
 mod system;

@@ -21,7 +21,14 @@ pub struct System {
     pub pbx: String,
     pub prefix: String,
     pub http: reqwest::Client,
+    /// Where the SIP gateway listens (`start_sip`), for tenant `office`.
+    pub sip: Option<std::net::SocketAddr>,
+    /// The SIP gateway in a process of its own (`start_sip(true)`), so it can restart.
+    pub _gateway: Option<Callcenter>,
 }
+
+/// The tenant served by the SIP gateway in `start_sip`.
+pub const SIP_TENANT: &str = "office";
 
 /// Every target but the PBX simulator.
 const CORE: &str = "relay,auth,agent-session,queue-router,call-control,projection,portal";
@@ -107,8 +114,15 @@ impl System {
     }
 
     fn spawn_services(&self, targets: &str) -> Callcenter {
-        let (portal_port, pbx_port, prefix) = (self.portal_port, self.pbx_port, self.prefix.clone());
+        let (portal_port, pbx_port, prefix, sip) = (self.portal_port, self.pbx_port, self.prefix.clone(), self.sip);
         Callcenter::spawn_with(&self.db.url, &self.nats.url(), &["run", "--target", targets], |c| {
+            if let Some(sip) = sip {
+                c.env("CC_SIP_TENANTS", SIP_TENANT)
+                    .env("CC_SIP_ADDR", sip.to_string())
+                    .env("CC_RTP_PORTS", "0")
+                    .env("CC_SIP_TRUNKS", format!("{SIP_TENANT}=127.0.0.1"))
+                    .env("CC_SIP_MIN_EXPIRES", "1");
+            }
             c.env("CC_DEMO", "true")
                 .env("CC_PORTAL_ADDR", format!("127.0.0.1:{portal_port}"))
                 .env("CC_PBX_SIM_ADDR", format!("127.0.0.1:{pbx_port}"))
@@ -121,6 +135,75 @@ impl System {
         assert!(self._pbx.is_some(), "start_split first");
         self._app.kill();
         self._app = self.spawn_services(CORE);
+    }
+
+    /// The whole system with the SIP gateway serving tenant `office` (a copy of the demo
+    /// tenant; its demo devices 1001-1006 have the SIP password `sip<ext>`), trunk 127.0.0.1.
+    /// `split`: the gateway in a process of its own.
+    pub async fn start_sip(split: bool) -> System {
+        let sip: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut sys = Self::new_unstarted().await;
+        sys.sip = Some(sip);
+        if split {
+            sys._gateway = Some(sys.spawn_services("sip-gateway"));
+            sys._app = sys.spawn_services(&format!("{CORE},pbx-sim"));
+        } else {
+            sys._app = sys.spawn_services("all");
+        }
+        sys.wait_ready("demo").await;
+        sys.wait_ready(SIP_TENANT).await;
+        sys
+    }
+
+    /// Kills the SIP gateway's process (SIGKILL) and starts it again.
+    pub fn restart_gateway(&mut self) {
+        let g = self._gateway.as_mut().expect("start_sip(true) first");
+        g.kill();
+        self._gateway = Some(self.spawn_services("sip-gateway"));
+    }
+
+    /// A client of a tenant.
+    pub fn tenant_client(&self, tenant: &str) -> Client {
+        Client { tenant: tenant.into(), ..self.anonymous() }
+    }
+
+    async fn new_unstarted() -> System {
+        let db = TestDb::new().await;
+        let nats = NatsServer::start();
+        let (portal_port, pbx_port) = (free_port(), free_port());
+        let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+        System {
+            db,
+            nats,
+            _app: Callcenter::placeholder(),
+            _pbx: None,
+            portal_port,
+            pbx_port,
+            portal: format!("http://127.0.0.1:{portal_port}"),
+            pbx: format!("http://127.0.0.1:{pbx_port}"),
+            prefix,
+            http: reqwest::Client::new(),
+            sip: None,
+            _gateway: None,
+        }
+    }
+
+    /// Ready when the tenant's last demo agent can sign in and its queues are known.
+    async fn wait_ready(&self, tenant: &str) {
+        let c = self.tenant_client(tenant);
+        let sim = tenant == "demo";
+        eventually("the demo tenant", Duration::from_secs(60), || async {
+            let r = c.post("/api/login", json!({"agent_number": "1004", "password": "demo1004"})).await;
+            if !r.status.is_success() {
+                return None;
+            }
+            let mut agent = c.clone();
+            agent.token = r.body["token"].as_str().map(String::from);
+            let opts = agent.get("/api/login-options").await;
+            let devices_known = !sim || opts.body["devices"].as_array().is_some_and(|d| d.len() >= 6);
+            (opts.status.is_success() && devices_known && opts.body["assigned_queues"].as_array().is_some_and(|q| q.len() == 2)).then_some(())
+        })
+        .await;
     }
 
     async fn start_with(split: bool) -> System {
@@ -139,6 +222,8 @@ impl System {
             pbx: format!("http://127.0.0.1:{pbx_port}"),
             prefix,
             http: reqwest::Client::new(),
+            sip: None,
+            _gateway: None,
         };
         if split {
             sys._pbx = Some(sys.spawn_services("pbx-sim"));

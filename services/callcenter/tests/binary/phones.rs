@@ -1,0 +1,261 @@
+//! Real SIP software as the phones and callers of the SIP tests: baresip (driven through its
+//! ctrl_tcp interface, recording what it hears with sndfile) and SIPp. Nothing here speaks SIP
+//! itself, except `raw_sip`, which sends hand-written bad input.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use cc_testkit::free_port;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+fn need(binary: &str, package: &str) {
+    let found = Command::new("sh").arg("-c").arg(format!("command -v {binary}")).stdout(Stdio::null()).status().map(|s| s.success()).unwrap_or(false);
+    assert!(found, "{binary} is not installed: scripts/test installs it (apt-get install {package})");
+}
+
+/// How a baresip phone is set up.
+pub struct PhoneSpec<'a> {
+    pub user: &'a str,
+    /// SIP password; `None`: the phone does not register (a caller on the trunk).
+    pub password: Option<&'a str>,
+    /// The tone it sends, in Hz.
+    pub tone: u32,
+    pub auto_answer: bool,
+    pub codec: &'a str,
+    /// The display name it sends (From).
+    pub name: &'a str,
+}
+
+/// A baresip process.
+pub struct Phone {
+    child: Child,
+    pub dir: PathBuf,
+    writer: tokio::net::tcp::OwnedWriteHalf,
+    messages: mpsc::UnboundedReceiver<Value>,
+    token: u64,
+    pub user: String,
+}
+
+impl Drop for Phone {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Phone {
+    pub async fn start(gateway: SocketAddr, domain: &str, spec: PhoneSpec<'_>) -> Phone {
+        need("baresip", "baresip");
+        let dir = std::env::temp_dir().join(format!("cc-phone-{}-{}", spec.user, uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(dir.join("rec")).unwrap();
+        let (sip_port, ctrl_port) = (free_port(), free_port());
+        let config = format!(
+            "module_path /usr/lib/baresip/modules\nsip_listen 127.0.0.1:{sip_port}\naudio_source ausine,{tone}\nausrc_srate 48000\n\
+             ausrc_channels 2\nauplay_srate 48000\nauplay_channels 2\naudio_player aubridge,nil\nsnd_path {rec}\n\
+             ctrl_tcp_listen 127.0.0.1:{ctrl_port}\nmodule g711.so\nmodule ausine.so\nmodule aubridge.so\nmodule sndfile.so\n\
+             module ctrl_tcp.so\nmodule menu.so\nmodule account.so\n",
+            tone = spec.tone,
+            rec = dir.join("rec").display()
+        );
+        std::fs::write(dir.join("config"), config).unwrap();
+        let auth = match spec.password {
+            Some(p) => format!(";auth_pass={p};regint=600"),
+            None => ";regint=0".to_string(),
+        };
+        let answer = if spec.auto_answer { "auto" } else { "manual" };
+        let account = format!(
+            "{display}<sip:{user}@{domain};transport=udp>{auth};answermode={answer};outbound=\"sip:{gateway}\";audio_codecs={codec}\n",
+            user = spec.user,
+            codec = spec.codec,
+            display = if spec.name.is_empty() { String::new() } else { format!("\"{}\" ", spec.name) }
+        );
+        std::fs::write(dir.join("accounts"), account).unwrap();
+        std::fs::write(dir.join("contacts"), "").unwrap();
+        let log = std::fs::File::create(dir.join("baresip.log")).unwrap();
+        let child = Command::new("baresip").arg("-f").arg(&dir).stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap();
+        let stream = cc_testkit::eventually("baresip's ctrl_tcp", Duration::from_secs(20), || async {
+            TcpStream::connect(("127.0.0.1", ctrl_port)).await.ok()
+        })
+        .await;
+        let (mut reader, writer) = stream.into_split();
+        let (tx, messages) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            // netstrings: <length>:<json>,
+            let mut buf: Vec<u8> = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                let Ok(n) = reader.read(&mut chunk).await else { return };
+                if n == 0 {
+                    return;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                while let Some(colon) = buf.iter().position(|b| *b == b':') {
+                    let Ok(len) = std::str::from_utf8(&buf[..colon]).unwrap_or("x").trim().parse::<usize>() else { return };
+                    if buf.len() < colon + 1 + len + 1 {
+                        break;
+                    }
+                    let msg = buf[colon + 1..colon + 1 + len].to_vec();
+                    buf.drain(..colon + 1 + len + 1);
+                    if let Ok(v) = serde_json::from_slice::<Value>(&msg) {
+                        let _ = tx.send(v);
+                    }
+                }
+            }
+        });
+        Phone { child, dir, writer, messages, token: 0, user: spec.user.to_string() }
+    }
+
+    /// Sends a ctrl_tcp command (`dial`, `accept`, `hangup`, ...).
+    pub async fn command(&mut self, command: &str, params: &str) {
+        self.token += 1;
+        let body = json!({"command": command, "params": params, "token": format!("t{}", self.token)}).to_string();
+        let frame = format!("{}:{},", body.len(), body);
+        self.writer.write_all(frame.as_bytes()).await.unwrap();
+    }
+
+    /// Waits for a baresip event of this type (REGISTER_OK, CALL_INCOMING, CALL_ESTABLISHED, ...).
+    pub async fn event(&mut self, kind: &str, wait: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.messages.recv()).await {
+                Ok(Some(v)) if v["event"] == true && v["type"] == kind => return v,
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("phone {}: baresip stopped (log: {})", self.user, self.log()),
+                Err(_) => panic!("phone {}: no {kind} within {wait:?} (log: {})", self.user, self.log()),
+            }
+        }
+    }
+
+    /// Waits until baresip says how its REGISTER was answered (its status line, e.g.
+    /// `200 OK` or `403 Forbidden`; ctrl_tcp's REGISTER_OK may come before we connect).
+    /// baresip prints `...}} 200 OK` on success and `reg: <aor>: 403 Forbidden` on failure.
+    pub async fn registration(&self, status: &str) {
+        let what = format!("phone {} REGISTER answered {status}", self.user);
+        cc_testkit::eventually(&what, Duration::from_secs(20), || async {
+            std::fs::read_to_string(self.dir.join("baresip.log")).unwrap_or_default().contains(&format!(" {status} (")).then_some(())
+        })
+        .await;
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("baresip.log")).unwrap_or_default().chars().rev().take(3000).collect::<Vec<_>>().into_iter().rev().collect()
+    }
+
+    /// What the phone heard on its calls (sndfile's decoded stream), newest call last.
+    pub fn heard(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(self.dir.join("rec")).unwrap().filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.to_string_lossy().ends_with("-dec.wav")).collect();
+        v.sort();
+        v
+    }
+}
+
+/// 16-bit PCM samples of a WAV file (first channel) and its rate.
+pub fn wav(path: &Path) -> (Vec<f64>, u32) {
+    let b = std::fs::read(path).unwrap();
+    assert!(b.len() > 44 && &b[0..4] == b"RIFF", "{} is no WAV", path.display());
+    let (mut pos, mut channels, mut rate) = (12, 1u16, 8000u32);
+    while pos + 8 <= b.len() {
+        let id = &b[pos..pos + 4];
+        let len = u32::from_le_bytes(b[pos + 4..pos + 8].try_into().unwrap()) as usize;
+        let body = pos + 8;
+        if id == b"fmt " {
+            channels = u16::from_le_bytes([b[body + 2], b[body + 3]]);
+            rate = u32::from_le_bytes(b[body + 4..body + 8].try_into().unwrap());
+        } else if id == b"data" {
+            // sndfile may leave the length open while writing: take what is there.
+            let end = if len == 0 || body + len > b.len() { b.len() } else { body + len };
+            let samples = b[body..end].chunks_exact(2 * channels as usize).map(|c| i16::from_le_bytes([c[0], c[1]]) as f64).collect();
+            return (samples, rate);
+        }
+        pos = body + len + (len & 1);
+    }
+    panic!("{}: no data chunk", path.display());
+}
+
+/// The power of one frequency in a window of samples (Goertzel).
+pub fn goertzel(samples: &[f64], rate: u32, freq: f64) -> f64 {
+    let k = 2.0 * (2.0 * std::f64::consts::PI * freq / rate as f64).cos();
+    let (mut s1, mut s2) = (0.0, 0.0);
+    for x in samples {
+        let s0 = x + k * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    (s1 * s1 + s2 * s2 - k * s1 * s2) / samples.len().max(1) as f64
+}
+
+/// The music on hold's notes (see cc_sip_gateway::moh), summed.
+pub fn music(samples: &[f64], rate: u32) -> f64 {
+    [261.63, 329.63, 392.0, 523.25, 196.0].iter().map(|f| goertzel(samples, rate, *f)).sum()
+}
+
+/// Samples between two offsets (seconds) of a recording.
+pub fn window(samples: &[f64], rate: u32, from: f64, to: f64) -> &[f64] {
+    let a = ((from * rate as f64) as usize).min(samples.len());
+    let b = ((to * rate as f64) as usize).min(samples.len());
+    &samples[a..b.max(a)]
+}
+
+/// Asserts that `heard` holds tone `yes` far above tone `no` (at least 20 dB).
+#[track_caller]
+pub fn assert_hears(what: &str, samples: &[f64], rate: u32, yes: f64, no: f64) {
+    assert!(samples.len() > rate as usize / 2, "{what}: too little audio ({} samples)", samples.len());
+    let (y, n) = (goertzel(samples, rate, yes), goertzel(samples, rate, no));
+    assert!(y > 100.0 * n.max(1.0), "{what}: {yes} Hz at {y:.0} should be 100 times {no} Hz at {n:.0}");
+}
+
+/// A SIPp scenario run to its end (`-m 1`), from `source_ip`.
+pub fn sipp(scenario_xml: &str, target: SocketAddr, source_ip: &str, extra: &[&str]) -> std::process::Output {
+    need("sipp", "sip-tester");
+    let dir = std::env::temp_dir().join(format!("cc-sipp-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("scenario.xml");
+    std::fs::write(&file, scenario_xml).unwrap();
+    Command::new("sipp")
+        .current_dir(&dir)
+        .arg(target.to_string())
+        .args(["-sf", file.to_str().unwrap(), "-i", source_ip, "-p", &free_port().to_string(), "-m", "1", "-timeout", "30s", "-timeout_error", "-nostdin"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Sends one hand-written datagram and returns the status code of the answer, if any.
+pub async fn raw_sip(target: SocketAddr, source_ip: &str, message: &str) -> Option<u16> {
+    let s = tokio::net::UdpSocket::bind((source_ip, 0)).await.unwrap();
+    let port = s.local_addr().unwrap().port();
+    let message = message.replace("{port}", &port.to_string()).replace("{src}", source_ip);
+    s.send_to(message.as_bytes(), target).await.unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        let (n, _) = tokio::time::timeout(Duration::from_secs(3), s.recv_from(&mut buf)).await.ok()?.ok()?;
+        let text = String::from_utf8_lossy(&buf[..n]);
+        let code: u16 = text.split_whitespace().nth(1)?.parse().ok()?;
+        if code >= 200 {
+            return Some(code);
+        }
+    }
+}
+
+/// A SIPp scenario as a server on `port`, running until its one call ends.
+pub fn sipp_spawn(scenario_xml: &str, port: u16) -> Child {
+    need("sipp", "sip-tester");
+    let dir = std::env::temp_dir().join(format!("cc-sipp-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("scenario.xml");
+    std::fs::write(&file, scenario_xml).unwrap();
+    Command::new("sipp")
+        .current_dir(&dir)
+        .args(["-sf", file.to_str().unwrap(), "-i", "127.0.0.1", "-p", &port.to_string(), "-m", "1", "-timeout", "60s", "-nostdin"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}

@@ -1,0 +1,299 @@
+//! The SIP gateway with real SIP software nobody here wrote: baresip phones (auto-answering
+//! agents, callers on the trunk, each sending its own tone and recording what it hears) and
+//! SIPp. Audio is proven with a Goertzel filter over the recordings, not assumed.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::phones::{assert_hears, goertzel, music, raw_sip, sipp, wav, window, Phone, PhoneSpec};
+use crate::system::{Client, System, SIP_TENANT};
+
+const DOMAIN: &str = "office.localhost";
+const AGENT_TONE: f64 = 697.0;
+const CALLER_TONE: f64 = 1209.0;
+const TARGET_TONE: f64 = 941.0;
+const WAIT: Duration = Duration::from_secs(20);
+
+impl System {
+    fn gateway(&self) -> SocketAddr {
+        self.sip.expect("start_sip")
+    }
+
+    /// An agent of the SIP tenant, signed in (not logged in).
+    async fn office_agent(&self, n: &str) -> Client {
+        let mut c = self.tenant_client(SIP_TENANT);
+        let r = c.post("/api/login", json!({"agent_number": n, "password": format!("demo{n}")})).await.ok();
+        c.token = Some(r["token"].as_str().unwrap().to_string());
+        c
+    }
+
+    async fn office_admin(&self) -> Client {
+        let mut c = self.tenant_client(SIP_TENANT);
+        let r = c.post("/api/login", json!({"username": "admin", "password": "demo-admin"})).await.ok();
+        c.token = Some(r["token"].as_str().unwrap().to_string());
+        c
+    }
+
+    async fn device_online(&self, agent: &Client, device: &str) -> bool {
+        let r = agent.get("/api/login-options").await.ok();
+        r["devices"].as_array().unwrap().iter().any(|d| d["device"] == device && d["online"] == true)
+    }
+
+    async fn wait_device(&self, agent: &Client, device: &str, online: bool) {
+        cc_testkit::eventually(&format!("device {device} online = {online}"), WAIT, || async {
+            (self.device_online(agent, device).await == online).then_some(())
+        })
+        .await;
+    }
+
+    /// A registered agent phone that answers by itself.
+    async fn agent_phone(&self, device: &str, tone: u32) -> Phone {
+        let pw = format!("sip{device}");
+        let mut p = Phone::start(self.gateway(), DOMAIN, PhoneSpec { user: device, password: Some(&pw), tone, auto_answer: true, codec: "PCMU", name: "" }).await;
+        p.registration("200 OK").await;
+        p
+    }
+
+    /// A caller on the tenant's trunk (127.0.0.1), not registered, speaking PCMA.
+    async fn caller(&self, number: &str, name: &str) -> Phone {
+        Phone::start(self.gateway(), DOMAIN, PhoneSpec { user: number, password: None, tone: CALLER_TONE as u32, auto_answer: false, codec: "PCMA", name }).await
+    }
+}
+
+async fn idle(sys: &System, agent: &Client) {
+    agent.post("/api/session", json!({})).await.ok();
+    sys.view_when(agent, "Idle", |v| v["status"] == "idle").await;
+}
+
+/// Seconds since `t0`.
+fn since(t0: Instant) -> f64 {
+    t0.elapsed().as_secs_f64()
+}
+
+#[tokio::test]
+async fn a_queue_call_with_real_phones_is_heard_both_ways_held_with_music_and_hung_up_from_the_portal() {
+    let sys = System::start_sip(false).await;
+    let _agent_phone = sys.agent_phone("1001", AGENT_TONE as u32).await;
+    let mut agent_phone = _agent_phone;
+    let alice = sys.office_agent("1001").await;
+    sys.wait_device(&alice, "1001", true).await;
+    idle(&sys, &alice).await;
+
+    let mut caller = sys.caller("5551234", "Jane").await;
+    caller.command("dial", &format!("sip:500@{DOMAIN}")).await;
+    // The queue answers at once (music while waiting); the agent's phone rings and answers.
+    caller.event("CALL_ESTABLISHED", WAIT).await;
+    let t_caller = Instant::now();
+    agent_phone.event("CALL_ESTABLISHED", WAIT).await;
+    let t_agent = Instant::now();
+    let v = sys.view_when(&alice, "Connected", |v| v["status"] == "connected").await;
+    assert_eq!(v["current_call"]["caller_number"], "5551234", "{v}");
+    assert_eq!(v["current_call"]["caller_name"], "Jane", "{v}");
+    let connected_at = since(t_caller);
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let hold_at = since(t_caller);
+    alice.post("/api/call/hold", json!({"held": true})).await.ok();
+    sys.view_when(&alice, "On hold", |v| v["status"] == "on_hold").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let unhold_at = since(t_caller);
+    alice.post("/api/call/hold", json!({"held": false})).await.ok();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Hangup from the portal: BYE to both phones.
+    alice.post("/api/call/hangup", json!({})).await.ok();
+    caller.event("CALL_CLOSED", WAIT).await;
+    agent_phone.event("CALL_CLOSED", WAIT).await;
+    let v = sys.view_when(&alice, "counted", |v| v["counts"]["completed"] == 1).await;
+    assert_eq!(v["counts"], json!({"completed": 1, "missed": 0, "rejected": 0}));
+
+    // What each side heard.
+    let (c, rate) = wav(caller.heard().last().expect("the caller's recording"));
+    let (a, arate) = wav(agent_phone.heard().last().expect("the agent's recording"));
+    let agent_start = t_agent.duration_since(t_caller).as_secs_f64();
+    assert_hears("the caller, while connected", window(&c, rate, connected_at + 0.8, hold_at - 0.2), rate, AGENT_TONE, CALLER_TONE);
+    assert_hears("the agent, while connected", window(&a, arate, 0.8, hold_at - agent_start - 0.2), arate, CALLER_TONE, AGENT_TONE);
+    // On hold the caller hears the music, not the agent.
+    let held = window(&c, rate, hold_at + 0.8, unhold_at - 0.2);
+    let (m, agent) = (music(held, rate), goertzel(held, rate, AGENT_TONE));
+    assert!(m > 100.0 * agent.max(1.0), "on hold: music {m:.0} should be far above the agent's tone {agent:.0}");
+    // And back: the agent again.
+    assert_hears("the caller, after hold", window(&c, rate, unhold_at + 0.8, unhold_at + 1.8), rate, AGENT_TONE, CALLER_TONE);
+}
+
+#[tokio::test]
+async fn registration_needs_the_right_password_expires_unregisters_and_survives_a_gateway_restart() {
+    let mut sys = System::start_sip(true).await;
+    let gw = sys.gateway();
+    let bob = sys.office_agent("1002").await;
+
+    // Right password: online.
+    let _p1 = sys.agent_phone("1001", 697).await;
+    sys.wait_device(&bob, "1001", true).await;
+
+    // Wrong password: refused, nothing registered.
+    let wrong = Phone::start(gw, DOMAIN, PhoneSpec { user: "1002", password: Some("not-it"), tone: 697, auto_answer: true, codec: "PCMU", name: "" }).await;
+    wrong.registration("403 Forbidden").await;
+    assert!(!sys.device_online(&bob, "1002").await);
+
+    // A short registration (SIPp, 2 s) comes online and goes offline when it expires.
+    let out = sipp(&register_xml("1003", "sip1003", 2), gw, "127.0.0.1", &[]);
+    assert!(out.status.success(), "sipp: {}", String::from_utf8_lossy(&out.stderr));
+    sys.wait_device(&bob, "1003", true).await;
+    sys.wait_device(&bob, "1003", false).await;
+
+    // Expires: 0 unregisters at once.
+    let out = sipp(&register_xml("1004", "sip1004", 600), gw, "127.0.0.1", &[]);
+    assert!(out.status.success(), "sipp: {}", String::from_utf8_lossy(&out.stderr));
+    sys.wait_device(&bob, "1004", true).await;
+    let out = sipp(&register_xml("1004", "sip1004", 0), gw, "127.0.0.1", &[]);
+    assert!(out.status.success(), "sipp: {}", String::from_utf8_lossy(&out.stderr));
+    sys.wait_device(&bob, "1004", false).await;
+
+    // Another tenant's domain (the simulator's demo tenant) is none of the gateway's.
+    let msg = "REGISTER sip:demo.localhost SIP/2.0\r\nVia: SIP/2.0/UDP {src}:{port};branch=z9hG4bK-x1;rport\r\nFrom: <sip:1001@demo.localhost>;tag=a\r\n\
+               To: <sip:1001@demo.localhost>\r\nCall-ID: reg-other@x\r\nCSeq: 1 REGISTER\r\nContact: <sip:1001@{src}:{port}>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+    assert_eq!(raw_sip(gw, "127.0.0.1", msg).await, Some(404));
+
+    // A gateway restart (SIGKILL): 1001 stays online and still takes calls.
+    sys.restart_gateway();
+    cc_testkit::eventually("the gateway back", WAIT, || async { raw_sip(gw, "127.0.0.1", &options()).await.filter(|c| *c == 200) }).await;
+    assert!(sys.device_online(&bob, "1001").await, "a registered device stays online across a restart");
+    let alice = sys.office_agent("1001").await;
+    idle(&sys, &alice).await;
+    let mut p1 = _p1;
+    let mut caller = sys.caller("5559999", "Max").await;
+    caller.command("dial", &format!("sip:500@{DOMAIN}")).await;
+    p1.event("CALL_ESTABLISHED", WAIT).await;
+    sys.view_when(&alice, "Connected after the restart", |v| v["status"] == "connected").await;
+}
+
+#[tokio::test]
+async fn a_declined_call_counts_rejected_and_an_unanswered_one_missed() {
+    let sys = System::start_sip(false).await;
+    let gw = sys.gateway();
+    let admin = sys.office_admin().await;
+    admin.call(Method::PUT, "/api/admin/queues/501/settings", Some(json!({"ring_timeout_s": 3, "reject_delay_s": 1, "wrap_up_s": 1}))).await.ok();
+
+    // Carol (1003, queue 501) on a SIPp phone that declines (603).
+    let uas_port = cc_testkit::free_port();
+    let mut decliner = crate::phones::sipp_spawn(&decline_xml(), uas_port);
+    let out = sipp(&register_xml_contact("1003", "sip1003", 600, uas_port), gw, "127.0.0.1", &[]);
+    assert!(out.status.success(), "sipp: {}", String::from_utf8_lossy(&out.stderr));
+    let carol = sys.office_agent("1003").await;
+    sys.wait_device(&carol, "1003", true).await;
+    idle(&sys, &carol).await;
+    let mut caller = sys.caller("5550001", "Rex").await;
+    caller.command("dial", &format!("sip:501@{DOMAIN}")).await;
+    let v = sys.view_when(&carol, "a Rejected call", |v| v["counts"]["rejected"] == 1).await;
+    assert_eq!(v["counts"]["missed"], 0);
+    let status = decliner.wait().unwrap();
+    assert!(status.success(), "the SIPp phone saw INVITE, sent 603, got ACK");
+    caller.command("hangup", "").await;
+    caller.event("CALL_CLOSED", WAIT).await;
+    carol.call(Method::DELETE, "/api/session", None).await.ok();
+
+    // Dave (1004, queues 500 and 501) on a baresip phone nobody answers: Missed after 3 s.
+    let pw = "sip1004".to_string();
+    let mut dave_phone = Phone::start(gw, DOMAIN, PhoneSpec { user: "1004", password: Some(&pw), tone: 697, auto_answer: false, codec: "PCMU", name: "" }).await;
+    dave_phone.registration("200 OK").await;
+    let dave = sys.office_agent("1004").await;
+    sys.wait_device(&dave, "1004", true).await;
+    idle(&sys, &dave).await;
+    let mut caller = sys.caller("5550002", "Sam").await;
+    caller.command("dial", &format!("sip:501@{DOMAIN}")).await;
+    dave_phone.event("CALL_INCOMING", WAIT).await;
+    // The ring timeout CANCELs the INVITE: the phone stops ringing.
+    dave_phone.event("CALL_CLOSED", WAIT).await;
+    let v = sys.view_when(&dave, "a Missed call", |v| v["counts"]["missed"] == 1).await;
+    assert_eq!(v["counts"]["rejected"], 0);
+}
+
+#[tokio::test]
+async fn bad_sip_gets_a_sip_error_and_records_nothing() {
+    let sys = System::start_sip(false).await;
+    let gw = sys.gateway();
+    let before = sys.event_count().await;
+    let invite = |from_ip: &str, ruri: &str, sdp: &str| {
+        format!(
+            "INVITE {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {from_ip}:{{port}};branch=z9hG4bK-{b};rport\r\nFrom: \"Eve\" <sip:5550666@{DOMAIN}>;tag=e1\r\n\
+             To: <{ruri}>\r\nCall-ID: {b}@x\r\nCSeq: 1 INVITE\r\nContact: <sip:5550666@{from_ip}:{{port}}>\r\nMax-Forwards: 70\r\n\
+             Content-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}",
+            b = uuid::Uuid::new_v4().simple(),
+            len = sdp.len()
+        )
+    };
+    let good_sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    // Garbage and a truncated request: no answer, no crash.
+    assert_eq!(raw_sip(gw, "127.0.0.1", "\u{1}\u{2}not sip at all\r\n\r\n").await, None);
+    assert_eq!(raw_sip(gw, "127.0.0.1", "INVITE sip:500@office.localhost SIP/2.0\r\nVia: broken\r\n\r\n").await, None);
+    // Not from the trunk nor a device: 403.
+    assert_eq!(raw_sip(gw, "127.0.0.2", &invite("127.0.0.2", &format!("sip:500@{DOMAIN}"), good_sdp)).await, Some(403));
+    // No such queue: 404. No such domain: 404.
+    assert_eq!(raw_sip(gw, "127.0.0.1", &invite("127.0.0.1", &format!("sip:599@{DOMAIN}"), good_sdp)).await, Some(404));
+    assert_eq!(raw_sip(gw, "127.0.0.1", &invite("127.0.0.1", "sip:500@nowhere.example", good_sdp)).await, Some(404));
+    // A broken SDP: 400; only an unknown codec: 488.
+    assert_eq!(raw_sip(gw, "127.0.0.1", &invite("127.0.0.1", &format!("sip:500@{DOMAIN}"), "v=0\r\nm=what\r\n")).await, Some(400));
+    let g729 = good_sdp.replace("RTP/AVP 0", "RTP/AVP 18").replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:18 G729/8000");
+    assert_eq!(raw_sip(gw, "127.0.0.1", &invite("127.0.0.1", &format!("sip:500@{DOMAIN}"), &g729)).await, Some(488));
+    // Still alive and nothing recorded.
+    assert_eq!(raw_sip(gw, "127.0.0.1", &options()).await, Some(200));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let calls: i64 = sqlx::query_scalar("select count(*) from es_events where stream like 'office/call-%'").fetch_one(&sys.db.pool).await.unwrap();
+    assert_eq!(calls, 0, "no call was recorded");
+    assert!(sys.event_count().await >= before);
+}
+
+fn options() -> String {
+    format!(
+        "OPTIONS sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {{src}}:{{port}};branch=z9hG4bK-{b};rport\r\nFrom: <sip:probe@{DOMAIN}>;tag=p\r\n\
+         To: <sip:{DOMAIN}>\r\nCall-ID: {b}@x\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        b = uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// A SIPp REGISTER answering the digest challenge, for `expires` seconds.
+fn register_xml(user: &str, password: &str, expires: u32) -> String {
+    register_xml_with(user, password, expires, "[local_ip]:[local_port]")
+}
+
+/// The same, registering a Contact on another port (where another SIPp answers calls).
+fn register_xml_contact(user: &str, password: &str, expires: u32, port: u16) -> String {
+    register_xml_with(user, password, expires, &format!("127.0.0.1:{port}"))
+}
+
+fn register_xml_with(user: &str, password: &str, expires: u32, contact: &str) -> String {
+    let request = |cseq: u32, auth: &str| {
+        format!(
+            "<send retrans=\"500\"><![CDATA[\nREGISTER sip:{DOMAIN} SIP/2.0\nVia: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport\n\
+             From: <sip:{user}@{DOMAIN}>;tag=[call_number]\nTo: <sip:{user}@{DOMAIN}>\nCall-ID: [call_id]\nCSeq: {cseq} REGISTER\n\
+             Contact: <sip:{user}@{contact}>\nExpires: {expires}\n{auth}Max-Forwards: 70\nContent-Length: 0\n\n]]></send>\n"
+        )
+    };
+    format!(
+        "<?xml version=\"1.0\" encoding=\"ISO-8859-1\" ?>\n<scenario name=\"register\">\n{}<recv response=\"401\" auth=\"true\"/>\n{}<recv response=\"200\"/>\n</scenario>\n",
+        request(1, ""),
+        request(2, &format!("[authentication username={user} password={password}]\n"))
+    )
+}
+
+/// A SIPp phone that rings, then declines the call (603).
+fn decline_xml() -> String {
+    let response = |code: &str| {
+        format!(
+            "<send><![CDATA[\nSIP/2.0 {code}\n[last_Via:]\n[last_From:]\n[last_To:];tag=[pid]SIPpTag01[call_number]\n[last_Call-ID:]\n[last_CSeq:]\n\
+             Contact: <sip:[local_ip]:[local_port];transport=[transport]>\nContent-Length: 0\n\n]]></send>\n"
+        )
+    };
+    format!(
+        "<?xml version=\"1.0\" encoding=\"ISO-8859-1\" ?>\n<scenario name=\"decline\">\n<recv request=\"INVITE\"/>\n{}<pause milliseconds=\"500\"/>\n{}<recv request=\"ACK\"/>\n</scenario>\n",
+        response("180 Ringing"),
+        response("603 Decline")
+    )
+}
+
+#[allow(dead_code)]
+fn unused(_: Value) {}
