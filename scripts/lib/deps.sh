@@ -114,3 +114,18 @@ ensure_nats_server() {
 ensure_rust() {
   command -v cargo >/dev/null || die "cargo is not installed (this machine kind ships a Rust toolchain via rustup)"
 }
+
+# Real SIP software for the SIP gateway's tests and for trying it by hand: SIPp (Debian package
+# sip-tester) and baresip, from Debian's packages when missing.
+ensure_sip_tools() {
+  local missing=()
+  command -v sipp >/dev/null || missing+=(sip-tester)
+  command -v baresip >/dev/null || missing+=(baresip)
+  [ "${#missing[@]}" -eq 0 ] && return
+  say "Installing Debian's ${missing[*]} (real SIP phones and callers for the tests)"
+  local sudo=()
+  [ "$(id -u)" = 0 ] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null \
+    || die "could not install ${missing[*]} (apt-get install ${missing[*]})"
+}

@@ -247,6 +247,77 @@ async fn bad_sip_gets_a_sip_error_and_records_nothing() {
     assert!(sys.event_count().await >= before);
 }
 
+/// Alice (1001) connected over real phones with a caller; returns the phones, Alice, and when
+/// the caller's recording began.
+async fn alice_connected(sys: &System) -> (Phone, Phone, Client, Instant) {
+    let admin = sys.office_admin().await;
+    admin.call(Method::PUT, "/api/admin/queues/500/settings", Some(json!({"wrap_up_s": 1}))).await.ok();
+    let alice_phone = sys.agent_phone("1001", AGENT_TONE as u32).await;
+    let alice = sys.office_agent("1001").await;
+    sys.wait_device(&alice, "1001", true).await;
+    idle(sys, &alice).await;
+    let mut caller = sys.caller("5551234", "Jane").await;
+    caller.command("dial", &format!("sip:500@{DOMAIN}")).await;
+    caller.event("CALL_ESTABLISHED", WAIT).await;
+    let t0 = Instant::now();
+    sys.view_when(&alice, "Connected", |v| v["status"] == "connected").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    (alice_phone, caller, alice, t0)
+}
+
+#[tokio::test]
+async fn after_a_blind_transfer_the_caller_hears_the_target_and_no_longer_the_first_agent() {
+    let sys = System::start_sip(false).await;
+    let (mut alice_phone, mut caller, alice, t0) = alice_connected(&sys).await;
+    let mut target = sys.agent_phone("1002", TARGET_TONE as u32).await;
+    let before = since(t0);
+    alice.post("/api/call/transfer", json!({"method": "blind", "target": {"extension": "1002"}})).await.ok();
+    alice_phone.event("CALL_CLOSED", WAIT).await;
+    target.event("CALL_ESTABLISHED", WAIT).await;
+    let answered = since(t0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let end = since(t0);
+    caller.command("hangup", "").await;
+    target.event("CALL_CLOSED", WAIT).await;
+    let (c, rate) = wav(caller.heard().last().unwrap());
+    assert_hears("the caller, with Alice", window(&c, rate, before - 1.5, before - 0.2), rate, AGENT_TONE, TARGET_TONE);
+    assert_hears("the caller, after the blind transfer", window(&c, rate, answered + 0.8, end - 0.2), rate, TARGET_TONE, AGENT_TONE);
+    let (t, trate) = wav(target.heard().last().unwrap());
+    assert_hears("the target", window(&t, trate, 0.8, end - answered - 0.2), trate, CALLER_TONE, AGENT_TONE);
+    sys.view_when(&alice, "Alice's call counted", |v| v["counts"]["completed"] == 1).await;
+}
+
+#[tokio::test]
+async fn during_an_attended_transfer_the_caller_hears_music_and_after_complete_the_target() {
+    let sys = System::start_sip(false).await;
+    let (mut alice_phone, mut caller, alice, t0) = alice_connected(&sys).await;
+    let mut carol_phone = sys.agent_phone("1003", TARGET_TONE as u32).await;
+    let carol = sys.office_agent("1003").await;
+    sys.wait_device(&carol, "1003", true).await;
+    idle(&sys, &carol).await;
+    alice.post("/api/call/transfer", json!({"method": "attended", "target": {"agent": "1003"}})).await.ok();
+    carol_phone.event("CALL_ESTABLISHED", WAIT).await;
+    let consult = since(t0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let complete = since(t0);
+    alice.post("/api/call/transfer/complete", json!({})).await.ok();
+    alice_phone.event("CALL_CLOSED", WAIT).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let end = since(t0);
+    caller.command("hangup", "").await;
+    carol_phone.event("CALL_CLOSED", WAIT).await;
+
+    let (c, rate) = wav(caller.heard().last().unwrap());
+    let held = window(&c, rate, consult + 0.8, complete - 0.2);
+    let (m, a, t) = (music(held, rate), goertzel(held, rate, AGENT_TONE), goertzel(held, rate, TARGET_TONE));
+    assert!(m > 100.0 * a.max(t).max(1.0), "held during the consultation: music {m:.0}, Alice {a:.0}, Carol {t:.0}");
+    assert_hears("the caller, after Complete", window(&c, rate, complete + 1.0, end - 0.2), rate, TARGET_TONE, AGENT_TONE);
+    // Alice and Carol heard each other during the consultation.
+    let (a_rec, arate) = wav(alice_phone.heard().last().unwrap());
+    let a_consult = window(&a_rec, arate, 0.0, a_rec.len() as f64 / arate as f64);
+    assert!(goertzel(a_consult, arate, TARGET_TONE) > 10.0, "Alice heard Carol at some point");
+}
+
 fn options() -> String {
     format!(
         "OPTIONS sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {{src}}:{{port}};branch=z9hG4bK-{b};rport\r\nFrom: <sip:probe@{DOMAIN}>;tag=p\r\n\
