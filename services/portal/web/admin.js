@@ -7,7 +7,7 @@
 (() => {
   const { $, api, el, notice, act } = window.Portal;
 
-  const state = { agents: [], queues: [], reasons: [], me: null };
+  const state = { agents: [], queues: [], reasons: [], devices: [], me: null };
 
   function show(screen) {
     $('loading').hidden = true;
@@ -209,6 +209,47 @@
     username: $('nu-username').value.trim(), display_name: $('nu-name').value.trim(), password: $('nu-password').value, role: $('nu-role').value,
   }).then((r) => { $('new-user').reset(); return r ?? true; }), 'User created.');
 
+  // ---- SIP devices (tenants whose PBX is the SIP gateway)
+
+  // The password is in the reply once and nowhere else: show it until the admin moves on.
+  function showSecret(c) {
+    const box = $('sip-secret');
+    box.hidden = false;
+    box.replaceChildren(el('strong', { text: `Device ${c.device}` }),
+      ` · user ${c.username} · domain ${c.domain} · registrar ${c.registrar} · password `,
+      el('code', { text: c.password }), ' (shown once: copy it into the phone now)');
+    return true;
+  }
+
+  function renderDevices() {
+    $('device-rows').replaceChildren(...state.devices.map((d) => el('tr', {},
+      el('td', { text: d.device }),
+      el('td', { text: d.registered ? 'Online' : 'Offline' }),
+      el('td', { text: d.registered ? `${d.source || ''} until ${new Date(d.expires_at).toLocaleTimeString()}` : '—' }),
+      el('td', {}, el('span', { class: 'row' },
+        button('New password', 'secondary', (e) => act(e.currentTarget,
+          () => api('POST', `/api/admin/devices/${d.device}/password`).then(showSecret), `New SIP password for ${d.device}.`),
+        `New SIP password for device ${d.device}`),
+        button('Remove', 'danger', (e) => {
+          if (!window.confirm(`Remove device ${d.device}? A phone registered with it goes offline.`)) return;
+          action(e.currentTarget, () => api('DELETE', `/api/admin/devices/${d.device}`), `Device ${d.device} removed.`);
+        }, `Remove device ${d.device}`))))));
+  }
+
+  submit($('new-device'), () => api('POST', '/api/admin/devices', { device: $('nd-number').value.trim() })
+    .then((r) => { $('new-device').reset(); return showSecret(r); }), 'Device created.');
+
+  async function loadDevices() {
+    try {
+      state.devices = await api('GET', '/api/admin/devices');
+      $('tab-devices').hidden = false;
+      renderDevices();
+    } catch (e) {
+      if (e.status !== 409) throw e;
+      $('tab-devices').hidden = true; // the simulator's tenant: no SIP devices
+    }
+  }
+
   // ---- loading
 
   async function load() {
@@ -222,6 +263,7 @@
     renderAgents();
     renderQueues();
     renderReasons();
+    await loadDevices();
   }
 
   // On load and after signing in: who is signed in (401: the sign-in form), then the directory.

@@ -318,6 +318,45 @@ async fn during_an_attended_transfer_the_caller_hears_music_and_after_complete_t
     assert!(goertzel(a_consult, arate, TARGET_TONE) > 10.0, "Alice heard Carol at some point");
 }
 
+#[tokio::test]
+async fn an_admin_creates_a_sip_device_whose_password_is_shown_once_and_a_phone_registers_with_it() {
+    let sys = System::start_sip(false).await;
+    let admin = sys.office_admin().await;
+    let created = admin.post("/api/admin/devices", json!({"device": "1008"})).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let c = created.body;
+    assert_eq!((c["username"].as_str(), c["domain"].as_str()), (Some("1008"), Some(DOMAIN)));
+    let password = c["password"].as_str().unwrap().to_string();
+    assert!(password.len() >= 12, "a strong generated password");
+    // Never shown again, and never stored: the list has no password, the table only HA1.
+    let list = admin.get("/api/admin/devices").await.ok();
+    assert!(!list.to_string().contains(&password));
+    let stored: String = sqlx::query_scalar("select ha1 || realm from sip_devices where device = '1008'").fetch_one(&sys.db.pool).await.unwrap();
+    assert!(!stored.contains(&password));
+    // Bad input names the field; the simulator's tenant has no SIP devices.
+    admin.post("/api/admin/devices", json!({"device": "10x8"})).await.refused(400, "invalid_field");
+    let demo_admin = sys.sign_in("admin", "demo-admin").await;
+    demo_admin.get("/api/admin/devices").await.refused(409, "not_sip_tenant");
+
+    let agent = sys.office_agent("1001").await;
+    let phone = Phone::start(sys.gateway(), DOMAIN, PhoneSpec { user: "1008", password: Some(&password), tone: 697, auto_answer: true, codec: "PCMU", name: "" }).await;
+    phone.registration("200 OK").await;
+    sys.wait_device(&agent, "1008", true).await;
+    let list = admin.get("/api/admin/devices").await.ok();
+    let d = list.as_array().unwrap().iter().find(|d| d["device"] == "1008").unwrap().clone();
+    assert_eq!(d["registered"], true, "{d}");
+    drop(phone);
+
+    // A new password: the old one no longer registers. Removing the device takes it offline.
+    let renewed = admin.post("/api/admin/devices/1008/password", json!({})).await.ok();
+    assert_ne!(renewed["password"], json!(password));
+    let old = Phone::start(sys.gateway(), DOMAIN, PhoneSpec { user: "1008", password: Some(&password), tone: 697, auto_answer: true, codec: "PCMU", name: "" }).await;
+    old.registration("403 Forbidden").await;
+    let r = admin.call(Method::DELETE, "/api/admin/devices/1008", None).await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    sys.wait_device(&agent, "1008", false).await;
+}
+
 fn options() -> String {
     format!(
         "OPTIONS sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {{src}}:{{port}};branch=z9hG4bK-{b};rport\r\nFrom: <sip:probe@{DOMAIN}>;tag=p\r\n\

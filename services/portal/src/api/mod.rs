@@ -2,5 +2,6 @@
 
 pub mod admin;
 pub mod agent;
+pub mod devices;
 pub mod reports;
 pub mod supervisor;
