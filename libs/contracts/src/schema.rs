@@ -150,6 +150,7 @@ pub fn commands() -> Vec<CommandSchema> {
     use pbx::*;
     use queue::*;
     use session::*;
+    use crate::sip::*;
     commands!(
         SignIn, Authenticate, SignOut, CreateAgent, UpdateAgent, SetAgentPassword, SetAgentEnabled, GetAgent, ListAgents, CreateUser, CreateTenant,
         CreateQueue, AssignAgent, UnassignAgent, ListQueues, GetAssignments,
@@ -157,6 +158,7 @@ pub fn commands() -> Vec<CommandSchema> {
         ListDevices, Originate, Answer, Bridge, Unbridge, Hold, Hangup, ListChannels,
         GetLoginOptions, LoginAgent, LogoutAgent, PauseAgent, UnpauseAgent, SetQueueMembership, GetSession, ListPauseReasons, ChangePauseReason,
         GetAgentDefaults, SetAgentDefaults,
+        ProvisionSipDevice, ListSipDevices, RemoveSipDevice,
     );
     out
 }
