@@ -57,6 +57,10 @@ struct Router<'a> {
     feedback: tokio::sync::mpsc::UnboundedSender<Feedback>,
     /// Stops the writers when this router stops leading.
     term: tokio_util::sync::CancellationToken,
+    /// The version of each agent's session stream applied to the model: the router reads an
+    /// agent's newest session events ahead of the store's order before connecting a caller
+    /// to them, and skips those events when the store brings them.
+    sessions: std::collections::HashMap<(String, AgentNumber), i64>,
 }
 
 /// What a call's writer does: append, then act on the PBX.
@@ -97,6 +101,7 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
         writers_limit: 1024,
         feedback,
         term,
+        sessions: Default::default(),
     };
     let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::All, Checkpoint::START).await?.with_batch_size(2000);
     while let Some(batch) = sub.poll().await? {
@@ -108,6 +113,8 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
     for (tenant, call, agent) in std::mem::take(&mut r.ended) {
         r.start_wrap_up(&tenant, &call, agent).await?;
     }
+    // Offers still ringing agents who logged out or went offline while no router led.
+    r.withdraw_offers_of_unavailable(None);
     r.reconcile().await?;
     let mut sub = sub.into_feed(4);
     tracing::info!(calls = r.acd.calls.len(), agents = r.acd.agents.len(), "queue router lease taken; routing");
@@ -162,7 +169,7 @@ impl Router<'_> {
         match e.stream.category() {
             "agent" => {
                 if let Some(s) = decode::<AgentSessionEvent>(e) {
-                    self.acd.apply_session(tenant, &s, e.recorded_at);
+                    self.apply_session(tenant, &s, e.version, e.recorded_at);
                 }
             }
             "queue" => {
@@ -194,6 +201,45 @@ impl Router<'_> {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Applies an agent's session event (once: `version` in the agent's stream). Live, an agent
+    /// who logged out or whose device went offline has their ringing offers withdrawn at once.
+    fn apply_session(&mut self, tenant: &str, s: &AgentSessionEvent, version: i64, at: chrono::DateTime<Utc>) {
+        let seen = self.sessions.entry((tenant.to_string(), s.agent().clone())).or_insert(0);
+        if version <= *seen {
+            return; // read ahead already (see `catch_up_session`)
+        }
+        *seen = version;
+        self.acd.apply_session(tenant, s, at);
+        if self.live && matches!(s, AgentSessionEvent::AgentLoggedOut { .. } | AgentSessionEvent::AgentDeviceWentOffline { .. }) {
+            self.withdraw_offers_of_unavailable(Some((tenant, s.agent())));
+        }
+    }
+
+    /// Takes in the agent's session events that the store holds beyond what the router applied
+    /// (its catch-up read lags behind the commits, the PBX's reports do not): a logout
+    /// recorded a moment ago is known before a caller is connected to the agent.
+    async fn catch_up_session(&mut self, tenant: &str, agent: &AgentNumber) -> anyhow::Result<()> {
+        let seen = self.sessions.get(&(tenant.to_string(), agent.clone())).copied().unwrap_or(0);
+        let stream = StreamName::new(tenant, "agent", agent.as_str())?;
+        for e in self.ctx.store.read_stream(&stream, seen + 1, 100).await? {
+            if let Some(s) = decode::<AgentSessionEvent>(&e) {
+                self.apply_session(tenant, &s, e.version, e.recorded_at);
+            }
+        }
+        Ok(())
+    }
+
+    /// Withdraws the offers ringing agents who can no longer take them (`only` this agent's,
+    /// else every agent's) and hangs up their legs: the calls go on to the next agents, and
+    /// nothing counts against these agents.
+    fn withdraw_offers_of_unavailable(&mut self, only: Option<(&str, &AgentNumber)>) {
+        for (tenant, call, agent, offer, reason) in self.acd.offers_to_withdraw(only) {
+            tracing::info!(%call, %agent, ?reason, "withdrawing an offer from an agent who can no longer take it");
+            let w = CallEvent::OfferWithdrawn { call: call.clone(), agent, offer: offer.clone(), reason };
+            self.record_then(&tenant, &call, vec![], vec![w], vec![Action::Hangup { channel: offer, cause: HangupCause::Normal }]);
+        }
     }
 
     /// Appends call events (recording them as our own) and applies them at once.
@@ -466,6 +512,13 @@ impl Router<'_> {
             }
             ChannelEvent::ChannelAnswered { tenant, channel, .. } => {
                 let Some(call) = self.acd.offers.get(&channel).cloned() else { return Ok(()) };
+                let Some(agent) = self.acd.calls.get(&call).and_then(|c| c.offers.iter().find(|o| o.offer == channel)).map(|o| o.agent.clone()) else {
+                    return Ok(());
+                };
+                // Answered after a logout (or the device going offline) that the store holds
+                // but the router has not read yet: the offer is withdrawn, its leg hung up and
+                // the call offered again; the caller is never connected to that agent.
+                self.catch_up_session(&tenant, &agent).await?;
                 let Some(c) = self.acd.calls.get(&call).cloned() else { return Ok(()) };
                 let Some(offer) = c.offers.iter().find(|o| o.offer == channel).cloned() else { return Ok(()) };
                 if c.answered.is_some() || c.done {

@@ -8,6 +8,7 @@ mod sessions;
 mod subscribe;
 mod system;
 mod transfers;
+mod withdrawals;
 use std::time::Duration;
 
 use cc_testkit::{eventually, free_port, NatsServer, TestDb};
