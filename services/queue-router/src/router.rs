@@ -426,6 +426,9 @@ impl Router<'_> {
                     continue;
                 }
             };
+            // Leftover legs first, then the callers: a caller entered first would ring a phone
+            // that a leftover leg still keeps busy (the PBX lists callers' channels first).
+            let mut callers = vec![];
             for ch in live {
                 let lost_hangup = due.get(&tenant).is_some_and(|d| d.contains(&ch.channel)) && !ch.answered;
                 let unrecorded_offer = ch.direction == Direction::Outbound
@@ -444,20 +447,23 @@ impl Router<'_> {
                     && !self.seen_callers.0.contains(&ch.channel);
                 if let (true, Some(dialed)) = (waiting_caller, ch.dialed.clone()) {
                     if self.acd.has_queue(&tenant, &dialed).is_some() {
-                        tracing::info!(channel = %ch.channel, queue = %dialed, "a caller whose arrival was not recorded enters the queue");
-                        let e = ChannelEvent::ChannelCreated {
-                            tenant: tenant.clone(),
-                            channel: ch.channel,
-                            direction: Direction::Inbound,
-                            caller: ch.caller,
-                            dialed: Some(dialed),
-                            device: None,
-                            number: None,
-                            at: Utc::now(),
-                        };
-                        self.on_channel(e).await?;
+                        callers.push((ch, dialed));
                     }
                 }
+            }
+            for (ch, dialed) in callers {
+                tracing::info!(channel = %ch.channel, queue = %dialed, "a caller whose arrival was not recorded enters the queue");
+                let e = ChannelEvent::ChannelCreated {
+                    tenant: tenant.clone(),
+                    channel: ch.channel,
+                    direction: Direction::Inbound,
+                    caller: ch.caller,
+                    dialed: Some(dialed),
+                    device: None,
+                    number: None,
+                    at: Utc::now(),
+                };
+                self.on_channel(e).await?;
             }
         }
         Ok(())
