@@ -90,3 +90,25 @@ async fn a_pbx_report_the_store_refuses_is_parked_and_other_callers_are_still_ro
     let parked: i64 = sqlx::query_scalar("select count(*) from qr_parked").fetch_one(&sys.db.pool).await.unwrap();
     assert_eq!(parked, 1, "parked once, not retried");
 }
+
+#[tokio::test]
+async fn a_stored_event_that_does_not_decode_is_counted_and_skipped() {
+    let sys = System::start().await;
+    // An event of a type this build does not know, in an agent stream (as a newer version of
+    // the product could have written it; not the stream of an agent the test logs in, whose
+    // session would then be at another version than agent-session's snapshot).
+    let store = cc_eventstore::EventStore::new(sys.db.pool.clone());
+    let stream = cc_eventstore::StreamName::new("demo", "agent", "1099").unwrap();
+    let e = cc_eventstore::NewEvent::new("AgentTeleported", 1, json!({"agent": "1099"}), cc_eventstore::Metadata::new("demo", "test"));
+    store.append(&stream, cc_eventstore::ExpectedVersion::Any, &[e]).await.unwrap();
+
+    let line = r#"cc_events_undecodable_total{category="agent",event_type="AgentTeleported"}"#;
+    let metrics = cc_testkit::eventually("the undecodable event counted", Duration::from_secs(15), || async {
+        let m = sys.http.get(sys._app.admin("/metrics")).send().await.ok()?.text().await.ok()?;
+        m.contains(line).then_some(m)
+    })
+    .await;
+    assert!(metrics.contains("# HELP cc_events_undecodable"), "{metrics}");
+    // Skipped, not fatal: the readers go on (the agent logs in and is Idle).
+    sys.idle_agent("1003").await;
+}
