@@ -17,6 +17,11 @@ pub enum WithdrawReason {
     CallerGone,
     /// The agent's device could not be rung (it went offline).
     DeviceUnavailable,
+    /// The agent logged out (or was logged out by a supervisor, or their account was
+    /// disabled) while the phone rang, or the leg was answered after that logout.
+    AgentLoggedOut,
+    /// The agent's device unregistered while it rang.
+    DeviceOffline,
 }
 
 /// Who ended a call.

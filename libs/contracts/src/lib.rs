@@ -15,7 +15,11 @@ pub mod session;
 pub mod sip;
 pub mod views;
 
+use std::sync::LazyLock;
+
 use cc_eventstore::{Metadata, NewEvent, RecordedEvent};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -41,12 +45,141 @@ pub fn encode<E: EventFamily>(event: &E, metadata: Metadata) -> NewEvent {
     NewEvent::new(event_type.clone(), E::schema_version(&event_type), value, metadata)
 }
 
-/// Reads a stored event of family `E` (`None` for another family's type).
+/// Reads a stored event of family `E`: `None` for an event of another family's category, and
+/// `None` for one of this family's category that does not decode (a type this build does not
+/// know, data that does not fit it). The caller skips it either way, so the latter is not
+/// silent: it is logged at error level with its stream, position and type, and counted in
+/// [`undecodable_events`] (`cc_events_undecodable_total{category, event_type}`).
 pub fn decode<E: EventFamily>(event: &RecordedEvent) -> Option<E> {
     if event.stream.category() != E::CATEGORY {
         return None;
     }
+    match try_decode::<E>(event) {
+        Ok(e) => Some(e),
+        Err(error) => {
+            tracing::error!(
+                stream = %event.stream,
+                position = event.position,
+                version = event.version,
+                event_type = %event.event_type,
+                schema_version = event.schema_version,
+                %error,
+                "a stored event does not decode; skipped",
+            );
+            UNDECODABLE
+                .get_or_create(&vec![("category".to_string(), E::CATEGORY.to_string()), ("event_type".to_string(), event.event_type.clone())])
+                .inc();
+            None
+        }
+    }
+}
+
+/// As [`decode`] for an event of the family's category, saying why it does not decode (nothing
+/// is logged or counted).
+pub fn try_decode<E: EventFamily>(event: &RecordedEvent) -> Result<E, serde_json::Error> {
     let mut data = event.data.clone();
-    data.as_object_mut()?.insert("type".into(), Value::String(event.event_type.clone()));
-    serde_json::from_value(data).ok()
+    match data.as_object_mut() {
+        Some(o) => {
+            o.insert("type".into(), Value::String(event.event_type.clone()));
+        }
+        None => return Err(serde::de::Error::custom(format!("the data of {} is not a JSON object", event.event_type))),
+    }
+    serde_json::from_value(data)
+}
+
+/// Stored events that did not decode, by category and event type.
+pub type UndecodableEvents = Family<Vec<(String, String)>, Counter>;
+
+static UNDECODABLE: LazyLock<UndecodableEvents> = LazyLock::new(UndecodableEvents::default);
+
+/// The process's count of stored events that [`decode`] could not read (one per reader that
+/// tried), for its metrics registry (`events_undecodable`).
+pub fn undecodable_events() -> UndecodableEvents {
+    UNDECODABLE.clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::call::CallEvent;
+    use crate::session::AgentSessionEvent;
+    use cc_eventstore::StreamName;
+
+    fn stored(category: &str, event_type: &str, data: Value) -> RecordedEvent {
+        RecordedEvent {
+            position: 42,
+            xid: 7,
+            event_id: uuid::Uuid::now_v7(),
+            stream: StreamName::new("acme", category, "c1").unwrap(),
+            version: 3,
+            event_type: event_type.into(),
+            schema_version: 1,
+            data,
+            metadata: Metadata::new("acme", "test"),
+            recorded_at: chrono::Utc::now(),
+        }
+    }
+
+    /// The log lines written while it is the subscriber's writer.
+    #[derive(Clone, Default)]
+    struct Log(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Log {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
+    }
+
+    impl std::io::Write for Log {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Log {
+        type Writer = Log;
+        fn make_writer(&'a self) -> Log {
+            self.clone()
+        }
+    }
+
+    fn counted(category: &str, event_type: &str) -> u64 {
+        undecodable_events().get_or_create(&vec![("category".to_string(), category.to_string()), ("event_type".to_string(), event_type.to_string())]).get()
+    }
+
+    #[test]
+    fn an_event_that_does_not_decode_is_counted_and_one_of_another_family_is_not() {
+        let ok = stored("call", "WrapUpEnded", serde_json::json!({"call": "c1", "agent": "1001", "early": false}));
+        assert!(matches!(decode::<CallEvent>(&ok), Some(CallEvent::WrapUpEnded { .. })));
+        assert_eq!(counted("call", "WrapUpEnded"), 0);
+
+        // A type this build does not know, and a known type whose data does not fit.
+        let unknown = stored("call", "CallTeleported", serde_json::json!({"call": "c1"}));
+        let misfit = stored("call", "WrapUpStarted", serde_json::json!({"call": "c1", "agent": "not a number", "seconds": 5}));
+        let log = Log::default();
+        let subscriber = tracing_subscriber::fmt().with_writer(log.clone()).with_ansi(false).finish();
+        tracing::subscriber::with_default(subscriber, || assert!(decode::<CallEvent>(&unknown).is_none()));
+        let line = log.text();
+        assert!(line.contains("ERROR") && line.contains("does not decode"), "{line}");
+        assert!(line.contains("stream=acme/call-c1") && line.contains("position=42") && line.contains("event_type=CallTeleported"), "{line}");
+        assert!(decode::<CallEvent>(&misfit).is_none());
+        assert!(decode::<CallEvent>(&misfit).is_none());
+        assert_eq!(counted("call", "CallTeleported"), 1);
+        assert_eq!(counted("call", "WrapUpStarted"), 2, "each read that fails counts");
+        assert!(try_decode::<CallEvent>(&misfit).unwrap_err().to_string().contains("agent number"));
+
+        // Another family's event is not this reader's business: not counted.
+        assert!(decode::<AgentSessionEvent>(&unknown).is_none());
+        assert_eq!(counted("agent", "CallTeleported"), 0);
+
+        let mut text = prometheus_client::registry::Registry::default();
+        text.register("events_undecodable", "", undecodable_events());
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &text).unwrap();
+        assert!(out.contains(r#"events_undecodable_total{category="call",event_type="CallTeleported"} 1"#), "{out}");
+    }
 }

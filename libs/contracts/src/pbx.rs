@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::DeviceId;
+use crate::domain::{strip_controls, CallerName, CallerNumber, DeviceId, Invalid, CALLER_NUMBER_MAX};
 use cc_bus::Command;
 
 /// A device (SIP extension) registration fact.
@@ -53,6 +53,25 @@ pub struct Party {
     pub number: String,
     #[serde(default)]
     pub name: String,
+}
+
+impl Party {
+    /// A caller as an edge that can refuse it takes it in (the PBX simulator's HTTP API, a PBX
+    /// adapter's own input): the number must be a [`CallerNumber`] (refused naming
+    /// `caller_number`), the name a [`CallerName`] (control characters removed, more than 100
+    /// characters refused naming `caller_name`).
+    pub fn parse(number: &str, name: &str) -> Result<Party, Invalid> {
+        Ok(Party { number: CallerNumber::parse(number)?.into_string(), name: CallerName::parse(name)?.into_string() })
+    }
+
+    /// A caller as a PBX reported it, made safe to record (a fact cannot be refused): control
+    /// characters removed from both, the name cut to 100 characters and the number to 32.
+    pub fn cleaned(&self) -> Party {
+        Party {
+            number: strip_controls(&self.number).chars().take(CALLER_NUMBER_MAX).collect(),
+            name: CallerName::lossy(&self.name).into_string(),
+        }
+    }
 }
 
 /// Which way a call leg goes.
@@ -269,4 +288,22 @@ impl Command for ListChannels {
     const SERVICE: &'static str = "pbx";
     const NAME: &'static str = "ListChannels";
     type Reply = Vec<ChannelState>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_caller_is_parsed_at_the_edge_and_cleaned_when_reported() {
+        let p = Party::parse(" +4930123 ", "Jane\u{0} Caller").unwrap();
+        assert_eq!((p.number.as_str(), p.name.as_str()), ("+4930123", "Jane Caller"));
+        assert_eq!(Party::parse("555\u{0}1", "x").unwrap_err().field, "caller_number");
+        assert_eq!(Party::parse("5551", &"n".repeat(101)).unwrap_err().field, "caller_name");
+        let reported = Party { number: "55\u{0}51".into(), name: format!("a\u{0}b{}", "c".repeat(200)) };
+        let clean = reported.cleaned();
+        assert_eq!(clean.number, "5551");
+        assert_eq!(clean.name.chars().count(), 100);
+        assert!(clean.name.starts_with("abc"));
+    }
 }

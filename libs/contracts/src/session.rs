@@ -38,6 +38,24 @@ impl EventFamily for AgentSessionEvent {
     const CATEGORY: &'static str = "agent";
 }
 
+impl AgentSessionEvent {
+    /// The agent whose session it is.
+    pub fn agent(&self) -> &AgentNumber {
+        use AgentSessionEvent::*;
+        match self {
+            AgentLoggedIn { agent, .. }
+            | AgentLoggedOut { agent, .. }
+            | AgentPaused { agent, .. }
+            | AgentPauseReasonChanged { agent, .. }
+            | AgentUnpaused { agent, .. }
+            | AgentJoinedQueue { agent, .. }
+            | AgentLeftQueue { agent, .. }
+            | AgentDeviceWentOffline { agent, .. }
+            | AgentDeviceCameOnline { agent, .. } => agent,
+        }
+    }
+}
+
 /// Tenant-wide settings of the agent-session service. Streams: `settings-pause_reasons`,
 /// `settings-agent_defaults`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]

@@ -24,11 +24,7 @@ fn stream(tenant: &str, category: &str, id: &str) -> Result<StreamName, CommandE
 }
 
 fn check_display_name(name: &str) -> Result<String, CommandError> {
-    let n = name.trim();
-    if n.is_empty() || n.chars().count() > 80 {
-        return Err(CommandError::field("invalid_field", "display_name", "a display name is 1 to 80 characters"));
-    }
-    Ok(n.to_string())
+    cc_contracts::domain::parse_name("display_name", "a display name", name, 80).map_err(|e| CommandError::field("invalid_field", e.field, e.message))
 }
 
 pub async fn create_tenant(ctx: &Context, c: &CommandContext, cmd: CreateTenant) -> Result<bool, CommandError> {
@@ -37,17 +33,18 @@ pub async fn create_tenant(ctx: &Context, c: &CommandContext, cmd: CreateTenant)
     if !known {
         return Err(CommandError::field("invalid_field", "time_zone", format!("{:?} is not a time zone name (e.g. Europe/Berlin, UTC)", cmd.time_zone)));
     }
+    let name = cc_contracts::domain::parse_name("name", "a tenant's name", &cmd.name, 80).map_err(|e| CommandError::field("invalid_field", e.field, e.message))?;
     let mut tx = ctx.pool.begin().await?;
     let inserted = sqlx::query("insert into auth_tenants (tenant, name, demo) values ($1, $2, $3) on conflict do nothing")
         .bind(&c.tenant)
-        .bind(&cmd.name)
+        .bind(&name)
         .bind(cmd.demo)
         .execute(&mut *tx)
         .await?
         .rows_affected()
         == 1;
     if inserted {
-        let e = TenantEvent::TenantCreated { tenant: c.tenant.clone(), name: cmd.name, demo: cmd.demo, time_zone: cmd.time_zone };
+        let e = TenantEvent::TenantCreated { tenant: c.tenant.clone(), name, demo: cmd.demo, time_zone: cmd.time_zone };
         ctx.store.append_in(&mut tx, &s, ExpectedVersion::NoStream, &[encode(&e, meta(c))]).await?;
     }
     tx.commit().await?;

@@ -13,7 +13,8 @@ use cc_runtime::Context;
 pub const TENANT: &str = "demo";
 
 /// (agent, name, password, may manage own queues, queues with penalties)
-const AGENTS: &[(&str, &str, &str, bool, &[(&str, i32)])] = &[
+type DemoAgent = (&'static str, &'static str, &'static str, bool, &'static [(&'static str, i32)]);
+const AGENTS: &[DemoAgent] = &[
     ("1001", "Alice Agent", "demo1001", true, &[("500", 0), ("501", 1)]),
     ("1002", "Bob Agent", "demo1002", false, &[("500", 0)]),
     ("1003", "Carol Agent", "demo1003", false, &[("501", 0)]),

@@ -114,6 +114,7 @@ async fn run(config: Config, targets: Vec<Target>) -> anyhow::Result<()> {
     let readiness = Readiness::default();
     readiness.expect("migrations");
     let metrics = Metrics::default();
+    metrics.register("events_undecodable", "Stored events a reader could not decode and skipped, by category and event type", cc_contracts::undecodable_events());
 
     // The admin endpoints come first, so /readyz can say what is missing while we wait.
     let admin = cc_runtime::admin::router(readiness.clone(), metrics.clone(), names.clone());

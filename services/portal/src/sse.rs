@@ -5,8 +5,9 @@
 //!
 //! An agent's stream sends `event: agent`, `id: <view version>`, `data: <view>`. On connect it
 //! first sends what the browser has not seen: every change after `Last-Event-ID` (from the
-//! read model's change history), or the current view. Changes are sent once each, in version
-//! order, whatever the race between the replay and the live feed. A supervisor's stream sends
+//! read model's change history), or the current view (also when `Last-Event-ID` is ahead of
+//! the view). Changes are sent once each, in version order, whatever the race between the
+//! replay and the live feed. A supervisor's stream sends
 //! every agent of the tenant (a snapshot first, then each change).
 
 use std::collections::{HashMap, VecDeque};
@@ -138,21 +139,27 @@ pub async fn agent_events(State(p): State<Portal>, who: Authed, headers: HeaderM
     // Subscribe before reading the history, so nothing falls between the two.
     let rx = p.hub.subscribe_agent(&tenant, &agent);
     let last: Option<i64> = headers.get("last-event-id").and_then(|h| h.to_str().ok()).and_then(|s| s.trim().parse().ok());
-    let pending: VecDeque<(i64, String)> = match last {
+    // What to send first, and the version the client has seen.
+    let (pending, last_sent): (VecDeque<(i64, String)>, i64) = match last {
         Some(v) => {
             let missed = crate::views::changes_after(&p.ctx.pool, &tenant, &agent, v).await?;
             match (missed.is_empty(), crate::views::current(&p.ctx.pool, &tenant, &agent).await?) {
                 // History pruned (a very old id): send the current view.
-                (true, Some(cur)) if cur.0 > v => vec![cur].into(),
-                _ => missed.into(),
+                (true, Some(cur)) if cur.0 > v => (vec![cur].into(), v),
+                // An id ahead of the view (from before a rebuild of the read model, or from
+                // another installation): the client's idea of the view is not ours. Send the
+                // current view and go on from it, rather than wait for a version that high.
+                (true, Some(cur)) if cur.0 < v => (vec![cur].into(), 0),
+                (true, None) => (VecDeque::new(), 0),
+                _ => (missed.into(), v),
             }
         }
-        None => crate::views::current(&p.ctx.pool, &tenant, &agent).await?.into_iter().collect(),
+        None => (crate::views::current(&p.ctx.pool, &tenant, &agent).await?.into_iter().collect(), 0),
     };
     let jitter = Duration::from_millis(rand_millis(RECHECK.as_millis() as u64));
     let recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK + jitter, RECHECK);
     let state =
-        AgentStream { portal: p, tenant, agent, token: who.token, rx, pending, last_sent: last.unwrap_or(0), recheck, checking: None, done: false };
+        AgentStream { portal: p, tenant, agent, token: who.token, rx, pending, last_sent, recheck, checking: None, done: false };
     // A first comment sends the response headers at once, even when there is nothing to say yet.
     let hello = futures::stream::once(async { Ok(Event::default().comment("connected")) });
     let stream = hello.chain(futures::stream::unfold(state, |mut s| async move {

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use cc_contracts::call::{CallEvent, QueueSettings, Strategy};
+use cc_contracts::call::{CallEvent, QueueSettings, Strategy, WithdrawReason};
 use cc_contracts::domain::{AgentNumber, DeviceId, QueueNumber};
 use cc_contracts::pbx::Party;
 use cc_contracts::queue::QueueEvent;
@@ -518,8 +518,7 @@ impl Acd {
                 line.next().map(|head| (q, line, head))
             })
             .collect();
-        loop {
-            let Some(i) = (0..lines.len()).min_by_key(|&i| lines[i].2) else { break };
+        while let Some(i) = (0..lines.len()).min_by_key(|&i| lines[i].2) {
             let (qkey, call) = (lines[i].0, &lines[i].2 .3);
             match lines[i].1.next() {
                 Some(next) => lines[i].2 = next,
@@ -614,6 +613,39 @@ impl Acd {
                     && !self.anyone_logged_in(tenant, queue)
             })
             .flat_map(|(_, w)| w.iter().map(|k| &k.3))
+    }
+
+    /// Why the agent can no longer take the offers ringing them, if they cannot: logged out
+    /// (by themselves, a supervisor or a disabled account), or their device went offline.
+    pub fn unavailable(&self, tenant: &str, agent: &AgentNumber) -> Option<WithdrawReason> {
+        let a = self.agents.get(&(tenant.to_string(), agent.clone()))?;
+        if !a.logged_in {
+            Some(WithdrawReason::AgentLoggedOut)
+        } else if !a.device_online {
+            Some(WithdrawReason::DeviceOffline)
+        } else {
+            None
+        }
+    }
+
+    /// The queue offers ringing agents who can no longer take them, to withdraw at once:
+    /// (tenant, call, agent, offer, reason). Only `agent`'s when given, else every agent's (after
+    /// a rebuild: a logout recorded while no router was leading).
+    pub fn offers_to_withdraw(&self, only: Option<(&str, &AgentNumber)>) -> Vec<(String, String, AgentNumber, String, WithdrawReason)> {
+        let mut out = vec![];
+        for (id, c) in &self.calls {
+            for o in &c.offers {
+                if only.is_some_and(|(t, a)| t != c.tenant || *a != o.agent) {
+                    continue;
+                }
+                if let Some(reason) = self.unavailable(&c.tenant, &o.agent) {
+                    out.push((c.tenant.clone(), id.clone(), o.agent.clone(), o.offer.clone(), reason));
+                }
+            }
+        }
+        // Calls in the order they came (the map's order is arbitrary).
+        out.sort_by_key(|(_, call, _, _, _)| self.calls.get(call).map(|c| c.seq));
+        out
     }
 
     /// Whether any agent is logged into the queue.

@@ -16,6 +16,7 @@ use cc_runtime::Context;
 pub const MIGRATIONS: &[cc_eventstore::Migration] = &[
     cc_eventstore::Migration { version: 1, name: "queues", sql: include_str!("../sql/0001_queues.sql") },
     cc_eventstore::Migration { version: 2, name: "queue_settings", sql: include_str!("../sql/0002_queue_settings.sql") },
+    cc_eventstore::Migration { version: 3, name: "parked", sql: include_str!("../sql/0003_parked.sql") },
 ];
 
 pub fn handlers(ctx: Context) -> CommandHandlers<Context> {

@@ -72,10 +72,7 @@ pub async fn assignments(pool: &PgPool, tenant: &str, agent: &AgentNumber) -> Re
 }
 
 pub async fn create(ctx: &Context, c: &CommandContext, cmd: CreateQueue) -> Result<QueueInfo, CommandError> {
-    let name = cmd.name.trim().to_string();
-    if name.is_empty() || name.chars().count() > 80 {
-        return Err(CommandError::field("invalid_field", "name", "a queue name is 1 to 80 characters"));
-    }
+    let name = cc_contracts::domain::parse_name("name", "a queue name", &cmd.name, 80).map_err(|e| CommandError::field("invalid_field", e.field, e.message))?;
     let mut tx = ctx.pool.begin().await?;
     let inserted = sqlx::query("insert into qr_queues (tenant, queue, name) values ($1, $2, $3) on conflict do nothing")
         .bind(&c.tenant)

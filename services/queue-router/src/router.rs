@@ -33,7 +33,13 @@ pub async fn run(ctx: Context) {
     if retry_until_ok(&cancel, "cannot create the PBX event consumer", || channel_consumer(&ctx)).await.is_none() {
         return;
     }
-    keep_leading(&cancel, "queue router", || lead(&ctx)).await;
+    let parked_total = prometheus_client::metrics::counter::Counter::<u64>::default();
+    ctx.metrics.register(
+        "queue_router_parked",
+        "PBX reports and router decisions whose events the store refused for good (parked in qr_parked and skipped)",
+        parked_total.clone(),
+    );
+    keep_leading(&cancel, "queue router", || lead(&ctx, parked_total.clone())).await;
 }
 
 struct Router<'a> {
@@ -57,6 +63,32 @@ struct Router<'a> {
     feedback: tokio::sync::mpsc::UnboundedSender<Feedback>,
     /// Stops the writers when this router stops leading.
     term: tokio_util::sync::CancellationToken,
+    /// The version of each agent's session stream applied to the model: the router reads an
+    /// agent's newest session events ahead of the store's order before connecting a caller
+    /// to them, and skips those events when the store brings them.
+    sessions: std::collections::HashMap<(String, AgentNumber), i64>,
+    /// The PBX report being handled, attached to the jobs it leads to (named if they are parked).
+    cause: Option<std::sync::Arc<Cause>>,
+    /// Caller channels and calls parked (see [`Parked`]): not entered, not decided on again.
+    parked: Parked,
+    parked_total: prometheus_client::metrics::counter::Counter<u64>,
+}
+
+/// A PBX report, as the router got it from `CC_PBX`.
+#[derive(Debug)]
+struct Cause {
+    subject: String,
+    stream_sequence: Option<u64>,
+    payload: Vec<u8>,
+}
+
+/// What the router parked (the table `qr_parked`, loaded at each start): events the store
+/// refused for a reason that retrying cannot cure. Control characters of channel ids are
+/// escaped (see [`printable`]).
+#[derive(Default)]
+struct Parked {
+    channels: HashSet<String>,
+    calls: HashSet<String>,
 }
 
 /// What a call's writer does: append, then act on the PBX.
@@ -64,6 +96,10 @@ struct Job {
     tenant: String,
     events: Vec<cc_eventstore::NewEvent>,
     then: Vec<Action>,
+    /// The PBX report that led to it, if any.
+    cause: Option<std::sync::Arc<Cause>>,
+    /// The caller channel of a call's entry (when the job records it).
+    channel: Option<String>,
 }
 
 enum Action {
@@ -73,6 +109,8 @@ enum Action {
 
 enum Feedback {
     Failed(anyhow::Error),
+    /// The store refused a call's events for good: parked, not retried.
+    Refused { tenant: String, call: String, channel: Option<String>, event_types: Vec<String>, error: String, cause: Option<std::sync::Arc<Cause>> },
     NotRung { tenant: String, call: String, agent: AgentNumber, offer: String },
 }
 
@@ -81,8 +119,13 @@ async fn channel_consumer(ctx: &Context) -> anyhow::Result<async_nats::jetstream
     cc_bus::consumer::pbx_channels(&ctx.bus, "queue-router-channels").await
 }
 
-async fn lead(ctx: &Context) -> anyhow::Result<()> {
+async fn lead(ctx: &Context, parked_total: prometheus_client::metrics::counter::Counter<u64>) -> anyhow::Result<()> {
     let Some(mut lease) = Lease::try_acquire(&ctx.config.database_url, "cc-queue-router").await? else { return Ok(()) };
+    let mut parked = Parked::default();
+    for (channel, call) in sqlx::query_as::<_, (Option<String>, String)>("select channel, call from qr_parked").fetch_all(&ctx.pool).await? {
+        parked.channels.extend(channel);
+        parked.calls.insert(call);
+    }
     let (feedback, mut feedback_rx) = tokio::sync::mpsc::unbounded_channel();
     let term = ctx.cancel.child_token();
     let _stop_writers = term.clone().drop_guard();
@@ -97,6 +140,10 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
         writers_limit: 1024,
         feedback,
         term,
+        sessions: Default::default(),
+        cause: None,
+        parked,
+        parked_total,
     };
     let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::All, Checkpoint::START).await?.with_batch_size(2000);
     while let Some(batch) = sub.poll().await? {
@@ -108,6 +155,8 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
     for (tenant, call, agent) in std::mem::take(&mut r.ended) {
         r.start_wrap_up(&tenant, &call, agent).await?;
     }
+    // Offers still ringing agents who logged out or went offline while no router led.
+    r.withdraw_offers_of_unavailable(None);
     r.reconcile().await?;
     let mut sub = sub.into_feed(4);
     tracing::info!(calls = r.acd.calls.len(), agents = r.acd.agents.len(), "queue router lease taken; routing");
@@ -131,7 +180,11 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
                 let Some(m) = m else { anyhow::bail!("the PBX event consumer ended") };
                 let m = m.map_err(|e| anyhow::anyhow!("PBX events: {e}"))?;
                 if let Ok(e) = serde_json::from_slice::<ChannelEvent>(&m.payload) {
-                    r.on_channel(e).await?;
+                    let stream_sequence = m.info().ok().map(|i| i.stream_sequence);
+                    r.cause = Some(std::sync::Arc::new(Cause { subject: m.subject.to_string(), stream_sequence, payload: m.payload.to_vec() }));
+                    let handled = r.on_channel(e).await;
+                    r.cause = None;
+                    handled?;
                 }
                 let _ = m.ack().await;
             }
@@ -142,6 +195,12 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
             }
             f = feedback_rx.recv() => match f {
                 Some(Feedback::Failed(e)) => return Err(e),
+                Some(Feedback::Refused { tenant, call, channel, event_types, error, cause }) => {
+                    r.park(&tenant, &call, channel.as_deref(), &event_types, &error, cause.as_deref()).await?;
+                    // The model applied what was not recorded, and the writers stopped: start
+                    // over from the store, without the parked report.
+                    return Ok(());
+                }
                 Some(Feedback::NotRung { tenant, call, agent, offer }) => {
                     let w = CallEvent::OfferWithdrawn { call: call.clone(), agent, offer, reason: WithdrawReason::DeviceUnavailable };
                     r.record(&tenant, &call, vec![w]).await?;
@@ -162,7 +221,7 @@ impl Router<'_> {
         match e.stream.category() {
             "agent" => {
                 if let Some(s) = decode::<AgentSessionEvent>(e) {
-                    self.acd.apply_session(tenant, &s, e.recorded_at);
+                    self.apply_session(tenant, &s, e.version, e.recorded_at);
                 }
             }
             "queue" => {
@@ -196,6 +255,45 @@ impl Router<'_> {
         Ok(())
     }
 
+    /// Applies an agent's session event (once: `version` in the agent's stream). Live, an agent
+    /// who logged out or whose device went offline has their ringing offers withdrawn at once.
+    fn apply_session(&mut self, tenant: &str, s: &AgentSessionEvent, version: i64, at: chrono::DateTime<Utc>) {
+        let seen = self.sessions.entry((tenant.to_string(), s.agent().clone())).or_insert(0);
+        if version <= *seen {
+            return; // read ahead already (see `catch_up_session`)
+        }
+        *seen = version;
+        self.acd.apply_session(tenant, s, at);
+        if self.live && matches!(s, AgentSessionEvent::AgentLoggedOut { .. } | AgentSessionEvent::AgentDeviceWentOffline { .. }) {
+            self.withdraw_offers_of_unavailable(Some((tenant, s.agent())));
+        }
+    }
+
+    /// Takes in the agent's session events that the store holds beyond what the router applied
+    /// (its catch-up read lags behind the commits, the PBX's reports do not): a logout
+    /// recorded a moment ago is known before a caller is connected to the agent.
+    async fn catch_up_session(&mut self, tenant: &str, agent: &AgentNumber) -> anyhow::Result<()> {
+        let seen = self.sessions.get(&(tenant.to_string(), agent.clone())).copied().unwrap_or(0);
+        let stream = StreamName::new(tenant, "agent", agent.as_str())?;
+        for e in self.ctx.store.read_stream(&stream, seen + 1, 100).await? {
+            if let Some(s) = decode::<AgentSessionEvent>(&e) {
+                self.apply_session(tenant, &s, e.version, e.recorded_at);
+            }
+        }
+        Ok(())
+    }
+
+    /// Withdraws the offers ringing agents who can no longer take them (`only` this agent's,
+    /// else every agent's) and hangs up their legs: the calls go on to the next agents, and
+    /// nothing counts against these agents.
+    fn withdraw_offers_of_unavailable(&mut self, only: Option<(&str, &AgentNumber)>) {
+        for (tenant, call, agent, offer, reason) in self.acd.offers_to_withdraw(only) {
+            tracing::info!(%call, %agent, ?reason, "withdrawing an offer from an agent who can no longer take it");
+            let w = CallEvent::OfferWithdrawn { call: call.clone(), agent, offer: offer.clone(), reason };
+            self.record_then(&tenant, &call, vec![], vec![w], vec![Action::Hangup { channel: offer, cause: HangupCause::Normal }]);
+        }
+    }
+
     /// Appends call events (recording them as our own) and applies them at once.
     async fn record(&mut self, tenant: &str, call: &str, events: Vec<CallEvent>) -> anyhow::Result<()> {
         self.record_after(tenant, call, vec![], events).await
@@ -211,6 +309,14 @@ impl Router<'_> {
     /// As [`Router::record_after`], then the PBX actions `then` (in the same job: no second
     /// hand-over between the commit and the phones).
     fn record_then(&mut self, tenant: &str, call: &str, applied: Vec<CallEvent>, events: Vec<CallEvent>, then: Vec<Action>) {
+        if self.parked.calls.contains(call) {
+            tracing::debug!(%call, "no decision for a parked call");
+            return;
+        }
+        let channel = applied.iter().chain(&events).find_map(|e| match e {
+            CallEvent::CallEnteredQueue { channel, .. } => Some(channel.clone()),
+            _ => None,
+        });
         let meta = Metadata::new(tenant, "system:queue-router");
         let encoded: Vec<_> = applied.iter().chain(&events).map(|e| encode(e, meta.clone())).collect();
         if encoded.is_empty() && then.is_empty() {
@@ -223,7 +329,7 @@ impl Router<'_> {
         for e in &events {
             self.acd.apply_call(tenant, e, now);
         }
-        self.submit(call, Job { tenant: tenant.to_string(), events: encoded, then });
+        self.submit(call, Job { tenant: tenant.to_string(), events: encoded, then, cause: self.cause.clone(), channel });
     }
 
     /// Queues a job on the call's writer (starting one when there is none or it went idle).
@@ -249,7 +355,7 @@ impl Router<'_> {
 
     /// PBX actions that must follow what was recorded for the call so far.
     fn act(&mut self, tenant: &str, call: &str, then: Vec<Action>) {
-        self.submit(call, Job { tenant: tenant.to_string(), events: vec![], then });
+        self.submit(call, Job { tenant: tenant.to_string(), events: vec![], then, cause: None, channel: None });
     }
 
     fn pbx(&self, tenant: &str) -> CommandContext {
@@ -258,6 +364,40 @@ impl Router<'_> {
 
     fn hang_up(&mut self, tenant: &str, call: &str, channel: &str, cause: HangupCause) {
         self.act(tenant, call, vec![Action::Hangup { channel: channel.into(), cause }]);
+    }
+
+    /// Parks what the store refused for good: recorded in `qr_parked` (with the PBX report that
+    /// led to it), logged, counted in `cc_queue_router_parked_total`, and skipped from now on.
+    async fn park(&mut self, tenant: &str, call: &str, channel: Option<&str>, event_types: &[String], error: &str, cause: Option<&Cause>) -> anyhow::Result<()> {
+        let channel = channel.map(printable);
+        tracing::error!(
+            tenant = %printable(tenant),
+            %call,
+            channel = channel.as_deref().unwrap_or(""),
+            subject = cause.map(|c| printable(&c.subject)).unwrap_or_default(),
+            stream_sequence = cause.and_then(|c| c.stream_sequence).unwrap_or(0),
+            ?event_types,
+            %error,
+            "the store refused these events for good: parked, and skipped from now on",
+        );
+        sqlx::query(
+            "insert into qr_parked (tenant, subject, stream_sequence, payload, channel, call, event_types, error)
+             values ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(printable(tenant))
+        .bind(cause.map(|c| printable(&c.subject)))
+        .bind(cause.and_then(|c| c.stream_sequence).map(|s| s as i64))
+        .bind(cause.map(|c| c.payload.clone()))
+        .bind(&channel)
+        .bind(call)
+        .bind(event_types)
+        .bind(printable(error))
+        .execute(&self.ctx.pool)
+        .await?;
+        self.parked_total.inc();
+        self.parked.channels.extend(channel);
+        self.parked.calls.insert(call.to_string());
+        Ok(())
     }
 
     /// After a restart, the PBX's live channels against the rebuilt model. The previous router
@@ -286,6 +426,9 @@ impl Router<'_> {
                     continue;
                 }
             };
+            // Leftover legs first, then the callers: a caller entered first would ring a phone
+            // that a leftover leg still keeps busy (the PBX lists callers' channels first).
+            let mut callers = vec![];
             for ch in live {
                 let lost_hangup = due.get(&tenant).is_some_and(|d| d.contains(&ch.channel)) && !ch.answered;
                 let unrecorded_offer = ch.direction == Direction::Outbound
@@ -298,25 +441,29 @@ impl Router<'_> {
                     continue;
                 }
                 let waiting_caller = ch.direction == Direction::Inbound
+                    && !self.parked.channels.contains(&printable(&ch.channel))
                     && ch.bridge.is_none()
                     && !self.acd.channels.contains_key(&ch.channel)
                     && !self.seen_callers.0.contains(&ch.channel);
                 if let (true, Some(dialed)) = (waiting_caller, ch.dialed.clone()) {
                     if self.acd.has_queue(&tenant, &dialed).is_some() {
-                        tracing::info!(channel = %ch.channel, queue = %dialed, "a caller whose arrival was not recorded enters the queue");
-                        let e = ChannelEvent::ChannelCreated {
-                            tenant: tenant.clone(),
-                            channel: ch.channel,
-                            direction: Direction::Inbound,
-                            caller: ch.caller,
-                            dialed: Some(dialed),
-                            device: None,
-                            number: None,
-                            at: Utc::now(),
-                        };
-                        self.on_channel(e).await?;
+                        callers.push((ch, dialed));
                     }
                 }
+            }
+            for (ch, dialed) in callers {
+                tracing::info!(channel = %ch.channel, queue = %dialed, "a caller whose arrival was not recorded enters the queue");
+                let e = ChannelEvent::ChannelCreated {
+                    tenant: tenant.clone(),
+                    channel: ch.channel,
+                    direction: Direction::Inbound,
+                    caller: ch.caller,
+                    dialed: Some(dialed),
+                    device: None,
+                    number: None,
+                    at: Utc::now(),
+                };
+                self.on_channel(e).await?;
             }
         }
         Ok(())
@@ -438,10 +585,15 @@ impl Router<'_> {
             ChannelEvent::ChannelCreated { tenant, channel, direction: Direction::Inbound, caller, dialed: Some(dialed), at, .. } => {
                 tracing::debug!(%channel, since_created_ms = (Utc::now() - at).num_microseconds().unwrap_or(0) as f64 / 1000.0, "caller arrived");
                 let Some(queue) = self.acd.has_queue(&tenant, &dialed) else { return Ok(()) };
+                if self.parked.channels.contains(&printable(&channel)) {
+                    return Ok(()); // parked: its entry could not be recorded
+                }
                 if self.acd.channels.contains_key(&channel) || !self.remember_caller(&channel) {
                     return Ok(()); // a redelivery
                 }
                 let call = Uuid::now_v7().simple().to_string();
+                // The PBX's text as it can be recorded (no control characters, bounded lengths).
+                let caller = caller.cleaned();
                 let entered = CallEvent::CallEnteredQueue { call: call.clone(), queue: queue.clone(), caller, channel: channel.clone(), priority: 0 };
                 let leave = self.acd.settings(&tenant, &queue).leave_when_no_agents && !self.acd.anyone_logged_in(&tenant, &queue);
                 if leave {
@@ -466,6 +618,13 @@ impl Router<'_> {
             }
             ChannelEvent::ChannelAnswered { tenant, channel, .. } => {
                 let Some(call) = self.acd.offers.get(&channel).cloned() else { return Ok(()) };
+                let Some(agent) = self.acd.calls.get(&call).and_then(|c| c.offers.iter().find(|o| o.offer == channel)).map(|o| o.agent.clone()) else {
+                    return Ok(());
+                };
+                // Answered after a logout (or the device going offline) that the store holds
+                // but the router has not read yet: the offer is withdrawn, its leg hung up and
+                // the call offered again; the caller is never connected to that agent.
+                self.catch_up_session(&tenant, &agent).await?;
                 let Some(c) = self.acd.calls.get(&call).cloned() else { return Ok(()) };
                 let Some(offer) = c.offers.iter().find(|o| o.offer == channel).cloned() else { return Ok(()) };
                 if c.answered.is_some() || c.done {
@@ -564,22 +723,34 @@ async fn write_call(
             if job.events.is_empty() {
                 return Ok(());
             }
-            let stream = StreamName::new(&job.tenant, "call", &call)?;
-            ctx.store.append(&stream, ExpectedVersion::Any, &job.events).await.map_err(|e| anyhow::Error::new(e).context("recording a call event"))?;
-            Ok::<_, anyhow::Error>(())
+            let stream = StreamName::new(&job.tenant, "call", &call).map_err(|e| Unrecorded::Refused(e.to_string()))?;
+            ctx.store.append(&stream, ExpectedVersion::Any, &job.events).await.map_err(Unrecorded::from)?;
+            Ok::<_, Unrecorded>(())
         };
         let (appended, rung) = futures::future::join(append, futures::future::join_all(rings)).await;
         if let Err(e) = appended {
             // Not recorded. Every writer of this router stops (no later event of any call may
             // be recorded on top of a missing one), the router rebuilds from the store, and
-            // the phones just rung must stop.
+            // the phones just rung must stop. What the store refused for good is parked first,
+            // so that the rebuilt router does not try it again.
             term.cancel();
             for (offer, _, r, _) in rung {
                 if r.is_ok() {
                     let _ = ctx.bus.request(&pbx, &Hangup { channel: offer, cause: HangupCause::Normal }).await;
                 }
             }
-            let _ = feedback.send(Feedback::Failed(e));
+            let f = match e {
+                Unrecorded::Refused(error) => Feedback::Refused {
+                    tenant: job.tenant.clone(),
+                    call: call.clone(),
+                    channel: job.channel.clone(),
+                    event_types: job.events.iter().map(|e| e.event_type.clone()).collect(),
+                    error,
+                    cause: job.cause.clone(),
+                },
+                Unrecorded::Failed(e) => Feedback::Failed(anyhow::Error::new(e).context("recording a call event")),
+            };
+            let _ = feedback.send(f);
             return;
         }
         if ringing {
@@ -597,5 +768,72 @@ async fn write_call(
                 let _ = feedback.send(Feedback::NotRung { tenant: job.tenant.clone(), call: call.clone(), agent, offer });
             }
         }
+    }
+}
+
+/// Why a call's events were not recorded.
+#[derive(Debug, thiserror::Error)]
+enum Unrecorded {
+    /// The store refused the events themselves (their data, their stream): the same append
+    /// would fail again.
+    #[error("the store refused the events: {0}")]
+    Refused(String),
+    /// Anything else (the database unreachable, a timeout, a conflict): worth a rebuild and a
+    /// new try.
+    #[error(transparent)]
+    Failed(cc_eventstore::AppendError),
+}
+
+impl From<cc_eventstore::AppendError> for Unrecorded {
+    fn from(e: cc_eventstore::AppendError) -> Self {
+        use cc_eventstore::AppendError as E;
+        match &e {
+            E::EventIdReused | E::Empty | E::TenantMismatch { .. } => Unrecorded::Refused(e.to_string()),
+            E::Database(sqlx::Error::Database(db)) if refused_for_good(db.code().as_deref()) => Unrecorded::Refused(e.to_string()),
+            _ => Unrecorded::Failed(e),
+        }
+    }
+}
+
+/// SQLSTATEs that say the statement's data is at fault, not the moment: class 22 (data
+/// exception, e.g. 22P05 "unsupported Unicode escape sequence" for a NUL in jsonb), 23
+/// (integrity constraint violation) but for 23505 (a unique violation: two writers racing,
+/// settled by retrying), and 54 (program limit exceeded, e.g. a value too large).
+fn refused_for_good(code: Option<&str>) -> bool {
+    match code {
+        Some("23505") => false,
+        Some(c) => c.starts_with("22") || c.starts_with("23") || c.starts_with("54"),
+        None => false,
+    }
+}
+
+/// `s` with its control characters escaped (`\u{0}`), as a text column can hold it.
+fn printable(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { c.escape_unicode().to_string() } else { c.to_string() }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_exceptions_are_refused_for_good_and_races_and_outages_are_not() {
+        assert!(refused_for_good(Some("22P05")), "unsupported Unicode escape sequence (NUL in jsonb)");
+        assert!(refused_for_good(Some("22021")), "invalid byte sequence for encoding");
+        assert!(refused_for_good(Some("23502")));
+        assert!(refused_for_good(Some("54000")));
+        assert!(!refused_for_good(Some("23505")), "a unique violation is a race");
+        assert!(!refused_for_good(Some("40001")));
+        assert!(!refused_for_good(Some("57P01")), "admin shutdown");
+        assert!(!refused_for_good(Some("08006")));
+        assert!(!refused_for_good(None));
+        assert!(matches!(Unrecorded::from(cc_eventstore::AppendError::EventIdReused), Unrecorded::Refused(_)));
+        assert!(matches!(Unrecorded::from(cc_eventstore::AppendError::Database(sqlx::Error::PoolTimedOut)), Unrecorded::Failed(_)));
+    }
+
+    #[test]
+    fn printable_escapes_control_characters_only() {
+        assert_eq!(printable("ab\u{0}c\n"), "ab\\u{0}c\\u{a}");
+        assert_eq!(printable("Zoë"), "Zoë");
     }
 }

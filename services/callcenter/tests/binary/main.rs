@@ -1,15 +1,17 @@
 //! The `callcenter` binary as an operator runs it: a real process, real PostgreSQL and NATS.
 
 mod calls;
+mod edge;
 mod phones;
 mod process;
 mod recovery;
 mod reporting;
-mod sip;
 mod sessions;
+mod sip;
 mod subscribe;
 mod system;
 mod transfers;
+mod withdrawals;
 use std::time::Duration;
 
 use cc_testkit::{eventually, free_port, NatsServer, TestDb};

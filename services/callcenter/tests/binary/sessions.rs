@@ -221,6 +221,24 @@ async fn sse_resumes_after_a_reconnect_without_losing_a_change() {
 }
 
 #[tokio::test]
+async fn sse_with_a_last_event_id_ahead_of_the_view_gets_the_current_view_and_goes_on() {
+    let sys = System::start().await;
+    let alice = sys.agent("1001").await;
+    alice.post("/api/session", json!({})).await.ok();
+    let me = sys.view_when(&alice, "Idle", |v| v["status"] == "idle").await;
+    let version = me["version"].as_i64().unwrap();
+
+    // An id from before a rebuild of the read model, or from another installation: ahead of
+    // what the view has reached.
+    let mut sse = Sse::open(&alice, "/api/events", Some(version + 100)).await;
+    let (_, id, v) = sse.next(Duration::from_secs(5)).await.expect("the current view, not silence");
+    assert_eq!((id, v["status"].as_str()), (Some(version), Some("idle")));
+    alice.post("/api/session/pause", json!({"reason": "Lunch"})).await.ok();
+    let (_, id, v) = sse.next(Duration::from_secs(10)).await.expect("the next change");
+    assert_eq!((id, v["status"].as_str()), (Some(version + 1), Some("paused")));
+}
+
+#[tokio::test]
 async fn a_device_that_goes_offline_takes_the_agent_out_of_routing_until_it_is_back() {
     let sys = System::start().await;
     let bob = sys.agent("1002").await;

@@ -74,12 +74,12 @@ async fn report(p: &Portal, who: &Authed, r: &Report, f: Filter) -> ApiResult<Re
     }
     let queue = match (&f.queue, r.queue) {
         (None, _) => None,
-        (Some(_), None) => return Err(bad("queue", format!("this report has no queue filter"))),
+        (Some(_), None) => return Err(bad("queue", "this report has no queue filter".to_string())),
         (Some(q), Some(_)) => Some(QueueNumber::parse(q).map_err(|e| bad("queue", e.message))?.to_string()),
     };
     let agent = match (&f.agent, r.agent) {
         (None, _) => None,
-        (Some(_), None) => return Err(bad("agent", format!("this report has no agent filter"))),
+        (Some(_), None) => return Err(bad("agent", "this report has no agent filter".to_string())),
         (Some(a), Some(_)) => Some(AgentNumber::parse(a).map_err(|e| bad("agent", e.message))?.to_string()),
     };
     let csv = match f.format.as_deref() {

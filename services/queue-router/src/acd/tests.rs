@@ -267,3 +267,44 @@ fn settings_changed_while_an_offer_rings_move_its_timer() {
     acd.apply_call("acme", &C::OfferTimedOut { call: "c1".into(), agent: a("1001"), offer: "o-c1-1001".into() }, t(6));
     assert!(acd.due(t(6)).is_empty());
 }
+
+#[test]
+fn offers_ringing_an_agent_who_logged_out_or_whose_device_went_offline_are_to_withdraw() {
+    use cc_contracts::call::WithdrawReason;
+    let mut acd = given(Strategy::RingAll);
+    enter(&mut acd, "c1", "500", 10);
+    for n in ["1001", "1002", "1003", "1004"] {
+        offer(&mut acd, "c1", n, 10);
+    }
+    assert!(acd.offers_to_withdraw(None).is_empty(), "every ringing agent can still take the call");
+    acd.apply_session("acme", &S::AgentLoggedOut { agent: a("1001"), login_id: Default::default(), reason: cc_contracts::session::LogoutReason::Supervisor }, t(11));
+    acd.apply_session("acme", &S::AgentDeviceWentOffline { agent: a("1002"), device: DeviceId::parse("1002").unwrap() }, t(11));
+    let only = acd.offers_to_withdraw(Some(("acme", &a("1001"))));
+    assert_eq!(only, [("acme".into(), "c1".into(), a("1001"), "o-c1-1001".into(), WithdrawReason::AgentLoggedOut)]);
+    let mut all: Vec<_> = acd.offers_to_withdraw(None).into_iter().map(|(_, _, agent, _, why)| (agent.to_string(), why)).collect();
+    all.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(all, [("1001".to_string(), WithdrawReason::AgentLoggedOut), ("1002".to_string(), WithdrawReason::DeviceOffline)]);
+    // Once withdrawn (a withdrawal counts nothing), the call rings on with the others.
+    for (_, call, agent, offer, reason) in acd.offers_to_withdraw(None) {
+        acd.apply_call("acme", &C::OfferWithdrawn { call, agent, offer, reason }, t(11));
+    }
+    assert!(acd.offers_to_withdraw(None).is_empty());
+    for n in ["1001", "1002"] {
+        let agent = &acd.agents[&("acme".into(), a(n))];
+        assert_eq!((agent.ringing, agent.missed_in_row, agent.reject_until), (0, 0, None), "{n}");
+    }
+    assert_eq!(acd.calls["c1"].offers.len(), 2);
+}
+
+#[test]
+fn a_call_whose_only_offer_is_withdrawn_goes_on_to_the_next_eligible_agent() {
+    let mut acd = given(Strategy::LongestIdle);
+    enter(&mut acd, "c1", "500", 10);
+    assert_eq!(offered(&acd.dispatch(t(10)))[0].1, ["1001"]);
+    offer(&mut acd, "c1", "1001", 10);
+    acd.apply_session("acme", &S::AgentLoggedOut { agent: a("1001"), login_id: Default::default(), reason: cc_contracts::session::LogoutReason::Agent }, t(11));
+    for (_, call, agent, offer, reason) in acd.offers_to_withdraw(Some(("acme", &a("1001")))) {
+        acd.apply_call("acme", &C::OfferWithdrawn { call, agent, offer, reason }, t(11));
+    }
+    assert_eq!(offered(&acd.dispatch(t(11))), [("c1".to_string(), vec!["1002".to_string()])]);
+}
