@@ -101,6 +101,13 @@ impl Calls {
         if caller.number.trim().is_empty() {
             return Err(err("missing_field", "caller_number", "caller_number is required".into()));
         }
+        // Text from outside is checked here, at the simulator's edge (the HTTP surface, the
+        // PlaceCall command and the traffic generator all come through): digits and + for the
+        // number, control characters out of the name, lengths bounded.
+        let caller = Party::parse(&caller.number, &caller.name).map_err(|e| err("invalid_field", e.field, e.message))?;
+        if dialed.is_empty() || dialed.len() > 15 || !dialed.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(err("invalid_field", "queue", format!("a queue number is 1 to 15 digits, got {dialed:?}")));
+        }
         let mut st = self.state.lock().await;
         let t = st.entry(tenant.to_string()).or_default();
         let ch = ChannelState {

@@ -81,6 +81,10 @@ pub async fn start(sim: &Sim, tenant: &str, cmd: StartTraffic) -> Result<(), Com
     if !(cmd.calls_per_second > 0.0 && cmd.calls_per_second <= 1000.0) {
         return Err(CommandError::field("invalid_field", "calls_per_second", "between 0 and 1000".to_string()));
     }
+    if !cmd.caller_prefix.is_empty() {
+        cc_contracts::domain::CallerNumber::parse(&format!("{}0000000", cmd.caller_prefix))
+            .map_err(|e| CommandError::field("invalid_field", "caller_prefix", e.message))?;
+    }
     if let Some(mode) = cmd.phones {
         let devices: Vec<_> = crate::devices::list(&sim.ctx.pool, tenant).await?.into_iter().map(|d| d.device).collect();
         sim.calls.set_all_modes(tenant, &devices, mode).await;

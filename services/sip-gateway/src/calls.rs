@@ -998,12 +998,7 @@ pub async fn report_lost_channels(gw: &Gateway) -> anyhow::Result<usize> {
 /// Text from outside, bounded: control characters out, at most 100 characters of name and 32
 /// of number (digits, `+`, `*`, `#`; anything else is shown as `anonymous`).
 pub fn sanitize(p: Party) -> Party {
-    let name: String = p
-        .name
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(100)
-        .collect();
+    let name = cc_contracts::domain::CallerName::lossy(&p.name).into_string();
     let number = p.number.trim();
     let number = if !number.is_empty()
         && number.len() <= 32

@@ -52,7 +52,7 @@ impl System {
     /// A registered agent phone that answers by itself.
     async fn agent_phone(&self, device: &str, tone: u32) -> Phone {
         let pw = format!("sip{device}");
-        let mut p = Phone::start(self.gateway(), DOMAIN, PhoneSpec { user: device, password: Some(&pw), tone, auto_answer: true, codec: "PCMU", name: "" }).await;
+        let p = Phone::start(self.gateway(), DOMAIN, PhoneSpec { user: device, password: Some(&pw), tone, auto_answer: true, codec: "PCMU", name: "" }).await;
         p.registration("200 OK").await;
         p
     }

@@ -189,6 +189,17 @@ async fn bad_commands_are_refused_with_the_field_named() {
     assert!(http.starts_with("HTTP/1.1 201"), "{http}");
     let http = reqwest_like_post(&format!("{}/tenants/acme/calls", sim.http), r#"{"queue":"500"}"#).await;
     assert!(http.starts_with("HTTP/1.1 400") && http.contains("caller_number"), "{http}");
+    // Text from outside is checked at this edge: a NUL is removed, a bad number or an
+    // overlong name is refused naming the field, a bad queue number too.
+    let http = reqwest_like_post(&format!("{}/tenants/acme/calls", sim.http), r#"{"queue":"500","caller_number":"5557778","caller_name":"a\u0000b"}"#).await;
+    assert!(http.starts_with("HTTP/1.1 201") && http.contains(r#""name":"ab""#), "{http}");
+    let http = reqwest_like_post(&format!("{}/tenants/acme/calls", sim.http), r#"{"queue":"500","caller_number":"555-1234"}"#).await;
+    assert!(http.starts_with("HTTP/1.1 400") && http.contains(r#""field":"caller_number""#), "{http}");
+    let long = format!(r#"{{"queue":"500","caller_number":"5557779","caller_name":"{}"}}"#, "x".repeat(101));
+    let http = reqwest_like_post(&format!("{}/tenants/acme/calls", sim.http), &long).await;
+    assert!(http.starts_with("HTTP/1.1 400") && http.contains(r#""field":"caller_name""#), "{http}");
+    let http = reqwest_like_post(&format!("{}/tenants/acme/calls", sim.http), r#"{"queue":"-5","caller_number":"5557779"}"#).await;
+    assert!(http.starts_with("HTTP/1.1 400") && http.contains(r#""field":"queue""#), "{http}");
 }
 
 /// A tiny HTTP POST over a raw socket (the simulator's control surface is plain HTTP/JSON).
