@@ -131,7 +131,7 @@ mod tests {
     #[test]
     fn all_expands_to_every_service_once() {
         let t = Target::expand(&[Target::Portal, Target::All]);
-        assert_eq!(t.len(), 8);
+        assert_eq!(t.len(), 9);
         assert_eq!(t[0], Target::Portal);
         assert_eq!(Target::QueueRouter.name(), "queue-router");
     }
