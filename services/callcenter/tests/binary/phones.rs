@@ -78,10 +78,15 @@ impl Phone {
         std::fs::write(dir.join("contacts"), "").unwrap();
         let log = std::fs::File::create(dir.join("baresip.log")).unwrap();
         let child = Command::new("baresip").arg("-f").arg(&dir).stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap();
-        let stream = cc_testkit::eventually("baresip's ctrl_tcp", Duration::from_secs(20), || async {
-            TcpStream::connect(("127.0.0.1", ctrl_port)).await.ok()
-        })
-        .await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let stream = loop {
+            if let Ok(s) = TcpStream::connect(("127.0.0.1", ctrl_port)).await {
+                break s;
+            }
+            let log = std::fs::read_to_string(dir.join("baresip.log")).unwrap_or_default();
+            assert!(std::time::Instant::now() < deadline, "baresip {} opened no ctrl_tcp on {ctrl_port} within 20 s: {log}", spec.user);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         let (mut reader, writer) = stream.into_split();
         let (tx, messages) = mpsc::unbounded_channel();
         tokio::spawn(async move {
