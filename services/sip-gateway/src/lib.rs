@@ -271,9 +271,10 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
     let mut states = inbox.dialog_states;
     let g = gw.clone();
     tokio::spawn(async move {
+        // In order: a dialog's changes (ringing, a re-INVITE, its end) must not overtake each
+        // other. Each is quick (memory and a publish without waiting for its ack).
         while let Some(s) = states.recv().await {
-            let g = g.clone();
-            tokio::spawn(async move { g.calls.on_dialog(&g, s).await });
+            g.calls.on_dialog(&g, s).await;
         }
     });
     let mut transactions = inbox.transactions;

@@ -64,7 +64,8 @@ fn register_xml(uas: SocketAddr) -> String {
     format!(
         "<?xml version=\"1.0\" encoding=\"ISO-8859-1\" ?>\n<scenario name=\"register\">\n{}<recv response=\"401\" auth=\"true\"/>\n{}<recv response=\"200\"/>\n</scenario>\n",
         req(1, ""),
-        req(2, "[authentication username=[field0] password=[field1]]\n")
+        // SIPp expands an [authentication ...] keyword that comes from the injection file.
+        req(2, "[field1]\n")
     )
 }
 
@@ -117,8 +118,8 @@ fn rtt_p99(dir: &std::path::Path) -> f64 {
         let name = e.file_name().to_string_lossy().to_string();
         if name.ends_with("_rtt.csv") {
             for line in std::fs::read_to_string(e.path()).unwrap_or_default().lines().skip(1) {
-                // date_ms;date_sec;rtd_no;response_time(ms);rtd_name
-                if let Some(ms) = line.split(';').nth(3).and_then(|x| x.trim().parse::<f64>().ok()) {
+                // Date_ms;response_time_ms;rtd_no (SIPp 3.6 writes whole milliseconds)
+                if let Some(ms) = line.split(';').nth(1).and_then(|x| x.trim().parse::<f64>().ok()) {
                     v.push(Duration::from_secs_f64(ms / 1000.0));
                 }
             }
@@ -218,7 +219,7 @@ async fn ring_benchmark() -> anyhow::Result<()> {
     let mut uas_proc = sipp(&["-sn", "uas", "-i", "127.0.0.1", "-p", &uas.port().to_string(), "-mp", "26000", "-rtp_echo", "-trace_stat", "-fd", "1"], &uas_dir).spawn()?;
     let mut csv = String::from("SEQUENTIAL\n");
     for i in 0..agents {
-        csv.push_str(&format!("{};{}\n", number(i), passwords.lock().unwrap()[&i]));
+        csv.push_str(&format!("{n};[authentication username={n} password={}]\n", passwords.lock().unwrap()[&i], n = number(i)));
     }
     std::fs::write(work.join("users.csv"), csv)?;
     std::fs::write(work.join("register.xml"), register_xml(uas))?;

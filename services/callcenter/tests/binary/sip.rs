@@ -129,6 +129,8 @@ async fn registration_needs_the_right_password_expires_unregisters_and_survives_
     let mut sys = System::start_sip(true).await;
     let gw = sys.gateway();
     let bob = sys.office_agent("1002").await;
+    let admin = sys.office_admin().await;
+    admin.call(Method::PUT, "/api/admin/queues/500/settings", Some(json!({"wrap_up_s": 1}))).await.ok();
 
     // Right password: online.
     let _p1 = sys.agent_phone("1001", 697).await;
@@ -158,13 +160,26 @@ async fn registration_needs_the_right_password_expires_unregisters_and_survives_
                To: <sip:1001@demo.localhost>\r\nCall-ID: reg-other@x\r\nCSeq: 1 REGISTER\r\nContact: <sip:1001@{src}:{port}>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
     assert_eq!(raw_sip(gw, "127.0.0.1", msg).await, Some(404));
 
+    // A call in progress when the gateway dies (SIGKILL): its channels are reported hung up
+    // by the next gateway process, so the agent is not left Connected.
+    let alice = sys.office_agent("1001").await;
+    idle(&sys, &alice).await;
+    let mut p1 = _p1;
+    let mut first = sys.caller("5558888", "Lost").await;
+    first.command("dial", &format!("sip:500@{DOMAIN}")).await;
+    p1.event("CALL_ESTABLISHED", WAIT).await;
+    sys.view_when(&alice, "Connected before the restart", |v| v["status"] == "connected").await;
     // A gateway restart (SIGKILL): 1001 stays online and still takes calls.
     sys.restart_gateway();
     cc_testkit::eventually("the gateway back", WAIT, || async { raw_sip(gw, "127.0.0.1", &options()).await.filter(|c| *c == 200) }).await;
     assert!(sys.device_online(&bob, "1001").await, "a registered device stays online across a restart");
-    let alice = sys.office_agent("1001").await;
-    idle(&sys, &alice).await;
-    let mut p1 = _p1;
+    let v = sys.view_when(&alice, "the lost call ended", |v| v["status"] != "connected" && v["counts"]["completed"] == 1).await;
+    assert!(v["current_call"].is_null() || v["status"] == "wrap_up", "{v}");
+    sys.view_when(&alice, "Idle again", |v| v["status"] == "idle").await;
+    // The phones still think they are on the lost call: they hang up.
+    p1.command("hangup", "").await;
+    p1.event("CALL_CLOSED", WAIT).await;
+    drop(first);
     let mut caller = sys.caller("5559999", "Max").await;
     caller.command("dial", &format!("sip:500@{DOMAIN}")).await;
     p1.event("CALL_ESTABLISHED", WAIT).await;
@@ -239,6 +254,17 @@ async fn bad_sip_gets_a_sip_error_and_records_nothing() {
     assert_eq!(raw_sip(gw, "127.0.0.1", &invite("127.0.0.1", &format!("sip:500@{DOMAIN}"), "v=0\r\nm=what\r\n")).await, Some(400));
     let g729 = good_sdp.replace("RTP/AVP 0", "RTP/AVP 18").replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:18 G729/8000");
     assert_eq!(raw_sip(gw, "127.0.0.1", &invite("127.0.0.1", &format!("sip:500@{DOMAIN}"), &g729)).await, Some(488));
+    // A REGISTER flood from one address is throttled (503) once past the per-minute limit.
+    let register = "REGISTER sip:office.localhost SIP/2.0\r\nVia: SIP/2.0/UDP {src}:{port};branch=z9hG4bK-f{n};rport\r\nFrom: <sip:1001@office.localhost>;tag=f\r\n\
+                    To: <sip:1001@office.localhost>\r\nCall-ID: flood{n}@x\r\nCSeq: 1 REGISTER\r\nContact: <sip:1001@{src}:{port}>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+    let mut codes = vec![];
+    for n in 0..125 {
+        codes.push(raw_sip(gw, "127.0.0.3", &register.replace("{n}", &n.to_string())).await);
+    }
+    assert_eq!(codes[0], Some(401), "challenged first");
+    assert_eq!(codes.last().copied().flatten(), Some(503), "throttled after 120 a minute");
+    // Another address is not throttled.
+    assert_eq!(raw_sip(gw, "127.0.0.4", &register.replace("{n}", "x")).await, Some(401));
     // Still alive and nothing recorded.
     assert_eq!(raw_sip(gw, "127.0.0.1", &options()).await, Some(200));
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -357,6 +383,46 @@ async fn an_admin_creates_a_sip_device_whose_password_is_shown_once_and_a_phone_
     sys.wait_device(&agent, "1008", false).await;
 }
 
+#[tokio::test]
+async fn a_phone_that_holds_the_call_itself_is_reported_held_and_the_caller_hears_music() {
+    let sys = System::start_sip(false).await;
+    let client = async_nats::connect(sys.nats.url()).await.unwrap();
+    let mut facts = client.subscribe(format!("{}.pbx.evt.{SIP_TENANT}.channel.>", sys.prefix)).await.unwrap();
+    client.flush().await.unwrap();
+    let (mut alice_phone, mut caller, _alice, t0) = alice_connected(&sys).await;
+    // The agent presses Hold on the phone: a re-INVITE with sendonly, answered recvonly.
+    alice_phone.command("hold", "").await;
+    let kind = |v: &Value| v["type"].as_str().unwrap_or("").to_string();
+    let held = next_fact(&mut facts, |v| kind(v) == "ChannelHeld").await;
+    let leg = held["channel"].as_str().unwrap().to_string();
+    let hold_at = since(t0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let resume_at = since(t0);
+    alice_phone.command("resume", "").await;
+    let unheld = next_fact(&mut facts, |v| kind(v) == "ChannelUnheld").await;
+    assert_eq!(unheld["channel"], json!(leg), "the same leg is taken off hold");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let end = since(t0);
+    caller.command("hangup", "").await;
+    alice_phone.event("CALL_CLOSED", WAIT).await;
+    let (c, rate) = wav(caller.heard().last().unwrap());
+    let held = window(&c, rate, hold_at + 0.8, resume_at - 0.2);
+    let (m, a) = (music(held, rate), goertzel(held, rate, AGENT_TONE));
+    assert!(m > 100.0 * a.max(1.0), "while the phone holds: music {m:.0}, agent {a:.0}");
+    assert_hears("the caller, after the phone resumed", window(&c, rate, resume_at + 0.8, end - 0.2), rate, AGENT_TONE, CALLER_TONE);
+}
+
+async fn next_fact(sub: &mut async_nats::Subscriber, pred: impl Fn(&Value) -> bool) -> Value {
+    use futures::StreamExt;
+    loop {
+        let m = tokio::time::timeout(WAIT, sub.next()).await.expect("a PBX fact within 20 s").unwrap();
+        let v: Value = serde_json::from_slice(&m.payload).unwrap();
+        if pred(&v) {
+            return v;
+        }
+    }
+}
+
 fn options() -> String {
     format!(
         "OPTIONS sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {{src}}:{{port}};branch=z9hG4bK-{b};rport\r\nFrom: <sip:probe@{DOMAIN}>;tag=p\r\n\
@@ -404,6 +470,3 @@ fn decline_xml() -> String {
         response("603 Decline")
     )
 }
-
-#[allow(dead_code)]
-fn unused(_: Value) {}
