@@ -50,12 +50,17 @@ impl Drop for Phone {
 
 impl Phone {
     pub async fn start(gateway: SocketAddr, domain: &str, spec: PhoneSpec<'_>) -> Phone {
+        Self::start_on("127.0.0.1", gateway, domain, spec).await
+    }
+
+    /// A phone on another loopback address (not the tenant's trunk).
+    pub async fn start_on(ip: &str, gateway: SocketAddr, domain: &str, spec: PhoneSpec<'_>) -> Phone {
         need("baresip", "baresip");
         let dir = std::env::temp_dir().join(format!("cc-phone-{}-{}", spec.user, uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(dir.join("rec")).unwrap();
         let (sip_port, ctrl_port) = (free_port(), free_port());
         let config = format!(
-            "module_path /usr/lib/baresip/modules\nsip_listen 127.0.0.1:{sip_port}\naudio_source ausine,{tone}\nausrc_srate 48000\n\
+            "module_path /usr/lib/baresip/modules\nsip_listen {ip}:{sip_port}\naudio_source ausine,{tone}\nausrc_srate 48000\n\
              ausrc_channels 2\nauplay_srate 48000\nauplay_channels 2\naudio_player aubridge,nil\nsnd_path {rec}\n\
              ctrl_tcp_listen 127.0.0.1:{ctrl_port}\nmodule g711.so\nmodule ausine.so\nmodule aubridge.so\nmodule sndfile.so\n\
              module ctrl_tcp.so\nmodule menu.so\nmodule account.so\n",

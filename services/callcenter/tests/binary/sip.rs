@@ -423,6 +423,29 @@ async fn next_fact(sub: &mut async_nats::Subscriber, pred: impl Fn(&Value) -> bo
     }
 }
 
+#[tokio::test]
+async fn a_registered_phone_off_the_trunk_calls_a_queue_after_a_digest_challenge() {
+    let sys = System::start_sip(false).await;
+    let alice_phone = sys.agent_phone("1001", AGENT_TONE as u32).await;
+    let alice = sys.office_agent("1001").await;
+    sys.wait_device(&alice, "1001", true).await;
+    idle(&sys, &alice).await;
+    // Bob's desk phone on 127.0.0.2 (not the trunk): registered, it may call with its password.
+    let pw = "sip1002".to_string();
+    let mut bob = Phone::start_on("127.0.0.2", sys.gateway(), DOMAIN, PhoneSpec { user: "1002", password: Some(&pw), tone: 941, auto_answer: false, codec: "PCMU", name: "Bob" }).await;
+    bob.registration("200 OK").await;
+    bob.command("dial", &format!("sip:500@{DOMAIN}")).await;
+    bob.event("CALL_ESTABLISHED", WAIT).await;
+    let v = sys.view_when(&alice, "Connected with Bob's desk phone", |v| v["status"] == "connected").await;
+    assert_eq!(v["current_call"]["caller_number"], "1002", "{v}");
+    drop(alice_phone);
+    // A phone off the trunk with a wrong password gets no call in.
+    let wrong = "nope".to_string();
+    let mut eve = Phone::start_on("127.0.0.2", sys.gateway(), DOMAIN, PhoneSpec { user: "1003", password: Some(&wrong), tone: 941, auto_answer: false, codec: "PCMU", name: "Eve" }).await;
+    eve.command("dial", &format!("sip:500@{DOMAIN}")).await;
+    eve.event("CALL_CLOSED", WAIT).await;
+}
+
 fn options() -> String {
     format!(
         "OPTIONS sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {{src}}:{{port}};branch=z9hG4bK-{b};rport\r\nFrom: <sip:probe@{DOMAIN}>;tag=p\r\n\
