@@ -33,11 +33,23 @@ pub struct CommandError {
 
 impl CommandError {
     pub fn new(error: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { error: error.into(), message: message.into(), field: None }
+        Self {
+            error: error.into(),
+            message: message.into(),
+            field: None,
+        }
     }
 
-    pub fn field(error: impl Into<String>, field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { error: error.into(), message: message.into(), field: Some(field.into()) }
+    pub fn field(
+        error: impl Into<String>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            error: error.into(),
+            message: message.into(),
+            field: Some(field.into()),
+        }
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
@@ -49,11 +61,16 @@ impl CommandError {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if inner.is_syntax() || inner.is_eof() {
-            return Self::new("invalid_json", format!("the body is not valid JSON: {inner}"));
+            return Self::new(
+                "invalid_json",
+                format!("the body is not valid JSON: {inner}"),
+            );
         }
         let msg = inner.to_string();
         // serde reports a missing field at the parent's path, with the name in the message.
-        let missing = msg.strip_prefix("missing field `").and_then(|r| r.split('`').next());
+        let missing = msg
+            .strip_prefix("missing field `")
+            .and_then(|r| r.split('`').next());
         let field = match (missing, path.as_str()) {
             (Some(m), "." | "") => Some(m.to_string()),
             (Some(m), p) => Some(format!("{p}.{m}")),
@@ -65,7 +82,16 @@ impl CommandError {
             Some(f) => format!("{f}: {}", msg.split(" at line ").next().unwrap_or(&msg)),
             None => msg.split(" at line ").next().unwrap_or(&msg).to_string(),
         };
-        Self { error: if missing.is_some() { "missing_field" } else { "invalid_field" }.into(), message, field }
+        Self {
+            error: if missing.is_some() {
+                "missing_field"
+            } else {
+                "invalid_field"
+            }
+            .into(),
+            message,
+            field,
+        }
     }
 }
 
@@ -87,7 +113,12 @@ pub struct CommandContext {
 
 impl CommandContext {
     pub fn new(tenant: &str, actor: impl Into<String>) -> Self {
-        Self { tenant: tenant.into(), actor: actor.into(), correlation_id: Uuid::now_v7(), idempotency_key: None }
+        Self {
+            tenant: tenant.into(),
+            actor: actor.into(),
+            correlation_id: Uuid::now_v7(),
+            idempotency_key: None,
+        }
     }
 
     pub fn with_idempotency_key(mut self, key: Option<String>) -> Self {
@@ -98,7 +129,10 @@ impl CommandContext {
     fn headers(&self) -> async_nats::HeaderMap {
         let mut h = async_nats::HeaderMap::new();
         h.insert("Cc-Actor", self.actor.as_str());
-        h.insert("Cc-Correlation-Id", self.correlation_id.to_string().as_str());
+        h.insert(
+            "Cc-Correlation-Id",
+            self.correlation_id.to_string().as_str(),
+        );
         if let Some(k) = &self.idempotency_key {
             h.insert("Idempotency-Key", k.as_str());
         }
@@ -106,11 +140,17 @@ impl CommandContext {
     }
 
     fn from_message(tenant: &str, headers: Option<&async_nats::HeaderMap>) -> Self {
-        let get = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str().to_string());
+        let get = |name: &str| {
+            headers
+                .and_then(|h| h.get(name))
+                .map(|v| v.as_str().to_string())
+        };
         Self {
             tenant: tenant.to_string(),
             actor: get("Cc-Actor").unwrap_or_else(|| "unknown".into()),
-            correlation_id: get("Cc-Correlation-Id").and_then(|s| s.parse().ok()).unwrap_or_else(Uuid::now_v7),
+            correlation_id: get("Cc-Correlation-Id")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(Uuid::now_v7),
             idempotency_key: get("Idempotency-Key"),
         }
     }
@@ -137,25 +177,40 @@ enum Reply<T> {
 
 impl Bus {
     /// Sends a command and waits for its reply.
-    pub async fn request<C: Command>(&self, ctx: &CommandContext, command: &C) -> Result<C::Reply, RequestError> {
+    pub async fn request<C: Command>(
+        &self,
+        ctx: &CommandContext,
+        command: &C,
+    ) -> Result<C::Reply, RequestError> {
         let subject = self.subjects.command(C::SERVICE, &ctx.tenant, C::NAME);
         let body = serde_json::to_vec(command).expect("commands serialize");
-        let reply = self.client.request_with_headers(subject, ctx.headers(), body.into()).await.map_err(|e| {
-            if e.kind() == async_nats::RequestErrorKind::NoResponders {
-                RequestError::NoResponders(C::SERVICE.to_string())
-            } else {
-                RequestError::Transport(e.to_string())
-            }
-        })?;
+        let reply = self
+            .client
+            .request_with_headers(subject, ctx.headers(), body.into())
+            .await
+            .map_err(|e| {
+                if e.kind() == async_nats::RequestErrorKind::NoResponders {
+                    RequestError::NoResponders(C::SERVICE.to_string())
+                } else {
+                    RequestError::Transport(e.to_string())
+                }
+            })?;
         match serde_json::from_slice::<Reply<C::Reply>>(&reply.payload) {
             Ok(Reply::Ok(r)) => Ok(r),
             Ok(Reply::Error(e)) => Err(RequestError::Rejected(e)),
-            Err(e) => Err(RequestError::Transport(format!("unreadable reply from {}: {e}", C::SERVICE))),
+            Err(e) => Err(RequestError::Transport(format!(
+                "unreadable reply from {}: {e}",
+                C::SERVICE
+            ))),
         }
     }
 
     /// Sends raw bytes to a command subject (tests of malformed input; tools).
-    pub async fn request_raw(&self, subject: String, body: Vec<u8>) -> Result<serde_json::Value, RequestError> {
+    pub async fn request_raw(
+        &self,
+        subject: String,
+        body: Vec<u8>,
+    ) -> Result<serde_json::Value, RequestError> {
         let reply = self
             .client
             .request(subject, body.into())
@@ -217,12 +272,21 @@ impl TenantScope {
 
 /// `cc_commands_total{service, command, outcome}`: commands handled, by outcome (`ok` or the
 /// error code).
-pub type CommandCounter =
-    prometheus_client::metrics::family::Family<Vec<(String, String)>, prometheus_client::metrics::counter::Counter>;
+pub type CommandCounter = prometheus_client::metrics::family::Family<
+    Vec<(String, String)>,
+    prometheus_client::metrics::counter::Counter,
+>;
 
 impl<S: Clone + Send + Sync + 'static> CommandHandlers<S> {
     pub fn new(service: &'static str, state: S) -> Self {
-        Self { service, state, handlers: HashMap::new(), idempotency: None, metrics: None, scope: TenantScope::All }
+        Self {
+            service,
+            state,
+            handlers: HashMap::new(),
+            idempotency: None,
+            metrics: None,
+            scope: TenantScope::All,
+        }
     }
 
     /// Counts every command handled in `counter`.
@@ -252,7 +316,12 @@ impl<S: Clone + Send + Sync + 'static> CommandHandlers<S> {
         F: Fn(S, CommandContext, C) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<C::Reply, CommandError>> + Send + 'static,
     {
-        assert_eq!(C::SERVICE, self.service, "command {} belongs to another service", C::NAME);
+        assert_eq!(
+            C::SERVICE,
+            self.service,
+            "command {} belongs to another service",
+            C::NAME
+        );
         let f = Arc::new(f);
         let handler: Handler<S> = Arc::new(move |state, ctx, body| {
             let f = f.clone();
@@ -274,9 +343,16 @@ impl<S: Clone + Send + Sync + 'static> CommandHandlers<S> {
     }
 
     /// Serves commands until `cancel`; then stops taking new ones and finishes those in flight.
-    pub async fn serve(self, bus: Bus, cancel: CancellationToken) -> Result<(), async_nats::SubscribeError> {
+    pub async fn serve(
+        self,
+        bus: Bus,
+        cancel: CancellationToken,
+    ) -> Result<(), async_nats::SubscribeError> {
         let subject = bus.subjects.service_commands(self.service);
-        let mut sub = bus.client.queue_subscribe(subject, self.scope.queue_group(self.service)).await?;
+        let mut sub = bus
+            .client
+            .queue_subscribe(subject, self.scope.queue_group(self.service))
+            .await?;
         let scope = self.scope.clone();
         let handlers = Arc::new(self.handlers);
         let idempotency = self.idempotency.clone();
@@ -295,34 +371,52 @@ impl<S: Clone + Send + Sync + 'static> CommandHandlers<S> {
                 m = sub.next() => match m { Some(m) => m, None => break },
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => { drop(permit); continue }
             };
-            let Some(reply_to) = msg.reply.clone() else { continue };
+            let Some(reply_to) = msg.reply.clone() else {
+                continue;
+            };
             if let Some((_, tenant, _)) = bus.subjects.parse_command(msg.subject.as_str()) {
                 if !scope.serves(tenant) {
                     continue; // another implementation of this service answers that tenant
                 }
             }
-            let (bus, handlers, state, service) = (bus.clone(), handlers.clone(), self.state.clone(), self.service);
+            let (bus, handlers, state, service) = (
+                bus.clone(),
+                handlers.clone(),
+                self.state.clone(),
+                self.service,
+            );
             let idempotency = idempotency.clone();
             let metrics = metrics.clone();
             in_flight.spawn(async move {
                 let _permit = permit;
                 let reply = match bus.subjects.parse_command(msg.subject.as_str()) {
-                    None => Err(CommandError::new("invalid_subject", format!("{} is not a command subject", msg.subject))),
+                    None => Err(CommandError::new(
+                        "invalid_subject",
+                        format!("{} is not a command subject", msg.subject),
+                    )),
                     Some((_, tenant, name)) => match handlers.get(name) {
                         None => {
                             let mut known: Vec<_> = handlers.keys().copied().collect();
                             known.sort();
                             Err(CommandError::new(
                                 "unknown_command",
-                                format!("{service} has no command {name:?}; known: {}", known.join(", ")),
+                                format!(
+                                    "{service} has no command {name:?}; known: {}",
+                                    known.join(", ")
+                                ),
                             ))
                         }
                         Some(h) => {
                             let ctx = CommandContext::from_message(tenant, msg.headers.as_ref());
                             // Keys are the caller's: another user reusing one gets no one else's reply.
-                            let key = ctx.idempotency_key.as_ref().map(|k| format!("{}:{k}", ctx.actor));
+                            let key = ctx
+                                .idempotency_key
+                                .as_ref()
+                                .map(|k| format!("{}:{k}", ctx.actor));
                             let remembered = match (&idempotency, &key) {
-                                (Some(pool), Some(k)) => remembered_reply(pool, service, tenant, name, k).await,
+                                (Some(pool), Some(k)) => {
+                                    remembered_reply(pool, service, tenant, name, k).await
+                                }
                                 _ => None,
                             };
                             match remembered {
@@ -331,8 +425,14 @@ impl<S: Clone + Send + Sync + 'static> CommandHandlers<S> {
                                     let r = AssertUnwindSafe(h(state, ctx, msg.payload.clone()))
                                         .catch_unwind()
                                         .await
-                                        .unwrap_or_else(|_| Err(CommandError::internal(format!("{service} failed on {name}"))));
-                                    if let (Ok(reply), Some(pool), Some(k)) = (&r, &idempotency, &key) {
+                                        .unwrap_or_else(|_| {
+                                            Err(CommandError::internal(format!(
+                                                "{service} failed on {name}"
+                                            )))
+                                        });
+                                    if let (Ok(reply), Some(pool), Some(k)) =
+                                        (&r, &idempotency, &key)
+                                    {
                                         remember_reply(pool, service, tenant, name, k, reply).await;
                                     }
                                     r
@@ -342,7 +442,11 @@ impl<S: Clone + Send + Sync + 'static> CommandHandlers<S> {
                     },
                 };
                 if let Some(m) = &metrics {
-                    let name = bus.subjects.parse_command(msg.subject.as_str()).map(|p| p.2).unwrap_or("?");
+                    let name = bus
+                        .subjects
+                        .parse_command(msg.subject.as_str())
+                        .map(|p| p.2)
+                        .unwrap_or("?");
                     let outcome = match &reply {
                         Ok(_) => "ok".to_string(),
                         Err(e) => e.error.clone(),
@@ -389,9 +493,16 @@ mod tests {
     #[test]
     fn parse_errors_name_the_field() {
         let e = parse_json::<Pause>(br#"{"device": {"number": 1}}"#).unwrap_err();
-        assert_eq!((e.error.as_str(), e.field.as_deref()), ("missing_field", Some("reason")));
-        let e = parse_json::<Pause>(br#"{"reason": "Lunch", "device": {"number": "x"}}"#).unwrap_err();
-        assert_eq!((e.error.as_str(), e.field.as_deref()), ("invalid_field", Some("device.number")));
+        assert_eq!(
+            (e.error.as_str(), e.field.as_deref()),
+            ("missing_field", Some("reason"))
+        );
+        let e =
+            parse_json::<Pause>(br#"{"reason": "Lunch", "device": {"number": "x"}}"#).unwrap_err();
+        assert_eq!(
+            (e.error.as_str(), e.field.as_deref()),
+            ("invalid_field", Some("device.number"))
+        );
         let e = parse_json::<Pause>(br#"{"reason": "Lunch", "device": {}}"#).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("device.number"));
         let e = parse_json::<Pause>(b"{not json").unwrap_err();
@@ -399,7 +510,13 @@ mod tests {
     }
 }
 
-async fn remembered_reply(pool: &sqlx::PgPool, service: &str, tenant: &str, command: &str, key: &str) -> Option<serde_json::Value> {
+async fn remembered_reply(
+    pool: &sqlx::PgPool,
+    service: &str,
+    tenant: &str,
+    command: &str,
+    key: &str,
+) -> Option<serde_json::Value> {
     sqlx::query_scalar(
         "select reply from bus_idempotency where service = $1 and tenant = $2 and key = $3 and command = $4
            and created_at > now() - interval '1 day'",
@@ -414,7 +531,14 @@ async fn remembered_reply(pool: &sqlx::PgPool, service: &str, tenant: &str, comm
     .flatten()
 }
 
-async fn remember_reply(pool: &sqlx::PgPool, service: &str, tenant: &str, command: &str, key: &str, reply: &serde_json::Value) {
+async fn remember_reply(
+    pool: &sqlx::PgPool,
+    service: &str,
+    tenant: &str,
+    command: &str,
+    key: &str,
+    reply: &serde_json::Value,
+) {
     let r = sqlx::query(
         "insert into bus_idempotency (service, tenant, key, command, reply) values ($1, $2, $3, $4, $5)
          on conflict (service, tenant, key) do update set command = excluded.command, reply = excluded.reply, created_at = now()
@@ -442,9 +566,10 @@ impl From<sqlx::Error> for CommandError {
 impl From<cc_eventstore::AppendError> for CommandError {
     fn from(e: cc_eventstore::AppendError) -> Self {
         match e {
-            cc_eventstore::AppendError::Conflict { .. } => {
-                CommandError::new("conflict", "the state changed at the same moment; nothing was changed, try again")
-            }
+            cc_eventstore::AppendError::Conflict { .. } => CommandError::new(
+                "conflict",
+                "the state changed at the same moment; nothing was changed, try again",
+            ),
             other => {
                 tracing::error!(error = %other, "append failed while handling a command");
                 CommandError::internal("the event store refused the change; nothing was changed")
@@ -457,7 +582,9 @@ impl From<RequestError> for CommandError {
     fn from(e: RequestError) -> Self {
         match e {
             RequestError::Rejected(e) => e,
-            RequestError::NoResponders(s) => CommandError::new("unavailable", format!("the {s} service is not running")),
+            RequestError::NoResponders(s) => {
+                CommandError::new("unavailable", format!("the {s} service is not running"))
+            }
             RequestError::Transport(m) => CommandError::new("unavailable", m),
         }
     }

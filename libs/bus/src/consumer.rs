@@ -17,18 +17,29 @@ use uuid::Uuid;
 use crate::Bus;
 
 /// Records that `consumer` handled `event_id`. `false` means it was handled before: skip it.
-pub async fn mark_processed(tx: &mut Transaction<'_, Postgres>, consumer: &str, event_id: Uuid) -> Result<bool, sqlx::Error> {
-    let r = sqlx::query("insert into bus_processed (consumer, event_id) values ($1, $2) on conflict do nothing")
-        .bind(consumer)
-        .bind(event_id)
-        .execute(&mut **tx)
-        .await?;
+pub async fn mark_processed(
+    tx: &mut Transaction<'_, Postgres>,
+    consumer: &str,
+    event_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let r = sqlx::query(
+        "insert into bus_processed (consumer, event_id) values ($1, $2) on conflict do nothing",
+    )
+    .bind(consumer)
+    .bind(event_id)
+    .execute(&mut **tx)
+    .await?;
     Ok(r.rows_affected() == 1)
 }
 
 /// The event id of a relayed message (its `Nats-Msg-Id`).
 pub fn event_id(msg: &Message) -> Option<Uuid> {
-    msg.headers.as_ref()?.get("Nats-Msg-Id")?.as_str().parse().ok()
+    msg.headers
+        .as_ref()?
+        .get("Nats-Msg-Id")?
+        .as_str()
+        .parse()
+        .ok()
 }
 
 /// Creates (or reuses) a durable pull consumer on the events stream for `filter_subjects`.
@@ -87,7 +98,9 @@ where
             }
             Err(e) => {
                 tracing::warn!(error = %e, %subject, "handler failed; the message will be redelivered");
-                let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_millis(500)))).await;
+                let _ = msg
+                    .ack_with(AckKind::Nak(Some(Duration::from_millis(500))))
+                    .await;
             }
         }
     }
@@ -95,8 +108,18 @@ where
 
 /// A durable consumer of the PBX's channel events (new ones from its creation on). Services
 /// create it when they start, before they may lead, so no call is missed while they catch up.
-pub async fn pbx_channels(bus: &Bus, name: &str) -> anyhow::Result<async_nats::jetstream::consumer::Consumer<pull::Config>> {
+pub async fn pbx_channels(
+    bus: &Bus,
+    name: &str,
+) -> anyhow::Result<async_nats::jetstream::consumer::Consumer<pull::Config>> {
     bus.ensure_pbx_stream().await?;
     let filter = format!("{}.pbx.evt.*.channel.>", bus.subjects.prefix());
-    durable(bus, &bus.subjects.pbx_stream(), name, vec![filter], DeliverPolicy::New).await
+    durable(
+        bus,
+        &bus.subjects.pbx_stream(),
+        name,
+        vec![filter],
+        DeliverPolicy::New,
+    )
+    .await
 }

@@ -14,15 +14,26 @@ pub mod consumer;
 pub mod relay;
 mod subjects;
 
-pub use command::{parse_json, Command, CommandContext, CommandCounter, CommandError, CommandHandlers, RequestError, TenantScope};
+pub use command::{
+    parse_json, Command, CommandContext, CommandCounter, CommandError, CommandHandlers,
+    RequestError, TenantScope,
+};
 pub use subjects::Subjects;
 
 use cc_eventstore::Migration;
 
 /// The bus's own tables (consumer idempotency), component `bus`.
 pub const MIGRATIONS: &[Migration] = &[
-    Migration { version: 1, name: "processed_events", sql: include_str!("../sql/0001_processed.sql") },
-    Migration { version: 2, name: "idempotency_keys", sql: include_str!("../sql/0002_idempotency.sql") },
+    Migration {
+        version: 1,
+        name: "processed_events",
+        sql: include_str!("../sql/0001_processed.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "idempotency_keys",
+        sql: include_str!("../sql/0002_idempotency.sql"),
+    },
 ];
 
 /// A connection to the bus: the NATS client, its JetStream context and the subject names.
@@ -36,7 +47,11 @@ pub struct Bus {
 impl Bus {
     pub fn new(client: async_nats::Client, subjects: Subjects) -> Self {
         let jetstream = async_nats::jetstream::new(client.clone());
-        Self { client, jetstream, subjects }
+        Self {
+            client,
+            jetstream,
+            subjects,
+        }
     }
 
     /// Creates the JetStream stream of PBX events if it does not exist: file storage, a week of
@@ -54,7 +69,12 @@ impl Bus {
                 ..Default::default()
             })
             .await
-            .map_err(|e| anyhow::anyhow!("cannot create JetStream stream {}: {e}", self.subjects.pbx_stream()))?;
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot create JetStream stream {}: {e}",
+                    self.subjects.pbx_stream()
+                )
+            })?;
         Ok(())
     }
 }

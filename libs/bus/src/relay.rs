@@ -24,7 +24,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::stream::{Config as StreamConfig, StorageType};
 use async_nats::HeaderMap;
-use cc_eventstore::{Checkpoint, CheckpointStore, EventStore, ReadFilter, RecordedEvent, Subscription};
+use cc_eventstore::{
+    Checkpoint, CheckpointStore, EventStore, ReadFilter, RecordedEvent, Subscription,
+};
 use futures::future::try_join_all;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -43,7 +45,11 @@ pub struct RelayOptions {
 
 impl Default for RelayOptions {
     fn default() -> Self {
-        Self { batch_size: 500, lease_retry: Duration::from_secs(1), duplicate_window: Duration::from_secs(120) }
+        Self {
+            batch_size: 500,
+            lease_retry: Duration::from_secs(1),
+            duplicate_window: Duration::from_secs(120),
+        }
     }
 }
 
@@ -56,7 +62,9 @@ pub fn events_stream_config(bus: &Bus, duplicate_window: Duration) -> StreamConf
         storage: StorageType::File,
         duplicate_window,
         allow_direct: true,
-        description: Some("Domain events of the call center, relayed from the event store in store order".into()),
+        description: Some(
+            "Domain events of the call center, relayed from the event store in store order".into(),
+        ),
         ..Default::default()
     }
 }
@@ -66,7 +74,12 @@ pub async fn ensure_events_stream(bus: &Bus, duplicate_window: Duration) -> Resu
     bus.jetstream
         .get_or_create_stream(events_stream_config(bus, duplicate_window))
         .await
-        .map_err(|e| anyhow!("cannot create JetStream stream {}: {e}", bus.subjects.events_stream()))?;
+        .map_err(|e| {
+            anyhow!(
+                "cannot create JetStream stream {}: {e}",
+                bus.subjects.events_stream()
+            )
+        })?;
     Ok(())
 }
 
@@ -79,16 +92,36 @@ use anyhow::{anyhow, Result};
 pub fn event_headers(e: &RecordedEvent, last_sequence: u64) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert("Nats-Msg-Id", e.event_id.to_string().as_str());
-    h.insert("Nats-Expected-Last-Sequence", last_sequence.to_string().as_str());
+    h.insert(
+        "Nats-Expected-Last-Sequence",
+        last_sequence.to_string().as_str(),
+    );
     h.insert("ce-specversion", "1.0");
     h.insert("ce-id", e.event_id.to_string().as_str());
-    h.insert("ce-source", format!("/tenants/{}/{}", e.tenant(), e.stream.category()).as_str());
-    h.insert("ce-type", format!("callcenter.{}.v{}", e.event_type, e.schema_version).as_str());
-    h.insert("ce-subject", format!("{}-{}", e.stream.category(), e.stream.id()).as_str());
-    h.insert("ce-time", e.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true).as_str());
+    h.insert(
+        "ce-source",
+        format!("/tenants/{}/{}", e.tenant(), e.stream.category()).as_str(),
+    );
+    h.insert(
+        "ce-type",
+        format!("callcenter.{}.v{}", e.event_type, e.schema_version).as_str(),
+    );
+    h.insert(
+        "ce-subject",
+        format!("{}-{}", e.stream.category(), e.stream.id()).as_str(),
+    );
+    h.insert(
+        "ce-time",
+        e.recorded_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            .as_str(),
+    );
     h.insert("ce-datacontenttype", "application/json");
     h.insert("ce-tenant", e.tenant());
-    h.insert("ce-correlationid", e.metadata.correlation_id.to_string().as_str());
+    h.insert(
+        "ce-correlationid",
+        e.metadata.correlation_id.to_string().as_str(),
+    );
     if let Some(c) = e.metadata.causation_id {
         h.insert("ce-causationid", c.to_string().as_str());
     }
@@ -120,7 +153,12 @@ struct Position {
 
 impl Relay {
     pub fn new(store: EventStore, bus: Bus, database_url: String, options: RelayOptions) -> Self {
-        Self { store, bus, database_url, options }
+        Self {
+            store,
+            bus,
+            database_url,
+            options,
+        }
     }
 
     fn lease_key(&self) -> String {
@@ -132,7 +170,9 @@ impl Relay {
         while !cancel.is_cancelled() {
             match self.lead(&cancel).await {
                 Ok(()) => {}
-                Err(e) => tracing::warn!(error = %e, "relay interrupted; resuming from JetStream's last message"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "relay interrupted; resuming from JetStream's last message")
+                }
             }
             tokio::select! {
                 _ = cancel.cancelled() => {}
@@ -143,7 +183,11 @@ impl Relay {
 
     /// Takes the lease (or returns when it is held elsewhere) and relays while holding it.
     async fn lead(&self, cancel: &CancellationToken) -> Result<()> {
-        let Some(mut lease) = cc_eventstore::Lease::try_acquire(&self.database_url, &self.lease_key()).await.map_err(db)? else {
+        let Some(mut lease) =
+            cc_eventstore::Lease::try_acquire(&self.database_url, &self.lease_key())
+                .await
+                .map_err(db)?
+        else {
             tracing::debug!("relay lease held by another process; standing by");
             return Ok(());
         };
@@ -173,7 +217,10 @@ impl Relay {
                 }
             }
             if pos.checkpoint != saved && saved_at.elapsed() >= Duration::from_secs(1) {
-                checkpoints.save("relay", pos.checkpoint).await.map_err(db)?;
+                checkpoints
+                    .save("relay", pos.checkpoint)
+                    .await
+                    .map_err(db)?;
                 (saved, saved_at) = (pos.checkpoint, std::time::Instant::now());
             }
         }
@@ -184,7 +231,14 @@ impl Relay {
         let mut acks = Vec::with_capacity(batch.len());
         for e in &batch {
             let field = |k: &str| e.data.get(k).and_then(|v| v.as_str());
-            let subject = self.bus.subjects.event(e.tenant(), e.stream.category(), e.stream.id(), &e.event_type, field("agent"), field("queue"));
+            let subject = self.bus.subjects.event(
+                e.tenant(),
+                e.stream.category(),
+                e.stream.id(),
+                &e.event_type,
+                field("agent"),
+                field("queue"),
+            );
             let body = serde_json::to_vec(&e.data).expect("event data serializes");
             let ack = self
                 .bus
@@ -195,7 +249,9 @@ impl Relay {
             acks.push(ack.into_future());
             pos.last_sequence += 1;
         }
-        try_join_all(acks).await.map_err(|e| anyhow!("JetStream refused or did not ack: {e}"))?;
+        try_join_all(acks)
+            .await
+            .map_err(|e| anyhow!("JetStream refused or did not ack: {e}"))?;
         if let Some(last) = batch.last() {
             pos.checkpoint = last.checkpoint();
         }
@@ -210,9 +266,17 @@ impl Relay {
             .get_stream(self.bus.subjects.events_stream())
             .await
             .map_err(|e| anyhow!("cannot open the events stream: {e}"))?;
-        let last_seq = stream.info().await.map_err(|e| anyhow!("stream info: {e}"))?.state.last_sequence;
+        let last_seq = stream
+            .info()
+            .await
+            .map_err(|e| anyhow!("stream info: {e}"))?
+            .state
+            .last_sequence;
         if last_seq == 0 {
-            return Ok(Position { checkpoint: Checkpoint::START, last_sequence: 0 });
+            return Ok(Position {
+                checkpoint: Checkpoint::START,
+                last_sequence: 0,
+            });
         }
         let msg = stream
             .get_raw_message(last_seq)
@@ -220,7 +284,9 @@ impl Relay {
             .map_err(|e| anyhow!("cannot read the last relayed message: {e}"))?;
         let header = |name: &str| msg.headers.get(name).map(|v| v.as_str().to_string());
         let checkpoint: Checkpoint = header("Cc-Checkpoint")
-            .ok_or_else(|| anyhow!("the last message of the events stream has no Cc-Checkpoint header"))?
+            .ok_or_else(|| {
+                anyhow!("the last message of the events stream has no Cc-Checkpoint header")
+            })?
             .parse()
             .map_err(|e: String| anyhow!(e))?;
         let last_id: Uuid = header("Nats-Msg-Id")
@@ -230,7 +296,10 @@ impl Relay {
             tracing::error!(%last_id, "the events stream holds an event the store does not know: is the stream from another database?");
         }
         tracing::info!(%checkpoint, sequence = last_seq, "relay resumes after JetStream's last message");
-        Ok(Position { checkpoint, last_sequence: last_seq })
+        Ok(Position {
+            checkpoint,
+            last_sequence: last_seq,
+        })
     }
 }
 

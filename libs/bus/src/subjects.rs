@@ -21,7 +21,9 @@ impl Default for Subjects {
 
 impl Subjects {
     pub fn new(prefix: &str) -> Self {
-        Self { prefix: prefix.to_string() }
+        Self {
+            prefix: prefix.to_string(),
+        }
     }
 
     pub fn prefix(&self) -> &str {
@@ -32,12 +34,31 @@ impl Subjects {
     /// `<p>.events.<tenant>.<category>.<id>.<Type>.<agent>.<queue>`, where `agent` and `queue`
     /// are the event's `agent` and `queue` fields (`_` when it has none), so a subscriber can
     /// filter by tenant, category, stream, type, agent and queue with the subject alone.
-    pub fn event(&self, tenant: &str, category: &str, stream_id: &str, event_type: &str, agent: Option<&str>, queue: Option<&str>) -> String {
+    pub fn event(
+        &self,
+        tenant: &str,
+        category: &str,
+        stream_id: &str,
+        event_type: &str,
+        agent: Option<&str>,
+        queue: Option<&str>,
+    ) -> String {
         let token = |v: Option<&str>| match v {
-            Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') => v.to_string(),
+            Some(v)
+                if !v.is_empty()
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+            {
+                v.to_string()
+            }
             _ => "_".to_string(),
         };
-        format!("{}.events.{tenant}.{category}.{stream_id}.{event_type}.{}.{}", self.prefix, token(agent), token(queue))
+        format!(
+            "{}.events.{tenant}.{category}.{stream_id}.{event_type}.{}.{}",
+            self.prefix,
+            token(agent),
+            token(queue)
+        )
     }
 
     /// All domain events of all tenants.
@@ -52,12 +73,18 @@ impl Subjects {
 
     /// The JetStream stream that holds the domain events (`CC_EVENTS` for prefix `cc`).
     pub fn events_stream(&self) -> String {
-        format!("{}_EVENTS", self.prefix.to_uppercase().replace(['.', '-'], "_"))
+        format!(
+            "{}_EVENTS",
+            self.prefix.to_uppercase().replace(['.', '-'], "_")
+        )
     }
 
     /// The JetStream stream that holds the PBX events.
     pub fn pbx_stream(&self) -> String {
-        format!("{}_PBX", self.prefix.to_uppercase().replace(['.', '-'], "_"))
+        format!(
+            "{}_PBX",
+            self.prefix.to_uppercase().replace(['.', '-'], "_")
+        )
     }
 
     /// One command to one service for one tenant.
@@ -82,7 +109,10 @@ impl Subjects {
 
     /// The channel and bridge events of all tenants.
     pub fn all_pbx_call_events(&self) -> Vec<String> {
-        vec![format!("{}.pbx.evt.*.channel.>", self.prefix), format!("{}.pbx.evt.*.bridge.>", self.prefix)]
+        vec![
+            format!("{}.pbx.evt.*.channel.>", self.prefix),
+            format!("{}.pbx.evt.*.bridge.>", self.prefix),
+        ]
     }
 
     /// All PBX events of all tenants.
@@ -102,7 +132,9 @@ impl Subjects {
 
     /// Splits a view subject into (tenant, kind, id).
     pub fn parse_view<'a>(&self, subject: &'a str) -> Option<(&'a str, &'a str, &'a str)> {
-        let rest = subject.strip_prefix(&self.prefix)?.strip_prefix(".views.")?;
+        let rest = subject
+            .strip_prefix(&self.prefix)?
+            .strip_prefix(".views.")?;
         let mut parts = rest.split('.');
         let (tenant, kind, id) = (parts.next()?, parts.next()?, parts.next()?);
         parts.next().is_none().then_some((tenant, kind, id))
@@ -124,11 +156,30 @@ mod tests {
     #[test]
     fn subjects_carry_tenant_category_and_type() {
         let s = Subjects::new("cc");
-        assert_eq!(s.event("acme", "agent", "1001", "AgentPaused", Some("1001"), None), "cc.events.acme.agent.1001.AgentPaused.1001._");
-        assert_eq!(s.event("acme", "call", "c1", "CallOffered", Some("1001"), Some("500")), "cc.events.acme.call.c1.CallOffered.1001.500");
-        assert_eq!(s.event("acme", "call", "c1", "CallEnded", Some("a.b"), Some("")), "cc.events.acme.call.c1.CallEnded._._");
+        assert_eq!(
+            s.event("acme", "agent", "1001", "AgentPaused", Some("1001"), None),
+            "cc.events.acme.agent.1001.AgentPaused.1001._"
+        );
+        assert_eq!(
+            s.event(
+                "acme",
+                "call",
+                "c1",
+                "CallOffered",
+                Some("1001"),
+                Some("500")
+            ),
+            "cc.events.acme.call.c1.CallOffered.1001.500"
+        );
+        assert_eq!(
+            s.event("acme", "call", "c1", "CallEnded", Some("a.b"), Some("")),
+            "cc.events.acme.call.c1.CallEnded._._"
+        );
         assert_eq!(s.events_stream(), "CC_EVENTS");
-        assert_eq!(s.command("agent-session", "acme", "PauseAgent"), "cc.cmd.agent-session.acme.PauseAgent");
+        assert_eq!(
+            s.command("agent-session", "acme", "PauseAgent"),
+            "cc.cmd.agent-session.acme.PauseAgent"
+        );
         assert_eq!(
             s.parse_command("cc.cmd.agent-session.acme.PauseAgent"),
             Some(("agent-session", "acme", "PauseAgent"))

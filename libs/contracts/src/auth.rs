@@ -22,11 +22,25 @@ pub enum Role {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type")]
 pub enum AgentAccountEvent {
-    AgentAccountCreated { agent: AgentNumber, display_name: String, may_manage_queues: bool },
-    AgentAccountUpdated { agent: AgentNumber, display_name: String, may_manage_queues: bool },
-    AgentPasswordChanged { agent: AgentNumber },
-    AgentAccountDisabled { agent: AgentNumber },
-    AgentAccountEnabled { agent: AgentNumber },
+    AgentAccountCreated {
+        agent: AgentNumber,
+        display_name: String,
+        may_manage_queues: bool,
+    },
+    AgentAccountUpdated {
+        agent: AgentNumber,
+        display_name: String,
+        may_manage_queues: bool,
+    },
+    AgentPasswordChanged {
+        agent: AgentNumber,
+    },
+    AgentAccountDisabled {
+        agent: AgentNumber,
+    },
+    AgentAccountEnabled {
+        agent: AgentNumber,
+    },
 }
 impl EventFamily for AgentAccountEvent {
     const CATEGORY: &'static str = "agent_account";
@@ -36,7 +50,11 @@ impl EventFamily for AgentAccountEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type")]
 pub enum UserEvent {
-    UserCreated { username: String, display_name: String, role: Role },
+    UserCreated {
+        username: String,
+        display_name: String,
+        role: Role,
+    },
 }
 impl EventFamily for UserEvent {
     const CATEGORY: &'static str = "user";
@@ -67,8 +85,17 @@ impl EventFamily for TenantEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type")]
 pub enum PortalSessionEvent {
-    SignedIn { session_id: Uuid, principal: String, role: Role, expires_at: DateTime<Utc> },
-    SignedOut { session_id: Uuid, principal: String, reason: String },
+    SignedIn {
+        session_id: Uuid,
+        principal: String,
+        role: Role,
+        expires_at: DateTime<Utc>,
+    },
+    SignedOut {
+        session_id: Uuid,
+        principal: String,
+        reason: String,
+    },
 }
 impl EventFamily for PortalSessionEvent {
     const CATEGORY: &'static str = "portal_session";

@@ -111,20 +111,84 @@ pub enum LeaveReason {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type")]
 pub enum CallEvent {
-    CallEnteredQueue { call: String, queue: QueueNumber, caller: Party, channel: String, priority: i32 },
-    CallOffered { call: String, queue: QueueNumber, agent: AgentNumber, device: DeviceId, offer: String },
-    OfferRejected { call: String, agent: AgentNumber, offer: String },
-    OfferTimedOut { call: String, agent: AgentNumber, offer: String },
-    OfferWithdrawn { call: String, agent: AgentNumber, offer: String, reason: WithdrawReason },
-    CallAnswered { call: String, queue: QueueNumber, agent: AgentNumber, offer: String, wait_ms: i64 },
-    CallAbandoned { call: String, queue: QueueNumber, wait_ms: i64, position: i32 },
-    CallLeftQueue { call: String, queue: QueueNumber, reason: LeaveReason, wait_ms: i64 },
-    CallConnected { call: String, agent: AgentNumber, bridge: String },
-    CallHeld { call: String, agent: AgentNumber },
-    CallResumed { call: String, agent: AgentNumber },
-    CallEnded { call: String, agent: AgentNumber, by: EndedBy, talk_ms: i64 },
-    WrapUpStarted { call: String, agent: AgentNumber, seconds: i64 },
-    WrapUpEnded { call: String, agent: AgentNumber, early: bool },
+    CallEnteredQueue {
+        call: String,
+        queue: QueueNumber,
+        caller: Party,
+        channel: String,
+        priority: i32,
+    },
+    CallOffered {
+        call: String,
+        queue: QueueNumber,
+        agent: AgentNumber,
+        device: DeviceId,
+        offer: String,
+    },
+    OfferRejected {
+        call: String,
+        agent: AgentNumber,
+        offer: String,
+    },
+    OfferTimedOut {
+        call: String,
+        agent: AgentNumber,
+        offer: String,
+    },
+    OfferWithdrawn {
+        call: String,
+        agent: AgentNumber,
+        offer: String,
+        reason: WithdrawReason,
+    },
+    CallAnswered {
+        call: String,
+        queue: QueueNumber,
+        agent: AgentNumber,
+        offer: String,
+        wait_ms: i64,
+    },
+    CallAbandoned {
+        call: String,
+        queue: QueueNumber,
+        wait_ms: i64,
+        position: i32,
+    },
+    CallLeftQueue {
+        call: String,
+        queue: QueueNumber,
+        reason: LeaveReason,
+        wait_ms: i64,
+    },
+    CallConnected {
+        call: String,
+        agent: AgentNumber,
+        bridge: String,
+    },
+    CallHeld {
+        call: String,
+        agent: AgentNumber,
+    },
+    CallResumed {
+        call: String,
+        agent: AgentNumber,
+    },
+    CallEnded {
+        call: String,
+        agent: AgentNumber,
+        by: EndedBy,
+        talk_ms: i64,
+    },
+    WrapUpStarted {
+        call: String,
+        agent: AgentNumber,
+        seconds: i64,
+    },
+    WrapUpEnded {
+        call: String,
+        agent: AgentNumber,
+        early: bool,
+    },
     /// An agent started a transfer. `leg` is the target's channel (none for a queue);
     /// `target_agent` the agent whose device rings, when the target is an agent's device.
     TransferStarted {
@@ -141,18 +205,53 @@ pub enum CallEvent {
         queue: QueueNumber,
     },
     /// The target answered (for an attended transfer: the consultation begins).
-    TransferAnswered { call: String, transfer: String, agent: AgentNumber, #[serde(default, skip_serializing_if = "Option::is_none")] target_agent: Option<AgentNumber> },
+    TransferAnswered {
+        call: String,
+        transfer: String,
+        agent: AgentNumber,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target_agent: Option<AgentNumber>,
+    },
     /// Live transfer: customer, agent and target are joined in one call.
-    ConferenceFormed { call: String, transfer: String, agent: AgentNumber, #[serde(default, skip_serializing_if = "Option::is_none")] target_agent: Option<AgentNumber> },
+    ConferenceFormed {
+        call: String,
+        transfer: String,
+        agent: AgentNumber,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target_agent: Option<AgentNumber>,
+    },
     /// The target did not take the call; the customer stays with the agent, or (the agent
     /// having dropped) goes back to the head of the queue.
-    TransferFailed { call: String, transfer: String, agent: AgentNumber, reason: TransferFailure, #[serde(default, skip_serializing_if = "Option::is_none")] target_agent: Option<AgentNumber> },
+    TransferFailed {
+        call: String,
+        transfer: String,
+        agent: AgentNumber,
+        reason: TransferFailure,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target_agent: Option<AgentNumber>,
+    },
     /// The agent cancelled: the target's leg ends, the customer is back with the agent.
-    TransferCancelled { call: String, transfer: String, agent: AgentNumber, #[serde(default, skip_serializing_if = "Option::is_none")] target_agent: Option<AgentNumber> },
+    TransferCancelled {
+        call: String,
+        transfer: String,
+        agent: AgentNumber,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target_agent: Option<AgentNumber>,
+    },
     /// The customer and the target are joined; the transferring agent is off the call.
-    TransferCompleted { call: String, transfer: String, agent: AgentNumber, #[serde(default, skip_serializing_if = "Option::is_none")] target_agent: Option<AgentNumber> },
+    TransferCompleted {
+        call: String,
+        transfer: String,
+        agent: AgentNumber,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target_agent: Option<AgentNumber>,
+    },
     /// A call transferred to an extension or number without an agent ended.
-    TransferredCallEnded { call: String, by: Side, talk_ms: i64 },
+    TransferredCallEnded {
+        call: String,
+        by: Side,
+        talk_ms: i64,
+    },
 }
 impl EventFamily for CallEvent {
     const CATEGORY: &'static str = "call";
@@ -207,7 +306,10 @@ impl CallEvent {
             | TransferFailed { agent, .. }
             | TransferCancelled { agent, .. }
             | TransferCompleted { agent, .. } => Some(agent),
-            CallEnteredQueue { .. } | CallAbandoned { .. } | CallLeftQueue { .. } | TransferredCallEnded { .. } => None,
+            CallEnteredQueue { .. }
+            | CallAbandoned { .. }
+            | CallLeftQueue { .. }
+            | TransferredCallEnded { .. } => None,
         }
     }
 
@@ -227,7 +329,10 @@ impl CallEvent {
 
     /// Every agent whose view the event changes.
     pub fn agents(&self) -> Vec<&AgentNumber> {
-        self.agent().into_iter().chain(self.target_agent()).collect()
+        self.agent()
+            .into_iter()
+            .chain(self.target_agent())
+            .collect()
     }
 }
 

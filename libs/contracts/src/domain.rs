@@ -80,10 +80,18 @@ digits_newtype!(QueueNumber, "queue", "a queue number");
 pub fn parse_name(field: &'static str, what: &str, s: &str, max: usize) -> Result<String, Invalid> {
     let t = s.trim();
     if t.is_empty() || t.chars().count() > max {
-        return Err(Invalid { field, message: format!("{what} is 1 to {max} characters") });
+        return Err(Invalid {
+            field,
+            message: format!("{what} is 1 to {max} characters"),
+        });
     }
     if t.chars().any(char::is_control) {
-        return Err(Invalid { field, message: format!("{what} must not contain control characters (such as NUL, tab or newline)") });
+        return Err(Invalid {
+            field,
+            message: format!(
+                "{what} must not contain control characters (such as NUL, tab or newline)"
+            ),
+        });
     }
     Ok(t.to_string())
 }
@@ -110,7 +118,10 @@ impl CallerNumber {
     pub fn parse(s: &str) -> Result<Self, Invalid> {
         let t = s.trim();
         let digits = t.strip_prefix('+').unwrap_or(t);
-        if digits.is_empty() || t.chars().count() > CALLER_NUMBER_MAX || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        if digits.is_empty()
+            || t.chars().count() > CALLER_NUMBER_MAX
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+        {
             return Err(Invalid {
                 field: "caller_number",
                 message: format!("a caller number is digits with an optional leading +, 1 to {CALLER_NUMBER_MAX} characters, got {t:?}"),
@@ -150,12 +161,22 @@ impl CallerName {
     pub fn parse(s: &str) -> Result<Self, Invalid> {
         let clean = strip_controls(s);
         if clean.chars().count() > CALLER_NAME_MAX {
-            return Err(Invalid { field: "caller_name", message: format!("a caller name is at most {CALLER_NAME_MAX} characters") });
+            return Err(Invalid {
+                field: "caller_name",
+                message: format!("a caller name is at most {CALLER_NAME_MAX} characters"),
+            });
         }
         Ok(Self(clean))
     }
     pub fn lossy(s: &str) -> Self {
-        Self(strip_controls(s).chars().take(CALLER_NAME_MAX).collect::<String>().trim_end().to_string())
+        Self(
+            strip_controls(s)
+                .chars()
+                .take(CALLER_NAME_MAX)
+                .collect::<String>()
+                .trim_end()
+                .to_string(),
+        )
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -179,7 +200,11 @@ impl fmt::Display for CallerName {
 
 /// `s` without control characters, trimmed.
 pub fn strip_controls(s: &str) -> String {
-    s.chars().filter(|c| !c.is_control()).collect::<String>().trim().to_string()
+    s.chars()
+        .filter(|c| !c.is_control())
+        .collect::<String>()
+        .trim()
+        .to_string()
 }
 
 #[cfg(test)]
@@ -200,7 +225,10 @@ mod tests {
 
     #[test]
     fn names_people_type_refuse_control_characters_naming_the_field() {
-        assert_eq!(parse_name("name", "a queue name", "  Sales ", 80).unwrap(), "Sales");
+        assert_eq!(
+            parse_name("name", "a queue name", "  Sales ", 80).unwrap(),
+            "Sales"
+        );
         let e = parse_name("name", "a queue name", "Sa\u{0}les", 80).unwrap_err();
         assert_eq!(e.field, "name");
         assert!(e.message.contains("control characters"), "{e}");
@@ -211,10 +239,26 @@ mod tests {
 
     #[test]
     fn caller_numbers_are_digits_with_an_optional_plus() {
-        for ok in ["5551234", "+4930123456", " 0800 ".trim(), &"1".repeat(32), &format!("+{}", "1".repeat(31))] {
+        for ok in [
+            "5551234",
+            "+4930123456",
+            " 0800 ".trim(),
+            &"1".repeat(32),
+            &format!("+{}", "1".repeat(31)),
+        ] {
             assert!(CallerNumber::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "+", "555-1234", "++1", "1+2", "555\u{0}1", "anonymous", &"1".repeat(33), &format!("+{}", "1".repeat(32))] {
+        for bad in [
+            "",
+            "+",
+            "555-1234",
+            "++1",
+            "1+2",
+            "555\u{0}1",
+            "anonymous",
+            &"1".repeat(33),
+            &format!("+{}", "1".repeat(32)),
+        ] {
             let e = CallerNumber::parse(bad).unwrap_err();
             assert_eq!(e.field, "caller_number", "{bad}");
         }
@@ -225,14 +269,32 @@ mod tests {
     #[test]
     fn caller_names_lose_control_characters_and_are_at_most_100_characters() {
         assert_eq!(CallerName::parse("a\u{0}b").unwrap().as_str(), "ab");
-        assert_eq!(CallerName::parse(" Jane\tCaller\r\n").unwrap().as_str(), "JaneCaller");
+        assert_eq!(
+            CallerName::parse(" Jane\tCaller\r\n").unwrap().as_str(),
+            "JaneCaller"
+        );
         assert_eq!(CallerName::parse("").unwrap().as_str(), "");
-        assert_eq!(CallerName::parse(&"é".repeat(100)).unwrap().as_str().chars().count(), 100);
+        assert_eq!(
+            CallerName::parse(&"é".repeat(100))
+                .unwrap()
+                .as_str()
+                .chars()
+                .count(),
+            100
+        );
         let e = CallerName::parse(&"é".repeat(101)).unwrap_err();
         assert_eq!(e.field, "caller_name");
         // Controls do not count towards the limit.
         assert!(CallerName::parse(&format!("{}\u{0}", "x".repeat(100))).is_ok());
-        assert_eq!(CallerName::lossy(&format!("\u{0}{}", "y".repeat(150))).as_str(), "y".repeat(100));
-        assert_eq!(serde_json::from_str::<CallerName>("\"a\\u0000b\"").unwrap().as_str(), "ab");
+        assert_eq!(
+            CallerName::lossy(&format!("\u{0}{}", "y".repeat(150))).as_str(),
+            "y".repeat(100)
+        );
+        assert_eq!(
+            serde_json::from_str::<CallerName>("\"a\\u0000b\"")
+                .unwrap()
+                .as_str(),
+            "ab"
+        );
     }
 }

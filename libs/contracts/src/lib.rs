@@ -42,7 +42,12 @@ pub fn encode<E: EventFamily>(event: &E, metadata: Metadata) -> NewEvent {
         Some(Value::String(t)) => t,
         _ => panic!("events are tagged enums with a `type` field"),
     };
-    NewEvent::new(event_type.clone(), E::schema_version(&event_type), value, metadata)
+    NewEvent::new(
+        event_type.clone(),
+        E::schema_version(&event_type),
+        value,
+        metadata,
+    )
 }
 
 /// Reads a stored event of family `E`: `None` for an event of another family's category, and
@@ -67,7 +72,10 @@ pub fn decode<E: EventFamily>(event: &RecordedEvent) -> Option<E> {
                 "a stored event does not decode; skipped",
             );
             UNDECODABLE
-                .get_or_create(&vec![("category".to_string(), E::CATEGORY.to_string()), ("event_type".to_string(), event.event_type.clone())])
+                .get_or_create(&vec![
+                    ("category".to_string(), E::CATEGORY.to_string()),
+                    ("event_type".to_string(), event.event_type.clone()),
+                ])
                 .inc();
             None
         }
@@ -82,7 +90,12 @@ pub fn try_decode<E: EventFamily>(event: &RecordedEvent) -> Result<E, serde_json
         Some(o) => {
             o.insert("type".into(), Value::String(event.event_type.clone()));
         }
-        None => return Err(serde::de::Error::custom(format!("the data of {} is not a JSON object", event.event_type))),
+        None => {
+            return Err(serde::de::Error::custom(format!(
+                "the data of {} is not a JSON object",
+                event.event_type
+            )))
+        }
     }
     serde_json::from_value(data)
 }
@@ -148,29 +161,65 @@ mod tests {
     }
 
     fn counted(category: &str, event_type: &str) -> u64 {
-        undecodable_events().get_or_create(&vec![("category".to_string(), category.to_string()), ("event_type".to_string(), event_type.to_string())]).get()
+        undecodable_events()
+            .get_or_create(&vec![
+                ("category".to_string(), category.to_string()),
+                ("event_type".to_string(), event_type.to_string()),
+            ])
+            .get()
     }
 
     #[test]
     fn an_event_that_does_not_decode_is_counted_and_one_of_another_family_is_not() {
-        let ok = stored("call", "WrapUpEnded", serde_json::json!({"call": "c1", "agent": "1001", "early": false}));
-        assert!(matches!(decode::<CallEvent>(&ok), Some(CallEvent::WrapUpEnded { .. })));
+        let ok = stored(
+            "call",
+            "WrapUpEnded",
+            serde_json::json!({"call": "c1", "agent": "1001", "early": false}),
+        );
+        assert!(matches!(
+            decode::<CallEvent>(&ok),
+            Some(CallEvent::WrapUpEnded { .. })
+        ));
         assert_eq!(counted("call", "WrapUpEnded"), 0);
 
         // A type this build does not know, and a known type whose data does not fit.
         let unknown = stored("call", "CallTeleported", serde_json::json!({"call": "c1"}));
-        let misfit = stored("call", "WrapUpStarted", serde_json::json!({"call": "c1", "agent": "not a number", "seconds": 5}));
+        let misfit = stored(
+            "call",
+            "WrapUpStarted",
+            serde_json::json!({"call": "c1", "agent": "not a number", "seconds": 5}),
+        );
         let log = Log::default();
-        let subscriber = tracing_subscriber::fmt().with_writer(log.clone()).with_ansi(false).finish();
-        tracing::subscriber::with_default(subscriber, || assert!(decode::<CallEvent>(&unknown).is_none()));
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(log.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            assert!(decode::<CallEvent>(&unknown).is_none())
+        });
         let line = log.text();
-        assert!(line.contains("ERROR") && line.contains("does not decode"), "{line}");
-        assert!(line.contains("stream=acme/call-c1") && line.contains("position=42") && line.contains("event_type=CallTeleported"), "{line}");
+        assert!(
+            line.contains("ERROR") && line.contains("does not decode"),
+            "{line}"
+        );
+        assert!(
+            line.contains("stream=acme/call-c1")
+                && line.contains("position=42")
+                && line.contains("event_type=CallTeleported"),
+            "{line}"
+        );
         assert!(decode::<CallEvent>(&misfit).is_none());
         assert!(decode::<CallEvent>(&misfit).is_none());
         assert_eq!(counted("call", "CallTeleported"), 1);
-        assert_eq!(counted("call", "WrapUpStarted"), 2, "each read that fails counts");
-        assert!(try_decode::<CallEvent>(&misfit).unwrap_err().to_string().contains("agent number"));
+        assert_eq!(
+            counted("call", "WrapUpStarted"),
+            2,
+            "each read that fails counts"
+        );
+        assert!(try_decode::<CallEvent>(&misfit)
+            .unwrap_err()
+            .to_string()
+            .contains("agent number"));
 
         // Another family's event is not this reader's business: not counted.
         assert!(decode::<AgentSessionEvent>(&unknown).is_none());
@@ -180,6 +229,11 @@ mod tests {
         text.register("events_undecodable", "", undecodable_events());
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &text).unwrap();
-        assert!(out.contains(r#"events_undecodable_total{category="call",event_type="CallTeleported"} 1"#), "{out}");
+        assert!(
+            out.contains(
+                r#"events_undecodable_total{category="call",event_type="CallTeleported"} 1"#
+            ),
+            "{out}"
+        );
     }
 }

@@ -6,21 +6,32 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{strip_controls, CallerName, CallerNumber, DeviceId, Invalid, CALLER_NUMBER_MAX};
+use crate::domain::{
+    strip_controls, CallerName, CallerNumber, DeviceId, Invalid, CALLER_NUMBER_MAX,
+};
 use cc_bus::Command;
 
 /// A device (SIP extension) registration fact.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type")]
 pub enum DeviceEvent {
-    DeviceRegistered { tenant: String, device: DeviceId, at: DateTime<Utc> },
-    DeviceUnregistered { tenant: String, device: DeviceId, at: DateTime<Utc> },
+    DeviceRegistered {
+        tenant: String,
+        device: DeviceId,
+        at: DateTime<Utc>,
+    },
+    DeviceUnregistered {
+        tenant: String,
+        device: DeviceId,
+        at: DateTime<Utc>,
+    },
 }
 
 impl DeviceEvent {
     pub fn device(&self) -> &DeviceId {
         match self {
-            DeviceEvent::DeviceRegistered { device, .. } | DeviceEvent::DeviceUnregistered { device, .. } => device,
+            DeviceEvent::DeviceRegistered { device, .. }
+            | DeviceEvent::DeviceUnregistered { device, .. } => device,
         }
     }
     pub fn type_name(&self) -> &'static str {
@@ -61,14 +72,20 @@ impl Party {
     /// `caller_number`), the name a [`CallerName`] (control characters removed, more than 100
     /// characters refused naming `caller_name`).
     pub fn parse(number: &str, name: &str) -> Result<Party, Invalid> {
-        Ok(Party { number: CallerNumber::parse(number)?.into_string(), name: CallerName::parse(name)?.into_string() })
+        Ok(Party {
+            number: CallerNumber::parse(number)?.into_string(),
+            name: CallerName::parse(name)?.into_string(),
+        })
     }
 
     /// A caller as a PBX reported it, made safe to record (a fact cannot be refused): control
     /// characters removed from both, the name cut to 100 characters and the number to 32.
     pub fn cleaned(&self) -> Party {
         Party {
-            number: strip_controls(&self.number).chars().take(CALLER_NUMBER_MAX).collect(),
+            number: strip_controls(&self.number)
+                .chars()
+                .take(CALLER_NUMBER_MAX)
+                .collect(),
             name: CallerName::lossy(&self.name).into_string(),
         }
     }
@@ -124,11 +141,32 @@ pub enum ChannelEvent {
         number: Option<String>,
         at: DateTime<Utc>,
     },
-    ChannelRinging { tenant: String, channel: String, at: DateTime<Utc> },
-    ChannelAnswered { tenant: String, channel: String, at: DateTime<Utc> },
-    ChannelHeld { tenant: String, channel: String, at: DateTime<Utc> },
-    ChannelUnheld { tenant: String, channel: String, at: DateTime<Utc> },
-    ChannelHungUp { tenant: String, channel: String, cause: HangupCause, at: DateTime<Utc> },
+    ChannelRinging {
+        tenant: String,
+        channel: String,
+        at: DateTime<Utc>,
+    },
+    ChannelAnswered {
+        tenant: String,
+        channel: String,
+        at: DateTime<Utc>,
+    },
+    ChannelHeld {
+        tenant: String,
+        channel: String,
+        at: DateTime<Utc>,
+    },
+    ChannelUnheld {
+        tenant: String,
+        channel: String,
+        at: DateTime<Utc>,
+    },
+    ChannelHungUp {
+        tenant: String,
+        channel: String,
+        cause: HangupCause,
+        at: DateTime<Utc>,
+    },
 }
 
 impl ChannelEvent {
@@ -160,14 +198,24 @@ impl ChannelEvent {
 #[serde(tag = "type")]
 pub enum BridgeEvent {
     /// The bridge now joins exactly these channels.
-    BridgeChanged { tenant: String, bridge: String, channels: Vec<String>, at: DateTime<Utc> },
-    BridgeDestroyed { tenant: String, bridge: String, at: DateTime<Utc> },
+    BridgeChanged {
+        tenant: String,
+        bridge: String,
+        channels: Vec<String>,
+        at: DateTime<Utc>,
+    },
+    BridgeDestroyed {
+        tenant: String,
+        bridge: String,
+        at: DateTime<Utc>,
+    },
 }
 
 impl BridgeEvent {
     pub fn bridge(&self) -> &str {
         match self {
-            BridgeEvent::BridgeChanged { bridge, .. } | BridgeEvent::BridgeDestroyed { bridge, .. } => bridge,
+            BridgeEvent::BridgeChanged { bridge, .. }
+            | BridgeEvent::BridgeDestroyed { bridge, .. } => bridge,
         }
     }
     pub fn type_name(&self) -> &'static str {
@@ -297,10 +345,22 @@ mod tests {
     #[test]
     fn a_caller_is_parsed_at_the_edge_and_cleaned_when_reported() {
         let p = Party::parse(" +4930123 ", "Jane\u{0} Caller").unwrap();
-        assert_eq!((p.number.as_str(), p.name.as_str()), ("+4930123", "Jane Caller"));
-        assert_eq!(Party::parse("555\u{0}1", "x").unwrap_err().field, "caller_number");
-        assert_eq!(Party::parse("5551", &"n".repeat(101)).unwrap_err().field, "caller_name");
-        let reported = Party { number: "55\u{0}51".into(), name: format!("a\u{0}b{}", "c".repeat(200)) };
+        assert_eq!(
+            (p.number.as_str(), p.name.as_str()),
+            ("+4930123", "Jane Caller")
+        );
+        assert_eq!(
+            Party::parse("555\u{0}1", "x").unwrap_err().field,
+            "caller_number"
+        );
+        assert_eq!(
+            Party::parse("5551", &"n".repeat(101)).unwrap_err().field,
+            "caller_name"
+        );
+        let reported = Party {
+            number: "55\u{0}51".into(),
+            name: format!("a\u{0}b{}", "c".repeat(200)),
+        };
         let clean = reported.cleaned();
         assert_eq!(clean.number, "5551");
         assert_eq!(clean.name.chars().count(), 100);

@@ -11,11 +11,24 @@ use cc_bus::Command;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type")]
 pub enum QueueEvent {
-    QueueCreated { queue: QueueNumber, name: String },
+    QueueCreated {
+        queue: QueueNumber,
+        name: String,
+    },
     /// The agent is assigned to the queue; lower penalty = asked first by linear routing.
-    AgentAssignedToQueue { queue: QueueNumber, agent: AgentNumber, penalty: i32 },
-    AgentUnassignedFromQueue { queue: QueueNumber, agent: AgentNumber },
-    QueueConfigured { queue: QueueNumber, settings: crate::call::QueueSettings },
+    AgentAssignedToQueue {
+        queue: QueueNumber,
+        agent: AgentNumber,
+        penalty: i32,
+    },
+    AgentUnassignedFromQueue {
+        queue: QueueNumber,
+        agent: AgentNumber,
+    },
+    QueueConfigured {
+        queue: QueueNumber,
+        settings: crate::call::QueueSettings,
+    },
 }
 impl EventFamily for QueueEvent {
     const CATEGORY: &'static str = "queue";

@@ -16,7 +16,10 @@ use serde_json::{json, Map, Value};
 use crate::{auth, call, pbx, queue, session, views, EventFamily};
 
 fn root<T: JsonSchema>() -> Value {
-    SchemaSettings::draft07().into_generator().into_root_schema_for::<T>().to_value()
+    SchemaSettings::draft07()
+        .into_generator()
+        .into_root_schema_for::<T>()
+        .to_value()
 }
 
 /// One variant of a `#[serde(tag = "type")]` enum: (type name, its object schema).
@@ -30,17 +33,27 @@ fn variants<E: JsonSchema>(keep_type: bool) -> Vec<(String, Value)> {
     list.into_iter()
         .map(|mut v| {
             let ty = &v["properties"]["type"];
-            let name = ty.get("const").or_else(|| ty.get("enum").and_then(|e| e.get(0))).and_then(Value::as_str).expect("tagged variants name their type").to_string();
+            let name = ty
+                .get("const")
+                .or_else(|| ty.get("enum").and_then(|e| e.get(0)))
+                .and_then(Value::as_str)
+                .expect("tagged variants name their type")
+                .to_string();
             let o = v.as_object_mut().expect("variants are objects");
             if !keep_type {
-                o.get_mut("properties").and_then(Value::as_object_mut).map(|p| p.remove("type"));
+                o.get_mut("properties")
+                    .and_then(Value::as_object_mut)
+                    .map(|p| p.remove("type"));
                 if let Some(r) = o.get_mut("required").and_then(Value::as_array_mut) {
                     r.retain(|x| x != "type");
                 }
             }
             o.remove("definitions");
             let mut s = Map::new();
-            s.insert("$schema".into(), json!("http://json-schema.org/draft-07/schema#"));
+            s.insert(
+                "$schema".into(),
+                json!("http://json-schema.org/draft-07/schema#"),
+            );
             s.insert("title".into(), json!(name));
             s.extend(o.clone());
             if let Some(d) = &defs {
@@ -62,7 +75,10 @@ pub struct EventSchema {
 
 impl EventSchema {
     pub fn path(&self) -> String {
-        format!("events/{}/{}.v{}.json", self.category, self.event_type, self.version)
+        format!(
+            "events/{}/{}.v{}.json",
+            self.category, self.event_type, self.version
+        )
     }
 }
 
@@ -75,7 +91,16 @@ pub fn events() -> Vec<EventSchema> {
             }
         )*};
     }
-    family!(auth::TenantEvent, auth::AgentAccountEvent, auth::UserEvent, auth::PortalSessionEvent, session::AgentSessionEvent, session::SettingsEvent, queue::QueueEvent, call::CallEvent);
+    family!(
+        auth::TenantEvent,
+        auth::AgentAccountEvent,
+        auth::UserEvent,
+        auth::PortalSessionEvent,
+        session::AgentSessionEvent,
+        session::SettingsEvent,
+        queue::QueueEvent,
+        call::CallEvent
+    );
     out
 }
 
@@ -145,20 +170,59 @@ pub fn commands() -> Vec<CommandSchema> {
             }
         )*};
     }
+    use crate::sip::*;
     use auth::*;
     use call::*;
     use pbx::*;
     use queue::*;
     use session::*;
-    use crate::sip::*;
     commands!(
-        SignIn, Authenticate, SignOut, CreateAgent, UpdateAgent, SetAgentPassword, SetAgentEnabled, GetAgent, ListAgents, CreateUser, CreateTenant,
-        CreateQueue, AssignAgent, UnassignAgent, ListQueues, GetAssignments,
-        HangupCall, HoldCall, TransferCall, CompleteTransfer, CancelTransfer, EndWrapUp, ConfigureQueue, GetAgentCall,
-        ListDevices, Originate, Answer, Bridge, Unbridge, Hold, Hangup, ListChannels,
-        GetLoginOptions, LoginAgent, LogoutAgent, PauseAgent, UnpauseAgent, SetQueueMembership, GetSession, ListPauseReasons, ChangePauseReason,
-        GetAgentDefaults, SetAgentDefaults,
-        ProvisionSipDevice, ListSipDevices, RemoveSipDevice,
+        SignIn,
+        Authenticate,
+        SignOut,
+        CreateAgent,
+        UpdateAgent,
+        SetAgentPassword,
+        SetAgentEnabled,
+        GetAgent,
+        ListAgents,
+        CreateUser,
+        CreateTenant,
+        CreateQueue,
+        AssignAgent,
+        UnassignAgent,
+        ListQueues,
+        GetAssignments,
+        HangupCall,
+        HoldCall,
+        TransferCall,
+        CompleteTransfer,
+        CancelTransfer,
+        EndWrapUp,
+        ConfigureQueue,
+        GetAgentCall,
+        ListDevices,
+        Originate,
+        Answer,
+        Bridge,
+        Unbridge,
+        Hold,
+        Hangup,
+        ListChannels,
+        GetLoginOptions,
+        LoginAgent,
+        LogoutAgent,
+        PauseAgent,
+        UnpauseAgent,
+        SetQueueMembership,
+        GetSession,
+        ListPauseReasons,
+        ChangePauseReason,
+        GetAgentDefaults,
+        SetAgentDefaults,
+        ProvisionSipDevice,
+        ListSipDevices,
+        RemoveSipDevice,
     );
     out
 }
@@ -172,7 +236,12 @@ pub fn agent_view() -> Value {
 pub fn breaking_changes(old: &Value, new: &Value) -> Vec<String> {
     let mut out = vec![];
     let empty = Map::new();
-    let props = |v: &Value| v.get("properties").and_then(Value::as_object).cloned().unwrap_or_else(|| empty.clone());
+    let props = |v: &Value| {
+        v.get("properties")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_else(|| empty.clone())
+    };
     let (op, np) = (props(old), props(new));
     for (name, o) in &op {
         match np.get(name) {
@@ -180,10 +249,17 @@ pub fn breaking_changes(old: &Value, new: &Value) -> Vec<String> {
             Some(n) => {
                 for key in ["type", "$ref", "format"] {
                     if o.get(key) != n.get(key) {
-                        out.push(format!("property {name}: {key} changed from {} to {}", o.get(key).unwrap_or(&Value::Null), n.get(key).unwrap_or(&Value::Null)));
+                        out.push(format!(
+                            "property {name}: {key} changed from {} to {}",
+                            o.get(key).unwrap_or(&Value::Null),
+                            n.get(key).unwrap_or(&Value::Null)
+                        ));
                     }
                 }
-                if let (Some(oe), Some(ne)) = (o.get("enum").and_then(Value::as_array), n.get("enum").and_then(Value::as_array)) {
+                if let (Some(oe), Some(ne)) = (
+                    o.get("enum").and_then(Value::as_array),
+                    n.get("enum").and_then(Value::as_array),
+                ) {
                     for v in oe.iter().filter(|v| !ne.contains(v)) {
                         out.push(format!("property {name}: value {v} no longer allowed"));
                     }
@@ -191,23 +267,41 @@ pub fn breaking_changes(old: &Value, new: &Value) -> Vec<String> {
             }
         }
     }
-    let req = |v: &Value| v.get("required").and_then(Value::as_array).cloned().unwrap_or_default();
+    let req = |v: &Value| {
+        v.get("required")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
     let (or, nr) = (req(old), req(new));
     for r in nr.iter().filter(|r| !or.contains(r)) {
-        out.push(format!("property {} is newly required", r.as_str().unwrap_or("?")));
+        out.push(format!(
+            "property {} is newly required",
+            r.as_str().unwrap_or("?")
+        ));
     }
     // Shared definitions (enums such as reasons, nested objects) may only grow as well.
-    if let (Some(od), Some(nd)) = (old.get("definitions").and_then(Value::as_object), new.get("definitions").and_then(Value::as_object)) {
+    if let (Some(od), Some(nd)) = (
+        old.get("definitions").and_then(Value::as_object),
+        new.get("definitions").and_then(Value::as_object),
+    ) {
         for (name, o) in od {
             match nd.get(name) {
                 None => out.push(format!("definition {name} removed")),
                 Some(n) => {
-                    if let (Some(oe), Some(ne)) = (o.get("enum").and_then(Value::as_array), n.get("enum").and_then(Value::as_array)) {
+                    if let (Some(oe), Some(ne)) = (
+                        o.get("enum").and_then(Value::as_array),
+                        n.get("enum").and_then(Value::as_array),
+                    ) {
                         for v in oe.iter().filter(|v| !ne.contains(v)) {
                             out.push(format!("definition {name}: value {v} no longer allowed"));
                         }
                     }
-                    out.extend(breaking_changes(o, n).into_iter().map(|c| format!("definition {name}: {c}")));
+                    out.extend(
+                        breaking_changes(o, n)
+                            .into_iter()
+                            .map(|c| format!("definition {name}: {c}")),
+                    );
                 }
             }
         }
@@ -217,7 +311,9 @@ pub fn breaking_changes(old: &Value, new: &Value) -> Vec<String> {
 
 /// Moves a schema's definitions into `into` (AsyncAPI components) and points its references there.
 fn embed(schema: &Value, into: &mut Map<String, Value>) -> Value {
-    let text = schema.to_string().replace("#/definitions/", "#/components/schemas/");
+    let text = schema
+        .to_string()
+        .replace("#/definitions/", "#/components/schemas/");
     let mut v: Value = serde_json::from_str(&text).expect("valid JSON");
     let o = v.as_object_mut().expect("object schemas");
     o.remove("$schema");
@@ -262,7 +358,14 @@ pub fn asyncapi() -> Value {
     let mut operations = Map::new();
     let mut messages = Map::new();
     let param = |d: &str| json!({ "description": d });
-    let mut add = |key: String, address: String, params: Value, name: &str, summary: String, payload: Value, headers: Option<Value>, action: &str| {
+    let mut add = |key: String,
+                   address: String,
+                   params: Value,
+                   name: &str,
+                   summary: String,
+                   payload: Value,
+                   headers: Option<Value>,
+                   action: &str| {
         let mut m = json!({ "name": name, "title": name, "summary": summary, "contentType": "application/json", "payload": payload });
         if let Some(h) = headers {
             m["headers"] = h;
@@ -277,10 +380,18 @@ pub fn asyncapi() -> Value {
         schemas.insert(key.clone(), payload);
         add(
             key.clone(),
-            format!("{{prefix}}.events.{{tenant}}.{}.{{id}}.{}", e.category, e.event_type),
+            format!(
+                "{{prefix}}.events.{{tenant}}.{}.{{id}}.{}",
+                e.category, e.event_type
+            ),
             json!({ "prefix": param("the deployment's subject prefix (cc by default)"), "tenant": param("the tenant"), "id": param("the stream id: agent number, call id, queue number, ...") }),
             &e.event_type,
-            format!("{} (schema version {}; file schemas/{})", e.event_type, e.version, e.path()),
+            format!(
+                "{} (schema version {}; file schemas/{})",
+                e.event_type,
+                e.version,
+                e.path()
+            ),
             json!({ "$ref": format!("#/components/schemas/{key}") }),
             Some(json!({ "$ref": "#/components/schemas/CloudEventHeaders" })),
             "receive",
@@ -363,8 +474,14 @@ pub fn files() -> BTreeMap<String, String> {
         out.insert(format!("pbx/{kind}/{name}.json"), pretty(&s));
     }
     for c in commands() {
-        out.insert(format!("commands/{}/{}.request.json", c.service, c.name), pretty(&c.request));
-        out.insert(format!("commands/{}/{}.reply.json", c.service, c.name), pretty(&c.reply));
+        out.insert(
+            format!("commands/{}/{}.request.json", c.service, c.name),
+            pretty(&c.request),
+        );
+        out.insert(
+            format!("commands/{}/{}.reply.json", c.service, c.name),
+            pretty(&c.reply),
+        );
     }
     out.insert("views/AgentView.json".into(), pretty(&agent_view()));
     out.insert("asyncapi.json".into(), pretty(&asyncapi()));
@@ -389,7 +506,11 @@ mod tests {
                 if p.is_dir() {
                     stack.push(p);
                 } else if p.extension().is_some_and(|x| x == "json") {
-                    let rel = p.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
+                    let rel = p
+                        .strip_prefix(root)
+                        .unwrap()
+                        .to_string_lossy()
+                        .replace('\\', "/");
                     out.insert(rel, std::fs::read_to_string(&p).unwrap());
                 }
             }
@@ -409,7 +530,10 @@ mod tests {
                 Some(old) if old == content => {}
                 old => {
                     if let (Some(old), true) = (old, path.starts_with("events/")) {
-                        let breaks = breaking_changes(&serde_json::from_str(old).unwrap(), &serde_json::from_str(content).unwrap());
+                        let breaks = breaking_changes(
+                            &serde_json::from_str(old).unwrap(),
+                            &serde_json::from_str(content).unwrap(),
+                        );
                         if !breaks.is_empty() {
                             problems.push(format!(
                                 "{path}: a published event changed incompatibly ({}): give the event a new schema version (EventFamily::schema_version) and an upcaster instead",
@@ -423,7 +547,10 @@ mod tests {
                         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
                         std::fs::write(p, content).unwrap();
                     } else {
-                        problems.push(format!("{path} is {}", if old.is_some() { "stale" } else { "missing" }));
+                        problems.push(format!(
+                            "{path} is {}",
+                            if old.is_some() { "stale" } else { "missing" }
+                        ));
                     }
                 }
             }
@@ -447,14 +574,25 @@ mod tests {
     #[test]
     fn every_event_type_has_a_schema_of_its_data_without_the_type() {
         let events = events();
-        let call = events.iter().find(|e| e.event_type == "CallOffered").unwrap();
-        assert_eq!((call.category, call.version, call.path().as_str()), ("call", 1, "events/call/CallOffered.v1.json"));
+        let call = events
+            .iter()
+            .find(|e| e.event_type == "CallOffered")
+            .unwrap();
+        assert_eq!(
+            (call.category, call.version, call.path().as_str()),
+            ("call", 1, "events/call/CallOffered.v1.json")
+        );
         assert!(call.schema["properties"].get("type").is_none());
-        assert!(call.schema["required"].as_array().unwrap().contains(&json!("agent")));
+        assert!(call.schema["required"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("agent")));
         assert!(events.iter().any(|e| e.event_type == "TransferStarted"));
         assert!(events.iter().any(|e| e.event_type == "TenantCreated"));
         let pbx = pbx_events();
-        assert!(pbx.iter().any(|(k, n, s)| *k == "channel" && n == "ChannelHungUp" && s["properties"].get("type").is_some()));
+        assert!(pbx.iter().any(|(k, n, s)| *k == "channel"
+            && n == "ChannelHungUp"
+            && s["properties"].get("type").is_some()));
     }
 
     #[test]

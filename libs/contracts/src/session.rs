@@ -23,16 +23,47 @@ pub enum LogoutReason {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type")]
 pub enum AgentSessionEvent {
-    AgentLoggedIn { agent: AgentNumber, login_id: Uuid, device: DeviceId, queues: Vec<QueueNumber> },
-    AgentLoggedOut { agent: AgentNumber, login_id: Uuid, reason: LogoutReason },
-    AgentPaused { agent: AgentNumber, reason: String },
-    AgentPauseReasonChanged { agent: AgentNumber, from: String, to: String },
-    AgentUnpaused { agent: AgentNumber, reason: String },
-    AgentJoinedQueue { agent: AgentNumber, queue: QueueNumber },
-    AgentLeftQueue { agent: AgentNumber, queue: QueueNumber },
+    AgentLoggedIn {
+        agent: AgentNumber,
+        login_id: Uuid,
+        device: DeviceId,
+        queues: Vec<QueueNumber>,
+    },
+    AgentLoggedOut {
+        agent: AgentNumber,
+        login_id: Uuid,
+        reason: LogoutReason,
+    },
+    AgentPaused {
+        agent: AgentNumber,
+        reason: String,
+    },
+    AgentPauseReasonChanged {
+        agent: AgentNumber,
+        from: String,
+        to: String,
+    },
+    AgentUnpaused {
+        agent: AgentNumber,
+        reason: String,
+    },
+    AgentJoinedQueue {
+        agent: AgentNumber,
+        queue: QueueNumber,
+    },
+    AgentLeftQueue {
+        agent: AgentNumber,
+        queue: QueueNumber,
+    },
     /// The agent's device unregistered: the agent is out of routing until it registers again.
-    AgentDeviceWentOffline { agent: AgentNumber, device: DeviceId },
-    AgentDeviceCameOnline { agent: AgentNumber, device: DeviceId },
+    AgentDeviceWentOffline {
+        agent: AgentNumber,
+        device: DeviceId,
+    },
+    AgentDeviceCameOnline {
+        agent: AgentNumber,
+        device: DeviceId,
+    },
 }
 impl EventFamily for AgentSessionEvent {
     const CATEGORY: &'static str = "agent";

@@ -11,9 +11,13 @@ const UPSERT: &str = "insert into es_checkpoints (name, xid, position, updated_a
 /// such commits, checkpoint and rows together, and the reader reads those events again. It
 /// keeps the read models' many small commits from queueing up on the WAL flushes that the
 /// event appends (the records of truth, which do wait) need.
-pub async fn begin_read_model(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+pub async fn begin_read_model(
+    pool: &PgPool,
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    sqlx::query("set local synchronous_commit = off").execute(&mut *tx).await?;
+    sqlx::query("set local synchronous_commit = off")
+        .execute(&mut *tx)
+        .await?;
     Ok(tx)
 }
 
@@ -29,26 +33,38 @@ impl CheckpointStore {
     }
 
     pub async fn load(&self, name: &str) -> Result<Checkpoint, sqlx::Error> {
-        let row: Option<(i64, i64)> = sqlx::query_as("select xid, position from es_checkpoints where name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|(xid, position)| Checkpoint { xid, position }).unwrap_or(Checkpoint::START))
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("select xid, position from es_checkpoints where name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row
+            .map(|(xid, position)| Checkpoint { xid, position })
+            .unwrap_or(Checkpoint::START))
     }
 
     pub async fn save(&self, name: &str, cp: Checkpoint) -> Result<(), sqlx::Error> {
-        sqlx::query(UPSERT).bind(name).bind(cp.xid).bind(cp.position).execute(&self.pool).await?;
+        sqlx::query(UPSERT)
+            .bind(name)
+            .bind(cp.xid)
+            .bind(cp.position)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     /// Saves a checkpoint inside the caller's transaction (with the rows it covers).
-    pub async fn save_in(tx: &mut Transaction<'_, Postgres>, name: &str, cp: Checkpoint) -> Result<(), sqlx::Error> {
+    pub async fn save_in(
+        tx: &mut Transaction<'_, Postgres>,
+        name: &str,
+        cp: Checkpoint,
+    ) -> Result<(), sqlx::Error> {
         sqlx::query(UPSERT)
-        .bind(name)
-        .bind(cp.xid)
-        .bind(cp.position)
-        .execute(&mut **tx)
-        .await?;
+            .bind(name)
+            .bind(cp.xid)
+            .bind(cp.position)
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 }

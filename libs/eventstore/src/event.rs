@@ -22,7 +22,12 @@ pub struct Metadata {
 impl Metadata {
     /// Metadata for a new flow of work started by `actor`.
     pub fn new(tenant: &str, actor: impl Into<String>) -> Self {
-        Self { tenant: tenant.into(), correlation_id: Uuid::now_v7(), causation_id: None, actor: Some(actor.into()) }
+        Self {
+            tenant: tenant.into(),
+            correlation_id: Uuid::now_v7(),
+            causation_id: None,
+            actor: Some(actor.into()),
+        }
     }
 
     /// Metadata for work caused by `cause` (same correlation, causation = the cause's id).
@@ -48,8 +53,19 @@ pub struct NewEvent {
 
 impl NewEvent {
     /// A new event with a fresh UUIDv7 id.
-    pub fn new(event_type: impl Into<String>, schema_version: i32, data: Value, metadata: Metadata) -> Self {
-        Self { event_id: Uuid::now_v7(), event_type: event_type.into(), schema_version, data, metadata }
+    pub fn new(
+        event_type: impl Into<String>,
+        schema_version: i32,
+        data: Value,
+        metadata: Metadata,
+    ) -> Self {
+        Self {
+            event_id: Uuid::now_v7(),
+            event_type: event_type.into(),
+            schema_version,
+            data,
+            metadata,
+        }
     }
 }
 
@@ -83,14 +99,19 @@ pub struct AppendResult {
 }
 
 /// A reader's position in the global order `(xid, position)`. Start from [`Checkpoint::START`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct Checkpoint {
     pub xid: i64,
     pub position: i64,
 }
 
 impl Checkpoint {
-    pub const START: Checkpoint = Checkpoint { xid: 0, position: 0 };
+    pub const START: Checkpoint = Checkpoint {
+        xid: 0,
+        position: 0,
+    };
 }
 
 impl std::fmt::Display for Checkpoint {
@@ -102,10 +123,16 @@ impl std::fmt::Display for Checkpoint {
 impl std::str::FromStr for Checkpoint {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (x, p) = s.split_once('.').ok_or_else(|| format!("checkpoint {s:?} is not <xid>.<position>"))?;
+        let (x, p) = s
+            .split_once('.')
+            .ok_or_else(|| format!("checkpoint {s:?} is not <xid>.<position>"))?;
         Ok(Checkpoint {
-            xid: x.parse().map_err(|_| format!("checkpoint {s:?}: xid is not a number"))?,
-            position: p.parse().map_err(|_| format!("checkpoint {s:?}: position is not a number"))?,
+            xid: x
+                .parse()
+                .map_err(|_| format!("checkpoint {s:?}: xid is not a number"))?,
+            position: p
+                .parse()
+                .map_err(|_| format!("checkpoint {s:?}: position is not a number"))?,
         })
     }
 }
@@ -128,7 +155,10 @@ pub struct RecordedEvent {
 impl RecordedEvent {
     /// The checkpoint just after this event.
     pub fn checkpoint(&self) -> Checkpoint {
-        Checkpoint { xid: self.xid, position: self.position }
+        Checkpoint {
+            xid: self.xid,
+            position: self.position,
+        }
     }
 
     pub fn tenant(&self) -> &str {

@@ -16,8 +16,14 @@ impl Lease {
     /// Takes the lease `name` if nobody holds it; `None` when another process does.
     pub async fn try_acquire(database_url: &str, name: &str) -> Result<Option<Lease>, sqlx::Error> {
         let mut conn = PgConnection::connect(database_url).await?;
-        let got: bool = sqlx::query_scalar("select pg_try_advisory_lock(hashtext($1))").bind(name).fetch_one(&mut conn).await?;
-        Ok(got.then(|| Lease { conn, last_check: Instant::now() }))
+        let got: bool = sqlx::query_scalar("select pg_try_advisory_lock(hashtext($1))")
+            .bind(name)
+            .fetch_one(&mut conn)
+            .await?;
+        Ok(got.then(|| Lease {
+            conn,
+            last_check: Instant::now(),
+        }))
     }
 
     /// Fails when the lease's connection is gone (at most one round trip every 2 s).

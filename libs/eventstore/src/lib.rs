@@ -22,8 +22,8 @@ mod tail;
 mod upcast;
 
 pub use checkpoint::{begin_read_model, CheckpointStore};
-pub use lease::Lease;
 pub use event::{AppendResult, Checkpoint, ExpectedVersion, Metadata, NewEvent, RecordedEvent};
+pub use lease::Lease;
 pub use migrate::{migrate, Migration};
 pub use names::{NameError, StreamName};
 pub use store::{AppendError, EventStore, ReadFilter};
@@ -32,7 +32,19 @@ pub use upcast::Upcasters;
 
 /// The migrations of the event store itself, applied by [`migrate`] with component `eventstore`.
 pub const MIGRATIONS: &[Migration] = &[
-    Migration { version: 1, name: "event_store", sql: include_str!("../sql/0001_event_store.sql") },
-    Migration { version: 2, name: "append_function", sql: include_str!("../sql/0002_append_function.sql") },
-    Migration { version: 3, name: "append_statement", sql: include_str!("../sql/0003_append_statement.sql") },
+    Migration {
+        version: 1,
+        name: "event_store",
+        sql: include_str!("../sql/0001_event_store.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "append_function",
+        sql: include_str!("../sql/0002_append_function.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "append_statement",
+        sql: include_str!("../sql/0003_append_statement.sql"),
+    },
 ];

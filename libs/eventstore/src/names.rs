@@ -19,7 +19,11 @@ pub struct StreamName {
 }
 
 fn check(field: &'static str, value: &str, allowed: fn(char) -> bool) -> Result<(), NameError> {
-    let err = |reason| NameError { field, value: value.to_string(), reason };
+    let err = |reason| NameError {
+        field,
+        value: value.to_string(),
+        reason,
+    };
     if value.is_empty() {
         return Err(err("must not be empty"));
     }
@@ -27,22 +31,34 @@ fn check(field: &'static str, value: &str, allowed: fn(char) -> bool) -> Result<
         return Err(err("must be at most 100 characters"));
     }
     if !value.chars().all(allowed) {
-        return Err(err("may only contain the characters a-z, 0-9, '-' and '_' (ids may also use A-Z)"));
+        return Err(err(
+            "may only contain the characters a-z, 0-9, '-' and '_' (ids may also use A-Z)",
+        ));
     }
     Ok(())
 }
 
 /// Checks a tenant slug: lower-case letters, digits and '-'.
 pub fn check_tenant(tenant: &str) -> Result<(), NameError> {
-    check("tenant", tenant, |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    check("tenant", tenant, |c| {
+        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'
+    })
 }
 
 impl StreamName {
     pub fn new(tenant: &str, category: &str, id: &str) -> Result<Self, NameError> {
         check_tenant(tenant)?;
-        check("category", category, |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')?;
-        check("stream id", id, |c| c.is_ascii_alphanumeric() || c == '-' || c == '_')?;
-        Ok(Self { tenant: tenant.into(), category: category.into(), id: id.into() })
+        check("category", category, |c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'
+        })?;
+        check("stream id", id, |c| {
+            c.is_ascii_alphanumeric() || c == '-' || c == '_'
+        })?;
+        Ok(Self {
+            tenant: tenant.into(),
+            category: category.into(),
+            id: id.into(),
+        })
     }
 
     pub fn tenant(&self) -> &str {
@@ -61,7 +77,11 @@ impl StreamName {
     }
 
     pub(crate) fn from_parts_unchecked(tenant: String, category: String, id: String) -> Self {
-        Self { tenant, category, id }
+        Self {
+            tenant,
+            category,
+            id,
+        }
     }
 }
 
@@ -78,11 +98,26 @@ mod tests {
     #[test]
     fn names_are_subject_safe() {
         assert!(StreamName::new("acme", "agent", "1001").is_ok());
-        assert_eq!(StreamName::new("acme", "agent", "1001").unwrap().key(), "acme/agent-1001");
-        assert_eq!(StreamName::new("Acme", "agent", "1").unwrap_err().field, "tenant");
-        assert_eq!(StreamName::new("acme", "ag.ent", "1").unwrap_err().field, "category");
-        assert_eq!(StreamName::new("acme", "agent", "1.2").unwrap_err().field, "stream id");
-        assert_eq!(StreamName::new("acme", "agent", "").unwrap_err().reason, "must not be empty");
+        assert_eq!(
+            StreamName::new("acme", "agent", "1001").unwrap().key(),
+            "acme/agent-1001"
+        );
+        assert_eq!(
+            StreamName::new("Acme", "agent", "1").unwrap_err().field,
+            "tenant"
+        );
+        assert_eq!(
+            StreamName::new("acme", "ag.ent", "1").unwrap_err().field,
+            "category"
+        );
+        assert_eq!(
+            StreamName::new("acme", "agent", "1.2").unwrap_err().field,
+            "stream id"
+        );
+        assert_eq!(
+            StreamName::new("acme", "agent", "").unwrap_err().reason,
+            "must not be empty"
+        );
         assert!(StreamName::new("acme", "agent", "a*b").is_err());
     }
 }

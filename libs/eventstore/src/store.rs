@@ -13,7 +13,11 @@ use crate::{StreamName, Upcasters};
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
     #[error("stream {stream} is at version {actual}, expected {expected:?}")]
-    Conflict { stream: String, expected: ExpectedVersion, actual: i64 },
+    Conflict {
+        stream: String,
+        expected: ExpectedVersion,
+        actual: i64,
+    },
     #[error("event ids of this append are already used by other events")]
     EventIdReused,
     #[error("an append needs at least one event")]
@@ -89,7 +93,12 @@ const COLUMNS: &str = "position, xid, event_id, tenant, category, stream_id, ver
 
 impl EventStore {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool, upcasters: Upcasters::default(), notifier: Arc::default(), tail: Arc::default() }
+        Self {
+            pool,
+            upcasters: Upcasters::default(),
+            notifier: Arc::default(),
+            tail: Arc::default(),
+        }
     }
 
     /// Wakes subscriptions (of every process) to read new events. Appends do it themselves;
@@ -117,7 +126,9 @@ impl EventStore {
         expected: ExpectedVersion,
         events: &[NewEvent],
     ) -> Result<AppendResult, AppendError> {
-        let r = self.append_with(&self.pool, stream, expected, events).await?;
+        let r = self
+            .append_with(&self.pool, stream, expected, events)
+            .await?;
         if !r.duplicate {
             self.notify_committed();
         }
@@ -138,13 +149,20 @@ impl EventStore {
         match self.try_append(true, tx, stream, expected, events).await {
             Ok(r) if r.duplicate => Err(AppendError::EventIdReused),
             Err(AppendError::Database(sqlx::Error::Database(db)))
-                if db.code().as_deref() == Some("23505") && db.constraint() == Some("es_events_event_id_key") =>
+                if db.code().as_deref() == Some("23505")
+                    && db.constraint() == Some("es_events_event_id_key") =>
             {
                 Err(AppendError::EventIdReused)
             }
-            Err(AppendError::Database(sqlx::Error::Database(db))) if db.code().as_deref() == Some("23505") => {
+            Err(AppendError::Database(sqlx::Error::Database(db)))
+                if db.code().as_deref() == Some("23505") =>
+            {
                 let actual = self.stream_version(stream).await?;
-                Err(AppendError::Conflict { stream: stream.key(), expected, actual })
+                Err(AppendError::Conflict {
+                    stream: stream.key(),
+                    expected,
+                    actual,
+                })
             }
             other => other,
         }
@@ -159,18 +177,29 @@ impl EventStore {
     ) -> Result<AppendResult, AppendError> {
         let mut attempt = 0;
         loop {
-            match self.try_append(false, executor, stream, expected, events).await {
-                Err(AppendError::Database(sqlx::Error::Database(db))) if db.code().as_deref() == Some("23505") => {
+            match self
+                .try_append(false, executor, stream, expected, events)
+                .await
+            {
+                Err(AppendError::Database(sqlx::Error::Database(db)))
+                    if db.code().as_deref() == Some("23505") =>
+                {
                     // Another writer took the same version (or, for a retried append, the same
                     // event ids) a moment earlier and has committed now.
                     attempt += 1;
-                    if expected == ExpectedVersion::Any || db.constraint() == Some("es_events_event_id_key") {
+                    if expected == ExpectedVersion::Any
+                        || db.constraint() == Some("es_events_event_id_key")
+                    {
                         if attempt < 10 {
                             continue;
                         }
                     }
                     let actual = self.stream_version(stream).await?;
-                    return Err(AppendError::Conflict { stream: stream.key(), expected, actual });
+                    return Err(AppendError::Conflict {
+                        stream: stream.key(),
+                        expected,
+                        actual,
+                    });
                 }
                 other => return other,
             }
@@ -189,7 +218,10 @@ impl EventStore {
             return Err(AppendError::Empty);
         }
         if let Some(e) = events.iter().find(|e| e.metadata.tenant != stream.tenant()) {
-            return Err(AppendError::TenantMismatch { stream: stream.key(), metadata: e.metadata.tenant.clone() });
+            return Err(AppendError::TenantMismatch {
+                stream: stream.key(),
+                metadata: e.metadata.tenant.clone(),
+            });
         }
         let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
         let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
@@ -212,7 +244,8 @@ impl EventStore {
         let row = match row {
             Ok(row) => row,
             Err(sqlx::Error::Database(db))
-                if db.code().as_deref() == Some("23505") && db.constraint() == Some("es_events_event_id_key") =>
+                if db.code().as_deref() == Some("23505")
+                    && db.constraint() == Some("es_events_event_id_key") =>
             {
                 if in_transaction {
                     return Err(AppendError::Database(sqlx::Error::Database(db)));
@@ -226,20 +259,33 @@ impl EventStore {
         if positions.is_empty() {
             // A retry of an append that succeeded carries an expected version that is now
             // stale: answer it with the original result.
-            let known: i64 = sqlx::query_scalar("select count(*) from es_events where event_id = any($1)")
-                .bind(&ids)
-                .fetch_one(&self.pool)
-                .await?;
+            let known: i64 =
+                sqlx::query_scalar("select count(*) from es_events where event_id = any($1)")
+                    .bind(&ids)
+                    .fetch_one(&self.pool)
+                    .await?;
             if known > 0 && !in_transaction {
                 return self.previous_append(stream, &ids).await;
             }
-            return Err(AppendError::Conflict { stream: stream.key(), expected, actual: current });
+            return Err(AppendError::Conflict {
+                stream: stream.key(),
+                expected,
+                actual: current,
+            });
         }
-        Ok(AppendResult { stream_version: current + positions.len() as i64, positions, duplicate: false })
+        Ok(AppendResult {
+            stream_version: current + positions.len() as i64,
+            positions,
+            duplicate: false,
+        })
     }
 
     /// The result of an earlier append with the same event ids (a retry), or `EventIdReused`.
-    async fn previous_append(&self, stream: &StreamName, ids: &[Uuid]) -> Result<AppendResult, AppendError> {
+    async fn previous_append(
+        &self,
+        stream: &StreamName,
+        ids: &[Uuid],
+    ) -> Result<AppendResult, AppendError> {
         let rows: Vec<(String, i64, i64)> =
             sqlx::query_as("select stream, version, position from es_events where event_id = any($1) order by version")
                 .bind(ids)
@@ -264,7 +310,12 @@ impl EventStore {
     }
 
     /// Reads up to `limit` events of one stream, from version `from` (1 = the first event).
-    pub async fn read_stream(&self, stream: &StreamName, from: i64, limit: i64) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+    pub async fn read_stream(
+        &self,
+        stream: &StreamName,
+        from: i64,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, sqlx::Error> {
         let rows = sqlx::query(&format!(
             "select {COLUMNS} from es_events where stream = $1 and version >= $2 order by version limit $3"
         ))
@@ -277,7 +328,10 @@ impl EventStore {
     }
 
     /// Reads a whole stream.
-    pub async fn read_stream_all(&self, stream: &StreamName) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+    pub async fn read_stream_all(
+        &self,
+        stream: &StreamName,
+    ) -> Result<Vec<RecordedEvent>, sqlx::Error> {
         let mut out = Vec::new();
         loop {
             let batch = self.read_stream(stream, out.len() as i64 + 1, 1000).await?;
@@ -291,7 +345,12 @@ impl EventStore {
 
     /// Reads up to `limit` events after `after` in the global order, only from transactions that
     /// have finished: an event can never appear later *before* the returned checkpoint.
-    pub async fn read_all(&self, filter: &ReadFilter, after: Checkpoint, limit: i64) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+    pub async fn read_all(
+        &self,
+        filter: &ReadFilter,
+        after: Checkpoint,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, sqlx::Error> {
         let safe = "xid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
         let rows = match filter {
             ReadFilter::All => {
@@ -324,9 +383,16 @@ impl EventStore {
     /// The number of stored events (for progress reports).
     pub async fn count(&self, filter: &ReadFilter) -> Result<i64, sqlx::Error> {
         match filter {
-            ReadFilter::All => sqlx::query_scalar("select count(*) from es_events").fetch_one(&self.pool).await,
+            ReadFilter::All => {
+                sqlx::query_scalar("select count(*) from es_events")
+                    .fetch_one(&self.pool)
+                    .await
+            }
             ReadFilter::Category(c) => {
-                sqlx::query_scalar("select count(*) from es_events where category = $1").bind(c).fetch_one(&self.pool).await
+                sqlx::query_scalar("select count(*) from es_events where category = $1")
+                    .bind(c)
+                    .fetch_one(&self.pool)
+                    .await
             }
         }
     }

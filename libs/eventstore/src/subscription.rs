@@ -26,7 +26,11 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    pub async fn new(store: EventStore, filter: ReadFilter, from: Checkpoint) -> Result<Self, sqlx::Error> {
+    pub async fn new(
+        store: EventStore,
+        filter: ReadFilter,
+        from: Checkpoint,
+    ) -> Result<Self, sqlx::Error> {
         let mut listener = PgListener::connect_with(store.pool()).await?;
         listener.listen("es_events").await?;
         Ok(Self {
@@ -152,7 +156,10 @@ impl Subscription {
                 continue;
             }
             // The receiver first, then the read that finds us caught up: nothing falls between.
-            let rx = self.store.tail.attach(&self.store, self.checkpoint, self.fallback_poll);
+            let rx = self
+                .store
+                .tail
+                .attach(&self.store, self.checkpoint, self.fallback_poll);
             if let Some(batch) = self.poll().await? {
                 return Ok(batch);
             }
@@ -205,7 +212,10 @@ impl Subscription {
         if let Some(l) = self.listener.as_mut() {
             while l.next_buffered().is_some() {}
         }
-        let batch = self.store.read_all(&self.filter, self.checkpoint, self.batch_size).await?;
+        let batch = self
+            .store
+            .read_all(&self.filter, self.checkpoint, self.batch_size)
+            .await?;
         Ok(batch.last().map(|last| last.checkpoint()).map(|cp| {
             self.checkpoint = cp;
             batch

@@ -35,18 +35,31 @@ pub(crate) struct Tail {
 
 impl Default for Tail {
     fn default() -> Self {
-        Self { tx: broadcast::channel(CAPACITY).0, task: Default::default() }
+        Self {
+            tx: broadcast::channel(CAPACITY).0,
+            task: Default::default(),
+        }
     }
 }
 
 impl Tail {
     /// A receiver of every batch from now on; (re)starts the reader, from `from`, polling
     /// every `fallback_poll` besides the commit notifications, when it is not running.
-    pub(crate) fn attach(&self, store: &EventStore, from: Checkpoint, fallback_poll: Duration) -> broadcast::Receiver<Arc<TailBatch>> {
+    pub(crate) fn attach(
+        &self,
+        store: &EventStore,
+        from: Checkpoint,
+        fallback_poll: Duration,
+    ) -> broadcast::Receiver<Arc<TailBatch>> {
         let rx = self.tx.subscribe();
         let mut task = self.task.lock().expect("tail lock");
         if task.as_ref().is_none_or(|t| t.is_finished()) {
-            *task = Some(tokio::spawn(follow(store.clone(), from, fallback_poll, self.tx.clone())));
+            *task = Some(tokio::spawn(follow(
+                store.clone(),
+                from,
+                fallback_poll,
+                self.tx.clone(),
+            )));
         }
         rx
     }
@@ -54,7 +67,12 @@ impl Tail {
 
 /// Reads the store and broadcasts each batch; stops when its pool is closed or nobody
 /// listens any more (the next subscription to catch up starts another).
-async fn follow(store: EventStore, from: Checkpoint, fallback_poll: Duration, tx: broadcast::Sender<Arc<TailBatch>>) {
+async fn follow(
+    store: EventStore,
+    from: Checkpoint,
+    fallback_poll: Duration,
+    tx: broadcast::Sender<Arc<TailBatch>>,
+) {
     let mut sub = loop {
         if store.pool().is_closed() {
             return;
@@ -71,7 +89,9 @@ async fn follow(store: EventStore, from: Checkpoint, fallback_poll: Duration, tx
         let from = sub.checkpoint();
         match sub.next_batch().await {
             Ok(events) => {
-                let Some(to) = events.last().map(|e| e.checkpoint()) else { continue };
+                let Some(to) = events.last().map(|e| e.checkpoint()) else {
+                    continue;
+                };
                 if tx.send(Arc::new(TailBatch { from, to, events })).is_err() {
                     return;
                 }

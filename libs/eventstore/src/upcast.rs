@@ -22,8 +22,14 @@ impl Upcasters {
     }
 
     /// Registers the upgrade of `event_type` from `from_version` to `from_version + 1`.
-    pub fn register(mut self, event_type: &str, from_version: i32, f: impl Fn(Value) -> Value + Send + Sync + 'static) -> Self {
-        self.steps.insert((event_type.to_string(), from_version), Arc::new(f));
+    pub fn register(
+        mut self,
+        event_type: &str,
+        from_version: i32,
+        f: impl Fn(Value) -> Value + Send + Sync + 'static,
+    ) -> Self {
+        self.steps
+            .insert((event_type.to_string(), from_version), Arc::new(f));
         self
     }
 
@@ -31,7 +37,10 @@ impl Upcasters {
         if self.steps.is_empty() {
             return;
         }
-        while let Some(step) = self.steps.get(&(event.event_type.clone(), event.schema_version)) {
+        while let Some(step) = self
+            .steps
+            .get(&(event.event_type.clone(), event.schema_version))
+        {
             event.data = step(std::mem::take(&mut event.data));
             event.schema_version += 1;
         }

@@ -21,13 +21,20 @@ pub struct Readiness {
 impl Readiness {
     /// Declares a dependency, not ready until [`Readiness::ready`] is called.
     pub fn expect(&self, name: &str) {
-        self.deps.lock().unwrap().entry(name.to_string()).or_insert_with(|| Err("not connected yet".into()));
+        self.deps
+            .lock()
+            .unwrap()
+            .entry(name.to_string())
+            .or_insert_with(|| Err("not connected yet".into()));
     }
     pub fn ready(&self, name: &str) {
         self.deps.lock().unwrap().insert(name.to_string(), Ok(()));
     }
     pub fn down(&self, name: &str, reason: impl Into<String>) {
-        self.deps.lock().unwrap().insert(name.to_string(), Err(reason.into()));
+        self.deps
+            .lock()
+            .unwrap()
+            .insert(name.to_string(), Err(reason.into()));
     }
     pub fn is_ready(&self) -> bool {
         self.deps.lock().unwrap().values().all(|s| s.is_ok())
@@ -55,20 +62,33 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("cc");
         let commands = cc_bus::CommandCounter::default();
-        registry.register("commands", "Commands handled, by service, command and outcome (ok or the error code)", commands.clone());
-        Self { registry: Arc::new(Mutex::new(registry)), commands }
+        registry.register(
+            "commands",
+            "Commands handled, by service, command and outcome (ok or the error code)",
+            commands.clone(),
+        );
+        Self {
+            registry: Arc::new(Mutex::new(registry)),
+            commands,
+        }
     }
 }
 
 impl Metrics {
     /// Registers a metric (a counter, gauge, histogram or family of them).
-    pub fn register(&self, name: &str, help: &str, metric: impl prometheus_client::registry::Metric) {
+    pub fn register(
+        &self,
+        name: &str,
+        help: &str,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
         self.registry.lock().unwrap().register(name, help, metric);
     }
 
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry.lock().unwrap()).expect("metrics encode");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry.lock().unwrap())
+            .expect("metrics encode");
         out
     }
 }
@@ -86,7 +106,11 @@ pub fn router(readiness: Readiness, metrics: Metrics, targets: Vec<String>) -> R
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(AdminState { readiness, metrics, targets })
+        .with_state(AdminState {
+            readiness,
+            metrics,
+            targets,
+        })
 }
 
 async fn healthz(State(s): State<AdminState>) -> impl IntoResponse {
@@ -99,10 +123,19 @@ async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
         (StatusCode::OK, Json(json!({ "status": "ready" })))
     } else {
         let missing: BTreeMap<_, _> = missing.into_iter().collect();
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "not ready", "missing": missing })))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "not ready", "missing": missing })),
+        )
     }
 }
 
 async fn metrics_text(State(s): State<AdminState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.encode())
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
 }

@@ -126,7 +126,9 @@ type Setter = fn(&mut Config, &str) -> Result<(), String>;
 pub const ENV_VARS: &[(&str, Setter)] = &[
     ("CC_DATABASE_URL", |c, v| set_string(&mut c.database_url, v)),
     ("CC_NATS_URL", |c, v| set_string(&mut c.nats_url, v)),
-    ("CC_SUBJECT_PREFIX", |c, v| set_string(&mut c.subject_prefix, v)),
+    ("CC_SUBJECT_PREFIX", |c, v| {
+        set_string(&mut c.subject_prefix, v)
+    }),
     ("CC_ADMIN_ADDR", |c, v| set_string(&mut c.admin_addr, v)),
     ("CC_PORTAL_ADDR", |c, v| set_string(&mut c.portal_addr, v)),
     ("CC_PBX_SIM_ADDR", |c, v| set_string(&mut c.pbx_sim_addr, v)),
@@ -138,10 +140,18 @@ pub const ENV_VARS: &[(&str, Setter)] = &[
         _ => Err("must be human or json".into()),
     }),
     ("CC_LOG", |c, v| set_string(&mut c.log, v)),
-    ("CC_SHUTDOWN_GRACE_SECS", |c, v| parse(&mut c.shutdown_grace_secs, v)),
-    ("CC_DATABASE_MAX_CONNECTIONS", |c, v| parse(&mut c.database_max_connections, v)),
+    ("CC_SHUTDOWN_GRACE_SECS", |c, v| {
+        parse(&mut c.shutdown_grace_secs, v)
+    }),
+    ("CC_DATABASE_MAX_CONNECTIONS", |c, v| {
+        parse(&mut c.database_max_connections, v)
+    }),
     ("CC_SIP_TENANTS", |c, v| {
-        c.sip.tenants = v.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
+        c.sip.tenants = v
+            .split(',')
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect();
         Ok(())
     }),
     ("CC_SIP_ADDR", |c, v| set_string(&mut c.sip.addr, v)),
@@ -154,9 +164,15 @@ pub const ENV_VARS: &[(&str, Setter)] = &[
         c.sip.trunks = v.to_string();
         Ok(())
     }),
-    ("CC_SIP_MIN_EXPIRES", |c, v| parse(&mut c.sip.min_expires, v)),
-    ("CC_SIP_MAX_EXPIRES", |c, v| parse(&mut c.sip.max_expires, v)),
-    ("CC_SIP_REGISTER_PER_MINUTE", |c, v| parse(&mut c.sip.register_per_minute, v)),
+    ("CC_SIP_MIN_EXPIRES", |c, v| {
+        parse(&mut c.sip.min_expires, v)
+    }),
+    ("CC_SIP_MAX_EXPIRES", |c, v| {
+        parse(&mut c.sip.max_expires, v)
+    }),
+    ("CC_SIP_REGISTER_PER_MINUTE", |c, v| {
+        parse(&mut c.sip.register_per_minute, v)
+    }),
 ];
 
 fn set_string(field: &mut String, v: &str) -> Result<(), String> {
@@ -171,7 +187,9 @@ fn parse<T: std::str::FromStr>(field: &mut T, v: &str) -> Result<(), String>
 where
     T::Err: std::fmt::Display,
 {
-    *field = v.parse().map_err(|e: T::Err| format!("{v:?} is not valid: {e}"))?;
+    *field = v
+        .parse()
+        .map_err(|e: T::Err| format!("{v:?} is not valid: {e}"))?;
     Ok(())
 }
 
@@ -182,11 +200,17 @@ impl Config {
     }
 
     /// As [`Config::load`], with the environment given as a function (for tests).
-    pub fn load_from(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let mut config = match file {
             None => Config::default(),
             Some(path) => {
-                let file_err = |reason: String| ConfigError::File { path: path.display().to_string(), reason };
+                let file_err = |reason: String| ConfigError::File {
+                    path: path.display().to_string(),
+                    reason,
+                };
                 let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
                 toml::from_str(&text).map_err(|e| file_err(e.message().to_string()))?
             }
@@ -231,7 +255,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("cc.toml");
         std::fs::write(&file, "nats_url = \"nats://10.0.0.1:4222\"\ndemo = true\n").unwrap();
-        let c = Config::load_from(Some(&file), |k| (k == "CC_NATS_URL").then(|| "nats://n:1".into())).unwrap();
+        let c = Config::load_from(Some(&file), |k| {
+            (k == "CC_NATS_URL").then(|| "nats://n:1".into())
+        })
+        .unwrap();
         assert_eq!(c.nats_url, "nats://n:1");
         assert!(c.demo);
         assert_eq!(c.subject_prefix, "cc");
@@ -246,7 +273,10 @@ mod tests {
 
     #[test]
     fn redaction_hides_passwords_only() {
-        assert_eq!(redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
     }
 }

@@ -14,12 +14,15 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 /// Connects to PostgreSQL, creating the database when it does not exist. `None` if cancelled.
-pub async fn postgres(config: &Config, readiness: &Readiness, cancel: &CancellationToken) -> anyhow::Result<Option<PgPool>> {
+pub async fn postgres(
+    config: &Config,
+    readiness: &Readiness,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Option<PgPool>> {
     readiness.expect("postgres");
-    let opts: PgConnectOptions = config
-        .database_url
-        .parse()
-        .map_err(|e| anyhow::anyhow!("database_url (CC_DATABASE_URL) is not a PostgreSQL URL: {e}"))?;
+    let opts: PgConnectOptions = config.database_url.parse().map_err(|e| {
+        anyhow::anyhow!("database_url (CC_DATABASE_URL) is not a PostgreSQL URL: {e}")
+    })?;
     // Catch-up readers read below the oldest running transaction of the whole cluster: a
     // client stuck inside a transaction must not stall them for long.
     let opts = opts.options([("idle_in_transaction_session_timeout", "30000")]);
@@ -37,7 +40,10 @@ pub async fn postgres(config: &Config, readiness: &Readiness, cancel: &Cancellat
         match pool {
             Ok(pool) => {
                 readiness.ready("postgres");
-                tracing::info!(database = opts.get_database().unwrap_or(""), "connected to PostgreSQL");
+                tracing::info!(
+                    database = opts.get_database().unwrap_or(""),
+                    "connected to PostgreSQL"
+                );
                 return Ok(Some(pool));
             }
             Err(e) if is_missing_database(&e) => {
@@ -75,7 +81,11 @@ fn redact(url: &str) -> String {
 }
 
 /// Connects to NATS and checks it is >= 2.10 with JetStream. `None` if cancelled.
-pub async fn nats(config: &Config, readiness: &Readiness, cancel: &CancellationToken) -> anyhow::Result<Option<async_nats::Client>> {
+pub async fn nats(
+    config: &Config,
+    readiness: &Readiness,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Option<async_nats::Client>> {
     readiness.expect("nats");
     let mut attempt = 0;
     loop {
@@ -113,7 +123,10 @@ pub async fn nats(config: &Config, readiness: &Readiness, cancel: &CancellationT
                     );
                 }
                 if !info.jetstream {
-                    anyhow::bail!("NATS at {} runs without JetStream; start it with -js", config.nats_url);
+                    anyhow::bail!(
+                        "NATS at {} runs without JetStream; start it with -js",
+                        config.nats_url
+                    );
                 }
                 readiness.ready("nats");
                 tracing::info!(version = %info.version, url = %config.nats_url, "connected to NATS");
@@ -133,13 +146,21 @@ pub async fn nats(config: &Config, readiness: &Readiness, cancel: &CancellationT
 }
 
 fn version_at_least(v: &str, major: u32, minor: u32) -> bool {
-    let mut parts = v.trim_start_matches('v').split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let mut parts = v
+        .trim_start_matches('v')
+        .split('.')
+        .map(|p| p.parse::<u32>().unwrap_or(0));
     let (ma, mi) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     (ma, mi) >= (major, minor)
 }
 
 /// Keeps `/readyz` true to the state of both connections.
-pub fn watch(pool: PgPool, client: async_nats::Client, readiness: Readiness, cancel: CancellationToken) {
+pub fn watch(
+    pool: PgPool,
+    client: async_nats::Client,
+    readiness: Readiness,
+    cancel: CancellationToken,
+) {
     tokio::spawn(async move {
         loop {
             match sqlx::query("select 1").execute(&pool).await {

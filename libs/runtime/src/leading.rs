@@ -6,7 +6,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Retries `f` every second until it succeeds or `cancel`, logging each failure with `what`.
-pub async fn retry_until_ok<T, F, Fut>(cancel: &CancellationToken, what: &str, mut f: F) -> Option<T>
+pub async fn retry_until_ok<T, F, Fut>(
+    cancel: &CancellationToken,
+    what: &str,
+    mut f: F,
+) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<T>>,

@@ -7,7 +7,8 @@ pub fn on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: finishing in-flight work, then stopping"),
             _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: finishing in-flight work, then stopping"),

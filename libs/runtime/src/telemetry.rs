@@ -9,7 +9,9 @@ pub fn init(format: LogFormat, filter: &str) {
     // PostgreSQL's notices ("relation already exists, skipping") are noise at info level.
     let filter = format!("{filter},sqlx::postgres::notice=warn");
     let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Human => builder.try_init(),

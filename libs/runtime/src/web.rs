@@ -19,7 +19,10 @@ pub struct Asset {
 #[macro_export]
 macro_rules! asset {
     ($crate_dir:literal, $file:literal) => {
-        $crate::web::Asset { path: concat!($crate_dir, "/", $file), body: include_str!(concat!("../", $file)) }
+        $crate::web::Asset {
+            path: concat!($crate_dir, "/", $file),
+            body: include_str!(concat!("../", $file)),
+        }
     };
 }
 
@@ -36,14 +39,22 @@ fn content_type(path: &str) -> &'static str {
 impl IntoResponse for Asset {
     fn into_response(self) -> Response {
         let body = match std::env::var_os("CC_WEB_DIR") {
-            Some(dir) => match std::fs::read_to_string(std::path::Path::new(&dir).join(self.path)) {
-                Ok(s) => s,
-                Err(e) => return (StatusCode::NOT_FOUND, format!("{}: {e}", self.path)).into_response(),
-            },
+            Some(dir) => {
+                match std::fs::read_to_string(std::path::Path::new(&dir).join(self.path)) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        return (StatusCode::NOT_FOUND, format!("{}: {e}", self.path))
+                            .into_response()
+                    }
+                }
+            }
             None => self.body.to_string(),
         };
         (
-            [(header::CONTENT_TYPE, content_type(self.path)), (header::CACHE_CONTROL, "no-cache")],
+            [
+                (header::CONTENT_TYPE, content_type(self.path)),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
             body,
         )
             .into_response()

@@ -21,23 +21,36 @@ pub struct TestDb {
 }
 
 fn admin_url() -> String {
-    std::env::var("CC_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("CC_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 impl TestDb {
     pub async fn new() -> TestDb {
-        let admin: PgConnectOptions = admin_url().parse().expect("CC_TEST_DATABASE_URL is a PostgreSQL URL");
+        let admin: PgConnectOptions = admin_url()
+            .parse()
+            .expect("CC_TEST_DATABASE_URL is a PostgreSQL URL");
         let name = format!("cc_test_{}", uuid::Uuid::new_v4().simple());
         let mut conn = admin
             .connect()
             .await
             .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL at {}: {e}", admin_url()));
-        sqlx::query(&format!("create database {name}")).execute(&mut conn).await.expect("create test database");
+        sqlx::query(&format!("create database {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
         // A test that leaves a transaction open would hold back every catch-up reader of the
         // cluster (they read below the oldest running transaction): cap how long that can last.
-        let opts = admin.clone().database(&name).options([("idle_in_transaction_session_timeout", "5000")]);
+        let opts = admin
+            .clone()
+            .database(&name)
+            .options([("idle_in_transaction_session_timeout", "5000")]);
         let url = opts.to_url_lossy().to_string();
-        let pool = PgPoolOptions::new().max_connections(20).connect_with(opts).await.expect("connect to test database");
+        let pool = PgPoolOptions::new()
+            .max_connections(20)
+            .connect_with(opts)
+            .await
+            .expect("connect to test database");
         TestDb { pool, url, name }
     }
 }
@@ -66,7 +79,11 @@ pub fn nats_server_bin() -> PathBuf {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl NatsServer {
@@ -77,7 +94,11 @@ impl NatsServer {
     /// Starts a server on a given port (e.g. one a process under test already waits for).
     pub fn start_on(port: u16) -> NatsServer {
         let store = std::env::temp_dir().join(format!("cc-nats-{}", uuid::Uuid::new_v4().simple()));
-        let mut s = NatsServer { child: None, port, store };
+        let mut s = NatsServer {
+            child: None,
+            port,
+            store,
+        };
         s.spawn();
         s
     }
@@ -89,16 +110,32 @@ impl NatsServer {
     fn spawn(&mut self) {
         let bin = nats_server_bin();
         let child = Command::new(&bin)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(&self.store)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {} (set CC_NATS_SERVER_BIN): {e}", bin.display()));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {} (set CC_NATS_SERVER_BIN): {e}",
+                    bin.display()
+                )
+            });
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not listen on {}", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not listen on {}",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

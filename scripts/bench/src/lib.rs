@@ -7,8 +7,16 @@ use sqlx::{ConnectOptions, PgPool};
 
 /// Prints `bench <name>: <value> <unit> (baseline <value> <unit>, ratio <r>)`.
 pub fn summary(name: &str, value: f64, unit: &str, baseline: f64) {
-    let ratio = if baseline > 0.0 { value / baseline } else { f64::NAN };
-    println!("bench {name}: {} {unit} (baseline {} {unit}, ratio {ratio:.2})", fmt(value), fmt(baseline));
+    let ratio = if baseline > 0.0 {
+        value / baseline
+    } else {
+        f64::NAN
+    };
+    println!(
+        "bench {name}: {} {unit} (baseline {} {unit}, ratio {ratio:.2})",
+        fmt(value),
+        fmt(baseline)
+    );
 }
 
 fn fmt(v: f64) -> String {
@@ -30,14 +38,25 @@ pub fn percentile_ms(samples: &mut [Duration], p: f64) -> f64 {
 }
 
 /// Creates a fresh database for one benchmark run on the server of `admin_url`.
-pub async fn fresh_database(admin_url: &str, name: &str, max_connections: u32) -> anyhow::Result<(PgPool, String)> {
+pub async fn fresh_database(
+    admin_url: &str,
+    name: &str,
+    max_connections: u32,
+) -> anyhow::Result<(PgPool, String)> {
     let admin: PgConnectOptions = admin_url.parse()?;
     let mut conn = admin.connect().await?;
-    sqlx::query(&format!("drop database if exists {name} with (force)")).execute(&mut conn).await?;
-    sqlx::query(&format!("create database {name}")).execute(&mut conn).await?;
+    sqlx::query(&format!("drop database if exists {name} with (force)"))
+        .execute(&mut conn)
+        .await?;
+    sqlx::query(&format!("create database {name}"))
+        .execute(&mut conn)
+        .await?;
     let opts = admin.database(name);
     let url = opts.to_url_lossy().to_string();
-    let pool = PgPoolOptions::new().max_connections(max_connections).connect_with(opts).await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .connect_with(opts)
+        .await?;
     Ok((pool, url))
 }
 
@@ -49,7 +68,15 @@ pub fn env(name: &str, default: &str) -> String {
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse().unwrap_or(0)))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse()
+                    .unwrap_or(0)
+            })
+        })
         .unwrap_or(0)
 }
 
@@ -59,7 +86,12 @@ pub async fn wait_http_ok(addr: &str, path: &str, timeout: Duration) -> anyhow::
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
-            let _ = s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await;
+            let _ = s
+                .write_all(
+                    format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .await;
             let mut buf = vec![0u8; 64];
             if let Ok(n) = s.read(&mut buf).await {
                 if String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200") {

@@ -1,9 +1,9 @@
 //! The agent's session as a pure decision function: state + command -> events, and
 //! state + event -> state. No I/O here; the adapters gather what a decision needs first.
 
-use chrono::{DateTime, Utc};
 use cc_contracts::domain::{AgentNumber, DeviceId, QueueNumber};
 use cc_contracts::session::{AgentSessionEvent as E, LogoutReason};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -27,14 +27,30 @@ pub struct Login {
 /// What is asked of a session, with the facts gathered from other services.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SessionCommand {
-    Login { device: DeviceId, queues: Vec<QueueNumber>, login_id: Uuid },
-    Logout { reason: LogoutReason },
-    Pause { reason: String },
+    Login {
+        device: DeviceId,
+        queues: Vec<QueueNumber>,
+        login_id: Uuid,
+    },
+    Logout {
+        reason: LogoutReason,
+    },
+    Pause {
+        reason: String,
+    },
     Unpause,
-    JoinQueue { queue: QueueNumber },
-    LeaveQueue { queue: QueueNumber },
-    DeviceOffline { device: DeviceId },
-    DeviceOnline { device: DeviceId },
+    JoinQueue {
+        queue: QueueNumber,
+    },
+    LeaveQueue {
+        queue: QueueNumber,
+    },
+    DeviceOffline {
+        device: DeviceId,
+    },
+    DeviceOnline {
+        device: DeviceId,
+    },
 }
 
 /// Why a command was refused. Each maps to one error code for the API.
@@ -62,11 +78,15 @@ impl Refusal {
 
     pub fn message(&self) -> String {
         match self {
-            Refusal::AlreadyLoggedIn { device } => format!("The agent is already logged in on device {device}"),
+            Refusal::AlreadyLoggedIn { device } => {
+                format!("The agent is already logged in on device {device}")
+            }
             Refusal::NotLoggedIn => "The agent is not logged in".into(),
             Refusal::AlreadyPaused { reason } => format!("The agent is already paused ({reason})"),
             Refusal::NotPaused => "The agent is not paused".into(),
-            Refusal::AlreadyInQueue { queue } => format!("The agent is already logged into queue {queue}"),
+            Refusal::AlreadyInQueue { queue } => {
+                format!("The agent is already logged into queue {queue}")
+            }
             Refusal::NotInQueue { queue } => format!("The agent is not logged into queue {queue}"),
         }
     }
@@ -79,23 +99,50 @@ pub fn decide(agent: &AgentNumber, s: &Session, cmd: SessionCommand) -> Result<V
     match (cmd, &s.login) {
         (SessionCommand::Login { device, .. }, Some(l)) => {
             let _ = device;
-            Err(Refusal::AlreadyLoggedIn { device: l.device.clone() })
+            Err(Refusal::AlreadyLoggedIn {
+                device: l.device.clone(),
+            })
         }
-        (SessionCommand::Login { device, mut queues, login_id }, None) => {
+        (
+            SessionCommand::Login {
+                device,
+                mut queues,
+                login_id,
+            },
+            None,
+        ) => {
             queues.sort();
             queues.dedup();
-            Ok(vec![E::AgentLoggedIn { agent, login_id, device, queues }])
+            Ok(vec![E::AgentLoggedIn {
+                agent,
+                login_id,
+                device,
+                queues,
+            }])
         }
-        (SessionCommand::DeviceOffline { .. } | SessionCommand::DeviceOnline { .. }, None) => Ok(vec![]),
+        (SessionCommand::DeviceOffline { .. } | SessionCommand::DeviceOnline { .. }, None) => {
+            Ok(vec![])
+        }
         (_, None) => Err(Refusal::NotLoggedIn),
-        (SessionCommand::Logout { reason }, Some(l)) => Ok(vec![E::AgentLoggedOut { agent, login_id: l.login_id, reason }]),
+        (SessionCommand::Logout { reason }, Some(l)) => Ok(vec![E::AgentLoggedOut {
+            agent,
+            login_id: l.login_id,
+            reason,
+        }]),
         (SessionCommand::Pause { reason }, Some(l)) => match &l.paused {
             Some(current) if *current == reason => Err(Refusal::AlreadyPaused { reason }),
-            Some(current) => Ok(vec![E::AgentPauseReasonChanged { agent, from: current.clone(), to: reason }]),
+            Some(current) => Ok(vec![E::AgentPauseReasonChanged {
+                agent,
+                from: current.clone(),
+                to: reason,
+            }]),
             None => Ok(vec![E::AgentPaused { agent, reason }]),
         },
         (SessionCommand::Unpause, Some(l)) => match &l.paused {
-            Some(reason) => Ok(vec![E::AgentUnpaused { agent, reason: reason.clone() }]),
+            Some(reason) => Ok(vec![E::AgentUnpaused {
+                agent,
+                reason: reason.clone(),
+            }]),
             None => Err(Refusal::NotPaused),
         },
         (SessionCommand::JoinQueue { queue }, Some(l)) => {
@@ -113,10 +160,18 @@ pub fn decide(agent: &AgentNumber, s: &Session, cmd: SessionCommand) -> Result<V
             }
         }
         (SessionCommand::DeviceOffline { device }, Some(l)) => {
-            Ok(if l.device == device && l.device_online { vec![E::AgentDeviceWentOffline { agent, device }] } else { vec![] })
+            Ok(if l.device == device && l.device_online {
+                vec![E::AgentDeviceWentOffline { agent, device }]
+            } else {
+                vec![]
+            })
         }
         (SessionCommand::DeviceOnline { device }, Some(l)) => {
-            Ok(if l.device == device && !l.device_online { vec![E::AgentDeviceCameOnline { agent, device }] } else { vec![] })
+            Ok(if l.device == device && !l.device_online {
+                vec![E::AgentDeviceCameOnline { agent, device }]
+            } else {
+                vec![]
+            })
         }
     }
 }
@@ -124,7 +179,12 @@ pub fn decide(agent: &AgentNumber, s: &Session, cmd: SessionCommand) -> Result<V
 /// Applies one event.
 pub fn evolve(mut s: Session, e: &E, at: Option<DateTime<Utc>>) -> Session {
     match e {
-        E::AgentLoggedIn { login_id, device, queues, .. } => {
+        E::AgentLoggedIn {
+            login_id,
+            device,
+            queues,
+            ..
+        } => {
             s.login = Some(Login {
                 login_id: *login_id,
                 device: device.clone(),
@@ -176,25 +236,53 @@ mod tests {
 
     /// given events, when command, then events (or a refusal).
     fn given(events: &[E]) -> Session {
-        events.iter().fold(Session::default(), |s, e| evolve(s, e, None))
+        events
+            .iter()
+            .fold(Session::default(), |s, e| evolve(s, e, None))
     }
 
     fn logged_in() -> Vec<E> {
-        vec![E::AgentLoggedIn { agent: agent(), login_id: Uuid::nil(), device: dev("1001"), queues: vec![q("500")] }]
+        vec![E::AgentLoggedIn {
+            agent: agent(),
+            login_id: Uuid::nil(),
+            device: dev("1001"),
+            queues: vec![q("500")],
+        }]
     }
 
     #[test]
     fn pausing_twice_is_a_clear_refusal_and_changing_reason_is_its_own_event() {
         let mut h = logged_in();
-        h.push(E::AgentPaused { agent: agent(), reason: "Lunch".into() });
+        h.push(E::AgentPaused {
+            agent: agent(),
+            reason: "Lunch".into(),
+        });
         let s = given(&h);
         assert_eq!(
-            decide(&agent(), &s, SessionCommand::Pause { reason: "Lunch".into() }),
-            Err(Refusal::AlreadyPaused { reason: "Lunch".into() })
+            decide(
+                &agent(),
+                &s,
+                SessionCommand::Pause {
+                    reason: "Lunch".into()
+                }
+            ),
+            Err(Refusal::AlreadyPaused {
+                reason: "Lunch".into()
+            })
         );
         assert_eq!(
-            decide(&agent(), &s, SessionCommand::Pause { reason: "Break".into() }),
-            Ok(vec![E::AgentPauseReasonChanged { agent: agent(), from: "Lunch".into(), to: "Break".into() }])
+            decide(
+                &agent(),
+                &s,
+                SessionCommand::Pause {
+                    reason: "Break".into()
+                }
+            ),
+            Ok(vec![E::AgentPauseReasonChanged {
+                agent: agent(),
+                from: "Lunch".into(),
+                to: "Break".into()
+            }])
         );
         assert_eq!(
             decide(&agent(), &given(&logged_in()), SessionCommand::Unpause),
@@ -205,15 +293,41 @@ mod tests {
     #[test]
     fn a_logged_out_agent_can_only_log_in() {
         let s = Session::default();
-        assert_eq!(decide(&agent(), &s, SessionCommand::Unpause), Err(Refusal::NotLoggedIn));
         assert_eq!(
-            decide(&agent(), &s, SessionCommand::Logout { reason: LogoutReason::Agent }),
+            decide(&agent(), &s, SessionCommand::Unpause),
             Err(Refusal::NotLoggedIn)
         );
-        assert_eq!(decide(&agent(), &s, SessionCommand::DeviceOffline { device: dev("1001") }), Ok(vec![]));
+        assert_eq!(
+            decide(
+                &agent(),
+                &s,
+                SessionCommand::Logout {
+                    reason: LogoutReason::Agent
+                }
+            ),
+            Err(Refusal::NotLoggedIn)
+        );
+        assert_eq!(
+            decide(
+                &agent(),
+                &s,
+                SessionCommand::DeviceOffline {
+                    device: dev("1001")
+                }
+            ),
+            Ok(vec![])
+        );
         let s = given(&logged_in());
         assert!(matches!(
-            decide(&agent(), &s, SessionCommand::Login { device: dev("1002"), queues: vec![], login_id: Uuid::nil() }),
+            decide(
+                &agent(),
+                &s,
+                SessionCommand::Login {
+                    device: dev("1002"),
+                    queues: vec![],
+                    login_id: Uuid::nil()
+                }
+            ),
             Err(Refusal::AlreadyLoggedIn { .. })
         ));
     }
@@ -222,29 +336,75 @@ mod tests {
     fn an_offline_device_takes_the_agent_out_of_routing_until_it_registers_again() {
         let s = given(&logged_in());
         assert!(available_for(&s, &q("500")));
-        let off = decide(&agent(), &s, SessionCommand::DeviceOffline { device: dev("1001") }).unwrap();
+        let off = decide(
+            &agent(),
+            &s,
+            SessionCommand::DeviceOffline {
+                device: dev("1001"),
+            },
+        )
+        .unwrap();
         let s = off.iter().fold(s, |s, e| evolve(s, e, None));
         assert!(!available_for(&s, &q("500")));
-        assert_eq!(decide(&agent(), &s, SessionCommand::DeviceOffline { device: dev("1001") }), Ok(vec![]));
-        let on = decide(&agent(), &s, SessionCommand::DeviceOnline { device: dev("1001") }).unwrap();
+        assert_eq!(
+            decide(
+                &agent(),
+                &s,
+                SessionCommand::DeviceOffline {
+                    device: dev("1001")
+                }
+            ),
+            Ok(vec![])
+        );
+        let on = decide(
+            &agent(),
+            &s,
+            SessionCommand::DeviceOnline {
+                device: dev("1001"),
+            },
+        )
+        .unwrap();
         let s = on.iter().fold(s, |s, e| evolve(s, e, None));
         assert!(available_for(&s, &q("500")));
         // Another device's presence does not matter.
-        assert_eq!(decide(&agent(), &s, SessionCommand::DeviceOffline { device: dev("1009") }), Ok(vec![]));
+        assert_eq!(
+            decide(
+                &agent(),
+                &s,
+                SessionCommand::DeviceOffline {
+                    device: dev("1009")
+                }
+            ),
+            Ok(vec![])
+        );
     }
 
     fn command() -> impl Strategy<Value = SessionCommand> {
         let queue = prop_oneof![Just(q("500")), Just(q("501")), Just(q("502"))];
         let device = prop_oneof![Just(dev("1001")), Just(dev("1002"))];
         prop_oneof![
-            (device.clone(), proptest::collection::vec(queue.clone(), 0..3))
-                .prop_map(|(device, queues)| SessionCommand::Login { device, queues, login_id: Uuid::nil() }),
-            Just(SessionCommand::Logout { reason: LogoutReason::Agent }),
-            prop_oneof![Just("Lunch"), Just("Break")].prop_map(|r| SessionCommand::Pause { reason: r.into() }),
+            (
+                device.clone(),
+                proptest::collection::vec(queue.clone(), 0..3)
+            )
+                .prop_map(|(device, queues)| SessionCommand::Login {
+                    device,
+                    queues,
+                    login_id: Uuid::nil()
+                }),
+            Just(SessionCommand::Logout {
+                reason: LogoutReason::Agent
+            }),
+            prop_oneof![Just("Lunch"), Just("Break")]
+                .prop_map(|r| SessionCommand::Pause { reason: r.into() }),
             Just(SessionCommand::Unpause),
-            queue.clone().prop_map(|queue| SessionCommand::JoinQueue { queue }),
+            queue
+                .clone()
+                .prop_map(|queue| SessionCommand::JoinQueue { queue }),
             queue.prop_map(|queue| SessionCommand::LeaveQueue { queue }),
-            device.clone().prop_map(|device| SessionCommand::DeviceOffline { device }),
+            device
+                .clone()
+                .prop_map(|device| SessionCommand::DeviceOffline { device }),
             device.prop_map(|device| SessionCommand::DeviceOnline { device }),
         ]
     }

@@ -36,14 +36,23 @@ pub async fn follow_devices(ctx: Context) {
 async fn consume_devices(ctx: &Context) -> anyhow::Result<()> {
     ctx.bus.ensure_pbx_stream().await?;
     let filter = ctx.bus.subjects.all_pbx_device_events();
-    let c = consumer::durable(&ctx.bus, &ctx.bus.subjects.pbx_stream(), "agent-session-devices", vec![filter], DeliverPolicy::All).await?;
+    let c = consumer::durable(
+        &ctx.bus,
+        &ctx.bus.subjects.pbx_stream(),
+        "agent-session-devices",
+        vec![filter],
+        DeliverPolicy::All,
+    )
+    .await?;
     consumer::run(c, ctx.cancel.clone(), |msg| {
         let ctx = ctx.clone();
         async move {
             let event: DeviceEvent = serde_json::from_slice(&msg.payload)?;
             let (tenant, device, registered, at) = match event {
                 DeviceEvent::DeviceRegistered { tenant, device, at } => (tenant, device, true, at),
-                DeviceEvent::DeviceUnregistered { tenant, device, at } => (tenant, device, false, at),
+                DeviceEvent::DeviceUnregistered { tenant, device, at } => {
+                    (tenant, device, false, at)
+                }
             };
             apply_presence(&ctx, &tenant, &device, registered, at).await
         }
@@ -52,7 +61,13 @@ async fn consume_devices(ctx: &Context) -> anyhow::Result<()> {
 }
 
 /// Records a device's presence (if newer than what is known) and tells its agent's session.
-async fn apply_presence(ctx: &Context, tenant: &str, device: &DeviceId, registered: bool, at: DateTime<Utc>) -> anyhow::Result<()> {
+async fn apply_presence(
+    ctx: &Context,
+    tenant: &str,
+    device: &DeviceId,
+    registered: bool,
+    at: DateTime<Utc>,
+) -> anyhow::Result<()> {
     sqlx::query(
         "insert into as_devices (tenant, device, registered, updated_at) values ($1, $2, $3, $4)
          on conflict (tenant, device) do update set registered = excluded.registered, updated_at = excluded.updated_at
@@ -64,21 +79,27 @@ async fn apply_presence(ctx: &Context, tenant: &str, device: &DeviceId, register
     .bind(at)
     .execute(&ctx.pool)
     .await?;
-    let current: bool = sqlx::query_scalar("select registered from as_devices where tenant = $1 and device = $2")
-        .bind(tenant)
-        .bind(device.as_str())
-        .fetch_one(&ctx.pool)
-        .await?;
-    let owner: Option<String> = sqlx::query_scalar("select agent from as_device_claims where tenant = $1 and device = $2")
-        .bind(tenant)
-        .bind(device.as_str())
-        .fetch_optional(&ctx.pool)
-        .await?;
+    let current: bool =
+        sqlx::query_scalar("select registered from as_devices where tenant = $1 and device = $2")
+            .bind(tenant)
+            .bind(device.as_str())
+            .fetch_one(&ctx.pool)
+            .await?;
+    let owner: Option<String> =
+        sqlx::query_scalar("select agent from as_device_claims where tenant = $1 and device = $2")
+            .bind(tenant)
+            .bind(device.as_str())
+            .fetch_optional(&ctx.pool)
+            .await?;
     if let Some(agent) = owner.and_then(|a| AgentNumber::parse(&a).ok()) {
         let cmd = if current {
-            SessionCommand::DeviceOnline { device: device.clone() }
+            SessionCommand::DeviceOnline {
+                device: device.clone(),
+            }
         } else {
-            SessionCommand::DeviceOffline { device: device.clone() }
+            SessionCommand::DeviceOffline {
+                device: device.clone(),
+            }
         };
         let c = CommandContext::new(tenant, "system:pbx");
         if let Err(e) = sessions::execute(ctx, &c, &agent, cmd).await {
@@ -100,16 +121,26 @@ async fn reconcile_periodically(ctx: Context) {
 /// Asks the PBX for every tenant's devices and applies what differs (events missed while down).
 async fn reconcile(ctx: &Context) -> anyhow::Result<()> {
     let tenants: Vec<String> =
-        sqlx::query_scalar("select tenant from as_devices union select tenant from as_sessions").fetch_all(&ctx.pool).await?;
+        sqlx::query_scalar("select tenant from as_devices union select tenant from as_sessions")
+            .fetch_all(&ctx.pool)
+            .await?;
     for tenant in tenants {
-        let list = ctx.bus.request(&CommandContext::new(&tenant, "system:agent-session"), &ListDevices {}).await?;
+        let list = ctx
+            .bus
+            .request(
+                &CommandContext::new(&tenant, "system:agent-session"),
+                &ListDevices {},
+            )
+            .await?;
         let now = Utc::now();
         for d in list {
-            let known: Option<bool> = sqlx::query_scalar("select registered from as_devices where tenant = $1 and device = $2")
-                .bind(&tenant)
-                .bind(d.device.as_str())
-                .fetch_optional(&ctx.pool)
-                .await?;
+            let known: Option<bool> = sqlx::query_scalar(
+                "select registered from as_devices where tenant = $1 and device = $2",
+            )
+            .bind(&tenant)
+            .bind(d.device.as_str())
+            .fetch_optional(&ctx.pool)
+            .await?;
             if known != Some(d.registered) {
                 apply_presence(ctx, &tenant, &d.device, d.registered, now).await?;
             }
@@ -134,26 +165,51 @@ async fn follow_accounts_once(ctx: &Context) -> anyhow::Result<()> {
     const NAME: &str = "agent-session:accounts";
     let checkpoints = CheckpointStore::new(ctx.pool.clone());
     let from = checkpoints.load(NAME).await?;
-    let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::All, from).await?.with_min_interval(std::time::Duration::from_millis(200));
+    let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::All, from)
+        .await?
+        .with_min_interval(std::time::Duration::from_millis(200));
     loop {
         let batch = tokio::select! {
             _ = ctx.cancel.cancelled() => return Ok(()),
             b = sub.next_batch() => b?,
         };
         for e in &batch {
-            if let Some(QueueEvent::AgentUnassignedFromQueue { agent, queue }) = cc_contracts::decode(e) {
+            if let Some(QueueEvent::AgentUnassignedFromQueue { agent, queue }) =
+                cc_contracts::decode(e)
+            {
                 let c = CommandContext::new(e.tenant(), "system:queue-router");
-                if let Err(err) = sessions::execute(ctx, &c, &agent, SessionCommand::LeaveQueue { queue }).await {
+                if let Err(err) =
+                    sessions::execute(ctx, &c, &agent, SessionCommand::LeaveQueue { queue }).await
+                {
                     if err.error != "not_in_queue" && err.error != "not_logged_in" {
-                        anyhow::bail!("could not take agent {agent} out of an unassigned queue: {err}");
+                        anyhow::bail!(
+                            "could not take agent {agent} out of an unassigned queue: {err}"
+                        );
                     }
                 }
             }
-            if let Some(AgentAccountEvent::AgentAccountDisabled { agent }) = cc_contracts::decode(e) {
+            if let Some(AgentAccountEvent::AgentAccountDisabled { agent }) = cc_contracts::decode(e)
+            {
                 let c = CommandContext::new(e.tenant(), "system:auth");
-                let account = ctx.bus.request(&c, &GetAgent { agent: agent.clone() }).await?;
+                let account = ctx
+                    .bus
+                    .request(
+                        &c,
+                        &GetAgent {
+                            agent: agent.clone(),
+                        },
+                    )
+                    .await?;
                 if !account.enabled {
-                    let r = sessions::execute(ctx, &c, &agent, SessionCommand::Logout { reason: LogoutReason::AccountDisabled }).await;
+                    let r = sessions::execute(
+                        ctx,
+                        &c,
+                        &agent,
+                        SessionCommand::Logout {
+                            reason: LogoutReason::AccountDisabled,
+                        },
+                    )
+                    .await;
                     if let Err(err) = r {
                         if err.error != "not_logged_in" {
                             anyhow::bail!("could not log out disabled agent {agent}: {err}");

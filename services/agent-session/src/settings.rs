@@ -9,32 +9,56 @@ use cc_runtime::Context;
 use sqlx::PgPool;
 
 fn meta(c: &CommandContext) -> Metadata {
-    Metadata { tenant: c.tenant.clone(), correlation_id: c.correlation_id, causation_id: None, actor: Some(c.actor.clone()) }
+    Metadata {
+        tenant: c.tenant.clone(),
+        correlation_id: c.correlation_id,
+        causation_id: None,
+        actor: Some(c.actor.clone()),
+    }
 }
 
-pub async fn list_pause_reasons(pool: &PgPool, tenant: &str) -> Result<Vec<PauseReason>, CommandError> {
-    let names: Vec<String> = sqlx::query_scalar("select name from as_pause_reasons where tenant = $1 and active order by position")
-        .bind(tenant)
-        .fetch_all(pool)
-        .await?;
+pub async fn list_pause_reasons(
+    pool: &PgPool,
+    tenant: &str,
+) -> Result<Vec<PauseReason>, CommandError> {
+    let names: Vec<String> = sqlx::query_scalar(
+        "select name from as_pause_reasons where tenant = $1 and active order by position",
+    )
+    .bind(tenant)
+    .fetch_all(pool)
+    .await?;
     Ok(names.into_iter().map(|name| PauseReason { name }).collect())
 }
 
-pub async fn change_pause_reason(ctx: &Context, c: &CommandContext, cmd: ChangePauseReason) -> Result<Vec<PauseReason>, CommandError> {
+pub async fn change_pause_reason(
+    ctx: &Context,
+    c: &CommandContext,
+    cmd: ChangePauseReason,
+) -> Result<Vec<PauseReason>, CommandError> {
     let mut tx = ctx.pool.begin().await?;
     // Serialise changes of one tenant's reasons.
-    sqlx::query("select pg_advisory_xact_lock(hashtext('pause_reasons:' || $1))").bind(&c.tenant).execute(&mut *tx).await?;
-    let active: Vec<String> = sqlx::query_scalar("select name from as_pause_reasons where tenant = $1 and active")
+    sqlx::query("select pg_advisory_xact_lock(hashtext('pause_reasons:' || $1))")
         .bind(&c.tenant)
-        .fetch_all(&mut *tx)
+        .execute(&mut *tx)
         .await?;
+    let active: Vec<String> =
+        sqlx::query_scalar("select name from as_pause_reasons where tenant = $1 and active")
+            .bind(&c.tenant)
+            .fetch_all(&mut *tx)
+            .await?;
     let find = |n: &str| active.iter().find(|a| a.eq_ignore_ascii_case(n)).cloned();
-    let bad = |field: &str, e: cc_contracts::domain::Invalid| CommandError::field("invalid_field", field, e.message);
+    let bad = |field: &str, e: cc_contracts::domain::Invalid| {
+        CommandError::field("invalid_field", field, e.message)
+    };
     let event = match cmd {
         ChangePauseReason::Add { name } => {
             let name = parse_reason_name(&name).map_err(|e| bad("name", e))?;
             if find(&name).is_some() {
-                return Err(CommandError::field("pause_reason_exists", "name", format!("{name:?} is already a pause reason")));
+                return Err(CommandError::field(
+                    "pause_reason_exists",
+                    "name",
+                    format!("{name:?} is already a pause reason"),
+                ));
             }
             sqlx::query(
                 "insert into as_pause_reasons (tenant, name, active) values ($1, $2, true)
@@ -48,12 +72,27 @@ pub async fn change_pause_reason(ctx: &Context, c: &CommandContext, cmd: ChangeP
         }
         ChangePauseReason::Rename { from, to } => {
             let to = parse_reason_name(&to).map_err(|e| bad("to", e))?;
-            let from = find(&from)
-                .ok_or_else(|| CommandError::field("unknown_pause_reason", "from", format!("{from:?} is not a pause reason")))?;
+            let from = find(&from).ok_or_else(|| {
+                CommandError::field(
+                    "unknown_pause_reason",
+                    "from",
+                    format!("{from:?} is not a pause reason"),
+                )
+            })?;
             if find(&to).is_some_and(|t| t != from) {
-                return Err(CommandError::field("pause_reason_exists", "to", format!("{to:?} is already a pause reason")));
+                return Err(CommandError::field(
+                    "pause_reason_exists",
+                    "to",
+                    format!("{to:?} is already a pause reason"),
+                ));
             }
-            sqlx::query("delete from as_pause_reasons where tenant = $1 and name = $2 and not active").bind(&c.tenant).bind(&to).execute(&mut *tx).await?;
+            sqlx::query(
+                "delete from as_pause_reasons where tenant = $1 and name = $2 and not active",
+            )
+            .bind(&c.tenant)
+            .bind(&to)
+            .execute(&mut *tx)
+            .await?;
             sqlx::query("update as_pause_reasons set name = $3 where tenant = $1 and name = $2")
                 .bind(&c.tenant)
                 .bind(&from)
@@ -63,40 +102,67 @@ pub async fn change_pause_reason(ctx: &Context, c: &CommandContext, cmd: ChangeP
             SettingsEvent::PauseReasonRenamed { from, to }
         }
         ChangePauseReason::Retire { name } => {
-            let name = find(&name)
-                .ok_or_else(|| CommandError::field("unknown_pause_reason", "name", format!("{name:?} is not a pause reason")))?;
-            sqlx::query("update as_pause_reasons set active = false where tenant = $1 and name = $2")
-                .bind(&c.tenant)
-                .bind(&name)
-                .execute(&mut *tx)
-                .await?;
+            let name = find(&name).ok_or_else(|| {
+                CommandError::field(
+                    "unknown_pause_reason",
+                    "name",
+                    format!("{name:?} is not a pause reason"),
+                )
+            })?;
+            sqlx::query(
+                "update as_pause_reasons set active = false where tenant = $1 and name = $2",
+            )
+            .bind(&c.tenant)
+            .bind(&name)
+            .execute(&mut *tx)
+            .await?;
             SettingsEvent::PauseReasonRetired { name }
         }
     };
     let stream = StreamName::new(&c.tenant, "settings", "pause_reasons").expect("valid");
-    ctx.store.append_in(&mut tx, &stream, ExpectedVersion::Any, &[encode(&event, meta(c))]).await?;
+    ctx.store
+        .append_in(
+            &mut tx,
+            &stream,
+            ExpectedVersion::Any,
+            &[encode(&event, meta(c))],
+        )
+        .await?;
     tx.commit().await?;
     ctx.store.notify_committed();
     list_pause_reasons(&ctx.pool, &c.tenant).await
 }
 
 pub async fn agent_defaults(pool: &PgPool, tenant: &str) -> Result<AgentDefaults, CommandError> {
-    let v: Option<bool> = sqlx::query_scalar("select may_manage_queues from as_agent_defaults where tenant = $1")
-        .bind(tenant)
-        .fetch_optional(pool)
-        .await?;
-    Ok(AgentDefaults { may_manage_queues: v.unwrap_or(false) })
+    let v: Option<bool> =
+        sqlx::query_scalar("select may_manage_queues from as_agent_defaults where tenant = $1")
+            .bind(tenant)
+            .fetch_optional(pool)
+            .await?;
+    Ok(AgentDefaults {
+        may_manage_queues: v.unwrap_or(false),
+    })
 }
 
-pub async fn set_agent_defaults(ctx: &Context, c: &CommandContext, cmd: SetAgentDefaults) -> Result<AgentDefaults, CommandError> {
+pub async fn set_agent_defaults(
+    ctx: &Context,
+    c: &CommandContext,
+    cmd: SetAgentDefaults,
+) -> Result<AgentDefaults, CommandError> {
     let mut tx = ctx.pool.begin().await?;
-    sqlx::query("select pg_advisory_xact_lock(hashtext('agent_defaults:' || $1))").bind(&c.tenant).execute(&mut *tx).await?;
-    let current: Option<bool> = sqlx::query_scalar("select may_manage_queues from as_agent_defaults where tenant = $1")
+    sqlx::query("select pg_advisory_xact_lock(hashtext('agent_defaults:' || $1))")
         .bind(&c.tenant)
-        .fetch_optional(&mut *tx)
+        .execute(&mut *tx)
         .await?;
+    let current: Option<bool> =
+        sqlx::query_scalar("select may_manage_queues from as_agent_defaults where tenant = $1")
+            .bind(&c.tenant)
+            .fetch_optional(&mut *tx)
+            .await?;
     if current == Some(cmd.may_manage_queues) {
-        return Ok(AgentDefaults { may_manage_queues: cmd.may_manage_queues });
+        return Ok(AgentDefaults {
+            may_manage_queues: cmd.may_manage_queues,
+        });
     }
     sqlx::query(
         "insert into as_agent_defaults (tenant, may_manage_queues) values ($1, $2)
@@ -107,9 +173,20 @@ pub async fn set_agent_defaults(ctx: &Context, c: &CommandContext, cmd: SetAgent
     .execute(&mut *tx)
     .await?;
     let stream = StreamName::new(&c.tenant, "settings", "agent_defaults").expect("valid");
-    let e = SettingsEvent::AgentDefaultsChanged { may_manage_queues: cmd.may_manage_queues };
-    ctx.store.append_in(&mut tx, &stream, ExpectedVersion::Any, &[encode(&e, meta(c))]).await?;
+    let e = SettingsEvent::AgentDefaultsChanged {
+        may_manage_queues: cmd.may_manage_queues,
+    };
+    ctx.store
+        .append_in(
+            &mut tx,
+            &stream,
+            ExpectedVersion::Any,
+            &[encode(&e, meta(c))],
+        )
+        .await?;
     tx.commit().await?;
     ctx.store.notify_committed();
-    Ok(AgentDefaults { may_manage_queues: cmd.may_manage_queues })
+    Ok(AgentDefaults {
+        may_manage_queues: cmd.may_manage_queues,
+    })
 }

@@ -12,47 +12,92 @@ use sqlx::{PgPool, Row};
 use crate::password;
 
 pub fn unknown_agent(agent: &AgentNumber) -> CommandError {
-    CommandError::field("unknown_agent", "agent", format!("there is no agent {agent} in this tenant"))
+    CommandError::field(
+        "unknown_agent",
+        "agent",
+        format!("there is no agent {agent} in this tenant"),
+    )
 }
 
 fn meta(c: &CommandContext) -> Metadata {
-    Metadata { tenant: c.tenant.clone(), correlation_id: c.correlation_id, causation_id: None, actor: Some(c.actor.clone()) }
+    Metadata {
+        tenant: c.tenant.clone(),
+        correlation_id: c.correlation_id,
+        causation_id: None,
+        actor: Some(c.actor.clone()),
+    }
 }
 
 fn stream(tenant: &str, category: &str, id: &str) -> Result<StreamName, CommandError> {
-    StreamName::new(tenant, category, id).map_err(|e| CommandError::field("invalid_field", e.field, e.to_string()))
+    StreamName::new(tenant, category, id)
+        .map_err(|e| CommandError::field("invalid_field", e.field, e.to_string()))
 }
 
 fn check_display_name(name: &str) -> Result<String, CommandError> {
-    cc_contracts::domain::parse_name("display_name", "a display name", name, 80).map_err(|e| CommandError::field("invalid_field", e.field, e.message))
+    cc_contracts::domain::parse_name("display_name", "a display name", name, 80)
+        .map_err(|e| CommandError::field("invalid_field", e.field, e.message))
 }
 
-pub async fn create_tenant(ctx: &Context, c: &CommandContext, cmd: CreateTenant) -> Result<bool, CommandError> {
+pub async fn create_tenant(
+    ctx: &Context,
+    c: &CommandContext,
+    cmd: CreateTenant,
+) -> Result<bool, CommandError> {
     let s = stream(&c.tenant, "tenant", &c.tenant)?;
-    let known: bool = sqlx::query_scalar("select exists (select 1 from pg_timezone_names where name = $1)").bind(&cmd.time_zone).fetch_one(&ctx.pool).await?;
+    let known: bool =
+        sqlx::query_scalar("select exists (select 1 from pg_timezone_names where name = $1)")
+            .bind(&cmd.time_zone)
+            .fetch_one(&ctx.pool)
+            .await?;
     if !known {
-        return Err(CommandError::field("invalid_field", "time_zone", format!("{:?} is not a time zone name (e.g. Europe/Berlin, UTC)", cmd.time_zone)));
+        return Err(CommandError::field(
+            "invalid_field",
+            "time_zone",
+            format!(
+                "{:?} is not a time zone name (e.g. Europe/Berlin, UTC)",
+                cmd.time_zone
+            ),
+        ));
     }
-    let name = cc_contracts::domain::parse_name("name", "a tenant's name", &cmd.name, 80).map_err(|e| CommandError::field("invalid_field", e.field, e.message))?;
+    let name = cc_contracts::domain::parse_name("name", "a tenant's name", &cmd.name, 80)
+        .map_err(|e| CommandError::field("invalid_field", e.field, e.message))?;
     let mut tx = ctx.pool.begin().await?;
-    let inserted = sqlx::query("insert into auth_tenants (tenant, name, demo) values ($1, $2, $3) on conflict do nothing")
-        .bind(&c.tenant)
-        .bind(&name)
-        .bind(cmd.demo)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
+    let inserted = sqlx::query(
+        "insert into auth_tenants (tenant, name, demo) values ($1, $2, $3) on conflict do nothing",
+    )
+    .bind(&c.tenant)
+    .bind(&name)
+    .bind(cmd.demo)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
         == 1;
     if inserted {
-        let e = TenantEvent::TenantCreated { tenant: c.tenant.clone(), name, demo: cmd.demo, time_zone: cmd.time_zone };
-        ctx.store.append_in(&mut tx, &s, ExpectedVersion::NoStream, &[encode(&e, meta(c))]).await?;
+        let e = TenantEvent::TenantCreated {
+            tenant: c.tenant.clone(),
+            name,
+            demo: cmd.demo,
+            time_zone: cmd.time_zone,
+        };
+        ctx.store
+            .append_in(
+                &mut tx,
+                &s,
+                ExpectedVersion::NoStream,
+                &[encode(&e, meta(c))],
+            )
+            .await?;
     }
     tx.commit().await?;
     ctx.store.notify_committed();
     Ok(inserted)
 }
 
-pub async fn get_agent(pool: &PgPool, tenant: &str, agent: &AgentNumber) -> Result<Option<AgentAccount>, sqlx::Error> {
+pub async fn get_agent(
+    pool: &PgPool,
+    tenant: &str,
+    agent: &AgentNumber,
+) -> Result<Option<AgentAccount>, sqlx::Error> {
     let row = sqlx::query("select display_name, may_manage_queues, enabled from auth_agents where tenant = $1 and agent = $2")
         .bind(tenant)
         .bind(agent.as_str())
@@ -84,12 +129,24 @@ pub async fn list_agents(pool: &PgPool, tenant: &str) -> Result<Vec<AgentAccount
         .collect())
 }
 
-pub async fn create_agent(ctx: &Context, c: &CommandContext, cmd: CreateAgent) -> Result<AgentAccount, CommandError> {
+pub async fn create_agent(
+    ctx: &Context,
+    c: &CommandContext,
+    cmd: CreateAgent,
+) -> Result<AgentAccount, CommandError> {
     let display_name = check_display_name(&cmd.display_name)?;
     password::check_policy(&cmd.password)?;
     let may_manage_queues = match cmd.may_manage_queues {
         Some(v) => v,
-        None => ctx.bus.request(&CommandContext::new(&c.tenant, &c.actor), &GetAgentDefaults {}).await?.may_manage_queues,
+        None => {
+            ctx.bus
+                .request(
+                    &CommandContext::new(&c.tenant, &c.actor),
+                    &GetAgentDefaults {},
+                )
+                .await?
+                .may_manage_queues
+        }
     };
     let hash = password::hash(cmd.password).await?;
     let s = stream(&c.tenant, "agent_account", cmd.agent.as_str())?;
@@ -107,17 +164,41 @@ pub async fn create_agent(ctx: &Context, c: &CommandContext, cmd: CreateAgent) -
     .await?
     .rows_affected();
     if inserted == 0 {
-        return Err(CommandError::field("agent_exists", "agent", format!("agent {} already exists", cmd.agent)));
+        return Err(CommandError::field(
+            "agent_exists",
+            "agent",
+            format!("agent {} already exists", cmd.agent),
+        ));
     }
-    let e = AgentAccountEvent::AgentAccountCreated { agent: cmd.agent.clone(), display_name: display_name.clone(), may_manage_queues };
-    ctx.store.append_in(&mut tx, &s, ExpectedVersion::NoStream, &[encode(&e, meta(c))]).await?;
+    let e = AgentAccountEvent::AgentAccountCreated {
+        agent: cmd.agent.clone(),
+        display_name: display_name.clone(),
+        may_manage_queues,
+    };
+    ctx.store
+        .append_in(
+            &mut tx,
+            &s,
+            ExpectedVersion::NoStream,
+            &[encode(&e, meta(c))],
+        )
+        .await?;
     tx.commit().await?;
     ctx.store.notify_committed();
-    Ok(AgentAccount { agent: cmd.agent, display_name, may_manage_queues, enabled: true })
+    Ok(AgentAccount {
+        agent: cmd.agent,
+        display_name,
+        may_manage_queues,
+        enabled: true,
+    })
 }
 
 /// Locks the agent's row for the rest of the transaction.
-async fn lock_agent(tx: &mut sqlx::PgConnection, tenant: &str, agent: &AgentNumber) -> Result<AgentAccount, CommandError> {
+async fn lock_agent(
+    tx: &mut sqlx::PgConnection,
+    tenant: &str,
+    agent: &AgentNumber,
+) -> Result<AgentAccount, CommandError> {
     let r = sqlx::query(
         "select display_name, may_manage_queues, enabled from auth_agents where tenant = $1 and agent = $2 for update",
     )
@@ -126,11 +207,24 @@ async fn lock_agent(tx: &mut sqlx::PgConnection, tenant: &str, agent: &AgentNumb
     .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| unknown_agent(agent))?;
-    Ok(AgentAccount { agent: agent.clone(), display_name: r.get(0), may_manage_queues: r.get(1), enabled: r.get(2) })
+    Ok(AgentAccount {
+        agent: agent.clone(),
+        display_name: r.get(0),
+        may_manage_queues: r.get(1),
+        enabled: r.get(2),
+    })
 }
 
-pub async fn update_agent(ctx: &Context, c: &CommandContext, cmd: UpdateAgent) -> Result<AgentAccount, CommandError> {
-    let new_name = cmd.display_name.as_deref().map(check_display_name).transpose()?;
+pub async fn update_agent(
+    ctx: &Context,
+    c: &CommandContext,
+    cmd: UpdateAgent,
+) -> Result<AgentAccount, CommandError> {
+    let new_name = cmd
+        .display_name
+        .as_deref()
+        .map(check_display_name)
+        .transpose()?;
     let mut tx = ctx.pool.begin().await?;
     let mut account = lock_agent(&mut tx, &c.tenant, &cmd.agent).await?;
     let before = account.clone();
@@ -156,13 +250,19 @@ pub async fn update_agent(ctx: &Context, c: &CommandContext, cmd: UpdateAgent) -
         may_manage_queues: account.may_manage_queues,
     };
     let s = stream(&c.tenant, "agent_account", cmd.agent.as_str())?;
-    ctx.store.append_in(&mut tx, &s, ExpectedVersion::Any, &[encode(&e, meta(c))]).await?;
+    ctx.store
+        .append_in(&mut tx, &s, ExpectedVersion::Any, &[encode(&e, meta(c))])
+        .await?;
     tx.commit().await?;
     ctx.store.notify_committed();
     Ok(account)
 }
 
-pub async fn set_password(ctx: &Context, c: &CommandContext, cmd: SetAgentPassword) -> Result<(), CommandError> {
+pub async fn set_password(
+    ctx: &Context,
+    c: &CommandContext,
+    cmd: SetAgentPassword,
+) -> Result<(), CommandError> {
     password::check_policy(&cmd.password)?;
     let hash = password::hash(cmd.password).await?;
     let mut tx = ctx.pool.begin().await?;
@@ -173,9 +273,13 @@ pub async fn set_password(ctx: &Context, c: &CommandContext, cmd: SetAgentPasswo
         .bind(&hash)
         .execute(&mut *tx)
         .await?;
-    let e = AgentAccountEvent::AgentPasswordChanged { agent: cmd.agent.clone() };
+    let e = AgentAccountEvent::AgentPasswordChanged {
+        agent: cmd.agent.clone(),
+    };
     let s = stream(&c.tenant, "agent_account", cmd.agent.as_str())?;
-    ctx.store.append_in(&mut tx, &s, ExpectedVersion::Any, &[encode(&e, meta(c))]).await?;
+    ctx.store
+        .append_in(&mut tx, &s, ExpectedVersion::Any, &[encode(&e, meta(c))])
+        .await?;
     tx.commit().await?;
     ctx.store.notify_committed();
     Ok(())
@@ -183,7 +287,11 @@ pub async fn set_password(ctx: &Context, c: &CommandContext, cmd: SetAgentPasswo
 
 /// Enables or disables an agent. Disabling also ends the agent's portal sessions (here) and
 /// the agent's session (the agent-session service reacts to `AgentAccountDisabled`).
-pub async fn set_enabled(ctx: &Context, c: &CommandContext, cmd: SetAgentEnabled) -> Result<AgentAccount, CommandError> {
+pub async fn set_enabled(
+    ctx: &Context,
+    c: &CommandContext,
+    cmd: SetAgentEnabled,
+) -> Result<AgentAccount, CommandError> {
     let mut tx = ctx.pool.begin().await?;
     let mut account = lock_agent(&mut tx, &c.tenant, &cmd.agent).await?;
     if account.enabled == cmd.enabled {
@@ -198,35 +306,66 @@ pub async fn set_enabled(ctx: &Context, c: &CommandContext, cmd: SetAgentEnabled
         .await?;
     let mut events = vec![];
     if cmd.enabled {
-        events.push(encode(&AgentAccountEvent::AgentAccountEnabled { agent: cmd.agent.clone() }, meta(c)));
+        events.push(encode(
+            &AgentAccountEvent::AgentAccountEnabled {
+                agent: cmd.agent.clone(),
+            },
+            meta(c),
+        ));
     } else {
-        events.push(encode(&AgentAccountEvent::AgentAccountDisabled { agent: cmd.agent.clone() }, meta(c)));
+        events.push(encode(
+            &AgentAccountEvent::AgentAccountDisabled {
+                agent: cmd.agent.clone(),
+            },
+            meta(c),
+        ));
     }
     let s = stream(&c.tenant, "agent_account", cmd.agent.as_str())?;
-    ctx.store.append_in(&mut tx, &s, ExpectedVersion::Any, &events).await?;
+    ctx.store
+        .append_in(&mut tx, &s, ExpectedVersion::Any, &events)
+        .await?;
     if !cmd.enabled {
-        crate::sessions::revoke_all_in(ctx, &mut tx, c, cmd.agent.as_str(), "account_disabled").await?;
+        crate::sessions::revoke_all_in(ctx, &mut tx, c, cmd.agent.as_str(), "account_disabled")
+            .await?;
     }
     tx.commit().await?;
     ctx.store.notify_committed();
     Ok(account)
 }
 
-pub async fn create_user(ctx: &Context, c: &CommandContext, cmd: CreateUser) -> Result<User, CommandError> {
+pub async fn create_user(
+    ctx: &Context,
+    c: &CommandContext,
+    cmd: CreateUser,
+) -> Result<User, CommandError> {
     let username = cmd.username.trim().to_lowercase();
     if username.is_empty()
         || username.len() > 40
-        || !username.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+        || !username
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
     {
-        return Err(CommandError::field("invalid_field", "username", "a username is 1 to 40 of a-z, 0-9, '-' and '_'"));
+        return Err(CommandError::field(
+            "invalid_field",
+            "username",
+            "a username is 1 to 40 of a-z, 0-9, '-' and '_'",
+        ));
     }
     if cmd.role == Role::Agent {
-        return Err(CommandError::field("invalid_field", "role", "users are admins or supervisors; agents are created as agents"));
+        return Err(CommandError::field(
+            "invalid_field",
+            "role",
+            "users are admins or supervisors; agents are created as agents",
+        ));
     }
     let display_name = check_display_name(&cmd.display_name)?;
     password::check_policy(&cmd.password)?;
     let hash = password::hash(cmd.password).await?;
-    let role = serde_json::to_value(cmd.role).unwrap().as_str().unwrap().to_string();
+    let role = serde_json::to_value(cmd.role)
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string();
     let mut tx = ctx.pool.begin().await?;
     let inserted = sqlx::query(
         "insert into auth_users (tenant, username, display_name, role, password_hash) values ($1, $2, $3, $4, $5) on conflict do nothing",
@@ -240,12 +379,31 @@ pub async fn create_user(ctx: &Context, c: &CommandContext, cmd: CreateUser) -> 
     .await?
     .rows_affected();
     if inserted == 0 {
-        return Err(CommandError::field("user_exists", "username", format!("user {username} already exists")));
+        return Err(CommandError::field(
+            "user_exists",
+            "username",
+            format!("user {username} already exists"),
+        ));
     }
-    let e = UserEvent::UserCreated { username: username.clone(), display_name: display_name.clone(), role: cmd.role };
+    let e = UserEvent::UserCreated {
+        username: username.clone(),
+        display_name: display_name.clone(),
+        role: cmd.role,
+    };
     let s = stream(&c.tenant, "user", &username)?;
-    ctx.store.append_in(&mut tx, &s, ExpectedVersion::NoStream, &[encode(&e, meta(c))]).await?;
+    ctx.store
+        .append_in(
+            &mut tx,
+            &s,
+            ExpectedVersion::NoStream,
+            &[encode(&e, meta(c))],
+        )
+        .await?;
     tx.commit().await?;
     ctx.store.notify_committed();
-    Ok(User { username, display_name, role: cmd.role })
+    Ok(User {
+        username,
+        display_name,
+        role: cmd.role,
+    })
 }

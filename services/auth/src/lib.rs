@@ -16,8 +16,11 @@ use cc_runtime::Context;
 pub use sessions::SESSION_HOURS;
 
 /// The auth service's tables.
-pub const MIGRATIONS: &[cc_eventstore::Migration] =
-    &[cc_eventstore::Migration { version: 1, name: "auth", sql: include_str!("../sql/0001_auth.sql") }];
+pub const MIGRATIONS: &[cc_eventstore::Migration] = &[cc_eventstore::Migration {
+    version: 1,
+    name: "auth",
+    sql: include_str!("../sql/0001_auth.sql"),
+}];
 
 /// The command handlers of the auth service.
 pub fn handlers(ctx: Context) -> CommandHandlers<Context> {
@@ -50,5 +53,8 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
 }
 
 fn unauthenticated() -> CommandError {
-    CommandError::new("unauthenticated", "the session has expired or was ended; please log in again")
+    CommandError::new(
+        "unauthenticated",
+        "the session has expired or was ended; please log in again",
+    )
 }

@@ -1,6 +1,8 @@
 //! Password hashing (argon2id with the crate's recommended parameters) off the async threads.
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
 use argon2::Argon2;
 use cc_bus::CommandError;
 
@@ -8,10 +10,18 @@ use cc_bus::CommandError;
 pub fn check_policy(password: &str) -> Result<(), CommandError> {
     let n = password.chars().count();
     if n < 6 {
-        return Err(CommandError::field("invalid_field", "password", "a password has at least 6 characters"));
+        return Err(CommandError::field(
+            "invalid_field",
+            "password",
+            "a password has at least 6 characters",
+        ));
     }
     if n > 256 {
-        return Err(CommandError::field("invalid_field", "password", "a password has at most 256 characters"));
+        return Err(CommandError::field(
+            "invalid_field",
+            "password",
+            "a password has at most 256 characters",
+        ));
     }
     Ok(())
 }
@@ -19,7 +29,9 @@ pub fn check_policy(password: &str) -> Result<(), CommandError> {
 pub async fn hash(password: String) -> Result<String, CommandError> {
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut OsRng);
-        Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
     })
     .await
     .map_err(|_| CommandError::internal("hashing failed"))?
@@ -38,7 +50,11 @@ pub async fn verify(password: String, hash: Option<String>) -> bool {
             }
         };
         let ok = PasswordHash::new(stored)
-            .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+            .map(|parsed| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
             .unwrap_or(false);
         ok && hash.is_some()
     })
@@ -51,7 +67,10 @@ fn dummy_hash() -> String {
     DUMMY
         .get_or_init(|| {
             let salt = SaltString::generate(&mut OsRng);
-            Argon2::default().hash_password(b"not a password", &salt).unwrap().to_string()
+            Argon2::default()
+                .hash_password(b"not a password", &salt)
+                .unwrap()
+                .to_string()
         })
         .clone()
 }

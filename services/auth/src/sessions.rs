@@ -48,16 +48,29 @@ fn role_str(r: Role) -> &'static str {
 }
 
 fn portal_meta(c: &CommandContext, actor: &str) -> Metadata {
-    Metadata { tenant: c.tenant.clone(), correlation_id: c.correlation_id, causation_id: None, actor: Some(actor.into()) }
+    Metadata {
+        tenant: c.tenant.clone(),
+        correlation_id: c.correlation_id,
+        causation_id: None,
+        actor: Some(actor.into()),
+    }
 }
 
-pub async fn sign_in(ctx: &Context, c: &CommandContext, cmd: SignIn) -> Result<SignedIn, CommandError> {
-    let tenant_known: bool = sqlx::query_scalar("select exists(select 1 from auth_tenants where tenant = $1)")
-        .bind(&c.tenant)
-        .fetch_one(&ctx.pool)
-        .await?;
+pub async fn sign_in(
+    ctx: &Context,
+    c: &CommandContext,
+    cmd: SignIn,
+) -> Result<SignedIn, CommandError> {
+    let tenant_known: bool =
+        sqlx::query_scalar("select exists(select 1 from auth_tenants where tenant = $1)")
+            .bind(&c.tenant)
+            .fetch_one(&ctx.pool)
+            .await?;
     if !tenant_known {
-        return Err(CommandError::new("unknown_tenant", format!("there is no call center {:?} here", c.tenant)));
+        return Err(CommandError::new(
+            "unknown_tenant",
+            format!("there is no call center {:?} here", c.tenant),
+        ));
     }
     let login = match cmd.kind {
         LoginKind::Agent => AgentNumber::parse(&cmd.login)
@@ -66,16 +79,28 @@ pub async fn sign_in(ctx: &Context, c: &CommandContext, cmd: SignIn) -> Result<S
         LoginKind::User => cmd.login.trim().to_lowercase(),
     };
     if cmd.password.is_empty() {
-        return Err(CommandError::field("missing_field", "password", "password is required"));
+        return Err(CommandError::field(
+            "missing_field",
+            "password",
+            "password is required",
+        ));
     }
-    let kind = if cmd.kind == LoginKind::Agent { "agent" } else { "user" };
+    let kind = if cmd.kind == LoginKind::Agent {
+        "agent"
+    } else {
+        "user"
+    };
     let login_key = format!("login:{kind}:{login}");
     let addr_key = format!("addr:{}", cmd.client);
-    if let Some(until) = throttle::locked_until(&ctx.pool, &c.tenant, &[login_key.clone(), addr_key.clone()]).await? {
+    if let Some(until) =
+        throttle::locked_until(&ctx.pool, &c.tenant, &[login_key.clone(), addr_key.clone()]).await?
+    {
         let secs = (until - Utc::now()).num_seconds().max(1);
         return Err(CommandError::new(
             "too_many_attempts",
-            format!("Too many failed sign-in attempts. Sign-in is locked; try again in {secs} seconds."),
+            format!(
+                "Too many failed sign-in attempts. Sign-in is locked; try again in {secs} seconds."
+            ),
         ));
     }
 
@@ -99,7 +124,10 @@ pub async fn sign_in(ctx: &Context, c: &CommandContext, cmd: SignIn) -> Result<S
         let delay = throttle::record_failure(
             &ctx.pool,
             &c.tenant,
-            &[(login_key, throttle::LOCK_AFTER), (addr_key, throttle::LOCK_AFTER * throttle::ADDRESS_FACTOR)],
+            &[
+                (login_key, throttle::LOCK_AFTER),
+                (addr_key, throttle::LOCK_AFTER * throttle::ADDRESS_FACTOR),
+            ],
         )
         .await?;
         tokio::time::sleep(delay).await;
@@ -107,7 +135,10 @@ pub async fn sign_in(ctx: &Context, c: &CommandContext, cmd: SignIn) -> Result<S
     };
     throttle::clear(&ctx.pool, &c.tenant, &login_key).await?;
     if !enabled {
-        return Err(CommandError::new("account_disabled", "This account is disabled; ask your administrator"));
+        return Err(CommandError::new(
+            "account_disabled",
+            "This account is disabled; ask your administrator",
+        ));
     }
 
     let token = new_token();
@@ -127,19 +158,47 @@ pub async fn sign_in(ctx: &Context, c: &CommandContext, cmd: SignIn) -> Result<S
     .bind(expires_at)
     .execute(&mut *tx)
     .await?;
-    let s = StreamName::new(&c.tenant, "portal_session", &session_id.simple().to_string()).expect("valid name");
-    let e = PortalSessionEvent::SignedIn { session_id, principal: login.clone(), role, expires_at };
+    let s = StreamName::new(
+        &c.tenant,
+        "portal_session",
+        &session_id.simple().to_string(),
+    )
+    .expect("valid name");
+    let e = PortalSessionEvent::SignedIn {
+        session_id,
+        principal: login.clone(),
+        role,
+        expires_at,
+    };
     let actor = format!("{kind}:{login}");
-    ctx.store.append_in(&mut tx, &s, ExpectedVersion::NoStream, &[encode(&e, portal_meta(c, &actor))]).await?;
+    ctx.store
+        .append_in(
+            &mut tx,
+            &s,
+            ExpectedVersion::NoStream,
+            &[encode(&e, portal_meta(c, &actor))],
+        )
+        .await?;
     tx.commit().await?;
     ctx.store.notify_committed();
     Ok(SignedIn {
         token,
-        principal: Principal { tenant: c.tenant.clone(), session_id, principal: login, role, display_name, expires_at },
+        principal: Principal {
+            tenant: c.tenant.clone(),
+            session_id,
+            principal: login,
+            role,
+            display_name,
+            expires_at,
+        },
     })
 }
 
-pub async fn authenticate(ctx: &Context, tenant: &str, token: &str) -> Result<Principal, CommandError> {
+pub async fn authenticate(
+    ctx: &Context,
+    tenant: &str,
+    token: &str,
+) -> Result<Principal, CommandError> {
     let row = sqlx::query(
         "select session_id, principal, role, display_name, expires_at from auth_sessions
           where token_hash = $1 and tenant = $2 and revoked_at is null and expires_at > now()",
@@ -209,8 +268,24 @@ async fn append_signed_out(
     principal: String,
     reason: &str,
 ) -> Result<(), CommandError> {
-    let s = StreamName::new(&c.tenant, "portal_session", &session_id.simple().to_string()).expect("valid name");
-    let e = PortalSessionEvent::SignedOut { session_id, principal, reason: reason.into() };
-    ctx.store.append_in(tx, &s, ExpectedVersion::Any, &[encode(&e, portal_meta(c, &c.actor))]).await?;
+    let s = StreamName::new(
+        &c.tenant,
+        "portal_session",
+        &session_id.simple().to_string(),
+    )
+    .expect("valid name");
+    let e = PortalSessionEvent::SignedOut {
+        session_id,
+        principal,
+        reason: reason.into(),
+    };
+    ctx.store
+        .append_in(
+            tx,
+            &s,
+            ExpectedVersion::Any,
+            &[encode(&e, portal_meta(c, &c.actor))],
+        )
+        .await?;
     Ok(())
 }

@@ -13,7 +13,11 @@ pub const LOCK_SECONDS: i64 = 300;
 pub const ADDRESS_FACTOR: i32 = 4;
 
 /// The longest lock among `keys`, if any is locked now.
-pub async fn locked_until(pool: &PgPool, tenant: &str, keys: &[String]) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+pub async fn locked_until(
+    pool: &PgPool,
+    tenant: &str,
+    keys: &[String],
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     sqlx::query_scalar(
         "select max(locked_until) from auth_throttle where tenant = $1 and key = any($2) and locked_until > now()",
     )
@@ -24,7 +28,11 @@ pub async fn locked_until(pool: &PgPool, tenant: &str, keys: &[String]) -> Resul
 }
 
 /// Records a failure for each key; returns the highest failure count and the delay to apply.
-pub async fn record_failure(pool: &PgPool, tenant: &str, keys: &[(String, i32)]) -> Result<std::time::Duration, sqlx::Error> {
+pub async fn record_failure(
+    pool: &PgPool,
+    tenant: &str,
+    keys: &[(String, i32)],
+) -> Result<std::time::Duration, sqlx::Error> {
     let mut worst = 0;
     for (key, lock_after) in keys {
         let failures: i32 = sqlx::query_scalar(
@@ -42,12 +50,14 @@ pub async fn record_failure(pool: &PgPool, tenant: &str, keys: &[(String, i32)])
         .fetch_one(pool)
         .await?;
         if failures >= *lock_after {
-            sqlx::query("update auth_throttle set locked_until = now() + $3 where tenant = $1 and key = $2")
-                .bind(tenant)
-                .bind(key)
-                .bind(Duration::seconds(LOCK_SECONDS))
-                .execute(pool)
-                .await?;
+            sqlx::query(
+                "update auth_throttle set locked_until = now() + $3 where tenant = $1 and key = $2",
+            )
+            .bind(tenant)
+            .bind(key)
+            .bind(Duration::seconds(LOCK_SECONDS))
+            .execute(pool)
+            .await?;
         }
         worst = worst.max(failures * LOCK_AFTER / (*lock_after).max(1));
     }
@@ -56,6 +66,10 @@ pub async fn record_failure(pool: &PgPool, tenant: &str, keys: &[(String, i32)])
 }
 
 pub async fn clear(pool: &PgPool, tenant: &str, key: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("delete from auth_throttle where tenant = $1 and key = $2").bind(tenant).bind(key).execute(pool).await?;
+    sqlx::query("delete from auth_throttle where tenant = $1 and key = $2")
+        .bind(tenant)
+        .bind(key)
+        .execute(pool)
+        .await?;
     Ok(())
 }

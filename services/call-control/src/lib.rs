@@ -15,9 +15,14 @@ use std::time::Duration;
 use cc_bus::{CommandContext, CommandError, CommandHandlers};
 use cc_contracts::call::*;
 use cc_contracts::domain::AgentNumber;
-use cc_contracts::pbx::{Answer, Bridge, ChannelEvent, ChannelState, Endpoint, Hangup, HangupCause, Hold, ListChannels, ListDevices, Originate};
+use cc_contracts::pbx::{
+    Answer, Bridge, ChannelEvent, ChannelState, Endpoint, Hangup, HangupCause, Hold, ListChannels,
+    ListDevices, Originate,
+};
 use cc_contracts::{decode, encode};
-use cc_eventstore::{Checkpoint, ExpectedVersion, Feed, Lease, Metadata, ReadFilter, StreamName, Subscription};
+use cc_eventstore::{
+    Checkpoint, ExpectedVersion, Feed, Lease, Metadata, ReadFilter, StreamName, Subscription,
+};
 use cc_runtime::leading::{keep_leading, retry_until_ok};
 use cc_runtime::Context;
 use chrono::Utc;
@@ -46,22 +51,42 @@ struct CallControl {
 
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
     let cancel = ctx.cancel.clone();
-    if retry_until_ok(&cancel, "cannot create the PBX event consumer", || channel_consumer(&ctx)).await.is_none() {
+    if retry_until_ok(&cancel, "cannot create the PBX event consumer", || {
+        channel_consumer(&ctx)
+    })
+    .await
+    .is_none()
+    {
         return Ok(());
     }
     keep_leading(&cancel, "call control", || lead(&ctx)).await;
     Ok(())
 }
 
-
-async fn channel_consumer(ctx: &Context) -> anyhow::Result<async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>> {
+async fn channel_consumer(
+    ctx: &Context,
+) -> anyhow::Result<
+    async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
+> {
     cc_bus::consumer::pbx_channels(&ctx.bus, "call-control-channels").await
 }
 
 async fn lead(ctx: &Context) -> anyhow::Result<()> {
-    let Some(mut lease) = Lease::try_acquire(&ctx.config.database_url, "cc-call-control").await? else { return Ok(()) };
-    let cc = CallControl { ctx: ctx.clone(), state: Arc::default() };
-    let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::Category("call".into()), Checkpoint::START).await?.with_batch_size(2000);
+    let Some(mut lease) = Lease::try_acquire(&ctx.config.database_url, "cc-call-control").await?
+    else {
+        return Ok(());
+    };
+    let cc = CallControl {
+        ctx: ctx.clone(),
+        state: Arc::default(),
+    };
+    let mut sub = Subscription::new(
+        ctx.store.clone(),
+        ReadFilter::Category("call".into()),
+        Checkpoint::START,
+    )
+    .await?
+    .with_batch_size(2000);
     while let Some(batch) = sub.poll().await? {
         let mut st = cc.state.lock().await;
         for e in &batch {
@@ -143,7 +168,9 @@ fn failure(cause: HangupCause, answered: bool) -> TransferFailure {
         HangupCause::Busy => TransferFailure::Busy,
         HangupCause::Rejected => TransferFailure::Rejected,
         HangupCause::Unavailable => TransferFailure::Unavailable,
-        HangupCause::Normal | HangupCause::NoAnswer | HangupCause::CallerGone => TransferFailure::NoAnswer,
+        HangupCause::Normal | HangupCause::NoAnswer | HangupCause::CallerGone => {
+            TransferFailure::NoAnswer
+        }
     }
 }
 
@@ -160,16 +187,29 @@ impl CallControl {
     }
 
     /// Appends events of one call in one append and applies them.
-    async fn record(&self, st: &mut State, tenant: &str, call: &str, events: Vec<CallEvent>) -> Result<(), CommandError> {
+    async fn record(
+        &self,
+        st: &mut State,
+        tenant: &str,
+        call: &str,
+        events: Vec<CallEvent>,
+    ) -> Result<(), CommandError> {
         if events.is_empty() {
             return Ok(());
         }
-        let stream = StreamName::new(tenant, "call", call).map_err(|e| CommandError::internal(e.to_string()))?;
-        let encoded: Vec<_> = events.iter().map(|e| encode(e, Metadata::new(tenant, "system:call-control"))).collect();
+        let stream = StreamName::new(tenant, "call", call)
+            .map_err(|e| CommandError::internal(e.to_string()))?;
+        let encoded: Vec<_> = events
+            .iter()
+            .map(|e| encode(e, Metadata::new(tenant, "system:call-control")))
+            .collect();
         for n in &encoded {
             st.own.insert(n.event_id);
         }
-        self.ctx.store.append(&stream, ExpectedVersion::Any, &encoded).await?;
+        self.ctx
+            .store
+            .append(&stream, ExpectedVersion::Any, &encoded)
+            .await?;
         let now = Utc::now();
         for e in &events {
             st.model.apply(tenant, e, now);
@@ -188,7 +228,15 @@ impl CallControl {
         let (ctx, bus) = (self.pbx(tenant), self.ctx.bus.clone());
         tokio::spawn(async move {
             for leg in legs {
-                let _ = bus.request(&ctx, &Hangup { channel: leg, cause: HangupCause::Normal }).await;
+                let _ = bus
+                    .request(
+                        &ctx,
+                        &Hangup {
+                            channel: leg,
+                            cause: HangupCause::Normal,
+                        },
+                    )
+                    .await;
             }
         });
     }
@@ -196,17 +244,63 @@ impl CallControl {
     /// Joins the caller and the agent who answered. The PBX is asked without holding the state,
     /// so other calls go on meanwhile; if the call ended in between, nothing is recorded.
     async fn connect(&self, call: &str) -> anyhow::Result<()> {
-        let Some(l) = self.state.lock().await.model.calls.get(call).cloned() else { return Ok(()) };
-        let Some(a) = l.agent.clone().filter(|_| !l.connected && l.transfer.is_none()) else { return Ok(()) };
+        let Some(l) = self.state.lock().await.model.calls.get(call).cloned() else {
+            return Ok(());
+        };
+        let Some(a) = l
+            .agent
+            .clone()
+            .filter(|_| !l.connected && l.transfer.is_none())
+        else {
+            return Ok(());
+        };
         let ctx = self.pbx(&l.tenant);
-        let _ = self.ctx.bus.request(&ctx, &Answer { channel: l.customer.clone() }).await;
-        let bridged = self.ctx.bus.request(&ctx, &Bridge { bridge: call.to_string(), channels: vec![l.customer.clone(), a.leg.clone()] }).await;
+        let _ = self
+            .ctx
+            .bus
+            .request(
+                &ctx,
+                &Answer {
+                    channel: l.customer.clone(),
+                },
+            )
+            .await;
+        let bridged = self
+            .ctx
+            .bus
+            .request(
+                &ctx,
+                &Bridge {
+                    bridge: call.to_string(),
+                    channels: vec![l.customer.clone(), a.leg.clone()],
+                },
+            )
+            .await;
         let mut st = self.state.lock().await;
-        if st.model.calls.get(call).and_then(|l| l.agent.as_ref()).map(|x| &x.leg) != Some(&a.leg) {
+        if st
+            .model
+            .calls
+            .get(call)
+            .and_then(|l| l.agent.as_ref())
+            .map(|x| &x.leg)
+            != Some(&a.leg)
+        {
             return Ok(()); // it ended meanwhile
         }
         match bridged {
-            Ok(_) => self.record(&mut st, &l.tenant, call, vec![CallEvent::CallConnected { call: call.into(), agent: a.agent, bridge: call.into() }]).await?,
+            Ok(_) => {
+                self.record(
+                    &mut st,
+                    &l.tenant,
+                    call,
+                    vec![CallEvent::CallConnected {
+                        call: call.into(),
+                        agent: a.agent,
+                        bridge: call.into(),
+                    }],
+                )
+                .await?
+            }
             Err(e) => {
                 // A leg vanished between the answer and the bridge: the call is over.
                 tracing::info!(error = %e, call, "could not bridge; ending the call");
@@ -218,12 +312,31 @@ impl CallControl {
 
     /// The agent's call ends for everyone (no transfer going on).
     async fn end(&self, st: &mut State, call: &str, by: EndedBy) -> Result<(), CommandError> {
-        let Some(l) = st.model.calls.get(call).cloned() else { return Ok(()) };
-        let Some(a) = l.agent.clone() else { return Ok(()) };
+        let Some(l) = st.model.calls.get(call).cloned() else {
+            return Ok(());
+        };
+        let Some(a) = l.agent.clone() else {
+            return Ok(());
+        };
         let talk_ms = (Utc::now() - a.answered_at).num_milliseconds().max(0);
-        self.record(st, &l.tenant, call, vec![CallEvent::CallEnded { call: call.into(), agent: a.agent, by, talk_ms }]).await?;
+        self.record(
+            st,
+            &l.tenant,
+            call,
+            vec![CallEvent::CallEnded {
+                call: call.into(),
+                agent: a.agent,
+                by,
+                talk_ms,
+            }],
+        )
+        .await?;
         // Hang up the legs aside (the one already gone refuses, harmlessly).
-        self.hang_up_later(&l.tenant, l.legs().into_iter().map(|(leg, _)| leg).collect()).await;
+        self.hang_up_later(
+            &l.tenant,
+            l.legs().into_iter().map(|(leg, _)| leg).collect(),
+        )
+        .await;
         Ok(())
     }
 
@@ -241,7 +354,11 @@ impl CallControl {
     /// the store a few milliseconds behind, more on a loaded machine).
     async fn catch_up(&self, st: &mut State) -> Result<(), CommandError> {
         loop {
-            let batch = self.ctx.store.read_all(&ReadFilter::Category("call".into()), st.applied, 500).await?;
+            let batch = self
+                .ctx
+                .store
+                .read_all(&ReadFilter::Category("call".into()), st.applied, 500)
+                .await?;
             if batch.is_empty() {
                 return Ok(());
             }
@@ -255,7 +372,12 @@ impl CallControl {
 
     /// The agent's call; when this replica knows none, after catching up with the store, so an
     /// action right after the answer the agent saw finds the call.
-    async fn find(&self, st: &mut State, tenant: &str, agent: &AgentNumber) -> Result<(String, Live), CommandError> {
+    async fn find(
+        &self,
+        st: &mut State,
+        tenant: &str,
+        agent: &AgentNumber,
+    ) -> Result<(String, Live), CommandError> {
         match Self::agent_call(st, tenant, agent) {
             Ok(found) => Ok(found),
             Err(_) => {
@@ -266,12 +388,20 @@ impl CallControl {
     }
 
     /// The call the agent is on (a logout is refused while there is one).
-    async fn on_call(&self, tenant: &str, agent: &AgentNumber) -> Result<Option<String>, CommandError> {
+    async fn on_call(
+        &self,
+        tenant: &str,
+        agent: &AgentNumber,
+    ) -> Result<Option<String>, CommandError> {
         let mut st = self.state.lock().await;
         Ok(self.find(&mut st, tenant, agent).await.ok().map(|(c, _)| c))
     }
 
-    fn agent_call(st: &State, tenant: &str, agent: &AgentNumber) -> Result<(String, Live), CommandError> {
+    fn agent_call(
+        st: &State,
+        tenant: &str,
+        agent: &AgentNumber,
+    ) -> Result<(String, Live), CommandError> {
         st.model
             .agent_call(tenant, agent)
             .map(|c| (c.clone(), st.model.calls[&c].clone()))
@@ -293,27 +423,87 @@ impl CallControl {
     /// Puts the customer on hold or takes them off it. In an attended transfer the agent talks
     /// with one side at a time: resuming the customer holds the target, and holding the
     /// customer goes back to the target.
-    async fn hold(&self, tenant: &str, agent: &AgentNumber, held: bool) -> Result<(), CommandError> {
+    async fn hold(
+        &self,
+        tenant: &str,
+        agent: &AgentNumber,
+        held: bool,
+    ) -> Result<(), CommandError> {
         let mut st = self.state.lock().await;
         let (call, l) = self.find(&mut st, tenant, agent).await?;
         if !l.connected {
             return Err(err("not_connected", "The call is not connected yet"));
         }
         if l.held == held {
-            return Err(if held { err("already_on_hold", "The caller is already on hold") } else { err("not_on_hold", "The caller is not on hold") });
+            return Err(if held {
+                err("already_on_hold", "The caller is already on hold")
+            } else {
+                err("not_on_hold", "The caller is not on hold")
+            });
         }
         let a = l.agent.clone().expect("the agent's call");
-        let e = if held { CallEvent::CallHeld { call: call.clone(), agent: agent.clone() } } else { CallEvent::CallResumed { call: call.clone(), agent: agent.clone() } };
-        self.ctx.bus.request(&self.pbx(tenant), &Hold { channel: l.customer.clone(), held }).await?;
+        let e = if held {
+            CallEvent::CallHeld {
+                call: call.clone(),
+                agent: agent.clone(),
+            }
+        } else {
+            CallEvent::CallResumed {
+                call: call.clone(),
+                agent: agent.clone(),
+            }
+        };
+        self.ctx
+            .bus
+            .request(
+                &self.pbx(tenant),
+                &Hold {
+                    channel: l.customer.clone(),
+                    held,
+                },
+            )
+            .await?;
         self.record(&mut st, tenant, &call, vec![e]).await?;
-        if let Some(t) = l.transfer.as_ref().filter(|t| t.method == TransferMethod::Attended && t.answered_at.is_some()) {
+        if let Some(t) = l
+            .transfer
+            .as_ref()
+            .filter(|t| t.method == TransferMethod::Attended && t.answered_at.is_some())
+        {
             let leg = t.leg.clone().expect("an answered target has a leg");
             if held {
-                self.try_pbx(tenant, &Bridge { bridge: format!("{call}-consult"), channels: vec![a.leg.clone(), leg.clone()] }).await;
-                self.try_pbx(tenant, &Hold { channel: leg, held: false }).await;
+                self.try_pbx(
+                    tenant,
+                    &Bridge {
+                        bridge: format!("{call}-consult"),
+                        channels: vec![a.leg.clone(), leg.clone()],
+                    },
+                )
+                .await;
+                self.try_pbx(
+                    tenant,
+                    &Hold {
+                        channel: leg,
+                        held: false,
+                    },
+                )
+                .await;
             } else {
-                self.try_pbx(tenant, &Hold { channel: leg, held: true }).await;
-                self.try_pbx(tenant, &Bridge { bridge: call.clone(), channels: vec![l.customer.clone(), a.leg.clone()] }).await;
+                self.try_pbx(
+                    tenant,
+                    &Hold {
+                        channel: leg,
+                        held: true,
+                    },
+                )
+                .await;
+                self.try_pbx(
+                    tenant,
+                    &Bridge {
+                        bridge: call.clone(),
+                        channels: vec![l.customer.clone(), a.leg.clone()],
+                    },
+                )
+                .await;
             }
         }
         Ok(())
@@ -325,38 +515,84 @@ impl CallControl {
         let (call, l) = self.find(&mut st, tenant, &cmd.agent).await?;
         let a = l.agent.clone().expect("the agent's call");
         if !l.connected {
-            return Err(err("not_connected", "The call is not connected yet: transfer it once it is"));
+            return Err(err(
+                "not_connected",
+                "The call is not connected yet: transfer it once it is",
+            ));
         }
         if l.transfer.is_some() {
-            return Err(err("transfer_in_progress", "A transfer of this call is going on: complete or cancel it first"));
+            return Err(err(
+                "transfer_in_progress",
+                "A transfer of this call is going on: complete or cancel it first",
+            ));
         }
         // The target, checked before anything is touched.
         let endpoint = match &cmd.target {
             TransferTarget::Queue(_) if cmd.method != TransferMethod::Blind => {
-                return Err(CommandError::field("invalid_field", "method", "a call goes to a queue by blind transfer only"));
+                return Err(CommandError::field(
+                    "invalid_field",
+                    "method",
+                    "a call goes to a queue by blind transfer only",
+                ));
             }
             TransferTarget::Queue(_) => None,
             TransferTarget::Number(n) => {
-                if n.is_empty() || n.len() > 32 || !n.chars().enumerate().all(|(i, c)| c.is_ascii_digit() || (i == 0 && c == '+')) {
-                    return Err(CommandError::field("invalid_field", "target", format!("{n:?} is not a phone number (digits, may start with +)")));
+                if n.is_empty()
+                    || n.len() > 32
+                    || !n
+                        .chars()
+                        .enumerate()
+                        .all(|(i, c)| c.is_ascii_digit() || (i == 0 && c == '+'))
+                {
+                    return Err(CommandError::field(
+                        "invalid_field",
+                        "target",
+                        format!("{n:?} is not a phone number (digits, may start with +)"),
+                    ));
                 }
                 Some(Endpoint::Number(n.clone()))
             }
             TransferTarget::Extension(_) | TransferTarget::Agent(_) => {
                 let Some(device) = cmd.device.clone() else {
-                    return Err(CommandError::field("missing_field", "device", "the device to ring is required"));
+                    return Err(CommandError::field(
+                        "missing_field",
+                        "device",
+                        "the device to ring is required",
+                    ));
                 };
                 if a.device.as_ref() == Some(&device) {
-                    return Err(CommandError::field("own_device", "target", format!("Extension {device} is your own device")));
+                    return Err(CommandError::field(
+                        "own_device",
+                        "target",
+                        format!("Extension {device} is your own device"),
+                    ));
                 }
                 if cmd.target_agent.as_ref() == Some(&cmd.agent) {
-                    return Err(CommandError::field("own_device", "target", "you cannot transfer a call to yourself"));
+                    return Err(CommandError::field(
+                        "own_device",
+                        "target",
+                        "you cannot transfer a call to yourself",
+                    ));
                 }
-                let devices = self.ctx.bus.request(&self.pbx(tenant), &ListDevices {}).await?;
+                let devices = self
+                    .ctx
+                    .bus
+                    .request(&self.pbx(tenant), &ListDevices {})
+                    .await?;
                 match devices.iter().find(|d| d.device == device) {
-                    None => return Err(CommandError::field("unknown_extension", "target", format!("There is no extension {device}"))),
+                    None => {
+                        return Err(CommandError::field(
+                            "unknown_extension",
+                            "target",
+                            format!("There is no extension {device}"),
+                        ))
+                    }
                     Some(d) if !d.registered => {
-                        return Err(CommandError::field("device_offline", "target", format!("Extension {device} is offline")))
+                        return Err(CommandError::field(
+                            "device_offline",
+                            "target",
+                            format!("Extension {device} is offline"),
+                        ))
                     }
                     Some(_) => {}
                 }
@@ -364,7 +600,9 @@ impl CallControl {
             }
         };
         let transfer = Uuid::now_v7().simple().to_string();
-        let leg = endpoint.as_ref().map(|_| Uuid::now_v7().simple().to_string());
+        let leg = endpoint
+            .as_ref()
+            .map(|_| Uuid::now_v7().simple().to_string());
         let started = CallEvent::TransferStarted {
             call: call.clone(),
             transfer: transfer.clone(),
@@ -376,12 +614,22 @@ impl CallControl {
             queue: l.queue.clone(),
         };
         let talk_ms = (Utc::now() - a.answered_at).num_milliseconds().max(0);
-        let dropped = CallEvent::CallEnded { call: call.clone(), agent: cmd.agent.clone(), by: EndedBy::Transferred, talk_ms };
+        let dropped = CallEvent::CallEnded {
+            call: call.clone(),
+            agent: cmd.agent.clone(),
+            by: EndedBy::Transferred,
+            talk_ms,
+        };
         let mut events = vec![started];
         match (&cmd.method, &cmd.target) {
             (TransferMethod::Blind, TransferTarget::Queue(q)) => {
                 events.push(dropped);
-                events.push(CallEvent::TransferCompleted { call: call.clone(), transfer: transfer.clone(), agent: cmd.agent.clone(), target_agent: None });
+                events.push(CallEvent::TransferCompleted {
+                    call: call.clone(),
+                    transfer: transfer.clone(),
+                    agent: cmd.agent.clone(),
+                    target_agent: None,
+                });
                 events.push(CallEvent::CallEnteredQueue {
                     call: call.clone(),
                     queue: q.clone(),
@@ -391,62 +639,133 @@ impl CallControl {
                 });
             }
             (TransferMethod::Blind, _) => events.push(dropped),
-            (TransferMethod::Attended, _) if !l.held => events.push(CallEvent::CallHeld { call: call.clone(), agent: cmd.agent.clone() }),
+            (TransferMethod::Attended, _) if !l.held => events.push(CallEvent::CallHeld {
+                call: call.clone(),
+                agent: cmd.agent.clone(),
+            }),
             _ => {}
         }
         self.record(&mut st, tenant, &call, events).await?;
         // Then the PBX: the customer waits (on hold for an attended transfer), the target rings.
         match cmd.method {
             TransferMethod::Blind => self.hang_up_later(tenant, vec![a.leg.clone()]).await,
-            TransferMethod::Attended => self.try_pbx(tenant, &Hold { channel: l.customer.clone(), held: true }).await,
+            TransferMethod::Attended => {
+                self.try_pbx(
+                    tenant,
+                    &Hold {
+                        channel: l.customer.clone(),
+                        held: true,
+                    },
+                )
+                .await
+            }
             TransferMethod::Live => {}
         }
         if let (Some(endpoint), Some(leg)) = (endpoint, leg) {
-            let originate = Originate { channel: Some(leg.clone()), endpoint, caller: l.caller.clone() };
+            let originate = Originate {
+                channel: Some(leg.clone()),
+                endpoint,
+                caller: l.caller.clone(),
+            };
             if let Err(e) = self.ctx.bus.request(&self.pbx(tenant), &originate).await {
                 tracing::info!(error = %e, call, "the transfer target could not be rung");
-                self.target_failed(&mut st, &call, TransferFailure::Unavailable).await?;
+                self.target_failed(&mut st, &call, TransferFailure::Unavailable)
+                    .await?;
                 return Ok(());
             }
-            self.ring_timeout(tenant, &call, &transfer, Duration::from_secs(cmd.ring_timeout_s.clamp(1, 600) as u64));
+            self.ring_timeout(
+                tenant,
+                &call,
+                &transfer,
+                Duration::from_secs(cmd.ring_timeout_s.clamp(1, 600) as u64),
+            );
         }
         Ok(())
     }
 
     /// Stops the target's phone ringing after `after`; its hangup then fails the transfer.
     fn ring_timeout(&self, tenant: &str, call: &str, transfer: &str, after: Duration) {
-        let (me, tenant, call, transfer) = (self.clone(), tenant.to_string(), call.to_string(), transfer.to_string());
+        let (me, tenant, call, transfer) = (
+            self.clone(),
+            tenant.to_string(),
+            call.to_string(),
+            transfer.to_string(),
+        );
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
             let leg = {
                 let st = me.state.lock().await;
-                st.model.calls.get(&call).and_then(|l| l.transfer.as_ref()).filter(|t| t.id == transfer && t.answered_at.is_none()).and_then(|t| t.leg.clone())
+                st.model
+                    .calls
+                    .get(&call)
+                    .and_then(|l| l.transfer.as_ref())
+                    .filter(|t| t.id == transfer && t.answered_at.is_none())
+                    .and_then(|t| t.leg.clone())
             };
             if let Some(leg) = leg {
-                me.try_pbx(&tenant, &Hangup { channel: leg, cause: HangupCause::NoAnswer }).await;
+                me.try_pbx(
+                    &tenant,
+                    &Hangup {
+                        channel: leg,
+                        cause: HangupCause::NoAnswer,
+                    },
+                )
+                .await;
             }
         });
     }
 
     /// The target did not take the call: with the agent still on it, the customer is back with
     /// them; else the customer goes back to the head of the call's queue.
-    async fn target_failed(&self, st: &mut State, call: &str, reason: TransferFailure) -> Result<(), CommandError> {
-        let Some(l) = st.model.calls.get(call).cloned() else { return Ok(()) };
-        let Some(t) = l.transfer.clone() else { return Ok(()) };
+    async fn target_failed(
+        &self,
+        st: &mut State,
+        call: &str,
+        reason: TransferFailure,
+    ) -> Result<(), CommandError> {
+        let Some(l) = st.model.calls.get(call).cloned() else {
+            return Ok(());
+        };
+        let Some(t) = l.transfer.clone() else {
+            return Ok(());
+        };
         let tenant = l.tenant.clone();
-        let mut events = vec![CallEvent::TransferFailed { call: call.into(), transfer: t.id.clone(), agent: t.agent.clone(), reason, target_agent: t.target_agent.clone() }];
+        let mut events = vec![CallEvent::TransferFailed {
+            call: call.into(),
+            transfer: t.id.clone(),
+            agent: t.agent.clone(),
+            reason,
+            target_agent: t.target_agent.clone(),
+        }];
         match &l.agent {
             Some(a) => {
                 let back = t.method == TransferMethod::Attended && l.held;
                 if back {
-                    events.push(CallEvent::CallResumed { call: call.into(), agent: a.agent.clone() });
+                    events.push(CallEvent::CallResumed {
+                        call: call.into(),
+                        agent: a.agent.clone(),
+                    });
                 }
                 self.record(st, &tenant, call, events).await?;
                 if t.method == TransferMethod::Attended {
-                    self.try_pbx(&tenant, &Bridge { bridge: call.into(), channels: vec![l.customer.clone(), a.leg.clone()] }).await;
+                    self.try_pbx(
+                        &tenant,
+                        &Bridge {
+                            bridge: call.into(),
+                            channels: vec![l.customer.clone(), a.leg.clone()],
+                        },
+                    )
+                    .await;
                 }
                 if back {
-                    self.try_pbx(&tenant, &Hold { channel: l.customer.clone(), held: false }).await;
+                    self.try_pbx(
+                        &tenant,
+                        &Hold {
+                            channel: l.customer.clone(),
+                            held: false,
+                        },
+                    )
+                    .await;
                 }
             }
             None => {
@@ -466,22 +785,52 @@ impl CallControl {
     /// The transferring agent leaves the call (Complete, or they hung up): the customer is
     /// joined with the target if it answered, else waits for it as in a blind transfer.
     async fn agent_leaves(&self, st: &mut State, call: &str) -> Result<(), CommandError> {
-        let Some(l) = st.model.calls.get(call).cloned() else { return Ok(()) };
-        let (Some(a), Some(t)) = (l.agent.clone(), l.transfer.clone()) else { return Ok(()) };
+        let Some(l) = st.model.calls.get(call).cloned() else {
+            return Ok(());
+        };
+        let (Some(a), Some(t)) = (l.agent.clone(), l.transfer.clone()) else {
+            return Ok(());
+        };
         let tenant = l.tenant.clone();
         let talk_ms = (Utc::now() - a.answered_at).num_milliseconds().max(0);
-        let mut events = vec![CallEvent::CallEnded { call: call.into(), agent: a.agent.clone(), by: EndedBy::Transferred, talk_ms }];
+        let mut events = vec![CallEvent::CallEnded {
+            call: call.into(),
+            agent: a.agent.clone(),
+            by: EndedBy::Transferred,
+            talk_ms,
+        }];
         let answered = t.answered_at.is_some();
         if answered {
             events.extend(self.joined(call, &t));
         }
         self.record(st, &tenant, call, events).await?;
         if let (true, Some(leg)) = (answered, t.leg.clone()) {
-            self.try_pbx(&tenant, &Bridge { bridge: call.into(), channels: vec![l.customer.clone(), leg.clone()] }).await;
-            self.try_pbx(&tenant, &Hold { channel: leg, held: false }).await;
+            self.try_pbx(
+                &tenant,
+                &Bridge {
+                    bridge: call.into(),
+                    channels: vec![l.customer.clone(), leg.clone()],
+                },
+            )
+            .await;
+            self.try_pbx(
+                &tenant,
+                &Hold {
+                    channel: leg,
+                    held: false,
+                },
+            )
+            .await;
         }
         if l.held {
-            self.try_pbx(&tenant, &Hold { channel: l.customer.clone(), held: false }).await;
+            self.try_pbx(
+                &tenant,
+                &Hold {
+                    channel: l.customer.clone(),
+                    held: false,
+                },
+            )
+            .await;
         }
         self.hang_up_later(&tenant, vec![a.leg]).await;
         Ok(())
@@ -489,9 +838,18 @@ impl CallControl {
 
     /// The events of the customer joined with the transfer's target.
     fn joined(&self, call: &str, t: &model::Transfer) -> Vec<CallEvent> {
-        let mut v = vec![CallEvent::TransferCompleted { call: call.into(), transfer: t.id.clone(), agent: t.agent.clone(), target_agent: t.target_agent.clone() }];
+        let mut v = vec![CallEvent::TransferCompleted {
+            call: call.into(),
+            transfer: t.id.clone(),
+            agent: t.agent.clone(),
+            target_agent: t.target_agent.clone(),
+        }];
         if let Some(b) = &t.target_agent {
-            v.push(CallEvent::CallConnected { call: call.into(), agent: b.clone(), bridge: call.into() });
+            v.push(CallEvent::CallConnected {
+                call: call.into(),
+                agent: b.clone(),
+                bridge: call.into(),
+            });
         }
         v
     }
@@ -500,7 +858,10 @@ impl CallControl {
         let mut st = self.state.lock().await;
         let (call, l) = self.find(&mut st, tenant, agent).await?;
         if l.transfer.is_none() {
-            return Err(err("no_transfer", "There is no transfer to complete: start an attended or live transfer first"));
+            return Err(err(
+                "no_transfer",
+                "There is no transfer to complete: start an attended or live transfer first",
+            ));
         }
         self.agent_leaves(&mut st, &call).await
     }
@@ -508,22 +869,46 @@ impl CallControl {
     async fn cancel(&self, tenant: &str, agent: &AgentNumber) -> Result<(), CommandError> {
         let mut st = self.state.lock().await;
         let (call, l) = self.find(&mut st, tenant, agent).await?;
-        let Some(t) = l.transfer.clone() else { return Err(err("no_transfer", "There is no transfer to cancel")) };
+        let Some(t) = l.transfer.clone() else {
+            return Err(err("no_transfer", "There is no transfer to cancel"));
+        };
         let a = l.agent.clone().expect("the agent's call");
         let back = t.method == TransferMethod::Attended && l.held;
-        let mut events = vec![CallEvent::TransferCancelled { call: call.clone(), transfer: t.id.clone(), agent: agent.clone(), target_agent: t.target_agent.clone() }];
+        let mut events = vec![CallEvent::TransferCancelled {
+            call: call.clone(),
+            transfer: t.id.clone(),
+            agent: agent.clone(),
+            target_agent: t.target_agent.clone(),
+        }];
         if back {
-            events.push(CallEvent::CallResumed { call: call.clone(), agent: agent.clone() });
+            events.push(CallEvent::CallResumed {
+                call: call.clone(),
+                agent: agent.clone(),
+            });
         }
         self.record(&mut st, tenant, &call, events).await?;
         if let Some(leg) = t.leg {
             self.hang_up_later(tenant, vec![leg]).await;
         }
         if t.method == TransferMethod::Attended {
-            self.try_pbx(tenant, &Bridge { bridge: call.clone(), channels: vec![l.customer.clone(), a.leg.clone()] }).await;
+            self.try_pbx(
+                tenant,
+                &Bridge {
+                    bridge: call.clone(),
+                    channels: vec![l.customer.clone(), a.leg.clone()],
+                },
+            )
+            .await;
         }
         if back {
-            self.try_pbx(tenant, &Hold { channel: l.customer.clone(), held: false }).await;
+            self.try_pbx(
+                tenant,
+                &Hold {
+                    channel: l.customer.clone(),
+                    held: false,
+                },
+            )
+            .await;
         }
         Ok(())
     }
@@ -531,34 +916,78 @@ impl CallControl {
     /// A leg of a call answered: only a transfer's target matters here.
     async fn leg_answered(&self, tenant: &str, channel: &str) -> anyhow::Result<()> {
         let mut st = self.state.lock().await;
-        let Some((call, Role::Target)) = st.model.leg(tenant, channel) else { return Ok(()) };
+        let Some((call, Role::Target)) = st.model.leg(tenant, channel) else {
+            return Ok(());
+        };
         let l = st.model.calls[&call].clone();
-        let t = l.transfer.clone().expect("a target leg belongs to a transfer");
+        let t = l
+            .transfer
+            .clone()
+            .expect("a target leg belongs to a transfer");
         if t.answered_at.is_some() {
             return Ok(()); // a redelivery
         }
-        let answered = CallEvent::TransferAnswered { call: call.clone(), transfer: t.id.clone(), agent: t.agent.clone(), target_agent: t.target_agent.clone() };
+        let answered = CallEvent::TransferAnswered {
+            call: call.clone(),
+            transfer: t.id.clone(),
+            agent: t.agent.clone(),
+            target_agent: t.target_agent.clone(),
+        };
         match &l.agent {
             // Blind, or the agent left already: the customer is joined with the target.
             None => {
                 let mut events = vec![answered];
                 events.extend(self.joined(&call, &t));
                 self.record(&mut st, tenant, &call, events).await?;
-                self.try_pbx(tenant, &Bridge { bridge: call.clone(), channels: vec![l.customer.clone(), channel.to_string()] }).await;
+                self.try_pbx(
+                    tenant,
+                    &Bridge {
+                        bridge: call.clone(),
+                        channels: vec![l.customer.clone(), channel.to_string()],
+                    },
+                )
+                .await;
             }
             Some(a) if t.method == TransferMethod::Live => {
-                let conference = CallEvent::ConferenceFormed { call: call.clone(), transfer: t.id.clone(), agent: a.agent.clone(), target_agent: t.target_agent.clone() };
-                self.record(&mut st, tenant, &call, vec![answered, conference]).await?;
-                self.try_pbx(tenant, &Bridge { bridge: call.clone(), channels: vec![l.customer.clone(), a.leg.clone(), channel.to_string()] }).await;
+                let conference = CallEvent::ConferenceFormed {
+                    call: call.clone(),
+                    transfer: t.id.clone(),
+                    agent: a.agent.clone(),
+                    target_agent: t.target_agent.clone(),
+                };
+                self.record(&mut st, tenant, &call, vec![answered, conference])
+                    .await?;
+                self.try_pbx(
+                    tenant,
+                    &Bridge {
+                        bridge: call.clone(),
+                        channels: vec![l.customer.clone(), a.leg.clone(), channel.to_string()],
+                    },
+                )
+                .await;
             }
             // Attended: the consultation; the agent talks with the target while the customer is
             // on hold (if the agent went back to the customer meanwhile, the target waits).
             Some(a) => {
                 self.record(&mut st, tenant, &call, vec![answered]).await?;
                 if l.held {
-                    self.try_pbx(tenant, &Bridge { bridge: format!("{call}-consult"), channels: vec![a.leg.clone(), channel.to_string()] }).await;
+                    self.try_pbx(
+                        tenant,
+                        &Bridge {
+                            bridge: format!("{call}-consult"),
+                            channels: vec![a.leg.clone(), channel.to_string()],
+                        },
+                    )
+                    .await;
                 } else {
-                    self.try_pbx(tenant, &Hold { channel: channel.to_string(), held: true }).await;
+                    self.try_pbx(
+                        tenant,
+                        &Hold {
+                            channel: channel.to_string(),
+                            held: true,
+                        },
+                    )
+                    .await;
                 }
             }
         }
@@ -566,40 +995,85 @@ impl CallControl {
     }
 
     /// A leg of a call hung up.
-    async fn leg_gone(&self, tenant: &str, channel: &str, cause: HangupCause) -> anyhow::Result<()> {
+    async fn leg_gone(
+        &self,
+        tenant: &str,
+        channel: &str,
+        cause: HangupCause,
+    ) -> anyhow::Result<()> {
         let mut st = self.state.lock().await;
-        let Some((call, role)) = st.model.leg(tenant, channel) else { return Ok(()) };
+        let Some((call, role)) = st.model.leg(tenant, channel) else {
+            return Ok(());
+        };
         let l = st.model.calls[&call].clone();
         match role {
             Role::Customer => {
                 let mut events = vec![];
                 if let Some(t) = &l.transfer {
-                    events.push(CallEvent::TransferFailed { call: call.clone(), transfer: t.id.clone(), agent: t.agent.clone(), reason: TransferFailure::CallerGone, target_agent: t.target_agent.clone() });
+                    events.push(CallEvent::TransferFailed {
+                        call: call.clone(),
+                        transfer: t.id.clone(),
+                        agent: t.agent.clone(),
+                        reason: TransferFailure::CallerGone,
+                        target_agent: t.target_agent.clone(),
+                    });
                 }
                 match (&l.agent, &l.outside) {
                     (Some(a), _) => {
                         let talk_ms = (Utc::now() - a.answered_at).num_milliseconds().max(0);
-                        events.push(CallEvent::CallEnded { call: call.clone(), agent: a.agent.clone(), by: EndedBy::Caller, talk_ms });
+                        events.push(CallEvent::CallEnded {
+                            call: call.clone(),
+                            agent: a.agent.clone(),
+                            by: EndedBy::Caller,
+                            talk_ms,
+                        });
                     }
                     (None, Some((_, since))) => {
                         let talk_ms = (Utc::now() - *since).num_milliseconds().max(0);
-                        events.push(CallEvent::TransferredCallEnded { call: call.clone(), by: Side::Caller, talk_ms });
+                        events.push(CallEvent::TransferredCallEnded {
+                            call: call.clone(),
+                            by: Side::Caller,
+                            talk_ms,
+                        });
                     }
-                    (None, None) => events.push(CallEvent::TransferredCallEnded { call: call.clone(), by: Side::Caller, talk_ms: 0 }),
+                    (None, None) => events.push(CallEvent::TransferredCallEnded {
+                        call: call.clone(),
+                        by: Side::Caller,
+                        talk_ms: 0,
+                    }),
                 }
                 self.record(&mut st, tenant, &call, events).await?;
-                self.hang_up_later(tenant, l.legs().into_iter().map(|(leg, _)| leg).filter(|leg| leg != channel).collect()).await;
+                self.hang_up_later(
+                    tenant,
+                    l.legs()
+                        .into_iter()
+                        .map(|(leg, _)| leg)
+                        .filter(|leg| leg != channel)
+                        .collect(),
+                )
+                .await;
             }
             Role::Agent if l.transfer.is_some() => self.agent_leaves(&mut st, &call).await?,
             Role::Agent => self.end(&mut st, &call, EndedBy::AgentPhone).await?,
             Role::Target => {
                 let answered = l.transfer.as_ref().is_some_and(|t| t.answered_at.is_some());
-                self.target_failed(&mut st, &call, failure(cause, answered)).await?;
+                self.target_failed(&mut st, &call, failure(cause, answered))
+                    .await?;
             }
             Role::Outside => {
                 let since = l.outside.as_ref().map(|(_, s)| *s).unwrap_or_else(Utc::now);
                 let talk_ms = (Utc::now() - since).num_milliseconds().max(0);
-                self.record(&mut st, tenant, &call, vec![CallEvent::TransferredCallEnded { call: call.clone(), by: Side::Target, talk_ms }]).await?;
+                self.record(
+                    &mut st,
+                    tenant,
+                    &call,
+                    vec![CallEvent::TransferredCallEnded {
+                        call: call.clone(),
+                        by: Side::Target,
+                        talk_ms,
+                    }],
+                )
+                .await?;
                 self.hang_up_later(tenant, vec![l.customer.clone()]).await;
             }
         }
@@ -610,23 +1084,51 @@ impl CallControl {
     /// acted on, answered calls not yet bridged are bridged, and ringing targets get their ring
     /// timeout again.
     async fn reconcile(&self) -> anyhow::Result<()> {
-        let calls: Vec<(String, Live)> = self.state.lock().await.model.calls.iter().map(|(c, l)| (c.clone(), l.clone())).collect();
+        let calls: Vec<(String, Live)> = self
+            .state
+            .lock()
+            .await
+            .model
+            .calls
+            .iter()
+            .map(|(c, l)| (c.clone(), l.clone()))
+            .collect();
         let mut live: HashMap<String, HashMap<String, ChannelState>> = HashMap::new();
         for (call, l) in calls {
             if !live.contains_key(&l.tenant) {
-                let list = self.ctx.bus.request(&self.pbx(&l.tenant), &ListChannels {}).await?;
-                live.insert(l.tenant.clone(), list.into_iter().map(|c| (c.channel.clone(), c)).collect());
+                let list = self
+                    .ctx
+                    .bus
+                    .request(&self.pbx(&l.tenant), &ListChannels {})
+                    .await?;
+                live.insert(
+                    l.tenant.clone(),
+                    list.into_iter().map(|c| (c.channel.clone(), c)).collect(),
+                );
             }
             let chans = &live[&l.tenant];
             for (leg, role) in l.legs() {
                 let now = self.state.lock().await.model.calls.get(&call).cloned();
-                let Some(now) = now.filter(|n| n.role_of(&leg) == Some(role)) else { continue };
+                let Some(now) = now.filter(|n| n.role_of(&leg) == Some(role)) else {
+                    continue;
+                };
                 match chans.get(&leg) {
                     None => {
-                        let cause = if role == Role::Target && now.transfer.as_ref().is_some_and(|t| t.answered_at.is_none()) { HangupCause::NoAnswer } else { HangupCause::Normal };
+                        let cause = if role == Role::Target
+                            && now
+                                .transfer
+                                .as_ref()
+                                .is_some_and(|t| t.answered_at.is_none())
+                        {
+                            HangupCause::NoAnswer
+                        } else {
+                            HangupCause::Normal
+                        };
                         self.leg_gone(&l.tenant, &leg, cause).await?;
                     }
-                    Some(c) if role == Role::Target && c.answered => self.leg_answered(&l.tenant, &leg).await?,
+                    Some(c) if role == Role::Target && c.answered => {
+                        self.leg_answered(&l.tenant, &leg).await?
+                    }
                     Some(_) if role == Role::Target => {
                         let t = now.transfer.expect("a target leg belongs to a transfer");
                         self.ring_timeout(&l.tenant, &call, &t.id, Duration::from_secs(30));

@@ -79,8 +79,17 @@ impl Live {
     pub fn legs(&self) -> Vec<(String, Role)> {
         let mut v = vec![(self.customer.clone(), Role::Customer)];
         v.extend(self.agent.as_ref().map(|a| (a.leg.clone(), Role::Agent)));
-        v.extend(self.transfer.as_ref().and_then(|t| t.leg.clone()).map(|l| (l, Role::Target)));
-        v.extend(self.outside.as_ref().map(|(l, _)| (l.clone(), Role::Outside)));
+        v.extend(
+            self.transfer
+                .as_ref()
+                .and_then(|t| t.leg.clone())
+                .map(|l| (l, Role::Target)),
+        );
+        v.extend(
+            self.outside
+                .as_ref()
+                .map(|(l, _)| (l.clone(), Role::Outside)),
+        );
         v
     }
 }
@@ -106,21 +115,36 @@ impl Model {
     pub fn apply(&mut self, tenant: &str, e: &CallEvent, at: DateTime<Utc>) {
         use CallEvent::*;
         match e {
-            CallEnteredQueue { call, queue, caller, channel, .. } => {
+            CallEnteredQueue {
+                call,
+                queue,
+                caller,
+                channel,
+                ..
+            } => {
                 // A call re-entering a queue after a transfer is no longer any agent's.
                 self.calls.remove(call);
                 self.waiting.insert(
                     call.clone(),
-                    Waiting { tenant: tenant.into(), queue: queue.clone(), caller: caller.clone(), customer: channel.clone() },
+                    Waiting {
+                        tenant: tenant.into(),
+                        queue: queue.clone(),
+                        caller: caller.clone(),
+                        customer: channel.clone(),
+                    },
                 );
             }
             CallOffered { offer, device, .. } => {
                 self.offer_devices.insert(offer.clone(), device.clone());
             }
-            OfferRejected { offer, .. } | OfferTimedOut { offer, .. } | OfferWithdrawn { offer, .. } => {
+            OfferRejected { offer, .. }
+            | OfferTimedOut { offer, .. }
+            | OfferWithdrawn { offer, .. } => {
                 self.offer_devices.remove(offer);
             }
-            CallAnswered { call, agent, offer, .. } => {
+            CallAnswered {
+                call, agent, offer, ..
+            } => {
                 let device = self.offer_devices.remove(offer);
                 if let Some(w) = self.waiting.remove(call) {
                     self.calls.insert(
@@ -130,7 +154,12 @@ impl Model {
                             queue: w.queue,
                             caller: w.caller,
                             customer: w.customer,
-                            agent: Some(AgentLeg { agent: agent.clone(), leg: offer.clone(), device, answered_at: at }),
+                            agent: Some(AgentLeg {
+                                agent: agent.clone(),
+                                leg: offer.clone(),
+                                device,
+                                answered_at: at,
+                            }),
                             connected: false,
                             held: false,
                             transfer: None,
@@ -143,7 +172,11 @@ impl Model {
                 self.waiting.remove(call);
             }
             CallConnected { call, agent, .. } => {
-                if let Some(l) = self.calls.get_mut(call).filter(|l| l.agent.as_ref().is_some_and(|a| &a.agent == agent)) {
+                if let Some(l) = self
+                    .calls
+                    .get_mut(call)
+                    .filter(|l| l.agent.as_ref().is_some_and(|a| &a.agent == agent))
+                {
                     l.connected = true;
                 }
             }
@@ -152,19 +185,38 @@ impl Model {
                     l.held = matches!(e, CallHeld { .. });
                 }
             }
-            CallEnded { call, agent, by, .. } => {
+            CallEnded {
+                call, agent, by, ..
+            } => {
                 if *by == EndedBy::Transferred {
                     // The agent dropped; the customer stays for the transfer's target.
-                    if let Some(l) = self.calls.get_mut(call).filter(|l| l.agent.as_ref().is_some_and(|a| &a.agent == agent)) {
+                    if let Some(l) = self
+                        .calls
+                        .get_mut(call)
+                        .filter(|l| l.agent.as_ref().is_some_and(|a| &a.agent == agent))
+                    {
                         l.agent = None;
                         l.connected = false;
                         l.held = false;
                     }
-                } else if self.calls.get(call).is_some_and(|l| l.agent.as_ref().is_some_and(|a| &a.agent == agent)) {
+                } else if self
+                    .calls
+                    .get(call)
+                    .is_some_and(|l| l.agent.as_ref().is_some_and(|a| &a.agent == agent))
+                {
                     self.calls.remove(call);
                 }
             }
-            TransferStarted { call, transfer, agent, method, target, leg, target_agent, .. } => {
+            TransferStarted {
+                call,
+                transfer,
+                agent,
+                method,
+                target,
+                leg,
+                target_agent,
+                ..
+            } => {
                 if let Some(l) = self.calls.get_mut(call) {
                     l.transfer = Some(Transfer {
                         id: transfer.clone(),
@@ -207,7 +259,12 @@ impl Model {
                             TransferTarget::Extension(d) => Some(d.clone()),
                             _ => None,
                         };
-                        l.agent = Some(AgentLeg { agent, leg, device, answered_at: t.answered_at.unwrap_or(at) });
+                        l.agent = Some(AgentLeg {
+                            agent,
+                            leg,
+                            device,
+                            answered_at: t.answered_at.unwrap_or(at),
+                        });
                         l.connected = false; // until CallConnected for the receiving agent
                     }
                     (None, Some(leg)) => l.outside = Some((leg, t.answered_at.unwrap_or(at))),
@@ -223,17 +280,28 @@ impl Model {
     }
 
     fn transfer_mut(&mut self, call: &str, id: &str) -> Option<&mut Transfer> {
-        self.calls.get_mut(call).and_then(|l| l.transfer.as_mut()).filter(|t| t.id == id)
+        self.calls
+            .get_mut(call)
+            .and_then(|l| l.transfer.as_mut())
+            .filter(|t| t.id == id)
     }
 
     /// The call an agent is on (connected, or in a transfer they started).
     pub fn agent_call(&self, tenant: &str, agent: &AgentNumber) -> Option<String> {
-        self.calls.iter().find(|(_, l)| l.tenant == tenant && l.agent.as_ref().is_some_and(|a| &a.agent == agent)).map(|(c, _)| c.clone())
+        self.calls
+            .iter()
+            .find(|(_, l)| {
+                l.tenant == tenant && l.agent.as_ref().is_some_and(|a| &a.agent == agent)
+            })
+            .map(|(c, _)| c.clone())
     }
 
     /// The call a channel belongs to, and its role.
     pub fn leg(&self, tenant: &str, channel: &str) -> Option<(String, Role)> {
-        self.calls.iter().filter(|(_, l)| l.tenant == tenant).find_map(|(c, l)| l.role_of(channel).map(|r| (c.clone(), r)))
+        self.calls
+            .iter()
+            .filter(|(_, l)| l.tenant == tenant)
+            .find_map(|(c, l)| l.role_of(channel).map(|r| (c.clone(), r)))
     }
 }
 
@@ -253,11 +321,52 @@ mod tests {
     fn connected() -> Model {
         let mut m = Model::default();
         let now = Utc::now();
-        let caller = Party { number: "5551234".into(), name: "Jane".into() };
-        m.apply("acme", &CallEvent::CallEnteredQueue { call: "c".into(), queue: q(), caller, channel: "cust".into(), priority: 0 }, now);
-        m.apply("acme", &CallEvent::CallOffered { call: "c".into(), queue: q(), agent: a("1002"), device: DeviceId::parse("1002").unwrap(), offer: "bob".into() }, now);
-        m.apply("acme", &CallEvent::CallAnswered { call: "c".into(), queue: q(), agent: a("1002"), offer: "bob".into(), wait_ms: 5 }, now);
-        m.apply("acme", &CallEvent::CallConnected { call: "c".into(), agent: a("1002"), bridge: "c".into() }, now);
+        let caller = Party {
+            number: "5551234".into(),
+            name: "Jane".into(),
+        };
+        m.apply(
+            "acme",
+            &CallEvent::CallEnteredQueue {
+                call: "c".into(),
+                queue: q(),
+                caller,
+                channel: "cust".into(),
+                priority: 0,
+            },
+            now,
+        );
+        m.apply(
+            "acme",
+            &CallEvent::CallOffered {
+                call: "c".into(),
+                queue: q(),
+                agent: a("1002"),
+                device: DeviceId::parse("1002").unwrap(),
+                offer: "bob".into(),
+            },
+            now,
+        );
+        m.apply(
+            "acme",
+            &CallEvent::CallAnswered {
+                call: "c".into(),
+                queue: q(),
+                agent: a("1002"),
+                offer: "bob".into(),
+                wait_ms: 5,
+            },
+            now,
+        );
+        m.apply(
+            "acme",
+            &CallEvent::CallConnected {
+                call: "c".into(),
+                agent: a("1002"),
+                bridge: "c".into(),
+            },
+            now,
+        );
         m
     }
 
@@ -279,12 +388,23 @@ mod tests {
         let m = connected();
         let l = &m.calls["c"];
         assert!(l.connected);
-        assert_eq!(l.agent.as_ref().unwrap().device.as_ref().map(|d| d.as_str()), Some("1002"));
+        assert_eq!(
+            l.agent
+                .as_ref()
+                .unwrap()
+                .device
+                .as_ref()
+                .map(|d| d.as_str()),
+            Some("1002")
+        );
         assert_eq!(m.leg("acme", "cust"), Some(("c".into(), Role::Customer)));
         assert_eq!(m.leg("acme", "bob"), Some(("c".into(), Role::Agent)));
         assert_eq!(m.leg("other", "bob"), None);
         assert_eq!(m.agent_call("acme", &a("1002")), Some("c".into()));
-        assert!(m.offer_devices.is_empty(), "the offer's device is not kept after the answer");
+        assert!(
+            m.offer_devices.is_empty(),
+            "the offer's device is not kept after the answer"
+        );
     }
 
     #[test]
@@ -292,19 +412,89 @@ mod tests {
         let mut m = connected();
         let now = Utc::now();
         let device = DeviceId::parse("1003").unwrap();
-        m.apply("acme", &started(M::Attended, TransferTarget::Extension(device), Some("1003")), now);
-        m.apply("acme", &CallEvent::CallHeld { call: "c".into(), agent: a("1002") }, now);
+        m.apply(
+            "acme",
+            &started(M::Attended, TransferTarget::Extension(device), Some("1003")),
+            now,
+        );
+        m.apply(
+            "acme",
+            &CallEvent::CallHeld {
+                call: "c".into(),
+                agent: a("1002"),
+            },
+            now,
+        );
         assert_eq!(m.leg("acme", "tgt"), Some(("c".into(), Role::Target)));
-        m.apply("acme", &CallEvent::TransferAnswered { call: "c".into(), transfer: "t".into(), agent: a("1002"), target_agent: Some(a("1003")) }, now);
-        m.apply("acme", &CallEvent::CallEnded { call: "c".into(), agent: a("1002"), by: EndedBy::Transferred, talk_ms: 1 }, now);
-        assert_eq!(m.agent_call("acme", &a("1002")), None, "Bob is off the call");
-        assert_eq!(m.calls["c"].transfer.as_ref().map(|t| t.id.as_str()), Some("t"), "the transfer goes on");
-        m.apply("acme", &CallEvent::TransferCompleted { call: "c".into(), transfer: "t".into(), agent: a("1002"), target_agent: Some(a("1003")) }, now);
-        m.apply("acme", &CallEvent::CallConnected { call: "c".into(), agent: a("1003"), bridge: "c".into() }, now);
+        m.apply(
+            "acme",
+            &CallEvent::TransferAnswered {
+                call: "c".into(),
+                transfer: "t".into(),
+                agent: a("1002"),
+                target_agent: Some(a("1003")),
+            },
+            now,
+        );
+        m.apply(
+            "acme",
+            &CallEvent::CallEnded {
+                call: "c".into(),
+                agent: a("1002"),
+                by: EndedBy::Transferred,
+                talk_ms: 1,
+            },
+            now,
+        );
+        assert_eq!(
+            m.agent_call("acme", &a("1002")),
+            None,
+            "Bob is off the call"
+        );
+        assert_eq!(
+            m.calls["c"].transfer.as_ref().map(|t| t.id.as_str()),
+            Some("t"),
+            "the transfer goes on"
+        );
+        m.apply(
+            "acme",
+            &CallEvent::TransferCompleted {
+                call: "c".into(),
+                transfer: "t".into(),
+                agent: a("1002"),
+                target_agent: Some(a("1003")),
+            },
+            now,
+        );
+        m.apply(
+            "acme",
+            &CallEvent::CallConnected {
+                call: "c".into(),
+                agent: a("1003"),
+                bridge: "c".into(),
+            },
+            now,
+        );
         let l = &m.calls["c"];
-        assert_eq!((l.agent.as_ref().map(|x| x.agent.as_str()), l.connected, l.held), (Some("1003"), true, false));
+        assert_eq!(
+            (
+                l.agent.as_ref().map(|x| x.agent.as_str()),
+                l.connected,
+                l.held
+            ),
+            (Some("1003"), true, false)
+        );
         assert_eq!(m.leg("acme", "tgt"), Some(("c".into(), Role::Agent)));
-        m.apply("acme", &CallEvent::CallEnded { call: "c".into(), agent: a("1003"), by: EndedBy::Caller, talk_ms: 1 }, now);
+        m.apply(
+            "acme",
+            &CallEvent::CallEnded {
+                call: "c".into(),
+                agent: a("1003"),
+                by: EndedBy::Caller,
+                talk_ms: 1,
+            },
+            now,
+        );
         assert!(m.calls.is_empty());
     }
 
@@ -312,22 +502,109 @@ mod tests {
     fn a_failed_blind_transfer_puts_the_call_back_in_the_queue_and_to_a_number_it_stays_outside() {
         let mut m = connected();
         let now = Utc::now();
-        m.apply("acme", &started(M::Blind, TransferTarget::Number("5559".into()), None), now);
-        m.apply("acme", &CallEvent::CallEnded { call: "c".into(), agent: a("1002"), by: EndedBy::Transferred, talk_ms: 1 }, now);
-        m.apply("acme", &CallEvent::TransferFailed { call: "c".into(), transfer: "t".into(), agent: a("1002"), reason: TransferFailure::Busy, target_agent: None }, now);
-        let caller = Party { number: "5551234".into(), name: "Jane".into() };
-        m.apply("acme", &CallEvent::CallEnteredQueue { call: "c".into(), queue: q(), caller, channel: "cust".into(), priority: 100 }, now);
-        assert!(m.calls.is_empty() && m.waiting.contains_key("c"), "waiting again, nobody's call");
+        m.apply(
+            "acme",
+            &started(M::Blind, TransferTarget::Number("5559".into()), None),
+            now,
+        );
+        m.apply(
+            "acme",
+            &CallEvent::CallEnded {
+                call: "c".into(),
+                agent: a("1002"),
+                by: EndedBy::Transferred,
+                talk_ms: 1,
+            },
+            now,
+        );
+        m.apply(
+            "acme",
+            &CallEvent::TransferFailed {
+                call: "c".into(),
+                transfer: "t".into(),
+                agent: a("1002"),
+                reason: TransferFailure::Busy,
+                target_agent: None,
+            },
+            now,
+        );
+        let caller = Party {
+            number: "5551234".into(),
+            name: "Jane".into(),
+        };
+        m.apply(
+            "acme",
+            &CallEvent::CallEnteredQueue {
+                call: "c".into(),
+                queue: q(),
+                caller,
+                channel: "cust".into(),
+                priority: 100,
+            },
+            now,
+        );
+        assert!(
+            m.calls.is_empty() && m.waiting.contains_key("c"),
+            "waiting again, nobody's call"
+        );
 
         let mut m = connected();
-        m.apply("acme", &started(M::Live, TransferTarget::Number("5559".into()), None), now);
-        m.apply("acme", &CallEvent::TransferAnswered { call: "c".into(), transfer: "t".into(), agent: a("1002"), target_agent: None }, now);
-        m.apply("acme", &CallEvent::ConferenceFormed { call: "c".into(), transfer: "t".into(), agent: a("1002"), target_agent: None }, now);
+        m.apply(
+            "acme",
+            &started(M::Live, TransferTarget::Number("5559".into()), None),
+            now,
+        );
+        m.apply(
+            "acme",
+            &CallEvent::TransferAnswered {
+                call: "c".into(),
+                transfer: "t".into(),
+                agent: a("1002"),
+                target_agent: None,
+            },
+            now,
+        );
+        m.apply(
+            "acme",
+            &CallEvent::ConferenceFormed {
+                call: "c".into(),
+                transfer: "t".into(),
+                agent: a("1002"),
+                target_agent: None,
+            },
+            now,
+        );
         assert!(m.calls["c"].transfer.as_ref().unwrap().conference);
-        m.apply("acme", &CallEvent::CallEnded { call: "c".into(), agent: a("1002"), by: EndedBy::Transferred, talk_ms: 1 }, now);
-        m.apply("acme", &CallEvent::TransferCompleted { call: "c".into(), transfer: "t".into(), agent: a("1002"), target_agent: None }, now);
+        m.apply(
+            "acme",
+            &CallEvent::CallEnded {
+                call: "c".into(),
+                agent: a("1002"),
+                by: EndedBy::Transferred,
+                talk_ms: 1,
+            },
+            now,
+        );
+        m.apply(
+            "acme",
+            &CallEvent::TransferCompleted {
+                call: "c".into(),
+                transfer: "t".into(),
+                agent: a("1002"),
+                target_agent: None,
+            },
+            now,
+        );
         assert_eq!(m.leg("acme", "tgt"), Some(("c".into(), Role::Outside)));
-        m.apply("acme", &CallEvent::TransferredCallEnded { call: "c".into(), by: cc_contracts::call::Side::Caller, talk_ms: 3 }, now);
+        m.apply(
+            "acme",
+            &CallEvent::TransferredCallEnded {
+                call: "c".into(),
+                by: cc_contracts::call::Side::Caller,
+                talk_ms: 3,
+            },
+            now,
+        );
         assert!(m.calls.is_empty());
     }
 
@@ -335,10 +612,32 @@ mod tests {
     fn a_cancelled_transfer_leaves_the_agent_on_the_call() {
         let mut m = connected();
         let now = Utc::now();
-        m.apply("acme", &started(M::Attended, TransferTarget::Number("5559".into()), None), now);
-        m.apply("acme", &CallEvent::TransferCancelled { call: "c".into(), transfer: "t".into(), agent: a("1002"), target_agent: None }, now);
+        m.apply(
+            "acme",
+            &started(M::Attended, TransferTarget::Number("5559".into()), None),
+            now,
+        );
+        m.apply(
+            "acme",
+            &CallEvent::TransferCancelled {
+                call: "c".into(),
+                transfer: "t".into(),
+                agent: a("1002"),
+                target_agent: None,
+            },
+            now,
+        );
         // An event about another transfer changes nothing.
-        m.apply("acme", &CallEvent::TransferAnswered { call: "c".into(), transfer: "t".into(), agent: a("1002"), target_agent: None }, now);
+        m.apply(
+            "acme",
+            &CallEvent::TransferAnswered {
+                call: "c".into(),
+                transfer: "t".into(),
+                agent: a("1002"),
+                target_agent: None,
+            },
+            now,
+        );
         let l = &m.calls["c"];
         assert!(l.transfer.is_none() && l.connected);
         assert_eq!(m.leg("acme", "tgt"), None);

@@ -17,7 +17,11 @@ use clap::{Parser, Subcommand};
 use targets::Target;
 
 #[derive(Parser)]
-#[command(name = "callcenter", version, about = "Call center agent platform: all services in one binary")]
+#[command(
+    name = "callcenter",
+    version,
+    about = "Call center agent platform: all services in one binary"
+)]
 struct Cli {
     /// A TOML configuration file; CC_* environment variables override it.
     #[arg(long, short, global = true, env = "CC_CONFIG")]
@@ -77,7 +81,9 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref())?;
-    match cli.command.unwrap_or(Command::Run { target: vec![Target::All] }) {
+    match cli.command.unwrap_or(Command::Run {
+        target: vec![Target::All],
+    }) {
         Command::Config => {
             print!("{}", config.redacted_toml());
             Ok(())
@@ -91,19 +97,29 @@ fn main() -> anyhow::Result<()> {
         Command::Migrate => runtime()?.block_on(async {
             telemetry::init(config.log_format, &config.log);
             let cancel = shutdown::on_signal();
-            let Some(pool) = connect::postgres(&config, &Readiness::default(), &cancel).await? else { return Ok(()) };
+            let Some(pool) = connect::postgres(&config, &Readiness::default(), &cancel).await?
+            else {
+                return Ok(());
+            };
             targets::migrate_all(&pool).await
         }),
         Command::Run { target } => runtime()?.block_on(run(config, Target::expand(&target))),
         Command::Tenant(cmd) => runtime()?.block_on(ops::tenant(&config, cmd)),
         Command::Pbx(cmd) => runtime()?.block_on(ops::pbx(&config, cmd)),
         Command::Rebuild { projection } => runtime()?.block_on(ops::rebuild(&config, &projection)),
-        Command::Events { subject, from_start, count, durable } => runtime()?.block_on(ops::events(&config, subject, from_start, count, durable)),
+        Command::Events {
+            subject,
+            from_start,
+            count,
+            durable,
+        } => runtime()?.block_on(ops::events(&config, subject, from_start, count, durable)),
     }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 async fn run(config: Config, targets: Vec<Target>) -> anyhow::Result<()> {
@@ -114,28 +130,51 @@ async fn run(config: Config, targets: Vec<Target>) -> anyhow::Result<()> {
     let readiness = Readiness::default();
     readiness.expect("migrations");
     let metrics = Metrics::default();
-    metrics.register("events_undecodable", "Stored events a reader could not decode and skipped, by category and event type", cc_contracts::undecodable_events());
+    metrics.register(
+        "events_undecodable",
+        "Stored events a reader could not decode and skipped, by category and event type",
+        cc_contracts::undecodable_events(),
+    );
 
     // The admin endpoints come first, so /readyz can say what is missing while we wait.
     let admin = cc_runtime::admin::router(readiness.clone(), metrics.clone(), names.clone());
     let listener = tokio::net::TcpListener::bind(&config.admin_addr)
         .await
-        .with_context(|| format!("cannot listen on admin_addr {} (CC_ADMIN_ADDR)", config.admin_addr))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on admin_addr {} (CC_ADMIN_ADDR)",
+                config.admin_addr
+            )
+        })?;
     tracing::info!(addr = %config.admin_addr, "admin endpoints: /healthz /readyz /metrics");
     let admin_cancel = cancel.clone();
     tokio::spawn(async move {
-        let _ = axum::serve(listener, admin).with_graceful_shutdown(admin_cancel.cancelled_owned()).await;
+        let _ = axum::serve(listener, admin)
+            .with_graceful_shutdown(admin_cancel.cancelled_owned())
+            .await;
     });
 
-    let Some(pool) = connect::postgres(&config, &readiness, &cancel).await? else { return Ok(()) };
-    let Some(client) = connect::nats(&config, &readiness, &cancel).await? else { return Ok(()) };
+    let Some(pool) = connect::postgres(&config, &readiness, &cancel).await? else {
+        return Ok(());
+    };
+    let Some(client) = connect::nats(&config, &readiness, &cancel).await? else {
+        return Ok(());
+    };
     targets::migrate_all(&pool).await?;
     readiness.ready("migrations");
-    connect::watch(pool.clone(), client.clone(), readiness.clone(), cancel.clone());
+    connect::watch(
+        pool.clone(),
+        client.clone(),
+        readiness.clone(),
+        cancel.clone(),
+    );
 
     let ctx = Context {
         store: cc_eventstore::EventStore::new(pool.clone()),
-        bus: cc_bus::Bus::new(client.clone(), cc_bus::Subjects::new(&config.subject_prefix)),
+        bus: cc_bus::Bus::new(
+            client.clone(),
+            cc_bus::Subjects::new(&config.subject_prefix),
+        ),
         pool,
         config: config.clone(),
         cancel: cancel.clone(),
@@ -176,9 +215,13 @@ async fn run(config: Config, targets: Vec<Target>) -> anyhow::Result<()> {
         }
     }
     let grace = Duration::from_secs(config.shutdown_grace_secs);
-    let drained = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    let drained =
+        tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
-        tracing::warn!(?grace, "some work did not finish within the shutdown grace period");
+        tracing::warn!(
+            ?grace,
+            "some work did not finish within the shutdown grace period"
+        );
     }
     let _ = client.flush().await;
     tracing::info!("stopped");

@@ -6,7 +6,9 @@ use cc_contracts::auth::{CreateTenant, CreateUser, Role};
 use cc_contracts::domain::DeviceId;
 use cc_contracts::pbx::ListDevices;
 use cc_pbx_sim::calls::PhoneAction;
-use cc_pbx_sim::control::{AddDevice, CallerHangup, ListSimChannels, PhoneDo, PlaceCall, SetRegistered};
+use cc_pbx_sim::control::{
+    AddDevice, CallerHangup, ListSimChannels, PhoneDo, PlaceCall, SetRegistered,
+};
 use cc_runtime::Config;
 use clap::Subcommand;
 
@@ -121,20 +123,42 @@ pub enum PbxCommand {
 }
 
 async fn bus(config: &Config) -> anyhow::Result<Bus> {
-    let client = async_nats::connect(&config.nats_url).await.with_context(|| format!("cannot reach NATS at {}", config.nats_url))?;
+    let client = async_nats::connect(&config.nats_url)
+        .await
+        .with_context(|| format!("cannot reach NATS at {}", config.nats_url))?;
     Ok(Bus::new(client, Subjects::new(&config.subject_prefix)))
 }
 
 pub async fn tenant(config: &Config, cmd: TenantCommand) -> anyhow::Result<()> {
     let bus = bus(config).await?;
     match cmd {
-        TenantCommand::Create { tenant, name, admin_username, admin_password, time_zone } => {
+        TenantCommand::Create {
+            tenant,
+            name,
+            admin_username,
+            admin_password,
+            time_zone,
+        } => {
             let c = CommandContext::new(&tenant, "operator");
-            let created = bus.request(&c, &CreateTenant { name, demo: false, time_zone }).await?;
+            let created = bus
+                .request(
+                    &c,
+                    &CreateTenant {
+                        name,
+                        demo: false,
+                        time_zone,
+                    },
+                )
+                .await?;
             if !created {
                 anyhow::bail!("tenant {tenant} already exists");
             }
-            let user = CreateUser { username: admin_username, display_name: "Administrator".into(), password: admin_password, role: Role::Admin };
+            let user = CreateUser {
+                username: admin_username,
+                display_name: "Administrator".into(),
+                password: admin_password,
+                role: Role::Admin,
+            };
             let u = bus.request(&c, &user).await?;
             println!("tenant {tenant} created with admin {}", u.username);
         }
@@ -145,36 +169,103 @@ pub async fn tenant(config: &Config, cmd: TenantCommand) -> anyhow::Result<()> {
 pub async fn pbx(config: &Config, cmd: PbxCommand) -> anyhow::Result<()> {
     let bus = bus(config).await?;
     let device = |d: &str| DeviceId::parse(d).map_err(|e| anyhow::anyhow!(e.message));
-    let show = |d: cc_contracts::pbx::DeviceState| println!("{} {}", d.device, if d.registered { "registered" } else { "unregistered" });
+    let show = |d: cc_contracts::pbx::DeviceState| {
+        println!(
+            "{} {}",
+            d.device,
+            if d.registered {
+                "registered"
+            } else {
+                "unregistered"
+            }
+        )
+    };
     match cmd {
         PbxCommand::Devices { tenant } => {
-            for d in bus.request(&CommandContext::new(&tenant, "operator"), &ListDevices {}).await? {
+            for d in bus
+                .request(&CommandContext::new(&tenant, "operator"), &ListDevices {})
+                .await?
+            {
                 show(d);
             }
         }
-        PbxCommand::AddDevice { tenant, device: d } => {
-            show(bus.request(&CommandContext::new(&tenant, "operator"), &AddDevice { device: device(&d)? }).await?)
-        }
+        PbxCommand::AddDevice { tenant, device: d } => show(
+            bus.request(
+                &CommandContext::new(&tenant, "operator"),
+                &AddDevice {
+                    device: device(&d)?,
+                },
+            )
+            .await?,
+        ),
         PbxCommand::Register { tenant, device: d } => show(
-            bus.request(&CommandContext::new(&tenant, "operator"), &SetRegistered { device: device(&d)?, registered: true }).await?,
+            bus.request(
+                &CommandContext::new(&tenant, "operator"),
+                &SetRegistered {
+                    device: device(&d)?,
+                    registered: true,
+                },
+            )
+            .await?,
         ),
         PbxCommand::Unregister { tenant, device: d } => show(
-            bus.request(&CommandContext::new(&tenant, "operator"), &SetRegistered { device: device(&d)?, registered: false }).await?,
+            bus.request(
+                &CommandContext::new(&tenant, "operator"),
+                &SetRegistered {
+                    device: device(&d)?,
+                    registered: false,
+                },
+            )
+            .await?,
         ),
-        PbxCommand::Call { tenant, queue, caller, name } => {
+        PbxCommand::Call {
+            tenant,
+            queue,
+            caller,
+            name,
+        } => {
             let ch = bus
-                .request(&CommandContext::new(&tenant, "operator"), &PlaceCall { queue, caller_number: caller, caller_name: name })
+                .request(
+                    &CommandContext::new(&tenant, "operator"),
+                    &PlaceCall {
+                        queue,
+                        caller_number: caller,
+                        caller_name: name,
+                    },
+                )
                 .await?;
             println!("caller on channel {}", ch.channel);
         }
-        PbxCommand::Answer { tenant, device: d } => phone(&bus, &tenant, device(&d)?, PhoneAction::Answer).await?,
-        PbxCommand::Reject { tenant, device: d } => phone(&bus, &tenant, device(&d)?, PhoneAction::Reject).await?,
-        PbxCommand::Hangup { tenant, device: d } => phone(&bus, &tenant, device(&d)?, PhoneAction::Hangup).await?,
-        PbxCommand::CallerHangup { tenant, channel } => {
-            bus.request(&CommandContext::new(&tenant, "operator"), &CallerHangup { channel }).await?
+        PbxCommand::Answer { tenant, device: d } => {
+            phone(&bus, &tenant, device(&d)?, PhoneAction::Answer).await?
         }
-        PbxCommand::Traffic { tenant, queues, rate, duration, patience_ms, talk_ms, answer_probability } => {
-            let phones = cc_pbx_sim::calls::PhoneMode::Agent { after_ms: 1500, probability: answer_probability, talk_ms };
+        PbxCommand::Reject { tenant, device: d } => {
+            phone(&bus, &tenant, device(&d)?, PhoneAction::Reject).await?
+        }
+        PbxCommand::Hangup { tenant, device: d } => {
+            phone(&bus, &tenant, device(&d)?, PhoneAction::Hangup).await?
+        }
+        PbxCommand::CallerHangup { tenant, channel } => {
+            bus.request(
+                &CommandContext::new(&tenant, "operator"),
+                &CallerHangup { channel },
+            )
+            .await?
+        }
+        PbxCommand::Traffic {
+            tenant,
+            queues,
+            rate,
+            duration,
+            patience_ms,
+            talk_ms,
+            answer_probability,
+        } => {
+            let phones = cc_pbx_sim::calls::PhoneMode::Agent {
+                after_ms: 1500,
+                probability: answer_probability,
+                talk_ms,
+            };
             let cmd = cc_pbx_sim::traffic::StartTraffic {
                 queues,
                 calls_per_second: rate,
@@ -183,11 +274,18 @@ pub async fn pbx(config: &Config, cmd: PbxCommand) -> anyhow::Result<()> {
                 phones: Some(phones),
                 caller_prefix: "555".into(),
             };
-            bus.request(&CommandContext::new(&tenant, "operator"), &cmd).await?;
+            bus.request(&CommandContext::new(&tenant, "operator"), &cmd)
+                .await?;
             println!("traffic started for {duration} s");
         }
         PbxCommand::Channels { tenant } => {
-            for c in bus.request(&CommandContext::new(&tenant, "operator"), &ListSimChannels {}).await? {
+            for c in bus
+                .request(
+                    &CommandContext::new(&tenant, "operator"),
+                    &ListSimChannels {},
+                )
+                .await?
+            {
                 println!("{}", serde_json::to_string(&c)?);
             }
         }
@@ -195,20 +293,52 @@ pub async fn pbx(config: &Config, cmd: PbxCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn phone(bus: &Bus, tenant: &str, device: DeviceId, action: PhoneAction) -> anyhow::Result<()> {
-    Ok(bus.request(&CommandContext::new(tenant, "operator"), &PhoneDo { device, action }).await?)
+async fn phone(
+    bus: &Bus,
+    tenant: &str,
+    device: DeviceId,
+    action: PhoneAction,
+) -> anyhow::Result<()> {
+    Ok(bus
+        .request(
+            &CommandContext::new(tenant, "operator"),
+            &PhoneDo { device, action },
+        )
+        .await?)
 }
 
 /// Follows the events stream (an ordered, ephemeral consumer) and prints one line per event.
-pub async fn events(config: &Config, subject: Option<String>, from_start: bool, count: Option<usize>, durable: Option<String>) -> anyhow::Result<()> {
+pub async fn events(
+    config: &Config,
+    subject: Option<String>,
+    from_start: bool,
+    count: Option<usize>,
+    durable: Option<String>,
+) -> anyhow::Result<()> {
     use async_nats::jetstream::consumer::{pull, pull::OrderedConfig, AckPolicy, DeliverPolicy};
     use futures::StreamExt;
     let bus = bus(config).await?;
-    let stream = bus.jetstream.get_stream(bus.subjects.events_stream()).await.context("the events stream does not exist yet")?;
+    let stream = bus
+        .jetstream
+        .get_stream(bus.subjects.events_stream())
+        .await
+        .context("the events stream does not exist yet")?;
     let filter = subject.unwrap_or_else(|| bus.subjects.all_events());
     let print = |m: &async_nats::jetstream::Message| {
-        let header = |k: &str| m.headers.as_ref().and_then(|h| h.get(k)).map(|v| v.as_str().to_string()).unwrap_or_default();
-        println!("{} {} {} {}", header("ce-time"), m.subject, header("ce-type"), String::from_utf8_lossy(&m.payload));
+        let header = |k: &str| {
+            m.headers
+                .as_ref()
+                .and_then(|h| h.get(k))
+                .map(|v| v.as_str().to_string())
+                .unwrap_or_default()
+        };
+        println!(
+            "{} {} {} {}",
+            header("ce-time"),
+            m.subject,
+            header("ce-type"),
+            String::from_utf8_lossy(&m.payload)
+        );
     };
     let mut seen = 0;
     match durable {
@@ -232,7 +362,12 @@ pub async fn events(config: &Config, subject: Option<String>, from_start: bool, 
                 // Pull exactly as many as asked, so none is left delivered but unacknowledged.
                 Some(c) => {
                     while seen < c {
-                        let mut batch = consumer.batch().max_messages(c - seen).expires(std::time::Duration::from_secs(30)).messages().await?;
+                        let mut batch = consumer
+                            .batch()
+                            .max_messages(c - seen)
+                            .expires(std::time::Duration::from_secs(30))
+                            .messages()
+                            .await?;
                         while let Some(m) = batch.next().await {
                             let m = m.map_err(|e| anyhow::anyhow!("{e}"))?;
                             print(&m);
@@ -255,7 +390,11 @@ pub async fn events(config: &Config, subject: Option<String>, from_start: bool, 
             let consumer = stream
                 .create_consumer(OrderedConfig {
                     filter_subject: filter,
-                    deliver_policy: if from_start { DeliverPolicy::All } else { DeliverPolicy::New },
+                    deliver_policy: if from_start {
+                        DeliverPolicy::All
+                    } else {
+                        DeliverPolicy::New
+                    },
                     ..Default::default()
                 })
                 .await?;
@@ -282,7 +421,11 @@ pub async fn rebuild(config: &Config, projection: &str) -> anyhow::Result<()> {
     };
     cc_runtime::telemetry::init(config.log_format, &config.log);
     let cancel = cc_runtime::shutdown::on_signal();
-    let Some(pool) = cc_runtime::connect::postgres(config, &cc_runtime::Readiness::default(), &cancel).await? else { return Ok(()) };
+    let Some(pool) =
+        cc_runtime::connect::postgres(config, &cc_runtime::Readiness::default(), &cancel).await?
+    else {
+        return Ok(());
+    };
     crate::targets::migrate_all(&pool).await?;
     let store = cc_eventstore::EventStore::new(pool.clone());
     for name in names {
@@ -290,7 +433,9 @@ pub async fn rebuild(config: &Config, projection: &str) -> anyhow::Result<()> {
         let report = |p: cc_projection::reporting::Progress| eprintln!("{name}: {p}");
         let done = match *name {
             "reporting" => cc_projection::reporting::rebuild(&pool, &store, report).await?,
-            _ => cc_projection::portal::rebuild(&pool, &config.database_url, &store, report).await?,
+            _ => {
+                cc_projection::portal::rebuild(&pool, &config.database_url, &store, report).await?
+            }
         };
         eprintln!(
             "{name}: rebuilt from {} events in {:.1} s ({:.0} events/s), {} rows; swapped in",

@@ -66,7 +66,11 @@ impl Target {
     pub fn expand(targets: &[Target]) -> Vec<Target> {
         let mut out: Vec<Target> = Vec::new();
         for t in targets {
-            let list: Vec<Target> = if *t == Target::All { Target::ALL[1..].to_vec() } else { vec![*t] };
+            let list: Vec<Target> = if *t == Target::All {
+                Target::ALL[1..].to_vec()
+            } else {
+                vec![*t]
+            };
             for t in list {
                 if !out.contains(&t) {
                     out.push(t);

@@ -22,12 +22,20 @@ use tokio::sync::Mutex;
 #[serde(tag = "mode", rename_all = "snake_case")]
 pub enum PhoneMode {
     Manual,
-    AutoAnswer { after_ms: u64 },
-    Reject { after_ms: u64 },
+    AutoAnswer {
+        after_ms: u64,
+    },
+    Reject {
+        after_ms: u64,
+    },
     Ignore,
     /// For traffic: answer after `after_ms` with probability `probability` (else let it ring),
     /// then hang up after a talk time drawn from an exponential distribution of mean `talk_ms`.
-    Agent { after_ms: u64, probability: f64, talk_ms: u64 },
+    Agent {
+        after_ms: u64,
+        probability: f64,
+        talk_ms: u64,
+    },
 }
 
 #[derive(Default)]
@@ -62,7 +70,11 @@ fn new_id() -> String {
 
 impl Calls {
     pub fn new(ctx: Context) -> Self {
-        Self { ctx, registry: Default::default(), state: Arc::default() }
+        Self {
+            ctx,
+            registry: Default::default(),
+            state: Arc::default(),
+        }
     }
 
     /// Sends the facts in order. Called under the state lock so that each channel's facts leave
@@ -72,8 +84,20 @@ impl Calls {
         let mut acks = Vec::with_capacity(facts.len());
         for f in facts {
             let (subject, body) = match &f {
-                Fact::Channel(e) => (self.ctx.bus.subjects.pbx_event(tenant, "channel", e.channel(), e.type_name()), serde_json::to_vec(e)),
-                Fact::Bridge(e) => (self.ctx.bus.subjects.pbx_event(tenant, "bridge", e.bridge(), e.type_name()), serde_json::to_vec(e)),
+                Fact::Channel(e) => (
+                    self.ctx
+                        .bus
+                        .subjects
+                        .pbx_event(tenant, "channel", e.channel(), e.type_name()),
+                    serde_json::to_vec(e),
+                ),
+                Fact::Bridge(e) => (
+                    self.ctx
+                        .bus
+                        .subjects
+                        .pbx_event(tenant, "bridge", e.bridge(), e.type_name()),
+                    serde_json::to_vec(e),
+                ),
             };
             let mut headers = async_nats::HeaderMap::new();
             headers.insert("Nats-Msg-Id", uuid::Uuid::now_v7().to_string().as_str());
@@ -83,7 +107,9 @@ impl Calls {
                 .jetstream
                 .publish_with_headers(subject, headers, body.expect("events serialize").into())
                 .await
-                .map_err(|e| CommandError::new("unavailable", format!("could not report a PBX event: {e}")))?;
+                .map_err(|e| {
+                    CommandError::new("unavailable", format!("could not report a PBX event: {e}"))
+                })?;
             acks.push(ack);
         }
         tokio::spawn(async move {
@@ -97,16 +123,30 @@ impl Calls {
     }
 
     /// A caller dials `dialed` (a queue number): a new inbound channel.
-    pub async fn place_caller(&self, tenant: &str, dialed: &str, caller: Party) -> Result<ChannelState, CommandError> {
+    pub async fn place_caller(
+        &self,
+        tenant: &str,
+        dialed: &str,
+        caller: Party,
+    ) -> Result<ChannelState, CommandError> {
         if caller.number.trim().is_empty() {
-            return Err(err("missing_field", "caller_number", "caller_number is required".into()));
+            return Err(err(
+                "missing_field",
+                "caller_number",
+                "caller_number is required".into(),
+            ));
         }
         // Text from outside is checked here, at the simulator's edge (the HTTP surface, the
         // PlaceCall command and the traffic generator all come through): digits and + for the
         // number, control characters out of the name, lengths bounded.
-        let caller = Party::parse(&caller.number, &caller.name).map_err(|e| err("invalid_field", e.field, e.message))?;
+        let caller = Party::parse(&caller.number, &caller.name)
+            .map_err(|e| err("invalid_field", e.field, e.message))?;
         if dialed.is_empty() || dialed.len() > 15 || !dialed.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(err("invalid_field", "queue", format!("a queue number is 1 to 15 digits, got {dialed:?}")));
+            return Err(err(
+                "invalid_field",
+                "queue",
+                format!("a queue number is 1 to 15 digits, got {dialed:?}"),
+            ));
         }
         let mut st = self.state.lock().await;
         let t = st.entry(tenant.to_string()).or_default();
@@ -137,21 +177,41 @@ impl Calls {
     }
 
     /// The contract's Originate: a leg to a device (it rings) or an outside number.
-    pub async fn originate(&self, tenant: &str, cmd: Originate) -> Result<ChannelState, CommandError> {
+    pub async fn originate(
+        &self,
+        tenant: &str,
+        cmd: Originate,
+    ) -> Result<ChannelState, CommandError> {
         let registered = match &cmd.endpoint {
-            Endpoint::Device(d) => Some(crate::devices::get(&self.ctx.pool, &self.registry, tenant, d).await?),
+            Endpoint::Device(d) => {
+                Some(crate::devices::get(&self.ctx.pool, &self.registry, tenant, d).await?)
+            }
             Endpoint::Number(n) => {
                 if n.is_empty() || !n.chars().all(|c| c.is_ascii_digit() || c == '+') {
-                    return Err(err("invalid_field", "number", format!("{n:?} is not a phone number")));
+                    return Err(err(
+                        "invalid_field",
+                        "number",
+                        format!("{n:?} is not a phone number"),
+                    ));
                 }
                 None
             }
         };
         if let (Endpoint::Device(d), Some(found)) = (&cmd.endpoint, &registered) {
             match found {
-                None => return Err(err("unknown_device", "device", format!("There is no device {d} on this PBX"))),
+                None => {
+                    return Err(err(
+                        "unknown_device",
+                        "device",
+                        format!("There is no device {d} on this PBX"),
+                    ))
+                }
                 Some(s) if !s.registered => {
-                    return Err(err("device_unavailable", "device", format!("Device {d} is not registered")))
+                    return Err(err(
+                        "device_unavailable",
+                        "device",
+                        format!("Device {d} is not registered"),
+                    ))
                 }
                 _ => {}
             }
@@ -160,13 +220,19 @@ impl Calls {
         let t = st.entry(tenant.to_string()).or_default();
         let id = cmd.channel.clone().unwrap_or_else(new_id);
         if t.channels.contains_key(&id) {
-            return Err(err("channel_exists", "channel", format!("channel {id} already exists")));
+            return Err(err(
+                "channel_exists",
+                "channel",
+                format!("channel {id} already exists"),
+            ));
         }
         let (device, number) = match &cmd.endpoint {
             Endpoint::Device(d) => (Some(d.clone()), None),
             Endpoint::Number(n) => (None, Some(n.clone())),
         };
-        let busy = device.as_ref().is_some_and(|d| t.channels.values().any(|c| c.device.as_ref() == Some(d)));
+        let busy = device
+            .as_ref()
+            .is_some_and(|d| t.channels.values().any(|c| c.device.as_ref() == Some(d)));
         let ch = ChannelState {
             channel: id.clone(),
             direction: Direction::Outbound,
@@ -190,10 +256,19 @@ impl Calls {
             at: now,
         })];
         if busy {
-            facts.push(Fact::Channel(ChannelEvent::ChannelHungUp { tenant: tenant.into(), channel: id.clone(), cause: HangupCause::Busy, at: now }));
+            facts.push(Fact::Channel(ChannelEvent::ChannelHungUp {
+                tenant: tenant.into(),
+                channel: id.clone(),
+                cause: HangupCause::Busy,
+                at: now,
+            }));
         } else {
             t.channels.insert(id.clone(), ch.clone());
-            facts.push(Fact::Channel(ChannelEvent::ChannelRinging { tenant: tenant.into(), channel: id.clone(), at: now }));
+            facts.push(Fact::Channel(ChannelEvent::ChannelRinging {
+                tenant: tenant.into(),
+                channel: id.clone(),
+                at: now,
+            }));
         }
         let mode = match &device {
             Some(d) => t.phones.get(d).copied().unwrap_or(PhoneMode::Manual),
@@ -214,11 +289,19 @@ impl Calls {
         let (delay, answer, talk) = match mode {
             PhoneMode::AutoAnswer { after_ms } => (after_ms, true, None),
             PhoneMode::Reject { after_ms } => (after_ms, false, None),
-            PhoneMode::Agent { after_ms, probability, talk_ms } => {
+            PhoneMode::Agent {
+                after_ms,
+                probability,
+                talk_ms,
+            } => {
                 if crate::traffic::uniform() >= probability {
                     return; // this time the agent does not pick up
                 }
-                (after_ms, true, Some(crate::traffic::exponential(talk_ms as f64)))
+                (
+                    after_ms,
+                    true,
+                    Some(crate::traffic::exponential(talk_ms as f64)),
+                )
             }
             PhoneMode::Manual | PhoneMode::Ignore => return,
         };
@@ -242,29 +325,49 @@ impl Calls {
     pub async fn answer(&self, tenant: &str, channel: &str) -> Result<ChannelState, CommandError> {
         let mut st = self.state.lock().await;
         let t = st.entry(tenant.to_string()).or_default();
-        let ch = t.channels.get_mut(channel).ok_or_else(|| unknown_channel(channel))?;
+        let ch = t
+            .channels
+            .get_mut(channel)
+            .ok_or_else(|| unknown_channel(channel))?;
         if ch.answered {
             return Ok(ch.clone());
         }
         ch.answered = true;
         let out = ch.clone();
-        let e = ChannelEvent::ChannelAnswered { tenant: tenant.into(), channel: channel.into(), at: Utc::now() };
+        let e = ChannelEvent::ChannelAnswered {
+            tenant: tenant.into(),
+            channel: channel.into(),
+            at: Utc::now(),
+        };
         self.publish(tenant, vec![Fact::Channel(e)]).await?;
         Ok(out)
     }
 
     /// Ends a channel; a caller who hangs up before an answer is `caller_gone`.
-    pub async fn hangup(&self, tenant: &str, channel: &str, cause: HangupCause) -> Result<(), CommandError> {
+    pub async fn hangup(
+        &self,
+        tenant: &str,
+        channel: &str,
+        cause: HangupCause,
+    ) -> Result<(), CommandError> {
         let mut st = self.state.lock().await;
         let t = st.entry(tenant.to_string()).or_default();
-        let ch = t.channels.remove(channel).ok_or_else(|| unknown_channel(channel))?;
+        let ch = t
+            .channels
+            .remove(channel)
+            .ok_or_else(|| unknown_channel(channel))?;
         let cause = match (cause, ch.direction, ch.answered) {
             (HangupCause::Normal, Direction::Inbound, false) => HangupCause::CallerGone,
             (HangupCause::Normal, Direction::Outbound, false) => HangupCause::NoAnswer,
             (c, _, _) => c,
         };
         let now = Utc::now();
-        let mut facts = vec![Fact::Channel(ChannelEvent::ChannelHungUp { tenant: tenant.into(), channel: channel.into(), cause, at: now })];
+        let mut facts = vec![Fact::Channel(ChannelEvent::ChannelHungUp {
+            tenant: tenant.into(),
+            channel: channel.into(),
+            cause,
+            at: now,
+        })];
         if let Some(b) = ch.bridge {
             facts.push(leave_bridge(t, tenant, &b, channel, now));
         }
@@ -272,9 +375,18 @@ impl Calls {
     }
 
     /// Joins channels in a bridge.
-    pub async fn bridge(&self, tenant: &str, bridge: &str, channels: &[String]) -> Result<Vec<String>, CommandError> {
+    pub async fn bridge(
+        &self,
+        tenant: &str,
+        bridge: &str,
+        channels: &[String],
+    ) -> Result<Vec<String>, CommandError> {
         if channels.is_empty() {
-            return Err(err("invalid_field", "channels", "a bridge joins at least one channel".into()));
+            return Err(err(
+                "invalid_field",
+                "channels",
+                "a bridge joins at least one channel".into(),
+            ));
         }
         let mut st = self.state.lock().await;
         let t = st.entry(tenant.to_string()).or_default();
@@ -298,7 +410,12 @@ impl Calls {
         for c in channels {
             t.channels.get_mut(c).expect("checked").bridge = Some(bridge.to_string());
         }
-        facts.push(Fact::Bridge(BridgeEvent::BridgeChanged { tenant: tenant.into(), bridge: bridge.into(), channels: members.clone(), at: now }));
+        facts.push(Fact::Bridge(BridgeEvent::BridgeChanged {
+            tenant: tenant.into(),
+            bridge: bridge.into(),
+            channels: members.clone(),
+            at: now,
+        }));
         self.publish(tenant, facts).await?;
         Ok(members)
     }
@@ -307,16 +424,29 @@ impl Calls {
     pub async fn unbridge(&self, tenant: &str, channel: &str) -> Result<(), CommandError> {
         let mut st = self.state.lock().await;
         let t = st.entry(tenant.to_string()).or_default();
-        let ch = t.channels.get_mut(channel).ok_or_else(|| unknown_channel(channel))?;
-        let Some(b) = ch.bridge.take() else { return Ok(()) };
+        let ch = t
+            .channels
+            .get_mut(channel)
+            .ok_or_else(|| unknown_channel(channel))?;
+        let Some(b) = ch.bridge.take() else {
+            return Ok(());
+        };
         let fact = leave_bridge(t, tenant, &b, channel, Utc::now());
         self.publish(tenant, vec![fact]).await
     }
 
-    pub async fn hold(&self, tenant: &str, channel: &str, held: bool) -> Result<ChannelState, CommandError> {
+    pub async fn hold(
+        &self,
+        tenant: &str,
+        channel: &str,
+        held: bool,
+    ) -> Result<ChannelState, CommandError> {
         let mut st = self.state.lock().await;
         let t = st.entry(tenant.to_string()).or_default();
-        let ch = t.channels.get_mut(channel).ok_or_else(|| unknown_channel(channel))?;
+        let ch = t
+            .channels
+            .get_mut(channel)
+            .ok_or_else(|| unknown_channel(channel))?;
         if ch.held == held {
             return Ok(ch.clone());
         }
@@ -324,9 +454,17 @@ impl Calls {
         let out = ch.clone();
         let at = Utc::now();
         let e = if held {
-            ChannelEvent::ChannelHeld { tenant: tenant.into(), channel: channel.into(), at }
+            ChannelEvent::ChannelHeld {
+                tenant: tenant.into(),
+                channel: channel.into(),
+                at,
+            }
         } else {
-            ChannelEvent::ChannelUnheld { tenant: tenant.into(), channel: channel.into(), at }
+            ChannelEvent::ChannelUnheld {
+                tenant: tenant.into(),
+                channel: channel.into(),
+                at,
+            }
         };
         self.publish(tenant, vec![Fact::Channel(e)]).await?;
         Ok(out)
@@ -334,33 +472,69 @@ impl Calls {
 
     pub async fn list(&self, tenant: &str) -> Vec<ChannelState> {
         let st = self.state.lock().await;
-        let mut v: Vec<_> = st.get(tenant).map(|t| t.channels.values().cloned().collect()).unwrap_or_default();
+        let mut v: Vec<_> = st
+            .get(tenant)
+            .map(|t| t.channels.values().cloned().collect())
+            .unwrap_or_default();
         v.sort_by(|a, b| a.channel.cmp(&b.channel));
         v
     }
 
     /// The live channel of a device (ringing or answered).
-    async fn device_channel(&self, tenant: &str, device: &DeviceId) -> Result<ChannelState, CommandError> {
+    async fn device_channel(
+        &self,
+        tenant: &str,
+        device: &DeviceId,
+    ) -> Result<ChannelState, CommandError> {
         let st = self.state.lock().await;
         st.get(tenant)
-            .and_then(|t| t.channels.values().find(|c| c.device.as_ref() == Some(device)).cloned())
+            .and_then(|t| {
+                t.channels
+                    .values()
+                    .find(|c| c.device.as_ref() == Some(device))
+                    .cloned()
+            })
             .ok_or_else(|| err("no_call", "device", format!("Device {device} has no call")))
     }
 
     /// The phone of `device` does `action`: answer, reject or hang up.
-    pub async fn phone(&self, tenant: &str, device: &DeviceId, action: PhoneAction) -> Result<(), CommandError> {
+    pub async fn phone(
+        &self,
+        tenant: &str,
+        device: &DeviceId,
+        action: PhoneAction,
+    ) -> Result<(), CommandError> {
         let ch = self.device_channel(tenant, device).await?;
         match action {
-            PhoneAction::Answer if !ch.answered => self.answer(tenant, &ch.channel).await.map(|_| ()),
-            PhoneAction::Answer => Err(err("already_answered", "device", format!("Device {device} is already on the call"))),
-            PhoneAction::Reject if !ch.answered => self.hangup(tenant, &ch.channel, HangupCause::Rejected).await,
-            PhoneAction::Reject => Err(err("already_answered", "device", format!("Device {device} answered; hang up instead"))),
+            PhoneAction::Answer if !ch.answered => {
+                self.answer(tenant, &ch.channel).await.map(|_| ())
+            }
+            PhoneAction::Answer => Err(err(
+                "already_answered",
+                "device",
+                format!("Device {device} is already on the call"),
+            )),
+            PhoneAction::Reject if !ch.answered => {
+                self.hangup(tenant, &ch.channel, HangupCause::Rejected)
+                    .await
+            }
+            PhoneAction::Reject => Err(err(
+                "already_answered",
+                "device",
+                format!("Device {device} answered; hang up instead"),
+            )),
             PhoneAction::Hangup => self.hangup(tenant, &ch.channel, HangupCause::Normal).await,
         }
     }
 
     pub async fn set_mode(&self, tenant: &str, device: &DeviceId, mode: PhoneMode) {
-        self.state.lock().await.entry(tenant.to_string()).or_default().phones.insert(device.clone(), mode);
+        self.state
+            .lock()
+            .await
+            .entry(tenant.to_string())
+            .or_default()
+            .phones
+            .insert(device.clone(), mode);
     }
 
     /// Sets the mode of every phone of the tenant.
@@ -375,7 +549,9 @@ impl Calls {
     /// Whether a channel is still up and not answered (a waiting caller).
     pub async fn waiting(&self, tenant: &str, channel: &str) -> bool {
         let st = self.state.lock().await;
-        st.get(tenant).and_then(|t| t.channels.get(channel)).is_some_and(|c| !c.answered)
+        st.get(tenant)
+            .and_then(|t| t.channels.get(channel))
+            .is_some_and(|c| !c.answered)
     }
 }
 
@@ -389,16 +565,35 @@ pub enum PhoneAction {
 }
 
 fn unknown_channel(c: &str) -> CommandError {
-    CommandError::field("unknown_channel", "channel", format!("There is no channel {c}"))
+    CommandError::field(
+        "unknown_channel",
+        "channel",
+        format!("There is no channel {c}"),
+    )
 }
 
-fn leave_bridge(t: &mut Tenant, tenant: &str, bridge: &str, channel: &str, at: chrono::DateTime<Utc>) -> Fact {
+fn leave_bridge(
+    t: &mut Tenant,
+    tenant: &str,
+    bridge: &str,
+    channel: &str,
+    at: chrono::DateTime<Utc>,
+) -> Fact {
     let members = t.bridges.entry(bridge.to_string()).or_default();
     members.retain(|c| c != channel);
     if members.is_empty() {
         t.bridges.remove(bridge);
-        Fact::Bridge(BridgeEvent::BridgeDestroyed { tenant: tenant.into(), bridge: bridge.into(), at })
+        Fact::Bridge(BridgeEvent::BridgeDestroyed {
+            tenant: tenant.into(),
+            bridge: bridge.into(),
+            at,
+        })
     } else {
-        Fact::Bridge(BridgeEvent::BridgeChanged { tenant: tenant.into(), bridge: bridge.into(), channels: members.clone(), at })
+        Fact::Bridge(BridgeEvent::BridgeChanged {
+            tenant: tenant.into(),
+            bridge: bridge.into(),
+            channels: members.clone(),
+            at,
+        })
     }
 }

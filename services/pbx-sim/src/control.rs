@@ -92,19 +92,47 @@ impl Command for SetRegistered {
 
 pub fn handlers(sim: Sim) -> CommandHandlers<Sim> {
     CommandHandlers::new("pbx-sim", sim)
-        .on(|s: Sim, c, cmd: AddDevice| async move { devices::add(&s.ctx, &s.calls.registry, &c.tenant, &cmd.device).await })
-        .on(|s: Sim, c, cmd: SetRegistered| async move { devices::set_registered(&s.ctx, &s.calls.registry, &c.tenant, &cmd.device, cmd.registered).await })
-        .on(|s: Sim, c, cmd: PlaceCall| async move {
-            s.calls.place_caller(&c.tenant, &cmd.queue, Party { number: cmd.caller_number, name: cmd.caller_name }).await
+        .on(|s: Sim, c, cmd: AddDevice| async move {
+            devices::add(&s.ctx, &s.calls.registry, &c.tenant, &cmd.device).await
         })
-        .on(|s: Sim, c, cmd: CallerHangup| async move { s.calls.hangup(&c.tenant, &cmd.channel, HangupCause::Normal).await })
-        .on(|s: Sim, c, cmd: PhoneDo| async move { s.calls.phone(&c.tenant, &cmd.device, cmd.action).await })
+        .on(|s: Sim, c, cmd: SetRegistered| async move {
+            devices::set_registered(
+                &s.ctx,
+                &s.calls.registry,
+                &c.tenant,
+                &cmd.device,
+                cmd.registered,
+            )
+            .await
+        })
+        .on(|s: Sim, c, cmd: PlaceCall| async move {
+            s.calls
+                .place_caller(
+                    &c.tenant,
+                    &cmd.queue,
+                    Party {
+                        number: cmd.caller_number,
+                        name: cmd.caller_name,
+                    },
+                )
+                .await
+        })
+        .on(|s: Sim, c, cmd: CallerHangup| async move {
+            s.calls
+                .hangup(&c.tenant, &cmd.channel, HangupCause::Normal)
+                .await
+        })
+        .on(|s: Sim, c, cmd: PhoneDo| async move {
+            s.calls.phone(&c.tenant, &cmd.device, cmd.action).await
+        })
         .on(|s: Sim, c, cmd: SetPhoneMode| async move {
             s.calls.set_mode(&c.tenant, &cmd.device, cmd.mode).await;
             Ok(())
         })
         .on(|s: Sim, c, _: ListSimChannels| async move { Ok(s.calls.list(&c.tenant).await) })
-        .on(|s: Sim, c, cmd: crate::traffic::StartTraffic| async move { crate::traffic::start(&s, &c.tenant, cmd).await })
+        .on(|s: Sim, c, cmd: crate::traffic::StartTraffic| async move {
+            crate::traffic::start(&s, &c.tenant, cmd).await
+        })
         .on(|s: Sim, c, _: crate::traffic::StopTraffic| async move {
             crate::traffic::stop(&s, &c.tenant).await;
             Ok(())

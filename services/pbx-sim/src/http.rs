@@ -47,7 +47,8 @@ impl From<CommandError> for ApiError {
 }
 
 fn device(s: &str) -> Result<DeviceId, ApiError> {
-    DeviceId::parse(s).map_err(|e| ApiError(CommandError::field("invalid_field", "device", e.message)))
+    DeviceId::parse(s)
+        .map_err(|e| ApiError(CommandError::field("invalid_field", "device", e.message)))
 }
 
 pub fn router(sim: Sim) -> Router {
@@ -55,29 +56,64 @@ pub fn router(sim: Sim) -> Router {
         .route("/", get(|| async { PHONE }))
         .route("/phone", get(|| async { PHONE }))
         .route("/tenants/{tenant}/devices", get(list).post(add))
-        .route("/tenants/{tenant}/devices/{device}/register", post(register))
-        .route("/tenants/{tenant}/devices/{device}/unregister", post(unregister))
-        .route("/tenants/{tenant}/devices/{device}/answer", post(|s, p| phone(s, p, PhoneAction::Answer)))
-        .route("/tenants/{tenant}/devices/{device}/reject", post(|s, p| phone(s, p, PhoneAction::Reject)))
-        .route("/tenants/{tenant}/devices/{device}/hangup", post(|s, p| phone(s, p, PhoneAction::Hangup)))
-        .route("/tenants/{tenant}/devices/{device}/mode", axum::routing::put(mode))
+        .route(
+            "/tenants/{tenant}/devices/{device}/register",
+            post(register),
+        )
+        .route(
+            "/tenants/{tenant}/devices/{device}/unregister",
+            post(unregister),
+        )
+        .route(
+            "/tenants/{tenant}/devices/{device}/answer",
+            post(|s, p| phone(s, p, PhoneAction::Answer)),
+        )
+        .route(
+            "/tenants/{tenant}/devices/{device}/reject",
+            post(|s, p| phone(s, p, PhoneAction::Reject)),
+        )
+        .route(
+            "/tenants/{tenant}/devices/{device}/hangup",
+            post(|s, p| phone(s, p, PhoneAction::Hangup)),
+        )
+        .route(
+            "/tenants/{tenant}/devices/{device}/mode",
+            axum::routing::put(mode),
+        )
         .route("/tenants/{tenant}/calls", post(place_call))
         .route("/tenants/{tenant}/channels", get(channels))
-        .route("/tenants/{tenant}/channels/{channel}/hangup", post(caller_hangup))
-        .route("/tenants/{tenant}/traffic", post(start_traffic).delete(stop_traffic))
+        .route(
+            "/tenants/{tenant}/channels/{channel}/hangup",
+            post(caller_hangup),
+        )
+        .route(
+            "/tenants/{tenant}/traffic",
+            post(start_traffic).delete(stop_traffic),
+        )
         .with_state(sim)
 }
 
-async fn list(State(s): State<Sim>, Path(tenant): Path<String>) -> Result<impl IntoResponse, ApiError> {
+async fn list(
+    State(s): State<Sim>,
+    Path(tenant): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(devices::list(&s.ctx.pool, &tenant).await?))
 }
 
-async fn phone(State(s): State<Sim>, Path((tenant, d)): Path<(String, String)>, action: PhoneAction) -> Result<StatusCode, ApiError> {
+async fn phone(
+    State(s): State<Sim>,
+    Path((tenant, d)): Path<(String, String)>,
+    action: PhoneAction,
+) -> Result<StatusCode, ApiError> {
     s.calls.phone(&tenant, &device(&d)?, action).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn mode(State(s): State<Sim>, Path((tenant, d)): Path<(String, String)>, body: axum::body::Bytes) -> Result<StatusCode, ApiError> {
+async fn mode(
+    State(s): State<Sim>,
+    Path((tenant, d)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
     let m: PhoneMode = cc_bus::parse_json(&body)?;
     s.calls.set_mode(&tenant, &device(&d)?, m).await;
     Ok(StatusCode::NO_CONTENT)
@@ -91,9 +127,23 @@ struct NewCall {
     caller_name: String,
 }
 
-async fn place_call(State(s): State<Sim>, Path(tenant): Path<String>, body: axum::body::Bytes) -> Result<impl IntoResponse, ApiError> {
+async fn place_call(
+    State(s): State<Sim>,
+    Path(tenant): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, ApiError> {
     let c: NewCall = cc_bus::parse_json(&body)?;
-    let ch = s.calls.place_caller(&tenant, &c.queue, Party { number: c.caller_number, name: c.caller_name }).await?;
+    let ch = s
+        .calls
+        .place_caller(
+            &tenant,
+            &c.queue,
+            Party {
+                number: c.caller_number,
+                name: c.caller_name,
+            },
+        )
+        .await?;
     Ok((StatusCode::CREATED, Json(ch)))
 }
 
@@ -101,8 +151,13 @@ async fn channels(State(s): State<Sim>, Path(tenant): Path<String>) -> impl Into
     Json(s.calls.list(&tenant).await)
 }
 
-async fn caller_hangup(State(s): State<Sim>, Path((tenant, channel)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
-    s.calls.hangup(&tenant, &channel, HangupCause::Normal).await?;
+async fn caller_hangup(
+    State(s): State<Sim>,
+    Path((tenant, channel)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    s.calls
+        .hangup(&tenant, &channel, HangupCause::Normal)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -111,20 +166,40 @@ struct NewDevice {
     device: String,
 }
 
-async fn add(State(s): State<Sim>, Path(tenant): Path<String>, body: axum::body::Bytes) -> Result<impl IntoResponse, ApiError> {
+async fn add(
+    State(s): State<Sim>,
+    Path(tenant): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, ApiError> {
     let req: NewDevice = cc_bus::parse_json(&body)?;
-    Ok(Json(devices::add(&s.ctx, &s.calls.registry, &tenant, &device(&req.device)?).await?))
+    Ok(Json(
+        devices::add(&s.ctx, &s.calls.registry, &tenant, &device(&req.device)?).await?,
+    ))
 }
 
-async fn register(State(s): State<Sim>, Path((tenant, d)): Path<(String, String)>) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(devices::set_registered(&s.ctx, &s.calls.registry, &tenant, &device(&d)?, true).await?))
+async fn register(
+    State(s): State<Sim>,
+    Path((tenant, d)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(
+        devices::set_registered(&s.ctx, &s.calls.registry, &tenant, &device(&d)?, true).await?,
+    ))
 }
 
-async fn unregister(State(s): State<Sim>, Path((tenant, d)): Path<(String, String)>) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(devices::set_registered(&s.ctx, &s.calls.registry, &tenant, &device(&d)?, false).await?))
+async fn unregister(
+    State(s): State<Sim>,
+    Path((tenant, d)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(
+        devices::set_registered(&s.ctx, &s.calls.registry, &tenant, &device(&d)?, false).await?,
+    ))
 }
 
-async fn start_traffic(State(s): State<Sim>, Path(tenant): Path<String>, body: axum::body::Bytes) -> Result<StatusCode, ApiError> {
+async fn start_traffic(
+    State(s): State<Sim>,
+    Path(tenant): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
     let cmd: crate::traffic::StartTraffic = cc_bus::parse_json(&body)?;
     crate::traffic::start(&s, &tenant, cmd).await?;
     Ok(StatusCode::ACCEPTED)

@@ -20,19 +20,28 @@ pub struct Sim {
     pub ctx: Context,
     pub calls: calls::Calls,
     /// The running traffic generator of each tenant.
-    pub traffic: std::sync::Arc<tokio::sync::Mutex<std::collections::HashMap<String, tokio_util::sync::CancellationToken>>>,
+    pub traffic: std::sync::Arc<
+        tokio::sync::Mutex<std::collections::HashMap<String, tokio_util::sync::CancellationToken>>,
+    >,
 }
 
 pub use devices::DEMO_DEVICES;
 
-pub const MIGRATIONS: &[cc_eventstore::Migration] =
-    &[cc_eventstore::Migration { version: 1, name: "pbx_sim", sql: include_str!("../sql/0001_pbx_sim.sql") }];
+pub const MIGRATIONS: &[cc_eventstore::Migration] = &[cc_eventstore::Migration {
+    version: 1,
+    name: "pbx_sim",
+    sql: include_str!("../sql/0001_pbx_sim.sql"),
+}];
 
 /// Runs the simulator until `ctx.cancel`: the PBX contract's commands, the control commands,
 /// the HTTP control surface, and in demo mode the demo tenant's devices.
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
     ctx.bus.ensure_pbx_stream().await?;
-    let sim_state = Sim { ctx: ctx.clone(), calls: calls::Calls::new(ctx.clone()), traffic: Default::default() };
+    let sim_state = Sim {
+        ctx: ctx.clone(),
+        calls: calls::Calls::new(ctx.clone()),
+        traffic: Default::default(),
+    };
     // The tenants whose PBX is the SIP gateway are not the simulator's.
     let scope = cc_bus::TenantScope::Except(ctx.config.sip.tenants.clone());
     if ctx.config.demo && scope.serves("demo") {
@@ -52,12 +61,24 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
     let sim = control::handlers(sim_state.clone());
     let listener = tokio::net::TcpListener::bind(&ctx.config.pbx_sim_addr)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on pbx_sim_addr {} (CC_PBX_SIM_ADDR): {e}", ctx.config.pbx_sim_addr))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on pbx_sim_addr {} (CC_PBX_SIM_ADDR): {e}",
+                ctx.config.pbx_sim_addr
+            )
+        })?;
     tracing::info!(addr = %ctx.config.pbx_sim_addr, "PBX simulator control surface");
     let app = http::router(sim_state);
     let cancel = ctx.cancel.clone();
-    let server = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await });
-    let (a, b) = tokio::join!(pbx.serve(ctx.bus.clone(), ctx.cancel.clone()), sim.serve(ctx.bus.clone(), ctx.cancel.clone()));
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(cancel.cancelled_owned())
+            .await
+    });
+    let (a, b) = tokio::join!(
+        pbx.serve(ctx.bus.clone(), ctx.cancel.clone()),
+        sim.serve(ctx.bus.clone(), ctx.cancel.clone())
+    );
     a?;
     b?;
     server.await??;

@@ -60,7 +60,10 @@ static SEED: AtomicU64 = AtomicU64::new(0x9E37_79B9_7F4A_7C15);
 pub fn uniform() -> f64 {
     let mut x = SEED.load(Ordering::Relaxed);
     if x == 0x9E37_79B9_7F4A_7C15 {
-        x ^= std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
+        x ^= std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
     }
     x ^= x << 13;
     x ^= x >> 7;
@@ -76,21 +79,38 @@ pub fn exponential(mean_ms: f64) -> Duration {
 
 pub async fn start(sim: &Sim, tenant: &str, cmd: StartTraffic) -> Result<(), CommandError> {
     if cmd.queues.is_empty() {
-        return Err(CommandError::field("invalid_field", "queues", "name at least one queue".to_string()));
+        return Err(CommandError::field(
+            "invalid_field",
+            "queues",
+            "name at least one queue".to_string(),
+        ));
     }
     if !(cmd.calls_per_second > 0.0 && cmd.calls_per_second <= 1000.0) {
-        return Err(CommandError::field("invalid_field", "calls_per_second", "between 0 and 1000".to_string()));
+        return Err(CommandError::field(
+            "invalid_field",
+            "calls_per_second",
+            "between 0 and 1000".to_string(),
+        ));
     }
     if !cmd.caller_prefix.is_empty() {
         cc_contracts::domain::CallerNumber::parse(&format!("{}0000000", cmd.caller_prefix))
             .map_err(|e| CommandError::field("invalid_field", "caller_prefix", e.message))?;
     }
     if let Some(mode) = cmd.phones {
-        let devices: Vec<_> = crate::devices::list(&sim.ctx.pool, tenant).await?.into_iter().map(|d| d.device).collect();
+        let devices: Vec<_> = crate::devices::list(&sim.ctx.pool, tenant)
+            .await?
+            .into_iter()
+            .map(|d| d.device)
+            .collect();
         sim.calls.set_all_modes(tenant, &devices, mode).await;
     }
     let token = sim.ctx.cancel.child_token();
-    if let Some(old) = sim.traffic.lock().await.insert(tenant.to_string(), token.clone()) {
+    if let Some(old) = sim
+        .traffic
+        .lock()
+        .await
+        .insert(tenant.to_string(), token.clone())
+    {
         old.cancel();
     }
     let (sim, tenant) = (sim.clone(), tenant.to_string());
@@ -119,15 +139,24 @@ async fn generate(sim: Sim, tenant: String, cmd: StartTraffic, token: Cancellati
             _ = tokio::time::sleep_until(next) => {}
         }
         n += 1;
-        let queue = cmd.queues[(uniform() * cmd.queues.len() as f64) as usize % cmd.queues.len()].clone();
-        let caller = Party { number: format!("{}{n:07}", cmd.caller_prefix), name: format!("Caller {n}") };
+        let queue =
+            cmd.queues[(uniform() * cmd.queues.len() as f64) as usize % cmd.queues.len()].clone();
+        let caller = Party {
+            number: format!("{}{n:07}", cmd.caller_prefix),
+            name: format!("Caller {n}"),
+        };
         let (sim2, tenant2, patience) = (sim.clone(), tenant.clone(), cmd.patience_ms);
         tokio::spawn(async move {
-            let Ok(ch) = sim2.calls.place_caller(&tenant2, &queue, caller).await else { return };
+            let Ok(ch) = sim2.calls.place_caller(&tenant2, &queue, caller).await else {
+                return;
+            };
             if patience > 0 {
                 tokio::time::sleep(exponential(patience as f64)).await;
                 if sim2.calls.waiting(&tenant2, &ch.channel).await {
-                    let _ = sim2.calls.hangup(&tenant2, &ch.channel, HangupCause::Normal).await;
+                    let _ = sim2
+                        .calls
+                        .hangup(&tenant2, &ch.channel, HangupCause::Normal)
+                        .await;
                 }
             }
         });

@@ -12,10 +12,12 @@ pub type ApiResult<T> = Result<T, ApiError>;
 /// The HTTP status of an error code.
 pub fn status_of(code: &str) -> StatusCode {
     match code {
-        "invalid_json" | "invalid_field" | "missing_field" | "missing_tenant" | "invalid_tenant" => StatusCode::BAD_REQUEST,
+        "invalid_json" | "invalid_field" | "missing_field" | "missing_tenant"
+        | "invalid_tenant" => StatusCode::BAD_REQUEST,
         "unauthenticated" | "invalid_credentials" => StatusCode::UNAUTHORIZED,
         "forbidden" | "account_disabled" | "queue_change_not_allowed" => StatusCode::FORBIDDEN,
-        "unknown_agent" | "unknown_queue" | "unknown_tenant" | "unknown_extension" | "not_found" => StatusCode::NOT_FOUND,
+        "unknown_agent" | "unknown_queue" | "unknown_tenant" | "unknown_extension"
+        | "not_found" => StatusCode::NOT_FOUND,
         "unknown_pause_reason" | "unknown_device" | "device_offline" | "queue_not_assigned" => {
             StatusCode::UNPROCESSABLE_ENTITY
         }
@@ -64,7 +66,10 @@ pub fn not_found(message: String) -> ApiError {
 /// Parses a JSON body, naming the field at fault.
 pub fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
     if bytes.is_empty() {
-        return Err(ApiError(CommandError::new("invalid_json", "the request needs a JSON body")));
+        return Err(ApiError(CommandError::new(
+            "invalid_json",
+            "the request needs a JSON body",
+        )));
     }
     Ok(cc_bus::parse_json(bytes)?)
 }

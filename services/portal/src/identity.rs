@@ -18,28 +18,49 @@ pub struct Tenant(pub String);
 
 /// The tenant from `Host` (`<tenant>.<base domain>`), else from `X-Tenant`.
 pub fn tenant_of(headers: &HeaderMap, base_domain: &str) -> Result<String, CommandError> {
-    let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("");
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
     let host = host.split(':').next().unwrap_or("");
-    let from_host = host.strip_suffix(base_domain).and_then(|s| s.strip_suffix('.')).filter(|s| !s.is_empty() && !s.contains('.'));
-    let tenant = match (from_host, headers.get("x-tenant").and_then(|h| h.to_str().ok())) {
-        (Some(t), _) => t.to_string(),
-        (None, Some(t)) => t.trim().to_string(),
-        (None, None) => {
-            return Err(CommandError::new(
+    let from_host = host
+        .strip_suffix(base_domain)
+        .and_then(|s| s.strip_suffix('.'))
+        .filter(|s| !s.is_empty() && !s.contains('.'));
+    let tenant =
+        match (
+            from_host,
+            headers.get("x-tenant").and_then(|h| h.to_str().ok()),
+        ) {
+            (Some(t), _) => t.to_string(),
+            (None, Some(t)) => t.trim().to_string(),
+            (None, None) => return Err(CommandError::new(
                 "missing_tenant",
-                format!("no tenant: use https://<tenant>.{base_domain}/ or send the X-Tenant header"),
-            ))
-        }
-    };
-    cc_eventstore::StreamName::new(&tenant, "tenant", "x")
-        .map_err(|_| CommandError::field("invalid_tenant", "tenant", format!("{tenant:?} is not a tenant name")))?;
+                format!(
+                    "no tenant: use https://<tenant>.{base_domain}/ or send the X-Tenant header"
+                ),
+            )),
+        };
+    cc_eventstore::StreamName::new(&tenant, "tenant", "x").map_err(|_| {
+        CommandError::field(
+            "invalid_tenant",
+            "tenant",
+            format!("{tenant:?} is not a tenant name"),
+        )
+    })?;
     Ok(tenant)
 }
 
 impl FromRequestParts<Portal> for Tenant {
     type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &Portal) -> Result<Self, Self::Rejection> {
-        Ok(Tenant(tenant_of(&parts.headers, &state.ctx.config.base_domain)?))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Portal,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Tenant(tenant_of(
+            &parts.headers,
+            &state.ctx.config.base_domain,
+        )?))
     }
 }
 
@@ -58,7 +79,8 @@ impl Authed {
             Role::Agent => format!("agent:{}", self.principal.principal),
             _ => format!("user:{}", self.principal.principal),
         };
-        CommandContext::new(&self.principal.tenant, actor).with_idempotency_key(self.idempotency_key.clone())
+        CommandContext::new(&self.principal.tenant, actor)
+            .with_idempotency_key(self.idempotency_key.clone())
     }
 
     pub fn tenant(&self) -> &str {
@@ -68,9 +90,12 @@ impl Authed {
     /// The agent number of an agent principal, or 403.
     pub fn agent(&self) -> Result<cc_contracts::domain::AgentNumber, ApiError> {
         if self.principal.role != Role::Agent {
-            return Err(crate::error::forbidden("this is an agent's action; sign in as the agent"));
+            return Err(crate::error::forbidden(
+                "this is an agent's action; sign in as the agent",
+            ));
         }
-        cc_contracts::domain::AgentNumber::parse(&self.principal.principal).map_err(|e| ApiError(CommandError::internal(e.message)))
+        cc_contracts::domain::AgentNumber::parse(&self.principal.principal)
+            .map_err(|e| ApiError(CommandError::internal(e.message)))
     }
 
     pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
@@ -83,7 +108,11 @@ impl Authed {
 }
 
 pub fn token_of(headers: &HeaderMap) -> Option<String> {
-    if let Some(t) = headers.get("authorization").and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("Bearer ")) {
+    if let Some(t) = headers
+        .get("authorization")
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+    {
         return Some(t.trim().to_string());
     }
     headers
@@ -98,12 +127,36 @@ pub fn token_of(headers: &HeaderMap) -> Option<String> {
 
 impl FromRequestParts<Portal> for Authed {
     type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &Portal) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Portal,
+    ) -> Result<Self, Self::Rejection> {
         let Tenant(tenant) = Tenant::from_request_parts(parts, state).await?;
-        let token = token_of(&parts.headers)
-            .ok_or_else(|| ApiError(CommandError::new("unauthenticated", "sign in first (no session cookie or bearer token)")))?;
-        let principal = state.ctx.bus.request(&CommandContext::new(&tenant, "portal"), &Authenticate { token: token.clone() }).await?;
-        let idempotency_key = parts.headers.get("idempotency-key").and_then(|h| h.to_str().ok()).map(|s| s.to_string());
-        Ok(Authed { principal, token, idempotency_key })
+        let token = token_of(&parts.headers).ok_or_else(|| {
+            ApiError(CommandError::new(
+                "unauthenticated",
+                "sign in first (no session cookie or bearer token)",
+            ))
+        })?;
+        let principal = state
+            .ctx
+            .bus
+            .request(
+                &CommandContext::new(&tenant, "portal"),
+                &Authenticate {
+                    token: token.clone(),
+                },
+            )
+            .await?;
+        let idempotency_key = parts
+            .headers
+            .get("idempotency-key")
+            .and_then(|h| h.to_str().ok())
+            .map(|s| s.to_string());
+        Ok(Authed {
+            principal,
+            token,
+            idempotency_key,
+        })
     }
 }

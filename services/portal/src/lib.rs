@@ -103,36 +103,87 @@ pub fn router(portal: Portal) -> Router {
         .route("/api/login", post(agent::login))
         .route("/api/signout", post(agent::signout))
         .route("/api/login-options", get(agent::login_options))
-        .route("/api/session", post(agent::complete_login).delete(agent::logout))
+        .route(
+            "/api/session",
+            post(agent::complete_login).delete(agent::logout),
+        )
         .route("/api/session/pause", post(agent::pause))
         .route("/api/session/unpause", post(agent::unpause))
-        .route("/api/session/queues/{queue}", put(agent::join_queue).delete(agent::leave_queue))
+        .route(
+            "/api/session/queues/{queue}",
+            put(agent::join_queue).delete(agent::leave_queue),
+        )
         .route("/api/me", get(agent::me))
         .route("/api/pause-reasons", get(agent::pause_reasons))
         .route("/api/events", get(sse::agent_events))
         .route("/api/supervisor/agents", get(supervisor::agents))
-        .route("/api/supervisor/agents/{agent}/logout", post(supervisor::force_logout))
+        .route(
+            "/api/supervisor/agents/{agent}/logout",
+            post(supervisor::force_logout),
+        )
         .route("/api/supervisor/events", get(sse::supervisor_events))
-        .route("/api/admin/agents", get(admin::list_agents).post(admin::create_agent))
+        .route(
+            "/api/admin/agents",
+            get(admin::list_agents).post(admin::create_agent),
+        )
         .route("/api/admin/agents/{agent}", patch(admin::update_agent))
-        .route("/api/admin/agents/{agent}/password", post(admin::reset_password))
-        .route("/api/admin/agents/{agent}/disable", post(admin::disable_agent))
-        .route("/api/admin/agents/{agent}/enable", post(admin::enable_agent))
-        .route("/api/admin/queues", get(admin::list_queues).post(admin::create_queue))
-        .route("/api/admin/queues/{queue}/agents/{agent}", put(admin::assign).delete(admin::unassign))
-        .route("/api/admin/pause-reasons", get(admin::list_pause_reasons).post(admin::add_pause_reason))
-        .route("/api/admin/pause-reasons/{name}", patch(admin::rename_pause_reason).delete(admin::retire_pause_reason))
-        .route("/api/admin/agent-defaults", get(admin::get_agent_defaults).put(admin::set_agent_defaults))
+        .route(
+            "/api/admin/agents/{agent}/password",
+            post(admin::reset_password),
+        )
+        .route(
+            "/api/admin/agents/{agent}/disable",
+            post(admin::disable_agent),
+        )
+        .route(
+            "/api/admin/agents/{agent}/enable",
+            post(admin::enable_agent),
+        )
+        .route(
+            "/api/admin/queues",
+            get(admin::list_queues).post(admin::create_queue),
+        )
+        .route(
+            "/api/admin/queues/{queue}/agents/{agent}",
+            put(admin::assign).delete(admin::unassign),
+        )
+        .route(
+            "/api/admin/pause-reasons",
+            get(admin::list_pause_reasons).post(admin::add_pause_reason),
+        )
+        .route(
+            "/api/admin/pause-reasons/{name}",
+            patch(admin::rename_pause_reason).delete(admin::retire_pause_reason),
+        )
+        .route(
+            "/api/admin/agent-defaults",
+            get(admin::get_agent_defaults).put(admin::set_agent_defaults),
+        )
         .route("/api/admin/users", post(admin::create_user))
-        .route("/api/admin/devices", get(api::devices::list).post(api::devices::create))
-        .route("/api/admin/devices/{device}/password", post(api::devices::new_password))
-        .route("/api/admin/devices/{device}", axum::routing::delete(api::devices::remove))
-        .route("/api/admin/queues/{queue}/settings", put(admin::configure_queue))
+        .route(
+            "/api/admin/devices",
+            get(api::devices::list).post(api::devices::create),
+        )
+        .route(
+            "/api/admin/devices/{device}/password",
+            post(api::devices::new_password),
+        )
+        .route(
+            "/api/admin/devices/{device}",
+            axum::routing::delete(api::devices::remove),
+        )
+        .route(
+            "/api/admin/queues/{queue}/settings",
+            put(admin::configure_queue),
+        )
         .route("/api/call/hangup", post(agent::hangup))
         .route("/api/call/hold", post(agent::hold))
         .route("/api/call/wrap-up/end", post(agent::end_wrap_up))
         .route("/api/call/transfer", post(agent::transfer))
-        .route("/api/call/transfer/complete", post(agent::complete_transfer))
+        .route(
+            "/api/call/transfer/complete",
+            post(agent::complete_transfer),
+        )
         .route("/api/call/transfer/cancel", post(agent::cancel_transfer))
         .route("/api/transfer-targets", get(agent::transfer_targets))
         .route("/api/whoami", get(supervisor::whoami))
@@ -141,8 +192,14 @@ pub fn router(portal: Portal) -> Router {
         .route("/api/reports/agents", get(api::reports::agents))
         .route("/api/reports/pauses", get(api::reports::pauses))
         .route("/api/reports/queues", get(api::reports::queues))
-        .route("/api/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
-        .route("/api/docs", get(|| async { Html(include_str!("../assets/api-docs.html")) }))
+        .route(
+            "/api/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
+        )
+        .route(
+            "/api/docs",
+            get(|| async { Html(include_str!("../assets/api-docs.html")) }),
+        )
         .route("/", get(|| async { WEB[0] }))
         .route("/supervisor", get(|| async { WEB[1] }))
         .route("/admin", get(|| async { WEB[2] }))
@@ -151,23 +208,38 @@ pub fn router(portal: Portal) -> Router {
         .route("/supervisor.js", get(|| async { WEB[5] }))
         .route("/admin.js", get(|| async { WEB[6] }))
         .fallback(|| async {
-            error::ApiError(cc_bus::CommandError::new("not_found", "no such page or API route; see /api/docs")).into_response()
+            error::ApiError(cc_bus::CommandError::new(
+                "not_found",
+                "no such page or API route; see /api/docs",
+            ))
+            .into_response()
         })
         .with_state(portal)
 }
 
-
 /// Runs the portal until `ctx.cancel`.
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
-    let portal = Portal { ctx: Arc::new(ctx.clone()), hub: Arc::default() };
+    let portal = Portal {
+        ctx: Arc::new(ctx.clone()),
+        hub: Arc::default(),
+    };
     let listener = tokio::net::TcpListener::bind(&ctx.config.portal_addr)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on portal_addr {} (CC_PORTAL_ADDR): {e}", ctx.config.portal_addr))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on portal_addr {} (CC_PORTAL_ADDR): {e}",
+                ctx.config.portal_addr
+            )
+        })?;
     let addr = listener.local_addr()?;
     tracing::info!(portal = %format!("http://{addr}/"), base_domain = %ctx.config.base_domain, "Agent Portal listening");
     let feed = tokio::spawn(sse::feed(portal.clone()));
     let streams = prometheus_client::metrics::gauge::Gauge::<i64>::default();
-    ctx.metrics.register("portal_sse_streams", "Open live-update (SSE) streams", streams.clone());
+    ctx.metrics.register(
+        "portal_sse_streams",
+        "Open live-update (SSE) streams",
+        streams.clone(),
+    );
     let (hub, cancel_gauge) = (portal.hub.clone(), ctx.cancel.clone());
     tokio::spawn(async move {
         while !cancel_gauge.is_cancelled() {
@@ -176,9 +248,12 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
         }
     });
     let cancel = ctx.cancel.clone();
-    axum::serve(listener, router(portal).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await?;
+    axum::serve(
+        listener,
+        router(portal).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(cancel.cancelled_owned())
+    .await?;
     feed.await??;
     Ok(())
 }
@@ -192,9 +267,17 @@ mod tests {
             .as_object()
             .unwrap()
             .iter()
-            .flat_map(|(p, ops)| ops.as_object().unwrap().keys().map(move |m| (m.clone(), p.clone())))
+            .flat_map(|(p, ops)| {
+                ops.as_object()
+                    .unwrap()
+                    .keys()
+                    .map(move |m| (m.clone(), p.clone()))
+            })
             .collect();
-        let mut routes: Vec<(String, String)> = super::ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+        let mut routes: Vec<(String, String)> = super::ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
         documented.sort();
         routes.sort();
         assert_eq!(documented, routes);

@@ -49,12 +49,16 @@ const CAPACITY: usize = 8;
 impl Hub {
     pub fn subscribe_agent(&self, tenant: &str, agent: &str) -> broadcast::Receiver<Arc<Change>> {
         let mut m = self.agents.lock().unwrap();
-        m.entry((tenant.to_string(), agent.to_string())).or_insert_with(|| broadcast::channel(CAPACITY).0).subscribe()
+        m.entry((tenant.to_string(), agent.to_string()))
+            .or_insert_with(|| broadcast::channel(CAPACITY).0)
+            .subscribe()
     }
 
     pub fn subscribe_tenant(&self, tenant: &str) -> broadcast::Receiver<Arc<Change>> {
         let mut m = self.tenants.lock().unwrap();
-        m.entry(tenant.to_string()).or_insert_with(|| broadcast::channel(CAPACITY).0).subscribe()
+        m.entry(tenant.to_string())
+            .or_insert_with(|| broadcast::channel(CAPACITY).0)
+            .subscribe()
     }
 
     pub fn dispatch(&self, tenant: &str, change: Change) {
@@ -78,28 +82,62 @@ impl Hub {
 
     /// Open streams (for metrics and tests).
     pub fn listeners(&self) -> usize {
-        self.agents.lock().unwrap().values().map(|s| s.receiver_count()).sum::<usize>()
-            + self.tenants.lock().unwrap().values().map(|s| s.receiver_count()).sum::<usize>()
+        self.agents
+            .lock()
+            .unwrap()
+            .values()
+            .map(|s| s.receiver_count())
+            .sum::<usize>()
+            + self
+                .tenants
+                .lock()
+                .unwrap()
+                .values()
+                .map(|s| s.receiver_count())
+                .sum::<usize>()
     }
 }
 
 /// Feeds the hub from NATS until cancelled.
 pub async fn feed(p: Portal) -> anyhow::Result<()> {
-    let mut sub = p.ctx.bus.client.subscribe(p.ctx.bus.subjects.all_views()).await?;
+    let mut sub = p
+        .ctx
+        .bus
+        .client
+        .subscribe(p.ctx.bus.subjects.all_views())
+        .await?;
     loop {
         let msg = tokio::select! {
             _ = p.ctx.cancel.cancelled() => return Ok(()),
             m = sub.next() => match m { Some(m) => m, None => return Ok(()) },
         };
-        let Some((tenant, "agent", agent)) = p.ctx.bus.subjects.parse_view(msg.subject.as_str()) else { continue };
-        let Ok(json) = std::str::from_utf8(&msg.payload) else { continue };
-        let version = serde_json::from_str::<serde_json::Value>(json).ok().and_then(|v| v["version"].as_i64()).unwrap_or(0);
-        p.hub.dispatch(tenant, Change { agent: agent.to_string(), version, json: json.to_string() });
+        let Some((tenant, "agent", agent)) = p.ctx.bus.subjects.parse_view(msg.subject.as_str())
+        else {
+            continue;
+        };
+        let Ok(json) = std::str::from_utf8(&msg.payload) else {
+            continue;
+        };
+        let version = serde_json::from_str::<serde_json::Value>(json)
+            .ok()
+            .and_then(|v| v["version"].as_i64())
+            .unwrap_or(0);
+        p.hub.dispatch(
+            tenant,
+            Change {
+                agent: agent.to_string(),
+                version,
+                json: json.to_string(),
+            },
+        );
     }
 }
 
 fn agent_event(version: i64, json: String) -> Event {
-    Event::default().event("agent").id(version.to_string()).data(json)
+    Event::default()
+        .event("agent")
+        .id(version.to_string())
+        .data(json)
 }
 
 struct AgentStream {
@@ -129,21 +167,42 @@ fn rand_millis(max: u64) -> u64 {
 
 async fn still_signed_in(p: &Portal, tenant: &str, token: &str) -> bool {
     let ctx = cc_bus::CommandContext::new(tenant, "portal");
-    !matches!(p.ctx.bus.request(&ctx, &Authenticate { token: token.to_string() }).await, Err(cc_bus::RequestError::Rejected(_)))
+    !matches!(
+        p.ctx
+            .bus
+            .request(
+                &ctx,
+                &Authenticate {
+                    token: token.to_string()
+                }
+            )
+            .await,
+        Err(cc_bus::RequestError::Rejected(_))
+    )
 }
 
 /// `GET /api/events`: the agent's own view, live.
-pub async fn agent_events(State(p): State<Portal>, who: Authed, headers: HeaderMap) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+pub async fn agent_events(
+    State(p): State<Portal>,
+    who: Authed,
+    headers: HeaderMap,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let agent = who.agent()?.to_string();
     let tenant = who.tenant().to_string();
     // Subscribe before reading the history, so nothing falls between the two.
     let rx = p.hub.subscribe_agent(&tenant, &agent);
-    let last: Option<i64> = headers.get("last-event-id").and_then(|h| h.to_str().ok()).and_then(|s| s.trim().parse().ok());
+    let last: Option<i64> = headers
+        .get("last-event-id")
+        .and_then(|h| h.to_str().ok())
+        .and_then(|s| s.trim().parse().ok());
     // What to send first, and the version the client has seen.
     let (pending, last_sent): (VecDeque<(i64, String)>, i64) = match last {
         Some(v) => {
             let missed = crate::views::changes_after(&p.ctx.pool, &tenant, &agent, v).await?;
-            match (missed.is_empty(), crate::views::current(&p.ctx.pool, &tenant, &agent).await?) {
+            match (
+                missed.is_empty(),
+                crate::views::current(&p.ctx.pool, &tenant, &agent).await?,
+            ) {
                 // History pruned (a very old id): send the current view.
                 (true, Some(cur)) if cur.0 > v => (vec![cur].into(), v),
                 // An id ahead of the view (from before a rebuild of the read model, or from
@@ -154,12 +213,28 @@ pub async fn agent_events(State(p): State<Portal>, who: Authed, headers: HeaderM
                 _ => (missed.into(), v),
             }
         }
-        None => (crate::views::current(&p.ctx.pool, &tenant, &agent).await?.into_iter().collect(), 0),
+        None => (
+            crate::views::current(&p.ctx.pool, &tenant, &agent)
+                .await?
+                .into_iter()
+                .collect(),
+            0,
+        ),
     };
     let jitter = Duration::from_millis(rand_millis(RECHECK.as_millis() as u64));
     let recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK + jitter, RECHECK);
-    let state =
-        AgentStream { portal: p, tenant, agent, token: who.token, rx, pending, last_sent, recheck, checking: None, done: false };
+    let state = AgentStream {
+        portal: p,
+        tenant,
+        agent,
+        token: who.token,
+        rx,
+        pending,
+        last_sent,
+        recheck,
+        checking: None,
+        done: false,
+    };
     // A first comment sends the response headers at once, even when there is nothing to say yet.
     let hello = futures::stream::once(async { Ok(Event::default().comment("connected")) });
     let stream = hello.chain(futures::stream::unfold(state, |mut s| async move {
@@ -218,7 +293,10 @@ pub async fn agent_events(State(p): State<Portal>, who: Authed, headers: HeaderM
 }
 
 /// `GET /api/supervisor/events`: every agent of the tenant, live.
-pub async fn supervisor_events(State(p): State<Portal>, who: Authed) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+pub async fn supervisor_events(
+    State(p): State<Portal>,
+    who: Authed,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     who.require(&[Role::Supervisor, Role::Admin])?;
     let tenant = who.tenant().to_string();
     let rx = p.hub.subscribe_tenant(&tenant);

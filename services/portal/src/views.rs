@@ -8,42 +8,58 @@ use sqlx::PgPool;
 /// effect. Gives up after `within` (the projection may be behind or restarting): the caller
 /// then reads what the model holds.
 pub async fn caught_up(pool: &PgPool, within: std::time::Duration) -> Result<(), sqlx::Error> {
-    let head: Option<(i64, i64)> = sqlx::query_as("select xid, position from es_events order by xid desc, position desc limit 1")
-        .fetch_optional(pool)
-        .await?;
+    let head: Option<(i64, i64)> = sqlx::query_as(
+        "select xid, position from es_events order by xid desc, position desc limit 1",
+    )
+    .fetch_optional(pool)
+    .await?;
     let Some(head) = head else { return Ok(()) };
     let until = std::time::Instant::now() + within;
     loop {
-        let at: Option<(i64, i64)> = sqlx::query_as("select xid, position from rm_checkpoints where name = $1")
-            .bind(cc_contracts::views::PORTAL_CHECKPOINT)
-            .fetch_optional(pool)
-            .await?;
+        let at: Option<(i64, i64)> =
+            sqlx::query_as("select xid, position from rm_checkpoints where name = $1")
+                .bind(cc_contracts::views::PORTAL_CHECKPOINT)
+                .fetch_optional(pool)
+                .await?;
         if at.is_some_and(|at| at >= head) {
             return Ok(());
         }
         if std::time::Instant::now() >= until {
-            tracing::debug!(?head, ?at, "the portal read model is behind the store; answering with what it holds");
+            tracing::debug!(
+                ?head,
+                ?at,
+                "the portal read model is behind the store; answering with what it holds"
+            );
             return Ok(());
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
 
-pub async fn agent(pool: &PgPool, tenant: &str, agent: &str) -> Result<Option<AgentView>, sqlx::Error> {
-    let v: Option<serde_json::Value> = sqlx::query_scalar("select view from rm_agents where tenant = $1 and agent = $2")
-        .bind(tenant)
-        .bind(agent)
-        .fetch_optional(pool)
-        .await?;
+pub async fn agent(
+    pool: &PgPool,
+    tenant: &str,
+    agent: &str,
+) -> Result<Option<AgentView>, sqlx::Error> {
+    let v: Option<serde_json::Value> =
+        sqlx::query_scalar("select view from rm_agents where tenant = $1 and agent = $2")
+            .bind(tenant)
+            .bind(agent)
+            .fetch_optional(pool)
+            .await?;
     Ok(v.and_then(|v| serde_json::from_value(v).ok()))
 }
 
 pub async fn agents(pool: &PgPool, tenant: &str) -> Result<Vec<AgentView>, sqlx::Error> {
-    let vs: Vec<serde_json::Value> = sqlx::query_scalar("select view from rm_agents where tenant = $1 order by agent")
-        .bind(tenant)
-        .fetch_all(pool)
-        .await?;
-    Ok(vs.into_iter().filter_map(|v| serde_json::from_value(v).ok()).collect())
+    let vs: Vec<serde_json::Value> =
+        sqlx::query_scalar("select view from rm_agents where tenant = $1 order by agent")
+            .bind(tenant)
+            .fetch_all(pool)
+            .await?;
+    Ok(vs
+        .into_iter()
+        .filter_map(|v| serde_json::from_value(v).ok())
+        .collect())
 }
 
 /// The JSON of a stored view exactly as the projection publishes it live (jsonb reorders keys).
@@ -55,7 +71,12 @@ fn as_published(v: serde_json::Value) -> String {
 }
 
 /// The changes of one agent's view after `version`, in order: (version, view JSON).
-pub async fn changes_after(pool: &PgPool, tenant: &str, agent: &str, version: i64) -> Result<Vec<(i64, String)>, sqlx::Error> {
+pub async fn changes_after(
+    pool: &PgPool,
+    tenant: &str,
+    agent: &str,
+    version: i64,
+) -> Result<Vec<(i64, String)>, sqlx::Error> {
     let rows: Vec<(i64, serde_json::Value)> =
         sqlx::query_as("select version, view from rm_agent_updates where tenant = $1 and agent = $2 and version > $3 order by version")
             .bind(tenant)
@@ -63,21 +84,33 @@ pub async fn changes_after(pool: &PgPool, tenant: &str, agent: &str, version: i6
             .bind(version)
             .fetch_all(pool)
             .await?;
-    Ok(rows.into_iter().map(|(v, j)| (v, as_published(j))).collect())
+    Ok(rows
+        .into_iter()
+        .map(|(v, j)| (v, as_published(j)))
+        .collect())
 }
 
 /// The current view of one agent: (version, view JSON).
-pub async fn current(pool: &PgPool, tenant: &str, agent: &str) -> Result<Option<(i64, String)>, sqlx::Error> {
-    let row: Option<(i64, serde_json::Value)> = sqlx::query_as("select version, view from rm_agents where tenant = $1 and agent = $2")
-        .bind(tenant)
-        .bind(agent)
-        .fetch_optional(pool)
-        .await?;
+pub async fn current(
+    pool: &PgPool,
+    tenant: &str,
+    agent: &str,
+) -> Result<Option<(i64, String)>, sqlx::Error> {
+    let row: Option<(i64, serde_json::Value)> =
+        sqlx::query_as("select version, view from rm_agents where tenant = $1 and agent = $2")
+            .bind(tenant)
+            .bind(agent)
+            .fetch_optional(pool)
+            .await?;
     Ok(row.map(|(v, j)| (v, as_published(j))))
 }
 
 /// The agent logged in on a device, if any.
-pub async fn agent_on_device(pool: &PgPool, tenant: &str, device: &str) -> Result<Option<String>, sqlx::Error> {
+pub async fn agent_on_device(
+    pool: &PgPool,
+    tenant: &str,
+    device: &str,
+) -> Result<Option<String>, sqlx::Error> {
     sqlx::query_scalar("select agent from rm_agents where tenant = $1 and view->>'device' = $2 and view->>'login_time' is not null limit 1")
         .bind(tenant)
         .bind(device)
@@ -87,5 +120,8 @@ pub async fn agent_on_device(pool: &PgPool, tenant: &str, device: &str) -> Resul
 
 /// The tenant's queues: (number, name), by number.
 pub async fn queues(pool: &PgPool, tenant: &str) -> Result<Vec<(String, String)>, sqlx::Error> {
-    sqlx::query_as("select queue, name from rm_queue_names where tenant = $1 order by queue").bind(tenant).fetch_all(pool).await
+    sqlx::query_as("select queue, name from rm_queue_names where tenant = $1 order by queue")
+        .bind(tenant)
+        .fetch_all(pool)
+        .await
 }

@@ -79,7 +79,13 @@ fn set_phase(v: &mut AgentView, call: &str, phase: &str, extra: &[(&str, serde_j
 }
 
 /// The Call Details of a call ringing at the agent's phone.
-fn ringing(call: &str, queue: &str, queue_name: &str, info: Option<&CallInfo>, at: DateTime<Utc>) -> serde_json::Value {
+fn ringing(
+    call: &str,
+    queue: &str,
+    queue_name: &str,
+    info: Option<&CallInfo>,
+    at: DateTime<Utc>,
+) -> serde_json::Value {
     serde_json::json!({
         "call": call,
         "phase": "ringing",
@@ -93,12 +99,20 @@ fn ringing(call: &str, queue: &str, queue_name: &str, info: Option<&CallInfo>, a
 }
 
 fn in_wrap_up(v: &AgentView) -> bool {
-    v.current_call.as_ref().is_some_and(|c| c["phase"] == "wrap_up")
+    v.current_call
+        .as_ref()
+        .is_some_and(|c| c["phase"] == "wrap_up")
 }
 
 /// Changes fields of the transfer going on in `call`, if any.
 fn set_transfer(v: &mut AgentView, call: &str, fields: &[(&str, serde_json::Value)]) {
-    if let Some(t) = v.current_call.as_mut().filter(|c| c["call"] == call).and_then(|c| c.get_mut("transfer")).filter(|t| t.is_object()) {
+    if let Some(t) = v
+        .current_call
+        .as_mut()
+        .filter(|c| c["call"] == call)
+        .and_then(|c| c.get_mut("transfer"))
+        .filter(|t| t.is_object())
+    {
         for (k, val) in fields {
             t[*k] = val.clone();
         }
@@ -106,7 +120,12 @@ fn set_transfer(v: &mut AgentView, call: &str, fields: &[(&str, serde_json::Valu
 }
 
 fn drop_transfer(v: &mut AgentView, call: &str) {
-    if let Some(c) = v.current_call.as_mut().filter(|c| c["call"] == call).and_then(|c| c.as_object_mut()) {
+    if let Some(c) = v
+        .current_call
+        .as_mut()
+        .filter(|c| c["call"] == call)
+        .and_then(|c| c.as_object_mut())
+    {
         c.remove("transfer");
     }
 }
@@ -118,12 +137,28 @@ fn clear_call(v: &mut AgentView, call: &str) {
 }
 
 /// Applies a fact about `v`'s agent. `queue_name` resolves a queue number to its name.
-pub fn apply(v: &mut AgentView, fact: &Fact, at: DateTime<Utc>, queue_name: &dyn Fn(&str) -> String) {
-    let queue_ref = |q: &str| QueueRef { queue: q.to_string(), name: queue_name(q) };
+pub fn apply(
+    v: &mut AgentView,
+    fact: &Fact,
+    at: DateTime<Utc>,
+    queue_name: &dyn Fn(&str) -> String,
+) {
+    let queue_ref = |q: &str| QueueRef {
+        queue: q.to_string(),
+        name: queue_name(q),
+    };
     match fact {
         Fact::Account(e) => match e {
-            AgentAccountEvent::AgentAccountCreated { display_name, may_manage_queues, .. }
-            | AgentAccountEvent::AgentAccountUpdated { display_name, may_manage_queues, .. } => {
+            AgentAccountEvent::AgentAccountCreated {
+                display_name,
+                may_manage_queues,
+                ..
+            }
+            | AgentAccountEvent::AgentAccountUpdated {
+                display_name,
+                may_manage_queues,
+                ..
+            } => {
                 v.display_name = display_name.clone();
                 v.may_manage_queues = *may_manage_queues;
             }
@@ -170,7 +205,9 @@ pub fn apply(v: &mut AgentView, fact: &Fact, at: DateTime<Utc>, queue_name: &dyn
                     v.queues.sort_by(|a, b| a.queue.cmp(&b.queue));
                 }
             }
-            AgentSessionEvent::AgentLeftQueue { queue, .. } => v.queues.retain(|q| q.queue != queue.as_str()),
+            AgentSessionEvent::AgentLeftQueue { queue, .. } => {
+                v.queues.retain(|q| q.queue != queue.as_str())
+            }
             AgentSessionEvent::AgentDeviceWentOffline { .. } => v.device_online = false,
             AgentSessionEvent::AgentDeviceCameOnline { .. } => v.device_online = true,
         },
@@ -181,7 +218,9 @@ pub fn apply(v: &mut AgentView, fact: &Fact, at: DateTime<Utc>, queue_name: &dyn
                     v.assigned_queues.sort_by(|a, b| a.queue.cmp(&b.queue));
                 }
             }
-            QueueEvent::AgentUnassignedFromQueue { queue, .. } => v.assigned_queues.retain(|q| q.queue != queue.as_str()),
+            QueueEvent::AgentUnassignedFromQueue { queue, .. } => {
+                v.assigned_queues.retain(|q| q.queue != queue.as_str())
+            }
             QueueEvent::QueueCreated { queue, name } => {
                 for q in v.queues.iter_mut().chain(v.assigned_queues.iter_mut()) {
                     if q.queue == queue.as_str() {
@@ -199,7 +238,13 @@ pub fn apply(v: &mut AgentView, fact: &Fact, at: DateTime<Utc>, queue_name: &dyn
                     // next offer on different call streams, so the store may hold them in
                     // either order (the old call's WrapUpEnded then no longer matches).
                     if v.current_call.is_none() || in_wrap_up(v) {
-                        v.current_call = Some(ringing(call, queue.as_str(), &queue_name(queue.as_str()), info.as_ref(), at));
+                        v.current_call = Some(ringing(
+                            call,
+                            queue.as_str(),
+                            &queue_name(queue.as_str()),
+                            info.as_ref(),
+                            at,
+                        ));
                     }
                 }
                 CallEvent::OfferRejected { call, .. } => {
@@ -211,25 +256,53 @@ pub fn apply(v: &mut AgentView, fact: &Fact, at: DateTime<Utc>, queue_name: &dyn
                     clear_call(v, call);
                 }
                 CallEvent::OfferWithdrawn { call, .. } => clear_call(v, call),
-                CallEvent::CallAnswered { call, wait_ms, .. } => {
-                    set_phase(v, call, "connected", &[("answered_at", json!(at)), ("wait_ms", json!(wait_ms))])
-                }
+                CallEvent::CallAnswered { call, wait_ms, .. } => set_phase(
+                    v,
+                    call,
+                    "connected",
+                    &[("answered_at", json!(at)), ("wait_ms", json!(wait_ms))],
+                ),
                 CallEvent::CallConnected { call, .. } => set_phase(v, call, "connected", &[]),
                 CallEvent::CallResumed { call, .. } | CallEvent::CallHeld { call, .. } => {
                     let held = matches!(e, CallEvent::CallHeld { .. });
                     set_phase(v, call, if held { "on_hold" } else { "connected" }, &[]);
                     set_transfer(v, call, &[("customer_held", json!(held))]);
                 }
-                CallEvent::CallEnded { call, talk_ms, by, .. } => {
+                CallEvent::CallEnded {
+                    call, talk_ms, by, ..
+                } => {
                     v.counts.completed += 1;
-                    set_phase(v, call, "wrap_up", &[("ended_at", json!(at)), ("talk_ms", json!(talk_ms)), ("ended_by", json!(by))]);
+                    set_phase(
+                        v,
+                        call,
+                        "wrap_up",
+                        &[
+                            ("ended_at", json!(at)),
+                            ("talk_ms", json!(talk_ms)),
+                            ("ended_by", json!(by)),
+                        ],
+                    );
                     drop_transfer(v, call);
                 }
-                CallEvent::TransferStarted { call, agent, method, target, target_agent, queue, .. } => {
+                CallEvent::TransferStarted {
+                    call,
+                    agent,
+                    method,
+                    target,
+                    target_agent,
+                    queue,
+                    ..
+                } => {
                     if agent.as_str() == v.agent {
                         let held = *method == cc_contracts::call::TransferMethod::Attended
-                            || v.current_call.as_ref().is_some_and(|c| c["phase"] == "on_hold");
-                        if let Some(c) = v.current_call.as_mut().filter(|c| c["call"] == call.as_str()) {
+                            || v.current_call
+                                .as_ref()
+                                .is_some_and(|c| c["phase"] == "on_hold");
+                        if let Some(c) = v
+                            .current_call
+                            .as_mut()
+                            .filter(|c| c["call"] == call.as_str())
+                        {
                             c["transfer"] = json!({
                                 "method": method,
                                 "target": target,
@@ -238,24 +311,49 @@ pub fn apply(v: &mut AgentView, fact: &Fact, at: DateTime<Utc>, queue_name: &dyn
                                 "customer_held": held,
                             });
                         }
-                    } else if target_agent.as_ref().is_some_and(|t| t.as_str() == v.agent) && (v.current_call.is_none() || in_wrap_up(v)) {
+                    } else if target_agent.as_ref().is_some_and(|t| t.as_str() == v.agent)
+                        && (v.current_call.is_none() || in_wrap_up(v))
+                    {
                         // The receiving agent's phone rings with a transferred call.
-                        let mut c = ringing(call, queue.as_str(), &queue_name(queue.as_str()), info.as_ref(), at);
+                        let mut c = ringing(
+                            call,
+                            queue.as_str(),
+                            &queue_name(queue.as_str()),
+                            info.as_ref(),
+                            at,
+                        );
                         c["transferred_from"] = json!(agent);
                         v.current_call = Some(c);
                     }
                 }
-                CallEvent::TransferAnswered { call, target_agent, .. } | CallEvent::ConferenceFormed { call, target_agent, .. } => {
+                CallEvent::TransferAnswered {
+                    call, target_agent, ..
+                }
+                | CallEvent::ConferenceFormed {
+                    call, target_agent, ..
+                } => {
                     if target_agent.as_ref().is_some_and(|t| t.as_str() == v.agent) {
-                        if v.current_call.as_ref().is_some_and(|c| c["phase"] == "ringing") {
+                        if v.current_call
+                            .as_ref()
+                            .is_some_and(|c| c["phase"] == "ringing")
+                        {
                             set_phase(v, call, "connected", &[("answered_at", json!(at))]);
                         }
                     } else {
-                        let state = if matches!(e, CallEvent::ConferenceFormed { .. }) { "conference" } else { "answered" };
+                        let state = if matches!(e, CallEvent::ConferenceFormed { .. }) {
+                            "conference"
+                        } else {
+                            "answered"
+                        };
                         set_transfer(v, call, &[("state", json!(state))]);
                     }
                 }
-                CallEvent::TransferFailed { call, target_agent, .. } | CallEvent::TransferCancelled { call, target_agent, .. } => {
+                CallEvent::TransferFailed {
+                    call, target_agent, ..
+                }
+                | CallEvent::TransferCancelled {
+                    call, target_agent, ..
+                } => {
                     if target_agent.as_ref().is_some_and(|t| t.as_str() == v.agent) {
                         clear_call(v, call); // no count: a transfer is not a queue offer
                     } else {
@@ -263,11 +361,19 @@ pub fn apply(v: &mut AgentView, fact: &Fact, at: DateTime<Utc>, queue_name: &dyn
                     }
                 }
                 CallEvent::TransferCompleted { .. } | CallEvent::TransferredCallEnded { .. } => {}
-                CallEvent::WrapUpStarted { call, seconds, .. } => {
-                    set_phase(v, call, "wrap_up", &[("wrap_up_until", json!(at + chrono::Duration::seconds(*seconds)))])
-                }
+                CallEvent::WrapUpStarted { call, seconds, .. } => set_phase(
+                    v,
+                    call,
+                    "wrap_up",
+                    &[(
+                        "wrap_up_until",
+                        json!(at + chrono::Duration::seconds(*seconds)),
+                    )],
+                ),
                 CallEvent::WrapUpEnded { call, .. } => clear_call(v, call),
-                CallEvent::CallEnteredQueue { .. } | CallEvent::CallAbandoned { .. } | CallEvent::CallLeftQueue { .. } => {}
+                CallEvent::CallEnteredQueue { .. }
+                | CallEvent::CallAbandoned { .. }
+                | CallEvent::CallLeftQueue { .. } => {}
             }
         }
     }
@@ -281,11 +387,25 @@ pub fn apply(v: &mut AgentView, fact: &Fact, at: DateTime<Utc>, queue_name: &dyn
 /// hold `hangup`, `hold` or `resume`, and the three transfers; during a transfer `complete`,
 /// `cancel` and `hold` / `resume` (the customer); in wrap-up `end_wrap_up`.
 fn set_options(v: &mut AgentView) {
-    let Some(c) = v.current_call.as_mut() else { return };
+    let Some(c) = v.current_call.as_mut() else {
+        return;
+    };
     let transfer = c.get("transfer").filter(|t| t.is_object());
     let options: &[&str] = match (c["phase"].as_str(), transfer) {
-        (Some("connected"), None) => &["hangup", "hold", "blind_transfer", "attended_transfer", "live_transfer"],
-        (Some("on_hold"), None) => &["hangup", "resume", "blind_transfer", "attended_transfer", "live_transfer"],
+        (Some("connected"), None) => &[
+            "hangup",
+            "hold",
+            "blind_transfer",
+            "attended_transfer",
+            "live_transfer",
+        ],
+        (Some("on_hold"), None) => &[
+            "hangup",
+            "resume",
+            "blind_transfer",
+            "attended_transfer",
+            "live_transfer",
+        ],
         (Some("connected"), Some(_)) => &["complete", "cancel", "hold"],
         (Some("on_hold"), Some(_)) => &["complete", "cancel", "resume"],
         (Some("wrap_up"), _) => &["end_wrap_up"],
@@ -307,7 +427,13 @@ mod tests {
     fn login_pause_unpause_logout_as_the_portal_shows_them() {
         let t0 = Utc::now();
         let mut v = empty("acme", "1001", t0);
-        let names = |q: &str| if q == "500" { "Sales".to_string() } else { q.to_string() };
+        let names = |q: &str| {
+            if q == "500" {
+                "Sales".to_string()
+            } else {
+                q.to_string()
+            }
+        };
         let login = AgentSessionEvent::AgentLoggedIn {
             agent: a(),
             login_id: Default::default(),
@@ -315,13 +441,44 @@ mod tests {
             queues: vec![QueueNumber::parse("500").unwrap()],
         };
         apply(&mut v, &Fact::Session(login), t0, &names);
-        assert_eq!((v.status, v.status_label.as_str()), (AgentStatus::Idle, "Idle"));
-        assert_eq!(v.queues, vec![QueueRef { queue: "500".into(), name: "Sales".into() }]);
+        assert_eq!(
+            (v.status, v.status_label.as_str()),
+            (AgentStatus::Idle, "Idle")
+        );
+        assert_eq!(
+            v.queues,
+            vec![QueueRef {
+                queue: "500".into(),
+                name: "Sales".into()
+            }]
+        );
         assert_eq!(v.login_time, Some(t0));
-        apply(&mut v, &Fact::Session(AgentSessionEvent::AgentPaused { agent: a(), reason: "Lunch".into() }), t0, &names);
-        assert_eq!((v.status, v.pause_reason.as_deref()), (AgentStatus::Paused, Some("Lunch")));
-        apply(&mut v, &Fact::Session(AgentSessionEvent::AgentUnpaused { agent: a(), reason: "Lunch".into() }), t0, &names);
-        assert_eq!((v.status, v.pause_reason.as_deref()), (AgentStatus::Idle, None));
+        apply(
+            &mut v,
+            &Fact::Session(AgentSessionEvent::AgentPaused {
+                agent: a(),
+                reason: "Lunch".into(),
+            }),
+            t0,
+            &names,
+        );
+        assert_eq!(
+            (v.status, v.pause_reason.as_deref()),
+            (AgentStatus::Paused, Some("Lunch"))
+        );
+        apply(
+            &mut v,
+            &Fact::Session(AgentSessionEvent::AgentUnpaused {
+                agent: a(),
+                reason: "Lunch".into(),
+            }),
+            t0,
+            &names,
+        );
+        assert_eq!(
+            (v.status, v.pause_reason.as_deref()),
+            (AgentStatus::Idle, None)
+        );
         apply(
             &mut v,
             &Fact::Session(AgentSessionEvent::AgentLoggedOut {
@@ -332,7 +489,10 @@ mod tests {
             t0,
             &names,
         );
-        assert_eq!((v.status, v.device.as_deref(), v.queues.len()), (AgentStatus::LoggedOut, None, 0));
+        assert_eq!(
+            (v.status, v.device.as_deref(), v.queues.len()),
+            (AgentStatus::LoggedOut, None, 0)
+        );
         assert_eq!(v.version, 4);
     }
 
@@ -358,12 +518,42 @@ mod tests {
         };
         let call = |e: C| Fact::Call(e, None);
         apply(&mut v, &call(offer("old")), t0, &names);
-        apply(&mut v, &call(C::CallAnswered { call: "old".into(), queue: QueueNumber::parse("500").unwrap(), agent: a(), offer: "old-o".into(), wait_ms: 0 }), t0, &names);
-        apply(&mut v, &call(C::CallEnded { call: "old".into(), agent: a(), by: EndedBy::Caller, talk_ms: 5 }), t0, &names);
+        apply(
+            &mut v,
+            &call(C::CallAnswered {
+                call: "old".into(),
+                queue: QueueNumber::parse("500").unwrap(),
+                agent: a(),
+                offer: "old-o".into(),
+                wait_ms: 0,
+            }),
+            t0,
+            &names,
+        );
+        apply(
+            &mut v,
+            &call(C::CallEnded {
+                call: "old".into(),
+                agent: a(),
+                by: EndedBy::Caller,
+                talk_ms: 5,
+            }),
+            t0,
+            &names,
+        );
         assert_eq!(v.status, AgentStatus::WrapUp);
         // The router's writers may store the next offer before the old call's WrapUpEnded.
         apply(&mut v, &call(offer("new")), t0, &names);
-        apply(&mut v, &call(C::WrapUpEnded { call: "old".into(), agent: a(), early: false }), t0, &names);
+        apply(
+            &mut v,
+            &call(C::WrapUpEnded {
+                call: "old".into(),
+                agent: a(),
+                early: false,
+            }),
+            t0,
+            &names,
+        );
         assert_eq!(v.status, AgentStatus::Ringing);
         assert_eq!(v.current_call.as_ref().unwrap()["call"], "new");
         assert_eq!(v.counts.completed, 1);

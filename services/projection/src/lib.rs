@@ -15,8 +15,16 @@ pub mod reporting;
 use cc_runtime::Context;
 
 pub const MIGRATIONS: &[cc_eventstore::Migration] = &[
-    cc_eventstore::Migration { version: 1, name: "portal_read_model", sql: include_str!("../sql/0001_portal_read_model.sql") },
-    cc_eventstore::Migration { version: 2, name: "call_info", sql: include_str!("../sql/0002_call_info.sql") },
+    cc_eventstore::Migration {
+        version: 1,
+        name: "portal_read_model",
+        sql: include_str!("../sql/0001_portal_read_model.sql"),
+    },
+    cc_eventstore::Migration {
+        version: 2,
+        name: "call_info",
+        sql: include_str!("../sql/0002_call_info.sql"),
+    },
 ];
 
 /// Runs the projections until `ctx.cancel`. One process projects each at a time (a lease

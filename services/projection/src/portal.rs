@@ -19,24 +19,34 @@ use crate::agent_view::{self, CallInfo, Fact};
 const NAME: &str = cc_contracts::views::PORTAL_CHECKPOINT;
 
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
-    cc_runtime::leading::keep_leading(&ctx.cancel.clone(), "portal projection", || lead(&ctx)).await;
+    cc_runtime::leading::keep_leading(&ctx.cancel.clone(), "portal projection", || lead(&ctx))
+        .await;
     Ok(())
 }
 
 async fn load_checkpoint(ctx: &Context) -> anyhow::Result<Checkpoint> {
-    let row: Option<(i64, i64)> = sqlx::query_as("select xid, position from rm_checkpoints where name = $1")
-        .bind(NAME)
-        .fetch_optional(&ctx.pool)
-        .await?;
-    Ok(row.map(|(xid, position)| Checkpoint { xid, position }).unwrap_or(Checkpoint::START))
+    let row: Option<(i64, i64)> =
+        sqlx::query_as("select xid, position from rm_checkpoints where name = $1")
+            .bind(NAME)
+            .fetch_optional(&ctx.pool)
+            .await?;
+    Ok(row
+        .map(|(xid, position)| Checkpoint { xid, position })
+        .unwrap_or(Checkpoint::START))
 }
 
 async fn lead(ctx: &Context) -> anyhow::Result<()> {
-    let Some(mut lease) = Lease::try_acquire(&ctx.config.database_url, "cc-projection:portal").await? else { return Ok(()) };
+    let Some(mut lease) =
+        Lease::try_acquire(&ctx.config.database_url, "cc-projection:portal").await?
+    else {
+        return Ok(());
+    };
     tracing::info!("portal projection lease taken");
     let from = load_checkpoint(ctx).await?;
     let mut expect = from;
-    let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::All, from).await?.with_batch_size(1000);
+    let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::All, from)
+        .await?
+        .with_batch_size(1000);
     let mut cache = Cache::default();
     let mut last_prune = Instant::now();
     loop {
@@ -57,7 +67,11 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
         }
         lease.check().await?;
         if last_prune.elapsed() > Duration::from_secs(60) {
-            sqlx::query("delete from rm_agent_updates where recorded_at < now() - interval '1 day'").execute(&ctx.pool).await?;
+            sqlx::query(
+                "delete from rm_agent_updates where recorded_at < now() - interval '1 day'",
+            )
+            .execute(&ctx.pool)
+            .await?;
             last_prune = Instant::now();
         }
     }
@@ -85,7 +99,12 @@ pub struct Cache {
 
 impl Cache {
     /// Takes in what a committed transaction wrote.
-    fn committed(&mut self, views: HashMap<(String, String), AgentView>, names: HashMap<String, HashMap<String, String>>, calls: HashMap<(String, String), CallInfo>) {
+    fn committed(
+        &mut self,
+        views: HashMap<(String, String), AgentView>,
+        names: HashMap<String, HashMap<String, String>>,
+        calls: HashMap<(String, String), CallInfo>,
+    ) {
         self.views.extend(views);
         self.names.extend(names);
         // Details of calls are needed while they ring agents; keep the recent ones only.
@@ -108,10 +127,21 @@ pub struct Change {
 /// first checks that the stored checkpoint is still the one this writer left (else the read
 /// model was rebuilt meanwhile: `None`, nothing written). The checkpoint row is the first thing
 /// each transaction touches, which is what lets [`rebuild`] take the tables without deadlock.
-async fn project(pool: &PgPool, batch: &[RecordedEvent], expect: Option<Checkpoint>, cache: &mut Cache) -> anyhow::Result<Option<Vec<Change>>> {
+async fn project(
+    pool: &PgPool,
+    batch: &[RecordedEvent],
+    expect: Option<Checkpoint>,
+    cache: &mut Cache,
+) -> anyhow::Result<Option<Vec<Change>>> {
     let mut tx = cc_eventstore::begin_read_model(pool).await?;
-    let stored: Option<(i64, i64)> = sqlx::query_as("select xid, position from rm_checkpoints where name = $1 for update").bind(NAME).fetch_optional(&mut *tx).await?;
-    let stored = stored.map(|(xid, position)| Checkpoint { xid, position }).unwrap_or(Checkpoint::START);
+    let stored: Option<(i64, i64)> =
+        sqlx::query_as("select xid, position from rm_checkpoints where name = $1 for update")
+            .bind(NAME)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let stored = stored
+        .map(|(xid, position)| Checkpoint { xid, position })
+        .unwrap_or(Checkpoint::START);
     if expect.is_some_and(|e| e != stored) {
         return Ok(None);
     }
@@ -124,7 +154,13 @@ async fn project(pool: &PgPool, batch: &[RecordedEvent], expect: Option<Checkpoi
         let Some(mut fact) = fact_of(e) else { continue };
         let tenant = e.tenant().to_string();
         if let Fact::Call(call_event, info) = &mut fact {
-            if let CallEvent::CallEnteredQueue { call, queue, caller, .. } = call_event {
+            if let CallEvent::CallEnteredQueue {
+                call,
+                queue,
+                caller,
+                ..
+            } = call_event
+            {
                 sqlx::query(
                     "insert into rm_call_info (tenant, call, queue, caller_number, caller_name, entered_at)
                      values ($1, $2, $3, $4, $5, $6) on conflict (tenant, call) do update set queue = excluded.queue",
@@ -137,9 +173,16 @@ async fn project(pool: &PgPool, batch: &[RecordedEvent], expect: Option<Checkpoi
                 .bind(e.recorded_at)
                 .execute(&mut *tx)
                 .await?;
-                let info = CallInfo { queue: queue.to_string(), caller_number: caller.number.clone(), caller_name: caller.name.clone(), entered_at: e.recorded_at };
+                let info = CallInfo {
+                    queue: queue.to_string(),
+                    caller_number: caller.number.clone(),
+                    caller_name: caller.name.clone(),
+                    entered_at: e.recorded_at,
+                };
                 calls.insert((tenant.clone(), call.clone()), info);
-            } else if let CallEvent::CallOffered { call, .. } | CallEvent::TransferStarted { call, .. } = call_event {
+            } else if let CallEvent::CallOffered { call, .. }
+            | CallEvent::TransferStarted { call, .. } = call_event
+            {
                 let key = (tenant.clone(), call.clone());
                 *info = match calls.get(&key).or_else(|| cache.calls.get(&key)) {
                     Some(known) => Some(known.clone()),
@@ -158,7 +201,11 @@ async fn project(pool: &PgPool, batch: &[RecordedEvent], expect: Option<Checkpoi
             let known = match cache.names.get(&tenant) {
                 Some(known) => known.clone(),
                 None => {
-                    let rows = sqlx::query("select queue, name from rm_queue_names where tenant = $1").bind(&tenant).fetch_all(&mut *tx).await?;
+                    let rows =
+                        sqlx::query("select queue, name from rm_queue_names where tenant = $1")
+                            .bind(&tenant)
+                            .fetch_all(&mut *tx)
+                            .await?;
                     rows.iter().map(|r| (r.get(0), r.get(1))).collect()
                 }
             };
@@ -168,13 +215,17 @@ async fn project(pool: &PgPool, batch: &[RecordedEvent], expect: Option<Checkpoi
             Fact::Account(AgentAccountEvent::AgentAccountCreated { agent, .. })
             | Fact::Account(AgentAccountEvent::AgentAccountUpdated { agent, .. })
             | Fact::Account(AgentAccountEvent::AgentAccountDisabled { agent })
-            | Fact::Account(AgentAccountEvent::AgentAccountEnabled { agent }) => vec![agent.to_string()],
+            | Fact::Account(AgentAccountEvent::AgentAccountEnabled { agent }) => {
+                vec![agent.to_string()]
+            }
             Fact::Account(AgentAccountEvent::AgentPasswordChanged { .. }) => vec![],
             Fact::Session(s) => vec![session_agent(s).to_string()],
             Fact::Call(c, _) => c.agents().into_iter().map(|a| a.to_string()).collect(),
             Fact::Queue(QueueEvent::QueueConfigured { .. }) => vec![],
             Fact::Queue(QueueEvent::AgentAssignedToQueue { agent, .. })
-            | Fact::Queue(QueueEvent::AgentUnassignedFromQueue { agent, .. }) => vec![agent.to_string()],
+            | Fact::Queue(QueueEvent::AgentUnassignedFromQueue { agent, .. }) => {
+                vec![agent.to_string()]
+            }
             Fact::Queue(QueueEvent::QueueCreated { queue, name }) => {
                 sqlx::query(
                     "insert into rm_queue_names (tenant, queue, name) values ($1, $2, $3)
@@ -185,7 +236,10 @@ async fn project(pool: &PgPool, batch: &[RecordedEvent], expect: Option<Checkpoi
                 .bind(name)
                 .execute(&mut *tx)
                 .await?;
-                names.get_mut(&tenant).unwrap().insert(queue.to_string(), name.clone());
+                names
+                    .get_mut(&tenant)
+                    .unwrap()
+                    .insert(queue.to_string(), name.clone());
                 let needle = serde_json::json!([{ "queue": queue.as_str() }]);
                 let mut affected: Vec<String> = sqlx::query_scalar(
                     "select agent from rm_agents where tenant = $1 and (view->'assigned_queues' @> $2 or view->'queues' @> $2)",
@@ -194,7 +248,15 @@ async fn project(pool: &PgPool, batch: &[RecordedEvent], expect: Option<Checkpoi
                 .bind(&needle)
                 .fetch_all(&mut *tx)
                 .await?;
-                affected.extend(views.iter().filter(|((t, _), v)| *t == tenant && v.assigned_queues.iter().any(|q| q.queue == queue.as_str())).map(|((_, a), _)| a.clone()));
+                affected.extend(
+                    views
+                        .iter()
+                        .filter(|((t, _), v)| {
+                            *t == tenant
+                                && v.assigned_queues.iter().any(|q| q.queue == queue.as_str())
+                        })
+                        .map(|((_, a), _)| a.clone()),
+                );
                 affected.sort();
                 affected.dedup();
                 affected
@@ -206,20 +268,34 @@ async fn project(pool: &PgPool, batch: &[RecordedEvent], expect: Option<Checkpoi
                 let view = match cache.views.get(&key) {
                     Some(known) => known.clone(),
                     None => {
-                        let stored: Option<serde_json::Value> = sqlx::query_scalar("select view from rm_agents where tenant = $1 and agent = $2")
-                            .bind(&tenant)
-                            .bind(&agent)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                        stored.and_then(|v| serde_json::from_value(v).ok()).unwrap_or_else(|| agent_view::empty(&tenant, &agent, e.recorded_at))
+                        let stored: Option<serde_json::Value> = sqlx::query_scalar(
+                            "select view from rm_agents where tenant = $1 and agent = $2",
+                        )
+                        .bind(&tenant)
+                        .bind(&agent)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        stored
+                            .and_then(|v| serde_json::from_value(v).ok())
+                            .unwrap_or_else(|| agent_view::empty(&tenant, &agent, e.recorded_at))
                     }
                 };
                 views.insert(key.clone(), view);
             }
             let tenant_names = &names[&tenant];
             let view = views.get_mut(&key).unwrap();
-            agent_view::apply(view, &fact, e.recorded_at, &|q| tenant_names.get(q).cloned().unwrap_or_else(|| q.to_string()));
-            changes.push(Change { tenant: view.tenant.clone(), agent: view.agent.clone(), version: view.version, json: serde_json::to_string(view).expect("views serialize") });
+            agent_view::apply(view, &fact, e.recorded_at, &|q| {
+                tenant_names
+                    .get(q)
+                    .cloned()
+                    .unwrap_or_else(|| q.to_string())
+            });
+            changes.push(Change {
+                tenant: view.tenant.clone(),
+                agent: view.agent.clone(),
+                version: view.version,
+                json: serde_json::to_string(view).expect("views serialize"),
+            });
         }
     }
     if !changes.is_empty() {
@@ -253,7 +329,11 @@ async fn project(pool: &PgPool, batch: &[RecordedEvent], expect: Option<Checkpoi
 }
 
 /// Writes views in one statement (`sql` takes tenants, agents, versions and views as arrays).
-async fn write_views<'a>(tx: &mut sqlx::PgConnection, sql: &str, views: impl Iterator<Item = &'a Change>) -> Result<(), sqlx::Error> {
+async fn write_views<'a>(
+    tx: &mut sqlx::PgConnection,
+    sql: &str,
+    views: impl Iterator<Item = &'a Change>,
+) -> Result<(), sqlx::Error> {
     let (mut t, mut a, mut v, mut j) = (vec![], vec![], vec![], vec![]);
     for c in views {
         t.push(c.tenant.as_str());
@@ -261,7 +341,13 @@ async fn write_views<'a>(tx: &mut sqlx::PgConnection, sql: &str, views: impl Ite
         v.push(c.version);
         j.push(c.json.as_str());
     }
-    sqlx::query(sql).bind(&t).bind(&a).bind(&v).bind(&j).execute(tx).await?;
+    sqlx::query(sql)
+        .bind(&t)
+        .bind(&a)
+        .bind(&v)
+        .bind(&j)
+        .execute(tx)
+        .await?;
     Ok(())
 }
 
@@ -280,24 +366,44 @@ fn session_agent(e: &AgentSessionEvent) -> &cc_contracts::domain::AgentNumber {
 }
 
 /// The portal read model's tables (all in the default schema).
-const TABLES: [&str; 5] = ["rm_checkpoints", "rm_agents", "rm_agent_updates", "rm_queue_names", "rm_call_info"];
+const TABLES: [&str; 5] = [
+    "rm_checkpoints",
+    "rm_agents",
+    "rm_agent_updates",
+    "rm_queue_names",
+    "rm_call_info",
+];
 
 /// Rebuilds the portal read model from the whole store into fresh tables (schema
 /// `portal_next`, filled by the same [`project`] as the live projection) while the old ones
 /// serve, then takes the old tables exclusively, catches up, and swaps them in one transaction.
 /// The live projection finds another checkpoint than the one it left and reloads. Each agent's
 /// change history (for SSE resumption) keeps its last 100 changes.
-pub async fn rebuild(pool: &PgPool, database_url: &str, store: &cc_eventstore::EventStore, mut progress: impl FnMut(crate::reporting::Progress) + Send) -> anyhow::Result<crate::reporting::Rebuilt> {
+pub async fn rebuild(
+    pool: &PgPool,
+    database_url: &str,
+    store: &cc_eventstore::EventStore,
+    mut progress: impl FnMut(crate::reporting::Progress) + Send,
+) -> anyhow::Result<crate::reporting::Rebuilt> {
     use sqlx::Executor;
     let started = Instant::now();
-    let mut ddl = "drop schema if exists portal_next cascade; create schema portal_next;".to_string();
+    let mut ddl =
+        "drop schema if exists portal_next cascade; create schema portal_next;".to_string();
     for t in TABLES {
-        ddl.push_str(&format!(" create table portal_next.{t} (like public.{t} including all);"));
+        ddl.push_str(&format!(
+            " create table portal_next.{t} (like public.{t} including all);"
+        ));
     }
     pool.execute(ddl.as_str()).await?;
     let next = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
-        .after_connect(|c, _| Box::pin(async move { c.execute("set search_path to portal_next, public").await.map(|_| ()) }))
+        .after_connect(|c, _| {
+            Box::pin(async move {
+                c.execute("set search_path to portal_next, public")
+                    .await
+                    .map(|_| ())
+            })
+        })
         .connect(database_url)
         .await?;
     let total = store.count(&ReadFilter::All).await? as u64;
@@ -313,7 +419,9 @@ pub async fn rebuild(pool: &PgPool, database_url: &str, store: &cc_eventstore::E
             let mut n = 0u64;
             loop {
                 let batch = store.read_all(&ReadFilter::All, cp, 1000).await?;
-                let Some(last) = batch.last() else { return anyhow::Ok((cp, n)) };
+                let Some(last) = batch.last() else {
+                    return anyhow::Ok((cp, n));
+                };
                 project(&next, &batch, None, &mut *cache.lock().await).await?;
                 n += batch.len() as u64;
                 cp = last.checkpoint();
@@ -327,13 +435,22 @@ pub async fn rebuild(pool: &PgPool, database_url: &str, store: &cc_eventstore::E
         done += batch.len() as u64;
         cp = last.checkpoint();
         if last_report.elapsed() >= Duration::from_secs(1) {
-            progress(crate::reporting::Progress { done, total, elapsed: started.elapsed() });
+            progress(crate::reporting::Progress {
+                done,
+                total,
+                elapsed: started.elapsed(),
+            });
             last_report = Instant::now();
         }
     }
     let mut tx = pool.begin().await?;
-    let lock = TABLES.iter().map(|t| format!("public.{t}")).collect::<Vec<_>>().join(", ");
-    tx.execute(format!("lock table {lock} in access exclusive mode").as_str()).await?;
+    let lock = TABLES
+        .iter()
+        .map(|t| format!("public.{t}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    tx.execute(format!("lock table {lock} in access exclusive mode").as_str())
+        .await?;
     let (cp, caught) = catch_up(cp).await?;
     let _ = cp;
     done += caught;
@@ -346,7 +463,18 @@ pub async fn rebuild(pool: &PgPool, database_url: &str, store: &cc_eventstore::E
     swap.push_str(" drop schema portal_old cascade; drop schema portal_next cascade;");
     tx.execute(swap.as_str()).await?;
     tx.commit().await?;
-    let rows: i64 = sqlx::query_scalar("select count(*) from rm_agents").fetch_one(pool).await?;
-    progress(crate::reporting::Progress { done, total: total.max(done), elapsed: started.elapsed() });
-    Ok(crate::reporting::Rebuilt { events: done, rows: rows as usize, elapsed: started.elapsed(), generation: 0 })
+    let rows: i64 = sqlx::query_scalar("select count(*) from rm_agents")
+        .fetch_one(pool)
+        .await?;
+    progress(crate::reporting::Progress {
+        done,
+        total: total.max(done),
+        elapsed: started.elapsed(),
+    });
+    Ok(crate::reporting::Rebuilt {
+        events: done,
+        rows: rows as usize,
+        elapsed: started.elapsed(),
+        generation: 0,
+    })
 }

@@ -107,11 +107,22 @@ pub struct Call {
 /// next one and the due ones costs nothing like a scan of every call and agent.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Timer {
-    Offer { call: String, offer: String },
-    MaxWait { call: String },
-    WrapUp { tenant: String, agent: AgentNumber },
+    Offer {
+        call: String,
+        offer: String,
+    },
+    MaxWait {
+        call: String,
+    },
+    WrapUp {
+        tenant: String,
+        agent: AgentNumber,
+    },
     /// The end of a reject delay: nothing to do but route again.
-    Reject { tenant: String, agent: AgentNumber },
+    Reject {
+        tenant: String,
+        agent: AgentNumber,
+    },
 }
 
 /// Service order in a queue: higher priority first, then first come first served.
@@ -121,13 +132,24 @@ type WaitKey = (std::cmp::Reverse<i32>, DateTime<Utc>, u64, String);
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     /// Ring these agents (several for ring-all) for this call.
-    Offer { call: String, agents: Vec<(AgentNumber, DeviceId)> },
+    Offer {
+        call: String,
+        agents: Vec<(AgentNumber, DeviceId)>,
+    },
     /// An offer rang too long.
-    OfferTimedOut { call: String, agent: AgentNumber, offer: String },
+    OfferTimedOut {
+        call: String,
+        agent: AgentNumber,
+        offer: String,
+    },
     /// A caller waited longer than the queue allows.
     MaxWait { call: String },
     /// A wrap-up is over.
-    WrapUpOver { call: String, tenant: String, agent: AgentNumber },
+    WrapUpOver {
+        call: String,
+        tenant: String,
+        agent: AgentNumber,
+    },
     /// Nobody is logged into the queue of a waiting call, and the queue sends callers away then.
     NoAgents { call: String },
 }
@@ -172,13 +194,22 @@ pub struct Candidate {
 }
 
 /// Picks the agents to ring among eligible candidates (never empty if candidates are not).
-pub fn choose(strategy: Strategy, mut c: Vec<Candidate>, last_offered: Option<&AgentNumber>, random: u64) -> Vec<AgentNumber> {
+pub fn choose(
+    strategy: Strategy,
+    mut c: Vec<Candidate>,
+    last_offered: Option<&AgentNumber>,
+    random: u64,
+) -> Vec<AgentNumber> {
     if c.is_empty() {
         return vec![];
     }
     c.sort_by(|a, b| a.agent.cmp(&b.agent));
     let pick = |c: &[Candidate], key: &dyn Fn(&Candidate) -> (i64, DateTime<Utc>)| {
-        c.iter().min_by(|a, b| key(a).cmp(&key(b)).then(a.agent.cmp(&b.agent))).map(|x| x.agent.clone()).into_iter().collect()
+        c.iter()
+            .min_by(|a, b| key(a).cmp(&key(b)).then(a.agent.cmp(&b.agent)))
+            .map(|x| x.agent.clone())
+            .into_iter()
+            .collect()
     };
     match strategy {
         Strategy::RingAll => c.into_iter().map(|x| x.agent).collect(),
@@ -187,7 +218,9 @@ pub fn choose(strategy: Strategy, mut c: Vec<Candidate>, last_offered: Option<&A
         Strategy::LeastTalkTime => pick(&c, &|x| (x.talk_ms, x.idle_since)),
         Strategy::Linear => pick(&c, &|x| (x.penalty as i64, DateTime::<Utc>::MIN_UTC)),
         Strategy::RoundRobin => {
-            let next = last_offered.and_then(|l| c.iter().find(|x| &x.agent > l)).unwrap_or(&c[0]);
+            let next = last_offered
+                .and_then(|l| c.iter().find(|x| &x.agent > l))
+                .unwrap_or(&c[0]);
             vec![next.agent.clone()]
         }
         Strategy::Random => vec![c[(random % c.len() as u64) as usize].agent.clone()],
@@ -204,13 +237,21 @@ impl Acd {
     /// Re-indexes the timers of the agents changed by the last event.
     fn index_touched_agents(&mut self, at: DateTime<Utc>) {
         for key in std::mem::take(&mut self.touched) {
-            let Some(a) = self.agents.get_mut(&key) else { continue };
+            let Some(a) = self.agents.get_mut(&key) else {
+                continue;
+            };
             for t in a.timers.drain(..) {
                 self.timers.remove(&t);
             }
             let (tenant, agent) = key;
             if let Some((_, until)) = &a.wrap_up {
-                a.timers.push((*until, Timer::WrapUp { tenant: tenant.clone(), agent: agent.clone() }));
+                a.timers.push((
+                    *until,
+                    Timer::WrapUp {
+                        tenant: tenant.clone(),
+                        agent: agent.clone(),
+                    },
+                ));
             }
             if let Some(until) = a.reject_until.filter(|t| *t > at) {
                 a.timers.push((until, Timer::Reject { tenant, agent }));
@@ -229,17 +270,41 @@ impl Acd {
             self.channels.remove(&c.channel);
             return;
         }
-        let s = self.queues.get(&(c.tenant.clone(), c.queue.clone())).map(|q| q.settings.clone()).unwrap_or_default();
+        let s = self
+            .queues
+            .get(&(c.tenant.clone(), c.queue.clone()))
+            .map(|q| q.settings.clone())
+            .unwrap_or_default();
         let mut timers: Vec<(DateTime<Utc>, Timer)> = c
             .offers
             .iter()
-            .map(|o| (o.at + Duration::seconds(s.ring_timeout_s), Timer::Offer { call: id.to_string(), offer: o.offer.clone() }))
+            .map(|o| {
+                (
+                    o.at + Duration::seconds(s.ring_timeout_s),
+                    Timer::Offer {
+                        call: id.to_string(),
+                        offer: o.offer.clone(),
+                    },
+                )
+            })
             .collect();
         let unanswered = !c.done && c.answered.is_none();
         if unanswered && s.max_wait_s > 0 {
-            timers.push((c.entered_at + Duration::seconds(s.max_wait_s), Timer::MaxWait { call: id.to_string() }));
+            timers.push((
+                c.entered_at + Duration::seconds(s.max_wait_s),
+                Timer::MaxWait {
+                    call: id.to_string(),
+                },
+            ));
         }
-        let waiting = (unanswered && c.offers.is_empty()).then(|| (std::cmp::Reverse(c.priority), c.entered_at, c.seq, id.to_string()));
+        let waiting = (unanswered && c.offers.is_empty()).then(|| {
+            (
+                std::cmp::Reverse(c.priority),
+                c.entered_at,
+                c.seq,
+                id.to_string(),
+            )
+        });
         let queue = (c.tenant.clone(), c.queue.clone());
         self.timers.extend(timers.iter().cloned());
         if let Some(k) = &waiting {
@@ -251,7 +316,9 @@ impl Acd {
     }
 
     fn unindex_call(&mut self, id: &str) {
-        let Some(c) = self.calls.get_mut(id) else { return };
+        let Some(c) = self.calls.get_mut(id) else {
+            return;
+        };
         for t in c.timers.drain(..) {
             self.timers.remove(&t);
         }
@@ -263,22 +330,34 @@ impl Acd {
     }
 
     fn queue(&mut self, tenant: &str, q: &QueueNumber) -> &mut Queue {
-        self.queues.entry((tenant.to_string(), q.clone())).or_default()
+        self.queues
+            .entry((tenant.to_string(), q.clone()))
+            .or_default()
     }
 
     pub fn settings(&self, tenant: &str, q: &QueueNumber) -> QueueSettings {
-        self.queues.get(&(tenant.to_string(), q.clone())).map(|q| q.settings.clone()).unwrap_or_default()
+        self.queues
+            .get(&(tenant.to_string(), q.clone()))
+            .map(|q| q.settings.clone())
+            .unwrap_or_default()
     }
 
     pub fn has_queue(&self, tenant: &str, q: &str) -> Option<QueueNumber> {
         let q = QueueNumber::parse(q).ok()?;
-        self.queues.contains_key(&(tenant.to_string(), q.clone())).then_some(q)
+        self.queues
+            .contains_key(&(tenant.to_string(), q.clone()))
+            .then_some(q)
     }
 
     pub fn apply_session(&mut self, tenant: &str, e: &AgentSessionEvent, at: DateTime<Utc>) {
         use AgentSessionEvent::*;
         match e {
-            AgentLoggedIn { agent, device, queues, .. } => {
+            AgentLoggedIn {
+                agent,
+                device,
+                queues,
+                ..
+            } => {
                 let a = self.agent(tenant, agent, at);
                 a.logged_in = true;
                 a.device = Some(device.clone());
@@ -295,7 +374,9 @@ impl Acd {
                 a.logged_in = false;
                 a.queues.clear();
             }
-            AgentPaused { agent, .. } | AgentPauseReasonChanged { agent, .. } => self.agent(tenant, agent, at).paused = true,
+            AgentPaused { agent, .. } | AgentPauseReasonChanged { agent, .. } => {
+                self.agent(tenant, agent, at).paused = true
+            }
             AgentUnpaused { agent, .. } => {
                 let a = self.agent(tenant, agent, at);
                 a.paused = false;
@@ -307,8 +388,12 @@ impl Acd {
             AgentLeftQueue { agent, queue } => {
                 self.agent(tenant, agent, at).queues.remove(queue);
             }
-            AgentDeviceWentOffline { agent, .. } => self.agent(tenant, agent, at).device_online = false,
-            AgentDeviceCameOnline { agent, .. } => self.agent(tenant, agent, at).device_online = true,
+            AgentDeviceWentOffline { agent, .. } => {
+                self.agent(tenant, agent, at).device_online = false
+            }
+            AgentDeviceCameOnline { agent, .. } => {
+                self.agent(tenant, agent, at).device_online = true
+            }
         }
         self.index_touched_agents(at);
         self.dirty = true;
@@ -319,8 +404,14 @@ impl Acd {
             QueueEvent::QueueCreated { queue, .. } => {
                 self.queue(tenant, queue);
             }
-            QueueEvent::AgentAssignedToQueue { queue, agent, penalty } => {
-                self.queue(tenant, queue).members.insert(agent.clone(), *penalty);
+            QueueEvent::AgentAssignedToQueue {
+                queue,
+                agent,
+                penalty,
+            } => {
+                self.queue(tenant, queue)
+                    .members
+                    .insert(agent.clone(), *penalty);
             }
             QueueEvent::AgentUnassignedFromQueue { queue, agent } => {
                 self.queue(tenant, queue).members.remove(agent);
@@ -328,7 +419,12 @@ impl Acd {
             QueueEvent::QueueConfigured { queue, settings } => {
                 self.queue(tenant, queue).settings = settings.clone();
                 // Timers follow the new settings.
-                let ids: Vec<String> = self.calls.iter().filter(|(_, c)| c.tenant == tenant && &c.queue == queue).map(|(id, _)| id.clone()).collect();
+                let ids: Vec<String> = self
+                    .calls
+                    .iter()
+                    .filter(|(_, c)| c.tenant == tenant && &c.queue == queue)
+                    .map(|(id, _)| id.clone())
+                    .collect();
                 for id in ids {
                     self.index_call(&id);
                 }
@@ -340,7 +436,13 @@ impl Acd {
     pub fn apply_call(&mut self, tenant: &str, e: &CallEvent, at: DateTime<Utc>) {
         use CallEvent::*;
         match e {
-            CallEnteredQueue { call, queue, caller, channel, priority } => {
+            CallEnteredQueue {
+                call,
+                queue,
+                caller,
+                channel,
+                priority,
+            } => {
                 self.unindex_call(call);
                 self.seq += 1;
                 self.channels.insert(channel.clone(), call.clone());
@@ -362,27 +464,53 @@ impl Acd {
                     },
                 );
             }
-            CallOffered { call, queue, agent, offer, .. } => {
+            CallOffered {
+                call,
+                queue,
+                agent,
+                offer,
+                ..
+            } => {
                 if let Some(c) = self.calls.get_mut(call) {
-                    c.offers.push(Offer { offer: offer.clone(), agent: agent.clone(), at });
+                    c.offers.push(Offer {
+                        offer: offer.clone(),
+                        agent: agent.clone(),
+                        at,
+                    });
                 }
                 self.offers.insert(offer.clone(), call.clone());
                 self.agent(tenant, agent, at).ringing += 1;
                 self.queue(tenant, queue).last_offered = Some(agent.clone());
             }
-            OfferRejected { call, agent, offer } | OfferTimedOut { call, agent, offer } | OfferWithdrawn { call, agent, offer, .. } => {
+            OfferRejected { call, agent, offer }
+            | OfferTimedOut { call, agent, offer }
+            | OfferWithdrawn {
+                call, agent, offer, ..
+            } => {
                 self.remember_hangup(tenant, offer);
                 self.end_offer(call, offer);
-                let reject_delay = self.calls.get(call).map(|c| self.settings(tenant, &c.queue).reject_delay_s).unwrap_or(0);
+                let reject_delay = self
+                    .calls
+                    .get(call)
+                    .map(|c| self.settings(tenant, &c.queue).reject_delay_s)
+                    .unwrap_or(0);
                 let a = self.agent(tenant, agent, at);
                 a.ringing = a.ringing.saturating_sub(1);
                 match e {
-                    OfferRejected { .. } => a.reject_until = Some(at + Duration::seconds(reject_delay)),
+                    OfferRejected { .. } => {
+                        a.reject_until = Some(at + Duration::seconds(reject_delay))
+                    }
                     OfferTimedOut { .. } => a.missed_in_row += 1,
                     _ => {}
                 }
             }
-            CallAnswered { call, agent, offer, queue, .. } => {
+            CallAnswered {
+                call,
+                agent,
+                offer,
+                queue,
+                ..
+            } => {
                 self.end_offer(call, offer);
                 if let Some(c) = self.calls.get_mut(call) {
                     c.answered = Some(agent.clone());
@@ -403,7 +531,12 @@ impl Acd {
                     self.remember_hangup(tenant, &channel);
                 }
             }
-            CallEnded { call, agent, talk_ms, .. } => {
+            CallEnded {
+                call,
+                agent,
+                talk_ms,
+                ..
+            } => {
                 if let Some(c) = self.calls.get_mut(call) {
                     c.done = true;
                 }
@@ -412,8 +545,13 @@ impl Acd {
                 a.talk_ms += talk_ms;
                 a.idle_since = at;
             }
-            WrapUpStarted { call, agent, seconds } => {
-                self.agent(tenant, agent, at).wrap_up = Some((call.clone(), at + Duration::seconds(*seconds)));
+            WrapUpStarted {
+                call,
+                agent,
+                seconds,
+            } => {
+                self.agent(tenant, agent, at).wrap_up =
+                    Some((call.clone(), at + Duration::seconds(*seconds)));
             }
             WrapUpEnded { agent, .. } => {
                 let a = self.agent(tenant, agent, at);
@@ -422,8 +560,15 @@ impl Acd {
             }
             // A transfer to an agent's device: the agent rings, then is on the call (and not
             // offered queue calls meanwhile); their wrap-up follows the call's queue.
-            TransferStarted { call, transfer, target_agent: Some(agent), queue, .. } => {
-                self.transfers.insert(transfer.clone(), (tenant.to_string(), agent.clone(), false));
+            TransferStarted {
+                call,
+                transfer,
+                target_agent: Some(agent),
+                queue,
+                ..
+            } => {
+                self.transfers
+                    .insert(transfer.clone(), (tenant.to_string(), agent.clone(), false));
                 let a = self.agent(tenant, agent, at);
                 a.ringing += 1;
                 a.last_call = Some((call.clone(), queue.clone()));
@@ -464,7 +609,8 @@ impl Acd {
         if self.to_hang_up.len() >= 10_000 {
             self.to_hang_up.pop_front();
         }
-        self.to_hang_up.push_back((tenant.to_string(), channel.to_string()));
+        self.to_hang_up
+            .push_back((tenant.to_string(), channel.to_string()));
     }
 
     fn end_offer(&mut self, call: &str, offer: &str) {
@@ -476,7 +622,9 @@ impl Acd {
 
     /// The position (1-based) of a waiting call in its queue.
     pub fn position(&self, call: &str) -> i32 {
-        let Some(c) = self.calls.get(call) else { return 0 };
+        let Some(c) = self.calls.get(call) else {
+            return 0;
+        };
         1 + self
             .calls
             .values()
@@ -485,7 +633,9 @@ impl Acd {
                     && o.queue == c.queue
                     && o.answered.is_none()
                     && !o.done
-                    && (o.priority > c.priority || (o.priority == c.priority && (o.entered_at, o.seq) < (c.entered_at, c.seq)))
+                    && (o.priority > c.priority
+                        || (o.priority == c.priority
+                            && (o.entered_at, o.seq) < (c.entered_at, c.seq)))
             })
             .count() as i32
     }
@@ -502,7 +652,9 @@ impl Acd {
         self.dirty = false;
         self.recheck_at = None;
         // With no free agent (the usual case under load), nothing to do.
-        let any_free = self.agents.values().any(|a| a.logged_in && a.ringing == 0 && a.on_call.is_none() && a.wrap_up.is_none() && !a.paused);
+        let any_free = self.agents.values().any(|a| {
+            a.logged_in && a.ringing == 0 && a.on_call.is_none() && a.wrap_up.is_none() && !a.paused
+        });
         let ring_in_use = self.queues.values().any(|q| q.settings.ring_in_use);
         if !any_free && !ring_in_use {
             return out;
@@ -510,7 +662,11 @@ impl Acd {
         let mut taken: HashSet<Key<AgentNumber>> = HashSet::new();
         // Each queue's line; the head that comes first overall is served next. A queue whose
         // head finds no agent is done: its later calls have the same candidates, or fewer.
-        let mut lines: Vec<(&Key<QueueNumber>, std::collections::btree_set::Iter<WaitKey>, &WaitKey)> = self
+        let mut lines: Vec<(
+            &Key<QueueNumber>,
+            std::collections::btree_set::Iter<WaitKey>,
+            &WaitKey,
+        )> = self
             .waiting
             .iter()
             .filter_map(|(q, w)| {
@@ -526,26 +682,49 @@ impl Acd {
                     let _ = lines.swap_remove(i);
                 }
             }
-            let Some(q) = self.queues.get(qkey) else { continue };
+            let Some(q) = self.queues.get(qkey) else {
+                continue;
+            };
             let tenant = &qkey.0;
             let mut candidates = vec![];
             for (agent, penalty) in &q.members {
                 let key = (tenant.clone(), agent.clone());
-                let Some(a) = self.agents.get(&key) else { continue };
+                let Some(a) = self.agents.get(&key) else {
+                    continue;
+                };
                 if taken.contains(&key) {
                     continue;
                 }
                 if a.eligible(&qkey.1, q.settings.ring_in_use, now) {
-                    candidates.push(Candidate { agent: agent.clone(), penalty: *penalty, idle_since: a.idle_since, calls_answered: a.calls_answered, talk_ms: a.talk_ms });
+                    candidates.push(Candidate {
+                        agent: agent.clone(),
+                        penalty: *penalty,
+                        idle_since: a.idle_since,
+                        calls_answered: a.calls_answered,
+                        talk_ms: a.talk_ms,
+                    });
                 } else if let Some(until) = a.reject_until.filter(|t| *t > now) {
                     // Held back only by a reject delay? Route again when it ends.
-                    if (Agent { reject_until: None, ..a.clone() }).eligible(&qkey.1, q.settings.ring_in_use, now) {
+                    if (Agent {
+                        reject_until: None,
+                        ..a.clone()
+                    })
+                    .eligible(&qkey.1, q.settings.ring_in_use, now)
+                    {
                         self.recheck_at = Some(self.recheck_at.map_or(until, |r| r.min(until)));
                     }
                 }
             }
-            let random = self.rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407 + out.len() as u64);
-            let chosen = choose(q.settings.strategy, candidates, q.last_offered.as_ref(), random >> 33);
+            let random = self
+                .rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407 + out.len() as u64);
+            let chosen = choose(
+                q.settings.strategy,
+                candidates,
+                q.last_offered.as_ref(),
+                random >> 33,
+            );
             if chosen.is_empty() {
                 lines.retain(|l| l.0 != qkey);
                 continue;
@@ -559,9 +738,15 @@ impl Acd {
                     Some((a, device))
                 })
                 .collect();
-            out.push(Decision::Offer { call: call.clone(), agents });
+            out.push(Decision::Offer {
+                call: call.clone(),
+                agents,
+            });
         }
-        self.rng = self.rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.rng = self
+            .rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         out
     }
 
@@ -573,13 +758,33 @@ impl Acd {
         for (at, timer) in self.timers.iter().take_while(|(at, _)| *at <= now) {
             match timer {
                 Timer::Offer { call, offer } => {
-                    let Some(o) = self.calls.get(call).and_then(|c| c.offers.iter().find(|o| &o.offer == offer)) else { continue };
-                    out.push(Decision::OfferTimedOut { call: call.clone(), agent: o.agent.clone(), offer: offer.clone() });
+                    let Some(o) = self
+                        .calls
+                        .get(call)
+                        .and_then(|c| c.offers.iter().find(|o| &o.offer == offer))
+                    else {
+                        continue;
+                    };
+                    out.push(Decision::OfferTimedOut {
+                        call: call.clone(),
+                        agent: o.agent.clone(),
+                        offer: offer.clone(),
+                    });
                 }
                 Timer::MaxWait { call } => out.push(Decision::MaxWait { call: call.clone() }),
                 Timer::WrapUp { tenant, agent } => {
-                    let Some((call, _)) = self.agents.get(&(tenant.clone(), agent.clone())).and_then(|a| a.wrap_up.as_ref()) else { continue };
-                    out.push(Decision::WrapUpOver { call: call.clone(), tenant: tenant.clone(), agent: agent.clone() });
+                    let Some((call, _)) = self
+                        .agents
+                        .get(&(tenant.clone(), agent.clone()))
+                        .and_then(|a| a.wrap_up.as_ref())
+                    else {
+                        continue;
+                    };
+                    out.push(Decision::WrapUpOver {
+                        call: call.clone(),
+                        tenant: tenant.clone(),
+                        agent: agent.clone(),
+                    });
                 }
                 Timer::Reject { .. } => wakes.push((*at, timer.clone())),
             }
@@ -589,8 +794,21 @@ impl Acd {
             self.timers.remove(&w);
             self.dirty = true;
         }
-        let max_waits: HashSet<&String> = out.iter().filter_map(|d| if let Decision::MaxWait { call } = d { Some(call) } else { None }).collect();
-        let away: Vec<String> = self.sent_away().filter(|c| !max_waits.contains(c)).cloned().collect();
+        let max_waits: HashSet<&String> = out
+            .iter()
+            .filter_map(|d| {
+                if let Decision::MaxWait { call } = d {
+                    Some(call)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let away: Vec<String> = self
+            .sent_away()
+            .filter(|c| !max_waits.contains(c))
+            .cloned()
+            .collect();
         out.extend(away.into_iter().map(|call| Decision::NoAgents { call }));
         out
     }
@@ -598,7 +816,11 @@ impl Acd {
     /// When the next timer falls due.
     pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
         let timer = self.timers.first().map(|(at, _)| *at);
-        let away = self.sent_away().filter_map(|c| self.calls.get(c)).map(|c| c.entered_at).min();
+        let away = self
+            .sent_away()
+            .filter_map(|c| self.calls.get(c))
+            .map(|c| c.entered_at)
+            .min();
         timer.into_iter().chain(away).min()
     }
 
@@ -609,7 +831,10 @@ impl Acd {
             .iter()
             .filter(|((tenant, queue), w)| {
                 !w.is_empty()
-                    && self.queues.get(&(tenant.clone(), queue.clone())).is_some_and(|q| q.settings.leave_when_no_agents)
+                    && self
+                        .queues
+                        .get(&(tenant.clone(), queue.clone()))
+                        .is_some_and(|q| q.settings.leave_when_no_agents)
                     && !self.anyone_logged_in(tenant, queue)
             })
             .flat_map(|(_, w)| w.iter().map(|k| &k.3))
@@ -631,7 +856,10 @@ impl Acd {
     /// The queue offers ringing agents who can no longer take them, to withdraw at once:
     /// (tenant, call, agent, offer, reason). Only `agent`'s when given, else every agent's (after
     /// a rebuild: a logout recorded while no router was leading).
-    pub fn offers_to_withdraw(&self, only: Option<(&str, &AgentNumber)>) -> Vec<(String, String, AgentNumber, String, WithdrawReason)> {
+    pub fn offers_to_withdraw(
+        &self,
+        only: Option<(&str, &AgentNumber)>,
+    ) -> Vec<(String, String, AgentNumber, String, WithdrawReason)> {
         let mut out = vec![];
         for (id, c) in &self.calls {
             for o in &c.offers {
@@ -639,7 +867,13 @@ impl Acd {
                     continue;
                 }
                 if let Some(reason) = self.unavailable(&c.tenant, &o.agent) {
-                    out.push((c.tenant.clone(), id.clone(), o.agent.clone(), o.offer.clone(), reason));
+                    out.push((
+                        c.tenant.clone(),
+                        id.clone(),
+                        o.agent.clone(),
+                        o.offer.clone(),
+                        reason,
+                    ));
                 }
             }
         }
@@ -650,7 +884,9 @@ impl Acd {
 
     /// Whether any agent is logged into the queue.
     pub fn anyone_logged_in(&self, tenant: &str, queue: &QueueNumber) -> bool {
-        self.agents.iter().any(|((t, _), a)| t == tenant && a.logged_in && a.queues.contains(queue))
+        self.agents
+            .iter()
+            .any(|((t, _), a)| t == tenant && a.logged_in && a.queues.contains(queue))
     }
 }
 

@@ -14,9 +14,21 @@ use cc_runtime::Context;
 
 /// The queue-router's tables.
 pub const MIGRATIONS: &[cc_eventstore::Migration] = &[
-    cc_eventstore::Migration { version: 1, name: "queues", sql: include_str!("../sql/0001_queues.sql") },
-    cc_eventstore::Migration { version: 2, name: "queue_settings", sql: include_str!("../sql/0002_queue_settings.sql") },
-    cc_eventstore::Migration { version: 3, name: "parked", sql: include_str!("../sql/0003_parked.sql") },
+    cc_eventstore::Migration {
+        version: 1,
+        name: "queues",
+        sql: include_str!("../sql/0001_queues.sql"),
+    },
+    cc_eventstore::Migration {
+        version: 2,
+        name: "queue_settings",
+        sql: include_str!("../sql/0002_queue_settings.sql"),
+    },
+    cc_eventstore::Migration {
+        version: 3,
+        name: "parked",
+        sql: include_str!("../sql/0003_parked.sql"),
+    },
 ];
 
 pub fn handlers(ctx: Context) -> CommandHandlers<Context> {
@@ -27,9 +39,17 @@ pub fn handlers(ctx: Context) -> CommandHandlers<Context> {
         .on(|ctx, c, cmd: AssignAgent| async move { queues::assign(&ctx, &c, cmd).await })
         .on(|ctx, c, cmd: UnassignAgent| async move { queues::unassign(&ctx, &c, cmd).await })
         .on(|ctx, c, _: ListQueues| async move { queues::list(&ctx.pool, &c.tenant).await })
-        .on(|ctx, c, cmd: GetAssignments| async move { queues::assignments(&ctx.pool, &c.tenant, &cmd.agent).await })
-        .on(|ctx, c, cmd: cc_contracts::call::ConfigureQueue| async move { queues::configure(&ctx, &c, cmd).await })
-        .on(|ctx, c, cmd: cc_contracts::call::EndWrapUp| async move { queues::end_wrap_up(&ctx, &c, cmd).await })
+        .on(|ctx, c, cmd: GetAssignments| async move {
+            queues::assignments(&ctx.pool, &c.tenant, &cmd.agent).await
+        })
+        .on(
+            |ctx, c, cmd: cc_contracts::call::ConfigureQueue| async move {
+                queues::configure(&ctx, &c, cmd).await
+            },
+        )
+        .on(|ctx, c, cmd: cc_contracts::call::EndWrapUp| async move {
+            queues::end_wrap_up(&ctx, &c, cmd).await
+        })
 }
 
 /// Runs the queue-router until `ctx.cancel`: the queue administration commands (any replica)

@@ -11,7 +11,12 @@ use cc_runtime::Context;
 use sqlx::{PgPool, Row};
 
 fn meta(c: &CommandContext) -> Metadata {
-    Metadata { tenant: c.tenant.clone(), correlation_id: c.correlation_id, causation_id: None, actor: Some(c.actor.clone()) }
+    Metadata {
+        tenant: c.tenant.clone(),
+        correlation_id: c.correlation_id,
+        causation_id: None,
+        actor: Some(c.actor.clone()),
+    }
 }
 
 fn stream(tenant: &str, queue: &QueueNumber) -> StreamName {
@@ -22,14 +27,23 @@ fn unknown_queue(q: &QueueNumber) -> CommandError {
     CommandError::field("unknown_queue", "queue", format!("There is no queue {q}"))
 }
 
-pub async fn get(pool: &PgPool, tenant: &str, queue: &QueueNumber) -> Result<Option<QueueInfo>, CommandError> {
-    let row: Option<(String, Option<serde_json::Value>)> = sqlx::query_as("select name, settings from qr_queues where tenant = $1 and queue = $2")
-        .bind(tenant)
-        .bind(queue.as_str())
-        .fetch_optional(pool)
-        .await?;
-    let Some((name, settings)) = row else { return Ok(None) };
-    let settings = settings.and_then(|s| serde_json::from_value(s).ok()).unwrap_or_default();
+pub async fn get(
+    pool: &PgPool,
+    tenant: &str,
+    queue: &QueueNumber,
+) -> Result<Option<QueueInfo>, CommandError> {
+    let row: Option<(String, Option<serde_json::Value>)> =
+        sqlx::query_as("select name, settings from qr_queues where tenant = $1 and queue = $2")
+            .bind(tenant)
+            .bind(queue.as_str())
+            .fetch_optional(pool)
+            .await?;
+    let Some((name, settings)) = row else {
+        return Ok(None);
+    };
+    let settings = settings
+        .and_then(|s| serde_json::from_value(s).ok())
+        .unwrap_or_default();
     let rows = sqlx::query("select agent, penalty from qr_members where tenant = $1 and queue = $2 order by penalty, agent")
         .bind(tenant)
         .bind(queue.as_str())
@@ -37,16 +51,27 @@ pub async fn get(pool: &PgPool, tenant: &str, queue: &QueueNumber) -> Result<Opt
         .await?;
     let members = rows
         .iter()
-        .filter_map(|r| Some(QueueMember { agent: AgentNumber::parse(r.get::<&str, _>(0)).ok()?, penalty: r.get(1) }))
+        .filter_map(|r| {
+            Some(QueueMember {
+                agent: AgentNumber::parse(r.get::<&str, _>(0)).ok()?,
+                penalty: r.get(1),
+            })
+        })
         .collect();
-    Ok(Some(QueueInfo { queue: queue.clone(), name, members, settings }))
+    Ok(Some(QueueInfo {
+        queue: queue.clone(),
+        name,
+        members,
+        settings,
+    }))
 }
 
 pub async fn list(pool: &PgPool, tenant: &str) -> Result<Vec<QueueInfo>, CommandError> {
-    let queues: Vec<String> = sqlx::query_scalar("select queue from qr_queues where tenant = $1 order by queue")
-        .bind(tenant)
-        .fetch_all(pool)
-        .await?;
+    let queues: Vec<String> =
+        sqlx::query_scalar("select queue from qr_queues where tenant = $1 order by queue")
+            .bind(tenant)
+            .fetch_all(pool)
+            .await?;
     let mut out = Vec::new();
     for q in queues {
         if let Ok(q) = QueueNumber::parse(&q) {
@@ -56,7 +81,11 @@ pub async fn list(pool: &PgPool, tenant: &str) -> Result<Vec<QueueInfo>, Command
     Ok(out)
 }
 
-pub async fn assignments(pool: &PgPool, tenant: &str, agent: &AgentNumber) -> Result<Vec<AssignedQueue>, CommandError> {
+pub async fn assignments(
+    pool: &PgPool,
+    tenant: &str,
+    agent: &AgentNumber,
+) -> Result<Vec<AssignedQueue>, CommandError> {
     let rows = sqlx::query(
         "select m.queue, q.name, m.penalty from qr_members m join qr_queues q on q.tenant = m.tenant and q.queue = m.queue
           where m.tenant = $1 and m.agent = $2 order by m.penalty, m.queue",
@@ -67,51 +96,102 @@ pub async fn assignments(pool: &PgPool, tenant: &str, agent: &AgentNumber) -> Re
     .await?;
     Ok(rows
         .iter()
-        .filter_map(|r| Some(AssignedQueue { queue: QueueNumber::parse(r.get::<&str, _>(0)).ok()?, name: r.get(1), penalty: r.get(2) }))
+        .filter_map(|r| {
+            Some(AssignedQueue {
+                queue: QueueNumber::parse(r.get::<&str, _>(0)).ok()?,
+                name: r.get(1),
+                penalty: r.get(2),
+            })
+        })
         .collect())
 }
 
-pub async fn create(ctx: &Context, c: &CommandContext, cmd: CreateQueue) -> Result<QueueInfo, CommandError> {
-    let name = cc_contracts::domain::parse_name("name", "a queue name", &cmd.name, 80).map_err(|e| CommandError::field("invalid_field", e.field, e.message))?;
+pub async fn create(
+    ctx: &Context,
+    c: &CommandContext,
+    cmd: CreateQueue,
+) -> Result<QueueInfo, CommandError> {
+    let name = cc_contracts::domain::parse_name("name", "a queue name", &cmd.name, 80)
+        .map_err(|e| CommandError::field("invalid_field", e.field, e.message))?;
     let mut tx = ctx.pool.begin().await?;
-    let inserted = sqlx::query("insert into qr_queues (tenant, queue, name) values ($1, $2, $3) on conflict do nothing")
-        .bind(&c.tenant)
-        .bind(cmd.queue.as_str())
-        .bind(&name)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    let inserted = sqlx::query(
+        "insert into qr_queues (tenant, queue, name) values ($1, $2, $3) on conflict do nothing",
+    )
+    .bind(&c.tenant)
+    .bind(cmd.queue.as_str())
+    .bind(&name)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
     if inserted == 0 {
-        return Err(CommandError::field("queue_exists", "queue", format!("Queue {} already exists", cmd.queue)));
+        return Err(CommandError::field(
+            "queue_exists",
+            "queue",
+            format!("Queue {} already exists", cmd.queue),
+        ));
     }
-    let e = QueueEvent::QueueCreated { queue: cmd.queue.clone(), name: name.clone() };
-    ctx.store.append_in(&mut tx, &stream(&c.tenant, &cmd.queue), ExpectedVersion::NoStream, &[encode(&e, meta(c))]).await?;
+    let e = QueueEvent::QueueCreated {
+        queue: cmd.queue.clone(),
+        name: name.clone(),
+    };
+    ctx.store
+        .append_in(
+            &mut tx,
+            &stream(&c.tenant, &cmd.queue),
+            ExpectedVersion::NoStream,
+            &[encode(&e, meta(c))],
+        )
+        .await?;
     tx.commit().await?;
     ctx.store.notify_committed();
-    Ok(QueueInfo { queue: cmd.queue, name, members: vec![], settings: Default::default() })
+    Ok(QueueInfo {
+        queue: cmd.queue,
+        name,
+        members: vec![],
+        settings: Default::default(),
+    })
 }
 
-pub async fn assign(ctx: &Context, c: &CommandContext, cmd: AssignAgent) -> Result<QueueInfo, CommandError> {
+pub async fn assign(
+    ctx: &Context,
+    c: &CommandContext,
+    cmd: AssignAgent,
+) -> Result<QueueInfo, CommandError> {
     if !(0..=1000).contains(&cmd.penalty) {
-        return Err(CommandError::field("invalid_field", "penalty", "a penalty is between 0 and 1000"));
+        return Err(CommandError::field(
+            "invalid_field",
+            "penalty",
+            "a penalty is between 0 and 1000",
+        ));
     }
     // The agent must exist in this tenant.
-    ctx.bus.request(&CommandContext::new(&c.tenant, "system:queue-router"), &GetAgent { agent: cmd.agent.clone() }).await?;
-    let mut tx = ctx.pool.begin().await?;
-    let exists: Option<String> = sqlx::query_scalar("select name from qr_queues where tenant = $1 and queue = $2 for update")
-        .bind(&c.tenant)
-        .bind(cmd.queue.as_str())
-        .fetch_optional(&mut *tx)
+    ctx.bus
+        .request(
+            &CommandContext::new(&c.tenant, "system:queue-router"),
+            &GetAgent {
+                agent: cmd.agent.clone(),
+            },
+        )
         .await?;
+    let mut tx = ctx.pool.begin().await?;
+    let exists: Option<String> = sqlx::query_scalar(
+        "select name from qr_queues where tenant = $1 and queue = $2 for update",
+    )
+    .bind(&c.tenant)
+    .bind(cmd.queue.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
     if exists.is_none() {
         return Err(unknown_queue(&cmd.queue));
     }
-    let current: Option<i32> = sqlx::query_scalar("select penalty from qr_members where tenant = $1 and queue = $2 and agent = $3")
-        .bind(&c.tenant)
-        .bind(cmd.queue.as_str())
-        .bind(cmd.agent.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
+    let current: Option<i32> = sqlx::query_scalar(
+        "select penalty from qr_members where tenant = $1 and queue = $2 and agent = $3",
+    )
+    .bind(&c.tenant)
+    .bind(cmd.queue.as_str())
+    .bind(cmd.agent.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
     if current != Some(cmd.penalty) {
         sqlx::query(
             "insert into qr_members (tenant, queue, agent, penalty) values ($1, $2, $3, $4)
@@ -123,23 +203,41 @@ pub async fn assign(ctx: &Context, c: &CommandContext, cmd: AssignAgent) -> Resu
         .bind(cmd.penalty)
         .execute(&mut *tx)
         .await?;
-        let e = QueueEvent::AgentAssignedToQueue { queue: cmd.queue.clone(), agent: cmd.agent.clone(), penalty: cmd.penalty };
-        ctx.store.append_in(&mut tx, &stream(&c.tenant, &cmd.queue), ExpectedVersion::Any, &[encode(&e, meta(c))]).await?;
+        let e = QueueEvent::AgentAssignedToQueue {
+            queue: cmd.queue.clone(),
+            agent: cmd.agent.clone(),
+            penalty: cmd.penalty,
+        };
+        ctx.store
+            .append_in(
+                &mut tx,
+                &stream(&c.tenant, &cmd.queue),
+                ExpectedVersion::Any,
+                &[encode(&e, meta(c))],
+            )
+            .await?;
     }
     tx.commit().await?;
     ctx.store.notify_committed();
-    get(&ctx.pool, &c.tenant, &cmd.queue).await?.ok_or_else(|| unknown_queue(&cmd.queue))
+    get(&ctx.pool, &c.tenant, &cmd.queue)
+        .await?
+        .ok_or_else(|| unknown_queue(&cmd.queue))
 }
 
-pub async fn unassign(ctx: &Context, c: &CommandContext, cmd: UnassignAgent) -> Result<QueueInfo, CommandError> {
+pub async fn unassign(
+    ctx: &Context,
+    c: &CommandContext,
+    cmd: UnassignAgent,
+) -> Result<QueueInfo, CommandError> {
     let mut tx = ctx.pool.begin().await?;
-    let removed = sqlx::query("delete from qr_members where tenant = $1 and queue = $2 and agent = $3")
-        .bind(&c.tenant)
-        .bind(cmd.queue.as_str())
-        .bind(cmd.agent.as_str())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    let removed =
+        sqlx::query("delete from qr_members where tenant = $1 and queue = $2 and agent = $3")
+            .bind(&c.tenant)
+            .bind(cmd.queue.as_str())
+            .bind(cmd.agent.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
     if removed == 0 {
         return Err(CommandError::field(
             "not_assigned",
@@ -147,11 +245,23 @@ pub async fn unassign(ctx: &Context, c: &CommandContext, cmd: UnassignAgent) -> 
             format!("Agent {} is not assigned to queue {}", cmd.agent, cmd.queue),
         ));
     }
-    let e = QueueEvent::AgentUnassignedFromQueue { queue: cmd.queue.clone(), agent: cmd.agent.clone() };
-    ctx.store.append_in(&mut tx, &stream(&c.tenant, &cmd.queue), ExpectedVersion::Any, &[encode(&e, meta(c))]).await?;
+    let e = QueueEvent::AgentUnassignedFromQueue {
+        queue: cmd.queue.clone(),
+        agent: cmd.agent.clone(),
+    };
+    ctx.store
+        .append_in(
+            &mut tx,
+            &stream(&c.tenant, &cmd.queue),
+            ExpectedVersion::Any,
+            &[encode(&e, meta(c))],
+        )
+        .await?;
     tx.commit().await?;
     ctx.store.notify_committed();
-    get(&ctx.pool, &c.tenant, &cmd.queue).await?.ok_or_else(|| unknown_queue(&cmd.queue))
+    get(&ctx.pool, &c.tenant, &cmd.queue)
+        .await?
+        .ok_or_else(|| unknown_queue(&cmd.queue))
 }
 
 fn check_settings(s: &cc_contracts::call::QueueSettings) -> Result<(), CommandError> {
@@ -159,7 +269,11 @@ fn check_settings(s: &cc_contracts::call::QueueSettings) -> Result<(), CommandEr
         if (lo..=hi).contains(&v) {
             Ok(())
         } else {
-            Err(CommandError::field("invalid_field", format!("settings.{field}"), format!("{field} is between {lo} and {hi}")))
+            Err(CommandError::field(
+                "invalid_field",
+                format!("settings.{field}"),
+                format!("{field} is between {lo} and {hi}"),
+            ))
         }
     };
     range("ring_timeout_s", s.ring_timeout_s, 1, 600)?;
@@ -171,28 +285,47 @@ fn check_settings(s: &cc_contracts::call::QueueSettings) -> Result<(), CommandEr
 }
 
 /// Sets a queue's routing settings.
-pub async fn configure(ctx: &Context, c: &CommandContext, cmd: cc_contracts::call::ConfigureQueue) -> Result<cc_contracts::call::QueueSettings, CommandError> {
+pub async fn configure(
+    ctx: &Context,
+    c: &CommandContext,
+    cmd: cc_contracts::call::ConfigureQueue,
+) -> Result<cc_contracts::call::QueueSettings, CommandError> {
     check_settings(&cmd.settings)?;
     let mut tx = ctx.pool.begin().await?;
-    let updated = sqlx::query("update qr_queues set settings = $3 where tenant = $1 and queue = $2")
-        .bind(&c.tenant)
-        .bind(cmd.queue.as_str())
-        .bind(serde_json::to_value(&cmd.settings).expect("settings serialize"))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    let updated =
+        sqlx::query("update qr_queues set settings = $3 where tenant = $1 and queue = $2")
+            .bind(&c.tenant)
+            .bind(cmd.queue.as_str())
+            .bind(serde_json::to_value(&cmd.settings).expect("settings serialize"))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
     if updated == 0 {
         return Err(unknown_queue(&cmd.queue));
     }
-    let e = QueueEvent::QueueConfigured { queue: cmd.queue.clone(), settings: cmd.settings.clone() };
-    ctx.store.append_in(&mut tx, &stream(&c.tenant, &cmd.queue), ExpectedVersion::Any, &[encode(&e, meta(c))]).await?;
+    let e = QueueEvent::QueueConfigured {
+        queue: cmd.queue.clone(),
+        settings: cmd.settings.clone(),
+    };
+    ctx.store
+        .append_in(
+            &mut tx,
+            &stream(&c.tenant, &cmd.queue),
+            ExpectedVersion::Any,
+            &[encode(&e, meta(c))],
+        )
+        .await?;
     tx.commit().await?;
     ctx.store.notify_committed();
     Ok(cmd.settings)
 }
 
 /// Ends the agent's wrap-up now (the agent is ready for the next call).
-pub async fn end_wrap_up(ctx: &Context, c: &CommandContext, cmd: cc_contracts::call::EndWrapUp) -> Result<(), CommandError> {
+pub async fn end_wrap_up(
+    ctx: &Context,
+    c: &CommandContext,
+    cmd: cc_contracts::call::EndWrapUp,
+) -> Result<(), CommandError> {
     let call: Option<String> = sqlx::query_scalar(
         "select s.data->>'call' from es_events s
           where s.category = 'call' and s.tenant = $1 and s.event_type = 'WrapUpStarted' and s.data->>'agent' = $2
@@ -205,10 +338,20 @@ pub async fn end_wrap_up(ctx: &Context, c: &CommandContext, cmd: cc_contracts::c
     .fetch_optional(&ctx.pool)
     .await?;
     let Some(call) = call else {
-        return Err(CommandError::new("not_in_wrap_up", format!("Agent {} is not in wrap-up", cmd.agent)));
+        return Err(CommandError::new(
+            "not_in_wrap_up",
+            format!("Agent {} is not in wrap-up", cmd.agent),
+        ));
     };
-    let e = cc_contracts::call::CallEvent::WrapUpEnded { call: call.clone(), agent: cmd.agent, early: true };
-    let s = StreamName::new(&c.tenant, "call", &call).map_err(|e| CommandError::internal(e.to_string()))?;
-    ctx.store.append(&s, ExpectedVersion::Any, &[encode(&e, meta(c))]).await?;
+    let e = cc_contracts::call::CallEvent::WrapUpEnded {
+        call: call.clone(),
+        agent: cmd.agent,
+        early: true,
+    };
+    let s = StreamName::new(&c.tenant, "call", &call)
+        .map_err(|e| CommandError::internal(e.to_string()))?;
+    ctx.store
+        .append(&s, ExpectedVersion::Any, &[encode(&e, meta(c))])
+        .await?;
     Ok(())
 }

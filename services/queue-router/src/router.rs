@@ -13,7 +13,10 @@ use cc_contracts::pbx::{ChannelEvent, Direction, Endpoint, Hangup, HangupCause, 
 use cc_contracts::queue::QueueEvent;
 use cc_contracts::session::AgentSessionEvent;
 use cc_contracts::{decode, encode};
-use cc_eventstore::{Checkpoint, ExpectedVersion, Lease, Metadata, ReadFilter, RecordedEvent, StreamName, Subscription};
+use cc_eventstore::{
+    Checkpoint, ExpectedVersion, Lease, Metadata, ReadFilter, RecordedEvent, StreamName,
+    Subscription,
+};
 use cc_runtime::leading::{keep_leading, retry_until_ok};
 use cc_runtime::Context;
 use chrono::Utc;
@@ -30,7 +33,12 @@ pub const OFFER_PREFIX: &str = "ccq-";
 
 pub async fn run(ctx: Context) {
     let cancel = ctx.cancel.clone();
-    if retry_until_ok(&cancel, "cannot create the PBX event consumer", || channel_consumer(&ctx)).await.is_none() {
+    if retry_until_ok(&cancel, "cannot create the PBX event consumer", || {
+        channel_consumer(&ctx)
+    })
+    .await
+    .is_none()
+    {
         return;
     }
     let parked_total = prometheus_client::metrics::counter::Counter::<u64>::default();
@@ -103,26 +111,59 @@ struct Job {
 }
 
 enum Action {
-    Ring { offer: String, agent: AgentNumber, device: cc_contracts::domain::DeviceId, caller: cc_contracts::pbx::Party },
-    Hangup { channel: String, cause: HangupCause },
+    Ring {
+        offer: String,
+        agent: AgentNumber,
+        device: cc_contracts::domain::DeviceId,
+        caller: cc_contracts::pbx::Party,
+    },
+    Hangup {
+        channel: String,
+        cause: HangupCause,
+    },
 }
 
 enum Feedback {
     Failed(anyhow::Error),
     /// The store refused a call's events for good: parked, not retried.
-    Refused { tenant: String, call: String, channel: Option<String>, event_types: Vec<String>, error: String, cause: Option<std::sync::Arc<Cause>> },
-    NotRung { tenant: String, call: String, agent: AgentNumber, offer: String },
+    Refused {
+        tenant: String,
+        call: String,
+        channel: Option<String>,
+        event_types: Vec<String>,
+        error: String,
+        cause: Option<std::sync::Arc<Cause>>,
+    },
+    NotRung {
+        tenant: String,
+        call: String,
+        agent: AgentNumber,
+        offer: String,
+    },
 }
 
-
-async fn channel_consumer(ctx: &Context) -> anyhow::Result<async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>> {
+async fn channel_consumer(
+    ctx: &Context,
+) -> anyhow::Result<
+    async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
+> {
     cc_bus::consumer::pbx_channels(&ctx.bus, "queue-router-channels").await
 }
 
-async fn lead(ctx: &Context, parked_total: prometheus_client::metrics::counter::Counter<u64>) -> anyhow::Result<()> {
-    let Some(mut lease) = Lease::try_acquire(&ctx.config.database_url, "cc-queue-router").await? else { return Ok(()) };
+async fn lead(
+    ctx: &Context,
+    parked_total: prometheus_client::metrics::counter::Counter<u64>,
+) -> anyhow::Result<()> {
+    let Some(mut lease) = Lease::try_acquire(&ctx.config.database_url, "cc-queue-router").await?
+    else {
+        return Ok(());
+    };
     let mut parked = Parked::default();
-    for (channel, call) in sqlx::query_as::<_, (Option<String>, String)>("select channel, call from qr_parked").fetch_all(&ctx.pool).await? {
+    for (channel, call) in
+        sqlx::query_as::<_, (Option<String>, String)>("select channel, call from qr_parked")
+            .fetch_all(&ctx.pool)
+            .await?
+    {
         parked.channels.extend(channel);
         parked.calls.insert(call);
     }
@@ -145,7 +186,9 @@ async fn lead(ctx: &Context, parked_total: prometheus_client::metrics::counter::
         parked,
         parked_total,
     };
-    let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::All, Checkpoint::START).await?.with_batch_size(2000);
+    let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::All, Checkpoint::START)
+        .await?
+        .with_batch_size(2000);
     while let Some(batch) = sub.poll().await? {
         for e in &batch {
             r.apply(e).await?;
@@ -159,7 +202,11 @@ async fn lead(ctx: &Context, parked_total: prometheus_client::metrics::counter::
     r.withdraw_offers_of_unavailable(None);
     r.reconcile().await?;
     let mut sub = sub.into_feed(4);
-    tracing::info!(calls = r.acd.calls.len(), agents = r.acd.agents.len(), "queue router lease taken; routing");
+    tracing::info!(
+        calls = r.acd.calls.len(),
+        agents = r.acd.agents.len(),
+        "queue router lease taken; routing"
+    );
 
     let consumer = channel_consumer(ctx).await?;
     let mut pbx = consumer.messages().await?;
@@ -240,11 +287,16 @@ impl Router<'_> {
                             if self.live {
                                 self.start_wrap_up(tenant, call, agent.clone()).await?;
                             } else {
-                                self.ended.insert((tenant.to_string(), call.clone(), agent.clone()));
+                                self.ended.insert((
+                                    tenant.to_string(),
+                                    call.clone(),
+                                    agent.clone(),
+                                ));
                             }
                         }
                         CallEvent::WrapUpStarted { call, agent, .. } => {
-                            self.ended.remove(&(tenant.to_string(), call.clone(), agent.clone()));
+                            self.ended
+                                .remove(&(tenant.to_string(), call.clone(), agent.clone()));
                         }
                         _ => {}
                     }
@@ -257,14 +309,29 @@ impl Router<'_> {
 
     /// Applies an agent's session event (once: `version` in the agent's stream). Live, an agent
     /// who logged out or whose device went offline has their ringing offers withdrawn at once.
-    fn apply_session(&mut self, tenant: &str, s: &AgentSessionEvent, version: i64, at: chrono::DateTime<Utc>) {
-        let seen = self.sessions.entry((tenant.to_string(), s.agent().clone())).or_insert(0);
+    fn apply_session(
+        &mut self,
+        tenant: &str,
+        s: &AgentSessionEvent,
+        version: i64,
+        at: chrono::DateTime<Utc>,
+    ) {
+        let seen = self
+            .sessions
+            .entry((tenant.to_string(), s.agent().clone()))
+            .or_insert(0);
         if version <= *seen {
             return; // read ahead already (see `catch_up_session`)
         }
         *seen = version;
         self.acd.apply_session(tenant, s, at);
-        if self.live && matches!(s, AgentSessionEvent::AgentLoggedOut { .. } | AgentSessionEvent::AgentDeviceWentOffline { .. }) {
+        if self.live
+            && matches!(
+                s,
+                AgentSessionEvent::AgentLoggedOut { .. }
+                    | AgentSessionEvent::AgentDeviceWentOffline { .. }
+            )
+        {
             self.withdraw_offers_of_unavailable(Some((tenant, s.agent())));
         }
     }
@@ -273,7 +340,11 @@ impl Router<'_> {
     /// (its catch-up read lags behind the commits, the PBX's reports do not): a logout
     /// recorded a moment ago is known before a caller is connected to the agent.
     async fn catch_up_session(&mut self, tenant: &str, agent: &AgentNumber) -> anyhow::Result<()> {
-        let seen = self.sessions.get(&(tenant.to_string(), agent.clone())).copied().unwrap_or(0);
+        let seen = self
+            .sessions
+            .get(&(tenant.to_string(), agent.clone()))
+            .copied()
+            .unwrap_or(0);
         let stream = StreamName::new(tenant, "agent", agent.as_str())?;
         for e in self.ctx.store.read_stream(&stream, seen + 1, 100).await? {
             if let Some(s) = decode::<AgentSessionEvent>(&e) {
@@ -289,26 +360,58 @@ impl Router<'_> {
     fn withdraw_offers_of_unavailable(&mut self, only: Option<(&str, &AgentNumber)>) {
         for (tenant, call, agent, offer, reason) in self.acd.offers_to_withdraw(only) {
             tracing::info!(%call, %agent, ?reason, "withdrawing an offer from an agent who can no longer take it");
-            let w = CallEvent::OfferWithdrawn { call: call.clone(), agent, offer: offer.clone(), reason };
-            self.record_then(&tenant, &call, vec![], vec![w], vec![Action::Hangup { channel: offer, cause: HangupCause::Normal }]);
+            let w = CallEvent::OfferWithdrawn {
+                call: call.clone(),
+                agent,
+                offer: offer.clone(),
+                reason,
+            };
+            self.record_then(
+                &tenant,
+                &call,
+                vec![],
+                vec![w],
+                vec![Action::Hangup {
+                    channel: offer,
+                    cause: HangupCause::Normal,
+                }],
+            );
         }
     }
 
     /// Appends call events (recording them as our own) and applies them at once.
-    async fn record(&mut self, tenant: &str, call: &str, events: Vec<CallEvent>) -> anyhow::Result<()> {
+    async fn record(
+        &mut self,
+        tenant: &str,
+        call: &str,
+        events: Vec<CallEvent>,
+    ) -> anyhow::Result<()> {
         self.record_after(tenant, call, vec![], events).await
     }
 
     /// Appends `applied` (already applied to the model) and `events` in one append, then
     /// applies `events`.
-    async fn record_after(&mut self, tenant: &str, call: &str, applied: Vec<CallEvent>, events: Vec<CallEvent>) -> anyhow::Result<()> {
+    async fn record_after(
+        &mut self,
+        tenant: &str,
+        call: &str,
+        applied: Vec<CallEvent>,
+        events: Vec<CallEvent>,
+    ) -> anyhow::Result<()> {
         self.record_then(tenant, call, applied, events, vec![]);
         Ok(())
     }
 
     /// As [`Router::record_after`], then the PBX actions `then` (in the same job: no second
     /// hand-over between the commit and the phones).
-    fn record_then(&mut self, tenant: &str, call: &str, applied: Vec<CallEvent>, events: Vec<CallEvent>, then: Vec<Action>) {
+    fn record_then(
+        &mut self,
+        tenant: &str,
+        call: &str,
+        applied: Vec<CallEvent>,
+        events: Vec<CallEvent>,
+        then: Vec<Action>,
+    ) {
         if self.parked.calls.contains(call) {
             tracing::debug!(%call, "no decision for a parked call");
             return;
@@ -318,7 +421,11 @@ impl Router<'_> {
             _ => None,
         });
         let meta = Metadata::new(tenant, "system:queue-router");
-        let encoded: Vec<_> = applied.iter().chain(&events).map(|e| encode(e, meta.clone())).collect();
+        let encoded: Vec<_> = applied
+            .iter()
+            .chain(&events)
+            .map(|e| encode(e, meta.clone()))
+            .collect();
         if encoded.is_empty() && then.is_empty() {
             return;
         }
@@ -329,7 +436,16 @@ impl Router<'_> {
         for e in &events {
             self.acd.apply_call(tenant, e, now);
         }
-        self.submit(call, Job { tenant: tenant.to_string(), events: encoded, then, cause: self.cause.clone(), channel });
+        self.submit(
+            call,
+            Job {
+                tenant: tenant.to_string(),
+                events: encoded,
+                then,
+                cause: self.cause.clone(),
+                channel,
+            },
+        );
     }
 
     /// Queues a job on the call's writer (starting one when there is none or it went idle).
@@ -350,12 +466,27 @@ impl Router<'_> {
             self.writers.retain(|_, w| !w.is_closed());
             self.writers_limit = (2 * self.writers.len()).max(1024);
         }
-        tokio::spawn(write_call(self.ctx.clone(), call.to_string(), rx, self.feedback.clone(), self.term.clone()));
+        tokio::spawn(write_call(
+            self.ctx.clone(),
+            call.to_string(),
+            rx,
+            self.feedback.clone(),
+            self.term.clone(),
+        ));
     }
 
     /// PBX actions that must follow what was recorded for the call so far.
     fn act(&mut self, tenant: &str, call: &str, then: Vec<Action>) {
-        self.submit(call, Job { tenant: tenant.to_string(), events: vec![], then, cause: None, channel: None });
+        self.submit(
+            call,
+            Job {
+                tenant: tenant.to_string(),
+                events: vec![],
+                then,
+                cause: None,
+                channel: None,
+            },
+        );
     }
 
     fn pbx(&self, tenant: &str) -> CommandContext {
@@ -363,12 +494,27 @@ impl Router<'_> {
     }
 
     fn hang_up(&mut self, tenant: &str, call: &str, channel: &str, cause: HangupCause) {
-        self.act(tenant, call, vec![Action::Hangup { channel: channel.into(), cause }]);
+        self.act(
+            tenant,
+            call,
+            vec![Action::Hangup {
+                channel: channel.into(),
+                cause,
+            }],
+        );
     }
 
     /// Parks what the store refused for good: recorded in `qr_parked` (with the PBX report that
     /// led to it), logged, counted in `cc_queue_router_parked_total`, and skipped from now on.
-    async fn park(&mut self, tenant: &str, call: &str, channel: Option<&str>, event_types: &[String], error: &str, cause: Option<&Cause>) -> anyhow::Result<()> {
+    async fn park(
+        &mut self,
+        tenant: &str,
+        call: &str,
+        channel: Option<&str>,
+        event_types: &[String],
+        error: &str,
+        cause: Option<&Cause>,
+    ) -> anyhow::Result<()> {
         let channel = channel.map(printable);
         tracing::error!(
             tenant = %printable(tenant),
@@ -413,13 +559,25 @@ impl Router<'_> {
     /// Best effort per tenant: a PBX that does not answer is asked again at the next restart
     /// (its callers also arrive again on the PBX event stream when their report was not taken).
     async fn reconcile(&mut self) -> anyhow::Result<()> {
-        let mut due: std::collections::HashMap<String, HashSet<String>> = std::collections::HashMap::new();
+        let mut due: std::collections::HashMap<String, HashSet<String>> =
+            std::collections::HashMap::new();
         for (t, c) in &self.acd.to_hang_up {
             due.entry(t.clone()).or_default().insert(c.clone());
         }
-        let tenants: std::collections::BTreeSet<String> = self.acd.queues.keys().map(|(t, _)| t.clone()).chain(due.keys().cloned()).collect();
+        let tenants: std::collections::BTreeSet<String> = self
+            .acd
+            .queues
+            .keys()
+            .map(|(t, _)| t.clone())
+            .chain(due.keys().cloned())
+            .collect();
         for tenant in tenants {
-            let live = match self.ctx.bus.request(&self.pbx(&tenant), &cc_contracts::pbx::ListChannels {}).await {
+            let live = match self
+                .ctx
+                .bus
+                .request(&self.pbx(&tenant), &cc_contracts::pbx::ListChannels {})
+                .await
+            {
                 Ok(live) => live,
                 Err(e) => {
                     tracing::info!(error = %e, %tenant, "could not list the PBX's channels to reconcile");
@@ -430,14 +588,25 @@ impl Router<'_> {
             // that a leftover leg still keeps busy (the PBX lists callers' channels first).
             let mut callers = vec![];
             for ch in live {
-                let lost_hangup = due.get(&tenant).is_some_and(|d| d.contains(&ch.channel)) && !ch.answered;
+                let lost_hangup =
+                    due.get(&tenant).is_some_and(|d| d.contains(&ch.channel)) && !ch.answered;
                 let unrecorded_offer = ch.direction == Direction::Outbound
                     && ch.channel.starts_with(OFFER_PREFIX)
                     && !ch.answered
                     && !self.acd.offers.contains_key(&ch.channel);
                 if lost_hangup || unrecorded_offer {
                     tracing::info!(channel = %ch.channel, lost_hangup, unrecorded_offer, "hanging up a leftover leg");
-                    let _ = self.ctx.bus.request(&self.pbx(&tenant), &Hangup { channel: ch.channel, cause: HangupCause::Normal }).await;
+                    let _ = self
+                        .ctx
+                        .bus
+                        .request(
+                            &self.pbx(&tenant),
+                            &Hangup {
+                                channel: ch.channel,
+                                cause: HangupCause::Normal,
+                            },
+                        )
+                        .await;
                     continue;
                 }
                 let waiting_caller = ch.direction == Direction::Inbound
@@ -470,17 +639,39 @@ impl Router<'_> {
     }
 
     /// The agent's wrap-up after their part of a call, for the time of the call's queue.
-    async fn start_wrap_up(&mut self, tenant: &str, call: &str, agent: AgentNumber) -> anyhow::Result<()> {
+    async fn start_wrap_up(
+        &mut self,
+        tenant: &str,
+        call: &str,
+        agent: AgentNumber,
+    ) -> anyhow::Result<()> {
         // The agent's record names the call it handled, with its queue.
-        let queue = self.acd.agents.get(&(tenant.to_string(), agent.clone())).and_then(|a| a.last_call.clone()).filter(|(c, _)| c == call).map(|(_, q)| q);
+        let queue = self
+            .acd
+            .agents
+            .get(&(tenant.to_string(), agent.clone()))
+            .and_then(|a| a.last_call.clone())
+            .filter(|(c, _)| c == call)
+            .map(|(_, q)| q);
         let Some(queue) = queue else { return Ok(()) };
         let seconds = self.acd.settings(tenant, &queue).wrap_up_s;
-        self.record(tenant, call, vec![CallEvent::WrapUpStarted { call: call.into(), agent, seconds }]).await
+        self.record(
+            tenant,
+            call,
+            vec![CallEvent::WrapUpStarted {
+                call: call.into(),
+                agent,
+                seconds,
+            }],
+        )
+        .await
     }
 
     async fn dispatch(&mut self) -> anyhow::Result<()> {
         for d in self.acd.dispatch(Utc::now()) {
-            let Decision::Offer { call, agents } = d else { continue };
+            let Decision::Offer { call, agents } = d else {
+                continue;
+            };
             self.offer(&call, agents, vec![]).await?;
         }
         Ok(())
@@ -488,10 +679,19 @@ impl Router<'_> {
 
     /// Records the offers of a call (after `first`, events already applied to the model: the
     /// call's entry, when the first offer is decided at once) and rings the agents' phones.
-    async fn offer(&mut self, call: &str, agents: Vec<(AgentNumber, cc_contracts::domain::DeviceId)>, first: Vec<CallEvent>) -> anyhow::Result<()> {
-        let Some(c) = self.acd.calls.get(call).cloned() else { return Ok(()) };
-        let offers: Vec<(String, AgentNumber, cc_contracts::domain::DeviceId)> =
-            agents.into_iter().map(|(a, d)| (format!("{OFFER_PREFIX}{}", Uuid::now_v7().simple()), a, d)).collect();
+    async fn offer(
+        &mut self,
+        call: &str,
+        agents: Vec<(AgentNumber, cc_contracts::domain::DeviceId)>,
+        first: Vec<CallEvent>,
+    ) -> anyhow::Result<()> {
+        let Some(c) = self.acd.calls.get(call).cloned() else {
+            return Ok(());
+        };
+        let offers: Vec<(String, AgentNumber, cc_contracts::domain::DeviceId)> = agents
+            .into_iter()
+            .map(|(a, d)| (format!("{OFFER_PREFIX}{}", Uuid::now_v7().simple()), a, d))
+            .collect();
         let events = offers
             .iter()
             .map(|(offer, agent, device)| CallEvent::CallOffered {
@@ -504,7 +704,12 @@ impl Router<'_> {
             .collect();
         let rings = offers
             .into_iter()
-            .map(|(offer, agent, device)| Action::Ring { offer, agent, device, caller: c.caller.clone() })
+            .map(|(offer, agent, device)| Action::Ring {
+                offer,
+                agent,
+                device,
+                caller: c.caller.clone(),
+            })
             .collect();
         self.record_then(&c.tenant, call, first, events, rings);
         Ok(())
@@ -513,25 +718,65 @@ impl Router<'_> {
     async fn on_due(&mut self, d: Decision) -> anyhow::Result<()> {
         match d.clone() {
             Decision::OfferTimedOut { call, agent, offer } => {
-                let Some((tenant, queue)) = self.acd.calls.get(&call).map(|c| (c.tenant.clone(), c.queue.clone())) else { return Ok(()) };
-                self.record(&tenant, &call, vec![CallEvent::OfferTimedOut { call: call.clone(), agent: agent.clone(), offer: offer.clone() }]).await?;
+                let Some((tenant, queue)) = self
+                    .acd
+                    .calls
+                    .get(&call)
+                    .map(|c| (c.tenant.clone(), c.queue.clone()))
+                else {
+                    return Ok(());
+                };
+                self.record(
+                    &tenant,
+                    &call,
+                    vec![CallEvent::OfferTimedOut {
+                        call: call.clone(),
+                        agent: agent.clone(),
+                        offer: offer.clone(),
+                    }],
+                )
+                .await?;
                 self.hang_up(&tenant, &call, &offer, HangupCause::NoAnswer);
                 self.maybe_auto_pause(&tenant, &queue, &agent).await;
             }
             Decision::MaxWait { call } | Decision::NoAgents { call } => {
-                let reason = if matches!(d, Decision::MaxWait { .. }) { LeaveReason::MaxWait } else { LeaveReason::NoAgents };
-                let Some(c) = self.acd.calls.get(&call).cloned() else { return Ok(()) };
+                let reason = if matches!(d, Decision::MaxWait { .. }) {
+                    LeaveReason::MaxWait
+                } else {
+                    LeaveReason::NoAgents
+                };
+                let Some(c) = self.acd.calls.get(&call).cloned() else {
+                    return Ok(());
+                };
                 let mut events = self.withdraw_all(&call, WithdrawReason::CallerGone);
                 let wait_ms = (Utc::now() - c.entered_at).num_milliseconds();
-                events.push(CallEvent::CallLeftQueue { call: call.clone(), queue: c.queue.clone(), reason, wait_ms });
+                events.push(CallEvent::CallLeftQueue {
+                    call: call.clone(),
+                    queue: c.queue.clone(),
+                    reason,
+                    wait_ms,
+                });
                 self.record(&c.tenant, &call, events).await?;
                 for o in &c.offers {
                     self.hang_up(&c.tenant, &call, &o.offer, HangupCause::Normal);
                 }
                 self.hang_up(&c.tenant, &call, &c.channel, HangupCause::Normal);
             }
-            Decision::WrapUpOver { call, tenant, agent } => {
-                self.record(&tenant, &call, vec![CallEvent::WrapUpEnded { call: call.clone(), agent, early: false }]).await?;
+            Decision::WrapUpOver {
+                call,
+                tenant,
+                agent,
+            } => {
+                self.record(
+                    &tenant,
+                    &call,
+                    vec![CallEvent::WrapUpEnded {
+                        call: call.clone(),
+                        agent,
+                        early: false,
+                    }],
+                )
+                .await?;
             }
             Decision::Offer { .. } => {}
         }
@@ -554,15 +799,33 @@ impl Router<'_> {
     }
 
     /// Pauses an agent who missed the queue's limit of offers in a row (when configured).
-    async fn maybe_auto_pause(&mut self, tenant: &str, queue: &cc_contracts::domain::QueueNumber, agent: &AgentNumber) {
+    async fn maybe_auto_pause(
+        &mut self,
+        tenant: &str,
+        queue: &cc_contracts::domain::QueueNumber,
+        agent: &AgentNumber,
+    ) {
         let limit = self.acd.settings(tenant, queue).auto_pause_after;
-        let missed = self.acd.agents.get(&(tenant.to_string(), agent.clone())).map(|a| a.missed_in_row).unwrap_or(0);
+        let missed = self
+            .acd
+            .agents
+            .get(&(tenant.to_string(), agent.clone()))
+            .map(|a| a.missed_in_row)
+            .unwrap_or(0);
         if limit > 0 && missed >= limit {
-            let cmd = cc_contracts::session::PauseAgent { agent: agent.clone(), reason: format!("Missed {missed} calls"), auto: true };
+            let cmd = cc_contracts::session::PauseAgent {
+                agent: agent.clone(),
+                reason: format!("Missed {missed} calls"),
+                auto: true,
+            };
             match self.ctx.bus.request(&self.pbx(tenant), &cmd).await {
                 // Known now, before the store brings the event back: no new offer meanwhile.
                 Ok(_) => {
-                    if let Some(a) = self.acd.agents.get_mut(&(tenant.to_string(), agent.clone())) {
+                    if let Some(a) = self
+                        .acd
+                        .agents
+                        .get_mut(&(tenant.to_string(), agent.clone()))
+                    {
                         a.paused = true;
                     }
                 }
@@ -575,16 +838,31 @@ impl Router<'_> {
         self.acd.calls.get(call).map_or(vec![], |c| {
             c.offers
                 .iter()
-                .map(|o| CallEvent::OfferWithdrawn { call: call.into(), agent: o.agent.clone(), offer: o.offer.clone(), reason })
+                .map(|o| CallEvent::OfferWithdrawn {
+                    call: call.into(),
+                    agent: o.agent.clone(),
+                    offer: o.offer.clone(),
+                    reason,
+                })
                 .collect()
         })
     }
 
     async fn on_channel(&mut self, e: ChannelEvent) -> anyhow::Result<()> {
         match e {
-            ChannelEvent::ChannelCreated { tenant, channel, direction: Direction::Inbound, caller, dialed: Some(dialed), at, .. } => {
+            ChannelEvent::ChannelCreated {
+                tenant,
+                channel,
+                direction: Direction::Inbound,
+                caller,
+                dialed: Some(dialed),
+                at,
+                ..
+            } => {
                 tracing::debug!(%channel, since_created_ms = (Utc::now() - at).num_microseconds().unwrap_or(0) as f64 / 1000.0, "caller arrived");
-                let Some(queue) = self.acd.has_queue(&tenant, &dialed) else { return Ok(()) };
+                let Some(queue) = self.acd.has_queue(&tenant, &dialed) else {
+                    return Ok(());
+                };
                 if self.parked.channels.contains(&printable(&channel)) {
                     return Ok(()); // parked: its entry could not be recorded
                 }
@@ -594,10 +872,22 @@ impl Router<'_> {
                 let call = Uuid::now_v7().simple().to_string();
                 // The PBX's text as it can be recorded (no control characters, bounded lengths).
                 let caller = caller.cleaned();
-                let entered = CallEvent::CallEnteredQueue { call: call.clone(), queue: queue.clone(), caller, channel: channel.clone(), priority: 0 };
-                let leave = self.acd.settings(&tenant, &queue).leave_when_no_agents && !self.acd.anyone_logged_in(&tenant, &queue);
+                let entered = CallEvent::CallEnteredQueue {
+                    call: call.clone(),
+                    queue: queue.clone(),
+                    caller,
+                    channel: channel.clone(),
+                    priority: 0,
+                };
+                let leave = self.acd.settings(&tenant, &queue).leave_when_no_agents
+                    && !self.acd.anyone_logged_in(&tenant, &queue);
                 if leave {
-                    let left = CallEvent::CallLeftQueue { call: call.clone(), queue, reason: LeaveReason::NoAgents, wait_ms: 0 };
+                    let left = CallEvent::CallLeftQueue {
+                        call: call.clone(),
+                        queue,
+                        reason: LeaveReason::NoAgents,
+                        wait_ms: 0,
+                    };
                     self.record(&tenant, &call, vec![entered, left]).await?;
                     self.hang_up(&tenant, &call, &channel, HangupCause::Normal);
                     return Ok(());
@@ -608,65 +898,131 @@ impl Router<'_> {
                 self.acd.apply_call(&tenant, &entered, now);
                 let mut entry = Some(entered);
                 for d in self.acd.dispatch(now) {
-                    let Decision::Offer { call: c, agents } = d else { continue };
-                    let first = if c == call { entry.take().into_iter().collect() } else { vec![] };
+                    let Decision::Offer { call: c, agents } = d else {
+                        continue;
+                    };
+                    let first = if c == call {
+                        entry.take().into_iter().collect()
+                    } else {
+                        vec![]
+                    };
                     self.offer(&c, agents, first).await?;
                 }
                 if let Some(entered) = entry {
-                    self.record_after(&tenant, &call, vec![entered], vec![]).await?;
+                    self.record_after(&tenant, &call, vec![entered], vec![])
+                        .await?;
                 }
             }
-            ChannelEvent::ChannelAnswered { tenant, channel, .. } => {
-                let Some(call) = self.acd.offers.get(&channel).cloned() else { return Ok(()) };
-                let Some(agent) = self.acd.calls.get(&call).and_then(|c| c.offers.iter().find(|o| o.offer == channel)).map(|o| o.agent.clone()) else {
+            ChannelEvent::ChannelAnswered {
+                tenant, channel, ..
+            } => {
+                let Some(call) = self.acd.offers.get(&channel).cloned() else {
+                    return Ok(());
+                };
+                let Some(agent) = self
+                    .acd
+                    .calls
+                    .get(&call)
+                    .and_then(|c| c.offers.iter().find(|o| o.offer == channel))
+                    .map(|o| o.agent.clone())
+                else {
                     return Ok(());
                 };
                 // Answered after a logout (or the device going offline) that the store holds
                 // but the router has not read yet: the offer is withdrawn, its leg hung up and
                 // the call offered again; the caller is never connected to that agent.
                 self.catch_up_session(&tenant, &agent).await?;
-                let Some(c) = self.acd.calls.get(&call).cloned() else { return Ok(()) };
-                let Some(offer) = c.offers.iter().find(|o| o.offer == channel).cloned() else { return Ok(()) };
+                let Some(c) = self.acd.calls.get(&call).cloned() else {
+                    return Ok(());
+                };
+                let Some(offer) = c.offers.iter().find(|o| o.offer == channel).cloned() else {
+                    return Ok(());
+                };
                 if c.answered.is_some() || c.done {
                     // A second answer: the first one won.
-                    let w = CallEvent::OfferWithdrawn { call: call.clone(), agent: offer.agent, offer: channel.clone(), reason: WithdrawReason::AnsweredElsewhere };
+                    let w = CallEvent::OfferWithdrawn {
+                        call: call.clone(),
+                        agent: offer.agent,
+                        offer: channel.clone(),
+                        reason: WithdrawReason::AnsweredElsewhere,
+                    };
                     self.record(&tenant, &call, vec![w]).await?;
                     self.hang_up(&tenant, &call, &channel, HangupCause::Normal);
                     return Ok(());
                 }
-                let others: Vec<_> = c.offers.iter().filter(|o| o.offer != channel).cloned().collect();
+                let others: Vec<_> = c
+                    .offers
+                    .iter()
+                    .filter(|o| o.offer != channel)
+                    .cloned()
+                    .collect();
                 let mut events: Vec<CallEvent> = others
                     .iter()
-                    .map(|o| CallEvent::OfferWithdrawn { call: call.clone(), agent: o.agent.clone(), offer: o.offer.clone(), reason: WithdrawReason::AnsweredElsewhere })
+                    .map(|o| CallEvent::OfferWithdrawn {
+                        call: call.clone(),
+                        agent: o.agent.clone(),
+                        offer: o.offer.clone(),
+                        reason: WithdrawReason::AnsweredElsewhere,
+                    })
                     .collect();
                 let wait_ms = (Utc::now() - c.entered_at).num_milliseconds();
-                events.push(CallEvent::CallAnswered { call: call.clone(), queue: c.queue.clone(), agent: offer.agent, offer: channel, wait_ms });
+                events.push(CallEvent::CallAnswered {
+                    call: call.clone(),
+                    queue: c.queue.clone(),
+                    agent: offer.agent,
+                    offer: channel,
+                    wait_ms,
+                });
                 self.record(&tenant, &call, events).await?;
                 for o in others {
                     self.hang_up(&tenant, &call, &o.offer, HangupCause::Normal);
                 }
             }
-            ChannelEvent::ChannelHungUp { tenant, channel, cause, .. } => {
+            ChannelEvent::ChannelHungUp {
+                tenant,
+                channel,
+                cause,
+                ..
+            } => {
                 if let Some(call) = self.acd.offers.get(&channel).cloned() {
-                    let Some(c) = self.acd.calls.get(&call) else { return Ok(()) };
-                    let Some(o) = c.offers.iter().find(|o| o.offer == channel).cloned() else { return Ok(()) };
+                    let Some(c) = self.acd.calls.get(&call) else {
+                        return Ok(());
+                    };
+                    let Some(o) = c.offers.iter().find(|o| o.offer == channel).cloned() else {
+                        return Ok(());
+                    };
                     let queue = c.queue.clone();
                     let missed = cause == HangupCause::NoAnswer;
                     let e = if missed {
-                        CallEvent::OfferTimedOut { call: call.clone(), agent: o.agent.clone(), offer: channel }
+                        CallEvent::OfferTimedOut {
+                            call: call.clone(),
+                            agent: o.agent.clone(),
+                            offer: channel,
+                        }
                     } else {
-                        CallEvent::OfferRejected { call: call.clone(), agent: o.agent.clone(), offer: channel }
+                        CallEvent::OfferRejected {
+                            call: call.clone(),
+                            agent: o.agent.clone(),
+                            offer: channel,
+                        }
                     };
                     self.record(&tenant, &call, vec![e]).await?;
                     if missed {
                         self.maybe_auto_pause(&tenant, &queue, &o.agent).await;
                     }
                 } else if let Some(call) = self.acd.channels.get(&channel).cloned() {
-                    let Some(c) = self.acd.calls.get(&call).cloned() else { return Ok(()) };
+                    let Some(c) = self.acd.calls.get(&call).cloned() else {
+                        return Ok(());
+                    };
                     if c.answered.is_none() && !c.done {
                         let mut events = self.withdraw_all(&call, WithdrawReason::CallerGone);
                         let wait_ms = (Utc::now() - c.entered_at).num_milliseconds();
-                        events.push(CallEvent::CallAbandoned { call: call.clone(), queue: c.queue.clone(), wait_ms, position: self.acd.position(&call) });
+                        events.push(CallEvent::CallAbandoned {
+                            call: call.clone(),
+                            queue: c.queue.clone(),
+                            wait_ms,
+                            position: self.acd.position(&call),
+                        });
                         self.record(&tenant, &call, events).await?;
                         for o in c.offers {
                             self.hang_up(&tenant, &call, &o.offer, HangupCause::Normal);
@@ -708,8 +1064,17 @@ async fn write_call(
         for a in job.then {
             match a {
                 Action::Hangup { channel, cause } => hangups.push(Hangup { channel, cause }),
-                Action::Ring { offer, agent, device, caller } => {
-                    let cmd = Originate { channel: Some(offer.clone()), endpoint: Endpoint::Device(device), caller };
+                Action::Ring {
+                    offer,
+                    agent,
+                    device,
+                    caller,
+                } => {
+                    let cmd = Originate {
+                        channel: Some(offer.clone()),
+                        endpoint: Endpoint::Device(device),
+                        caller,
+                    };
                     let (bus, pbx) = (ctx.bus.clone(), pbx.clone());
                     rings.push(async move {
                         let r = bus.request(&pbx, &cmd).await;
@@ -723,11 +1088,16 @@ async fn write_call(
             if job.events.is_empty() {
                 return Ok(());
             }
-            let stream = StreamName::new(&job.tenant, "call", &call).map_err(|e| Unrecorded::Refused(e.to_string()))?;
-            ctx.store.append(&stream, ExpectedVersion::Any, &job.events).await.map_err(Unrecorded::from)?;
+            let stream = StreamName::new(&job.tenant, "call", &call)
+                .map_err(|e| Unrecorded::Refused(e.to_string()))?;
+            ctx.store
+                .append(&stream, ExpectedVersion::Any, &job.events)
+                .await
+                .map_err(Unrecorded::from)?;
             Ok::<_, Unrecorded>(())
         };
-        let (appended, rung) = futures::future::join(append, futures::future::join_all(rings)).await;
+        let (appended, rung) =
+            futures::future::join(append, futures::future::join_all(rings)).await;
         if let Err(e) = appended {
             // Not recorded. Every writer of this router stops (no later event of any call may
             // be recorded on top of a missing one), the router rebuilds from the store, and
@@ -736,7 +1106,16 @@ async fn write_call(
             term.cancel();
             for (offer, _, r, _) in rung {
                 if r.is_ok() {
-                    let _ = ctx.bus.request(&pbx, &Hangup { channel: offer, cause: HangupCause::Normal }).await;
+                    let _ = ctx
+                        .bus
+                        .request(
+                            &pbx,
+                            &Hangup {
+                                channel: offer,
+                                cause: HangupCause::Normal,
+                            },
+                        )
+                        .await;
                 }
             }
             let f = match e {
@@ -748,13 +1127,21 @@ async fn write_call(
                     error,
                     cause: job.cause.clone(),
                 },
-                Unrecorded::Failed(e) => Feedback::Failed(anyhow::Error::new(e).context("recording a call event")),
+                Unrecorded::Failed(e) => {
+                    Feedback::Failed(anyhow::Error::new(e).context("recording a call event"))
+                }
             };
             let _ = feedback.send(f);
             return;
         }
         if ringing {
-            let ring_ms = rung.iter().map(|r| r.3).max().unwrap_or_default().as_secs_f64() * 1000.0;
+            let ring_ms = rung
+                .iter()
+                .map(|r| r.3)
+                .max()
+                .unwrap_or_default()
+                .as_secs_f64()
+                * 1000.0;
             tracing::debug!(%call, recorded_ms = started.elapsed().as_secs_f64() * 1000.0, ring_ms, "offer rung and recorded");
         }
         for cmd in hangups {
@@ -765,7 +1152,12 @@ async fn write_call(
         for (offer, agent, r, _) in rung {
             if let Err(e) = r {
                 tracing::info!(error = %e, %agent, "could not ring the agent's device");
-                let _ = feedback.send(Feedback::NotRung { tenant: job.tenant.clone(), call: call.clone(), agent, offer });
+                let _ = feedback.send(Feedback::NotRung {
+                    tenant: job.tenant.clone(),
+                    call: call.clone(),
+                    agent,
+                    offer,
+                });
             }
         }
     }
@@ -788,8 +1180,12 @@ impl From<cc_eventstore::AppendError> for Unrecorded {
     fn from(e: cc_eventstore::AppendError) -> Self {
         use cc_eventstore::AppendError as E;
         match &e {
-            E::EventIdReused | E::Empty | E::TenantMismatch { .. } => Unrecorded::Refused(e.to_string()),
-            E::Database(sqlx::Error::Database(db)) if refused_for_good(db.code().as_deref()) => Unrecorded::Refused(e.to_string()),
+            E::EventIdReused | E::Empty | E::TenantMismatch { .. } => {
+                Unrecorded::Refused(e.to_string())
+            }
+            E::Database(sqlx::Error::Database(db)) if refused_for_good(db.code().as_deref()) => {
+                Unrecorded::Refused(e.to_string())
+            }
             _ => Unrecorded::Failed(e),
         }
     }
@@ -809,7 +1205,15 @@ fn refused_for_good(code: Option<&str>) -> bool {
 
 /// `s` with its control characters escaped (`\u{0}`), as a text column can hold it.
 fn printable(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { c.escape_unicode().to_string() } else { c.to_string() }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -818,17 +1222,34 @@ mod tests {
 
     #[test]
     fn data_exceptions_are_refused_for_good_and_races_and_outages_are_not() {
-        assert!(refused_for_good(Some("22P05")), "unsupported Unicode escape sequence (NUL in jsonb)");
-        assert!(refused_for_good(Some("22021")), "invalid byte sequence for encoding");
+        assert!(
+            refused_for_good(Some("22P05")),
+            "unsupported Unicode escape sequence (NUL in jsonb)"
+        );
+        assert!(
+            refused_for_good(Some("22021")),
+            "invalid byte sequence for encoding"
+        );
         assert!(refused_for_good(Some("23502")));
         assert!(refused_for_good(Some("54000")));
-        assert!(!refused_for_good(Some("23505")), "a unique violation is a race");
+        assert!(
+            !refused_for_good(Some("23505")),
+            "a unique violation is a race"
+        );
         assert!(!refused_for_good(Some("40001")));
         assert!(!refused_for_good(Some("57P01")), "admin shutdown");
         assert!(!refused_for_good(Some("08006")));
         assert!(!refused_for_good(None));
-        assert!(matches!(Unrecorded::from(cc_eventstore::AppendError::EventIdReused), Unrecorded::Refused(_)));
-        assert!(matches!(Unrecorded::from(cc_eventstore::AppendError::Database(sqlx::Error::PoolTimedOut)), Unrecorded::Failed(_)));
+        assert!(matches!(
+            Unrecorded::from(cc_eventstore::AppendError::EventIdReused),
+            Unrecorded::Refused(_)
+        ));
+        assert!(matches!(
+            Unrecorded::from(cc_eventstore::AppendError::Database(
+                sqlx::Error::PoolTimedOut
+            )),
+            Unrecorded::Failed(_)
+        ));
     }
 
     #[test]

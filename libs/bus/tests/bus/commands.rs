@@ -40,9 +40,18 @@ async fn serve(nats: &NatsServer) -> (cc_bus::Bus, CancellationToken, tokio::tas
     let handlers = CommandHandlers::new("agent-session", ())
         .on(|_, ctx: CommandContext, c: PauseAgent| async move {
             if c.reason != "Lunch" {
-                return Err(CommandError::field("unknown_pause_reason", "reason", "valid reasons: Lunch"));
+                return Err(CommandError::field(
+                    "unknown_pause_reason",
+                    "reason",
+                    "valid reasons: Lunch",
+                ));
             }
-            Ok(Paused { agent: c.agent, reason: c.reason, tenant: ctx.tenant, actor: ctx.actor })
+            Ok(Paused {
+                agent: c.agent,
+                reason: c.reason,
+                tenant: ctx.tenant,
+                actor: ctx.actor,
+            })
         })
         .on(|_, _, _: Explode| async move {
             if true {
@@ -63,12 +72,35 @@ async fn typed_commands_get_typed_replies_and_structured_refusals() {
     let nats = NatsServer::start();
     let (bus, cancel, task) = serve(&nats).await;
     let ctx = CommandContext::new("acme", "agent:1001");
-    let reply = bus.request(&ctx, &PauseAgent { agent: "1001".into(), reason: "Lunch".into() }).await.unwrap();
+    let reply = bus
+        .request(
+            &ctx,
+            &PauseAgent {
+                agent: "1001".into(),
+                reason: "Lunch".into(),
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(
         reply,
-        Paused { agent: "1001".into(), reason: "Lunch".into(), tenant: "acme".into(), actor: "agent:1001".into() }
+        Paused {
+            agent: "1001".into(),
+            reason: "Lunch".into(),
+            tenant: "acme".into(),
+            actor: "agent:1001".into()
+        }
     );
-    match bus.request(&ctx, &PauseAgent { agent: "1001".into(), reason: "Nap".into() }).await {
+    match bus
+        .request(
+            &ctx,
+            &PauseAgent {
+                agent: "1001".into(),
+                reason: "Nap".into(),
+            },
+        )
+        .await
+    {
         Err(RequestError::Rejected(e)) => {
             assert_eq!(e.error, "unknown_pause_reason");
             assert_eq!(e.field.as_deref(), Some("reason"));
@@ -86,29 +118,56 @@ async fn malformed_unknown_and_panicking_commands_get_error_replies_not_timeouts
     let subject = |name: &str| bus.subjects.command("agent-session", "acme", name);
     let quick = |f| tokio::time::timeout(Duration::from_secs(3), f);
 
-    let r = quick(bus.request_raw(subject("PauseAgent"), b"{not json".to_vec())).await.unwrap().unwrap();
-    assert_eq!(r["error"]["error"], "invalid_json");
-
-    let r = quick(bus.request_raw(subject("PauseAgent"), br#"{"agent":"1001"}"#.to_vec())).await.unwrap().unwrap();
-    assert_eq!(r["error"]["error"], "missing_field");
-    assert_eq!(r["error"]["field"], "reason");
-
-    let r = quick(bus.request_raw(subject("PauseAgent"), br#"{"agent":1001,"reason":"Lunch"}"#.to_vec()))
+    let r = quick(bus.request_raw(subject("PauseAgent"), b"{not json".to_vec()))
         .await
         .unwrap()
         .unwrap();
+    assert_eq!(r["error"]["error"], "invalid_json");
+
+    let r = quick(bus.request_raw(subject("PauseAgent"), br#"{"agent":"1001"}"#.to_vec()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r["error"]["error"], "missing_field");
+    assert_eq!(r["error"]["field"], "reason");
+
+    let r = quick(bus.request_raw(
+        subject("PauseAgent"),
+        br#"{"agent":1001,"reason":"Lunch"}"#.to_vec(),
+    ))
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(r["error"]["field"], "agent");
 
-    let r = quick(bus.request_raw(subject("Teleport"), b"{}".to_vec())).await.unwrap().unwrap();
+    let r = quick(bus.request_raw(subject("Teleport"), b"{}".to_vec()))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(r["error"]["error"], "unknown_command");
-    assert!(r["error"]["message"].as_str().unwrap().contains("PauseAgent"), "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("PauseAgent"),
+        "{r}"
+    );
 
-    let r = quick(bus.request_raw(subject("Explode"), b"{}".to_vec())).await.unwrap().unwrap();
+    let r = quick(bus.request_raw(subject("Explode"), b"{}".to_vec()))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(r["error"]["error"], "internal");
 
     // The service is still up after the panic.
     let ok = bus
-        .request(&CommandContext::new("acme", "t"), &PauseAgent { agent: "1".into(), reason: "Lunch".into() })
+        .request(
+            &CommandContext::new("acme", "t"),
+            &PauseAgent {
+                agent: "1".into(),
+                reason: "Lunch".into(),
+            },
+        )
         .await;
     assert!(ok.is_ok());
 }
@@ -119,7 +178,13 @@ async fn a_command_with_no_service_running_fails_fast() {
     let bus = bus(&nats).await;
     let r = tokio::time::timeout(
         Duration::from_secs(3),
-        bus.request(&CommandContext::new("acme", "t"), &PauseAgent { agent: "1".into(), reason: "x".into() }),
+        bus.request(
+            &CommandContext::new("acme", "t"),
+            &PauseAgent {
+                agent: "1".into(),
+                reason: "x".into(),
+            },
+        ),
     )
     .await
     .unwrap();

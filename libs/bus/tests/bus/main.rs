@@ -7,7 +7,10 @@ use cc_bus::{Bus, Subjects};
 use cc_testkit::NatsServer;
 
 pub async fn bus(nats: &NatsServer) -> Bus {
-    let _ = tracing_subscriber::fmt().with_env_filter("info,cc_bus=debug").with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("info,cc_bus=debug")
+        .with_test_writer()
+        .try_init();
     let client = async_nats::connect(nats.url()).await.unwrap();
     Bus::new(client, Subjects::new("cc"))
 }

@@ -2,7 +2,9 @@ use std::time::Duration;
 
 use cc_bus::relay::{Relay, RelayOptions};
 use cc_bus::Bus;
-use cc_eventstore::{Checkpoint, EventStore, ExpectedVersion, Metadata, NewEvent, ReadFilter, StreamName};
+use cc_eventstore::{
+    Checkpoint, EventStore, ExpectedVersion, Metadata, NewEvent, ReadFilter, StreamName,
+};
 use cc_testkit::{eventually, NatsServer, TestDb};
 use rand::Rng;
 use serde_json::json;
@@ -13,13 +15,19 @@ use crate::bus;
 
 async fn store() -> (TestDb, EventStore) {
     let db = TestDb::new().await;
-    cc_eventstore::migrate(&db.pool, "eventstore", cc_eventstore::MIGRATIONS).await.unwrap();
+    cc_eventstore::migrate(&db.pool, "eventstore", cc_eventstore::MIGRATIONS)
+        .await
+        .unwrap();
     let store = EventStore::new(db.pool.clone());
     (db, store)
 }
 
 fn options() -> RelayOptions {
-    RelayOptions { batch_size: 50, lease_retry: Duration::from_millis(50), ..Default::default() }
+    RelayOptions {
+        batch_size: 50,
+        lease_retry: Duration::from_millis(50),
+        ..Default::default()
+    }
 }
 
 /// A relay as its own "process": its own connection pool, so that killing it (abort) and
@@ -49,25 +57,51 @@ async fn spawn_relay(bus: &Bus, db: &TestDb) -> RelayProcess {
 }
 
 async fn spawn_relay_with(bus: &Bus, db: &TestDb, options: RelayOptions) -> RelayProcess {
-    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(4).connect(&db.url).await.unwrap();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&db.url)
+        .await
+        .unwrap();
     let cancel = CancellationToken::new();
-    let relay = Relay::new(EventStore::new(pool.clone()), bus.clone(), db.url.clone(), options);
+    let relay = Relay::new(
+        EventStore::new(pool.clone()),
+        bus.clone(),
+        db.url.clone(),
+        options,
+    );
     let c = cancel.clone();
-    RelayProcess { cancel, task: tokio::spawn(async move { relay.run(c).await }), pool }
+    RelayProcess {
+        cancel,
+        task: tokio::spawn(async move { relay.run(c).await }),
+        pool,
+    }
 }
 
 async fn append(store: &EventStore, stream: &str, n: usize) {
     let s = StreamName::new("acme", "agent", stream).unwrap();
     let events: Vec<NewEvent> = (0..n)
-        .map(|i| NewEvent::new("AgentPaused", 1, json!({ "i": i }), Metadata::new("acme", "test")))
+        .map(|i| {
+            NewEvent::new(
+                "AgentPaused",
+                1,
+                json!({ "i": i }),
+                Metadata::new("acme", "test"),
+            )
+        })
         .collect();
-    store.append(&s, ExpectedVersion::Any, &events).await.unwrap();
+    store
+        .append(&s, ExpectedVersion::Any, &events)
+        .await
+        .unwrap();
 }
 
 /// Every event id in the store, in the store's global order.
 async fn store_order(store: &EventStore, expected: usize) -> Vec<Uuid> {
     eventually("all events readable", Duration::from_secs(20), || async {
-        let all = store.read_all(&ReadFilter::All, Checkpoint::START, 100_000).await.unwrap();
+        let all = store
+            .read_all(&ReadFilter::All, Checkpoint::START, 100_000)
+            .await
+            .unwrap();
         (all.len() == expected).then(|| all.iter().map(|e| e.event_id).collect())
     })
     .await
@@ -75,23 +109,39 @@ async fn store_order(store: &EventStore, expected: usize) -> Vec<Uuid> {
 
 /// Every message in the JetStream events stream, in stream order: (event id, subject, headers).
 async fn stream_messages(bus: &Bus) -> Vec<(Uuid, String, async_nats::HeaderMap)> {
-    let Ok(mut stream) = bus.jetstream.get_stream(bus.subjects.events_stream()).await else { return vec![] };
+    let Ok(mut stream) = bus.jetstream.get_stream(bus.subjects.events_stream()).await else {
+        return vec![];
+    };
     let last = stream.info().await.unwrap().state.last_sequence;
     let mut out = Vec::new();
     for seq in 1..=last {
         let m = stream.get_raw_message(seq).await.unwrap();
-        let id = m.headers.get("Nats-Msg-Id").unwrap().as_str().parse().unwrap();
+        let id = m
+            .headers
+            .get("Nats-Msg-Id")
+            .unwrap()
+            .as_str()
+            .parse()
+            .unwrap();
         out.push((id, m.subject.to_string(), m.headers.clone()));
     }
     out
 }
 
 async fn wait_relayed(bus: &Bus, n: usize) -> Vec<Uuid> {
-    eventually("events relayed to JetStream", Duration::from_secs(30), || async {
-        let msgs = stream_messages(bus).await;
-        assert!(msgs.len() <= n, "more messages ({}) than events ({n}): a duplicate was stored", msgs.len());
-        (msgs.len() == n).then(|| msgs.into_iter().map(|m| m.0).collect())
-    })
+    eventually(
+        "events relayed to JetStream",
+        Duration::from_secs(30),
+        || async {
+            let msgs = stream_messages(bus).await;
+            assert!(
+                msgs.len() <= n,
+                "more messages ({}) than events ({n}): a duplicate was stored",
+                msgs.len()
+            );
+            (msgs.len() == n).then(|| msgs.into_iter().map(|m| m.0).collect())
+        },
+    )
     .await
 }
 
@@ -112,7 +162,10 @@ async fn relays_committed_events_in_store_order_with_cloudevents_headers() {
     assert_eq!(subject, "cc.events.acme.agent.1001.AgentPaused._._");
     assert_eq!(h.get("ce-id").unwrap().as_str(), id.to_string());
     assert_eq!(h.get("ce-specversion").unwrap().as_str(), "1.0");
-    assert_eq!(h.get("ce-type").unwrap().as_str(), "callcenter.AgentPaused.v1");
+    assert_eq!(
+        h.get("ce-type").unwrap().as_str(),
+        "callcenter.AgentPaused.v1"
+    );
     assert_eq!(h.get("ce-tenant").unwrap().as_str(), "acme");
     assert_eq!(h.get("ce-source").unwrap().as_str(), "/tenants/acme/agent");
     assert!(h.get("ce-time").is_some());
@@ -120,11 +173,21 @@ async fn relays_committed_events_in_store_order_with_cloudevents_headers() {
 
     // The checkpoint in the store follows the acks.
     let cp = cc_eventstore::CheckpointStore::new(db.pool.clone());
-    eventually("relay checkpoint saved", Duration::from_secs(10), || async {
-        let saved = cp.load("relay").await.unwrap();
-        let last = store.read_all(&ReadFilter::All, Checkpoint::START, 100).await.unwrap().last().unwrap().checkpoint();
-        (saved == last).then_some(())
-    })
+    eventually(
+        "relay checkpoint saved",
+        Duration::from_secs(10),
+        || async {
+            let saved = cp.load("relay").await.unwrap();
+            let last = store
+                .read_all(&ReadFilter::All, Checkpoint::START, 100)
+                .await
+                .unwrap()
+                .last()
+                .unwrap()
+                .checkpoint();
+            (saved == last).then_some(())
+        },
+    )
     .await;
     relay.stop().await;
 }
@@ -160,7 +223,11 @@ async fn killing_the_relay_at_any_point_loses_and_reorders_nothing() {
     let total = 6 * (10 * (1 + 2 + 3));
     let relay = spawn_relay(&bus, &db).await;
     let relayed = wait_relayed(&bus, total).await;
-    assert_eq!(relayed, store_order(&store, total).await, "JetStream holds every event once, in store order");
+    assert_eq!(
+        relayed,
+        store_order(&store, total).await,
+        "JetStream holds every event once, in store order"
+    );
     relay.stop().await;
 }
 
@@ -191,7 +258,10 @@ async fn several_relays_at_once_publish_each_event_once_in_order() {
 
 #[tokio::test]
 async fn a_nats_restart_while_relaying_loses_nothing() {
-    let _ = tracing_subscriber::fmt().with_env_filter("info,cc_bus=debug").with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("info,cc_bus=debug")
+        .with_test_writer()
+        .try_init();
     let (db, store) = store().await;
     let mut nats = NatsServer::start();
     let client = async_nats::ConnectOptions::new()
@@ -222,9 +292,22 @@ async fn a_nats_restart_while_relaying_loses_nothing() {
 async fn a_nats_restart_after_a_quiet_spell_longer_than_the_dedup_window_loses_nothing() {
     let (db, store) = store().await;
     let mut nats = NatsServer::start();
-    let client = async_nats::ConnectOptions::new().retry_on_initial_connect().max_reconnects(None).connect(nats.url()).await.unwrap();
+    let client = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connect(nats.url())
+        .await
+        .unwrap();
     let bus = Bus::new(client, cc_bus::Subjects::new("cc"));
-    let relay = spawn_relay_with(&bus, &db, RelayOptions { duplicate_window: Duration::from_secs(1), ..options() }).await;
+    let relay = spawn_relay_with(
+        &bus,
+        &db,
+        RelayOptions {
+            duplicate_window: Duration::from_secs(1),
+            ..options()
+        },
+    )
+    .await;
     append(&store, "a", 10).await;
     wait_relayed(&bus, 10).await;
 

@@ -10,7 +10,9 @@ use serde_json::json;
 
 pub async fn store() -> (TestDb, EventStore) {
     let db = TestDb::new().await;
-    cc_eventstore::migrate(&db.pool, "eventstore", cc_eventstore::MIGRATIONS).await.unwrap();
+    cc_eventstore::migrate(&db.pool, "eventstore", cc_eventstore::MIGRATIONS)
+        .await
+        .unwrap();
     let store = EventStore::new(db.pool.clone());
     (db, store)
 }
@@ -20,5 +22,10 @@ pub fn stream(id: &str) -> StreamName {
 }
 
 pub fn event(n: i64) -> NewEvent {
-    NewEvent::new("AgentPaused", 1, json!({ "n": n }), Metadata::new("acme", "test"))
+    NewEvent::new(
+        "AgentPaused",
+        1,
+        json!({ "n": n }),
+        Metadata::new("acme", "test"),
+    )
 }

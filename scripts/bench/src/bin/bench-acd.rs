@@ -48,7 +48,10 @@ where
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let admin = env("CC_BENCH_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres");
+    let admin = env(
+        "CC_BENCH_ADMIN_URL",
+        "postgres://postgres@127.0.0.1:5432/postgres",
+    );
     let nats_url = env("CC_NATS_URL", "nats://127.0.0.1:4222");
     let agents: usize = env("CC_BENCH_AGENTS", "1000").parse()?;
     let rate: f64 = env("CC_BENCH_RATE", "100").parse()?;
@@ -64,8 +67,20 @@ async fn main() -> anyhow::Result<()> {
     let layout = env("CC_BENCH_LAYOUT", "pbx-apart");
     let groups: Vec<&str> = match layout.as_str() {
         "one" => vec!["all"],
-        "pbx-apart" => vec!["relay,auth,agent-session,queue-router,call-control,projection,portal", "pbx-sim"],
-        "each" => vec!["relay", "auth", "agent-session", "queue-router", "call-control", "projection", "portal", "pbx-sim"],
+        "pbx-apart" => vec![
+            "relay,auth,agent-session,queue-router,call-control,projection,portal",
+            "pbx-sim",
+        ],
+        "each" => vec![
+            "relay",
+            "auth",
+            "agent-session",
+            "queue-router",
+            "call-control",
+            "projection",
+            "portal",
+            "pbx-sim",
+        ],
         other => anyhow::bail!("CC_BENCH_LAYOUT: {other:?} is not one of one, pbx-apart, each"),
     };
     let connections = if groups.len() > 2 { "10" } else { "40" };
@@ -93,17 +108,48 @@ async fn main() -> anyhow::Result<()> {
     let c = CommandContext::new("bench", "bench");
     let setup = Instant::now();
     loop {
-        match bus.request(&c, &CreateTenant { name: "Bench".into(), demo: false, time_zone: "UTC".into() }).await {
+        match bus
+            .request(
+                &c,
+                &CreateTenant {
+                    name: "Bench".into(),
+                    demo: false,
+                    time_zone: "UTC".into(),
+                },
+            )
+            .await
+        {
             Ok(_) => break,
-            Err(cc_bus::RequestError::NoResponders(_)) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(cc_bus::RequestError::NoResponders(_)) => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
             Err(e) => return Err(e.into()),
         }
     }
     let queues: Vec<String> = (0..10).map(|i| format!("{}", 600 + i)).collect();
     for q in &queues {
-        bus.request(&c, &CreateQueue { queue: QueueNumber::parse(q)?, name: format!("Queue {q}") }).await?;
-        let settings = QueueSettings { strategy: Strategy::LongestIdle, ring_timeout_s: 15, wrap_up_s: 1, ..Default::default() };
-        bus.request(&c, &ConfigureQueue { queue: QueueNumber::parse(q)?, settings }).await?;
+        bus.request(
+            &c,
+            &CreateQueue {
+                queue: QueueNumber::parse(q)?,
+                name: format!("Queue {q}"),
+            },
+        )
+        .await?;
+        let settings = QueueSettings {
+            strategy: Strategy::LongestIdle,
+            ring_timeout_s: 15,
+            wrap_up_s: 1,
+            ..Default::default()
+        };
+        bus.request(
+            &c,
+            &ConfigureQueue {
+                queue: QueueNumber::parse(q)?,
+                settings,
+            },
+        )
+        .await?;
     }
     let number = |i: usize| format!("{}", 20000 + i);
     parallel(agents, 8, |i| {
@@ -111,10 +157,34 @@ async fn main() -> anyhow::Result<()> {
         async move {
             let a = AgentNumber::parse(&number(i))?;
             let d = DeviceId::parse(&number(i))?;
-            bus.request(&c, &CreateAgent { agent: a.clone(), display_name: format!("Agent {i}"), password: "bench-secret".into(), may_manage_queues: Some(false) }).await?;
-            bus.request(&c, &AssignAgent { queue: QueueNumber::parse(&queues[i % queues.len()])?, agent: a, penalty: 0 }).await?;
+            bus.request(
+                &c,
+                &CreateAgent {
+                    agent: a.clone(),
+                    display_name: format!("Agent {i}"),
+                    password: "bench-secret".into(),
+                    may_manage_queues: Some(false),
+                },
+            )
+            .await?;
+            bus.request(
+                &c,
+                &AssignAgent {
+                    queue: QueueNumber::parse(&queues[i % queues.len()])?,
+                    agent: a,
+                    penalty: 0,
+                },
+            )
+            .await?;
             bus.request(&c, &AddDevice { device: d.clone() }).await?;
-            bus.request(&c, &SetRegistered { device: d, registered: true }).await?;
+            bus.request(
+                &c,
+                &SetRegistered {
+                    device: d,
+                    registered: true,
+                },
+            )
+            .await?;
             Ok(())
         }
     })
@@ -125,9 +195,22 @@ async fn main() -> anyhow::Result<()> {
             let a = AgentNumber::parse(&number(i))?;
             // The device's registration may still be on its way to the agent-session service.
             for attempt in 0.. {
-                match bus.request(&c, &LoginAgent { agent: a.clone(), device: None, queues: None }).await {
+                match bus
+                    .request(
+                        &c,
+                        &LoginAgent {
+                            agent: a.clone(),
+                            device: None,
+                            queues: None,
+                        },
+                    )
+                    .await
+                {
                     Ok(_) => break,
-                    Err(cc_bus::RequestError::Rejected(e)) if e.error == "unknown_device" || e.error == "device_offline" && attempt < 50 => {
+                    Err(cc_bus::RequestError::Rejected(e))
+                        if e.error == "unknown_device"
+                            || e.error == "device_offline" && attempt < 50 =>
+                    {
                         tokio::time::sleep(Duration::from_millis(100)).await
                     }
                     Err(e) => return Err(e.into()),
@@ -137,7 +220,11 @@ async fn main() -> anyhow::Result<()> {
         }
     })
     .await?;
-    eprintln!("{agents} agents logged in across {} queues in {:.0} s", queues.len(), setup.elapsed().as_secs_f64());
+    eprintln!(
+        "{agents} agents logged in across {} queues in {:.0} s",
+        queues.len(),
+        setup.elapsed().as_secs_f64()
+    );
 
     // Baseline: bare NATS request/reply.
     let echo_subject = format!("{prefix}.echo");
@@ -160,20 +247,34 @@ async fn main() -> anyhow::Result<()> {
 
     // Entered -> ringing, measured from the PBX's facts.
     let timing: Arc<Mutex<Timing>> = Arc::default();
-    let mut facts = client.subscribe(format!("{prefix}.pbx.evt.bench.channel.>")).await?;
+    let mut facts = client
+        .subscribe(format!("{prefix}.pbx.evt.bench.channel.>"))
+        .await?;
     client.flush().await?;
     let t2 = timing.clone();
     tokio::spawn(async move {
         while let Some(m) = facts.next().await {
             let now = Instant::now();
-            let Ok(e) = serde_json::from_slice::<ChannelEvent>(&m.payload) else { continue };
+            let Ok(e) = serde_json::from_slice::<ChannelEvent>(&m.payload) else {
+                continue;
+            };
             let mut t = t2.lock().unwrap();
             match e {
-                ChannelEvent::ChannelCreated { channel, caller, dialed: Some(_), .. } => {
+                ChannelEvent::ChannelCreated {
+                    channel,
+                    caller,
+                    dialed: Some(_),
+                    ..
+                } => {
                     t.entered.insert(caller.number, now);
                     let _ = channel;
                 }
-                ChannelEvent::ChannelCreated { channel, caller, device: Some(_), .. } => {
+                ChannelEvent::ChannelCreated {
+                    channel,
+                    caller,
+                    device: Some(_),
+                    ..
+                } => {
                     t.leg_caller.insert(channel, caller.number);
                 }
                 ChannelEvent::ChannelRinging { channel, .. } => {
@@ -190,8 +291,23 @@ async fn main() -> anyhow::Result<()> {
         }
     });
 
-    let phones = PhoneMode::Agent { after_ms: 300, probability: 1.0, talk_ms: 4000 };
-    bus.request(&c, &StartTraffic { queues: queues.clone(), calls_per_second: rate, duration_s: seconds, patience_ms: 0, phones: Some(phones), caller_prefix: "7".into() }).await?;
+    let phones = PhoneMode::Agent {
+        after_ms: 300,
+        probability: 1.0,
+        talk_ms: 4000,
+    };
+    bus.request(
+        &c,
+        &StartTraffic {
+            queues: queues.clone(),
+            calls_per_second: rate,
+            duration_s: seconds,
+            patience_ms: 0,
+            phones: Some(phones),
+            caller_prefix: "7".into(),
+        },
+    )
+    .await?;
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     // Drain: talk times are exponential (mean 4 s), then 1 s of wrap-up.
     tokio::time::sleep(Duration::from_secs(40)).await;
@@ -208,7 +324,10 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     // (The lock is taken in a statement of its own: never held across an await.)
     let mut l: Vec<Duration> = timing.lock().unwrap().latencies.clone();
-    let ended: i64 = sqlx::query_scalar("select count(*) from es_events where event_type = 'CallEnded'").fetch_one(&pool).await?;
+    let ended: i64 =
+        sqlx::query_scalar("select count(*) from es_events where event_type = 'CallEnded'")
+            .fetch_one(&pool)
+            .await?;
     eprintln!(
         "{placed} calls placed in {seconds} s, {} offered, {ended} answered and ended; unfinished {unfinished}, agents stuck {stuck}; \\
          entered->ringing p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; NATS request/reply p50 {:.2} ms",
@@ -218,8 +337,18 @@ async fn main() -> anyhow::Result<()> {
         percentile_ms(&mut l, 100.0),
         percentile_ms(&mut baseline, 50.0)
     );
-    summary("acd-p99", percentile_ms(&mut l, 99.0), "ms", percentile_ms(&mut baseline, 99.0));
-    summary("acd-lost", (unfinished + stuck) as f64, "calls", placed as f64);
+    summary(
+        "acd-p99",
+        percentile_ms(&mut l, 99.0),
+        "ms",
+        percentile_ms(&mut baseline, 99.0),
+    );
+    summary(
+        "acd-lost",
+        (unfinished + stuck) as f64,
+        "calls",
+        placed as f64,
+    );
     for mut child in children {
         child.kill().await?;
     }

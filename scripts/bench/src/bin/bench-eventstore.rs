@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cc_bench::{env, fresh_database, percentile_ms, summary};
-use cc_eventstore::{Checkpoint, EventStore, ExpectedVersion, Metadata, NewEvent, ReadFilter, StreamName};
+use cc_eventstore::{
+    Checkpoint, EventStore, ExpectedVersion, Metadata, NewEvent, ReadFilter, StreamName,
+};
 use futures::TryStreamExt;
 use serde_json::json;
 use sqlx::PgPool;
@@ -40,13 +42,22 @@ async fn appends(store: &EventStore, writers: usize, duration: Duration) -> Run 
         .map(|w| {
             let store = store.clone();
             tokio::spawn(async move {
-                let stream = StreamName::new("bench", "agent", &format!("w{w}-{}", uuid::Uuid::now_v7().simple())).unwrap();
+                let stream = StreamName::new(
+                    "bench",
+                    "agent",
+                    &format!("w{w}-{}", uuid::Uuid::now_v7().simple()),
+                )
+                .unwrap();
                 let mut version = 0;
                 let mut latencies = Vec::new();
                 while start.elapsed() < duration {
-                    let e = NewEvent::new("AgentPaused", 1, payload(), Metadata::new("bench", "bench"));
+                    let e =
+                        NewEvent::new("AgentPaused", 1, payload(), Metadata::new("bench", "bench"));
                     let t = Instant::now();
-                    let r = store.append(&stream, ExpectedVersion::Exact(version), &[e]).await.unwrap();
+                    let r = store
+                        .append(&stream, ExpectedVersion::Exact(version), &[e])
+                        .await
+                        .unwrap();
                     latencies.push(t.elapsed());
                     version = r.stream_version;
                 }
@@ -58,7 +69,11 @@ async fn appends(store: &EventStore, writers: usize, duration: Duration) -> Run 
     for t in tasks {
         latencies.extend(t.await.unwrap());
     }
-    Run { events: latencies.len() as u64, elapsed: start.elapsed(), latencies }
+    Run {
+        events: latencies.len() as u64,
+        elapsed: start.elapsed(),
+        latencies,
+    }
 }
 
 async fn raw_inserts(pool: &PgPool, writers: usize, duration: Duration) -> Run {
@@ -87,12 +102,18 @@ async fn raw_inserts(pool: &PgPool, writers: usize, duration: Duration) -> Run {
     for t in tasks {
         latencies.extend(t.await.unwrap());
     }
-    Run { events: latencies.len() as u64, elapsed: start.elapsed(), latencies }
+    Run {
+        events: latencies.len() as u64,
+        elapsed: start.elapsed(),
+        latencies,
+    }
 }
 
 /// Fills the store to `total` events quickly (server-side, 10,000 per transaction).
 async fn fill(pool: &PgPool, total: i64) -> anyhow::Result<()> {
-    let have: i64 = sqlx::query_scalar("select count(*) from es_events").fetch_one(pool).await?;
+    let have: i64 = sqlx::query_scalar("select count(*) from es_events")
+        .fetch_one(pool)
+        .await?;
     let mut next = have;
     while next < total {
         let n = (total - next).min(10_000);
@@ -139,16 +160,32 @@ async fn plain_select(pool: &PgPool) -> anyhow::Result<f64> {
     Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
-async fn relay_rate(store: &EventStore, url: &str, nats_url: &str, total: u64) -> anyhow::Result<f64> {
+async fn relay_rate(
+    store: &EventStore,
+    url: &str,
+    nats_url: &str,
+    total: u64,
+) -> anyhow::Result<f64> {
     let client = async_nats::connect(nats_url).await?;
-    let bus = cc_bus::Bus::new(client, cc_bus::Subjects::new(&format!("bench{}", uuid::Uuid::now_v7().simple())));
+    let bus = cc_bus::Bus::new(
+        client,
+        cc_bus::Subjects::new(&format!("bench{}", uuid::Uuid::now_v7().simple())),
+    );
     cc_bus::relay::ensure_events_stream(&bus, Duration::from_secs(120)).await?;
     let cancel = tokio_util::sync::CancellationToken::new();
-    let relay = cc_bus::relay::Relay::new(store.clone(), bus.clone(), url.to_string(), Default::default());
+    let relay = cc_bus::relay::Relay::new(
+        store.clone(),
+        bus.clone(),
+        url.to_string(),
+        Default::default(),
+    );
     let start = Instant::now();
     let c = cancel.clone();
     let task = tokio::spawn(async move { relay.run(c).await });
-    let mut stream = bus.jetstream.get_stream(bus.subjects.events_stream()).await?;
+    let mut stream = bus
+        .jetstream
+        .get_stream(bus.subjects.events_stream())
+        .await?;
     loop {
         let n = stream.info().await?.state.messages;
         if n >= total {
@@ -160,7 +197,9 @@ async fn relay_rate(store: &EventStore, url: &str, nats_url: &str, total: u64) -
     cancel.cancel();
     task.await?;
     stream.purge().await?;
-    bus.jetstream.delete_stream(bus.subjects.events_stream()).await?;
+    bus.jetstream
+        .delete_stream(bus.subjects.events_stream())
+        .await?;
     Ok(rate)
 }
 
@@ -183,7 +222,10 @@ async fn raw_publish_rate(nats_url: &str, total: u64) -> anyhow::Result<f64> {
         for _ in 0..500.min(total - sent) {
             let mut h = async_nats::HeaderMap::new();
             h.insert("Nats-Msg-Id", uuid::Uuid::now_v7().to_string().as_str());
-            acks.push(js.publish_with_headers(subject.clone(), h, body.clone().into()).await?);
+            acks.push(
+                js.publish_with_headers(subject.clone(), h, body.clone().into())
+                    .await?,
+            );
             sent += 1;
         }
         for a in acks {
@@ -197,7 +239,10 @@ async fn raw_publish_rate(nats_url: &str, total: u64) -> anyhow::Result<f64> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let admin = env("CC_BENCH_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres");
+    let admin = env(
+        "CC_BENCH_ADMIN_URL",
+        "postgres://postgres@127.0.0.1:5432/postgres",
+    );
     let nats_url = env("CC_NATS_URL", "nats://127.0.0.1:4222");
     let seconds: u64 = env("CC_BENCH_SECONDS", "20").parse()?;
     let catchup_events: i64 = env("CC_BENCH_CATCHUP_EVENTS", "1000000").parse()?;
@@ -210,13 +255,18 @@ async fn main() -> anyhow::Result<()> {
         .execute(&pool)
         .await?;
     let fsync: String = sqlx::query_scalar("show fsync").fetch_one(&pool).await?;
-    let sync_commit: String = sqlx::query_scalar("show synchronous_commit").fetch_one(&pool).await?;
+    let sync_commit: String = sqlx::query_scalar("show synchronous_commit")
+        .fetch_one(&pool)
+        .await?;
     eprintln!("fsync = {fsync}, synchronous_commit = {sync_commit}, {seconds} s per append run");
     let store = EventStore::new(pool.clone());
     let store = Arc::new(store);
 
     // One writer, one connection (as one writer would hold).
-    let pool1 = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&_url).await?;
+    let pool1 = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&_url)
+        .await?;
     let store1 = EventStore::new(pool1.clone());
     let raw1 = raw_inserts(&pool1, 1, duration).await;
     let app1 = appends(&store1, 1, duration).await;
@@ -240,8 +290,12 @@ async fn main() -> anyhow::Result<()> {
     }
     eprintln!("filling the store to {catchup_events} events ...");
     fill(&pool, catchup_events).await?;
-    sqlx::raw_sql("vacuum analyze es_events").execute(&pool).await?;
-    let total: i64 = sqlx::query_scalar("select count(*) from es_events").fetch_one(&pool).await?;
+    sqlx::raw_sql("vacuum analyze es_events")
+        .execute(&pool)
+        .await?;
+    let total: i64 = sqlx::query_scalar("select count(*) from es_events")
+        .fetch_one(&pool)
+        .await?;
     let baseline = plain_select(&pool).await?;
     let rate = catch_up(&store, total as usize).await?;
     summary("catchup", rate, "events/s", baseline);

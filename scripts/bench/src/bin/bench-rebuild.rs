@@ -77,10 +77,25 @@ impl History {
 }
 
 async fn generate(pool: &sqlx::PgPool, target: u64) -> anyhow::Result<u64> {
-    let mut h = History { batch: Batch::default(), versions: Default::default(), clock: Utc::now() - Duration::days(30), total: 0 };
-    h.push("tenant", "bench", "TenantCreated", json!({ "tenant": "bench", "name": "Bench", "demo": false, "time_zone": "Europe/Berlin" }));
+    let mut h = History {
+        batch: Batch::default(),
+        versions: Default::default(),
+        clock: Utc::now() - Duration::days(30),
+        total: 0,
+    };
+    h.push(
+        "tenant",
+        "bench",
+        "TenantCreated",
+        json!({ "tenant": "bench", "name": "Bench", "demo": false, "time_zone": "Europe/Berlin" }),
+    );
     for (q, name) in [("500", "Sales"), ("501", "Support")] {
-        h.push("queue", q, "QueueCreated", json!({ "queue": q, "name": name }));
+        h.push(
+            "queue",
+            q,
+            "QueueCreated",
+            json!({ "queue": q, "name": name }),
+        );
     }
     let agents: Vec<String> = (2000..2200).map(|n| n.to_string()).collect();
     for a in &agents {
@@ -95,44 +110,149 @@ async fn generate(pool: &sqlx::PgPool, target: u64) -> anyhow::Result<u64> {
         let b = &agents[(n as usize * 13 + 1) % agents.len()];
         let offer = |k: u64| format!("o{n:08}{k}");
         h.push("call", &call, "CallEnteredQueue", json!({ "call": call, "queue": queue, "caller": { "number": format!("555{n:07}"), "name": "Caller" }, "channel": format!("ch{n}"), "priority": 0 }));
-        h.push("call", &call, "CallOffered", json!({ "call": call, "queue": queue, "agent": a, "device": a, "offer": offer(1) }));
+        h.push(
+            "call",
+            &call,
+            "CallOffered",
+            json!({ "call": call, "queue": queue, "agent": a, "device": a, "offer": offer(1) }),
+        );
         match n % 10 {
             0 => {
-                h.push("call", &call, "OfferWithdrawn", json!({ "call": call, "agent": a, "offer": offer(1), "reason": "caller_gone" }));
-                h.push("call", &call, "CallAbandoned", json!({ "call": call, "queue": queue, "wait_ms": 9000, "position": 1 }));
+                h.push(
+                    "call",
+                    &call,
+                    "OfferWithdrawn",
+                    json!({ "call": call, "agent": a, "offer": offer(1), "reason": "caller_gone" }),
+                );
+                h.push(
+                    "call",
+                    &call,
+                    "CallAbandoned",
+                    json!({ "call": call, "queue": queue, "wait_ms": 9000, "position": 1 }),
+                );
                 continue;
             }
             1 => {
-                h.push("call", &call, "OfferRejected", json!({ "call": call, "agent": a, "offer": offer(1) }));
+                h.push(
+                    "call",
+                    &call,
+                    "OfferRejected",
+                    json!({ "call": call, "agent": a, "offer": offer(1) }),
+                );
                 h.push("call", &call, "CallOffered", json!({ "call": call, "queue": queue, "agent": a, "device": a, "offer": offer(2) }));
             }
             _ => {}
         }
         let o = if n % 10 == 1 { offer(2) } else { offer(1) };
-        h.push("call", &call, "CallAnswered", json!({ "call": call, "queue": queue, "agent": a, "offer": o, "wait_ms": 4000 }));
-        h.push("call", &call, "CallConnected", json!({ "call": call, "agent": a, "bridge": call }));
+        h.push(
+            "call",
+            &call,
+            "CallAnswered",
+            json!({ "call": call, "queue": queue, "agent": a, "offer": o, "wait_ms": 4000 }),
+        );
+        h.push(
+            "call",
+            &call,
+            "CallConnected",
+            json!({ "call": call, "agent": a, "bridge": call }),
+        );
         if n % 10 == 2 && a != b {
             // An attended transfer to another agent, completed.
             let t = format!("t{n}");
             h.push("call", &call, "TransferStarted", json!({ "call": call, "transfer": t, "agent": a, "method": "attended", "target": { "agent": b }, "leg": format!("l{n}"), "target_agent": b, "queue": queue }));
-            h.push("call", &call, "CallHeld", json!({ "call": call, "agent": a }));
-            h.push("call", &call, "TransferAnswered", json!({ "call": call, "transfer": t, "agent": a, "target_agent": b }));
-            h.push("call", &call, "CallEnded", json!({ "call": call, "agent": a, "by": "transferred", "talk_ms": 60000 }));
-            h.push("call", &call, "TransferCompleted", json!({ "call": call, "transfer": t, "agent": a, "target_agent": b }));
-            h.push("call", &call, "CallConnected", json!({ "call": call, "agent": b, "bridge": call }));
-            h.push("call", &call, "WrapUpStarted", json!({ "call": call, "agent": a, "seconds": 10 }));
-            h.push("call", &call, "WrapUpEnded", json!({ "call": call, "agent": a, "early": false }));
-            h.push("call", &call, "CallEnded", json!({ "call": call, "agent": b, "by": "caller", "talk_ms": 90000 }));
-            h.push("call", &call, "WrapUpStarted", json!({ "call": call, "agent": b, "seconds": 10 }));
-            h.push("call", &call, "WrapUpEnded", json!({ "call": call, "agent": b, "early": false }));
+            h.push(
+                "call",
+                &call,
+                "CallHeld",
+                json!({ "call": call, "agent": a }),
+            );
+            h.push(
+                "call",
+                &call,
+                "TransferAnswered",
+                json!({ "call": call, "transfer": t, "agent": a, "target_agent": b }),
+            );
+            h.push(
+                "call",
+                &call,
+                "CallEnded",
+                json!({ "call": call, "agent": a, "by": "transferred", "talk_ms": 60000 }),
+            );
+            h.push(
+                "call",
+                &call,
+                "TransferCompleted",
+                json!({ "call": call, "transfer": t, "agent": a, "target_agent": b }),
+            );
+            h.push(
+                "call",
+                &call,
+                "CallConnected",
+                json!({ "call": call, "agent": b, "bridge": call }),
+            );
+            h.push(
+                "call",
+                &call,
+                "WrapUpStarted",
+                json!({ "call": call, "agent": a, "seconds": 10 }),
+            );
+            h.push(
+                "call",
+                &call,
+                "WrapUpEnded",
+                json!({ "call": call, "agent": a, "early": false }),
+            );
+            h.push(
+                "call",
+                &call,
+                "CallEnded",
+                json!({ "call": call, "agent": b, "by": "caller", "talk_ms": 90000 }),
+            );
+            h.push(
+                "call",
+                &call,
+                "WrapUpStarted",
+                json!({ "call": call, "agent": b, "seconds": 10 }),
+            );
+            h.push(
+                "call",
+                &call,
+                "WrapUpEnded",
+                json!({ "call": call, "agent": b, "early": false }),
+            );
         } else {
-            h.push("call", &call, "CallEnded", json!({ "call": call, "agent": a, "by": "caller", "talk_ms": 120000 }));
-            h.push("call", &call, "WrapUpStarted", json!({ "call": call, "agent": a, "seconds": 10 }));
-            h.push("call", &call, "WrapUpEnded", json!({ "call": call, "agent": a, "early": false }));
+            h.push(
+                "call",
+                &call,
+                "CallEnded",
+                json!({ "call": call, "agent": a, "by": "caller", "talk_ms": 120000 }),
+            );
+            h.push(
+                "call",
+                &call,
+                "WrapUpStarted",
+                json!({ "call": call, "agent": a, "seconds": 10 }),
+            );
+            h.push(
+                "call",
+                &call,
+                "WrapUpEnded",
+                json!({ "call": call, "agent": a, "early": false }),
+            );
         }
         if n % 50 == 0 {
-            h.push("agent", a, "AgentPaused", json!({ "agent": a, "reason": if n % 100 == 0 { "Lunch" } else { "Break" } }));
-            h.push("agent", a, "AgentUnpaused", json!({ "agent": a, "reason": "Lunch" }));
+            h.push(
+                "agent",
+                a,
+                "AgentPaused",
+                json!({ "agent": a, "reason": if n % 100 == 0 { "Lunch" } else { "Break" } }),
+            );
+            h.push(
+                "agent",
+                a,
+                "AgentUnpaused",
+                json!({ "agent": a, "reason": "Lunch" }),
+            );
         }
         if h.batch.ids.len() >= 20_000 {
             h.flush(pool).await?;
@@ -144,14 +264,22 @@ async fn generate(pool: &sqlx::PgPool, target: u64) -> anyhow::Result<u64> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let admin = env("CC_BENCH_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres");
+    let admin = env(
+        "CC_BENCH_ADMIN_URL",
+        "postgres://postgres@127.0.0.1:5432/postgres",
+    );
     let target: u64 = env("CC_BENCH_EVENTS", "1000000").parse()?;
     let (pool, _) = fresh_database(&admin, "cc_bench_rebuild", 8).await?;
     cc_eventstore::migrate(&pool, "eventstore", cc_eventstore::MIGRATIONS).await?;
     let t = Instant::now();
     let events = generate(&pool, target).await?;
-    sqlx::query("vacuum analyze es_events").execute(&pool).await?;
-    eprintln!("generated {events} events in {:.1} s", t.elapsed().as_secs_f64());
+    sqlx::query("vacuum analyze es_events")
+        .execute(&pool)
+        .await?;
+    eprintln!(
+        "generated {events} events in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     let store = EventStore::new(pool.clone());
 
     // Baseline: the catch-up reader alone over the same events.
@@ -165,12 +293,23 @@ async fn main() -> anyhow::Result<()> {
         read += batch.len() as u64;
     }
     let baseline = read as f64 / t.elapsed().as_secs_f64();
-    eprintln!("catch-up read: {read} events in {:.1} s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "catch-up read: {read} events in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
 
-    let done = cc_projection::reporting::rebuild(&pool, &store, |p| eprintln!("rebuild: {p}")).await?;
+    let done =
+        cc_projection::reporting::rebuild(&pool, &store, |p| eprintln!("rebuild: {p}")).await?;
     let rate = done.events as f64 / done.elapsed.as_secs_f64();
-    eprintln!("rebuild: {} events, {} rows in {:.1} s", done.events, done.rows, done.elapsed.as_secs_f64());
-    let calls: i64 = sqlx::query_scalar("select count(*) from reporting.calls").fetch_one(&pool).await?;
+    eprintln!(
+        "rebuild: {} events, {} rows in {:.1} s",
+        done.events,
+        done.rows,
+        done.elapsed.as_secs_f64()
+    );
+    let calls: i64 = sqlx::query_scalar("select count(*) from reporting.calls")
+        .fetch_one(&pool)
+        .await?;
     eprintln!("reporting.calls: {calls} rows");
     summary("rebuild", rate, "events/s", baseline);
     Ok(())

@@ -107,7 +107,12 @@ From: <sip:b@[local_ip]:[local_port]>;tag=[call_number]\nTo: <sip:x@[remote_ip]:
 
 fn sipp(args: &[&str], dir: &std::path::Path) -> tokio::process::Command {
     let mut c = tokio::process::Command::new("sipp");
-    c.current_dir(dir).args(args).args(["-nostdin"]).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).kill_on_drop(true);
+    c.current_dir(dir)
+        .args(args)
+        .args(["-nostdin"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true);
     c
 }
 
@@ -117,9 +122,17 @@ fn rtt_p99(dir: &std::path::Path) -> f64 {
     for e in std::fs::read_dir(dir).unwrap().flatten() {
         let name = e.file_name().to_string_lossy().to_string();
         if name.ends_with("_rtt.csv") {
-            for line in std::fs::read_to_string(e.path()).unwrap_or_default().lines().skip(1) {
+            for line in std::fs::read_to_string(e.path())
+                .unwrap_or_default()
+                .lines()
+                .skip(1)
+            {
                 // Date_ms;response_time_ms;rtd_no (SIPp 3.6 writes whole milliseconds)
-                if let Some(ms) = line.split(';').nth(1).and_then(|x| x.trim().parse::<f64>().ok()) {
+                if let Some(ms) = line
+                    .split(';')
+                    .nth(1)
+                    .and_then(|x| x.trim().parse::<f64>().ok())
+                {
                     v.push(Duration::from_secs_f64(ms / 1000.0));
                 }
             }
@@ -137,7 +150,14 @@ fn sipp_counts(dir: &std::path::Path, scenario: &str) -> (u64, u64) {
             let mut lines = text.lines();
             let header: Vec<&str> = lines.next().unwrap_or("").split(';').collect();
             let last: Vec<&str> = text.lines().last().unwrap_or("").split(';').collect();
-            let get = |n: &str| header.iter().position(|h| *h == n).and_then(|i| last.get(i)).and_then(|v| v.parse().ok()).unwrap_or(0);
+            let get = |n: &str| {
+                header
+                    .iter()
+                    .position(|h| *h == n)
+                    .and_then(|i| last.get(i))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
+            };
             return (get("TotalCallCreated"), get("FailedCall(C)"));
         }
     }
@@ -145,7 +165,10 @@ fn sipp_counts(dir: &std::path::Path, scenario: &str) -> (u64, u64) {
 }
 
 async fn ring_benchmark() -> anyhow::Result<()> {
-    let admin = env("CC_BENCH_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres");
+    let admin = env(
+        "CC_BENCH_ADMIN_URL",
+        "postgres://postgres@127.0.0.1:5432/postgres",
+    );
     let nats_url = env("CC_NATS_URL", "nats://127.0.0.1:4222");
     let agents: usize = env("CC_BENCH_AGENTS", "1000").parse()?;
     let rate: u64 = env("CC_BENCH_RATE", "100").parse()?;
@@ -159,7 +182,13 @@ async fn ring_benchmark() -> anyhow::Result<()> {
 
     // The services in one process, the SIP gateway (standing in for the PBX) in another.
     let mut children = vec![];
-    for (i, targets) in ["relay,auth,agent-session,queue-router,call-control,projection,portal", "sip-gateway"].iter().enumerate() {
+    for (i, targets) in [
+        "relay,auth,agent-session,queue-router,call-control,projection,portal",
+        "sip-gateway",
+    ]
+    .iter()
+    .enumerate()
+    {
         let admin_addr = format!("127.0.0.1:{}", 18581 + 10 * i);
         let child = tokio::process::Command::new(&binary)
             .args(["run", "--target", targets])
@@ -185,27 +214,76 @@ async fn ring_benchmark() -> anyhow::Result<()> {
     let bus = Bus::new(client.clone(), Subjects::new(&prefix));
     let c = CommandContext::new("bench", "bench");
     loop {
-        match bus.request(&c, &CreateTenant { name: "Bench".into(), demo: false, time_zone: "UTC".into() }).await {
+        match bus
+            .request(
+                &c,
+                &CreateTenant {
+                    name: "Bench".into(),
+                    demo: false,
+                    time_zone: "UTC".into(),
+                },
+            )
+            .await
+        {
             Ok(_) => break,
-            Err(cc_bus::RequestError::NoResponders(_)) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(cc_bus::RequestError::NoResponders(_)) => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
             Err(e) => return Err(e.into()),
         }
     }
     let queues: Vec<String> = (0..10).map(|i| format!("{}", 600 + i)).collect();
     for q in &queues {
-        bus.request(&c, &CreateQueue { queue: QueueNumber::parse(q)?, name: format!("Queue {q}") }).await?;
-        let settings = QueueSettings { strategy: Strategy::LongestIdle, ring_timeout_s: 15, wrap_up_s: 1, ..Default::default() };
-        bus.request(&c, &ConfigureQueue { queue: QueueNumber::parse(q)?, settings }).await?;
+        bus.request(
+            &c,
+            &CreateQueue {
+                queue: QueueNumber::parse(q)?,
+                name: format!("Queue {q}"),
+            },
+        )
+        .await?;
+        let settings = QueueSettings {
+            strategy: Strategy::LongestIdle,
+            ring_timeout_s: 15,
+            wrap_up_s: 1,
+            ..Default::default()
+        };
+        bus.request(
+            &c,
+            &ConfigureQueue {
+                queue: QueueNumber::parse(q)?,
+                settings,
+            },
+        )
+        .await?;
     }
     let number = |i: usize| format!("{}", 20000 + i);
     let passwords: Arc<Mutex<HashMap<usize, String>>> = Arc::default();
     parallel(agents, 8, |i| {
-        let (bus, c, queues, passwords) = (bus.clone(), c.clone(), queues.clone(), passwords.clone());
+        let (bus, c, queues, passwords) =
+            (bus.clone(), c.clone(), queues.clone(), passwords.clone());
         async move {
             let a = AgentNumber::parse(&number(i))?;
             let d = DeviceId::parse(&number(i))?;
-            bus.request(&c, &CreateAgent { agent: a.clone(), display_name: format!("Agent {i}"), password: "bench-secret".into(), may_manage_queues: Some(false) }).await?;
-            bus.request(&c, &AssignAgent { queue: QueueNumber::parse(&queues[i % queues.len()])?, agent: a, penalty: 0 }).await?;
+            bus.request(
+                &c,
+                &CreateAgent {
+                    agent: a.clone(),
+                    display_name: format!("Agent {i}"),
+                    password: "bench-secret".into(),
+                    may_manage_queues: Some(false),
+                },
+            )
+            .await?;
+            bus.request(
+                &c,
+                &AssignAgent {
+                    queue: QueueNumber::parse(&queues[i % queues.len()])?,
+                    agent: a,
+                    penalty: 0,
+                },
+            )
+            .await?;
             let cred = bus.request(&c, &ProvisionSipDevice { device: d }).await?;
             passwords.lock().unwrap().insert(i, cred.password);
             Ok(())
@@ -216,15 +294,52 @@ async fn ring_benchmark() -> anyhow::Result<()> {
     // One SIPp UAS answers for every agent's phone (180, 200, RTP echo); SIPp registers all.
     let uas_dir = work.join("uas");
     std::fs::create_dir_all(&uas_dir)?;
-    let mut uas_proc = sipp(&["-sn", "uas", "-i", "127.0.0.1", "-p", &uas.port().to_string(), "-mp", "26000", "-rtp_echo", "-trace_stat", "-fd", "1"], &uas_dir).spawn()?;
+    let mut uas_proc = sipp(
+        &[
+            "-sn",
+            "uas",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &uas.port().to_string(),
+            "-mp",
+            "26000",
+            "-rtp_echo",
+            "-trace_stat",
+            "-fd",
+            "1",
+        ],
+        &uas_dir,
+    )
+    .spawn()?;
     let mut csv = String::from("SEQUENTIAL\n");
     for i in 0..agents {
-        csv.push_str(&format!("{n};[authentication username={n} password={}]\n", passwords.lock().unwrap()[&i], n = number(i)));
+        csv.push_str(&format!(
+            "{n};[authentication username={n} password={}]\n",
+            passwords.lock().unwrap()[&i],
+            n = number(i)
+        ));
     }
     std::fs::write(work.join("users.csv"), csv)?;
     std::fs::write(work.join("register.xml"), register_xml(uas))?;
     let reg = sipp(
-        &[&sip.to_string(), "-sf", "register.xml", "-inf", "users.csv", "-i", "127.0.0.1", "-p", "25071", "-m", &agents.to_string(), "-r", "200", "-timeout", "60s"],
+        &[
+            &sip.to_string(),
+            "-sf",
+            "register.xml",
+            "-inf",
+            "users.csv",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            "25071",
+            "-m",
+            &agents.to_string(),
+            "-r",
+            "200",
+            "-timeout",
+            "60s",
+        ],
         &work,
     )
     .status()
@@ -235,9 +350,22 @@ async fn ring_benchmark() -> anyhow::Result<()> {
         async move {
             let a = AgentNumber::parse(&number(i))?;
             for attempt in 0.. {
-                match bus.request(&c, &LoginAgent { agent: a.clone(), device: None, queues: None }).await {
+                match bus
+                    .request(
+                        &c,
+                        &LoginAgent {
+                            agent: a.clone(),
+                            device: None,
+                            queues: None,
+                        },
+                    )
+                    .await
+                {
                     Ok(_) => break,
-                    Err(cc_bus::RequestError::Rejected(e)) if (e.error == "unknown_device" || e.error == "device_offline") && attempt < 100 => {
+                    Err(cc_bus::RequestError::Rejected(e))
+                        if (e.error == "unknown_device" || e.error == "device_offline")
+                            && attempt < 100 =>
+                    {
                         tokio::time::sleep(Duration::from_millis(100)).await
                     }
                     Err(e) => return Err(e.into()),
@@ -247,17 +375,53 @@ async fn ring_benchmark() -> anyhow::Result<()> {
         }
     })
     .await?;
-    eprintln!("{agents} SIP agents registered and logged in across {} queues", queues.len());
+    eprintln!(
+        "{agents} SIP agents registered and logged in across {} queues",
+        queues.len()
+    );
 
     // Baseline: SIPp UAC straight against a second SIPp UAS.
     let base_dir = work.join("baseline");
     std::fs::create_dir_all(&base_dir)?;
-    let _base_uas = sipp(&["-sn", "uas", "-i", "127.0.0.1", "-p", "25080", "-mp", "26100"], &base_dir).spawn()?;
+    let _base_uas = sipp(
+        &[
+            "-sn",
+            "uas",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            "25080",
+            "-mp",
+            "26100",
+        ],
+        &base_dir,
+    )
+    .spawn()?;
     std::fs::write(base_dir.join("base.xml"), baseline_uac_xml())?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    sipp(&["127.0.0.1:25080", "-sf", "base.xml", "-i", "127.0.0.1", "-p", "25081", "-mp", "26200", "-m", "3000", "-r", &rate.to_string(), "-trace_rtt", "-timeout", "120s"], &base_dir)
-        .status()
-        .await?;
+    sipp(
+        &[
+            "127.0.0.1:25080",
+            "-sf",
+            "base.xml",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            "25081",
+            "-mp",
+            "26200",
+            "-m",
+            "3000",
+            "-r",
+            &rate.to_string(),
+            "-trace_rtt",
+            "-timeout",
+            "120s",
+        ],
+        &base_dir,
+    )
+    .status()
+    .await?;
     let baseline = rtt_p99(&base_dir);
 
     // Created -> ringing, from the gateway's own timestamps in its facts.
@@ -269,18 +433,32 @@ async fn ring_benchmark() -> anyhow::Result<()> {
         rung: std::collections::HashSet<String>,
     }
     let timing: Arc<Mutex<Timing>> = Arc::default();
-    let mut facts = client.subscribe(format!("{prefix}.pbx.evt.bench.channel.>")).await?;
+    let mut facts = client
+        .subscribe(format!("{prefix}.pbx.evt.bench.channel.>"))
+        .await?;
     client.flush().await?;
     let t2 = timing.clone();
     tokio::spawn(async move {
         while let Some(m) = facts.next().await {
-            let Ok(e) = serde_json::from_slice::<ChannelEvent>(&m.payload) else { continue };
+            let Ok(e) = serde_json::from_slice::<ChannelEvent>(&m.payload) else {
+                continue;
+            };
             let mut t = t2.lock().unwrap();
             match e {
-                ChannelEvent::ChannelCreated { caller, dialed: Some(_), at, .. } => {
+                ChannelEvent::ChannelCreated {
+                    caller,
+                    dialed: Some(_),
+                    at,
+                    ..
+                } => {
                     t.entered.insert(caller.number, at);
                 }
-                ChannelEvent::ChannelCreated { channel, caller, device: Some(_), .. } => {
+                ChannelEvent::ChannelCreated {
+                    channel,
+                    caller,
+                    device: Some(_),
+                    ..
+                } => {
                     t.leg_caller.insert(channel, caller.number);
                 }
                 ChannelEvent::ChannelRinging { channel, at, .. } => {
@@ -305,7 +483,30 @@ async fn ring_benchmark() -> anyhow::Result<()> {
     std::fs::write(work.join("caller.xml"), caller_xml(3000))?;
     let calls = rate * seconds;
     let caller = sipp(
-        &[&sip.to_string(), "-sf", "caller.xml", "-inf", "queues.csv", "-i", "127.0.0.1", "-p", "25072", "-mp", "27000", "-m", &calls.to_string(), "-r", &rate.to_string(), "-l", "2000", "-trace_stat", "-fd", "1", "-timeout", &format!("{}s", seconds + 60)],
+        &[
+            &sip.to_string(),
+            "-sf",
+            "caller.xml",
+            "-inf",
+            "queues.csv",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            "25072",
+            "-mp",
+            "27000",
+            "-m",
+            &calls.to_string(),
+            "-r",
+            &rate.to_string(),
+            "-l",
+            "2000",
+            "-trace_stat",
+            "-fd",
+            "1",
+            "-timeout",
+            &format!("{}s", seconds + 60),
+        ],
         &work,
     )
     .status()
@@ -315,10 +516,21 @@ async fn ring_benchmark() -> anyhow::Result<()> {
     let _ = uas_proc.start_kill();
     let mut lat = std::mem::take(&mut timing.lock().unwrap().latencies);
     let rung = lat.len();
-    eprintln!("sipp caller exit {:?}; {created} calls placed, {failed} failed, {rung} rang an agent", caller.code());
-    summary("sip-ring-p99", percentile_ms(&mut lat, 99.0), "ms", baseline);
+    eprintln!(
+        "sipp caller exit {:?}; {created} calls placed, {failed} failed, {rung} rang an agent",
+        caller.code()
+    );
+    summary(
+        "sip-ring-p99",
+        percentile_ms(&mut lat, 99.0),
+        "ms",
+        baseline,
+    );
     summary("sip-failed", failed as f64, "calls", created as f64);
-    let stuck: i64 = sqlx::query_scalar("select count(*) from sip_channels").fetch_one(&pool).await.unwrap_or(-1);
+    let stuck: i64 = sqlx::query_scalar("select count(*) from sip_channels")
+        .fetch_one(&pool)
+        .await
+        .unwrap_or(-1);
     eprintln!("channels still live at the gateway after the run: {stuck}");
     drop(children);
     let _ = cc_bench::drop_streams(&client, &prefix).await;
@@ -326,8 +538,16 @@ async fn ring_benchmark() -> anyhow::Result<()> {
 }
 
 /// The relay alone: `calls` bridged pairs of legs, each phone sending 20 ms packets.
-async fn relay_round(calls: usize, via_gateway: bool, seconds: u64) -> anyhow::Result<(Vec<Duration>, u64, u64)> {
-    let media = Media::new("127.0.0.1".parse()?, "127.0.0.1".parse()?, Ports::parse("0").map_err(anyhow::Error::msg)?);
+async fn relay_round(
+    calls: usize,
+    via_gateway: bool,
+    seconds: u64,
+) -> anyhow::Result<(Vec<Duration>, u64, u64)> {
+    let media = Media::new(
+        "127.0.0.1".parse()?,
+        "127.0.0.1".parse()?,
+        Ports::parse("0").map_err(anyhow::Error::msg)?,
+    );
     let start = Instant::now();
     let sent = Arc::new(AtomicU64::new(0));
     let received = Arc::new(AtomicU64::new(0));
@@ -335,15 +555,32 @@ async fn relay_round(calls: usize, via_gateway: bool, seconds: u64) -> anyhow::R
     let mut legs = vec![];
     let mut tasks = vec![];
     for _ in 0..calls {
-        let (pa, pb) = (Arc::new(UdpSocket::bind("127.0.0.1:0").await?), Arc::new(UdpSocket::bind("127.0.0.1:0").await?));
+        let (pa, pb) = (
+            Arc::new(UdpSocket::bind("127.0.0.1:0").await?),
+            Arc::new(UdpSocket::bind("127.0.0.1:0").await?),
+        );
         let (to_a, to_b) = if via_gateway {
             let (a, b) = (media.open().await?, media.open().await?);
-            let remote = |addr| RemoteMedia { addr, codec: Codec::Pcmu, telephone_event: None, direction: Direction::SendRecv };
+            let remote = |addr| RemoteMedia {
+                addr,
+                codec: Codec::Pcmu,
+                telephone_event: None,
+                direction: Direction::SendRecv,
+            };
             a.set_remote(&remote(pa.local_addr()?));
             b.set_remote(&remote(pb.local_addr()?));
-            a.set_plan(Plan { listeners: vec![b.output.clone()], music: false });
-            b.set_plan(Plan { listeners: vec![a.output.clone()], music: false });
-            let addrs = (SocketAddr::new("127.0.0.1".parse()?, a.port), SocketAddr::new("127.0.0.1".parse()?, b.port));
+            a.set_plan(Plan {
+                listeners: vec![b.output.clone()],
+                music: false,
+            });
+            b.set_plan(Plan {
+                listeners: vec![a.output.clone()],
+                music: false,
+            });
+            let addrs = (
+                SocketAddr::new("127.0.0.1".parse()?, a.port),
+                SocketAddr::new("127.0.0.1".parse()?, b.port),
+            );
             legs.push((a, b));
             addrs
         } else {
@@ -355,14 +592,19 @@ async fn relay_round(calls: usize, via_gateway: bool, seconds: u64) -> anyhow::R
             tasks.push(tokio::spawn(async move {
                 let mut buf = [0u8; 1500];
                 loop {
-                    let Ok((n, _)) = recv_sock.recv_from(&mut buf).await else { return };
+                    let Ok((n, _)) = recv_sock.recv_from(&mut buf).await else {
+                        return;
+                    };
                     if n < 12 + 8 {
                         continue;
                     }
                     let nanos = u64::from_be_bytes(buf[12..20].try_into().unwrap());
                     let now = start.elapsed().as_nanos() as u64;
                     received.fetch_add(1, Ordering::Relaxed);
-                    latencies.lock().unwrap().push(Duration::from_nanos(now.saturating_sub(nanos)));
+                    latencies
+                        .lock()
+                        .unwrap()
+                        .push(Duration::from_nanos(now.saturating_sub(nanos)));
                 }
             }));
             tasks.push(tokio::spawn(async move {
@@ -374,8 +616,16 @@ async fn relay_round(calls: usize, via_gateway: bool, seconds: u64) -> anyhow::R
                 while Instant::now() < end {
                     tick.tick().await;
                     seq = seq.wrapping_add(1);
-                    payload[..8].copy_from_slice(&(start.elapsed().as_nanos() as u64).to_be_bytes());
-                    let pkt = rtp_rs::RtpPacketBuilder::new().payload_type(0).ssrc(ssrc).sequence(seq.into()).timestamp(seq as u32 * 160).payload(&payload).build().unwrap();
+                    payload[..8]
+                        .copy_from_slice(&(start.elapsed().as_nanos() as u64).to_be_bytes());
+                    let pkt = rtp_rs::RtpPacketBuilder::new()
+                        .payload_type(0)
+                        .ssrc(ssrc)
+                        .sequence(seq.into())
+                        .timestamp(seq as u32 * 160)
+                        .payload(&payload)
+                        .build()
+                        .unwrap();
                     if me.send_to(&pkt, target).await.is_ok() {
                         sent.fetch_add(1, Ordering::Relaxed);
                     }
@@ -389,7 +639,11 @@ async fn relay_round(calls: usize, via_gateway: bool, seconds: u64) -> anyhow::R
     }
     drop(legs);
     let l = std::mem::take(&mut *latencies.lock().unwrap());
-    Ok((l, sent.load(Ordering::Relaxed), received.load(Ordering::Relaxed)))
+    Ok((
+        l,
+        sent.load(Ordering::Relaxed),
+        received.load(Ordering::Relaxed),
+    ))
 }
 
 fn rand_u32() -> u32 {
@@ -401,11 +655,24 @@ async fn relay_benchmark() -> anyhow::Result<()> {
     let seconds: u64 = env("CC_BENCH_RTP_SECONDS", "10").parse()?;
     let (mut base, bsent, brecv) = relay_round(calls, false, seconds).await?;
     let (mut relayed, sent, recv) = relay_round(calls, true, seconds).await?;
-    let (bp99, rp99) = (percentile_ms(&mut base, 99.0), percentile_ms(&mut relayed, 99.0));
+    let (bp99, rp99) = (
+        percentile_ms(&mut base, 99.0),
+        percentile_ms(&mut relayed, 99.0),
+    );
     eprintln!("relay: {calls} calls ({} streams), {sent} packets sent, {recv} received; socket pair: {bsent} sent, {brecv} received", calls * 2);
-    eprintln!("relay p50 {:.3} ms, baseline p50 {:.3} ms; added p99 {:.3} ms", percentile_ms(&mut relayed, 50.0), percentile_ms(&mut base, 50.0), rp99 - bp99);
+    eprintln!(
+        "relay p50 {:.3} ms, baseline p50 {:.3} ms; added p99 {:.3} ms",
+        percentile_ms(&mut relayed, 50.0),
+        percentile_ms(&mut base, 50.0),
+        rp99 - bp99
+    );
     summary("rtp-relay-p99", rp99, "ms", bp99);
-    summary("rtp-relay-lost", sent.saturating_sub(recv) as f64, "packets", sent as f64);
+    summary(
+        "rtp-relay-lost",
+        sent.saturating_sub(recv) as f64,
+        "packets",
+        sent as f64,
+    );
     Ok(())
 }
 

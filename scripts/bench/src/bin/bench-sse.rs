@@ -38,7 +38,9 @@ async fn open_sse(
     opened: Arc<tokio::sync::Semaphore>,
     failed: Arc<std::sync::atomic::AtomicUsize>,
 ) {
-    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else { return };
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return;
+    };
     let req = format!(
         "GET /api/events HTTP/1.1\r\nHost: bench\r\nX-Tenant: bench\r\nAuthorization: Bearer {}\r\nAccept: text/event-stream\r\n\r\n",
         token(i)
@@ -66,7 +68,11 @@ async fn open_sse(
         }
         while let Some(pos) = pending.find("\n\n") {
             let block: String = pending.drain(..pos + 2).collect();
-            if let Some(id) = block.lines().find_map(|l| l.strip_prefix("id:")).and_then(|v| v.trim().parse::<i64>().ok()) {
+            if let Some(id) = block
+                .lines()
+                .find_map(|l| l.strip_prefix("id:"))
+                .and_then(|v| v.trim().parse::<i64>().ok())
+            {
                 if let Some(t) = sent.lock().unwrap().remove(&(i, id)) {
                     latencies.lock().unwrap().push(t.elapsed());
                 }
@@ -86,14 +92,21 @@ async fn nats_baseline(nats_url: &str, n: usize) -> anyhow::Result<Vec<Duration>
         while out.len() < n {
             let Some(m) = sub.next().await else { break };
             let sent_ns: u128 = std::str::from_utf8(&m.payload).unwrap().parse().unwrap();
-            out.push(Duration::from_nanos((start.elapsed().as_nanos() - sent_ns) as u64));
+            out.push(Duration::from_nanos(
+                (start.elapsed().as_nanos() - sent_ns) as u64,
+            ));
         }
         out
     });
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     for _ in 0..n {
         tick.tick().await;
-        client.publish(subject.clone(), start.elapsed().as_nanos().to_string().into()).await?;
+        client
+            .publish(
+                subject.clone(),
+                start.elapsed().as_nanos().to_string().into(),
+            )
+            .await?;
     }
     client.flush().await?;
     Ok(receiver.await?)
@@ -101,7 +114,10 @@ async fn nats_baseline(nats_url: &str, n: usize) -> anyhow::Result<Vec<Duration>
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let admin = env("CC_BENCH_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres");
+    let admin = env(
+        "CC_BENCH_ADMIN_URL",
+        "postgres://postgres@127.0.0.1:5432/postgres",
+    );
     let nats_url = env("CC_NATS_URL", "nats://127.0.0.1:4222");
     let agents: u32 = env("CC_BENCH_AGENTS", "10000").parse()?;
     let changing: u32 = env("CC_BENCH_CHANGING", "1000").parse()?;
@@ -125,9 +141,14 @@ async fn main() -> anyhow::Result<()> {
     wait_http_ok("127.0.0.1:18381", "/readyz", Duration::from_secs(60)).await?;
 
     // Fixtures: a tenant and one portal session per agent (only token hashes are stored).
-    sqlx::query("insert into auth_tenants (tenant, name, demo) values ('bench', 'Bench', false)").execute(&pool).await?;
+    sqlx::query("insert into auth_tenants (tenant, name, demo) values ('bench', 'Bench', false)")
+        .execute(&pool)
+        .await?;
     for chunk in (0..agents).collect::<Vec<_>>().chunks(1000) {
-        let hashes: Vec<Vec<u8>> = chunk.iter().map(|i| sha2::Sha256::digest(token(100_000 + *i).as_bytes()).to_vec()).collect();
+        let hashes: Vec<Vec<u8>> = chunk
+            .iter()
+            .map(|i| sha2::Sha256::digest(token(100_000 + *i).as_bytes()).to_vec())
+            .collect();
         let ids: Vec<uuid::Uuid> = chunk.iter().map(|_| uuid::Uuid::now_v7()).collect();
         let names: Vec<String> = chunk.iter().map(|i| format!("{}", 100_000 + i)).collect();
         sqlx::query(
@@ -163,12 +184,20 @@ async fn main() -> anyhow::Result<()> {
     // Agents arrive at ~1,000 per second (a shift start, compressed).
     for i in 0..agents {
         let agent = 100_000 + i;
-        tokio::spawn(open_sse(portal_addr, agent, sent.clone(), latencies.clone(), opened.clone(), failed.clone()));
+        tokio::spawn(open_sse(
+            portal_addr,
+            agent,
+            sent.clone(),
+            latencies.clone(),
+            opened.clone(),
+            failed.clone(),
+        ));
         if i % 50 == 49 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    let _all = tokio::time::timeout(Duration::from_secs(120), opened.acquire_many(agents)).await??;
+    let _all =
+        tokio::time::timeout(Duration::from_secs(120), opened.acquire_many(agents)).await??;
     let failed = failed.load(std::sync::atomic::Ordering::Relaxed);
     if failed > 0 {
         anyhow::bail!("{failed} of {agents} SSE streams were refused");
@@ -199,15 +228,30 @@ async fn main() -> anyhow::Result<()> {
             let version = *v;
             let a = AgentNumber::parse(&agent.to_string())?;
             let e = if version % 2 == 1 {
-                AgentSessionEvent::AgentPaused { agent: a, reason: "Lunch".into() }
+                AgentSessionEvent::AgentPaused {
+                    agent: a,
+                    reason: "Lunch".into(),
+                }
             } else {
-                AgentSessionEvent::AgentUnpaused { agent: a, reason: "Lunch".into() }
+                AgentSessionEvent::AgentUnpaused {
+                    agent: a,
+                    reason: "Lunch".into(),
+                }
             };
             let (store, sent) = (store.clone(), sent.clone());
-            sent.lock().unwrap().insert((agent, version), Instant::now());
+            sent.lock()
+                .unwrap()
+                .insert((agent, version), Instant::now());
             inflight.push(tokio::spawn(async move {
                 let stream = StreamName::new("bench", "agent", &agent.to_string()).unwrap();
-                store.append(&stream, ExpectedVersion::Exact(version - 1), &[encode(&e, Metadata::new("bench", "bench"))]).await.unwrap();
+                store
+                    .append(
+                        &stream,
+                        ExpectedVersion::Exact(version - 1),
+                        &[encode(&e, Metadata::new("bench", "bench"))],
+                    )
+                    .await
+                    .unwrap();
             }));
             total += 1;
         }
@@ -219,7 +263,11 @@ async fn main() -> anyhow::Result<()> {
     let lost = sent.lock().unwrap().len();
     let mut l = latencies.lock().unwrap().clone();
     let mut b = baseline;
-    let (p50, p99, max) = (percentile_ms(&mut l, 50.0), percentile_ms(&mut l, 99.0), percentile_ms(&mut l, 100.0));
+    let (p50, p99, max) = (
+        percentile_ms(&mut l, 50.0),
+        percentile_ms(&mut l, 99.0),
+        percentile_ms(&mut l, 100.0),
+    );
     eprintln!(
         "{total} changes in {seconds} s to {changing} of {agents} agents; delivered {}, not delivered within 5 s {lost}; \
          latency p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms; NATS baseline p50 {:.2} ms",

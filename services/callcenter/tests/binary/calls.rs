@@ -11,25 +11,42 @@ use crate::system::{Client, System};
 
 impl System {
     pub async fn pbx_post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self.http.post(format!("{}/tenants/demo{path}", self.pbx)).json(&body).send().await.unwrap();
+        let r = self
+            .http
+            .post(format!("{}/tenants/demo{path}", self.pbx))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn place_caller(&self, queue: &str, number: &str, name: &str) -> String {
-        let (status, ch) = self.pbx_post("/calls", json!({"queue": queue, "caller_number": number, "caller_name": name})).await;
+        let (status, ch) = self
+            .pbx_post(
+                "/calls",
+                json!({"queue": queue, "caller_number": number, "caller_name": name}),
+            )
+            .await;
         assert_eq!(status, 201, "{ch}");
         ch["channel"].as_str().unwrap().to_string()
     }
 
     pub async fn phone(&self, device: &str, action: &str) {
-        let (status, body) = self.pbx_post(&format!("/devices/{device}/{action}"), json!({})).await;
+        let (status, body) = self
+            .pbx_post(&format!("/devices/{device}/{action}"), json!({}))
+            .await;
         assert_eq!(status, 204, "{action} on {device}: {body}");
     }
 
     /// The types of the events of one call, in order.
     pub async fn call_events(&self, call: &str) -> Vec<String> {
-        self.stream_events(&format!("demo/call-{call}")).await.into_iter().map(|(t, _)| t).collect()
+        self.stream_events(&format!("demo/call-{call}"))
+            .await
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect()
     }
 }
 
@@ -38,7 +55,14 @@ async fn bob_on_a_quick_queue() -> (System, Client) {
     let sys = System::start().await;
     let admin = sys.sign_in("admin", "demo-admin").await;
     let settings = json!({"strategy": "longest_idle", "ring_timeout_s": 4, "wrap_up_s": 1, "reject_delay_s": 1});
-    admin.call(Method::PUT, "/api/admin/queues/500/settings", Some(settings)).await.ok();
+    admin
+        .call(
+            Method::PUT,
+            "/api/admin/queues/500/settings",
+            Some(settings),
+        )
+        .await
+        .ok();
     let bob = sys.idle_agent("1002").await;
     (sys, bob)
 }
@@ -48,42 +72,86 @@ async fn a_call_rings_is_answered_held_hung_up_and_counted_once() {
     let (sys, bob) = bob_on_a_quick_queue().await;
 
     sys.place_caller("500", "5551234", "Jane Caller").await;
-    let v = sys.view_when(&bob, "Ringing", |v| v["status"] == "ringing").await;
+    let v = sys
+        .view_when(&bob, "Ringing", |v| v["status"] == "ringing")
+        .await;
     let call = v["current_call"].clone();
-    assert_eq!((call["caller_number"].as_str(), call["caller_name"].as_str()), (Some("5551234"), Some("Jane Caller")));
-    assert_eq!((call["queue"].as_str(), call["queue_name"].as_str()), (Some("500"), Some("Sales")));
+    assert_eq!(
+        (call["caller_number"].as_str(), call["caller_name"].as_str()),
+        (Some("5551234"), Some("Jane Caller"))
+    );
+    assert_eq!(
+        (call["queue"].as_str(), call["queue_name"].as_str()),
+        (Some("500"), Some("Sales"))
+    );
     let call_id = call["call"].as_str().unwrap().to_string();
 
     sys.phone("1002", "answer").await;
-    let v = sys.view_when(&bob, "Connected", |v| v["status"] == "connected").await;
+    let v = sys
+        .view_when(&bob, "Connected", |v| v["status"] == "connected")
+        .await;
     assert!(v["current_call"]["answered_at"].is_string());
     assert!(v["current_call"]["wait_ms"].as_i64().unwrap() >= 0);
 
     bob.post("/api/call/hold", json!({"held": true})).await.ok();
-    sys.view_when(&bob, "On hold", |v| v["status"] == "on_hold").await;
-    bob.post("/api/call/hold", json!({"held": true})).await.refused(409, "already_on_hold");
-    bob.post("/api/call/hold", json!({"held": false})).await.ok();
-    sys.view_when(&bob, "Connected again", |v| v["status"] == "connected").await;
+    sys.view_when(&bob, "On hold", |v| v["status"] == "on_hold")
+        .await;
+    bob.post("/api/call/hold", json!({"held": true}))
+        .await
+        .refused(409, "already_on_hold");
+    bob.post("/api/call/hold", json!({"held": false}))
+        .await
+        .ok();
+    sys.view_when(&bob, "Connected again", |v| v["status"] == "connected")
+        .await;
 
     // Pausing during a call takes effect when the call ends.
-    bob.post("/api/session/pause", json!({"reason": "Break"})).await.ok();
-    let v = sys.view_when(&bob, "still Connected", |v| v["pause_reason"] == "Break").await;
+    bob.post("/api/session/pause", json!({"reason": "Break"}))
+        .await
+        .ok();
+    let v = sys
+        .view_when(&bob, "still Connected", |v| v["pause_reason"] == "Break")
+        .await;
     assert_eq!(v["status"], "connected");
 
     let hung = bob.post("/api/call/hangup", json!({})).await;
     assert_eq!(hung.status, 204, "{}", hung.body);
-    let v = sys.view_when(&bob, "Wrap-up", |v| v["status"] == "wrap_up").await;
-    assert_eq!(v["counts"], json!({"completed": 1, "missed": 0, "rejected": 0}));
-    let v = sys.view_when(&bob, "Paused after wrap-up", |v| v["status"] == "paused").await;
+    let v = sys
+        .view_when(&bob, "Wrap-up", |v| v["status"] == "wrap_up")
+        .await;
+    assert_eq!(
+        v["counts"],
+        json!({"completed": 1, "missed": 0, "rejected": 0})
+    );
+    let v = sys
+        .view_when(&bob, "Paused after wrap-up", |v| v["status"] == "paused")
+        .await;
     assert!(v["current_call"].is_null());
-    bob.post("/api/call/hangup", json!({})).await.refused(409, "no_call");
+    bob.post("/api/call/hangup", json!({}))
+        .await
+        .refused(409, "no_call");
 
     let types = sys.call_events(&call_id).await;
     assert_eq!(
         types,
-        ["CallEnteredQueue", "CallOffered", "CallAnswered", "CallConnected", "CallHeld", "CallResumed", "CallEnded", "WrapUpStarted", "WrapUpEnded"]
+        [
+            "CallEnteredQueue",
+            "CallOffered",
+            "CallAnswered",
+            "CallConnected",
+            "CallHeld",
+            "CallResumed",
+            "CallEnded",
+            "WrapUpStarted",
+            "WrapUpEnded"
+        ]
     );
-    let (_, ended) = sys.stream_events(&format!("demo/call-{call_id}")).await.into_iter().find(|(t, _)| t == "CallEnded").unwrap();
+    let (_, ended) = sys
+        .stream_events(&format!("demo/call-{call_id}"))
+        .await
+        .into_iter()
+        .find(|(t, _)| t == "CallEnded")
+        .unwrap();
     assert_eq!(ended["by"], "agent");
 }
 
@@ -92,11 +160,14 @@ async fn rejected_and_missed_offers_move_their_counts_and_the_call_goes_on_until
     let (sys, bob) = bob_on_a_quick_queue().await;
 
     let caller = sys.place_caller("500", "5550000", "Impatient").await;
-    sys.view_when(&bob, "Ringing", |v| v["status"] == "ringing").await;
+    sys.view_when(&bob, "Ringing", |v| v["status"] == "ringing")
+        .await;
     sys.phone("1002", "reject").await;
-    sys.view_when(&bob, "Rejected = 1", |v| v["counts"]["rejected"] == 1).await;
+    sys.view_when(&bob, "Rejected = 1", |v| v["counts"]["rejected"] == 1)
+        .await;
     // After the reject delay the same call is offered again; this time it rings out.
-    sys.view_when(&bob, "Ringing again", |v| v["status"] == "ringing").await;
+    sys.view_when(&bob, "Ringing again", |v| v["status"] == "ringing")
+        .await;
     let v = cc_testkit::eventually("Missed = 1", Duration::from_secs(10), || async {
         let r = bob.get("/api/me").await;
         (r.body["counts"]["missed"] == 1).then_some(r.body)
@@ -105,20 +176,42 @@ async fn rejected_and_missed_offers_move_their_counts_and_the_call_goes_on_until
     assert_eq!(v["counts"]["rejected"], 1);
 
     // The caller gives up while waiting (or ringing): abandoned, and no count for the agent.
-    let r = sys.http.post(format!("{}/tenants/demo/channels/{caller}/hangup", sys.pbx)).send().await.unwrap();
+    let r = sys
+        .http
+        .post(format!("{}/tenants/demo/channels/{caller}/hangup", sys.pbx))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
-    let abandoned: i64 = cc_testkit::eventually("the call abandoned", Duration::from_secs(10), || async {
-        let n: i64 = sqlx::query_scalar("select count(*) from es_events where event_type = 'CallAbandoned'").fetch_one(&sys.db.pool).await.unwrap();
-        (n == 1).then_some(n)
-    })
-    .await;
+    let abandoned: i64 =
+        cc_testkit::eventually("the call abandoned", Duration::from_secs(10), || async {
+            let n: i64 = sqlx::query_scalar(
+                "select count(*) from es_events where event_type = 'CallAbandoned'",
+            )
+            .fetch_one(&sys.db.pool)
+            .await
+            .unwrap();
+            (n == 1).then_some(n)
+        })
+        .await;
     assert_eq!(abandoned, 1);
-    let v = sys.view_when(&bob, "Idle, no call", |v| v["current_call"].is_null() && v["status"] == "idle").await;
+    let v = sys
+        .view_when(&bob, "Idle, no call", |v| {
+            v["current_call"].is_null() && v["status"] == "idle"
+        })
+        .await;
     // The call may have rung out once more before the caller gave up (a loaded machine):
     // each count moves exactly once per recorded fact.
-    let timed_out: i64 = sqlx::query_scalar("select count(*) from es_events where event_type = 'OfferTimedOut'").fetch_one(&sys.db.pool).await.unwrap();
+    let timed_out: i64 =
+        sqlx::query_scalar("select count(*) from es_events where event_type = 'OfferTimedOut'")
+            .fetch_one(&sys.db.pool)
+            .await
+            .unwrap();
     assert!(timed_out >= 1);
-    assert_eq!(v["counts"], json!({"completed": 0, "missed": timed_out, "rejected": 1}));
+    assert_eq!(
+        v["counts"],
+        json!({"completed": 0, "missed": timed_out, "rejected": 1})
+    );
 }
 
 #[tokio::test]
@@ -126,24 +219,45 @@ async fn ring_all_rings_every_free_agent_and_the_first_answer_wins() {
     let sys = System::start().await;
     let admin = sys.sign_in("admin", "demo-admin").await;
     let settings = json!({"strategy": "ring_all", "ring_timeout_s": 20, "wrap_up_s": 0});
-    admin.call(Method::PUT, "/api/admin/queues/500/settings", Some(settings)).await.ok();
+    admin
+        .call(
+            Method::PUT,
+            "/api/admin/queues/500/settings",
+            Some(settings),
+        )
+        .await
+        .ok();
     let bob = sys.agent("1002").await;
     let dave = sys.agent("1004").await;
     bob.post("/api/session", json!({})).await.ok();
     dave.post("/api/session", json!({})).await.ok();
-    sys.view_when(&dave, "Idle", |v| v["status"] == "idle").await;
+    sys.view_when(&dave, "Idle", |v| v["status"] == "idle")
+        .await;
     sys.view_when(&bob, "Idle", |v| v["status"] == "idle").await;
 
     sys.place_caller("500", "5552222", "Both").await;
-    sys.view_when(&bob, "Bob ringing", |v| v["status"] == "ringing").await;
-    sys.view_when(&dave, "Dave ringing", |v| v["status"] == "ringing").await;
+    sys.view_when(&bob, "Bob ringing", |v| v["status"] == "ringing")
+        .await;
+    sys.view_when(&dave, "Dave ringing", |v| v["status"] == "ringing")
+        .await;
     sys.phone("1004", "answer").await;
-    sys.view_when(&dave, "Dave connected", |v| v["status"] == "connected").await;
-    let v = sys.view_when(&bob, "Bob back to Idle", |v| v["status"] == "idle").await;
-    assert_eq!(v["counts"], json!({"completed": 0, "missed": 0, "rejected": 0}), "a withdrawn offer counts nothing");
+    sys.view_when(&dave, "Dave connected", |v| v["status"] == "connected")
+        .await;
+    let v = sys
+        .view_when(&bob, "Bob back to Idle", |v| v["status"] == "idle")
+        .await;
+    assert_eq!(
+        v["counts"],
+        json!({"completed": 0, "missed": 0, "rejected": 0}),
+        "a withdrawn offer counts nothing"
+    );
     // Dave's phone hangs up: the call ends, Completed = 1, straight to Idle (no wrap-up time).
     sys.phone("1004", "hangup").await;
-    let v = sys.view_when(&dave, "Dave idle", |v| v["status"] == "idle" && v["counts"]["completed"] == 1).await;
+    let v = sys
+        .view_when(&dave, "Dave idle", |v| {
+            v["status"] == "idle" && v["counts"]["completed"] == 1
+        })
+        .await;
     assert!(v["current_call"].is_null());
 }
 
@@ -152,21 +266,52 @@ async fn logout_is_refused_while_connected_and_missed_offers_can_auto_pause() {
     let sys = System::start().await;
     let admin = sys.sign_in("admin", "demo-admin").await;
     let settings = json!({"strategy": "longest_idle", "ring_timeout_s": 3, "wrap_up_s": 0, "auto_pause_after": 1});
-    admin.call(Method::PUT, "/api/admin/queues/500/settings", Some(settings)).await.ok();
-    let r = admin.call(Method::PUT, "/api/admin/queues/500/settings", Some(json!({"ring_timeout_s": 0}))).await;
-    assert_eq!(r.refused(400, "invalid_field")["field"], "settings.ring_timeout_s");
-    let r = admin.call(Method::PUT, "/api/admin/queues/500/settings", Some(json!({"strategy": "fastest"}))).await;
+    admin
+        .call(
+            Method::PUT,
+            "/api/admin/queues/500/settings",
+            Some(settings),
+        )
+        .await
+        .ok();
+    let r = admin
+        .call(
+            Method::PUT,
+            "/api/admin/queues/500/settings",
+            Some(json!({"ring_timeout_s": 0})),
+        )
+        .await;
+    assert_eq!(
+        r.refused(400, "invalid_field")["field"],
+        "settings.ring_timeout_s"
+    );
+    let r = admin
+        .call(
+            Method::PUT,
+            "/api/admin/queues/500/settings",
+            Some(json!({"strategy": "fastest"})),
+        )
+        .await;
     assert_eq!(r.refused(400, "invalid_field")["field"], "strategy");
     let bob = sys.idle_agent("1002").await;
 
     sys.place_caller("500", "5553333", "No answer").await;
-    let v = sys.view_when(&bob, "auto-paused", |v| v["status"] == "paused").await;
-    assert_eq!((v["counts"]["missed"].as_i64(), v["pause_reason"].as_str()), (Some(1), Some("Missed 1 calls")));
+    let v = sys
+        .view_when(&bob, "auto-paused", |v| v["status"] == "paused")
+        .await;
+    assert_eq!(
+        (v["counts"]["missed"].as_i64(), v["pause_reason"].as_str()),
+        (Some(1), Some("Missed 1 calls"))
+    );
     bob.post("/api/session/unpause", json!({})).await.ok();
-    sys.view_when(&bob, "Ringing again", |v| v["status"] == "ringing").await;
+    sys.view_when(&bob, "Ringing again", |v| v["status"] == "ringing")
+        .await;
     sys.phone("1002", "answer").await;
-    sys.view_when(&bob, "Connected", |v| v["status"] == "connected").await;
-    bob.call(Method::DELETE, "/api/session", None).await.refused(409, "on_call");
+    sys.view_when(&bob, "Connected", |v| v["status"] == "connected")
+        .await;
+    bob.call(Method::DELETE, "/api/session", None)
+        .await
+        .refused(409, "on_call");
     bob.post("/api/call/hangup", json!({})).await;
     sys.view_when(&bob, "Idle", |v| v["status"] == "idle").await;
     bob.call(Method::DELETE, "/api/session", None).await.ok();
@@ -176,8 +321,22 @@ async fn logout_is_refused_while_connected_and_missed_offers_can_auto_pause() {
 async fn callers_leave_after_the_max_wait_or_at_once_when_nobody_is_logged_in() {
     let sys = System::start().await;
     let admin = sys.sign_in("admin", "demo-admin").await;
-    admin.call(Method::PUT, "/api/admin/queues/500/settings", Some(json!({"max_wait_s": 1}))).await.ok();
-    admin.call(Method::PUT, "/api/admin/queues/501/settings", Some(json!({"leave_when_no_agents": true}))).await.ok();
+    admin
+        .call(
+            Method::PUT,
+            "/api/admin/queues/500/settings",
+            Some(json!({"max_wait_s": 1})),
+        )
+        .await
+        .ok();
+    admin
+        .call(
+            Method::PUT,
+            "/api/admin/queues/501/settings",
+            Some(json!({"leave_when_no_agents": true})),
+        )
+        .await
+        .ok();
     sys.place_caller("500", "5554444", "Waits").await;
     sys.place_caller("501", "5555555", "Nobody").await;
     let left: Vec<(String, Value)> = cc_testkit::eventually("two callers left", Duration::from_secs(10), || async {
@@ -188,11 +347,25 @@ async fn callers_leave_after_the_max_wait_or_at_once_when_nobody_is_logged_in() 
         (rows.len() == 2).then_some(rows)
     })
     .await;
-    assert_eq!((left[0].1["queue"].as_str(), left[0].1["reason"].as_str()), (Some("500"), Some("max_wait")));
-    assert_eq!((left[1].1["queue"].as_str(), left[1].1["reason"].as_str()), (Some("501"), Some("no_agents")));
+    assert_eq!(
+        (left[0].1["queue"].as_str(), left[0].1["reason"].as_str()),
+        (Some("500"), Some("max_wait"))
+    );
+    assert_eq!(
+        (left[1].1["queue"].as_str(), left[1].1["reason"].as_str()),
+        (Some("501"), Some("no_agents"))
+    );
     // The simulated callers were hung up (right after the events were recorded).
     cc_testkit::eventually("the callers hung up", Duration::from_secs(10), || async {
-        let channels: Vec<Value> = sys.http.get(format!("{}/tenants/demo/channels", sys.pbx)).send().await.unwrap().json().await.unwrap();
+        let channels: Vec<Value> = sys
+            .http
+            .get(format!("{}/tenants/demo/channels", sys.pbx))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         channels.is_empty().then_some(())
     })
     .await;
@@ -203,26 +376,61 @@ async fn the_traffic_generator_drives_calls_that_all_finish() {
     let sys = System::start().await;
     let admin = sys.sign_in("admin", "demo-admin").await;
     for q in ["500", "501"] {
-        admin.call(Method::PUT, &format!("/api/admin/queues/{q}/settings"), Some(json!({"wrap_up_s": 0, "ring_timeout_s": 5}))).await.ok();
+        admin
+            .call(
+                Method::PUT,
+                &format!("/api/admin/queues/{q}/settings"),
+                Some(json!({"wrap_up_s": 0, "ring_timeout_s": 5})),
+            )
+            .await
+            .ok();
     }
     for n in ["1001", "1002", "1003", "1004"] {
-        sys.agent(n).await.post("/api/session", json!({})).await.ok();
+        sys.agent(n)
+            .await
+            .post("/api/session", json!({}))
+            .await
+            .ok();
     }
     let traffic = json!({"queues": ["500", "501"], "calls_per_second": 5, "duration_s": 2, "patience_ms": 0,
         "phones": {"mode": "agent", "after_ms": 50, "probability": 1.0, "talk_ms": 200}});
     let (status, body) = sys.pbx_post("/traffic", traffic).await;
     assert_eq!(status, 202, "{body}");
-    let (entered, ended) = cc_testkit::eventually("every generated call to finish", Duration::from_secs(30), || async {
-        let count = |t: &'static str| {
-            let pool = sys.db.pool.clone();
-            async move { sqlx::query_scalar::<_, i64>("select count(*) from es_events where event_type = $1").bind(t).fetch_one(&pool).await.unwrap() }
-        };
-        let (entered, ended, abandoned) = (count("CallEnteredQueue").await, count("CallEnded").await, count("CallAbandoned").await);
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        (entered > 0 && entered == ended + abandoned && count("CallEnteredQueue").await == entered).then_some((entered, ended))
-    })
+    let (entered, ended) = cc_testkit::eventually(
+        "every generated call to finish",
+        Duration::from_secs(30),
+        || async {
+            let count = |t: &'static str| {
+                let pool = sys.db.pool.clone();
+                async move {
+                    sqlx::query_scalar::<_, i64>(
+                        "select count(*) from es_events where event_type = $1",
+                    )
+                    .bind(t)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+                }
+            };
+            let (entered, ended, abandoned) = (
+                count("CallEnteredQueue").await,
+                count("CallEnded").await,
+                count("CallAbandoned").await,
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            (entered > 0
+                && entered == ended + abandoned
+                && count("CallEnteredQueue").await == entered)
+                .then_some((entered, ended))
+        },
+    )
     .await;
     assert!(ended > 0 && ended <= entered, "{ended} of {entered}");
-    let (status, body) = sys.pbx_post("/traffic", json!({"queues": [], "calls_per_second": 1, "duration_s": 1})).await;
+    let (status, body) = sys
+        .pbx_post(
+            "/traffic",
+            json!({"queues": [], "calls_per_second": 1, "duration_s": 1}),
+        )
+        .await;
     assert_eq!((status, body["field"].as_str()), (400, Some("queues")));
 }

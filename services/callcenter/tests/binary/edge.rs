@@ -17,20 +17,45 @@ async fn names_with_a_nul_typed_in_the_admin_api_get_a_400_naming_the_field() {
 
     let r = admin.post("/api/admin/agents", json!({"agent": "1099", "display_name": "Eve\u{0}", "password": "a-long-enough-password"})).await;
     assert_eq!(r.refused(400, "invalid_field")["field"], "display_name");
-    let r = admin.call(Method::PATCH, "/api/admin/agents/1001", Some(json!({"display_name": "Ali\u{0}ce"}))).await;
+    let r = admin
+        .call(
+            Method::PATCH,
+            "/api/admin/agents/1001",
+            Some(json!({"display_name": "Ali\u{0}ce"})),
+        )
+        .await;
     assert_eq!(r.refused(400, "invalid_field")["field"], "display_name");
-    let r = admin.post("/api/admin/queues", json!({"queue": "599", "name": "Night\u{0}"})).await;
+    let r = admin
+        .post(
+            "/api/admin/queues",
+            json!({"queue": "599", "name": "Night\u{0}"}),
+        )
+        .await;
     assert_eq!(r.refused(400, "invalid_field")["field"], "name");
-    let r = admin.post("/api/admin/pause-reasons", json!({"name": "Lun\u{0}ch"})).await;
+    let r = admin
+        .post("/api/admin/pause-reasons", json!({"name": "Lun\u{0}ch"}))
+        .await;
     assert_eq!(r.refused(400, "invalid_field")["field"], "name");
-    let r = admin.call(Method::PATCH, "/api/admin/pause-reasons/Lunch", Some(json!({"name": "Din\u{0}ner"}))).await;
+    let r = admin
+        .call(
+            Method::PATCH,
+            "/api/admin/pause-reasons/Lunch",
+            Some(json!({"name": "Din\u{0}ner"})),
+        )
+        .await;
     assert_eq!(r.refused(400, "invalid_field")["field"], "to");
     let r = admin.post("/api/admin/users", json!({"username": "eve", "display_name": "Eve\nline", "password": "a-long-enough-password", "role": "supervisor"})).await;
     assert_eq!(r.refused(400, "invalid_field")["field"], "display_name");
 
     assert_eq!(sys.event_count().await, before, "nothing was recorded");
     // A clean name still works.
-    admin.post("/api/admin/queues", json!({"queue": "599", "name": "Night"})).await.ok();
+    admin
+        .post(
+            "/api/admin/queues",
+            json!({"queue": "599", "name": "Night"}),
+        )
+        .await
+        .ok();
 }
 
 #[tokio::test]
@@ -38,14 +63,24 @@ async fn a_pbx_report_the_store_refuses_is_parked_and_other_callers_are_still_ro
     let sys = System::start().await;
     let admin = sys.sign_in("admin", "demo-admin").await;
     let settings = json!({"strategy": "longest_idle", "ring_timeout_s": 30, "wrap_up_s": 0});
-    admin.call(Method::PUT, "/api/admin/queues/500/settings", Some(settings)).await.ok();
+    admin
+        .call(
+            Method::PUT,
+            "/api/admin/queues/500/settings",
+            Some(settings),
+        )
+        .await
+        .ok();
     let bob = sys.idle_agent("1002").await;
     let dave = sys.idle_agent("1004").await;
 
     let client = async_nats::connect(sys.nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
     let report = |subject_id: &str, channel: &str, name: &str| {
-        let subject = format!("{}.pbx.evt.demo.channel.{subject_id}.ChannelCreated", sys.prefix);
+        let subject = format!(
+            "{}.pbx.evt.demo.channel.{subject_id}.ChannelCreated",
+            sys.prefix
+        );
         let body = json!({"type": "ChannelCreated", "tenant": "demo", "channel": channel, "direction": "inbound",
             "caller": {"number": "5550100", "name": name}, "dialed": "500", "at": "2026-01-01T00:00:00Z"});
         (subject, body.to_string())
@@ -53,10 +88,18 @@ async fn a_pbx_report_the_store_refuses_is_parked_and_other_callers_are_still_ro
 
     // A report whose channel id holds a NUL: no call event can hold it (jsonb refuses \u0000).
     let (subject, body) = report("poison1", "poison\u{0}1", "Poison");
-    js.publish(subject.clone(), body.into()).await.unwrap().await.unwrap();
+    js.publish(subject.clone(), body.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     let (parked_subject, sequence, channel, error): (String, i64, String, String) =
         cc_testkit::eventually("the report parked", Duration::from_secs(15), || async {
-            sqlx::query_as("select subject, stream_sequence, channel, error from qr_parked").fetch_optional(&sys.db.pool).await.ok().flatten()
+            sqlx::query_as("select subject, stream_sequence, channel, error from qr_parked")
+                .fetch_optional(&sys.db.pool)
+                .await
+                .ok()
+                .flatten()
         })
         .await;
     assert_eq!(parked_subject, subject);
@@ -66,7 +109,11 @@ async fn a_pbx_report_the_store_refuses_is_parked_and_other_callers_are_still_ro
 
     // A caller whose name holds a NUL is entered with the NUL removed; a caller after it too.
     let (subject, body) = report("nulname1", "nulname1", "a\u{0}b");
-    js.publish(subject, body.into()).await.unwrap().await.unwrap();
+    js.publish(subject, body.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     sys.place_caller("500", "5551234", "Jane Caller").await;
     let entered: Vec<Value> = cc_testkit::eventually("both callers entered and offered", Duration::from_secs(20), || async {
         let rows: Vec<(String, Value)> =
@@ -78,16 +125,34 @@ async fn a_pbx_report_the_store_refuses_is_parked_and_other_callers_are_still_ro
         (entered.len() == 2 && rows.iter().filter(|(t, _)| t == "CallOffered").count() == 2).then_some(entered)
     })
     .await;
-    let mut names: Vec<&str> = entered.iter().map(|d| d["caller"]["name"].as_str().unwrap()).collect();
+    let mut names: Vec<&str> = entered
+        .iter()
+        .map(|d| d["caller"]["name"].as_str().unwrap())
+        .collect();
     names.sort();
     assert_eq!(names, ["Jane Caller", "ab"]);
     for agent in [&bob, &dave] {
-        sys.view_when(agent, "ringing", |v| v["status"] == "ringing").await;
+        sys.view_when(agent, "ringing", |v| v["status"] == "ringing")
+            .await;
     }
 
-    let metrics = sys.http.get(sys._app.admin("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("cc_queue_router_parked_total 1"), "{metrics}");
-    let parked: i64 = sqlx::query_scalar("select count(*) from qr_parked").fetch_one(&sys.db.pool).await.unwrap();
+    let metrics = sys
+        .http
+        .get(sys._app.admin("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("cc_queue_router_parked_total 1"),
+        "{metrics}"
+    );
+    let parked: i64 = sqlx::query_scalar("select count(*) from qr_parked")
+        .fetch_one(&sys.db.pool)
+        .await
+        .unwrap();
     assert_eq!(parked, 1, "parked once, not retried");
 }
 
@@ -99,16 +164,39 @@ async fn a_stored_event_that_does_not_decode_is_counted_and_skipped() {
     // session would then be at another version than agent-session's snapshot).
     let store = cc_eventstore::EventStore::new(sys.db.pool.clone());
     let stream = cc_eventstore::StreamName::new("demo", "agent", "1099").unwrap();
-    let e = cc_eventstore::NewEvent::new("AgentTeleported", 1, json!({"agent": "1099"}), cc_eventstore::Metadata::new("demo", "test"));
-    store.append(&stream, cc_eventstore::ExpectedVersion::Any, &[e]).await.unwrap();
+    let e = cc_eventstore::NewEvent::new(
+        "AgentTeleported",
+        1,
+        json!({"agent": "1099"}),
+        cc_eventstore::Metadata::new("demo", "test"),
+    );
+    store
+        .append(&stream, cc_eventstore::ExpectedVersion::Any, &[e])
+        .await
+        .unwrap();
 
     let line = r#"cc_events_undecodable_total{category="agent",event_type="AgentTeleported"}"#;
-    let metrics = cc_testkit::eventually("the undecodable event counted", Duration::from_secs(15), || async {
-        let m = sys.http.get(sys._app.admin("/metrics")).send().await.ok()?.text().await.ok()?;
-        m.contains(line).then_some(m)
-    })
+    let metrics = cc_testkit::eventually(
+        "the undecodable event counted",
+        Duration::from_secs(15),
+        || async {
+            let m = sys
+                .http
+                .get(sys._app.admin("/metrics"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            m.contains(line).then_some(m)
+        },
+    )
     .await;
-    assert!(metrics.contains("# HELP cc_events_undecodable"), "{metrics}");
+    assert!(
+        metrics.contains("# HELP cc_events_undecodable"),
+        "{metrics}"
+    );
     // Skipped, not fatal: the readers go on (the agent logs in and is Idle).
     sys.idle_agent("1003").await;
 }

@@ -26,13 +26,14 @@ async fn waits_for_nats_says_so_in_readyz_then_runs_and_stops_on_sigterm() {
     let http = reqwest::Client::new();
 
     // Alive at once, not ready: NATS is missing and /readyz says so.
-    let body: serde_json::Value = eventually("/readyz to name nats", Duration::from_secs(30), || async {
-        let r = http.get(app.admin("/readyz")).send().await.ok()?;
-        let status = r.status();
-        let body: serde_json::Value = r.json().await.ok()?;
-        (status == 503 && body["missing"].get("nats").is_some()).then_some(body)
-    })
-    .await;
+    let body: serde_json::Value =
+        eventually("/readyz to name nats", Duration::from_secs(30), || async {
+            let r = http.get(app.admin("/readyz")).send().await.ok()?;
+            let status = r.status();
+            let body: serde_json::Value = r.json().await.ok()?;
+            (status == 503 && body["missing"].get("nats").is_some()).then_some(body)
+        })
+        .await;
     assert_eq!(body["status"], "not ready");
     let alive = http.get(app.admin("/healthz")).send().await.unwrap();
     assert_eq!(alive.status(), 200);
@@ -44,14 +45,25 @@ async fn waits_for_nats_says_so_in_readyz_then_runs_and_stops_on_sigterm() {
         (r.status() == 200).then_some(())
     })
     .await;
-    let metrics = http.get(app.admin("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("# EOF"), "Prometheus/OpenMetrics text: {metrics}");
-
-    // Migrations ran on start.
-    let n: i64 = sqlx::query_scalar("select count(*) from cc_migrations where component = 'eventstore'")
-        .fetch_one(&db.pool)
+    let metrics = http
+        .get(app.admin("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
         .await
         .unwrap();
+    assert!(
+        metrics.contains("# EOF"),
+        "Prometheus/OpenMetrics text: {metrics}"
+    );
+
+    // Migrations ran on start.
+    let n: i64 =
+        sqlx::query_scalar("select count(*) from cc_migrations where component = 'eventstore'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
     assert!(n >= 2);
 
     let status = app.terminate(Duration::from_secs(20));
@@ -67,17 +79,37 @@ async fn operator_commands_show_config_and_migrate() {
     assert!(text.contains("subject_prefix = \"t"), "{text}");
 
     let out = Callcenter::output(&db.url, "nats://127.0.0.1:1", &["migrate"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let exists: bool = sqlx::query_scalar("select to_regclass('es_events') is not null").fetch_one(&db.pool).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exists: bool = sqlx::query_scalar("select to_regclass('es_events') is not null")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert!(exists);
 
-    let out = Callcenter::command(&db.url, "nats://127.0.0.1:1", &["config"]).env("CC_DEMO", "maybe").output().unwrap();
+    let out = Callcenter::command(&db.url, "nats://127.0.0.1:1", &["config"])
+        .env("CC_DEMO", "maybe")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("CC_DEMO"), "the error names the variable");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("CC_DEMO"),
+        "the error names the variable"
+    );
 
-    let out = Callcenter::output(&db.url, "nats://127.0.0.1:1", &["run", "--target", "nonsense"]);
+    let out = Callcenter::output(
+        &db.url,
+        "nats://127.0.0.1:1",
+        &["run", "--target", "nonsense"],
+    );
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("queue-router"), "the error lists the targets");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("queue-router"),
+        "the error lists the targets"
+    );
 }
 
 #[tokio::test]
@@ -87,16 +119,35 @@ async fn waits_for_postgres_says_so_in_readyz_and_runs_only_the_chosen_targets()
     let db_url = format!("postgres://postgres@127.0.0.1:{}/cc_nowhere", free_port());
     let app = Callcenter::spawn(&db_url, &nats.url(), &["run", "--target", "portal,auth"]);
     let http = reqwest::Client::new();
-    let body: serde_json::Value = eventually("/readyz to name postgres", Duration::from_secs(30), || async {
-        let r = http.get(app.admin("/readyz")).send().await.ok()?;
-        let status = r.status();
-        let body: serde_json::Value = r.json().await.ok()?;
-        (status == 503 && body["missing"].get("postgres").is_some()).then_some(body)
-    })
+    let body: serde_json::Value = eventually(
+        "/readyz to name postgres",
+        Duration::from_secs(30),
+        || async {
+            let r = http.get(app.admin("/readyz")).send().await.ok()?;
+            let status = r.status();
+            let body: serde_json::Value = r.json().await.ok()?;
+            (status == 503 && body["missing"].get("postgres").is_some()).then_some(body)
+        },
+    )
     .await;
-    assert!(body["missing"]["postgres"].as_str().is_some_and(|m| !m.is_empty()), "says why: {body}");
-    let alive: serde_json::Value = http.get(app.admin("/healthz")).send().await.unwrap().json().await.unwrap();
+    assert!(
+        body["missing"]["postgres"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "says why: {body}"
+    );
+    let alive: serde_json::Value = http
+        .get(app.admin("/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(alive["targets"], serde_json::json!(["portal", "auth"]));
     let status = app.terminate(Duration::from_secs(20));
-    assert!(status.success(), "a process still waiting stops cleanly on SIGTERM: {status:?}");
+    assert!(
+        status.success(),
+        "a process still waiting stops cleanly on SIGTERM: {status:?}"
+    );
 }

@@ -14,8 +14,17 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 fn need(binary: &str, package: &str) {
-    let found = Command::new("sh").arg("-c").arg(format!("command -v {binary}")).stdout(Stdio::null()).status().map(|s| s.success()).unwrap_or(false);
-    assert!(found, "{binary} is not installed: scripts/test installs it (apt-get install {package})");
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {binary}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{binary} is not installed: scripts/test installs it (apt-get install {package})"
+    );
 }
 
 /// How a baresip phone is set up.
@@ -54,9 +63,18 @@ impl Phone {
     }
 
     /// A phone on another loopback address (not the tenant's trunk).
-    pub async fn start_on(ip: &str, gateway: SocketAddr, domain: &str, spec: PhoneSpec<'_>) -> Phone {
+    pub async fn start_on(
+        ip: &str,
+        gateway: SocketAddr,
+        domain: &str,
+        spec: PhoneSpec<'_>,
+    ) -> Phone {
         need("baresip", "baresip");
-        let dir = std::env::temp_dir().join(format!("cc-phone-{}-{}", spec.user, uuid::Uuid::new_v4().simple()));
+        let dir = std::env::temp_dir().join(format!(
+            "cc-phone-{}-{}",
+            spec.user,
+            uuid::Uuid::new_v4().simple()
+        ));
         std::fs::create_dir_all(dir.join("rec")).unwrap();
         let (sip_port, ctrl_port) = (free_port(), free_port());
         let config = format!(
@@ -82,14 +100,25 @@ impl Phone {
         std::fs::write(dir.join("accounts"), account).unwrap();
         std::fs::write(dir.join("contacts"), "").unwrap();
         let log = std::fs::File::create(dir.join("baresip.log")).unwrap();
-        let child = Command::new("baresip").arg("-f").arg(&dir).stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap();
+        let child = Command::new("baresip")
+            .arg("-f")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         let stream = loop {
             if let Ok(s) = TcpStream::connect(("127.0.0.1", ctrl_port)).await {
                 break s;
             }
             let log = std::fs::read_to_string(dir.join("baresip.log")).unwrap_or_default();
-            assert!(std::time::Instant::now() < deadline, "baresip {} opened no ctrl_tcp on {ctrl_port} within 20 s: {log}", spec.user);
+            assert!(
+                std::time::Instant::now() < deadline,
+                "baresip {} opened no ctrl_tcp on {ctrl_port} within 20 s: {log}",
+                spec.user
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         let (mut reader, writer) = stream.into_split();
@@ -99,13 +128,21 @@ impl Phone {
             let mut buf: Vec<u8> = Vec::new();
             let mut chunk = [0u8; 4096];
             loop {
-                let Ok(n) = reader.read(&mut chunk).await else { return };
+                let Ok(n) = reader.read(&mut chunk).await else {
+                    return;
+                };
                 if n == 0 {
                     return;
                 }
                 buf.extend_from_slice(&chunk[..n]);
                 while let Some(colon) = buf.iter().position(|b| *b == b':') {
-                    let Ok(len) = std::str::from_utf8(&buf[..colon]).unwrap_or("x").trim().parse::<usize>() else { return };
+                    let Ok(len) = std::str::from_utf8(&buf[..colon])
+                        .unwrap_or("x")
+                        .trim()
+                        .parse::<usize>()
+                    else {
+                        return;
+                    };
                     if buf.len() < colon + 1 + len + 1 {
                         break;
                     }
@@ -117,13 +154,22 @@ impl Phone {
                 }
             }
         });
-        Phone { child, dir, writer, messages, token: 0, user: spec.user.to_string() }
+        Phone {
+            child,
+            dir,
+            writer,
+            messages,
+            token: 0,
+            user: spec.user.to_string(),
+        }
     }
 
     /// Sends a ctrl_tcp command (`dial`, `accept`, `hangup`, ...).
     pub async fn command(&mut self, command: &str, params: &str) {
         self.token += 1;
-        let body = json!({"command": command, "params": params, "token": format!("t{}", self.token)}).to_string();
+        let body =
+            json!({"command": command, "params": params, "token": format!("t{}", self.token)})
+                .to_string();
         let frame = format!("{}:{},", body.len(), body);
         self.writer.write_all(frame.as_bytes()).await.unwrap();
     }
@@ -136,7 +182,11 @@ impl Phone {
                 Ok(Some(v)) if v["event"] == true && v["type"] == kind => return v,
                 Ok(Some(_)) => continue,
                 Ok(None) => panic!("phone {}: baresip stopped (log: {})", self.user, self.log()),
-                Err(_) => panic!("phone {}: no {kind} within {wait:?} (log: {})", self.user, self.log()),
+                Err(_) => panic!(
+                    "phone {}: no {kind} within {wait:?} (log: {})",
+                    self.user,
+                    self.log()
+                ),
             }
         }
     }
@@ -147,18 +197,34 @@ impl Phone {
     pub async fn registration(&self, status: &str) {
         let what = format!("phone {} REGISTER answered {status}", self.user);
         cc_testkit::eventually(&what, Duration::from_secs(20), || async {
-            std::fs::read_to_string(self.dir.join("baresip.log")).unwrap_or_default().contains(&format!(" {status} (")).then_some(())
+            std::fs::read_to_string(self.dir.join("baresip.log"))
+                .unwrap_or_default()
+                .contains(&format!(" {status} ("))
+                .then_some(())
         })
         .await;
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("baresip.log")).unwrap_or_default().chars().rev().take(3000).collect::<Vec<_>>().into_iter().rev().collect()
+        std::fs::read_to_string(self.dir.join("baresip.log"))
+            .unwrap_or_default()
+            .chars()
+            .rev()
+            .take(3000)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect()
     }
 
     /// What the phone heard on its calls (sndfile's decoded stream), newest call last.
     pub fn heard(&self) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(self.dir.join("rec")).unwrap().filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.to_string_lossy().ends_with("-dec.wav")).collect();
+        let mut v: Vec<PathBuf> = std::fs::read_dir(self.dir.join("rec"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.to_string_lossy().ends_with("-dec.wav"))
+            .collect();
         v.sort();
         v
     }
@@ -167,7 +233,11 @@ impl Phone {
 /// 16-bit PCM samples of a WAV file (first channel) and its rate.
 pub fn wav(path: &Path) -> (Vec<f64>, u32) {
     let b = std::fs::read(path).unwrap();
-    assert!(b.len() > 44 && &b[0..4] == b"RIFF", "{} is no WAV", path.display());
+    assert!(
+        b.len() > 44 && &b[0..4] == b"RIFF",
+        "{} is no WAV",
+        path.display()
+    );
     let (mut pos, mut channels, mut rate) = (12, 1u16, 8000u32);
     while pos + 8 <= b.len() {
         let id = &b[pos..pos + 4];
@@ -178,8 +248,15 @@ pub fn wav(path: &Path) -> (Vec<f64>, u32) {
             rate = u32::from_le_bytes(b[body + 4..body + 8].try_into().unwrap());
         } else if id == b"data" {
             // sndfile may leave the length open while writing: take what is there.
-            let end = if len == 0 || body + len > b.len() { b.len() } else { body + len };
-            let samples = b[body..end].chunks_exact(2 * channels as usize).map(|c| i16::from_le_bytes([c[0], c[1]]) as f64).collect();
+            let end = if len == 0 || body + len > b.len() {
+                b.len()
+            } else {
+                body + len
+            };
+            let samples = b[body..end]
+                .chunks_exact(2 * channels as usize)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]) as f64)
+                .collect();
             return (samples, rate);
         }
         pos = body + len + (len & 1);
@@ -201,7 +278,10 @@ pub fn goertzel(samples: &[f64], rate: u32, freq: f64) -> f64 {
 
 /// The music on hold's notes (see cc_sip_gateway::moh), summed.
 pub fn music(samples: &[f64], rate: u32) -> f64 {
-    [261.63, 329.63, 392.0, 523.25, 196.0].iter().map(|f| goertzel(samples, rate, *f)).sum()
+    [261.63, 329.63, 392.0, 523.25, 196.0]
+        .iter()
+        .map(|f| goertzel(samples, rate, *f))
+        .sum()
 }
 
 /// Samples between two offsets (seconds) of a recording.
@@ -214,13 +294,25 @@ pub fn window(samples: &[f64], rate: u32, from: f64, to: f64) -> &[f64] {
 /// Asserts that `heard` holds tone `yes` far above tone `no` (at least 20 dB).
 #[track_caller]
 pub fn assert_hears(what: &str, samples: &[f64], rate: u32, yes: f64, no: f64) {
-    assert!(samples.len() > rate as usize / 2, "{what}: too little audio ({} samples)", samples.len());
+    assert!(
+        samples.len() > rate as usize / 2,
+        "{what}: too little audio ({} samples)",
+        samples.len()
+    );
     let (y, n) = (goertzel(samples, rate, yes), goertzel(samples, rate, no));
-    assert!(y > 100.0 * n.max(1.0), "{what}: {yes} Hz at {y:.0} should be 100 times {no} Hz at {n:.0}");
+    assert!(
+        y > 100.0 * n.max(1.0),
+        "{what}: {yes} Hz at {y:.0} should be 100 times {no} Hz at {n:.0}"
+    );
 }
 
 /// A SIPp scenario run to its end (`-m 1`), from `source_ip`.
-pub fn sipp(scenario_xml: &str, target: SocketAddr, source_ip: &str, extra: &[&str]) -> std::process::Output {
+pub fn sipp(
+    scenario_xml: &str,
+    target: SocketAddr,
+    source_ip: &str,
+    extra: &[&str],
+) -> std::process::Output {
     need("sipp", "sip-tester");
     let dir = std::env::temp_dir().join(format!("cc-sipp-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -229,7 +321,20 @@ pub fn sipp(scenario_xml: &str, target: SocketAddr, source_ip: &str, extra: &[&s
     Command::new("sipp")
         .current_dir(&dir)
         .arg(target.to_string())
-        .args(["-sf", file.to_str().unwrap(), "-i", source_ip, "-p", &free_port().to_string(), "-m", "1", "-timeout", "30s", "-timeout_error", "-nostdin"])
+        .args([
+            "-sf",
+            file.to_str().unwrap(),
+            "-i",
+            source_ip,
+            "-p",
+            &free_port().to_string(),
+            "-m",
+            "1",
+            "-timeout",
+            "30s",
+            "-timeout_error",
+            "-nostdin",
+        ])
         .args(extra)
         .stdin(Stdio::null())
         .output()
@@ -240,11 +345,16 @@ pub fn sipp(scenario_xml: &str, target: SocketAddr, source_ip: &str, extra: &[&s
 pub async fn raw_sip(target: SocketAddr, source_ip: &str, message: &str) -> Option<u16> {
     let s = tokio::net::UdpSocket::bind((source_ip, 0)).await.unwrap();
     let port = s.local_addr().unwrap().port();
-    let message = message.replace("{port}", &port.to_string()).replace("{src}", source_ip);
+    let message = message
+        .replace("{port}", &port.to_string())
+        .replace("{src}", source_ip);
     s.send_to(message.as_bytes(), target).await.unwrap();
     let mut buf = [0u8; 4096];
     loop {
-        let (n, _) = tokio::time::timeout(Duration::from_secs(3), s.recv_from(&mut buf)).await.ok()?.ok()?;
+        let (n, _) = tokio::time::timeout(Duration::from_secs(3), s.recv_from(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
         let text = String::from_utf8_lossy(&buf[..n]);
         let code: u16 = text.split_whitespace().nth(1)?.parse().ok()?;
         if code >= 200 {
@@ -262,7 +372,19 @@ pub fn sipp_spawn(scenario_xml: &str, port: u16) -> Child {
     std::fs::write(&file, scenario_xml).unwrap();
     Command::new("sipp")
         .current_dir(&dir)
-        .args(["-sf", file.to_str().unwrap(), "-i", "127.0.0.1", "-p", &port.to_string(), "-m", "1", "-timeout", "60s", "-nostdin"])
+        .args([
+            "-sf",
+            file.to_str().unwrap(),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-m",
+            "1",
+            "-timeout",
+            "60s",
+            "-nostdin",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -12,7 +12,14 @@ use crate::system::System;
 async fn quick(sys: &System) {
     let admin = sys.sign_in("admin", "demo-admin").await;
     let settings = json!({"strategy": "longest_idle", "ring_timeout_s": 5, "wrap_up_s": 2, "reject_delay_s": 1});
-    admin.call(Method::PUT, "/api/admin/queues/500/settings", Some(settings)).await.ok();
+    admin
+        .call(
+            Method::PUT,
+            "/api/admin/queues/500/settings",
+            Some(settings),
+        )
+        .await
+        .ok();
 }
 
 #[tokio::test]
@@ -21,21 +28,32 @@ async fn a_restart_while_ringing_still_times_the_offer_out_once() {
     quick(&sys).await;
     let bob = sys.idle_agent("1002").await;
     sys.place_caller("500", "5551111", "Ringing").await;
-    sys.view_when(&bob, "Ringing", |v| v["status"] == "ringing").await;
+    sys.view_when(&bob, "Ringing", |v| v["status"] == "ringing")
+        .await;
 
     sys.restart_services().await;
-    let v = cc_testkit::eventually("the offer timed out after the restart", Duration::from_secs(30), || async {
-        let r = bob.get("/api/me").await;
-        (r.status.is_success() && r.body["counts"]["missed"] == 1).then_some(r.body)
-    })
+    let v = cc_testkit::eventually(
+        "the offer timed out after the restart",
+        Duration::from_secs(30),
+        || async {
+            let r = bob.get("/api/me").await;
+            (r.status.is_success() && r.body["counts"]["missed"] == 1).then_some(r.body)
+        },
+    )
     .await;
     assert_eq!(v["counts"]["missed"], 1);
-    let timed_out: i64 = sqlx::query_scalar("select count(*) from es_events where event_type = 'OfferTimedOut'").fetch_one(&sys.db.pool).await.unwrap();
+    let timed_out: i64 =
+        sqlx::query_scalar("select count(*) from es_events where event_type = 'OfferTimedOut'")
+            .fetch_one(&sys.db.pool)
+            .await
+            .unwrap();
     assert!(timed_out >= 1);
     // The call is offered again (ringing), then answered: it goes on normally.
-    sys.view_when(&bob, "Ringing again", |v| v["status"] == "ringing").await;
+    sys.view_when(&bob, "Ringing again", |v| v["status"] == "ringing")
+        .await;
     sys.phone("1002", "answer").await;
-    sys.view_when(&bob, "Connected", |v| v["status"] == "connected").await;
+    sys.view_when(&bob, "Connected", |v| v["status"] == "connected")
+        .await;
 }
 
 #[tokio::test]
@@ -44,23 +62,41 @@ async fn a_restart_while_connected_keeps_the_call_and_a_hangup_meanwhile_counts_
     quick(&sys).await;
     let bob = sys.idle_agent("1002").await;
     let caller = sys.place_caller("500", "5552222", "Connected").await;
-    sys.view_when(&bob, "Ringing", |v| v["status"] == "ringing").await;
+    sys.view_when(&bob, "Ringing", |v| v["status"] == "ringing")
+        .await;
     sys.phone("1002", "answer").await;
-    sys.view_when(&bob, "Connected", |v| v["status"] == "connected").await;
+    sys.view_when(&bob, "Connected", |v| v["status"] == "connected")
+        .await;
 
     // Killed with the call up; the caller hangs up while the services are down.
     sys._app.kill();
-    let r = sys.http.post(format!("{}/tenants/demo/channels/{caller}/hangup", sys.pbx)).send().await.unwrap();
+    let r = sys
+        .http
+        .post(format!("{}/tenants/demo/channels/{caller}/hangup", sys.pbx))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     sys.restart_services().await;
 
-    let v = cc_testkit::eventually("the call ended in the read model", Duration::from_secs(30), || async {
-        let r = bob.get("/api/me").await;
-        (r.status.is_success() && r.body["counts"]["completed"] == 1 && r.body["status"] == "idle").then_some(r.body)
-    })
+    let v = cc_testkit::eventually(
+        "the call ended in the read model",
+        Duration::from_secs(30),
+        || async {
+            let r = bob.get("/api/me").await;
+            (r.status.is_success()
+                && r.body["counts"]["completed"] == 1
+                && r.body["status"] == "idle")
+                .then_some(r.body)
+        },
+    )
     .await;
     assert!(v["current_call"].is_null());
-    let ended: i64 = sqlx::query_scalar("select count(*) from es_events where event_type = 'CallEnded'").fetch_one(&sys.db.pool).await.unwrap();
+    let ended: i64 =
+        sqlx::query_scalar("select count(*) from es_events where event_type = 'CallEnded'")
+            .fetch_one(&sys.db.pool)
+            .await
+            .unwrap();
     assert_eq!(ended, 1, "counted once");
 }
 
@@ -70,16 +106,23 @@ async fn a_restart_during_wrap_up_still_ends_it() {
     quick(&sys).await;
     let bob = sys.idle_agent("1002").await;
     sys.place_caller("500", "5553333", "Wrap").await;
-    sys.view_when(&bob, "Ringing", |v| v["status"] == "ringing").await;
+    sys.view_when(&bob, "Ringing", |v| v["status"] == "ringing")
+        .await;
     sys.phone("1002", "answer").await;
-    sys.view_when(&bob, "Connected", |v| v["status"] == "connected").await;
+    sys.view_when(&bob, "Connected", |v| v["status"] == "connected")
+        .await;
     sys.phone("1002", "hangup").await;
-    sys.view_when(&bob, "Wrap-up", |v| v["status"] == "wrap_up").await;
+    sys.view_when(&bob, "Wrap-up", |v| v["status"] == "wrap_up")
+        .await;
     sys.restart_services().await;
-    let v = cc_testkit::eventually("Idle after the wrap-up", Duration::from_secs(30), || async {
-        let r = bob.get("/api/me").await;
-        (r.status.is_success() && r.body["status"] == "idle").then_some(r.body)
-    })
+    let v = cc_testkit::eventually(
+        "Idle after the wrap-up",
+        Duration::from_secs(30),
+        || async {
+            let r = bob.get("/api/me").await;
+            (r.status.is_success() && r.body["status"] == "idle").then_some(r.body)
+        },
+    )
     .await;
     assert_eq!(v["counts"]["completed"], 1);
 }
@@ -89,10 +132,18 @@ async fn a_hangup_lost_with_a_crashed_router_is_done_after_the_restart() {
     let mut sys = System::start_split().await;
     let admin = sys.sign_in("admin", "demo-admin").await;
     let settings = json!({"strategy": "longest_idle", "ring_timeout_s": 120, "wrap_up_s": 1, "reject_delay_s": 1});
-    admin.call(Method::PUT, "/api/admin/queues/500/settings", Some(settings)).await.ok();
+    admin
+        .call(
+            Method::PUT,
+            "/api/admin/queues/500/settings",
+            Some(settings),
+        )
+        .await
+        .ok();
     let bob = sys.idle_agent("1002").await;
     sys.place_caller("500", "5553333", "Lost hangup").await;
-    sys.view_when(&bob, "Ringing", |v| v["status"] == "ringing").await;
+    sys.view_when(&bob, "Ringing", |v| v["status"] == "ringing")
+        .await;
     let (stream, offer, version): (String, String, i64) = cc_testkit::eventually("the offer recorded", Duration::from_secs(10), || async {
         sqlx::query_as("select stream, data->>'offer', (select max(version) from es_events x where x.stream = e.stream) from es_events e where event_type = 'CallOffered'")
             .fetch_optional(&sys.db.pool)
@@ -122,18 +173,35 @@ async fn a_hangup_lost_with_a_crashed_router_is_done_after_the_restart() {
 
     // The phone stops ringing for the ended offer, and the next offer to Bob rings normally
     // (not refused as busy by the leftover leg).
-    cc_testkit::eventually("the leftover leg hung up", Duration::from_secs(30), || async {
-        let chans: Vec<serde_json::Value> = sys.http.get(format!("{}/tenants/demo/channels", sys.pbx)).send().await.unwrap().json().await.unwrap();
-        (!chans.iter().any(|c| c["channel"] == offer.as_str())).then_some(())
+    cc_testkit::eventually(
+        "the leftover leg hung up",
+        Duration::from_secs(30),
+        || async {
+            let chans: Vec<serde_json::Value> = sys
+                .http
+                .get(format!("{}/tenants/demo/channels", sys.pbx))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            (!chans.iter().any(|c| c["channel"] == offer.as_str())).then_some(())
+        },
+    )
+    .await;
+    sys.view_when(&bob, "Ringing again", |v| {
+        v["status"] == "ringing" && v["counts"]["missed"] == 1
     })
     .await;
-    sys.view_when(&bob, "Ringing again", |v| v["status"] == "ringing" && v["counts"]["missed"] == 1).await;
     cc_testkit::eventually("the new offer rings", Duration::from_secs(10), || async {
         let (status, _) = sys.pbx_post("/devices/1002/answer", json!({})).await;
         (status == 204).then_some(())
     })
     .await;
-    let v = sys.view_when(&bob, "Connected", |v| v["status"] == "connected").await;
+    let v = sys
+        .view_when(&bob, "Connected", |v| v["status"] == "connected")
+        .await;
     assert_eq!(v["counts"]["rejected"], 0, "no offer refused as busy");
 }
 
@@ -150,17 +218,32 @@ async fn a_ring_and_an_arrival_not_recorded_before_a_crash_are_reconciled_after_
     // stream without recording the entry. (Both done here the way the router does them.)
     let client = async_nats::connect(sys.nats.url()).await.unwrap();
     let bus = cc_bus::Bus::new(client.clone(), cc_bus::Subjects::new(&sys.prefix));
-    let orphan = format!("{}{}", cc_queue_router::OFFER_PREFIX, uuid::Uuid::now_v7().simple());
+    let orphan = format!(
+        "{}{}",
+        cc_queue_router::OFFER_PREFIX,
+        uuid::Uuid::now_v7().simple()
+    );
     let originate = cc_contracts::pbx::Originate {
         channel: Some(orphan.clone()),
-        endpoint: cc_contracts::pbx::Endpoint::Device(cc_contracts::domain::DeviceId::parse("1002").unwrap()),
-        caller: cc_contracts::pbx::Party { number: "5550000".into(), name: "Never recorded".into() },
+        endpoint: cc_contracts::pbx::Endpoint::Device(
+            cc_contracts::domain::DeviceId::parse("1002").unwrap(),
+        ),
+        caller: cc_contracts::pbx::Party {
+            number: "5550000".into(),
+            name: "Never recorded".into(),
+        },
     };
-    bus.request(&cc_bus::CommandContext::new("demo", "test"), &originate).await.unwrap();
-    let caller = sys.place_caller("500", "5554444", "Unrecorded arrival").await;
+    bus.request(&cc_bus::CommandContext::new("demo", "test"), &originate)
+        .await
+        .unwrap();
+    let caller = sys
+        .place_caller("500", "5554444", "Unrecorded arrival")
+        .await;
     let js = async_nats::jetstream::new(client);
-    let consumer: async_nats::jetstream::consumer::PullConsumer =
-        js.get_consumer_from_stream("queue-router-channels", bus.subjects.pbx_stream()).await.unwrap();
+    let consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_consumer_from_stream("queue-router-channels", bus.subjects.pbx_stream())
+        .await
+        .unwrap();
     let mut messages = consumer.messages().await.unwrap();
     tokio::time::timeout(Duration::from_secs(60), async {
         loop {
@@ -178,15 +261,33 @@ async fn a_ring_and_an_arrival_not_recorded_before_a_crash_are_reconciled_after_
 
     // The leg nobody recorded stops ringing; the caller enters the queue and rings Bob, whose
     // phone is free again (no offer refused as busy).
-    cc_testkit::eventually("the unrecorded leg hung up", Duration::from_secs(30), || async {
-        let chans: Vec<serde_json::Value> = sys.http.get(format!("{}/tenants/demo/channels", sys.pbx)).send().await.unwrap().json().await.unwrap();
-        (!chans.iter().any(|c| c["channel"] == orphan.as_str())).then_some(())
-    })
+    cc_testkit::eventually(
+        "the unrecorded leg hung up",
+        Duration::from_secs(30),
+        || async {
+            let chans: Vec<serde_json::Value> = sys
+                .http
+                .get(format!("{}/tenants/demo/channels", sys.pbx))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            (!chans.iter().any(|c| c["channel"] == orphan.as_str())).then_some(())
+        },
+    )
     .await;
-    let v = sys.view_when(&bob, "Ringing with the caller", |v| v["status"] == "ringing").await;
+    let v = sys
+        .view_when(&bob, "Ringing with the caller", |v| {
+            v["status"] == "ringing"
+        })
+        .await;
     assert_eq!(v["current_call"]["caller_number"], "5554444", "{v}");
     sys.phone("1002", "answer").await;
-    let v = sys.view_when(&bob, "Connected", |v| v["status"] == "connected").await;
+    let v = sys
+        .view_when(&bob, "Connected", |v| v["status"] == "connected")
+        .await;
     assert_eq!(v["counts"]["rejected"], 0, "no offer refused as busy");
     let entered: i64 = sqlx::query_scalar("select count(*) from es_events where event_type = 'CallEnteredQueue' and data->>'channel' = $1")
         .bind(&caller)

@@ -22,7 +22,12 @@ async fn snapshot(sys: &System) -> Vec<String> {
         ("agent_states", "tenant, agent, seq"),
         ("agent_logins", "tenant, login_id"),
     ] {
-        let rows: Vec<String> = sqlx::query_scalar(&format!("select t::text from reporting.{table} t order by {key}")).fetch_all(&sys.db.pool).await.unwrap();
+        let rows: Vec<String> = sqlx::query_scalar(&format!(
+            "select t::text from reporting.{table} t order by {key}"
+        ))
+        .fetch_all(&sys.db.pool)
+        .await
+        .unwrap();
         out.extend(rows.into_iter().map(|r| format!("{table} {r}")));
     }
     out
@@ -31,22 +36,44 @@ async fn snapshot(sys: &System) -> Vec<String> {
 /// The portal read model: every agent's view and the call details, in key order.
 async fn portal_snapshot(sys: &System) -> Vec<String> {
     let mut out: Vec<String> = sqlx::query_scalar("select tenant || ' ' || agent || ' ' || version || ' ' || view::text from rm_agents order by tenant, agent").fetch_all(&sys.db.pool).await.unwrap();
-    out.extend(sqlx::query_scalar::<_, String>("select t::text from rm_call_info t order by tenant, call").fetch_all(&sys.db.pool).await.unwrap());
+    out.extend(
+        sqlx::query_scalar::<_, String>("select t::text from rm_call_info t order by tenant, call")
+            .fetch_all(&sys.db.pool)
+            .await
+            .unwrap(),
+    );
     out
 }
 
 /// Waits until the portal projection has projected every stored event.
 async fn portal_caught_up(sys: &System) {
-    cc_testkit::eventually("the portal projection caught up", Duration::from_secs(30), || async {
-        let head: Option<(i64, i64)> = sqlx::query_as("select xid, position from es_events order by xid desc, position desc limit 1").fetch_optional(&sys.db.pool).await.unwrap();
-        let at: Option<(i64, i64)> = sqlx::query_as("select xid, position from rm_checkpoints where name = 'portal'").fetch_optional(&sys.db.pool).await.ok().flatten();
-        (head.is_some() && head == at).then_some(())
-    })
+    cc_testkit::eventually(
+        "the portal projection caught up",
+        Duration::from_secs(30),
+        || async {
+            let head: Option<(i64, i64)> = sqlx::query_as(
+                "select xid, position from es_events order by xid desc, position desc limit 1",
+            )
+            .fetch_optional(&sys.db.pool)
+            .await
+            .unwrap();
+            let at: Option<(i64, i64)> =
+                sqlx::query_as("select xid, position from rm_checkpoints where name = 'portal'")
+                    .fetch_optional(&sys.db.pool)
+                    .await
+                    .ok()
+                    .flatten();
+            (head.is_some() && head == at).then_some(())
+        },
+    )
     .await;
 }
 
 async fn event_count(sys: &System) -> i64 {
-    sqlx::query_scalar("select count(*) from es_events").fetch_one(&sys.db.pool).await.unwrap()
+    sqlx::query_scalar("select count(*) from es_events")
+        .fetch_one(&sys.db.pool)
+        .await
+        .unwrap()
 }
 
 /// Waits until no event arrived for 3 s and everything is projected; returns the event count.
@@ -63,27 +90,45 @@ async fn quiet(sys: &System) -> i64 {
 
 /// Waits until the reporting projection has projected every stored event.
 async fn caught_up(sys: &System) {
-    cc_testkit::eventually("the reporting projection caught up", Duration::from_secs(30), || async {
-        let head: Option<(i64, i64)> = sqlx::query_as("select xid, position from es_events order by xid desc, position desc limit 1").fetch_optional(&sys.db.pool).await.unwrap();
-        let at: Option<(i64, i64)> = sqlx::query_as("select xid, position from reporting.checkpoint").fetch_optional(&sys.db.pool).await.ok().flatten();
-        (head.is_some() && head == at).then_some(())
-    })
+    cc_testkit::eventually(
+        "the reporting projection caught up",
+        Duration::from_secs(30),
+        || async {
+            let head: Option<(i64, i64)> = sqlx::query_as(
+                "select xid, position from es_events order by xid desc, position desc limit 1",
+            )
+            .fetch_optional(&sys.db.pool)
+            .await
+            .unwrap();
+            let at: Option<(i64, i64)> =
+                sqlx::query_as("select xid, position from reporting.checkpoint")
+                    .fetch_optional(&sys.db.pool)
+                    .await
+                    .ok()
+                    .flatten();
+            (head.is_some() && head == at).then_some(())
+        },
+    )
     .await;
 }
 
 /// Presses a phone's button once the simulator has the device's call.
 async fn press(sys: &System, device: &str, action: &str) {
     cc_testkit::eventually("the phone rings", Duration::from_secs(10), || async {
-        let (status, _) = sys.pbx_post(&format!("/devices/{device}/{action}"), json!({})).await;
+        let (status, _) = sys
+            .pbx_post(&format!("/devices/{device}/{action}"), json!({}))
+            .await;
         (status == 204).then_some(())
     })
     .await;
 }
 
 async fn ring_and_answer(sys: &System, bob: &crate::system::Client) {
-    sys.view_when(bob, "ringing", |v| v["status"] == "ringing").await;
+    sys.view_when(bob, "ringing", |v| v["status"] == "ringing")
+        .await;
     press(sys, "1002", "answer").await;
-    sys.view_when(bob, "connected", |v| v["status"] == "connected").await;
+    sys.view_when(bob, "connected", |v| v["status"] == "connected")
+        .await;
 }
 
 #[tokio::test]
@@ -92,87 +137,173 @@ async fn a_rebuilt_reporting_model_equals_the_live_one_and_the_views_answer() {
     let admin = sys.sign_in("admin", "demo-admin").await;
     for q in ["500", "501"] {
         let settings = json!({"strategy": "longest_idle", "ring_timeout_s": 20, "wrap_up_s": 1, "reject_delay_s": 1, "service_level_s": 30});
-        admin.call(Method::PUT, &format!("/api/admin/queues/{q}/settings"), Some(settings)).await.ok();
+        admin
+            .call(
+                Method::PUT,
+                &format!("/api/admin/queues/{q}/settings"),
+                Some(settings),
+            )
+            .await
+            .ok();
     }
     let bob = sys.agent("1002").await;
     bob.post("/api/session", json!({})).await.ok();
     let carol = sys.agent("1003").await;
     carol.post("/api/session", json!({})).await.ok();
-    bob.post("/api/session/pause", json!({"reason": "Lunch"})).await.ok();
-    sys.view_when(&bob, "Bob paused", |v| v["status"] == "paused").await;
+    bob.post("/api/session/pause", json!({"reason": "Lunch"}))
+        .await
+        .ok();
+    sys.view_when(&bob, "Bob paused", |v| v["status"] == "paused")
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     bob.post("/api/session/unpause", json!({})).await.ok();
-    sys.view_when(&bob, "Bob idle", |v| v["status"] == "idle").await;
+    sys.view_when(&bob, "Bob idle", |v| v["status"] == "idle")
+        .await;
 
     // 1. Rejected once, then answered and hung up by Bob.
     sys.place_caller("500", "5550001", "One").await;
-    sys.view_when(&bob, "ringing", |v| v["status"] == "ringing").await;
+    sys.view_when(&bob, "ringing", |v| v["status"] == "ringing")
+        .await;
     press(&sys, "1002", "reject").await;
     ring_and_answer(&sys, &bob).await;
     bob.post("/api/call/hold", json!({"held": true})).await.ok();
-    sys.view_when(&bob, "on hold", |v| v["status"] == "on_hold").await;
-    bob.post("/api/call/hold", json!({"held": false})).await.ok();
+    sys.view_when(&bob, "on hold", |v| v["status"] == "on_hold")
+        .await;
+    bob.post("/api/call/hold", json!({"held": false}))
+        .await
+        .ok();
     bob.post("/api/call/hangup", json!({})).await.ok();
-    sys.view_when(&bob, "Bob idle", |v| v["status"] == "idle").await;
+    sys.view_when(&bob, "Bob idle", |v| v["status"] == "idle")
+        .await;
 
     // 2. Abandoned while waiting (Bob paused, nobody else in 500).
-    bob.post("/api/session/pause", json!({"reason": "Break"})).await.ok();
-    sys.view_when(&bob, "Bob paused", |v| v["status"] == "paused").await;
+    bob.post("/api/session/pause", json!({"reason": "Break"}))
+        .await
+        .ok();
+    sys.view_when(&bob, "Bob paused", |v| v["status"] == "paused")
+        .await;
     let gone = sys.place_caller("500", "5550002", "Two").await;
     let sup = sys.sign_in("supervisor", "demo-supervisor").await;
     assert_eq!(sup.get("/api/whoami").await.ok()["role"], "supervisor");
-    let q = cc_testkit::eventually("a caller waiting in 500", Duration::from_secs(10), || async {
-        let q = sup.get("/api/supervisor/queues").await.body;
-        (q[0]["waiting"] == 1).then_some(q)
-    })
+    let q = cc_testkit::eventually(
+        "a caller waiting in 500",
+        Duration::from_secs(10),
+        || async {
+            let q = sup.get("/api/supervisor/queues").await.body;
+            (q[0]["waiting"] == 1).then_some(q)
+        },
+    )
     .await;
-    assert_eq!((q[0]["queue"].as_str(), q[1]["waiting"].as_i64()), (Some("500"), Some(0)));
+    assert_eq!(
+        (q[0]["queue"].as_str(), q[1]["waiting"].as_i64()),
+        (Some("500"), Some(0))
+    );
     assert!(q[0]["longest_waiting_since"].is_string());
-    let r = sys.http.post(format!("{}/tenants/demo/channels/{gone}/hangup", sys.pbx)).send().await.unwrap();
+    let r = sys
+        .http
+        .post(format!("{}/tenants/demo/channels/{gone}/hangup", sys.pbx))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     bob.post("/api/session/unpause", json!({})).await.ok();
-    sys.view_when(&bob, "Bob idle", |v| v["status"] == "idle").await;
+    sys.view_when(&bob, "Bob idle", |v| v["status"] == "idle")
+        .await;
 
     // 3. Attended transfer to Carol, completed; the caller hangs up on Carol.
     let caller = sys.place_caller("500", "5550003", "Three").await;
     ring_and_answer(&sys, &bob).await;
-    bob.post("/api/call/transfer", json!({"method": "attended", "target": {"agent": "1003"}})).await.ok();
-    sys.view_when(&carol, "Carol ringing", |v| v["status"] == "ringing").await;
+    bob.post(
+        "/api/call/transfer",
+        json!({"method": "attended", "target": {"agent": "1003"}}),
+    )
+    .await
+    .ok();
+    sys.view_when(&carol, "Carol ringing", |v| v["status"] == "ringing")
+        .await;
     press(&sys, "1003", "answer").await;
-    sys.view_when(&bob, "consulting", |v| v["current_call"]["transfer"]["state"] == "answered").await;
-    bob.post("/api/call/transfer/complete", json!({})).await.ok();
-    sys.view_when(&carol, "Carol has the call", |v| v["status"] == "connected" && v["current_call"]["transfer"].is_null()).await;
-    let r = sys.http.post(format!("{}/tenants/demo/channels/{caller}/hangup", sys.pbx)).send().await.unwrap();
+    sys.view_when(&bob, "consulting", |v| {
+        v["current_call"]["transfer"]["state"] == "answered"
+    })
+    .await;
+    bob.post("/api/call/transfer/complete", json!({}))
+        .await
+        .ok();
+    sys.view_when(&carol, "Carol has the call", |v| {
+        v["status"] == "connected" && v["current_call"]["transfer"].is_null()
+    })
+    .await;
+    let r = sys
+        .http
+        .post(format!("{}/tenants/demo/channels/{caller}/hangup", sys.pbx))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
-    sys.view_when(&bob, "Bob idle", |v| v["status"] == "idle").await;
-    sys.view_when(&carol, "Carol idle", |v| v["status"] == "idle").await;
+    sys.view_when(&bob, "Bob idle", |v| v["status"] == "idle")
+        .await;
+    sys.view_when(&carol, "Carol idle", |v| v["status"] == "idle")
+        .await;
 
     // The services restart in the middle of the history.
     sys.restart_services().await;
-    cc_testkit::eventually("the portal back", Duration::from_secs(60), || async { bob.get("/api/me").await.status.is_success().then_some(()) }).await;
+    cc_testkit::eventually("the portal back", Duration::from_secs(60), || async {
+        bob.get("/api/me").await.status.is_success().then_some(())
+    })
+    .await;
 
     // 4. Blind transfer to an extension, the target hangs up after talking.
     sys.place_caller("500", "5550004", "Four").await;
     ring_and_answer(&sys, &bob).await;
-    bob.post("/api/call/transfer", json!({"method": "blind", "target": {"extension": "1005"}})).await.ok();
+    bob.post(
+        "/api/call/transfer",
+        json!({"method": "blind", "target": {"extension": "1005"}}),
+    )
+    .await
+    .ok();
     cc_testkit::eventually("1005 rings", Duration::from_secs(10), || async {
-        let chans: Vec<Value> = sys.http.get(format!("{}/tenants/demo/channels", sys.pbx)).send().await.unwrap().json().await.unwrap();
+        let chans: Vec<Value> = sys
+            .http
+            .get(format!("{}/tenants/demo/channels", sys.pbx))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         chans.iter().any(|c| c["device"] == "1005").then_some(())
     })
     .await;
     sys.phone("1005", "answer").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     sys.phone("1005", "hangup").await;
-    sys.view_when(&bob, "Bob idle", |v| v["status"] == "idle").await;
+    sys.view_when(&bob, "Bob idle", |v| v["status"] == "idle")
+        .await;
 
     // 5. Live transfer to an outside number, completed; the caller hangs up.
     let caller = sys.place_caller("500", "5550005", "Five").await;
     ring_and_answer(&sys, &bob).await;
-    bob.post("/api/call/transfer", json!({"method": "live", "target": {"number": "5559999"}})).await.ok();
-    sys.view_when(&bob, "conference", |v| v["current_call"]["transfer"]["state"] == "conference").await;
-    bob.post("/api/call/transfer/complete", json!({})).await.ok();
-    sys.view_when(&bob, "Bob idle", |v| v["status"] == "idle").await;
-    let r = sys.http.post(format!("{}/tenants/demo/channels/{caller}/hangup", sys.pbx)).send().await.unwrap();
+    bob.post(
+        "/api/call/transfer",
+        json!({"method": "live", "target": {"number": "5559999"}}),
+    )
+    .await
+    .ok();
+    sys.view_when(&bob, "conference", |v| {
+        v["current_call"]["transfer"]["state"] == "conference"
+    })
+    .await;
+    bob.post("/api/call/transfer/complete", json!({}))
+        .await
+        .ok();
+    sys.view_when(&bob, "Bob idle", |v| v["status"] == "idle")
+        .await;
+    let r = sys
+        .http
+        .post(format!("{}/tenants/demo/channels/{caller}/hangup", sys.pbx))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     carol.call(Method::DELETE, "/api/session", None).await.ok();
 
@@ -181,21 +312,44 @@ async fn a_rebuilt_reporting_model_equals_the_live_one_and_the_views_answer() {
     let live = snapshot(&sys).await;
     let live_portal = portal_snapshot(&sys).await;
     let outcomes: Vec<(String, String)> =
-        sqlx::query_as("select caller_name, outcome from reporting.calls order by entered_at").fetch_all(&sys.db.pool).await.unwrap();
-    let outcomes: Vec<(&str, &str)> = outcomes.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        sqlx::query_as("select caller_name, outcome from reporting.calls order by entered_at")
+            .fetch_all(&sys.db.pool)
+            .await
+            .unwrap();
+    let outcomes: Vec<(&str, &str)> = outcomes
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
     assert_eq!(
         outcomes,
-        [("One", "completed"), ("Two", "abandoned"), ("Three", "completed"), ("Four", "transferred_out"), ("Five", "transferred_out")]
+        [
+            ("One", "completed"),
+            ("Two", "abandoned"),
+            ("Three", "completed"),
+            ("Four", "transferred_out"),
+            ("Five", "transferred_out")
+        ]
     );
 
     // Rebuild with the services running; the swapped-in tables equal the live ones.
-    let out = Callcenter::output(&sys.db.url, &sys.nats.url(), &["rebuild", "--projection", "all"]);
+    let out = Callcenter::output(
+        &sys.db.url,
+        &sys.nats.url(),
+        &["rebuild", "--projection", "all"],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("swapped in"), "{stderr}");
-    let generation: i64 = sqlx::query_scalar("select generation from reporting.checkpoint").fetch_one(&sys.db.pool).await.unwrap();
+    let generation: i64 = sqlx::query_scalar("select generation from reporting.checkpoint")
+        .fetch_one(&sys.db.pool)
+        .await
+        .unwrap();
     assert_eq!(generation, 2);
-    assert_eq!(event_count(&sys).await, events, "nothing happened between the two snapshots");
+    assert_eq!(
+        event_count(&sys).await,
+        events,
+        "nothing happened between the two snapshots"
+    );
     let rebuilt = snapshot(&sys).await;
     assert_eq!(rebuilt.len(), live.len());
     for (a, b) in live.iter().zip(&rebuilt) {
@@ -213,7 +367,11 @@ async fn a_rebuilt_reporting_model_equals_the_live_one_and_the_views_answer() {
     ring_and_answer(&sys, &bob).await;
     bob.post("/api/call/hangup", json!({})).await.ok();
     caught_up(&sys).await;
-    let six: String = sqlx::query_scalar("select outcome from reporting.calls where caller_name = 'Six'").fetch_one(&sys.db.pool).await.unwrap();
+    let six: String =
+        sqlx::query_scalar("select outcome from reporting.calls where caller_name = 'Six'")
+            .fetch_one(&sys.db.pool)
+            .await
+            .unwrap();
     assert_eq!(six, "completed");
 
     // The analysts' views.
@@ -223,7 +381,11 @@ async fn a_rebuilt_reporting_model_equals_the_live_one_and_the_views_answer() {
     .fetch_one(&sys.db.pool)
     .await
     .unwrap();
-    assert_eq!((completed, rejected), (5, 1), "Bob: five calls of his own (three transferred on), one reject");
+    assert_eq!(
+        (completed, rejected),
+        (5, 1),
+        "Bob: five calls of his own (three transferred on), one reject"
+    );
     assert!(missed >= 0 && pause_ms >= 300);
     let lunch: i64 = sqlx::query_scalar("select pause_ms from reporting.agent_pause_daily where agent = '1002' and reason = 'Lunch'").fetch_one(&sys.db.pool).await.unwrap();
     assert!(lunch >= 300, "{lunch}");
@@ -231,31 +393,96 @@ async fn a_rebuilt_reporting_model_equals_the_live_one_and_the_views_answer() {
         sqlx::query_as("select sum(offered)::bigint, sum(answered)::bigint, sum(abandoned)::bigint from reporting.queue_intervals where queue = '500'").fetch_one(&sys.db.pool).await.unwrap();
     assert_eq!((offered, answered, abandoned), (6, 5, 1));
     // The same figures over HTTP, as JSON and CSV, with filters.
-    assert_eq!(sup.get("/api/supervisor/queues").await.ok()[0]["waiting"], 0);
+    assert_eq!(
+        sup.get("/api/supervisor/queues").await.ok()[0]["waiting"],
+        0
+    );
     let calls = sup.get("/api/reports/calls?agent=1003").await.ok();
-    assert_eq!(calls.as_array().unwrap().iter().map(|c| c["caller_name"].as_str().unwrap()).collect::<Vec<_>>(), ["Three"]);
-    let r = sup.http.get(format!("{}/api/reports/queues?queue=500&format=csv", sup.base)).header("X-Tenant", "demo").bearer_auth(sup.token.as_ref().unwrap()).send().await.unwrap();
+    assert_eq!(
+        calls
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["caller_name"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["Three"]
+    );
+    let r = sup
+        .http
+        .get(format!(
+            "{}/api/reports/queues?queue=500&format=csv",
+            sup.base
+        ))
+        .header("X-Tenant", "demo")
+        .bearer_auth(sup.token.as_ref().unwrap())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers()["content-type"], "text/csv; charset=utf-8");
     let csv = r.text().await.unwrap();
-    assert!(csv.starts_with("tenant,queue,interval_start,offered,answered,abandoned,"), "{csv}");
-    let offered_csv: i64 = csv.lines().skip(1).map(|l| l.split(',').nth(3).unwrap().parse::<i64>().unwrap()).sum();
+    assert!(
+        csv.starts_with("tenant,queue,interval_start,offered,answered,abandoned,"),
+        "{csv}"
+    );
+    let offered_csv: i64 = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(3).unwrap().parse::<i64>().unwrap())
+        .sum();
     assert_eq!(offered_csv, 6);
-    let today: String = sqlx::query_scalar("select (now() at time zone 'UTC')::date::text").fetch_one(&sys.db.pool).await.unwrap();
-    let pauses = sup.get(&format!("/api/reports/pauses?from={today}&to={today}&agent=1002")).await.ok();
-    assert!(pauses.as_array().unwrap().iter().any(|p| p["reason"] == "Lunch"), "{pauses}");
-    assert_eq!(sup.get("/api/reports/agents?from=yesterday").await.refused(400, "invalid_field")["field"], "from");
-    assert_eq!(sup.get("/api/reports/agents?queue=500").await.refused(400, "invalid_field")["field"], "queue");
-    bob.get("/api/reports/calls").await.refused(403, "forbidden");
+    let today: String = sqlx::query_scalar("select (now() at time zone 'UTC')::date::text")
+        .fetch_one(&sys.db.pool)
+        .await
+        .unwrap();
+    let pauses = sup
+        .get(&format!(
+            "/api/reports/pauses?from={today}&to={today}&agent=1002"
+        ))
+        .await
+        .ok();
+    assert!(
+        pauses
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["reason"] == "Lunch"),
+        "{pauses}"
+    );
+    assert_eq!(
+        sup.get("/api/reports/agents?from=yesterday")
+            .await
+            .refused(400, "invalid_field")["field"],
+        "from"
+    );
+    assert_eq!(
+        sup.get("/api/reports/agents?queue=500")
+            .await
+            .refused(400, "invalid_field")["field"],
+        "queue"
+    );
+    bob.get("/api/reports/calls")
+        .await
+        .refused(403, "forbidden");
 
     // Every event published during this history, for the schema check of scripts/check-contracts.
     caught_up(&sys).await;
-    let stored: i64 = sqlx::query_scalar("select count(*) from es_events").fetch_one(&sys.db.pool).await.unwrap();
-    let published = cc_testkit::eventually("every event relayed", Duration::from_secs(20), || async {
-        let n = sys.published_types(&format!("{}.events.>", sys.prefix)).await.len() as i64;
-        (n == stored).then_some(n)
-    })
-    .await;
-    assert_eq!(sys.record_published_events("reporting").await as i64, published);
+    let stored: i64 = sqlx::query_scalar("select count(*) from es_events")
+        .fetch_one(&sys.db.pool)
+        .await
+        .unwrap();
+    let published =
+        cc_testkit::eventually("every event relayed", Duration::from_secs(20), || async {
+            let n = sys
+                .published_types(&format!("{}.events.>", sys.prefix))
+                .await
+                .len() as i64;
+            (n == stored).then_some(n)
+        })
+        .await;
+    assert_eq!(
+        sys.record_published_events("reporting").await as i64,
+        published
+    );
 
     // Carol is credited with her part of call Three only.
     let carol_spans: Vec<(String, i64)> = sqlx::query_as(
@@ -278,10 +505,18 @@ async fn a_rebuilt_reporting_model_equals_the_live_one_and_the_views_answer() {
     assert_eq!(status, 202, "{body}");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let out = Callcenter::output(&sys.db.url, &sys.nats.url(), &["rebuild"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     tokio::time::sleep(Duration::from_secs(8)).await;
     cc_testkit::eventually("every call over", Duration::from_secs(60), || async {
-        let open: i64 = sqlx::query_scalar("select count(*) from reporting.calls where ended_at is null").fetch_one(&sys.db.pool).await.ok()?;
+        let open: i64 =
+            sqlx::query_scalar("select count(*) from reporting.calls where ended_at is null")
+                .fetch_one(&sys.db.pool)
+                .await
+                .ok()?;
         caught_up(&sys).await;
         (open == 0).then_some(())
     })
@@ -289,14 +524,24 @@ async fn a_rebuilt_reporting_model_equals_the_live_one_and_the_views_answer() {
     let events = quiet(&sys).await;
     let live = snapshot(&sys).await;
     let out = Callcenter::output(&sys.db.url, &sys.nats.url(), &["rebuild"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rebuilt = snapshot(&sys).await;
-    assert_eq!(event_count(&sys).await, events, "nothing happened between the two snapshots");
+    assert_eq!(
+        event_count(&sys).await,
+        events,
+        "nothing happened between the two snapshots"
+    );
     assert_eq!(rebuilt.len(), live.len());
     for (a, b) in live.iter().zip(&rebuilt) {
         assert_eq!(a, b);
     }
-    let generation: i64 = sqlx::query_scalar("select generation from reporting.checkpoint").fetch_one(&sys.db.pool).await.unwrap();
+    let generation: i64 = sqlx::query_scalar("select generation from reporting.checkpoint")
+        .fetch_one(&sys.db.pool)
+        .await
+        .unwrap();
     assert_eq!(generation, 4, "two more rebuilds");
-
 }

@@ -25,47 +25,90 @@ impl System {
     /// An agent of the SIP tenant, signed in (not logged in).
     async fn office_agent(&self, n: &str) -> Client {
         let mut c = self.tenant_client(SIP_TENANT);
-        let r = c.post("/api/login", json!({"agent_number": n, "password": format!("demo{n}")})).await.ok();
+        let r = c
+            .post(
+                "/api/login",
+                json!({"agent_number": n, "password": format!("demo{n}")}),
+            )
+            .await
+            .ok();
         c.token = Some(r["token"].as_str().unwrap().to_string());
         c
     }
 
     async fn office_admin(&self) -> Client {
         let mut c = self.tenant_client(SIP_TENANT);
-        let r = c.post("/api/login", json!({"username": "admin", "password": "demo-admin"})).await.ok();
+        let r = c
+            .post(
+                "/api/login",
+                json!({"username": "admin", "password": "demo-admin"}),
+            )
+            .await
+            .ok();
         c.token = Some(r["token"].as_str().unwrap().to_string());
         c
     }
 
     async fn device_online(&self, agent: &Client, device: &str) -> bool {
         let r = agent.get("/api/login-options").await.ok();
-        r["devices"].as_array().unwrap().iter().any(|d| d["device"] == device && d["online"] == true)
+        r["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["device"] == device && d["online"] == true)
     }
 
     async fn wait_device(&self, agent: &Client, device: &str, online: bool) {
-        cc_testkit::eventually(&format!("device {device} online = {online}"), WAIT, || async {
-            (self.device_online(agent, device).await == online).then_some(())
-        })
+        cc_testkit::eventually(
+            &format!("device {device} online = {online}"),
+            WAIT,
+            || async { (self.device_online(agent, device).await == online).then_some(()) },
+        )
         .await;
     }
 
     /// A registered agent phone that answers by itself.
     async fn agent_phone(&self, device: &str, tone: u32) -> Phone {
         let pw = format!("sip{device}");
-        let p = Phone::start(self.gateway(), DOMAIN, PhoneSpec { user: device, password: Some(&pw), tone, auto_answer: true, codec: "PCMU", name: "" }).await;
+        let p = Phone::start(
+            self.gateway(),
+            DOMAIN,
+            PhoneSpec {
+                user: device,
+                password: Some(&pw),
+                tone,
+                auto_answer: true,
+                codec: "PCMU",
+                name: "",
+            },
+        )
+        .await;
         p.registration("200 OK").await;
         p
     }
 
     /// A caller on the tenant's trunk (127.0.0.1), not registered, speaking PCMA.
     async fn caller(&self, number: &str, name: &str) -> Phone {
-        Phone::start(self.gateway(), DOMAIN, PhoneSpec { user: number, password: None, tone: CALLER_TONE as u32, auto_answer: false, codec: "PCMA", name }).await
+        Phone::start(
+            self.gateway(),
+            DOMAIN,
+            PhoneSpec {
+                user: number,
+                password: None,
+                tone: CALLER_TONE as u32,
+                auto_answer: false,
+                codec: "PCMA",
+                name,
+            },
+        )
+        .await
     }
 }
 
 async fn idle(sys: &System, agent: &Client) {
     agent.post("/api/session", json!({})).await.ok();
-    sys.view_when(agent, "Idle", |v| v["status"] == "idle").await;
+    sys.view_when(agent, "Idle", |v| v["status"] == "idle")
+        .await;
 }
 
 /// Seconds since `t0`.
@@ -74,7 +117,8 @@ fn since(t0: Instant) -> f64 {
 }
 
 #[tokio::test]
-async fn a_queue_call_with_real_phones_is_heard_both_ways_held_with_music_and_hung_up_from_the_portal() {
+async fn a_queue_call_with_real_phones_is_heard_both_ways_held_with_music_and_hung_up_from_the_portal(
+) {
     let sys = System::start_sip(false).await;
     let _agent_phone = sys.agent_phone("1001", AGENT_TONE as u32).await;
     let mut agent_phone = _agent_phone;
@@ -89,70 +133,137 @@ async fn a_queue_call_with_real_phones_is_heard_both_ways_held_with_music_and_hu
     let t_caller = Instant::now();
     agent_phone.event("CALL_ESTABLISHED", WAIT).await;
     let t_agent = Instant::now();
-    let v = sys.view_when(&alice, "Connected", |v| v["status"] == "connected").await;
+    let v = sys
+        .view_when(&alice, "Connected", |v| v["status"] == "connected")
+        .await;
     assert_eq!(v["current_call"]["caller_number"], "5551234", "{v}");
     assert_eq!(v["current_call"]["caller_name"], "Jane", "{v}");
     let connected_at = since(t_caller);
 
     tokio::time::sleep(Duration::from_secs(3)).await;
     let hold_at = since(t_caller);
-    alice.post("/api/call/hold", json!({"held": true})).await.ok();
-    sys.view_when(&alice, "On hold", |v| v["status"] == "on_hold").await;
+    alice
+        .post("/api/call/hold", json!({"held": true}))
+        .await
+        .ok();
+    sys.view_when(&alice, "On hold", |v| v["status"] == "on_hold")
+        .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let unhold_at = since(t_caller);
-    alice.post("/api/call/hold", json!({"held": false})).await.ok();
+    alice
+        .post("/api/call/hold", json!({"held": false}))
+        .await
+        .ok();
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // Hangup from the portal: BYE to both phones.
     alice.post("/api/call/hangup", json!({})).await.ok();
     caller.event("CALL_CLOSED", WAIT).await;
     agent_phone.event("CALL_CLOSED", WAIT).await;
-    let v = sys.view_when(&alice, "counted", |v| v["counts"]["completed"] == 1).await;
-    assert_eq!(v["counts"], json!({"completed": 1, "missed": 0, "rejected": 0}));
+    let v = sys
+        .view_when(&alice, "counted", |v| v["counts"]["completed"] == 1)
+        .await;
+    assert_eq!(
+        v["counts"],
+        json!({"completed": 1, "missed": 0, "rejected": 0})
+    );
 
     // What each side heard.
     let (c, rate) = wav(caller.heard().last().expect("the caller's recording"));
     let (a, arate) = wav(agent_phone.heard().last().expect("the agent's recording"));
     let agent_start = t_agent.duration_since(t_caller).as_secs_f64();
-    assert_hears("the caller, while connected", window(&c, rate, connected_at + 0.8, hold_at - 0.2), rate, AGENT_TONE, CALLER_TONE);
-    assert_hears("the agent, while connected", window(&a, arate, 0.8, hold_at - agent_start - 0.2), arate, CALLER_TONE, AGENT_TONE);
+    assert_hears(
+        "the caller, while connected",
+        window(&c, rate, connected_at + 0.8, hold_at - 0.2),
+        rate,
+        AGENT_TONE,
+        CALLER_TONE,
+    );
+    assert_hears(
+        "the agent, while connected",
+        window(&a, arate, 0.8, hold_at - agent_start - 0.2),
+        arate,
+        CALLER_TONE,
+        AGENT_TONE,
+    );
     // On hold the caller hears the music, not the agent.
     let held = window(&c, rate, hold_at + 0.8, unhold_at - 0.2);
     let (m, agent) = (music(held, rate), goertzel(held, rate, AGENT_TONE));
-    assert!(m > 100.0 * agent.max(1.0), "on hold: music {m:.0} should be far above the agent's tone {agent:.0}");
+    assert!(
+        m > 100.0 * agent.max(1.0),
+        "on hold: music {m:.0} should be far above the agent's tone {agent:.0}"
+    );
     // And back: the agent again.
-    assert_hears("the caller, after hold", window(&c, rate, unhold_at + 0.8, unhold_at + 1.8), rate, AGENT_TONE, CALLER_TONE);
+    assert_hears(
+        "the caller, after hold",
+        window(&c, rate, unhold_at + 0.8, unhold_at + 1.8),
+        rate,
+        AGENT_TONE,
+        CALLER_TONE,
+    );
 }
 
 #[tokio::test]
-async fn registration_needs_the_right_password_expires_unregisters_and_survives_a_gateway_restart() {
+async fn registration_needs_the_right_password_expires_unregisters_and_survives_a_gateway_restart()
+{
     let mut sys = System::start_sip(true).await;
     let gw = sys.gateway();
     let bob = sys.office_agent("1002").await;
     let admin = sys.office_admin().await;
-    admin.call(Method::PUT, "/api/admin/queues/500/settings", Some(json!({"wrap_up_s": 1}))).await.ok();
+    admin
+        .call(
+            Method::PUT,
+            "/api/admin/queues/500/settings",
+            Some(json!({"wrap_up_s": 1})),
+        )
+        .await
+        .ok();
 
     // Right password: online.
     let _p1 = sys.agent_phone("1001", 697).await;
     sys.wait_device(&bob, "1001", true).await;
 
     // Wrong password: refused, nothing registered.
-    let wrong = Phone::start(gw, DOMAIN, PhoneSpec { user: "1002", password: Some("not-it"), tone: 697, auto_answer: true, codec: "PCMU", name: "" }).await;
+    let wrong = Phone::start(
+        gw,
+        DOMAIN,
+        PhoneSpec {
+            user: "1002",
+            password: Some("not-it"),
+            tone: 697,
+            auto_answer: true,
+            codec: "PCMU",
+            name: "",
+        },
+    )
+    .await;
     wrong.registration("403 Forbidden").await;
     assert!(!sys.device_online(&bob, "1002").await);
 
     // A short registration (SIPp, 2 s) comes online and goes offline when it expires.
     let out = sipp(&register_xml("1003", "sip1003", 2), gw, "127.0.0.1", &[]);
-    assert!(out.status.success(), "sipp: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "sipp: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     sys.wait_device(&bob, "1003", true).await;
     sys.wait_device(&bob, "1003", false).await;
 
     // Expires: 0 unregisters at once.
     let out = sipp(&register_xml("1004", "sip1004", 600), gw, "127.0.0.1", &[]);
-    assert!(out.status.success(), "sipp: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "sipp: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     sys.wait_device(&bob, "1004", true).await;
     let out = sipp(&register_xml("1004", "sip1004", 0), gw, "127.0.0.1", &[]);
-    assert!(out.status.success(), "sipp: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "sipp: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     sys.wait_device(&bob, "1004", false).await;
 
     // Another tenant's domain (the simulator's demo tenant) is none of the gateway's.
@@ -168,14 +279,33 @@ async fn registration_needs_the_right_password_expires_unregisters_and_survives_
     let mut first = sys.caller("5558888", "Lost").await;
     first.command("dial", &format!("sip:500@{DOMAIN}")).await;
     p1.event("CALL_ESTABLISHED", WAIT).await;
-    sys.view_when(&alice, "Connected before the restart", |v| v["status"] == "connected").await;
+    sys.view_when(&alice, "Connected before the restart", |v| {
+        v["status"] == "connected"
+    })
+    .await;
     // A gateway restart (SIGKILL): 1001 stays online and still takes calls.
     sys.restart_gateway();
-    cc_testkit::eventually("the gateway back", WAIT, || async { raw_sip(gw, "127.0.0.1", &options()).await.filter(|c| *c == 200) }).await;
-    assert!(sys.device_online(&bob, "1001").await, "a registered device stays online across a restart");
-    let v = sys.view_when(&alice, "the lost call ended", |v| v["status"] != "connected" && v["counts"]["completed"] == 1).await;
-    assert!(v["current_call"].is_null() || v["status"] == "wrap_up", "{v}");
-    sys.view_when(&alice, "Idle again", |v| v["status"] == "idle").await;
+    cc_testkit::eventually("the gateway back", WAIT, || async {
+        raw_sip(gw, "127.0.0.1", &options())
+            .await
+            .filter(|c| *c == 200)
+    })
+    .await;
+    assert!(
+        sys.device_online(&bob, "1001").await,
+        "a registered device stays online across a restart"
+    );
+    let v = sys
+        .view_when(&alice, "the lost call ended", |v| {
+            v["status"] != "connected" && v["counts"]["completed"] == 1
+        })
+        .await;
+    assert!(
+        v["current_call"].is_null() || v["status"] == "wrap_up",
+        "{v}"
+    );
+    sys.view_when(&alice, "Idle again", |v| v["status"] == "idle")
+        .await;
     // The phones still think they are on the lost call: they hang up.
     p1.command("hangup", "").await;
     p1.event("CALL_CLOSED", WAIT).await;
@@ -183,7 +313,10 @@ async fn registration_needs_the_right_password_expires_unregisters_and_survives_
     let mut caller = sys.caller("5559999", "Max").await;
     caller.command("dial", &format!("sip:500@{DOMAIN}")).await;
     p1.event("CALL_ESTABLISHED", WAIT).await;
-    sys.view_when(&alice, "Connected after the restart", |v| v["status"] == "connected").await;
+    sys.view_when(&alice, "Connected after the restart", |v| {
+        v["status"] == "connected"
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -191,29 +324,62 @@ async fn a_declined_call_counts_rejected_and_an_unanswered_one_missed() {
     let sys = System::start_sip(false).await;
     let gw = sys.gateway();
     let admin = sys.office_admin().await;
-    admin.call(Method::PUT, "/api/admin/queues/501/settings", Some(json!({"ring_timeout_s": 3, "reject_delay_s": 1, "wrap_up_s": 1}))).await.ok();
+    admin
+        .call(
+            Method::PUT,
+            "/api/admin/queues/501/settings",
+            Some(json!({"ring_timeout_s": 3, "reject_delay_s": 1, "wrap_up_s": 1})),
+        )
+        .await
+        .ok();
 
     // Carol (1003, queue 501) on a SIPp phone that declines (603).
     let uas_port = cc_testkit::free_port();
     let mut decliner = crate::phones::sipp_spawn(&decline_xml(), uas_port);
-    let out = sipp(&register_xml_contact("1003", "sip1003", 600, uas_port), gw, "127.0.0.1", &[]);
-    assert!(out.status.success(), "sipp: {}", String::from_utf8_lossy(&out.stderr));
+    let out = sipp(
+        &register_xml_contact("1003", "sip1003", 600, uas_port),
+        gw,
+        "127.0.0.1",
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "sipp: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let carol = sys.office_agent("1003").await;
     sys.wait_device(&carol, "1003", true).await;
     idle(&sys, &carol).await;
     let mut caller = sys.caller("5550001", "Rex").await;
     caller.command("dial", &format!("sip:501@{DOMAIN}")).await;
-    let v = sys.view_when(&carol, "a Rejected call", |v| v["counts"]["rejected"] == 1).await;
+    let v = sys
+        .view_when(&carol, "a Rejected call", |v| v["counts"]["rejected"] == 1)
+        .await;
     assert_eq!(v["counts"]["missed"], 0);
     let status = decliner.wait().unwrap();
-    assert!(status.success(), "the SIPp phone saw INVITE, sent 603, got ACK");
+    assert!(
+        status.success(),
+        "the SIPp phone saw INVITE, sent 603, got ACK"
+    );
     caller.command("hangup", "").await;
     caller.event("CALL_CLOSED", WAIT).await;
     carol.call(Method::DELETE, "/api/session", None).await.ok();
 
     // Dave (1004, queues 500 and 501) on a baresip phone nobody answers: Missed after 3 s.
     let pw = "sip1004".to_string();
-    let mut dave_phone = Phone::start(gw, DOMAIN, PhoneSpec { user: "1004", password: Some(&pw), tone: 697, auto_answer: false, codec: "PCMU", name: "" }).await;
+    let mut dave_phone = Phone::start(
+        gw,
+        DOMAIN,
+        PhoneSpec {
+            user: "1004",
+            password: Some(&pw),
+            tone: 697,
+            auto_answer: false,
+            codec: "PCMU",
+            name: "",
+        },
+    )
+    .await;
     dave_phone.registration("200 OK").await;
     let dave = sys.office_agent("1004").await;
     sys.wait_device(&dave, "1004", true).await;
@@ -223,7 +389,9 @@ async fn a_declined_call_counts_rejected_and_an_unanswered_one_missed() {
     dave_phone.event("CALL_INCOMING", WAIT).await;
     // The ring timeout CANCELs the INVITE: the phone stops ringing.
     dave_phone.event("CALL_CLOSED", WAIT).await;
-    let v = sys.view_when(&dave, "a Missed call", |v| v["counts"]["missed"] == 1).await;
+    let v = sys
+        .view_when(&dave, "a Missed call", |v| v["counts"]["missed"] == 1)
+        .await;
     assert_eq!(v["counts"]["rejected"], 0);
 }
 
@@ -243,17 +411,74 @@ async fn bad_sip_gets_a_sip_error_and_records_nothing() {
     };
     let good_sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
     // Garbage and a truncated request: no answer, no crash.
-    assert_eq!(raw_sip(gw, "127.0.0.1", "\u{1}\u{2}not sip at all\r\n\r\n").await, None);
-    assert_eq!(raw_sip(gw, "127.0.0.1", "INVITE sip:500@office.localhost SIP/2.0\r\nVia: broken\r\n\r\n").await, None);
+    assert_eq!(
+        raw_sip(gw, "127.0.0.1", "\u{1}\u{2}not sip at all\r\n\r\n").await,
+        None
+    );
+    assert_eq!(
+        raw_sip(
+            gw,
+            "127.0.0.1",
+            "INVITE sip:500@office.localhost SIP/2.0\r\nVia: broken\r\n\r\n"
+        )
+        .await,
+        None
+    );
     // Not from the trunk nor a device: 403.
-    assert_eq!(raw_sip(gw, "127.0.0.2", &invite("127.0.0.2", &format!("sip:500@{DOMAIN}"), good_sdp)).await, Some(403));
+    assert_eq!(
+        raw_sip(
+            gw,
+            "127.0.0.2",
+            &invite("127.0.0.2", &format!("sip:500@{DOMAIN}"), good_sdp)
+        )
+        .await,
+        Some(403)
+    );
     // No such queue: 404. No such domain: 404.
-    assert_eq!(raw_sip(gw, "127.0.0.1", &invite("127.0.0.1", &format!("sip:599@{DOMAIN}"), good_sdp)).await, Some(404));
-    assert_eq!(raw_sip(gw, "127.0.0.1", &invite("127.0.0.1", "sip:500@nowhere.example", good_sdp)).await, Some(404));
+    assert_eq!(
+        raw_sip(
+            gw,
+            "127.0.0.1",
+            &invite("127.0.0.1", &format!("sip:599@{DOMAIN}"), good_sdp)
+        )
+        .await,
+        Some(404)
+    );
+    assert_eq!(
+        raw_sip(
+            gw,
+            "127.0.0.1",
+            &invite("127.0.0.1", "sip:500@nowhere.example", good_sdp)
+        )
+        .await,
+        Some(404)
+    );
     // A broken SDP: 400; only an unknown codec: 488.
-    assert_eq!(raw_sip(gw, "127.0.0.1", &invite("127.0.0.1", &format!("sip:500@{DOMAIN}"), "v=0\r\nm=what\r\n")).await, Some(400));
-    let g729 = good_sdp.replace("RTP/AVP 0", "RTP/AVP 18").replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:18 G729/8000");
-    assert_eq!(raw_sip(gw, "127.0.0.1", &invite("127.0.0.1", &format!("sip:500@{DOMAIN}"), &g729)).await, Some(488));
+    assert_eq!(
+        raw_sip(
+            gw,
+            "127.0.0.1",
+            &invite(
+                "127.0.0.1",
+                &format!("sip:500@{DOMAIN}"),
+                "v=0\r\nm=what\r\n"
+            )
+        )
+        .await,
+        Some(400)
+    );
+    let g729 = good_sdp
+        .replace("RTP/AVP 0", "RTP/AVP 18")
+        .replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:18 G729/8000");
+    assert_eq!(
+        raw_sip(
+            gw,
+            "127.0.0.1",
+            &invite("127.0.0.1", &format!("sip:500@{DOMAIN}"), &g729)
+        )
+        .await,
+        Some(488)
+    );
     // A REGISTER flood from one address is throttled (503) once past the per-minute limit.
     let register = "REGISTER sip:office.localhost SIP/2.0\r\nVia: SIP/2.0/UDP {src}:{port};branch=z9hG4bK-f{n};rport\r\nFrom: <sip:1001@office.localhost>;tag=f\r\n\
                     To: <sip:1001@office.localhost>\r\nCall-ID: flood{n}@x\r\nCSeq: 1 REGISTER\r\nContact: <sip:1001@{src}:{port}>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
@@ -262,13 +487,24 @@ async fn bad_sip_gets_a_sip_error_and_records_nothing() {
         codes.push(raw_sip(gw, "127.0.0.3", &register.replace("{n}", &n.to_string())).await);
     }
     assert_eq!(codes[0], Some(401), "challenged first");
-    assert_eq!(codes.last().copied().flatten(), Some(503), "throttled after 120 a minute");
+    assert_eq!(
+        codes.last().copied().flatten(),
+        Some(503),
+        "throttled after 120 a minute"
+    );
     // Another address is not throttled.
-    assert_eq!(raw_sip(gw, "127.0.0.4", &register.replace("{n}", "x")).await, Some(401));
+    assert_eq!(
+        raw_sip(gw, "127.0.0.4", &register.replace("{n}", "x")).await,
+        Some(401)
+    );
     // Still alive and nothing recorded.
     assert_eq!(raw_sip(gw, "127.0.0.1", &options()).await, Some(200));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let calls: i64 = sqlx::query_scalar("select count(*) from es_events where stream like 'office/call-%'").fetch_one(&sys.db.pool).await.unwrap();
+    let calls: i64 =
+        sqlx::query_scalar("select count(*) from es_events where stream like 'office/call-%'")
+            .fetch_one(&sys.db.pool)
+            .await
+            .unwrap();
     assert_eq!(calls, 0, "no call was recorded");
     assert!(sys.event_count().await >= before);
 }
@@ -277,7 +513,14 @@ async fn bad_sip_gets_a_sip_error_and_records_nothing() {
 /// the caller's recording began.
 async fn alice_connected(sys: &System) -> (Phone, Phone, Client, Instant) {
     let admin = sys.office_admin().await;
-    admin.call(Method::PUT, "/api/admin/queues/500/settings", Some(json!({"wrap_up_s": 1}))).await.ok();
+    admin
+        .call(
+            Method::PUT,
+            "/api/admin/queues/500/settings",
+            Some(json!({"wrap_up_s": 1})),
+        )
+        .await
+        .ok();
     let alice_phone = sys.agent_phone("1001", AGENT_TONE as u32).await;
     let alice = sys.office_agent("1001").await;
     sys.wait_device(&alice, "1001", true).await;
@@ -286,7 +529,8 @@ async fn alice_connected(sys: &System) -> (Phone, Phone, Client, Instant) {
     caller.command("dial", &format!("sip:500@{DOMAIN}")).await;
     caller.event("CALL_ESTABLISHED", WAIT).await;
     let t0 = Instant::now();
-    sys.view_when(&alice, "Connected", |v| v["status"] == "connected").await;
+    sys.view_when(&alice, "Connected", |v| v["status"] == "connected")
+        .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     (alice_phone, caller, alice, t0)
 }
@@ -297,7 +541,13 @@ async fn after_a_blind_transfer_the_caller_hears_the_target_and_no_longer_the_fi
     let (mut alice_phone, mut caller, alice, t0) = alice_connected(&sys).await;
     let mut target = sys.agent_phone("1002", TARGET_TONE as u32).await;
     let before = since(t0);
-    alice.post("/api/call/transfer", json!({"method": "blind", "target": {"extension": "1002"}})).await.ok();
+    alice
+        .post(
+            "/api/call/transfer",
+            json!({"method": "blind", "target": {"extension": "1002"}}),
+        )
+        .await
+        .ok();
     alice_phone.event("CALL_CLOSED", WAIT).await;
     target.event("CALL_ESTABLISHED", WAIT).await;
     let answered = since(t0);
@@ -306,11 +556,32 @@ async fn after_a_blind_transfer_the_caller_hears_the_target_and_no_longer_the_fi
     caller.command("hangup", "").await;
     target.event("CALL_CLOSED", WAIT).await;
     let (c, rate) = wav(caller.heard().last().unwrap());
-    assert_hears("the caller, with Alice", window(&c, rate, before - 1.5, before - 0.2), rate, AGENT_TONE, TARGET_TONE);
-    assert_hears("the caller, after the blind transfer", window(&c, rate, answered + 0.8, end - 0.2), rate, TARGET_TONE, AGENT_TONE);
+    assert_hears(
+        "the caller, with Alice",
+        window(&c, rate, before - 1.5, before - 0.2),
+        rate,
+        AGENT_TONE,
+        TARGET_TONE,
+    );
+    assert_hears(
+        "the caller, after the blind transfer",
+        window(&c, rate, answered + 0.8, end - 0.2),
+        rate,
+        TARGET_TONE,
+        AGENT_TONE,
+    );
     let (t, trate) = wav(target.heard().last().unwrap());
-    assert_hears("the target", window(&t, trate, 0.8, end - answered - 0.2), trate, CALLER_TONE, AGENT_TONE);
-    sys.view_when(&alice, "Alice's call counted", |v| v["counts"]["completed"] == 1).await;
+    assert_hears(
+        "the target",
+        window(&t, trate, 0.8, end - answered - 0.2),
+        trate,
+        CALLER_TONE,
+        AGENT_TONE,
+    );
+    sys.view_when(&alice, "Alice's call counted", |v| {
+        v["counts"]["completed"] == 1
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -321,12 +592,21 @@ async fn during_an_attended_transfer_the_caller_hears_music_and_after_complete_t
     let carol = sys.office_agent("1003").await;
     sys.wait_device(&carol, "1003", true).await;
     idle(&sys, &carol).await;
-    alice.post("/api/call/transfer", json!({"method": "attended", "target": {"agent": "1003"}})).await.ok();
+    alice
+        .post(
+            "/api/call/transfer",
+            json!({"method": "attended", "target": {"agent": "1003"}}),
+        )
+        .await
+        .ok();
     carol_phone.event("CALL_ESTABLISHED", WAIT).await;
     let consult = since(t0);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let complete = since(t0);
-    alice.post("/api/call/transfer/complete", json!({})).await.ok();
+    alice
+        .post("/api/call/transfer/complete", json!({}))
+        .await
+        .ok();
     alice_phone.event("CALL_CLOSED", WAIT).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let end = since(t0);
@@ -335,50 +615,117 @@ async fn during_an_attended_transfer_the_caller_hears_music_and_after_complete_t
 
     let (c, rate) = wav(caller.heard().last().unwrap());
     let held = window(&c, rate, consult + 0.8, complete - 0.2);
-    let (m, a, t) = (music(held, rate), goertzel(held, rate, AGENT_TONE), goertzel(held, rate, TARGET_TONE));
-    assert!(m > 100.0 * a.max(t).max(1.0), "held during the consultation: music {m:.0}, Alice {a:.0}, Carol {t:.0}");
-    assert_hears("the caller, after Complete", window(&c, rate, complete + 1.0, end - 0.2), rate, TARGET_TONE, AGENT_TONE);
+    let (m, a, t) = (
+        music(held, rate),
+        goertzel(held, rate, AGENT_TONE),
+        goertzel(held, rate, TARGET_TONE),
+    );
+    assert!(
+        m > 100.0 * a.max(t).max(1.0),
+        "held during the consultation: music {m:.0}, Alice {a:.0}, Carol {t:.0}"
+    );
+    assert_hears(
+        "the caller, after Complete",
+        window(&c, rate, complete + 1.0, end - 0.2),
+        rate,
+        TARGET_TONE,
+        AGENT_TONE,
+    );
     // Alice and Carol heard each other during the consultation.
     let (a_rec, arate) = wav(alice_phone.heard().last().unwrap());
     let a_consult = window(&a_rec, arate, 0.0, a_rec.len() as f64 / arate as f64);
-    assert!(goertzel(a_consult, arate, TARGET_TONE) > 10.0, "Alice heard Carol at some point");
+    assert!(
+        goertzel(a_consult, arate, TARGET_TONE) > 10.0,
+        "Alice heard Carol at some point"
+    );
 }
 
 #[tokio::test]
-async fn an_admin_creates_a_sip_device_whose_password_is_shown_once_and_a_phone_registers_with_it() {
+async fn an_admin_creates_a_sip_device_whose_password_is_shown_once_and_a_phone_registers_with_it()
+{
     let sys = System::start_sip(false).await;
     let admin = sys.office_admin().await;
-    let created = admin.post("/api/admin/devices", json!({"device": "1008"})).await;
+    let created = admin
+        .post("/api/admin/devices", json!({"device": "1008"}))
+        .await;
     assert_eq!(created.status, 201, "{}", created.body);
     let c = created.body;
-    assert_eq!((c["username"].as_str(), c["domain"].as_str()), (Some("1008"), Some(DOMAIN)));
+    assert_eq!(
+        (c["username"].as_str(), c["domain"].as_str()),
+        (Some("1008"), Some(DOMAIN))
+    );
     let password = c["password"].as_str().unwrap().to_string();
     assert!(password.len() >= 12, "a strong generated password");
     // Never shown again, and never stored: the list has no password, the table only HA1.
     let list = admin.get("/api/admin/devices").await.ok();
     assert!(!list.to_string().contains(&password));
-    let stored: String = sqlx::query_scalar("select ha1 || realm from sip_devices where device = '1008'").fetch_one(&sys.db.pool).await.unwrap();
+    let stored: String =
+        sqlx::query_scalar("select ha1 || realm from sip_devices where device = '1008'")
+            .fetch_one(&sys.db.pool)
+            .await
+            .unwrap();
     assert!(!stored.contains(&password));
     // Bad input names the field; the simulator's tenant has no SIP devices.
-    admin.post("/api/admin/devices", json!({"device": "10x8"})).await.refused(400, "invalid_field");
+    admin
+        .post("/api/admin/devices", json!({"device": "10x8"}))
+        .await
+        .refused(400, "invalid_field");
     let demo_admin = sys.sign_in("admin", "demo-admin").await;
-    demo_admin.get("/api/admin/devices").await.refused(409, "not_sip_tenant");
+    demo_admin
+        .get("/api/admin/devices")
+        .await
+        .refused(409, "not_sip_tenant");
 
     let agent = sys.office_agent("1001").await;
-    let phone = Phone::start(sys.gateway(), DOMAIN, PhoneSpec { user: "1008", password: Some(&password), tone: 697, auto_answer: true, codec: "PCMU", name: "" }).await;
+    let phone = Phone::start(
+        sys.gateway(),
+        DOMAIN,
+        PhoneSpec {
+            user: "1008",
+            password: Some(&password),
+            tone: 697,
+            auto_answer: true,
+            codec: "PCMU",
+            name: "",
+        },
+    )
+    .await;
     phone.registration("200 OK").await;
     sys.wait_device(&agent, "1008", true).await;
     let list = admin.get("/api/admin/devices").await.ok();
-    let d = list.as_array().unwrap().iter().find(|d| d["device"] == "1008").unwrap().clone();
+    let d = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["device"] == "1008")
+        .unwrap()
+        .clone();
     assert_eq!(d["registered"], true, "{d}");
     drop(phone);
 
     // A new password: the old one no longer registers. Removing the device takes it offline.
-    let renewed = admin.post("/api/admin/devices/1008/password", json!({})).await.ok();
+    let renewed = admin
+        .post("/api/admin/devices/1008/password", json!({}))
+        .await
+        .ok();
     assert_ne!(renewed["password"], json!(password));
-    let old = Phone::start(sys.gateway(), DOMAIN, PhoneSpec { user: "1008", password: Some(&password), tone: 697, auto_answer: true, codec: "PCMU", name: "" }).await;
+    let old = Phone::start(
+        sys.gateway(),
+        DOMAIN,
+        PhoneSpec {
+            user: "1008",
+            password: Some(&password),
+            tone: 697,
+            auto_answer: true,
+            codec: "PCMU",
+            name: "",
+        },
+    )
+    .await;
     old.registration("403 Forbidden").await;
-    let r = admin.call(Method::DELETE, "/api/admin/devices/1008", None).await;
+    let r = admin
+        .call(Method::DELETE, "/api/admin/devices/1008", None)
+        .await;
     assert_eq!(r.status, 204, "{}", r.body);
     sys.wait_device(&agent, "1008", false).await;
 }
@@ -387,7 +734,10 @@ async fn an_admin_creates_a_sip_device_whose_password_is_shown_once_and_a_phone_
 async fn a_phone_that_holds_the_call_itself_is_reported_held_and_the_caller_hears_music() {
     let sys = System::start_sip(false).await;
     let client = async_nats::connect(sys.nats.url()).await.unwrap();
-    let mut facts = client.subscribe(format!("{}.pbx.evt.{SIP_TENANT}.channel.>", sys.prefix)).await.unwrap();
+    let mut facts = client
+        .subscribe(format!("{}.pbx.evt.{SIP_TENANT}.channel.>", sys.prefix))
+        .await
+        .unwrap();
     client.flush().await.unwrap();
     let (mut alice_phone, mut caller, _alice, t0) = alice_connected(&sys).await;
     // The agent presses Hold on the phone: a re-INVITE with sendonly, answered recvonly.
@@ -400,7 +750,11 @@ async fn a_phone_that_holds_the_call_itself_is_reported_held_and_the_caller_hear
     let resume_at = since(t0);
     alice_phone.command("resume", "").await;
     let unheld = next_fact(&mut facts, |v| kind(v) == "ChannelUnheld").await;
-    assert_eq!(unheld["channel"], json!(leg), "the same leg is taken off hold");
+    assert_eq!(
+        unheld["channel"],
+        json!(leg),
+        "the same leg is taken off hold"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let end = since(t0);
     caller.command("hangup", "").await;
@@ -408,14 +762,26 @@ async fn a_phone_that_holds_the_call_itself_is_reported_held_and_the_caller_hear
     let (c, rate) = wav(caller.heard().last().unwrap());
     let held = window(&c, rate, hold_at + 0.8, resume_at - 0.2);
     let (m, a) = (music(held, rate), goertzel(held, rate, AGENT_TONE));
-    assert!(m > 100.0 * a.max(1.0), "while the phone holds: music {m:.0}, agent {a:.0}");
-    assert_hears("the caller, after the phone resumed", window(&c, rate, resume_at + 0.8, end - 0.2), rate, AGENT_TONE, CALLER_TONE);
+    assert!(
+        m > 100.0 * a.max(1.0),
+        "while the phone holds: music {m:.0}, agent {a:.0}"
+    );
+    assert_hears(
+        "the caller, after the phone resumed",
+        window(&c, rate, resume_at + 0.8, end - 0.2),
+        rate,
+        AGENT_TONE,
+        CALLER_TONE,
+    );
 }
 
 async fn next_fact(sub: &mut async_nats::Subscriber, pred: impl Fn(&Value) -> bool) -> Value {
     use futures::StreamExt;
     loop {
-        let m = tokio::time::timeout(WAIT, sub.next()).await.expect("a PBX fact within 20 s").unwrap();
+        let m = tokio::time::timeout(WAIT, sub.next())
+            .await
+            .expect("a PBX fact within 20 s")
+            .unwrap();
         let v: Value = serde_json::from_slice(&m.payload).unwrap();
         if pred(&v) {
             return v;
@@ -432,16 +798,46 @@ async fn a_registered_phone_off_the_trunk_calls_a_queue_after_a_digest_challenge
     idle(&sys, &alice).await;
     // Bob's desk phone on 127.0.0.2 (not the trunk): registered, it may call with its password.
     let pw = "sip1002".to_string();
-    let mut bob = Phone::start_on("127.0.0.2", sys.gateway(), DOMAIN, PhoneSpec { user: "1002", password: Some(&pw), tone: 941, auto_answer: false, codec: "PCMU", name: "Bob" }).await;
+    let mut bob = Phone::start_on(
+        "127.0.0.2",
+        sys.gateway(),
+        DOMAIN,
+        PhoneSpec {
+            user: "1002",
+            password: Some(&pw),
+            tone: 941,
+            auto_answer: false,
+            codec: "PCMU",
+            name: "Bob",
+        },
+    )
+    .await;
     bob.registration("200 OK").await;
     bob.command("dial", &format!("sip:500@{DOMAIN}")).await;
     bob.event("CALL_ESTABLISHED", WAIT).await;
-    let v = sys.view_when(&alice, "Connected with Bob's desk phone", |v| v["status"] == "connected").await;
+    let v = sys
+        .view_when(&alice, "Connected with Bob's desk phone", |v| {
+            v["status"] == "connected"
+        })
+        .await;
     assert_eq!(v["current_call"]["caller_number"], "1002", "{v}");
     drop(alice_phone);
     // A phone off the trunk with a wrong password gets no call in.
     let wrong = "nope".to_string();
-    let mut eve = Phone::start_on("127.0.0.2", sys.gateway(), DOMAIN, PhoneSpec { user: "1003", password: Some(&wrong), tone: 941, auto_answer: false, codec: "PCMU", name: "Eve" }).await;
+    let mut eve = Phone::start_on(
+        "127.0.0.2",
+        sys.gateway(),
+        DOMAIN,
+        PhoneSpec {
+            user: "1003",
+            password: Some(&wrong),
+            tone: 941,
+            auto_answer: false,
+            codec: "PCMU",
+            name: "Eve",
+        },
+    )
+    .await;
     eve.command("dial", &format!("sip:500@{DOMAIN}")).await;
     eve.event("CALL_CLOSED", WAIT).await;
 }

@@ -8,13 +8,33 @@ use crate::process::Callcenter;
 use crate::system::System;
 
 fn subscribe(sys: &System, filter: &str, count: usize) -> Vec<String> {
-    let out = Callcenter::command(&sys.db.url, &sys.nats.url(), &["events", "--durable", "crm-sync", "--subject", filter, "--count", &count.to_string()])
-        .env("CC_SUBJECT_PREFIX", &sys.prefix)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Callcenter::command(
+        &sys.db.url,
+        &sys.nats.url(),
+        &[
+            "events",
+            "--durable",
+            "crm-sync",
+            "--subject",
+            filter,
+            "--count",
+            &count.to_string(),
+        ],
+    )
+    .env("CC_SUBJECT_PREFIX", &sys.prefix)
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // `<time> <subject> <ce-type> <data>`: the subjects.
-    String::from_utf8(out.stdout).unwrap().lines().map(|l| l.split(' ').nth(1).unwrap().to_string()).collect()
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.split(' ').nth(1).unwrap().to_string())
+        .collect()
 }
 
 #[tokio::test]
@@ -22,27 +42,58 @@ async fn an_integrator_follows_one_agents_events_by_subject_with_a_durable_consu
     let sys = System::start().await;
     let bob = sys.agent("1002").await;
     bob.post("/api/session", json!({})).await.ok();
-    bob.post("/api/session/pause", json!({"reason": "Lunch"})).await.ok();
+    bob.post("/api/session/pause", json!({"reason": "Lunch"}))
+        .await
+        .ok();
     bob.post("/api/session/unpause", json!({})).await.ok();
     sys.view_when(&bob, "Idle", |v| v["status"] == "idle").await;
     sys.place_caller("500", "5551234", "Jane").await;
-    sys.view_when(&bob, "Ringing", |v| v["status"] == "ringing").await;
+    sys.view_when(&bob, "Ringing", |v| v["status"] == "ringing")
+        .await;
 
     // Everything about agent 1002 in tenant demo: its session and the calls offered to it.
     let filter = format!("{}.events.demo.*.*.*.1002.*", sys.prefix);
     let first = subscribe(&sys, &filter, 4);
     let types: Vec<&str> = first.iter().map(|s| s.split('.').nth(5).unwrap()).collect();
-    assert_eq!(types, ["AgentAccountCreated", "AgentAssignedToQueue", "AgentLoggedIn", "AgentPaused"], "{first:?}");
+    assert_eq!(
+        types,
+        [
+            "AgentAccountCreated",
+            "AgentAssignedToQueue",
+            "AgentLoggedIn",
+            "AgentPaused"
+        ],
+        "{first:?}"
+    );
     // The durable consumer remembers: the next run starts after the pause.
     let next = subscribe(&sys, &filter, 2);
     let types: Vec<&str> = next.iter().map(|s| s.split('.').nth(5).unwrap()).collect();
     assert_eq!(types, ["AgentUnpaused", "CallOffered"], "{next:?}");
-    assert!(next[1].ends_with(".1002.500"), "the call's subject names agent and queue: {}", next[1]);
+    assert!(
+        next[1].ends_with(".1002.500"),
+        "the call's subject names agent and queue: {}",
+        next[1]
+    );
 
     // By queue alone: the caller entering queue 500.
-    let by_queue = Callcenter::command(&sys.db.url, &sys.nats.url(), &["events", "--from-start", "--subject", &format!("{}.events.demo.call.*.*.*.500", sys.prefix), "--count", "1"])
-        .env("CC_SUBJECT_PREFIX", &sys.prefix)
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&by_queue.stdout).contains(".CallEnteredQueue._.500 "), "{}", String::from_utf8_lossy(&by_queue.stdout));
+    let by_queue = Callcenter::command(
+        &sys.db.url,
+        &sys.nats.url(),
+        &[
+            "events",
+            "--from-start",
+            "--subject",
+            &format!("{}.events.demo.call.*.*.*.500", sys.prefix),
+            "--count",
+            "1",
+        ],
+    )
+    .env("CC_SUBJECT_PREFIX", &sys.prefix)
+    .output()
+    .unwrap();
+    assert!(
+        String::from_utf8_lossy(&by_queue.stdout).contains(".CallEnteredQueue._.500 "),
+        "{}",
+        String::from_utf8_lossy(&by_queue.stdout)
+    );
 }

@@ -49,13 +49,30 @@ pub struct Reply {
 
 impl Reply {
     pub fn ok(self) -> Value {
-        assert!(self.status.is_success(), "expected success, got {} {}", self.status, self.body);
+        assert!(
+            self.status.is_success(),
+            "expected success, got {} {}",
+            self.status,
+            self.body
+        );
         self.body
     }
     #[track_caller]
     pub fn refused(&self, status: u16, error: &str) -> &Value {
-        assert_eq!((self.status.as_u16(), self.body["error"].as_str().unwrap_or("")), (status, error), "{}", self.body);
-        assert!(self.body["message"].as_str().is_some_and(|m| !m.is_empty()), "a message in words: {}", self.body);
+        assert_eq!(
+            (
+                self.status.as_u16(),
+                self.body["error"].as_str().unwrap_or("")
+            ),
+            (status, error),
+            "{}",
+            self.body
+        );
+        assert!(
+            self.body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "a message in words: {}",
+            self.body
+        );
         &self.body
     }
 }
@@ -71,11 +88,21 @@ impl Client {
 
     /// A command sent with an `Idempotency-Key`.
     pub async fn post_once(&self, path: &str, body: Value, key: &str) -> Reply {
-        self.raw_with(Method::POST, path, Some(body.to_string()), Some(key)).await
+        self.raw_with(Method::POST, path, Some(body.to_string()), Some(key))
+            .await
     }
 
-    async fn raw_with(&self, method: Method, path: &str, body: Option<String>, key: Option<&str>) -> Reply {
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).header("X-Tenant", &self.tenant);
+    async fn raw_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+        key: Option<&str>,
+    ) -> Reply {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("X-Tenant", &self.tenant);
         if let Some(k) = key {
             req = req.header("Idempotency-Key", k);
         }
@@ -88,11 +115,19 @@ impl Client {
         let r = match req.send().await {
             Ok(r) => r,
             // Not listening yet (start-up) or gone: a 503 the caller can wait on.
-            Err(e) => return Reply { status: StatusCode::SERVICE_UNAVAILABLE, body: Value::String(e.to_string()) },
+            Err(e) => {
+                return Reply {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    body: Value::String(e.to_string()),
+                }
+            }
         };
         let status = r.status();
         let text = r.text().await.unwrap();
-        Reply { status, body: serde_json::from_str(&text).unwrap_or(Value::String(text)) }
+        Reply {
+            status,
+            body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        }
     }
 
     pub async fn get(&self, path: &str) -> Reply {
@@ -114,20 +149,30 @@ impl System {
     }
 
     fn spawn_services(&self, targets: &str) -> Callcenter {
-        let (portal_port, pbx_port, prefix, sip) = (self.portal_port, self.pbx_port, self.prefix.clone(), self.sip);
-        Callcenter::spawn_with(&self.db.url, &self.nats.url(), &["run", "--target", targets], |c| {
-            if let Some(sip) = sip {
-                c.env("CC_SIP_TENANTS", SIP_TENANT)
-                    .env("CC_SIP_ADDR", sip.to_string())
-                    .env("CC_RTP_PORTS", "0")
-                    .env("CC_SIP_TRUNKS", format!("{SIP_TENANT}=127.0.0.1"))
-                    .env("CC_SIP_MIN_EXPIRES", "1");
-            }
-            c.env("CC_DEMO", "true")
-                .env("CC_PORTAL_ADDR", format!("127.0.0.1:{portal_port}"))
-                .env("CC_PBX_SIM_ADDR", format!("127.0.0.1:{pbx_port}"))
-                .env("CC_SUBJECT_PREFIX", &prefix);
-        })
+        let (portal_port, pbx_port, prefix, sip) = (
+            self.portal_port,
+            self.pbx_port,
+            self.prefix.clone(),
+            self.sip,
+        );
+        Callcenter::spawn_with(
+            &self.db.url,
+            &self.nats.url(),
+            &["run", "--target", targets],
+            |c| {
+                if let Some(sip) = sip {
+                    c.env("CC_SIP_TENANTS", SIP_TENANT)
+                        .env("CC_SIP_ADDR", sip.to_string())
+                        .env("CC_RTP_PORTS", "0")
+                        .env("CC_SIP_TRUNKS", format!("{SIP_TENANT}=127.0.0.1"))
+                        .env("CC_SIP_MIN_EXPIRES", "1");
+                }
+                c.env("CC_DEMO", "true")
+                    .env("CC_PORTAL_ADDR", format!("127.0.0.1:{portal_port}"))
+                    .env("CC_PBX_SIM_ADDR", format!("127.0.0.1:{pbx_port}"))
+                    .env("CC_SUBJECT_PREFIX", &prefix);
+            },
+        )
     }
 
     /// Kills every service but the PBX simulator (SIGKILL: no graceful stop) and starts them again.
@@ -164,7 +209,10 @@ impl System {
 
     /// A client of a tenant.
     pub fn tenant_client(&self, tenant: &str) -> Client {
-        Client { tenant: tenant.into(), ..self.anonymous() }
+        Client {
+            tenant: tenant.into(),
+            ..self.anonymous()
+        }
     }
 
     async fn new_unstarted() -> System {
@@ -193,15 +241,28 @@ impl System {
         let c = self.tenant_client(tenant);
         let sim = tenant == "demo";
         eventually("the demo tenant", Duration::from_secs(60), || async {
-            let r = c.post("/api/login", json!({"agent_number": "1004", "password": "demo1004"})).await;
+            let r = c
+                .post(
+                    "/api/login",
+                    json!({"agent_number": "1004", "password": "demo1004"}),
+                )
+                .await;
             if !r.status.is_success() {
                 return None;
             }
             let mut agent = c.clone();
             agent.token = r.body["token"].as_str().map(String::from);
             let opts = agent.get("/api/login-options").await;
-            let devices_known = !sim || opts.body["devices"].as_array().is_some_and(|d| d.len() >= 6);
-            (opts.status.is_success() && devices_known && opts.body["assigned_queues"].as_array().is_some_and(|q| q.len() == 2)).then_some(())
+            let devices_known = !sim
+                || opts.body["devices"]
+                    .as_array()
+                    .is_some_and(|d| d.len() >= 6);
+            (opts.status.is_success()
+                && devices_known
+                && opts.body["assigned_queues"]
+                    .as_array()
+                    .is_some_and(|q| q.len() == 2))
+            .then_some(())
         })
         .await;
     }
@@ -234,21 +295,38 @@ impl System {
         // Ready when the last demo agent can sign in and the demo devices are known.
         let c = sys.anonymous();
         eventually("the demo tenant", Duration::from_secs(60), || async {
-            let r = c.post("/api/login", json!({"agent_number": "1004", "password": "demo1004"})).await;
+            let r = c
+                .post(
+                    "/api/login",
+                    json!({"agent_number": "1004", "password": "demo1004"}),
+                )
+                .await;
             if !r.status.is_success() {
                 return None;
             }
             let mut agent = c.clone();
             agent.token = r.body["token"].as_str().map(String::from);
             let opts = agent.get("/api/login-options").await;
-            (opts.status.is_success() && opts.body["devices"].as_array().is_some_and(|d| d.len() >= 6) && opts.body["assigned_queues"].as_array().is_some_and(|q| q.len() == 2)).then_some(())
+            (opts.status.is_success()
+                && opts.body["devices"]
+                    .as_array()
+                    .is_some_and(|d| d.len() >= 6)
+                && opts.body["assigned_queues"]
+                    .as_array()
+                    .is_some_and(|q| q.len() == 2))
+            .then_some(())
         })
         .await;
         sys
     }
 
     pub fn anonymous(&self) -> Client {
-        Client { base: self.portal.clone(), tenant: "demo".into(), token: None, http: self.http.clone() }
+        Client {
+            base: self.portal.clone(),
+            tenant: "demo".into(),
+            token: None,
+            http: self.http.clone(),
+        }
     }
 
     pub async fn sign_in(&self, login: &str, password: &str) -> Client {
@@ -279,7 +357,15 @@ impl System {
 
     pub async fn set_registered(&self, device: &str, registered: bool) {
         let action = if registered { "register" } else { "unregister" };
-        let r = self.http.post(format!("{}/tenants/demo/devices/{device}/{action}", self.pbx)).send().await.unwrap();
+        let r = self
+            .http
+            .post(format!(
+                "{}/tenants/demo/devices/{device}/{action}",
+                self.pbx
+            ))
+            .send()
+            .await
+            .unwrap();
         assert!(r.status().is_success(), "{}", r.text().await.unwrap());
     }
 
@@ -293,7 +379,10 @@ impl System {
     }
 
     pub async fn event_count(&self) -> i64 {
-        sqlx::query_scalar("select count(*) from es_events").fetch_one(&self.db.pool).await.unwrap()
+        sqlx::query_scalar("select count(*) from es_events")
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
     }
 
     /// The types of the events on a NATS subject filter, as JetStream holds them.
@@ -301,7 +390,10 @@ impl System {
         use futures::StreamExt;
         let client = async_nats::connect(self.nats.url()).await.unwrap();
         let js = async_nats::jetstream::new(client);
-        let stream = js.get_stream(format!("{}_EVENTS", self.prefix.to_uppercase())).await.unwrap();
+        let stream = js
+            .get_stream(format!("{}_EVENTS", self.prefix.to_uppercase()))
+            .await
+            .unwrap();
         let consumer = stream
             .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
                 filter_subject: filter.to_string(),
@@ -313,8 +405,20 @@ impl System {
         let mut messages = consumer.messages().await.unwrap();
         let mut out = Vec::new();
         while out.len() < pending {
-            let m = tokio::time::timeout(Duration::from_secs(5), messages.next()).await.unwrap().unwrap().unwrap();
-            out.push(m.headers.as_ref().unwrap().get("Cc-Event-Type").unwrap().as_str().to_string());
+            let m = tokio::time::timeout(Duration::from_secs(5), messages.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            out.push(
+                m.headers
+                    .as_ref()
+                    .unwrap()
+                    .get("Cc-Event-Type")
+                    .unwrap()
+                    .as_str()
+                    .to_string(),
+            );
         }
         out
     }
@@ -326,13 +430,23 @@ impl System {
         use futures::StreamExt;
         let client = async_nats::connect(self.nats.url()).await.unwrap();
         let js = async_nats::jetstream::new(client);
-        let stream = js.get_stream(format!("{}_EVENTS", self.prefix.to_uppercase())).await.unwrap();
-        let consumer = stream.create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default()).await.unwrap();
+        let stream = js
+            .get_stream(format!("{}_EVENTS", self.prefix.to_uppercase()))
+            .await
+            .unwrap();
+        let consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+            .await
+            .unwrap();
         let pending = consumer.cached_info().num_pending as usize;
         let mut messages = consumer.messages().await.unwrap();
         let mut out = String::new();
         for _ in 0..pending {
-            let m = tokio::time::timeout(Duration::from_secs(5), messages.next()).await.unwrap().unwrap().unwrap();
+            let m = tokio::time::timeout(Duration::from_secs(5), messages.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
             let h = m.headers.as_ref().unwrap();
             let ce_type = h.get("ce-type").unwrap().as_str().to_string();
             let version: i64 = ce_type.rsplit(".v").next().unwrap().parse().unwrap();
@@ -345,7 +459,8 @@ impl System {
             out.push_str(&line.to_string());
             out.push('\n');
         }
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/contract-samples");
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/contract-samples");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(format!("{name}.ndjson")), out).unwrap();
         pending
@@ -369,13 +484,20 @@ pub struct Sse {
 
 impl Sse {
     pub async fn open(c: &Client, path: &str, last_event_id: Option<i64>) -> Sse {
-        let mut req = c.http.get(format!("{}{path}", c.base)).header("X-Tenant", &c.tenant).bearer_auth(c.token.as_ref().unwrap());
+        let mut req = c
+            .http
+            .get(format!("{}{path}", c.base))
+            .header("X-Tenant", &c.tenant)
+            .bearer_auth(c.token.as_ref().unwrap());
         if let Some(id) = last_event_id {
             req = req.header("Last-Event-ID", id.to_string());
         }
         let response = req.send().await.unwrap();
         assert_eq!(response.status(), 200);
-        Sse { response, buffer: String::new() }
+        Sse {
+            response,
+            buffer: String::new(),
+        }
     }
 
     /// The next event, or None after `wait`.
@@ -397,15 +519,26 @@ impl Sse {
                 if data.is_empty() {
                     continue; // keep-alive comment
                 }
-                return Some((event, id, serde_json::from_str(&data).unwrap_or(Value::String(data))));
+                return Some((
+                    event,
+                    id,
+                    serde_json::from_str(&data).unwrap_or(Value::String(data)),
+                ));
             }
-            let chunk = tokio::time::timeout_at(deadline, self.response.chunk()).await.ok()?.ok()??;
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
+                .await
+                .ok()?
+                .ok()??;
             self.buffer.push_str(&String::from_utf8_lossy(&chunk));
         }
     }
 
     /// Reads events until one satisfies `pred`.
-    pub async fn until(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> (Option<i64>, Value) {
+    pub async fn until(
+        &mut self,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> (Option<i64>, Value) {
         loop {
             match self.next(Duration::from_secs(10)).await {
                 Some((_, id, data)) if pred(&data) => return (id, data),

@@ -15,45 +15,87 @@ async fn bob_connected(sys: &System) -> (Client, Client, String, String) {
     let admin = sys.sign_in("admin", "demo-admin").await;
     for q in ["500", "501"] {
         let settings = json!({"strategy": "longest_idle", "ring_timeout_s": 15, "wrap_up_s": 1, "reject_delay_s": 1});
-        admin.call(Method::PUT, &format!("/api/admin/queues/{q}/settings"), Some(settings)).await.ok();
+        admin
+            .call(
+                Method::PUT,
+                &format!("/api/admin/queues/{q}/settings"),
+                Some(settings),
+            )
+            .await
+            .ok();
     }
     let bob = sys.agent("1002").await;
     bob.post("/api/session", json!({})).await.ok();
     let carol = sys.agent("1003").await;
     carol.post("/api/session", json!({})).await.ok();
-    sys.view_when(&bob, "Bob Idle", |v| v["status"] == "idle").await;
-    sys.view_when(&carol, "Carol Idle", |v| v["status"] == "idle").await;
+    sys.view_when(&bob, "Bob Idle", |v| v["status"] == "idle")
+        .await;
+    sys.view_when(&carol, "Carol Idle", |v| v["status"] == "idle")
+        .await;
     let caller = sys.place_caller("500", "5551234", "Jane Caller").await;
-    let v = sys.view_when(&bob, "Bob ringing", |v| v["status"] == "ringing").await;
+    let v = sys
+        .view_when(&bob, "Bob ringing", |v| v["status"] == "ringing")
+        .await;
     let call = v["current_call"]["call"].as_str().unwrap().to_string();
     sys.phone("1002", "answer").await;
-    sys.view_when(&bob, "Bob connected", |v| v["status"] == "connected").await;
+    sys.view_when(&bob, "Bob connected", |v| v["status"] == "connected")
+        .await;
     // Bridged too (the view says Connected from the answer; the bridge is recorded after it).
     cc_testkit::eventually("the call bridged", Duration::from_secs(30), || async {
-        sys.stream_events(&format!("demo/call-{call}")).await.iter().any(|(t, _)| t == "CallConnected").then_some(())
+        sys.stream_events(&format!("demo/call-{call}"))
+            .await
+            .iter()
+            .any(|(t, _)| t == "CallConnected")
+            .then_some(())
     })
     .await;
     (bob, carol, call, caller)
 }
 
 async fn transfer(agent: &Client, method: &str, target: Value) -> crate::system::Reply {
-    agent.post("/api/call/transfer", json!({"method": method, "target": target})).await
+    agent
+        .post(
+            "/api/call/transfer",
+            json!({"method": method, "target": target}),
+        )
+        .await
 }
 
 impl System {
     async fn pbx_put_mode(&self, device: &str, mode: Value) -> (u16, String) {
-        let r = self.http.put(format!("{}/tenants/demo/devices/{device}/mode", self.pbx)).json(&mode).send().await.unwrap();
+        let r = self
+            .http
+            .put(format!("{}/tenants/demo/devices/{device}/mode", self.pbx))
+            .json(&mode)
+            .send()
+            .await
+            .unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
     }
 
     async fn caller_hangs_up(&self, channel: &str) {
-        let r = self.http.post(format!("{}/tenants/demo/channels/{channel}/hangup", self.pbx)).send().await.unwrap();
+        let r = self
+            .http
+            .post(format!(
+                "{}/tenants/demo/channels/{channel}/hangup",
+                self.pbx
+            ))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
     }
 
     /// The live channels the simulator has, as (channel, device or number).
     async fn channels(&self) -> Vec<Value> {
-        self.http.get(format!("{}/tenants/demo/channels", self.pbx)).send().await.unwrap().json::<Vec<Value>>().await.unwrap()
+        self.http
+            .get(format!("{}/tenants/demo/channels", self.pbx))
+            .send()
+            .await
+            .unwrap()
+            .json::<Vec<Value>>()
+            .await
+            .unwrap()
     }
 
     /// The call's events once one of type `last` is recorded.
@@ -72,7 +114,10 @@ fn types(events: &[(String, Value)]) -> Vec<&str> {
 
 /// The events of a call from its first transfer on.
 fn from_transfer(events: &[(String, Value)]) -> Vec<&str> {
-    let i = events.iter().position(|(t, _)| t == "TransferStarted").expect("a transfer");
+    let i = events
+        .iter()
+        .position(|(t, _)| t == "TransferStarted")
+        .expect("a transfer");
     types(&events[i..])
 }
 
@@ -84,42 +129,106 @@ async fn blind_transfer_to_an_agent_credits_each_agent_with_their_own_part() {
     let r = transfer(&bob, "blind", json!({"agent": "1003"})).await;
     assert_eq!(r.status, 204, "{}", r.body);
     // Bob is off the call at once: Completed 1, wrap-up, then Idle for the next call.
-    let v = sys.view_when(&bob, "Bob in wrap-up", |v| v["status"] == "wrap_up").await;
+    let v = sys
+        .view_when(&bob, "Bob in wrap-up", |v| v["status"] == "wrap_up")
+        .await;
     assert_eq!(v["counts"]["completed"], 1);
     assert_eq!(v["current_call"]["ended_by"], "transferred");
     // Carol's phone rings with the transferred call and its details.
-    let v = sys.view_when(&carol, "Carol ringing", |v| v["status"] == "ringing").await;
+    let v = sys
+        .view_when(&carol, "Carol ringing", |v| v["status"] == "ringing")
+        .await;
     let c = &v["current_call"];
-    assert_eq!((c["caller_number"].as_str(), c["transferred_from"].as_str(), c["queue"].as_str()), (Some("5551234"), Some("1002"), Some("500")));
-    sys.view_when(&bob, "Bob Idle", |v| v["status"] == "idle").await;
+    assert_eq!(
+        (
+            c["caller_number"].as_str(),
+            c["transferred_from"].as_str(),
+            c["queue"].as_str()
+        ),
+        (Some("5551234"), Some("1002"), Some("500"))
+    );
+    sys.view_when(&bob, "Bob Idle", |v| v["status"] == "idle")
+        .await;
 
     sys.phone("1003", "answer").await;
-    let v = sys.view_when(&carol, "Carol connected", |v| v["status"] == "connected").await;
+    let v = sys
+        .view_when(&carol, "Carol connected", |v| v["status"] == "connected")
+        .await;
     assert!(v["current_call"]["answered_at"].is_string());
     // Carol talks to the caller: the simulator bridged them.
     let chans = sys.channels().await;
-    let bridge_of = |pred: &dyn Fn(&Value) -> bool| chans.iter().find(|c| pred(c)).and_then(|c| c["bridge"].as_str().map(String::from));
-    assert_eq!(bridge_of(&|c| c["channel"] == caller.as_str()), bridge_of(&|c| c["device"] == "1003"));
-    assert!(!chans.iter().any(|c| c["device"] == "1002"), "Bob's leg is gone");
+    let bridge_of = |pred: &dyn Fn(&Value) -> bool| {
+        chans
+            .iter()
+            .find(|c| pred(c))
+            .and_then(|c| c["bridge"].as_str().map(String::from))
+    };
+    assert_eq!(
+        bridge_of(&|c| c["channel"] == caller.as_str()),
+        bridge_of(&|c| c["device"] == "1003")
+    );
+    assert!(
+        !chans.iter().any(|c| c["device"] == "1002"),
+        "Bob's leg is gone"
+    );
 
     carol.post("/api/call/hangup", json!({})).await.ok();
-    let v = sys.view_when(&carol, "Carol in wrap-up", |v| v["status"] == "wrap_up").await;
-    assert_eq!(v["counts"], json!({"completed": 1, "missed": 0, "rejected": 0}));
+    let v = sys
+        .view_when(&carol, "Carol in wrap-up", |v| v["status"] == "wrap_up")
+        .await;
+    assert_eq!(
+        v["counts"],
+        json!({"completed": 1, "missed": 0, "rejected": 0})
+    );
     let v = bob.get("/api/me").await.body;
-    assert_eq!(v["counts"], json!({"completed": 1, "missed": 0, "rejected": 0}), "Bob counted once");
+    assert_eq!(
+        v["counts"],
+        json!({"completed": 1, "missed": 0, "rejected": 0}),
+        "Bob counted once"
+    );
 
     let events = cc_testkit::eventually("both wrap-ups", Duration::from_secs(15), || async {
         let e = sys.stream_events(&format!("demo/call-{call}")).await;
         (e.iter().filter(|(t, _)| t == "WrapUpEnded").count() == 2).then_some(e)
     })
     .await;
-    let path: Vec<&str> = from_transfer(&events).into_iter().filter(|t| !t.starts_with("WrapUp")).collect();
-    assert_eq!(path, ["TransferStarted", "CallEnded", "TransferAnswered", "TransferCompleted", "CallConnected", "CallEnded"]);
-    let ended: Vec<&Value> = events.iter().filter(|(t, _)| t == "CallEnded").map(|(_, d)| d).collect();
-    assert_eq!((ended[0]["agent"].as_str(), ended[0]["by"].as_str()), (Some("1002"), Some("transferred")));
-    assert_eq!((ended[1]["agent"].as_str(), ended[1]["by"].as_str()), (Some("1003"), Some("agent")));
-    let started = &events.iter().find(|(t, _)| t == "TransferStarted").unwrap().1;
-    assert_eq!((started["method"].as_str(), started["target_agent"].as_str()), (Some("blind"), Some("1003")));
+    let path: Vec<&str> = from_transfer(&events)
+        .into_iter()
+        .filter(|t| !t.starts_with("WrapUp"))
+        .collect();
+    assert_eq!(
+        path,
+        [
+            "TransferStarted",
+            "CallEnded",
+            "TransferAnswered",
+            "TransferCompleted",
+            "CallConnected",
+            "CallEnded"
+        ]
+    );
+    let ended: Vec<&Value> = events
+        .iter()
+        .filter(|(t, _)| t == "CallEnded")
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(
+        (ended[0]["agent"].as_str(), ended[0]["by"].as_str()),
+        (Some("1002"), Some("transferred"))
+    );
+    assert_eq!(
+        (ended[1]["agent"].as_str(), ended[1]["by"].as_str()),
+        (Some("1003"), Some("agent"))
+    );
+    let started = &events
+        .iter()
+        .find(|(t, _)| t == "TransferStarted")
+        .unwrap()
+        .1;
+    assert_eq!(
+        (started["method"].as_str(), started["target_agent"].as_str()),
+        (Some("blind"), Some("1003"))
+    );
 }
 
 #[tokio::test]
@@ -128,25 +237,61 @@ async fn bad_targets_are_refused_and_the_call_is_not_touched() {
     let (bob, carol, call, _) = bob_connected(&sys).await;
     let before = sys.stream_events(&format!("demo/call-{call}")).await.len();
 
-    transfer(&bob, "blind", json!({"extension": "1002"})).await.refused(409, "own_device");
-    transfer(&bob, "blind", json!({"agent": "1002"})).await.refused(409, "own_device");
-    transfer(&bob, "attended", json!({"extension": "1007"})).await.refused(422, "device_offline");
-    transfer(&bob, "blind", json!({"extension": "1099"})).await.refused(404, "unknown_extension");
-    transfer(&bob, "blind", json!({"agent": "1004"})).await.refused(409, "agent_not_logged_in");
-    transfer(&bob, "blind", json!({"queue": "599"})).await.refused(404, "unknown_queue");
+    transfer(&bob, "blind", json!({"extension": "1002"}))
+        .await
+        .refused(409, "own_device");
+    transfer(&bob, "blind", json!({"agent": "1002"}))
+        .await
+        .refused(409, "own_device");
+    transfer(&bob, "attended", json!({"extension": "1007"}))
+        .await
+        .refused(422, "device_offline");
+    transfer(&bob, "blind", json!({"extension": "1099"}))
+        .await
+        .refused(404, "unknown_extension");
+    transfer(&bob, "blind", json!({"agent": "1004"}))
+        .await
+        .refused(409, "agent_not_logged_in");
+    transfer(&bob, "blind", json!({"queue": "599"}))
+        .await
+        .refused(404, "unknown_queue");
     let r = transfer(&bob, "live", json!({"queue": "501"})).await;
-    assert_eq!((r.refused(400, "invalid_field")["field"].as_str()), Some("method"));
+    assert_eq!(
+        (r.refused(400, "invalid_field")["field"].as_str()),
+        Some("method")
+    );
     let r = transfer(&bob, "blind", json!({"number": "call me"})).await;
-    assert_eq!((r.refused(400, "invalid_field")["field"].as_str()), Some("target"));
+    assert_eq!(
+        (r.refused(400, "invalid_field")["field"].as_str()),
+        Some("target")
+    );
     let r = transfer(&bob, "blind", json!({"number": "1", "queue": "500"})).await;
-    assert_eq!((r.refused(400, "invalid_field")["field"].as_str()), Some("target"));
-    let r = bob.post("/api/call/transfer", json!({"method": "sideways", "target": {"queue": "501"}})).await;
+    assert_eq!(
+        (r.refused(400, "invalid_field")["field"].as_str()),
+        Some("target")
+    );
+    let r = bob
+        .post(
+            "/api/call/transfer",
+            json!({"method": "sideways", "target": {"queue": "501"}}),
+        )
+        .await;
     assert_eq!(r.status, 400, "{}", r.body);
-    transfer(&carol, "blind", json!({"extension": "1005"})).await.refused(409, "no_call");
-    bob.post("/api/call/transfer/complete", json!({})).await.refused(409, "no_transfer");
-    bob.post("/api/call/transfer/cancel", json!({})).await.refused(409, "no_transfer");
+    transfer(&carol, "blind", json!({"extension": "1005"}))
+        .await
+        .refused(409, "no_call");
+    bob.post("/api/call/transfer/complete", json!({}))
+        .await
+        .refused(409, "no_transfer");
+    bob.post("/api/call/transfer/cancel", json!({}))
+        .await
+        .refused(409, "no_transfer");
 
-    assert_eq!(sys.stream_events(&format!("demo/call-{call}")).await.len(), before, "nothing recorded");
+    assert_eq!(
+        sys.stream_events(&format!("demo/call-{call}")).await.len(),
+        before,
+        "nothing recorded"
+    );
     let v = bob.get("/api/me").await.body;
     assert_eq!(v["status"], "connected");
     assert!(v["current_call"]["transfer"].is_null());
@@ -154,10 +299,24 @@ async fn bad_targets_are_refused_and_the_call_is_not_touched() {
     // The targets the picker offers.
     let t = bob.get("/api/transfer-targets").await.ok();
     let ext = t["extensions"].as_array().unwrap();
-    assert!(ext.iter().any(|e| e["device"] == "1003" && e["online"] == true && e["agent"] == "1003"));
-    assert!(ext.iter().any(|e| e["device"] == "1007" && e["online"] == false));
-    assert!(!t["agents"].as_array().unwrap().iter().any(|a| a["agent"] == "1002"), "not oneself");
-    assert_eq!(t["queues"], json!([{"queue": "500", "name": "Sales"}, {"queue": "501", "name": "Support"}]));
+    assert!(ext
+        .iter()
+        .any(|e| e["device"] == "1003" && e["online"] == true && e["agent"] == "1003"));
+    assert!(ext
+        .iter()
+        .any(|e| e["device"] == "1007" && e["online"] == false));
+    assert!(
+        !t["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["agent"] == "1002"),
+        "not oneself"
+    );
+    assert_eq!(
+        t["queues"],
+        json!([{"queue": "500", "name": "Sales"}, {"queue": "501", "name": "Support"}])
+    );
 }
 
 #[tokio::test]
@@ -169,47 +328,107 @@ async fn a_blind_transfer_nobody_takes_puts_the_caller_back_at_the_head_of_the_q
     sys.place_caller("500", "5550002", "Second Caller").await;
     let admin = sys.sign_in("admin", "demo-admin").await;
     let settings = json!({"strategy": "longest_idle", "ring_timeout_s": 15, "wrap_up_s": 300});
-    admin.call(Method::PUT, "/api/admin/queues/500/settings", Some(settings)).await.ok();
+    admin
+        .call(
+            Method::PUT,
+            "/api/admin/queues/500/settings",
+            Some(settings),
+        )
+        .await
+        .ok();
 
-    transfer(&bob, "blind", json!({"extension": "1005"})).await.ok();
+    transfer(&bob, "blind", json!({"extension": "1005"}))
+        .await
+        .ok();
     cc_testkit::eventually("1005 rings", Duration::from_secs(10), || async {
-        sys.channels().await.iter().any(|c| c["device"] == "1005").then_some(())
+        sys.channels()
+            .await
+            .iter()
+            .any(|c| c["device"] == "1005")
+            .then_some(())
     })
     .await;
     sys.phone("1005", "reject").await;
     let events = sys.call_events_until(&call, "TransferFailed").await;
-    let failed = &events.iter().find(|(t, _)| t == "TransferFailed").unwrap().1;
+    let failed = &events
+        .iter()
+        .find(|(t, _)| t == "TransferFailed")
+        .unwrap()
+        .1;
     assert_eq!(failed["reason"], "rejected");
-    let (_, again) = events.iter().rev().find(|(t, _)| t == "CallEnteredQueue").unwrap();
-    assert_eq!((again["queue"].as_str(), again["priority"].as_i64()), (Some("500"), Some(100)));
+    let (_, again) = events
+        .iter()
+        .rev()
+        .find(|(t, _)| t == "CallEnteredQueue")
+        .unwrap();
+    assert_eq!(
+        (again["queue"].as_str(), again["priority"].as_i64()),
+        (Some("500"), Some(100))
+    );
 
     // After Bob's wrap-up the transferred caller is served before the one who waited.
-    sys.view_when(&bob, "Bob in wrap-up", |v| v["status"] == "wrap_up" && v["current_call"]["wrap_up_until"].is_string()).await;
+    sys.view_when(&bob, "Bob in wrap-up", |v| {
+        v["status"] == "wrap_up" && v["current_call"]["wrap_up_until"].is_string()
+    })
+    .await;
     bob.post("/api/call/wrap-up/end", json!({})).await.ok();
-    let v = sys.view_when(&bob, "Bob rings with the same call", |v| v["status"] == "ringing").await;
+    let v = sys
+        .view_when(&bob, "Bob rings with the same call", |v| {
+            v["status"] == "ringing"
+        })
+        .await;
     assert_eq!(v["current_call"]["call"].as_str(), Some(call.as_str()));
     assert_eq!(v["current_call"]["caller_number"], "5551234");
 
     // Again, to a phone that rings and rings: after the ring timeout, back to the queue.
     sys.phone("1002", "answer").await;
-    sys.view_when(&bob, "Bob connected", |v| v["status"] == "connected").await;
+    sys.view_when(&bob, "Bob connected", |v| v["status"] == "connected")
+        .await;
     let (s, b) = sys.pbx_put_mode("1005", json!({"mode": "ignore"})).await;
     assert_eq!(s, 204, "{b}");
-    let r = bob.post("/api/call/transfer", json!({"method": "blind", "target": {"extension": "1005"}, "ring_timeout_s": 0})).await;
+    let r = bob
+        .post(
+            "/api/call/transfer",
+            json!({"method": "blind", "target": {"extension": "1005"}, "ring_timeout_s": 0}),
+        )
+        .await;
     assert_eq!(r.refused(400, "invalid_field")["field"], "ring_timeout_s");
-    bob.post("/api/call/transfer", json!({"method": "blind", "target": {"extension": "1005"}, "ring_timeout_s": 2})).await.ok();
-    let events = cc_testkit::eventually("a second TransferFailed", Duration::from_secs(15), || async {
-        let e = sys.stream_events(&format!("demo/call-{call}")).await;
-        (e.iter().filter(|(t, _)| t == "TransferFailed").count() == 2).then_some(e)
+    bob.post(
+        "/api/call/transfer",
+        json!({"method": "blind", "target": {"extension": "1005"}, "ring_timeout_s": 2}),
+    )
+    .await
+    .ok();
+    let events = cc_testkit::eventually(
+        "a second TransferFailed",
+        Duration::from_secs(15),
+        || async {
+            let e = sys.stream_events(&format!("demo/call-{call}")).await;
+            (e.iter().filter(|(t, _)| t == "TransferFailed").count() == 2).then_some(e)
+        },
+    )
+    .await;
+    let (_, failed) = events
+        .iter()
+        .rev()
+        .find(|(t, _)| t == "TransferFailed")
+        .unwrap();
+    assert_eq!(failed["reason"], "no_answer");
+    sys.view_when(&bob, "Bob in wrap-up", |v| {
+        v["status"] == "wrap_up" && v["current_call"]["wrap_up_until"].is_string()
     })
     .await;
-    let (_, failed) = events.iter().rev().find(|(t, _)| t == "TransferFailed").unwrap();
-    assert_eq!(failed["reason"], "no_answer");
-    sys.view_when(&bob, "Bob in wrap-up", |v| v["status"] == "wrap_up" && v["current_call"]["wrap_up_until"].is_string()).await;
     bob.post("/api/call/wrap-up/end", json!({})).await.ok();
-    let v = sys.view_when(&bob, "Bob rings with the same call again", |v| v["status"] == "ringing").await;
+    let v = sys
+        .view_when(&bob, "Bob rings with the same call again", |v| {
+            v["status"] == "ringing"
+        })
+        .await;
     assert_eq!(v["current_call"]["call"].as_str(), Some(call.as_str()));
-    assert!(!sys.channels().await.iter().any(|c| c["device"] == "1005"), "1005 stopped ringing");
+    assert!(
+        !sys.channels().await.iter().any(|c| c["device"] == "1005"),
+        "1005 stopped ringing"
+    );
 }
 
 #[tokio::test]
@@ -217,54 +436,132 @@ async fn attended_transfer_consults_toggles_and_completes() {
     let sys = System::start().await;
     let (bob, carol, call, caller) = bob_connected(&sys).await;
 
-    transfer(&bob, "attended", json!({"extension": "1003"})).await.ok();
-    let v = sys.view_when(&bob, "customer on hold, target ringing", |v| v["current_call"]["transfer"]["state"] == "ringing").await;
+    transfer(&bob, "attended", json!({"extension": "1003"}))
+        .await
+        .ok();
+    let v = sys
+        .view_when(&bob, "customer on hold, target ringing", |v| {
+            v["current_call"]["transfer"]["state"] == "ringing"
+        })
+        .await;
     assert_eq!(v["status"], "on_hold");
-    assert_eq!(v["current_call"]["transfer"]["target_label"], "Extension 1003");
+    assert_eq!(
+        v["current_call"]["transfer"]["target_label"],
+        "Extension 1003"
+    );
     assert_eq!(v["current_call"]["transfer"]["customer_held"], true);
-    assert_eq!(v["current_call"]["options"], json!(["complete", "cancel", "resume"]));
-    sys.view_when(&carol, "Carol ringing", |v| v["status"] == "ringing" && v["current_call"]["transferred_from"] == "1002").await;
+    assert_eq!(
+        v["current_call"]["options"],
+        json!(["complete", "cancel", "resume"])
+    );
+    sys.view_when(&carol, "Carol ringing", |v| {
+        v["status"] == "ringing" && v["current_call"]["transferred_from"] == "1002"
+    })
+    .await;
     sys.phone("1003", "answer").await;
-    sys.view_when(&bob, "consulting", |v| v["current_call"]["transfer"]["state"] == "answered").await;
-    sys.view_when(&carol, "Carol connected (consultation)", |v| v["status"] == "connected").await;
+    sys.view_when(&bob, "consulting", |v| {
+        v["current_call"]["transfer"]["state"] == "answered"
+    })
+    .await;
+    sys.view_when(&carol, "Carol connected (consultation)", |v| {
+        v["status"] == "connected"
+    })
+    .await;
     let chans = sys.channels().await;
-    let held = |pred: &dyn Fn(&Value) -> bool| chans.iter().find(|c| pred(c)).map(|c| c["held"] == true);
-    assert_eq!(held(&|c| c["channel"] == caller.as_str()), Some(true), "the customer waits on hold");
+    let held =
+        |pred: &dyn Fn(&Value) -> bool| chans.iter().find(|c| pred(c)).map(|c| c["held"] == true);
+    assert_eq!(
+        held(&|c| c["channel"] == caller.as_str()),
+        Some(true),
+        "the customer waits on hold"
+    );
 
     // Back to the customer (the target waits), then to the target again.
-    bob.post("/api/call/hold", json!({"held": false})).await.ok();
-    let v = sys.view_when(&bob, "talking to the customer", |v| v["status"] == "connected").await;
+    bob.post("/api/call/hold", json!({"held": false}))
+        .await
+        .ok();
+    let v = sys
+        .view_when(&bob, "talking to the customer", |v| {
+            v["status"] == "connected"
+        })
+        .await;
     assert_eq!(v["current_call"]["transfer"]["customer_held"], false);
-    assert_eq!(v["current_call"]["options"], json!(["complete", "cancel", "hold"]));
+    assert_eq!(
+        v["current_call"]["options"],
+        json!(["complete", "cancel", "hold"])
+    );
     bob.post("/api/call/hold", json!({"held": true})).await.ok();
-    sys.view_when(&bob, "back to the target", |v| v["status"] == "on_hold").await;
+    sys.view_when(&bob, "back to the target", |v| v["status"] == "on_hold")
+        .await;
 
-    bob.post("/api/call/transfer/complete", json!({})).await.ok();
-    let v = sys.view_when(&bob, "Bob in wrap-up", |v| v["status"] == "wrap_up").await;
+    bob.post("/api/call/transfer/complete", json!({}))
+        .await
+        .ok();
+    let v = sys
+        .view_when(&bob, "Bob in wrap-up", |v| v["status"] == "wrap_up")
+        .await;
     assert_eq!(v["counts"]["completed"], 1);
     assert_eq!(v["current_call"]["options"], json!(["end_wrap_up"]));
-    let v = sys.view_when(&carol, "Carol with the customer", |v| v["status"] == "connected" && v["current_call"]["transfer"].is_null()).await;
+    let v = sys
+        .view_when(&carol, "Carol with the customer", |v| {
+            v["status"] == "connected" && v["current_call"]["transfer"].is_null()
+        })
+        .await;
     assert_eq!(v["current_call"]["caller_name"], "Jane Caller");
-    assert_eq!(v["current_call"]["options"], json!(["hangup", "hold", "blind_transfer", "attended_transfer", "live_transfer"]));
+    assert_eq!(
+        v["current_call"]["options"],
+        json!([
+            "hangup",
+            "hold",
+            "blind_transfer",
+            "attended_transfer",
+            "live_transfer"
+        ])
+    );
     let chans = sys.channels().await;
-    let c = chans.iter().find(|c| c["channel"] == caller.as_str()).unwrap();
+    let c = chans
+        .iter()
+        .find(|c| c["channel"] == caller.as_str())
+        .unwrap();
     assert_eq!(c["held"], false, "off hold once joined");
-    assert_eq!(chans.iter().find(|c| c["device"] == "1003").unwrap()["bridge"], c["bridge"]);
+    assert_eq!(
+        chans.iter().find(|c| c["device"] == "1003").unwrap()["bridge"],
+        c["bridge"]
+    );
 
     sys.caller_hangs_up(&caller).await;
-    let v = sys.view_when(&carol, "Carol in wrap-up", |v| v["status"] == "wrap_up").await;
+    let v = sys
+        .view_when(&carol, "Carol in wrap-up", |v| v["status"] == "wrap_up")
+        .await;
     assert_eq!(v["counts"]["completed"], 1);
     let events = cc_testkit::eventually("Carol's call ended", Duration::from_secs(10), || async {
         let e = sys.stream_events(&format!("demo/call-{call}")).await;
         (e.iter().filter(|(t, _)| t == "CallEnded").count() == 2).then_some(e)
     })
     .await;
-    let path: Vec<&str> = from_transfer(&events).into_iter().filter(|t| !t.starts_with("WrapUp")).collect();
+    let path: Vec<&str> = from_transfer(&events)
+        .into_iter()
+        .filter(|t| !t.starts_with("WrapUp"))
+        .collect();
     assert_eq!(
         path,
-        ["TransferStarted", "CallHeld", "TransferAnswered", "CallResumed", "CallHeld", "CallEnded", "TransferCompleted", "CallConnected", "CallEnded"]
+        [
+            "TransferStarted",
+            "CallHeld",
+            "TransferAnswered",
+            "CallResumed",
+            "CallHeld",
+            "CallEnded",
+            "TransferCompleted",
+            "CallConnected",
+            "CallEnded"
+        ]
     );
-    assert_eq!(bob.get("/api/me").await.body["counts"]["completed"], 1, "Bob counted once");
+    assert_eq!(
+        bob.get("/api/me").await.body["counts"]["completed"],
+        1,
+        "Bob counted once"
+    );
 }
 
 #[tokio::test]
@@ -273,19 +570,32 @@ async fn attended_transfer_failures_bring_the_customer_back() {
     let (bob, _carol, call, caller) = bob_connected(&sys).await;
     let ringing_1005 = || async {
         cc_testkit::eventually("1005 rings", Duration::from_secs(10), || async {
-            sys.channels().await.iter().any(|c| c["device"] == "1005" && c["answered"] == false).then_some(())
+            sys.channels()
+                .await
+                .iter()
+                .any(|c| c["device"] == "1005" && c["answered"] == false)
+                .then_some(())
         })
         .await
     };
     let back_with_bob = |what: &'static str| {
         let (bob, sys, caller) = (&bob, &sys, &caller);
         async move {
-            sys.view_when(bob, what, |v| v["status"] == "connected" && v["current_call"]["transfer"].is_null()).await;
+            sys.view_when(bob, what, |v| {
+                v["status"] == "connected" && v["current_call"]["transfer"].is_null()
+            })
+            .await;
             // The PBX acts right after the events are recorded (which the view shows).
             cc_testkit::eventually(what, Duration::from_secs(15), || async {
                 let chans = sys.channels().await;
-                let c = chans.iter().find(|c| c["channel"] == caller.as_str())?.clone();
-                let with_bob = chans.iter().find(|x| x["device"] == "1002").is_some_and(|x| x["bridge"] == c["bridge"]);
+                let c = chans
+                    .iter()
+                    .find(|c| c["channel"] == caller.as_str())?
+                    .clone();
+                let with_bob = chans
+                    .iter()
+                    .find(|x| x["device"] == "1002")
+                    .is_some_and(|x| x["bridge"] == c["bridge"]);
                 let target_gone = !chans.iter().any(|x| x["device"] == "1005");
                 (c["held"] == false && with_bob && target_gone).then_some(())
             })
@@ -294,33 +604,49 @@ async fn attended_transfer_failures_bring_the_customer_back() {
     };
 
     // The target rejects.
-    transfer(&bob, "attended", json!({"extension": "1005"})).await.ok();
+    transfer(&bob, "attended", json!({"extension": "1005"}))
+        .await
+        .ok();
     ringing_1005().await;
     sys.phone("1005", "reject").await;
     back_with_bob("after a reject").await;
 
     // The agent cancels during the consultation.
-    transfer(&bob, "attended", json!({"extension": "1005"})).await.ok();
+    transfer(&bob, "attended", json!({"extension": "1005"}))
+        .await
+        .ok();
     ringing_1005().await;
     sys.phone("1005", "answer").await;
-    sys.view_when(&bob, "consulting", |v| v["current_call"]["transfer"]["state"] == "answered").await;
+    sys.view_when(&bob, "consulting", |v| {
+        v["current_call"]["transfer"]["state"] == "answered"
+    })
+    .await;
     bob.post("/api/call/transfer/cancel", json!({})).await.ok();
     back_with_bob("after cancel").await;
 
     // The target hangs up during the consultation.
-    transfer(&bob, "attended", json!({"extension": "1005"})).await.ok();
+    transfer(&bob, "attended", json!({"extension": "1005"}))
+        .await
+        .ok();
     ringing_1005().await;
     sys.phone("1005", "answer").await;
-    sys.view_when(&bob, "consulting", |v| v["current_call"]["transfer"]["state"] == "answered").await;
+    sys.view_when(&bob, "consulting", |v| {
+        v["current_call"]["transfer"]["state"] == "answered"
+    })
+    .await;
     sys.phone("1005", "hangup").await;
     back_with_bob("after the target hung up").await;
 
     // The target does not answer: the ring timeout (30 s in the portal) would be long, so
     // the customer hanging up on hold ends it: Bob's call ends, the target stops ringing.
-    transfer(&bob, "attended", json!({"extension": "1005"})).await.ok();
+    transfer(&bob, "attended", json!({"extension": "1005"}))
+        .await
+        .ok();
     ringing_1005().await;
     sys.caller_hangs_up(&caller).await;
-    let v = sys.view_when(&bob, "Bob in wrap-up", |v| v["status"] == "wrap_up").await;
+    let v = sys
+        .view_when(&bob, "Bob in wrap-up", |v| v["status"] == "wrap_up")
+        .await;
     assert_eq!(v["counts"]["completed"], 1);
     cc_testkit::eventually("1005 stops ringing", Duration::from_secs(10), || async {
         (!sys.channels().await.iter().any(|c| c["device"] == "1005")).then_some(())
@@ -328,9 +654,19 @@ async fn attended_transfer_failures_bring_the_customer_back() {
     .await;
 
     let events = sys.call_events_until(&call, "CallEnded").await;
-    let reasons: Vec<&str> = events.iter().filter(|(t, _)| t == "TransferFailed").map(|(_, d)| d["reason"].as_str().unwrap()).collect();
+    let reasons: Vec<&str> = events
+        .iter()
+        .filter(|(t, _)| t == "TransferFailed")
+        .map(|(_, d)| d["reason"].as_str().unwrap())
+        .collect();
     assert_eq!(reasons, ["rejected", "target_hung_up", "caller_gone"]);
-    assert_eq!(events.iter().filter(|(t, _)| t == "TransferCancelled").count(), 1);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|(t, _)| t == "TransferCancelled")
+            .count(),
+        1
+    );
     let (_, ended) = events.iter().find(|(t, _)| t == "CallEnded").unwrap();
     assert_eq!(ended["by"], "caller");
 }
@@ -341,44 +677,103 @@ async fn live_transfer_conferences_holds_and_completes_to_an_outside_number() {
     let (bob, _carol, call, caller) = bob_connected(&sys).await;
 
     // A target that declines: the call goes on between the customer and Bob.
-    transfer(&bob, "live", json!({"extension": "1005"})).await.ok();
-    let v = sys.view_when(&bob, "ringing the target, still with the customer", |v| v["current_call"]["transfer"]["state"] == "ringing").await;
+    transfer(&bob, "live", json!({"extension": "1005"}))
+        .await
+        .ok();
+    let v = sys
+        .view_when(&bob, "ringing the target, still with the customer", |v| {
+            v["current_call"]["transfer"]["state"] == "ringing"
+        })
+        .await;
     assert_eq!(v["status"], "connected");
     cc_testkit::eventually("1005 rings", Duration::from_secs(10), || async {
-        sys.channels().await.iter().any(|c| c["device"] == "1005").then_some(())
+        sys.channels()
+            .await
+            .iter()
+            .any(|c| c["device"] == "1005")
+            .then_some(())
     })
     .await;
     sys.phone("1005", "reject").await;
-    sys.view_when(&bob, "transfer gone", |v| v["status"] == "connected" && v["current_call"]["transfer"].is_null()).await;
+    sys.view_when(&bob, "transfer gone", |v| {
+        v["status"] == "connected" && v["current_call"]["transfer"].is_null()
+    })
+    .await;
 
     // An outside number (the simulator answers it after a moment): a 3-way call.
-    transfer(&bob, "live", json!({"number": "5559999"})).await.ok();
-    sys.view_when(&bob, "conference", |v| v["current_call"]["transfer"]["state"] == "conference").await;
+    transfer(&bob, "live", json!({"number": "5559999"}))
+        .await
+        .ok();
+    sys.view_when(&bob, "conference", |v| {
+        v["current_call"]["transfer"]["state"] == "conference"
+    })
+    .await;
     let chans = sys.channels().await;
-    let bridge = chans.iter().find(|c| c["channel"] == caller.as_str()).unwrap()["bridge"].clone();
-    assert_eq!(chans.iter().filter(|c| c["bridge"] == bridge).count(), 3, "customer, agent and target in one bridge: {chans:?}");
+    let bridge = chans
+        .iter()
+        .find(|c| c["channel"] == caller.as_str())
+        .unwrap()["bridge"]
+        .clone();
+    assert_eq!(
+        chans.iter().filter(|c| c["bridge"] == bridge).count(),
+        3,
+        "customer, agent and target in one bridge: {chans:?}"
+    );
 
     // A temporary hold of the customer, and off it again.
     bob.post("/api/call/hold", json!({"held": true})).await.ok();
-    sys.view_when(&bob, "customer held", |v| v["status"] == "on_hold" && v["current_call"]["transfer"]["customer_held"] == true).await;
-    bob.post("/api/call/hold", json!({"held": false})).await.ok();
-    sys.view_when(&bob, "customer back", |v| v["status"] == "connected").await;
+    sys.view_when(&bob, "customer held", |v| {
+        v["status"] == "on_hold" && v["current_call"]["transfer"]["customer_held"] == true
+    })
+    .await;
+    bob.post("/api/call/hold", json!({"held": false}))
+        .await
+        .ok();
+    sys.view_when(&bob, "customer back", |v| v["status"] == "connected")
+        .await;
 
-    bob.post("/api/call/transfer/complete", json!({})).await.ok();
-    let v = sys.view_when(&bob, "Bob in wrap-up", |v| v["status"] == "wrap_up").await;
+    bob.post("/api/call/transfer/complete", json!({}))
+        .await
+        .ok();
+    let v = sys
+        .view_when(&bob, "Bob in wrap-up", |v| v["status"] == "wrap_up")
+        .await;
     assert_eq!(v["counts"]["completed"], 1);
     let chans = sys.channels().await;
     assert!(!chans.iter().any(|c| c["device"] == "1002"), "Bob dropped");
-    assert_eq!(chans.iter().filter(|c| c["bridge"] == bridge).count(), 2, "the customer and the number stay");
+    assert_eq!(
+        chans.iter().filter(|c| c["bridge"] == bridge).count(),
+        2,
+        "the customer and the number stay"
+    );
 
     sys.caller_hangs_up(&caller).await;
     let events = sys.call_events_until(&call, "TransferredCallEnded").await;
-    let path: Vec<&str> = from_transfer(&events).into_iter().filter(|t| !t.starts_with("WrapUp")).collect();
+    let path: Vec<&str> = from_transfer(&events)
+        .into_iter()
+        .filter(|t| !t.starts_with("WrapUp"))
+        .collect();
     assert_eq!(
         path,
-        ["TransferStarted", "TransferFailed", "TransferStarted", "TransferAnswered", "ConferenceFormed", "CallHeld", "CallResumed", "CallEnded", "TransferCompleted", "TransferredCallEnded"]
+        [
+            "TransferStarted",
+            "TransferFailed",
+            "TransferStarted",
+            "TransferAnswered",
+            "ConferenceFormed",
+            "CallHeld",
+            "CallResumed",
+            "CallEnded",
+            "TransferCompleted",
+            "TransferredCallEnded"
+        ]
     );
-    cc_testkit::eventually("the number's leg hung up", Duration::from_secs(10), || async { sys.channels().await.is_empty().then_some(()) }).await;
+    cc_testkit::eventually(
+        "the number's leg hung up",
+        Duration::from_secs(10),
+        || async { sys.channels().await.is_empty().then_some(()) },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -387,13 +782,27 @@ async fn a_blind_transfer_to_a_queue_reaches_an_agent_of_that_queue() {
     let (bob, carol, call, _) = bob_connected(&sys).await;
 
     transfer(&bob, "blind", json!({"queue": "501"})).await.ok();
-    sys.view_when(&bob, "Bob in wrap-up", |v| v["status"] == "wrap_up").await;
-    let v = sys.view_when(&carol, "Carol offered the call", |v| v["status"] == "ringing").await;
-    assert_eq!((v["current_call"]["call"].as_str(), v["current_call"]["queue"].as_str()), (Some(call.as_str()), Some("501")));
+    sys.view_when(&bob, "Bob in wrap-up", |v| v["status"] == "wrap_up")
+        .await;
+    let v = sys
+        .view_when(&carol, "Carol offered the call", |v| {
+            v["status"] == "ringing"
+        })
+        .await;
+    assert_eq!(
+        (
+            v["current_call"]["call"].as_str(),
+            v["current_call"]["queue"].as_str()
+        ),
+        (Some(call.as_str()), Some("501"))
+    );
     sys.phone("1003", "answer").await;
-    sys.view_when(&carol, "Carol connected", |v| v["status"] == "connected").await;
+    sys.view_when(&carol, "Carol connected", |v| v["status"] == "connected")
+        .await;
     carol.post("/api/call/hangup", json!({})).await.ok();
-    let v = sys.view_when(&carol, "Carol wrap-up", |v| v["status"] == "wrap_up").await;
+    let v = sys
+        .view_when(&carol, "Carol wrap-up", |v| v["status"] == "wrap_up")
+        .await;
     assert_eq!(v["counts"]["completed"], 1);
     assert_eq!(bob.get("/api/me").await.body["counts"]["completed"], 1);
 }
@@ -404,13 +813,22 @@ async fn a_restart_during_an_attended_and_a_live_transfer_leaves_nothing_stuck()
     let (bob, _carol, call, caller) = bob_connected(&sys).await;
 
     // Attended, consulting 1005 when every service but the PBX dies; Complete works after.
-    transfer(&bob, "attended", json!({"extension": "1005"})).await.ok();
+    transfer(&bob, "attended", json!({"extension": "1005"}))
+        .await
+        .ok();
     cc_testkit::eventually("1005 rings", Duration::from_secs(10), || async {
-        sys.channels().await.iter().any(|c| c["device"] == "1005").then_some(())
+        sys.channels()
+            .await
+            .iter()
+            .any(|c| c["device"] == "1005")
+            .then_some(())
     })
     .await;
     sys.phone("1005", "answer").await;
-    sys.view_when(&bob, "consulting", |v| v["current_call"]["transfer"]["state"] == "answered").await;
+    sys.view_when(&bob, "consulting", |v| {
+        v["current_call"]["transfer"]["state"] == "answered"
+    })
+    .await;
     sys.restart_services().await;
     let r = cc_testkit::eventually("call-control back", Duration::from_secs(60), || async {
         let r = bob.post("/api/call/transfer/complete", json!({})).await;
@@ -418,40 +836,73 @@ async fn a_restart_during_an_attended_and_a_live_transfer_leaves_nothing_stuck()
     })
     .await;
     assert_eq!(r.status, 204, "{}", r.body);
-    sys.view_when(&bob, "Bob in wrap-up", |v| v["status"] == "wrap_up").await;
+    sys.view_when(&bob, "Bob in wrap-up", |v| v["status"] == "wrap_up")
+        .await;
     // 1005 hangs up while the services are down again: the call ends once, recorded.
     sys._app.kill();
     sys.phone("1005", "hangup").await;
     sys.restart_services().await;
     let events = sys.call_events_until(&call, "TransferredCallEnded").await;
-    assert_eq!(events.iter().filter(|(t, _)| t == "TransferredCallEnded").count(), 1);
-    cc_testkit::eventually("the customer's leg hung up", Duration::from_secs(20), || async {
-        (!sys.channels().await.iter().any(|c| c["channel"] == caller.as_str())).then_some(())
-    })
+    assert_eq!(
+        events
+            .iter()
+            .filter(|(t, _)| t == "TransferredCallEnded")
+            .count(),
+        1
+    );
+    cc_testkit::eventually(
+        "the customer's leg hung up",
+        Duration::from_secs(20),
+        || async {
+            (!sys
+                .channels()
+                .await
+                .iter()
+                .any(|c| c["channel"] == caller.as_str()))
+            .then_some(())
+        },
+    )
     .await;
 
     // Live: the target hangs up during an outage; after it the call goes on with Bob alone.
     let caller = sys.place_caller("500", "5550003", "Second Caller").await;
-    sys.view_when(&bob, "Bob ringing", |v| v["status"] == "ringing").await;
+    sys.view_when(&bob, "Bob ringing", |v| v["status"] == "ringing")
+        .await;
     sys.phone("1002", "answer").await;
-    let v = sys.view_when(&bob, "Bob connected", |v| v["status"] == "connected").await;
+    let v = sys
+        .view_when(&bob, "Bob connected", |v| v["status"] == "connected")
+        .await;
     let call = v["current_call"]["call"].as_str().unwrap().to_string();
-    transfer(&bob, "live", json!({"extension": "1005"})).await.ok();
+    transfer(&bob, "live", json!({"extension": "1005"}))
+        .await
+        .ok();
     cc_testkit::eventually("1005 rings", Duration::from_secs(10), || async {
-        sys.channels().await.iter().any(|c| c["device"] == "1005").then_some(())
+        sys.channels()
+            .await
+            .iter()
+            .any(|c| c["device"] == "1005")
+            .then_some(())
     })
     .await;
     sys.phone("1005", "answer").await;
-    sys.view_when(&bob, "conference", |v| v["current_call"]["transfer"]["state"] == "conference").await;
+    sys.view_when(&bob, "conference", |v| {
+        v["current_call"]["transfer"]["state"] == "conference"
+    })
+    .await;
     sys._app.kill();
     sys.phone("1005", "hangup").await;
     sys.restart_services().await;
     let events = sys.call_events_until(&call, "TransferFailed").await;
     let (_, failed) = events.iter().find(|(t, _)| t == "TransferFailed").unwrap();
     assert_eq!(failed["reason"], "target_hung_up");
-    sys.view_when(&bob, "Bob still with the customer", |v| v["status"] == "connected" && v["current_call"]["transfer"].is_null()).await;
+    sys.view_when(&bob, "Bob still with the customer", |v| {
+        v["status"] == "connected" && v["current_call"]["transfer"].is_null()
+    })
+    .await;
     bob.post("/api/call/hangup", json!({})).await.ok();
-    let v = sys.view_when(&bob, "Bob in wrap-up", |v| v["status"] == "wrap_up").await;
+    let v = sys
+        .view_when(&bob, "Bob in wrap-up", |v| v["status"] == "wrap_up")
+        .await;
     assert_eq!(v["counts"]["completed"], 2, "this login's second call");
     let _ = caller;
 }

@@ -12,8 +12,19 @@ use crate::system::{Client, System};
 impl System {
     /// The live channels of a device on the simulated PBX.
     pub async fn device_channels(&self, device: &str) -> Vec<Value> {
-        let channels: Vec<Value> = self.http.get(format!("{}/tenants/demo/channels", self.pbx)).send().await.unwrap().json().await.unwrap();
-        channels.into_iter().filter(|c| c["device"] == device).collect()
+        let channels: Vec<Value> = self
+            .http
+            .get(format!("{}/tenants/demo/channels", self.pbx))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        channels
+            .into_iter()
+            .filter(|c| c["device"] == device)
+            .collect()
     }
 
     /// The `OfferWithdrawn` events of a call: (agent, reason).
@@ -22,16 +33,29 @@ impl System {
             .await
             .into_iter()
             .filter(|(t, _)| t == "OfferWithdrawn")
-            .map(|(_, d)| (d["agent"].as_str().unwrap_or("").to_string(), d["reason"].as_str().unwrap_or("").to_string()))
+            .map(|(_, d)| {
+                (
+                    d["agent"].as_str().unwrap_or("").to_string(),
+                    d["reason"].as_str().unwrap_or("").to_string(),
+                )
+            })
             .collect()
     }
 
     /// Waits until the call's events hold a withdrawal of `agent`'s offer (well within the ring
     /// timeout of 30 s: not the ring-out).
     async fn withdrawn(&self, call: &str, agent: &str) -> String {
-        cc_testkit::eventually(&format!("the offer to {agent} withdrawn"), Duration::from_secs(10), || async {
-            self.withdrawals(call).await.into_iter().find(|(a, _)| a == agent).map(|(_, reason)| reason)
-        })
+        cc_testkit::eventually(
+            &format!("the offer to {agent} withdrawn"),
+            Duration::from_secs(10),
+            || async {
+                self.withdrawals(call)
+                    .await
+                    .into_iter()
+                    .find(|(a, _)| a == agent)
+                    .map(|(_, reason)| reason)
+            },
+        )
         .await
     }
 }
@@ -42,22 +66,40 @@ async fn bob_ringing() -> (System, Client, String) {
     let sys = System::start().await;
     let admin = sys.sign_in("admin", "demo-admin").await;
     let settings = json!({"strategy": "longest_idle", "ring_timeout_s": 30, "wrap_up_s": 0, "reject_delay_s": 0});
-    admin.call(Method::PUT, "/api/admin/queues/500/settings", Some(settings)).await.ok();
+    admin
+        .call(
+            Method::PUT,
+            "/api/admin/queues/500/settings",
+            Some(settings),
+        )
+        .await
+        .ok();
     let bob = sys.idle_agent("1002").await;
     sys.place_caller("500", "5551234", "Jane Caller").await;
-    let v = sys.view_when(&bob, "Bob ringing", |v| v["status"] == "ringing").await;
+    let v = sys
+        .view_when(&bob, "Bob ringing", |v| v["status"] == "ringing")
+        .await;
     let call = v["current_call"]["call"].as_str().unwrap().to_string();
     (sys, bob, call)
 }
 
 /// The call rings `agent` next.
 async fn rings(sys: &System, agent: &Client, call: &str) {
-    sys.view_when(agent, "the call rings the next agent", |v| v["status"] == "ringing" && v["current_call"]["call"] == call).await;
+    sys.view_when(agent, "the call rings the next agent", |v| {
+        v["status"] == "ringing" && v["current_call"]["call"] == call
+    })
+    .await;
 }
 
 async fn counts_nothing(sys: &System, agent: &Client) {
-    let me = sys.view_when(agent, "logged out", |v| v["status"] == "logged_out").await;
-    assert_eq!(me["counts"], json!({"completed": 0, "missed": 0, "rejected": 0}), "{me}");
+    let me = sys
+        .view_when(agent, "logged out", |v| v["status"] == "logged_out")
+        .await;
+    assert_eq!(
+        me["counts"],
+        json!({"completed": 0, "missed": 0, "rejected": 0}),
+        "{me}"
+    );
 }
 
 #[tokio::test]
@@ -69,15 +111,28 @@ async fn a_logout_a_forced_logout_and_a_disabled_account_withdraw_the_ringing_of
     // call rings Dave.
     bob.call(Method::DELETE, "/api/session", None).await.ok();
     assert_eq!(sys.withdrawn(&call, "1002").await, "agent_logged_out");
-    cc_testkit::eventually("Bob's phone stops ringing", Duration::from_secs(10), || async { sys.device_channels("1002").await.is_empty().then_some(()) }).await;
+    cc_testkit::eventually(
+        "Bob's phone stops ringing",
+        Duration::from_secs(10),
+        || async { sys.device_channels("1002").await.is_empty().then_some(()) },
+    )
+    .await;
     rings(&sys, &dave, &call).await;
     counts_nothing(&sys, &bob).await;
 
     // A supervisor logs Dave out while it rings him.
     let supervisor = sys.sign_in("supervisor", "demo-supervisor").await;
-    supervisor.post("/api/supervisor/agents/1004/logout", json!({})).await.ok();
+    supervisor
+        .post("/api/supervisor/agents/1004/logout", json!({}))
+        .await
+        .ok();
     assert_eq!(sys.withdrawn(&call, "1004").await, "agent_logged_out");
-    cc_testkit::eventually("Dave's phone stops ringing", Duration::from_secs(10), || async { sys.device_channels("1004").await.is_empty().then_some(()) }).await;
+    cc_testkit::eventually(
+        "Dave's phone stops ringing",
+        Duration::from_secs(10),
+        || async { sys.device_channels("1004").await.is_empty().then_some(()) },
+    )
+    .await;
     counts_nothing(&sys, &dave).await;
 
     // Alice (in queue 500 too) logs in and gets the call; her account is disabled meanwhile.
@@ -85,13 +140,31 @@ async fn a_logout_a_forced_logout_and_a_disabled_account_withdraw_the_ringing_of
     alice.post("/api/session", json!({})).await.ok();
     rings(&sys, &alice, &call).await;
     let admin = sys.sign_in("admin", "demo-admin").await;
-    admin.post("/api/admin/agents/1001/disable", json!({})).await.ok();
+    admin
+        .post("/api/admin/agents/1001/disable", json!({}))
+        .await
+        .ok();
     assert_eq!(sys.withdrawn(&call, "1001").await, "agent_logged_out");
-    cc_testkit::eventually("Alice's phone stops ringing", Duration::from_secs(10), || async { sys.device_channels("1001").await.is_empty().then_some(()) }).await;
+    cc_testkit::eventually(
+        "Alice's phone stops ringing",
+        Duration::from_secs(10),
+        || async { sys.device_channels("1001").await.is_empty().then_some(()) },
+    )
+    .await;
 
     let types = sys.call_events(&call).await;
-    assert!(!types.iter().any(|t| t == "OfferTimedOut" || t == "OfferRejected" || t == "CallAnswered"), "{types:?}");
-    let types: Vec<String> = sys.stream_events("demo/agent-1001").await.into_iter().map(|(t, _)| t).collect();
+    assert!(
+        !types
+            .iter()
+            .any(|t| t == "OfferTimedOut" || t == "OfferRejected" || t == "CallAnswered"),
+        "{types:?}"
+    );
+    let types: Vec<String> = sys
+        .stream_events("demo/agent-1001")
+        .await
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
     assert_eq!(types.last().map(String::as_str), Some("AgentLoggedOut"));
 }
 
@@ -103,22 +176,44 @@ async fn a_leg_answered_after_the_logout_was_recorded_does_not_connect_the_calle
     // The router has not seen the logout yet when the phone answers: an open transaction holds
     // back every catch-up reader (the router's among them) while both happen.
     let mut holdback = sys.db.pool.begin().await.unwrap();
-    sqlx::query("select pg_current_xact_id()").execute(&mut *holdback).await.unwrap();
+    sqlx::query("select pg_current_xact_id()")
+        .execute(&mut *holdback)
+        .await
+        .unwrap();
     bob.call(Method::DELETE, "/api/session", None).await.ok();
     sys.phone("1002", "answer").await;
-    let outcome = cc_testkit::eventually("the router to decide on the answer", Duration::from_secs(10), || async {
-        let types: Vec<String> = sqlx::query_scalar("select event_type from es_events where stream = $1 order by version")
+    let outcome = cc_testkit::eventually(
+        "the router to decide on the answer",
+        Duration::from_secs(10),
+        || async {
+            let types: Vec<String> = sqlx::query_scalar(
+                "select event_type from es_events where stream = $1 order by version",
+            )
             .bind(format!("demo/call-{call}"))
             .fetch_all(&sys.db.pool)
             .await
             .unwrap();
-        types.into_iter().find(|t| t == "CallAnswered" || t == "OfferWithdrawn")
-    })
+            types
+                .into_iter()
+                .find(|t| t == "CallAnswered" || t == "OfferWithdrawn")
+        },
+    )
     .await;
     holdback.rollback().await.unwrap();
-    assert_eq!(outcome, "OfferWithdrawn", "the caller must not be connected to an agent who logged out");
-    assert_eq!(sys.withdrawals(&call).await, [("1002".to_string(), "agent_logged_out".to_string())]);
-    cc_testkit::eventually("Bob's answered leg hung up", Duration::from_secs(10), || async { sys.device_channels("1002").await.is_empty().then_some(()) }).await;
+    assert_eq!(
+        outcome, "OfferWithdrawn",
+        "the caller must not be connected to an agent who logged out"
+    );
+    assert_eq!(
+        sys.withdrawals(&call).await,
+        [("1002".to_string(), "agent_logged_out".to_string())]
+    );
+    cc_testkit::eventually(
+        "Bob's answered leg hung up",
+        Duration::from_secs(10),
+        || async { sys.device_channels("1002").await.is_empty().then_some(()) },
+    )
+    .await;
     rings(&sys, &dave, &call).await;
     counts_nothing(&sys, &bob).await;
 }
@@ -130,10 +225,28 @@ async fn a_device_going_offline_while_it_rings_withdraws_the_offer_and_counts_no
 
     sys.set_registered("1002", false).await;
     assert_eq!(sys.withdrawn(&call, "1002").await, "device_offline");
-    cc_testkit::eventually("Bob's phone stops ringing", Duration::from_secs(10), || async { sys.device_channels("1002").await.is_empty().then_some(()) }).await;
+    cc_testkit::eventually(
+        "Bob's phone stops ringing",
+        Duration::from_secs(10),
+        || async { sys.device_channels("1002").await.is_empty().then_some(()) },
+    )
+    .await;
     rings(&sys, &dave, &call).await;
-    let me = sys.view_when(&bob, "Bob offline, no call", |v| v["device_online"] == false && v["current_call"].is_null()).await;
-    assert_eq!(me["counts"], json!({"completed": 0, "missed": 0, "rejected": 0}), "{me}");
+    let me = sys
+        .view_when(&bob, "Bob offline, no call", |v| {
+            v["device_online"] == false && v["current_call"].is_null()
+        })
+        .await;
+    assert_eq!(
+        me["counts"],
+        json!({"completed": 0, "missed": 0, "rejected": 0}),
+        "{me}"
+    );
     let types = sys.call_events(&call).await;
-    assert!(!types.iter().any(|t| t == "OfferTimedOut" || t == "OfferRejected"), "{types:?}");
+    assert!(
+        !types
+            .iter()
+            .any(|t| t == "OfferTimedOut" || t == "OfferRejected"),
+        "{types:?}"
+    );
 }

@@ -50,17 +50,41 @@ pub async fn login(
         (Some(a), None) => (LoginKind::Agent, a),
         (None, Some(u)) => (LoginKind::User, u),
         (Some(_), Some(_)) => {
-            return Err(ApiError(CommandError::field("invalid_field", "agent_number", "send agent_number or username, not both")))
+            return Err(ApiError(CommandError::field(
+                "invalid_field",
+                "agent_number",
+                "send agent_number or username, not both",
+            )))
         }
-        (None, None) => return Err(ApiError(CommandError::field("missing_field", "agent_number", "agent_number is required"))),
+        (None, None) => {
+            return Err(ApiError(CommandError::field(
+                "missing_field",
+                "agent_number",
+                "agent_number is required",
+            )))
+        }
     };
-    let cmd = SignIn { kind, login, password: b.password, client: client_address(&headers, peer) };
-    let signed = p.ctx.bus.request(&CommandContext::new(&tenant, "portal"), &cmd).await?;
-    let secure = headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()) == Some("https");
+    let cmd = SignIn {
+        kind,
+        login,
+        password: b.password,
+        client: client_address(&headers, peer),
+    };
+    let signed = p
+        .ctx
+        .bus
+        .request(&CommandContext::new(&tenant, "portal"), &cmd)
+        .await?;
+    let secure = headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+        == Some("https");
     let cookie = format!(
         "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
         signed.token,
-        (signed.principal.expires_at - chrono::Utc::now()).num_seconds().max(0),
+        (signed.principal.expires_at - chrono::Utc::now())
+            .num_seconds()
+            .max(0),
         if secure { "; Secure" } else { "" }
     );
     Ok(([(header::SET_COOKIE, cookie)], Json(signed)))
@@ -68,7 +92,15 @@ pub async fn login(
 
 /// `POST /api/signout`: ends the portal session (not the agent's login; see DELETE /api/session).
 pub async fn signout(State(p): State<Portal>, who: Authed) -> ApiResult<impl IntoResponse> {
-    p.ctx.bus.request(&who.context(), &SignOut { token: who.token.clone() }).await?;
+    p.ctx
+        .bus
+        .request(
+            &who.context(),
+            &SignOut {
+                token: who.token.clone(),
+            },
+        )
+        .await?;
     let cookie = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
     Ok(([(header::SET_COOKIE, cookie)], StatusCode::NO_CONTENT))
 }
@@ -76,7 +108,12 @@ pub async fn signout(State(p): State<Portal>, who: Authed) -> ApiResult<impl Int
 /// `GET /api/login-options`: the devices online, the default device, the assigned queues.
 pub async fn login_options(State(p): State<Portal>, who: Authed) -> ApiResult<Json<LoginOptions>> {
     let agent = who.agent()?;
-    Ok(Json(p.ctx.bus.request(&who.context(), &GetLoginOptions { agent }).await?))
+    Ok(Json(
+        p.ctx
+            .bus
+            .request(&who.context(), &GetLoginOptions { agent })
+            .await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -89,21 +126,63 @@ pub struct CompleteLoginBody {
 }
 
 /// `POST /api/session`: "Complete Login" with the chosen device and queues.
-pub async fn complete_login(State(p): State<Portal>, who: Authed, raw: Bytes) -> ApiResult<Json<SessionState>> {
+pub async fn complete_login(
+    State(p): State<Portal>,
+    who: Authed,
+    raw: Bytes,
+) -> ApiResult<Json<SessionState>> {
     let agent = who.agent()?;
-    let b: CompleteLoginBody = if raw.is_empty() { CompleteLoginBody { device: None, queues: None } } else { body(&raw)? };
-    let device = b.device.as_deref().map(|d| parsed("device", DeviceId::parse(d))).transpose()?;
+    let b: CompleteLoginBody = if raw.is_empty() {
+        CompleteLoginBody {
+            device: None,
+            queues: None,
+        }
+    } else {
+        body(&raw)?
+    };
+    let device = b
+        .device
+        .as_deref()
+        .map(|d| parsed("device", DeviceId::parse(d)))
+        .transpose()?;
     let queues = b
         .queues
-        .map(|qs| qs.iter().map(|q| parsed("queues", QueueNumber::parse(q))).collect::<ApiResult<Vec<_>>>())
+        .map(|qs| {
+            qs.iter()
+                .map(|q| parsed("queues", QueueNumber::parse(q)))
+                .collect::<ApiResult<Vec<_>>>()
+        })
         .transpose()?;
-    Ok(Json(p.ctx.bus.request(&who.context(), &LoginAgent { agent, device, queues }).await?))
+    Ok(Json(
+        p.ctx
+            .bus
+            .request(
+                &who.context(),
+                &LoginAgent {
+                    agent,
+                    device,
+                    queues,
+                },
+            )
+            .await?,
+    ))
 }
 
 /// `DELETE /api/session`: the agent logs out.
 pub async fn logout(State(p): State<Portal>, who: Authed) -> ApiResult<Json<SessionState>> {
     let agent = who.agent()?;
-    Ok(Json(p.ctx.bus.request(&who.context(), &LogoutAgent { agent, reason: LogoutReason::Agent }).await?))
+    Ok(Json(
+        p.ctx
+            .bus
+            .request(
+                &who.context(),
+                &LogoutAgent {
+                    agent,
+                    reason: LogoutReason::Agent,
+                },
+            )
+            .await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -113,30 +192,83 @@ pub struct PauseBody {
 }
 
 /// `POST /api/session/pause`: pause with one of the tenant's reasons (or change the reason).
-pub async fn pause(State(p): State<Portal>, who: Authed, raw: Bytes) -> ApiResult<Json<SessionState>> {
+pub async fn pause(
+    State(p): State<Portal>,
+    who: Authed,
+    raw: Bytes,
+) -> ApiResult<Json<SessionState>> {
     let agent = who.agent()?;
     let b: PauseBody = body(&raw)?;
-    Ok(Json(p.ctx.bus.request(&who.context(), &PauseAgent { agent, reason: b.reason, auto: false }).await?))
+    Ok(Json(
+        p.ctx
+            .bus
+            .request(
+                &who.context(),
+                &PauseAgent {
+                    agent,
+                    reason: b.reason,
+                    auto: false,
+                },
+            )
+            .await?,
+    ))
 }
 
 /// `POST /api/session/unpause`.
 pub async fn unpause(State(p): State<Portal>, who: Authed) -> ApiResult<Json<SessionState>> {
     let agent = who.agent()?;
-    Ok(Json(p.ctx.bus.request(&who.context(), &UnpauseAgent { agent }).await?))
+    Ok(Json(
+        p.ctx
+            .bus
+            .request(&who.context(), &UnpauseAgent { agent })
+            .await?,
+    ))
 }
 
 /// `PUT /api/session/queues/{queue}`: join an assigned queue (when allowed).
-pub async fn join_queue(State(p): State<Portal>, who: Authed, Path(queue): Path<String>) -> ApiResult<Json<SessionState>> {
+pub async fn join_queue(
+    State(p): State<Portal>,
+    who: Authed,
+    Path(queue): Path<String>,
+) -> ApiResult<Json<SessionState>> {
     let agent = who.agent()?;
     let queue = parsed("queue", QueueNumber::parse(&queue))?;
-    Ok(Json(p.ctx.bus.request(&who.context(), &SetQueueMembership { agent, queue, member: true }).await?))
+    Ok(Json(
+        p.ctx
+            .bus
+            .request(
+                &who.context(),
+                &SetQueueMembership {
+                    agent,
+                    queue,
+                    member: true,
+                },
+            )
+            .await?,
+    ))
 }
 
 /// `DELETE /api/session/queues/{queue}`: leave a queue (when allowed).
-pub async fn leave_queue(State(p): State<Portal>, who: Authed, Path(queue): Path<String>) -> ApiResult<Json<SessionState>> {
+pub async fn leave_queue(
+    State(p): State<Portal>,
+    who: Authed,
+    Path(queue): Path<String>,
+) -> ApiResult<Json<SessionState>> {
     let agent = who.agent()?;
     let queue = parsed("queue", QueueNumber::parse(&queue))?;
-    Ok(Json(p.ctx.bus.request(&who.context(), &SetQueueMembership { agent, queue, member: false }).await?))
+    Ok(Json(
+        p.ctx
+            .bus
+            .request(
+                &who.context(),
+                &SetQueueMembership {
+                    agent,
+                    queue,
+                    member: false,
+                },
+            )
+            .await?,
+    ))
 }
 
 /// How long a `GET` of a view waits for the read model to take in commands already answered.
@@ -154,14 +286,25 @@ pub async fn me(State(p): State<Portal>, who: Authed) -> ApiResult<Json<AgentVie
 }
 
 /// `GET /api/pause-reasons`.
-pub async fn pause_reasons(State(p): State<Portal>, who: Authed) -> ApiResult<Json<Vec<PauseReason>>> {
-    Ok(Json(p.ctx.bus.request(&who.context(), &ListPauseReasons {}).await?))
+pub async fn pause_reasons(
+    State(p): State<Portal>,
+    who: Authed,
+) -> ApiResult<Json<Vec<PauseReason>>> {
+    Ok(Json(
+        p.ctx
+            .bus
+            .request(&who.context(), &ListPauseReasons {})
+            .await?,
+    ))
 }
 
 /// `POST /api/call/hangup`: the agent ends the call.
 pub async fn hangup(State(p): State<Portal>, who: Authed) -> ApiResult<StatusCode> {
     let agent = who.agent()?;
-    p.ctx.bus.request(&who.context(), &cc_contracts::call::HangupCall { agent }).await?;
+    p.ctx
+        .bus
+        .request(&who.context(), &cc_contracts::call::HangupCall { agent })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -175,14 +318,26 @@ pub struct HoldBody {
 pub async fn hold(State(p): State<Portal>, who: Authed, raw: Bytes) -> ApiResult<StatusCode> {
     let agent = who.agent()?;
     let b: HoldBody = body(&raw)?;
-    p.ctx.bus.request(&who.context(), &cc_contracts::call::HoldCall { agent, held: b.held }).await?;
+    p.ctx
+        .bus
+        .request(
+            &who.context(),
+            &cc_contracts::call::HoldCall {
+                agent,
+                held: b.held,
+            },
+        )
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `POST /api/call/wrap-up/end`: ready for the next call before the wrap-up time is over.
 pub async fn end_wrap_up(State(p): State<Portal>, who: Authed) -> ApiResult<StatusCode> {
     let agent = who.agent()?;
-    p.ctx.bus.request(&who.context(), &cc_contracts::call::EndWrapUp { agent }).await?;
+    p.ctx
+        .bus
+        .request(&who.context(), &cc_contracts::call::EndWrapUp { agent })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -219,41 +374,95 @@ pub async fn transfer(State(p): State<Portal>, who: Authed, raw: Bytes) -> ApiRe
     let b: TransferBody = body(&raw)?;
     let pool = &p.ctx.pool;
     let tenant = who.tenant();
-    let (target, device, target_agent) = match (b.target.extension, b.target.agent, b.target.queue, b.target.number) {
+    let (target, device, target_agent) = match (
+        b.target.extension,
+        b.target.agent,
+        b.target.queue,
+        b.target.number,
+    ) {
         (Some(e), None, None, None) => {
-            let device = DeviceId::parse(&e).map_err(|e| target_error("invalid_field", e.message))?;
+            let device =
+                DeviceId::parse(&e).map_err(|e| target_error("invalid_field", e.message))?;
             let on = crate::views::agent_on_device(pool, tenant, device.as_str()).await?;
-            let on = on.map(|a| AgentNumber::parse(&a)).transpose().map_err(|e| ApiError(CommandError::internal(e.message)))?;
+            let on = on
+                .map(|a| AgentNumber::parse(&a))
+                .transpose()
+                .map_err(|e| ApiError(CommandError::internal(e.message)))?;
             (TransferTarget::Extension(device.clone()), Some(device), on)
         }
         (None, Some(a), None, None) => {
-            let target = AgentNumber::parse(&a).map_err(|e| target_error("invalid_field", e.message))?;
+            let target =
+                AgentNumber::parse(&a).map_err(|e| target_error("invalid_field", e.message))?;
             if target == agent {
-                return Err(target_error("own_device", "you cannot transfer a call to yourself"));
+                return Err(target_error(
+                    "own_device",
+                    "you cannot transfer a call to yourself",
+                ));
             }
-            let view = crate::views::agent(pool, tenant, target.as_str()).await?.ok_or_else(|| target_error("unknown_agent", format!("There is no agent {target}")))?;
+            let view = crate::views::agent(pool, tenant, target.as_str())
+                .await?
+                .ok_or_else(|| {
+                    target_error("unknown_agent", format!("There is no agent {target}"))
+                })?;
             let device = match (&view.login_time, &view.device) {
-                (Some(_), Some(d)) => DeviceId::parse(d).map_err(|e| ApiError(CommandError::internal(e.message)))?,
-                _ => return Err(target_error("agent_not_logged_in", format!("Agent {target} is not logged in"))),
+                (Some(_), Some(d)) => {
+                    DeviceId::parse(d).map_err(|e| ApiError(CommandError::internal(e.message)))?
+                }
+                _ => {
+                    return Err(target_error(
+                        "agent_not_logged_in",
+                        format!("Agent {target} is not logged in"),
+                    ))
+                }
             };
-            (TransferTarget::Agent(target.clone()), Some(device), Some(target))
+            (
+                TransferTarget::Agent(target.clone()),
+                Some(device),
+                Some(target),
+            )
         }
         (None, None, Some(q), None) => {
-            let queue = QueueNumber::parse(&q).map_err(|e| target_error("invalid_field", e.message))?;
-            if !crate::views::queues(pool, tenant).await?.iter().any(|(n, _)| n == queue.as_str()) {
-                return Err(target_error("unknown_queue", format!("There is no queue {queue}")));
+            let queue =
+                QueueNumber::parse(&q).map_err(|e| target_error("invalid_field", e.message))?;
+            if !crate::views::queues(pool, tenant)
+                .await?
+                .iter()
+                .any(|(n, _)| n == queue.as_str())
+            {
+                return Err(target_error(
+                    "unknown_queue",
+                    format!("There is no queue {queue}"),
+                ));
             }
             (TransferTarget::Queue(queue), None, None)
         }
         (None, None, None, Some(n)) => (TransferTarget::Number(n.trim().to_string()), None, None),
-        _ => return Err(target_error("invalid_field", "give exactly one of extension, agent, queue or number")),
+        _ => {
+            return Err(target_error(
+                "invalid_field",
+                "give exactly one of extension, agent, queue or number",
+            ))
+        }
     };
     let ring_timeout_s = match b.ring_timeout_s {
         None => 30,
         Some(s) if (1..=600).contains(&s) => s,
-        Some(_) => return Err(ApiError(CommandError::field("invalid_field", "ring_timeout_s", "ring_timeout_s must be 1 to 600 seconds"))),
+        Some(_) => {
+            return Err(ApiError(CommandError::field(
+                "invalid_field",
+                "ring_timeout_s",
+                "ring_timeout_s must be 1 to 600 seconds",
+            )))
+        }
     };
-    let cmd = TransferCall { agent, method: b.method, target, device, target_agent, ring_timeout_s };
+    let cmd = TransferCall {
+        agent,
+        method: b.method,
+        target,
+        device,
+        target_agent,
+        ring_timeout_s,
+    };
     p.ctx.bus.request(&who.context(), &cmd).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -261,14 +470,26 @@ pub async fn transfer(State(p): State<Portal>, who: Authed, raw: Bytes) -> ApiRe
 /// `POST /api/call/transfer/complete`: the agent drops; the customer stays with the target.
 pub async fn complete_transfer(State(p): State<Portal>, who: Authed) -> ApiResult<StatusCode> {
     let agent = who.agent()?;
-    p.ctx.bus.request(&who.context(), &cc_contracts::call::CompleteTransfer { agent }).await?;
+    p.ctx
+        .bus
+        .request(
+            &who.context(),
+            &cc_contracts::call::CompleteTransfer { agent },
+        )
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `POST /api/call/transfer/cancel`: the target's leg ends; the customer is back with the agent.
 pub async fn cancel_transfer(State(p): State<Portal>, who: Authed) -> ApiResult<StatusCode> {
     let agent = who.agent()?;
-    p.ctx.bus.request(&who.context(), &cc_contracts::call::CancelTransfer { agent }).await?;
+    p.ctx
+        .bus
+        .request(
+            &who.context(),
+            &cc_contracts::call::CancelTransfer { agent },
+        )
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -281,11 +502,23 @@ pub struct TransferTargets {
 
 /// `GET /api/transfer-targets`: the tenant's extensions (online or not, with the agent logged
 /// in on each), the other agents with their status, and the queues.
-pub async fn transfer_targets(State(p): State<Portal>, who: Authed) -> ApiResult<Json<TransferTargets>> {
+pub async fn transfer_targets(
+    State(p): State<Portal>,
+    who: Authed,
+) -> ApiResult<Json<TransferTargets>> {
     let me = who.agent()?;
     let views = crate::views::agents(&p.ctx.pool, who.tenant()).await?;
-    let devices = p.ctx.bus.request(&who.context(), &cc_contracts::pbx::ListDevices {}).await?;
-    let on_device = |d: &str| views.iter().find(|v| v.login_time.is_some() && v.device.as_deref() == Some(d)).map(|v| v.agent.clone());
+    let devices = p
+        .ctx
+        .bus
+        .request(&who.context(), &cc_contracts::pbx::ListDevices {})
+        .await?;
+    let on_device = |d: &str| {
+        views
+            .iter()
+            .find(|v| v.login_time.is_some() && v.device.as_deref() == Some(d))
+            .map(|v| v.agent.clone())
+    };
     let extensions = devices
         .iter()
         .map(|d| serde_json::json!({ "device": d.device, "online": d.registered, "agent": on_device(d.device.as_str()) }))
@@ -295,6 +528,14 @@ pub async fn transfer_targets(State(p): State<Portal>, who: Authed) -> ApiResult
         .filter(|v| v.agent != me.as_str() && v.enabled)
         .map(|v| serde_json::json!({ "agent": v.agent, "display_name": v.display_name, "status": v.status, "status_label": v.status_label, "device": v.device }))
         .collect();
-    let queues = crate::views::queues(&p.ctx.pool, who.tenant()).await?.into_iter().map(|(q, n)| serde_json::json!({ "queue": q, "name": n })).collect();
-    Ok(Json(TransferTargets { extensions, agents, queues }))
+    let queues = crate::views::queues(&p.ctx.pool, who.tenant())
+        .await?
+        .into_iter()
+        .map(|(q, n)| serde_json::json!({ "queue": q, "name": n }))
+        .collect();
+    Ok(Json(TransferTargets {
+        extensions,
+        agents,
+        queues,
+    }))
 }

@@ -26,7 +26,9 @@ fn sip_tenant(p: &Portal, who: &Authed) -> ApiResult<()> {
     } else {
         Err(ApiError(CommandError::new(
             "not_sip_tenant",
-            format!("Tenant {tenant} has no SIP devices: its PBX is the simulator (see CC_SIP_TENANTS)"),
+            format!(
+                "Tenant {tenant} has no SIP devices: its PBX is the simulator (see CC_SIP_TENANTS)"
+            ),
         )))
     }
 }
@@ -35,7 +37,12 @@ fn sip_tenant(p: &Portal, who: &Authed) -> ApiResult<()> {
 pub async fn list(State(p): State<Portal>, who: Authed) -> ApiResult<Json<Vec<SipDeviceInfo>>> {
     who.require(crate::api::supervisor::ROLES)?;
     sip_tenant(&p, &who)?;
-    Ok(Json(p.ctx.bus.request(&who.context(), &ListSipDevices {}).await?))
+    Ok(Json(
+        p.ctx
+            .bus
+            .request(&who.context(), &ListSipDevices {})
+            .await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -45,32 +52,68 @@ pub struct NewDevice {
 }
 
 /// `POST /api/admin/devices` `{"device": "1008"}`: a new device and its SIP password (shown once).
-pub async fn create(State(p): State<Portal>, who: Authed, raw: Bytes) -> ApiResult<(StatusCode, Json<SipCredentials>)> {
+pub async fn create(
+    State(p): State<Portal>,
+    who: Authed,
+    raw: Bytes,
+) -> ApiResult<(StatusCode, Json<SipCredentials>)> {
     who.require(ADMIN)?;
     sip_tenant(&p, &who)?;
     let b: NewDevice = body(&raw)?;
     let device = parsed("device", DeviceId::parse(&b.device))?;
-    Ok((StatusCode::CREATED, Json(p.ctx.bus.request(&who.context(), &ProvisionSipDevice { device }).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            p.ctx
+                .bus
+                .request(&who.context(), &ProvisionSipDevice { device })
+                .await?,
+        ),
+    ))
 }
 
 /// `POST /api/admin/devices/{device}/password`: a new SIP password for an existing device
 /// (shown once; the phone must be set up with it again).
-pub async fn new_password(State(p): State<Portal>, who: Authed, Path(device): Path<String>) -> ApiResult<Json<SipCredentials>> {
+pub async fn new_password(
+    State(p): State<Portal>,
+    who: Authed,
+    Path(device): Path<String>,
+) -> ApiResult<Json<SipCredentials>> {
     who.require(ADMIN)?;
     sip_tenant(&p, &who)?;
     let device = parsed("device", DeviceId::parse(&device))?;
-    let known = p.ctx.bus.request(&who.context(), &ListSipDevices {}).await?;
+    let known = p
+        .ctx
+        .bus
+        .request(&who.context(), &ListSipDevices {})
+        .await?;
     if !known.iter().any(|d| d.device == device) {
-        return Err(ApiError(CommandError::field("unknown_device", "device", format!("There is no SIP device {device}"))));
+        return Err(ApiError(CommandError::field(
+            "unknown_device",
+            "device",
+            format!("There is no SIP device {device}"),
+        )));
     }
-    Ok(Json(p.ctx.bus.request(&who.context(), &ProvisionSipDevice { device }).await?))
+    Ok(Json(
+        p.ctx
+            .bus
+            .request(&who.context(), &ProvisionSipDevice { device })
+            .await?,
+    ))
 }
 
 /// `DELETE /api/admin/devices/{device}`: removes the device (it goes offline).
-pub async fn remove(State(p): State<Portal>, who: Authed, Path(device): Path<String>) -> ApiResult<StatusCode> {
+pub async fn remove(
+    State(p): State<Portal>,
+    who: Authed,
+    Path(device): Path<String>,
+) -> ApiResult<StatusCode> {
     who.require(ADMIN)?;
     sip_tenant(&p, &who)?;
     let device = parsed("device", DeviceId::parse(&device))?;
-    p.ctx.bus.request(&who.context(), &RemoveSipDevice { device }).await?;
+    p.ctx
+        .bus
+        .request(&who.context(), &RemoveSipDevice { device })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -44,8 +44,20 @@ const CALLS: Report = Report {
     agent: Some("exists (select 1 from reporting.call_segments s where s.tenant = v.tenant and s.call = v.call and s.kind = 'connected' and s.agent = $5)"),
     order: "v.entered_at",
 };
-const AGENTS: Report = Report { view: "agent_daily", day: "v.day", queue: None, agent: Some("v.agent = $5"), order: "v.day, v.agent" };
-const PAUSES: Report = Report { view: "agent_pause_daily", day: "v.day", queue: None, agent: Some("v.agent = $5"), order: "v.day, v.agent, v.reason" };
+const AGENTS: Report = Report {
+    view: "agent_daily",
+    day: "v.day",
+    queue: None,
+    agent: Some("v.agent = $5"),
+    order: "v.day, v.agent",
+};
+const PAUSES: Report = Report {
+    view: "agent_pause_daily",
+    day: "v.day",
+    queue: None,
+    agent: Some("v.agent = $5"),
+    order: "v.day, v.agent, v.reason",
+};
 const QUEUES: Report = Report {
     view: "queue_intervals",
     day: "(v.interval_start at time zone t.time_zone)::date",
@@ -60,7 +72,14 @@ fn bad(field: &str, message: String) -> ApiError {
 
 fn date(field: &str, v: &Option<String>) -> ApiResult<Option<NaiveDate>> {
     v.as_deref()
-        .map(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| bad(field, format!("{field} must be a date like 2026-11-25, not {s:?}"))))
+        .map(|s| {
+            NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| {
+                bad(
+                    field,
+                    format!("{field} must be a date like 2026-11-25, not {s:?}"),
+                )
+            })
+        })
         .transpose()
 }
 
@@ -75,17 +94,30 @@ async fn report(p: &Portal, who: &Authed, r: &Report, f: Filter) -> ApiResult<Re
     let queue = match (&f.queue, r.queue) {
         (None, _) => None,
         (Some(_), None) => return Err(bad("queue", "this report has no queue filter".to_string())),
-        (Some(q), Some(_)) => Some(QueueNumber::parse(q).map_err(|e| bad("queue", e.message))?.to_string()),
+        (Some(q), Some(_)) => Some(
+            QueueNumber::parse(q)
+                .map_err(|e| bad("queue", e.message))?
+                .to_string(),
+        ),
     };
     let agent = match (&f.agent, r.agent) {
         (None, _) => None,
         (Some(_), None) => return Err(bad("agent", "this report has no agent filter".to_string())),
-        (Some(a), Some(_)) => Some(AgentNumber::parse(a).map_err(|e| bad("agent", e.message))?.to_string()),
+        (Some(a), Some(_)) => Some(
+            AgentNumber::parse(a)
+                .map_err(|e| bad("agent", e.message))?
+                .to_string(),
+        ),
     };
     let csv = match f.format.as_deref() {
         None | Some("json") => false,
         Some("csv") => true,
-        Some(other) => return Err(bad("format", format!("format is json or csv, not {other:?}"))),
+        Some(other) => {
+            return Err(bad(
+                "format",
+                format!("format is json or csv, not {other:?}"),
+            ))
+        }
     };
     let sql = format!(
         "select row_to_json(v)::text from reporting.{view} v join reporting.tenants t on t.tenant = v.tenant
@@ -106,8 +138,16 @@ async fn report(p: &Portal, who: &Authed, r: &Report, f: Filter) -> ApiResult<Re
         .bind(&agent)
         .fetch_all(&p.ctx.pool)
         .await
-        .map_err(|e| ApiError(CommandError::new("unavailable", format!("the reporting tables cannot be read now: {e}"))))?;
-    let rows: Vec<serde_json::Value> = rows.iter().filter_map(|r| serde_json::from_str(r).ok()).collect();
+        .map_err(|e| {
+            ApiError(CommandError::new(
+                "unavailable",
+                format!("the reporting tables cannot be read now: {e}"),
+            ))
+        })?;
+    let rows: Vec<serde_json::Value> = rows
+        .iter()
+        .filter_map(|r| serde_json::from_str(r).ok())
+        .collect();
     if !csv {
         return Ok(Json(rows).into_response());
     }
@@ -116,7 +156,11 @@ async fn report(p: &Portal, who: &Authed, r: &Report, f: Filter) -> ApiResult<Re
         .fetch_all(&p.ctx.pool)
         .await
         .map_err(|e| ApiError(CommandError::internal(e.to_string())))?;
-    let mut out = columns.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(",");
+    let mut out = columns
+        .iter()
+        .map(|c| csv_field(c))
+        .collect::<Vec<_>>()
+        .join(",");
     out.push('\n');
     for row in &rows {
         let fields: Vec<String> = columns
@@ -131,7 +175,14 @@ async fn report(p: &Portal, who: &Authed, r: &Report, f: Filter) -> ApiResult<Re
         out.push('\n');
     }
     let name = format!("attachment; filename=\"{}.csv\"", r.view);
-    Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()), (header::CONTENT_DISPOSITION, name)], out).into_response())
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (header::CONTENT_DISPOSITION, name),
+        ],
+        out,
+    )
+        .into_response())
 }
 
 fn csv_field(s: &str) -> String {
@@ -147,21 +198,37 @@ fn query(q: Result<Query<Filter>, axum::extract::rejection::QueryRejection>) -> 
 }
 
 /// `GET /api/reports/calls`: one row per call (the view `reporting.call_history`).
-pub async fn calls(State(p): State<Portal>, who: Authed, q: Result<Query<Filter>, axum::extract::rejection::QueryRejection>) -> ApiResult<Response> {
+pub async fn calls(
+    State(p): State<Portal>,
+    who: Authed,
+    q: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
     report(&p, &who, &CALLS, query(q)?).await
 }
 
 /// `GET /api/reports/agents`: per agent and day (`reporting.agent_daily`).
-pub async fn agents(State(p): State<Portal>, who: Authed, q: Result<Query<Filter>, axum::extract::rejection::QueryRejection>) -> ApiResult<Response> {
+pub async fn agents(
+    State(p): State<Portal>,
+    who: Authed,
+    q: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
     report(&p, &who, &AGENTS, query(q)?).await
 }
 
 /// `GET /api/reports/pauses`: pause time per agent, day and reason (`reporting.agent_pause_daily`).
-pub async fn pauses(State(p): State<Portal>, who: Authed, q: Result<Query<Filter>, axum::extract::rejection::QueryRejection>) -> ApiResult<Response> {
+pub async fn pauses(
+    State(p): State<Portal>,
+    who: Authed,
+    q: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
     report(&p, &who, &PAUSES, query(q)?).await
 }
 
 /// `GET /api/reports/queues`: per queue and 15 minutes (`reporting.queue_intervals`).
-pub async fn queues(State(p): State<Portal>, who: Authed, q: Result<Query<Filter>, axum::extract::rejection::QueryRejection>) -> ApiResult<Response> {
+pub async fn queues(
+    State(p): State<Portal>,
+    who: Authed,
+    q: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
     report(&p, &who, &QUEUES, query(q)?).await
 }

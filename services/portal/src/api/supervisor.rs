@@ -21,10 +21,25 @@ pub async fn agents(State(p): State<Portal>, who: Authed) -> ApiResult<Json<Vec<
 }
 
 /// `POST /api/supervisor/agents/{agent}/logout`: forced logout.
-pub async fn force_logout(State(p): State<Portal>, who: Authed, Path(agent): Path<String>) -> ApiResult<Json<SessionState>> {
+pub async fn force_logout(
+    State(p): State<Portal>,
+    who: Authed,
+    Path(agent): Path<String>,
+) -> ApiResult<Json<SessionState>> {
     who.require(ROLES)?;
     let agent = parsed("agent", AgentNumber::parse(&agent))?;
-    Ok(Json(p.ctx.bus.request(&who.context(), &LogoutAgent { agent, reason: LogoutReason::Supervisor }).await?))
+    Ok(Json(
+        p.ctx
+            .bus
+            .request(
+                &who.context(),
+                &LogoutAgent {
+                    agent,
+                    reason: LogoutReason::Supervisor,
+                },
+            )
+            .await?,
+    ))
 }
 
 /// `GET /api/whoami`: the signed-in principal (agent, supervisor or admin).
@@ -59,5 +74,14 @@ pub async fn queues(State(p): State<Portal>, who: Authed) -> ApiResult<Json<Vec<
     .fetch_all(&p.ctx.pool)
     .await
     .map_err(|e| crate::error::ApiError(cc_bus::CommandError::new("unavailable", format!("queue figures cannot be read now: {e}"))))?;
-    Ok(Json(rows.into_iter().map(|(queue, name, waiting, longest_waiting_since)| QueueNow { queue, name, waiting, longest_waiting_since }).collect()))
+    Ok(Json(
+        rows.into_iter()
+            .map(|(queue, name, waiting, longest_waiting_since)| QueueNow {
+                queue,
+                name,
+                waiting,
+                longest_waiting_since,
+            })
+            .collect(),
+    ))
 }

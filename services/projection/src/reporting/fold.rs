@@ -122,7 +122,16 @@ struct CallAcc {
 }
 
 impl CallAcc {
-    fn open(&mut self, tenant: &str, call: &str, kind: &'static str, agent: Option<&str>, queue: Option<&str>, at: Ts, detail: Option<String>) -> usize {
+    fn open(
+        &mut self,
+        tenant: &str,
+        call: &str,
+        kind: &'static str,
+        agent: Option<&str>,
+        queue: Option<&str>,
+        at: Ts,
+        detail: Option<String>,
+    ) -> usize {
         self.segments.push(SegmentRow {
             tenant: tenant.into(),
             call: call.into(),
@@ -140,7 +149,10 @@ impl CallAcc {
     }
 
     fn close(&mut self, i: Option<usize>, at: Ts, outcome: &str) {
-        if let Some(s) = i.and_then(|i| self.segments.get_mut(i)).filter(|s| s.ended_at.is_none()) {
+        if let Some(s) = i
+            .and_then(|i| self.segments.get_mut(i))
+            .filter(|s| s.ended_at.is_none())
+        {
             s.ended_at = Some(at);
             s.duration_ms = Some(ms(s.started_at, at));
             s.outcome = Some(outcome.into());
@@ -175,7 +187,12 @@ pub struct Dirty {
 
 impl Dirty {
     pub fn rows(&self) -> usize {
-        self.tenants.len() + self.queues.len() + self.calls.len() + self.segments.len() + self.states.len() + self.logins.len()
+        self.tenants.len()
+            + self.queues.len()
+            + self.calls.len()
+            + self.segments.len()
+            + self.states.len()
+            + self.logins.len()
     }
 }
 
@@ -202,22 +219,49 @@ impl Reporter {
         let at = e.recorded_at;
         match e.stream.category() {
             "tenant" => {
-                if let Some(TenantEvent::TenantCreated { tenant: t, name, time_zone, .. }) = cc_contracts::decode::<TenantEvent>(e) {
-                    let tz = if time_zone.is_empty() { "UTC".to_string() } else { time_zone };
-                    self.tenants.insert(t.clone(), TenantRow { tenant: t.clone(), name, time_zone: tz });
+                if let Some(TenantEvent::TenantCreated {
+                    tenant: t,
+                    name,
+                    time_zone,
+                    ..
+                }) = cc_contracts::decode::<TenantEvent>(e)
+                {
+                    let tz = if time_zone.is_empty() {
+                        "UTC".to_string()
+                    } else {
+                        time_zone
+                    };
+                    self.tenants.insert(
+                        t.clone(),
+                        TenantRow {
+                            tenant: t.clone(),
+                            name,
+                            time_zone: tz,
+                        },
+                    );
                     self.dirty_tenants.insert(t);
                 }
             }
             "queue" => match cc_contracts::decode::<QueueEvent>(e) {
                 Some(QueueEvent::QueueCreated { queue, name }) => {
                     let key = (tenant.clone(), queue.to_string());
-                    let row = self.queues.entry(key.clone()).or_insert_with(|| QueueRow { tenant: tenant.clone(), queue: queue.to_string(), name: String::new(), service_level_s: 20 });
+                    let row = self.queues.entry(key.clone()).or_insert_with(|| QueueRow {
+                        tenant: tenant.clone(),
+                        queue: queue.to_string(),
+                        name: String::new(),
+                        service_level_s: 20,
+                    });
                     row.name = name;
                     self.dirty_queues.insert(key);
                 }
                 Some(QueueEvent::QueueConfigured { queue, settings }) => {
                     let key = (tenant.clone(), queue.to_string());
-                    let row = self.queues.entry(key.clone()).or_insert_with(|| QueueRow { tenant: tenant.clone(), queue: queue.to_string(), name: queue.to_string(), service_level_s: 20 });
+                    let row = self.queues.entry(key.clone()).or_insert_with(|| QueueRow {
+                        tenant: tenant.clone(),
+                        queue: queue.to_string(),
+                        name: queue.to_string(),
+                        service_level_s: 20,
+                    });
                     row.service_level_s = settings.service_level_s;
                     self.dirty_queues.insert(key);
                 }
@@ -238,21 +282,26 @@ impl Reporter {
     }
 
     fn agent(&mut self, tenant: &str, agent: &str) -> &mut AgentAcc {
-        self.agents.entry((tenant.to_string(), agent.to_string())).or_default()
+        self.agents
+            .entry((tenant.to_string(), agent.to_string()))
+            .or_default()
     }
 
     /// Re-derives an agent's state after a change; a different state closes the interval.
     fn restate(&mut self, tenant: &str, agent: &str, at: Ts) {
         let key = (tenant.to_string(), agent.to_string());
         let a = self.agents.entry(key.clone()).or_default();
-        let next: Option<(&'static str, Option<String>, Option<String>)> = match (&a.login, &a.call, &a.pause) {
-            (None, _, _) => None,
-            (Some(_), Some((call, phase)), _) => Some((phase, None, Some(call.clone()))),
-            (Some(_), None, Some(reason)) => Some(("paused", Some(reason.clone()), None)),
-            (Some(_), None, None) => Some(("idle", None, None)),
-        };
+        let next: Option<(&'static str, Option<String>, Option<String>)> =
+            match (&a.login, &a.call, &a.pause) {
+                (None, _, _) => None,
+                (Some(_), Some((call, phase)), _) => Some((phase, None, Some(call.clone()))),
+                (Some(_), None, Some(reason)) => Some(("paused", Some(reason.clone()), None)),
+                (Some(_), None, None) => Some(("idle", None, None)),
+            };
         let same = match (&a.state, &next) {
-            (Some(s), Some((state, reason, call))) => s.state == *state && &s.reason == reason && &s.call == call,
+            (Some(s), Some((state, reason, call))) => {
+                s.state == *state && &s.reason == reason && &s.call == call
+            }
             (None, None) => true,
             _ => false,
         };
@@ -266,7 +315,17 @@ impl Reporter {
         }
         if let Some((state, reason, call)) = next {
             a.seq += 1;
-            a.state = Some(StateRow { tenant: tenant.into(), agent: agent.into(), seq: a.seq, state, reason, call, started_at: at, ended_at: None, duration_ms: None });
+            a.state = Some(StateRow {
+                tenant: tenant.into(),
+                agent: agent.into(),
+                seq: a.seq,
+                state,
+                reason,
+                call,
+                started_at: at,
+                ended_at: None,
+                duration_ms: None,
+            });
         }
         self.dirty_agents.insert(key);
     }
@@ -286,7 +345,9 @@ impl Reporter {
         };
         let a = self.agent(tenant, &agent);
         match e {
-            AgentLoggedIn { login_id, device, .. } => {
+            AgentLoggedIn {
+                login_id, device, ..
+            } => {
                 a.login = Some(LoginRow {
                     tenant: tenant.into(),
                     agent: agent.clone(),
@@ -304,7 +365,9 @@ impl Reporter {
                 if let Some(mut l) = a.login.take() {
                     l.ended_at = Some(at);
                     l.duration_ms = Some(ms(l.started_at, at));
-                    l.logout_reason = serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(String::from));
+                    l.logout_reason = serde_json::to_value(reason)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from));
                     self.closed_logins.push(l);
                 }
                 let a = self.agent(tenant, &agent);
@@ -316,17 +379,30 @@ impl Reporter {
             AgentUnpaused { .. } => a.pause = None,
             _ => return,
         }
-        self.dirty_agents.insert((tenant.to_string(), agent.clone()));
+        self.dirty_agents
+            .insert((tenant.to_string(), agent.clone()));
         self.restate(tenant, &agent, at);
     }
 
     /// Sets the agent's call phase (None: the call is no longer theirs), if `call` is theirs or
     /// they have none (or are in wrap-up: a new offer ends it, whatever the store's order).
-    fn phase(&mut self, tenant: &str, agent: &str, call: &str, phase: Option<&'static str>, at: Ts) {
+    fn phase(
+        &mut self,
+        tenant: &str,
+        agent: &str,
+        call: &str,
+        phase: Option<&'static str>,
+        at: Ts,
+    ) {
         let a = self.agent(tenant, agent);
         let theirs = a.call.as_ref().is_some_and(|(c, _)| c == call);
         match phase {
-            Some(p) if theirs || a.call.is_none() || (p == "ringing" && a.call.as_ref().is_some_and(|(_, ph)| *ph == "wrap_up")) => {
+            Some(p)
+                if theirs
+                    || a.call.is_none()
+                    || (p == "ringing"
+                        && a.call.as_ref().is_some_and(|(_, ph)| *ph == "wrap_up")) =>
+            {
                 a.call = Some((call.to_string(), p));
             }
             None if theirs => a.call = None,
@@ -343,7 +419,12 @@ impl Reporter {
         if self.calls.contains_key(&key) || matches!(e, CallEnteredQueue { .. }) {
             let c = self.calls.entry(key.clone()).or_default();
             match e {
-                CallEnteredQueue { queue, caller, priority, .. } => {
+                CallEnteredQueue {
+                    queue,
+                    caller,
+                    priority,
+                    ..
+                } => {
                     if c.row.is_none() {
                         c.row = Some(CallRow {
                             tenant: tenant.into(),
@@ -365,10 +446,31 @@ impl Reporter {
                         });
                     }
                     let detail = (*priority != 0).then(|| format!("{{\"priority\":{priority}}}"));
-                    c.queue_seg = Some(c.open(tenant, &call, "queue", None, Some(queue.as_str()), at, detail));
+                    c.queue_seg = Some(c.open(
+                        tenant,
+                        &call,
+                        "queue",
+                        None,
+                        Some(queue.as_str()),
+                        at,
+                        detail,
+                    ));
                 }
-                CallOffered { agent, queue, offer, .. } => {
-                    let i = c.open(tenant, &call, "offer", Some(agent.as_str()), Some(queue.as_str()), at, None);
+                CallOffered {
+                    agent,
+                    queue,
+                    offer,
+                    ..
+                } => {
+                    let i = c.open(
+                        tenant,
+                        &call,
+                        "offer",
+                        Some(agent.as_str()),
+                        Some(queue.as_str()),
+                        at,
+                        None,
+                    );
                     c.offers.insert(offer.clone(), i);
                 }
                 OfferRejected { offer, .. } => {
@@ -381,15 +483,32 @@ impl Reporter {
                 }
                 OfferWithdrawn { offer, reason, .. } => {
                     let i = c.offers.remove(offer);
-                    let why = serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+                    let why = serde_json::to_value(reason)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default();
                     c.close(i, at, &format!("withdrawn:{why}"));
                 }
-                CallAnswered { agent, offer, queue, wait_ms, .. } => {
+                CallAnswered {
+                    agent,
+                    offer,
+                    queue,
+                    wait_ms,
+                    ..
+                } => {
                     let i = c.offers.remove(offer);
                     c.close(i, at, "answered");
                     let q = c.queue_seg.take();
                     c.close(q, at, "answered");
-                    let s = c.open(tenant, &call, "connected", Some(agent.as_str()), Some(queue.as_str()), at, None);
+                    let s = c.open(
+                        tenant,
+                        &call,
+                        "connected",
+                        Some(agent.as_str()),
+                        Some(queue.as_str()),
+                        at,
+                        None,
+                    );
                     c.connected.insert(agent.to_string(), s);
                     if let Some(r) = c.row.as_mut() {
                         if r.answered_at.is_none() {
@@ -413,7 +532,9 @@ impl Reporter {
                             r.wait_ms = Some(*wait_ms);
                         }
                         if let CallLeftQueue { reason, .. } = e {
-                            r.leave_reason = serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(String::from));
+                            r.leave_reason = serde_json::to_value(reason)
+                                .ok()
+                                .and_then(|v| v.as_str().map(String::from));
                         }
                     }
                     // (Also after an earlier answer: a caller transferred into a queue who gave up.)
@@ -421,7 +542,15 @@ impl Reporter {
                 }
                 CallHeld { agent, .. } => {
                     if c.hold.is_none() {
-                        c.hold = Some(c.open(tenant, &call, "hold", Some(agent.as_str()), None, at, None));
+                        c.hold = Some(c.open(
+                            tenant,
+                            &call,
+                            "hold",
+                            Some(agent.as_str()),
+                            None,
+                            at,
+                            None,
+                        ));
                     }
                 }
                 CallResumed { .. } => {
@@ -431,37 +560,78 @@ impl Reporter {
                 }
                 CallEnded { agent, by, .. } => {
                     let s = c.connected.remove(agent.as_str());
-                    let by = serde_json::to_value(by).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+                    let by = serde_json::to_value(by)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default();
                     c.close(s, at, &by);
                     let h = c.hold.take();
                     c.close(h, at, "ended");
                     Self::add_hold(c, h);
                     c.wrapping.insert(agent.to_string());
-                    if !matches!(e, CallEnded { by: EndedBy::Transferred, .. }) {
+                    if !matches!(
+                        e,
+                        CallEnded {
+                            by: EndedBy::Transferred,
+                            ..
+                        }
+                    ) {
                         Self::finish(c, at, "completed");
                     }
                 }
                 WrapUpEnded { agent, .. } => {
                     c.wrapping.remove(agent.as_str());
                 }
-                TransferStarted { agent, method, target, target_agent, .. } => {
+                TransferStarted {
+                    agent,
+                    method,
+                    target,
+                    target_agent,
+                    ..
+                } => {
                     c.to_queue = matches!(target, cc_contracts::call::TransferTarget::Queue(_));
                     let detail = serde_json::json!({ "method": method, "target": target, "target_agent": target_agent }).to_string();
-                    c.transfer = Some(c.open(tenant, &call, "transfer", Some(agent.as_str()), None, at, Some(detail)));
+                    c.transfer = Some(c.open(
+                        tenant,
+                        &call,
+                        "transfer",
+                        Some(agent.as_str()),
+                        None,
+                        at,
+                        Some(detail),
+                    ));
                     if let Some(r) = c.row.as_mut() {
                         r.transfers += 1;
                     }
                 }
-                TransferAnswered { target_agent: Some(b), .. } => {
-                    let s = c.open(tenant, &call, "connected", Some(b.as_str()), None, at, Some("{\"transferred\":true}".into()));
+                TransferAnswered {
+                    target_agent: Some(b),
+                    ..
+                } => {
+                    let s = c.open(
+                        tenant,
+                        &call,
+                        "connected",
+                        Some(b.as_str()),
+                        None,
+                        at,
+                        Some("{\"transferred\":true}".into()),
+                    );
                     c.connected.insert(b.to_string(), s);
                     if let Some(r) = c.row.as_mut() {
                         r.last_agent = Some(b.to_string());
                     }
                 }
-                TransferFailed { reason, target_agent, .. } => {
+                TransferFailed {
+                    reason,
+                    target_agent,
+                    ..
+                } => {
                     let t = c.transfer.take();
-                    let why = serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+                    let why = serde_json::to_value(reason)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default();
                     c.close(t, at, &format!("failed:{why}"));
                     if let Some(b) = target_agent {
                         let s = c.connected.remove(b.as_str());
@@ -489,25 +659,56 @@ impl Reporter {
                 }
                 TransferredCallEnded { by, .. } => {
                     let o = c.outside.take();
-                    let by = serde_json::to_value(by).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+                    let by = serde_json::to_value(by)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default();
                     c.close(o, at, &by);
                     let out = c.segments.iter().any(|s| s.kind == "outside");
                     Self::finish(c, at, if out { "transferred_out" } else { "completed" });
                 }
-                TransferAnswered { .. } | ConferenceFormed { .. } | CallConnected { .. } | WrapUpStarted { .. } => {}
+                TransferAnswered { .. }
+                | ConferenceFormed { .. }
+                | CallConnected { .. }
+                | WrapUpStarted { .. } => {}
             }
         }
         // The agents' states.
         match e {
-            CallOffered { agent, .. } => self.phase(tenant, agent.as_str(), &call, Some("ringing"), at),
-            OfferRejected { agent, .. } | OfferTimedOut { agent, .. } | OfferWithdrawn { agent, .. } => self.phase(tenant, agent.as_str(), &call, None, at),
-            CallAnswered { agent, .. } | CallConnected { agent, .. } | CallResumed { agent, .. } => self.phase(tenant, agent.as_str(), &call, Some("connected"), at),
-            CallHeld { agent, .. } => self.phase(tenant, agent.as_str(), &call, Some("on_hold"), at),
-            CallEnded { agent, .. } => self.phase(tenant, agent.as_str(), &call, Some("wrap_up"), at),
+            CallOffered { agent, .. } => {
+                self.phase(tenant, agent.as_str(), &call, Some("ringing"), at)
+            }
+            OfferRejected { agent, .. }
+            | OfferTimedOut { agent, .. }
+            | OfferWithdrawn { agent, .. } => self.phase(tenant, agent.as_str(), &call, None, at),
+            CallAnswered { agent, .. }
+            | CallConnected { agent, .. }
+            | CallResumed { agent, .. } => {
+                self.phase(tenant, agent.as_str(), &call, Some("connected"), at)
+            }
+            CallHeld { agent, .. } => {
+                self.phase(tenant, agent.as_str(), &call, Some("on_hold"), at)
+            }
+            CallEnded { agent, .. } => {
+                self.phase(tenant, agent.as_str(), &call, Some("wrap_up"), at)
+            }
             WrapUpEnded { agent, .. } => self.phase(tenant, agent.as_str(), &call, None, at),
-            TransferStarted { target_agent: Some(b), .. } => self.phase(tenant, b.as_str(), &call, Some("ringing"), at),
-            TransferAnswered { target_agent: Some(b), .. } => self.phase(tenant, b.as_str(), &call, Some("connected"), at),
-            TransferFailed { target_agent: Some(b), .. } | TransferCancelled { target_agent: Some(b), .. } => self.phase(tenant, b.as_str(), &call, None, at),
+            TransferStarted {
+                target_agent: Some(b),
+                ..
+            } => self.phase(tenant, b.as_str(), &call, Some("ringing"), at),
+            TransferAnswered {
+                target_agent: Some(b),
+                ..
+            } => self.phase(tenant, b.as_str(), &call, Some("connected"), at),
+            TransferFailed {
+                target_agent: Some(b),
+                ..
+            }
+            | TransferCancelled {
+                target_agent: Some(b),
+                ..
+            } => self.phase(tenant, b.as_str(), &call, None, at),
             _ => {}
         }
         // Which rows changed: the call row and every segment touched (new ones and closed ones).
@@ -517,7 +718,8 @@ impl Reporter {
             }
             for (i, s) in c.segments.iter().enumerate() {
                 if i >= before || s.ended_at == Some(at) {
-                    self.dirty_segments.insert((key.0.clone(), key.1.clone(), i));
+                    self.dirty_segments
+                        .insert((key.0.clone(), key.1.clone(), i));
                 }
             }
         }
@@ -586,10 +788,15 @@ impl Reporter {
             d.queues.extend(self.queues.get(&q).cloned());
         }
         for k in std::mem::take(&mut self.dirty_calls) {
-            d.calls.extend(self.calls.get(&k).and_then(|c| c.row.clone()));
+            d.calls
+                .extend(self.calls.get(&k).and_then(|c| c.row.clone()));
         }
         for (t, c, i) in std::mem::take(&mut self.dirty_segments) {
-            d.segments.extend(self.calls.get(&(t, c)).and_then(|c| c.segments.get(i).cloned()));
+            d.segments.extend(
+                self.calls
+                    .get(&(t, c))
+                    .and_then(|c| c.segments.get(i).cloned()),
+            );
         }
         d.states.append(&mut self.closed_states);
         d.logins.append(&mut self.closed_logins);
@@ -600,9 +807,12 @@ impl Reporter {
             }
         }
         // Keep only what a later event can still change.
-        self.calls.retain(|_, c| !(c.ended() && c.wrapping.is_empty()));
+        self.calls
+            .retain(|_, c| !(c.ended() && c.wrapping.is_empty()));
         // A state row closed and reopened in one batch appears twice: the last one wins.
-        dedup_last(&mut d.states, |s| (s.tenant.clone(), s.agent.clone(), s.seq));
+        dedup_last(&mut d.states, |s| {
+            (s.tenant.clone(), s.agent.clone(), s.seq)
+        });
         dedup_last(&mut d.logins, |l| (l.tenant.clone(), l.login_id.clone()));
         d
     }
@@ -665,7 +875,16 @@ mod tests {
         QueueNumber::parse(n).unwrap()
     }
     fn entered(queue: &str, priority: i32) -> CallEvent {
-        CallEvent::CallEnteredQueue { call: "c".into(), queue: q(queue), caller: Party { number: "555".into(), name: "J".into() }, channel: "ch".into(), priority }
+        CallEvent::CallEnteredQueue {
+            call: "c".into(),
+            queue: q(queue),
+            caller: Party {
+                number: "555".into(),
+                name: "J".into(),
+            },
+            channel: "ch".into(),
+            priority,
+        }
     }
 
     #[test]
@@ -674,19 +893,65 @@ mod tests {
         let (row, segs) = fold(
             vec![
                 entered("500", 0),
-                CallOffered { call: "c".into(), queue: q("500"), agent: a("1002"), device: DeviceId::parse("1002").unwrap(), offer: "o1".into() },
-                CallAnswered { call: "c".into(), queue: q("500"), agent: a("1002"), offer: "o1".into(), wait_ms: 1000 },
-                TransferStarted { call: "c".into(), transfer: "t".into(), agent: a("1002"), method: TransferMethod::Blind, target: TransferTarget::Queue(q("501")), leg: None, target_agent: None, queue: q("500") },
-                CallEnded { call: "c".into(), agent: a("1002"), by: EndedBy::Transferred, talk_ms: 2000 },
-                TransferCompleted { call: "c".into(), transfer: "t".into(), agent: a("1002"), target_agent: None },
+                CallOffered {
+                    call: "c".into(),
+                    queue: q("500"),
+                    agent: a("1002"),
+                    device: DeviceId::parse("1002").unwrap(),
+                    offer: "o1".into(),
+                },
+                CallAnswered {
+                    call: "c".into(),
+                    queue: q("500"),
+                    agent: a("1002"),
+                    offer: "o1".into(),
+                    wait_ms: 1000,
+                },
+                TransferStarted {
+                    call: "c".into(),
+                    transfer: "t".into(),
+                    agent: a("1002"),
+                    method: TransferMethod::Blind,
+                    target: TransferTarget::Queue(q("501")),
+                    leg: None,
+                    target_agent: None,
+                    queue: q("500"),
+                },
+                CallEnded {
+                    call: "c".into(),
+                    agent: a("1002"),
+                    by: EndedBy::Transferred,
+                    talk_ms: 2000,
+                },
+                TransferCompleted {
+                    call: "c".into(),
+                    transfer: "t".into(),
+                    agent: a("1002"),
+                    target_agent: None,
+                },
                 entered("501", 100),
-                CallAbandoned { call: "c".into(), queue: q("501"), wait_ms: 3000, position: 1 },
+                CallAbandoned {
+                    call: "c".into(),
+                    queue: q("501"),
+                    wait_ms: 3000,
+                    position: 1,
+                },
             ],
             1000,
         );
-        assert!(!segs.iter().any(|s| s.kind == "outside"), "a queue target has no outside party: {segs:?}");
-        assert!(segs.iter().all(|s| s.ended_at.is_some()), "nothing left open");
-        assert_eq!((row.outcome.as_str(), row.talk_ms), ("abandoned", Some(2000)), "talk: Bob's 2 s only");
+        assert!(
+            !segs.iter().any(|s| s.kind == "outside"),
+            "a queue target has no outside party: {segs:?}"
+        );
+        assert!(
+            segs.iter().all(|s| s.ended_at.is_some()),
+            "nothing left open"
+        );
+        assert_eq!(
+            (row.outcome.as_str(), row.talk_ms),
+            ("abandoned", Some(2000)),
+            "talk: Bob's 2 s only"
+        );
         assert_eq!(segs.iter().filter(|s| s.kind == "queue").count(), 2);
     }
 
@@ -697,21 +962,76 @@ mod tests {
         let (row, segs) = fold(
             vec![
                 entered("500", 0),
-                CallOffered { call: "c".into(), queue: q("500"), agent: a("1002"), device: DeviceId::parse("1002").unwrap(), offer: "o1".into() },
-                CallAnswered { call: "c".into(), queue: q("500"), agent: a("1002"), offer: "o1".into(), wait_ms: 1000 },
+                CallOffered {
+                    call: "c".into(),
+                    queue: q("500"),
+                    agent: a("1002"),
+                    device: DeviceId::parse("1002").unwrap(),
+                    offer: "o1".into(),
+                },
+                CallAnswered {
+                    call: "c".into(),
+                    queue: q("500"),
+                    agent: a("1002"),
+                    offer: "o1".into(),
+                    wait_ms: 1000,
+                },
                 // Bob talks 1 s, then a blind transfer to Carol: she rings 1 s, answers, talks 2 s.
-                TransferStarted { call: "c".into(), transfer: t(), agent: a("1002"), method: TransferMethod::Blind, target: TransferTarget::Agent(a("1003")), leg: Some("l".into()), target_agent: Some(a("1003")), queue: q("500") },
-                CallEnded { call: "c".into(), agent: a("1002"), by: EndedBy::Transferred, talk_ms: 1000 },
-                TransferAnswered { call: "c".into(), transfer: t(), agent: a("1002"), target_agent: Some(a("1003")) },
-                TransferCompleted { call: "c".into(), transfer: t(), agent: a("1002"), target_agent: Some(a("1003")) },
-                CallConnected { call: "c".into(), agent: a("1003"), bridge: "c".into() },
-                CallEnded { call: "c".into(), agent: a("1003"), by: EndedBy::Caller, talk_ms: 3000 },
+                TransferStarted {
+                    call: "c".into(),
+                    transfer: t(),
+                    agent: a("1002"),
+                    method: TransferMethod::Blind,
+                    target: TransferTarget::Agent(a("1003")),
+                    leg: Some("l".into()),
+                    target_agent: Some(a("1003")),
+                    queue: q("500"),
+                },
+                CallEnded {
+                    call: "c".into(),
+                    agent: a("1002"),
+                    by: EndedBy::Transferred,
+                    talk_ms: 1000,
+                },
+                TransferAnswered {
+                    call: "c".into(),
+                    transfer: t(),
+                    agent: a("1002"),
+                    target_agent: Some(a("1003")),
+                },
+                TransferCompleted {
+                    call: "c".into(),
+                    transfer: t(),
+                    agent: a("1002"),
+                    target_agent: Some(a("1003")),
+                },
+                CallConnected {
+                    call: "c".into(),
+                    agent: a("1003"),
+                    bridge: "c".into(),
+                },
+                CallEnded {
+                    call: "c".into(),
+                    agent: a("1003"),
+                    by: EndedBy::Caller,
+                    talk_ms: 3000,
+                },
             ],
             1000,
         );
-        let spans: Vec<(Option<&str>, Option<i64>)> = segs.iter().filter(|s| s.kind == "connected").map(|s| (s.agent.as_deref(), s.duration_ms)).collect();
-        assert_eq!(spans, [(Some("1002"), Some(2000)), (Some("1003"), Some(3000))]);
+        let spans: Vec<(Option<&str>, Option<i64>)> = segs
+            .iter()
+            .filter(|s| s.kind == "connected")
+            .map(|s| (s.agent.as_deref(), s.duration_ms))
+            .collect();
+        assert_eq!(
+            spans,
+            [(Some("1002"), Some(2000)), (Some("1003"), Some(3000))]
+        );
         // Bob 2 s (answer to drop) + Carol 3 s (her answer to the end), the ringing between excluded.
-        assert_eq!((row.outcome.as_str(), row.talk_ms), ("completed", Some(5000)));
+        assert_eq!(
+            (row.outcome.as_str(), row.talk_ms),
+            ("completed", Some(5000))
+        );
     }
 }

@@ -29,23 +29,40 @@ const NEXT: &str = "reporting_next";
 const BATCH: i64 = 5000;
 
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
-    cc_runtime::leading::keep_leading(&ctx.cancel.clone(), "reporting projection", || lead(&ctx)).await;
+    cc_runtime::leading::keep_leading(&ctx.cancel.clone(), "reporting projection", || lead(&ctx))
+        .await;
     Ok(())
 }
 
 /// The schema's checkpoint: (generation, checkpoint), creating the schema when there is none.
 async fn checkpoint(pool: &PgPool) -> anyhow::Result<(i64, Checkpoint)> {
     let mut conn = pool.acquire().await?;
-    sqlx::query("select pg_advisory_lock(hashtext('cc-reporting-schema'))").execute(&mut *conn).await?;
-    let exists: bool = sqlx::query_scalar("select exists (select 1 from pg_namespace where nspname = $1)").bind(SCHEMA).fetch_one(&mut *conn).await?;
+    sqlx::query("select pg_advisory_lock(hashtext('cc-reporting-schema'))")
+        .execute(&mut *conn)
+        .await?;
+    let exists: bool =
+        sqlx::query_scalar("select exists (select 1 from pg_namespace where nspname = $1)")
+            .bind(SCHEMA)
+            .fetch_one(&mut *conn)
+            .await?;
     if !exists {
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         tables::create(&mut tx, SCHEMA).await?;
-        sqlx::query(&format!("insert into {SCHEMA}.checkpoint values (1, 1, 0, 0)")).execute(&mut *tx).await?;
+        sqlx::query(&format!(
+            "insert into {SCHEMA}.checkpoint values (1, 1, 0, 0)"
+        ))
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
     }
-    sqlx::query("select pg_advisory_unlock(hashtext('cc-reporting-schema'))").execute(&mut *conn).await?;
-    let (g, xid, position): (i64, i64, i64) = sqlx::query_as(&format!("select generation, xid, position from {SCHEMA}.checkpoint")).fetch_one(&mut *conn).await?;
+    sqlx::query("select pg_advisory_unlock(hashtext('cc-reporting-schema'))")
+        .execute(&mut *conn)
+        .await?;
+    let (g, xid, position): (i64, i64, i64) = sqlx::query_as(&format!(
+        "select generation, xid, position from {SCHEMA}.checkpoint"
+    ))
+    .fetch_one(&mut *conn)
+    .await?;
     Ok((g, Checkpoint { xid, position }))
 }
 
@@ -54,11 +71,19 @@ fn after(e: &RecordedEvent, cp: Checkpoint) -> bool {
 }
 
 /// Folds the events up to `upto` (all of them when `None`), calling `each` after every batch.
-async fn fold_until(store: &EventStore, r: &mut Reporter, from: Checkpoint, upto: Option<Checkpoint>, each: &mut (dyn FnMut(&mut Reporter, usize) + Send)) -> anyhow::Result<Checkpoint> {
+async fn fold_until(
+    store: &EventStore,
+    r: &mut Reporter,
+    from: Checkpoint,
+    upto: Option<Checkpoint>,
+    each: &mut (dyn FnMut(&mut Reporter, usize) + Send),
+) -> anyhow::Result<Checkpoint> {
     let mut cur = from;
     loop {
         let batch = store.read_all(&ReadFilter::All, cur, BATCH).await?;
-        let Some(last) = batch.last() else { return Ok(cur) };
+        let Some(last) = batch.last() else {
+            return Ok(cur);
+        };
         let next = last.checkpoint();
         let mut n = 0;
         for e in &batch {
@@ -79,14 +104,28 @@ async fn fold_until(store: &EventStore, r: &mut Reporter, from: Checkpoint, upto
 }
 
 async fn lead(ctx: &Context) -> anyhow::Result<()> {
-    let Some(mut lease) = Lease::try_acquire(&ctx.config.database_url, "cc-projection:reporting").await? else { return Ok(()) };
+    let Some(mut lease) =
+        Lease::try_acquire(&ctx.config.database_url, "cc-projection:reporting").await?
+    else {
+        return Ok(());
+    };
     let (generation, cp) = checkpoint(&ctx.pool).await?;
     let started = Instant::now();
     let mut r = Reporter::default();
-    fold_until(&ctx.store, &mut r, Checkpoint::START, Some(cp), &mut |r: &mut Reporter, _| drop(r.take_dirty())).await?;
+    fold_until(
+        &ctx.store,
+        &mut r,
+        Checkpoint::START,
+        Some(cp),
+        &mut |r: &mut Reporter, _| drop(r.take_dirty()),
+    )
+    .await?;
     tracing::info!(generation, checkpoint = %cp, open_calls = r.open_calls(), ms = started.elapsed().as_millis() as u64, "reporting projection lease taken");
     // Reports need not be up to the millisecond: a batch at most every 200 ms.
-    let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::All, cp).await?.with_batch_size(2000).with_min_interval(std::time::Duration::from_millis(200));
+    let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::All, cp)
+        .await?
+        .with_batch_size(2000)
+        .with_min_interval(std::time::Duration::from_millis(200));
     loop {
         let batch = tokio::select! {
             _ = ctx.cancel.cancelled() => return Ok(()),
@@ -98,7 +137,11 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
         }
         let dirty = r.take_dirty();
         let mut tx = cc_eventstore::begin_read_model(&ctx.pool).await?;
-        let now: Option<i64> = sqlx::query_scalar(&format!("select generation from {SCHEMA}.checkpoint for update")).fetch_optional(&mut *tx).await?;
+        let now: Option<i64> = sqlx::query_scalar(&format!(
+            "select generation from {SCHEMA}.checkpoint for update"
+        ))
+        .fetch_optional(&mut *tx)
+        .await?;
         if now != Some(generation) {
             // Rebuilt meanwhile: start again from the new tables' checkpoint.
             tracing::info!(old = generation, new = ?now, "reporting tables were rebuilt; reloading");
@@ -106,7 +149,13 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
         }
         tables::write_dirty(&mut tx, SCHEMA, &dirty).await?;
         let cp = last.checkpoint();
-        sqlx::query(&format!("update {SCHEMA}.checkpoint set xid = $1, position = $2")).bind(cp.xid).bind(cp.position).execute(&mut *tx).await?;
+        sqlx::query(&format!(
+            "update {SCHEMA}.checkpoint set xid = $1, position = $2"
+        ))
+        .bind(cp.xid)
+        .bind(cp.position)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         lease.check().await?;
     }
@@ -135,13 +184,16 @@ impl Rows {
             self.calls.insert((r.tenant.clone(), r.call.clone()), r);
         }
         for r in d.segments {
-            self.segments.insert((r.tenant.clone(), r.call.clone(), r.seq), r);
+            self.segments
+                .insert((r.tenant.clone(), r.call.clone(), r.seq), r);
         }
         for r in d.states {
-            self.states.insert((r.tenant.clone(), r.agent.clone(), r.seq), r);
+            self.states
+                .insert((r.tenant.clone(), r.agent.clone(), r.seq), r);
         }
         for r in d.logins {
-            self.logins.insert((r.tenant.clone(), r.login_id.clone()), r);
+            self.logins
+                .insert((r.tenant.clone(), r.login_id.clone()), r);
         }
     }
 
@@ -185,8 +237,16 @@ impl Progress {
 impl std::fmt::Display for Progress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let rate = self.rate();
-        let left = if rate > 0.0 { self.total.saturating_sub(self.done) as f64 / rate } else { 0.0 };
-        write!(f, "{}/{} events, {:.0} events/s, {:.0} s left", self.done, self.total, rate, left)
+        let left = if rate > 0.0 {
+            self.total.saturating_sub(self.done) as f64 / rate
+        } else {
+            0.0
+        };
+        write!(
+            f,
+            "{}/{} events, {:.0} events/s, {:.0} s left",
+            self.done, self.total, rate, left
+        )
     }
 }
 
@@ -201,7 +261,11 @@ pub struct Rebuilt {
 
 /// Rebuilds the reporting tables from the whole store into a fresh schema, then swaps it in
 /// (see the module docs). `progress` is called about once a second.
-pub async fn rebuild(pool: &PgPool, store: &EventStore, mut progress: impl FnMut(Progress) + Send) -> anyhow::Result<Rebuilt> {
+pub async fn rebuild(
+    pool: &PgPool,
+    store: &EventStore,
+    mut progress: impl FnMut(Progress) + Send,
+) -> anyhow::Result<Rebuilt> {
     let started = Instant::now();
     checkpoint(pool).await?; // the live schema exists (the swap locks its checkpoint)
     let total = store.count(&ReadFilter::All).await? as u64;
@@ -209,27 +273,48 @@ pub async fn rebuild(pool: &PgPool, store: &EventStore, mut progress: impl FnMut
     let mut rows = Rows::default();
     let mut done = 0u64;
     let mut last_report = Instant::now();
-    let cp = fold_until(store, &mut r, Checkpoint::START, None, &mut |r: &mut Reporter, n| {
-        rows.add(r.take_dirty());
-        done += n as u64;
-        if last_report.elapsed() >= Duration::from_secs(1) {
-            progress(Progress { done, total, elapsed: started.elapsed() });
-            last_report = Instant::now();
-        }
-    })
+    let cp = fold_until(
+        store,
+        &mut r,
+        Checkpoint::START,
+        None,
+        &mut |r: &mut Reporter, n| {
+            rows.add(r.take_dirty());
+            done += n as u64;
+            if last_report.elapsed() >= Duration::from_secs(1) {
+                progress(Progress {
+                    done,
+                    total,
+                    elapsed: started.elapsed(),
+                });
+                last_report = Instant::now();
+            }
+        },
+    )
     .await?;
     let mut conn = pool.acquire().await?;
     tables::create(&mut conn, NEXT).await?;
     let mut written = rows.insert(&mut conn, NEXT).await?;
-    progress(Progress { done, total: total.max(done), elapsed: started.elapsed() });
+    progress(Progress {
+        done,
+        total: total.max(done),
+        elapsed: started.elapsed(),
+    });
 
     // The swap: hold the live writer, catch up with what was appended meanwhile, rename.
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     // The live writer locks the checkpoint first in each of its transactions: taking the table
     // exclusively here waits for the one in flight and holds the next before it touches
     // anything (a row lock would deadlock with the schema swap below).
-    sqlx::query(&format!("lock table {SCHEMA}.checkpoint in access exclusive mode")).execute(&mut *tx).await?;
-    let (old_generation,): (i64,) = sqlx::query_as(&format!("select generation from {SCHEMA}.checkpoint")).fetch_one(&mut *tx).await?;
+    sqlx::query(&format!(
+        "lock table {SCHEMA}.checkpoint in access exclusive mode"
+    ))
+    .execute(&mut *tx)
+    .await?;
+    let (old_generation,): (i64,) =
+        sqlx::query_as(&format!("select generation from {SCHEMA}.checkpoint"))
+            .fetch_one(&mut *tx)
+            .await?;
     let mut tail = Rows::default();
     let mut caught_up = 0u64;
     let cp = fold_until(store, &mut r, cp, None, &mut |r: &mut Reporter, n| {
@@ -241,10 +326,21 @@ pub async fn rebuild(pool: &PgPool, store: &EventStore, mut progress: impl FnMut
     written += d.rows();
     tables::write_dirty(&mut tx, NEXT, &d).await?;
     let generation = old_generation + 1;
-    sqlx::query(&format!("insert into {NEXT}.checkpoint values (1, $1, $2, $3)")).bind(generation).bind(cp.xid).bind(cp.position).execute(&mut *tx).await?;
+    sqlx::query(&format!(
+        "insert into {NEXT}.checkpoint values (1, $1, $2, $3)"
+    ))
+    .bind(generation)
+    .bind(cp.xid)
+    .bind(cp.position)
+    .execute(&mut *tx)
+    .await?;
     let swap = format!("alter schema {SCHEMA} rename to reporting_old; alter schema {NEXT} rename to {SCHEMA}; drop schema reporting_old cascade;");
     sqlx::Executor::execute(&mut *tx, swap.as_str()).await?;
     tx.commit().await?;
-    Ok(Rebuilt { events: done + caught_up, rows: written, elapsed: started.elapsed(), generation })
+    Ok(Rebuilt {
+        events: done + caught_up,
+        rows: written,
+        elapsed: started.elapsed(),
+        generation,
+    })
 }
-

@@ -24,7 +24,11 @@ pub const TENANTS: Table = Table {
     columns: &[
         ("tenant", "text not null", "the tenant (its subdomain)"),
         ("name", "text not null", "its display name"),
-        ("time_zone", "text not null", "IANA time zone of the tenant's day boundaries (the *_local columns and day)"),
+        (
+            "time_zone",
+            "text not null",
+            "IANA time zone of the tenant's day boundaries (the *_local columns and day)",
+        ),
     ],
     key: &["tenant"],
     comment: "Tenants and the time zone their days are counted in.",
@@ -36,7 +40,11 @@ pub const QUEUES: Table = Table {
         ("tenant", "text not null", "the tenant"),
         ("queue", "text not null", "queue number"),
         ("name", "text not null", "queue name"),
-        ("service_level_s", "bigint not null", "answer time that counts as within service level, seconds"),
+        (
+            "service_level_s",
+            "bigint not null",
+            "answer time that counts as within service level, seconds",
+        ),
     ],
     key: &["tenant", "queue"],
     comment: "Queues with the service-level threshold they are measured against.",
@@ -90,10 +98,22 @@ pub const STATES: Table = Table {
     columns: &[
         ("tenant", "text not null", "the tenant"),
         ("agent", "text not null", "agent number"),
-        ("seq", "bigint not null", "order within the agent's history, from 1"),
-        ("state", "text not null", "idle, paused, ringing, connected, on_hold, wrap_up (logged-out time has no rows)"),
+        (
+            "seq",
+            "bigint not null",
+            "order within the agent's history, from 1",
+        ),
+        (
+            "state",
+            "text not null",
+            "idle, paused, ringing, connected, on_hold, wrap_up (logged-out time has no rows)",
+        ),
         ("reason", "text", "pause reason"),
-        ("call", "text", "the call of ringing, connected, on_hold, wrap_up"),
+        (
+            "call",
+            "text",
+            "the call of ringing, connected, on_hold, wrap_up",
+        ),
         ("started_at", "timestamptz not null", "start (UTC)"),
         ("ended_at", "timestamptz", "end (UTC); null while current"),
         ("duration_ms", "bigint", "ended_at - started_at"),
@@ -194,16 +214,42 @@ comment on view {s}.queue_intervals is 'Per queue and 15-minute interval (UTC st
 pub async fn create(conn: &mut PgConnection, s: &str) -> Result<(), sqlx::Error> {
     let mut sql = format!("drop schema if exists {s} cascade; create schema {s};\n");
     for t in TABLES {
-        let cols: Vec<String> = t.columns.iter().map(|(c, ty, _)| format!("{c} {ty}")).collect();
-        let _ = writeln!(sql, "create table {s}.{} ({}, primary key ({}));", t.name, cols.join(", "), t.key.join(", "));
-        let _ = writeln!(sql, "comment on table {s}.{} is '{}';", t.name, t.comment.replace('\'', "''"));
+        let cols: Vec<String> = t
+            .columns
+            .iter()
+            .map(|(c, ty, _)| format!("{c} {ty}"))
+            .collect();
+        let _ = writeln!(
+            sql,
+            "create table {s}.{} ({}, primary key ({}));",
+            t.name,
+            cols.join(", "),
+            t.key.join(", ")
+        );
+        let _ = writeln!(
+            sql,
+            "comment on table {s}.{} is '{}';",
+            t.name,
+            t.comment.replace('\'', "''")
+        );
         for (c, _, comment) in t.columns {
-            let _ = writeln!(sql, "comment on column {s}.{}.{c} is '{}';", t.name, comment.replace('\'', "''"));
+            let _ = writeln!(
+                sql,
+                "comment on column {s}.{}.{c} is '{}';",
+                t.name,
+                comment.replace('\'', "''")
+            );
         }
     }
-    sql.push_str(&format!("create index on {s}.calls (tenant, entered_at);\n"));
-    sql.push_str(&format!("create index on {s}.call_segments (tenant, kind, started_at);\n"));
-    sql.push_str(&format!("create index on {s}.agent_states (tenant, agent, started_at);\n"));
+    sql.push_str(&format!(
+        "create index on {s}.calls (tenant, entered_at);\n"
+    ));
+    sql.push_str(&format!(
+        "create index on {s}.call_segments (tenant, kind, started_at);\n"
+    ));
+    sql.push_str(&format!(
+        "create index on {s}.agent_states (tenant, agent, started_at);\n"
+    ));
     sql.push_str(&format!(
         "create table {s}.checkpoint (id int primary key check (id = 1), generation bigint not null, xid bigint not null, position bigint not null);\n\
          comment on table {s}.checkpoint is 'Where the projection is in the event store, and which build (generation) wrote it.';\n"
@@ -258,13 +304,28 @@ pub trait Row {
 impl Row for TenantRow {
     const TABLE: &'static Table = &TENANTS;
     fn copy_line(&self, out: &mut String) {
-        line(out, &[Some(self.tenant.clone()), Some(self.name.clone()), Some(self.time_zone.clone())]);
+        line(
+            out,
+            &[
+                Some(self.tenant.clone()),
+                Some(self.name.clone()),
+                Some(self.time_zone.clone()),
+            ],
+        );
     }
 }
 impl Row for QueueRow {
     const TABLE: &'static Table = &QUEUES;
     fn copy_line(&self, out: &mut String) {
-        line(out, &[Some(self.tenant.clone()), Some(self.queue.clone()), Some(self.name.clone()), Some(self.service_level_s.to_string())]);
+        line(
+            out,
+            &[
+                Some(self.tenant.clone()),
+                Some(self.queue.clone()),
+                Some(self.name.clone()),
+                Some(self.service_level_s.to_string()),
+            ],
+        );
     }
 }
 impl Row for CallRow {
@@ -352,7 +413,8 @@ impl Row for LoginRow {
     }
 }
 
-type Fut<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), sqlx::Error>> + Send + 'a>>;
+type Fut<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), sqlx::Error>> + Send + 'a>>;
 
 /// COPYs rows into `schema.table` (or a temporary table). (Boxed: a plain generic `async fn`
 /// here trips the compiler's `Send` inference for the callers' futures.)
@@ -360,12 +422,18 @@ fn copy<'a, R: Row + Sync>(conn: &'a mut PgConnection, target: &'a str, rows: &'
     Box::pin(copy_rows(conn, target, rows))
 }
 
-async fn copy_rows<R: Row + Sync>(conn: &mut PgConnection, target: &str, rows: &[R]) -> Result<(), sqlx::Error> {
+async fn copy_rows<R: Row + Sync>(
+    conn: &mut PgConnection,
+    target: &str,
+    rows: &[R],
+) -> Result<(), sqlx::Error> {
     if rows.is_empty() {
         return Ok(());
     }
     let cols: Vec<&str> = R::TABLE.columns.iter().map(|(c, _, _)| *c).collect();
-    let mut copy = conn.copy_in_raw(&format!("copy {target} ({}) from stdin", cols.join(", "))).await?;
+    let mut copy = conn
+        .copy_in_raw(&format!("copy {target} ({}) from stdin", cols.join(", ")))
+        .await?;
     let mut buf = String::with_capacity(1 << 20);
     for r in rows {
         r.copy_line(&mut buf);
@@ -381,26 +449,50 @@ async fn copy_rows<R: Row + Sync>(conn: &mut PgConnection, target: &str, rows: &
 }
 
 /// Inserts rows into an empty table of a fresh schema.
-pub async fn insert<R: Row + Sync>(conn: &mut PgConnection, schema: &str, rows: &[R]) -> Result<(), sqlx::Error> {
+pub async fn insert<R: Row + Sync>(
+    conn: &mut PgConnection,
+    schema: &str,
+    rows: &[R],
+) -> Result<(), sqlx::Error> {
     let target = format!("{schema}.{}", R::TABLE.name);
     copy(conn, &target, rows).await
 }
 
 /// Inserts or replaces rows by their key (in the caller's transaction).
-pub fn upsert<'a, R: Row + Sync>(conn: &'a mut PgConnection, schema: &'a str, rows: &'a [R]) -> Fut<'a> {
+pub fn upsert<'a, R: Row + Sync>(
+    conn: &'a mut PgConnection,
+    schema: &'a str,
+    rows: &'a [R],
+) -> Fut<'a> {
     Box::pin(upsert_rows(conn, schema, rows))
 }
 
-async fn upsert_rows<R: Row + Sync>(conn: &mut PgConnection, schema: &str, rows: &[R]) -> Result<(), sqlx::Error> {
+async fn upsert_rows<R: Row + Sync>(
+    conn: &mut PgConnection,
+    schema: &str,
+    rows: &[R],
+) -> Result<(), sqlx::Error> {
     if rows.is_empty() {
         return Ok(());
     }
     let t = R::TABLE;
     let tmp = format!("tmp_reporting_{}", t.name);
-    sqlx::Executor::execute(&mut *conn, format!("create temp table if not exists {tmp} (like {schema}.{}) on commit delete rows", t.name).as_str()).await?;
+    sqlx::Executor::execute(
+        &mut *conn,
+        format!(
+            "create temp table if not exists {tmp} (like {schema}.{}) on commit delete rows",
+            t.name
+        )
+        .as_str(),
+    )
+    .await?;
     copy(&mut *conn, &tmp, rows).await?;
     let cols: Vec<&str> = t.columns.iter().map(|(c, _, _)| *c).collect();
-    let sets: Vec<String> = cols.iter().filter(|c| !t.key.contains(c)).map(|c| format!("{c} = excluded.{c}")).collect();
+    let sets: Vec<String> = cols
+        .iter()
+        .filter(|c| !t.key.contains(c))
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
     let sql = format!(
         "insert into {schema}.{} ({cols}) select {cols} from {tmp} on conflict ({key}) do update set {sets}",
         t.name,
@@ -413,7 +505,11 @@ async fn upsert_rows<R: Row + Sync>(conn: &mut PgConnection, schema: &str, rows:
 }
 
 /// Writes a batch of changed rows (upserts).
-pub async fn write_dirty(conn: &mut PgConnection, schema: &str, d: &Dirty) -> Result<(), sqlx::Error> {
+pub async fn write_dirty(
+    conn: &mut PgConnection,
+    schema: &str,
+    d: &Dirty,
+) -> Result<(), sqlx::Error> {
     upsert(&mut *conn, schema, &d.tenants).await?;
     upsert(&mut *conn, schema, &d.queues).await?;
     upsert(&mut *conn, schema, &d.calls).await?;

@@ -20,12 +20,34 @@ fn q(n: &str) -> QueueNumber {
 fn given(strategy: Strategy) -> Acd {
     let mut acd = Acd::default();
     for queue in ["500", "501"] {
-        acd.apply_queue("acme", &QueueEvent::QueueCreated { queue: q(queue), name: queue.into() });
-        let settings = QueueSettings { strategy, ..Default::default() };
-        acd.apply_queue("acme", &QueueEvent::QueueConfigured { queue: q(queue), settings });
+        acd.apply_queue(
+            "acme",
+            &QueueEvent::QueueCreated {
+                queue: q(queue),
+                name: queue.into(),
+            },
+        );
+        let settings = QueueSettings {
+            strategy,
+            ..Default::default()
+        };
+        acd.apply_queue(
+            "acme",
+            &QueueEvent::QueueConfigured {
+                queue: q(queue),
+                settings,
+            },
+        );
     }
     for (i, n) in ["1001", "1002", "1003", "1004"].iter().enumerate() {
-        acd.apply_queue("acme", &QueueEvent::AgentAssignedToQueue { queue: q("500"), agent: a(n), penalty: 4 - i as i32 });
+        acd.apply_queue(
+            "acme",
+            &QueueEvent::AgentAssignedToQueue {
+                queue: q("500"),
+                agent: a(n),
+                penalty: 4 - i as i32,
+            },
+        );
         let login = S::AgentLoggedIn {
             agent: a(n),
             login_id: Default::default(),
@@ -38,45 +60,121 @@ fn given(strategy: Strategy) -> Acd {
 }
 
 fn enter(acd: &mut Acd, call: &str, queue: &str, at: i64) {
-    let caller = Party { number: "555".into(), name: String::new() };
-    acd.apply_call("acme", &C::CallEnteredQueue { call: call.into(), queue: q(queue), caller, channel: format!("ch-{call}"), priority: 0 }, t(at));
+    let caller = Party {
+        number: "555".into(),
+        name: String::new(),
+    };
+    acd.apply_call(
+        "acme",
+        &C::CallEnteredQueue {
+            call: call.into(),
+            queue: q(queue),
+            caller,
+            channel: format!("ch-{call}"),
+            priority: 0,
+        },
+        t(at),
+    );
 }
 
 fn offered(d: &[Decision]) -> Vec<(String, Vec<String>)> {
     d.iter()
         .filter_map(|d| match d {
-            Decision::Offer { call, agents } => Some((call.clone(), agents.iter().map(|(a, _)| a.to_string()).collect())),
+            Decision::Offer { call, agents } => Some((
+                call.clone(),
+                agents.iter().map(|(a, _)| a.to_string()).collect(),
+            )),
             _ => None,
         })
         .collect()
 }
 
 fn offer(acd: &mut Acd, call: &str, agent: &str, at: i64) {
-    acd.apply_call("acme", &C::CallOffered { call: call.into(), queue: q("500"), agent: a(agent), device: DeviceId::parse(agent).unwrap(), offer: format!("o-{call}-{agent}") }, t(at));
+    acd.apply_call(
+        "acme",
+        &C::CallOffered {
+            call: call.into(),
+            queue: q("500"),
+            agent: a(agent),
+            device: DeviceId::parse(agent).unwrap(),
+            offer: format!("o-{call}-{agent}"),
+        },
+        t(at),
+    );
 }
 
 fn answer(acd: &mut Acd, call: &str, agent: &str, at: i64) {
-    acd.apply_call("acme", &C::CallAnswered { call: call.into(), queue: q("500"), agent: a(agent), offer: format!("o-{call}-{agent}"), wait_ms: 0 }, t(at));
+    acd.apply_call(
+        "acme",
+        &C::CallAnswered {
+            call: call.into(),
+            queue: q("500"),
+            agent: a(agent),
+            offer: format!("o-{call}-{agent}"),
+            wait_ms: 0,
+        },
+        t(at),
+    );
 }
 
 fn finish(acd: &mut Acd, call: &str, agent: &str, talk_ms: i64, at: i64) {
-    acd.apply_call("acme", &C::CallEnded { call: call.into(), agent: a(agent), by: cc_contracts::call::EndedBy::Caller, talk_ms }, t(at));
-    acd.apply_call("acme", &C::WrapUpStarted { call: call.into(), agent: a(agent), seconds: 0 }, t(at));
-    acd.apply_call("acme", &C::WrapUpEnded { call: call.into(), agent: a(agent), early: false }, t(at));
+    acd.apply_call(
+        "acme",
+        &C::CallEnded {
+            call: call.into(),
+            agent: a(agent),
+            by: cc_contracts::call::EndedBy::Caller,
+            talk_ms,
+        },
+        t(at),
+    );
+    acd.apply_call(
+        "acme",
+        &C::WrapUpStarted {
+            call: call.into(),
+            agent: a(agent),
+            seconds: 0,
+        },
+        t(at),
+    );
+    acd.apply_call(
+        "acme",
+        &C::WrapUpEnded {
+            call: call.into(),
+            agent: a(agent),
+            early: false,
+        },
+        t(at),
+    );
 }
 
 #[test]
 fn ring_all_rings_every_eligible_agent_and_the_first_answer_wins() {
     let mut acd = given(Strategy::RingAll);
     enter(&mut acd, "c1", "500", 10);
-    assert_eq!(offered(&acd.dispatch(t(10))), [("c1".to_string(), vec!["1001".into(), "1002".into(), "1003".into(), "1004".into()])]);
+    assert_eq!(
+        offered(&acd.dispatch(t(10))),
+        [(
+            "c1".to_string(),
+            vec!["1001".into(), "1002".into(), "1003".into(), "1004".into()]
+        )]
+    );
     for n in ["1001", "1002", "1003", "1004"] {
         offer(&mut acd, "c1", n, 10);
     }
     // The others' offers are withdrawn when 1003 answers; none of them counts as missed.
     answer(&mut acd, "c1", "1003", 12);
     for n in ["1001", "1002", "1004"] {
-        acd.apply_call("acme", &C::OfferWithdrawn { call: "c1".into(), agent: a(n), offer: format!("o-c1-{n}"), reason: cc_contracts::call::WithdrawReason::AnsweredElsewhere }, t(12));
+        acd.apply_call(
+            "acme",
+            &C::OfferWithdrawn {
+                call: "c1".into(),
+                agent: a(n),
+                offer: format!("o-c1-{n}"),
+                reason: cc_contracts::call::WithdrawReason::AnsweredElsewhere,
+            },
+            t(12),
+        );
     }
     assert_eq!(acd.agents[&("acme".into(), a("1001"))].missed_in_row, 0);
     enter(&mut acd, "c2", "500", 13);
@@ -93,7 +191,11 @@ fn longest_idle_picks_who_waited_longest_since_their_last_call() {
     answer(&mut acd, "c1", "1001", 11);
     finish(&mut acd, "c1", "1001", 5000, 20);
     enter(&mut acd, "c2", "500", 21);
-    assert_eq!(offered(&acd.dispatch(t(21)))[0].1, ["1002"], "1001 just finished a call");
+    assert_eq!(
+        offered(&acd.dispatch(t(21)))[0].1,
+        ["1002"],
+        "1001 just finished a call"
+    );
 }
 
 #[test]
@@ -106,8 +208,26 @@ fn round_robin_remembers_who_was_offered_last_and_wraps_around() {
         let agent = d[0].1[0].clone();
         offer(&mut acd, call, &agent, 10 + i as i64);
         // Each offer is declined at once, so every agent stays free for the next call.
-        acd.apply_call("acme", &C::OfferWithdrawn { call: (*call).into(), agent: a(&agent), offer: format!("o-{call}-{agent}"), reason: cc_contracts::call::WithdrawReason::CallerGone }, t(10 + i as i64));
-        acd.apply_call("acme", &C::CallAbandoned { call: (*call).into(), queue: q("500"), wait_ms: 0, position: 1 }, t(10 + i as i64));
+        acd.apply_call(
+            "acme",
+            &C::OfferWithdrawn {
+                call: (*call).into(),
+                agent: a(&agent),
+                offer: format!("o-{call}-{agent}"),
+                reason: cc_contracts::call::WithdrawReason::CallerGone,
+            },
+            t(10 + i as i64),
+        );
+        acd.apply_call(
+            "acme",
+            &C::CallAbandoned {
+                call: (*call).into(),
+                queue: q("500"),
+                wait_ms: 0,
+                position: 1,
+            },
+            t(10 + i as i64),
+        );
         got.push(agent);
     }
     assert_eq!(got, ["1001", "1002", "1003", "1004", "1001"]);
@@ -116,7 +236,12 @@ fn round_robin_remembers_who_was_offered_last_and_wraps_around() {
 #[test]
 fn fewest_calls_and_least_talk_time_count_since_login() {
     let mut acd = given(Strategy::FewestCalls);
-    for (call, agent, talk) in [("a", "1001", 100), ("b", "1002", 90_000), ("c", "1003", 100), ("d", "1001", 100)] {
+    for (call, agent, talk) in [
+        ("a", "1001", 100),
+        ("b", "1002", 90_000),
+        ("c", "1003", 100),
+        ("d", "1001", 100),
+    ] {
         enter(&mut acd, call, "500", 10);
         offer(&mut acd, call, agent, 10);
         answer(&mut acd, call, agent, 11);
@@ -125,7 +250,12 @@ fn fewest_calls_and_least_talk_time_count_since_login() {
     enter(&mut acd, "x", "500", 20);
     assert_eq!(offered(&acd.dispatch(t(20)))[0].1, ["1004"], "no calls yet");
     let mut acd2 = given(Strategy::LeastTalkTime);
-    for (call, agent, talk) in [("a", "1001", 100), ("b", "1002", 90_000), ("c", "1003", 50), ("d", "1004", 70)] {
+    for (call, agent, talk) in [
+        ("a", "1001", 100),
+        ("b", "1002", 90_000),
+        ("c", "1003", 50),
+        ("d", "1004", 70),
+    ] {
         enter(&mut acd2, call, "500", 10);
         offer(&mut acd2, call, agent, 10);
         answer(&mut acd2, call, agent, 11);
@@ -134,8 +264,25 @@ fn fewest_calls_and_least_talk_time_count_since_login() {
     enter(&mut acd2, "x", "500", 20);
     assert_eq!(offered(&acd2.dispatch(t(20)))[0].1, ["1003"]);
     // A new login starts the counts again.
-    acd.apply_session("acme", &S::AgentLoggedOut { agent: a("1001"), login_id: Default::default(), reason: cc_contracts::session::LogoutReason::Agent }, t(30));
-    acd.apply_session("acme", &S::AgentLoggedIn { agent: a("1001"), login_id: Default::default(), device: DeviceId::parse("1001").unwrap(), queues: vec![q("500")] }, t(31));
+    acd.apply_session(
+        "acme",
+        &S::AgentLoggedOut {
+            agent: a("1001"),
+            login_id: Default::default(),
+            reason: cc_contracts::session::LogoutReason::Agent,
+        },
+        t(30),
+    );
+    acd.apply_session(
+        "acme",
+        &S::AgentLoggedIn {
+            agent: a("1001"),
+            login_id: Default::default(),
+            device: DeviceId::parse("1001").unwrap(),
+            queues: vec![q("500")],
+        },
+        t(31),
+    );
     assert_eq!(acd.agents[&("acme".into(), a("1001"))].calls_answered, 0);
 }
 
@@ -145,77 +292,207 @@ fn linear_goes_top_down_by_penalty() {
     enter(&mut acd, "c1", "500", 10);
     enter(&mut acd, "c2", "500", 11);
     // Two waiting calls: the first goes to the lowest penalty (1004), the second to the next.
-    assert_eq!(offered(&acd.dispatch(t(12))), [("c1".to_string(), vec!["1004".to_string()]), ("c2".to_string(), vec!["1003".to_string()])]);
+    assert_eq!(
+        offered(&acd.dispatch(t(12))),
+        [
+            ("c1".to_string(), vec!["1004".to_string()]),
+            ("c2".to_string(), vec!["1003".to_string()])
+        ]
+    );
 }
 
 #[test]
 fn random_picks_among_the_eligible_only() {
     let mut acd = given(Strategy::Random);
-    acd.apply_session("acme", &S::AgentPaused { agent: a("1002"), reason: "Lunch".into() }, t(5));
+    acd.apply_session(
+        "acme",
+        &S::AgentPaused {
+            agent: a("1002"),
+            reason: "Lunch".into(),
+        },
+        t(5),
+    );
     let mut seen = std::collections::BTreeSet::new();
     for i in 0..40 {
         let call = format!("c{i}");
         enter(&mut acd, &call, "500", 10 + i);
         let d = offered(&acd.dispatch(t(10 + i)));
         seen.insert(d[0].1[0].clone());
-        acd.apply_call("acme", &C::CallAbandoned { call: call.clone(), queue: q("500"), wait_ms: 0, position: 1 }, t(10 + i));
+        acd.apply_call(
+            "acme",
+            &C::CallAbandoned {
+                call: call.clone(),
+                queue: q("500"),
+                wait_ms: 0,
+                position: 1,
+            },
+            t(10 + i),
+        );
     }
     assert!(!seen.contains("1002"), "a paused agent is never chosen");
-    assert!(seen.len() >= 2, "more than one agent is chosen over 40 calls: {seen:?}");
+    assert!(
+        seen.len() >= 2,
+        "more than one agent is chosen over 40 calls: {seen:?}"
+    );
 }
 
 #[test]
 fn only_available_agents_are_offered_calls() {
     let mut acd = given(Strategy::LongestIdle);
-    acd.apply_session("acme", &S::AgentPaused { agent: a("1001"), reason: "Lunch".into() }, t(5));
-    acd.apply_session("acme", &S::AgentDeviceWentOffline { agent: a("1002"), device: DeviceId::parse("1002").unwrap() }, t(5));
-    acd.apply_session("acme", &S::AgentLeftQueue { agent: a("1003"), queue: q("500") }, t(5));
+    acd.apply_session(
+        "acme",
+        &S::AgentPaused {
+            agent: a("1001"),
+            reason: "Lunch".into(),
+        },
+        t(5),
+    );
+    acd.apply_session(
+        "acme",
+        &S::AgentDeviceWentOffline {
+            agent: a("1002"),
+            device: DeviceId::parse("1002").unwrap(),
+        },
+        t(5),
+    );
+    acd.apply_session(
+        "acme",
+        &S::AgentLeftQueue {
+            agent: a("1003"),
+            queue: q("500"),
+        },
+        t(5),
+    );
     enter(&mut acd, "c1", "500", 10);
     assert_eq!(offered(&acd.dispatch(t(10)))[0].1, ["1004"]);
     offer(&mut acd, "c1", "1004", 10);
     enter(&mut acd, "c2", "500", 11);
-    assert!(offered(&acd.dispatch(t(11))).is_empty(), "1004 is ringing: one offer per agent");
+    assert!(
+        offered(&acd.dispatch(t(11))).is_empty(),
+        "1004 is ringing: one offer per agent"
+    );
     // A reject puts the agent on a reject delay.
-    acd.apply_call("acme", &C::OfferRejected { call: "c1".into(), agent: a("1004"), offer: "o-c1-1004".into() }, t(12));
+    acd.apply_call(
+        "acme",
+        &C::OfferRejected {
+            call: "c1".into(),
+            agent: a("1004"),
+            offer: "o-c1-1004".into(),
+        },
+        t(12),
+    );
     assert!(offered(&acd.dispatch(t(13))).is_empty(), "reject delay");
     let d = offered(&acd.dispatch(t(12 + 5)));
-    assert_eq!(d[0], ("c1".to_string(), vec!["1004".to_string()]), "the older call first, after the delay");
+    assert_eq!(
+        d[0],
+        ("c1".to_string(), vec!["1004".to_string()]),
+        "the older call first, after the delay"
+    );
     // Wrap-up keeps an agent out until it ends.
     offer(&mut acd, "c1", "1004", 17);
     answer(&mut acd, "c1", "1004", 18);
-    acd.apply_call("acme", &C::CallEnded { call: "c1".into(), agent: a("1004"), by: cc_contracts::call::EndedBy::Agent, talk_ms: 1000 }, t(20));
-    acd.apply_call("acme", &C::WrapUpStarted { call: "c1".into(), agent: a("1004"), seconds: 10 }, t(20));
+    acd.apply_call(
+        "acme",
+        &C::CallEnded {
+            call: "c1".into(),
+            agent: a("1004"),
+            by: cc_contracts::call::EndedBy::Agent,
+            talk_ms: 1000,
+        },
+        t(20),
+    );
+    acd.apply_call(
+        "acme",
+        &C::WrapUpStarted {
+            call: "c1".into(),
+            agent: a("1004"),
+            seconds: 10,
+        },
+        t(20),
+    );
     assert!(offered(&acd.dispatch(t(21))).is_empty());
-    assert!(acd.due(t(30)).iter().any(|d| matches!(d, Decision::WrapUpOver { .. })), "the wrap-up timer is derived from state");
+    assert!(
+        acd.due(t(30))
+            .iter()
+            .any(|d| matches!(d, Decision::WrapUpOver { .. })),
+        "the wrap-up timer is derived from state"
+    );
 }
 
 #[test]
 fn ring_timeouts_and_max_wait_fall_due_from_the_recorded_times() {
     let mut acd = given(Strategy::LongestIdle);
-    let settings = QueueSettings { ring_timeout_s: 15, max_wait_s: 60, ..Default::default() };
-    acd.apply_queue("acme", &QueueEvent::QueueConfigured { queue: q("500"), settings });
+    let settings = QueueSettings {
+        ring_timeout_s: 15,
+        max_wait_s: 60,
+        ..Default::default()
+    };
+    acd.apply_queue(
+        "acme",
+        &QueueEvent::QueueConfigured {
+            queue: q("500"),
+            settings,
+        },
+    );
     enter(&mut acd, "c1", "500", 0);
     offer(&mut acd, "c1", "1001", 1);
     assert!(acd.due(t(15)).is_empty());
     assert_eq!(acd.next_deadline(), Some(t(16)));
-    assert!(matches!(&acd.due(t(16))[..], [Decision::OfferTimedOut { agent, .. }] if agent == &a("1001")));
-    acd.apply_call("acme", &C::OfferTimedOut { call: "c1".into(), agent: a("1001"), offer: "o-c1-1001".into() }, t(16));
+    assert!(
+        matches!(&acd.due(t(16))[..], [Decision::OfferTimedOut { agent, .. }] if agent == &a("1001"))
+    );
+    acd.apply_call(
+        "acme",
+        &C::OfferTimedOut {
+            call: "c1".into(),
+            agent: a("1001"),
+            offer: "o-c1-1001".into(),
+        },
+        t(16),
+    );
     assert_eq!(acd.agents[&("acme".into(), a("1001"))].missed_in_row, 1);
-    assert!(acd.due(t(60)).iter().any(|d| matches!(d, Decision::MaxWait { call } if call == "c1")));
+    assert!(acd
+        .due(t(60))
+        .iter()
+        .any(|d| matches!(d, Decision::MaxWait { call } if call == "c1")));
 }
 
 #[test]
 fn the_longest_waiting_call_is_served_first_across_queues() {
     let mut acd = given(Strategy::LongestIdle);
     // 1001 alone, in both queues.
-    acd.apply_queue("acme", &QueueEvent::AgentAssignedToQueue { queue: q("501"), agent: a("1001"), penalty: 0 });
-    acd.apply_session("acme", &S::AgentJoinedQueue { agent: a("1001"), queue: q("501") }, t(5));
+    acd.apply_queue(
+        "acme",
+        &QueueEvent::AgentAssignedToQueue {
+            queue: q("501"),
+            agent: a("1001"),
+            penalty: 0,
+        },
+    );
+    acd.apply_session(
+        "acme",
+        &S::AgentJoinedQueue {
+            agent: a("1001"),
+            queue: q("501"),
+        },
+        t(5),
+    );
     for n in ["1002", "1003", "1004"] {
-        acd.apply_session("acme", &S::AgentPaused { agent: a(n), reason: "Break".into() }, t(5));
+        acd.apply_session(
+            "acme",
+            &S::AgentPaused {
+                agent: a(n),
+                reason: "Break".into(),
+            },
+            t(5),
+        );
     }
     enter(&mut acd, "late", "500", 20);
     enter(&mut acd, "early", "501", 10);
-    assert_eq!(offered(&acd.dispatch(t(21))), [("early".to_string(), vec!["1001".to_string()])]);
+    assert_eq!(
+        offered(&acd.dispatch(t(21))),
+        [("early".to_string(), vec!["1001".to_string()])]
+    );
     assert_eq!(acd.position("late"), 1);
 }
 
@@ -223,34 +500,96 @@ fn the_longest_waiting_call_is_served_first_across_queues() {
 fn a_reject_delay_is_one_timer_that_ends_by_routing_again() {
     let mut acd = given(Strategy::LongestIdle);
     for n in ["1001", "1002", "1003"] {
-        acd.apply_session("acme", &S::AgentPaused { agent: a(n), reason: "Break".into() }, t(5));
+        acd.apply_session(
+            "acme",
+            &S::AgentPaused {
+                agent: a(n),
+                reason: "Break".into(),
+            },
+            t(5),
+        );
     }
-    let settings = QueueSettings { reject_delay_s: 5, ..Default::default() };
-    acd.apply_queue("acme", &QueueEvent::QueueConfigured { queue: q("500"), settings });
+    let settings = QueueSettings {
+        reject_delay_s: 5,
+        ..Default::default()
+    };
+    acd.apply_queue(
+        "acme",
+        &QueueEvent::QueueConfigured {
+            queue: q("500"),
+            settings,
+        },
+    );
     enter(&mut acd, "c1", "500", 10);
     offer(&mut acd, "c1", "1004", 10);
-    acd.apply_call("acme", &C::OfferRejected { call: "c1".into(), agent: a("1004"), offer: "o-c1-1004".into() }, t(12));
+    acd.apply_call(
+        "acme",
+        &C::OfferRejected {
+            call: "c1".into(),
+            agent: a("1004"),
+            offer: "o-c1-1004".into(),
+        },
+        t(12),
+    );
     assert!(offered(&acd.dispatch(t(12))).is_empty());
-    assert_eq!(acd.next_deadline(), Some(t(17)), "the router wakes when the delay ends");
-    assert!(acd.due(t(17)).is_empty(), "nothing to record when a reject delay ends");
-    assert_ne!(acd.next_deadline(), Some(t(17)), "and that timer is spent (no busy loop on a past deadline)");
-    assert_eq!(offered(&acd.dispatch(t(17))), [("c1".to_string(), vec!["1004".to_string()])]);
+    assert_eq!(
+        acd.next_deadline(),
+        Some(t(17)),
+        "the router wakes when the delay ends"
+    );
+    assert!(
+        acd.due(t(17)).is_empty(),
+        "nothing to record when a reject delay ends"
+    );
+    assert_ne!(
+        acd.next_deadline(),
+        Some(t(17)),
+        "and that timer is spent (no busy loop on a past deadline)"
+    );
+    assert_eq!(
+        offered(&acd.dispatch(t(17))),
+        [("c1".to_string(), vec!["1004".to_string()])]
+    );
 }
 
 #[test]
 fn a_call_whose_offer_rang_out_keeps_its_place_in_line() {
     let mut acd = given(Strategy::LongestIdle);
     for n in ["1002", "1003", "1004"] {
-        acd.apply_session("acme", &S::AgentPaused { agent: a(n), reason: "Break".into() }, t(5));
+        acd.apply_session(
+            "acme",
+            &S::AgentPaused {
+                agent: a(n),
+                reason: "Break".into(),
+            },
+            t(5),
+        );
     }
     enter(&mut acd, "first", "500", 10);
     offer(&mut acd, "first", "1001", 10);
     enter(&mut acd, "second", "500", 11);
     enter(&mut acd, "third", "500", 12);
-    assert!(offered(&acd.dispatch(t(12))).is_empty(), "the only agent is ringing");
-    acd.apply_call("acme", &C::OfferTimedOut { call: "first".into(), agent: a("1001"), offer: "o-first-1001".into() }, t(25));
-    assert_eq!(offered(&acd.dispatch(t(25))), [("first".to_string(), vec!["1001".to_string()])]);
-    assert!(offered(&acd.dispatch(t(25))).is_empty(), "decided once; nothing changed since");
+    assert!(
+        offered(&acd.dispatch(t(12))).is_empty(),
+        "the only agent is ringing"
+    );
+    acd.apply_call(
+        "acme",
+        &C::OfferTimedOut {
+            call: "first".into(),
+            agent: a("1001"),
+            offer: "o-first-1001".into(),
+        },
+        t(25),
+    );
+    assert_eq!(
+        offered(&acd.dispatch(t(25))),
+        [("first".to_string(), vec!["1001".to_string()])]
+    );
+    assert!(
+        offered(&acd.dispatch(t(25))).is_empty(),
+        "decided once; nothing changed since"
+    );
     assert_eq!(acd.position("third"), 3);
 }
 
@@ -259,12 +598,32 @@ fn settings_changed_while_an_offer_rings_move_its_timer() {
     let mut acd = given(Strategy::LongestIdle);
     enter(&mut acd, "c1", "500", 0);
     offer(&mut acd, "c1", "1001", 1);
-    let settings = QueueSettings { ring_timeout_s: 5, ..Default::default() };
-    acd.apply_queue("acme", &QueueEvent::QueueConfigured { queue: q("500"), settings });
+    let settings = QueueSettings {
+        ring_timeout_s: 5,
+        ..Default::default()
+    };
+    acd.apply_queue(
+        "acme",
+        &QueueEvent::QueueConfigured {
+            queue: q("500"),
+            settings,
+        },
+    );
     assert_eq!(acd.next_deadline(), Some(t(6)));
-    assert!(matches!(&acd.due(t(6))[..], [Decision::OfferTimedOut { .. }]));
+    assert!(matches!(
+        &acd.due(t(6))[..],
+        [Decision::OfferTimedOut { .. }]
+    ));
     assert_eq!(acd.due(t(6)).len(), 1, "due until the timeout is recorded");
-    acd.apply_call("acme", &C::OfferTimedOut { call: "c1".into(), agent: a("1001"), offer: "o-c1-1001".into() }, t(6));
+    acd.apply_call(
+        "acme",
+        &C::OfferTimedOut {
+            call: "c1".into(),
+            agent: a("1001"),
+            offer: "o-c1-1001".into(),
+        },
+        t(6),
+    );
     assert!(acd.due(t(6)).is_empty());
 }
 
@@ -276,22 +635,72 @@ fn offers_ringing_an_agent_who_logged_out_or_whose_device_went_offline_are_to_wi
     for n in ["1001", "1002", "1003", "1004"] {
         offer(&mut acd, "c1", n, 10);
     }
-    assert!(acd.offers_to_withdraw(None).is_empty(), "every ringing agent can still take the call");
-    acd.apply_session("acme", &S::AgentLoggedOut { agent: a("1001"), login_id: Default::default(), reason: cc_contracts::session::LogoutReason::Supervisor }, t(11));
-    acd.apply_session("acme", &S::AgentDeviceWentOffline { agent: a("1002"), device: DeviceId::parse("1002").unwrap() }, t(11));
+    assert!(
+        acd.offers_to_withdraw(None).is_empty(),
+        "every ringing agent can still take the call"
+    );
+    acd.apply_session(
+        "acme",
+        &S::AgentLoggedOut {
+            agent: a("1001"),
+            login_id: Default::default(),
+            reason: cc_contracts::session::LogoutReason::Supervisor,
+        },
+        t(11),
+    );
+    acd.apply_session(
+        "acme",
+        &S::AgentDeviceWentOffline {
+            agent: a("1002"),
+            device: DeviceId::parse("1002").unwrap(),
+        },
+        t(11),
+    );
     let only = acd.offers_to_withdraw(Some(("acme", &a("1001"))));
-    assert_eq!(only, [("acme".into(), "c1".into(), a("1001"), "o-c1-1001".into(), WithdrawReason::AgentLoggedOut)]);
-    let mut all: Vec<_> = acd.offers_to_withdraw(None).into_iter().map(|(_, _, agent, _, why)| (agent.to_string(), why)).collect();
+    assert_eq!(
+        only,
+        [(
+            "acme".into(),
+            "c1".into(),
+            a("1001"),
+            "o-c1-1001".into(),
+            WithdrawReason::AgentLoggedOut
+        )]
+    );
+    let mut all: Vec<_> = acd
+        .offers_to_withdraw(None)
+        .into_iter()
+        .map(|(_, _, agent, _, why)| (agent.to_string(), why))
+        .collect();
     all.sort_by(|x, y| x.0.cmp(&y.0));
-    assert_eq!(all, [("1001".to_string(), WithdrawReason::AgentLoggedOut), ("1002".to_string(), WithdrawReason::DeviceOffline)]);
+    assert_eq!(
+        all,
+        [
+            ("1001".to_string(), WithdrawReason::AgentLoggedOut),
+            ("1002".to_string(), WithdrawReason::DeviceOffline)
+        ]
+    );
     // Once withdrawn (a withdrawal counts nothing), the call rings on with the others.
     for (_, call, agent, offer, reason) in acd.offers_to_withdraw(None) {
-        acd.apply_call("acme", &C::OfferWithdrawn { call, agent, offer, reason }, t(11));
+        acd.apply_call(
+            "acme",
+            &C::OfferWithdrawn {
+                call,
+                agent,
+                offer,
+                reason,
+            },
+            t(11),
+        );
     }
     assert!(acd.offers_to_withdraw(None).is_empty());
     for n in ["1001", "1002"] {
         let agent = &acd.agents[&("acme".into(), a(n))];
-        assert_eq!((agent.ringing, agent.missed_in_row, agent.reject_until), (0, 0, None), "{n}");
+        assert_eq!(
+            (agent.ringing, agent.missed_in_row, agent.reject_until),
+            (0, 0, None),
+            "{n}"
+        );
     }
     assert_eq!(acd.calls["c1"].offers.len(), 2);
 }
@@ -302,9 +711,29 @@ fn a_call_whose_only_offer_is_withdrawn_goes_on_to_the_next_eligible_agent() {
     enter(&mut acd, "c1", "500", 10);
     assert_eq!(offered(&acd.dispatch(t(10)))[0].1, ["1001"]);
     offer(&mut acd, "c1", "1001", 10);
-    acd.apply_session("acme", &S::AgentLoggedOut { agent: a("1001"), login_id: Default::default(), reason: cc_contracts::session::LogoutReason::Agent }, t(11));
+    acd.apply_session(
+        "acme",
+        &S::AgentLoggedOut {
+            agent: a("1001"),
+            login_id: Default::default(),
+            reason: cc_contracts::session::LogoutReason::Agent,
+        },
+        t(11),
+    );
     for (_, call, agent, offer, reason) in acd.offers_to_withdraw(Some(("acme", &a("1001")))) {
-        acd.apply_call("acme", &C::OfferWithdrawn { call, agent, offer, reason }, t(11));
+        acd.apply_call(
+            "acme",
+            &C::OfferWithdrawn {
+                call,
+                agent,
+                offer,
+                reason,
+            },
+            t(11),
+        );
     }
-    assert_eq!(offered(&acd.dispatch(t(11))), [("c1".to_string(), vec!["1002".to_string()])]);
+    assert_eq!(
+        offered(&acd.dispatch(t(11))),
+        [("c1".to_string(), vec!["1002".to_string()])]
+    );
 }
