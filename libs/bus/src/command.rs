@@ -474,42 +474,6 @@ impl<S: Clone + Send + Sync + 'static> CommandHandlers<S> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[derive(Debug, Deserialize)]
-    #[allow(dead_code)]
-    struct Pause {
-        reason: String,
-        device: Device,
-    }
-    #[derive(Debug, Deserialize)]
-    #[allow(dead_code)]
-    struct Device {
-        number: u32,
-    }
-
-    #[test]
-    fn parse_errors_name_the_field() {
-        let e = parse_json::<Pause>(br#"{"device": {"number": 1}}"#).unwrap_err();
-        assert_eq!(
-            (e.error.as_str(), e.field.as_deref()),
-            ("missing_field", Some("reason"))
-        );
-        let e =
-            parse_json::<Pause>(br#"{"reason": "Lunch", "device": {"number": "x"}}"#).unwrap_err();
-        assert_eq!(
-            (e.error.as_str(), e.field.as_deref()),
-            ("invalid_field", Some("device.number"))
-        );
-        let e = parse_json::<Pause>(br#"{"reason": "Lunch", "device": {}}"#).unwrap_err();
-        assert_eq!(e.field.as_deref(), Some("device.number"));
-        let e = parse_json::<Pause>(b"{not json").unwrap_err();
-        assert_eq!((e.error.as_str(), e.field), ("invalid_json", None));
-    }
-}
-
 async fn remembered_reply(
     pool: &sqlx::PgPool,
     service: &str,
@@ -587,5 +551,41 @@ impl From<RequestError> for CommandError {
             }
             RequestError::Transport(m) => CommandError::new("unavailable", m),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Pause {
+        reason: String,
+        device: Device,
+    }
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Device {
+        number: u32,
+    }
+
+    #[test]
+    fn parse_errors_name_the_field() {
+        let e = parse_json::<Pause>(br#"{"device": {"number": 1}}"#).unwrap_err();
+        assert_eq!(
+            (e.error.as_str(), e.field.as_deref()),
+            ("missing_field", Some("reason"))
+        );
+        let e =
+            parse_json::<Pause>(br#"{"reason": "Lunch", "device": {"number": "x"}}"#).unwrap_err();
+        assert_eq!(
+            (e.error.as_str(), e.field.as_deref()),
+            ("invalid_field", Some("device.number"))
+        );
+        let e = parse_json::<Pause>(br#"{"reason": "Lunch", "device": {}}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("device.number"));
+        let e = parse_json::<Pause>(b"{not json").unwrap_err();
+        assert_eq!((e.error.as_str(), e.field), ("invalid_json", None));
     }
 }

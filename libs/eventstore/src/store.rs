@@ -187,12 +187,11 @@ impl EventStore {
                     // Another writer took the same version (or, for a retried append, the same
                     // event ids) a moment earlier and has committed now.
                     attempt += 1;
-                    if expected == ExpectedVersion::Any
-                        || db.constraint() == Some("es_events_event_id_key")
+                    if (expected == ExpectedVersion::Any
+                        || db.constraint() == Some("es_events_event_id_key"))
+                        && attempt < 10
                     {
-                        if attempt < 10 {
-                            continue;
-                        }
+                        continue;
                     }
                     let actual = self.stream_version(stream).await?;
                     return Err(AppendError::Conflict {

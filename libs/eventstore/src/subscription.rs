@@ -91,7 +91,7 @@ impl Subscription {
 
     /// From the shared reader: the next batch with events for this subscription, with any
     /// that follow at once (up to the batch size). `None` once it fell behind (detached).
-    async fn from_tail(&mut self) -> Option<Vec<RecordedEvent>> {
+    async fn take_from_tail(&mut self) -> Option<Vec<RecordedEvent>> {
         use tokio::sync::broadcast::error::{RecvError, TryRecvError};
         let mut out = Vec::new();
         loop {
@@ -150,7 +150,7 @@ impl Subscription {
     async fn next_batch_now(&mut self) -> Result<Vec<RecordedEvent>, sqlx::Error> {
         while self.shared {
             if self.attached.is_some() {
-                if let Some(batch) = self.from_tail().await {
+                if let Some(batch) = self.take_from_tail().await {
                     return Ok(batch);
                 }
                 continue;

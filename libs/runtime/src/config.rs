@@ -135,8 +135,14 @@ pub const ENV_VARS: &[(&str, Setter)] = &[
     ("CC_BASE_DOMAIN", |c, v| set_string(&mut c.base_domain, v)),
     ("CC_DEMO", |c, v| parse(&mut c.demo, v)),
     ("CC_LOG_FORMAT", |c, v| match v {
-        "human" => Ok(c.log_format = LogFormat::Human),
-        "json" => Ok(c.log_format = LogFormat::Json),
+        "human" => {
+            let _: () = c.log_format = LogFormat::Human;
+            Ok(())
+        }
+        "json" => {
+            let _: () = c.log_format = LogFormat::Json;
+            Ok(())
+        }
         _ => Err("must be human or json".into()),
     }),
     ("CC_LOG", |c, v| set_string(&mut c.log, v)),

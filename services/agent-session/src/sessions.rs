@@ -293,13 +293,15 @@ pub async fn login(
                 format!("There is no device {device} on this PBX"),
             ))
         }
-        Some(false) => return Err(CommandError::field(
-            "device_offline",
-            "device",
-            format!(
+        Some(false) => {
+            return Err(CommandError::field(
+                "device_offline",
+                "device",
+                format!(
                 "Device {device} is not registered; make sure the phone is online, then try again"
             ),
-        )),
+            ))
+        }
         Some(true) => {}
     }
     let assigned: Vec<QueueNumber> = assignments(ctx, c, &cmd.agent)

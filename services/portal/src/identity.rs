@@ -27,20 +27,21 @@ pub fn tenant_of(headers: &HeaderMap, base_domain: &str) -> Result<String, Comma
         .strip_suffix(base_domain)
         .and_then(|s| s.strip_suffix('.'))
         .filter(|s| !s.is_empty() && !s.contains('.'));
-    let tenant =
-        match (
-            from_host,
-            headers.get("x-tenant").and_then(|h| h.to_str().ok()),
-        ) {
-            (Some(t), _) => t.to_string(),
-            (None, Some(t)) => t.trim().to_string(),
-            (None, None) => return Err(CommandError::new(
+    let tenant = match (
+        from_host,
+        headers.get("x-tenant").and_then(|h| h.to_str().ok()),
+    ) {
+        (Some(t), _) => t.to_string(),
+        (None, Some(t)) => t.trim().to_string(),
+        (None, None) => {
+            return Err(CommandError::new(
                 "missing_tenant",
                 format!(
                     "no tenant: use https://<tenant>.{base_domain}/ or send the X-Tenant header"
                 ),
-            )),
-        };
+            ))
+        }
+    };
     cc_eventstore::StreamName::new(&tenant, "tenant", "x").map_err(|_| {
         CommandError::field(
             "invalid_tenant",

@@ -14,12 +14,7 @@ async fn append_in(
     n: i64,
 ) -> i64 {
     let r = store
-        .append_in(
-            &mut **tx,
-            s,
-            cc_eventstore::ExpectedVersion::Any,
-            &[event(n)],
-        )
+        .append_in(tx, s, cc_eventstore::ExpectedVersion::Any, &[event(n)])
         .await
         .unwrap();
     r.positions[0]

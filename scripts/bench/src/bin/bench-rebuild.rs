@@ -105,7 +105,7 @@ async fn generate(pool: &sqlx::PgPool, target: u64) -> anyhow::Result<u64> {
     while h.total < target {
         n += 1;
         let call = format!("c{n:08}");
-        let queue = if n % 3 == 0 { "501" } else { "500" };
+        let queue = if n.is_multiple_of(3) { "501" } else { "500" };
         let a = &agents[(n as usize * 7) % agents.len()];
         let b = &agents[(n as usize * 13 + 1) % agents.len()];
         let offer = |k: u64| format!("o{n:08}{k}");
@@ -240,12 +240,12 @@ async fn generate(pool: &sqlx::PgPool, target: u64) -> anyhow::Result<u64> {
                 json!({ "call": call, "agent": a, "early": false }),
             );
         }
-        if n % 50 == 0 {
+        if n.is_multiple_of(50) {
             h.push(
                 "agent",
                 a,
                 "AgentPaused",
-                json!({ "agent": a, "reason": if n % 100 == 0 { "Lunch" } else { "Break" } }),
+                json!({ "agent": a, "reason": if n.is_multiple_of(100) { "Lunch" } else { "Break" } }),
             );
             h.push(
                 "agent",

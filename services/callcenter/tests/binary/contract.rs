@@ -17,7 +17,10 @@ use crate::system::{System, SIP_TENANT};
 /// How a test plays the phone of device 1001 and a caller, on one PBX.
 enum Driver {
     Sim,
-    Sip { phone: Phone, caller: Option<Phone> },
+    Sip {
+        phone: Box<Phone>,
+        caller: Option<Box<Phone>>,
+    },
 }
 
 impl Driver {
@@ -50,7 +53,7 @@ impl Driver {
                 )
                 .await;
                 p.command("dial", "sip:500@office.localhost").await;
-                *caller = Some(p);
+                *caller = Some(Box::new(p));
             }
         }
     }
@@ -398,7 +401,7 @@ async fn the_sip_gateway_keeps_the_pbx_contract_with_real_phones() {
         &sys,
         SIP_TENANT,
         Driver::Sip {
-            phone,
+            phone: Box::new(phone),
             caller: None,
         },
     )

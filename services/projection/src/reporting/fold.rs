@@ -122,6 +122,7 @@ struct CallAcc {
 }
 
 impl CallAcc {
+    #[allow(clippy::too_many_arguments)] // one row's columns, named at each call
     fn open(
         &mut self,
         tenant: &str,
