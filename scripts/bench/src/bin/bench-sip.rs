@@ -542,12 +542,15 @@ async fn relay_round(
     calls: usize,
     via_gateway: bool,
     seconds: u64,
+    gateway: &tokio::runtime::Handle,
 ) -> anyhow::Result<(Vec<Duration>, u64, u64)> {
-    let media = Media::new(
+    // Phones start at evenly spread moments of the 20 ms (real phones are not in step); the
+    // relay runs on a runtime of its own (the gateway is a process of its own).
+    let media = std::sync::Arc::new(Media::new(
         "127.0.0.1".parse()?,
         "127.0.0.1".parse()?,
         Ports::parse("0").map_err(anyhow::Error::msg)?,
-    );
+    ));
     let start = Instant::now();
     let sent = Arc::new(AtomicU64::new(0));
     let received = Arc::new(AtomicU64::new(0));
@@ -560,7 +563,10 @@ async fn relay_round(
             Arc::new(UdpSocket::bind("127.0.0.1:0").await?),
         );
         let (to_a, to_b) = if via_gateway {
-            let (a, b) = (media.open().await?, media.open().await?);
+            let m = media.clone();
+            let (a, b) = gateway
+                .spawn(async move { Ok::<_, std::io::Error>((m.open().await?, m.open().await?)) })
+                .await??;
             let remote = |addr| RemoteMedia {
                 addr,
                 codec: Codec::Pcmu,
@@ -587,6 +593,8 @@ async fn relay_round(
             (pb.local_addr()?, pa.local_addr()?) // straight to the other phone
         };
         for (me, target) in [(pa.clone(), to_a), (pb.clone(), to_b)] {
+            let phase =
+                Duration::from_micros(20_000 * (tasks.len() as u64 / 2) / (2 * calls as u64));
             let (sent, received, latencies) = (sent.clone(), received.clone(), latencies.clone());
             let recv_sock = me.clone();
             tasks.push(tokio::spawn(async move {
@@ -608,7 +616,10 @@ async fn relay_round(
                 }
             }));
             tasks.push(tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(20));
+                let mut tick = tokio::time::interval_at(
+                    tokio::time::Instant::now() + phase,
+                    Duration::from_millis(20),
+                );
                 let mut seq: u16 = 0;
                 let ssrc: u32 = rand_u32();
                 let end = Instant::now() + Duration::from_secs(seconds);
@@ -653,8 +664,13 @@ fn rand_u32() -> u32 {
 async fn relay_benchmark() -> anyhow::Result<()> {
     let calls: usize = env("CC_BENCH_RTP_CALLS", "500").parse()?;
     let seconds: u64 = env("CC_BENCH_RTP_SECONDS", "10").parse()?;
-    let (mut base, bsent, brecv) = relay_round(calls, false, seconds).await?;
-    let (mut relayed, sent, recv) = relay_round(calls, true, seconds).await?;
+    let gateway = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let (mut base, bsent, brecv) = relay_round(calls, false, seconds, gateway.handle()).await?;
+    let (mut relayed, sent, recv) = relay_round(calls, true, seconds, gateway.handle()).await?;
+    gateway.shutdown_background();
     let (bp99, rp99) = (
         percentile_ms(&mut base, 99.0),
         percentile_ms(&mut relayed, 99.0),
