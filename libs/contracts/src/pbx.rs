@@ -197,11 +197,14 @@ impl ChannelEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type")]
 pub enum BridgeEvent {
-    /// The bridge now joins exactly these channels.
+    /// The bridge now joins exactly these channels. `modes` names each channel that is not
+    /// an ordinary party (`speak`): who hears whom in the bridge.
     BridgeChanged {
         tenant: String,
         bridge: String,
         channels: Vec<String>,
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        modes: std::collections::BTreeMap<String, BridgeMode>,
         at: DateTime<Utc>,
     },
     BridgeDestroyed {
@@ -288,6 +291,46 @@ impl Command for Bridge {
     const SERVICE: &'static str = "pbx";
     const NAME: &'static str = "Bridge";
     type Reply = Vec<String>;
+}
+
+/// How a channel takes part in its bridge: who hears it (every channel of a bridge hears
+/// every other it is allowed to; a held channel hears the music instead and is heard by none).
+/// This one matrix serves conferences and a supervisor's listen, whisper and barge.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum BridgeMode {
+    /// An ordinary party: hears everyone, heard by everyone (a supervisor's barge).
+    #[default]
+    Speak,
+    /// Hears everyone, heard by no one (a supervisor listening).
+    Listen,
+    /// Hears everyone, heard only by the channel `to` (a supervisor coaching the agent).
+    Whisper { to: String },
+}
+
+impl BridgeMode {
+    /// Whether `listener` hears a channel in this mode.
+    pub fn heard_by(&self, listener: &str) -> bool {
+        match self {
+            BridgeMode::Speak => true,
+            BridgeMode::Listen => false,
+            BridgeMode::Whisper { to } => to == listener,
+        }
+    }
+}
+
+/// Sets how a channel takes part in its bridge (see [`BridgeMode`]); the reply is the bridge's
+/// modes (channels not named speak).
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct SetBridgeMode {
+    pub channel: String,
+    #[serde(flatten)]
+    pub mode: BridgeMode,
+}
+impl Command for SetBridgeMode {
+    const SERVICE: &'static str = "pbx";
+    const NAME: &'static str = "SetBridgeMode";
+    type Reply = std::collections::BTreeMap<String, BridgeMode>;
 }
 
 /// Takes a channel out of its bridge.

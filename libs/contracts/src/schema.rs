@@ -209,6 +209,7 @@ pub fn commands() -> Vec<CommandSchema> {
         Hold,
         Hangup,
         ListChannels,
+        SetBridgeMode,
         GetLoginOptions,
         LoginAgent,
         LogoutAgent,

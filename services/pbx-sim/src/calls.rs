@@ -42,6 +42,8 @@ pub enum PhoneMode {
 struct Tenant {
     channels: HashMap<String, ChannelState>,
     bridges: HashMap<String, Vec<String>>,
+    /// How each channel in a bridge takes part (absent: speak), cleared when it leaves.
+    modes: HashMap<String, BridgeMode>,
     phones: HashMap<DeviceId, PhoneMode>,
 }
 
@@ -413,6 +415,7 @@ impl Calls {
         facts.push(Fact::Bridge(BridgeEvent::BridgeChanged {
             tenant: tenant.into(),
             bridge: bridge.into(),
+            modes: modes_of(t, &members),
             channels: members.clone(),
             at: now,
         }));
@@ -433,6 +436,49 @@ impl Calls {
         };
         let fact = leave_bridge(t, tenant, &b, channel, Utc::now());
         self.publish(tenant, vec![fact]).await
+    }
+
+    /// Sets how a channel takes part in its bridge (the simulator records who hears whom).
+    pub async fn set_bridge_mode(
+        &self,
+        tenant: &str,
+        channel: &str,
+        mode: BridgeMode,
+    ) -> Result<std::collections::BTreeMap<String, BridgeMode>, CommandError> {
+        let mut st = self.state.lock().await;
+        let t = st.entry(tenant.to_string()).or_default();
+        let ch = t
+            .channels
+            .get(channel)
+            .ok_or_else(|| unknown_channel(channel))?;
+        let Some(bridge) = ch.bridge.clone() else {
+            return Err(err(
+                "not_bridged",
+                "channel",
+                format!("Channel {channel} is in no bridge"),
+            ));
+        };
+        let members = t.bridges.get(&bridge).cloned().unwrap_or_default();
+        if let BridgeMode::Whisper { to } = &mode {
+            if to == channel || !members.contains(to) {
+                return Err(err(
+                    "invalid_field",
+                    "to",
+                    format!("{to:?} is not another channel of bridge {bridge}"),
+                ));
+            }
+        }
+        t.modes.insert(channel.to_string(), mode);
+        let modes = modes_of(t, &members);
+        let fact = Fact::Bridge(BridgeEvent::BridgeChanged {
+            tenant: tenant.into(),
+            bridge: bridge.clone(),
+            channels: members,
+            modes: modes.clone(),
+            at: Utc::now(),
+        });
+        self.publish(tenant, vec![fact]).await?;
+        Ok(modes)
     }
 
     pub async fn hold(
@@ -579,8 +625,10 @@ fn leave_bridge(
     channel: &str,
     at: chrono::DateTime<Utc>,
 ) -> Fact {
+    t.modes.remove(channel);
     let members = t.bridges.entry(bridge.to_string()).or_default();
     members.retain(|c| c != channel);
+    let members = members.clone();
     if members.is_empty() {
         t.bridges.remove(bridge);
         Fact::Bridge(BridgeEvent::BridgeDestroyed {
@@ -592,8 +640,18 @@ fn leave_bridge(
         Fact::Bridge(BridgeEvent::BridgeChanged {
             tenant: tenant.into(),
             bridge: bridge.into(),
-            channels: members.clone(),
+            modes: modes_of(t, &members),
+            channels: members,
             at,
         })
     }
+}
+
+/// The bridge's channels that are not ordinary parties, and how they take part.
+fn modes_of(t: &Tenant, members: &[String]) -> std::collections::BTreeMap<String, BridgeMode> {
+    members
+        .iter()
+        .filter_map(|m| t.modes.get(m).map(|mode| (m.clone(), mode.clone())))
+        .filter(|(_, m)| *m != BridgeMode::Speak)
+        .collect()
 }

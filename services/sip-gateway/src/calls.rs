@@ -17,7 +17,7 @@ use rsipstack::transaction::Transaction;
 use rsipstack::transport::SipAddr;
 use tokio::sync::Mutex;
 
-use crate::media::{Leg, Plan};
+use crate::media::{Leg, Mixer, Plan};
 use crate::registrar::reason;
 use crate::report::Fact;
 use crate::sdp;
@@ -25,8 +25,8 @@ use crate::stack::{self, reply, Signalling};
 use crate::Gateway;
 use rsipstack::sip::ToTypedHeader;
 
-/// The most channels a bridge joins until mixing arrives (a two-party relay).
-pub const MAX_BRIDGE: usize = 2;
+/// The most channels a bridge joins (each party of a bigger bridge costs a mix every 20 ms).
+pub const MAX_BRIDGE: usize = 8;
 
 struct Channel {
     state: ChannelState,
@@ -40,12 +40,16 @@ struct Channel {
     /// For a leg we placed: whether the phone answered (SIP), so Hangup sends BYE, not CANCEL.
     sip_answered: bool,
     ringing: bool,
+    /// How it takes part in its bridge (reset when it leaves).
+    mode: BridgeMode,
 }
 
 #[derive(Default)]
 struct Tenant {
     channels: HashMap<String, Channel>,
     bridges: HashMap<String, Vec<String>>,
+    /// The mixer of each bridge where someone hears several parties.
+    mixers: HashMap<String, Arc<Mixer>>,
 }
 
 #[derive(Default)]
@@ -78,68 +82,165 @@ fn new_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()
 }
 
-/// What one channel hears and who hears it, from its bridge and the holds. Pure.
+/// What one channel hears: the music, and the channels it hears. Pure.
 ///
 /// - A channel on hold (the contract's Hold) hears the music; nobody hears it.
 /// - A phone that put the call on hold itself hears nothing and is heard by nobody; the other
 ///   parties of its bridge hear the music.
-/// - Otherwise the parties of a bridge hear each other. A caller in no bridge (waiting in a
-///   queue, or between two agents) hears the music.
-fn plan(t: &Tenant, id: &str) -> (bool, Vec<String>) {
+/// - Otherwise a channel hears every other party of its bridge whose mode lets it
+///   ([`BridgeMode::heard_by`]: a listening supervisor is heard by none, a whispering one by
+///   the agent only). A caller in no bridge (waiting in a queue, or between two agents) hears
+///   the music.
+fn hears(t: &Tenant, id: &str) -> (bool, Vec<String>) {
     let Some(c) = t.channels.get(id) else {
         return (false, vec![]);
     };
     let inbound = c.state.direction == Direction::Inbound;
     let silent = c.state.held || c.phone_hold;
-    let others: Vec<&String> = match c.state.bridge.as_ref().and_then(|b| t.bridges.get(b)) {
-        Some(members) => members.iter().filter(|m| m.as_str() != id).collect(),
-        None => vec![],
-    };
-    let others: Vec<(&String, &Channel)> = others
-        .into_iter()
-        .filter_map(|m| t.channels.get(m).map(|c| (m, c)))
-        .collect();
-    let listeners = if silent {
+    let others: Vec<(&String, &Channel)> =
+        match c.state.bridge.as_ref().and_then(|b| t.bridges.get(b)) {
+            Some(members) => members
+                .iter()
+                .filter(|m| m.as_str() != id)
+                .filter_map(|m| t.channels.get(m).map(|c| (m, c)))
+                .collect(),
+            None => vec![],
+        };
+    let heard = if silent {
         vec![]
     } else {
         others
             .iter()
-            .filter(|(_, o)| !o.state.held && !o.phone_hold)
+            .filter(|(_, o)| !o.state.held && !o.phone_hold && o.mode.heard_by(id))
             .map(|(m, _)| (*m).clone())
             .collect()
     };
     let music = c.state.held
         || (!c.phone_hold && others.iter().any(|(_, o)| o.phone_hold))
         || (inbound && !silent && others.is_empty());
-    (music, listeners)
+    (music, heard)
 }
 
 impl Calls {
-    /// Applies the media plan to these channels (and their bridge partners).
-    fn refresh(t: &Tenant, ids: &HashSet<String>) {
+    /// Applies the media plan to these channels and everyone in their bridges. A channel that
+    /// hears one other party gets that party's packets relayed; one that hears several gets
+    /// the bridge's mix (the mixer exists while someone needs it).
+    fn refresh(t: &mut Tenant, ids: &HashSet<String>) {
         let mut all: HashSet<String> = ids.clone();
+        let mut bridges: HashSet<String> = HashSet::new();
         for id in ids {
-            if let Some(b) = t
-                .channels
-                .get(id)
-                .and_then(|c| c.state.bridge.as_ref())
-                .and_then(|b| t.bridges.get(b))
-            {
-                all.extend(b.iter().cloned());
+            if let Some(b) = t.channels.get(id).and_then(|c| c.state.bridge.clone()) {
+                if let Some(m) = t.bridges.get(&b) {
+                    all.extend(m.iter().cloned());
+                }
+                bridges.insert(b);
+            }
+        }
+        let plans: HashMap<String, (bool, Vec<String>)> =
+            all.iter().map(|id| (id.clone(), hears(t, id))).collect();
+        // Mixes per bridge: who hears several parties, and whom.
+        for b in &bridges {
+            let members = t.bridges.get(b).cloned().unwrap_or_default();
+            let mixes: Vec<(Arc<crate::media::Output>, Vec<u64>)> = members
+                .iter()
+                .filter_map(|m| {
+                    let (_, heard) = plans.get(m)?;
+                    if heard.len() < 2 {
+                        return None;
+                    }
+                    let out = t.channels.get(m)?.leg.output.clone();
+                    Some((
+                        out,
+                        heard
+                            .iter()
+                            .filter_map(|h| t.channels.get(h))
+                            .map(|h| h.leg.id)
+                            .collect(),
+                    ))
+                })
+                .collect();
+            if mixes.is_empty() {
+                t.mixers.remove(b);
+            } else {
+                t.mixers
+                    .entry(b.clone())
+                    .or_insert_with(Mixer::start)
+                    .set_mixes(mixes);
             }
         }
         for id in &all {
             let Some(c) = t.channels.get(id) else {
                 continue;
             };
-            let (music, listeners) = plan(t, id);
-            let listeners = listeners
+            let (music, _) = plans[id];
+            // Relayed to: the channels that hear this one alone.
+            let listeners = plans
                 .iter()
-                .filter_map(|l| t.channels.get(l))
+                .filter(|(_, (_, heard))| heard.len() == 1 && heard[0] == *id)
+                .filter_map(|(l, _)| t.channels.get(l))
                 .map(|l| l.leg.output.clone())
                 .collect();
-            c.leg.set_plan(Plan { listeners, music });
+            let mixed = plans
+                .values()
+                .any(|(_, heard)| heard.len() >= 2 && heard.contains(id));
+            let mixer = c
+                .state
+                .bridge
+                .as_ref()
+                .filter(|_| mixed)
+                .and_then(|b| t.mixers.get(b))
+                .cloned();
+            c.leg.set_plan(Plan {
+                listeners,
+                music,
+                mixer,
+            });
         }
+    }
+
+    /// The contract's SetBridgeMode: how a channel takes part in its bridge.
+    pub async fn set_bridge_mode(
+        &self,
+        gw: &Gateway,
+        tenant: &str,
+        channel: &str,
+        mode: BridgeMode,
+    ) -> Result<std::collections::BTreeMap<String, BridgeMode>, CommandError> {
+        let mut st = self.state.lock().await;
+        let t = st.tenants.entry(tenant.to_string()).or_default();
+        let c = t
+            .channels
+            .get(channel)
+            .ok_or_else(|| unknown_channel(channel))?;
+        let Some(bridge) = c.state.bridge.clone() else {
+            return Err(err(
+                "not_bridged",
+                "channel",
+                format!("Channel {channel} is in no bridge"),
+            ));
+        };
+        let members = t.bridges.get(&bridge).cloned().unwrap_or_default();
+        if let BridgeMode::Whisper { to } = &mode {
+            if to == channel || !members.contains(to) {
+                return Err(err(
+                    "invalid_field",
+                    "to",
+                    format!("{to:?} is not another channel of bridge {bridge}"),
+                ));
+            }
+        }
+        t.channels.get_mut(channel).expect("checked").mode = mode;
+        Self::refresh(t, &HashSet::from([channel.to_string()]));
+        let modes = modes_of(t, &members);
+        let fact = Fact::Bridge(BridgeEvent::BridgeChanged {
+            tenant: tenant.into(),
+            bridge,
+            channels: members,
+            modes: modes.clone(),
+            at: Utc::now(),
+        });
+        gw.reporter.publish(tenant, vec![fact]).await;
+        Ok(modes)
     }
 
     pub async fn list(&self, tenant: &str) -> Vec<ChannelState> {
@@ -289,6 +390,7 @@ impl Calls {
                 sdp_version: 1,
                 sip_answered: false,
                 ringing: false,
+                mode: BridgeMode::Speak,
             },
         );
         st.by_call_id
@@ -535,6 +637,7 @@ impl Calls {
                     sdp_version: 1,
                     sip_answered: true,
                     ringing: false,
+                    mode: BridgeMode::Speak,
                 },
             );
             Self::refresh(t, &HashSet::from([id.clone()]));
@@ -796,6 +899,7 @@ impl Calls {
         facts.push(Fact::Bridge(BridgeEvent::BridgeChanged {
             tenant: tenant.into(),
             bridge: bridge.into(),
+            modes: modes_of(t, &members),
             channels: members.clone(),
             at: now,
         }));
@@ -926,11 +1030,14 @@ fn leave_bridge(
 ) -> Fact {
     let members = t.bridges.entry(bridge.to_string()).or_default();
     members.retain(|c| c != channel);
+    let members = members.clone();
     if let Some(c) = t.channels.get_mut(channel) {
         c.state.bridge = None;
+        c.mode = BridgeMode::Speak;
     }
     if members.is_empty() {
         t.bridges.remove(bridge);
+        t.mixers.remove(bridge);
         Fact::Bridge(BridgeEvent::BridgeDestroyed {
             tenant: tenant.into(),
             bridge: bridge.into(),
@@ -940,10 +1047,20 @@ fn leave_bridge(
         Fact::Bridge(BridgeEvent::BridgeChanged {
             tenant: tenant.into(),
             bridge: bridge.into(),
-            channels: members.clone(),
+            modes: modes_of(t, &members),
+            channels: members,
             at,
         })
     }
+}
+
+/// The bridge's channels that are not ordinary parties, and how they take part.
+fn modes_of(t: &Tenant, members: &[String]) -> std::collections::BTreeMap<String, BridgeMode> {
+    members
+        .iter()
+        .filter_map(|m| t.channels.get(m).map(|c| (m.clone(), c.mode.clone())))
+        .filter(|(_, m)| *m != BridgeMode::Speak)
+        .collect()
 }
 
 /// The persisted list of live channels (reported hung up after a restart).

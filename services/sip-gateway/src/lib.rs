@@ -317,7 +317,12 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
             .on(|g: Gateway, c, cmd: Hangup| async move {
                 g.calls.hangup(&g, &c.tenant, &cmd.channel, cmd.cause).await
             })
-            .on(|g: Gateway, c, _: ListChannels| async move { Ok(g.calls.list(&c.tenant).await) });
+            .on(|g: Gateway, c, _: ListChannels| async move { Ok(g.calls.list(&c.tenant).await) })
+            .on(|g: Gateway, c, cmd: SetBridgeMode| async move {
+                g.calls
+                    .set_bridge_mode(&g, &c.tenant, &cmd.channel, cmd.mode)
+                    .await
+            });
     let admin = CommandHandlers::new("sip-gateway", gw.clone())
         .with_metrics(ctx.metrics.commands.clone())
         .with_tenants(scope)

@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use audio_codec_algorithms::{convert_alaw_to_ulaw, convert_ulaw_to_alaw};
+use audio_codec_algorithms::{
+    convert_alaw_to_ulaw, convert_ulaw_to_alaw, decode_alaw, decode_ulaw, encode_alaw, encode_ulaw,
+};
 use rtp_rs::{RtpPacketBuilder, RtpReader, Seq};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
@@ -183,6 +185,30 @@ impl Output {
         }
     }
 
+    /// Sends a mixed frame (linear sum, saturated here) encoded in this phone's codec.
+    fn send_linear(&self, mixer: u64, ts: u32, sum: &[i32; 160]) {
+        let codec = self.state.lock().expect("output lock").codec;
+        let mut frame = [0u8; 160];
+        for (o, v) in frame.iter_mut().zip(sum) {
+            let v = (*v).clamp(i16::MIN as i32, i16::MAX as i32) as i16;
+            *o = match codec {
+                Codec::Pcmu => encode_ulaw(v),
+                Codec::Pcma => encode_alaw(v),
+            };
+        }
+        self.send(
+            Source {
+                id: mixer,
+                ts,
+                marker: false,
+                payload_type: codec.payload_type(),
+                codec,
+                telephone_event: None,
+            },
+            &frame,
+        );
+    }
+
     fn send_music(&self, music: &Music) {
         let (codec, pos, ts) = {
             let mut st = self.state.lock().expect("output lock");
@@ -209,10 +235,119 @@ impl Output {
 /// What a leg is told to do with its media; set by the bridge logic in [`crate::calls`].
 #[derive(Clone, Default)]
 pub struct Plan {
-    /// The outputs that hear this leg.
+    /// The outputs that hear this leg alone (its packets are relayed to them).
     pub listeners: Vec<Arc<Output>>,
     /// Whether this leg hears the music on hold.
     pub music: bool,
+    /// The mixer of this leg's bridge, when some party hears more than one other: this leg's
+    /// audio goes there too.
+    pub mixer: Option<Arc<Mixer>>,
+}
+
+/// One 20 ms frame, 8 kHz linear.
+pub type Frame = [i16; 160];
+
+/// A bridge's mixer. Every 20 ms each listener that hears more than one party gets the sum
+/// of the latest frame of each party it hears (decoded from G.711, summed with saturation,
+/// encoded in the listener's codec), never its own voice. A party whose frame is late is left
+/// out of that round; at most three frames wait per party, so a burst cannot build up delay.
+pub struct Mixer {
+    id: u64,
+    frames: Mutex<std::collections::HashMap<u64, std::collections::VecDeque<Frame>>>,
+    mixes: Mutex<Vec<(Arc<Output>, Vec<u64>)>>,
+    cancel: CancellationToken,
+    ts: AtomicU64,
+}
+
+impl Drop for Mixer {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl Mixer {
+    /// A mixer, ticking every 20 ms until it is dropped.
+    pub fn start() -> Arc<Mixer> {
+        let m = Arc::new(Mixer {
+            id: NEXT_LEG.fetch_add(1, Ordering::Relaxed),
+            frames: Mutex::default(),
+            mixes: Mutex::default(),
+            cancel: CancellationToken::new(),
+            ts: AtomicU64::new(0),
+        });
+        let weak = Arc::downgrade(&m);
+        let cancel = m.cancel.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let Some(m) = weak.upgrade() else { return };
+                m.round();
+            }
+        });
+        m
+    }
+
+    /// Who hears whom: each output with the legs it hears (two or more).
+    pub fn set_mixes(&self, mixes: Vec<(Arc<Output>, Vec<u64>)>) {
+        let keep: std::collections::HashSet<u64> =
+            mixes.iter().flat_map(|(_, s)| s.iter().copied()).collect();
+        self.frames
+            .lock()
+            .expect("frames")
+            .retain(|k, _| keep.contains(k));
+        *self.mixes.lock().expect("mixes") = mixes;
+    }
+
+    /// A frame from a party.
+    fn push(&self, source: u64, codec: Codec, payload: &[u8]) {
+        let mut f: Frame = [0; 160];
+        for (o, b) in f.iter_mut().zip(payload) {
+            *o = match codec {
+                Codec::Pcmu => decode_ulaw(*b),
+                Codec::Pcma => decode_alaw(*b),
+            };
+        }
+        let mut frames = self.frames.lock().expect("frames");
+        let q = frames.entry(source).or_default();
+        if q.len() >= 3 {
+            q.pop_front();
+        }
+        q.push_back(f);
+    }
+
+    /// One round: a frame out to each mixed listener.
+    fn round(&self) {
+        let current: std::collections::HashMap<u64, Frame> = {
+            let mut frames = self.frames.lock().expect("frames");
+            frames
+                .iter_mut()
+                .filter_map(|(k, q)| q.pop_front().map(|f| (*k, f)))
+                .collect()
+        };
+        let ts = (self.ts.fetch_add(160, Ordering::Relaxed) & 0xffff_ffff) as u32;
+        let mixes = self.mixes.lock().expect("mixes").clone();
+        for (out, sources) in mixes {
+            let mut sum = [0i32; 160];
+            let mut any = false;
+            for s in &sources {
+                if let Some(f) = current.get(s) {
+                    any = true;
+                    for (a, b) in sum.iter_mut().zip(f.iter()) {
+                        *a += *b as i32;
+                    }
+                }
+            }
+            if !any {
+                continue;
+            }
+            out.send_linear(self.id, ts, &sum);
+        }
+    }
 }
 
 /// One call leg's media: its port and the task that relays what it receives.
@@ -339,7 +474,7 @@ async fn relay(
                     st.latched = true;
                     (st.codec, st.telephone_event)
                 };
-                if current.listeners.is_empty() { continue }
+                if current.listeners.is_empty() && current.mixer.is_none() { continue }
                 let pt = packet.payload_type();
                 let codec = match pt {
                     0 => Codec::Pcmu,
@@ -350,6 +485,11 @@ async fn relay(
                 let source = Source { id, ts: packet.timestamp(), marker: packet.mark(), payload_type: pt, codec, telephone_event };
                 for l in &current.listeners {
                     l.send(source, packet.payload());
+                }
+                if let Some(m) = &current.mixer {
+                    if Some(pt) != telephone_event {
+                        m.push(id, codec, packet.payload());
+                    }
                 }
             }
         }

@@ -246,6 +246,71 @@ async fn pbx_contract(sys: &System, tenant: &str, mut driver: Driver) {
     assert_eq!(members, vec![caller.clone(), leg.clone()]);
     let changed = facts.next(&bridge, "BridgeChanged").await;
     assert_eq!(changed["channels"], json!([caller, leg]));
+    // Who hears whom: a channel may listen only, or whisper to one other; back to speak.
+    let modes = bus
+        .request(
+            &c,
+            &SetBridgeMode {
+                channel: leg.clone(),
+                mode: BridgeMode::Listen,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(modes.get(&leg), Some(&BridgeMode::Listen));
+    assert_eq!(
+        facts.next(&bridge, "BridgeChanged").await["modes"],
+        json!({ leg.clone(): {"mode": "listen"} })
+    );
+    let whisper = BridgeMode::Whisper { to: caller.clone() };
+    bus.request(
+        &c,
+        &SetBridgeMode {
+            channel: leg.clone(),
+            mode: whisper,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        facts.next(&bridge, "BridgeChanged").await["modes"],
+        json!({ leg.clone(): {"mode": "whisper", "to": caller.clone()} })
+    );
+    let e = bus
+        .request(
+            &c,
+            &SetBridgeMode {
+                channel: leg.clone(),
+                mode: BridgeMode::Whisper {
+                    to: "nobody".into(),
+                },
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, RequestError::Rejected(r) if r.field.as_deref() == Some("to")),
+        "{e}"
+    );
+    let modes = bus
+        .request(
+            &c,
+            &SetBridgeMode {
+                channel: leg.clone(),
+                mode: BridgeMode::Speak,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(modes.is_empty(), "{modes:?}");
+    assert!(
+        facts
+            .next(&bridge, "BridgeChanged")
+            .await
+            .get("modes")
+            .is_none(),
+        "no modes listed once all speak"
+    );
     let held = bus
         .request(
             &c,

@@ -842,6 +842,314 @@ async fn a_registered_phone_off_the_trunk_calls_a_queue_after_a_digest_challenge
     eve.event("CALL_CLOSED", WAIT).await;
 }
 
+#[tokio::test]
+async fn in_a_live_transfer_each_of_three_phones_hears_the_other_two_then_the_held_customer_hears_music(
+) {
+    let sys = System::start_sip(false).await;
+    let (mut alice_phone, mut caller, alice, t0) = alice_connected(&sys).await;
+    let mut carol_phone = sys.agent_phone("1003", TARGET_TONE as u32).await;
+    let carol = sys.office_agent("1003").await;
+    sys.wait_device(&carol, "1003", true).await;
+    idle(&sys, &carol).await;
+    alice
+        .post(
+            "/api/call/transfer",
+            json!({"method": "live", "target": {"agent": "1003"}}),
+        )
+        .await
+        .ok();
+    carol_phone.event("CALL_ESTABLISHED", WAIT).await;
+    let carol_start = since(t0);
+    sys.view_when(&alice, "conference", |v| {
+        v["current_call"]["transfer"]["state"] == "conference"
+    })
+    .await;
+    let three = since(t0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let hold = since(t0);
+    alice
+        .post("/api/call/hold", json!({"held": true}))
+        .await
+        .ok();
+    sys.view_when(&alice, "customer held", |v| {
+        v["current_call"]["transfer"]["customer_held"] == true
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let resume = since(t0);
+    alice
+        .post("/api/call/hold", json!({"held": false}))
+        .await
+        .ok();
+    sys.view_when(&alice, "customer back", |v| v["status"] == "connected")
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let complete = since(t0);
+    alice
+        .post("/api/call/transfer/complete", json!({}))
+        .await
+        .ok();
+    alice_phone.event("CALL_CLOSED", WAIT).await;
+    let alice_end = since(t0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let end = since(t0);
+    caller.command("hangup", "").await;
+    carol_phone.event("CALL_CLOSED", WAIT).await;
+
+    let (c, rate) = wav(caller.heard().last().unwrap());
+    let (a, arate) = wav(alice_phone.heard().last().unwrap());
+    let (t, trate) = wav(carol_phone.heard().last().unwrap());
+    // Alice's recording ends when her call closed: her windows are counted from its end.
+    let alice_at = |x: f64| a.len() as f64 / arate as f64 - (alice_end - x);
+    let level = |s: &[f64], r: u32, f: f64| goertzel(s, r, f);
+    // Three parties: each hears the other two, never itself.
+    let w = window(&c, rate, three + 0.8, hold - 0.2);
+    assert!(
+        level(w, rate, AGENT_TONE) > 100.0 * level(w, rate, CALLER_TONE).max(1.0)
+            && level(w, rate, TARGET_TONE) > 100.0 * level(w, rate, CALLER_TONE).max(1.0),
+        "the customer hears Alice and Carol, not itself"
+    );
+    let w = window(&a, arate, alice_at(three + 0.8), alice_at(hold - 0.2));
+    assert!(
+        level(w, arate, CALLER_TONE) > 100.0 * level(w, arate, AGENT_TONE).max(1.0)
+            && level(w, arate, TARGET_TONE) > 100.0 * level(w, arate, AGENT_TONE).max(1.0),
+        "Alice hears the customer and Carol, not herself"
+    );
+    let w = window(
+        &t,
+        trate,
+        three - carol_start + 0.8,
+        hold - carol_start - 0.2,
+    );
+    assert!(
+        level(w, trate, CALLER_TONE) > 100.0 * level(w, trate, TARGET_TONE).max(1.0)
+            && level(w, trate, AGENT_TONE) > 100.0 * level(w, trate, TARGET_TONE).max(1.0),
+        "Carol hears the customer and Alice, not herself"
+    );
+    // The customer on temporary hold hears the music; Alice and Carol hear each other only.
+    let w = window(&c, rate, hold + 0.8, resume - 0.2);
+    assert!(
+        music(w, rate)
+            > 100.0
+                * level(w, rate, AGENT_TONE)
+                    .max(level(w, rate, TARGET_TONE))
+                    .max(1.0),
+        "the held customer hears music"
+    );
+    assert_hears(
+        "Alice while the customer is held",
+        window(&a, arate, alice_at(hold + 0.8), alice_at(resume - 0.2)),
+        arate,
+        TARGET_TONE,
+        CALLER_TONE,
+    );
+    assert_hears(
+        "Carol while the customer is held",
+        window(
+            &t,
+            trate,
+            hold - carol_start + 0.8,
+            resume - carol_start - 0.2,
+        ),
+        trate,
+        AGENT_TONE,
+        CALLER_TONE,
+    );
+    // After Complete: customer and Carol, Alice gone.
+    assert_hears(
+        "the customer after Complete",
+        window(&c, rate, complete + 1.0, end - 0.2),
+        rate,
+        TARGET_TONE,
+        AGENT_TONE,
+    );
+    assert_hears(
+        "Carol after Complete",
+        window(
+            &t,
+            trate,
+            complete - carol_start + 1.0,
+            end - carol_start - 0.2,
+        ),
+        trate,
+        CALLER_TONE,
+        AGENT_TONE,
+    );
+}
+
+/// One matrix serves a supervisor: Listen (hears both, heard by none), Whisper (heard by the
+/// agent only), Barge (heard by both). Driven through the PBX contract with three real phones.
+#[tokio::test]
+async fn a_listening_supervisor_is_heard_by_no_one_a_whisper_by_the_agent_only_a_barge_by_both() {
+    use cc_bus::{Bus, CommandContext, Subjects};
+    use cc_contracts::domain::DeviceId;
+    use cc_contracts::pbx::*;
+    const SUPERVISOR_TONE: f64 = 852.0;
+    let sys = System::start_sip(false).await;
+    let client = async_nats::connect(sys.nats.url()).await.unwrap();
+    let bus = Bus::new(client.clone(), Subjects::new(&sys.prefix));
+    let c = CommandContext::new(SIP_TENANT, "test:supervisor");
+    let mut facts = client
+        .subscribe(format!("{}.pbx.evt.{SIP_TENANT}.channel.>", sys.prefix))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let mut agent = sys.agent_phone("1001", AGENT_TONE as u32).await;
+    let mut supervisor = sys.agent_phone("1005", SUPERVISOR_TONE as u32).await;
+    let agent_client = sys.office_agent("1002").await;
+    sys.wait_device(&agent_client, "1005", true).await;
+    sys.wait_device(&agent_client, "1001", true).await;
+
+    let mut caller = sys.caller("5551234", "Jane").await;
+    caller.command("dial", &format!("sip:500@{DOMAIN}")).await;
+    caller.event("CALL_ESTABLISHED", WAIT).await;
+    let t0 = Instant::now();
+    let created = next_fact(&mut facts, |v| {
+        v["type"] == "ChannelCreated" && v["direction"] == "inbound"
+    })
+    .await;
+    let customer = created["channel"].as_str().unwrap().to_string();
+    let party = Party {
+        number: "5551234".into(),
+        name: "Jane".into(),
+    };
+    let originate = |device: &str, id: &str| Originate {
+        channel: Some(id.to_string()),
+        endpoint: Endpoint::Device(DeviceId::parse(device).unwrap()),
+        caller: party.clone(),
+    };
+    bus.request(&c, &originate("1001", "agent-leg"))
+        .await
+        .unwrap();
+    agent.event("CALL_ESTABLISHED", WAIT).await;
+    let agent_start = since(t0);
+    bus.request(&c, &originate("1005", "sup-leg"))
+        .await
+        .unwrap();
+    supervisor.event("CALL_ESTABLISHED", WAIT).await;
+    let sup_start = since(t0);
+    bus.request(
+        &c,
+        &Bridge {
+            bridge: "b1".into(),
+            channels: vec![customer.clone(), "agent-leg".into()],
+        },
+    )
+    .await
+    .unwrap();
+    bus.request(
+        &c,
+        &Bridge {
+            bridge: "b1".into(),
+            channels: vec!["sup-leg".into()],
+        },
+    )
+    .await
+    .unwrap();
+    let mode = |m: BridgeMode| SetBridgeMode {
+        channel: "sup-leg".into(),
+        mode: m,
+    };
+    bus.request(&c, &mode(BridgeMode::Listen)).await.unwrap();
+    let listen = since(t0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let whisper = since(t0);
+    bus.request(
+        &c,
+        &mode(BridgeMode::Whisper {
+            to: "agent-leg".into(),
+        }),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let barge = since(t0);
+    bus.request(&c, &mode(BridgeMode::Speak)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let end = since(t0);
+    for ch in ["sup-leg", "agent-leg", customer.as_str()] {
+        bus.request(
+            &c,
+            &Hangup {
+                channel: ch.into(),
+                cause: HangupCause::Normal,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    caller.event("CALL_CLOSED", WAIT).await;
+    agent.event("CALL_CLOSED", WAIT).await;
+    supervisor.event("CALL_CLOSED", WAIT).await;
+
+    let (cu, r) = wav(caller.heard().last().unwrap());
+    let (ag, ar) = wav(agent.heard().last().unwrap());
+    let (su, sr) = wav(supervisor.heard().last().unwrap());
+    let cw = |a: f64, b: f64| window(&cu, r, a + 0.8, b - 0.2).to_vec();
+    let aw =
+        |a: f64, b: f64| window(&ag, ar, a - agent_start + 0.8, b - agent_start - 0.2).to_vec();
+    let sw = |a: f64, b: f64| window(&su, sr, a - sup_start + 0.8, b - sup_start - 0.2).to_vec();
+    // Listen: the supervisor hears both, nobody hears the supervisor.
+    assert_hears(
+        "the customer, supervisor listening",
+        &cw(listen, whisper),
+        r,
+        AGENT_TONE,
+        SUPERVISOR_TONE,
+    );
+    assert_hears(
+        "the agent, supervisor listening",
+        &aw(listen, whisper),
+        ar,
+        CALLER_TONE,
+        SUPERVISOR_TONE,
+    );
+    assert_hears(
+        "the supervisor hears the customer",
+        &sw(listen, whisper),
+        sr,
+        CALLER_TONE,
+        SUPERVISOR_TONE,
+    );
+    assert_hears(
+        "the supervisor hears the agent",
+        &sw(listen, whisper),
+        sr,
+        AGENT_TONE,
+        SUPERVISOR_TONE,
+    );
+    // Whisper: the agent hears the supervisor, the customer does not.
+    assert_hears(
+        "the agent, supervisor whispering",
+        &aw(whisper, barge),
+        ar,
+        SUPERVISOR_TONE,
+        AGENT_TONE,
+    );
+    assert_hears(
+        "the customer, supervisor whispering",
+        &cw(whisper, barge),
+        r,
+        AGENT_TONE,
+        SUPERVISOR_TONE,
+    );
+    // Barge: both hear the supervisor.
+    assert_hears(
+        "the customer, supervisor barging",
+        &cw(barge, end),
+        r,
+        SUPERVISOR_TONE,
+        CALLER_TONE,
+    );
+    assert_hears(
+        "the agent, supervisor barging",
+        &aw(barge, end),
+        ar,
+        SUPERVISOR_TONE,
+        AGENT_TONE,
+    );
+}
+
 fn options() -> String {
     format!(
         "OPTIONS sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {{src}}:{{port}};branch=z9hG4bK-{b};rport\r\nFrom: <sip:probe@{DOMAIN}>;tag=p\r\n\
