@@ -244,6 +244,38 @@ pub struct Plan {
     pub mixer: Option<Arc<Mixer>>,
 }
 
+/// What the mixers did, for the benchmark (`MixStats::record` turns the latency samples on).
+#[derive(Default)]
+pub struct MixStats {
+    /// Frames a party sent faster than they could be mixed (the oldest waiting one dropped).
+    pub dropped: AtomicU64,
+    /// Rounds mixed (one per bridge every 20 ms, unless the machine fell behind).
+    pub rounds: AtomicU64,
+    record: std::sync::atomic::AtomicBool,
+    waits: Mutex<Vec<Duration>>,
+}
+
+impl MixStats {
+    /// Starts (or stops) keeping how long each frame waited for its round.
+    pub fn record(&self, on: bool) {
+        self.record.store(on, Ordering::Relaxed);
+    }
+
+    fn waited(&self, d: Duration) {
+        if self.record.load(Ordering::Relaxed) {
+            self.waits.lock().expect("waits").push(d);
+        }
+    }
+
+    /// The waits kept so far (taken: the list starts again empty).
+    pub fn take_waits(&self) -> Vec<Duration> {
+        std::mem::take(&mut *self.waits.lock().expect("waits"))
+    }
+}
+
+/// The mixers' statistics of this process.
+pub static MIX_STATS: std::sync::LazyLock<MixStats> = std::sync::LazyLock::new(MixStats::default);
+
 /// One 20 ms frame, 8 kHz linear.
 pub type Frame = [i16; 160];
 
@@ -253,7 +285,7 @@ pub type Frame = [i16; 160];
 /// out of that round; at most three frames wait per party, so a burst cannot build up delay.
 pub struct Mixer {
     id: u64,
-    frames: Mutex<std::collections::HashMap<u64, std::collections::VecDeque<Frame>>>,
+    frames: Mutex<std::collections::HashMap<u64, std::collections::VecDeque<(Instant, Frame)>>>,
     mixes: Mutex<Vec<(Arc<Output>, Vec<u64>)>>,
     cancel: CancellationToken,
     ts: AtomicU64,
@@ -316,17 +348,25 @@ impl Mixer {
         let q = frames.entry(source).or_default();
         if q.len() >= 3 {
             q.pop_front();
+            MIX_STATS.dropped.fetch_add(1, Ordering::Relaxed);
         }
-        q.push_back(f);
+        q.push_back((Instant::now(), f));
     }
 
     /// One round: a frame out to each mixed listener.
     fn round(&self) {
+        let now = Instant::now();
+        MIX_STATS.rounds.fetch_add(1, Ordering::Relaxed);
         let current: std::collections::HashMap<u64, Frame> = {
             let mut frames = self.frames.lock().expect("frames");
             frames
                 .iter_mut()
-                .filter_map(|(k, q)| q.pop_front().map(|f| (*k, f)))
+                .filter_map(|(k, q)| {
+                    q.pop_front().map(|(at, f)| {
+                        MIX_STATS.waited(now - at);
+                        (*k, f)
+                    })
+                })
                 .collect()
         };
         let ts = (self.ts.fetch_add(160, Ordering::Relaxed) & 0xffff_ffff) as u32;

@@ -578,10 +578,12 @@ async fn relay_round(
             a.set_plan(Plan {
                 listeners: vec![b.output.clone()],
                 music: false,
+                mixer: None,
             });
             b.set_plan(Plan {
                 listeners: vec![a.output.clone()],
                 music: false,
+                mixer: None,
             });
             let addrs = (
                 SocketAddr::new("127.0.0.1".parse()?, a.port),
@@ -657,6 +659,160 @@ async fn relay_round(
     ))
 }
 
+/// `conferences` three-party calls mixed by the gateway's mixer: each phone sends 20 ms frames
+/// (spread over the 20 ms), each hears the mix of the other two. Returns how long frames
+/// waited for their round, the mixed frames received, and the frames expected.
+async fn mix_round(
+    conferences: usize,
+    seconds: u64,
+    gateway: &tokio::runtime::Handle,
+) -> anyhow::Result<(Vec<Duration>, u64, u64)> {
+    use cc_sip_gateway::media::{Mixer, MIX_STATS};
+    let media = std::sync::Arc::new(Media::new(
+        "127.0.0.1".parse()?,
+        "127.0.0.1".parse()?,
+        Ports::parse("0").map_err(anyhow::Error::msg)?,
+    ));
+    let received = Arc::new(AtomicU64::new(0));
+    let mut keep = vec![];
+    let mut tasks = vec![];
+    let streams = 3 * conferences as u64;
+    MIX_STATS.take_waits();
+    for _ in 0..conferences {
+        let m = media.clone();
+        let (legs, mixer) = gateway
+            .spawn(async move {
+                let legs = vec![m.open().await?, m.open().await?, m.open().await?];
+                Ok::<_, std::io::Error>((legs, Mixer::start()))
+            })
+            .await??;
+        let mut phones = vec![];
+        for leg in &legs {
+            let p = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
+            leg.set_remote(&RemoteMedia {
+                addr: p.local_addr()?,
+                codec: Codec::Pcmu,
+                telephone_event: None,
+                direction: Direction::SendRecv,
+            });
+            phones.push(p);
+        }
+        let mixes = (0..3)
+            .map(|i| {
+                (
+                    legs[i].output.clone(),
+                    (0..3).filter(|j| *j != i).map(|j| legs[j].id).collect(),
+                )
+            })
+            .collect();
+        mixer.set_mixes(mixes);
+        for leg in &legs {
+            leg.set_plan(Plan {
+                listeners: vec![],
+                music: false,
+                mixer: Some(mixer.clone()),
+            });
+        }
+        for (i, p) in phones.iter().enumerate() {
+            let target = SocketAddr::new("127.0.0.1".parse()?, legs[i].port);
+            let phase = Duration::from_micros(20_000 * (tasks.len() as u64 / 2) / streams);
+            let (recv_sock, me, received) = (p.clone(), p.clone(), received.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut buf = [0u8; 1500];
+                while recv_sock.recv_from(&mut buf).await.is_ok() {
+                    received.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval_at(
+                    tokio::time::Instant::now() + phase,
+                    Duration::from_millis(20),
+                );
+                let end = Instant::now() + Duration::from_secs(seconds);
+                let ssrc = rand_u32();
+                let mut seq: u16 = 0;
+                let payload = [0x55u8; 160];
+                while Instant::now() < end {
+                    tick.tick().await;
+                    seq = seq.wrapping_add(1);
+                    let pkt = rtp_rs::RtpPacketBuilder::new()
+                        .payload_type(0)
+                        .ssrc(ssrc)
+                        .sequence(seq.into())
+                        .timestamp(seq as u32 * 160)
+                        .payload(&payload)
+                        .build()
+                        .unwrap();
+                    let _ = me.send_to(&pkt, target).await;
+                }
+            }));
+        }
+        keep.push((legs, mixer));
+    }
+    // Lost: frames the mixers sent that no phone received; late: rounds the mixers missed.
+    MIX_STATS.record(true);
+    let rounds_before = MIX_STATS.rounds.load(Ordering::Relaxed);
+    let sent_before: u64 = keep
+        .iter()
+        .flat_map(|(l, _)| l.iter())
+        .map(|l| l.output.stats.sent.load(Ordering::Relaxed))
+        .sum();
+    let before = received.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let rounds = MIX_STATS.rounds.load(Ordering::Relaxed) - rounds_before;
+    let sent_after: u64 = keep
+        .iter()
+        .flat_map(|(l, _)| l.iter())
+        .map(|l| l.output.stats.sent.load(Ordering::Relaxed))
+        .sum();
+    tokio::time::sleep(Duration::from_millis(200)).await; // the last frames in flight
+    let got = received.load(Ordering::Relaxed) - before;
+    MIX_STATS.record(false);
+    for t in &tasks {
+        t.abort();
+    }
+    drop(keep);
+    let sent = sent_after - sent_before;
+    eprintln!(
+        "mix: {rounds} rounds of {} due; {sent} mixed frames sent, {got} received",
+        conferences as u64 * 50 * seconds
+    );
+    Ok((MIX_STATS.take_waits(), got, sent.max(streams)))
+}
+
+async fn mix_benchmark() -> anyhow::Result<()> {
+    use cc_sip_gateway::media::MIX_STATS;
+    let conferences: usize = env("CC_BENCH_MIX_CONFERENCES", "100").parse()?;
+    let seconds: u64 = env("CC_BENCH_RTP_SECONDS", "10").parse()?;
+    let gateway = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    // Baseline: the two-party relay of the same number of legs, end to end, added p99.
+    let legs = 3 * conferences;
+    let (mut base, _, _) = relay_round(legs / 2, false, seconds, gateway.handle()).await?;
+    let (mut relayed, _, _) = relay_round(legs / 2, true, seconds, gateway.handle()).await?;
+    let relay_added = percentile_ms(&mut relayed, 99.0) - percentile_ms(&mut base, 99.0);
+    let dropped_before = MIX_STATS.dropped.load(Ordering::Relaxed);
+    let (mut waits, got, expected) = mix_round(conferences, seconds, gateway.handle()).await?;
+    let dropped = MIX_STATS.dropped.load(Ordering::Relaxed) - dropped_before;
+    gateway.shutdown_background();
+    let p99 = percentile_ms(&mut waits, 99.0);
+    eprintln!(
+        "mix: {conferences} conferences ({legs} legs): {got} mixed frames received of {expected} sent, {dropped} frames dropped; wait p50 {:.2} ms, p99 {p99:.2} ms, max {:.2} ms; relay added p99 {relay_added:.2} ms",
+        percentile_ms(&mut waits, 50.0),
+        percentile_ms(&mut waits, 100.0)
+    );
+    summary("mix-3way-p99", p99, "ms", relay_added.max(0.0));
+    summary(
+        "mix-3way-lost",
+        (dropped + expected.saturating_sub(got)) as f64,
+        "frames",
+        expected as f64,
+    );
+    Ok(())
+}
+
 fn rand_u32() -> u32 {
     (uuid::Uuid::new_v4().as_u128() & 0xffff_ffff) as u32
 }
@@ -697,6 +853,9 @@ async fn main() -> anyhow::Result<()> {
     let which = env("CC_BENCH_SIP", "all");
     if which == "all" || which == "relay" {
         relay_benchmark().await?;
+    }
+    if which == "all" || which == "mix" {
+        mix_benchmark().await?;
     }
     if which == "all" || which == "ring" {
         ring_benchmark().await?;
