@@ -119,3 +119,74 @@ pub async fn drop_streams(client: &async_nats::Client, prefix: &str) -> anyhow::
     }
     Ok(())
 }
+
+/// Runs `f(0..n)` with at most `width` at a time; the first error stops it.
+pub async fn parallel<F, Fut>(n: usize, width: usize, f: F) -> anyhow::Result<()>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    use futures::StreamExt;
+    let mut s = futures::stream::iter((0..n).map(f)).buffer_unordered(width);
+    while let Some(r) = s.next().await {
+        r?;
+    }
+    Ok(())
+}
+
+/// Creates the tenant of `c` (waiting for the auth service) and ten queues 600-609 with the
+/// load tests' settings (longest idle, 15 s ring timeout, 1 s wrap-up). Returns the queues.
+pub async fn bench_tenant(
+    bus: &cc_bus::Bus,
+    c: &cc_bus::CommandContext,
+) -> anyhow::Result<Vec<String>> {
+    use cc_contracts::auth::CreateTenant;
+    use cc_contracts::call::{ConfigureQueue, QueueSettings, Strategy};
+    use cc_contracts::domain::QueueNumber;
+    use cc_contracts::queue::CreateQueue;
+    loop {
+        match bus
+            .request(
+                c,
+                &CreateTenant {
+                    name: "Bench".into(),
+                    demo: false,
+                    time_zone: "UTC".into(),
+                },
+            )
+            .await
+        {
+            Ok(_) => break,
+            Err(cc_bus::RequestError::NoResponders(_)) => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let queues: Vec<String> = (0..10).map(|i| format!("{}", 600 + i)).collect();
+    for q in &queues {
+        bus.request(
+            c,
+            &CreateQueue {
+                queue: QueueNumber::parse(q)?,
+                name: format!("Queue {q}"),
+            },
+        )
+        .await?;
+        let settings = QueueSettings {
+            strategy: Strategy::LongestIdle,
+            ring_timeout_s: 15,
+            wrap_up_s: 1,
+            ..Default::default()
+        };
+        bus.request(
+            c,
+            &ConfigureQueue {
+                queue: QueueNumber::parse(q)?,
+                settings,
+            },
+        )
+        .await?;
+    }
+    Ok(queues)
+}

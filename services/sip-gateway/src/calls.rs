@@ -508,26 +508,13 @@ impl Calls {
             .unwrap_or_default();
         if !gw.trunk_allows(&tenant, source.ip()) {
             // Not the tenant's trunk: only its own registered devices may call, with digest.
-            let Ok(device) = DeviceId::parse(&from_user) else {
-                return reply(
-                    &mut tx,
-                    StatusCode::Forbidden,
-                    vec![reason(
-                        "calls are taken from the tenant's trunk or its devices only",
-                    )],
-                )
-                .await;
+            let device = DeviceId::parse(&from_user)
+                .ok()
+                .filter(|d| gw.registry.is_device(&tenant, d.as_str()));
+            let Some(device) = device else {
+                let why = "calls are taken from the tenant's trunk or its devices only";
+                return reply(&mut tx, StatusCode::Forbidden, vec![reason(why)]).await;
             };
-            if !gw.registry.is_device(&tenant, device.as_str()) {
-                return reply(
-                    &mut tx,
-                    StatusCode::Forbidden,
-                    vec![reason(
-                        "calls are taken from the tenant's trunk or its devices only",
-                    )],
-                )
-                .await;
-            }
             if let Err(code) = gw.authorize_invite(&tenant, device.as_str(), &req) {
                 let headers = if code == StatusCode::ProxyAuthenticationRequired {
                     let realm = gw.domain(&tenant);
@@ -847,7 +834,7 @@ impl Calls {
         Ok(())
     }
 
-    /// The contract's Bridge (two channels at most until mixing arrives).
+    /// The contract's Bridge (up to [`MAX_BRIDGE`] channels; more than two are mixed).
     pub async fn bridge(
         &self,
         gw: &Gateway,

@@ -19,31 +19,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cc_bench::{env, fresh_database, percentile_ms, summary, wait_http_ok};
+use cc_bench::{env, fresh_database, parallel, percentile_ms, summary, wait_http_ok};
 use cc_bus::{Bus, CommandContext, Subjects};
-use cc_contracts::auth::{CreateAgent, CreateTenant};
-use cc_contracts::call::{ConfigureQueue, QueueSettings, Strategy};
+use cc_contracts::auth::CreateAgent;
 use cc_contracts::domain::{AgentNumber, DeviceId, QueueNumber};
 use cc_contracts::pbx::ChannelEvent;
-use cc_contracts::queue::{AssignAgent, CreateQueue};
+use cc_contracts::queue::AssignAgent;
 use cc_contracts::session::LoginAgent;
 use cc_contracts::sip::ProvisionSipDevice;
 use cc_sip_gateway::media::{Media, Plan, Ports};
 use cc_sip_gateway::sdp::{Codec, Direction, RemoteMedia};
 use futures::StreamExt;
 use tokio::net::UdpSocket;
-
-async fn parallel<F, Fut>(n: usize, width: usize, f: F) -> anyhow::Result<()>
-where
-    F: Fn(usize) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
-{
-    let mut s = futures::stream::iter((0..n).map(f)).buffer_unordered(width);
-    while let Some(r) = s.next().await {
-        r?;
-    }
-    Ok(())
-}
 
 fn dir() -> PathBuf {
     let d = std::env::temp_dir().join(format!("cc-bench-sip-{}", std::process::id()));
@@ -213,50 +200,7 @@ async fn ring_benchmark() -> anyhow::Result<()> {
     let client = async_nats::connect(&nats_url).await?;
     let bus = Bus::new(client.clone(), Subjects::new(&prefix));
     let c = CommandContext::new("bench", "bench");
-    loop {
-        match bus
-            .request(
-                &c,
-                &CreateTenant {
-                    name: "Bench".into(),
-                    demo: false,
-                    time_zone: "UTC".into(),
-                },
-            )
-            .await
-        {
-            Ok(_) => break,
-            Err(cc_bus::RequestError::NoResponders(_)) => {
-                tokio::time::sleep(Duration::from_millis(200)).await
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let queues: Vec<String> = (0..10).map(|i| format!("{}", 600 + i)).collect();
-    for q in &queues {
-        bus.request(
-            &c,
-            &CreateQueue {
-                queue: QueueNumber::parse(q)?,
-                name: format!("Queue {q}"),
-            },
-        )
-        .await?;
-        let settings = QueueSettings {
-            strategy: Strategy::LongestIdle,
-            ring_timeout_s: 15,
-            wrap_up_s: 1,
-            ..Default::default()
-        };
-        bus.request(
-            &c,
-            &ConfigureQueue {
-                queue: QueueNumber::parse(q)?,
-                settings,
-            },
-        )
-        .await?;
-    }
+    let queues = cc_bench::bench_tenant(&bus, &c).await?;
     let number = |i: usize| format!("{}", 20000 + i);
     let passwords: Arc<Mutex<HashMap<usize, String>>> = Arc::default();
     parallel(agents, 8, |i| {
