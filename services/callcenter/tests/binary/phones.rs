@@ -76,50 +76,65 @@ impl Phone {
             uuid::Uuid::new_v4().simple()
         ));
         std::fs::create_dir_all(dir.join("rec")).unwrap();
-        let (sip_port, ctrl_port) = (free_port(), free_port());
-        let config = format!(
-            "module_path /usr/lib/baresip/modules\nsip_listen {ip}:{sip_port}\naudio_source ausine,{tone}\nausrc_srate 48000\n\
-             ausrc_channels 2\nauplay_srate 48000\nauplay_channels 2\naudio_player aubridge,nil\nsnd_path {rec}\n\
-             ctrl_tcp_listen 127.0.0.1:{ctrl_port}\nmodule g711.so\nmodule ausine.so\nmodule aubridge.so\nmodule sndfile.so\n\
-             module ctrl_tcp.so\nmodule menu.so\nmodule account.so\n",
-            tone = spec.tone,
-            rec = dir.join("rec").display()
-        );
-        std::fs::write(dir.join("config"), config).unwrap();
-        let auth = match spec.password {
-            Some(p) => format!(";auth_pass={p};regint=600"),
-            None => ";regint=0".to_string(),
-        };
-        let answer = if spec.auto_answer { "auto" } else { "manual" };
-        let account = format!(
-            "{display}<sip:{user}@{domain};transport=udp>{auth};answermode={answer};outbound=\"sip:{gateway}\";audio_codecs={codec}\n",
-            user = spec.user,
-            codec = spec.codec,
-            display = if spec.name.is_empty() { String::new() } else { format!("\"{}\" ", spec.name) }
-        );
-        std::fs::write(dir.join("accounts"), account).unwrap();
-        std::fs::write(dir.join("contacts"), "").unwrap();
-        let log = std::fs::File::create(dir.join("baresip.log")).unwrap();
-        let child = Command::new("baresip")
-            .arg("-f")
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        let stream = loop {
-            if let Ok(s) = TcpStream::connect(("127.0.0.1", ctrl_port)).await {
-                break s;
-            }
-            let log = std::fs::read_to_string(dir.join("baresip.log")).unwrap_or_default();
-            assert!(
-                std::time::Instant::now() < deadline,
-                "baresip {} opened no ctrl_tcp on {ctrl_port} within 20 s: {log}",
-                spec.user
+        // baresip binds SIP on UDP and TCP at the port and TLS at the port after it: a port
+        // the system hands out may have a neighbour in use, so a start that fails to bind is
+        // tried again on other ports.
+        let mut attempt = 0;
+        let (child, stream) = loop {
+            attempt += 1;
+            let (sip_port, ctrl_port) = (free_port(), free_port());
+            let config = format!(
+                "module_path /usr/lib/baresip/modules\nsip_listen {ip}:{sip_port}\naudio_source ausine,{tone}\nausrc_srate 48000\n\
+                 ausrc_channels 2\nauplay_srate 48000\nauplay_channels 2\naudio_player aubridge,nil\nsnd_path {rec}\n\
+                 ctrl_tcp_listen 127.0.0.1:{ctrl_port}\nmodule g711.so\nmodule ausine.so\nmodule aubridge.so\nmodule sndfile.so\n\
+                 module ctrl_tcp.so\nmodule menu.so\nmodule account.so\n",
+                tone = spec.tone,
+                rec = dir.join("rec").display()
             );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            std::fs::write(dir.join("config"), config).unwrap();
+            let auth = match spec.password {
+                Some(p) => format!(";auth_pass={p};regint=600"),
+                None => ";regint=0".to_string(),
+            };
+            let answer = if spec.auto_answer { "auto" } else { "manual" };
+            let account = format!(
+                "{display}<sip:{user}@{domain};transport=udp>{auth};answermode={answer};outbound=\"sip:{gateway}\";audio_codecs={codec}\n",
+                user = spec.user,
+                codec = spec.codec,
+                display = if spec.name.is_empty() { String::new() } else { format!("\"{}\" ", spec.name) }
+            );
+            std::fs::write(dir.join("accounts"), account).unwrap();
+            std::fs::write(dir.join("contacts"), "").unwrap();
+            let log = std::fs::File::create(dir.join("baresip.log")).unwrap();
+            let mut child = Command::new("baresip")
+                .arg("-f")
+                .arg(&dir)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            let stream = loop {
+                if let Ok(s) = TcpStream::connect(("127.0.0.1", ctrl_port)).await {
+                    break Some(s);
+                }
+                let log = std::fs::read_to_string(dir.join("baresip.log")).unwrap_or_default();
+                if log.contains("init failed") && attempt < 5 {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "baresip {} opened no ctrl_tcp on {ctrl_port} within 20 s: {log}",
+                    spec.user
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            if let Some(stream) = stream {
+                break (child, stream);
+            }
         };
         let (mut reader, writer) = stream.into_split();
         let (tx, messages) = mpsc::unbounded_channel();

@@ -141,13 +141,14 @@ async fn a_queue_call_with_real_phones_is_heard_both_ways_held_with_music_and_hu
     let connected_at = since(t_caller);
 
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let hold_at = since(t_caller);
     alice
         .post("/api/call/hold", json!({"held": true}))
         .await
         .ok();
     sys.view_when(&alice, "On hold", |v| v["status"] == "on_hold")
         .await;
+    // The window starts once the hold is seen (a loaded machine may take a moment).
+    let hold_at = since(t_caller);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let unhold_at = since(t_caller);
     alice
@@ -155,6 +156,10 @@ async fn a_queue_call_with_real_phones_is_heard_both_ways_held_with_music_and_hu
         .await
         .ok();
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // A key the caller presses (RFC 4733 telephone-event) reaches the agent's phone.
+    caller.command("sndcode", "5").await;
+    let dtmf = agent_phone.event("CALL_DTMF_START", WAIT).await;
+    assert_eq!(dtmf["param"], "5", "{dtmf}");
 
     // Hangup from the portal: BYE to both phones.
     alice.post("/api/call/hangup", json!({})).await.ok();
@@ -866,7 +871,7 @@ async fn in_a_live_transfer_each_of_three_phones_hears_the_other_two_then_the_he
     .await;
     let three = since(t0);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let hold = since(t0);
+    let three_end = since(t0);
     alice
         .post("/api/call/hold", json!({"held": true}))
         .await
@@ -875,6 +880,7 @@ async fn in_a_live_transfer_each_of_three_phones_hears_the_other_two_then_the_he
         v["current_call"]["transfer"]["customer_held"] == true
     })
     .await;
+    let hold = since(t0);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let resume = since(t0);
     alice
@@ -903,13 +909,13 @@ async fn in_a_live_transfer_each_of_three_phones_hears_the_other_two_then_the_he
     let alice_at = |x: f64| a.len() as f64 / arate as f64 - (alice_end - x);
     let level = |s: &[f64], r: u32, f: f64| goertzel(s, r, f);
     // Three parties: each hears the other two, never itself.
-    let w = window(&c, rate, three + 0.8, hold - 0.2);
+    let w = window(&c, rate, three + 0.8, three_end - 0.2);
     assert!(
         level(w, rate, AGENT_TONE) > 100.0 * level(w, rate, CALLER_TONE).max(1.0)
             && level(w, rate, TARGET_TONE) > 100.0 * level(w, rate, CALLER_TONE).max(1.0),
         "the customer hears Alice and Carol, not itself"
     );
-    let w = window(&a, arate, alice_at(three + 0.8), alice_at(hold - 0.2));
+    let w = window(&a, arate, alice_at(three + 0.8), alice_at(three_end - 0.2));
     assert!(
         level(w, arate, CALLER_TONE) > 100.0 * level(w, arate, AGENT_TONE).max(1.0)
             && level(w, arate, TARGET_TONE) > 100.0 * level(w, arate, AGENT_TONE).max(1.0),
@@ -919,7 +925,7 @@ async fn in_a_live_transfer_each_of_three_phones_hears_the_other_two_then_the_he
         &t,
         trate,
         three - carol_start + 0.8,
-        hold - carol_start - 0.2,
+        three_end - carol_start - 0.2,
     );
     assert!(
         level(w, trate, CALLER_TONE) > 100.0 * level(w, trate, TARGET_TONE).max(1.0)
