@@ -125,11 +125,14 @@ impl Phone {
                     let _ = child.wait();
                     break None;
                 }
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "baresip {} opened no ctrl_tcp on {ctrl_port} within 20 s: {log}",
-                    spec.user
-                );
+                if std::time::Instant::now() >= deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "baresip {} opened no ctrl_tcp on {ctrl_port} within 20 s: {log}",
+                        spec.user
+                    );
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             };
             if let Some(stream) = stream {
