@@ -63,6 +63,8 @@ impl Phone {
     }
 
     /// A phone on another loopback address (not the tenant's trunk).
+    // The child is kept in the Phone and waited for when it is dropped.
+    #[allow(clippy::zombie_processes)]
     pub async fn start_on(
         ip: &str,
         gateway: SocketAddr,
