@@ -43,6 +43,7 @@ impl Driver {
                     sys.sip.unwrap(),
                     "office.localhost",
                     PhoneSpec {
+                        tcp: false,
                         user: "5551234",
                         password: None,
                         tone: 1209,
@@ -434,6 +435,7 @@ async fn the_sip_gateway_keeps_the_pbx_contract_with_real_phones() {
         sys.sip.unwrap(),
         "office.localhost",
         PhoneSpec {
+            tcp: false,
             user: "1001",
             password: Some("sip1001"),
             tone: 697,

@@ -38,6 +38,8 @@ pub struct PhoneSpec<'a> {
     pub codec: &'a str,
     /// The display name it sends (From).
     pub name: &'a str,
+    /// SIP over TCP instead of UDP.
+    pub tcp: bool,
 }
 
 /// A baresip process.
@@ -100,7 +102,8 @@ impl Phone {
             };
             let answer = if spec.auto_answer { "auto" } else { "manual" };
             let account = format!(
-                "{display}<sip:{user}@{domain};transport=udp>{auth};answermode={answer};outbound=\"sip:{gateway}\";audio_codecs={codec}\n",
+                "{display}<sip:{user}@{domain};transport={transport}>{auth};answermode={answer};outbound=\"sip:{gateway};transport={transport}\";audio_codecs={codec}\n",
+                transport = if spec.tcp { "tcp" } else { "udp" },
                 user = spec.user,
                 codec = spec.codec,
                 display = if spec.name.is_empty() { String::new() } else { format!("\"{}\" ", spec.name) }

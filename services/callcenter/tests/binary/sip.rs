@@ -74,6 +74,7 @@ impl System {
             self.gateway(),
             DOMAIN,
             PhoneSpec {
+                tcp: false,
                 user: device,
                 password: Some(&pw),
                 tone,
@@ -93,6 +94,7 @@ impl System {
             self.gateway(),
             DOMAIN,
             PhoneSpec {
+                tcp: false,
                 user: number,
                 password: None,
                 tone: CALLER_TONE as u32,
@@ -233,6 +235,7 @@ async fn registration_needs_the_right_password_expires_unregisters_and_survives_
         gw,
         DOMAIN,
         PhoneSpec {
+            tcp: false,
             user: "1002",
             password: Some("not-it"),
             tone: 697,
@@ -376,6 +379,7 @@ async fn a_declined_call_counts_rejected_and_an_unanswered_one_missed() {
         gw,
         DOMAIN,
         PhoneSpec {
+            tcp: false,
             user: "1004",
             password: Some(&pw),
             tone: 697,
@@ -686,6 +690,7 @@ async fn an_admin_creates_a_sip_device_whose_password_is_shown_once_and_a_phone_
         sys.gateway(),
         DOMAIN,
         PhoneSpec {
+            tcp: false,
             user: "1008",
             password: Some(&password),
             tone: 697,
@@ -718,6 +723,7 @@ async fn an_admin_creates_a_sip_device_whose_password_is_shown_once_and_a_phone_
         sys.gateway(),
         DOMAIN,
         PhoneSpec {
+            tcp: false,
             user: "1008",
             password: Some(&password),
             tone: 697,
@@ -808,6 +814,7 @@ async fn a_registered_phone_off_the_trunk_calls_a_queue_after_a_digest_challenge
         sys.gateway(),
         DOMAIN,
         PhoneSpec {
+            tcp: false,
             user: "1002",
             password: Some(&pw),
             tone: 941,
@@ -834,6 +841,7 @@ async fn a_registered_phone_off_the_trunk_calls_a_queue_after_a_digest_challenge
         sys.gateway(),
         DOMAIN,
         PhoneSpec {
+            tcp: false,
             user: "1003",
             password: Some(&wrong),
             tone: 941,
@@ -1154,6 +1162,55 @@ async fn a_listening_supervisor_is_heard_by_no_one_a_whisper_by_the_agent_only_a
         SUPERVISOR_TONE,
         AGENT_TONE,
     );
+}
+
+#[tokio::test]
+async fn a_phone_registered_over_tcp_takes_a_queue_call() {
+    let sys = System::start_sip(false).await;
+    let pw = "sip1001".to_string();
+    let mut phone = Phone::start(
+        sys.gateway(),
+        DOMAIN,
+        PhoneSpec {
+            tcp: true,
+            user: "1001",
+            password: Some(&pw),
+            tone: AGENT_TONE as u32,
+            auto_answer: true,
+            codec: "PCMU",
+            name: "",
+        },
+    )
+    .await;
+    phone.registration("200 OK").await;
+    let alice = sys.office_agent("1001").await;
+    sys.wait_device(&alice, "1001", true).await;
+    let devices = sys
+        .office_admin()
+        .await
+        .get("/api/admin/devices")
+        .await
+        .ok();
+    let d = devices
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["device"] == "1001")
+        .unwrap()
+        .clone();
+    assert!(
+        d["source"].as_str().unwrap_or("").starts_with("tcp:"),
+        "registered over TCP: {d}"
+    );
+    idle(&sys, &alice).await;
+    let mut caller = sys.caller("5551234", "Jane").await;
+    caller.command("dial", &format!("sip:500@{DOMAIN}")).await;
+    phone.event("CALL_ESTABLISHED", WAIT).await;
+    sys.view_when(&alice, "Connected over TCP", |v| v["status"] == "connected")
+        .await;
+    alice.post("/api/call/hangup", json!({})).await.ok();
+    phone.event("CALL_CLOSED", WAIT).await;
+    caller.event("CALL_CLOSED", WAIT).await;
 }
 
 fn options() -> String {
