@@ -486,6 +486,7 @@ if (document.body.dataset.page === 'agent') (() => {
   const OPTION_KEY = {
     hangup: 'hangup', blind_transfer: 'blind', attended_transfer: 'attended', live_transfer: 'live',
     complete: 'complete', cancel: 'cancel', end_wrap_up: 'end-wrap-up',
+    end_consultation: 'end-consultation', leave_conference: 'leave-conference',
   };
   function wantedOptions(c) {
     if (!c) return [];
@@ -527,6 +528,8 @@ if (document.body.dataset.page === 'agent') (() => {
     cancel: () => button('Cancel', 'secondary', (e) => act(e.currentTarget, () => api('POST', '/api/call/transfer/cancel'), 'Transfer cancelled: you are back with the customer.'), 'opt-cancel'),
     'hold-customer': () => button('Hold customer', 'secondary', (e) => act(e.currentTarget, () => api('POST', '/api/call/hold', { held: true }), 'The customer is on hold.'), 'opt-hold-customer'),
     'resume-customer': () => button('Resume customer', 'secondary', (e) => act(e.currentTarget, () => api('POST', '/api/call/hold', { held: false }), 'The customer is back on the line.'), 'opt-resume-customer'),
+    'end-consultation': () => button('End consultation', 'danger', (e) => act(e.currentTarget, () => api('POST', '/api/call/hangup'), 'Consultation ended: the customer is back with the transferring agent.'), 'opt-end-consultation'),
+    'leave-conference': () => button('Leave call', 'danger', (e) => act(e.currentTarget, () => api('POST', '/api/call/hangup'), 'You left the call: the customer stays with the transferring agent.'), 'opt-leave-conference'),
     'end-wrap-up': () => button('End wrap-up', '', (e) => act(e.currentTarget, () => api('POST', '/api/call/wrap-up/end'), 'Wrap-up ended: ready for the next call.'), 'opt-end-wrap-up'),
   };
 

@@ -130,6 +130,19 @@ fn drop_transfer(v: &mut AgentView, call: &str) {
     }
 }
 
+/// Changes what the receiving agent of a transfer in `call` is in, if they are.
+fn set_received(v: &mut AgentView, call: &str, f: impl FnOnce(&mut serde_json::Value)) {
+    if let Some(r) = v
+        .current_call
+        .as_mut()
+        .filter(|c| c["call"] == call)
+        .and_then(|c| c.get_mut("received_transfer"))
+        .filter(|r| r.is_object())
+    {
+        f(r);
+    }
+}
+
 fn clear_call(v: &mut AgentView, call: &str) {
     if v.current_call.as_ref().is_some_and(|c| c["call"] == call) {
         v.current_call = None;
@@ -323,6 +336,9 @@ pub fn apply(
                             at,
                         );
                         c["transferred_from"] = json!(agent);
+                        // What the receiving agent is in until the transfer completes: the
+                        // call is theirs only then (see `set_options`).
+                        c["received_transfer"] = json!({"method": method, "state": "ringing"});
                         v.current_call = Some(c);
                     }
                 }
@@ -339,6 +355,14 @@ pub fn apply(
                         {
                             set_phase(v, call, "connected", &[("answered_at", json!(at))]);
                         }
+                        set_received(v, call, |r| {
+                            // Attended: consulting the transferring agent; live: the 3-way call.
+                            r["state"] = json!(if r["method"] == "attended" {
+                                "consultation"
+                            } else {
+                                "conference"
+                            });
+                        });
                     } else {
                         let state = if matches!(e, CallEvent::ConferenceFormed { .. }) {
                             "conference"
@@ -360,7 +384,22 @@ pub fn apply(
                         drop_transfer(v, call);
                     }
                 }
-                CallEvent::TransferCompleted { .. } | CallEvent::TransferredCallEnded { .. } => {}
+                CallEvent::TransferCompleted {
+                    call, target_agent, ..
+                } => {
+                    if target_agent.as_ref().is_some_and(|t| t.as_str() == v.agent) {
+                        // The call is the receiving agent's now.
+                        if let Some(c) = v
+                            .current_call
+                            .as_mut()
+                            .filter(|c| c["call"] == call.as_str())
+                            .and_then(|c| c.as_object_mut())
+                        {
+                            c.remove("received_transfer");
+                        }
+                    }
+                }
+                CallEvent::TransferredCallEnded { .. } => {}
                 CallEvent::WrapUpStarted { call, seconds, .. } => set_phase(
                     v,
                     call,
@@ -383,15 +422,35 @@ pub fn apply(
     v.version += 1;
 }
 
-/// The call options that apply now (the portal shows exactly these): while connected or on
-/// hold `hangup`, `hold` or `resume`, and the three transfers; during a transfer `complete`,
-/// `cancel` and `hold` / `resume` (the customer); in wrap-up `end_wrap_up`.
+/// The call options that apply now (the portal shows exactly these, and call-control accepts
+/// each): while connected or on hold `hangup`, `hold` or `resume`, and the three transfers;
+/// during a transfer `complete`, `cancel` and `hold` / `resume` (the customer); in wrap-up
+/// `end_wrap_up`. The receiving agent of a transfer that is not complete yet may only leave
+/// it: `end_consultation` (attended) or `leave_conference` (live), both a Hangup.
 fn set_options(v: &mut AgentView) {
     let Some(c) = v.current_call.as_mut() else {
         return;
     };
     let transfer = c.get("transfer").filter(|t| t.is_object());
-    let options: &[&str] = match (c["phase"].as_str(), transfer) {
+    let received = c
+        .get("received_transfer")
+        .and_then(|r| r["state"].as_str())
+        .map(str::to_string);
+    let options: &[&str] = match (c["phase"].as_str(), transfer, received.as_deref()) {
+        (Some("ringing"), _, _) => &[],
+        (Some("wrap_up"), _, _) => &["end_wrap_up"],
+        (_, _, Some("consultation")) => &["end_consultation"],
+        (_, _, Some("conference")) => &["leave_conference"],
+        (phase, transfer, _) => options_of(phase, transfer),
+    };
+    c["options"] = serde_json::json!(options);
+}
+
+fn options_of(
+    phase: Option<&str>,
+    transfer: Option<&serde_json::Value>,
+) -> &'static [&'static str] {
+    match (phase, transfer) {
         (Some("connected"), None) => &[
             "hangup",
             "hold",
@@ -408,10 +467,8 @@ fn set_options(v: &mut AgentView) {
         ],
         (Some("connected"), Some(_)) => &["complete", "cancel", "hold"],
         (Some("on_hold"), Some(_)) => &["complete", "cancel", "resume"],
-        (Some("wrap_up"), _) => &["end_wrap_up"],
         _ => &[],
-    };
-    c["options"] = serde_json::json!(options);
+    }
 }
 
 #[cfg(test)]
