@@ -71,6 +71,10 @@ pub struct AgentView {
     pub counts: Counts,
     /// The current call (from the calls issue on); empty until then.
     pub current_call: Option<serde_json::Value>,
+    /// Who ended the agent's last login, while logged out: the agent, a supervisor (a forced
+    /// logout) or the admin disabling the account. None while logged in.
+    #[serde(default)]
+    pub logged_out_by: Option<crate::session::LogoutReason>,
     /// Grows by one with every change of this view: the SSE event id.
     pub version: i64,
 }

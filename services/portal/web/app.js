@@ -414,14 +414,20 @@ if (document.body.dataset.page === 'agent') (() => {
     const box = $('status-box');
     box.dataset.status = v.status;
     box.dataset.deviceOnline = String(v.device_online);
-    const word = v.status === 'paused' && v.pause_reason ? `Paused: ${v.pause_reason}` : v.status_label;
+    // Idle or Paused with the device offline: no call can reach the agent, and the word says so.
+    const offline = !v.device_online && (v.status === 'idle' || v.status === 'paused');
+    let word = v.status === 'paused' && v.pause_reason ? `Paused: ${v.pause_reason}` : v.status_label;
+    if (offline) word = `Device offline (${word})`;
     if ($('status-word').textContent !== word) $('status-word').textContent = word;
     document.title = `${word} — Agent Portal`;
 
     const note = $('status-note');
     const call = v.current_call;
     let text = '';
-    if (v.status === 'ringing') text = 'A queue call is ringing your phone: answer it on your phone.';
+    if (v.status === 'ringing' && call && call.transferred_from) text = `${fromAgent(call)} is transferring a call to you: answer it on your phone.`;
+    else if (v.status === 'ringing') text = 'A queue call is ringing your phone: answer it on your phone.';
+    else if (call && call.received_transfer && call.received_transfer.state === 'consultation') text = `${fromAgent(call)} is consulting you about a transfer; the customer waits on hold. The call is yours when they click Complete.`;
+    else if (call && call.received_transfer && call.received_transfer.state === 'conference') text = `You are in a 3-way call with ${fromAgent(call)} and the customer. The call is yours when they click Complete.`;
     else if (call && v.pause_reason) text = `Pause requested (${v.pause_reason}): you will be Paused when this call and its wrap-up are over.`;
     note.textContent = text;
     note.hidden = !text;
@@ -429,6 +435,11 @@ if (document.body.dataset.page === 'agent') (() => {
     const off = $('device-offline');
     off.hidden = v.device_online;
     off.textContent = v.device_online ? '' : `Device offline: ${v.device || 'your device'} is not registered, so no queue calls can reach you. Make sure your phone is online.`;
+  }
+
+  // The agent who transferred the call, by name ("Alice Agent (1001)").
+  function fromAgent(c) {
+    return c.transferred_from_name ? `${c.transferred_from_name} (${c.transferred_from})` : `Agent ${c.transferred_from}`;
   }
 
   function renderPause(v) {
@@ -456,7 +467,7 @@ if (document.body.dataset.page === 'agent') (() => {
     if (c.caller_name) caller.append(el('span', { class: 'muted', text: ` · ${c.caller_name}` }));
     $('call-queue').textContent = c.queue ? `${c.queue_name || c.queue} (${c.queue})` : '—';
     $('call-from-wrap').hidden = !c.transferred_from;
-    $('call-from').textContent = c.transferred_from ? `Agent ${c.transferred_from}` : '';
+    $('call-from').textContent = c.transferred_from ? fromAgent(c) : '';
     $('call-wrapup-wrap').hidden = !(c.phase === 'wrap_up' && c.wrap_up_until);
 
     const t = c.transfer;
@@ -592,6 +603,8 @@ if (document.body.dataset.page === 'agent') (() => {
     const c = v.current_call;
     if (!c) return;
     if (c.wait_ms !== undefined && c.wait_ms !== null) $('call-wait').textContent = fmtDuration(c.wait_ms);
+    // A transferred call waits from its transfer on, not from the customer's entry into the queue.
+    else if (c.transferred_from && c.offered_at) $('call-wait').textContent = fmtDuration(since(c.offered_at));
     else if (c.entered_queue_at) $('call-wait').textContent = fmtDuration(since(c.entered_queue_at));
     else $('call-wait').textContent = '—';
     if (c.talk_ms !== undefined && c.talk_ms !== null) $('call-talk').textContent = fmtDuration(c.talk_ms);
@@ -619,7 +632,15 @@ if (document.body.dataset.page === 'agent') (() => {
     if (v.status === 'logged_out') {
       if (state.loggingOut) return; // the Logout button shows the sign-in form itself
       if (state.screen === 'dashboard') {
-        showLoginStep('You are logged out of the Agent Portal. Complete Login to take queue calls again.');
+        if (v.logged_out_by === 'supervisor') {
+          showLoginStep();
+          notice('A supervisor logged you out of the Agent Portal: you will not receive queue calls. Complete Login to take queue calls again.', 'warn');
+        } else if (v.logged_out_by === 'account_disabled') {
+          showLoginStep();
+          notice('Your account was disabled by the administrator, so you were logged out of the Agent Portal.', 'warn');
+        } else {
+          showLoginStep('You are logged out of the Agent Portal. Complete Login to take queue calls again.');
+        }
       } else if (state.screen !== 'login') {
         showLoginStep();
       }

@@ -26,6 +26,7 @@ pub fn empty(tenant: &str, agent: &str, at: DateTime<Utc>) -> AgentView {
         may_manage_queues: false,
         counts: Counts::default(),
         current_call: None,
+        logged_out_by: None,
         version: 0,
     }
 }
@@ -39,6 +40,8 @@ fn set_status(v: &mut AgentView, status: AgentStatus, at: DateTime<Utc>) {
 }
 
 /// The event families the portal view follows, decoded.
+// One fact at a time is made and applied, never many kept: the size of a call fact is fine.
+#[allow(clippy::large_enum_variant)]
 pub enum Fact {
     Account(AgentAccountEvent),
     Session(AgentSessionEvent),
@@ -54,6 +57,9 @@ pub struct CallInfo {
     pub caller_number: String,
     pub caller_name: String,
     pub entered_at: DateTime<Utc>,
+    /// With a `TransferStarted`: the display name of the agent transferring the call.
+    #[serde(default)]
+    pub transferred_by_name: Option<String>,
 }
 
 /// The status the portal shows: the call's phase first, then paused, idle or logged out.
@@ -66,6 +72,21 @@ fn derive_status(v: &AgentView) -> AgentStatus {
         _ if v.login_time.is_none() => AgentStatus::LoggedOut,
         _ if v.pause_reason.is_some() => AgentStatus::Paused,
         _ => AgentStatus::Idle,
+    }
+}
+
+/// The word the portal shows: the status's, except for an agent consulting the target of
+/// their attended transfer (the customer waits on hold, but the agent is talking): "Consulting".
+fn label_of(v: &AgentView) -> &'static str {
+    let consulting = v.status == AgentStatus::OnHold
+        && v.current_call
+            .as_ref()
+            .and_then(|c| c.get("transfer"))
+            .is_some_and(|t| t["method"] == "attended" && t["state"] == "answered");
+    if consulting {
+        "Consulting"
+    } else {
+        v.status.label()
     }
 }
 
@@ -183,6 +204,7 @@ pub fn apply(
             AgentSessionEvent::AgentLoggedIn { device, queues, .. } => {
                 // The counts the portal shows are those of this login.
                 v.counts = Counts::default();
+                v.logged_out_by = None;
                 v.device = Some(device.to_string());
                 v.device_online = true;
                 v.login_time = Some(at);
@@ -190,7 +212,8 @@ pub fn apply(
                 v.queues = queues.iter().map(|q| queue_ref(q.as_str())).collect();
                 set_status(v, AgentStatus::Idle, at);
             }
-            AgentSessionEvent::AgentLoggedOut { .. } => {
+            AgentSessionEvent::AgentLoggedOut { reason, .. } => {
+                v.logged_out_by = Some(*reason);
                 v.current_call = None;
                 v.device = None;
                 v.device_online = false;
@@ -336,6 +359,8 @@ pub fn apply(
                             at,
                         );
                         c["transferred_from"] = json!(agent);
+                        c["transferred_from_name"] =
+                            json!(info.as_ref().and_then(|i| i.transferred_by_name.clone()));
                         // What the receiving agent is in until the transfer completes: the
                         // call is theirs only then (see `set_options`).
                         c["received_transfer"] = json!({"method": method, "state": "ringing"});
@@ -353,7 +378,21 @@ pub fn apply(
                             .as_ref()
                             .is_some_and(|c| c["phase"] == "ringing")
                         {
-                            set_phase(v, call, "connected", &[("answered_at", json!(at))]);
+                            // The wait of this offer: from the transfer's start, not the
+                            // customer's entry into the queue (which includes the first
+                            // agent's talk).
+                            let wait_ms = v
+                                .current_call
+                                .as_ref()
+                                .and_then(|c| c["offered_at"].as_str())
+                                .and_then(|t| t.parse::<DateTime<Utc>>().ok())
+                                .map(|t| (at - t).num_milliseconds().max(0));
+                            set_phase(
+                                v,
+                                call,
+                                "connected",
+                                &[("answered_at", json!(at)), ("wait_ms", json!(wait_ms))],
+                            );
                         }
                         set_received(v, call, |r| {
                             // Attended: consulting the transferring agent; live: the 3-way call.
@@ -418,6 +457,11 @@ pub fn apply(
     }
     let status = derive_status(v);
     set_status(v, status, at);
+    let label = label_of(v);
+    if v.status_label != label {
+        v.status_label = label.into();
+        v.status_since = at;
+    }
     set_options(v);
     v.version += 1;
 }
