@@ -68,6 +68,7 @@ pub struct AgentView {
     /// The queues the agent is assigned to.
     pub assigned_queues: Vec<QueueRef>,
     pub may_manage_queues: bool,
+    /// The completed, missed and rejected calls of this login (a new login starts them at 0).
     pub counts: Counts,
     /// The current call (from the calls issue on); empty until then.
     pub current_call: Option<serde_json::Value>,

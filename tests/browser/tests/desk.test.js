@@ -111,3 +111,16 @@ test('A forced logout is a warning that names the supervisor', async () => {
   assert.equal(await bob.getAttribute('#notice', 'class'), 'notice warn');
   await shot(bob, 'desk-05-forced-logout');
 });
+
+test('Completed, Missed and Rejected are the counts of this login: a new login starts them at 0', async () => {
+  await expectText(alice, '#count-completed', '1');
+  await expectText(alice, '#counts-note', 'of this login');
+  await alice.click('#logout');
+  await alice.waitForSelector('#signin:not([hidden])');
+  await signIn(alice, sys, '1001');
+  await alice.waitForSelector('#login-step:not([hidden])');
+  await alice.click('#complete-login');
+  await expectStatus(alice, 'idle');
+  await expectText(alice, '#count-completed', /^0$/);
+  await expectText(alice, '#counts-note', 'of this login');
+});
