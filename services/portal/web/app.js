@@ -102,7 +102,21 @@ window.Portal = (() => {
 
   // Runs an action from a button: the button is busy meanwhile, and the result or the refusal
   // is said in words.
+  // A busy button is disabled, which takes the keyboard focus from it (to the page's body):
+  // afterwards the focus goes back to it, or, when it is gone or hidden by the change, to the
+  // control the page names (`Portal.focusAfter(button)`).
+  function focusLost() {
+    return !document.activeElement || document.activeElement === document.body;
+  }
+  function refocus(button) {
+    if (!focusLost()) return;
+    const usable = (b) => b && b.isConnected && !b.disabled && !b.closest('[hidden]');
+    const next = usable(button) ? button : (Portal.focusAfter && Portal.focusAfter(button));
+    if (next && next.isConnected) next.focus();
+  }
+
   async function act(button, fn, okText) {
+    const hadFocus = button && document.activeElement === button;
     if (button) { button.disabled = true; button.setAttribute('aria-busy', 'true'); }
     notice('');
     try {
@@ -115,6 +129,7 @@ window.Portal = (() => {
       return undefined;
     } finally {
       if (button && button.isConnected) { button.disabled = false; button.removeAttribute('aria-busy'); }
+      if (hadFocus) refocus(button);
     }
   }
 
@@ -156,7 +171,7 @@ window.Portal = (() => {
     });
   }
 
-  const Portal = { $, api, ApiError, el, fmtDuration, since, clockTime, now, notice, act, userSignin, onUnauthorized: null };
+  const Portal = { $, api, ApiError, el, fmtDuration, since, clockTime, now, notice, act, refocus, userSignin, onUnauthorized: null, focusAfter: null };
   return Portal;
 })();
 
@@ -165,6 +180,16 @@ window.Portal = (() => {
 if (document.body.dataset.page === 'agent') (() => {
   const { $, api, el, fmtDuration, since, clockTime, notice, act } = window.Portal;
   window.Portal.onUnauthorized = () => signedOut('Your portal session has ended. Sign in again.');
+  // Where the focus goes when the control the agent used is gone: Unpause hides itself (to
+  // Pause); a call option is replaced by the next step's (its first option, else the status).
+  window.Portal.focusAfter = (button) => {
+    if (button && button.id === 'unpause') return $('pause');
+    return $('call-options').querySelector('button') || statusHeading();
+  };
+  function statusHeading() {
+    $('status-title').setAttribute('tabindex', '-1');
+    return $('status-title');
+  }
 
   // ---------------------------------------------------------------- screens
 
@@ -448,7 +473,9 @@ if (document.body.dataset.page === 'agent') (() => {
     if (paused && [...sel.options].some((o) => o.value === v.pause_reason) && document.activeElement !== sel) sel.value = v.pause_reason;
     $('pause').textContent = paused ? 'Change reason' : 'Pause';
     $('pause').disabled = !state.reasons || !state.reasons.length;
+    const unpauseFocused = document.activeElement === $('unpause');
     $('unpause').hidden = !paused;
+    if (unpauseFocused && !paused) $('pause').focus();
   }
 
   function renderCall(v) {
@@ -458,8 +485,11 @@ if (document.body.dataset.page === 'agent') (() => {
     const options = $('call-options');
     const info = $('transfer-info');
     if (!c) {
+      const hadFocus = options.contains(document.activeElement);
       options.replaceChildren();
+      delete options.dataset.key;
       info.hidden = true;
+      if (hadFocus) statusHeading().focus();
       return;
     }
     const caller = $('call-caller');
@@ -524,7 +554,7 @@ if (document.body.dataset.page === 'agent') (() => {
     options.dataset.key = key;
     const hadFocus = options.contains(document.activeElement);
     options.replaceChildren(...wanted.map((w) => OPTIONS[w]()));
-    if (hadFocus && options.firstElementChild) options.firstElementChild.focus();
+    if (hadFocus) (options.firstElementChild || statusHeading()).focus();
   }
 
   const button = (text, cls, onclick, id) => el('button', { type: 'button', class: cls, id, onclick }, text);

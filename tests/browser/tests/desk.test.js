@@ -6,10 +6,11 @@
 
 import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
 import { startSystem } from '../lib/system.js';
 import {
   test, launch, newPage, shot, expectText, expectStatus, signIn, logIn, openPhone, dial, phoneAction,
-  setWrapUp, apiSession, assertNoPageErrors,
+  setWrapUp, apiSession, assertNoPageErrors, eventually,
 } from '../lib/browser.js';
 
 let sys;
@@ -123,4 +124,52 @@ test('Completed, Missed and Rejected are the counts of this login: a new login s
   await expectStatus(alice, 'idle');
   await expectText(alice, '#count-completed', /^0$/);
   await expectText(alice, '#counts-note', 'of this login');
+});
+
+/** The id of the focused element ('' for the page's body: the focus was lost). */
+const focused = (page) => page.evaluate(() => (document.activeElement && document.activeElement !== document.body ? document.activeElement.id : ''));
+
+async function expectFocus(page, id) {
+  await eventually(async () => assert.equal(await focused(page), id));
+}
+
+test('Keyboard: after Pause, Unpause and Hangup the focus stays on a control', async () => {
+  await expectStatus(alice, 'idle');
+  await alice.focus('#pause');
+  await alice.keyboard.press('Enter');
+  await expectStatus(alice, 'paused');
+  await expectFocus(alice, 'pause'); // now "Change reason"
+  await alice.waitForSelector('#unpause:not([hidden])');
+  await alice.focus('#unpause');
+  await alice.keyboard.press('Enter');
+  await expectStatus(alice, 'idle');
+  await expectFocus(alice, 'pause');
+
+  await dial(phone, '501', '5553002', 'Keyboard Caller');
+  await expectStatus(alice, 'ringing');
+  await phoneAction(phone, '1001', 'answer');
+  await expectStatus(alice, 'connected');
+  await alice.focus('#opt-hangup');
+  await alice.keyboard.press('Enter');
+  await expectStatus(alice, 'wrap_up');
+  await expectFocus(alice, 'opt-end-wrap-up');
+  await alice.keyboard.press('Enter');
+  await expectStatus(alice, 'idle');
+  await expectFocus(alice, 'status-title');
+  assertNoPageErrors(alice);
+});
+
+test('The demo phone passes axe-core\'s color-contrast rule, idle and with a ringing phone', async () => {
+  const axe = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
+  await phone.addScriptTag({ path: axe });
+  const contrast = async () => {
+    const r = await phone.evaluate(() => window.axe.run(document, { runOnly: ['color-contrast'] }));
+    return r.violations.flatMap((v) => v.nodes.map((n) => `${n.target.join(' ')}: ${n.failureSummary}`));
+  };
+  assert.deepEqual(await contrast(), []);
+  await dial(phone, '501', '5553003', 'Contrast Caller');
+  await expectStatus(alice, 'ringing');
+  assert.deepEqual(await contrast(), []);
+  await phoneAction(phone, '1001', 'reject');
+  await expectStatus(alice, 'idle');
 });
