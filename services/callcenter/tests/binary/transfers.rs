@@ -1232,3 +1232,82 @@ async fn every_option_offered_to_either_agent_at_every_step_of_a_transfer_is_acc
     carol_answers(&sys, &carol).await;
     walk_full(&carol, "Carol after an early live Complete", "hangup").await;
 }
+
+/// Defect 9: one subject filter finds every event about an agent, including the transfer
+/// events in which they are the receiving agent (published a second time on
+/// `<p>.target_events.…` with them in the agent token), live and replayed from JetStream.
+#[tokio::test]
+async fn one_subject_filter_finds_every_event_about_an_agent_including_transfers_to_them() {
+    use futures::StreamExt;
+    let sys = System::start().await;
+    let filter = format!("{}.*.demo.*.*.*.1003.*", sys.prefix);
+    let client = async_nats::connect(sys.nats.url()).await.unwrap();
+    let mut live = client.subscribe(filter.clone()).await.unwrap();
+    client.flush().await.unwrap();
+
+    let (bob, carol, call, _) = bob_connected(&sys).await;
+    transfer(&bob, "attended", json!({"agent": "1003"}))
+        .await
+        .ok();
+    carol_answers(&sys, &carol).await;
+    offered(&carol, "Carol consulting", json!(["end_consultation"])).await;
+    take(&bob, "complete").await;
+    offered(&carol, "the call is Carol's", json!(FULL)).await;
+    take(&carol, "hangup").await;
+    sys.call_events_until(&call, "WrapUpStarted").await;
+
+    let about_carol = [
+        "TransferStarted",
+        "TransferAnswered",
+        "TransferCompleted",
+        "CallConnected",
+        "CallEnded",
+        "WrapUpStarted",
+    ];
+    // Live, on core NATS.
+    let mut seen = Vec::new();
+    while !about_carol
+        .iter()
+        .all(|t| seen.iter().any(|(s, _): &(String, String)| s == t))
+    {
+        let m = tokio::time::timeout(Duration::from_secs(10), live.next())
+            .await
+            .unwrap_or_else(|_| panic!("live: only {seen:?}"))
+            .unwrap();
+        let t = m
+            .headers
+            .as_ref()
+            .unwrap()
+            .get("Cc-Event-Type")
+            .unwrap()
+            .as_str()
+            .to_string();
+        seen.push((t, m.subject.to_string()));
+    }
+    let subject_of = |t: &str| seen.iter().find(|(x, _)| x == t).unwrap().1.clone();
+    assert_eq!(
+        subject_of("TransferStarted"),
+        format!(
+            "{}.target_events.demo.call.{call}.TransferStarted.1003.500",
+            sys.prefix
+        )
+    );
+    assert_eq!(
+        subject_of("CallConnected"),
+        format!(
+            "{}.events.demo.call.{call}.CallConnected.1003._",
+            sys.prefix
+        )
+    );
+    // Replayed from JetStream with the same filter: the same, and Carol's session events too.
+    let replay = sys.published_types(&filter).await;
+    for t in about_carol.iter().chain(&["AgentLoggedIn"]) {
+        assert!(replay.iter().any(|x| x == t), "{t} in {replay:?}");
+    }
+    // A follower of every domain event still gets each event once.
+    let all = sys
+        .published_types(&format!("{}.events.>", sys.prefix))
+        .await;
+    let started = all.iter().filter(|t| *t == "TransferStarted").count();
+    assert_eq!(started, 1, "{all:?}");
+}
