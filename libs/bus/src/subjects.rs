@@ -212,6 +212,14 @@ mod tests {
         );
         assert_eq!(s.events_stream(), "CC_EVENTS");
         assert_eq!(
+            s.target_event("demo", "call", "c1", "TransferStarted", "1003", Some("500")),
+            "cc.target_events.demo.call.c1.TransferStarted.1003.500"
+        );
+        assert_eq!(
+            s.target_event("demo", "call", "c1", "TransferCompleted", "1003", None),
+            "cc.target_events.demo.call.c1.TransferCompleted.1003._"
+        );
+        assert_eq!(
             s.command("agent-session", "acme", "PauseAgent"),
             "cc.cmd.agent-session.acme.PauseAgent"
         );

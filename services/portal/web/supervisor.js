@@ -64,7 +64,7 @@
     const who = [c.caller_number, c.caller_name].filter(Boolean).join(' · ') || 'unknown caller';
     const queue = c.queue ? ` · ${c.queue_name || c.queue} (${c.queue})` : '';
     let s = `${who}${queue}`;
-    if (c.transferred_from) s += ` · transferred from agent ${c.transferred_from}`;
+    if (c.transferred_from) s += ` · transferred from ${c.transferred_from_name ? `${c.transferred_from_name} (${c.transferred_from})` : `agent ${c.transferred_from}`}`;
     if (c.transfer) s += ` · transfer to ${c.transfer.target_label || 'target'} (${c.transfer.state})`;
     return s;
   }

@@ -395,11 +395,12 @@ pub fn apply(
                             );
                         }
                         set_received(v, call, |r| {
-                            // Attended: consulting the transferring agent; live: the 3-way call.
-                            r["state"] = json!(if r["method"] == "attended" {
-                                "consultation"
-                            } else {
-                                "conference"
+                            // Attended: consulting the transferring agent; live: the 3-way call;
+                            // blind: the call is theirs at once (TransferCompleted comes with it).
+                            r["state"] = json!(match r["method"].as_str() {
+                                Some("attended") => "consultation",
+                                Some("live") => "conference",
+                                _ => "answered",
                             });
                         });
                     } else {
@@ -658,5 +659,97 @@ mod tests {
         assert_eq!(v.status, AgentStatus::Ringing);
         assert_eq!(v.current_call.as_ref().unwrap()["call"], "new");
         assert_eq!(v.counts.completed, 1);
+    }
+
+    #[test]
+    fn the_receiving_agent_is_offered_only_what_they_can_do_until_the_transfer_completes() {
+        use cc_contracts::call::{CallEvent as C, TransferMethod, TransferTarget};
+        let t0 = Utc::now();
+        let names = |q: &str| q.to_string();
+        let carol = AgentNumber::parse("1003").unwrap();
+        let bob = AgentNumber::parse("1002").unwrap();
+        let q = QueueNumber::parse("500").unwrap();
+        let info = CallInfo {
+            queue: "500".into(),
+            caller_number: "555".into(),
+            caller_name: "J".into(),
+            entered_at: t0,
+            transferred_by_name: Some("Bob Agent".into()),
+        };
+        let call = |e: C| Fact::Call(e, Some(info.clone()));
+        let options = |v: &AgentView| v.current_call.as_ref().unwrap()["options"].clone();
+        for method in [
+            TransferMethod::Attended,
+            TransferMethod::Live,
+            TransferMethod::Blind,
+        ] {
+            let mut v = empty("acme", "1003", t0);
+            let login = AgentSessionEvent::AgentLoggedIn {
+                agent: carol.clone(),
+                login_id: Default::default(),
+                device: DeviceId::parse("1003").unwrap(),
+                queues: vec![],
+            };
+            apply(&mut v, &Fact::Session(login), t0, &names);
+            let started = C::TransferStarted {
+                call: "c".into(),
+                transfer: "t".into(),
+                agent: bob.clone(),
+                method,
+                target: TransferTarget::Agent(carol.clone()),
+                leg: Some("l".into()),
+                target_agent: Some(carol.clone()),
+                queue: q.clone(),
+            };
+            // Bob talked a minute before: Carol's wait starts with the transfer.
+            let at = t0 + chrono::Duration::seconds(60);
+            apply(&mut v, &call(started), at, &names);
+            assert_eq!(options(&v), serde_json::json!([]));
+            let c = v.current_call.as_ref().unwrap();
+            assert_eq!(c["transferred_from_name"], "Bob Agent");
+            let answered = C::TransferAnswered {
+                call: "c".into(),
+                transfer: "t".into(),
+                agent: bob.clone(),
+                target_agent: Some(carol.clone()),
+            };
+            apply(
+                &mut v,
+                &call(answered),
+                at + chrono::Duration::seconds(3),
+                &names,
+            );
+            assert_eq!(v.current_call.as_ref().unwrap()["wait_ms"], 3000);
+            let expected = match method {
+                TransferMethod::Attended => serde_json::json!(["end_consultation"]),
+                TransferMethod::Live => serde_json::json!(["leave_conference"]),
+                TransferMethod::Blind => serde_json::json!([
+                    "hangup",
+                    "hold",
+                    "blind_transfer",
+                    "attended_transfer",
+                    "live_transfer"
+                ]),
+            };
+            assert_eq!(options(&v), expected, "{method:?}");
+            let completed = C::TransferCompleted {
+                call: "c".into(),
+                transfer: "t".into(),
+                agent: bob.clone(),
+                target_agent: Some(carol.clone()),
+            };
+            apply(&mut v, &call(completed), at, &names);
+            assert_eq!(
+                options(&v),
+                serde_json::json!([
+                    "hangup",
+                    "hold",
+                    "blind_transfer",
+                    "attended_transfer",
+                    "live_transfer"
+                ]),
+                "the call is Carol's: {method:?}"
+            );
+        }
     }
 }

@@ -521,3 +521,38 @@ async fn a_relay_stopped_between_a_copy_and_its_event_publishes_the_event_and_no
     );
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn a_stream_created_before_the_target_subjects_gets_them_and_the_copies_flow() {
+    let (db, store) = store().await;
+    let nats = NatsServer::start();
+    let bus = bus(&nats).await;
+    // The events stream as an older build created it: its own subjects only.
+    let mut old = cc_bus::relay::events_stream_config(&bus, Duration::from_secs(120));
+    old.subjects = vec![bus.subjects.all_events()];
+    bus.jetstream.create_stream(old).await.unwrap();
+    append_transfers(&store, "c", 1).await;
+    let relay = spawn_relay(&bus, &db).await;
+    let msgs = eventually(
+        "the copy and the events",
+        Duration::from_secs(20),
+        || async {
+            let m = raw_messages(&bus).await;
+            (m.len() == 3).then_some(m)
+        },
+    )
+    .await;
+    let got: Vec<(String, String)> = msgs.into_iter().map(|(id, s, _)| (id, s)).collect();
+    assert_eq!(got, expected_with_copies(&store, &bus).await);
+    let mut stream = bus
+        .jetstream
+        .get_stream(bus.subjects.events_stream())
+        .await
+        .unwrap();
+    let subjects = stream.info().await.unwrap().config.subjects.clone();
+    assert_eq!(
+        subjects,
+        [bus.subjects.all_events(), bus.subjects.all_target_events()]
+    );
+    relay.stop().await;
+}
