@@ -19,6 +19,13 @@
 //! - The store checkpoint `relay` is saved only after JetStream acked the batch, at most once
 //!   a second (for monitoring the relay's lag; JetStream's last message stays the source of
 //!   truth).
+//! - **Transfer events reach their target agent's subject too.** A call event with a
+//!   `target_agent` is published twice: first a copy on
+//!   `<p>.target_events.<tenant>.….<target agent>.<queue>` (header `Cc-Copy: target_agent`,
+//!   `Nats-Msg-Id` `<event id>:target_agent`, `Cc-Checkpoint` that of the event before it),
+//!   then the event itself on its own subject. A relay stopped between the two resumes at the
+//!   event (its copy's checkpoint is the one before it) and, seeing the copy is the stream's
+//!   last message, does not publish the copy again.
 
 use std::time::Duration;
 
@@ -58,7 +65,7 @@ impl Default for RelayOptions {
 pub fn events_stream_config(bus: &Bus, duplicate_window: Duration) -> StreamConfig {
     StreamConfig {
         name: bus.subjects.events_stream(),
-        subjects: vec![bus.subjects.all_events()],
+        subjects: vec![bus.subjects.all_events(), bus.subjects.all_target_events()],
         storage: StorageType::File,
         duplicate_window,
         allow_direct: true,
@@ -69,10 +76,13 @@ pub fn events_stream_config(bus: &Bus, duplicate_window: Duration) -> StreamConf
     }
 }
 
-/// Creates the events stream if it does not exist.
+/// Creates the events stream if it does not exist, and gives a stream created before the
+/// target subjects existed their subjects (nothing else of its configuration is changed).
 pub async fn ensure_events_stream(bus: &Bus, duplicate_window: Duration) -> Result<()> {
-    bus.jetstream
-        .get_or_create_stream(events_stream_config(bus, duplicate_window))
+    let wanted = events_stream_config(bus, duplicate_window);
+    let mut stream = bus
+        .jetstream
+        .get_or_create_stream(wanted.clone())
         .await
         .map_err(|e| {
             anyhow!(
@@ -80,7 +90,39 @@ pub async fn ensure_events_stream(bus: &Bus, duplicate_window: Duration) -> Resu
                 bus.subjects.events_stream()
             )
         })?;
+    let mut config = stream
+        .info()
+        .await
+        .map_err(|e| anyhow!("stream info: {e}"))?
+        .config
+        .clone();
+    let missing: Vec<String> = wanted
+        .subjects
+        .iter()
+        .filter(|s| !config.subjects.contains(s))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        config.subjects.extend(missing);
+        bus.jetstream.update_stream(config).await.map_err(|e| {
+            anyhow!(
+                "cannot add the target subjects to JetStream stream {}: {e}",
+                bus.subjects.events_stream()
+            )
+        })?;
+    }
     Ok(())
+}
+
+/// The header that marks the copy of a transfer event on its target agent's subject.
+pub const COPY_HEADER: &str = "Cc-Copy";
+
+/// The receiving agent of a call event that names one (transfer events), for its copy.
+fn target_agent(e: &RecordedEvent) -> Option<&str> {
+    (e.stream.category() == "call")
+        .then(|| e.data.get("target_agent").and_then(|v| v.as_str()))
+        .flatten()
+        .filter(|a| !a.is_empty())
 }
 
 use std::future::IntoFuture;
@@ -149,6 +191,8 @@ struct Position {
     checkpoint: Checkpoint,
     /// The stream's last sequence (0: empty).
     last_sequence: u64,
+    /// The event whose target copy is the stream's last message (its own message is not).
+    copied: Option<Uuid>,
 }
 
 impl Relay {
@@ -229,8 +273,40 @@ impl Relay {
     /// Publishes a batch pipelined, then awaits every ack in order.
     async fn publish(&self, batch: Vec<RecordedEvent>, mut pos: Position) -> Result<Position> {
         let mut acks = Vec::with_capacity(batch.len());
+        // The checkpoint before each event: its target copy's (see the module's doc).
+        let mut before = pos.checkpoint;
         for e in &batch {
             let field = |k: &str| e.data.get(k).and_then(|v| v.as_str());
+            if let Some(target) = target_agent(e) {
+                if pos.copied.take() != Some(e.event_id) {
+                    let subject = self.bus.subjects.target_event(
+                        e.tenant(),
+                        e.stream.category(),
+                        e.stream.id(),
+                        &e.event_type,
+                        target,
+                        field("queue"),
+                    );
+                    let mut headers = event_headers(e, pos.last_sequence);
+                    headers.insert(
+                        "Nats-Msg-Id",
+                        format!("{}:target_agent", e.event_id).as_str(),
+                    );
+                    headers.insert("Cc-Checkpoint", before.to_string().as_str());
+                    headers.insert(COPY_HEADER, "target_agent");
+                    let body = serde_json::to_vec(&e.data).expect("event data serializes");
+                    let ack = self
+                        .bus
+                        .jetstream
+                        .publish_with_headers(subject, headers, body.into())
+                        .await
+                        .map_err(|e| anyhow!("publish failed: {e}"))?;
+                    acks.push(ack.into_future());
+                    pos.last_sequence += 1;
+                }
+            }
+            pos.copied = None;
+            before = e.checkpoint();
             let subject = self.bus.subjects.event(
                 e.tenant(),
                 e.stream.category(),
@@ -276,6 +352,7 @@ impl Relay {
             return Ok(Position {
                 checkpoint: Checkpoint::START,
                 last_sequence: 0,
+                copied: None,
             });
         }
         let msg = stream
@@ -289,8 +366,9 @@ impl Relay {
             })?
             .parse()
             .map_err(|e: String| anyhow!(e))?;
+        let copy = header(COPY_HEADER).is_some();
         let last_id: Uuid = header("Nats-Msg-Id")
-            .and_then(|s| s.parse().ok())
+            .and_then(|s| s.split(':').next().and_then(|id| id.parse().ok()))
             .ok_or_else(|| anyhow!("the last message of the events stream has no Nats-Msg-Id"))?;
         if !self.store.contains(last_id).await.map_err(db)? {
             tracing::error!(%last_id, "the events stream holds an event the store does not know: is the stream from another database?");
@@ -299,6 +377,8 @@ impl Relay {
         Ok(Position {
             checkpoint,
             last_sequence: last_seq,
+            // The last message is a copy: its event comes next, without the copy again.
+            copied: copy.then_some(last_id),
         })
     }
 }

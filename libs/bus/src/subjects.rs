@@ -3,7 +3,8 @@
 ///
 /// | what | subject |
 /// |---|---|
-/// | domain events (from the relay) | `<p>.events.<tenant>.<category>.<stream id>.<EventType>` |
+/// | domain events (from the relay) | `<p>.events.<tenant>.<category>.<stream id>.<EventType>.<agent>.<queue>` |
+/// | transfer events again, for their receiving agent | `<p>.target_events.<tenant>.call.<call id>.<EventType>.<target agent>.<queue>` |
 /// | commands (request/reply) | `<p>.cmd.<service>.<tenant>.<CommandName>` |
 /// | PBX events | `<p>.pbx.evt.<tenant>.<kind>.<id>.<EventType>` |
 /// | PBX commands (service `pbx`) | `<p>.cmd.pbx.<tenant>.<CommandName>` |
@@ -61,9 +62,43 @@ impl Subjects {
         )
     }
 
+    /// The second subject of a transfer event whose target is an agent (a copy of the event in
+    /// the same stream): `<p>.target_events.<tenant>.<category>.<id>.<Type>.<target agent>.<queue>`,
+    /// the same tokens as [`Subjects::event`] but the receiving agent in the agent token. So
+    /// `<p>.*.<tenant>.*.*.*.<agent>.*` is everything about an agent, as the one who acts and as
+    /// the one a transfer goes to.
+    pub fn target_event(
+        &self,
+        tenant: &str,
+        category: &str,
+        stream_id: &str,
+        event_type: &str,
+        target_agent: &str,
+        queue: Option<&str>,
+    ) -> String {
+        let primary = self.event(
+            tenant,
+            category,
+            stream_id,
+            event_type,
+            Some(target_agent),
+            queue,
+        );
+        format!(
+            "{}.target_events.{}",
+            self.prefix,
+            &primary[self.prefix.len() + ".events.".len()..]
+        )
+    }
+
     /// All domain events of all tenants.
     pub fn all_events(&self) -> String {
         format!("{}.events.>", self.prefix)
+    }
+
+    /// All the copies of transfer events on their target agent's subject.
+    pub fn all_target_events(&self) -> String {
+        format!("{}.target_events.>", self.prefix)
     }
 
     /// All domain events of one tenant.
@@ -176,6 +211,14 @@ mod tests {
             "cc.events.acme.call.c1.CallEnded._._"
         );
         assert_eq!(s.events_stream(), "CC_EVENTS");
+        assert_eq!(
+            s.target_event("demo", "call", "c1", "TransferStarted", "1003", Some("500")),
+            "cc.target_events.demo.call.c1.TransferStarted.1003.500"
+        );
+        assert_eq!(
+            s.target_event("demo", "call", "c1", "TransferCompleted", "1003", None),
+            "cc.target_events.demo.call.c1.TransferCompleted.1003._"
+        );
         assert_eq!(
             s.command("agent-session", "acme", "PauseAgent"),
             "cc.cmd.agent-session.acme.PauseAgent"

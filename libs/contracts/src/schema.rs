@@ -398,6 +398,29 @@ pub fn asyncapi() -> Value {
             "receive",
         );
     }
+    // Transfer events to an agent, again on their receiving agent's subject (docs/events.md).
+    for e in events() {
+        if e.category != "call" || e.schema["properties"].get("target_agent").is_none() {
+            continue;
+        }
+        let key = format!("event.{}.{}.v{}", e.category, e.event_type, e.version);
+        add(
+            format!("target_event.{}.{}.v{}", e.category, e.event_type, e.version),
+            format!(
+                "{{prefix}}.target_events.{{tenant}}.{}.{{id}}.{}.{{target_agent}}.{{queue}}",
+                e.category, e.event_type
+            ),
+            json!({ "prefix": param("the deployment's subject prefix (cc by default)"), "tenant": param("the tenant"), "id": param("the call id"), "target_agent": param("the receiving agent (the event's target_agent)"), "queue": param("the event's queue, _ when none") }),
+            &e.event_type,
+            format!(
+                "{} published again for its receiving agent, right before the event itself (header Cc-Copy: target_agent)",
+                e.event_type
+            ),
+            json!({ "$ref": format!("#/components/schemas/{key}") }),
+            Some(json!({ "$ref": "#/components/schemas/CloudEventHeaders" })),
+            "receive",
+        );
+    }
     for (kind, name, schema) in pbx_events() {
         let key = format!("pbx.{kind}.{name}");
         let payload = embed(&schema, &mut schemas);

@@ -68,9 +68,14 @@ pub struct AgentView {
     /// The queues the agent is assigned to.
     pub assigned_queues: Vec<QueueRef>,
     pub may_manage_queues: bool,
+    /// The completed, missed and rejected calls of this login (a new login starts them at 0).
     pub counts: Counts,
     /// The current call (from the calls issue on); empty until then.
     pub current_call: Option<serde_json::Value>,
+    /// Who ended the agent's last login, while logged out: the agent, a supervisor (a forced
+    /// logout) or the admin disabling the account. None while logged in.
+    #[serde(default)]
+    pub logged_out_by: Option<crate::session::LogoutReason>,
     /// Grows by one with every change of this view: the SSE event id.
     pub version: i64,
 }

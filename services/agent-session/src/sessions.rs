@@ -366,7 +366,14 @@ pub async fn logout(
         if let Ok(Some(_)) = on_call {
             return Err(CommandError::new(
                 "on_call",
-                "The agent is on a call; hang up first, then log out",
+                if cmd.reason == LogoutReason::Supervisor {
+                    format!(
+                        "Agent {} is on a call: they can be logged out once the call has ended",
+                        cmd.agent
+                    )
+                } else {
+                    "The agent is on a call; hang up first, then log out".to_string()
+                },
             ));
         }
     }

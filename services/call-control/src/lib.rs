@@ -383,8 +383,36 @@ impl CallControl {
             Err(_) => {
                 self.catch_up(st).await?;
                 Self::agent_call(st, tenant, agent)
+                    .map_err(|e| Self::as_target(st, tenant, agent, e))
             }
         }
+    }
+
+    /// A refusal for an agent who is not on a call of their own: when they are the answered
+    /// target of another agent's transfer, it says so and what they can do.
+    fn as_target(st: &State, tenant: &str, agent: &AgentNumber, e: CommandError) -> CommandError {
+        let Some(l) = st
+            .model
+            .target_call(tenant, agent)
+            .and_then(|c| st.model.calls.get(&c))
+        else {
+            return e;
+        };
+        let (from, method) = match &l.transfer {
+            Some(t) => (t.agent.clone(), t.method),
+            None => return e,
+        };
+        let what = if method == TransferMethod::Live {
+            "a 3-way call"
+        } else {
+            "a consultation"
+        };
+        err(
+            "transfer_target",
+            format!(
+                "You are in {what} for agent {from}'s transfer: you can leave it (Hangup); the call is yours once agent {from} completes the transfer"
+            ),
+        )
     }
 
     /// The call the agent is on (a logout is refused while there is one).
@@ -394,7 +422,8 @@ impl CallControl {
         agent: &AgentNumber,
     ) -> Result<Option<String>, CommandError> {
         let mut st = self.state.lock().await;
-        Ok(self.find(&mut st, tenant, agent).await.ok().map(|(c, _)| c))
+        let own = self.find(&mut st, tenant, agent).await.ok().map(|(c, _)| c);
+        Ok(own.or_else(|| st.model.target_call(tenant, agent)))
     }
 
     fn agent_call(
@@ -412,12 +441,42 @@ impl CallControl {
     /// transfer goes on without them (as when their phone hangs up).
     async fn hangup_by_agent(&self, tenant: &str, agent: &AgentNumber) -> Result<(), CommandError> {
         let mut st = self.state.lock().await;
-        let (call, l) = self.find(&mut st, tenant, agent).await?;
+        let (call, l) = match self.find(&mut st, tenant, agent).await {
+            Ok(found) => found,
+            Err(e) => {
+                // The target of a transfer leaves the consultation or the 3-way call: as when
+                // their phone hangs up, the customer stays with the transferring agent.
+                let Some(call) = st.model.target_call(tenant, agent) else {
+                    return Err(e);
+                };
+                return self.target_leaves(&mut st, &call).await;
+            }
+        };
         if l.transfer.is_some() {
             self.agent_leaves(&mut st, &call).await
         } else {
             self.end(&mut st, &call, EndedBy::Agent).await
         }
+    }
+
+    /// The answered target of a transfer leaves it from the portal: recorded as the target
+    /// hanging up (`TransferFailed` `target_hung_up`), then their leg is hung up.
+    async fn target_leaves(&self, st: &mut State, call: &str) -> Result<(), CommandError> {
+        let leg = st
+            .model
+            .calls
+            .get(call)
+            .and_then(|l| l.transfer.as_ref())
+            .and_then(|t| t.leg.clone());
+        self.target_failed(st, call, TransferFailure::TargetHungUp)
+            .await?;
+        if let Some(leg) = leg {
+            let tenant = st.model.calls.get(call).map(|l| l.tenant.clone());
+            if let Some(tenant) = tenant {
+                self.hang_up_later(&tenant, vec![leg]).await;
+            }
+        }
+        Ok(())
     }
 
     /// Puts the customer on hold or takes them off it. In an attended transfer the agent talks

@@ -296,6 +296,22 @@ impl Model {
             .map(|(c, _)| c.clone())
     }
 
+    /// The call whose transfer an agent answered as its target while the transferring agent is
+    /// still on it: an attended transfer's consultation or a live transfer's 3-way call. The
+    /// target may only leave it (their Hangup); once the transfer completes the call is theirs.
+    pub fn target_call(&self, tenant: &str, agent: &AgentNumber) -> Option<String> {
+        self.calls
+            .iter()
+            .find(|(_, l)| {
+                l.tenant == tenant
+                    && l.agent.is_some()
+                    && l.transfer.as_ref().is_some_and(|t| {
+                        t.target_agent.as_ref() == Some(agent) && t.answered_at.is_some()
+                    })
+            })
+            .map(|(c, _)| c.clone())
+    }
+
     /// The call a channel belongs to, and its role.
     pub fn leg(&self, tenant: &str, channel: &str) -> Option<(String, Role)> {
         self.calls

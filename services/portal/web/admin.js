@@ -50,11 +50,51 @@
     });
   });
 
+  // ---- errors at the field
+
+  // A refusal that names a `field` is shown under that field's input (`inputs`: the API's field
+  // name -> the input), which is marked invalid and focused; other refusals go to the banner.
+  function clearFieldErrors(scope) {
+    for (const e of scope.querySelectorAll('.field-error[data-for]')) e.remove();
+    for (const i of scope.querySelectorAll('[aria-invalid]')) { i.removeAttribute('aria-invalid'); i.removeAttribute('aria-describedby'); }
+  }
+  function fieldInput(inputs, field) {
+    if (!field) return null;
+    return inputs[field] || inputs[field.replace(/^settings\./, '')] || null;
+  }
+  function showFieldError(input, message) {
+    const id = `${input.id || input.getAttribute('aria-label').replace(/\W+/g, '-')}-error`;
+    const p = el('p', { class: 'field-error', id, 'data-for': input.id || '', role: 'alert', text: message });
+    (input.closest('div, li') || input.parentElement).append(p);
+    input.setAttribute('aria-invalid', 'true');
+    input.setAttribute('aria-describedby', id);
+    input.focus();
+  }
+  // Like Portal.act, but a refusal naming one of `inputs` is shown at that input.
+  async function actAt(btn, scope, inputs, fn, okText) {
+    clearFieldErrors(scope);
+    let fieldErr = null;
+    const r = await act(btn, async () => {
+      try { return await fn(); } catch (e) {
+        const input = fieldInput(inputs, e.field);
+        if (input) { fieldErr = { input, message: e.message }; return undefined; }
+        throw e;
+      }
+    }, okText);
+    if (fieldErr) {
+      notice('');
+      showFieldError(fieldErr.input, fieldErr.message);
+      return undefined;
+    }
+    return r;
+  }
+
   // A small form: runs `fn` with the button busy, says the result, then reloads the lists.
-  function submit(form, fn, okText) {
+  // `inputs` maps the API's field names to the form's inputs, for errors at the field.
+  function submit(form, fn, okText, inputs = {}) {
     form.addEventListener('submit', async (ev) => {
       ev.preventDefault();
-      const r = await act(ev.submitter || form.querySelector('button[type=submit]'), () => fn(form), okText);
+      const r = await actAt(ev.submitter || form.querySelector('button[type=submit]'), form, inputs, () => fn(form), okText);
       if (r !== undefined) await reload();
     });
   }
@@ -90,8 +130,7 @@
         el('td', { 'data-label': 'Account' }, el('div', { class: 'v row' },
           el('span', { class: a.enabled ? '' : 'field-error', text: a.enabled ? 'Enabled' : 'Disabled' }),
           a.enabled
-            ? button('Disable', 'danger', (e) => action(e.currentTarget, () => api('POST', `/api/admin/agents/${a.agent}/disable`),
-              `Agent ${a.agent} is disabled and logged out.`), `Disable agent ${a.agent}`)
+            ? button('Disable', 'danger', (e) => confirmDisable(e.currentTarget, a), `Disable agent ${a.agent}`)
             : button('Enable', '', (e) => action(e.currentTarget, () => api('POST', `/api/admin/agents/${a.agent}/enable`),
               `Agent ${a.agent} is enabled.`), `Enable agent ${a.agent}`))),
         el('td', { 'data-label': 'Password' }, el('div', { class: 'v row' }, pw,
@@ -102,20 +141,43 @@
     $('agent-rows').replaceChildren(...rows);
   }
 
+  // Disabling logs the agent out at once, even during a call: confirm first, saying so.
+  async function confirmDisable(btn, a) {
+    const box = btn.parentElement;
+    let view = null;
+    try {
+      view = (await api('GET', '/api/supervisor/agents')).find((v) => v.agent === a.agent) || null;
+    } catch { /* the confirmation says what is known */ }
+    const onCall = view && ['ringing', 'connected', 'on_hold'].includes(view.status);
+    const loggedIn = view && view.status !== 'logged_out';
+    const text = onCall
+      ? `Agent ${a.agent} (${a.display_name}) is on a call (${view.status_label}). Disabling logs them out now and they get no more calls.`
+      : loggedIn
+        ? `Agent ${a.agent} (${a.display_name}) is logged in. Disabling logs them out now.`
+        : `Disable agent ${a.agent} (${a.display_name})? They can no longer sign in.`;
+    const keep = button('Keep', 'secondary', () => { box.replaceChildren(...saved); btn.focus(); }, `Keep agent ${a.agent} enabled`);
+    const confirm = button('Confirm disable', 'danger', (e) => action(e.currentTarget, () => api('POST', `/api/admin/agents/${a.agent}/disable`),
+      `Agent ${a.agent} is disabled and logged out.`), `Confirm disabling agent ${a.agent}`);
+    const saved = [...box.childNodes];
+    box.replaceChildren(el('span', { class: 'confirm-text', id: `disable-note-${a.agent}`, role: 'alert', text }), confirm, keep);
+    confirm.focus();
+  }
+
   submit($('new-agent'), () => {
     const body = { agent: $('na-number').value.trim(), display_name: $('na-name').value.trim(), password: $('na-password').value };
     if ($('na-manage').value) body.may_manage_queues = $('na-manage').value === 'true';
     return api('POST', '/api/admin/agents', body).then((r) => { $('new-agent').reset(); return r ?? true; });
-  }, 'Agent created.');
+  }, 'Agent created.', { agent: $('na-number'), display_name: $('na-name'), password: $('na-password'), may_manage_queues: $('na-manage') });
 
   // ---- queues
 
   const STRATEGIES = ['longest_idle', 'ring_all', 'round_robin', 'fewest_calls', 'least_talk_time', 'linear', 'random'];
   // The numeric settings, with the API's defaults (used only when a queue's settings are missing).
+  // [field, label, default, min, max]: the ranges the API allows (docs/getting-started.md).
   const SETTINGS = [
-    ['ring_timeout_s', 'Ring timeout (s)', 20], ['wrap_up_s', 'Wrap-up (s)', 10], ['max_wait_s', 'Max wait (s, 0 = no limit)', 0],
-    ['reject_delay_s', 'Reject delay (s)', 5], ['auto_pause_after', 'Auto-pause after missed calls (0 = never)', 0],
-    ['service_level_s', 'Service level (s)', 20],
+    ['ring_timeout_s', 'Ring timeout (s)', 20, 1, 600], ['wrap_up_s', 'Wrap-up (s)', 10, 0, 3600],
+    ['max_wait_s', 'Max wait (s, 0 = no limit)', 0, 0, 86400], ['reject_delay_s', 'Reject delay (s)', 5, 0, 3600],
+    ['auto_pause_after', 'Auto-pause after missed calls (0 = never)', 0, 0, 100], ['service_level_s', 'Service level (s)', 20, 1, 3600],
   ];
 
   // The form starts from the settings in force (`settings` of GET /api/admin/queues).
@@ -125,8 +187,8 @@
     const fields = [
       el('div', {}, el('label', { for: id('strategy'), text: 'Strategy' }),
         el('select', { id: id('strategy') }, ...STRATEGIES.map((s) => el('option', { value: s, text: s.replace(/_/g, ' '), selected: (cur.strategy || 'longest_idle') === s })))),
-      ...SETTINGS.map(([f, label, def]) => el('div', {}, el('label', { for: id(f), text: label }),
-        el('input', { id: id(f), type: 'number', min: 0, value: String(cur[f] ?? def), style: 'width:7rem' }))),
+      ...SETTINGS.map(([f, label, def, min, max]) => el('div', {}, el('label', { for: id(f), text: label }),
+        el('input', { id: id(f), type: 'number', min, max, step: 1, value: String(cur[f] ?? def), style: 'width:7rem' }))),
       el('label', { class: 'checkbox', for: id('leave') }, el('input', { type: 'checkbox', id: id('leave'), checked: Boolean(cur.leave_when_no_agents) }), 'Callers leave when no agent is logged in'),
       el('label', { class: 'checkbox', for: id('inuse') }, el('input', { type: 'checkbox', id: id('inuse'), checked: Boolean(cur.ring_in_use) }), 'Offer calls to agents already on a call'),
     ];
@@ -135,7 +197,9 @@
       ev.preventDefault();
       const body = { strategy: $(id('strategy')).value, leave_when_no_agents: $(id('leave')).checked, ring_in_use: $(id('inuse')).checked };
       for (const [f] of SETTINGS) body[f] = Number($(id(f)).value);
-      const r = await act(ev.submitter, () => api('PUT', `/api/admin/queues/${q.queue}/settings`, body), `The settings of queue ${q.queue} are saved.`);
+      const inputs = { strategy: $(id('strategy')) };
+      for (const [f] of SETTINGS) inputs[f] = $(id(f));
+      const r = await actAt(ev.submitter, form, inputs, () => api('PUT', `/api/admin/queues/${q.queue}/settings`, body), `The settings of queue ${q.queue} are saved.`);
       if (r) q.settings = r;
     });
     return el('details', { id: `qs-${q.queue}` }, el('summary', { text: 'Routing settings' }),
@@ -149,12 +213,15 @@
     const open = new Set([...$('queue-list').querySelectorAll('details[open]')].map((d) => d.id));
     $('queue-list').replaceChildren(...state.queues.map((q) => {
       const members = el('ul', { class: 'queue-list' }, ...q.members.map((m) => {
-        const pen = el('input', { type: 'number', min: 0, max: 1000, value: String(m.penalty), style: 'width:5rem', 'aria-label': `Penalty of agent ${m.agent} in queue ${q.queue}` });
+        const pen = el('input', { type: 'number', min: 0, max: 1000, step: 1, id: `pen-${q.queue}-${m.agent}`, value: String(m.penalty), style: 'width:5rem', 'aria-label': `Penalty of agent ${m.agent} in queue ${q.queue}` });
         return el('li', {},
           el('span', { class: 'q-name', text: `${names.get(m.agent) || ''} (${m.agent})` }),
           el('span', { class: 'row' }, el('span', { class: 'small muted', text: 'penalty' }), pen,
-            button('Set', 'secondary', (e) => action(e.currentTarget,
-              () => api('PUT', `/api/admin/queues/${q.queue}/agents/${m.agent}`, { penalty: Number(pen.value) }), `Penalty of agent ${m.agent} in queue ${q.queue} set.`),
+            button('Set', 'secondary', async (e) => {
+              const r = await actAt(e.currentTarget, e.currentTarget.closest('li'), { penalty: pen },
+                () => api('PUT', `/api/admin/queues/${q.queue}/agents/${m.agent}`, { penalty: Number(pen.value) }), `Penalty of agent ${m.agent} in queue ${q.queue} set.`);
+              if (r !== undefined) await reload();
+            },
             `Set the penalty of agent ${m.agent} in queue ${q.queue}`),
             button('Unassign', 'danger', (e) => action(e.currentTarget,
               () => api('DELETE', `/api/admin/queues/${q.queue}/agents/${m.agent}`), `Agent ${m.agent} unassigned from queue ${q.queue}.`),
@@ -162,15 +229,15 @@
       }));
       const candidates = state.agents.filter((a) => !q.members.some((m) => m.agent === a.agent));
       const sel = el('select', { id: `assign-${q.queue}` }, ...candidates.map((a) => el('option', { value: a.agent, text: `${a.display_name} (${a.agent})` })));
-      const pen = el('input', { id: `assign-pen-${q.queue}`, type: 'number', min: 0, max: 1000, value: '0', style: 'width:5rem' });
+      const pen = el('input', { id: `assign-pen-${q.queue}`, type: 'number', min: 0, max: 1000, step: 1, value: '0', style: 'width:5rem' });
       const assign = el('form', { class: 'inline-form', novalidate: true },
         el('div', {}, el('label', { for: `assign-${q.queue}`, text: 'Assign an agent' }), sel),
         el('div', {}, el('label', { for: `assign-pen-${q.queue}`, text: 'Penalty' }), pen),
         el('button', { type: 'submit', disabled: !candidates.length }, 'Assign'));
       assign.addEventListener('submit', (ev) => {
         ev.preventDefault();
-        action(ev.submitter, () => api('PUT', `/api/admin/queues/${q.queue}/agents/${sel.value}`, { penalty: Number(pen.value) }),
-          `Agent ${sel.value} assigned to queue ${q.queue}.`);
+        actAt(ev.submitter, assign, { penalty: pen, agent: sel }, () => api('PUT', `/api/admin/queues/${q.queue}/agents/${sel.value}`, { penalty: Number(pen.value) }),
+          `Agent ${sel.value} assigned to queue ${q.queue}.`).then((r) => (r !== undefined ? reload() : undefined));
       });
       return el('div', { class: 'tile', id: `admin-queue-${q.queue}` },
         el('h3', { text: `${q.name} (${q.queue})` }),
@@ -181,7 +248,7 @@
   }
 
   submit($('new-queue'), () => api('POST', '/api/admin/queues', { queue: $('nq-number').value.trim(), name: $('nq-name').value.trim() })
-    .then((r) => { $('new-queue').reset(); return r ?? true; }), 'Queue created.');
+    .then((r) => { $('new-queue').reset(); return r ?? true; }), 'Queue created.', { queue: $('nq-number'), name: $('nq-name') });
 
   // ---- pause reasons
 
@@ -199,7 +266,7 @@
   }
 
   submit($('new-reason'), () => api('POST', '/api/admin/pause-reasons', { name: $('nr-name').value.trim() })
-    .then((r) => { $('new-reason').reset(); return r ?? true; }), 'Pause reason added.');
+    .then((r) => { $('new-reason').reset(); return r ?? true; }), 'Pause reason added.', { name: $('nr-name') });
 
   // ---- agent defaults and users
 
@@ -207,7 +274,8 @@
     'Agent defaults saved.');
   submit($('new-user'), () => api('POST', '/api/admin/users', {
     username: $('nu-username').value.trim(), display_name: $('nu-name').value.trim(), password: $('nu-password').value, role: $('nu-role').value,
-  }).then((r) => { $('new-user').reset(); return r ?? true; }), 'User created.');
+  }).then((r) => { $('new-user').reset(); return r ?? true; }), 'User created.',
+  { username: $('nu-username'), display_name: $('nu-name'), password: $('nu-password'), role: $('nu-role') });
 
   // ---- SIP devices (tenants whose PBX is the SIP gateway)
 
@@ -237,7 +305,7 @@
   }
 
   submit($('new-device'), () => api('POST', '/api/admin/devices', { device: $('nd-number').value.trim() })
-    .then((r) => { $('new-device').reset(); return showSecret(r); }), 'Device created.');
+    .then((r) => { $('new-device').reset(); return showSecret(r); }), 'Device created.', { device: $('nd-number') });
 
   async function loadDevices() {
     try {

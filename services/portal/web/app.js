@@ -102,7 +102,21 @@ window.Portal = (() => {
 
   // Runs an action from a button: the button is busy meanwhile, and the result or the refusal
   // is said in words.
+  // A busy button is disabled, which takes the keyboard focus from it (to the page's body):
+  // afterwards the focus goes back to it, or, when it is gone or hidden by the change, to the
+  // control the page names (`Portal.focusAfter(button)`).
+  function focusLost() {
+    return !document.activeElement || document.activeElement === document.body;
+  }
+  function refocus(button) {
+    if (!focusLost()) return;
+    const usable = (b) => b && b.isConnected && !b.disabled && !b.closest('[hidden]');
+    const next = usable(button) ? button : (Portal.focusAfter && Portal.focusAfter(button));
+    if (next && next.isConnected) next.focus();
+  }
+
   async function act(button, fn, okText) {
+    const hadFocus = button && document.activeElement === button;
     if (button) { button.disabled = true; button.setAttribute('aria-busy', 'true'); }
     notice('');
     try {
@@ -115,6 +129,7 @@ window.Portal = (() => {
       return undefined;
     } finally {
       if (button && button.isConnected) { button.disabled = false; button.removeAttribute('aria-busy'); }
+      if (hadFocus) refocus(button);
     }
   }
 
@@ -156,7 +171,7 @@ window.Portal = (() => {
     });
   }
 
-  const Portal = { $, api, ApiError, el, fmtDuration, since, clockTime, now, notice, act, userSignin, onUnauthorized: null };
+  const Portal = { $, api, ApiError, el, fmtDuration, since, clockTime, now, notice, act, refocus, userSignin, onUnauthorized: null, focusAfter: null };
   return Portal;
 })();
 
@@ -165,6 +180,16 @@ window.Portal = (() => {
 if (document.body.dataset.page === 'agent') (() => {
   const { $, api, el, fmtDuration, since, clockTime, notice, act } = window.Portal;
   window.Portal.onUnauthorized = () => signedOut('Your portal session has ended. Sign in again.');
+  // Where the focus goes when the control the agent used is gone: Unpause hides itself (to
+  // Pause); a call option is replaced by the next step's (its first option, else the status).
+  window.Portal.focusAfter = (button) => {
+    if (button && button.id === 'unpause') return $('pause');
+    return $('call-options').querySelector('button') || statusHeading();
+  };
+  function statusHeading() {
+    $('status-title').setAttribute('tabindex', '-1');
+    return $('status-title');
+  }
 
   // ---------------------------------------------------------------- screens
 
@@ -414,14 +439,20 @@ if (document.body.dataset.page === 'agent') (() => {
     const box = $('status-box');
     box.dataset.status = v.status;
     box.dataset.deviceOnline = String(v.device_online);
-    const word = v.status === 'paused' && v.pause_reason ? `Paused: ${v.pause_reason}` : v.status_label;
+    // Idle or Paused with the device offline: no call can reach the agent, and the word says so.
+    const offline = !v.device_online && (v.status === 'idle' || v.status === 'paused');
+    let word = v.status === 'paused' && v.pause_reason ? `Paused: ${v.pause_reason}` : v.status_label;
+    if (offline) word = `Device offline (${word})`;
     if ($('status-word').textContent !== word) $('status-word').textContent = word;
     document.title = `${word} — Agent Portal`;
 
     const note = $('status-note');
     const call = v.current_call;
     let text = '';
-    if (v.status === 'ringing') text = 'A queue call is ringing your phone: answer it on your phone.';
+    if (v.status === 'ringing' && call && call.transferred_from) text = `${fromAgent(call)} is transferring a call to you: answer it on your phone.`;
+    else if (v.status === 'ringing') text = 'A queue call is ringing your phone: answer it on your phone.';
+    else if (call && call.received_transfer && call.received_transfer.state === 'consultation') text = `${fromAgent(call)} is consulting you about a transfer; the customer waits on hold. The call is yours when they click Complete.`;
+    else if (call && call.received_transfer && call.received_transfer.state === 'conference') text = `You are in a 3-way call with ${fromAgent(call)} and the customer. The call is yours when they click Complete.`;
     else if (call && v.pause_reason) text = `Pause requested (${v.pause_reason}): you will be Paused when this call and its wrap-up are over.`;
     note.textContent = text;
     note.hidden = !text;
@@ -431,13 +462,20 @@ if (document.body.dataset.page === 'agent') (() => {
     off.textContent = v.device_online ? '' : `Device offline: ${v.device || 'your device'} is not registered, so no queue calls can reach you. Make sure your phone is online.`;
   }
 
+  // The agent who transferred the call, by name ("Alice Agent (1001)").
+  function fromAgent(c) {
+    return c.transferred_from_name ? `${c.transferred_from_name} (${c.transferred_from})` : `Agent ${c.transferred_from}`;
+  }
+
   function renderPause(v) {
     const paused = !!v.pause_reason;
     const sel = $('pause-reason');
     if (paused && [...sel.options].some((o) => o.value === v.pause_reason) && document.activeElement !== sel) sel.value = v.pause_reason;
     $('pause').textContent = paused ? 'Change reason' : 'Pause';
     $('pause').disabled = !state.reasons || !state.reasons.length;
+    const unpauseFocused = document.activeElement === $('unpause');
     $('unpause').hidden = !paused;
+    if (unpauseFocused && !paused) $('pause').focus();
   }
 
   function renderCall(v) {
@@ -447,8 +485,11 @@ if (document.body.dataset.page === 'agent') (() => {
     const options = $('call-options');
     const info = $('transfer-info');
     if (!c) {
+      const hadFocus = options.contains(document.activeElement);
       options.replaceChildren();
+      delete options.dataset.key;
       info.hidden = true;
+      if (hadFocus) statusHeading().focus();
       return;
     }
     const caller = $('call-caller');
@@ -456,7 +497,7 @@ if (document.body.dataset.page === 'agent') (() => {
     if (c.caller_name) caller.append(el('span', { class: 'muted', text: ` · ${c.caller_name}` }));
     $('call-queue').textContent = c.queue ? `${c.queue_name || c.queue} (${c.queue})` : '—';
     $('call-from-wrap').hidden = !c.transferred_from;
-    $('call-from').textContent = c.transferred_from ? `Agent ${c.transferred_from}` : '';
+    $('call-from').textContent = c.transferred_from ? fromAgent(c) : '';
     $('call-wrapup-wrap').hidden = !(c.phase === 'wrap_up' && c.wrap_up_until);
 
     const t = c.transfer;
@@ -486,6 +527,7 @@ if (document.body.dataset.page === 'agent') (() => {
   const OPTION_KEY = {
     hangup: 'hangup', blind_transfer: 'blind', attended_transfer: 'attended', live_transfer: 'live',
     complete: 'complete', cancel: 'cancel', end_wrap_up: 'end-wrap-up',
+    end_consultation: 'end-consultation', leave_conference: 'leave-conference',
   };
   function wantedOptions(c) {
     if (!c) return [];
@@ -512,7 +554,7 @@ if (document.body.dataset.page === 'agent') (() => {
     options.dataset.key = key;
     const hadFocus = options.contains(document.activeElement);
     options.replaceChildren(...wanted.map((w) => OPTIONS[w]()));
-    if (hadFocus && options.firstElementChild) options.firstElementChild.focus();
+    if (hadFocus) (options.firstElementChild || statusHeading()).focus();
   }
 
   const button = (text, cls, onclick, id) => el('button', { type: 'button', class: cls, id, onclick }, text);
@@ -527,6 +569,8 @@ if (document.body.dataset.page === 'agent') (() => {
     cancel: () => button('Cancel', 'secondary', (e) => act(e.currentTarget, () => api('POST', '/api/call/transfer/cancel'), 'Transfer cancelled: you are back with the customer.'), 'opt-cancel'),
     'hold-customer': () => button('Hold customer', 'secondary', (e) => act(e.currentTarget, () => api('POST', '/api/call/hold', { held: true }), 'The customer is on hold.'), 'opt-hold-customer'),
     'resume-customer': () => button('Resume customer', 'secondary', (e) => act(e.currentTarget, () => api('POST', '/api/call/hold', { held: false }), 'The customer is back on the line.'), 'opt-resume-customer'),
+    'end-consultation': () => button('End consultation', 'danger', (e) => act(e.currentTarget, () => api('POST', '/api/call/hangup'), 'Consultation ended: the customer is back with the transferring agent.'), 'opt-end-consultation'),
+    'leave-conference': () => button('Leave call', 'danger', (e) => act(e.currentTarget, () => api('POST', '/api/call/hangup'), 'You left the call: the customer stays with the transferring agent.'), 'opt-leave-conference'),
     'end-wrap-up': () => button('End wrap-up', '', (e) => act(e.currentTarget, () => api('POST', '/api/call/wrap-up/end'), 'Wrap-up ended: ready for the next call.'), 'opt-end-wrap-up'),
   };
 
@@ -589,6 +633,8 @@ if (document.body.dataset.page === 'agent') (() => {
     const c = v.current_call;
     if (!c) return;
     if (c.wait_ms !== undefined && c.wait_ms !== null) $('call-wait').textContent = fmtDuration(c.wait_ms);
+    // A transferred call waits from its transfer on, not from the customer's entry into the queue.
+    else if (c.transferred_from && c.offered_at) $('call-wait').textContent = fmtDuration(since(c.offered_at));
     else if (c.entered_queue_at) $('call-wait').textContent = fmtDuration(since(c.entered_queue_at));
     else $('call-wait').textContent = '—';
     if (c.talk_ms !== undefined && c.talk_ms !== null) $('call-talk').textContent = fmtDuration(c.talk_ms);
@@ -616,7 +662,15 @@ if (document.body.dataset.page === 'agent') (() => {
     if (v.status === 'logged_out') {
       if (state.loggingOut) return; // the Logout button shows the sign-in form itself
       if (state.screen === 'dashboard') {
-        showLoginStep('You are logged out of the Agent Portal. Complete Login to take queue calls again.');
+        if (v.logged_out_by === 'supervisor') {
+          showLoginStep();
+          notice('A supervisor logged you out of the Agent Portal: you will not receive queue calls. Complete Login to take queue calls again.', 'warn');
+        } else if (v.logged_out_by === 'account_disabled') {
+          showLoginStep();
+          notice('Your account was disabled by the administrator, so you were logged out of the Agent Portal.', 'warn');
+        } else {
+          showLoginStep('You are logged out of the Agent Portal. Complete Login to take queue calls again.');
+        }
       } else if (state.screen !== 'login') {
         showLoginStep();
       }

@@ -64,7 +64,7 @@
     const who = [c.caller_number, c.caller_name].filter(Boolean).join(' · ') || 'unknown caller';
     const queue = c.queue ? ` · ${c.queue_name || c.queue} (${c.queue})` : '';
     let s = `${who}${queue}`;
-    if (c.transferred_from) s += ` · transferred from agent ${c.transferred_from}`;
+    if (c.transferred_from) s += ` · transferred from ${c.transferred_from_name ? `${c.transferred_from_name} (${c.transferred_from})` : `agent ${c.transferred_from}`}`;
     if (c.transfer) s += ` · transfer to ${c.transfer.target_label || 'target'} (${c.transfer.state})`;
     return s;
   }
@@ -137,11 +137,23 @@
     renderRowClock(tr, v);
   }
 
+  // On a call (connected or the caller on hold) an agent cannot be logged out: the call must
+  // end first, so Force logout is not offered then (ringing and wrap-up are fine).
+  const ON_CALL = new Set(['connected', 'on_hold']);
+
   function renderActions(tr, v) {
     const td = cell(tr, 'actions');
     const loggedIn = v.status !== 'logged_out';
-    if (!loggedIn) { td.replaceChildren(); return; }
-    if (td.querySelector('button')) return; // keep the buttons (and the focus) while logged in
+    if (!loggedIn) { td.replaceChildren(); delete td.dataset.mode; return; }
+    const mode = ON_CALL.has(v.status) ? 'on_call' : 'free';
+    if (td.dataset.mode === mode) return; // keep the buttons (and the focus) while nothing changes
+    const hadFocus = td.contains(document.activeElement);
+    td.dataset.mode = mode;
+    if (mode === 'on_call') {
+      td.replaceChildren(el('span', { class: 'muted small on-call-note', text: 'On a call: Force logout once the call has ended' }));
+      if (hadFocus) { const th = tr.querySelector('th'); th.tabIndex = -1; th.focus(); }
+      return;
+    }
     const force = el('button', {
       type: 'button', class: 'danger', 'aria-label': `Force logout of agent ${v.agent} (${v.display_name})`,
       onclick: () => {
@@ -159,6 +171,7 @@
       },
     }, 'Force logout');
     td.replaceChildren(force);
+    if (hadFocus) force.focus();
   }
 
   function renderRowClock(tr, v) {

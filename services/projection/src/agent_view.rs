@@ -26,6 +26,7 @@ pub fn empty(tenant: &str, agent: &str, at: DateTime<Utc>) -> AgentView {
         may_manage_queues: false,
         counts: Counts::default(),
         current_call: None,
+        logged_out_by: None,
         version: 0,
     }
 }
@@ -39,6 +40,8 @@ fn set_status(v: &mut AgentView, status: AgentStatus, at: DateTime<Utc>) {
 }
 
 /// The event families the portal view follows, decoded.
+// One fact at a time is made and applied, never many kept: the size of a call fact is fine.
+#[allow(clippy::large_enum_variant)]
 pub enum Fact {
     Account(AgentAccountEvent),
     Session(AgentSessionEvent),
@@ -54,6 +57,9 @@ pub struct CallInfo {
     pub caller_number: String,
     pub caller_name: String,
     pub entered_at: DateTime<Utc>,
+    /// With a `TransferStarted`: the display name of the agent transferring the call.
+    #[serde(default)]
+    pub transferred_by_name: Option<String>,
 }
 
 /// The status the portal shows: the call's phase first, then paused, idle or logged out.
@@ -66,6 +72,21 @@ fn derive_status(v: &AgentView) -> AgentStatus {
         _ if v.login_time.is_none() => AgentStatus::LoggedOut,
         _ if v.pause_reason.is_some() => AgentStatus::Paused,
         _ => AgentStatus::Idle,
+    }
+}
+
+/// The word the portal shows: the status's, except for an agent consulting the target of
+/// their attended transfer (the customer waits on hold, but the agent is talking): "Consulting".
+fn label_of(v: &AgentView) -> &'static str {
+    let consulting = v.status == AgentStatus::OnHold
+        && v.current_call
+            .as_ref()
+            .and_then(|c| c.get("transfer"))
+            .is_some_and(|t| t["method"] == "attended" && t["state"] == "answered");
+    if consulting {
+        "Consulting"
+    } else {
+        v.status.label()
     }
 }
 
@@ -130,6 +151,19 @@ fn drop_transfer(v: &mut AgentView, call: &str) {
     }
 }
 
+/// Changes what the receiving agent of a transfer in `call` is in, if they are.
+fn set_received(v: &mut AgentView, call: &str, f: impl FnOnce(&mut serde_json::Value)) {
+    if let Some(r) = v
+        .current_call
+        .as_mut()
+        .filter(|c| c["call"] == call)
+        .and_then(|c| c.get_mut("received_transfer"))
+        .filter(|r| r.is_object())
+    {
+        f(r);
+    }
+}
+
 fn clear_call(v: &mut AgentView, call: &str) {
     if v.current_call.as_ref().is_some_and(|c| c["call"] == call) {
         v.current_call = None;
@@ -170,6 +204,7 @@ pub fn apply(
             AgentSessionEvent::AgentLoggedIn { device, queues, .. } => {
                 // The counts the portal shows are those of this login.
                 v.counts = Counts::default();
+                v.logged_out_by = None;
                 v.device = Some(device.to_string());
                 v.device_online = true;
                 v.login_time = Some(at);
@@ -177,7 +212,8 @@ pub fn apply(
                 v.queues = queues.iter().map(|q| queue_ref(q.as_str())).collect();
                 set_status(v, AgentStatus::Idle, at);
             }
-            AgentSessionEvent::AgentLoggedOut { .. } => {
+            AgentSessionEvent::AgentLoggedOut { reason, .. } => {
+                v.logged_out_by = Some(*reason);
                 v.current_call = None;
                 v.device = None;
                 v.device_online = false;
@@ -323,6 +359,11 @@ pub fn apply(
                             at,
                         );
                         c["transferred_from"] = json!(agent);
+                        c["transferred_from_name"] =
+                            json!(info.as_ref().and_then(|i| i.transferred_by_name.clone()));
+                        // What the receiving agent is in until the transfer completes: the
+                        // call is theirs only then (see `set_options`).
+                        c["received_transfer"] = json!({"method": method, "state": "ringing"});
                         v.current_call = Some(c);
                     }
                 }
@@ -337,8 +378,31 @@ pub fn apply(
                             .as_ref()
                             .is_some_and(|c| c["phase"] == "ringing")
                         {
-                            set_phase(v, call, "connected", &[("answered_at", json!(at))]);
+                            // The wait of this offer: from the transfer's start, not the
+                            // customer's entry into the queue (which includes the first
+                            // agent's talk).
+                            let wait_ms = v
+                                .current_call
+                                .as_ref()
+                                .and_then(|c| c["offered_at"].as_str())
+                                .and_then(|t| t.parse::<DateTime<Utc>>().ok())
+                                .map(|t| (at - t).num_milliseconds().max(0));
+                            set_phase(
+                                v,
+                                call,
+                                "connected",
+                                &[("answered_at", json!(at)), ("wait_ms", json!(wait_ms))],
+                            );
                         }
+                        set_received(v, call, |r| {
+                            // Attended: consulting the transferring agent; live: the 3-way call;
+                            // blind: the call is theirs at once (TransferCompleted comes with it).
+                            r["state"] = json!(match r["method"].as_str() {
+                                Some("attended") => "consultation",
+                                Some("live") => "conference",
+                                _ => "answered",
+                            });
+                        });
                     } else {
                         let state = if matches!(e, CallEvent::ConferenceFormed { .. }) {
                             "conference"
@@ -360,7 +424,22 @@ pub fn apply(
                         drop_transfer(v, call);
                     }
                 }
-                CallEvent::TransferCompleted { .. } | CallEvent::TransferredCallEnded { .. } => {}
+                CallEvent::TransferCompleted {
+                    call, target_agent, ..
+                } => {
+                    if target_agent.as_ref().is_some_and(|t| t.as_str() == v.agent) {
+                        // The call is the receiving agent's now.
+                        if let Some(c) = v
+                            .current_call
+                            .as_mut()
+                            .filter(|c| c["call"] == call.as_str())
+                            .and_then(|c| c.as_object_mut())
+                        {
+                            c.remove("received_transfer");
+                        }
+                    }
+                }
+                CallEvent::TransferredCallEnded { .. } => {}
                 CallEvent::WrapUpStarted { call, seconds, .. } => set_phase(
                     v,
                     call,
@@ -379,19 +458,44 @@ pub fn apply(
     }
     let status = derive_status(v);
     set_status(v, status, at);
+    let label = label_of(v);
+    if v.status_label != label {
+        v.status_label = label.into();
+        v.status_since = at;
+    }
     set_options(v);
     v.version += 1;
 }
 
-/// The call options that apply now (the portal shows exactly these): while connected or on
-/// hold `hangup`, `hold` or `resume`, and the three transfers; during a transfer `complete`,
-/// `cancel` and `hold` / `resume` (the customer); in wrap-up `end_wrap_up`.
+/// The call options that apply now (the portal shows exactly these, and call-control accepts
+/// each): while connected or on hold `hangup`, `hold` or `resume`, and the three transfers;
+/// during a transfer `complete`, `cancel` and `hold` / `resume` (the customer); in wrap-up
+/// `end_wrap_up`. The receiving agent of a transfer that is not complete yet may only leave
+/// it: `end_consultation` (attended) or `leave_conference` (live), both a Hangup.
 fn set_options(v: &mut AgentView) {
     let Some(c) = v.current_call.as_mut() else {
         return;
     };
     let transfer = c.get("transfer").filter(|t| t.is_object());
-    let options: &[&str] = match (c["phase"].as_str(), transfer) {
+    let received = c
+        .get("received_transfer")
+        .and_then(|r| r["state"].as_str())
+        .map(str::to_string);
+    let options: &[&str] = match (c["phase"].as_str(), transfer, received.as_deref()) {
+        (Some("ringing"), _, _) => &[],
+        (Some("wrap_up"), _, _) => &["end_wrap_up"],
+        (_, _, Some("consultation")) => &["end_consultation"],
+        (_, _, Some("conference")) => &["leave_conference"],
+        (phase, transfer, _) => options_of(phase, transfer),
+    };
+    c["options"] = serde_json::json!(options);
+}
+
+fn options_of(
+    phase: Option<&str>,
+    transfer: Option<&serde_json::Value>,
+) -> &'static [&'static str] {
+    match (phase, transfer) {
         (Some("connected"), None) => &[
             "hangup",
             "hold",
@@ -408,10 +512,8 @@ fn set_options(v: &mut AgentView) {
         ],
         (Some("connected"), Some(_)) => &["complete", "cancel", "hold"],
         (Some("on_hold"), Some(_)) => &["complete", "cancel", "resume"],
-        (Some("wrap_up"), _) => &["end_wrap_up"],
         _ => &[],
-    };
-    c["options"] = serde_json::json!(options);
+    }
 }
 
 #[cfg(test)]
@@ -557,5 +659,97 @@ mod tests {
         assert_eq!(v.status, AgentStatus::Ringing);
         assert_eq!(v.current_call.as_ref().unwrap()["call"], "new");
         assert_eq!(v.counts.completed, 1);
+    }
+
+    #[test]
+    fn the_receiving_agent_is_offered_only_what_they_can_do_until_the_transfer_completes() {
+        use cc_contracts::call::{CallEvent as C, TransferMethod, TransferTarget};
+        let t0 = Utc::now();
+        let names = |q: &str| q.to_string();
+        let carol = AgentNumber::parse("1003").unwrap();
+        let bob = AgentNumber::parse("1002").unwrap();
+        let q = QueueNumber::parse("500").unwrap();
+        let info = CallInfo {
+            queue: "500".into(),
+            caller_number: "555".into(),
+            caller_name: "J".into(),
+            entered_at: t0,
+            transferred_by_name: Some("Bob Agent".into()),
+        };
+        let call = |e: C| Fact::Call(e, Some(info.clone()));
+        let options = |v: &AgentView| v.current_call.as_ref().unwrap()["options"].clone();
+        for method in [
+            TransferMethod::Attended,
+            TransferMethod::Live,
+            TransferMethod::Blind,
+        ] {
+            let mut v = empty("acme", "1003", t0);
+            let login = AgentSessionEvent::AgentLoggedIn {
+                agent: carol.clone(),
+                login_id: Default::default(),
+                device: DeviceId::parse("1003").unwrap(),
+                queues: vec![],
+            };
+            apply(&mut v, &Fact::Session(login), t0, &names);
+            let started = C::TransferStarted {
+                call: "c".into(),
+                transfer: "t".into(),
+                agent: bob.clone(),
+                method,
+                target: TransferTarget::Agent(carol.clone()),
+                leg: Some("l".into()),
+                target_agent: Some(carol.clone()),
+                queue: q.clone(),
+            };
+            // Bob talked a minute before: Carol's wait starts with the transfer.
+            let at = t0 + chrono::Duration::seconds(60);
+            apply(&mut v, &call(started), at, &names);
+            assert_eq!(options(&v), serde_json::json!([]));
+            let c = v.current_call.as_ref().unwrap();
+            assert_eq!(c["transferred_from_name"], "Bob Agent");
+            let answered = C::TransferAnswered {
+                call: "c".into(),
+                transfer: "t".into(),
+                agent: bob.clone(),
+                target_agent: Some(carol.clone()),
+            };
+            apply(
+                &mut v,
+                &call(answered),
+                at + chrono::Duration::seconds(3),
+                &names,
+            );
+            assert_eq!(v.current_call.as_ref().unwrap()["wait_ms"], 3000);
+            let expected = match method {
+                TransferMethod::Attended => serde_json::json!(["end_consultation"]),
+                TransferMethod::Live => serde_json::json!(["leave_conference"]),
+                TransferMethod::Blind => serde_json::json!([
+                    "hangup",
+                    "hold",
+                    "blind_transfer",
+                    "attended_transfer",
+                    "live_transfer"
+                ]),
+            };
+            assert_eq!(options(&v), expected, "{method:?}");
+            let completed = C::TransferCompleted {
+                call: "c".into(),
+                transfer: "t".into(),
+                agent: bob.clone(),
+                target_agent: Some(carol.clone()),
+            };
+            apply(&mut v, &call(completed), at, &names);
+            assert_eq!(
+                options(&v),
+                serde_json::json!([
+                    "hangup",
+                    "hold",
+                    "blind_transfer",
+                    "attended_transfer",
+                    "live_transfer"
+                ]),
+                "the call is Carol's: {method:?}"
+            );
+        }
     }
 }

@@ -178,6 +178,7 @@ async fn project(
                     caller_number: caller.number.clone(),
                     caller_name: caller.name.clone(),
                     entered_at: e.recorded_at,
+                    transferred_by_name: None,
                 };
                 calls.insert((tenant.clone(), call.clone()), info);
             } else if let CallEvent::CallOffered { call, .. }
@@ -193,8 +194,24 @@ async fn project(
                     .bind(call.as_str())
                     .fetch_optional(&mut *tx)
                     .await?
-                    .map(|(queue, caller_number, caller_name, entered_at)| CallInfo { queue, caller_number, caller_name, entered_at }),
+                    .map(|(queue, caller_number, caller_name, entered_at)| CallInfo { queue, caller_number, caller_name, entered_at, transferred_by_name: None }),
                 };
+                // The receiving agent is told who transfers the call, by name.
+                if let (CallEvent::TransferStarted { agent, .. }, Some(info)) =
+                    (&*call_event, info.as_mut())
+                {
+                    let key = (tenant.clone(), agent.to_string());
+                    info.transferred_by_name = match views.get(&key).or_else(|| cache.views.get(&key)) {
+                        Some(v) => Some(v.display_name.clone()),
+                        None => sqlx::query_scalar::<_, String>(
+                            "select view->>'display_name' from rm_agents where tenant = $1 and agent = $2",
+                        )
+                        .bind(&tenant)
+                        .bind(agent.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?,
+                    };
+                }
             }
         }
         if !names.contains_key(&tenant) {

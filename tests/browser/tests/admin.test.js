@@ -6,7 +6,7 @@ import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startSystem } from '../lib/system.js';
 import {
-  test, launch, newPage, shot, expectText, expectStatus, signIn, assertNoPageErrors, NARROW, DESKTOP,
+  test, launch, newPage, shot, expectText, expectStatus, signIn, assertNoPageErrors, apiSession, NARROW, DESKTOP,
 } from '../lib/browser.js';
 
 let sys;
@@ -97,8 +97,10 @@ test('a queue\'s routing settings are saved, and a value out of range is refused
   await expectText(admin, '#notice', 'The settings of queue 500 are saved');
   await admin.fill('#qs-500-ring_timeout_s', '9999');
   await admin.click('#admin-queue-500 details button[type=submit]');
-  await expectText(admin, '#notice', /ring_timeout_s/);
-  assert.match(await admin.getAttribute('#notice', 'class'), /error/);
+  // The refusal is shown at the field it names, which is marked and focused.
+  await expectText(admin, '#qs-500-ring_timeout_s-error', /ring_timeout_s/);
+  assert.equal(await admin.getAttribute('#qs-500-ring_timeout_s', 'aria-invalid'), 'true');
+  assert.equal(await admin.evaluate(() => document.activeElement.id), 'qs-500-ring_timeout_s');
   await admin.setViewportSize(NARROW);
   await shot(admin, 'admin-03-narrow');
   await admin.setViewportSize(DESKTOP);
@@ -144,5 +146,80 @@ test('after a reload the page knows who is signed in, and the settings form star
   await admin.reload();
   await admin.waitForSelector('#signin:not([hidden])');
   assert.ok(await admin.isHidden('#directory'));
+  assertNoPageErrors(admin);
+});
+
+/** The simulator's control surface, for playing a caller and a phone. */
+async function sim(route) {
+  const r = await fetch(`${sys.sim}/tenants/demo${route.path}`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(route.body || {}),
+  });
+  assert.ok(r.ok, `${route.path}: ${r.status} ${await r.text()}`);
+}
+
+test('number inputs carry the ranges the API allows, and refusals are shown at the field they name', async () => {
+  await signInAs(admin, 'admin', 'demo-admin');
+  await admin.waitForSelector('#directory:not([hidden])');
+  await admin.click('#tab-queues');
+  await admin.click('#admin-queue-501 summary');
+  const range = async (sel) => [await admin.getAttribute(sel, 'min'), await admin.getAttribute(sel, 'max')];
+  assert.deepEqual(await range('#qs-501-ring_timeout_s'), ['1', '600']);
+  assert.deepEqual(await range('#qs-501-service_level_s'), ['1', '3600']);
+  assert.deepEqual(await range('#qs-501-wrap_up_s'), ['0', '3600']);
+  assert.deepEqual(await range('#qs-501-max_wait_s'), ['0', '86400']);
+  assert.deepEqual(await range('#qs-501-auto_pause_after'), ['0', '100']);
+  assert.deepEqual(await range('#assign-pen-501'), ['0', '1000']);
+  // 0 where the API needs at least 1: refused at the field, not only in a banner.
+  await admin.fill('#qs-501-service_level_s', '0');
+  await admin.click('#admin-queue-501 details button[type=submit]');
+  await expectText(admin, '#qs-501-service_level_s-error', /service_level_s/);
+  assert.equal(await admin.getAttribute('#qs-501-service_level_s', 'aria-invalid'), 'true');
+  await admin.fill('#qs-501-service_level_s', '20');
+  await admin.click('#admin-queue-501 details button[type=submit]');
+  await expectText(admin, '#notice', 'The settings of queue 501 are saved');
+  assert.equal(await admin.locator('#qs-501-service_level_s-error').count(), 0, 'the error is gone once saved');
+
+  // A new agent whose number exists: at the Agent Number field.
+  await admin.click('#tab-agents');
+  await admin.fill('#na-number', '1001');
+  await admin.fill('#na-name', 'Another Alice');
+  await admin.fill('#na-password', 'whatever1001');
+  await admin.click('#new-agent button[type=submit]');
+  await expectText(admin, '#na-number-error', '1001');
+  assert.equal(await admin.evaluate(() => document.activeElement.id), 'na-number');
+  await shot(admin, 'admin-05-field-error');
+});
+
+test('Disable asks first, and says when the agent is on a call', async () => {
+  // Eve (1005, queue 501) takes a call.
+  await sim({ path: '/calls', body: { queue: '501', caller_number: '5554001', caller_name: 'Disabling Caller' } });
+  const sup = await apiSession(sys, { username: 'supervisor', password: 'demo-supervisor' });
+  const eveIs = async (status) => {
+    for (let i = 0; i < 100; i++) {
+      const r = await sup('GET', '/api/supervisor/agents');
+      if (r.body.find((v) => v.agent === '1005')?.status === status) return;
+      await new Promise((res) => setTimeout(res, 200));
+    }
+    assert.fail(`Eve never ${status}`);
+  };
+  await eveIs('ringing');
+  await sim({ path: '/devices/1005/answer' });
+  await eveIs('connected');
+
+  const disable = 'button[aria-label="Disable agent 1005"]';
+  await admin.click(disable);
+  await expectText(admin, '#disable-note-1005', 'Agent 1005 (Eve Agent) is on a call');
+  assert.equal(await admin.evaluate(() => document.activeElement.textContent), 'Confirm disable');
+  await shot(admin, 'admin-06-confirm-disable');
+  await admin.click('button[aria-label="Keep agent 1005 enabled"]');
+  await admin.waitForSelector(disable);
+  assert.equal(await admin.evaluate(() => document.activeElement.getAttribute('aria-label')), 'Disable agent 1005');
+  const still = await sup('GET', '/api/supervisor/agents');
+  assert.equal(still.body.find((v) => v.agent === '1005').enabled, true, 'nothing was done');
+
+  await admin.click(disable);
+  await admin.click('button[aria-label="Confirm disabling agent 1005"]');
+  await expectText(admin, '#notice', 'Agent 1005 is disabled and logged out');
+  await expectText(admin, '#admin-agent-1005', 'Disabled');
   assertNoPageErrors(admin);
 });

@@ -160,7 +160,7 @@ test('a supervisor\'s forced logout takes the agent back to Complete Login, in w
   const r = await sup('POST', '/api/supervisor/agents/1002/logout');
   assert.equal(r.status, 200, JSON.stringify(r.body));
   await p.waitForSelector('#login-step:not([hidden])');
-  await expectText(p, '#notice', 'You are logged out');
+  await expectText(p, '#notice', 'A supervisor logged you out');
 });
 
 test('another tab of the same browser signs in as someone else: this tab follows and says so', async () => {

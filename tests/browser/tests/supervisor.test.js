@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { startSystem } from '../lib/system.js';
 import {
   test, launch, newPage, shot, expectText, expectStatus, logIn, openPhone, dial, phoneAction,
-  setWrapUp, assertNoPageErrors, eventually, NARROW,
+  setWrapUp, assertNoPageErrors, eventually, NARROW, apiSession,
 } from '../lib/browser.js';
 
 let sys;
@@ -110,10 +110,14 @@ test('the supervisor follows an agent live: login, pause with the reason, a call
   await expectText(sup, `${row('1004')} .c-since`, /^\d+:\d\d$/);
   await shot(sup, 'supervisor-01-agent-connected');
 
-  // A forced logout during a call is refused, in words.
-  await sup.click(`${row('1004')} .c-actions button`);
-  await sup.click(`${row('1004')} .c-actions button.danger`);
-  await expectText(sup, '#notice', 'hang up first');
+  // During a call Force logout is not offered (it would be refused): the row says why.
+  await expectText(sup, `${row('1004')} .c-actions`, 'On a call: Force logout once the call has ended');
+  assert.equal(await sup.locator(`${row('1004')} .c-actions button`).count(), 0);
+  // And the API's refusal, for a page that raced the call, is in a supervisor's words.
+  const api = await apiSession(sys, { username: 'supervisor', password: 'demo-supervisor' });
+  const refused = await api('POST', '/api/supervisor/agents/1004/logout');
+  assert.equal(refused.status, 409);
+  assert.equal(refused.body.message, 'Agent 1004 is on a call: they can be logged out once the call has ended');
 
   await phoneAction(phone, '1004', 'hangup');
   await expectText(sup, `${row('1004')} .pill`, 'Wrap-up');
@@ -135,6 +139,6 @@ test('force logout: the agent is logged out, and the agent\'s page says so', asy
   await expectText(sup, `${row('1004')} .pill`, 'Logged out');
   assert.equal(await sup.locator(`${row('1004')} .c-actions button`).count(), 0);
   await agent.waitForSelector('#login-step:not([hidden])');
-  await expectText(agent, '#notice', 'You are logged out');
+  await expectText(agent, '#notice', 'A supervisor logged you out');
   assertNoPageErrors(sup, agent, phone);
 });

@@ -95,7 +95,7 @@ test('Blind Transfer to an agent: Alice drops at once; Bob rings with the call, 
 
   await expectStatus(bob, 'ringing');
   await expectText(bob, '#call-caller', '5552001');
-  await expectText(bob, '#call-from', 'Agent 1001');
+  await expectText(bob, '#call-from', 'Alice Agent (1001)');
   await shot(bob, 'transfer-02-blind-receiving-agent-ringing');
   await phoneAction(phone, '1002', 'answer');
   await expectStatus(bob, 'connected');
@@ -157,7 +157,7 @@ test('Live Transfer: Cancel while the target rings; then to an outside number: a
   await expectText(alice, '#transfer-info', 'ringing. The customer is on the line.');
   await expectStatus(alice, 'connected');
   await expectStatus(bob, 'ringing');
-  await expectText(bob, '#call-from', 'Agent 1001');
+  await expectText(bob, '#call-from', 'Alice Agent (1001)');
   await shot(alice, 'transfer-06-live-ringing');
   await alice.click('#opt-cancel');
   await expectText(alice, '#notice', 'Transfer cancelled');

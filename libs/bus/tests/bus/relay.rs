@@ -319,3 +319,240 @@ async fn a_nats_restart_after_a_quiet_spell_longer_than_the_dedup_window_loses_n
     assert_eq!(relayed, store_order(&store, 15).await);
     relay.stop().await;
 }
+
+/// Appends `n` transfer events of a call whose target is agent 1003 (copied to its subject),
+/// each after a plain call event without a target.
+async fn append_transfers(store: &EventStore, call: &str, n: usize) {
+    let s = StreamName::new("acme", "call", call).unwrap();
+    let mut events = Vec::new();
+    for i in 0..n {
+        events.push(NewEvent::new(
+            "CallHeld",
+            1,
+            json!({ "call": call, "agent": "1002", "i": i }),
+            Metadata::new("acme", "test"),
+        ));
+        events.push(NewEvent::new(
+            "TransferStarted",
+            1,
+            json!({ "call": call, "agent": "1002", "target_agent": "1003", "queue": "500", "i": i }),
+            Metadata::new("acme", "test"),
+        ));
+    }
+    store
+        .append(&s, ExpectedVersion::Any, &events)
+        .await
+        .unwrap();
+}
+
+/// Every message of the events stream as (Nats-Msg-Id, subject, Cc-Checkpoint).
+async fn raw_messages(bus: &Bus) -> Vec<(String, String, String)> {
+    let Ok(mut stream) = bus.jetstream.get_stream(bus.subjects.events_stream()).await else {
+        return vec![];
+    };
+    let last = stream.info().await.unwrap().state.last_sequence;
+    let mut out = Vec::new();
+    for seq in 1..=last {
+        let m = stream.get_raw_message(seq).await.unwrap();
+        let h = |k: &str| m.headers.get(k).unwrap().as_str().to_string();
+        out.push((h("Nats-Msg-Id"), m.subject.to_string(), h("Cc-Checkpoint")));
+    }
+    out
+}
+
+/// What the stream must hold for the store's events: each event once on its subject, and
+/// right before each transfer event its copy on the target agent's subject.
+async fn expected_with_copies(store: &EventStore, bus: &Bus) -> Vec<(String, String)> {
+    let all = store
+        .read_all(&ReadFilter::All, Checkpoint::START, 100_000)
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for e in &all {
+        let field = |k: &str| e.data.get(k).and_then(|v| v.as_str());
+        if let Some(t) = field("target_agent") {
+            out.push((
+                format!("{}:target_agent", e.event_id),
+                bus.subjects.target_event(
+                    e.tenant(),
+                    e.stream.category(),
+                    e.stream.id(),
+                    &e.event_type,
+                    t,
+                    field("queue"),
+                ),
+            ));
+        }
+        out.push((
+            e.event_id.to_string(),
+            bus.subjects.event(
+                e.tenant(),
+                e.stream.category(),
+                e.stream.id(),
+                &e.event_type,
+                field("agent"),
+                field("queue"),
+            ),
+        ));
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_transfer_event_is_copied_once_to_its_target_agents_subject_even_when_the_relay_is_killed(
+) {
+    let (db, store) = store().await;
+    let nats = NatsServer::start();
+    let bus = bus(&nats).await;
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..20 {
+                    append_transfers(&store, &format!("c{w}"), 1 + (i % 2)).await;
+                    append(&store, &format!("a{w}"), 1).await;
+                    let pause = rand::thread_rng().gen_range(0..10);
+                    tokio::time::sleep(Duration::from_millis(pause * 3)).await;
+                }
+            })
+        })
+        .collect();
+    for _ in 0..12 {
+        let relay = spawn_relay(&bus, &db).await;
+        let pause = rand::thread_rng().gen_range(5..60);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        relay.kill().await;
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    // 4 writers × (10 × 1 + 10 × 2 transfers, each 2 events and 1 copy, + 20 plain events).
+    let total = 4 * (30 * 3 + 20);
+    let relay = spawn_relay(&bus, &db).await;
+    let msgs = eventually("everything relayed", Duration::from_secs(30), || async {
+        let m = raw_messages(&bus).await;
+        assert!(m.len() <= total, "a duplicate: {} > {total}", m.len());
+        (m.len() == total).then_some(m)
+    })
+    .await;
+    let got: Vec<(String, String)> = msgs
+        .iter()
+        .map(|(id, s, _)| (id.clone(), s.clone()))
+        .collect();
+    assert_eq!(got, expected_with_copies(&store, &bus).await);
+    assert!(
+        got.iter()
+            .any(|(_, s)| s.contains(".target_events.acme.call.")
+                && s.ends_with(".TransferStarted.1003.500")),
+        "{got:?}"
+    );
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn a_relay_stopped_between_a_copy_and_its_event_publishes_the_event_and_not_the_copy_again() {
+    let (db, store) = store().await;
+    let nats = NatsServer::start();
+    let bus = bus(&nats).await;
+    append(&store, "a", 1).await;
+    let relay = spawn_relay(&bus, &db).await;
+    wait_relayed(&bus, 1).await;
+    relay.stop().await;
+    // A transfer event is stored, and its copy published as a relay would before dying.
+    append_transfers(&store, "c", 1).await;
+    let all = store
+        .read_all(&ReadFilter::All, Checkpoint::START, 100)
+        .await
+        .unwrap();
+    let (first, held, started) = (&all[0], &all[1], &all[2]);
+    cc_bus::relay::ensure_events_stream(&bus, Duration::from_secs(120))
+        .await
+        .unwrap();
+    for (e, copy, checkpoint) in [
+        (held, false, held.checkpoint()),
+        (started, true, held.checkpoint()),
+    ] {
+        let mut h = cc_bus::relay::event_headers(e, if copy { 2 } else { 1 });
+        let subject = if copy {
+            h.insert(
+                "Nats-Msg-Id",
+                format!("{}:target_agent", e.event_id).as_str(),
+            );
+            h.insert(cc_bus::relay::COPY_HEADER, "target_agent");
+            h.insert("Cc-Checkpoint", checkpoint.to_string().as_str());
+            bus.subjects
+                .target_event("acme", "call", "c", "TransferStarted", "1003", Some("500"))
+        } else {
+            bus.subjects
+                .event("acme", "call", "c", "CallHeld", Some("1002"), None)
+        };
+        bus.jetstream
+            .publish_with_headers(subject, h, serde_json::to_vec(&e.data).unwrap().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let _ = first;
+    let relay = spawn_relay(&bus, &db).await;
+    let msgs = eventually(
+        "the transfer event relayed",
+        Duration::from_secs(20),
+        || async {
+            let m = raw_messages(&bus).await;
+            (m.len() >= 4).then_some(m)
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let msgs = if raw_messages(&bus).await.len() > msgs.len() {
+        raw_messages(&bus).await
+    } else {
+        msgs
+    };
+    let got: Vec<(String, String)> = msgs
+        .iter()
+        .map(|(id, s, _)| (id.clone(), s.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        expected_with_copies(&store, &bus).await,
+        "the copy once, then its event"
+    );
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn a_stream_created_before_the_target_subjects_gets_them_and_the_copies_flow() {
+    let (db, store) = store().await;
+    let nats = NatsServer::start();
+    let bus = bus(&nats).await;
+    // The events stream as an older build created it: its own subjects only.
+    let mut old = cc_bus::relay::events_stream_config(&bus, Duration::from_secs(120));
+    old.subjects = vec![bus.subjects.all_events()];
+    bus.jetstream.create_stream(old).await.unwrap();
+    append_transfers(&store, "c", 1).await;
+    let relay = spawn_relay(&bus, &db).await;
+    let msgs = eventually(
+        "the copy and the events",
+        Duration::from_secs(20),
+        || async {
+            let m = raw_messages(&bus).await;
+            (m.len() == 3).then_some(m)
+        },
+    )
+    .await;
+    let got: Vec<(String, String)> = msgs.into_iter().map(|(id, s, _)| (id, s)).collect();
+    assert_eq!(got, expected_with_copies(&store, &bus).await);
+    let mut stream = bus
+        .jetstream
+        .get_stream(bus.subjects.events_stream())
+        .await
+        .unwrap();
+    let subjects = stream.info().await.unwrap().config.subjects.clone();
+    assert_eq!(
+        subjects,
+        [bus.subjects.all_events(), bus.subjects.all_target_events()]
+    );
+    relay.stop().await;
+}

@@ -434,3 +434,91 @@ async fn the_traffic_generator_drives_calls_that_all_finish() {
         .await;
     assert_eq!((status, body["field"].as_str()), (400, Some("queues")));
 }
+
+/// Defect 4: Completed, Missed and Rejected are the counts of this login, as the Agent Portal
+/// shows them beside the Login Time: a new login starts them at 0, in the agent's view and in
+/// the supervisor's alike.
+#[tokio::test]
+async fn completed_missed_and_rejected_count_the_calls_of_this_login() {
+    let (sys, bob) = bob_on_a_quick_queue().await;
+    // One completed, one rejected, one missed.
+    sys.place_caller("500", "5550001", "First").await;
+    sys.view_when(&bob, "ringing", |v| v["status"] == "ringing")
+        .await;
+    sys.phone("1002", "answer").await;
+    sys.view_when(&bob, "connected", |v| v["status"] == "connected")
+        .await;
+    bob.post("/api/call/hangup", json!({})).await.ok();
+    sys.view_when(&bob, "Idle after the wrap-up", |v| v["status"] == "idle")
+        .await;
+    sys.place_caller("500", "5550002", "Second").await;
+    sys.view_when(&bob, "ringing", |v| v["status"] == "ringing")
+        .await;
+    sys.phone("1002", "reject").await;
+    // The caller is offered again after the reject delay: let it ring out (4 s).
+    let v = sys
+        .view_when(&bob, "rejected and missed", |v| {
+            v["counts"]["rejected"] == 1 && v["counts"]["missed"] == 1
+        })
+        .await;
+    assert_eq!(
+        v["counts"],
+        json!({"completed": 1, "missed": 1, "rejected": 1})
+    );
+    let first_login = v["login_time"].clone();
+    // The caller gives up meanwhile: nothing left ringing for the next login.
+    bob.post("/api/session/pause", json!({"reason": "Lunch"}))
+        .await
+        .ok();
+    let channels: Vec<Value> = sys
+        .http
+        .get(format!("{}/tenants/demo/channels", sys.pbx))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for c in channels {
+        let ch = c["channel"].as_str().unwrap();
+        sys.pbx_post(&format!("/channels/{ch}/hangup"), json!({}))
+            .await;
+    }
+    sys.view_when(&bob, "paused, no call", |v| {
+        v["status"] == "paused" && v["current_call"].is_null()
+    })
+    .await;
+
+    bob.call(Method::DELETE, "/api/session", None).await.ok();
+    let v = sys
+        .view_when(&bob, "logged out", |v| v["status"] == "logged_out")
+        .await;
+    assert_eq!(
+        v["counts"],
+        json!({"completed": 1, "missed": 1, "rejected": 1}),
+        "the last login's counts until the next one"
+    );
+    bob.post("/api/session", json!({})).await.ok();
+    let v = sys
+        .view_when(&bob, "logged in again", |v| v["status"] == "idle")
+        .await;
+    assert_ne!(v["login_time"], first_login);
+    assert_eq!(
+        v["counts"],
+        json!({"completed": 0, "missed": 0, "rejected": 0}),
+        "a new login starts the counts at 0"
+    );
+    let supervisor = sys.sign_in("supervisor", "demo-supervisor").await;
+    let agents = supervisor.get("/api/supervisor/agents").await.ok();
+    let b = agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["agent"] == "1002")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        b["counts"],
+        json!({"completed": 0, "missed": 0, "rejected": 0})
+    );
+}

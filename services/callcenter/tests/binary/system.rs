@@ -434,8 +434,12 @@ impl System {
             .get_stream(format!("{}_EVENTS", self.prefix.to_uppercase()))
             .await
             .unwrap();
+        // The domain events (not their copies on the target agents' subjects).
         let consumer = stream
-            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+                filter_subject: format!("{}.events.>", self.prefix),
+                ..Default::default()
+            })
             .await
             .unwrap();
         let pending = consumer.cached_info().num_pending as usize;

@@ -906,3 +906,408 @@ async fn a_restart_during_an_attended_and_a_live_transfer_leaves_nothing_stuck()
     assert_eq!(v["counts"]["completed"], 2, "this login's second call");
     let _ = caller;
 }
+
+/// The options a view offers (none without a call).
+fn options(v: &Value) -> Value {
+    v["current_call"]["options"].clone()
+}
+
+/// Waits until `who` is offered exactly `expected` (`null`: no call at all).
+async fn offered(who: &Client, what: &str, expected: Value) -> Value {
+    let v = cc_testkit::eventually(what, Duration::from_secs(20), || async {
+        let v = who.get("/api/me").await.body;
+        let now = if v["current_call"].is_null() {
+            Value::Null
+        } else {
+            options(&v)
+        };
+        (now == expected).then_some(v)
+    })
+    .await;
+    v
+}
+
+/// Takes one offered option the way the portal does; every offered option must be accepted.
+async fn take(who: &Client, option: &str) {
+    let r = match option {
+        "hangup" | "end_consultation" | "leave_conference" => {
+            who.post("/api/call/hangup", json!({})).await
+        }
+        "hold" => who.post("/api/call/hold", json!({"held": true})).await,
+        "resume" => who.post("/api/call/hold", json!({"held": false})).await,
+        "complete" => who.post("/api/call/transfer/complete", json!({})).await,
+        "cancel" => who.post("/api/call/transfer/cancel", json!({})).await,
+        "end_wrap_up" => who.post("/api/call/wrap-up/end", json!({})).await,
+        "blind_transfer" => transfer(who, "blind", json!({"extension": "1005"})).await,
+        "attended_transfer" => transfer(who, "attended", json!({"extension": "1005"})).await,
+        "live_transfer" => transfer(who, "live", json!({"extension": "1005"})).await,
+        other => panic!("an option the test does not know: {other}"),
+    };
+    assert!(
+        r.status.is_success(),
+        "{option} was offered but refused: {} {}",
+        r.status,
+        r.body
+    );
+}
+
+const FULL: [&str; 5] = [
+    "hangup",
+    "hold",
+    "blind_transfer",
+    "attended_transfer",
+    "live_transfer",
+];
+
+/// The receiving agent owns the call: every option of a call of their own works (the hold
+/// and both transfers that can be cancelled, then `last`, which ends their part).
+async fn walk_full(who: &Client, name: &str, last: &str) {
+    offered(who, &format!("{name}: the full call options"), json!(FULL)).await;
+    take(who, "hold").await;
+    offered(
+        who,
+        &format!("{name} on hold"),
+        json!([
+            "hangup",
+            "resume",
+            "blind_transfer",
+            "attended_transfer",
+            "live_transfer"
+        ]),
+    )
+    .await;
+    take(who, "resume").await;
+    for method in ["attended_transfer", "live_transfer"] {
+        offered(who, &format!("{name} before {method}"), json!(FULL)).await;
+        take(who, method).await;
+        let v = offered(
+            who,
+            &format!("{name} transferring ({method})"),
+            if method == "attended_transfer" {
+                json!(["complete", "cancel", "resume"])
+            } else {
+                json!(["complete", "cancel", "hold"])
+            },
+        )
+        .await;
+        assert_eq!(v["current_call"]["transfer"]["state"], "ringing");
+        take(who, "cancel").await;
+    }
+    offered(who, &format!("{name} before {last}"), json!(FULL)).await;
+    take(who, last).await;
+    offered(who, &format!("{name} after {last}"), json!(["end_wrap_up"])).await;
+}
+
+/// A new queue call for Bob (Carol, in queue 501 only, is not offered it).
+async fn bob_takes_a_call(sys: &System, bob: &Client) {
+    sys.place_caller("500", "5550100", "Next Caller").await;
+    offered(bob, "Bob ringing", json!([])).await;
+    sys.phone("1002", "answer").await;
+    offered(bob, "Bob connected", json!(FULL)).await;
+}
+
+/// Carol answers the transfer ringing her phone.
+async fn carol_answers(sys: &System, carol: &Client) {
+    sys.view_when(carol, "Carol's phone rings the transfer", |v| {
+        v["status"] == "ringing" && v["current_call"]["transferred_from"] == "1002"
+    })
+    .await;
+    sys.phone("1003", "answer").await;
+}
+
+/// Defect 3: every option either agent is offered at every step of a blind, an attended and
+/// a live transfer is accepted; the receiving agent is offered only what they can do (to leave
+/// a consultation or a 3-way call, the full options once the call is theirs).
+#[tokio::test]
+async fn every_option_offered_to_either_agent_at_every_step_of_a_transfer_is_accepted() {
+    let sys = System::start().await;
+    let (bob, carol, _call, _) = bob_connected(&sys).await;
+    sys.pbx_put_mode("1005", json!({"mode": "manual"})).await;
+    let wrap_up = || json!(["end_wrap_up"]);
+
+    // Blind: Bob drops at once; Carol rings, then the call is hers.
+    take(&bob, "blind_transfer").await; // to 1005 first, which will reject ...
+    offered(&bob, "Bob in wrap-up after a blind transfer", wrap_up()).await;
+    take(&bob, "end_wrap_up").await;
+    // ... the caller comes back through the queue when 1005 rejects.
+    cc_testkit::eventually("1005 rings", Duration::from_secs(10), || async {
+        sys.channels()
+            .await
+            .iter()
+            .any(|c| c["device"] == "1005")
+            .then_some(())
+    })
+    .await;
+    sys.phone("1005", "reject").await;
+    offered(&bob, "Bob offered the caller again", json!([])).await;
+    sys.phone("1002", "answer").await;
+    offered(&bob, "Bob connected again", json!(FULL)).await;
+    transfer(&bob, "blind", json!({"agent": "1003"})).await.ok();
+    offered(&bob, "Bob in wrap-up (blind to Carol)", wrap_up()).await;
+    let v = offered(&carol, "Carol ringing (blind)", json!([])).await;
+    assert_eq!(v["current_call"]["transferred_from"], "1002");
+    take(&bob, "end_wrap_up").await;
+    carol_answers(&sys, &carol).await;
+    walk_full(&carol, "Carol after a blind transfer", "hangup").await;
+    take(&carol, "end_wrap_up").await;
+
+    // Attended, step by step.
+    bob_takes_a_call(&sys, &bob).await;
+    let ringing_bob = json!(["complete", "cancel", "resume"]);
+    // 1. The target rings: Bob may switch to the customer and back, and cancel.
+    transfer(&bob, "attended", json!({"agent": "1003"}))
+        .await
+        .ok();
+    offered(&bob, "attended, ringing", ringing_bob.clone()).await;
+    offered(&carol, "Carol ringing (attended)", json!([])).await;
+    take(&bob, "resume").await;
+    offered(
+        &bob,
+        "attended, ringing, with the customer",
+        json!(["complete", "cancel", "hold"]),
+    )
+    .await;
+    take(&bob, "hold").await;
+    offered(
+        &bob,
+        "attended, ringing, customer held",
+        ringing_bob.clone(),
+    )
+    .await;
+    take(&bob, "cancel").await;
+    offered(&bob, "cancelled while ringing", json!(FULL)).await;
+    offered(&carol, "Carol no longer rings", Value::Null).await;
+    // 2. The consultation: Bob toggles; Carol ends it.
+    transfer(&bob, "attended", json!({"agent": "1003"}))
+        .await
+        .ok();
+    carol_answers(&sys, &carol).await;
+    let v = offered(&carol, "Carol consulting", json!(["end_consultation"])).await;
+    assert_eq!(
+        v["current_call"]["received_transfer"]["state"],
+        "consultation"
+    );
+    offered(&bob, "Bob consulting", ringing_bob.clone()).await;
+    take(&bob, "resume").await;
+    offered(
+        &bob,
+        "Bob back with the customer",
+        json!(["complete", "cancel", "hold"]),
+    )
+    .await;
+    offered(&carol, "Carol waits", json!(["end_consultation"])).await;
+    take(&bob, "hold").await;
+    offered(&bob, "Bob consulting again", ringing_bob.clone()).await;
+    // The target cannot act on the customer's call until it is theirs: refused in words.
+    carol
+        .post("/api/call/hold", json!({"held": true}))
+        .await
+        .refused(409, "transfer_target");
+    take(&carol, "end_consultation").await;
+    offered(&carol, "Carol's consultation over", Value::Null).await;
+    offered(&bob, "Bob back with the customer, no transfer", json!(FULL)).await;
+    // 3. Bob cancels the consultation.
+    transfer(&bob, "attended", json!({"agent": "1003"}))
+        .await
+        .ok();
+    carol_answers(&sys, &carol).await;
+    offered(&carol, "Carol consulting (2)", json!(["end_consultation"])).await;
+    take(&bob, "cancel").await;
+    offered(&carol, "cancelled consultation", Value::Null).await;
+    // 4. Bob completes during the consultation: the call is Carol's.
+    transfer(&bob, "attended", json!({"agent": "1003"}))
+        .await
+        .ok();
+    carol_answers(&sys, &carol).await;
+    offered(&carol, "Carol consulting (3)", json!(["end_consultation"])).await;
+    take(&bob, "complete").await;
+    offered(&bob, "Bob in wrap-up (attended)", wrap_up()).await;
+    walk_full(&carol, "Carol after an attended transfer", "hangup").await;
+    take(&carol, "end_wrap_up").await;
+    take(&bob, "end_wrap_up").await;
+    // 5. Bob completes before Carol answers: she gets the call when she does.
+    bob_takes_a_call(&sys, &bob).await;
+    transfer(&bob, "attended", json!({"agent": "1003"}))
+        .await
+        .ok();
+    offered(&bob, "attended, ringing (5)", ringing_bob.clone()).await;
+    take(&bob, "complete").await;
+    offered(&bob, "Bob in wrap-up (completed early)", wrap_up()).await;
+    take(&bob, "end_wrap_up").await;
+    carol_answers(&sys, &carol).await;
+    walk_full(&carol, "Carol after an early Complete", "blind_transfer").await;
+    take(&carol, "end_wrap_up").await;
+    cc_testkit::eventually(
+        "1005 rings (Carol's blind transfer)",
+        Duration::from_secs(10),
+        || async {
+            sys.channels()
+                .await
+                .iter()
+                .any(|c| c["device"] == "1005")
+                .then_some(())
+        },
+    )
+    .await;
+    sys.phone("1005", "reject").await; // the customer goes back to queue 500: Bob
+    offered(&bob, "Bob offered the caller back", json!([])).await;
+    sys.phone("1002", "answer").await;
+    offered(&bob, "Bob connected (live)", json!(FULL)).await;
+
+    // Live, step by step.
+    let live_bob = json!(["complete", "cancel", "hold"]);
+    transfer(&bob, "live", json!({"agent": "1003"})).await.ok();
+    offered(&bob, "live, ringing", live_bob.clone()).await;
+    offered(&carol, "Carol ringing (live)", json!([])).await;
+    take(&bob, "hold").await;
+    offered(
+        &bob,
+        "live, ringing, customer held",
+        json!(["complete", "cancel", "resume"]),
+    )
+    .await;
+    take(&bob, "resume").await;
+    offered(&bob, "live, ringing (again)", live_bob.clone()).await;
+    take(&bob, "cancel").await;
+    offered(&carol, "Carol no longer rings (live)", Value::Null).await;
+    // The 3-way call: Bob holds and resumes the customer; Carol leaves.
+    transfer(&bob, "live", json!({"agent": "1003"})).await.ok();
+    carol_answers(&sys, &carol).await;
+    let v = offered(
+        &carol,
+        "Carol in the 3-way call",
+        json!(["leave_conference"]),
+    )
+    .await;
+    assert_eq!(
+        v["current_call"]["received_transfer"]["state"],
+        "conference"
+    );
+    let v = offered(&bob, "Bob in the 3-way call", live_bob.clone()).await;
+    assert_eq!(v["current_call"]["transfer"]["state"], "conference");
+    take(&bob, "hold").await;
+    offered(
+        &bob,
+        "3-way, customer held",
+        json!(["complete", "cancel", "resume"]),
+    )
+    .await;
+    offered(&carol, "Carol still in it", json!(["leave_conference"])).await;
+    take(&bob, "resume").await;
+    offered(&bob, "3-way again", live_bob.clone()).await;
+    take(&carol, "leave_conference").await;
+    offered(&carol, "Carol left", Value::Null).await;
+    offered(&bob, "Bob with the customer", json!(FULL)).await;
+    // Bob cancels the 3-way call.
+    transfer(&bob, "live", json!({"agent": "1003"})).await.ok();
+    carol_answers(&sys, &carol).await;
+    offered(
+        &carol,
+        "Carol in the 3-way call (2)",
+        json!(["leave_conference"]),
+    )
+    .await;
+    take(&bob, "cancel").await;
+    offered(&carol, "the 3-way call cancelled", Value::Null).await;
+    // Bob completes the 3-way call: the call is Carol's.
+    transfer(&bob, "live", json!({"agent": "1003"})).await.ok();
+    carol_answers(&sys, &carol).await;
+    offered(
+        &carol,
+        "Carol in the 3-way call (3)",
+        json!(["leave_conference"]),
+    )
+    .await;
+    take(&bob, "complete").await;
+    offered(&bob, "Bob in wrap-up (live)", wrap_up()).await;
+    walk_full(&carol, "Carol after a live transfer", "hangup").await;
+    take(&carol, "end_wrap_up").await;
+    take(&bob, "end_wrap_up").await;
+    // Bob completes a live transfer before Carol answers.
+    bob_takes_a_call(&sys, &bob).await;
+    transfer(&bob, "live", json!({"agent": "1003"})).await.ok();
+    offered(&bob, "live, ringing (early)", live_bob).await;
+    take(&bob, "complete").await;
+    offered(&bob, "Bob in wrap-up (live, early)", wrap_up()).await;
+    carol_answers(&sys, &carol).await;
+    walk_full(&carol, "Carol after an early live Complete", "hangup").await;
+}
+
+/// Defect 9: one subject filter finds every event about an agent, including the transfer
+/// events in which they are the receiving agent (published a second time on
+/// `<p>.target_events.…` with them in the agent token), live and replayed from JetStream.
+#[tokio::test]
+async fn one_subject_filter_finds_every_event_about_an_agent_including_transfers_to_them() {
+    use futures::StreamExt;
+    let sys = System::start().await;
+    let filter = format!("{}.*.demo.*.*.*.1003.*", sys.prefix);
+    let client = async_nats::connect(sys.nats.url()).await.unwrap();
+    let mut live = client.subscribe(filter.clone()).await.unwrap();
+    client.flush().await.unwrap();
+
+    let (bob, carol, call, _) = bob_connected(&sys).await;
+    transfer(&bob, "attended", json!({"agent": "1003"}))
+        .await
+        .ok();
+    carol_answers(&sys, &carol).await;
+    offered(&carol, "Carol consulting", json!(["end_consultation"])).await;
+    take(&bob, "complete").await;
+    offered(&carol, "the call is Carol's", json!(FULL)).await;
+    take(&carol, "hangup").await;
+    sys.call_events_until(&call, "WrapUpStarted").await;
+
+    let about_carol = [
+        "TransferStarted",
+        "TransferAnswered",
+        "TransferCompleted",
+        "CallConnected",
+        "CallEnded",
+        "WrapUpStarted",
+    ];
+    // Live, on core NATS.
+    let mut seen = Vec::new();
+    while !about_carol
+        .iter()
+        .all(|t| seen.iter().any(|(s, _): &(String, String)| s == t))
+    {
+        let m = tokio::time::timeout(Duration::from_secs(10), live.next())
+            .await
+            .unwrap_or_else(|_| panic!("live: only {seen:?}"))
+            .unwrap();
+        let t = m
+            .headers
+            .as_ref()
+            .unwrap()
+            .get("Cc-Event-Type")
+            .unwrap()
+            .as_str()
+            .to_string();
+        seen.push((t, m.subject.to_string()));
+    }
+    let subject_of = |t: &str| seen.iter().find(|(x, _)| x == t).unwrap().1.clone();
+    assert_eq!(
+        subject_of("TransferStarted"),
+        format!(
+            "{}.target_events.demo.call.{call}.TransferStarted.1003.500",
+            sys.prefix
+        )
+    );
+    assert_eq!(
+        subject_of("CallConnected"),
+        format!(
+            "{}.events.demo.call.{call}.CallConnected.1003._",
+            sys.prefix
+        )
+    );
+    // Replayed from JetStream with the same filter: the same, and Carol's session events too.
+    let replay = sys.published_types(&filter).await;
+    for t in about_carol.iter().chain(&["AgentLoggedIn"]) {
+        assert!(replay.iter().any(|x| x == t), "{t} in {replay:?}");
+    }
+    // A follower of every domain event still gets each event once.
+    let all = sys
+        .published_types(&format!("{}.events.>", sys.prefix))
+        .await;
+    let started = all.iter().filter(|t| *t == "TransferStarted").count();
+    assert_eq!(started, 1, "{all:?}");
+}

@@ -618,10 +618,9 @@ impl Reporter {
                         at,
                         Some("{\"transferred\":true}".into()),
                     );
+                    // Not the call's last agent yet: a consultation target who is cancelled or
+                    // fails never had the customer (`TransferCompleted` makes them the last).
                     c.connected.insert(b.to_string(), s);
-                    if let Some(r) = c.row.as_mut() {
-                        r.last_agent = Some(b.to_string());
-                    }
                 }
                 TransferFailed {
                     reason,
@@ -650,6 +649,9 @@ impl Reporter {
                 TransferCompleted { target_agent, .. } => {
                     let t = c.transfer.take();
                     c.close(t, at, "completed");
+                    if let (Some(b), Some(r)) = (target_agent, c.row.as_mut()) {
+                        r.last_agent = Some(b.to_string());
+                    }
                     let h = c.hold.take();
                     c.close(h, at, "transferred");
                     Self::add_hold(c, h);
@@ -1033,6 +1035,110 @@ mod tests {
         assert_eq!(
             (row.outcome.as_str(), row.talk_ms),
             ("completed", Some(5000))
+        );
+        assert_eq!(
+            row.last_agent.as_deref(),
+            Some("1003"),
+            "the receiving agent had it last"
+        );
+    }
+
+    /// Defect 8: the target of an attended transfer that was cancelled, or that failed, only
+    /// consulted the agent: the customer never was theirs, so they are not the call's last agent.
+    #[test]
+    fn a_consultation_target_of_a_cancelled_or_failed_attended_transfer_is_not_the_last_agent() {
+        use cc_contracts::call::TransferFailure;
+        use CallEvent::*;
+        let start = |t: &str| TransferStarted {
+            call: "c".into(),
+            transfer: t.into(),
+            agent: a("1002"),
+            method: TransferMethod::Attended,
+            target: TransferTarget::Agent(a("1003")),
+            leg: Some(format!("l-{t}")),
+            target_agent: Some(a("1003")),
+            queue: q("500"),
+        };
+        let answered = |t: &str| TransferAnswered {
+            call: "c".into(),
+            transfer: t.into(),
+            agent: a("1002"),
+            target_agent: Some(a("1003")),
+        };
+        let held = || CallHeld {
+            call: "c".into(),
+            agent: a("1002"),
+        };
+        let resumed = || CallResumed {
+            call: "c".into(),
+            agent: a("1002"),
+        };
+        let (row, segs) = fold(
+            vec![
+                entered("500", 0),
+                CallOffered {
+                    call: "c".into(),
+                    queue: q("500"),
+                    agent: a("1002"),
+                    device: DeviceId::parse("1002").unwrap(),
+                    offer: "o1".into(),
+                },
+                CallAnswered {
+                    call: "c".into(),
+                    queue: q("500"),
+                    agent: a("1002"),
+                    offer: "o1".into(),
+                    wait_ms: 1000,
+                },
+                // Consulting Carol, then cancelled.
+                start("t1"),
+                held(),
+                answered("t1"),
+                TransferCancelled {
+                    call: "c".into(),
+                    transfer: "t1".into(),
+                    agent: a("1002"),
+                    target_agent: Some(a("1003")),
+                },
+                resumed(),
+                // Consulting Carol again; she hangs up.
+                start("t2"),
+                held(),
+                answered("t2"),
+                TransferFailed {
+                    call: "c".into(),
+                    transfer: "t2".into(),
+                    agent: a("1002"),
+                    reason: TransferFailure::TargetHungUp,
+                    target_agent: Some(a("1003")),
+                },
+                resumed(),
+                CallEnded {
+                    call: "c".into(),
+                    agent: a("1002"),
+                    by: EndedBy::Agent,
+                    talk_ms: 9000,
+                },
+            ],
+            1000,
+        );
+        assert_eq!(
+            (
+                row.first_agent.as_deref(),
+                row.last_agent.as_deref(),
+                row.outcome.as_str()
+            ),
+            (Some("1002"), Some("1002"), "completed")
+        );
+        let carol: Vec<&str> = segs
+            .iter()
+            .filter(|s| s.kind == "connected" && s.agent.as_deref() == Some("1003"))
+            .map(|s| s.outcome.as_deref().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            carol,
+            ["transfer_cancelled", "transfer_failed"],
+            "her consultations are still recorded"
         );
     }
 }
