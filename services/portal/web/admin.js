@@ -297,7 +297,7 @@
       el('td', {}, el('span', { class: 'row' },
         button('New password', 'secondary', (e) => act(e.currentTarget,
           () => api('POST', `/api/admin/devices/${d.device}/password`).then(showSecret), `New SIP password for ${d.device}.`),
-        `New SIP password for device ${d.device}`),
+        `New password for SIP device ${d.device}`),
         button('Remove', 'danger', (e) => {
           if (!window.confirm(`Remove device ${d.device}? A phone registered with it goes offline.`)) return;
           action(e.currentTarget, () => api('DELETE', `/api/admin/devices/${d.device}`), `Device ${d.device} removed.`);

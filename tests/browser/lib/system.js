@@ -89,7 +89,7 @@ async function stopChild(child, graceMs) {
  * 127.0.0.1 for requests with an X-Tenant header, `sim`: the PBX simulator) and
  * `stop()`, `restartCallcenter()`.
  */
-export async function startSystem(name) {
+export async function startSystem(name, { sip = false } = {}) {
   const adminUrl = process.env.PG_ADMIN_URL;
   const natsBin = process.env.NATS_SERVER_BIN;
   if (!adminUrl) throw new Error('PG_ADMIN_URL is not set (run the tests through scripts/test-browser)');
@@ -99,7 +99,7 @@ export async function startSystem(name) {
 
   const db = `cc_browser_${name.replace(/[^a-z0-9]/gi, '_')}_${process.pid}`.toLowerCase();
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `cc-browser-${name}-`));
-  const [natsPort, portalPort, simPort, adminPort] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
+  const [natsPort, portalPort, simPort, adminPort, sipPort] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
   const databaseUrl = `${adminUrl.replace(/\/[^/]*$/, '')}/${db}`;
   const logPath = path.join(ARTIFACTS, `${name}-callcenter.log`);
 
@@ -109,6 +109,9 @@ export async function startSystem(name) {
     api: `http://127.0.0.1:${portalPort}`,
     sim: `http://127.0.0.1:${simPort}`,
     admin: `http://127.0.0.1:${adminPort}`,
+    // With `sip`: the SIP gateway serves tenant office (its portal, and where phones register).
+    office: `http://office.localhost:${portalPort}`,
+    sip: `127.0.0.1:${sipPort}`,
     logPath,
     nats: null,
     callcenter: null,
@@ -127,6 +130,7 @@ export async function startSystem(name) {
     // CC_WEB_DIR=<repository root> to test pages edited since, without rebuilding.
     ...(process.env.CC_WEB_DIR ? { CC_WEB_DIR: process.env.CC_WEB_DIR } : {}),
     CC_SHUTDOWN_GRACE_SECS: '3',
+    ...(sip ? { CC_SIP_TENANTS: 'office', CC_SIP_ADDR: `127.0.0.1:${sipPort}`, CC_RTP_PORTS: '0', CC_SIP_TRUNKS: 'office=127.0.0.1' } : {}),
   };
 
   const startCallcenter = () => {
@@ -153,7 +157,14 @@ export async function startSystem(name) {
       if (r.status !== 200) return false;
       const d = await fetch(`${sys.sim}/tenants/demo/devices`);
       const devices = d.ok ? await d.json() : [];
-      return devices.some((x) => x.device === '1006' && x.registered);
+      if (!devices.some((x) => x.device === '1006' && x.registered)) return false;
+      if (!sip) return true;
+      const o = await fetch(`${sys.api}/api/login`, {
+        method: 'POST',
+        headers: { 'x-tenant': 'office', 'content-type': 'application/json' },
+        body: JSON.stringify({ username: 'admin', password: 'demo-admin' }),
+      });
+      return o.status === 200;
     });
   };
 
