@@ -136,6 +136,8 @@ async fn follow(cc: &CallControl, mut sub: Feed, lease: &mut Lease) -> anyhow::R
                 match serde_json::from_slice::<ChannelEvent>(&m.payload) {
                     Ok(ChannelEvent::ChannelHungUp { tenant, channel, cause, .. }) => cc.leg_gone(&tenant, &channel, cause).await?,
                     Ok(ChannelEvent::ChannelAnswered { tenant, channel, .. }) => cc.leg_answered(&tenant, &channel).await?,
+                    Ok(ChannelEvent::ChannelHeld { tenant, channel, .. }) => cc.phone_hold(&tenant, &channel, true).await,
+                    Ok(ChannelEvent::ChannelUnheld { tenant, channel, .. }) => cc.phone_hold(&tenant, &channel, false).await,
                     _ => {}
                 }
                 let _ = m.ack().await;
@@ -973,6 +975,29 @@ impl CallControl {
     }
 
     /// A leg of a call answered: only a transfer's target matters here.
+    /// The agent's phone put the call on hold itself (or resumed it): the same hold as the
+    /// portal's button (CallHeld / CallResumed, the customer hears the music). Reports about
+    /// other legs (the customer held on command) and holds during a transfer change nothing.
+    async fn phone_hold(&self, tenant: &str, channel: &str, held: bool) {
+        let agent = {
+            let st = self.state.lock().await;
+            match st.model.leg(tenant, channel) {
+                Some((call, Role::Agent)) => {
+                    let l = &st.model.calls[&call];
+                    (l.connected && l.held != held && l.transfer.is_none())
+                        .then(|| l.agent.as_ref().map(|a| a.agent.clone()))
+                        .flatten()
+                }
+                _ => None,
+            }
+        };
+        if let Some(agent) = agent {
+            if let Err(e) = self.hold(tenant, &agent, held).await {
+                tracing::info!(%tenant, %channel, error = %e.message, "a hold from the agent's phone was not taken");
+            }
+        }
+    }
+
     async fn leg_answered(&self, tenant: &str, channel: &str) -> anyhow::Result<()> {
         let mut st = self.state.lock().await;
         let Some((call, Role::Target)) = st.model.leg(tenant, channel) else {

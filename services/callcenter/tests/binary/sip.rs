@@ -750,16 +750,25 @@ async fn a_phone_that_holds_the_call_itself_is_reported_held_and_the_caller_hear
         .await
         .unwrap();
     client.flush().await.unwrap();
-    let (mut alice_phone, mut caller, _alice, t0) = alice_connected(&sys).await;
+    let (mut alice_phone, mut caller, alice, t0) = alice_connected(&sys).await;
     // The agent presses Hold on the phone: a re-INVITE with sendonly, answered recvonly.
     alice_phone.command("hold", "").await;
     let kind = |v: &Value| v["type"].as_str().unwrap_or("").to_string();
     let held = next_fact(&mut facts, |v| kind(v) == "ChannelHeld").await;
     let leg = held["channel"].as_str().unwrap().to_string();
+    // The portal shows the phone's hold as a hold (the same CallHeld as its button).
+    sys.view_when(&alice, "On hold from the phone", |v| {
+        v["status"] == "on_hold"
+    })
+    .await;
     let hold_at = since(t0);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let resume_at = since(t0);
     alice_phone.command("resume", "").await;
+    sys.view_when(&alice, "Connected again from the phone", |v| {
+        v["status"] == "connected"
+    })
+    .await;
     let unheld = next_fact(&mut facts, |v| kind(v) == "ChannelUnheld").await;
     assert_eq!(
         unheld["channel"],
