@@ -190,3 +190,44 @@ pub async fn bench_tenant(
     }
     Ok(queues)
 }
+
+/// Logs each agent in on its own device and every assigned queue, 8 at a time, retrying
+/// (10 s at most) while the device's registration is still on its way to agent-session.
+pub async fn log_in_agents(
+    bus: &cc_bus::Bus,
+    c: &cc_bus::CommandContext,
+    agents: Vec<String>,
+) -> anyhow::Result<()> {
+    use cc_contracts::domain::AgentNumber;
+    use cc_contracts::session::LoginAgent;
+    parallel(agents.len(), 8, |i| {
+        let (bus, c, number) = (bus.clone(), c.clone(), agents[i].clone());
+        async move {
+            let agent = AgentNumber::parse(&number)?;
+            for attempt in 0.. {
+                match bus
+                    .request(
+                        &c,
+                        &LoginAgent {
+                            agent: agent.clone(),
+                            device: None,
+                            queues: None,
+                        },
+                    )
+                    .await
+                {
+                    Ok(_) => break,
+                    Err(cc_bus::RequestError::Rejected(e))
+                        if (e.error == "unknown_device" || e.error == "device_offline")
+                            && attempt < 100 =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(100)).await
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(())
+        }
+    })
+    .await
+}

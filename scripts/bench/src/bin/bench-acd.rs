@@ -19,7 +19,6 @@ use cc_contracts::auth::CreateAgent;
 use cc_contracts::domain::{AgentNumber, DeviceId, QueueNumber};
 use cc_contracts::pbx::ChannelEvent;
 use cc_contracts::queue::AssignAgent;
-use cc_contracts::session::LoginAgent;
 use cc_pbx_sim::calls::PhoneMode;
 use cc_pbx_sim::control::{AddDevice, SetRegistered};
 use cc_pbx_sim::traffic::StartTraffic;
@@ -133,37 +132,7 @@ async fn main() -> anyhow::Result<()> {
         }
     })
     .await?;
-    parallel(agents, 8, |i| {
-        let (bus, c) = (bus.clone(), c.clone());
-        async move {
-            let a = AgentNumber::parse(&number(i))?;
-            // The device's registration may still be on its way to the agent-session service.
-            for attempt in 0.. {
-                match bus
-                    .request(
-                        &c,
-                        &LoginAgent {
-                            agent: a.clone(),
-                            device: None,
-                            queues: None,
-                        },
-                    )
-                    .await
-                {
-                    Ok(_) => break,
-                    Err(cc_bus::RequestError::Rejected(e))
-                        if e.error == "unknown_device"
-                            || e.error == "device_offline" && attempt < 50 =>
-                    {
-                        tokio::time::sleep(Duration::from_millis(100)).await
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Ok(())
-        }
-    })
-    .await?;
+    cc_bench::log_in_agents(&bus, &c, (0..agents).map(number).collect()).await?;
     eprintln!(
         "{agents} agents logged in across {} queues in {:.0} s",
         queues.len(),

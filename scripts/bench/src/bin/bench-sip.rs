@@ -25,7 +25,6 @@ use cc_contracts::auth::CreateAgent;
 use cc_contracts::domain::{AgentNumber, DeviceId, QueueNumber};
 use cc_contracts::pbx::ChannelEvent;
 use cc_contracts::queue::AssignAgent;
-use cc_contracts::session::LoginAgent;
 use cc_contracts::sip::ProvisionSipDevice;
 use cc_sip_gateway::media::{Media, Plan, Ports};
 use cc_sip_gateway::sdp::{Codec, Direction, RemoteMedia};
@@ -289,36 +288,7 @@ async fn ring_benchmark() -> anyhow::Result<()> {
     .status()
     .await?;
     anyhow::ensure!(reg.success(), "SIPp could not register every device");
-    parallel(agents, 8, |i| {
-        let (bus, c) = (bus.clone(), c.clone());
-        async move {
-            let a = AgentNumber::parse(&number(i))?;
-            for attempt in 0.. {
-                match bus
-                    .request(
-                        &c,
-                        &LoginAgent {
-                            agent: a.clone(),
-                            device: None,
-                            queues: None,
-                        },
-                    )
-                    .await
-                {
-                    Ok(_) => break,
-                    Err(cc_bus::RequestError::Rejected(e))
-                        if (e.error == "unknown_device" || e.error == "device_offline")
-                            && attempt < 100 =>
-                    {
-                        tokio::time::sleep(Duration::from_millis(100)).await
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Ok(())
-        }
-    })
-    .await?;
+    cc_bench::log_in_agents(&bus, &c, (0..agents).map(number).collect()).await?;
     eprintln!(
         "{agents} SIP agents registered and logged in across {} queues",
         queues.len()

@@ -249,29 +249,14 @@ async fn registration_needs_the_right_password_expires_unregisters_and_survives_
     assert!(!sys.device_online(&bob, "1002").await);
 
     // A short registration (SIPp, 2 s) comes online and goes offline when it expires.
-    let out = sipp(&register_xml("1003", "sip1003", 2), gw, "127.0.0.1", &[]);
-    assert!(
-        out.status.success(),
-        "sipp: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sipp_register(gw, "1003", "sip1003", 2);
     sys.wait_device(&bob, "1003", true).await;
     sys.wait_device(&bob, "1003", false).await;
 
     // Expires: 0 unregisters at once.
-    let out = sipp(&register_xml("1004", "sip1004", 600), gw, "127.0.0.1", &[]);
-    assert!(
-        out.status.success(),
-        "sipp: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sipp_register(gw, "1004", "sip1004", 600);
     sys.wait_device(&bob, "1004", true).await;
-    let out = sipp(&register_xml("1004", "sip1004", 0), gw, "127.0.0.1", &[]);
-    assert!(
-        out.status.success(),
-        "sipp: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sipp_register(gw, "1004", "sip1004", 0);
     sys.wait_device(&bob, "1004", false).await;
 
     // Another tenant's domain (the simulator's demo tenant) is none of the gateway's.
@@ -1228,6 +1213,16 @@ fn options() -> String {
          To: <sip:{DOMAIN}>\r\nCall-ID: {b}@x\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
         b = uuid::Uuid::new_v4().simple()
     )
+}
+
+/// Registers a device with SIPp (digest) for `expires` seconds (0: unregisters it).
+fn sipp_register(gw: SocketAddr, user: &str, password: &str, expires: u32) {
+    let out = sipp(&register_xml(user, password, expires), gw, "127.0.0.1", &[]);
+    assert!(
+        out.status.success(),
+        "sipp: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A SIPp REGISTER answering the digest challenge, for `expires` seconds.
