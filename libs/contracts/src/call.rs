@@ -106,6 +106,47 @@ pub enum LeaveReason {
     NoAgents,
 }
 
+/// How a supervisor takes part in an agent's call (the supervisor page's Listen, Whisper and
+/// Barge). The supervisor always hears the agent and the customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MonitorMode {
+    /// Neither the agent nor the customer hears the supervisor.
+    Listen,
+    /// The agent hears the supervisor (coaching); the customer does not.
+    Whisper,
+    /// Everyone hears everyone.
+    Barge,
+}
+
+impl MonitorMode {
+    pub fn label(&self) -> &'static str {
+        match self {
+            MonitorMode::Listen => "Listen",
+            MonitorMode::Whisper => "Whisper",
+            MonitorMode::Barge => "Barge",
+        }
+    }
+}
+
+/// Why a supervisor's monitoring of a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MonitorEndReason {
+    /// The supervisor pressed Leave.
+    Left,
+    /// The supervisor's phone hung up.
+    SupervisorHungUp,
+    /// The supervisor's phone did not answer within 30 seconds.
+    NoAnswer,
+    /// The supervisor's phone declined or was busy.
+    Rejected,
+    /// The supervisor's device could not be rung.
+    Unavailable,
+    /// The agent's part of the call ended (hangup by anyone, or the agent transferred it).
+    CallEnded,
+}
+
 /// Events of one queue call. The transfer events name the agent who started the transfer
 /// (`agent`) and the receiving agent, if any (`target_agent`). Stream: `call-<call id>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -246,6 +287,42 @@ pub enum CallEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         target_agent: Option<AgentNumber>,
     },
+    /// A supervisor started monitoring the agent's connected call: `leg` is the supervisor's
+    /// channel (their device rings). `agent` is the agent monitored.
+    MonitorStarted {
+        call: String,
+        monitor: String,
+        agent: AgentNumber,
+        /// The supervisor's (or admin's) username.
+        supervisor: String,
+        supervisor_name: String,
+        device: DeviceId,
+        leg: String,
+        mode: MonitorMode,
+    },
+    /// The supervisor's phone answered: they are on the call in their mode.
+    MonitorJoined {
+        call: String,
+        monitor: String,
+        agent: AgentNumber,
+        supervisor: String,
+    },
+    /// The supervisor switched between Listen, Whisper and Barge.
+    MonitorModeChanged {
+        call: String,
+        monitor: String,
+        agent: AgentNumber,
+        supervisor: String,
+        mode: MonitorMode,
+    },
+    /// The supervisor is off the call (their leg is hung up).
+    MonitorEnded {
+        call: String,
+        monitor: String,
+        agent: AgentNumber,
+        supervisor: String,
+        reason: MonitorEndReason,
+    },
     /// A call transferred to an extension or number without an agent ended.
     TransferredCallEnded {
         call: String,
@@ -281,6 +358,10 @@ impl CallEvent {
             | TransferFailed { call, .. }
             | TransferCancelled { call, .. }
             | TransferCompleted { call, .. }
+            | MonitorStarted { call, .. }
+            | MonitorJoined { call, .. }
+            | MonitorModeChanged { call, .. }
+            | MonitorEnded { call, .. }
             | TransferredCallEnded { call, .. } => call,
         }
     }
@@ -305,7 +386,11 @@ impl CallEvent {
             | ConferenceFormed { agent, .. }
             | TransferFailed { agent, .. }
             | TransferCancelled { agent, .. }
-            | TransferCompleted { agent, .. } => Some(agent),
+            | TransferCompleted { agent, .. }
+            | MonitorStarted { agent, .. }
+            | MonitorJoined { agent, .. }
+            | MonitorModeChanged { agent, .. }
+            | MonitorEnded { agent, .. } => Some(agent),
             CallEnteredQueue { .. }
             | CallAbandoned { .. }
             | CallLeftQueue { .. }
@@ -495,4 +580,46 @@ impl Command for GetAgentCall {
     const SERVICE: &'static str = "call-control";
     const NAME: &'static str = "GetAgentCall";
     type Reply = Option<String>;
+}
+
+/// A supervisor (or admin) starts monitoring an agent's connected call: the supervisor's
+/// device rings, and on answer they are on the call in `mode`. The portal fills `supervisor`
+/// and `supervisor_name` from the signed-in user, never from the request.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct MonitorCall {
+    pub agent: AgentNumber,
+    pub device: DeviceId,
+    pub mode: MonitorMode,
+    pub supervisor: String,
+    pub supervisor_name: String,
+}
+impl Command for MonitorCall {
+    const SERVICE: &'static str = "call-control";
+    const NAME: &'static str = "MonitorCall";
+    type Reply = ();
+}
+
+/// The monitoring supervisor switches between Listen, Whisper and Barge (no new call).
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct SetMonitorMode {
+    pub agent: AgentNumber,
+    pub mode: MonitorMode,
+    pub supervisor: String,
+}
+impl Command for SetMonitorMode {
+    const SERVICE: &'static str = "call-control";
+    const NAME: &'static str = "SetMonitorMode";
+    type Reply = ();
+}
+
+/// The monitoring supervisor leaves the agent's call.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct StopMonitor {
+    pub agent: AgentNumber,
+    pub supervisor: String,
+}
+impl Command for StopMonitor {
+    const SERVICE: &'static str = "call-control";
+    const NAME: &'static str = "StopMonitor";
+    type Reply = ();
 }

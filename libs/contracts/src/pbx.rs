@@ -326,6 +326,11 @@ pub struct SetBridgeMode {
     pub channel: String,
     #[serde(flatten)]
     pub mode: BridgeMode,
+    /// When given, the channel joins this bridge in `mode` (as Bridge does, leaving any other
+    /// bridge), so it is never heard in another mode on the way in: a listening supervisor is
+    /// not heard for a moment as an ordinary party.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<String>,
 }
 impl Command for SetBridgeMode {
     const SERVICE: &'static str = "pbx";

@@ -92,10 +92,22 @@ impl AgentSessionEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type")]
 pub enum SettingsEvent {
-    PauseReasonAdded { name: String },
-    PauseReasonRenamed { from: String, to: String },
-    PauseReasonRetired { name: String },
-    AgentDefaultsChanged { may_manage_queues: bool },
+    PauseReasonAdded {
+        name: String,
+    },
+    PauseReasonRenamed {
+        from: String,
+        to: String,
+    },
+    PauseReasonRetired {
+        name: String,
+    },
+    AgentDefaultsChanged {
+        may_manage_queues: bool,
+        /// Agents see on their page when a supervisor is on their call (older events: off).
+        #[serde(default)]
+        agents_see_monitoring: bool,
+    },
 }
 impl EventFamily for SettingsEvent {
     const CATEGORY: &'static str = "settings";
@@ -258,6 +270,10 @@ impl Command for ChangePauseReason {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AgentDefaults {
     pub may_manage_queues: bool,
+    /// Agents see on their page when a supervisor listens, whispers or barges in on their call
+    /// (as Amazon Connect, off by default: supervisors usually listen unannounced).
+    #[serde(default)]
+    pub agents_see_monitoring: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
@@ -271,6 +287,9 @@ impl Command for GetAgentDefaults {
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SetAgentDefaults {
     pub may_manage_queues: bool,
+    /// Left as it is when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agents_see_monitoring: Option<bool>,
 }
 impl Command for SetAgentDefaults {
     const SERVICE: &'static str = "agent-session";

@@ -16,11 +16,18 @@ use cc_contracts::session::*;
 use cc_runtime::Context;
 
 /// The agent-session service's tables.
-pub const MIGRATIONS: &[cc_eventstore::Migration] = &[cc_eventstore::Migration {
-    version: 1,
-    name: "agent_session",
-    sql: include_str!("../sql/0001_agent_session.sql"),
-}];
+pub const MIGRATIONS: &[cc_eventstore::Migration] = &[
+    cc_eventstore::Migration {
+        version: 1,
+        name: "agent_session",
+        sql: include_str!("../sql/0001_agent_session.sql"),
+    },
+    cc_eventstore::Migration {
+        version: 2,
+        name: "agent_session_monitoring_setting",
+        sql: include_str!("../sql/0002_monitoring_setting.sql"),
+    },
+];
 
 /// The command handlers of the agent-session service.
 pub fn handlers(ctx: Context) -> CommandHandlers<Context> {

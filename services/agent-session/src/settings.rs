@@ -134,13 +134,16 @@ pub async fn change_pause_reason(
 }
 
 pub async fn agent_defaults(pool: &PgPool, tenant: &str) -> Result<AgentDefaults, CommandError> {
-    let v: Option<bool> =
-        sqlx::query_scalar("select may_manage_queues from as_agent_defaults where tenant = $1")
-            .bind(tenant)
-            .fetch_optional(pool)
-            .await?;
+    let v: Option<(bool, bool)> = sqlx::query_as(
+        "select may_manage_queues, agents_see_monitoring from as_agent_defaults where tenant = $1",
+    )
+    .bind(tenant)
+    .fetch_optional(pool)
+    .await?;
+    let (may_manage_queues, agents_see_monitoring) = v.unwrap_or((false, false));
     Ok(AgentDefaults {
-        may_manage_queues: v.unwrap_or(false),
+        may_manage_queues,
+        agents_see_monitoring,
     })
 }
 
@@ -154,27 +157,35 @@ pub async fn set_agent_defaults(
         .bind(&c.tenant)
         .execute(&mut *tx)
         .await?;
-    let current: Option<bool> =
-        sqlx::query_scalar("select may_manage_queues from as_agent_defaults where tenant = $1")
-            .bind(&c.tenant)
-            .fetch_optional(&mut *tx)
-            .await?;
-    if current == Some(cmd.may_manage_queues) {
-        return Ok(AgentDefaults {
-            may_manage_queues: cmd.may_manage_queues,
-        });
-    }
-    sqlx::query(
-        "insert into as_agent_defaults (tenant, may_manage_queues) values ($1, $2)
-         on conflict (tenant) do update set may_manage_queues = excluded.may_manage_queues",
+    let current: Option<(bool, bool)> = sqlx::query_as(
+        "select may_manage_queues, agents_see_monitoring from as_agent_defaults where tenant = $1",
     )
     .bind(&c.tenant)
-    .bind(cmd.may_manage_queues)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let next = AgentDefaults {
+        may_manage_queues: cmd.may_manage_queues,
+        agents_see_monitoring: cmd
+            .agents_see_monitoring
+            .unwrap_or(current.is_some_and(|(_, see)| see)),
+    };
+    if current == Some((next.may_manage_queues, next.agents_see_monitoring)) {
+        return Ok(next);
+    }
+    sqlx::query(
+        "insert into as_agent_defaults (tenant, may_manage_queues, agents_see_monitoring) values ($1, $2, $3)
+         on conflict (tenant) do update set may_manage_queues = excluded.may_manage_queues,
+                                            agents_see_monitoring = excluded.agents_see_monitoring",
+    )
+    .bind(&c.tenant)
+    .bind(next.may_manage_queues)
+    .bind(next.agents_see_monitoring)
     .execute(&mut *tx)
     .await?;
     let stream = StreamName::new(&c.tenant, "settings", "agent_defaults").expect("valid");
     let e = SettingsEvent::AgentDefaultsChanged {
-        may_manage_queues: cmd.may_manage_queues,
+        may_manage_queues: next.may_manage_queues,
+        agents_see_monitoring: next.agents_see_monitoring,
     };
     ctx.store
         .append_in(
@@ -186,7 +197,5 @@ pub async fn set_agent_defaults(
         .await?;
     tx.commit().await?;
     ctx.store.notify_committed();
-    Ok(AgentDefaults {
-        may_manage_queues: cmd.may_manage_queues,
-    })
+    Ok(next)
 }

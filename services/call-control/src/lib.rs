@@ -16,8 +16,8 @@ use cc_bus::{CommandContext, CommandError, CommandHandlers};
 use cc_contracts::call::*;
 use cc_contracts::domain::AgentNumber;
 use cc_contracts::pbx::{
-    Answer, Bridge, ChannelEvent, ChannelState, Endpoint, Hangup, HangupCause, Hold, ListChannels,
-    ListDevices, Originate,
+    Answer, Bridge, BridgeMode, ChannelEvent, ChannelState, Endpoint, Hangup, HangupCause, Hold,
+    ListChannels, ListDevices, Originate, SetBridgeMode,
 };
 use cc_contracts::{decode, encode};
 use cc_eventstore::{
@@ -106,7 +106,10 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
         .on(|cc: CallControl, c, cmd: TransferCall| async move { cc.transfer(&c.tenant, cmd).await })
         .on(|cc: CallControl, c, cmd: CompleteTransfer| async move { cc.complete(&c.tenant, &cmd.agent).await })
         .on(|cc: CallControl, c, cmd: CancelTransfer| async move { cc.cancel(&c.tenant, &cmd.agent).await })
-        .on(|cc: CallControl, c, cmd: GetAgentCall| async move { cc.on_call(&c.tenant, &cmd.agent).await });
+        .on(|cc: CallControl, c, cmd: GetAgentCall| async move { cc.on_call(&c.tenant, &cmd.agent).await })
+        .on(|cc: CallControl, c, cmd: MonitorCall| async move { cc.monitor(&c.tenant, cmd).await })
+        .on(|cc: CallControl, c, cmd: SetMonitorMode| async move { cc.set_monitor_mode(&c.tenant, cmd).await })
+        .on(|cc: CallControl, c, cmd: StopMonitor| async move { cc.stop_monitor(&c.tenant, &cmd.agent, &cmd.supervisor).await });
     let server = tokio::spawn(commands.serve(ctx.bus.clone(), term.clone()));
     let result = follow(&cc, sub.into_feed(4), &mut lease).await;
     term.cancel();
@@ -180,6 +183,9 @@ fn err(code: &str, message: impl Into<String>) -> CommandError {
     CommandError::new(code, message)
 }
 
+/// How long a supervisor's phone may ring before the monitoring ends as not answered.
+const MONITOR_RING: Duration = Duration::from_secs(30);
+
 /// The priority a transferred call re-enters a queue with: ahead of every caller waiting.
 pub const REQUEUE_PRIORITY: i32 = 100;
 
@@ -199,6 +205,29 @@ impl CallControl {
         if events.is_empty() {
             return Ok(());
         }
+        // A supervisor's monitoring never outlives the monitored agent's part of the call.
+        let mut events = events;
+        let ended_monitor =
+            st.model
+                .calls
+                .get(call)
+                .and_then(|l| l.monitor.clone())
+                .filter(|m| {
+                    events.iter().any(
+                        |e| matches!(e, CallEvent::CallEnded { agent, .. } if *agent == m.agent),
+                    ) && !events
+                        .iter()
+                        .any(|e| matches!(e, CallEvent::MonitorEnded { .. }))
+                });
+        if let Some(m) = &ended_monitor {
+            events.push(CallEvent::MonitorEnded {
+                call: call.into(),
+                monitor: m.id.clone(),
+                agent: m.agent.clone(),
+                supervisor: m.supervisor.clone(),
+                reason: MonitorEndReason::CallEnded,
+            });
+        }
         let stream = StreamName::new(tenant, "call", call)
             .map_err(|e| CommandError::internal(e.to_string()))?;
         let encoded: Vec<_> = events
@@ -215,6 +244,9 @@ impl CallControl {
         let now = Utc::now();
         for e in &events {
             st.model.apply(tenant, e, now);
+        }
+        if let Some(m) = ended_monitor {
+            self.hang_up_later(tenant, vec![m.leg]).await;
         }
         Ok(())
     }
@@ -1000,9 +1032,14 @@ impl CallControl {
 
     async fn leg_answered(&self, tenant: &str, channel: &str) -> anyhow::Result<()> {
         let mut st = self.state.lock().await;
-        let Some((call, Role::Target)) = st.model.leg(tenant, channel) else {
-            return Ok(());
+        let (call, role) = match st.model.leg(tenant, channel) {
+            Some((call, Role::Monitor)) => return Ok(self.monitor_joined(&mut st, &call).await?),
+            Some(found) => found,
+            None => return Ok(()),
         };
+        if role != Role::Target {
+            return Ok(());
+        }
         let l = st.model.calls[&call].clone();
         let t = l
             .transfer
@@ -1144,6 +1181,31 @@ impl CallControl {
                 self.target_failed(&mut st, &call, failure(cause, answered))
                     .await?;
             }
+            Role::Monitor => {
+                let m = l
+                    .monitor
+                    .clone()
+                    .expect("a monitor leg belongs to a monitor");
+                let reason = match cause {
+                    _ if m.joined => MonitorEndReason::SupervisorHungUp,
+                    HangupCause::Busy | HangupCause::Rejected => MonitorEndReason::Rejected,
+                    HangupCause::Unavailable => MonitorEndReason::Unavailable,
+                    _ => MonitorEndReason::NoAnswer,
+                };
+                self.record(
+                    &mut st,
+                    tenant,
+                    &call,
+                    vec![CallEvent::MonitorEnded {
+                        call: call.clone(),
+                        monitor: m.id,
+                        agent: m.agent,
+                        supervisor: m.supervisor,
+                        reason,
+                    }],
+                )
+                .await?;
+            }
             Role::Outside => {
                 let since = l.outside.as_ref().map(|(_, s)| *s).unwrap_or_else(Utc::now);
                 let talk_ms = (Utc::now() - since).num_milliseconds().max(0);
@@ -1161,6 +1223,274 @@ impl CallControl {
                 self.hang_up_later(tenant, vec![l.customer.clone()]).await;
             }
         }
+        Ok(())
+    }
+
+    /// A supervisor starts monitoring the agent's connected call: their device rings; on its
+    /// answer they join the call's bridge in their mode ([`Self::monitor_joined`]).
+    async fn monitor(&self, tenant: &str, cmd: MonitorCall) -> Result<(), CommandError> {
+        let mut st = self.state.lock().await;
+        let (call, l) = self.find(&mut st, tenant, &cmd.agent).await?;
+        if !l.connected {
+            return Err(err(
+                "not_connected",
+                format!("Agent {}'s call is not connected yet", cmd.agent),
+            ));
+        }
+        if let Some(m) = &l.monitor {
+            return Err(err(
+                "monitor_in_progress",
+                format!("{} is already on agent {}'s call", m.supervisor, cmd.agent),
+            ));
+        }
+        let agent_device = l.agent.as_ref().and_then(|a| a.device.clone());
+        if agent_device.as_ref() == Some(&cmd.device) {
+            return Err(CommandError::field(
+                "own_device",
+                "device",
+                format!("Extension {} is the agent's own device", cmd.device),
+            ));
+        }
+        let devices = self
+            .ctx
+            .bus
+            .request(&self.pbx(tenant), &ListDevices {})
+            .await?;
+        match devices.iter().find(|d| d.device == cmd.device) {
+            None => {
+                return Err(CommandError::field(
+                    "unknown_extension",
+                    "device",
+                    format!("There is no extension {}", cmd.device),
+                ))
+            }
+            Some(d) if !d.registered => {
+                return Err(CommandError::field(
+                    "device_offline",
+                    "device",
+                    format!("Extension {} is offline", cmd.device),
+                ))
+            }
+            Some(_) => {}
+        }
+        let monitor = Uuid::now_v7().simple().to_string();
+        let leg = Uuid::now_v7().simple().to_string();
+        self.record(
+            &mut st,
+            tenant,
+            &call,
+            vec![CallEvent::MonitorStarted {
+                call: call.clone(),
+                monitor: monitor.clone(),
+                agent: cmd.agent.clone(),
+                supervisor: cmd.supervisor.clone(),
+                supervisor_name: cmd.supervisor_name.clone(),
+                device: cmd.device.clone(),
+                leg: leg.clone(),
+                mode: cmd.mode,
+            }],
+        )
+        .await?;
+        let originate = Originate {
+            channel: Some(leg),
+            endpoint: Endpoint::Device(cmd.device),
+            caller: l.caller.clone(),
+        };
+        if let Err(e) = self.ctx.bus.request(&self.pbx(tenant), &originate).await {
+            tracing::info!(error = %e, call, "the supervisor's device could not be rung");
+            self.record(
+                &mut st,
+                tenant,
+                &call,
+                vec![CallEvent::MonitorEnded {
+                    call: call.clone(),
+                    monitor,
+                    agent: cmd.agent,
+                    supervisor: cmd.supervisor,
+                    reason: MonitorEndReason::Unavailable,
+                }],
+            )
+            .await?;
+            return Err(CommandError::field(
+                "device_offline",
+                "device",
+                "the supervisor's device could not be rung",
+            ));
+        }
+        self.monitor_ring_timeout(tenant, &call, &monitor);
+        Ok(())
+    }
+
+    /// The supervisor's phone stops ringing after 30 seconds unanswered.
+    fn monitor_ring_timeout(&self, tenant: &str, call: &str, monitor: &str) {
+        let (me, tenant, call, monitor) = (
+            self.clone(),
+            tenant.to_string(),
+            call.to_string(),
+            monitor.to_string(),
+        );
+        tokio::spawn(async move {
+            tokio::time::sleep(MONITOR_RING).await;
+            let leg = {
+                let st = me.state.lock().await;
+                st.model
+                    .calls
+                    .get(&call)
+                    .and_then(|l| l.monitor.as_ref())
+                    .filter(|m| m.id == monitor && !m.joined)
+                    .map(|m| m.leg.clone())
+            };
+            if let Some(leg) = leg {
+                me.try_pbx(
+                    &tenant,
+                    &Hangup {
+                        channel: leg,
+                        cause: HangupCause::NoAnswer,
+                    },
+                )
+                .await;
+            }
+        });
+    }
+
+    /// How the PBX is told a monitor mode: a listener is heard by nobody, a whisper by the
+    /// agent's leg only, a barge by everyone.
+    fn bridge_mode(l: &Live, mode: MonitorMode) -> BridgeMode {
+        match (mode, l.agent.as_ref()) {
+            (MonitorMode::Listen, _) | (MonitorMode::Whisper, None) => BridgeMode::Listen,
+            (MonitorMode::Whisper, Some(a)) => BridgeMode::Whisper { to: a.leg.clone() },
+            (MonitorMode::Barge, _) => BridgeMode::Speak,
+        }
+    }
+
+    /// The supervisor's phone answered: they join the call's bridge in their mode, in one step
+    /// (never heard, even for a moment, as an ordinary party).
+    async fn monitor_joined(&self, st: &mut State, call: &str) -> Result<(), CommandError> {
+        let Some(l) = st.model.calls.get(call).cloned() else {
+            return Ok(());
+        };
+        let Some(m) = l.monitor.clone().filter(|m| !m.joined) else {
+            return Ok(()); // a redelivery
+        };
+        self.record(
+            st,
+            &l.tenant,
+            call,
+            vec![CallEvent::MonitorJoined {
+                call: call.into(),
+                monitor: m.id.clone(),
+                agent: m.agent.clone(),
+                supervisor: m.supervisor.clone(),
+            }],
+        )
+        .await?;
+        let _ = self
+            .ctx
+            .bus
+            .request(
+                &self.pbx(&l.tenant),
+                &Answer {
+                    channel: m.leg.clone(),
+                },
+            )
+            .await;
+        self.try_pbx(
+            &l.tenant,
+            &SetBridgeMode {
+                channel: m.leg.clone(),
+                mode: Self::bridge_mode(&l, m.mode),
+                bridge: Some(call.into()),
+            },
+        )
+        .await;
+        Ok(())
+    }
+
+    /// The monitoring supervisor's own monitor of the agent's call, or why there is none.
+    fn own_monitor(
+        l: &Live,
+        agent: &AgentNumber,
+        supervisor: &str,
+    ) -> Result<model::Monitor, CommandError> {
+        match &l.monitor {
+            None => Err(err(
+                "no_monitor",
+                format!("No supervisor is on agent {agent}'s call"),
+            )),
+            Some(m) if m.supervisor != supervisor => Err(err(
+                "forbidden",
+                format!(
+                    "{} is on agent {agent}'s call; only they can switch or leave",
+                    m.supervisor
+                ),
+            )),
+            Some(m) => Ok(m.clone()),
+        }
+    }
+
+    /// The supervisor switches between Listen, Whisper and Barge on the same call.
+    async fn set_monitor_mode(
+        &self,
+        tenant: &str,
+        cmd: SetMonitorMode,
+    ) -> Result<(), CommandError> {
+        let mut st = self.state.lock().await;
+        let (call, l) = self.find(&mut st, tenant, &cmd.agent).await?;
+        let m = Self::own_monitor(&l, &cmd.agent, &cmd.supervisor)?;
+        if m.mode == cmd.mode {
+            return Ok(());
+        }
+        self.record(
+            &mut st,
+            tenant,
+            &call,
+            vec![CallEvent::MonitorModeChanged {
+                call: call.clone(),
+                monitor: m.id.clone(),
+                agent: m.agent.clone(),
+                supervisor: m.supervisor.clone(),
+                mode: cmd.mode,
+            }],
+        )
+        .await?;
+        if m.joined {
+            self.try_pbx(
+                tenant,
+                &SetBridgeMode {
+                    channel: m.leg,
+                    mode: Self::bridge_mode(&l, cmd.mode),
+                    bridge: None,
+                },
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// The supervisor leaves the agent's call (Leave): their leg is hung up.
+    async fn stop_monitor(
+        &self,
+        tenant: &str,
+        agent: &AgentNumber,
+        supervisor: &str,
+    ) -> Result<(), CommandError> {
+        let mut st = self.state.lock().await;
+        let (call, l) = self.find(&mut st, tenant, agent).await?;
+        let m = Self::own_monitor(&l, agent, supervisor)?;
+        self.record(
+            &mut st,
+            tenant,
+            &call,
+            vec![CallEvent::MonitorEnded {
+                call: call.clone(),
+                monitor: m.id,
+                agent: m.agent,
+                supervisor: m.supervisor,
+                reason: MonitorEndReason::Left,
+            }],
+        )
+        .await?;
+        self.hang_up_later(tenant, vec![m.leg]).await;
         Ok(())
     }
 
@@ -1210,8 +1540,12 @@ impl CallControl {
                         };
                         self.leg_gone(&l.tenant, &leg, cause).await?;
                     }
-                    Some(c) if role == Role::Target && c.answered => {
+                    Some(c) if matches!(role, Role::Target | Role::Monitor) && c.answered => {
                         self.leg_answered(&l.tenant, &leg).await?
+                    }
+                    Some(_) if role == Role::Monitor => {
+                        let m = now.monitor.expect("a monitor leg belongs to a monitor");
+                        self.monitor_ring_timeout(&l.tenant, &call, &m.id);
                     }
                     Some(_) if role == Role::Target => {
                         let t = now.transfer.expect("a target leg belongs to a transfer");

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use cc_contracts::call::{CallEvent, EndedBy, TransferMethod, TransferTarget};
+use cc_contracts::call::{CallEvent, EndedBy, MonitorMode, TransferMethod, TransferTarget};
 use cc_contracts::domain::{AgentNumber, DeviceId, QueueNumber};
 use cc_contracts::pbx::Party;
 use chrono::{DateTime, Utc};
@@ -33,6 +33,19 @@ pub struct Transfer {
     pub started_at: DateTime<Utc>,
 }
 
+/// A supervisor on the call (Listen, Whisper or Barge), from their phone ringing to their leaving.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Monitor {
+    pub id: String,
+    pub supervisor: String,
+    /// The agent monitored (the monitor ends with their part of the call).
+    pub agent: AgentNumber,
+    pub leg: String,
+    pub mode: MonitorMode,
+    /// The supervisor's phone answered.
+    pub joined: bool,
+}
+
 /// A call from its answer to its end.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Live {
@@ -50,6 +63,7 @@ pub struct Live {
     pub transfer: Option<Transfer>,
     /// After a transfer to an extension or number without an agent: that leg and its answer.
     pub outside: Option<(String, DateTime<Utc>)>,
+    pub monitor: Option<Monitor>,
 }
 
 /// What a channel is to a call.
@@ -59,6 +73,8 @@ pub enum Role {
     Agent,
     Target,
     Outside,
+    /// A supervisor's leg.
+    Monitor,
 }
 
 impl Live {
@@ -71,6 +87,8 @@ impl Live {
             Some(Role::Target)
         } else if self.outside.as_ref().is_some_and(|(l, _)| l == channel) {
             Some(Role::Outside)
+        } else if self.monitor.as_ref().is_some_and(|m| m.leg == channel) {
+            Some(Role::Monitor)
         } else {
             None
         }
@@ -89,6 +107,11 @@ impl Live {
             self.outside
                 .as_ref()
                 .map(|(l, _)| (l.clone(), Role::Outside)),
+        );
+        v.extend(
+            self.monitor
+                .as_ref()
+                .map(|m| (m.leg.clone(), Role::Monitor)),
         );
         v
     }
@@ -164,6 +187,7 @@ impl Model {
                             held: false,
                             transfer: None,
                             outside: None,
+                            monitor: None,
                         },
                     );
                 }
@@ -275,8 +299,55 @@ impl Model {
             TransferredCallEnded { call, .. } => {
                 self.calls.remove(call);
             }
+            MonitorStarted {
+                call,
+                monitor,
+                agent,
+                supervisor,
+                leg,
+                mode,
+                ..
+            } => {
+                if let Some(l) = self.calls.get_mut(call) {
+                    l.monitor = Some(Monitor {
+                        id: monitor.clone(),
+                        supervisor: supervisor.clone(),
+                        agent: agent.clone(),
+                        leg: leg.clone(),
+                        mode: *mode,
+                        joined: false,
+                    });
+                }
+            }
+            MonitorJoined { call, monitor, .. } => {
+                if let Some(m) = self.monitor_mut(call, monitor) {
+                    m.joined = true;
+                }
+            }
+            MonitorModeChanged {
+                call,
+                monitor,
+                mode,
+                ..
+            } => {
+                if let Some(m) = self.monitor_mut(call, monitor) {
+                    m.mode = *mode;
+                }
+            }
+            MonitorEnded { call, monitor, .. } => {
+                if self.monitor_mut(call, monitor).is_some() {
+                    self.calls.get_mut(call).expect("found").monitor = None;
+                }
+            }
             WrapUpStarted { .. } | WrapUpEnded { .. } => {}
         }
+    }
+
+    fn monitor_mut(&mut self, call: &str, id: &str) -> Option<&mut Monitor> {
+        self.calls
+            .get_mut(call)
+            .and_then(|l| l.monitor.as_mut())
+            .filter(|m| m.id == id)
     }
 
     fn transfer_mut(&mut self, call: &str, id: &str) -> Option<&mut Transfer> {

@@ -103,6 +103,7 @@ async fn seed_tenant(ctx: &Context, tenant: &str, display: &str) -> anyhow::Resu
                 &c,
                 &SetAgentDefaults {
                     may_manage_queues: false,
+                    agents_see_monitoring: None,
                 },
             )
         })

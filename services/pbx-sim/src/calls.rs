@@ -395,30 +395,7 @@ impl Calls {
         if let Some(missing) = channels.iter().find(|c| !t.channels.contains_key(*c)) {
             return Err(unknown_channel(missing));
         }
-        let now = Utc::now();
-        let mut facts = vec![];
-        for c in channels {
-            if let Some(old) = t.channels[c].bridge.clone().filter(|b| b != bridge) {
-                facts.push(leave_bridge(t, tenant, &old, c, now));
-            }
-        }
-        let members = t.bridges.entry(bridge.to_string()).or_default();
-        for c in channels {
-            if !members.contains(c) {
-                members.push(c.clone());
-            }
-        }
-        let members = members.clone();
-        for c in channels {
-            t.channels.get_mut(c).expect("checked").bridge = Some(bridge.to_string());
-        }
-        facts.push(Fact::Bridge(BridgeEvent::BridgeChanged {
-            tenant: tenant.into(),
-            bridge: bridge.into(),
-            modes: modes_of(t, &members),
-            channels: members.clone(),
-            at: now,
-        }));
+        let (facts, members) = join(t, tenant, bridge, channels);
         self.publish(tenant, facts).await?;
         Ok(members)
     }
@@ -439,11 +416,13 @@ impl Calls {
     }
 
     /// Sets how a channel takes part in its bridge (the simulator records who hears whom).
+    /// With `join`, the channel first joins that bridge (as Bridge does), in one step.
     pub async fn set_bridge_mode(
         &self,
         tenant: &str,
         channel: &str,
         mode: BridgeMode,
+        join_bridge: Option<&str>,
     ) -> Result<std::collections::BTreeMap<String, BridgeMode>, CommandError> {
         let mut st = self.state.lock().await;
         let t = st.entry(tenant.to_string()).or_default();
@@ -451,7 +430,10 @@ impl Calls {
             .channels
             .get(channel)
             .ok_or_else(|| unknown_channel(channel))?;
-        let Some(bridge) = ch.bridge.clone() else {
+        let Some(bridge) = join_bridge
+            .map(str::to_string)
+            .or_else(|| ch.bridge.clone())
+        else {
             return Err(err(
                 "not_bridged",
                 "channel",
@@ -468,16 +450,24 @@ impl Calls {
                 ));
             }
         }
+        let mut facts = vec![];
+        let mut members = members;
+        if ch.bridge.as_deref() != Some(bridge.as_str()) {
+            let (joined, now_members) = join(t, tenant, &bridge, &[channel.to_string()]);
+            facts = joined;
+            facts.pop(); // its BridgeChanged: told once below, with the mode
+            members = now_members;
+        }
         t.modes.insert(channel.to_string(), mode);
         let modes = modes_of(t, &members);
-        let fact = Fact::Bridge(BridgeEvent::BridgeChanged {
+        facts.push(Fact::Bridge(BridgeEvent::BridgeChanged {
             tenant: tenant.into(),
             bridge: bridge.clone(),
             channels: members,
             modes: modes.clone(),
             at: Utc::now(),
-        });
-        self.publish(tenant, vec![fact]).await?;
+        }));
+        self.publish(tenant, facts).await?;
         Ok(modes)
     }
 
@@ -616,6 +606,41 @@ fn unknown_channel(c: &str) -> CommandError {
         "channel",
         format!("There is no channel {c}"),
     )
+}
+
+/// Channels (all known) join a bridge, leaving any other: the facts, ending with the bridge's
+/// BridgeChanged, and its members.
+fn join(
+    t: &mut Tenant,
+    tenant: &str,
+    bridge: &str,
+    channels: &[String],
+) -> (Vec<Fact>, Vec<String>) {
+    let now = Utc::now();
+    let mut facts = vec![];
+    for c in channels {
+        if let Some(old) = t.channels[c].bridge.clone().filter(|b| b != bridge) {
+            facts.push(leave_bridge(t, tenant, &old, c, now));
+        }
+    }
+    let members = t.bridges.entry(bridge.to_string()).or_default();
+    for c in channels {
+        if !members.contains(c) {
+            members.push(c.clone());
+        }
+    }
+    let members = members.clone();
+    for c in channels {
+        t.channels.get_mut(c).expect("checked").bridge = Some(bridge.to_string());
+    }
+    facts.push(Fact::Bridge(BridgeEvent::BridgeChanged {
+        tenant: tenant.into(),
+        bridge: bridge.into(),
+        modes: modes_of(t, &members),
+        channels: members.clone(),
+        at: now,
+    }));
+    (facts, members)
 }
 
 fn leave_bridge(

@@ -58,7 +58,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
         .on(|s: Sim, c, cmd: Hold| async move { s.calls.hold(&c.tenant, &cmd.channel, cmd.held).await })
         .on(|s: Sim, c, cmd: Hangup| async move { s.calls.hangup(&c.tenant, &cmd.channel, cmd.cause).await })
         .on(|s: Sim, c, _: ListChannels| async move { Ok(s.calls.list(&c.tenant).await) })
-        .on(|s: Sim, c, cmd: SetBridgeMode| async move { s.calls.set_bridge_mode(&c.tenant, &cmd.channel, cmd.mode).await });
+        .on(|s: Sim, c, cmd: SetBridgeMode| async move { s.calls.set_bridge_mode(&c.tenant, &cmd.channel, cmd.mode, cmd.bridge.as_deref()).await });
     let sim = control::handlers(sim_state.clone());
     let listener = tokio::net::TcpListener::bind(&ctx.config.pbx_sim_addr)
         .await

@@ -42,6 +42,64 @@ pub struct Portal {
     /// Shared, not cloned per request: every open SSE stream holds a `Portal`.
     pub ctx: Arc<Context>,
     pub hub: Arc<sse::Hub>,
+    /// Each tenant's "agents see when a supervisor is on their call", read at most every
+    /// [`SETTING_TTL`].
+    pub monitoring_shown:
+        Arc<std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, bool)>>>,
+}
+
+/// How long the portal keeps a tenant setting before asking again.
+pub const SETTING_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Portal {
+    /// Whether the tenant's agents see that a supervisor is on their call (off when unknown).
+    pub async fn agents_see_monitoring(&self, tenant: &str) -> bool {
+        if let Some((at, v)) = self
+            .monitoring_shown
+            .lock()
+            .expect("setting cache")
+            .get(tenant)
+        {
+            if at.elapsed() < SETTING_TTL {
+                return *v;
+            }
+        }
+        let ctx = cc_bus::CommandContext::new(tenant, "system:portal");
+        let v = match self
+            .ctx
+            .bus
+            .request(&ctx, &cc_contracts::session::GetAgentDefaults {})
+            .await
+        {
+            Ok(d) => d.agents_see_monitoring,
+            Err(e) => {
+                tracing::warn!(tenant, error = %e, "cannot read the monitoring setting; not shown to agents");
+                false
+            }
+        };
+        self.monitoring_shown
+            .lock()
+            .expect("setting cache")
+            .insert(tenant.to_string(), (std::time::Instant::now(), v));
+        v
+    }
+
+    /// An agent's view as the agent may see it: the supervisor's monitoring only when the
+    /// tenant shows it to agents.
+    pub async fn shown_to_agent(&self, tenant: &str, json: String) -> String {
+        if !json.contains("\"monitor\"") || self.agents_see_monitoring(tenant).await {
+            return json;
+        }
+        match serde_json::from_str::<serde_json::Value>(&json) {
+            Ok(mut v) => {
+                if let Some(c) = v.get_mut("current_call").and_then(|c| c.as_object_mut()) {
+                    c.remove("monitor");
+                }
+                v.to_string()
+            }
+            Err(_) => json,
+        }
+    }
 }
 
 /// Every route of the API as (method, path): kept equal to `openapi.json` by a test.
@@ -92,6 +150,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/transfer-targets"),
     ("get", "/api/whoami"),
     ("get", "/api/supervisor/queues"),
+    ("get", "/api/supervisor/devices"),
+    ("post", "/api/supervisor/agents/{agent}/monitor"),
+    ("patch", "/api/supervisor/agents/{agent}/monitor"),
+    ("delete", "/api/supervisor/agents/{agent}/monitor"),
     ("get", "/api/reports/calls"),
     ("get", "/api/reports/agents"),
     ("get", "/api/reports/pauses"),
@@ -122,6 +184,13 @@ pub fn router(portal: Portal) -> Router {
             post(supervisor::force_logout),
         )
         .route("/api/supervisor/events", get(sse::supervisor_events))
+        .route("/api/supervisor/devices", get(supervisor::devices))
+        .route(
+            "/api/supervisor/agents/{agent}/monitor",
+            post(supervisor::monitor)
+                .patch(supervisor::set_monitor_mode)
+                .delete(supervisor::stop_monitor),
+        )
         .route(
             "/api/admin/agents",
             get(admin::list_agents).post(admin::create_agent),
@@ -222,6 +291,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
     let portal = Portal {
         ctx: Arc::new(ctx.clone()),
         hub: Arc::default(),
+        monitoring_shown: Arc::default(),
     };
     let listener = tokio::net::TcpListener::bind(&ctx.config.portal_addr)
         .await

@@ -245,6 +245,7 @@ pub async fn agent_events(
             if let Some((version, json)) = s.pending.pop_front() {
                 if version > s.last_sent {
                     s.last_sent = version;
+                    let json = s.portal.shown_to_agent(&s.tenant, json).await;
                     return Some((Ok(agent_event(version, json)), s));
                 }
                 continue;
@@ -262,7 +263,8 @@ pub async fn agent_events(
                     Ok(c) => {
                         if c.version > s.last_sent {
                             s.last_sent = c.version;
-                            return Some((Ok(agent_event(c.version, c.json.clone())), s));
+                            let json = s.portal.shown_to_agent(&s.tenant, c.json.clone()).await;
+                            return Some((Ok(agent_event(c.version, json)), s));
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {

@@ -270,7 +270,7 @@
 
   // ---- agent defaults and users
 
-  submit($('defaults'), () => api('PUT', '/api/admin/agent-defaults', { may_manage_queues: $('def-manage').checked }).then((r) => r ?? true),
+  submit($('defaults'), () => api('PUT', '/api/admin/agent-defaults', { may_manage_queues: $('def-manage').checked, agents_see_monitoring: $('def-monitoring').checked }).then((r) => r ?? true),
     'Agent defaults saved.');
   submit($('new-user'), () => api('POST', '/api/admin/users', {
     username: $('nu-username').value.trim(), display_name: $('nu-name').value.trim(), password: $('nu-password').value, role: $('nu-role').value,
@@ -328,6 +328,7 @@
     state.queues = queues;
     state.reasons = reasons;
     $('def-manage').checked = defaults.may_manage_queues;
+    $('def-monitoring').checked = Boolean(defaults.agents_see_monitoring);
     renderAgents();
     renderQueues();
     renderReasons();

@@ -489,6 +489,7 @@ if (document.body.dataset.page === 'agent') (() => {
       options.replaceChildren();
       delete options.dataset.key;
       info.hidden = true;
+      $('monitor-info').hidden = true;
       if (hadFocus) statusHeading().focus();
       return;
     }
@@ -499,6 +500,11 @@ if (document.body.dataset.page === 'agent') (() => {
     $('call-from-wrap').hidden = !c.transferred_from;
     $('call-from').textContent = c.transferred_from ? fromAgent(c) : '';
     $('call-wrapup-wrap').hidden = !(c.phase === 'wrap_up' && c.wrap_up_until);
+
+    // Shown only when the tenant lets agents see it (else the view carries no monitor).
+    const m = c.monitor;
+    $('monitor-info').hidden = !(m && m.state === 'on_call');
+    $('monitor-info').textContent = m ? `Supervisor ${m.supervisor_name || m.supervisor} is on your call: ${MONITOR_TEXT[m.mode] || m.mode}.` : '';
 
     const t = c.transfer;
     info.hidden = !t;
@@ -511,6 +517,12 @@ if (document.body.dataset.page === 'agent') (() => {
     renderOptions(v);
     renderClocks();
   }
+
+  const MONITOR_TEXT = {
+    listen: 'listening (the caller and you are heard, the supervisor is not)',
+    whisper: 'whispering (you hear the supervisor, the caller does not)',
+    barge: 'barging in (you and the caller hear the supervisor)',
+  };
 
   function targetLabel(target) {
     if (!target) return 'the transfer target';

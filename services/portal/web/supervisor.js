@@ -3,7 +3,9 @@
 // this page fell too far behind), with a forced logout; and per queue the waiting callers and
 // the longest wait (GET /api/supervisor/queues, polled every 2 s; the longest wait counts up
 // here in between) beside what the agents' views tell (logged in, available, on calls, paused).
-// Who is signed in comes from GET /api/whoami.
+// Who is signed in comes from GET /api/whoami. On an agent's connected call the supervisor can
+// Listen, Whisper or Barge (POST /api/supervisor/agents/{agent}/monitor: "Your phone" rings),
+// switch between them (PATCH) and Leave (DELETE).
 'use strict';
 
 (() => {
@@ -66,6 +68,7 @@
     let s = `${who}${queue}`;
     if (c.transferred_from) s += ` · transferred from ${c.transferred_from_name ? `${c.transferred_from_name} (${c.transferred_from})` : `agent ${c.transferred_from}`}`;
     if (c.transfer) s += ` · transfer to ${c.transfer.target_label || 'target'} (${c.transfer.state})`;
+    if (c.monitor) s += ` · ${c.monitor.supervisor_name || c.monitor.supervisor}: ${MODE_WORD[c.monitor.mode] || c.monitor.mode}${c.monitor.state === 'ringing' ? ' (ringing their phone)' : ''}`;
     return s;
   }
 
@@ -145,13 +148,19 @@
     const td = cell(tr, 'actions');
     const loggedIn = v.status !== 'logged_out';
     if (!loggedIn) { td.replaceChildren(); delete td.dataset.mode; return; }
-    const mode = ON_CALL.has(v.status) ? 'on_call' : 'free';
+    const m = v.current_call && v.current_call.monitor;
+    const mode = ON_CALL.has(v.status) ? `on_call:${m ? `${m.supervisor}:${m.mode}:${m.state}` : ''}` : 'free';
     if (td.dataset.mode === mode) return; // keep the buttons (and the focus) while nothing changes
     const hadFocus = td.contains(document.activeElement);
     td.dataset.mode = mode;
-    if (mode === 'on_call') {
-      td.replaceChildren(el('span', { class: 'muted small on-call-note', text: 'On a call: Force logout once the call has ended' }));
-      if (hadFocus) { const th = tr.querySelector('th'); th.tabIndex = -1; th.focus(); }
+    if (mode.startsWith('on_call')) {
+      td.replaceChildren(monitorControls(v),
+        el('span', { class: 'muted small on-call-note', text: 'On a call: Force logout once the call has ended' }));
+      const first = td.querySelector('button');
+      if (hadFocus) {
+        if (first) first.focus();
+        else { const th = tr.querySelector('th'); th.tabIndex = -1; th.focus(); }
+      }
       return;
     }
     const force = el('button', {
@@ -172,6 +181,70 @@
     }, 'Force logout');
     td.replaceChildren(force);
     if (hadFocus) force.focus();
+  }
+
+  // ---- listening in: Listen, Whisper, Barge on an agent's connected call, then Leave
+
+  const MODE_WORD = { listen: 'Listening', whisper: 'Whispering', barge: 'Barging in' };
+  const MODE_BUTTON = { listen: 'Listen', whisper: 'Whisper', barge: 'Barge' };
+  const MODE_HELP = {
+    listen: 'you hear the agent and the caller; neither hears you',
+    whisper: 'the agent hears you, the caller does not',
+    barge: 'the agent and the caller both hear you',
+  };
+  const DEVICE_KEY = 'cc.supervisor.device';
+
+  function monitorControls(v) {
+    const box = el('div', { class: 'row monitor' });
+    const m = v.current_call && v.current_call.monitor;
+    const agentPath = `/api/supervisor/agents/${encodeURIComponent(v.agent)}/monitor`;
+    const who = `agent ${v.agent} (${v.display_name})`;
+    if (m && state.me && m.supervisor !== state.me.principal) {
+      box.append(el('span', { class: 'small', text: `${m.supervisor_name || m.supervisor} is on this call` }));
+      return box;
+    }
+    const modes = ['listen', 'whisper', 'barge'];
+    if (!m) {
+      for (const mode of modes) {
+        box.append(el('button', {
+          type: 'button', class: 'secondary', title: MODE_HELP[mode], 'aria-label': `${MODE_BUTTON[mode]} on the call of ${who}: ${MODE_HELP[mode]}`,
+          onclick: (e) => {
+            const device = $('my-device').value;
+            if (!device) { notice('Choose your phone first (Your phone, above the agents).', 'error'); $('my-device').focus(); return; }
+            act(e.currentTarget, () => api('POST', agentPath, { device, mode }),
+              `Your phone ${device} rings: answer it to ${MODE_BUTTON[mode].toLowerCase()} on the call of ${who}.`);
+          },
+        }, MODE_BUTTON[mode]));
+      }
+      return box;
+    }
+    box.append(el('span', { class: 'small monitor-state', text: m.state === 'ringing' ? `${MODE_WORD[m.mode]}: answer your phone` : `You: ${MODE_WORD[m.mode]}` }));
+    for (const mode of modes.filter((x) => x !== m.mode)) {
+      box.append(el('button', {
+        type: 'button', class: 'secondary', title: MODE_HELP[mode], 'aria-label': `Switch to ${MODE_BUTTON[mode]} on the call of ${who}: ${MODE_HELP[mode]}`,
+        onclick: (e) => act(e.currentTarget, () => api('PATCH', agentPath, { mode }), `${MODE_WORD[mode]} on the call of ${who}.`),
+      }, MODE_BUTTON[mode]));
+    }
+    box.append(el('button', {
+      type: 'button', class: 'danger', 'aria-label': `Leave the call of ${who}`,
+      onclick: (e) => act(e.currentTarget, () => api('DELETE', agentPath), `You left the call of ${who}.`),
+    }, 'Leave'));
+    return box;
+  }
+
+  // "Your phone": the device the supervisor is rung on when listening in (kept in this browser).
+  async function loadDevices() {
+    const select = $('my-device');
+    let devices = [];
+    try { devices = await api('GET', '/api/supervisor/devices'); } catch (e) {
+      setText($('my-device-note'), `The devices cannot be read now (${e.message}).`);
+      return;
+    }
+    const keep = select.value || localStorage.getItem(DEVICE_KEY) || '';
+    select.replaceChildren(el('option', { value: '', text: 'Choose…' }),
+      ...devices.map((d) => el('option', { value: d.device, text: `${d.device}${d.online ? '' : ' (offline)'}`, disabled: !d.online })));
+    if (devices.some((d) => d.device === keep && d.online)) select.value = keep;
+    setText($('my-device-note'), '');
   }
 
   function renderRowClock(tr, v) {
@@ -374,10 +447,14 @@
     }
     renderAll();
     showWho();
+    loadDevices();
     openEvents();
     startPolling();
     $('admin-link').hidden = state.me.role !== 'admin';
   }
+
+  $('my-device').addEventListener('change', (e) => localStorage.setItem(DEVICE_KEY, e.target.value));
+  $('my-device').addEventListener('focus', () => loadDevices());
 
   start();
 })();

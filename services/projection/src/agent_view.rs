@@ -164,6 +164,21 @@ fn set_received(v: &mut AgentView, call: &str, f: impl FnOnce(&mut serde_json::V
     }
 }
 
+/// Changes fields of the supervisor's monitoring of `call`, if any.
+fn set_monitor(v: &mut AgentView, call: &str, fields: &[(&str, serde_json::Value)]) {
+    if let Some(m) = v
+        .current_call
+        .as_mut()
+        .filter(|c| c["call"] == call)
+        .and_then(|c| c.get_mut("monitor"))
+        .filter(|m| m.is_object())
+    {
+        for (k, val) in fields {
+            m[*k] = val.clone();
+        }
+    }
+}
+
 fn clear_call(v: &mut AgentView, call: &str) {
     if v.current_call.as_ref().is_some_and(|c| c["call"] == call) {
         v.current_call = None;
@@ -440,6 +455,55 @@ pub fn apply(
                     }
                 }
                 CallEvent::TransferredCallEnded { .. } => {}
+                CallEvent::MonitorStarted {
+                    call,
+                    agent,
+                    supervisor,
+                    supervisor_name,
+                    mode,
+                    ..
+                } if agent.as_str() == v.agent => {
+                    if let Some(c) = v
+                        .current_call
+                        .as_mut()
+                        .filter(|c| c["call"] == call.as_str())
+                    {
+                        c["monitor"] = json!({
+                            "supervisor": supervisor,
+                            "supervisor_name": supervisor_name,
+                            "mode": mode,
+                            "mode_label": mode.label(),
+                            "state": "ringing",
+                            "since": at,
+                        });
+                    }
+                }
+                CallEvent::MonitorJoined { call, agent, .. } if agent.as_str() == v.agent => {
+                    set_monitor(v, call, &[("state", json!("on_call"))]);
+                }
+                CallEvent::MonitorModeChanged {
+                    call, agent, mode, ..
+                } if agent.as_str() == v.agent => {
+                    set_monitor(
+                        v,
+                        call,
+                        &[("mode", json!(mode)), ("mode_label", json!(mode.label()))],
+                    );
+                }
+                CallEvent::MonitorEnded { call, agent, .. } if agent.as_str() == v.agent => {
+                    if let Some(c) = v
+                        .current_call
+                        .as_mut()
+                        .filter(|c| c["call"] == call.as_str())
+                        .and_then(|c| c.as_object_mut())
+                    {
+                        c.remove("monitor");
+                    }
+                }
+                CallEvent::MonitorStarted { .. }
+                | CallEvent::MonitorJoined { .. }
+                | CallEvent::MonitorModeChanged { .. }
+                | CallEvent::MonitorEnded { .. } => {}
                 CallEvent::WrapUpStarted { call, seconds, .. } => set_phase(
                     v,
                     call,

@@ -597,7 +597,13 @@ impl Acd {
                 // The receiving agent is on the call now, until their CallEnded.
                 self.transfers.remove(transfer);
             }
-            TransferStarted { .. } | ConferenceFormed { .. } | TransferredCallEnded { .. } => {}
+            TransferStarted { .. }
+            | ConferenceFormed { .. }
+            | TransferredCallEnded { .. }
+            | MonitorStarted { .. }
+            | MonitorJoined { .. }
+            | MonitorModeChanged { .. }
+            | MonitorEnded { .. } => {}
             CallConnected { .. } | CallHeld { .. } | CallResumed { .. } => {}
         }
         self.index_call(e.call());

@@ -198,13 +198,15 @@ impl Calls {
         }
     }
 
-    /// The contract's SetBridgeMode: how a channel takes part in its bridge.
+    /// The contract's SetBridgeMode: how a channel takes part in its bridge; with `join`, the
+    /// channel joins that bridge in that mode in one step.
     pub async fn set_bridge_mode(
         &self,
         gw: &Gateway,
         tenant: &str,
         channel: &str,
         mode: BridgeMode,
+        join_bridge: Option<&str>,
     ) -> Result<std::collections::BTreeMap<String, BridgeMode>, CommandError> {
         let mut st = self.state.lock().await;
         let t = st.tenants.entry(tenant.to_string()).or_default();
@@ -212,7 +214,8 @@ impl Calls {
             .channels
             .get(channel)
             .ok_or_else(|| unknown_channel(channel))?;
-        let Some(bridge) = c.state.bridge.clone() else {
+        let current = c.state.bridge.clone();
+        let Some(bridge) = join_bridge.map(str::to_string).or_else(|| current.clone()) else {
             return Err(err(
                 "not_bridged",
                 "channel",
@@ -228,6 +231,12 @@ impl Calls {
                     format!("{to:?} is not another channel of bridge {bridge}"),
                 ));
             }
+        }
+        if current.as_deref() != Some(bridge.as_str()) {
+            let (facts, _) = join(t, tenant, &bridge, &[channel.to_string()], Some(&mode))?;
+            let modes = modes_of(t, &t.bridges[&bridge].clone());
+            gw.reporter.publish(tenant, facts).await;
+            return Ok(modes);
         }
         t.channels.get_mut(channel).expect("checked").mode = mode;
         Self::refresh(t, &HashSet::from([channel.to_string()]));
@@ -854,42 +863,7 @@ impl Calls {
         if let Some(missing) = channels.iter().find(|c| !t.channels.contains_key(*c)) {
             return Err(unknown_channel(missing));
         }
-        let mut members: Vec<String> = t.bridges.get(bridge).cloned().unwrap_or_default();
-        for c in channels {
-            if !members.contains(c) {
-                members.push(c.clone());
-            }
-        }
-        if members.len() > MAX_BRIDGE {
-            return Err(err(
-                "bridge_too_large",
-                "channels",
-                format!("The SIP gateway bridges two channels; this would join {} (conferences need mixing, not built yet)", members.len()),
-            ));
-        }
-        let now = Utc::now();
-        let mut facts = vec![];
-        let mut touched: HashSet<String> = channels.iter().cloned().collect();
-        for c in channels {
-            if let Some(old) = t.channels[c].state.bridge.clone().filter(|b| b != bridge) {
-                if let Some(m) = t.bridges.get(&old) {
-                    touched.extend(m.iter().cloned());
-                }
-                facts.push(leave_bridge(t, tenant, &old, c, now));
-            }
-        }
-        t.bridges.insert(bridge.to_string(), members.clone());
-        for c in channels {
-            t.channels.get_mut(c).expect("checked").state.bridge = Some(bridge.to_string());
-        }
-        Self::refresh(t, &touched);
-        facts.push(Fact::Bridge(BridgeEvent::BridgeChanged {
-            tenant: tenant.into(),
-            bridge: bridge.into(),
-            modes: modes_of(t, &members),
-            channels: members.clone(),
-            at: now,
-        }));
+        let (facts, members) = join(t, tenant, bridge, channels, None)?;
         gw.reporter.publish(tenant, facts).await;
         Ok(members)
     }
@@ -1006,6 +980,61 @@ fn remove(
         Calls::refresh(t, &partners);
     }
     facts
+}
+
+/// Channels (all known) join a bridge, leaving any other, in `mode` when given (else as they
+/// are); the media plans follow. The facts end with the bridge's BridgeChanged.
+fn join(
+    t: &mut Tenant,
+    tenant: &str,
+    bridge: &str,
+    channels: &[String],
+    mode: Option<&BridgeMode>,
+) -> Result<(Vec<Fact>, Vec<String>), CommandError> {
+    let mut members: Vec<String> = t.bridges.get(bridge).cloned().unwrap_or_default();
+    for c in channels {
+        if !members.contains(c) {
+            members.push(c.clone());
+        }
+    }
+    if members.len() > MAX_BRIDGE {
+        return Err(err(
+            "bridge_too_large",
+            "channels",
+            format!(
+                "A bridge of the SIP gateway joins at most {MAX_BRIDGE} channels; this would join {}",
+                members.len()
+            ),
+        ));
+    }
+    let now = Utc::now();
+    let mut facts = vec![];
+    let mut touched: HashSet<String> = channels.iter().cloned().collect();
+    for c in channels {
+        if let Some(old) = t.channels[c].state.bridge.clone().filter(|b| b != bridge) {
+            if let Some(m) = t.bridges.get(&old) {
+                touched.extend(m.iter().cloned());
+            }
+            facts.push(leave_bridge(t, tenant, &old, c, now));
+        }
+    }
+    t.bridges.insert(bridge.to_string(), members.clone());
+    for c in channels {
+        let ch = t.channels.get_mut(c).expect("checked");
+        ch.state.bridge = Some(bridge.to_string());
+        if let Some(m) = mode {
+            ch.mode = m.clone();
+        }
+    }
+    Calls::refresh(t, &touched);
+    facts.push(Fact::Bridge(BridgeEvent::BridgeChanged {
+        tenant: tenant.into(),
+        bridge: bridge.into(),
+        modes: modes_of(t, &members),
+        channels: members.clone(),
+        at: now,
+    }));
+    Ok((facts, members))
 }
 
 fn leave_bridge(

@@ -320,7 +320,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
             .on(|g: Gateway, c, _: ListChannels| async move { Ok(g.calls.list(&c.tenant).await) })
             .on(|g: Gateway, c, cmd: SetBridgeMode| async move {
                 g.calls
-                    .set_bridge_mode(&g, &c.tenant, &cmd.channel, cmd.mode)
+                    .set_bridge_mode(&g, &c.tenant, &cmd.channel, cmd.mode, cmd.bridge.as_deref())
                     .await
             });
     let admin = CommandHandlers::new("sip-gateway", gw.clone())

@@ -254,6 +254,7 @@ async fn pbx_contract(sys: &System, tenant: &str, mut driver: Driver) {
             &SetBridgeMode {
                 channel: leg.clone(),
                 mode: BridgeMode::Listen,
+                bridge: None,
             },
         )
         .await
@@ -269,6 +270,7 @@ async fn pbx_contract(sys: &System, tenant: &str, mut driver: Driver) {
         &SetBridgeMode {
             channel: leg.clone(),
             mode: whisper,
+            bridge: None,
         },
     )
     .await
@@ -285,6 +287,7 @@ async fn pbx_contract(sys: &System, tenant: &str, mut driver: Driver) {
                 mode: BridgeMode::Whisper {
                     to: "nobody".into(),
                 },
+                bridge: None,
             },
         )
         .await
@@ -299,6 +302,7 @@ async fn pbx_contract(sys: &System, tenant: &str, mut driver: Driver) {
             &SetBridgeMode {
                 channel: leg.clone(),
                 mode: BridgeMode::Speak,
+                bridge: None,
             },
         )
         .await
@@ -312,6 +316,48 @@ async fn pbx_contract(sys: &System, tenant: &str, mut driver: Driver) {
             .is_none(),
         "no modes listed once all speak"
     );
+    // Joining a bridge in a mode is one step: the leg is never an ordinary party on the way in.
+    bus.request(
+        &c,
+        &Unbridge {
+            channel: leg.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    facts.next(&bridge, "BridgeChanged").await;
+    let modes = bus
+        .request(
+            &c,
+            &SetBridgeMode {
+                channel: leg.clone(),
+                mode: BridgeMode::Listen,
+                bridge: Some(bridge.clone()),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(modes.get(&leg), Some(&BridgeMode::Listen));
+    let joined = facts.next(&bridge, "BridgeChanged").await;
+    assert_eq!(
+        (&joined["channels"], &joined["modes"]),
+        (
+            &json!([caller.clone(), leg.clone()]),
+            &json!({ leg.clone(): {"mode": "listen"} })
+        ),
+        "joined in its mode in one fact"
+    );
+    bus.request(
+        &c,
+        &SetBridgeMode {
+            channel: leg.clone(),
+            mode: BridgeMode::Speak,
+            bridge: None,
+        },
+    )
+    .await
+    .unwrap();
+    facts.next(&bridge, "BridgeChanged").await;
     let held = bus
         .request(
             &c,

@@ -3,6 +3,7 @@
 mod calls;
 mod contract;
 mod edge;
+mod monitor;
 mod phones;
 mod process;
 mod recovery;

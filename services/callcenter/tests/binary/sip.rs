@@ -1057,6 +1057,7 @@ async fn a_listening_supervisor_is_heard_by_no_one_a_whisper_by_the_agent_only_a
     let mode = |m: BridgeMode| SetBridgeMode {
         channel: "sup-leg".into(),
         mode: m,
+        bridge: None,
     };
     bus.request(&c, &mode(BridgeMode::Listen)).await.unwrap();
     let listen = since(t0);

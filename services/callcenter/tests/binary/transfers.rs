@@ -11,7 +11,7 @@ use crate::system::{Client, System};
 
 /// Queue 500 on short timers; Bob (1002, queue 500) connected with a caller; Carol (1003,
 /// queue 501) logged in and Idle. Returns the call id and the caller's channel.
-async fn bob_connected(sys: &System) -> (Client, Client, String, String) {
+pub(crate) async fn bob_connected(sys: &System) -> (Client, Client, String, String) {
     let admin = sys.sign_in("admin", "demo-admin").await;
     for q in ["500", "501"] {
         let settings = json!({"strategy": "longest_idle", "ring_timeout_s": 15, "wrap_up_s": 1, "reject_delay_s": 1});
@@ -99,7 +99,7 @@ impl System {
     }
 
     /// The call's events once one of type `last` is recorded.
-    async fn call_events_until(&self, call: &str, last: &str) -> Vec<(String, Value)> {
+    pub(crate) async fn call_events_until(&self, call: &str, last: &str) -> Vec<(String, Value)> {
         cc_testkit::eventually(last, Duration::from_secs(15), || async {
             let e = self.stream_events(&format!("demo/call-{call}")).await;
             e.iter().any(|(t, _)| t == last).then_some(e)

@@ -282,6 +282,12 @@ pub async fn me(State(p): State<Portal>, who: Authed) -> ApiResult<Json<AgentVie
     let view = crate::views::agent(&p.ctx.pool, who.tenant(), agent.as_str())
         .await?
         .ok_or_else(|| not_found(format!("no view of agent {agent} yet")))?;
+    let mut view = view;
+    if !p.agents_see_monitoring(who.tenant()).await {
+        if let Some(c) = view.current_call.as_mut().and_then(|c| c.as_object_mut()) {
+            c.remove("monitor");
+        }
+    }
     Ok(Json(view))
 }
 

@@ -1,13 +1,17 @@
-//! The supervisor's live view of a tenant's agents, and forced logout.
+//! The supervisor's live view of a tenant's agents, forced logout, and listening in on an
+//! agent's call (Listen, Whisper, Barge).
 
+use axum::body::Bytes;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::Json;
 use cc_contracts::auth::Role;
-use cc_contracts::domain::AgentNumber;
+use cc_contracts::call::{MonitorCall, MonitorMode, SetMonitorMode, StopMonitor};
+use cc_contracts::domain::{AgentNumber, DeviceId};
 use cc_contracts::session::{LogoutAgent, LogoutReason, SessionState};
 use cc_contracts::views::AgentView;
 
-use crate::error::{parsed, ApiResult};
+use crate::error::{body, parsed, ApiResult};
 use crate::identity::Authed;
 use crate::Portal;
 
@@ -84,4 +88,118 @@ pub async fn queues(State(p): State<Portal>, who: Authed) -> ApiResult<Json<Vec<
             })
             .collect(),
     ))
+}
+
+/// One device a supervisor may be rung on.
+#[derive(serde::Serialize)]
+pub struct DeviceNow {
+    device: String,
+    online: bool,
+}
+
+/// `GET /api/supervisor/devices`: the tenant's devices (extensions) and whether each is online,
+/// for the supervisor's "Your phone" when listening in.
+pub async fn devices(State(p): State<Portal>, who: Authed) -> ApiResult<Json<Vec<DeviceNow>>> {
+    who.require(ROLES)?;
+    let ctx = cc_bus::CommandContext::new(who.tenant(), "system:portal");
+    let mut list = p
+        .ctx
+        .bus
+        .request(&ctx, &cc_contracts::pbx::ListDevices {})
+        .await?;
+    list.sort_by(|a, b| a.device.cmp(&b.device));
+    Ok(Json(
+        list.into_iter()
+            .map(|d| DeviceNow {
+                device: d.device.to_string(),
+                online: d.registered,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MonitorBody {
+    device: String,
+    mode: MonitorMode,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModeBody {
+    mode: MonitorMode,
+}
+
+/// `POST /api/supervisor/agents/{agent}/monitor`: Listen, Whisper or Barge on the agent's
+/// connected call; the supervisor's `device` rings and they are on the call once it answers.
+pub async fn monitor(
+    State(p): State<Portal>,
+    who: Authed,
+    Path(agent): Path<String>,
+    raw: Bytes,
+) -> ApiResult<StatusCode> {
+    who.require(ROLES)?;
+    let agent = parsed("agent", AgentNumber::parse(&agent))?;
+    let b: MonitorBody = body(&raw)?;
+    let device = parsed("device", DeviceId::parse(&b.device))?;
+    p.ctx
+        .bus
+        .request(
+            &who.context(),
+            &MonitorCall {
+                agent,
+                device,
+                mode: b.mode,
+                supervisor: who.principal.principal.clone(),
+                supervisor_name: who.principal.display_name.clone(),
+            },
+        )
+        .await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// `PATCH /api/supervisor/agents/{agent}/monitor`: switch between Listen, Whisper and Barge.
+pub async fn set_monitor_mode(
+    State(p): State<Portal>,
+    who: Authed,
+    Path(agent): Path<String>,
+    raw: Bytes,
+) -> ApiResult<StatusCode> {
+    who.require(ROLES)?;
+    let agent = parsed("agent", AgentNumber::parse(&agent))?;
+    let b: ModeBody = body(&raw)?;
+    p.ctx
+        .bus
+        .request(
+            &who.context(),
+            &SetMonitorMode {
+                agent,
+                mode: b.mode,
+                supervisor: who.principal.principal.clone(),
+            },
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /api/supervisor/agents/{agent}/monitor`: Leave (the supervisor's phone hangs up).
+pub async fn stop_monitor(
+    State(p): State<Portal>,
+    who: Authed,
+    Path(agent): Path<String>,
+) -> ApiResult<StatusCode> {
+    who.require(ROLES)?;
+    let agent = parsed("agent", AgentNumber::parse(&agent))?;
+    p.ctx
+        .bus
+        .request(
+            &who.context(),
+            &StopMonitor {
+                agent,
+                supervisor: who.principal.principal.clone(),
+            },
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -117,6 +117,8 @@ struct CallAcc {
     outside: Option<usize>,
     /// The transfer going on sends the customer to a queue (no outside party).
     to_queue: bool,
+    /// The open monitor segment and its supervisor and device (a mode switch opens the next).
+    monitor: Option<(usize, String, String)>,
     /// Agents in wrap-up for this call (the call is final once none is left and it ended).
     wrapping: BTreeSet<String>,
 }
@@ -670,9 +672,53 @@ impl Reporter {
                     let out = c.segments.iter().any(|s| s.kind == "outside");
                     Self::finish(c, at, if out { "transferred_out" } else { "completed" });
                 }
+                MonitorStarted {
+                    agent,
+                    supervisor,
+                    device,
+                    mode,
+                    ..
+                } => {
+                    let detail = serde_json::json!({ "supervisor": supervisor, "device": device, "mode": mode }).to_string();
+                    let i = c.open(
+                        tenant,
+                        &call,
+                        "monitor",
+                        Some(agent.as_str()),
+                        None,
+                        at,
+                        Some(detail),
+                    );
+                    c.monitor = Some((i, supervisor.clone(), device.to_string()));
+                }
+                MonitorModeChanged { agent, mode, .. } => {
+                    if let Some((i, supervisor, device)) = c.monitor.take() {
+                        c.close(Some(i), at, "switched");
+                        let detail = serde_json::json!({ "supervisor": supervisor, "device": device, "mode": mode }).to_string();
+                        let i = c.open(
+                            tenant,
+                            &call,
+                            "monitor",
+                            Some(agent.as_str()),
+                            None,
+                            at,
+                            Some(detail),
+                        );
+                        c.monitor = Some((i, supervisor, device));
+                    }
+                }
+                MonitorEnded { reason, .. } => {
+                    let why = serde_json::to_value(reason)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default();
+                    let m = c.monitor.take().map(|(i, _, _)| i);
+                    c.close(m, at, &why);
+                }
                 TransferAnswered { .. }
                 | ConferenceFormed { .. }
                 | CallConnected { .. }
+                | MonitorJoined { .. }
                 | WrapUpStarted { .. } => {}
             }
         }
