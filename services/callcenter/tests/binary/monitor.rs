@@ -54,7 +54,12 @@ impl Facts {
 }
 
 /// An agent's view as the supervisor page has it, once `pred` holds.
-async fn supervised(sup: &Client, agent: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn supervised(
+    sup: &Client,
+    agent: &str,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
     cc_testkit::eventually(what, Duration::from_secs(30), || async {
         let all = sup.get("/api/supervisor/agents").await.ok();
         all.as_array()

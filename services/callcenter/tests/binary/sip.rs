@@ -37,11 +37,16 @@ impl System {
     }
 
     async fn office_admin(&self) -> Client {
+        self.office_user("admin", "demo-admin").await
+    }
+
+    /// An admin or supervisor of the SIP tenant, signed in.
+    async fn office_user(&self, username: &str, password: &str) -> Client {
         let mut c = self.tenant_client(SIP_TENANT);
         let r = c
             .post(
                 "/api/login",
-                json!({"username": "admin", "password": "demo-admin"}),
+                json!({"username": username, "password": password}),
             )
             .await
             .ok();
@@ -988,116 +993,72 @@ async fn in_a_live_transfer_each_of_three_phones_hears_the_other_two_then_the_he
 /// One matrix serves a supervisor: Listen (hears both, heard by none), Whisper (heard by the
 /// agent only), Barge (heard by both). Driven through the PBX contract with three real phones.
 #[tokio::test]
-async fn a_listening_supervisor_is_heard_by_no_one_a_whisper_by_the_agent_only_a_barge_by_both() {
-    use cc_bus::{Bus, CommandContext, Subjects};
-    use cc_contracts::domain::DeviceId;
-    use cc_contracts::pbx::*;
+async fn from_the_supervisor_page_a_listener_is_heard_by_no_one_a_whisper_by_the_agent_only_a_barge_by_both(
+) {
     const SUPERVISOR_TONE: f64 = 852.0;
     let sys = System::start_sip(false).await;
-    let client = async_nats::connect(sys.nats.url()).await.unwrap();
-    let bus = Bus::new(client.clone(), Subjects::new(&sys.prefix));
-    let c = CommandContext::new(SIP_TENANT, "test:supervisor");
-    let mut facts = client
-        .subscribe(format!("{}.pbx.evt.{SIP_TENANT}.channel.>", sys.prefix))
-        .await
-        .unwrap();
-    client.flush().await.unwrap();
-    let mut agent = sys.agent_phone("1001", AGENT_TONE as u32).await;
-    let mut supervisor = sys.agent_phone("1005", SUPERVISOR_TONE as u32).await;
-    let agent_client = sys.office_agent("1002").await;
-    sys.wait_device(&agent_client, "1005", true).await;
-    sys.wait_device(&agent_client, "1001", true).await;
-
-    let mut caller = sys.caller("5551234", "Jane").await;
-    caller.command("dial", &format!("sip:500@{DOMAIN}")).await;
-    caller.event("CALL_ESTABLISHED", WAIT).await;
-    let t0 = Instant::now();
-    let created = next_fact(&mut facts, |v| {
-        v["type"] == "ChannelCreated" && v["direction"] == "inbound"
+    let (mut alice_phone, mut caller, _alice, t0) = alice_connected(&sys).await;
+    let mut sup_phone = sys.agent_phone("1005", SUPERVISOR_TONE as u32).await;
+    let sup = sys.office_user("supervisor", "demo-supervisor").await;
+    let path = "/api/supervisor/agents/1001/monitor";
+    let r = sup
+        .post(path, json!({"device": "1005", "mode": "listen"}))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    sup_phone.event("CALL_ESTABLISHED", WAIT).await;
+    crate::monitor::supervised(&sup, "1001", "the supervisor on the call", |v| {
+        v["current_call"]["monitor"]["state"] == "on_call"
     })
     .await;
-    let customer = created["channel"].as_str().unwrap().to_string();
-    let party = Party {
-        number: "5551234".into(),
-        name: "Jane".into(),
-    };
-    let originate = |device: &str, id: &str| Originate {
-        channel: Some(id.to_string()),
-        endpoint: Endpoint::Device(DeviceId::parse(device).unwrap()),
-        caller: party.clone(),
-    };
-    bus.request(&c, &originate("1001", "agent-leg"))
-        .await
-        .unwrap();
-    agent.event("CALL_ESTABLISHED", WAIT).await;
-    let agent_start = since(t0);
-    bus.request(&c, &originate("1005", "sup-leg"))
-        .await
-        .unwrap();
-    supervisor.event("CALL_ESTABLISHED", WAIT).await;
-    let sup_start = since(t0);
-    bus.request(
-        &c,
-        &Bridge {
-            bridge: "b1".into(),
-            channels: vec![customer.clone(), "agent-leg".into()],
-        },
-    )
-    .await
-    .unwrap();
-    bus.request(
-        &c,
-        &Bridge {
-            bridge: "b1".into(),
-            channels: vec!["sup-leg".into()],
-        },
-    )
-    .await
-    .unwrap();
-    let mode = |m: BridgeMode| SetBridgeMode {
-        channel: "sup-leg".into(),
-        mode: m,
-        bridge: None,
-    };
-    bus.request(&c, &mode(BridgeMode::Listen)).await.unwrap();
     let listen = since(t0);
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let switch = |mode: &str| {
+        let (sup, mode) = (&sup, mode.to_string());
+        async move {
+            let r = sup
+                .call(Method::PATCH, path, Some(json!({ "mode": mode })))
+                .await;
+            assert_eq!(r.status, 204, "{}", r.body);
+        }
+    };
+    switch("whisper").await;
     let whisper = since(t0);
-    bus.request(
-        &c,
-        &mode(BridgeMode::Whisper {
-            to: "agent-leg".into(),
-        }),
-    )
-    .await
-    .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
+    switch("barge").await;
     let barge = since(t0);
-    bus.request(&c, &mode(BridgeMode::Speak)).await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let end = since(t0);
-    for ch in ["sup-leg", "agent-leg", customer.as_str()] {
-        bus.request(
-            &c,
-            &Hangup {
-                channel: ch.into(),
-                cause: HangupCause::Normal,
-            },
-        )
-        .await
-        .unwrap();
-    }
-    caller.event("CALL_CLOSED", WAIT).await;
-    agent.event("CALL_CLOSED", WAIT).await;
-    supervisor.event("CALL_CLOSED", WAIT).await;
+    // The caller hangs up: the agent's and the supervisor's phones are hung up with the call.
+    caller.command("hangup", "").await;
+    alice_phone.event("CALL_CLOSED", WAIT).await;
+    let alice_end = since(t0);
+    sup_phone.event("CALL_CLOSED", WAIT).await;
+    let sup_end = since(t0);
 
     let (cu, r) = wav(caller.heard().last().unwrap());
-    let (ag, ar) = wav(agent.heard().last().unwrap());
-    let (su, sr) = wav(supervisor.heard().last().unwrap());
+    let (ag, ar) = wav(alice_phone.heard().last().unwrap());
+    let (su, sr) = wav(sup_phone.heard().last().unwrap());
+    // The phones' recordings end when their calls closed: their windows count from there.
+    let at = |len: usize, rate: u32, closed: f64, x: f64| len as f64 / rate as f64 - (closed - x);
     let cw = |a: f64, b: f64| window(&cu, r, a + 0.8, b - 0.2).to_vec();
-    let aw =
-        |a: f64, b: f64| window(&ag, ar, a - agent_start + 0.8, b - agent_start - 0.2).to_vec();
-    let sw = |a: f64, b: f64| window(&su, sr, a - sup_start + 0.8, b - sup_start - 0.2).to_vec();
+    let aw = |a: f64, b: f64| {
+        window(
+            &ag,
+            ar,
+            at(ag.len(), ar, alice_end, a) + 0.8,
+            at(ag.len(), ar, alice_end, b) - 0.2,
+        )
+        .to_vec()
+    };
+    let sw = |a: f64, b: f64| {
+        window(
+            &su,
+            sr,
+            at(su.len(), sr, sup_end, a) + 0.8,
+            at(su.len(), sr, sup_end, b) - 0.2,
+        )
+        .to_vec()
+    };
     // Listen: the supervisor hears both, nobody hears the supervisor.
     assert_hears(
         "the customer, supervisor listening",
