@@ -1,5 +1,5 @@
-// The supervisor's view follows an agent live (status, reason, call, counts) and can force a
-// logout; the queue figures come from the agents' views, the waiting callers and the longest
+// The supervisor's view follows an agent live (status, reason, call, counts), listens in on a
+// call (Listen, Whisper, Barge, Leave, rung on "Your phone") and can force a logout; the queue figures come from the agents' views, the waiting callers and the longest
 // wait from GET /api/supervisor/queues; who is signed in from GET /api/whoami.
 
 import { before, after } from 'node:test';
@@ -112,12 +112,42 @@ test('the supervisor follows an agent live: login, pause with the reason, a call
 
   // During a call Force logout is not offered (it would be refused): the row says why.
   await expectText(sup, `${row('1004')} .c-actions`, 'On a call: Force logout once the call has ended');
-  assert.equal(await sup.locator(`${row('1004')} .c-actions button`).count(), 0);
+  assert.equal(await sup.locator(`${row('1004')} .c-actions button:has-text("Force logout")`).count(), 0);
   // And the API's refusal, for a page that raced the call, is in a supervisor's words.
   const api = await apiSession(sys, { username: 'supervisor', password: 'demo-supervisor' });
   const refused = await api('POST', '/api/supervisor/agents/1004/logout');
   assert.equal(refused.status, 409);
   assert.equal(refused.body.message, 'Agent 1004 is on a call: they can be logged out once the call has ended');
+
+  // Listening in: the supervisor's phone (1005 on the demo phone) rings; once answered the
+  // supervisor listens, switches to whisper and barge on the same call, and leaves.
+  const actions = `${row('1004')} .c-actions`;
+  await sup.click(`${actions} button:has-text("Listen")`);
+  await expectText(sup, '#notice', 'Choose your phone first');
+  await sup.selectOption('#my-device', '1005');
+  await sup.click(`${actions} button:has-text("Listen")`);
+  await expectText(sup, '#notice', 'Your phone 1005 rings');
+  await expectText(sup, actions, 'Listening: answer your phone');
+  await phoneAction(phone, '1005', 'answer');
+  await expectText(sup, actions, 'You: Listening');
+  await expectText(sup, `${row('1004')} .c-call`, 'Demo Supervisor: Listening');
+  await shot(sup, 'supervisor-03-listening');
+  await sup.click(`${actions} button:has-text("Whisper")`);
+  await expectText(sup, actions, 'You: Whispering');
+  // The tenant does not show it to agents (the default): the agent's page says nothing.
+  assert.ok(await agent.isHidden('#monitor-info'), 'the agent is not told by default');
+  // Once the admin turns "Agents see when a supervisor listens" on, the agent's page says it.
+  const admin = await apiSession(sys, { username: 'admin', password: 'demo-admin' });
+  const on = await admin('PUT', '/api/admin/agent-defaults', { may_manage_queues: false, agents_see_monitoring: true });
+  assert.equal(on.status, 200);
+  await new Promise((r) => setTimeout(r, 2500)); // the portal reads the setting every 2 s
+  await sup.click(`${actions} button:has-text("Barge")`);
+  await expectText(sup, actions, 'You: Barging in');
+  await expectText(agent, '#monitor-info', 'Supervisor Demo Supervisor is on your call: barging in');
+  await sup.click(`${actions} button:has-text("Leave")`);
+  await expectText(sup, '#notice', 'You left the call of agent 1004');
+  await expectText(sup, actions, 'Listen');
+  assert.equal(await sup.locator(`${actions} button:has-text("Leave")`).count(), 0);
 
   await phoneAction(phone, '1004', 'hangup');
   await expectText(sup, `${row('1004')} .pill`, 'Wrap-up');
