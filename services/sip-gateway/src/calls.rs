@@ -42,6 +42,8 @@ struct Channel {
     ringing: bool,
     /// How it takes part in its bridge (reset when it leaves).
     mode: BridgeMode,
+    /// The phone's REFER was reported and not finished: its end is NOTIFYed as a success.
+    refer_pending: bool,
 }
 
 #[derive(Default)]
@@ -400,6 +402,7 @@ impl Calls {
                 sip_answered: false,
                 ringing: false,
                 mode: BridgeMode::Speak,
+                refer_pending: false,
             },
         );
         st.by_call_id
@@ -634,6 +637,7 @@ impl Calls {
                     sip_answered: true,
                     ringing: false,
                     mode: BridgeMode::Speak,
+                    refer_pending: false,
                 },
             );
             Self::refresh(t, &HashSet::from([id.clone()]));
@@ -745,8 +749,56 @@ impl Calls {
             | DialogState::Notify(_, _, h) => {
                 let _ = h.reply(StatusCode::OK).await;
             }
-            DialogState::Refer(_, _, h) | DialogState::Publish(_, _, h) => {
-                // Transfers from the phone come with the mixing work; refused cleanly until then.
+            DialogState::Refer(id, req, h) => {
+                // The phone's transfer button: reported to call-control, which decides.
+                let mut st = self.state.lock().await;
+                let Some((tenant, ch)) = st.by_call_id.get(&id.call_id).cloned() else {
+                    let _ = h.reply(StatusCode::CallTransactionDoesNotExist).await;
+                    return;
+                };
+                let refer_to = crate::stack::header(&req, "Refer-To").unwrap_or_default();
+                let (to, replaces) = match parse_refer_to(&refer_to) {
+                    Ok(found) => found,
+                    Err(why) => {
+                        tracing::info!(%tenant, channel = %ch, why, "a REFER was refused");
+                        let _ = h.reply(StatusCode::BadRequest).await;
+                        return;
+                    }
+                };
+                let replaces = match replaces {
+                    None => None,
+                    Some(call_id) => match st.by_call_id.get(&call_id) {
+                        Some((t, other)) if *t == tenant => Some(other.clone()),
+                        // Replaces names a call the gateway does not have (RFC 3891: 481).
+                        _ => {
+                            let _ = h.reply(StatusCode::CallTransactionDoesNotExist).await;
+                            return;
+                        }
+                    },
+                };
+                let Some(c) = st
+                    .tenants
+                    .get_mut(&tenant)
+                    .and_then(|t| t.channels.get_mut(&ch))
+                else {
+                    let _ = h.reply(StatusCode::CallTransactionDoesNotExist).await;
+                    return;
+                };
+                c.refer_pending = true;
+                let sig = c.signalling.clone();
+                drop(st);
+                let _ = h.reply(StatusCode::Accepted).await;
+                tokio::spawn(async move { sig.notify_refer(100, false).await });
+                let e = ChannelEvent::ChannelTransferRequested {
+                    tenant: tenant.clone(),
+                    channel: ch,
+                    to,
+                    replaces,
+                    at: Utc::now(),
+                };
+                gw.reporter.publish(&tenant, vec![Fact::Channel(e)]).await;
+            }
+            DialogState::Publish(_, _, h) => {
                 let _ = h.reply(StatusCode::NotImplemented).await;
             }
             DialogState::Terminated(id, why) => {
@@ -836,7 +888,14 @@ impl Calls {
             (c, _, _) => c,
         };
         let sig = c.signalling.clone();
-        tokio::spawn(async move { sig.end().await });
+        let referred = c.refer_pending;
+        tokio::spawn(async move {
+            if referred {
+                // The transfer the phone asked for took its call away: it succeeded.
+                sig.notify_refer(200, true).await;
+            }
+            sig.end().await
+        });
         let facts = remove(&mut st, tenant, channel, cause, Utc::now());
         forget(gw, tenant, channel).await;
         gw.reporter.publish(tenant, facts).await;
@@ -1159,6 +1218,67 @@ fn sip_user(number: &str) -> String {
     }
 }
 
+/// What a REFER asks for: the number its Refer-To names (`<sip:1002@domain>`, `sip:+1555…@…`,
+/// `tel:…`) and, for an attended transfer, the Call-ID its `Replaces` names. Bounded and
+/// checked: digits with an optional leading `+`, at most 32.
+pub fn parse_refer_to(value: &str) -> Result<(String, Option<String>), &'static str> {
+    if value.is_empty() {
+        return Err("no Refer-To");
+    }
+    if value.len() > 1024 {
+        return Err("Refer-To is too long");
+    }
+    let uri = match (value.find('<'), value.rfind('>')) {
+        (Some(a), Some(b)) if a < b => &value[a + 1..b],
+        _ => value.split(';').next().unwrap_or(value),
+    }
+    .trim();
+    let (uri, headers) = uri.split_once('?').unwrap_or((uri, ""));
+    let rest = uri
+        .strip_prefix("sips:")
+        .or_else(|| uri.strip_prefix("sip:"))
+        .or_else(|| uri.strip_prefix("tel:"))
+        .ok_or("Refer-To is not a sip:, sips: or tel: URI")?;
+    let user = rest.split(['@', ';']).next().unwrap_or("");
+    let digits = user.strip_prefix('+').unwrap_or(user);
+    if digits.is_empty() || digits.len() > 32 || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return Err("Refer-To does not name a number (digits, may start with +)");
+    }
+    let replaces = headers
+        .split('&')
+        .find_map(|h| {
+            let (k, v) = h.split_once('=')?;
+            k.eq_ignore_ascii_case("replaces").then_some(v)
+        })
+        .map(|v| {
+            let v = percent_decode(v);
+            v.split(';').next().unwrap_or("").trim().to_string()
+        })
+        .filter(|v| !v.is_empty());
+    Ok((user.to_string(), replaces))
+}
+
+/// `%XX` escapes decoded (bytes that are not valid UTF-8 are replaced).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (b[i], b.get(i + 1..i + 3)) {
+            (b'%', Some(h)) if h.iter().all(u8::is_ascii_hexdigit) => {
+                let hex = std::str::from_utf8(h).expect("hex digits");
+                out.push(u8::from_str_radix(hex, 16).expect("hex digits"));
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// The caller's number and name: P-Asserted-Identity when a trunk sent it, else From.
 fn caller_of(
     req: &rsipstack::sip::Request,
@@ -1186,6 +1306,28 @@ fn caller_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refer_to_names_a_number_and_perhaps_the_call_it_replaces() {
+        assert_eq!(
+            parse_refer_to("<sip:1002@office.localhost>"),
+            Ok(("1002".into(), None))
+        );
+        assert_eq!(
+            parse_refer_to("sip:+15551234@pbx;transport=udp"),
+            Ok(("+15551234".into(), None))
+        );
+        assert_eq!(
+            parse_refer_to(
+                "<sip:1002@office.localhost?Replaces=abc%40host%3Bto-tag%3D1%3Bfrom-tag%3D2>"
+            ),
+            Ok(("1002".into(), Some("abc@host".into())))
+        );
+        assert!(parse_refer_to("").is_err());
+        assert!(parse_refer_to("<sip:bob@office.localhost>").is_err());
+        assert!(parse_refer_to("<http://1002>").is_err());
+        assert!(parse_refer_to(&format!("<sip:{}@x>", "1".repeat(33))).is_err());
+    }
 
     #[test]
     fn caller_text_is_bounded_and_cleaned() {

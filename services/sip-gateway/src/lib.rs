@@ -358,7 +358,8 @@ async fn dispatch(g: Gateway, mut tx: rsipstack::transaction::Transaction) {
                 &mut tx,
                 StatusCode::OK,
                 vec![rsipstack::sip::Header::Allow(
-                    "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, INFO".into(),
+                    "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, INFO, REFER, NOTIFY"
+                        .into(),
                 )],
             )
             .await

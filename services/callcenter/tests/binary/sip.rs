@@ -584,6 +584,70 @@ async fn after_a_blind_transfer_the_caller_hears_the_target_and_no_longer_the_fi
 }
 
 #[tokio::test]
+async fn the_agents_phone_transfer_button_is_the_portals_blind_transfer_to_the_agent_on_that_extension(
+) {
+    let sys = System::start_sip(false).await;
+    let (mut alice_phone, mut caller, alice, t0) = alice_connected(&sys).await;
+    let mut bob_phone = sys.agent_phone("1002", TARGET_TONE as u32).await;
+    let bob = sys.office_agent("1002").await;
+    sys.wait_device(&bob, "1002", true).await;
+    idle(&sys, &bob).await;
+    // baresip's transfer command sends REFER (Refer-To: sip:1002@office.localhost).
+    alice_phone
+        .command("transfer", &format!("sip:1002@{DOMAIN}"))
+        .await;
+    alice_phone.event("CALL_CLOSED", WAIT).await;
+    bob_phone.event("CALL_ESTABLISHED", WAIT).await;
+    let answered = since(t0);
+    let v = sys
+        .view_when(&bob, "Bob connected with the transferred call", |v| {
+            v["status"] == "connected" && v["current_call"]["received_transfer"].is_null()
+        })
+        .await;
+    assert_eq!(v["current_call"]["transferred_from"], "1001", "{v}");
+    let call = v["current_call"]["call"].as_str().unwrap().to_string();
+    let v = sys
+        .view_when(&alice, "Alice's call counted", |v| {
+            v["counts"]["completed"] == 1
+        })
+        .await;
+    assert_eq!(v["current_call"]["ended_by"], "transferred", "{v}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let end = since(t0);
+    caller.command("hangup", "").await;
+    bob_phone.event("CALL_CLOSED", WAIT).await;
+    let (c, rate) = wav(caller.heard().last().unwrap());
+    assert_hears(
+        "the caller, after the phone's transfer",
+        window(&c, rate, answered + 0.8, end - 0.2),
+        rate,
+        TARGET_TONE,
+        AGENT_TONE,
+    );
+    // The same events as the portal's blind transfer to an agent.
+    let events = cc_testkit::eventually("the transfer recorded", WAIT, || async {
+        let e = sys
+            .stream_events(&format!("{SIP_TENANT}/call-{call}"))
+            .await;
+        e.iter().any(|(t, _)| t == "TransferCompleted").then_some(e)
+    })
+    .await;
+    let started = &events
+        .iter()
+        .find(|(t, _)| t == "TransferStarted")
+        .unwrap()
+        .1;
+    assert_eq!(
+        (
+            &started["method"],
+            &started["target"],
+            &started["target_agent"]
+        ),
+        (&json!("blind"), &json!({"agent": "1002"}), &json!("1002"))
+    );
+}
+
+#[tokio::test]
 async fn during_an_attended_transfer_the_caller_hears_music_and_after_complete_the_target() {
     let sys = System::start_sip(false).await;
     let (mut alice_phone, mut caller, alice, t0) = alice_connected(&sys).await;
