@@ -121,6 +121,7 @@ ensure_sip_tools() {
   local missing=()
   command -v sipp >/dev/null || missing+=(sip-tester)
   command -v baresip >/dev/null || missing+=(baresip)
+  command -v linphonec >/dev/null || missing+=(linphone-cli)
   [ "${#missing[@]}" -eq 0 ] && return
   say "Installing Debian's ${missing[*]} (real SIP phones and callers for the tests)"
   local sudo=()

@@ -44,6 +44,12 @@ struct Channel {
     mode: BridgeMode,
     /// The phone's REFER was reported and not finished: its end is NOTIFYed as a success.
     refer_pending: bool,
+    /// The other leg of a phone's own call to an extension (its consultation before an
+    /// attended transfer): the two end together, and the call ends once the PBX contract
+    /// bridges either leg elsewhere (the transfer took it).
+    peer: Option<String>,
+    /// For the calling leg of such a call: our SDP answer, sent when the extension answers.
+    pending_answer: Option<Vec<u8>>,
 }
 
 #[derive(Default)]
@@ -200,6 +206,40 @@ impl Calls {
         }
     }
 
+    /// The extension a phone called answered (`far`): the calling phone gets our answer and the
+    /// two legs are bridged. The facts of that, if `far` is such a leg.
+    fn connect_internal(t: &mut Tenant, tenant: &str, far: &str) -> Vec<Fact> {
+        let Some(near) = t.channels.get(far).and_then(|c| c.peer.clone()) else {
+            return vec![];
+        };
+        let Some(c) = t.channels.get_mut(&near) else {
+            return vec![];
+        };
+        let Some(answer) = c.pending_answer.take() else {
+            return vec![];
+        };
+        if let Err(e) = c.signalling.accept(answer) {
+            tracing::warn!(error = %e, "could not answer a phone's call to an extension");
+        }
+        c.state.answered = true;
+        let mut facts = vec![Fact::Channel(ChannelEvent::ChannelAnswered {
+            tenant: tenant.into(),
+            channel: near.clone(),
+            at: Utc::now(),
+        })];
+        match join(
+            t,
+            tenant,
+            &format!("ext-{near}"),
+            &[near, far.to_string()],
+            None,
+        ) {
+            Ok((f, _)) => facts.extend(f),
+            Err(e) => tracing::warn!(error = %e.message, "could not bridge a phone's call"),
+        }
+        facts
+    }
+
     /// The contract's SetBridgeMode: how a channel takes part in its bridge; with `join`, the
     /// channel joins that bridge in that mode in one step.
     pub async fn set_bridge_mode(
@@ -271,6 +311,17 @@ impl Calls {
         gw: &Gateway,
         tenant: &str,
         cmd: Originate,
+    ) -> Result<ChannelState, CommandError> {
+        self.originate_for(gw, tenant, cmd, None).await
+    }
+
+    /// An INVITE to a device; with `peer`, as the far leg of a phone's own call to it.
+    async fn originate_for(
+        &self,
+        gw: &Gateway,
+        tenant: &str,
+        cmd: Originate,
+        peer: Option<&str>,
     ) -> Result<ChannelState, CommandError> {
         let device = match &cmd.endpoint {
             Endpoint::Device(d) => d.clone(),
@@ -403,6 +454,8 @@ impl Calls {
                 ringing: false,
                 mode: BridgeMode::Speak,
                 refer_pending: false,
+                peer: peer.map(str::to_string),
+                pending_answer: None,
             },
         );
         st.by_call_id
@@ -471,6 +524,7 @@ impl Calls {
                         at: now,
                     }));
                     Self::refresh(t, &HashSet::from([id.to_string()]));
+                    facts.extend(Self::connect_internal(t, tenant, id));
                     gw.reporter.publish(tenant, facts).await;
                 }
                 _ => {
@@ -481,9 +535,7 @@ impl Calls {
                     c.sip_answered = true;
                     let sig = c.signalling.clone();
                     tokio::spawn(async move { sig.end().await });
-                    let facts = remove(&mut st, tenant, id, HangupCause::Unavailable, now);
-                    forget(gw, tenant, id).await;
-                    gw.reporter.publish(tenant, facts).await;
+                    finish(gw, &mut st, tenant, id, HangupCause::Unavailable).await;
                 }
             }
             return;
@@ -494,15 +546,13 @@ impl Calls {
             408 | 487 => HangupCause::NoAnswer,
             _ => HangupCause::Unavailable,
         };
-        let facts = remove(&mut st, tenant, id, cause, now);
-        forget(gw, tenant, id).await;
-        gw.reporter.publish(tenant, facts).await;
+        finish(gw, &mut st, tenant, id, cause).await;
     }
 
     /// A caller's INVITE (outside any dialog).
     pub async fn inbound(&self, gw: &Gateway, mut tx: Transaction) {
         let req = tx.original.clone();
-        let Some(tenant) = gw.tenant_of_host(&req.uri.host_with_port.host.to_string()) else {
+        let Some(tenant) = gw.tenant_of_request(&req) else {
             return reply(
                 &mut tx,
                 StatusCode::NotFound,
@@ -518,8 +568,19 @@ impl Calls {
             .as_ref()
             .and_then(|f| f.uri.auth.as_ref().map(|a| a.user.clone()))
             .unwrap_or_default();
-        if !gw.trunk_allows(&tenant, source.ip()) {
-            // Not the tenant's trunk: only its own registered devices may call, with digest.
+        let dialed = req
+            .uri
+            .auth
+            .as_ref()
+            .map(|a| a.user.clone())
+            .unwrap_or_default();
+        let is_queue = gw.queues.is_queue(gw, &tenant, &dialed).await;
+        let to_extension = !is_queue
+            && DeviceId::parse(&dialed).is_ok_and(|d| gw.registry.is_device(&tenant, d.as_str()));
+        let mut calling_device = None;
+        if !gw.trunk_allows(&tenant, source.ip()) || to_extension {
+            // Not the tenant's trunk: only its own registered devices may call, with digest;
+            // and a call to an extension is a device's own call, from any address.
             let device = DeviceId::parse(&from_user)
                 .ok()
                 .filter(|d| gw.registry.is_device(&tenant, d.as_str()));
@@ -540,14 +601,15 @@ impl Calls {
                 };
                 return reply(&mut tx, code, headers).await;
             }
+            calling_device = Some(device);
         }
-        let dialed = req
-            .uri
-            .auth
-            .as_ref()
-            .map(|a| a.user.clone())
-            .unwrap_or_default();
-        if !gw.queues.is_queue(gw, &tenant, &dialed).await {
+        // A device calling another extension of its tenant: a call of its own (a consultation
+        // before an attended transfer from the phone); the gateway bridges the two.
+        let internal = match (&calling_device, DeviceId::parse(&dialed)) {
+            (Some(_), Ok(d)) if to_extension => Some((new_id(), d)),
+            _ => None,
+        };
+        if internal.is_none() && !is_queue {
             return reply(
                 &mut tx,
                 StatusCode::NotFound,
@@ -575,6 +637,7 @@ impl Calls {
             }
         };
         let caller = caller_of(&req, from.as_ref(), gw.trunk_allows(&tenant, source.ip()));
+        let caller_party = caller.clone();
         let leg = match gw.media.open().await {
             Ok(l) => l,
             Err(e) => {
@@ -638,14 +701,19 @@ impl Calls {
                     ringing: false,
                     mode: BridgeMode::Speak,
                     refer_pending: false,
+                    peer: internal.as_ref().map(|(b, _)| b.clone()),
+                    pending_answer: internal.as_ref().map(|_| answer.clone()),
                 },
             );
             Self::refresh(t, &HashSet::from([id.clone()]));
             st.by_call_id.insert(call_id, (tenant.clone(), id.clone()));
             remember(gw, &tenant, &id).await;
-            // The queue answers the caller at once, with music, as queues do.
-            if let Err(e) = signalling.accept(answer) {
-                tracing::warn!(error = %e, "could not answer a caller");
+            // The queue answers the caller at once, with music, as queues do (a call to an
+            // extension is answered when the extension answers).
+            if internal.is_none() {
+                if let Err(e) = signalling.accept(answer) {
+                    tracing::warn!(error = %e, "could not answer a caller");
+                }
             }
             let created = ChannelEvent::ChannelCreated {
                 tenant: tenant.clone(),
@@ -660,6 +728,29 @@ impl Calls {
             gw.reporter
                 .publish(&tenant, vec![Fact::Channel(created)])
                 .await;
+        }
+        if let Some((far, device)) = internal {
+            let ring = Originate {
+                channel: Some(far.clone()),
+                endpoint: Endpoint::Device(device),
+                caller: caller_party.clone(),
+            };
+            let rung = self.originate_for(gw, &tenant, ring, Some(&id)).await;
+            let mut st = self.state.lock().await;
+            let gone = st
+                .tenants
+                .get(&tenant)
+                .is_none_or(|t| !t.channels.contains_key(&far));
+            if let Err(e) = &rung {
+                tracing::info!(error = %e.message, "a phone's call to an extension could not ring");
+            }
+            if rung.is_err() || gone {
+                // Busy (the extension has a call), or it could not be rung.
+                signalling.reject(if rung.is_ok() { 486 } else { 480 });
+                let facts = remove(&mut st, &tenant, &id, HangupCause::Busy, Utc::now());
+                forget(gw, &tenant, &id).await;
+                gw.reporter.publish(&tenant, facts).await;
+            }
         }
         if let Err(e) = dialog.handle(&mut tx).await {
             tracing::debug!(error = %e, "caller's INVITE transaction");
@@ -767,8 +858,16 @@ impl Calls {
                 };
                 let replaces = match replaces {
                     None => None,
+                    // The phone's own call to the target: call-control is told the target's
+                    // leg of it (the one to join with the customer).
                     Some(call_id) => match st.by_call_id.get(&call_id) {
-                        Some((t, other)) if *t == tenant => Some(other.clone()),
+                        Some((t, other)) if *t == tenant => Some(
+                            st.tenants
+                                .get(t)
+                                .and_then(|t| t.channels.get(other))
+                                .and_then(|c| c.peer.clone())
+                                .unwrap_or_else(|| other.clone()),
+                        ),
                         // Replaces names a call the gateway does not have (RFC 3891: 481).
                         _ => {
                             let _ = h.reply(StatusCode::CallTransactionDoesNotExist).await;
@@ -821,9 +920,7 @@ impl Calls {
                     }
                     _ => HangupCause::Normal,
                 };
-                let facts = remove(&mut st, &tenant, &ch, cause, Utc::now());
-                forget(gw, &tenant, &ch).await;
-                gw.reporter.publish(&tenant, facts).await;
+                finish(gw, &mut st, &tenant, &ch, cause).await;
             }
             _ => {}
         }
@@ -896,9 +993,7 @@ impl Calls {
             }
             sig.end().await
         });
-        let facts = remove(&mut st, tenant, channel, cause, Utc::now());
-        forget(gw, tenant, channel).await;
-        gw.reporter.publish(tenant, facts).await;
+        finish(gw, &mut st, tenant, channel, cause).await;
         Ok(())
     }
 
@@ -922,7 +1017,33 @@ impl Calls {
         if let Some(missing) = channels.iter().find(|c| !t.channels.contains_key(*c)) {
             return Err(unknown_channel(missing));
         }
-        let (facts, members) = join(t, tenant, bridge, channels, None)?;
+        let (mut facts, members) = join(t, tenant, bridge, channels, None)?;
+        // A leg of a phone's own call taken into another bridge (an attended transfer from the
+        // phone): that call is over; its other leg (the transferring phone's) is hung up.
+        let taken: Vec<String> = channels
+            .iter()
+            .filter_map(|c| t.channels.get_mut(c).and_then(|c| c.peer.take()))
+            .collect();
+        for other in taken {
+            let Some(c) = st
+                .tenants
+                .get_mut(tenant)
+                .and_then(|t| t.channels.get_mut(&other))
+            else {
+                continue;
+            };
+            c.peer = None;
+            let sig = c.signalling.clone();
+            tokio::spawn(async move { sig.end().await });
+            facts.extend(remove(
+                &mut st,
+                tenant,
+                &other,
+                HangupCause::Normal,
+                Utc::now(),
+            ));
+            forget(gw, tenant, &other).await;
+        }
         gw.reporter.publish(tenant, facts).await;
         Ok(members)
     }
@@ -1039,6 +1160,39 @@ fn remove(
         Calls::refresh(t, &partners);
     }
     facts
+}
+
+/// Removes a channel (as [`remove`]), forgets it and reports it; the other leg of a phone's own
+/// call ends with it (refused with the cause's SIP code if the caller was not answered yet).
+async fn finish(gw: &Gateway, st: &mut State, tenant: &str, id: &str, cause: HangupCause) {
+    let peer = st
+        .tenants
+        .get(tenant)
+        .and_then(|t| t.channels.get(id))
+        .and_then(|c| c.peer.clone());
+    let mut facts = remove(st, tenant, id, cause, Utc::now());
+    forget(gw, tenant, id).await;
+    if let Some(p) = peer {
+        if let Some(c) = st.tenants.get(tenant).and_then(|t| t.channels.get(&p)) {
+            let sig = c.signalling.clone();
+            let unanswered = c.state.direction == Direction::Inbound && c.pending_answer.is_some();
+            let code = match cause {
+                HangupCause::Busy => 486,
+                HangupCause::Rejected => 603,
+                _ => 480,
+            };
+            tokio::spawn(async move {
+                if unanswered {
+                    sig.reject(code)
+                } else {
+                    sig.end().await
+                }
+            });
+            facts.extend(remove(st, tenant, &p, HangupCause::Normal, Utc::now()));
+            forget(gw, tenant, &p).await;
+        }
+    }
+    gw.reporter.publish(tenant, facts).await;
 }
 
 /// Channels (all known) join a bridge, leaving any other, in `mode` when given (else as they

@@ -76,6 +76,26 @@ impl Gateway {
             .cloned()
     }
 
+    /// The tenant a request is for: its Request-URI's domain; when that is an address (a phone
+    /// set up with the gateway's address as its registrar or proxy), the domain of its To
+    /// (REGISTER) or From (the calling device's own domain).
+    pub fn tenant_of_request(&self, req: &rsipstack::sip::Request) -> Option<String> {
+        use rsipstack::sip::prelude::{HeadersExt, ToTypedHeader};
+        let host = req.uri.host_with_port.host.to_string();
+        if let Some(t) = self.tenant_of_host(&host) {
+            return Some(t);
+        }
+        host.trim_matches(['[', ']'])
+            .parse::<IpAddr>()
+            .ok()?;
+        let named = if req.method == Method::Register {
+            req.to_header().ok()?.typed().ok()?.uri
+        } else {
+            req.from_header().ok()?.typed().ok()?.uri
+        };
+        self.tenant_of_host(&named.host_with_port.host.to_string())
+    }
+
     /// A tenant's SIP domain (and digest realm).
     pub fn domain(&self, tenant: &str) -> String {
         format!("{tenant}.{}", self.ctx.config.base_domain)

@@ -234,7 +234,7 @@ pub async fn register(gw: Gateway, mut tx: Transaction) {
         )
         .await;
     }
-    let Some(tenant) = gw.tenant_of_host(&req.uri.host_with_port.host.to_string()) else {
+    let Some(tenant) = gw.tenant_of_request(&req) else {
         return reply(
             &mut tx,
             StatusCode::NotFound,

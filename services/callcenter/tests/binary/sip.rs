@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::phones::{assert_hears, goertzel, music, raw_sip, sipp, wav, window, Phone, PhoneSpec};
+use crate::phones::{
+    assert_hears, goertzel, music, raw_sip, sipp, wav, window, Linphone, Phone, PhoneSpec,
+};
 use crate::system::{Client, System, SIP_TENANT};
 
 const DOMAIN: &str = "office.localhost";
@@ -645,6 +647,115 @@ async fn the_agents_phone_transfer_button_is_the_portals_blind_transfer_to_the_a
         ),
         (&json!("blind"), &json!({"agent": "1002"}), &json!("1002"))
     );
+}
+
+#[tokio::test]
+async fn an_attended_transfer_from_linphone_consults_the_target_on_its_own_call_then_joins_the_caller(
+) {
+    let sys = System::start_sip(false).await;
+    let admin = sys.office_admin().await;
+    admin
+        .call(
+            Method::PUT,
+            "/api/admin/queues/500/settings",
+            Some(json!({"wrap_up_s": 1})),
+        )
+        .await
+        .ok();
+    // Alice's phone is linphonec (answers by itself); Bob's a baresip phone with its tone.
+    let mut alice_phone = Linphone::start(sys.gateway(), DOMAIN, "1001", "sip1001").await;
+    let alice = sys.office_agent("1001").await;
+    sys.wait_device(&alice, "1001", true).await;
+    idle(&sys, &alice).await;
+    let mut bob_phone = sys.agent_phone("1002", TARGET_TONE as u32).await;
+    let bob = sys.office_agent("1002").await;
+    sys.wait_device(&bob, "1002", true).await;
+    idle(&sys, &bob).await;
+    let mut caller = sys.caller("5551234", "Jane").await;
+    caller.command("dial", &format!("sip:500@{DOMAIN}")).await;
+    caller.event("CALL_ESTABLISHED", WAIT).await;
+    let t0 = Instant::now();
+    let v = sys
+        .view_when(&alice, "Alice connected", |v| v["status"] == "connected")
+        .await;
+    let call = v["current_call"]["call"].as_str().unwrap().to_string();
+    // Alice consults Bob on a call of her phone's own: linphone holds the customer (the
+    // portal shows On hold), the gateway rings extension 1002 and bridges the two.
+    alice_phone.send("pause 1").await;
+    sys.view_when(&alice, "the customer on hold by the phone", |v| {
+        v["status"] == "on_hold"
+    })
+    .await;
+    alice_phone.send(&format!("call sip:1002@{DOMAIN}")).await;
+    bob_phone.event("CALL_ESTABLISHED", WAIT).await;
+    let held = since(t0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let consulted = since(t0);
+    // Then the phone's transfer: REFER with Replaces naming the consultation call.
+    alice_phone.send("transfer 1 --to-call 2").await;
+    let v = sys
+        .view_when(&bob, "Bob has the customer", |v| {
+            v["status"] == "connected" && v["current_call"]["received_transfer"].is_null()
+        })
+        .await;
+    assert_eq!(v["current_call"]["call"], call.as_str(), "{v}");
+    let joined = since(t0);
+    sys.view_when(&alice, "Alice off the call, counted", |v| {
+        v["counts"]["completed"] == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let end = since(t0);
+    caller.command("hangup", "").await;
+    bob_phone.event("CALL_CLOSED", WAIT).await;
+    let (c, rate) = wav(caller.heard().last().unwrap());
+    // Held by the phone during the consultation: music, not Bob.
+    let w = window(&c, rate, held + 0.5, consulted - 0.2);
+    let (m, bob_tone) = (music(w, rate), goertzel(w, rate, TARGET_TONE));
+    assert!(
+        m > 100.0 * bob_tone.max(1.0),
+        "the held customer hears music {m:.0}, far above the consultation {bob_tone:.0}"
+    );
+    assert_hears(
+        "the caller, after the phone's attended transfer",
+        window(&c, rate, joined + 0.8, end - 0.2),
+        rate,
+        TARGET_TONE,
+        AGENT_TONE,
+    );
+    let events = cc_testkit::eventually("the transfer recorded", WAIT, || async {
+        let e = sys
+            .stream_events(&format!("{SIP_TENANT}/call-{call}"))
+            .await;
+        e.iter().any(|(t, _)| t == "TransferCompleted").then_some(e)
+    })
+    .await;
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|(t, _)| t.as_str())
+        .skip_while(|t| *t != "TransferStarted")
+        .take(5)
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "TransferStarted",
+            "TransferAnswered",
+            "CallEnded",
+            "TransferCompleted",
+            "CallConnected"
+        ]
+    );
+    let started = &events
+        .iter()
+        .find(|(t, _)| t == "TransferStarted")
+        .unwrap()
+        .1;
+    assert_eq!(
+        (&started["method"], &started["target_agent"]),
+        (&json!("attended"), &json!("1002"))
+    );
+    drop(alice_phone);
 }
 
 #[tokio::test]
