@@ -34,6 +34,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "idempotency_keys",
         sql: include_str!("../sql/0002_idempotency.sql"),
     },
+    Migration {
+        version: 3,
+        name: "idempotency_claims",
+        sql: include_str!("../sql/0003_idempotency_claims.sql"),
+    },
 ];
 
 /// A connection to the bus: the NATS client, its JetStream context and the subject names.

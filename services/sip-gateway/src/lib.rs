@@ -85,9 +85,7 @@ impl Gateway {
         if let Some(t) = self.tenant_of_host(&host) {
             return Some(t);
         }
-        host.trim_matches(['[', ']'])
-            .parse::<IpAddr>()
-            .ok()?;
+        host.trim_matches(['[', ']']).parse::<IpAddr>().ok()?;
         let named = if req.method == Method::Register {
             req.to_header().ok()?.typed().ok()?.uri
         } else {
