@@ -63,7 +63,9 @@ pub fn not_found(message: String) -> ApiError {
     ApiError(CommandError::new("not_found", message))
 }
 
-/// Parses a JSON body, naming the field at fault.
+/// Parses a JSON body, naming the field at fault: the body must be a JSON object (an array is
+/// not taken as the fields in order), every field must have its type, and a field the route
+/// does not know is refused (a misspelt optional field would otherwise be silently ignored).
 pub fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
     if bytes.is_empty() {
         return Err(ApiError(CommandError::new(
@@ -71,7 +73,32 @@ pub fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
             "the request needs a JSON body",
         )));
     }
-    Ok(cc_bus::parse_json(bytes)?)
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
+            return Err(ApiError(CommandError::new(
+                "invalid_json",
+                "the body must be a JSON object ({\"field\": value, ...})",
+            )));
+        }
+        return Err(ApiError(
+            cc_bus::parse_json::<serde::de::IgnoredAny>(bytes).expect_err("not JSON"),
+        ));
+    }
+    let mut unknown: Vec<String> = vec![];
+    let mut note = |p: serde_ignored::Path| unknown.push(p.to_string());
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let parsed: T =
+        serde_path_to_error::deserialize(serde_ignored::Deserializer::new(de, &mut note))
+            .map_err(|e| ApiError(CommandError::from_json(e)))?;
+    if let Some(f) = unknown.first() {
+        return Err(ApiError(CommandError::field(
+            "invalid_field",
+            f,
+            format!("{f}: no such field here (see /api/docs)"),
+        )));
+    }
+    Ok(parsed)
 }
 
 /// Parses a path or body value with a domain parser, naming the field.
