@@ -9,6 +9,7 @@
 //! - [`relay`]: the outbox that moves committed events from the store to JetStream, in store
 //!   order, exactly once per event id, with one active relay at a time.
 
+pub mod codes;
 mod command;
 pub mod consumer;
 pub mod relay;

@@ -9,25 +9,15 @@ pub struct ApiError(pub CommandError);
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
-/// The HTTP status of an error code.
+/// The HTTP status of an error code: its kind in the one table of codes
+/// ([`cc_bus::codes::CODES`]). A code that table does not know is a fault of ours (500).
 pub fn status_of(code: &str) -> StatusCode {
-    match code {
-        "invalid_json" | "invalid_field" | "missing_field" | "missing_tenant"
-        | "invalid_tenant" => StatusCode::BAD_REQUEST,
-        "unauthenticated" | "invalid_credentials" => StatusCode::UNAUTHORIZED,
-        "forbidden" | "account_disabled" | "queue_change_not_allowed" => StatusCode::FORBIDDEN,
-        "unknown_agent" | "unknown_queue" | "unknown_tenant" | "unknown_extension"
-        | "not_found" => StatusCode::NOT_FOUND,
-        "unknown_pause_reason" | "unknown_device" | "device_offline" | "queue_not_assigned" => {
-            StatusCode::UNPROCESSABLE_ENTITY
+    match cc_bus::codes::kind_of(code) {
+        Some(kind) => StatusCode::from_u16(kind.status()).expect("a valid status"),
+        None => {
+            tracing::error!(code, "an error code missing from cc_bus::codes::CODES");
+            StatusCode::INTERNAL_SERVER_ERROR
         }
-        "too_many_attempts" => StatusCode::TOO_MANY_REQUESTS,
-        "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
-        "internal" => StatusCode::INTERNAL_SERVER_ERROR,
-        // already_logged_in, not_logged_in, already_paused, not_paused, device_in_use,
-        // agent_exists, queue_exists, pause_reason_exists, already_in_queue, not_in_queue,
-        // not_assigned, conflict ...: the request is valid but the state refuses it.
-        _ => StatusCode::CONFLICT,
     }
 }
 
