@@ -116,7 +116,7 @@ ensure_rust() {
 }
 
 # Real SIP software for the SIP gateway's tests and for trying it by hand: SIPp (Debian package
-# sip-tester), baresip, and Kamailio with its presence modules (the PBX of the trunk-mode test,
+# sip-tester), baresip, linphonec (linphone-cli), and Kamailio with its presence modules (the PBX of the trunk-mode test,
 # infra/kamailio/kamailio.cfg), from Debian's packages when missing.
 ensure_sip_tools() {
   local missing=()
