@@ -477,6 +477,15 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.to_string().contains("CC_SIP_PBX_SUBSCRIBE_SECS"), "{e}");
+        // `callcenter config` prints it, and a file may set it the same way.
+        let c = Config::load_from(None, |k| {
+            (k == "CC_SIP_PBX").then(|| "office=127.0.0.2:5080,presence".into())
+        })
+        .unwrap();
+        let text = c.redacted_toml();
+        assert!(text.contains("127.0.0.2"), "{text}");
+        let back: Config = toml::from_str(&text).unwrap();
+        assert_eq!(back.sip.pbx, c.sip.pbx);
     }
 
     #[test]
