@@ -323,36 +323,8 @@ impl Calls {
         cmd: Originate,
         peer: Option<&str>,
     ) -> Result<ChannelState, CommandError> {
-        let device = match &cmd.endpoint {
-            Endpoint::Device(d) => d.clone(),
-            Endpoint::Number(n) => match DeviceId::parse(n) {
-                // An extension of this tenant dialled as a number.
-                Ok(d) if gw.registry.is_device(tenant, d.as_str()) => d,
-                _ => {
-                    return Err(err(
-                        "no_route",
-                        "number",
-                        format!(
-                        "The SIP gateway has no route to {n:?} (no outbound trunk for this tenant)"
-                    ),
-                    ))
-                }
-            },
-        };
-        if !gw.registry.is_device(tenant, device.as_str()) {
-            return Err(err(
-                "unknown_device",
-                "device",
-                format!("There is no device {device} on this PBX"),
-            ));
-        }
-        let Some(binding) = gw.registry.binding(tenant, device.as_str()) else {
-            return Err(err(
-                "device_unavailable",
-                "device",
-                format!("Device {device} is not registered"),
-            ));
-        };
+        let route = route_of(gw, tenant, &cmd.endpoint)?;
+        let (device, number) = (route.device.clone(), route.number.clone());
         let id = cmd.channel.clone().unwrap_or_else(new_id);
         let caller = sanitize(cmd.caller.clone());
         let now = Utc::now();
@@ -362,8 +334,8 @@ impl Calls {
             direction: Direction::Outbound,
             caller: caller.clone(),
             dialed: None,
-            device: Some(device.clone()),
-            number: None,
+            device: device.clone(),
+            number: number.clone(),
             at: now,
         };
         let state = ChannelState {
@@ -371,8 +343,8 @@ impl Calls {
             direction: Direction::Outbound,
             caller: caller.clone(),
             dialed: None,
-            device: Some(device.clone()),
-            number: None,
+            device: device.clone(),
+            number: number.clone(),
             answered: false,
             held: false,
             bridge: None,
@@ -386,9 +358,10 @@ impl Calls {
                 format!("channel {id} already exists"),
             ));
         }
-        if t.channels
-            .values()
-            .any(|c| c.state.device.as_ref() == Some(&device))
+        if device.is_some()
+            && t.channels
+                .values()
+                .any(|c| c.state.device.is_some() && c.state.device == device)
         {
             // The phone has a call: busy, as the contract says for a device on a call.
             let busy = ChannelEvent::ChannelHungUp {
@@ -418,14 +391,14 @@ impl Calls {
         let option = InviteOption {
             caller_display_name: (!caller.name.is_empty()).then(|| caller.name.clone()),
             caller: parse_uri(format!("sip:{user}@{domain}"))?,
-            callee: parse_uri(binding.contact.clone())?,
+            callee: parse_uri(route.uri.clone())?,
             destination: Some(SipAddr {
-                r#type: Some(if binding.transport == "tcp" {
+                r#type: Some(if route.tcp {
                     rsipstack::sip::Transport::Tcp
                 } else {
                     rsipstack::sip::Transport::Udp
                 }),
-                addr: binding.target().into(),
+                addr: route.target.into(),
             }),
             content_type: Some("application/sdp".into()),
             offer: Some(sdp::offer(gw.media.ip, leg.port, session_id)),
@@ -552,16 +525,20 @@ impl Calls {
     /// A caller's INVITE (outside any dialog).
     pub async fn inbound(&self, gw: &Gateway, mut tx: Transaction) {
         let req = tx.original.clone();
-        let Some(tenant) = gw.tenant_of_request(&req) else {
+        let Some(source) = stack::source(&req) else {
+            return reply(&mut tx, StatusCode::BadRequest, vec![]).await;
+        };
+        // A PBX may send the gateway's address as the domain: the tenant is the one whose PBX it is.
+        let tenant = gw
+            .tenant_of_request(&req)
+            .or_else(|| gw.tenant_of_pbx(source.ip()));
+        let Some(tenant) = tenant else {
             return reply(
                 &mut tx,
                 StatusCode::NotFound,
                 vec![reason("no such SIP domain here")],
             )
             .await;
-        };
-        let Some(source) = stack::source(&req) else {
-            return reply(&mut tx, StatusCode::BadRequest, vec![]).await;
         };
         let from = req.from_header().ok().and_then(|f| f.typed().ok());
         let from_user = from
@@ -575,7 +552,14 @@ impl Calls {
             .map(|a| a.user.clone())
             .unwrap_or_default();
         let is_queue = gw.queues.is_queue(gw, &tenant, &dialed).await;
+        let on_pbx = gw.pbx.contains_key(&tenant);
+        if on_pbx && !gw.trunk_allows(&tenant, source.ip()) {
+            let why = "this tenant's calls come through its PBX";
+            return reply(&mut tx, StatusCode::Forbidden, vec![reason(why)]).await;
+        }
+        // (A trunk-mode tenant's extensions call each other on their PBX, not here.)
         let to_extension = !is_queue
+            && !on_pbx
             && DeviceId::parse(&dialed).is_ok_and(|d| gw.registry.is_device(&tenant, d.as_str()));
         let mut calling_device = None;
         if !gw.trunk_allows(&tenant, source.ip()) || to_extension {
@@ -1124,6 +1108,98 @@ impl Calls {
             c.leg.output.stats.received.load(Ordering::Relaxed),
             c.leg.output.stats.sent.load(Ordering::Relaxed),
         ))
+    }
+}
+
+/// Where an Originate goes.
+struct Route {
+    device: Option<DeviceId>,
+    number: Option<String>,
+    /// The Request-URI.
+    uri: String,
+    target: std::net::SocketAddr,
+    tcp: bool,
+}
+
+/// An extension of the tenant rings its phone: at its binding here, or through the tenant's
+/// PBX in trunk mode (`INVITE sip:<extension>@<pbx>`), where any other number goes too (the
+/// PBX routes it). Without a PBX, other numbers have no route.
+fn route_of(gw: &Gateway, tenant: &str, endpoint: &Endpoint) -> Result<Route, CommandError> {
+    enum To {
+        Device(DeviceId),
+        Number(String),
+    }
+    let to = match endpoint {
+        Endpoint::Device(d) => To::Device(d.clone()),
+        Endpoint::Number(n) => match DeviceId::parse(n) {
+            // An extension of this tenant dialled as a number.
+            Ok(d) if gw.registry.is_device(tenant, d.as_str()) => To::Device(d),
+            _ => To::Number(n.trim().to_string()),
+        },
+    };
+    match (gw.pbx.get(tenant), to) {
+        (_, To::Device(d)) if !gw.registry.is_device(tenant, d.as_str()) => Err(err(
+            "unknown_device",
+            "device",
+            format!("There is no device {d} on this PBX"),
+        )),
+        (Some(pbx), To::Device(d)) => {
+            if !gw.presence.is_online(tenant, d.as_str()) {
+                return Err(err(
+                    "device_unavailable",
+                    "device",
+                    format!("Device {d} is not registered on the tenant's PBX"),
+                ));
+            }
+            Ok(Route {
+                uri: pbx.uri(d.as_str()),
+                device: Some(d),
+                number: None,
+                target: pbx.addr,
+                tcp: false,
+            })
+        }
+        (Some(pbx), To::Number(n)) => {
+            let valid = !n.is_empty()
+                && n.len() <= 32
+                && n.chars()
+                    .all(|c| c.is_ascii_digit() || matches!(c, '+' | '*' | '#'));
+            if !valid {
+                return Err(err(
+                    "invalid_field",
+                    "number",
+                    format!("{n:?} is not a number (1 to 32 of 0-9 + * #)"),
+                ));
+            }
+            Ok(Route {
+                uri: pbx.uri(&sip_user(&n)),
+                device: None,
+                number: Some(n),
+                target: pbx.addr,
+                tcp: false,
+            })
+        }
+        (None, To::Device(d)) => {
+            let Some(binding) = gw.registry.binding(tenant, d.as_str()) else {
+                return Err(err(
+                    "device_unavailable",
+                    "device",
+                    format!("Device {d} is not registered"),
+                ));
+            };
+            Ok(Route {
+                uri: binding.contact.clone(),
+                target: binding.target(),
+                tcp: binding.transport == "tcp",
+                device: Some(d),
+                number: None,
+            })
+        }
+        (None, To::Number(n)) => Err(err(
+            "no_route",
+            "number",
+            format!("The SIP gateway has no route to {n:?} (no outbound trunk for this tenant)"),
+        )),
     }
 }
 

@@ -13,6 +13,7 @@ mod sip;
 mod subscribe;
 mod system;
 mod transfers;
+mod trunk;
 mod withdrawals;
 use std::time::Duration;
 

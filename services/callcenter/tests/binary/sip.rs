@@ -25,7 +25,7 @@ impl System {
     }
 
     /// An agent of the SIP tenant, signed in (not logged in).
-    async fn office_agent(&self, n: &str) -> Client {
+    pub(crate) async fn office_agent(&self, n: &str) -> Client {
         let mut c = self.tenant_client(SIP_TENANT);
         let r = c
             .post(
@@ -56,7 +56,7 @@ impl System {
         c
     }
 
-    async fn device_online(&self, agent: &Client, device: &str) -> bool {
+    pub(crate) async fn device_online(&self, agent: &Client, device: &str) -> bool {
         let r = agent.get("/api/login-options").await.ok();
         r["devices"]
             .as_array()
@@ -65,7 +65,7 @@ impl System {
             .any(|d| d["device"] == device && d["online"] == true)
     }
 
-    async fn wait_device(&self, agent: &Client, device: &str, online: bool) {
+    pub(crate) async fn wait_device(&self, agent: &Client, device: &str, online: bool) {
         cc_testkit::eventually(
             &format!("device {device} online = {online}"),
             WAIT,
@@ -114,14 +114,14 @@ impl System {
     }
 }
 
-async fn idle(sys: &System, agent: &Client) {
+pub(crate) async fn idle(sys: &System, agent: &Client) {
     agent.post("/api/session", json!({})).await.ok();
     sys.view_when(agent, "Idle", |v| v["status"] == "idle")
         .await;
 }
 
 /// Seconds since `t0`.
-fn since(t0: Instant) -> f64 {
+pub(crate) fn since(t0: Instant) -> f64 {
     t0.elapsed().as_secs_f64()
 }
 
