@@ -35,6 +35,10 @@ pub struct SipCredentials {
     pub password: String,
     /// Where phones send REGISTER (host:port, UDP and TCP).
     pub registrar: String,
+    /// The tenant's phones register on its own PBX (trunk mode, `CC_SIP_PBX`): `password` is
+    /// not used, the gateway follows the extension's registration on `registrar`.
+    #[serde(default)]
+    pub on_pbx: bool,
 }
 
 /// The tenant's SIP devices and their registrations.

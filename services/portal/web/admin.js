@@ -283,6 +283,12 @@
   function showSecret(c) {
     const box = $('sip-secret');
     box.hidden = false;
+    if (c.on_pbx) {
+      // Trunk mode: the phone registers on the tenant's own PBX; no SIP password of ours.
+      box.replaceChildren(el('strong', { text: `Device ${c.device}` }),
+        ` · its phone registers on your PBX (${c.registrar}) as extension ${c.username}; the Agent Portal follows that registration.`);
+      return true;
+    }
     box.replaceChildren(el('strong', { text: `Device ${c.device}` }),
       ` · user ${c.username} · domain ${c.domain} · registrar ${c.registrar} · password `,
       el('code', { text: c.password }), ' (shown once: copy it into the phone now)');

@@ -543,6 +543,7 @@ pub async fn provision(
             Some(pbx) => pbx.uri_host.clone(),
             None => gw.public_sip_addr(),
         },
+        on_pbx: gw.pbx.contains_key(tenant),
     })
 }
 

@@ -38,7 +38,7 @@ impl System {
         c
     }
 
-    async fn office_admin(&self) -> Client {
+    pub(crate) async fn office_admin(&self) -> Client {
         self.office_user("admin", "demo-admin").await
     }
 

@@ -204,6 +204,20 @@ async fn a_tenant_on_a_kamailio_trunk_follows_its_registrations_and_takes_a_queu
         "1002 has not registered"
     );
 
+    // An admin adding an extension is told its phone registers on the PBX (no SIP password).
+    let admin = sys.office_admin().await;
+    let r = admin
+        .post("/api/admin/devices", serde_json::json!({"device": "1007"}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["on_pbx"], true, "{}", r.body);
+    assert_eq!(
+        r.body["registrar"].as_str(),
+        Some(kam.addr.to_string().as_str()),
+        "{}",
+        r.body
+    );
+
     // The tenant's phones belong on the PBX: the gateway's registrar refuses them, and a call
     // straight to the gateway (not through the PBX) is refused.
     let register = format!(
