@@ -17,5 +17,5 @@ pub mod telemetry;
 pub mod web;
 
 pub use admin::{Metrics, Readiness};
-pub use config::{Config, ConfigError, LogFormat, SipConfig};
+pub use config::{Config, ConfigError, LogFormat, Networks, ProxyHeader, SipConfig};
 pub use context::Context;
