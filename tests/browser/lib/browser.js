@@ -20,7 +20,11 @@ export async function launch() {
   });
 }
 
-/** A new browser context (its own cookies: one user) and page. Uncaught page errors are kept in `page.errors`. */
+/**
+ * A new browser context (its own cookies: one user) and page. Uncaught page errors are kept in
+ * `page.errors`, and so is anything the Content-Security-Policy refused (an inline script or
+ * style a page still had), so `assertNoPageErrors` catches both.
+ */
 const openPages = new Set();
 
 export async function newPage(browser, viewport = DESKTOP) {
@@ -31,6 +35,9 @@ export async function newPage(browser, viewport = DESKTOP) {
   page.setDefaultTimeout(TIMEOUT);
   page.errors = [];
   page.on('pageerror', (e) => page.errors.push(e.message));
+  page.on('console', (m) => {
+    if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) page.errors.push(m.text());
+  });
   return page;
 }
 
