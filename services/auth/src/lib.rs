@@ -6,7 +6,7 @@
 
 mod accounts;
 mod password;
-pub mod pruning;
+mod pruning;
 mod sessions;
 mod throttle;
 

@@ -46,7 +46,7 @@ async function assertInert(page, what) {
   assert.equal(images, 0, `${what}: the name became an element`);
 }
 
-test('an admin-entered agent name with markup is text on the supervisor page', async () => {
+test('an admin-entered agent name with markup is text on the admin and supervisor pages', async () => {
   const r = await admin('PATCH', '/api/admin/agents/1001', { display_name: AGENT_NAME });
   assert.equal(r.status, 200, JSON.stringify(r.body));
   await sup.goto(`${sys.portal}/supervisor`);
@@ -56,6 +56,19 @@ test('an admin-entered agent name with markup is text on the supervisor page', a
   await sup.waitForSelector('#board:not([hidden])');
   await expectText(sup, '#agent-row-1001', AGENT_NAME);
   await assertInert(sup, 'the supervisor page');
+
+  const adminPage = await newPage(browser);
+  await adminPage.goto(`${sys.portal}/admin`);
+  await adminPage.waitForSelector('#signin:not([hidden])');
+  await adminPage.fill('#username', 'admin');
+  await adminPage.fill('#password', 'demo-admin');
+  await adminPage.click('#signin-form button[type=submit]');
+  await adminPage.waitForSelector('#admin-agent-1001');
+  // The name is the value of the rename field there.
+  assert.equal(await adminPage.inputValue('[aria-label="Name of agent 1001"]'), AGENT_NAME);
+  await assertInert(adminPage, 'the admin page');
+  assertNoPageErrors(adminPage);
+  await adminPage.close();
 });
 
 test('a caller named with markup rings the agent: the name is text on the agent page, the supervisor page and the demo phone', async () => {
