@@ -116,11 +116,15 @@ ensure_rust() {
 }
 
 # Real SIP software for the SIP gateway's tests and for trying it by hand: SIPp (Debian package
-# sip-tester) and baresip, from Debian's packages when missing.
+# sip-tester), baresip, linphonec (linphone-cli), and Kamailio with its presence modules (the PBX of the trunk-mode test,
+# infra/kamailio/kamailio.cfg), from Debian's packages when missing.
 ensure_sip_tools() {
   local missing=()
   command -v sipp >/dev/null || missing+=(sip-tester)
   command -v baresip >/dev/null || missing+=(baresip)
+  command -v linphonec >/dev/null || missing+=(linphone-cli)
+  command -v kamailio >/dev/null || missing+=(kamailio)
+  ls /usr/lib/*/kamailio/modules/presence_reginfo.so >/dev/null 2>&1 || missing+=(kamailio-presence-modules)
   [ "${#missing[@]}" -eq 0 ] && return
   say "Installing Debian's ${missing[*]} (real SIP phones and callers for the tests)"
   local sudo=()

@@ -413,30 +413,20 @@ impl<S: Clone + Send + Sync + 'static> CommandHandlers<S> {
                                 .idempotency_key
                                 .as_ref()
                                 .map(|k| format!("{}:{k}", ctx.actor));
-                            let remembered = match (&idempotency, &key) {
+                            let run = AssertUnwindSafe(h(state, ctx, msg.payload.clone()))
+                                .catch_unwind()
+                                .map(|r| {
+                                    r.unwrap_or_else(|_| {
+                                        Err(CommandError::internal(format!(
+                                            "{service} failed on {name}"
+                                        )))
+                                    })
+                                });
+                            match (&idempotency, &key) {
                                 (Some(pool), Some(k)) => {
-                                    remembered_reply(pool, service, tenant, name, k).await
+                                    once(pool, service, tenant, name, k, run).await
                                 }
-                                _ => None,
-                            };
-                            match remembered {
-                                Some(reply) => Ok(reply),
-                                None => {
-                                    let r = AssertUnwindSafe(h(state, ctx, msg.payload.clone()))
-                                        .catch_unwind()
-                                        .await
-                                        .unwrap_or_else(|_| {
-                                            Err(CommandError::internal(format!(
-                                                "{service} failed on {name}"
-                                            )))
-                                        });
-                                    if let (Ok(reply), Some(pool), Some(k)) =
-                                        (&r, &idempotency, &key)
-                                    {
-                                        remember_reply(pool, service, tenant, name, k, reply).await;
-                                    }
-                                    r
-                                }
+                                _ => run.await,
                             }
                         }
                     },
@@ -474,50 +464,97 @@ impl<S: Clone + Send + Sync + 'static> CommandHandlers<S> {
     }
 }
 
-async fn remembered_reply(
-    pool: &sqlx::PgPool,
-    service: &str,
-    tenant: &str,
-    command: &str,
-    key: &str,
-) -> Option<serde_json::Value> {
-    sqlx::query_scalar(
-        "select reply from bus_idempotency where service = $1 and tenant = $2 and key = $3 and command = $4
-           and created_at > now() - interval '1 day'",
-    )
-    .bind(service)
-    .bind(tenant)
-    .bind(key)
-    .bind(command)
-    .fetch_optional(pool)
-    .await
-    .ok()
-    .flatten()
-}
+/// How long a copy of a command waits for the first copy's reply before it gives up; a claim
+/// older than this was left by a process that died mid-command and is taken over.
+const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
-async fn remember_reply(
+/// Runs a command sent with an idempotency key once. The key is claimed (a row without a
+/// reply) before the handler runs, so a copy sent at the same instant waits for the first and
+/// gets its reply; a later copy finds the remembered reply. A refusal releases the claim: the
+/// same key may be tried again. No connection is held while the handler runs.
+async fn once(
     pool: &sqlx::PgPool,
     service: &str,
     tenant: &str,
     command: &str,
     key: &str,
-    reply: &serde_json::Value,
-) {
-    let r = sqlx::query(
-        "insert into bus_idempotency (service, tenant, key, command, reply) values ($1, $2, $3, $4, $5)
-         on conflict (service, tenant, key) do update set command = excluded.command, reply = excluded.reply, created_at = now()
-           where bus_idempotency.created_at < now() - interval '1 day'",
-    )
-    .bind(service)
-    .bind(tenant)
-    .bind(key)
-    .bind(command)
-    .bind(reply)
-    .execute(pool)
-    .await;
-    if let Err(e) = r {
+    run: impl std::future::Future<Output = Result<serde_json::Value, CommandError>>,
+) -> Result<serde_json::Value, CommandError> {
+    let deadline = tokio::time::Instant::now() + CLAIM_WAIT;
+    loop {
+        // Claim the key, or see who has it: (claimed by us, its command, its reply).
+        let row: Option<(bool, String, Option<serde_json::Value>)> = sqlx::query_as(
+            "with claim as (
+               insert into bus_idempotency (service, tenant, key, command, reply)
+               values ($1, $2, $3, $4, null)
+               on conflict (service, tenant, key) do update
+                 set command = excluded.command, reply = null, created_at = now()
+                 where (bus_idempotency.reply is not null
+                        and bus_idempotency.created_at < now() - make_interval(secs => $5))
+                    or (bus_idempotency.reply is null
+                        and bus_idempotency.created_at < now() - make_interval(secs => $6))
+               returning true)
+             select true, $4, null::jsonb from claim
+             union all
+             select false, command, reply from bus_idempotency
+              where service = $1 and tenant = $2 and key = $3 and not exists (select 1 from claim)",
+        )
+        .bind(service)
+        .bind(tenant)
+        .bind(key)
+        .bind(command)
+        .bind(86400.0_f64)
+        .bind(CLAIM_WAIT.as_secs_f64())
+        .fetch_optional(pool)
+        .await?;
+        let Some(row) = row else {
+            continue; // the claim was released between the two: claim again
+        };
+        match row {
+            (true, _, _) => break,
+            (false, c, Some(reply)) if c == command => return Ok(reply),
+            (false, c, Some(_)) => {
+                return Err(CommandError::field(
+                    "conflict",
+                    "Idempotency-Key",
+                    format!("this key was used for another action ({c}) in the last day"),
+                ))
+            }
+            (false, _, None) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await
+            }
+            (false, _, None) => {
+                return Err(CommandError::new(
+                    "unavailable",
+                    "the first request with this Idempotency-Key has not finished; try again",
+                ))
+            }
+        }
+    }
+    let r = run.await;
+    let done = match &r {
+        Ok(reply) => sqlx::query(
+            "update bus_idempotency set reply = $4 where service = $1 and tenant = $2 and key = $3",
+        )
+        .bind(service)
+        .bind(tenant)
+        .bind(key)
+        .bind(reply)
+        .execute(pool)
+        .await,
+        Err(_) => sqlx::query(
+            "delete from bus_idempotency where service = $1 and tenant = $2 and key = $3 and reply is null",
+        )
+        .bind(service)
+        .bind(tenant)
+        .bind(key)
+        .execute(pool)
+        .await,
+    };
+    if let Err(e) = done {
         tracing::warn!(error = %e, "could not remember an idempotent reply");
     }
+    r
 }
 
 impl From<sqlx::Error> for CommandError {

@@ -9,6 +9,7 @@
 //! - [`relay`]: the outbox that moves committed events from the store to JetStream, in store
 //!   order, exactly once per event id, with one active relay at a time.
 
+pub mod codes;
 mod command;
 pub mod consumer;
 pub mod relay;
@@ -33,6 +34,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "idempotency_keys",
         sql: include_str!("../sql/0002_idempotency.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "idempotency_claims",
+        sql: include_str!("../sql/0003_idempotency_claims.sql"),
     },
 ];
 

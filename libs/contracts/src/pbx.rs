@@ -167,6 +167,19 @@ pub enum ChannelEvent {
         cause: HangupCause,
         at: DateTime<Utc>,
     },
+    /// The phone on this channel asked to transfer its call with its own transfer button (SIP
+    /// REFER): to `to`, an extension, queue or outside number. With `replaces`, the transfer is
+    /// attended: the phone consulted the target on a call of its own first, and `replaces` is
+    /// the channel of that call's target (the customer is to be joined with it). What happens
+    /// is call-control's decision; the PBX only reports the request.
+    ChannelTransferRequested {
+        tenant: String,
+        channel: String,
+        to: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replaces: Option<String>,
+        at: DateTime<Utc>,
+    },
 }
 
 impl ChannelEvent {
@@ -177,7 +190,8 @@ impl ChannelEvent {
             | ChannelEvent::ChannelAnswered { channel, .. }
             | ChannelEvent::ChannelHeld { channel, .. }
             | ChannelEvent::ChannelUnheld { channel, .. }
-            | ChannelEvent::ChannelHungUp { channel, .. } => channel,
+            | ChannelEvent::ChannelHungUp { channel, .. }
+            | ChannelEvent::ChannelTransferRequested { channel, .. } => channel,
         }
     }
     pub fn type_name(&self) -> &'static str {
@@ -188,6 +202,7 @@ impl ChannelEvent {
             ChannelEvent::ChannelHeld { .. } => "ChannelHeld",
             ChannelEvent::ChannelUnheld { .. } => "ChannelUnheld",
             ChannelEvent::ChannelHungUp { .. } => "ChannelHungUp",
+            ChannelEvent::ChannelTransferRequested { .. } => "ChannelTransferRequested",
         }
     }
 }

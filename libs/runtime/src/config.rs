@@ -142,6 +142,146 @@ pub struct SipConfig {
     pub max_expires: u32,
     /// REGISTER requests one source address may send per minute before getting 503. `CC_SIP_REGISTER_PER_MINUTE`.
     pub register_per_minute: u32,
+    /// Trunk mode: the tenants whose extensions live on an existing SIP PBX, and where it is.
+    /// Their phones register on the PBX, agent legs go out through it, and a device is online
+    /// while the PBX says its extension is registered. `CC_SIP_PBX`,
+    /// `tenant=host[:port][,reg|presence];tenant2=...` (see [`parse_pbx`]).
+    pub pbx: Vec<PbxTrunk>,
+    /// How long each presence subscription to a PBX lasts (seconds, 10 to 86400); it is
+    /// refreshed at half of it. `CC_SIP_PBX_SUBSCRIBE_SECS`.
+    pub pbx_subscribe_secs: u32,
+}
+
+/// A tenant connected to an existing SIP PBX over a trunk (trunk mode).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PbxTrunk {
+    /// The tenant (one of `CC_SIP_TENANTS`).
+    pub tenant: String,
+    /// The PBX's address, an IP address or a DNS name (resolved when the gateway starts).
+    pub host: String,
+    /// The PBX's SIP port (UDP).
+    pub port: u16,
+    /// The event package the gateway subscribes to for each extension's presence.
+    #[serde(default)]
+    pub presence: PresencePackage,
+}
+
+/// How a PBX tells which extensions are registered.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PresencePackage {
+    /// RFC 3680 registration state (`Event: reg`, `application/reginfo+xml`): Kamailio
+    /// (presence_reginfo + pua_reginfo), OpenSIPS, IMS cores.
+    #[default]
+    Reg,
+    /// RFC 3856 presence (`Event: presence`, `application/pidf+xml`, `open` = online): Asterisk
+    /// (hints on PJSIP endpoints), FreeSWITCH.
+    Presence,
+}
+
+impl PresencePackage {
+    /// The value of the SUBSCRIBE's Event header.
+    pub fn event(self) -> &'static str {
+        match self {
+            PresencePackage::Reg => "reg",
+            PresencePackage::Presence => "presence",
+        }
+    }
+
+    /// The body type the gateway accepts in NOTIFYs.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            PresencePackage::Reg => "application/reginfo+xml",
+            PresencePackage::Presence => "application/pidf+xml",
+        }
+    }
+}
+
+/// Parses `CC_SIP_PBX`: `tenant=host[:port][,reg|presence]`, several separated by `;`. The port
+/// defaults to 5060 and the package to `reg`; an IPv6 address is written in brackets
+/// (`[2001:db8::5]:5060`). Each error names the part at fault and why.
+pub fn parse_pbx(spec: &str) -> Result<Vec<PbxTrunk>, String> {
+    let mut out: Vec<PbxTrunk> = Vec::new();
+    for part in spec.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let (tenant, rest) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?} is not tenant=host[:port][,reg|presence]"))?;
+        let tenant = tenant.trim();
+        if tenant.is_empty()
+            || tenant.len() > 63
+            || !tenant
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(format!(
+                "{tenant:?} is not a tenant name (lowercase letters, digits and -, at most 63)"
+            ));
+        }
+        if out.iter().any(|p| p.tenant == tenant) {
+            return Err(format!("tenant {tenant} is given twice"));
+        }
+        let (addr, package) = match rest.split_once(',') {
+            Some((a, p)) => (a.trim(), Some(p.trim())),
+            None => (rest.trim(), None),
+        };
+        let presence = match package {
+            None | Some("reg") => PresencePackage::Reg,
+            Some("presence") => PresencePackage::Presence,
+            Some(other) => {
+                return Err(format!(
+                    "{other:?} (tenant {tenant}) is no presence package: reg or presence"
+                ))
+            }
+        };
+        let (host, port) =
+            split_host_port(addr).map_err(|why| format!("{addr:?} (tenant {tenant}): {why}"))?;
+        out.push(PbxTrunk {
+            tenant: tenant.to_string(),
+            host,
+            port,
+            presence,
+        });
+    }
+    Ok(out)
+}
+
+fn split_host_port(addr: &str) -> Result<(String, u16), String> {
+    let (host, port) = if let Some(v6) = addr.strip_prefix('[') {
+        let (ip, rest) = v6
+            .split_once(']')
+            .ok_or("an IPv6 address needs its closing ]")?;
+        ip.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| format!("{ip:?} is not an IPv6 address"))?;
+        let port = match rest {
+            "" => None,
+            r => Some(r.strip_prefix(':').ok_or("expected :port after ]")?),
+        };
+        (format!("[{ip}]"), port)
+    } else {
+        match addr.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (addr.to_string(), None),
+        }
+    };
+    let port = match port {
+        None => 5060,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("{p:?} is not a port (1-65535)"))?,
+    };
+    let name_ok = !host.is_empty()
+        && host.len() <= 253
+        && (host.starts_with('[')
+            || host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'));
+    if !name_ok {
+        return Err("the host is no IP address or DNS name".into());
+    }
+    Ok((host, port))
 }
 
 impl Default for SipConfig {
@@ -155,6 +295,8 @@ impl Default for SipConfig {
             min_expires: 60,
             max_expires: 3600,
             register_per_minute: 120,
+            pbx: vec![],
+            pbx_subscribe_secs: 300,
         }
     }
 }
@@ -283,6 +425,17 @@ pub const ENV_VARS: &[(&str, Setter)] = &[
     }),
     ("CC_SIP_REGISTER_PER_MINUTE", |c, v| {
         parse(&mut c.sip.register_per_minute, v)
+    }),
+    ("CC_SIP_PBX", |c, v| {
+        c.sip.pbx = parse_pbx(v)?;
+        Ok(())
+    }),
+    ("CC_SIP_PBX_SUBSCRIBE_SECS", |c, v| {
+        parse(&mut c.sip.pbx_subscribe_secs, v)?;
+        if !(10..=86_400).contains(&c.sip.pbx_subscribe_secs) {
+            return Err(format!("{v} is out of range (10 to 86400 seconds)"));
+        }
+        Ok(())
     }),
 ];
 
@@ -421,6 +574,64 @@ mod tests {
         assert_eq!(again.trusted_proxies, c.trusted_proxies);
         let e = toml::from_str::<Config>("trusted_proxies = [\"10.0.0.0/99\"]").unwrap_err();
         assert!(e.to_string().contains("10.0.0.0/99"), "{e}");
+    }
+
+    #[test]
+    fn pbx_trunks_parse_with_defaults_and_errors_say_what_is_wrong() {
+        let p = parse_pbx("office=127.0.0.2:5080;acme=pbx.acme.example,presence; b=[::1]").unwrap();
+        assert_eq!(
+            p,
+            vec![
+                PbxTrunk {
+                    tenant: "office".into(),
+                    host: "127.0.0.2".into(),
+                    port: 5080,
+                    presence: PresencePackage::Reg
+                },
+                PbxTrunk {
+                    tenant: "acme".into(),
+                    host: "pbx.acme.example".into(),
+                    port: 5060,
+                    presence: PresencePackage::Presence
+                },
+                PbxTrunk {
+                    tenant: "b".into(),
+                    host: "[::1]".into(),
+                    port: 5060,
+                    presence: PresencePackage::Reg
+                },
+            ]
+        );
+        assert!(parse_pbx("").unwrap().is_empty());
+        for (bad, says) in [
+            ("office", "tenant=host"),
+            ("office=1.2.3.4:0", "not a port"),
+            ("office=1.2.3.4:99999", "not a port"),
+            ("office=1.2.3.4,dialog", "no presence package"),
+            ("Office=1.2.3.4", "not a tenant name"),
+            ("office=a b", "no IP address or DNS name"),
+            ("office=[::1", "closing ]"),
+            ("office=1.2.3.4;office=1.2.3.5", "given twice"),
+        ] {
+            let e = parse_pbx(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        let e = Config::load_from(None, |k| (k == "CC_SIP_PBX").then(|| "x".into())).unwrap_err();
+        assert!(e.to_string().contains("CC_SIP_PBX"), "{e}");
+        let e = Config::load_from(None, |k| {
+            (k == "CC_SIP_PBX_SUBSCRIBE_SECS").then(|| "5".into())
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("CC_SIP_PBX_SUBSCRIBE_SECS"), "{e}");
+        // `callcenter config` prints it, and a file may set it the same way.
+        let c = Config::load_from(None, |k| {
+            (k == "CC_SIP_PBX").then(|| "office=127.0.0.2:5080,presence".into())
+        })
+        .unwrap();
+        let text = c.redacted_toml();
+        assert!(text.contains("127.0.0.2"), "{text}");
+        let back: Config = toml::from_str(&text).unwrap();
+        assert_eq!(back.sip.pbx, c.sip.pbx);
     }
 
     #[test]

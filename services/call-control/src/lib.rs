@@ -141,6 +141,7 @@ async fn follow(cc: &CallControl, mut sub: Feed, lease: &mut Lease) -> anyhow::R
                     Ok(ChannelEvent::ChannelAnswered { tenant, channel, .. }) => cc.leg_answered(&tenant, &channel).await?,
                     Ok(ChannelEvent::ChannelHeld { tenant, channel, .. }) => cc.phone_hold(&tenant, &channel, true).await,
                     Ok(ChannelEvent::ChannelUnheld { tenant, channel, .. }) => cc.phone_hold(&tenant, &channel, false).await,
+                    Ok(ChannelEvent::ChannelTransferRequested { tenant, channel, to, replaces, .. }) => cc.phone_transfer(&tenant, &channel, &to, replaces.as_deref()).await,
                     _ => {}
                 }
                 let _ = m.ack().await;
@@ -1028,6 +1029,173 @@ impl CallControl {
                 tracing::info!(%tenant, %channel, error = %e.message, "a hold from the agent's phone was not taken");
             }
         }
+    }
+
+    /// The agent's phone asked to transfer the call (its transfer button, SIP REFER): the same
+    /// transfer as the portal's, with the same events and counts. Blind to `to` (an extension,
+    /// the agent logged in on it, a queue, or an outside number); with `replaces`, attended: the
+    /// phone consulted the target on a call of its own, whose target leg is joined with the
+    /// customer. A request call-control refuses (not the agent's connected call, a transfer
+    /// going on) is logged and leaves the call as it is.
+    async fn phone_transfer(&self, tenant: &str, channel: &str, to: &str, replaces: Option<&str>) {
+        let agent = {
+            let st = self.state.lock().await;
+            match st.model.leg(tenant, channel) {
+                Some((call, Role::Agent)) => st.model.calls[&call]
+                    .agent
+                    .as_ref()
+                    .map(|a| a.agent.clone()),
+                _ => None,
+            }
+        };
+        let Some(agent) = agent else {
+            tracing::info!(%tenant, %channel, "a phone's transfer of a leg that is no agent's call: ignored");
+            return;
+        };
+        let result = match replaces {
+            None => match self.phone_target(tenant, &agent, to).await {
+                Ok(cmd) => self.transfer(tenant, cmd).await,
+                Err(e) => Err(e),
+            },
+            Some(leg) => self.phone_attended(tenant, &agent, leg).await,
+        };
+        if let Err(e) = result {
+            tracing::info!(%tenant, %channel, %agent, to, error = %e.message, "a transfer from the agent's phone was not taken");
+        }
+    }
+
+    /// What a number dialled on the phone's transfer means: a queue of the tenant, an extension
+    /// (credited to the agent logged in on it, if any), else an outside number.
+    async fn phone_target(
+        &self,
+        tenant: &str,
+        agent: &AgentNumber,
+        to: &str,
+    ) -> Result<TransferCall, CommandError> {
+        let ctx = self.pbx(tenant);
+        let queues = self
+            .ctx
+            .bus
+            .request(&ctx, &cc_contracts::queue::ListQueues {})
+            .await?;
+        let blind = |target, device, target_agent| TransferCall {
+            agent: agent.clone(),
+            method: TransferMethod::Blind,
+            target,
+            device,
+            target_agent,
+            ring_timeout_s: 30,
+        };
+        if let Some(q) = queues.iter().find(|q| q.queue.as_str() == to) {
+            return Ok(blind(TransferTarget::Queue(q.queue.clone()), None, None));
+        }
+        let options = self
+            .ctx
+            .bus
+            .request(
+                &ctx,
+                &cc_contracts::session::GetLoginOptions {
+                    agent: agent.clone(),
+                },
+            )
+            .await?;
+        match cc_contracts::domain::DeviceId::parse(to) {
+            Ok(device) => {
+                let on = options
+                    .devices
+                    .iter()
+                    .find(|d| d.device == device)
+                    .and_then(|d| d.in_use_by.clone());
+                let target = match &on {
+                    Some(b) => TransferTarget::Agent(b.clone()),
+                    None => TransferTarget::Extension(device.clone()),
+                };
+                let known = self
+                    .ctx
+                    .bus
+                    .request(&ctx, &ListDevices {})
+                    .await?
+                    .iter()
+                    .any(|d| d.device == device);
+                if known {
+                    return Ok(blind(target, Some(device), on));
+                }
+                Ok(blind(TransferTarget::Number(to.to_string()), None, None))
+            }
+            Err(_) => Ok(blind(TransferTarget::Number(to.to_string()), None, None)),
+        }
+    }
+
+    /// An attended transfer the phone made itself: it called the target on a call of its own
+    /// (the PBX's channel `leg` is the target's side of it), then pressed transfer. Recorded as
+    /// an attended transfer that was answered and completed at once: the customer is joined
+    /// with the target, the agent's leg is hung up (the PBX ends the phone's own call).
+    async fn phone_attended(
+        &self,
+        tenant: &str,
+        agent: &AgentNumber,
+        leg: &str,
+    ) -> Result<(), CommandError> {
+        let mut st = self.state.lock().await;
+        let (call, l) = self.find(&mut st, tenant, agent).await?;
+        if !l.connected || l.transfer.is_some() {
+            return Err(err(
+                "transfer_in_progress",
+                "The call is not connected, or a transfer is going on",
+            ));
+        }
+        let channels = self
+            .ctx
+            .bus
+            .request(&self.pbx(tenant), &ListChannels {})
+            .await?;
+        let Some(target) = channels.iter().find(|c| c.channel == leg) else {
+            return Err(err("unknown_channel", format!("There is no channel {leg}")));
+        };
+        let Some(device) = target.device.clone() else {
+            return Err(err(
+                "invalid_field",
+                "the consultation call's target is not an extension",
+            ));
+        };
+        let options = self
+            .ctx
+            .bus
+            .request(
+                &self.pbx(tenant),
+                &cc_contracts::session::GetLoginOptions {
+                    agent: agent.clone(),
+                },
+            )
+            .await?;
+        let target_agent = options
+            .devices
+            .iter()
+            .find(|d| d.device == device)
+            .and_then(|d| d.in_use_by.clone());
+        let transfer = Uuid::now_v7().simple().to_string();
+        let started = CallEvent::TransferStarted {
+            call: call.clone(),
+            transfer: transfer.clone(),
+            agent: agent.clone(),
+            method: TransferMethod::Attended,
+            target: match &target_agent {
+                Some(b) => TransferTarget::Agent(b.clone()),
+                None => TransferTarget::Extension(device.clone()),
+            },
+            leg: Some(leg.to_string()),
+            target_agent: target_agent.clone(),
+            queue: l.queue.clone(),
+        };
+        let answered = CallEvent::TransferAnswered {
+            call: call.clone(),
+            transfer,
+            agent: agent.clone(),
+            target_agent,
+        };
+        self.record(&mut st, tenant, &call, vec![started, answered])
+            .await?;
+        self.agent_leaves(&mut st, &call).await
     }
 
     async fn leg_answered(&self, tenant: &str, channel: &str) -> anyhow::Result<()> {

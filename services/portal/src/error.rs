@@ -9,25 +9,15 @@ pub struct ApiError(pub CommandError);
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
-/// The HTTP status of an error code.
+/// The HTTP status of an error code: its kind in the one table of codes
+/// ([`cc_bus::codes::CODES`]). A code that table does not know is a fault of ours (500).
 pub fn status_of(code: &str) -> StatusCode {
-    match code {
-        "invalid_json" | "invalid_field" | "missing_field" | "missing_tenant"
-        | "invalid_tenant" => StatusCode::BAD_REQUEST,
-        "unauthenticated" | "invalid_credentials" => StatusCode::UNAUTHORIZED,
-        "forbidden" | "account_disabled" | "queue_change_not_allowed" => StatusCode::FORBIDDEN,
-        "unknown_agent" | "unknown_queue" | "unknown_tenant" | "unknown_extension"
-        | "not_found" => StatusCode::NOT_FOUND,
-        "unknown_pause_reason" | "unknown_device" | "device_offline" | "queue_not_assigned" => {
-            StatusCode::UNPROCESSABLE_ENTITY
+    match cc_bus::codes::kind_of(code) {
+        Some(kind) => StatusCode::from_u16(kind.status()).expect("a valid status"),
+        None => {
+            tracing::error!(code, "an error code missing from cc_bus::codes::CODES");
+            StatusCode::INTERNAL_SERVER_ERROR
         }
-        "too_many_attempts" => StatusCode::TOO_MANY_REQUESTS,
-        "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
-        "internal" => StatusCode::INTERNAL_SERVER_ERROR,
-        // already_logged_in, not_logged_in, already_paused, not_paused, device_in_use,
-        // agent_exists, queue_exists, pause_reason_exists, already_in_queue, not_in_queue,
-        // not_assigned, conflict ...: the request is valid but the state refuses it.
-        _ => StatusCode::CONFLICT,
     }
 }
 
@@ -63,7 +53,9 @@ pub fn not_found(message: String) -> ApiError {
     ApiError(CommandError::new("not_found", message))
 }
 
-/// Parses a JSON body, naming the field at fault.
+/// Parses a JSON body, naming the field at fault: the body must be a JSON object (an array is
+/// not taken as the fields in order), every field must have its type, and a field the route
+/// does not know is refused (a misspelt optional field would otherwise be silently ignored).
 pub fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
     if bytes.is_empty() {
         return Err(ApiError(CommandError::new(
@@ -71,7 +63,32 @@ pub fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
             "the request needs a JSON body",
         )));
     }
-    Ok(cc_bus::parse_json(bytes)?)
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
+            return Err(ApiError(CommandError::new(
+                "invalid_json",
+                "the body must be a JSON object ({\"field\": value, ...})",
+            )));
+        }
+        return Err(ApiError(
+            cc_bus::parse_json::<serde::de::IgnoredAny>(bytes).expect_err("not JSON"),
+        ));
+    }
+    let mut unknown: Vec<String> = vec![];
+    let mut note = |p: serde_ignored::Path| unknown.push(p.to_string());
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let parsed: T =
+        serde_path_to_error::deserialize(serde_ignored::Deserializer::new(de, &mut note))
+            .map_err(|e| ApiError(CommandError::from_json(e)))?;
+    if let Some(f) = unknown.first() {
+        return Err(ApiError(CommandError::field(
+            "invalid_field",
+            f,
+            format!("{f}: no such field here (see /api/docs)"),
+        )));
+    }
+    Ok(parsed)
 }
 
 /// Parses a path or body value with a domain parser, naming the field.

@@ -361,4 +361,110 @@ mod tests {
         routes.sort();
         assert_eq!(documented, routes);
     }
+
+    /// The error codes the services send, the one table of codes and the error table of
+    /// docs/getting-started.md: the same codes, each under the status its kind gives it.
+    #[test]
+    fn every_error_code_sent_is_in_the_table_and_in_the_docs_under_its_status() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut sent = std::collections::BTreeSet::new();
+        let mut files = vec![];
+        for dir in ["services", "libs"] {
+            let mut stack = vec![root.join(dir)];
+            while let Some(d) = stack.pop() {
+                for e in std::fs::read_dir(&d).unwrap().flatten() {
+                    let p = e.path();
+                    if p.is_dir() && !p.ends_with("tests") && !p.ends_with("target") {
+                        stack.push(p);
+                    } else if p.extension().is_some_and(|x| x == "rs") {
+                        files.push(p);
+                    }
+                }
+            }
+        }
+        // CommandError::new / ::field and the services' own helpers (`err`, `target_error`)
+        // take the code first; agent-session's Refusal maps each variant to its code.
+        let call = regex_lite(r#"(CommandError::new|CommandError::field|err|target_error)("#);
+        for f in &files {
+            let text = std::fs::read_to_string(f).unwrap();
+            for code in call(&text) {
+                sent.insert(code);
+            }
+            if f.ends_with("agent-session/src/domain.rs") {
+                for line in text.lines() {
+                    if let Some((_, rest)) = line.split_once("=> \"") {
+                        let code = rest.split('"').next().unwrap();
+                        if code.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                            sent.insert(code.to_string());
+                        }
+                    }
+                }
+            }
+        }
+        let known: std::collections::BTreeSet<String> = cc_bus::codes::CODES
+            .iter()
+            .map(|(c, _)| c.to_string())
+            .collect();
+        let missing: Vec<_> = sent.difference(&known).collect();
+        assert!(
+            missing.is_empty(),
+            "codes sent but not in cc_bus::codes::CODES: {missing:?}"
+        );
+        assert!(sent.len() > 40, "the scan found the codes ({})", sent.len());
+        // The docs: each code in backticks on the row of its status.
+        let docs = std::fs::read_to_string(root.join("docs/getting-started.md")).unwrap();
+        let table = docs
+            .split("| status | error codes |")
+            .nth(1)
+            .expect("the error table")
+            .split("\n\n")
+            .next()
+            .unwrap();
+        for (code, kind) in cc_bus::codes::CODES {
+            let row = table
+                .lines()
+                .find(|l| l.contains(&format!("`{code}`")))
+                .unwrap_or_else(|| {
+                    panic!("`{code}` is not in docs/getting-started.md's error table")
+                });
+            assert!(
+                row.starts_with(&format!("| {} |", kind.status())),
+                "`{code}` is listed under the wrong status: {row}"
+            );
+        }
+    }
+
+    /// The first string argument of each call of one of `names` (a code: lowercase and _).
+    fn regex_lite(names: &str) -> impl Fn(&str) -> Vec<String> {
+        let names: Vec<String> = names
+            .trim_start_matches('(')
+            .split(')')
+            .next()
+            .unwrap()
+            .split('|')
+            .map(|n| format!("{n}("))
+            .collect();
+        move |text: &str| {
+            let mut out = vec![];
+            for n in &names {
+                for (i, _) in text.match_indices(n.as_str()) {
+                    // A whole name: not the tail of a longer identifier.
+                    let before = text[..i].chars().next_back();
+                    if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                        continue;
+                    }
+                    let rest = text[i + n.len()..].trim_start();
+                    let Some(rest) = rest.strip_prefix('"') else {
+                        continue;
+                    };
+                    let code: String = rest.chars().take_while(|c| *c != '"').collect();
+                    if !code.is_empty() && code.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                    {
+                        out.push(code);
+                    }
+                }
+            }
+            out
+        }
+    }
 }

@@ -42,6 +42,14 @@ struct Channel {
     ringing: bool,
     /// How it takes part in its bridge (reset when it leaves).
     mode: BridgeMode,
+    /// The phone's REFER was reported and not finished: its end is NOTIFYed as a success.
+    refer_pending: bool,
+    /// The other leg of a phone's own call to an extension (its consultation before an
+    /// attended transfer): the two end together, and the call ends once the PBX contract
+    /// bridges either leg elsewhere (the transfer took it).
+    peer: Option<String>,
+    /// For the calling leg of such a call: our SDP answer, sent when the extension answers.
+    pending_answer: Option<Vec<u8>>,
 }
 
 #[derive(Default)]
@@ -198,6 +206,40 @@ impl Calls {
         }
     }
 
+    /// The extension a phone called answered (`far`): the calling phone gets our answer and the
+    /// two legs are bridged. The facts of that, if `far` is such a leg.
+    fn connect_internal(t: &mut Tenant, tenant: &str, far: &str) -> Vec<Fact> {
+        let Some(near) = t.channels.get(far).and_then(|c| c.peer.clone()) else {
+            return vec![];
+        };
+        let Some(c) = t.channels.get_mut(&near) else {
+            return vec![];
+        };
+        let Some(answer) = c.pending_answer.take() else {
+            return vec![];
+        };
+        if let Err(e) = c.signalling.accept(answer) {
+            tracing::warn!(error = %e, "could not answer a phone's call to an extension");
+        }
+        c.state.answered = true;
+        let mut facts = vec![Fact::Channel(ChannelEvent::ChannelAnswered {
+            tenant: tenant.into(),
+            channel: near.clone(),
+            at: Utc::now(),
+        })];
+        match join(
+            t,
+            tenant,
+            &format!("ext-{near}"),
+            &[near, far.to_string()],
+            None,
+        ) {
+            Ok((f, _)) => facts.extend(f),
+            Err(e) => tracing::warn!(error = %e.message, "could not bridge a phone's call"),
+        }
+        facts
+    }
+
     /// The contract's SetBridgeMode: how a channel takes part in its bridge; with `join`, the
     /// channel joins that bridge in that mode in one step.
     pub async fn set_bridge_mode(
@@ -270,36 +312,19 @@ impl Calls {
         tenant: &str,
         cmd: Originate,
     ) -> Result<ChannelState, CommandError> {
-        let device = match &cmd.endpoint {
-            Endpoint::Device(d) => d.clone(),
-            Endpoint::Number(n) => match DeviceId::parse(n) {
-                // An extension of this tenant dialled as a number.
-                Ok(d) if gw.registry.is_device(tenant, d.as_str()) => d,
-                _ => {
-                    return Err(err(
-                        "no_route",
-                        "number",
-                        format!(
-                        "The SIP gateway has no route to {n:?} (no outbound trunk for this tenant)"
-                    ),
-                    ))
-                }
-            },
-        };
-        if !gw.registry.is_device(tenant, device.as_str()) {
-            return Err(err(
-                "unknown_device",
-                "device",
-                format!("There is no device {device} on this PBX"),
-            ));
-        }
-        let Some(binding) = gw.registry.binding(tenant, device.as_str()) else {
-            return Err(err(
-                "device_unavailable",
-                "device",
-                format!("Device {device} is not registered"),
-            ));
-        };
+        self.originate_for(gw, tenant, cmd, None).await
+    }
+
+    /// An INVITE to a device; with `peer`, as the far leg of a phone's own call to it.
+    async fn originate_for(
+        &self,
+        gw: &Gateway,
+        tenant: &str,
+        cmd: Originate,
+        peer: Option<&str>,
+    ) -> Result<ChannelState, CommandError> {
+        let route = route_of(gw, tenant, &cmd.endpoint)?;
+        let (device, number) = (route.device.clone(), route.number.clone());
         let id = cmd.channel.clone().unwrap_or_else(new_id);
         let caller = sanitize(cmd.caller.clone());
         let now = Utc::now();
@@ -309,8 +334,8 @@ impl Calls {
             direction: Direction::Outbound,
             caller: caller.clone(),
             dialed: None,
-            device: Some(device.clone()),
-            number: None,
+            device: device.clone(),
+            number: number.clone(),
             at: now,
         };
         let state = ChannelState {
@@ -318,8 +343,8 @@ impl Calls {
             direction: Direction::Outbound,
             caller: caller.clone(),
             dialed: None,
-            device: Some(device.clone()),
-            number: None,
+            device: device.clone(),
+            number: number.clone(),
             answered: false,
             held: false,
             bridge: None,
@@ -333,9 +358,10 @@ impl Calls {
                 format!("channel {id} already exists"),
             ));
         }
-        if t.channels
-            .values()
-            .any(|c| c.state.device.as_ref() == Some(&device))
+        if device.is_some()
+            && t.channels
+                .values()
+                .any(|c| c.state.device.is_some() && c.state.device == device)
         {
             // The phone has a call: busy, as the contract says for a device on a call.
             let busy = ChannelEvent::ChannelHungUp {
@@ -365,14 +391,14 @@ impl Calls {
         let option = InviteOption {
             caller_display_name: (!caller.name.is_empty()).then(|| caller.name.clone()),
             caller: parse_uri(format!("sip:{user}@{domain}"))?,
-            callee: parse_uri(binding.contact.clone())?,
+            callee: parse_uri(route.uri.clone())?,
             destination: Some(SipAddr {
-                r#type: Some(if binding.transport == "tcp" {
+                r#type: Some(if route.tcp {
                     rsipstack::sip::Transport::Tcp
                 } else {
                     rsipstack::sip::Transport::Udp
                 }),
-                addr: binding.target().into(),
+                addr: route.target.into(),
             }),
             content_type: Some("application/sdp".into()),
             offer: Some(sdp::offer(gw.media.ip, leg.port, session_id)),
@@ -400,6 +426,9 @@ impl Calls {
                 sip_answered: false,
                 ringing: false,
                 mode: BridgeMode::Speak,
+                refer_pending: false,
+                peer: peer.map(str::to_string),
+                pending_answer: None,
             },
         );
         st.by_call_id
@@ -468,6 +497,7 @@ impl Calls {
                         at: now,
                     }));
                     Self::refresh(t, &HashSet::from([id.to_string()]));
+                    facts.extend(Self::connect_internal(t, tenant, id));
                     gw.reporter.publish(tenant, facts).await;
                 }
                 _ => {
@@ -478,9 +508,7 @@ impl Calls {
                     c.sip_answered = true;
                     let sig = c.signalling.clone();
                     tokio::spawn(async move { sig.end().await });
-                    let facts = remove(&mut st, tenant, id, HangupCause::Unavailable, now);
-                    forget(gw, tenant, id).await;
-                    gw.reporter.publish(tenant, facts).await;
+                    finish(gw, &mut st, tenant, id, HangupCause::Unavailable).await;
                 }
             }
             return;
@@ -491,15 +519,20 @@ impl Calls {
             408 | 487 => HangupCause::NoAnswer,
             _ => HangupCause::Unavailable,
         };
-        let facts = remove(&mut st, tenant, id, cause, now);
-        forget(gw, tenant, id).await;
-        gw.reporter.publish(tenant, facts).await;
+        finish(gw, &mut st, tenant, id, cause).await;
     }
 
     /// A caller's INVITE (outside any dialog).
     pub async fn inbound(&self, gw: &Gateway, mut tx: Transaction) {
         let req = tx.original.clone();
-        let Some(tenant) = gw.tenant_of_host(&req.uri.host_with_port.host.to_string()) else {
+        let Some(source) = stack::source(&req) else {
+            return reply(&mut tx, StatusCode::BadRequest, vec![]).await;
+        };
+        // A PBX may send the gateway's address as the domain: the tenant is the one whose PBX it is.
+        let tenant = gw
+            .tenant_of_request(&req)
+            .or_else(|| gw.tenant_of_pbx(source.ip()));
+        let Some(tenant) = tenant else {
             return reply(
                 &mut tx,
                 StatusCode::NotFound,
@@ -507,16 +540,31 @@ impl Calls {
             )
             .await;
         };
-        let Some(source) = stack::source(&req) else {
-            return reply(&mut tx, StatusCode::BadRequest, vec![]).await;
-        };
         let from = req.from_header().ok().and_then(|f| f.typed().ok());
         let from_user = from
             .as_ref()
             .and_then(|f| f.uri.auth.as_ref().map(|a| a.user.clone()))
             .unwrap_or_default();
-        if !gw.trunk_allows(&tenant, source.ip()) {
-            // Not the tenant's trunk: only its own registered devices may call, with digest.
+        let dialed = req
+            .uri
+            .auth
+            .as_ref()
+            .map(|a| a.user.clone())
+            .unwrap_or_default();
+        let is_queue = gw.queues.is_queue(gw, &tenant, &dialed).await;
+        let on_pbx = gw.pbx.contains_key(&tenant);
+        if on_pbx && !gw.trunk_allows(&tenant, source.ip()) {
+            let why = "this tenant's calls come through its PBX";
+            return reply(&mut tx, StatusCode::Forbidden, vec![reason(why)]).await;
+        }
+        // (A trunk-mode tenant's extensions call each other on their PBX, not here.)
+        let to_extension = !is_queue
+            && !on_pbx
+            && DeviceId::parse(&dialed).is_ok_and(|d| gw.registry.is_device(&tenant, d.as_str()));
+        let mut calling_device = None;
+        if !gw.trunk_allows(&tenant, source.ip()) || to_extension {
+            // Not the tenant's trunk: only its own registered devices may call, with digest;
+            // and a call to an extension is a device's own call, from any address.
             let device = DeviceId::parse(&from_user)
                 .ok()
                 .filter(|d| gw.registry.is_device(&tenant, d.as_str()));
@@ -537,14 +585,15 @@ impl Calls {
                 };
                 return reply(&mut tx, code, headers).await;
             }
+            calling_device = Some(device);
         }
-        let dialed = req
-            .uri
-            .auth
-            .as_ref()
-            .map(|a| a.user.clone())
-            .unwrap_or_default();
-        if !gw.queues.is_queue(gw, &tenant, &dialed).await {
+        // A device calling another extension of its tenant: a call of its own (a consultation
+        // before an attended transfer from the phone); the gateway bridges the two.
+        let internal = match (&calling_device, DeviceId::parse(&dialed)) {
+            (Some(_), Ok(d)) if to_extension => Some((new_id(), d)),
+            _ => None,
+        };
+        if internal.is_none() && !is_queue {
             return reply(
                 &mut tx,
                 StatusCode::NotFound,
@@ -572,6 +621,7 @@ impl Calls {
             }
         };
         let caller = caller_of(&req, from.as_ref(), gw.trunk_allows(&tenant, source.ip()));
+        let caller_party = caller.clone();
         let leg = match gw.media.open().await {
             Ok(l) => l,
             Err(e) => {
@@ -634,14 +684,20 @@ impl Calls {
                     sip_answered: true,
                     ringing: false,
                     mode: BridgeMode::Speak,
+                    refer_pending: false,
+                    peer: internal.as_ref().map(|(b, _)| b.clone()),
+                    pending_answer: internal.as_ref().map(|_| answer.clone()),
                 },
             );
             Self::refresh(t, &HashSet::from([id.clone()]));
             st.by_call_id.insert(call_id, (tenant.clone(), id.clone()));
             remember(gw, &tenant, &id).await;
-            // The queue answers the caller at once, with music, as queues do.
-            if let Err(e) = signalling.accept(answer) {
-                tracing::warn!(error = %e, "could not answer a caller");
+            // The queue answers the caller at once, with music, as queues do (a call to an
+            // extension is answered when the extension answers).
+            if internal.is_none() {
+                if let Err(e) = signalling.accept(answer) {
+                    tracing::warn!(error = %e, "could not answer a caller");
+                }
             }
             let created = ChannelEvent::ChannelCreated {
                 tenant: tenant.clone(),
@@ -656,6 +712,29 @@ impl Calls {
             gw.reporter
                 .publish(&tenant, vec![Fact::Channel(created)])
                 .await;
+        }
+        if let Some((far, device)) = internal {
+            let ring = Originate {
+                channel: Some(far.clone()),
+                endpoint: Endpoint::Device(device),
+                caller: caller_party.clone(),
+            };
+            let rung = self.originate_for(gw, &tenant, ring, Some(&id)).await;
+            let mut st = self.state.lock().await;
+            let gone = st
+                .tenants
+                .get(&tenant)
+                .is_none_or(|t| !t.channels.contains_key(&far));
+            if let Err(e) = &rung {
+                tracing::info!(error = %e.message, "a phone's call to an extension could not ring");
+            }
+            if rung.is_err() || gone {
+                // Busy (the extension has a call), or it could not be rung.
+                signalling.reject(if rung.is_ok() { 486 } else { 480 });
+                let facts = remove(&mut st, &tenant, &id, HangupCause::Busy, Utc::now());
+                forget(gw, &tenant, &id).await;
+                gw.reporter.publish(&tenant, facts).await;
+            }
         }
         if let Err(e) = dialog.handle(&mut tx).await {
             tracing::debug!(error = %e, "caller's INVITE transaction");
@@ -745,8 +824,64 @@ impl Calls {
             | DialogState::Notify(_, _, h) => {
                 let _ = h.reply(StatusCode::OK).await;
             }
-            DialogState::Refer(_, _, h) | DialogState::Publish(_, _, h) => {
-                // Transfers from the phone come with the mixing work; refused cleanly until then.
+            DialogState::Refer(id, req, h) => {
+                // The phone's transfer button: reported to call-control, which decides.
+                let mut st = self.state.lock().await;
+                let Some((tenant, ch)) = st.by_call_id.get(&id.call_id).cloned() else {
+                    let _ = h.reply(StatusCode::CallTransactionDoesNotExist).await;
+                    return;
+                };
+                let refer_to = crate::stack::header(&req, "Refer-To").unwrap_or_default();
+                let (to, replaces) = match parse_refer_to(&refer_to) {
+                    Ok(found) => found,
+                    Err(why) => {
+                        tracing::info!(%tenant, channel = %ch, why, "a REFER was refused");
+                        let _ = h.reply(StatusCode::BadRequest).await;
+                        return;
+                    }
+                };
+                let replaces = match replaces {
+                    None => None,
+                    // The phone's own call to the target: call-control is told the target's
+                    // leg of it (the one to join with the customer).
+                    Some(call_id) => match st.by_call_id.get(&call_id) {
+                        Some((t, other)) if *t == tenant => Some(
+                            st.tenants
+                                .get(t)
+                                .and_then(|t| t.channels.get(other))
+                                .and_then(|c| c.peer.clone())
+                                .unwrap_or_else(|| other.clone()),
+                        ),
+                        // Replaces names a call the gateway does not have (RFC 3891: 481).
+                        _ => {
+                            let _ = h.reply(StatusCode::CallTransactionDoesNotExist).await;
+                            return;
+                        }
+                    },
+                };
+                let Some(c) = st
+                    .tenants
+                    .get_mut(&tenant)
+                    .and_then(|t| t.channels.get_mut(&ch))
+                else {
+                    let _ = h.reply(StatusCode::CallTransactionDoesNotExist).await;
+                    return;
+                };
+                c.refer_pending = true;
+                let sig = c.signalling.clone();
+                drop(st);
+                let _ = h.reply(StatusCode::Accepted).await;
+                tokio::spawn(async move { sig.notify_refer(100, false).await });
+                let e = ChannelEvent::ChannelTransferRequested {
+                    tenant: tenant.clone(),
+                    channel: ch,
+                    to,
+                    replaces,
+                    at: Utc::now(),
+                };
+                gw.reporter.publish(&tenant, vec![Fact::Channel(e)]).await;
+            }
+            DialogState::Publish(_, _, h) => {
                 let _ = h.reply(StatusCode::NotImplemented).await;
             }
             DialogState::Terminated(id, why) => {
@@ -769,9 +904,7 @@ impl Calls {
                     }
                     _ => HangupCause::Normal,
                 };
-                let facts = remove(&mut st, &tenant, &ch, cause, Utc::now());
-                forget(gw, &tenant, &ch).await;
-                gw.reporter.publish(&tenant, facts).await;
+                finish(gw, &mut st, &tenant, &ch, cause).await;
             }
             _ => {}
         }
@@ -836,10 +969,15 @@ impl Calls {
             (c, _, _) => c,
         };
         let sig = c.signalling.clone();
-        tokio::spawn(async move { sig.end().await });
-        let facts = remove(&mut st, tenant, channel, cause, Utc::now());
-        forget(gw, tenant, channel).await;
-        gw.reporter.publish(tenant, facts).await;
+        let referred = c.refer_pending;
+        tokio::spawn(async move {
+            if referred {
+                // The transfer the phone asked for took its call away: it succeeded.
+                sig.notify_refer(200, true).await;
+            }
+            sig.end().await
+        });
+        finish(gw, &mut st, tenant, channel, cause).await;
         Ok(())
     }
 
@@ -863,7 +1001,33 @@ impl Calls {
         if let Some(missing) = channels.iter().find(|c| !t.channels.contains_key(*c)) {
             return Err(unknown_channel(missing));
         }
-        let (facts, members) = join(t, tenant, bridge, channels, None)?;
+        let (mut facts, members) = join(t, tenant, bridge, channels, None)?;
+        // A leg of a phone's own call taken into another bridge (an attended transfer from the
+        // phone): that call is over; its other leg (the transferring phone's) is hung up.
+        let taken: Vec<String> = channels
+            .iter()
+            .filter_map(|c| t.channels.get_mut(c).and_then(|c| c.peer.take()))
+            .collect();
+        for other in taken {
+            let Some(c) = st
+                .tenants
+                .get_mut(tenant)
+                .and_then(|t| t.channels.get_mut(&other))
+            else {
+                continue;
+            };
+            c.peer = None;
+            let sig = c.signalling.clone();
+            tokio::spawn(async move { sig.end().await });
+            facts.extend(remove(
+                &mut st,
+                tenant,
+                &other,
+                HangupCause::Normal,
+                Utc::now(),
+            ));
+            forget(gw, tenant, &other).await;
+        }
         gw.reporter.publish(tenant, facts).await;
         Ok(members)
     }
@@ -947,6 +1111,98 @@ impl Calls {
     }
 }
 
+/// Where an Originate goes.
+struct Route {
+    device: Option<DeviceId>,
+    number: Option<String>,
+    /// The Request-URI.
+    uri: String,
+    target: std::net::SocketAddr,
+    tcp: bool,
+}
+
+/// An extension of the tenant rings its phone: at its binding here, or through the tenant's
+/// PBX in trunk mode (`INVITE sip:<extension>@<pbx>`), where any other number goes too (the
+/// PBX routes it). Without a PBX, other numbers have no route.
+fn route_of(gw: &Gateway, tenant: &str, endpoint: &Endpoint) -> Result<Route, CommandError> {
+    enum To {
+        Device(DeviceId),
+        Number(String),
+    }
+    let to = match endpoint {
+        Endpoint::Device(d) => To::Device(d.clone()),
+        Endpoint::Number(n) => match DeviceId::parse(n) {
+            // An extension of this tenant dialled as a number.
+            Ok(d) if gw.registry.is_device(tenant, d.as_str()) => To::Device(d),
+            _ => To::Number(n.trim().to_string()),
+        },
+    };
+    match (gw.pbx.get(tenant), to) {
+        (_, To::Device(d)) if !gw.registry.is_device(tenant, d.as_str()) => Err(err(
+            "unknown_device",
+            "device",
+            format!("There is no device {d} on this PBX"),
+        )),
+        (Some(pbx), To::Device(d)) => {
+            if !gw.presence.is_online(tenant, d.as_str()) {
+                return Err(err(
+                    "device_unavailable",
+                    "device",
+                    format!("Device {d} is not registered on the tenant's PBX"),
+                ));
+            }
+            Ok(Route {
+                uri: pbx.uri(d.as_str()),
+                device: Some(d),
+                number: None,
+                target: pbx.addr,
+                tcp: false,
+            })
+        }
+        (Some(pbx), To::Number(n)) => {
+            let valid = !n.is_empty()
+                && n.len() <= 32
+                && n.chars()
+                    .all(|c| c.is_ascii_digit() || matches!(c, '+' | '*' | '#'));
+            if !valid {
+                return Err(err(
+                    "invalid_field",
+                    "number",
+                    format!("{n:?} is not a number (1 to 32 of 0-9 + * #)"),
+                ));
+            }
+            Ok(Route {
+                uri: pbx.uri(&sip_user(&n)),
+                device: None,
+                number: Some(n),
+                target: pbx.addr,
+                tcp: false,
+            })
+        }
+        (None, To::Device(d)) => {
+            let Some(binding) = gw.registry.binding(tenant, d.as_str()) else {
+                return Err(err(
+                    "device_unavailable",
+                    "device",
+                    format!("Device {d} is not registered"),
+                ));
+            };
+            Ok(Route {
+                uri: binding.contact.clone(),
+                target: binding.target(),
+                tcp: binding.transport == "tcp",
+                device: Some(d),
+                number: None,
+            })
+        }
+        (None, To::Number(n)) => Err(err(
+            "no_route",
+            "number",
+            format!("The SIP gateway has no route to {n:?} (no outbound trunk for this tenant)"),
+        )),
+    }
+}
+
 /// Takes a channel out of everything and returns the facts of its end.
 fn remove(
     st: &mut State,
@@ -980,6 +1236,39 @@ fn remove(
         Calls::refresh(t, &partners);
     }
     facts
+}
+
+/// Removes a channel (as [`remove`]), forgets it and reports it; the other leg of a phone's own
+/// call ends with it (refused with the cause's SIP code if the caller was not answered yet).
+async fn finish(gw: &Gateway, st: &mut State, tenant: &str, id: &str, cause: HangupCause) {
+    let peer = st
+        .tenants
+        .get(tenant)
+        .and_then(|t| t.channels.get(id))
+        .and_then(|c| c.peer.clone());
+    let mut facts = remove(st, tenant, id, cause, Utc::now());
+    forget(gw, tenant, id).await;
+    if let Some(p) = peer {
+        if let Some(c) = st.tenants.get(tenant).and_then(|t| t.channels.get(&p)) {
+            let sig = c.signalling.clone();
+            let unanswered = c.state.direction == Direction::Inbound && c.pending_answer.is_some();
+            let code = match cause {
+                HangupCause::Busy => 486,
+                HangupCause::Rejected => 603,
+                _ => 480,
+            };
+            tokio::spawn(async move {
+                if unanswered {
+                    sig.reject(code)
+                } else {
+                    sig.end().await
+                }
+            });
+            facts.extend(remove(st, tenant, &p, HangupCause::Normal, Utc::now()));
+            forget(gw, tenant, &p).await;
+        }
+    }
+    gw.reporter.publish(tenant, facts).await;
 }
 
 /// Channels (all known) join a bridge, leaving any other, in `mode` when given (else as they
@@ -1159,6 +1448,67 @@ fn sip_user(number: &str) -> String {
     }
 }
 
+/// What a REFER asks for: the number its Refer-To names (`<sip:1002@domain>`, `sip:+1555…@…`,
+/// `tel:…`) and, for an attended transfer, the Call-ID its `Replaces` names. Bounded and
+/// checked: digits with an optional leading `+`, at most 32.
+pub fn parse_refer_to(value: &str) -> Result<(String, Option<String>), &'static str> {
+    if value.is_empty() {
+        return Err("no Refer-To");
+    }
+    if value.len() > 1024 {
+        return Err("Refer-To is too long");
+    }
+    let uri = match (value.find('<'), value.rfind('>')) {
+        (Some(a), Some(b)) if a < b => &value[a + 1..b],
+        _ => value.split(';').next().unwrap_or(value),
+    }
+    .trim();
+    let (uri, headers) = uri.split_once('?').unwrap_or((uri, ""));
+    let rest = uri
+        .strip_prefix("sips:")
+        .or_else(|| uri.strip_prefix("sip:"))
+        .or_else(|| uri.strip_prefix("tel:"))
+        .ok_or("Refer-To is not a sip:, sips: or tel: URI")?;
+    let user = rest.split(['@', ';']).next().unwrap_or("");
+    let digits = user.strip_prefix('+').unwrap_or(user);
+    if digits.is_empty() || digits.len() > 32 || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return Err("Refer-To does not name a number (digits, may start with +)");
+    }
+    let replaces = headers
+        .split('&')
+        .find_map(|h| {
+            let (k, v) = h.split_once('=')?;
+            k.eq_ignore_ascii_case("replaces").then_some(v)
+        })
+        .map(|v| {
+            let v = percent_decode(v);
+            v.split(';').next().unwrap_or("").trim().to_string()
+        })
+        .filter(|v| !v.is_empty());
+    Ok((user.to_string(), replaces))
+}
+
+/// `%XX` escapes decoded (bytes that are not valid UTF-8 are replaced).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (b[i], b.get(i + 1..i + 3)) {
+            (b'%', Some(h)) if h.iter().all(u8::is_ascii_hexdigit) => {
+                let hex = std::str::from_utf8(h).expect("hex digits");
+                out.push(u8::from_str_radix(hex, 16).expect("hex digits"));
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// The caller's number and name: P-Asserted-Identity when a trunk sent it, else From.
 fn caller_of(
     req: &rsipstack::sip::Request,
@@ -1186,6 +1536,28 @@ fn caller_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refer_to_names_a_number_and_perhaps_the_call_it_replaces() {
+        assert_eq!(
+            parse_refer_to("<sip:1002@office.localhost>"),
+            Ok(("1002".into(), None))
+        );
+        assert_eq!(
+            parse_refer_to("sip:+15551234@pbx;transport=udp"),
+            Ok(("+15551234".into(), None))
+        );
+        assert_eq!(
+            parse_refer_to(
+                "<sip:1002@office.localhost?Replaces=abc%40host%3Bto-tag%3D1%3Bfrom-tag%3D2>"
+            ),
+            Ok(("1002".into(), Some("abc@host".into())))
+        );
+        assert!(parse_refer_to("").is_err());
+        assert!(parse_refer_to("<sip:bob@office.localhost>").is_err());
+        assert!(parse_refer_to("<http://1002>").is_err());
+        assert!(parse_refer_to(&format!("<sip:{}@x>", "1".repeat(33))).is_err());
+    }
 
     #[test]
     fn caller_text_is_bounded_and_cleaned() {

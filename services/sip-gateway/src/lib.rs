@@ -7,6 +7,8 @@
 //!
 //! - [`stack`]: the SIP stack (rsipstack) behind a small interface of ours.
 //! - [`registrar`]: REGISTER, bindings, device presence.
+//! - [`pbx`], [`reginfo`]: trunk mode, a tenant whose extensions live on an existing PBX
+//!   (`CC_SIP_PBX`): presence subscribed from it, agent legs sent through it.
 //! - [`calls`]: channels and bridges: callers, the legs to phones, hold, hangup.
 //! - [`media`], [`moh`], [`sdp`]: RTP relay, music on hold, SDP offers and answers.
 
@@ -14,6 +16,8 @@ pub mod calls;
 pub mod digest;
 pub mod media;
 pub mod moh;
+pub mod pbx;
+pub mod reginfo;
 pub mod registrar;
 pub mod report;
 pub mod sdp;
@@ -57,6 +61,10 @@ pub struct Gateway {
     pub reporter: report::Reporter,
     pub nonces: digest::Nonces,
     pub queues: Arc<Queues>,
+    /// The trunk-mode tenants' PBXs (`CC_SIP_PBX`).
+    pub pbx: Arc<HashMap<String, pbx::Pbx>>,
+    /// What those PBXs say about their extensions.
+    pub presence: Arc<pbx::Presence>,
     trunks: Arc<HashMap<String, Vec<(IpAddr, u8)>>>,
     public_ip: IpAddr,
 }
@@ -76,6 +84,24 @@ impl Gateway {
             .cloned()
     }
 
+    /// The tenant a request is for: its Request-URI's domain; when that is an address (a phone
+    /// set up with the gateway's address as its registrar or proxy), the domain of its To
+    /// (REGISTER) or From (the calling device's own domain).
+    pub fn tenant_of_request(&self, req: &rsipstack::sip::Request) -> Option<String> {
+        use rsipstack::sip::prelude::{HeadersExt, ToTypedHeader};
+        let host = req.uri.host_with_port.host.to_string();
+        if let Some(t) = self.tenant_of_host(&host) {
+            return Some(t);
+        }
+        host.trim_matches(['[', ']']).parse::<IpAddr>().ok()?;
+        let named = if req.method == Method::Register {
+            req.to_header().ok()?.typed().ok()?.uri
+        } else {
+            req.from_header().ok()?.typed().ok()?.uri
+        };
+        self.tenant_of_host(&named.host_with_port.host.to_string())
+    }
+
     /// A tenant's SIP domain (and digest realm).
     pub fn domain(&self, tenant: &str) -> String {
         format!("{tenant}.{}", self.ctx.config.base_domain)
@@ -86,11 +112,23 @@ impl Gateway {
         SocketAddr::new(self.public_ip, self.stack.local.port()).to_string()
     }
 
-    /// Whether `ip` is one of the tenant's trunk sources.
+    /// Whether `ip` is one of the tenant's trunk sources (`CC_SIP_TRUNKS`, or its PBX).
     pub fn trunk_allows(&self, tenant: &str, ip: IpAddr) -> bool {
-        self.trunks
-            .get(tenant)
-            .is_some_and(|nets| nets.iter().any(|(net, bits)| in_net(ip, *net, *bits)))
+        self.pbx.get(tenant).is_some_and(|p| p.addr.ip() == ip)
+            || self
+                .trunks
+                .get(tenant)
+                .is_some_and(|nets| nets.iter().any(|(net, bits)| in_net(ip, *net, *bits)))
+    }
+
+    /// The tenant whose PBX is at `ip`, when exactly one is (a PBX that sends
+    /// `INVITE sip:500@<gateway address>` rather than the tenant's SIP domain).
+    pub fn tenant_of_pbx(&self, ip: IpAddr) -> Option<String> {
+        let mut of = self.pbx.iter().filter(|(_, p)| p.addr.ip() == ip);
+        match (of.next(), of.next()) {
+            (Some((t, _)), None) => Some(t.clone()),
+            _ => None,
+        }
     }
 
     /// Digest for an INVITE from a device (Proxy-Authorization).
@@ -239,6 +277,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
     let ports =
         media::Ports::parse(&sip.rtp_ports).map_err(|e| anyhow::anyhow!("CC_RTP_PORTS: {e}"))?;
     let trunks = parse_trunks(&sip.trunks).map_err(|e| anyhow::anyhow!("CC_SIP_TRUNKS: {e}"))?;
+    let pbxs = pbx::resolve(&sip.pbx, &sip.tenants).await?;
     let public_ip: IpAddr = match &sip.public_ip {
         Some(ip) => ip.parse().map_err(|_| anyhow::anyhow!("CC_SIP_PUBLIC_IP {ip:?} is not an IP address"))?,
         None if addr.ip().is_unspecified() => anyhow::bail!("CC_SIP_ADDR listens on every address: set CC_SIP_PUBLIC_IP to the address phones reach"),
@@ -257,15 +296,22 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
         reporter: report::Reporter::new(ctx.clone()),
         nonces: digest::Nonces::new(uuid::Uuid::new_v4().to_string()),
         queues: Arc::default(),
+        pbx: Arc::new(pbxs),
+        presence: Arc::default(),
         trunks: Arc::new(trunks),
         public_ip,
     };
     registrar::load(&gw).await?;
+    for tenant in gw.pbx.keys() {
+        for d in registrar::list(&gw, tenant) {
+            gw.presence.watch(&gw, tenant, d.device.as_str());
+        }
+    }
     let lost = calls::report_lost_channels(&gw).await?;
     if ctx.config.demo {
         seed_demo(&gw).await?;
     }
-    tracing::info!(sip = %stack.local, tenants = ?sip.tenants, lost_channels = lost, "SIP gateway listening (udp and tcp)");
+    tracing::info!(sip = %stack.local, tenants = ?sip.tenants, pbx = ?gw.pbx, lost_channels = lost, "SIP gateway listening (udp and tcp)");
 
     tokio::spawn(registrar::expire_bindings(gw.clone()));
     let mut states = inbox.dialog_states;
@@ -352,13 +398,15 @@ async fn dispatch(g: Gateway, mut tx: rsipstack::transaction::Transaction) {
     }
     match tx.original.method {
         Method::Invite => g.calls.inbound(&g, tx).await,
+        Method::Notify if is_presence(&g, &tx.original) => pbx::notify(g, tx).await,
         Method::Ack => {}
         Method::Options => {
             stack::reply(
                 &mut tx,
                 StatusCode::OK,
                 vec![rsipstack::sip::Header::Allow(
-                    "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, INFO".into(),
+                    "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, INFO, REFER, NOTIFY"
+                        .into(),
                 )],
             )
             .await
@@ -373,6 +421,12 @@ async fn dispatch(g: Gateway, mut tx: rsipstack::transaction::Transaction) {
         }
         _ => stack::reply(&mut tx, StatusCode::MethodNotAllowed, vec![]).await,
     }
+}
+
+fn is_presence(g: &Gateway, req: &rsipstack::sip::Request) -> bool {
+    use rsipstack::sip::HeadersExt;
+    req.call_id_header()
+        .is_ok_and(|c| g.presence.owns(c.value()))
 }
 
 /// In demo mode, each SIP tenant without devices gets 1001-1006 with the password `sip<ext>`.

@@ -234,7 +234,7 @@ pub async fn register(gw: Gateway, mut tx: Transaction) {
         )
         .await;
     }
-    let Some(tenant) = gw.tenant_of_host(&req.uri.host_with_port.host.to_string()) else {
+    let Some(tenant) = gw.tenant_of_request(&req) else {
         return reply(
             &mut tx,
             StatusCode::NotFound,
@@ -242,6 +242,14 @@ pub async fn register(gw: Gateway, mut tx: Transaction) {
         )
         .await;
     };
+    if gw.pbx.contains_key(&tenant) {
+        return reply(
+            &mut tx,
+            StatusCode::Forbidden,
+            vec![reason("the extensions of this tenant register on its PBX")],
+        )
+        .await;
+    }
     let realm = gw.domain(&tenant);
     let to_user = req.to_header_user();
     let device = match to_user.as_deref().map(DeviceId::parse) {
@@ -427,8 +435,10 @@ impl ToUser for rsipstack::sip::Request {
     }
 }
 
-/// The contract's ListDevices: every SIP device of the tenant and whether it is registered.
+/// The contract's ListDevices: every SIP device of the tenant and whether it is registered
+/// (here, or for a trunk-mode tenant on its PBX).
 pub fn list(gw: &Gateway, tenant: &str) -> Vec<DeviceState> {
+    let on_pbx = gw.pbx.contains_key(tenant);
     let mut v: Vec<DeviceState> = gw
         .registry
         .devices
@@ -438,7 +448,11 @@ pub fn list(gw: &Gateway, tenant: &str) -> Vec<DeviceState> {
         .filter(|(t, _)| t == tenant)
         .filter_map(|(_, d)| DeviceId::parse(d).ok())
         .map(|device| DeviceState {
-            registered: gw.registry.binding(tenant, device.as_str()).is_some(),
+            registered: if on_pbx {
+                gw.presence.is_online(tenant, device.as_str())
+            } else {
+                gw.registry.binding(tenant, device.as_str()).is_some()
+            },
             device,
         })
         .collect();
@@ -446,8 +460,23 @@ pub fn list(gw: &Gateway, tenant: &str) -> Vec<DeviceState> {
     v
 }
 
-/// The devices with their bindings, for the admin.
+/// The devices with their bindings, for the admin (for a trunk-mode tenant: what its PBX says).
 pub fn list_sip(gw: &Gateway, tenant: &str) -> Vec<SipDeviceInfo> {
+    if let Some(pbx) = gw.pbx.get(tenant) {
+        return list(gw, tenant)
+            .into_iter()
+            .map(|d| {
+                let r = gw.presence.registration(tenant, d.device.as_str());
+                SipDeviceInfo {
+                    registered: d.registered,
+                    contact: r.and_then(|r| r.contact),
+                    source: d.registered.then(|| format!("pbx {}", pbx.uri_host)),
+                    expires_at: None,
+                    device: d.device,
+                }
+            })
+            .collect();
+    }
     list(gw, tenant)
         .into_iter()
         .map(|d| {
@@ -489,6 +518,8 @@ pub async fn provision(
         .lock()
         .expect("devices")
         .insert(key(tenant, device.as_str()), ha1);
+    // A trunk-mode tenant's extension registers on its PBX: follow it there.
+    gw.presence.watch(gw, tenant, device.as_str());
     if inserted {
         // A new extension exists, not registered yet: "offline" rather than "no such device".
         let at = Utc::now();
@@ -508,7 +539,10 @@ pub async fn provision(
         username: device.to_string(),
         domain: realm,
         password,
-        registrar: gw.public_sip_addr(),
+        registrar: match gw.pbx.get(tenant) {
+            Some(pbx) => pbx.uri_host.clone(),
+            None => gw.public_sip_addr(),
+        },
     })
 }
 
@@ -537,6 +571,7 @@ pub async fn remove(gw: &Gateway, tenant: &str, device: &DeviceId) -> Result<(),
         .lock()
         .expect("bindings")
         .remove(&key(tenant, device.as_str()));
+    gw.presence.unwatch(gw, tenant, device.as_str());
     unbind(gw, tenant, device.as_str()).await;
     Ok(())
 }

@@ -130,6 +130,9 @@ pub trait Signalling: Send + Sync {
     fn reject(&self, code: u16);
     /// Ends the leg: CANCEL while an outbound leg rings, BYE once answered.
     fn end(&self) -> futures_end::BoxFuture;
+    /// Tells the phone how its REFER goes (RFC 3515's NOTIFY with a sipfrag), `done` ending the
+    /// implicit subscription.
+    fn notify_refer(&self, code: u16, done: bool) -> futures_end::BoxFuture;
 }
 
 mod futures_end {
@@ -158,6 +161,20 @@ impl Signalling for InviteDialog {
             };
             if let Err(e) = r {
                 tracing::debug!(error = %e, "ending a SIP dialog");
+            }
+        })
+    }
+
+    fn notify_refer(&self, code: u16, done: bool) -> futures_end::BoxFuture {
+        let d = self.clone();
+        Box::pin(async move {
+            let state = if done {
+                "terminated;reason=noresource"
+            } else {
+                "active;expires=60"
+            };
+            if let Err(e) = d.notify_refer(StatusCode::from(code), state).await {
+                tracing::debug!(error = %e, "a REFER's NOTIFY was not taken");
             }
         })
     }

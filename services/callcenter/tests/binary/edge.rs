@@ -59,6 +59,36 @@ async fn names_with_a_nul_typed_in_the_admin_api_get_a_400_naming_the_field() {
 }
 
 #[tokio::test]
+async fn a_body_is_a_json_object_of_known_fields_each_of_its_type_or_refused_naming_the_field() {
+    let sys = System::start().await;
+    let alice = sys.agent("1001").await;
+    let before = sys.event_count().await;
+    // An array is not taken as the fields in order (it used to log in).
+    let r = alice
+        .raw(Method::POST, "/api/session", Some(r#"["1001"]"#.into()))
+        .await;
+    r.refused(400, "invalid_json");
+    let r = alice
+        .raw(Method::POST, "/api/session", Some("{not json".into()))
+        .await;
+    r.refused(400, "invalid_json");
+    // A field of the wrong type in valid JSON names the field.
+    let r = alice.post("/api/session", json!({"device": 1001})).await;
+    assert_eq!(r.refused(400, "invalid_field")["field"], "device");
+    // A field the route does not know (a typo) is refused, naming it.
+    let r = alice.post("/api/session", json!({"devise": "1001"})).await;
+    assert_eq!(r.refused(400, "invalid_field")["field"], "devise");
+    assert_eq!(sys.event_count().await, before, "nothing was recorded");
+    let me = alice.get("/api/me").await.ok();
+    assert_eq!(me["status"], "logged_out");
+    // The right body still works.
+    alice
+        .post("/api/session", json!({"device": "1001"}))
+        .await
+        .ok();
+}
+
+#[tokio::test]
 async fn a_pbx_report_the_store_refuses_is_parked_and_other_callers_are_still_routed() {
     let sys = System::start().await;
     let admin = sys.sign_in("admin", "demo-admin").await;

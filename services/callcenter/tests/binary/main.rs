@@ -14,6 +14,7 @@ mod sip;
 mod subscribe;
 mod system;
 mod transfers;
+mod trunk;
 mod withdrawals;
 use std::time::Duration;
 

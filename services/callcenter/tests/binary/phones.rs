@@ -414,3 +414,144 @@ pub fn sipp_spawn(scenario_xml: &str, port: u16) -> Child {
         .spawn()
         .unwrap()
 }
+
+/// A linphonec process (Debian's linphone-cli): a second, independent SIP client, driven on its
+/// console. It registers with digest (its registrar and proxy: the gateway's address, its
+/// identity in the tenant's domain), answers by itself, places calls and transfers them
+/// (blind, or attended: `transfer <id1> --to-call <id2>`, REFER with Replaces). It sends
+/// silence.
+pub struct Linphone {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: mpsc::UnboundedReceiver<String>,
+    seen: Vec<String>,
+    pub user: String,
+    dir: PathBuf,
+}
+
+impl Linphone {
+    /// The end of linphone's own log (SIP messages included).
+    pub fn log(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("linphone.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(80).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    pub async fn start(gateway: SocketAddr, domain: &str, user: &str, password: &str) -> Linphone {
+        need("linphonec", "linphone-cli");
+        let dir = std::env::temp_dir().join(format!(
+            "cc-linphone-{user}-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        // linphone keeps its databases under $HOME and does not start without that directory.
+        std::fs::create_dir_all(dir.join(".local/share/linphone")).unwrap();
+        let rc = format!(
+            "[sip]\nsip_port={sip}\nsip_tcp_port=-1\nsip_tls_port=-1\ndefault_proxy=0\nguess_hostname=1\n\
+             [rtp]\naudio_rtp_port={rtp}\n\
+             [sound]\nechocancellation=0\n\
+             [proxy_0]\nreg_proxy=<sip:{gateway};transport=udp>\nreg_route=<sip:{gateway};transport=udp;lr>\n\
+             reg_identity=sip:{user}@{domain}\nreg_expires=600\nreg_sendregister=1\npublish=0\n\
+             [auth_info_0]\nusername={user}\npasswd={password}\nrealm={domain}\ndomain={domain}\n",
+            sip = free_port(),
+            rtp = free_port() & !1,
+        );
+        std::fs::write(dir.join("linphonerc"), rc).unwrap();
+        let mut child = tokio::process::Command::new("linphonec")
+            .arg("-c")
+            .arg(dir.join("linphonerc"))
+            .arg("-a")
+            .arg("-d")
+            .arg("5")
+            .arg("-l")
+            .arg(dir.join("linphone.log"))
+            .env("HOME", &dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("linphonec starts");
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::unbounded_channel();
+        let console = dir.join("console.log");
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut chunk).await {
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+                    let line = String::from_utf8_lossy(&buf[..i]).to_string();
+                    buf.drain(..=i);
+                    use std::io::Write as _;
+                    if let Ok(mut f) = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&console)
+                    {
+                        let _ = writeln!(f, "{line}");
+                    }
+                    if tx.send(line).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let mut p = Linphone {
+            child,
+            stdin,
+            lines,
+            seen: vec![],
+            user: user.to_string(),
+            dir,
+        };
+        p.send("soundcard use files").await;
+        p.expect("wav files", Duration::from_secs(20)).await;
+        p
+    }
+
+    /// Types a console command.
+    pub async fn send(&mut self, line: &str) {
+        self.stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+        self.stdin.flush().await.unwrap();
+    }
+
+    /// Waits for a console line containing `text`, after those seen already. (Registration and
+    /// calls are followed through the portal and the other phones, not linphonec's words.)
+    pub async fn expect(&mut self, text: &str, wait: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some(l)) => {
+                    self.seen.push(l.clone());
+                    if l.contains(text) {
+                        return l;
+                    }
+                }
+                Ok(None) => panic!(
+                    "linphonec {} stopped; it said: {}",
+                    self.user,
+                    self.seen.join("\n")
+                ),
+                Err(_) => panic!(
+                    "linphonec {}: no {text:?} within {wait:?}; it said: {}\nits log: {}",
+                    self.user,
+                    self.seen.join("\n"),
+                    self.log()
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for Linphone {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}

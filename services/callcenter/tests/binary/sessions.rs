@@ -753,3 +753,38 @@ async fn admins_manage_the_directory_and_disabling_an_agent_ends_their_session()
     let last = sys.stream_events("demo/agent-1002").await.pop().unwrap();
     assert_eq!(last.1["reason"], "supervisor");
 }
+
+#[tokio::test]
+async fn two_copies_of_a_command_at_the_same_instant_have_one_effect_and_one_answer() {
+    let sys = System::start().await;
+    let alice = sys.agent("1001").await;
+    alice.post("/api/session", json!({})).await.ok();
+    // Two copies at the same instant: the key is claimed before the command runs, so the second
+    // waits for the first and gets its answer (not already_not_paused / a second event).
+    let before = sys.event_count().await;
+    for round in 0..5 {
+        let key = format!("race-{round}");
+        let (a, b) = tokio::join!(
+            alice.post_once("/api/session/pause", json!({"reason": "Break"}), &key),
+            alice.post_once("/api/session/pause", json!({"reason": "Break"}), &key)
+        );
+        assert_eq!((a.status, &a.body), (b.status, &b.body), "round {round}");
+        assert_eq!(a.status, 200, "{}", a.body);
+        alice.post("/api/session/unpause", json!({})).await.ok();
+    }
+    assert_eq!(
+        sys.event_count().await - before,
+        10,
+        "five pauses and five unpauses, no second effect"
+    );
+    // A key reused for another action is refused, naming the key.
+    let r = alice
+        .post_once("/api/session/unpause", json!({}), "race-0")
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.body["field"].as_str()),
+        (409, Some("Idempotency-Key")),
+        "{}",
+        r.body
+    );
+}

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::phones::{assert_hears, goertzel, music, raw_sip, sipp, wav, window, Phone, PhoneSpec};
+use crate::phones::{
+    assert_hears, goertzel, music, raw_sip, sipp, wav, window, Linphone, Phone, PhoneSpec,
+};
 use crate::system::{Client, System, SIP_TENANT};
 
 const DOMAIN: &str = "office.localhost";
@@ -23,7 +25,7 @@ impl System {
     }
 
     /// An agent of the SIP tenant, signed in (not logged in).
-    async fn office_agent(&self, n: &str) -> Client {
+    pub(crate) async fn office_agent(&self, n: &str) -> Client {
         let mut c = self.tenant_client(SIP_TENANT);
         let r = c
             .post(
@@ -54,7 +56,7 @@ impl System {
         c
     }
 
-    async fn device_online(&self, agent: &Client, device: &str) -> bool {
+    pub(crate) async fn device_online(&self, agent: &Client, device: &str) -> bool {
         let r = agent.get("/api/login-options").await.ok();
         r["devices"]
             .as_array()
@@ -63,7 +65,7 @@ impl System {
             .any(|d| d["device"] == device && d["online"] == true)
     }
 
-    async fn wait_device(&self, agent: &Client, device: &str, online: bool) {
+    pub(crate) async fn wait_device(&self, agent: &Client, device: &str, online: bool) {
         cc_testkit::eventually(
             &format!("device {device} online = {online}"),
             WAIT,
@@ -112,14 +114,14 @@ impl System {
     }
 }
 
-async fn idle(sys: &System, agent: &Client) {
+pub(crate) async fn idle(sys: &System, agent: &Client) {
     agent.post("/api/session", json!({})).await.ok();
     sys.view_when(agent, "Idle", |v| v["status"] == "idle")
         .await;
 }
 
 /// Seconds since `t0`.
-fn since(t0: Instant) -> f64 {
+pub(crate) fn since(t0: Instant) -> f64 {
     t0.elapsed().as_secs_f64()
 }
 
@@ -581,6 +583,179 @@ async fn after_a_blind_transfer_the_caller_hears_the_target_and_no_longer_the_fi
         v["counts"]["completed"] == 1
     })
     .await;
+}
+
+#[tokio::test]
+async fn the_agents_phone_transfer_button_is_the_portals_blind_transfer_to_the_agent_on_that_extension(
+) {
+    let sys = System::start_sip(false).await;
+    let (mut alice_phone, mut caller, alice, t0) = alice_connected(&sys).await;
+    let mut bob_phone = sys.agent_phone("1002", TARGET_TONE as u32).await;
+    let bob = sys.office_agent("1002").await;
+    sys.wait_device(&bob, "1002", true).await;
+    idle(&sys, &bob).await;
+    // baresip's transfer command sends REFER (Refer-To: sip:1002@office.localhost).
+    alice_phone
+        .command("transfer", &format!("sip:1002@{DOMAIN}"))
+        .await;
+    alice_phone.event("CALL_CLOSED", WAIT).await;
+    bob_phone.event("CALL_ESTABLISHED", WAIT).await;
+    let answered = since(t0);
+    let v = sys
+        .view_when(&bob, "Bob connected with the transferred call", |v| {
+            v["status"] == "connected" && v["current_call"]["received_transfer"].is_null()
+        })
+        .await;
+    assert_eq!(v["current_call"]["transferred_from"], "1001", "{v}");
+    let call = v["current_call"]["call"].as_str().unwrap().to_string();
+    let v = sys
+        .view_when(&alice, "Alice's call counted", |v| {
+            v["counts"]["completed"] == 1
+        })
+        .await;
+    assert_eq!(v["current_call"]["ended_by"], "transferred", "{v}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let end = since(t0);
+    caller.command("hangup", "").await;
+    bob_phone.event("CALL_CLOSED", WAIT).await;
+    let (c, rate) = wav(caller.heard().last().unwrap());
+    assert_hears(
+        "the caller, after the phone's transfer",
+        window(&c, rate, answered + 0.8, end - 0.2),
+        rate,
+        TARGET_TONE,
+        AGENT_TONE,
+    );
+    // The same events as the portal's blind transfer to an agent.
+    let events = cc_testkit::eventually("the transfer recorded", WAIT, || async {
+        let e = sys
+            .stream_events(&format!("{SIP_TENANT}/call-{call}"))
+            .await;
+        e.iter().any(|(t, _)| t == "TransferCompleted").then_some(e)
+    })
+    .await;
+    let started = &events
+        .iter()
+        .find(|(t, _)| t == "TransferStarted")
+        .unwrap()
+        .1;
+    assert_eq!(
+        (
+            &started["method"],
+            &started["target"],
+            &started["target_agent"]
+        ),
+        (&json!("blind"), &json!({"agent": "1002"}), &json!("1002"))
+    );
+}
+
+#[tokio::test]
+async fn an_attended_transfer_from_linphone_consults_the_target_on_its_own_call_then_joins_the_caller(
+) {
+    let sys = System::start_sip(false).await;
+    let admin = sys.office_admin().await;
+    admin
+        .call(
+            Method::PUT,
+            "/api/admin/queues/500/settings",
+            Some(json!({"wrap_up_s": 1})),
+        )
+        .await
+        .ok();
+    // Alice's phone is linphonec (answers by itself); Bob's a baresip phone with its tone.
+    let mut alice_phone = Linphone::start(sys.gateway(), DOMAIN, "1001", "sip1001").await;
+    let alice = sys.office_agent("1001").await;
+    sys.wait_device(&alice, "1001", true).await;
+    idle(&sys, &alice).await;
+    let mut bob_phone = sys.agent_phone("1002", TARGET_TONE as u32).await;
+    let bob = sys.office_agent("1002").await;
+    sys.wait_device(&bob, "1002", true).await;
+    idle(&sys, &bob).await;
+    let mut caller = sys.caller("5551234", "Jane").await;
+    caller.command("dial", &format!("sip:500@{DOMAIN}")).await;
+    caller.event("CALL_ESTABLISHED", WAIT).await;
+    let t0 = Instant::now();
+    let v = sys
+        .view_when(&alice, "Alice connected", |v| v["status"] == "connected")
+        .await;
+    let call = v["current_call"]["call"].as_str().unwrap().to_string();
+    // Alice consults Bob on a call of her phone's own: linphone holds the customer (the
+    // portal shows On hold), the gateway rings extension 1002 and bridges the two.
+    alice_phone.send("pause 1").await;
+    sys.view_when(&alice, "the customer on hold by the phone", |v| {
+        v["status"] == "on_hold"
+    })
+    .await;
+    alice_phone.send(&format!("call sip:1002@{DOMAIN}")).await;
+    bob_phone.event("CALL_ESTABLISHED", WAIT).await;
+    let held = since(t0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let consulted = since(t0);
+    // Then the phone's transfer: REFER with Replaces naming the consultation call.
+    alice_phone.send("transfer 1 --to-call 2").await;
+    let v = sys
+        .view_when(&bob, "Bob has the customer", |v| {
+            v["status"] == "connected" && v["current_call"]["received_transfer"].is_null()
+        })
+        .await;
+    assert_eq!(v["current_call"]["call"], call.as_str(), "{v}");
+    let joined = since(t0);
+    sys.view_when(&alice, "Alice off the call, counted", |v| {
+        v["counts"]["completed"] == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let end = since(t0);
+    caller.command("hangup", "").await;
+    bob_phone.event("CALL_CLOSED", WAIT).await;
+    let (c, rate) = wav(caller.heard().last().unwrap());
+    // Held by the phone during the consultation: music, not Bob.
+    let w = window(&c, rate, held + 0.5, consulted - 0.2);
+    let (m, bob_tone) = (music(w, rate), goertzel(w, rate, TARGET_TONE));
+    assert!(
+        m > 100.0 * bob_tone.max(1.0),
+        "the held customer hears music {m:.0}, far above the consultation {bob_tone:.0}"
+    );
+    assert_hears(
+        "the caller, after the phone's attended transfer",
+        window(&c, rate, joined + 0.8, end - 0.2),
+        rate,
+        TARGET_TONE,
+        AGENT_TONE,
+    );
+    let events = cc_testkit::eventually("the transfer recorded", WAIT, || async {
+        let e = sys
+            .stream_events(&format!("{SIP_TENANT}/call-{call}"))
+            .await;
+        e.iter().any(|(t, _)| t == "TransferCompleted").then_some(e)
+    })
+    .await;
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|(t, _)| t.as_str())
+        .skip_while(|t| *t != "TransferStarted")
+        .take(5)
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "TransferStarted",
+            "TransferAnswered",
+            "CallEnded",
+            "TransferCompleted",
+            "CallConnected"
+        ]
+    );
+    let started = &events
+        .iter()
+        .find(|(t, _)| t == "TransferStarted")
+        .unwrap()
+        .1;
+    assert_eq!(
+        (&started["method"], &started["target_agent"]),
+        (&json!("attended"), &json!("1002"))
+    );
+    drop(alice_phone);
 }
 
 #[tokio::test]

@@ -25,6 +25,8 @@ pub struct System {
     pub sip: Option<std::net::SocketAddr>,
     /// The SIP gateway in a process of its own (`start_sip(true)`), so it can restart.
     pub _gateway: Option<Callcenter>,
+    /// Trunk mode (`start_trunk`): the PBX the tenant's extensions register on.
+    pub pbx_sip: Option<std::net::SocketAddr>,
 }
 
 /// The tenant served by the SIP gateway in `start_sip`.
@@ -149,11 +151,12 @@ impl System {
     }
 
     fn spawn_services(&self, targets: &str) -> Callcenter {
-        let (portal_port, pbx_port, prefix, sip) = (
+        let (portal_port, pbx_port, prefix, sip, pbx_sip) = (
             self.portal_port,
             self.pbx_port,
             self.prefix.clone(),
             self.sip,
+            self.pbx_sip,
         );
         Callcenter::spawn_with(
             &self.db.url,
@@ -164,8 +167,14 @@ impl System {
                     c.env("CC_SIP_TENANTS", SIP_TENANT)
                         .env("CC_SIP_ADDR", sip.to_string())
                         .env("CC_RTP_PORTS", "0")
-                        .env("CC_SIP_TRUNKS", format!("{SIP_TENANT}=127.0.0.1"))
                         .env("CC_SIP_MIN_EXPIRES", "1");
+                    match pbx_sip {
+                        // Trunk mode: the PBX is the only trunk.
+                        Some(pbx) => c
+                            .env("CC_SIP_PBX", format!("{SIP_TENANT}={pbx},reg"))
+                            .env("CC_SIP_PBX_SUBSCRIBE_SECS", "20"),
+                        None => c.env("CC_SIP_TRUNKS", format!("{SIP_TENANT}=127.0.0.1")),
+                    };
                 }
                 c.env("CC_DEMO", "true")
                     .env("CC_PORTAL_ADDR", format!("127.0.0.1:{portal_port}"))
@@ -187,8 +196,28 @@ impl System {
     /// `split`: the gateway in a process of its own.
     pub async fn start_sip(split: bool) -> System {
         let sip: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Self::start_sip_with(split, sip, None).await
+    }
+
+    /// As `start_sip`, with tenant `office` in trunk mode: its extensions register on the PBX
+    /// at `pbx` (`CC_SIP_PBX`, reg event package, subscriptions of 20 s), which is its only
+    /// trunk; the gateway listens on `sip`.
+    pub async fn start_trunk(
+        split: bool,
+        sip: std::net::SocketAddr,
+        pbx: std::net::SocketAddr,
+    ) -> System {
+        Self::start_sip_with(split, sip, Some(pbx)).await
+    }
+
+    async fn start_sip_with(
+        split: bool,
+        sip: std::net::SocketAddr,
+        pbx: Option<std::net::SocketAddr>,
+    ) -> System {
         let mut sys = Self::new_unstarted().await;
         sys.sip = Some(sip);
+        sys.pbx_sip = pbx;
         if split {
             sys._gateway = Some(sys.spawn_services("sip-gateway"));
             sys._app = sys.spawn_services(&format!("{CORE},pbx-sim"));
@@ -233,6 +262,7 @@ impl System {
             http: reqwest::Client::new(),
             sip: None,
             _gateway: None,
+            pbx_sip: None,
         }
     }
 
@@ -285,6 +315,7 @@ impl System {
             http: reqwest::Client::new(),
             sip: None,
             _gateway: None,
+            pbx_sip: None,
         };
         if split {
             sys._pbx = Some(sys.spawn_services("pbx-sim"));

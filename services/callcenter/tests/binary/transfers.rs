@@ -239,10 +239,10 @@ async fn bad_targets_are_refused_and_the_call_is_not_touched() {
 
     transfer(&bob, "blind", json!({"extension": "1002"}))
         .await
-        .refused(409, "own_device");
+        .refused(422, "own_device");
     transfer(&bob, "blind", json!({"agent": "1002"}))
         .await
-        .refused(409, "own_device");
+        .refused(422, "own_device");
     transfer(&bob, "attended", json!({"extension": "1007"}))
         .await
         .refused(422, "device_offline");
@@ -251,7 +251,7 @@ async fn bad_targets_are_refused_and_the_call_is_not_touched() {
         .refused(404, "unknown_extension");
     transfer(&bob, "blind", json!({"agent": "1004"}))
         .await
-        .refused(409, "agent_not_logged_in");
+        .refused(422, "agent_not_logged_in");
     transfer(&bob, "blind", json!({"queue": "599"}))
         .await
         .refused(404, "unknown_queue");
