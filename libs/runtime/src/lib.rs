@@ -17,5 +17,7 @@ pub mod telemetry;
 pub mod web;
 
 pub use admin::{Metrics, Readiness};
-pub use config::{Config, ConfigError, LogFormat, PbxTrunk, PresencePackage, SipConfig};
+pub use config::{
+    Config, ConfigError, LogFormat, Networks, PbxTrunk, PresencePackage, ProxyHeader, SipConfig,
+};
 pub use context::Context;

@@ -36,6 +36,12 @@ const WEB: [cc_runtime::web::Asset; 7] = [
     cc_runtime::asset!("services/portal", "web/admin.js"),
 ];
 
+/// The script and style of `/api/docs` (files of their own: the pages allow nothing inline).
+const API_DOCS: [cc_runtime::web::Asset; 2] = [
+    cc_runtime::asset!("services/portal", "assets/api-docs.js"),
+    cc_runtime::asset!("services/portal", "assets/api-docs.css"),
+];
+
 /// The state every handler gets.
 #[derive(Clone)]
 pub struct Portal {
@@ -276,6 +282,8 @@ pub fn router(portal: Portal) -> Router {
         .route("/app.js", get(|| async { WEB[4] }))
         .route("/supervisor.js", get(|| async { WEB[5] }))
         .route("/admin.js", get(|| async { WEB[6] }))
+        .route("/api/docs.js", get(|| async { API_DOCS[0] }))
+        .route("/api/docs.css", get(|| async { API_DOCS[1] }))
         .fallback(|| async {
             error::ApiError(cc_bus::CommandError::new(
                 "not_found",
@@ -283,6 +291,7 @@ pub fn router(portal: Portal) -> Router {
             ))
             .into_response()
         })
+        .layer(axum::middleware::map_response(cc_runtime::web::harden))
         .with_state(portal)
 }
 

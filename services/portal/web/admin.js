@@ -188,7 +188,7 @@
       el('div', {}, el('label', { for: id('strategy'), text: 'Strategy' }),
         el('select', { id: id('strategy') }, ...STRATEGIES.map((s) => el('option', { value: s, text: s.replace(/_/g, ' '), selected: (cur.strategy || 'longest_idle') === s })))),
       ...SETTINGS.map(([f, label, def, min, max]) => el('div', {}, el('label', { for: id(f), text: label }),
-        el('input', { id: id(f), type: 'number', min, max, step: 1, value: String(cur[f] ?? def), style: 'width:7rem' }))),
+        el('input', { id: id(f), type: 'number', min, max, step: 1, value: String(cur[f] ?? def), class: 'width-7' }))),
       el('label', { class: 'checkbox', for: id('leave') }, el('input', { type: 'checkbox', id: id('leave'), checked: Boolean(cur.leave_when_no_agents) }), 'Callers leave when no agent is logged in'),
       el('label', { class: 'checkbox', for: id('inuse') }, el('input', { type: 'checkbox', id: id('inuse'), checked: Boolean(cur.ring_in_use) }), 'Offer calls to agents already on a call'),
     ];
@@ -213,7 +213,7 @@
     const open = new Set([...$('queue-list').querySelectorAll('details[open]')].map((d) => d.id));
     $('queue-list').replaceChildren(...state.queues.map((q) => {
       const members = el('ul', { class: 'queue-list' }, ...q.members.map((m) => {
-        const pen = el('input', { type: 'number', min: 0, max: 1000, step: 1, id: `pen-${q.queue}-${m.agent}`, value: String(m.penalty), style: 'width:5rem', 'aria-label': `Penalty of agent ${m.agent} in queue ${q.queue}` });
+        const pen = el('input', { type: 'number', min: 0, max: 1000, step: 1, id: `pen-${q.queue}-${m.agent}`, value: String(m.penalty), class: 'width-5', 'aria-label': `Penalty of agent ${m.agent} in queue ${q.queue}` });
         return el('li', {},
           el('span', { class: 'q-name', text: `${names.get(m.agent) || ''} (${m.agent})` }),
           el('span', { class: 'row' }, el('span', { class: 'small muted', text: 'penalty' }), pen,
@@ -229,7 +229,7 @@
       }));
       const candidates = state.agents.filter((a) => !q.members.some((m) => m.agent === a.agent));
       const sel = el('select', { id: `assign-${q.queue}` }, ...candidates.map((a) => el('option', { value: a.agent, text: `${a.display_name} (${a.agent})` })));
-      const pen = el('input', { id: `assign-pen-${q.queue}`, type: 'number', min: 0, max: 1000, step: 1, value: '0', style: 'width:5rem' });
+      const pen = el('input', { id: `assign-pen-${q.queue}`, type: 'number', min: 0, max: 1000, step: 1, value: '0', class: 'width-5' });
       const assign = el('form', { class: 'inline-form', novalidate: true },
         el('div', {}, el('label', { for: `assign-${q.queue}`, text: 'Assign an agent' }), sel),
         el('div', {}, el('label', { for: `assign-pen-${q.queue}`, text: 'Penalty' }), pen),

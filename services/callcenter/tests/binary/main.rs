@@ -8,6 +8,7 @@ mod phones;
 mod process;
 mod recovery;
 mod reporting;
+mod security;
 mod sessions;
 mod sip;
 mod subscribe;
