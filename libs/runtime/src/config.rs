@@ -44,6 +44,39 @@ pub struct Config {
     pub auth_prune_secs: u64,
     /// The SIP gateway (target `sip-gateway`); see [`SipConfig`].
     pub sip: SipConfig,
+    /// Webhook deliveries (target `webhooks`); see [`WebhookConfig`].
+    pub webhooks: WebhookConfig,
+}
+
+/// How the webhooks service delivers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Allows webhook URLs on loopback, private, link-local and other non-public addresses
+    /// (off: refused, against server-side request forgery). `CC_WEBHOOK_ALLOW_PRIVATE`.
+    pub allow_private: bool,
+    /// How long one delivery may take (milliseconds). `CC_WEBHOOK_TIMEOUT_MS`.
+    pub timeout_ms: u64,
+    /// The first retry's delay (milliseconds); each next one doubles, with jitter.
+    /// `CC_WEBHOOK_RETRY_BASE_MS`.
+    pub retry_base_ms: u64,
+    /// The longest delay between two retries (milliseconds). `CC_WEBHOOK_RETRY_MAX_MS`.
+    pub retry_max_ms: u64,
+    /// How long an event is retried before the subscription is suspended (seconds).
+    /// `CC_WEBHOOK_SUSPEND_AFTER_SECS`.
+    pub suspend_after_secs: u64,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            allow_private: false,
+            timeout_ms: 10_000,
+            retry_base_ms: 1_000,
+            retry_max_ms: 600_000,
+            suspend_after_secs: 86_400,
+        }
+    }
 }
 
 /// A list of IP networks (CIDR), such as the trusted proxies. Serialized as a list of strings.
@@ -327,6 +360,7 @@ impl Default for Config {
             trusted_proxy_header: ProxyHeader::default(),
             auth_prune_secs: 300,
             sip: SipConfig::default(),
+            webhooks: WebhookConfig::default(),
         }
     }
 }
@@ -429,6 +463,21 @@ pub const ENV_VARS: &[(&str, Setter)] = &[
     ("CC_SIP_PBX", |c, v| {
         c.sip.pbx = parse_pbx(v)?;
         Ok(())
+    }),
+    ("CC_WEBHOOK_ALLOW_PRIVATE", |c, v| {
+        parse(&mut c.webhooks.allow_private, v)
+    }),
+    ("CC_WEBHOOK_TIMEOUT_MS", |c, v| {
+        parse(&mut c.webhooks.timeout_ms, v)
+    }),
+    ("CC_WEBHOOK_RETRY_BASE_MS", |c, v| {
+        parse(&mut c.webhooks.retry_base_ms, v)
+    }),
+    ("CC_WEBHOOK_RETRY_MAX_MS", |c, v| {
+        parse(&mut c.webhooks.retry_max_ms, v)
+    }),
+    ("CC_WEBHOOK_SUSPEND_AFTER_SECS", |c, v| {
+        parse(&mut c.webhooks.suspend_after_secs, v)
     }),
     ("CC_SIP_PBX_SUBSCRIBE_SECS", |c, v| {
         parse(&mut c.sip.pbx_subscribe_secs, v)?;

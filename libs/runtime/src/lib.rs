@@ -19,5 +19,6 @@ pub mod web;
 pub use admin::{Metrics, Readiness};
 pub use config::{
     Config, ConfigError, LogFormat, Networks, PbxTrunk, PresencePackage, ProxyHeader, SipConfig,
+    WebhookConfig,
 };
 pub use context::Context;

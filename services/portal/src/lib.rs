@@ -157,6 +157,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/whoami"),
     ("get", "/api/supervisor/queues"),
     ("get", "/api/supervisor/devices"),
+    ("get", "/api/admin/webhooks"),
+    ("post", "/api/admin/webhooks"),
+    ("delete", "/api/admin/webhooks/{id}"),
+    ("post", "/api/admin/webhooks/{id}/test"),
+    ("get", "/api/admin/webhooks/{id}/deliveries"),
+    ("post", "/api/admin/webhooks/{id}/redeliver"),
+    ("post", "/api/admin/webhooks/{id}/resume"),
     ("post", "/api/supervisor/agents/{agent}/monitor"),
     ("patch", "/api/supervisor/agents/{agent}/monitor"),
     ("delete", "/api/supervisor/agents/{agent}/monitor"),
@@ -191,6 +198,27 @@ pub fn router(portal: Portal) -> Router {
         )
         .route("/api/supervisor/events", get(sse::supervisor_events))
         .route("/api/supervisor/devices", get(supervisor::devices))
+        .route(
+            "/api/admin/webhooks",
+            get(api::webhooks::list).post(api::webhooks::create),
+        )
+        .route(
+            "/api/admin/webhooks/{id}",
+            axum::routing::delete(api::webhooks::delete),
+        )
+        .route("/api/admin/webhooks/{id}/test", post(api::webhooks::test))
+        .route(
+            "/api/admin/webhooks/{id}/deliveries",
+            get(api::webhooks::deliveries),
+        )
+        .route(
+            "/api/admin/webhooks/{id}/redeliver",
+            post(api::webhooks::redeliver),
+        )
+        .route(
+            "/api/admin/webhooks/{id}/resume",
+            post(api::webhooks::resume),
+        )
         .route(
             "/api/supervisor/agents/{agent}/monitor",
             post(supervisor::monitor)

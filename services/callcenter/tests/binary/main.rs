@@ -15,6 +15,7 @@ mod subscribe;
 mod system;
 mod transfers;
 mod trunk;
+mod webhooks;
 mod withdrawals;
 use std::time::Duration;
 

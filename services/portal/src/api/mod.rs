@@ -5,3 +5,4 @@ pub mod agent;
 pub mod devices;
 pub mod reports;
 pub mod supervisor;
+pub mod webhooks;
