@@ -21,17 +21,19 @@ enum Answer {
     Hang,
 }
 
+/// One request: its webhook-id, webhook-timestamp and webhook-signature, and the body.
+type Request = (String, String, String, String);
+
 #[derive(Clone, Default)]
 struct Received {
-    /// (headers webhook-id, webhook-timestamp, webhook-signature; the body as received)
-    requests: Arc<Mutex<Vec<(String, String, String, String)>>>,
+    requests: Arc<Mutex<Vec<Request>>>,
     script: Arc<Mutex<VecDeque<Answer>>>,
     /// Answer this to everything (until cleared).
     always: Arc<Mutex<Option<u16>>>,
 }
 
 impl Received {
-    fn all(&self) -> Vec<(String, String, String, String)> {
+    fn all(&self) -> Vec<Request> {
         self.requests.lock().unwrap().clone()
     }
 
@@ -120,7 +122,7 @@ impl Receiver {
 }
 
 /// Every request verified with the Standard Webhooks reference library.
-fn verify_with_the_reference_library(secret: &str, got: &[(String, String, String, String)]) {
+fn verify_with_the_reference_library(secret: &str, got: &[Request]) {
     let path = std::env::var("CC_STANDARDWEBHOOKS_PYTHONPATH").unwrap_or_else(|_| {
         concat!(
             env!("CARGO_MANIFEST_DIR"),
