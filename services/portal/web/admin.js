@@ -7,7 +7,7 @@
 (() => {
   const { $, api, el, notice, act } = window.Portal;
 
-  const state = { agents: [], queues: [], reasons: [], devices: [], me: null };
+  const state = { agents: [], queues: [], reasons: [], devices: [], webhooks: [], me: null };
 
   function show(screen) {
     $('loading').hidden = true;
@@ -324,6 +324,67 @@
     }
   }
 
+  // ---- webhooks
+
+  const list = (v) => v.split(',').map((x) => x.trim()).filter(Boolean);
+
+  function showWebhookSecret(w) {
+    const box = $('webhook-secret');
+    box.hidden = false;
+    box.replaceChildren(el('strong', { text: `Webhook ${w.url}` }), ' · signing secret ',
+      el('code', { text: w.secret }), ' (shown once: give it to the receiving system now)');
+    return true;
+  }
+
+  async function showLog(w) {
+    const rows = await api('GET', `/api/admin/webhooks/${w.id}/deliveries`);
+    $('webhook-log').hidden = false;
+    $('webhook-log-title').textContent = `Deliveries to ${w.url}`;
+    $('webhook-log-rows').replaceChildren(...rows.map((d) => el('tr', {},
+      el('td', { text: new Date(d.at).toLocaleTimeString() }),
+      el('td', { text: d.event_type }),
+      el('td', { text: String(d.attempt) }),
+      el('td', { text: d.outcome }),
+      el('td', { text: d.status_code ? String(d.status_code) : (d.error || '—') }),
+      el('td', { class: 'num', text: `${d.latency_ms} ms` }))));
+    return true;
+  }
+
+  function renderWebhooks() {
+    $('webhook-rows').replaceChildren(...state.webhooks.map((w) => el('tr', {},
+      el('td', {}, el('span', { text: w.url }), w.description ? el('div', { class: 'muted small', text: w.description }) : null),
+      el('td', { text: w.event_types.length ? w.event_types.join(', ') : 'all' }),
+      el('td', { text: w.status === 'suspended' ? `Suspended: ${w.suspended_reason || ''}` : 'Active' }),
+      el('td', {}, el('span', { class: 'row' },
+        button('Send test event', 'secondary', (e) => act(e.currentTarget,
+          () => api('POST', `/api/admin/webhooks/${w.id}/test`),
+          (d) => (d.status_code ? `Test event: the receiver answered ${d.status_code} in ${d.latency_ms} ms.` : `Test event not delivered: ${d.error}.`)),
+        `Send test event to ${w.url}`),
+        button('Deliveries', 'secondary', (e) => act(e.currentTarget, () => showLog(w)), `Deliveries to ${w.url}`),
+        w.status === 'suspended' ? button('Resume', 'secondary', (e) => action(e.currentTarget,
+          () => api('POST', `/api/admin/webhooks/${w.id}/resume`), `Webhook ${w.url} resumed.`), `Resume the webhook to ${w.url}`) : null,
+        button('Remove', 'danger', (e) => {
+          if (!window.confirm(`Remove the webhook to ${w.url}? Its deliveries stop.`)) return;
+          action(e.currentTarget, () => api('DELETE', `/api/admin/webhooks/${w.id}`), `Webhook ${w.url} removed.`);
+        }, `Remove the webhook to ${w.url}`))))));
+  }
+
+  submit($('new-webhook'), () => api('POST', '/api/admin/webhooks', {
+    url: $('nw-url').value.trim(), event_types: list($('nw-types').value), agents: list($('nw-agents').value),
+    queues: list($('nw-queues').value), description: $('nw-description').value.trim(), allow_http: $('nw-http').checked,
+  }).then((r) => { $('new-webhook').reset(); return showWebhookSecret(r); }), 'Webhook created.',
+  { url: $('nw-url'), event_types: $('nw-types'), agents: $('nw-agents'), queues: $('nw-queues'), description: $('nw-description') });
+
+  async function loadWebhooks() {
+    try {
+      state.webhooks = await api('GET', '/api/admin/webhooks');
+      renderWebhooks();
+    } catch (e) {
+      // The webhooks service not running: the tab says so, the rest of the page works.
+      $('webhook-rows').replaceChildren(el('tr', {}, el('td', { colspan: 4, text: `Webhooks cannot be read now (${e.message}).` })));
+    }
+  }
+
   // ---- loading
 
   async function load() {
@@ -339,6 +400,7 @@
     renderQueues();
     renderReasons();
     await loadDevices();
+    await loadWebhooks();
   }
 
   // On load and after signing in: who is signed in (401: the sign-in form), then the directory.
