@@ -170,8 +170,11 @@ pub async fn post(w: &Webhooks, s: &Subscription, e: &Event, attempt: i32) -> De
     }
 }
 
-/// Records an attempt in the subscription's delivery log (the newest 1000 kept).
+/// Records an attempt in the subscription's delivery log (the newest 1000 kept) and the metric.
 pub async fn log(w: &Webhooks, subscription: Uuid, d: &Delivery) {
+    w.deliveries
+        .get_or_create(&vec![("outcome".to_string(), d.outcome.clone())])
+        .inc();
     let r = sqlx::query(
         "insert into wh_deliveries (subscription, event_id, event_type, attempt, outcome, status_code, latency_ms, error, at)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",

@@ -45,16 +45,30 @@ pub const MAX_PER_TENANT: i64 = 50;
 pub struct Webhooks {
     pub ctx: Context,
     pub http: reqwest::Client,
+    /// `cc_webhook_deliveries_total{outcome}`: delivered, failed, suspended, redelivered, test.
+    pub deliveries: Deliveries,
 }
+
+pub type Deliveries = prometheus_client::metrics::family::Family<
+    Vec<(String, String)>,
+    prometheus_client::metrics::counter::Counter,
+>;
 
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .user_agent("cc-webhooks")
         .build()?;
+    let deliveries = Deliveries::default();
+    ctx.metrics.register(
+        "webhook_deliveries",
+        "Webhook delivery attempts by outcome (delivered, failed: retried, suspended, redelivered, test)",
+        deliveries.clone(),
+    );
     let svc = Webhooks {
         ctx: ctx.clone(),
         http,
+        deliveries,
     };
     let commands = CommandHandlers::new("webhooks", svc.clone())
         .with_metrics(ctx.metrics.commands.clone())
