@@ -121,6 +121,7 @@ async fn mode(
     body: axum::body::Bytes,
 ) -> Result<StatusCode, ApiError> {
     let m: PhoneMode = cc_bus::parse_json(&body)?;
+    m.check()?;
     s.calls.set_mode(&tenant, &device(&d)?, m).await;
     Ok(StatusCode::NO_CONTENT)
 }
