@@ -779,22 +779,30 @@ impl CallControl {
 
     /// Stops the target's phone ringing after `after`; its hangup then fails the transfer.
     fn ring_timeout(&self, tenant: &str, call: &str, transfer: &str, after: Duration) {
-        let (me, tenant, call, transfer) = (
-            self.clone(),
-            tenant.to_string(),
-            call.to_string(),
-            transfer.to_string(),
-        );
+        let transfer = transfer.to_string();
+        self.hang_up_unanswered(tenant, call, after, move |l| {
+            l.transfer
+                .as_ref()
+                .filter(|t| t.id == transfer && t.answered_at.is_none())
+                .and_then(|t| t.leg.clone())
+        });
+    }
+
+    /// After `after`, hangs up (as not answered) the leg of `call` that `ringing` still names:
+    /// a ring timeout that changes nothing once the leg answered or the call moved on.
+    fn hang_up_unanswered(
+        &self,
+        tenant: &str,
+        call: &str,
+        after: Duration,
+        ringing: impl Fn(&Live) -> Option<String> + Send + 'static,
+    ) {
+        let (me, tenant, call) = (self.clone(), tenant.to_string(), call.to_string());
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
             let leg = {
                 let st = me.state.lock().await;
-                st.model
-                    .calls
-                    .get(&call)
-                    .and_then(|l| l.transfer.as_ref())
-                    .filter(|t| t.id == transfer && t.answered_at.is_none())
-                    .and_then(|t| t.leg.clone())
+                st.model.calls.get(&call).and_then(&ringing)
             };
             if let Some(leg) = leg {
                 me.try_pbx(
@@ -1491,33 +1499,12 @@ impl CallControl {
 
     /// The supervisor's phone stops ringing after 30 seconds unanswered.
     fn monitor_ring_timeout(&self, tenant: &str, call: &str, monitor: &str) {
-        let (me, tenant, call, monitor) = (
-            self.clone(),
-            tenant.to_string(),
-            call.to_string(),
-            monitor.to_string(),
-        );
-        tokio::spawn(async move {
-            tokio::time::sleep(MONITOR_RING).await;
-            let leg = {
-                let st = me.state.lock().await;
-                st.model
-                    .calls
-                    .get(&call)
-                    .and_then(|l| l.monitor.as_ref())
-                    .filter(|m| m.id == monitor && !m.joined)
-                    .map(|m| m.leg.clone())
-            };
-            if let Some(leg) = leg {
-                me.try_pbx(
-                    &tenant,
-                    &Hangup {
-                        channel: leg,
-                        cause: HangupCause::NoAnswer,
-                    },
-                )
-                .await;
-            }
+        let monitor = monitor.to_string();
+        self.hang_up_unanswered(tenant, call, MONITOR_RING, move |l| {
+            l.monitor
+                .as_ref()
+                .filter(|m| m.id == monitor && !m.joined)
+                .map(|m| m.leg.clone())
         });
     }
 
