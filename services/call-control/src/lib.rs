@@ -668,28 +668,7 @@ impl CallControl {
                         "you cannot transfer a call to yourself",
                     ));
                 }
-                let devices = self
-                    .ctx
-                    .bus
-                    .request(&self.pbx(tenant), &ListDevices {})
-                    .await?;
-                match devices.iter().find(|d| d.device == device) {
-                    None => {
-                        return Err(CommandError::field(
-                            "unknown_extension",
-                            "target",
-                            format!("There is no extension {device}"),
-                        ))
-                    }
-                    Some(d) if !d.registered => {
-                        return Err(CommandError::field(
-                            "device_offline",
-                            "target",
-                            format!("Extension {device} is offline"),
-                        ))
-                    }
-                    Some(_) => {}
-                }
+                self.online_device(tenant, &device, "target").await?;
                 Some(Endpoint::Device(device))
             }
         };
@@ -775,6 +754,34 @@ impl CallControl {
             );
         }
         Ok(())
+    }
+
+    /// Refuses a device the PBX does not know (`unknown_extension`) or that is offline
+    /// (`device_offline`), naming `field`.
+    async fn online_device(
+        &self,
+        tenant: &str,
+        device: &cc_contracts::domain::DeviceId,
+        field: &str,
+    ) -> Result<(), CommandError> {
+        let devices = self
+            .ctx
+            .bus
+            .request(&self.pbx(tenant), &ListDevices {})
+            .await?;
+        match devices.iter().find(|d| &d.device == device) {
+            None => Err(CommandError::field(
+                "unknown_extension",
+                field,
+                format!("There is no extension {device}"),
+            )),
+            Some(d) if !d.registered => Err(CommandError::field(
+                "device_offline",
+                field,
+                format!("Extension {device} is offline"),
+            )),
+            Some(_) => Ok(()),
+        }
     }
 
     /// Stops the target's phone ringing after `after`; its hangup then fails the transfer.
@@ -1427,28 +1434,7 @@ impl CallControl {
                 format!("Extension {} is the agent's own device", cmd.device),
             ));
         }
-        let devices = self
-            .ctx
-            .bus
-            .request(&self.pbx(tenant), &ListDevices {})
-            .await?;
-        match devices.iter().find(|d| d.device == cmd.device) {
-            None => {
-                return Err(CommandError::field(
-                    "unknown_extension",
-                    "device",
-                    format!("There is no extension {}", cmd.device),
-                ))
-            }
-            Some(d) if !d.registered => {
-                return Err(CommandError::field(
-                    "device_offline",
-                    "device",
-                    format!("Extension {} is offline", cmd.device),
-                ))
-            }
-            Some(_) => {}
-        }
+        self.online_device(tenant, &cmd.device, "device").await?;
         let monitor = Uuid::now_v7().simple().to_string();
         let leg = Uuid::now_v7().simple().to_string();
         self.record(
