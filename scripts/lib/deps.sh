@@ -147,3 +147,14 @@ ensure_standardwebhooks() {
   fi
   export STANDARDWEBHOOKS_PATH
 }
+
+# promtool (Debian's prometheus package), which checks and unit-tests the alert rules.
+ensure_promtool() {
+  command -v promtool >/dev/null && return
+  say "Installing Debian's prometheus (promtool checks the alert rules)"
+  local sudo=()
+  [ "$(id -u)" = 0 ] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq prometheus >/dev/null \
+    || die "could not install prometheus (apt-get install prometheus)"
+}
