@@ -165,6 +165,10 @@ pub enum CallEvent {
         agent: AgentNumber,
         device: DeviceId,
         offer: String,
+        /// Seconds the offer rings before it counts as missed (the queue's ring timeout when
+        /// offered); absent in events recorded before it was carried.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ring_timeout_s: Option<i64>,
     },
     OfferRejected {
         call: String,

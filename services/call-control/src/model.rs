@@ -431,6 +431,7 @@ mod tests {
                 agent: a("1002"),
                 device: DeviceId::parse("1002").unwrap(),
                 offer: "bob".into(),
+                ring_timeout_s: None,
             },
             now,
         );

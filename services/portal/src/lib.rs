@@ -26,7 +26,7 @@ pub const MIGRATIONS: &[cc_eventstore::Migration] = &[];
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
 /// The web pages: the Agent Portal (`/`), the supervisor view and the admin pages.
-const WEB: [cc_runtime::web::Asset; 7] = [
+const WEB: [cc_runtime::web::Asset; 8] = [
     cc_runtime::asset!("services/portal", "web/index.html"),
     cc_runtime::asset!("services/portal", "web/supervisor.html"),
     cc_runtime::asset!("services/portal", "web/admin.html"),
@@ -34,6 +34,7 @@ const WEB: [cc_runtime::web::Asset; 7] = [
     cc_runtime::asset!("services/portal", "web/app.js"),
     cc_runtime::asset!("services/portal", "web/supervisor.js"),
     cc_runtime::asset!("services/portal", "web/admin.js"),
+    cc_runtime::asset!("services/portal", "web/desk.js"),
 ];
 
 /// The state every handler gets.
@@ -158,6 +159,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/reports/agents"),
     ("get", "/api/reports/pauses"),
     ("get", "/api/reports/queues"),
+    ("get", "/api/me/queues"),
+    ("get", "/api/me/calls"),
 ];
 
 pub fn router(portal: Portal) -> Router {
@@ -261,6 +264,8 @@ pub fn router(portal: Portal) -> Router {
         .route("/api/reports/agents", get(api::reports::agents))
         .route("/api/reports/pauses", get(api::reports::pauses))
         .route("/api/reports/queues", get(api::reports::queues))
+        .route("/api/me/queues", get(api::desk::queues))
+        .route("/api/me/calls", get(api::desk::calls))
         .route(
             "/api/openapi.json",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
@@ -276,6 +281,7 @@ pub fn router(portal: Portal) -> Router {
         .route("/app.js", get(|| async { WEB[4] }))
         .route("/supervisor.js", get(|| async { WEB[5] }))
         .route("/admin.js", get(|| async { WEB[6] }))
+        .route("/desk.js", get(|| async { WEB[7] }))
         .fallback(|| async {
             error::ApiError(cc_bus::CommandError::new(
                 "not_found",

@@ -948,6 +948,7 @@ mod tests {
                     agent: a("1002"),
                     device: DeviceId::parse("1002").unwrap(),
                     offer: "o1".into(),
+                    ring_timeout_s: None,
                 },
                 CallAnswered {
                     call: "c".into(),
@@ -1017,6 +1018,7 @@ mod tests {
                     agent: a("1002"),
                     device: DeviceId::parse("1002").unwrap(),
                     offer: "o1".into(),
+                    ring_timeout_s: None,
                 },
                 CallAnswered {
                     call: "c".into(),
@@ -1128,6 +1130,7 @@ mod tests {
                     agent: a("1002"),
                     device: DeviceId::parse("1002").unwrap(),
                     offer: "o1".into(),
+                    ring_timeout_s: None,
                 },
                 CallAnswered {
                     call: "c".into(),

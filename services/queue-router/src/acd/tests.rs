@@ -98,6 +98,7 @@ fn offer(acd: &mut Acd, call: &str, agent: &str, at: i64) {
             agent: a(agent),
             device: DeviceId::parse(agent).unwrap(),
             offer: format!("o-{call}-{agent}"),
+            ring_timeout_s: None,
         },
         t(at),
     );

@@ -1,0 +1,144 @@
+//! What the agent's desk shows beside the Call Details: the callers waiting in each of the
+//! agent's queues (`GET /api/me/queues`) and the agent's calls today (`GET /api/me/calls`).
+//! Both read the reporting model (a moment behind the events), limited to the signed-in agent.
+
+use axum::extract::State;
+use axum::Json;
+use chrono::{DateTime, Utc};
+
+use crate::error::{not_found, ApiError, ApiResult};
+use crate::identity::Authed;
+use crate::Portal;
+
+fn unavailable(what: &str, e: sqlx::Error) -> ApiError {
+    ApiError(cc_bus::CommandError::new(
+        "unavailable",
+        format!("{what} cannot be read now: {e}"),
+    ))
+}
+
+/// One of the agent's queues and its callers waiting now.
+#[derive(serde::Serialize)]
+pub struct QueueWaiting {
+    queue: String,
+    name: String,
+    /// Whether the agent is logged into the queue (else only assigned to it).
+    logged_in: bool,
+    /// Callers waiting in the queue now.
+    waiting: i64,
+    /// Since when the longest-waiting caller waits (null when none waits).
+    longest_waiting_since: Option<DateTime<Utc>>,
+}
+
+/// `GET /api/me/queues`: the callers waiting and the longest wait in each queue the agent is
+/// assigned to or logged into; no other queue of the tenant.
+pub async fn queues(State(p): State<Portal>, who: Authed) -> ApiResult<Json<Vec<QueueWaiting>>> {
+    let agent = who.agent()?;
+    let view = crate::views::agent(&p.ctx.pool, who.tenant(), agent.as_str())
+        .await?
+        .ok_or_else(|| not_found(format!("no view of agent {agent} yet")))?;
+    let mut mine: Vec<String> = view
+        .assigned_queues
+        .iter()
+        .chain(view.queues.iter())
+        .map(|q| q.queue.clone())
+        .collect();
+    mine.sort();
+    mine.dedup();
+    let rows: Vec<(String, String, i64, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "select q.queue, q.name, count(s.call), min(s.started_at)
+           from rm_queue_names q
+           left join reporting.call_segments s
+             on s.tenant = q.tenant and s.queue = q.queue and s.kind = 'queue' and s.ended_at is null
+          where q.tenant = $1 and q.queue = any($2)
+          group by q.queue, q.name order by q.queue",
+    )
+    .bind(who.tenant())
+    .bind(&mine)
+    .fetch_all(&p.ctx.pool)
+    .await
+    .map_err(|e| unavailable("queue figures", e))?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|(queue, name, waiting, since)| QueueWaiting {
+                logged_in: view.queues.iter().any(|q| q.queue == queue),
+                queue,
+                name,
+                waiting,
+                longest_waiting_since: since,
+            })
+            .collect(),
+    ))
+}
+
+/// One of the agent's calls today.
+#[derive(serde::Serialize)]
+pub struct RecentCall {
+    call: String,
+    /// When the call first rang the agent's phone (or, transferred to them, connected).
+    at: DateTime<Utc>,
+    caller_number: String,
+    caller_name: String,
+    queue: String,
+    queue_name: String,
+    /// answered, in_progress (connected now), ringing (now), missed (rang out at least once,
+    /// never answered by the agent), rejected, or withdrawn (stopped ringing before an answer:
+    /// the caller hung up, another agent answered, the agent logged out).
+    outcome: String,
+    /// The agent's talk time on the call, hold excluded (0 when not answered).
+    talk_ms: i64,
+    /// The disposition the agent gave in wrap-up, if any.
+    disposition: Option<String>,
+}
+
+/// `GET /api/me/calls`: the agent's calls today (the tenant's day, in its time zone), newest
+/// first, at most 100.
+pub async fn calls(State(p): State<Portal>, who: Authed) -> ApiResult<Json<Vec<RecentCall>>> {
+    let agent = who.agent()?;
+    type Row = (
+        String,
+        DateTime<Utc>,
+        String,
+        String,
+        String,
+        String,
+        String,
+        i64,
+        Option<String>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(include_str!("../../sql/recent_calls.sql"))
+        .bind(who.tenant())
+        .bind(agent.as_str())
+        .fetch_all(&p.ctx.pool)
+        .await
+        .map_err(|e| unavailable("your calls today", e))?;
+    Ok(Json(
+        rows.into_iter()
+            .map(
+                |(
+                    call,
+                    at,
+                    caller_number,
+                    caller_name,
+                    queue,
+                    queue_name,
+                    outcome,
+                    talk_ms,
+                    disposition,
+                )| {
+                    RecentCall {
+                        call,
+                        at,
+                        caller_number,
+                        caller_name,
+                        queue,
+                        queue_name,
+                        outcome,
+                        talk_ms,
+                        disposition,
+                    }
+                },
+            )
+            .collect(),
+    ))
+}
