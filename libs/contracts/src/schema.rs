@@ -227,6 +227,7 @@ pub fn commands() -> Vec<CommandSchema> {
         ProvisionSipDevice,
         ListSipDevices,
         RemoveSipDevice,
+        RecordDisposition,
     );
     out
 }

@@ -339,7 +339,7 @@ impl Model {
                     self.calls.get_mut(call).expect("found").monitor = None;
                 }
             }
-            WrapUpStarted { .. } | WrapUpEnded { .. } => {}
+            WrapUpStarted { .. } | WrapUpEnded { .. } | CallDispositionRecorded { .. } => {}
         }
     }
 

@@ -31,7 +31,7 @@ select m.call, m.at, c.caller_number, c.caller_name,
             when m.ringing then 'ringing'
             else 'withdrawn' end as outcome,
        greatest(m.talk_ms, 0)::bigint as talk_ms,
-       null::text as disposition
+       case when c.disposition_agent = $2 then c.disposition end as disposition
   from mine m
   join reporting.calls c on c.tenant = $1 and c.call = m.call
   left join reporting.queues q on q.tenant = $1 and q.queue = coalesce(m.offer_queue, c.queue)

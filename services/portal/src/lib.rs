@@ -161,6 +161,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/reports/queues"),
     ("get", "/api/me/queues"),
     ("get", "/api/me/calls"),
+    ("post", "/api/call/wrap-up/disposition"),
 ];
 
 pub fn router(portal: Portal) -> Router {
@@ -266,6 +267,10 @@ pub fn router(portal: Portal) -> Router {
         .route("/api/reports/queues", get(api::reports::queues))
         .route("/api/me/queues", get(api::desk::queues))
         .route("/api/me/calls", get(api::desk::calls))
+        .route(
+            "/api/call/wrap-up/disposition",
+            post(api::desk::disposition),
+        )
         .route(
             "/api/openapi.json",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),

@@ -1,13 +1,14 @@
 // The agent's desk around the Call Details (app.js draws those): the ring sound (off by
 // default; WebAudio, no audio file), the desktop notification of a ringing call while the page
 // is hidden (permission asked for once), the callers waiting in the agent's queues
-// (GET /api/me/queues) and the agent's calls today (GET /api/me/calls).
+// (GET /api/me/queues), the wrap-up's disposition and note (POST /api/call/wrap-up/disposition)
+// and the agent's calls today (GET /api/me/calls).
 //
 // app.js sends every view of the agent as a `portal:view` event on the document.
 'use strict';
 
 if (document.body.dataset.page === 'agent') (() => {
-  const { $, api, el, fmtDuration, since, clockTime } = window.Portal;
+  const { $, api, el, fmtDuration, since, clockTime, notice } = window.Portal;
 
   let view = null;
   const onDashboard = () => !$('dashboard').hidden && view && view.status !== 'logged_out';
@@ -132,6 +133,7 @@ if (document.body.dataset.page === 'agent') (() => {
   // ---------------------------------------------------------------- calls waiting
 
   let queues = [];
+  let queuesLoaded = false;
   let waitingTimer = null;
 
   function renderWaiting() {
@@ -152,10 +154,12 @@ if (document.body.dataset.page === 'agent') (() => {
     if (!onDashboard() || document.hidden) return;
     try {
       queues = await api('GET', '/api/me/queues');
+      queuesLoaded = true;
     } catch {
       return; // the next round asks again; the connection banner tells of an outage
     }
     renderWaiting();
+    if (view) renderWrapUp(view);
   }
 
   function pollWaiting(on) {
@@ -170,6 +174,92 @@ if (document.body.dataset.page === 'agent') (() => {
   // The longest waits count up between two answers.
   setInterval(() => { if (onDashboard() && queues.length) renderWaiting(); }, 1000);
   document.addEventListener('visibilitychange', () => { if (!document.hidden) loadWaiting(); });
+
+  // ---------------------------------------------------------------- wrap-up: disposition, note
+
+  let wrapping = null; // the call whose wrap-up the form is for
+  const queueOf = (c) => queues.find((q) => q.queue === c.queue);
+
+  function renderWrapUp(v) {
+    const c = v.current_call;
+    const form = $('wrapup-form');
+    if (!c || c.phase !== 'wrap_up') {
+      form.hidden = true;
+      wrapping = null;
+      return;
+    }
+    // The queue's codes come with the calls waiting (of the agent's own queues).
+    if (!queuesLoaded) return loadWaiting();
+    const q = queueOf(c) || { queue: c.queue, name: c.queue_name || c.queue, dispositions: [], disposition_required: false };
+    const codes = q.dispositions || [];
+    if (wrapping !== c.call) {
+      // A new wrap-up: an empty form (later views keep what the agent is typing).
+      wrapping = c.call;
+      const sel = $('disposition');
+      sel.replaceChildren(el('option', { value: '', text: q.disposition_required ? 'Choose a disposition…' : 'No disposition' }),
+        ...codes.map((d) => el('option', { value: d, text: d })));
+      sel.value = c.disposition || '';
+      $('wrapup-note').value = c.note || '';
+      for (const id of ['disposition-error', 'note-error', 'disposition-saved']) $(id).textContent = '';
+    }
+    $('disposition-wrap').hidden = codes.length === 0;
+    form.hidden = false;
+    form.dataset.required = String(!!q.disposition_required);
+    form.dataset.given = String(!!c.disposition);
+    renderWrapUpHint();
+  }
+
+  function renderWrapUpHint() {
+    const form = $('wrapup-form');
+    const c = view && view.current_call;
+    if (form.hidden || !c) return;
+    const q = queueOf(c);
+    let text = '';
+    if (q && q.disposition_required && !c.disposition) {
+      text = c.wrap_up_until && since(c.wrap_up_until) >= 0
+        ? `The wrap-up time is over: you become available when you save a disposition.`
+        : `${q.name} (${q.queue}) requires a disposition before you become available again.`;
+    } else if (c.disposition) {
+      text = `Disposition saved: ${c.disposition}.`;
+    }
+    if ($('wrapup-hint').textContent !== text) $('wrapup-hint').textContent = text;
+  }
+  setInterval(renderWrapUpHint, 1000);
+
+  $('wrapup-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    for (const id of ['disposition-error', 'note-error', 'disposition-saved']) $(id).textContent = '';
+    $('disposition').removeAttribute('aria-invalid');
+    $('wrapup-note').removeAttribute('aria-invalid');
+    const disposition = $('disposition-wrap').hidden ? null : ($('disposition').value || null);
+    const note = $('wrapup-note').value.trim() || null;
+    const form = $('wrapup-form');
+    if (!disposition && !note) {
+      const msg = form.dataset.required === 'true' ? 'Choose a disposition.' : 'Choose a disposition or write a note.';
+      const [err, input] = $('disposition-wrap').hidden ? ['note-error', 'wrapup-note'] : ['disposition-error', 'disposition'];
+      $(err).textContent = msg;
+      $(input).setAttribute('aria-invalid', 'true');
+      $(input).focus();
+      return;
+    }
+    const button = $('save-disposition');
+    button.disabled = true;
+    try {
+      await api('POST', '/api/call/wrap-up/disposition', { disposition, note });
+      $('disposition-saved').textContent = 'Saved.';
+    } catch (e) {
+      const [err, input] = e.field === 'note' ? ['note-error', 'wrapup-note'] : e.field === 'disposition' ? ['disposition-error', 'disposition'] : [null, null];
+      if (err && !(err === 'disposition-error' && $('disposition-wrap').hidden)) {
+        $(err).textContent = e.message;
+        $(input).setAttribute('aria-invalid', 'true');
+        $(input).focus();
+      } else {
+        notice(e.message, 'error');
+      }
+    } finally {
+      button.disabled = false;
+    }
+  });
 
   // ---------------------------------------------------------------- recent calls today
 
@@ -217,6 +307,7 @@ if (document.body.dataset.page === 'agent') (() => {
     view = e.detail;
     const on = view.status !== 'logged_out';
     onRinging(view);
+    renderWrapUp(view);
     if (on) askOnce();
     showNotifyState();
     // app.js shows the dashboard after this event: look once it is drawn.

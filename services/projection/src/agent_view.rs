@@ -553,6 +553,19 @@ pub fn apply(
                     )],
                 ),
                 CallEvent::WrapUpEnded { call, .. } => clear_call(v, call),
+                CallEvent::CallDispositionRecorded {
+                    call,
+                    agent,
+                    disposition,
+                    note,
+                    ..
+                } if agent.as_str() == v.agent => set_phase(
+                    v,
+                    call,
+                    "wrap_up",
+                    &[("disposition", json!(disposition)), ("note", json!(note))],
+                ),
+                CallEvent::CallDispositionRecorded { .. } => {}
                 CallEvent::CallEnteredQueue { .. }
                 | CallEvent::CallAbandoned { .. }
                 | CallEvent::CallLeftQueue { .. } => {}

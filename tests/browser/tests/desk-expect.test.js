@@ -155,5 +155,66 @@ test('recent calls today: the call with its caller, queue, outcome and duration;
   await shot(agent, 'desk-expect-03-recent-calls-narrow');
   await agent.setViewportSize(DESKTOP);
   await axeClean(agent, 'idle with recent calls');
+});
+
+test('the admin sets a queue\'s disposition codes, required; a duplicate is refused at the field', async () => {
+  const admin = await newPage(browser);
+  await admin.goto(`${sys.portal}/admin`);
+  await admin.waitForSelector('#signin:not([hidden])');
+  await admin.fill('#username', 'admin');
+  await admin.fill('#password', 'demo-admin');
+  await admin.click('#signin-form button[type=submit]');
+  await admin.click('#tab-queues');
+  await admin.click('#admin-queue-500 summary');
+  await admin.fill('#qs-500-ring_timeout_s', '30');
+  await admin.fill('#qs-500-wrap_up_s', '2');
+  await admin.fill('#qs-500-dispositions', 'Sale\nNo sale\nSale');
+  await admin.check('#qs-500-disp-required');
+  await admin.click('#admin-queue-500 details button[type=submit]');
+  await expectText(admin, '#qs-500-dispositions-error', 'listed twice');
+  assert.equal(await admin.getAttribute('#qs-500-dispositions', 'aria-invalid'), 'true');
+  await admin.fill('#qs-500-dispositions', 'Sale\nNo sale\nCall back');
+  await admin.click('#admin-queue-500 details button[type=submit]');
+  await expectText(admin, '#notice', 'The settings of queue 500 are saved');
+  await shot(admin, 'desk-expect-04-admin-dispositions');
+  await axeClean(admin, 'admin queue settings with dispositions');
+  assertNoPageErrors(admin);
+  await admin.context().close();
+});
+
+test('a required disposition keeps the agent in wrap-up past its time until given; the note and code reach the recent calls', async () => {
+  await dial(phone, '500', '5552222', 'Ann');
+  await expectStatus(agent, 'ringing');
+  await phoneAction(phone, '1001', 'answer');
+  await expectStatus(agent, 'connected');
+  await agent.click('#opt-hangup');
+  await expectStatus(agent, 'wrap_up');
+  await agent.waitForSelector('#wrapup-form:not([hidden])');
+  assert.deepEqual(await agent.locator('#disposition option').allTextContents(), ['Choose a disposition…', 'Sale', 'No sale', 'Call back']);
+  await expectText(agent, '#wrapup-hint', 'requires a disposition');
+  // End wrap-up is refused, in words.
+  await agent.click('#opt-end-wrap-up');
+  await expectText(agent, '#notice', 'requires a disposition');
+  // The 2 s wrap-up is over, and the agent is still in wrap-up.
+  await agent.waitForTimeout(3500);
+  await expectStatus(agent, 'wrap_up');
+  await expectText(agent, '#wrapup-hint', 'The wrap-up time is over');
+  // Saving without a choice is refused at the field.
+  await agent.click('#save-disposition');
+  await expectText(agent, '#disposition-error', 'Choose a disposition');
+  await shot(agent, 'desk-expect-05-wrap-up-disposition');
+  await axeClean(agent, 'wrap-up with the disposition form');
+  await agent.selectOption('#disposition', 'Call back');
+  await agent.fill('#wrapup-note', 'Wants the brochure; call on Monday');
+  await agent.click('#save-disposition');
+  // Given past the wrap-up's time: the agent is available at once.
+  await expectStatus(agent, 'idle');
+  const row = '#recent-rows tr:first-child';
+  await expectText(agent, row, 'Ann · 5552222');
+  await expectText(agent, `${row} [data-label="Disposition"]`, 'Call back');
+  const admin = await apiSession(sys, { username: 'admin', password: 'demo-admin' });
+  const calls = await admin('GET', '/api/reports/calls');
+  const ann = calls.body.find((c) => c.caller_name === 'Ann');
+  assert.deepEqual([ann.disposition, ann.disposition_note, ann.disposition_agent], ['Call back', 'Wants the brochure; call on Monday', '1001']);
   assertNoPageErrors(agent, phone);
 });

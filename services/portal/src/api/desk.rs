@@ -1,12 +1,16 @@
 //! What the agent's desk shows beside the Call Details: the callers waiting in each of the
-//! agent's queues (`GET /api/me/queues`) and the agent's calls today (`GET /api/me/calls`).
-//! Both read the reporting model (a moment behind the events), limited to the signed-in agent.
+//! agent's queues (`GET /api/me/queues`) and the agent's calls today (`GET /api/me/calls`),
+//! both from the reporting model (a moment behind the events) and limited to the signed-in
+//! agent; and the wrap-up's disposition and note (`POST /api/call/wrap-up/disposition`).
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::Json;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use serde::Deserialize;
 
-use crate::error::{not_found, ApiError, ApiResult};
+use crate::error::{body, not_found, ApiError, ApiResult};
 use crate::identity::Authed;
 use crate::Portal;
 
@@ -28,6 +32,10 @@ pub struct QueueWaiting {
     waiting: i64,
     /// Since when the longest-waiting caller waits (null when none waits).
     longest_waiting_since: Option<DateTime<Utc>>,
+    /// The disposition codes the agent picks from in this queue's wrap-up.
+    dispositions: Vec<String>,
+    /// A disposition must be given before the agent is available again.
+    disposition_required: bool,
 }
 
 /// `GET /api/me/queues`: the callers waiting and the longest wait in each queue the agent is
@@ -58,14 +66,28 @@ pub async fn queues(State(p): State<Portal>, who: Authed) -> ApiResult<Json<Vec<
     .fetch_all(&p.ctx.pool)
     .await
     .map_err(|e| unavailable("queue figures", e))?;
+    let settings = p
+        .ctx
+        .bus
+        .request(&who.context(), &cc_contracts::queue::ListQueues {})
+        .await?;
     Ok(Json(
         rows.into_iter()
-            .map(|(queue, name, waiting, since)| QueueWaiting {
-                logged_in: view.queues.iter().any(|q| q.queue == queue),
-                queue,
-                name,
-                waiting,
-                longest_waiting_since: since,
+            .map(|(queue, name, waiting, since)| {
+                let s = settings
+                    .iter()
+                    .find(|q| q.queue.as_str() == queue)
+                    .map(|q| q.settings.clone())
+                    .unwrap_or_default();
+                QueueWaiting {
+                    logged_in: view.queues.iter().any(|q| q.queue == queue),
+                    queue,
+                    name,
+                    waiting,
+                    longest_waiting_since: since,
+                    dispositions: s.dispositions,
+                    disposition_required: s.disposition_required,
+                }
             })
             .collect(),
     ))
@@ -141,4 +163,36 @@ pub async fn calls(State(p): State<Portal>, who: Authed) -> ApiResult<Json<Vec<R
             )
             .collect(),
     ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DispositionBody {
+    #[serde(default)]
+    disposition: Option<String>,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+/// `POST /api/call/wrap-up/disposition`: in wrap-up, the call's disposition (one of the
+/// queue's codes) and/or a note. Sent again, the last one counts.
+pub async fn disposition(
+    State(p): State<Portal>,
+    who: Authed,
+    raw: Bytes,
+) -> ApiResult<StatusCode> {
+    let agent = who.agent()?;
+    let b: DispositionBody = body(&raw)?;
+    p.ctx
+        .bus
+        .request(
+            &who.context(),
+            &cc_contracts::call::RecordDisposition {
+                agent,
+                disposition: b.disposition,
+                note: b.note,
+            },
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
