@@ -377,6 +377,9 @@ impl Acd {
                 let a = self.agent(tenant, agent, at);
                 a.logged_in = false;
                 a.queues.clear();
+                // Logged out, the agent has no wrap-up form: a wrap-up waiting for a
+                // disposition ends at its time, the call recorded without one.
+                a.disposition_pending = false;
             }
             AgentPaused { agent, .. } | AgentPauseReasonChanged { agent, .. } => {
                 self.agent(tenant, agent, at).paused = true

@@ -807,3 +807,58 @@ fn a_required_disposition_holds_the_wrap_up_timer_until_it_is_given() {
         "past its time, the wrap-up ends once given"
     );
 }
+
+#[test]
+fn a_logout_ends_the_wait_for_a_required_disposition() {
+    let mut acd = given(Strategy::LongestIdle);
+    let settings = QueueSettings {
+        dispositions: vec!["Sale".into()],
+        disposition_required: true,
+        ..Default::default()
+    };
+    acd.apply_queue(
+        "acme",
+        &QueueEvent::QueueConfigured {
+            queue: q("500"),
+            settings,
+        },
+    );
+    enter(&mut acd, "c1", "500", 10);
+    offer(&mut acd, "c1", "1001", 10);
+    answer(&mut acd, "c1", "1001", 11);
+    acd.apply_call(
+        "acme",
+        &C::CallEnded {
+            call: "c1".into(),
+            agent: a("1001"),
+            by: cc_contracts::call::EndedBy::Agent,
+            talk_ms: 1000,
+        },
+        t(20),
+    );
+    acd.apply_call(
+        "acme",
+        &C::WrapUpStarted {
+            call: "c1".into(),
+            agent: a("1001"),
+            seconds: 5,
+        },
+        t(20),
+    );
+    let over = |acd: &mut Acd, at: i64| {
+        acd.due(t(at))
+            .iter()
+            .any(|d| matches!(d, Decision::WrapUpOver { .. }))
+    };
+    assert!(!over(&mut acd, 30), "waits for the disposition");
+    let logout = S::AgentLoggedOut {
+        agent: a("1001"),
+        login_id: Default::default(),
+        reason: cc_contracts::session::LogoutReason::Agent,
+    };
+    acd.apply_session("acme", &logout, t(31));
+    assert!(
+        over(&mut acd, 31),
+        "no agent is stuck in a wrap-up without a form"
+    );
+}
