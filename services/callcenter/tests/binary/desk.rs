@@ -10,8 +10,16 @@ use serde_json::{json, Value};
 
 use crate::system::System;
 
-fn at(v: &Value) -> chrono::DateTime<chrono::Utc> {
-    v.as_str().unwrap().parse().unwrap()
+/// Seconds from one RFC 3339 time to another (PostgreSQL does the arithmetic).
+async fn seconds_between(sys: &System, from: &Value, to: &Value) -> f64 {
+    sqlx::query_scalar(
+        "select extract(epoch from ($2::text::timestamptz - $1::text::timestamptz))::float8",
+    )
+    .bind(from.as_str().unwrap())
+    .bind(to.as_str().unwrap())
+    .fetch_one(&sys.db.pool)
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
@@ -71,8 +79,8 @@ async fn dispositions_are_checked_recorded_on_the_call_and_a_required_one_holds_
         .await;
     let c = &v["current_call"];
     assert_eq!(
-        (at(&c["ring_until"]) - at(&c["offered_at"])).num_seconds(),
-        7,
+        seconds_between(&sys, &c["offered_at"], &c["ring_until"]).await,
+        7.0,
         "the ring deadline is the queue's ring timeout after the offer: {c}"
     );
     let call = c["call"].as_str().unwrap().to_string();
