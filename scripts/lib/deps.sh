@@ -133,3 +133,17 @@ ensure_sip_tools() {
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null \
     || die "could not install ${missing[*]} (apt-get install ${missing[*]})"
 }
+
+# The Standard Webhooks reference library (PyPI), with which the webhook tests verify the
+# signatures of what they received. Sets STANDARDWEBHOOKS_PATH (a PYTHONPATH directory).
+STANDARDWEBHOOKS_PIN="standardwebhooks==1.0.0"
+ensure_standardwebhooks() {
+  STANDARDWEBHOOKS_PATH="$TOOLS/pip-standardwebhooks-1.0.0"
+  if ! PYTHONPATH="$STANDARDWEBHOOKS_PATH" python3 -c "import standardwebhooks" 2>/dev/null; then
+    say "installing $STANDARDWEBHOOKS_PIN from PyPI into .tools/"
+    rm -rf "$STANDARDWEBHOOKS_PATH"
+    python3 -m pip install --quiet --disable-pip-version-check --target "$STANDARDWEBHOOKS_PATH" "$STANDARDWEBHOOKS_PIN" >&2 \
+      || die "could not install $STANDARDWEBHOOKS_PIN from PyPI"
+  fi
+  export STANDARDWEBHOOKS_PATH
+}

@@ -14,6 +14,7 @@ pub mod schema;
 pub mod session;
 pub mod sip;
 pub mod views;
+pub mod webhooks;
 
 use std::sync::LazyLock;
 

@@ -171,6 +171,7 @@ pub fn commands() -> Vec<CommandSchema> {
         )*};
     }
     use crate::sip::*;
+    use crate::webhooks::*;
     use auth::*;
     use call::*;
     use pbx::*;
@@ -227,6 +228,13 @@ pub fn commands() -> Vec<CommandSchema> {
         ProvisionSipDevice,
         ListSipDevices,
         RemoveSipDevice,
+        CreateWebhook,
+        ListWebhooks,
+        DeleteWebhook,
+        ResumeWebhook,
+        TestWebhook,
+        ListDeliveries,
+        RedeliverWebhook,
         RecordDisposition,
     );
     out

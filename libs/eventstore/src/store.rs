@@ -379,6 +379,28 @@ impl EventStore {
         Ok(rows.iter().map(|r| self.decode(r)).collect())
     }
 
+    /// Up to `limit` events of one tenant recorded in `[from, to)`, in the global order (for a
+    /// webhook's redelivery of a time range).
+    pub async fn read_tenant_between(
+        &self,
+        tenant: &str,
+        from: chrono::DateTime<chrono::Utc>,
+        to: chrono::DateTime<chrono::Utc>,
+        limit: i64,
+    ) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+        let rows = sqlx::query(&format!(
+            "select {COLUMNS} from es_events where tenant = $1 and recorded_at >= $2 and recorded_at < $3 \
+             order by xid, position limit $4"
+        ))
+        .bind(tenant)
+        .bind(from)
+        .bind(to)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| self.decode(r)).collect())
+    }
+
     /// The number of stored events (for progress reports).
     pub async fn count(&self, filter: &ReadFilter) -> Result<i64, sqlx::Error> {
         match filter {

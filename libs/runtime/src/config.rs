@@ -31,8 +31,124 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// Largest number of PostgreSQL connections of this process. `CC_DATABASE_MAX_CONNECTIONS`.
     pub database_max_connections: u32,
+    /// The reverse proxies in front of the portal whose forwarding headers are believed (CIDR
+    /// list; a bare address is one host; empty: none, the TCP peer is the client).
+    /// `CC_TRUSTED_PROXIES`, comma-separated.
+    pub trusted_proxies: Networks,
+    /// Which header the trusted proxies set: `x-forwarded-for` (with `X-Forwarded-Proto`) or
+    /// `forwarded` (RFC 7239). The other one is ignored, since a proxy passes on unchanged
+    /// whatever the client sent in it. `CC_TRUSTED_PROXY_HEADER`.
+    pub trusted_proxy_header: ProxyHeader,
+    /// Seconds between two prunings of expired portal sessions and old sign-in throttle rows
+    /// (by the auth service). `CC_AUTH_PRUNE_SECS`.
+    pub auth_prune_secs: u64,
     /// The SIP gateway (target `sip-gateway`); see [`SipConfig`].
     pub sip: SipConfig,
+    /// Webhook deliveries (target `webhooks`); see [`WebhookConfig`].
+    pub webhooks: WebhookConfig,
+}
+
+/// How the webhooks service delivers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Allows webhook URLs on loopback, private, link-local and other non-public addresses
+    /// (off: refused, against server-side request forgery). `CC_WEBHOOK_ALLOW_PRIVATE`.
+    pub allow_private: bool,
+    /// How long one delivery may take (milliseconds). `CC_WEBHOOK_TIMEOUT_MS`.
+    pub timeout_ms: u64,
+    /// The first retry's delay (milliseconds); each next one doubles, with jitter.
+    /// `CC_WEBHOOK_RETRY_BASE_MS`.
+    pub retry_base_ms: u64,
+    /// The longest delay between two retries (milliseconds). `CC_WEBHOOK_RETRY_MAX_MS`.
+    pub retry_max_ms: u64,
+    /// How long an event is retried before the subscription is suspended (seconds).
+    /// `CC_WEBHOOK_SUSPEND_AFTER_SECS`.
+    pub suspend_after_secs: u64,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            allow_private: false,
+            timeout_ms: 10_000,
+            retry_base_ms: 1_000,
+            retry_max_ms: 600_000,
+            suspend_after_secs: 86_400,
+        }
+    }
+}
+
+/// A list of IP networks (CIDR), such as the trusted proxies. Serialized as a list of strings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Networks(Vec<ipnet::IpNet>);
+
+impl Networks {
+    /// Parses `10.0.0.0/8, 192.0.2.7, 2001:db8::/32` (a bare address is one host).
+    pub fn parse_list(s: &str) -> Result<Self, String> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(Self::parse_one)
+            .collect::<Result<Vec<_>, _>>()
+            .map(Networks)
+    }
+
+    fn parse_one(net: &str) -> Result<ipnet::IpNet, String> {
+        if let Ok(ip) = net.parse::<std::net::IpAddr>() {
+            return Ok(ipnet::IpNet::from(ip));
+        }
+        let parsed: ipnet::IpNet = net.parse().map_err(|_| {
+            format!("{net:?} is not an IP address or a network in CIDR form (such as 10.0.0.0/8)")
+        })?;
+        if parsed.trunc() != parsed {
+            return Err(format!(
+                "{net:?} has host bits set after the prefix; did you mean {}?",
+                parsed.trunc()
+            ));
+        }
+        Ok(parsed)
+    }
+
+    /// Whether `ip` is in one of the networks (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|n| n.contains(&ip))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for Networks {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|n| n.to_string()))
+    }
+}
+
+impl<'de> Deserialize<'de> for Networks {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let list = Vec::<String>::deserialize(d)?;
+        list.iter()
+            .map(|n| Networks::parse_one(n.trim()))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Networks)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// The forwarding header a trusted proxy sets.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum ProxyHeader {
+    /// `X-Forwarded-For` and `X-Forwarded-Proto` (nginx, HAProxy `option forwardfor`, most
+    /// ingress controllers and cloud load balancers).
+    #[default]
+    #[serde(rename = "x-forwarded-for")]
+    XForwardedFor,
+    /// `Forwarded: for=...;proto=...` (RFC 7239).
+    #[serde(rename = "forwarded")]
+    Forwarded,
 }
 
 /// The SIP gateway's settings. Which PBX serves a tenant is chosen here: the tenants listed in
@@ -240,7 +356,11 @@ impl Default for Config {
             log: "info,rsipstack=warn".into(),
             shutdown_grace_secs: 20,
             database_max_connections: 20,
+            trusted_proxies: Networks::default(),
+            trusted_proxy_header: ProxyHeader::default(),
+            auth_prune_secs: 300,
             sip: SipConfig::default(),
+            webhooks: WebhookConfig::default(),
         }
     }
 }
@@ -294,6 +414,25 @@ pub const ENV_VARS: &[(&str, Setter)] = &[
     ("CC_DATABASE_MAX_CONNECTIONS", |c, v| {
         parse(&mut c.database_max_connections, v)
     }),
+    ("CC_TRUSTED_PROXIES", |c, v| {
+        c.trusted_proxies = Networks::parse_list(v)?;
+        Ok(())
+    }),
+    ("CC_TRUSTED_PROXY_HEADER", |c, v| {
+        c.trusted_proxy_header = match v.trim().to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => ProxyHeader::XForwardedFor,
+            "forwarded" => ProxyHeader::Forwarded,
+            _ => return Err(format!("{v:?} must be x-forwarded-for or forwarded")),
+        };
+        Ok(())
+    }),
+    ("CC_AUTH_PRUNE_SECS", |c, v| {
+        parse(&mut c.auth_prune_secs, v)?;
+        if c.auth_prune_secs == 0 {
+            return Err("must be at least 1".into());
+        }
+        Ok(())
+    }),
     ("CC_SIP_TENANTS", |c, v| {
         c.sip.tenants = v
             .split(',')
@@ -324,6 +463,21 @@ pub const ENV_VARS: &[(&str, Setter)] = &[
     ("CC_SIP_PBX", |c, v| {
         c.sip.pbx = parse_pbx(v)?;
         Ok(())
+    }),
+    ("CC_WEBHOOK_ALLOW_PRIVATE", |c, v| {
+        parse(&mut c.webhooks.allow_private, v)
+    }),
+    ("CC_WEBHOOK_TIMEOUT_MS", |c, v| {
+        parse(&mut c.webhooks.timeout_ms, v)
+    }),
+    ("CC_WEBHOOK_RETRY_BASE_MS", |c, v| {
+        parse(&mut c.webhooks.retry_base_ms, v)
+    }),
+    ("CC_WEBHOOK_RETRY_MAX_MS", |c, v| {
+        parse(&mut c.webhooks.retry_max_ms, v)
+    }),
+    ("CC_WEBHOOK_SUSPEND_AFTER_SECS", |c, v| {
+        parse(&mut c.webhooks.suspend_after_secs, v)
     }),
     ("CC_SIP_PBX_SUBSCRIBE_SECS", |c, v| {
         parse(&mut c.sip.pbx_subscribe_secs, v)?;
@@ -428,6 +582,47 @@ mod tests {
         std::fs::write(&file, "nats_ulr = \"x\"\n").unwrap();
         let e = Config::load_from(Some(&file), |_| None).unwrap_err();
         assert!(e.to_string().contains("nats_ulr"), "{e}");
+    }
+
+    #[test]
+    fn trusted_proxies_parse_cidrs_and_bare_addresses_and_name_the_variable_at_fault() {
+        let c = Config::load_from(None, |k| {
+            (k == "CC_TRUSTED_PROXIES").then(|| " 10.0.0.0/8, 192.0.2.7 ,2001:db8::/32".into())
+        })
+        .unwrap();
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert!(c.trusted_proxies.contains(ip("10.1.2.3")));
+        assert!(c.trusted_proxies.contains(ip("192.0.2.7")));
+        assert!(!c.trusted_proxies.contains(ip("192.0.2.8")));
+        assert!(
+            c.trusted_proxies.contains(ip("::ffff:10.9.9.9")),
+            "IPv4-mapped"
+        );
+        assert!(c.trusted_proxies.contains(ip("2001:db8:1::1")));
+        assert!(
+            !Config::default().trusted_proxies.contains(ip("127.0.0.1")),
+            "none by default"
+        );
+
+        for bad in ["10.0.0.0/33", "proxy.example.com", "10.0.0.1/8"] {
+            let e = Config::load_from(None, |k| (k == "CC_TRUSTED_PROXIES").then(|| bad.into()))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("CC_TRUSTED_PROXIES") && e.contains(bad), "{e}");
+        }
+        let e = Config::load_from(None, |k| {
+            (k == "CC_TRUSTED_PROXY_HEADER").then(|| "x-real-ip".into())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("CC_TRUSTED_PROXY_HEADER"), "{e}");
+
+        // The same list in a file, and back.
+        let text = toml::to_string(&c).unwrap();
+        let again: Config = toml::from_str(&text).unwrap();
+        assert_eq!(again.trusted_proxies, c.trusted_proxies);
+        let e = toml::from_str::<Config>("trusted_proxies = [\"10.0.0.0/99\"]").unwrap_err();
+        assert!(e.to_string().contains("10.0.0.0/99"), "{e}");
     }
 
     #[test]

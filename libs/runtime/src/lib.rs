@@ -17,5 +17,8 @@ pub mod telemetry;
 pub mod web;
 
 pub use admin::{Metrics, Readiness};
-pub use config::{Config, ConfigError, LogFormat, PbxTrunk, PresencePackage, SipConfig};
+pub use config::{
+    Config, ConfigError, LogFormat, Networks, PbxTrunk, PresencePackage, ProxyHeader, SipConfig,
+    WebhookConfig,
+};
 pub use context::Context;

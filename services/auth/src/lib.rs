@@ -6,6 +6,7 @@
 
 mod accounts;
 mod password;
+mod pruning;
 mod sessions;
 mod throttle;
 
@@ -16,11 +17,18 @@ use cc_runtime::Context;
 pub use sessions::SESSION_HOURS;
 
 /// The auth service's tables.
-pub const MIGRATIONS: &[cc_eventstore::Migration] = &[cc_eventstore::Migration {
-    version: 1,
-    name: "auth",
-    sql: include_str!("../sql/0001_auth.sql"),
-}];
+pub const MIGRATIONS: &[cc_eventstore::Migration] = &[
+    cc_eventstore::Migration {
+        version: 1,
+        name: "auth",
+        sql: include_str!("../sql/0001_auth.sql"),
+    },
+    cc_eventstore::Migration {
+        version: 2,
+        name: "throttle_and_pruning",
+        sql: include_str!("../sql/0002_throttle_and_pruning.sql"),
+    },
+];
 
 /// The command handlers of the auth service.
 pub fn handlers(ctx: Context) -> CommandHandlers<Context> {
@@ -44,11 +52,21 @@ pub fn handlers(ctx: Context) -> CommandHandlers<Context> {
         .on(|ctx, c, cmd: CreateUser| async move { accounts::create_user(&ctx, &c, cmd).await })
 }
 
-/// Runs the auth service until `ctx.cancel`.
+/// Runs the auth service until `ctx.cancel`: the command handlers and the pruning of expired
+/// sessions and old throttle rows (every `CC_AUTH_PRUNE_SECS`).
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
     let cancel = ctx.cancel.clone();
     let bus = ctx.bus.clone();
-    handlers(ctx).serve(bus, cancel).await?;
+    let stop_pruning = cancel.child_token();
+    let pruning = tokio::spawn(pruning::run(
+        ctx.pool.clone(),
+        std::time::Duration::from_secs(ctx.config.auth_prune_secs),
+        stop_pruning.clone(),
+    ));
+    let served = handlers(ctx).serve(bus, cancel).await;
+    stop_pruning.cancel();
+    pruning.await?;
+    served?;
     Ok(())
 }
 

@@ -90,11 +90,10 @@ pub async fn sign_in(
     } else {
         "user"
     };
-    let login_key = format!("login:{kind}:{login}");
-    let addr_key = format!("addr:{}", cmd.client);
-    if let Some(until) =
-        throttle::locked_until(&ctx.pool, &c.tenant, &[login_key.clone(), addr_key.clone()]).await?
-    {
+    let attempt = throttle::Attempt::new(&c.tenant, kind, &login, &cmd.client);
+    let counts = throttle::begin(&ctx.pool, &attempt).await?;
+    if let throttle::Verdict::Refuse { until } = throttle::decide(&counts) {
+        throttle::refused(&ctx.pool, &attempt).await?;
         let secs = (until - Utc::now()).num_seconds().max(1);
         return Err(CommandError::new(
             "too_many_attempts",
@@ -121,19 +120,11 @@ pub async fn sign_in(
     };
     let ok = password::verify(cmd.password, found.as_ref().map(|f| f.3.clone())).await;
     let Some((display_name, role, enabled, _)) = found.filter(|_| ok) else {
-        let delay = throttle::record_failure(
-            &ctx.pool,
-            &c.tenant,
-            &[
-                (login_key, throttle::LOCK_AFTER),
-                (addr_key, throttle::LOCK_AFTER * throttle::ADDRESS_FACTOR),
-            ],
-        )
-        .await?;
+        let delay = throttle::failed(&ctx.pool, &attempt, &counts).await?;
         tokio::time::sleep(delay).await;
         return Err(invalid_credentials(cmd.kind));
     };
-    throttle::clear(&ctx.pool, &c.tenant, &login_key).await?;
+    throttle::succeeded(&ctx.pool, &attempt).await?;
     if !enabled {
         return Err(CommandError::new(
             "account_disabled",

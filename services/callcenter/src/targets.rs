@@ -16,10 +16,11 @@ pub enum Target {
     Portal,
     PbxSim,
     SipGateway,
+    Webhooks,
 }
 
 impl Target {
-    pub const ALL: [Target; 10] = [
+    pub const ALL: [Target; 11] = [
         Target::All,
         Target::Relay,
         Target::Auth,
@@ -30,6 +31,7 @@ impl Target {
         Target::Portal,
         Target::PbxSim,
         Target::SipGateway,
+        Target::Webhooks,
     ];
 
     pub fn name(self) -> &'static str {
@@ -44,6 +46,7 @@ impl Target {
             Target::Portal => "portal",
             Target::PbxSim => "pbx-sim",
             Target::SipGateway => "sip-gateway",
+            Target::Webhooks => "webhooks",
         }
     }
 
@@ -59,6 +62,7 @@ impl Target {
             Target::Portal => "the web UI and HTTP API for agents and admins, live updates",
             Target::PbxSim => "the PBX simulator: devices, callers, phones, traffic generator",
             Target::SipGateway => "the SIP gateway: registrar and B2BUA for real phones and trunks (tenants in CC_SIP_TENANTS)",
+            Target::Webhooks => "webhooks: the tenants' events over HTTP, signed, in order, retried",
         }
     }
 
@@ -101,6 +105,7 @@ impl Target {
             Target::Portal => cc_portal::run(ctx).await,
             Target::PbxSim => cc_pbx_sim::run(ctx).await,
             Target::SipGateway => cc_sip_gateway::run(ctx).await,
+            Target::Webhooks => cc_webhooks::run(ctx).await,
         }
     }
 }
@@ -118,6 +123,7 @@ pub async fn migrate_all(pool: &PgPool) -> anyhow::Result<()> {
         ("portal", cc_portal::MIGRATIONS),
         ("pbx-sim", cc_pbx_sim::MIGRATIONS),
         ("sip-gateway", cc_sip_gateway::MIGRATIONS),
+        ("webhooks", cc_webhooks::MIGRATIONS),
     ];
     for (name, migrations) in components {
         let n = cc_eventstore::migrate(pool, name, migrations).await?;
@@ -135,7 +141,7 @@ mod tests {
     #[test]
     fn all_expands_to_every_service_once() {
         let t = Target::expand(&[Target::Portal, Target::All]);
-        assert_eq!(t.len(), 9);
+        assert_eq!(t.len(), 10);
         assert_eq!(t[0], Target::Portal);
         assert_eq!(Target::QueueRouter.name(), "queue-router");
     }

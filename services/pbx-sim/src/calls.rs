@@ -38,6 +38,48 @@ pub enum PhoneMode {
     },
 }
 
+/// The longest delay or talk time a phone mode may name (ms): an hour.
+pub const MAX_MODE_MS: u64 = 3_600_000;
+
+impl PhoneMode {
+    /// Refuses a mode that cannot be acted out, naming the field: a probability outside [0, 1]
+    /// or not a number, a delay or talk time beyond an hour.
+    pub fn check(&self) -> Result<(), CommandError> {
+        let ms = |field: &str, v: u64| {
+            if v > MAX_MODE_MS {
+                Err(err(
+                    "invalid_field",
+                    field,
+                    format!("at most {MAX_MODE_MS} ms (an hour)"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        match self {
+            PhoneMode::Manual | PhoneMode::Ignore => Ok(()),
+            PhoneMode::AutoAnswer { after_ms } | PhoneMode::Reject { after_ms } => {
+                ms("after_ms", *after_ms)
+            }
+            PhoneMode::Agent {
+                after_ms,
+                probability,
+                talk_ms,
+            } => {
+                if !(0.0..=1.0).contains(probability) {
+                    return Err(err(
+                        "invalid_field",
+                        "probability",
+                        format!("{probability} is not a probability (0 to 1)"),
+                    ));
+                }
+                ms("after_ms", *after_ms)?;
+                ms("talk_ms", *talk_ms)
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct Tenant {
     channels: HashMap<String, ChannelState>,

@@ -8,7 +8,7 @@
 //! - `POST /tenants/{tenant}/calls` `{"queue": "500", "caller_number": "5551234", "caller_name": "Jane"}`
 //! - `GET  /tenants/{tenant}/channels`
 //! - `POST /tenants/{tenant}/channels/{channel}/hangup`: the caller hangs up
-//! - `GET  /phone`: the demo phone page
+//! - `GET  /phone`: the demo phone page (with `/phone.js`, `/phone.css`)
 //! - `POST /tenants/{tenant}/traffic` (see [`crate::traffic::StartTraffic`]), `DELETE` to stop
 
 use axum::extract::{Path, State};
@@ -26,6 +26,9 @@ use crate::{devices, Sim};
 /// The demo phone: the simulated devices ringing, with Answer / Reject / Hang up, and a caller
 /// panel (`/phone?tenant=demo`).
 const PHONE: cc_runtime::web::Asset = cc_runtime::asset!("services/pbx-sim", "web/phone.html");
+/// Its script and style (files of their own: the page allows nothing inline).
+const PHONE_JS: cc_runtime::web::Asset = cc_runtime::asset!("services/pbx-sim", "web/phone.js");
+const PHONE_CSS: cc_runtime::web::Asset = cc_runtime::asset!("services/pbx-sim", "web/phone.css");
 
 struct ApiError(CommandError);
 
@@ -55,6 +58,8 @@ pub fn router(sim: Sim) -> Router {
     Router::new()
         .route("/", get(|| async { PHONE }))
         .route("/phone", get(|| async { PHONE }))
+        .route("/phone.js", get(|| async { PHONE_JS }))
+        .route("/phone.css", get(|| async { PHONE_CSS }))
         .route("/tenants/{tenant}/devices", get(list).post(add))
         .route(
             "/tenants/{tenant}/devices/{device}/register",
@@ -90,6 +95,7 @@ pub fn router(sim: Sim) -> Router {
             "/tenants/{tenant}/traffic",
             post(start_traffic).delete(stop_traffic),
         )
+        .layer(axum::middleware::map_response(cc_runtime::web::harden))
         .with_state(sim)
 }
 
@@ -115,6 +121,7 @@ async fn mode(
     body: axum::body::Bytes,
 ) -> Result<StatusCode, ApiError> {
     let m: PhoneMode = cc_bus::parse_json(&body)?;
+    m.check()?;
     s.calls.set_mode(&tenant, &device(&d)?, m).await;
     Ok(StatusCode::NO_CONTENT)
 }

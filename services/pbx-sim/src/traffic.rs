@@ -96,6 +96,27 @@ pub async fn start(sim: &Sim, tenant: &str, cmd: StartTraffic) -> Result<(), Com
         cc_contracts::domain::CallerNumber::parse(&format!("{}0000000", cmd.caller_prefix))
             .map_err(|e| CommandError::field("invalid_field", "caller_prefix", e.message))?;
     }
+    for q in &cmd.queues {
+        cc_contracts::domain::QueueNumber::parse(q)
+            .map_err(|e| CommandError::field("invalid_field", "queues", e.message))?;
+    }
+    if cmd.duration_s == 0 || cmd.duration_s > 86_400 {
+        return Err(CommandError::field(
+            "invalid_field",
+            "duration_s",
+            "between 1 and 86400 seconds".to_string(),
+        ));
+    }
+    if cmd.patience_ms > crate::calls::MAX_MODE_MS {
+        return Err(CommandError::field(
+            "invalid_field",
+            "patience_ms",
+            format!("at most {} ms (an hour)", crate::calls::MAX_MODE_MS),
+        ));
+    }
+    if let Some(mode) = &cmd.phones {
+        mode.check()?;
+    }
     if let Some(mode) = cmd.phones {
         let devices: Vec<_> = crate::devices::list(&sim.ctx.pool, tenant)
             .await?

@@ -37,6 +37,12 @@ const WEB: [cc_runtime::web::Asset; 8] = [
     cc_runtime::asset!("services/portal", "web/desk.js"),
 ];
 
+/// The script and style of `/api/docs` (files of their own: the pages allow nothing inline).
+const API_DOCS: [cc_runtime::web::Asset; 2] = [
+    cc_runtime::asset!("services/portal", "assets/api-docs.js"),
+    cc_runtime::asset!("services/portal", "assets/api-docs.css"),
+];
+
 /// The state every handler gets.
 #[derive(Clone)]
 pub struct Portal {
@@ -152,6 +158,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/whoami"),
     ("get", "/api/supervisor/queues"),
     ("get", "/api/supervisor/devices"),
+    ("get", "/api/admin/webhooks"),
+    ("post", "/api/admin/webhooks"),
+    ("delete", "/api/admin/webhooks/{id}"),
+    ("post", "/api/admin/webhooks/{id}/test"),
+    ("get", "/api/admin/webhooks/{id}/deliveries"),
+    ("post", "/api/admin/webhooks/{id}/redeliver"),
+    ("post", "/api/admin/webhooks/{id}/resume"),
     ("post", "/api/supervisor/agents/{agent}/monitor"),
     ("patch", "/api/supervisor/agents/{agent}/monitor"),
     ("delete", "/api/supervisor/agents/{agent}/monitor"),
@@ -189,6 +202,27 @@ pub fn router(portal: Portal) -> Router {
         )
         .route("/api/supervisor/events", get(sse::supervisor_events))
         .route("/api/supervisor/devices", get(supervisor::devices))
+        .route(
+            "/api/admin/webhooks",
+            get(api::webhooks::list).post(api::webhooks::create),
+        )
+        .route(
+            "/api/admin/webhooks/{id}",
+            axum::routing::delete(api::webhooks::delete),
+        )
+        .route("/api/admin/webhooks/{id}/test", post(api::webhooks::test))
+        .route(
+            "/api/admin/webhooks/{id}/deliveries",
+            get(api::webhooks::deliveries),
+        )
+        .route(
+            "/api/admin/webhooks/{id}/redeliver",
+            post(api::webhooks::redeliver),
+        )
+        .route(
+            "/api/admin/webhooks/{id}/resume",
+            post(api::webhooks::resume),
+        )
         .route(
             "/api/supervisor/agents/{agent}/monitor",
             post(supervisor::monitor)
@@ -286,6 +320,8 @@ pub fn router(portal: Portal) -> Router {
         .route("/app.js", get(|| async { WEB[4] }))
         .route("/supervisor.js", get(|| async { WEB[5] }))
         .route("/admin.js", get(|| async { WEB[6] }))
+        .route("/api/docs.js", get(|| async { API_DOCS[0] }))
+        .route("/api/docs.css", get(|| async { API_DOCS[1] }))
         .route("/desk.js", get(|| async { WEB[7] }))
         .fallback(|| async {
             error::ApiError(cc_bus::CommandError::new(
@@ -294,6 +330,7 @@ pub fn router(portal: Portal) -> Router {
             ))
             .into_response()
         })
+        .layer(axum::middleware::map_response(cc_runtime::web::harden))
         .with_state(portal)
 }
 

@@ -7,7 +7,7 @@
 (() => {
   const { $, api, el, notice, act } = window.Portal;
 
-  const state = { agents: [], queues: [], reasons: [], devices: [], me: null };
+  const state = { agents: [], queues: [], reasons: [], devices: [], webhooks: [], me: null };
 
   function show(screen) {
     $('loading').hidden = true;
@@ -188,7 +188,7 @@
       el('div', {}, el('label', { for: id('strategy'), text: 'Strategy' }),
         el('select', { id: id('strategy') }, ...STRATEGIES.map((s) => el('option', { value: s, text: s.replace(/_/g, ' '), selected: (cur.strategy || 'longest_idle') === s })))),
       ...SETTINGS.map(([f, label, def, min, max]) => el('div', {}, el('label', { for: id(f), text: label }),
-        el('input', { id: id(f), type: 'number', min, max, step: 1, value: String(cur[f] ?? def), style: 'width:7rem' }))),
+        el('input', { id: id(f), type: 'number', min, max, step: 1, value: String(cur[f] ?? def), class: 'width-7' }))),
       el('label', { class: 'checkbox', for: id('leave') }, el('input', { type: 'checkbox', id: id('leave'), checked: Boolean(cur.leave_when_no_agents) }), 'Callers leave when no agent is logged in'),
       el('label', { class: 'checkbox', for: id('inuse') }, el('input', { type: 'checkbox', id: id('inuse'), checked: Boolean(cur.ring_in_use) }), 'Offer calls to agents already on a call'),
       // The wrap-up's disposition codes: one per line.
@@ -220,7 +220,7 @@
     const open = new Set([...$('queue-list').querySelectorAll('details[open]')].map((d) => d.id));
     $('queue-list').replaceChildren(...state.queues.map((q) => {
       const members = el('ul', { class: 'queue-list' }, ...q.members.map((m) => {
-        const pen = el('input', { type: 'number', min: 0, max: 1000, step: 1, id: `pen-${q.queue}-${m.agent}`, value: String(m.penalty), style: 'width:5rem', 'aria-label': `Penalty of agent ${m.agent} in queue ${q.queue}` });
+        const pen = el('input', { type: 'number', min: 0, max: 1000, step: 1, id: `pen-${q.queue}-${m.agent}`, value: String(m.penalty), class: 'width-5', 'aria-label': `Penalty of agent ${m.agent} in queue ${q.queue}` });
         return el('li', {},
           el('span', { class: 'q-name', text: `${names.get(m.agent) || ''} (${m.agent})` }),
           el('span', { class: 'row' }, el('span', { class: 'small muted', text: 'penalty' }), pen,
@@ -236,7 +236,7 @@
       }));
       const candidates = state.agents.filter((a) => !q.members.some((m) => m.agent === a.agent));
       const sel = el('select', { id: `assign-${q.queue}` }, ...candidates.map((a) => el('option', { value: a.agent, text: `${a.display_name} (${a.agent})` })));
-      const pen = el('input', { id: `assign-pen-${q.queue}`, type: 'number', min: 0, max: 1000, step: 1, value: '0', style: 'width:5rem' });
+      const pen = el('input', { id: `assign-pen-${q.queue}`, type: 'number', min: 0, max: 1000, step: 1, value: '0', class: 'width-5' });
       const assign = el('form', { class: 'inline-form', novalidate: true },
         el('div', {}, el('label', { for: `assign-${q.queue}`, text: 'Assign an agent' }), sel),
         el('div', {}, el('label', { for: `assign-pen-${q.queue}`, text: 'Penalty' }), pen),
@@ -331,6 +331,67 @@
     }
   }
 
+  // ---- webhooks
+
+  const list = (v) => v.split(',').map((x) => x.trim()).filter(Boolean);
+
+  function showWebhookSecret(w) {
+    const box = $('webhook-secret');
+    box.hidden = false;
+    box.replaceChildren(el('strong', { text: `Webhook ${w.url}` }), ' · signing secret ',
+      el('code', { text: w.secret }), ' (shown once: give it to the receiving system now)');
+    return true;
+  }
+
+  async function showLog(w) {
+    const rows = await api('GET', `/api/admin/webhooks/${w.id}/deliveries`);
+    $('webhook-log').hidden = false;
+    $('webhook-log-title').textContent = `Deliveries to ${w.url}`;
+    $('webhook-log-rows').replaceChildren(...rows.map((d) => el('tr', {},
+      el('td', { text: new Date(d.at).toLocaleTimeString() }),
+      el('td', { text: d.event_type }),
+      el('td', { text: String(d.attempt) }),
+      el('td', { text: d.outcome }),
+      el('td', { text: d.status_code ? String(d.status_code) : (d.error || '—') }),
+      el('td', { class: 'num', text: `${d.latency_ms} ms` }))));
+    return true;
+  }
+
+  function renderWebhooks() {
+    $('webhook-rows').replaceChildren(...state.webhooks.map((w) => el('tr', {},
+      el('td', {}, el('span', { text: w.url }), w.description ? el('div', { class: 'muted small', text: w.description }) : null),
+      el('td', { text: w.event_types.length ? w.event_types.join(', ') : 'all' }),
+      el('td', { text: w.status === 'suspended' ? `Suspended: ${w.suspended_reason || ''}` : 'Active' }),
+      el('td', {}, el('span', { class: 'row' },
+        button('Send test event', 'secondary', (e) => act(e.currentTarget,
+          () => api('POST', `/api/admin/webhooks/${w.id}/test`),
+          (d) => (d.status_code ? `Test event: the receiver answered ${d.status_code} in ${d.latency_ms} ms.` : `Test event not delivered: ${d.error}.`)),
+        `Send test event to ${w.url}`),
+        button('Deliveries', 'secondary', (e) => act(e.currentTarget, () => showLog(w)), `Deliveries to ${w.url}`),
+        w.status === 'suspended' ? button('Resume', 'secondary', (e) => action(e.currentTarget,
+          () => api('POST', `/api/admin/webhooks/${w.id}/resume`), `Webhook ${w.url} resumed.`), `Resume the webhook to ${w.url}`) : null,
+        button('Remove', 'danger', (e) => {
+          if (!window.confirm(`Remove the webhook to ${w.url}? Its deliveries stop.`)) return;
+          action(e.currentTarget, () => api('DELETE', `/api/admin/webhooks/${w.id}`), `Webhook ${w.url} removed.`);
+        }, `Remove the webhook to ${w.url}`))))));
+  }
+
+  submit($('new-webhook'), () => api('POST', '/api/admin/webhooks', {
+    url: $('nw-url').value.trim(), event_types: list($('nw-types').value), agents: list($('nw-agents').value),
+    queues: list($('nw-queues').value), description: $('nw-description').value.trim(), allow_http: $('nw-http').checked,
+  }).then((r) => { $('new-webhook').reset(); return showWebhookSecret(r); }), 'Webhook created.',
+  { url: $('nw-url'), event_types: $('nw-types'), agents: $('nw-agents'), queues: $('nw-queues'), description: $('nw-description') });
+
+  async function loadWebhooks() {
+    try {
+      state.webhooks = await api('GET', '/api/admin/webhooks');
+      renderWebhooks();
+    } catch (e) {
+      // The webhooks service not running: the tab says so, the rest of the page works.
+      $('webhook-rows').replaceChildren(el('tr', {}, el('td', { colspan: 4, text: `Webhooks cannot be read now (${e.message}).` })));
+    }
+  }
+
   // ---- loading
 
   async function load() {
@@ -346,6 +407,7 @@
     renderQueues();
     renderReasons();
     await loadDevices();
+    await loadWebhooks();
   }
 
   // On load and after signing in: who is signed in (401: the sign-in form), then the directory.

@@ -4,6 +4,7 @@
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { test as nodeTest } from 'node:test';
 import { chromium } from 'playwright-core';
@@ -20,7 +21,11 @@ export async function launch() {
   });
 }
 
-/** A new browser context (its own cookies: one user) and page. Uncaught page errors are kept in `page.errors`. */
+/**
+ * A new browser context (its own cookies: one user) and page. Uncaught page errors are kept in
+ * `page.errors`, and so is anything the Content-Security-Policy refused (an inline script or
+ * style a page still had), so `assertNoPageErrors` catches both.
+ */
 const openPages = new Set();
 
 export async function newPage(browser, viewport = DESKTOP) {
@@ -31,6 +36,9 @@ export async function newPage(browser, viewport = DESKTOP) {
   page.setDefaultTimeout(TIMEOUT);
   page.errors = [];
   page.on('pageerror', (e) => page.errors.push(e.message));
+  page.on('console', (m) => {
+    if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) page.errors.push(m.text());
+  });
   return page;
 }
 
@@ -153,6 +161,15 @@ export async function setWrapUp(sys, queue, seconds) {
   const admin = await apiSession(sys, { username: 'admin', password: 'demo-admin' });
   const r = await admin('PUT', `/api/admin/queues/${queue}/settings`, { wrap_up_s: seconds });
   assert.equal(r.status, 200, JSON.stringify(r.body));
+}
+
+/**
+ * Loads axe-core into a page, through the DevTools protocol rather than a <script> tag: the
+ * pages' Content-Security-Policy refuses inline script, as it should.
+ */
+export async function injectAxe(page) {
+  const source = fs.readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+  await page.evaluate(source);
 }
 
 export function assertNoPageErrors(...pages) {

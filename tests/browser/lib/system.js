@@ -130,6 +130,8 @@ export async function startSystem(name, { sip = false } = {}) {
     // CC_WEB_DIR=<repository root> to test pages edited since, without rebuilding.
     ...(process.env.CC_WEB_DIR ? { CC_WEB_DIR: process.env.CC_WEB_DIR } : {}),
     CC_SHUTDOWN_GRACE_SECS: '3',
+    // Webhook receivers of the tests listen on loopback.
+    CC_WEBHOOK_ALLOW_PRIVATE: 'true',
     ...(sip ? { CC_SIP_TENANTS: 'office', CC_SIP_ADDR: `127.0.0.1:${sipPort}`, CC_RTP_PORTS: '0', CC_SIP_TRUNKS: 'office=127.0.0.1' } : {}),
   };
 

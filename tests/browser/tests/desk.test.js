@@ -6,11 +6,10 @@
 
 import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
 import { startSystem } from '../lib/system.js';
 import {
   test, launch, newPage, shot, expectText, expectStatus, signIn, logIn, openPhone, dial, phoneAction,
-  setWrapUp, apiSession, assertNoPageErrors, eventually,
+  setWrapUp, apiSession, assertNoPageErrors, eventually, injectAxe,
 } from '../lib/browser.js';
 
 let sys;
@@ -160,8 +159,7 @@ test('Keyboard: after Pause, Unpause and Hangup the focus stays on a control', a
 });
 
 test('The demo phone passes axe-core\'s color-contrast rule, idle and with a ringing phone', async () => {
-  const axe = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
-  await phone.addScriptTag({ path: axe });
+  await injectAxe(phone);
   const contrast = async () => {
     const r = await phone.evaluate(() => window.axe.run(document, { runOnly: ['color-contrast'] }));
     return r.violations.flatMap((v) => v.nodes.map((n) => `${n.target.join(' ')}: ${n.failureSummary}`));

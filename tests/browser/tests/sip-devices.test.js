@@ -4,9 +4,8 @@
 
 import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
 import { startSystem } from '../lib/system.js';
-import { test, launch, newPage, shot, expectText, eventually, assertNoPageErrors } from '../lib/browser.js';
+import { test, launch, newPage, shot, expectText, eventually, assertNoPageErrors, injectAxe } from '../lib/browser.js';
 
 let sys;
 let browser;
@@ -73,8 +72,7 @@ test('the SIP devices tab lists the devices, shows a new password once, renews a
   await page.waitForSelector('#new-device .field-error');
   assert.equal(await page.getAttribute('#nd-number', 'aria-invalid'), 'true');
 
-  const axe = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
-  await page.addScriptTag({ path: axe });
+  await injectAxe(page);
   const r = await page.evaluate(() => window.axe.run(document));
   assert.deepEqual(r.violations.map((v) => `${v.id}: ${v.nodes.length}`), [], 'axe-core finds no violation');
   assertNoPageErrors(page);

@@ -89,6 +89,52 @@ async fn a_body_is_a_json_object_of_known_fields_each_of_its_type_or_refused_nam
 }
 
 #[tokio::test]
+async fn the_simulators_controls_refuse_what_cannot_be_acted_out_naming_the_field() {
+    let sys = System::start().await;
+    let (status, body) = sys
+        .pbx_put_mode(
+            "1001",
+            json!({"mode": "agent", "after_ms": 100, "probability": 2.0, "talk_ms": 1000}),
+        )
+        .await;
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("probability")),
+        "{body}"
+    );
+    let (status, body) = sys
+        .pbx_put_mode("1001", json!({"mode": "auto_answer", "after_ms": -5}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    for (traffic, field) in [
+        (
+            json!({"queues": ["-5"], "calls_per_second": 1.0, "duration_s": 10}),
+            "queues",
+        ),
+        (
+            json!({"queues": ["500"], "calls_per_second": -1.0, "duration_s": 10}),
+            "calls_per_second",
+        ),
+        (
+            json!({"queues": ["500"], "calls_per_second": 1.0, "duration_s": 0}),
+            "duration_s",
+        ),
+        (
+            json!({"queues": ["500"], "calls_per_second": 1.0, "duration_s": 10, "phones": {"mode": "agent", "after_ms": 10, "probability": -0.5, "talk_ms": 10}}),
+            "probability",
+        ),
+    ] {
+        let (status, body) = sys.pbx_post("/traffic", traffic.clone()).await;
+        assert_eq!(
+            (status, body["field"].as_str()),
+            (400, Some(field)),
+            "{traffic}: {body}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_pbx_report_the_store_refuses_is_parked_and_other_callers_are_still_routed() {
     let sys = System::start().await;
     let admin = sys.sign_in("admin", "demo-admin").await;

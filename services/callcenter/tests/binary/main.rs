@@ -9,12 +9,14 @@ mod phones;
 mod process;
 mod recovery;
 mod reporting;
+mod security;
 mod sessions;
 mod sip;
 mod subscribe;
 mod system;
 mod transfers;
 mod trunk;
+mod webhooks;
 mod withdrawals;
 use std::time::Duration;
 

@@ -176,6 +176,12 @@ impl System {
                         None => c.env("CC_SIP_TRUNKS", format!("{SIP_TENANT}=127.0.0.1")),
                     };
                 }
+                // Webhooks: loopback receivers allowed, fast retries, suspension after seconds.
+                c.env("CC_WEBHOOK_ALLOW_PRIVATE", "true")
+                    .env("CC_WEBHOOK_TIMEOUT_MS", "1500")
+                    .env("CC_WEBHOOK_RETRY_BASE_MS", "200")
+                    .env("CC_WEBHOOK_RETRY_MAX_MS", "1000")
+                    .env("CC_WEBHOOK_SUSPEND_AFTER_SECS", "6");
                 c.env("CC_DEMO", "true")
                     .env("CC_PORTAL_ADDR", format!("127.0.0.1:{portal_port}"))
                     .env("CC_PBX_SIM_ADDR", format!("127.0.0.1:{pbx_port}"))

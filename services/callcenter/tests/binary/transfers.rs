@@ -62,7 +62,7 @@ async fn transfer(agent: &Client, method: &str, target: Value) -> crate::system:
 }
 
 impl System {
-    async fn pbx_put_mode(&self, device: &str, mode: Value) -> (u16, String) {
+    pub(crate) async fn pbx_put_mode(&self, device: &str, mode: Value) -> (u16, String) {
         let r = self
             .http
             .put(format!("{}/tenants/demo/devices/{device}/mode", self.pbx))

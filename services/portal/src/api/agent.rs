@@ -1,9 +1,7 @@
 //! The agent's own actions: sign in, the two login steps, pause, queues, log out.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use bytes::Bytes;
@@ -15,7 +13,7 @@ use cc_contracts::views::AgentView;
 use serde::Deserialize;
 
 use crate::error::{body, not_found, parsed, ApiError, ApiResult};
-use crate::identity::{Authed, Tenant, COOKIE};
+use crate::identity::{Authed, Origin, Tenant, COOKIE};
 use crate::Portal;
 
 #[derive(Deserialize)]
@@ -28,21 +26,11 @@ pub struct LoginBody {
     password: String,
 }
 
-fn client_address(headers: &HeaderMap, peer: SocketAddr) -> String {
-    headers
-        .get("x-forwarded-for")
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.split(',').next())
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|| peer.ip().to_string())
-}
-
 /// `POST /api/login`: agent number (or admin username) and password. Sets the session cookie.
 pub async fn login(
     State(p): State<Portal>,
     Tenant(tenant): Tenant,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    origin: Origin,
     raw: Bytes,
 ) -> ApiResult<impl IntoResponse> {
     let b: LoginBody = body(&raw)?;
@@ -68,17 +56,15 @@ pub async fn login(
         kind,
         login,
         password: b.password,
-        client: client_address(&headers, peer),
+        client: origin.client.to_string(),
     };
     let signed = p
         .ctx
         .bus
         .request(&CommandContext::new(&tenant, "portal"), &cmd)
         .await?;
-    let secure = headers
-        .get("x-forwarded-proto")
-        .and_then(|h| h.to_str().ok())
-        == Some("https");
+    // Over https (through a trusted proxy) the browser must never send the cookie over http.
+    let secure = origin.https;
     let cookie = format!(
         "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
         signed.token,
@@ -91,7 +77,11 @@ pub async fn login(
 }
 
 /// `POST /api/signout`: ends the portal session (not the agent's login; see DELETE /api/session).
-pub async fn signout(State(p): State<Portal>, who: Authed) -> ApiResult<impl IntoResponse> {
+pub async fn signout(
+    State(p): State<Portal>,
+    origin: Origin,
+    who: Authed,
+) -> ApiResult<impl IntoResponse> {
     p.ctx
         .bus
         .request(
@@ -101,7 +91,10 @@ pub async fn signout(State(p): State<Portal>, who: Authed) -> ApiResult<impl Int
             },
         )
         .await?;
-    let cookie = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    let cookie = format!(
+        "{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{}",
+        if origin.https { "; Secure" } else { "" }
+    );
     Ok(([(header::SET_COOKIE, cookie)], StatusCode::NO_CONTENT))
 }
 

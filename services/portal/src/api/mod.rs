@@ -6,3 +6,4 @@ pub mod desk;
 pub mod devices;
 pub mod reports;
 pub mod supervisor;
+pub mod webhooks;
