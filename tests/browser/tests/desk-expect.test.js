@@ -8,11 +8,10 @@
 
 import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
 import { startSystem } from '../lib/system.js';
 import {
   test, launch, newPage, shot, expectText, expectStatus, logIn, openPhone, dial, phoneAction,
-  setWrapUp, apiSession, assertNoPageErrors, eventually, NARROW, DESKTOP,
+  setWrapUp, apiSession, assertNoPageErrors, eventually, injectAxe, NARROW, DESKTOP,
 } from '../lib/browser.js';
 
 let sys;
@@ -26,8 +25,7 @@ const secs = (t) => {
 };
 
 async function axeClean(page, what) {
-  const axe = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
-  await page.addScriptTag({ path: axe });
+  await injectAxe(page);
   const r = await page.evaluate(() => window.axe.run(document));
   assert.deepEqual(r.violations.map((v) => `${v.id}: ${v.nodes.map((n) => n.target).join(' ')}`), [], what);
 }
