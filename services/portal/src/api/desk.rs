@@ -39,7 +39,7 @@ pub struct QueueWaiting {
 }
 
 /// `GET /api/me/queues`: the callers waiting and the longest wait in each queue the agent is
-/// assigned to or logged into; no other queue of the tenant.
+/// assigned to or logged into, and the queue of the agent's current call; no other queue.
 pub async fn queues(State(p): State<Portal>, who: Authed) -> ApiResult<Json<Vec<QueueWaiting>>> {
     let agent = who.agent()?;
     let view = crate::views::agent(&p.ctx.pool, who.tenant(), agent.as_str())
@@ -51,6 +51,11 @@ pub async fn queues(State(p): State<Portal>, who: Authed) -> ApiResult<Json<Vec<
         .chain(view.queues.iter())
         .map(|q| q.queue.clone())
         .collect();
+    // The queue of the agent's call too (a call transferred from a queue they are not in):
+    // its wrap-up asks for that queue's dispositions.
+    if let Some(q) = view.current_call.as_ref().and_then(|c| c["queue"].as_str()) {
+        mine.push(q.to_string());
+    }
     mine.sort();
     mine.dedup();
     let rows: Vec<(String, String, i64, Option<DateTime<Utc>>)> = sqlx::query_as(
