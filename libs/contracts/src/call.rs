@@ -165,6 +165,10 @@ pub enum CallEvent {
         agent: AgentNumber,
         device: DeviceId,
         offer: String,
+        /// Seconds the offer rings before it counts as missed (the queue's ring timeout when
+        /// offered); absent in events recorded before it was carried.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ring_timeout_s: Option<i64>,
     },
     OfferRejected {
         call: String,
@@ -329,6 +333,17 @@ pub enum CallEvent {
         by: Side,
         talk_ms: i64,
     },
+    /// In wrap-up, the agent gave the call's disposition (one of the queue's codes) and/or a
+    /// note. Given again, the last one counts.
+    CallDispositionRecorded {
+        call: String,
+        agent: AgentNumber,
+        queue: QueueNumber,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        disposition: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    },
 }
 impl EventFamily for CallEvent {
     const CATEGORY: &'static str = "call";
@@ -362,6 +377,7 @@ impl CallEvent {
             | MonitorJoined { call, .. }
             | MonitorModeChanged { call, .. }
             | MonitorEnded { call, .. }
+            | CallDispositionRecorded { call, .. }
             | TransferredCallEnded { call, .. } => call,
         }
     }
@@ -390,7 +406,8 @@ impl CallEvent {
             | MonitorStarted { agent, .. }
             | MonitorJoined { agent, .. }
             | MonitorModeChanged { agent, .. }
-            | MonitorEnded { agent, .. } => Some(agent),
+            | MonitorEnded { agent, .. }
+            | CallDispositionRecorded { agent, .. } => Some(agent),
             CallEnteredQueue { .. }
             | CallAbandoned { .. }
             | CallLeftQueue { .. }
@@ -461,6 +478,11 @@ pub struct QueueSettings {
     pub ring_in_use: bool,
     /// The answer time that counts as within service level (reporting).
     pub service_level_s: i64,
+    /// The disposition codes an agent picks from in wrap-up (none: no disposition asked).
+    pub dispositions: Vec<String>,
+    /// A disposition must be given before the agent becomes available again: End wrap-up is
+    /// refused without one, and the wrap-up timer waits for it.
+    pub disposition_required: bool,
 }
 
 impl Default for QueueSettings {
@@ -475,6 +497,8 @@ impl Default for QueueSettings {
             auto_pause_after: 0,
             ring_in_use: false,
             service_level_s: 20,
+            dispositions: vec![],
+            disposition_required: false,
         }
     }
 }
@@ -557,6 +581,26 @@ pub struct EndWrapUp {
 impl Command for EndWrapUp {
     const SERVICE: &'static str = "queue-router";
     const NAME: &'static str = "EndWrapUp";
+    type Reply = ();
+}
+
+/// The longest note an agent may write on a call in wrap-up, in characters.
+pub const NOTE_MAX_CHARS: usize = 1000;
+
+/// Records the disposition and/or note of the call the agent is wrapping up.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct RecordDisposition {
+    pub agent: AgentNumber,
+    /// One of the queue's disposition codes.
+    #[serde(default)]
+    pub disposition: Option<String>,
+    /// Free text, at most [`NOTE_MAX_CHARS`] characters, no control characters but line breaks.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+impl Command for RecordDisposition {
+    const SERVICE: &'static str = "queue-router";
+    const NAME: &'static str = "RecordDisposition";
     type Reply = ();
 }
 

@@ -235,6 +235,7 @@ pub fn commands() -> Vec<CommandSchema> {
         TestWebhook,
         ListDeliveries,
         RedeliverWebhook,
+        RecordDisposition,
     );
     out
 }

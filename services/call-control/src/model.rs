@@ -339,7 +339,7 @@ impl Model {
                     self.calls.get_mut(call).expect("found").monitor = None;
                 }
             }
-            WrapUpStarted { .. } | WrapUpEnded { .. } => {}
+            WrapUpStarted { .. } | WrapUpEnded { .. } | CallDispositionRecorded { .. } => {}
         }
     }
 
@@ -431,6 +431,7 @@ mod tests {
                 agent: a("1002"),
                 device: DeviceId::parse("1002").unwrap(),
                 offer: "bob".into(),
+                ring_timeout_s: None,
             },
             now,
         );

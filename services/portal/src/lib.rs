@@ -26,7 +26,7 @@ pub const MIGRATIONS: &[cc_eventstore::Migration] = &[];
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
 /// The web pages: the Agent Portal (`/`), the supervisor view and the admin pages.
-const WEB: [cc_runtime::web::Asset; 7] = [
+const WEB: [cc_runtime::web::Asset; 8] = [
     cc_runtime::asset!("services/portal", "web/index.html"),
     cc_runtime::asset!("services/portal", "web/supervisor.html"),
     cc_runtime::asset!("services/portal", "web/admin.html"),
@@ -34,6 +34,7 @@ const WEB: [cc_runtime::web::Asset; 7] = [
     cc_runtime::asset!("services/portal", "web/app.js"),
     cc_runtime::asset!("services/portal", "web/supervisor.js"),
     cc_runtime::asset!("services/portal", "web/admin.js"),
+    cc_runtime::asset!("services/portal", "web/desk.js"),
 ];
 
 /// The script and style of `/api/docs` (files of their own: the pages allow nothing inline).
@@ -171,6 +172,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/reports/agents"),
     ("get", "/api/reports/pauses"),
     ("get", "/api/reports/queues"),
+    ("get", "/api/me/queues"),
+    ("get", "/api/me/calls"),
+    ("post", "/api/call/wrap-up/disposition"),
 ];
 
 pub fn router(portal: Portal) -> Router {
@@ -295,6 +299,12 @@ pub fn router(portal: Portal) -> Router {
         .route("/api/reports/agents", get(api::reports::agents))
         .route("/api/reports/pauses", get(api::reports::pauses))
         .route("/api/reports/queues", get(api::reports::queues))
+        .route("/api/me/queues", get(api::desk::queues))
+        .route("/api/me/calls", get(api::desk::calls))
+        .route(
+            "/api/call/wrap-up/disposition",
+            post(api::desk::disposition),
+        )
         .route(
             "/api/openapi.json",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
@@ -312,6 +322,7 @@ pub fn router(portal: Portal) -> Router {
         .route("/admin.js", get(|| async { WEB[6] }))
         .route("/api/docs.js", get(|| async { API_DOCS[0] }))
         .route("/api/docs.css", get(|| async { API_DOCS[1] }))
+        .route("/desk.js", get(|| async { WEB[7] }))
         .fallback(|| async {
             error::ApiError(cc_bus::CommandError::new(
                 "not_found",

@@ -191,14 +191,21 @@
         el('input', { id: id(f), type: 'number', min, max, step: 1, value: String(cur[f] ?? def), class: 'width-7' }))),
       el('label', { class: 'checkbox', for: id('leave') }, el('input', { type: 'checkbox', id: id('leave'), checked: Boolean(cur.leave_when_no_agents) }), 'Callers leave when no agent is logged in'),
       el('label', { class: 'checkbox', for: id('inuse') }, el('input', { type: 'checkbox', id: id('inuse'), checked: Boolean(cur.ring_in_use) }), 'Offer calls to agents already on a call'),
+      // The wrap-up's disposition codes: one per line.
+      el('div', { class: 'dispositions' }, el('label', { for: id('dispositions'), text: 'Disposition codes (one per line)' }),
+        el('textarea', { id: id('dispositions'), rows: 4, text: (cur.dispositions || []).join('\n') })),
+      el('label', { class: 'checkbox', for: id('disp-required') }, el('input', { type: 'checkbox', id: id('disp-required'), checked: Boolean(cur.disposition_required) }), 'A disposition is required before the agent is available again'),
     ];
     const form = el('form', { class: 'inline-form', novalidate: true }, ...fields, el('button', { type: 'submit' }, 'Save settings'));
     form.addEventListener('submit', async (ev) => {
       ev.preventDefault();
       const body = { strategy: $(id('strategy')).value, leave_when_no_agents: $(id('leave')).checked, ring_in_use: $(id('inuse')).checked };
       for (const [f] of SETTINGS) body[f] = Number($(id(f)).value);
-      const inputs = { strategy: $(id('strategy')) };
+      body.dispositions = $(id('dispositions')).value.split('\n').map((d) => d.trim()).filter(Boolean);
+      body.disposition_required = $(id('disp-required')).checked;
+      const inputs = { strategy: $(id('strategy')), dispositions: $(id('dispositions')), disposition_required: $(id('disp-required')) };
       for (const [f] of SETTINGS) inputs[f] = $(id(f));
+      body.dispositions.forEach((_, i) => { inputs[`dispositions[${i}]`] = $(id('dispositions')); });
       const r = await actAt(ev.submitter, form, inputs, () => api('PUT', `/api/admin/queues/${q.queue}/settings`, body), `The settings of queue ${q.queue} are saved.`);
       if (r) q.settings = r;
     });

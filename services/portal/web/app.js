@@ -493,13 +493,21 @@ if (document.body.dataset.page === 'agent') (() => {
       if (hadFocus) statusHeading().focus();
       return;
     }
+    // The caller's name first (what the agent greets), then the number.
     const caller = $('call-caller');
-    caller.replaceChildren(el('span', { text: c.caller_number || 'Unknown number' }));
-    if (c.caller_name) caller.append(el('span', { class: 'muted', text: ` · ${c.caller_name}` }));
+    if (c.caller_name) {
+      caller.replaceChildren(el('span', { class: 'caller-name', text: c.caller_name }),
+        el('span', { class: 'muted', text: ` · ${c.caller_number || 'Unknown number'}` }));
+    } else {
+      caller.replaceChildren(el('span', { text: c.caller_number || 'Unknown number' }));
+    }
     $('call-queue').textContent = c.queue ? `${c.queue_name || c.queue} (${c.queue})` : '—';
     $('call-from-wrap').hidden = !c.transferred_from;
     $('call-from').textContent = c.transferred_from ? fromAgent(c) : '';
     $('call-wrapup-wrap').hidden = !(c.phase === 'wrap_up' && c.wrap_up_until);
+    $('call-ring-wrap').hidden = !(c.phase === 'ringing' && c.ring_until);
+    $('call-hold-wrap').hidden = !(c.hold_count > 0);
+    $('call-holds-wrap').hidden = !(c.hold_count > 0);
 
     // Shown only when the tenant lets agents see it (else the view carries no monitor).
     const m = c.monitor;
@@ -649,9 +657,19 @@ if (document.body.dataset.page === 'agent') (() => {
     else if (c.transferred_from && c.offered_at) $('call-wait').textContent = fmtDuration(since(c.offered_at));
     else if (c.entered_queue_at) $('call-wait').textContent = fmtDuration(since(c.entered_queue_at));
     else $('call-wait').textContent = '—';
-    if (c.talk_ms !== undefined && c.talk_ms !== null) $('call-talk').textContent = fmtDuration(c.talk_ms);
-    else if (c.answered_at) $('call-talk').textContent = fmtDuration(since(c.answered_at));
+    // Talk time leaves hold out, as the reports count it (reporting.calls.talk_ms).
+    const holding = c.held_since ? since(c.held_since) : 0;
+    const held = (c.hold_ms || 0) + holding;
+    if (c.talk_ms !== undefined && c.talk_ms !== null) $('call-talk').textContent = fmtDuration(c.talk_ms - (c.hold_ms || 0));
+    else if (c.answered_at) $('call-talk').textContent = fmtDuration(since(c.answered_at) - held);
     else $('call-talk').textContent = '—';
+    if (c.hold_count > 0) {
+      // On hold now: this hold's timer; else the hold time of the call so far.
+      $('call-hold-label').textContent = c.held_since ? 'On hold for' : 'Hold time';
+      $('call-hold').textContent = fmtDuration(c.held_since ? holding : held);
+      $('call-holds').textContent = String(c.hold_count);
+    }
+    if (c.phase === 'ringing' && c.ring_until) $('call-ring').textContent = fmtDuration(Math.max(0, -since(c.ring_until)) + 999);
     if (c.phase === 'wrap_up' && c.wrap_up_until) $('call-wrapup').textContent = fmtDuration(-since(c.wrap_up_until));
   }
   setInterval(renderClocks, 1000);
@@ -670,6 +688,8 @@ if (document.body.dataset.page === 'agent') (() => {
   function onView(v) {
     if (state.view && v.version < state.view.version) return; // an older view arrived late
     state.view = v;
+    // desk.js (ring sound, desktop notification, calls waiting, recent calls) follows the view.
+    document.dispatchEvent(new CustomEvent('portal:view', { detail: v }));
     showWho(v);
     if (v.status === 'logged_out') {
       if (state.loggingOut) return; // the Logout button shows the sign-in form itself

@@ -179,6 +179,32 @@ fn set_monitor(v: &mut AgentView, call: &str, fields: &[(&str, serde_json::Value
     }
 }
 
+/// The hold timer and count of the Call Details: `held_since` while the customer is on hold,
+/// `hold_count` holds so far and `hold_ms` their time (ended holds), so the talk time shown
+/// can leave hold out as the reports do (`reporting.calls.talk_ms`).
+fn count_hold(v: &mut AgentView, call: &str, held: bool, at: DateTime<Utc>) {
+    let Some(c) = v.current_call.as_mut().filter(|c| c["call"] == call) else {
+        return;
+    };
+    let since = c
+        .get("held_since")
+        .and_then(|s| s.as_str())
+        .and_then(|s| s.parse::<DateTime<Utc>>().ok());
+    match (held, since) {
+        (true, None) => {
+            let n = c["hold_count"].as_i64().unwrap_or(0);
+            c["hold_count"] = serde_json::json!(n + 1);
+            c["held_since"] = serde_json::json!(at);
+        }
+        (false, Some(since)) => {
+            let ms = c["hold_ms"].as_i64().unwrap_or(0) + (at - since).num_milliseconds().max(0);
+            c["hold_ms"] = serde_json::json!(ms);
+            c["held_since"] = serde_json::Value::Null;
+        }
+        _ => {}
+    }
+}
+
 fn clear_call(v: &mut AgentView, call: &str) {
     if v.current_call.as_ref().is_some_and(|c| c["call"] == call) {
         v.current_call = None;
@@ -284,18 +310,28 @@ pub fn apply(
         Fact::Call(e, info) => {
             use serde_json::json;
             match e {
-                CallEvent::CallOffered { call, queue, .. } => {
+                CallEvent::CallOffered {
+                    call,
+                    queue,
+                    ring_timeout_s,
+                    ..
+                } => {
                     // A new offer ends a wrap-up: the router records the wrap-up's end and the
                     // next offer on different call streams, so the store may hold them in
                     // either order (the old call's WrapUpEnded then no longer matches).
                     if v.current_call.is_none() || in_wrap_up(v) {
-                        v.current_call = Some(ringing(
+                        let mut c = ringing(
                             call,
                             queue.as_str(),
                             &queue_name(queue.as_str()),
                             info.as_ref(),
                             at,
-                        ));
+                        );
+                        // The ring countdown: when the offer counts as missed.
+                        if let Some(s) = ring_timeout_s {
+                            c["ring_until"] = json!(at + chrono::Duration::seconds(*s));
+                        }
+                        v.current_call = Some(c);
                     }
                 }
                 CallEvent::OfferRejected { call, .. } => {
@@ -316,6 +352,7 @@ pub fn apply(
                 CallEvent::CallConnected { call, .. } => set_phase(v, call, "connected", &[]),
                 CallEvent::CallResumed { call, .. } | CallEvent::CallHeld { call, .. } => {
                     let held = matches!(e, CallEvent::CallHeld { .. });
+                    count_hold(v, call, held, at);
                     set_phase(v, call, if held { "on_hold" } else { "connected" }, &[]);
                     set_transfer(v, call, &[("customer_held", json!(held))]);
                 }
@@ -323,6 +360,8 @@ pub fn apply(
                     call, talk_ms, by, ..
                 } => {
                     v.counts.completed += 1;
+                    // A hold still open when the call ends counts up to the end.
+                    count_hold(v, call, false, at);
                     set_phase(
                         v,
                         call,
@@ -514,6 +553,19 @@ pub fn apply(
                     )],
                 ),
                 CallEvent::WrapUpEnded { call, .. } => clear_call(v, call),
+                CallEvent::CallDispositionRecorded {
+                    call,
+                    agent,
+                    disposition,
+                    note,
+                    ..
+                } if agent.as_str() == v.agent => set_phase(
+                    v,
+                    call,
+                    "wrap_up",
+                    &[("disposition", json!(disposition)), ("note", json!(note))],
+                ),
+                CallEvent::CallDispositionRecorded { .. } => {}
                 CallEvent::CallEnteredQueue { .. }
                 | CallEvent::CallAbandoned { .. }
                 | CallEvent::CallLeftQueue { .. } => {}
@@ -681,6 +733,7 @@ mod tests {
             agent: a(),
             device: DeviceId::parse("1001").unwrap(),
             offer: format!("{call}-o"),
+            ring_timeout_s: None,
         };
         let call = |e: C| Fact::Call(e, None);
         apply(&mut v, &call(offer("old")), t0, &names);
@@ -723,6 +776,88 @@ mod tests {
         assert_eq!(v.status, AgentStatus::Ringing);
         assert_eq!(v.current_call.as_ref().unwrap()["call"], "new");
         assert_eq!(v.counts.completed, 1);
+    }
+
+    #[test]
+    fn the_ring_deadline_comes_from_the_offer_and_holds_are_counted_and_timed() {
+        use cc_contracts::call::{CallEvent as C, EndedBy};
+        let t0 = Utc::now();
+        let s = chrono::Duration::seconds;
+        let mut v = empty("acme", "1001", t0);
+        let names = |q: &str| q.to_string();
+        let login = AgentSessionEvent::AgentLoggedIn {
+            agent: a(),
+            login_id: Default::default(),
+            device: DeviceId::parse("1001").unwrap(),
+            queues: vec![QueueNumber::parse("500").unwrap()],
+        };
+        apply(&mut v, &Fact::Session(login), t0, &names);
+        let call = |e: C| Fact::Call(e, None);
+        apply(
+            &mut v,
+            &call(C::CallOffered {
+                call: "c".into(),
+                queue: QueueNumber::parse("500").unwrap(),
+                agent: a(),
+                device: DeviceId::parse("1001").unwrap(),
+                offer: "o".into(),
+                ring_timeout_s: Some(15),
+            }),
+            t0,
+            &names,
+        );
+        let c = |v: &AgentView| v.current_call.clone().unwrap();
+        assert_eq!(c(&v)["ring_until"], serde_json::json!(t0 + s(15)));
+        apply(
+            &mut v,
+            &call(C::CallAnswered {
+                call: "c".into(),
+                queue: QueueNumber::parse("500").unwrap(),
+                agent: a(),
+                offer: "o".into(),
+                wait_ms: 0,
+            }),
+            t0 + s(2),
+            &names,
+        );
+        let held = || {
+            call(C::CallHeld {
+                call: "c".into(),
+                agent: a(),
+            })
+        };
+        let resumed = || {
+            call(C::CallResumed {
+                call: "c".into(),
+                agent: a(),
+            })
+        };
+        apply(&mut v, &held(), t0 + s(10), &names);
+        // A second CallHeld while on hold (e.g. the customer held during a transfer) is the
+        // same hold.
+        apply(&mut v, &held(), t0 + s(11), &names);
+        assert_eq!(c(&v)["hold_count"], 1);
+        assert_eq!(c(&v)["held_since"], serde_json::json!(t0 + s(10)));
+        apply(&mut v, &resumed(), t0 + s(14), &names);
+        assert_eq!(
+            (c(&v)["hold_ms"].clone(), c(&v)["held_since"].clone()),
+            (serde_json::json!(4000), serde_json::Value::Null)
+        );
+        apply(&mut v, &held(), t0 + s(20), &names);
+        // The call ends while the customer is on hold: that hold counts up to the end.
+        apply(
+            &mut v,
+            &call(C::CallEnded {
+                call: "c".into(),
+                agent: a(),
+                by: EndedBy::Caller,
+                talk_ms: 21_000,
+            }),
+            t0 + s(23),
+            &names,
+        );
+        assert_eq!(c(&v)["hold_count"], 2);
+        assert_eq!(c(&v)["hold_ms"], 7000);
     }
 
     #[test]

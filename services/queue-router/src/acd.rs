@@ -26,6 +26,9 @@ pub struct Agent {
     /// The last call answered, with its queue (for its wrap-up).
     pub last_call: Option<(String, QueueNumber)>,
     pub wrap_up: Option<(String, DateTime<Utc>)>,
+    /// The wrap-up waits for a disposition (the queue requires one and none is given yet): its
+    /// timer is not armed until one is.
+    pub disposition_pending: bool,
     pub reject_until: Option<DateTime<Utc>>,
     pub idle_since: DateTime<Utc>,
     pub calls_answered: i64,
@@ -47,6 +50,7 @@ impl Agent {
             on_call: None,
             last_call: None,
             wrap_up: None,
+            disposition_pending: false,
             reject_until: None,
             idle_since: at,
             calls_answered: 0,
@@ -244,7 +248,7 @@ impl Acd {
                 self.timers.remove(&t);
             }
             let (tenant, agent) = key;
-            if let Some((_, until)) = &a.wrap_up {
+            if let Some((_, until)) = a.wrap_up.as_ref().filter(|_| !a.disposition_pending) {
                 a.timers.push((
                     *until,
                     Timer::WrapUp {
@@ -373,6 +377,9 @@ impl Acd {
                 let a = self.agent(tenant, agent, at);
                 a.logged_in = false;
                 a.queues.clear();
+                // Logged out, the agent has no wrap-up form: a wrap-up waiting for a
+                // disposition ends at its time, the call recorded without one.
+                a.disposition_pending = false;
             }
             AgentPaused { agent, .. } | AgentPauseReasonChanged { agent, .. } => {
                 self.agent(tenant, agent, at).paused = true
@@ -550,14 +557,37 @@ impl Acd {
                 agent,
                 seconds,
             } => {
-                self.agent(tenant, agent, at).wrap_up =
-                    Some((call.clone(), at + Duration::seconds(*seconds)));
+                let queue = self
+                    .agents
+                    .get(&(tenant.to_string(), agent.clone()))
+                    .and_then(|a| a.last_call.as_ref())
+                    .filter(|(c, _)| c == call)
+                    .map(|(_, q)| q.clone());
+                let required =
+                    queue.is_some_and(|q| self.settings(tenant, &q).disposition_required);
+                let a = self.agent(tenant, agent, at);
+                a.wrap_up = Some((call.clone(), at + Duration::seconds(*seconds)));
+                a.disposition_pending = required;
             }
             WrapUpEnded { agent, .. } => {
                 let a = self.agent(tenant, agent, at);
                 a.wrap_up = None;
+                a.disposition_pending = false;
                 a.idle_since = at;
             }
+            CallDispositionRecorded {
+                call,
+                agent,
+                disposition: Some(_),
+                ..
+            } => {
+                let a = self.agent(tenant, agent, at);
+                if a.wrap_up.as_ref().is_some_and(|(c, _)| c == call) {
+                    // Past its time, the wrap-up ends at once (its timer is due).
+                    a.disposition_pending = false;
+                }
+            }
+            CallDispositionRecorded { .. } => {}
             // A transfer to an agent's device: the agent rings, then is on the call (and not
             // offered queue calls meanwhile); their wrap-up follows the call's queue.
             TransferStarted {

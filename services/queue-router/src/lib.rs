@@ -5,6 +5,7 @@
 pub mod acd;
 mod queues;
 mod router;
+mod wrap_up;
 
 pub use router::OFFER_PREFIX;
 
@@ -50,6 +51,11 @@ pub fn handlers(ctx: Context) -> CommandHandlers<Context> {
         .on(|ctx, c, cmd: cc_contracts::call::EndWrapUp| async move {
             queues::end_wrap_up(&ctx, &c, cmd).await
         })
+        .on(
+            |ctx, c, cmd: cc_contracts::call::RecordDisposition| async move {
+                wrap_up::record_disposition(&ctx, &c, cmd).await
+            },
+        )
 }
 
 /// Runs the queue-router until `ctx.cancel`: the queue administration commands (any replica)

@@ -281,7 +281,61 @@ fn check_settings(s: &cc_contracts::call::QueueSettings) -> Result<(), CommandEr
     range("max_wait_s", s.max_wait_s, 0, 86_400)?;
     range("reject_delay_s", s.reject_delay_s, 0, 3600)?;
     range("auto_pause_after", s.auto_pause_after, 0, 100)?;
-    range("service_level_s", s.service_level_s, 1, 3600)
+    range("service_level_s", s.service_level_s, 1, 3600)?;
+    check_dispositions(s)
+}
+
+/// The longest disposition code, and the most a queue may have.
+const DISPOSITION_MAX_CHARS: usize = 40;
+const DISPOSITIONS_MAX: usize = 50;
+
+fn check_dispositions(s: &cc_contracts::call::QueueSettings) -> Result<(), CommandError> {
+    let bad = |field: &str, why: String| {
+        Err(CommandError::field(
+            "invalid_field",
+            format!("settings.{field}"),
+            why,
+        ))
+    };
+    if s.dispositions.len() > DISPOSITIONS_MAX {
+        return bad(
+            "dispositions",
+            format!("a queue has at most {DISPOSITIONS_MAX} dispositions"),
+        );
+    }
+    for (i, d) in s.dispositions.iter().enumerate() {
+        if d.trim().is_empty() || d.trim() != d {
+            return bad(
+                &format!("dispositions[{i}]"),
+                "a disposition is a non-empty name without leading or trailing spaces".into(),
+            );
+        }
+        if d.chars().count() > DISPOSITION_MAX_CHARS {
+            return bad(
+                &format!("dispositions[{i}]"),
+                format!("a disposition is at most {DISPOSITION_MAX_CHARS} characters"),
+            );
+        }
+        if d.chars().any(char::is_control) {
+            return bad(
+                &format!("dispositions[{i}]"),
+                "a disposition may not contain control characters".into(),
+            );
+        }
+        if s.dispositions[..i].contains(d) {
+            return bad(
+                &format!("dispositions[{i}]"),
+                format!("\"{d}\" is listed twice"),
+            );
+        }
+    }
+    if s.disposition_required && s.dispositions.is_empty() {
+        return bad(
+            "disposition_required",
+            "a required disposition needs at least one disposition code".into(),
+        );
+    }
+    Ok(())
 }
 
 /// Sets a queue's routing settings.
@@ -326,23 +380,15 @@ pub async fn end_wrap_up(
     c: &CommandContext,
     cmd: cc_contracts::call::EndWrapUp,
 ) -> Result<(), CommandError> {
-    let call: Option<String> = sqlx::query_scalar(
-        "select s.data->>'call' from es_events s
-          where s.category = 'call' and s.tenant = $1 and s.event_type = 'WrapUpStarted' and s.data->>'agent' = $2
-            and not exists (select 1 from es_events e where e.stream = s.stream and e.event_type = 'WrapUpEnded'
-                              and e.data->>'agent' = $2 and e.version > s.version)
-          order by s.xid desc, s.position desc limit 1",
-    )
-    .bind(&c.tenant)
-    .bind(cmd.agent.as_str())
-    .fetch_optional(&ctx.pool)
-    .await?;
-    let Some(call) = call else {
+    let call = crate::wrap_up::call_in_wrap_up(&ctx.pool, &c.tenant, &cmd.agent).await?;
+    let Some((call, version)) = call else {
         return Err(CommandError::new(
             "not_in_wrap_up",
             format!("Agent {} is not in wrap-up", cmd.agent),
         ));
     };
+    crate::wrap_up::check_disposition_given(&ctx.pool, &c.tenant, &cmd.agent, &call, version)
+        .await?;
     let e = cc_contracts::call::CallEvent::WrapUpEnded {
         call: call.clone(),
         agent: cmd.agent,

@@ -692,6 +692,7 @@ impl Router<'_> {
             .into_iter()
             .map(|(a, d)| (format!("{OFFER_PREFIX}{}", Uuid::now_v7().simple()), a, d))
             .collect();
+        let ring_timeout_s = self.acd.settings(&c.tenant, &c.queue).ring_timeout_s;
         let events = offers
             .iter()
             .map(|(offer, agent, device)| CallEvent::CallOffered {
@@ -700,6 +701,7 @@ impl Router<'_> {
                 agent: agent.clone(),
                 device: device.clone(),
                 offer: offer.clone(),
+                ring_timeout_s: Some(ring_timeout_s),
             })
             .collect();
         let rings = offers

@@ -2,6 +2,7 @@
 
 mod calls;
 mod contract;
+mod desk;
 mod edge;
 mod monitor;
 mod phones;

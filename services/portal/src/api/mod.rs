@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod desk;
 pub mod devices;
 pub mod reports;
 pub mod supervisor;

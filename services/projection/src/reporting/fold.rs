@@ -55,6 +55,10 @@ pub struct CallRow {
     pub first_agent: Option<String>,
     pub last_agent: Option<String>,
     pub transfers: i64,
+    /// The disposition code and note given in wrap-up (the last given), and by whom.
+    pub disposition: Option<String>,
+    pub disposition_note: Option<String>,
+    pub disposition_agent: Option<String>,
 }
 
 /// One step of a call: kind `queue` (a wait in a queue), `offer`, `connected` (an agent's span
@@ -446,6 +450,9 @@ impl Reporter {
                             first_agent: None,
                             last_agent: None,
                             transfers: 0,
+                            disposition: None,
+                            disposition_note: None,
+                            disposition_agent: None,
                         });
                     }
                     let detail = (*priority != 0).then(|| format!("{{\"priority\":{priority}}}"));
@@ -715,6 +722,18 @@ impl Reporter {
                     let m = c.monitor.take().map(|(i, _, _)| i);
                     c.close(m, at, &why);
                 }
+                CallDispositionRecorded {
+                    agent,
+                    disposition,
+                    note,
+                    ..
+                } => {
+                    if let Some(r) = c.row.as_mut() {
+                        r.disposition = disposition.clone();
+                        r.disposition_note = note.clone();
+                        r.disposition_agent = Some(agent.to_string());
+                    }
+                }
                 TransferAnswered { .. }
                 | ConferenceFormed { .. }
                 | CallConnected { .. }
@@ -948,6 +967,7 @@ mod tests {
                     agent: a("1002"),
                     device: DeviceId::parse("1002").unwrap(),
                     offer: "o1".into(),
+                    ring_timeout_s: None,
                 },
                 CallAnswered {
                     call: "c".into(),
@@ -1017,6 +1037,7 @@ mod tests {
                     agent: a("1002"),
                     device: DeviceId::parse("1002").unwrap(),
                     offer: "o1".into(),
+                    ring_timeout_s: None,
                 },
                 CallAnswered {
                     call: "c".into(),
@@ -1128,6 +1149,7 @@ mod tests {
                     agent: a("1002"),
                     device: DeviceId::parse("1002").unwrap(),
                     offer: "o1".into(),
+                    ring_timeout_s: None,
                 },
                 CallAnswered {
                     call: "c".into(),

@@ -54,6 +54,8 @@ async fn checkpoint(pool: &PgPool) -> anyhow::Result<(i64, Checkpoint)> {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+    } else {
+        tables::add_new_columns(&mut conn, SCHEMA).await?;
     }
     sqlx::query("select pg_advisory_unlock(hashtext('cc-reporting-schema'))")
         .execute(&mut *conn)

@@ -69,6 +69,9 @@ pub const CALLS: Table = Table {
         ("first_agent", "text", "agent who answered first"),
         ("last_agent", "text", "agent who had the call last"),
         ("transfers", "bigint not null", "transfers started on this call"),
+        ("disposition", "text", "the disposition code the agent gave in wrap-up (one of the queue's codes; the last given); null if none"),
+        ("disposition_note", "text", "the agent's free-text note from wrap-up (at most 1000 characters); null if none"),
+        ("disposition_agent", "text", "the agent who gave the disposition or note"),
     ],
     key: &["tenant", "call"],
     comment: "One row per call: from entering a queue to the caller's end.",
@@ -210,6 +213,44 @@ select w.tenant, w.queue, date_bin('15 minutes', w.started_at, timestamptz '2000
 comment on view {s}.queue_intervals is 'Per queue and 15-minute interval (UTC start) of arrival, each call counted once per queue (its first wait there): offered, answered, abandoned (abandoned_short: within 5 s, left out of the service level), service level against the queue''s threshold, average speed of answer, longest wait, average handle time (talk + hold).';
 "#;
 
+/// Adds to the existing schema `s` the nullable columns a newer version has and it lacks
+/// (their rows read null: nothing was recorded then), with their comments, and then creates
+/// the views again (`c.*` is expanded when a view is created), so an upgrade needs no rebuild.
+pub async fn add_new_columns(conn: &mut PgConnection, s: &str) -> Result<(), sqlx::Error> {
+    let have: Vec<(String, String)> = sqlx::query_as(
+        "select table_name::text, column_name::text from information_schema.columns where table_schema = $1",
+    )
+    .bind(s)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut sql = String::new();
+    for t in TABLES {
+        for (c, ty, comment) in t.columns {
+            if ty.contains("not null") || have.iter().any(|(tn, cn)| tn == t.name && cn == c) {
+                continue;
+            }
+            let _ = writeln!(sql, "alter table {s}.{} add column {c} {ty};", t.name);
+            let _ = writeln!(
+                sql,
+                "comment on column {s}.{}.{c} is '{}';",
+                t.name,
+                comment.replace('\'', "''")
+            );
+        }
+    }
+    if sql.is_empty() {
+        return Ok(());
+    }
+    let _ = writeln!(
+        sql,
+        "drop view if exists {s}.call_history, {s}.agent_daily, {s}.agent_pause_daily, {s}.queue_intervals;"
+    );
+    sql.push_str(&VIEWS.replace("{s}", s));
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    sqlx::Executor::execute(&mut *tx, sql.as_str()).await?;
+    tx.commit().await
+}
+
 /// Creates the schema `s` with every table and view (dropping an older one of that name).
 pub async fn create(conn: &mut PgConnection, s: &str) -> Result<(), sqlx::Error> {
     let mut sql = format!("drop schema if exists {s} cascade; create schema {s};\n");
@@ -350,6 +391,9 @@ impl Row for CallRow {
                 self.first_agent.clone(),
                 self.last_agent.clone(),
                 Some(self.transfers.to_string()),
+                self.disposition.clone(),
+                self.disposition_note.clone(),
+                self.disposition_agent.clone(),
             ],
         );
     }

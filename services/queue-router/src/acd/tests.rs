@@ -98,6 +98,7 @@ fn offer(acd: &mut Acd, call: &str, agent: &str, at: i64) {
             agent: a(agent),
             device: DeviceId::parse(agent).unwrap(),
             offer: format!("o-{call}-{agent}"),
+            ring_timeout_s: None,
         },
         t(at),
     );
@@ -735,5 +736,129 @@ fn a_call_whose_only_offer_is_withdrawn_goes_on_to_the_next_eligible_agent() {
     assert_eq!(
         offered(&acd.dispatch(t(11))),
         [("c1".to_string(), vec!["1002".to_string()])]
+    );
+}
+
+#[test]
+fn a_required_disposition_holds_the_wrap_up_timer_until_it_is_given() {
+    let mut acd = given(Strategy::LongestIdle);
+    let settings = QueueSettings {
+        dispositions: vec!["Sale".into(), "No sale".into()],
+        disposition_required: true,
+        ..Default::default()
+    };
+    acd.apply_queue(
+        "acme",
+        &QueueEvent::QueueConfigured {
+            queue: q("500"),
+            settings,
+        },
+    );
+    enter(&mut acd, "c1", "500", 10);
+    offer(&mut acd, "c1", "1001", 10);
+    answer(&mut acd, "c1", "1001", 11);
+    acd.apply_call(
+        "acme",
+        &C::CallEnded {
+            call: "c1".into(),
+            agent: a("1001"),
+            by: cc_contracts::call::EndedBy::Agent,
+            talk_ms: 1000,
+        },
+        t(20),
+    );
+    acd.apply_call(
+        "acme",
+        &C::WrapUpStarted {
+            call: "c1".into(),
+            agent: a("1001"),
+            seconds: 10,
+        },
+        t(20),
+    );
+    let wrap_up_over = |acd: &mut Acd, at: i64| {
+        acd.due(t(at))
+            .iter()
+            .any(|d| matches!(d, Decision::WrapUpOver { agent, .. } if agent.as_str() == "1001"))
+    };
+    assert!(
+        !wrap_up_over(&mut acd, 40),
+        "the timer waits for the disposition"
+    );
+    // A note alone is not a disposition.
+    let recorded = |disposition: Option<&str>| C::CallDispositionRecorded {
+        call: "c1".into(),
+        agent: a("1001"),
+        queue: q("500"),
+        disposition: disposition.map(str::to_string),
+        note: Some("called back".into()),
+    };
+    acd.apply_call("acme", &recorded(None), t(41));
+    assert!(!wrap_up_over(&mut acd, 42));
+    assert!(
+        !offered(&acd.dispatch(t(42)))
+            .iter()
+            .any(|(_, agents)| agents.contains(&"1001".to_string())),
+        "still in wrap-up: not offered calls"
+    );
+    acd.apply_call("acme", &recorded(Some("Sale")), t(43));
+    assert!(
+        wrap_up_over(&mut acd, 43),
+        "past its time, the wrap-up ends once given"
+    );
+}
+
+#[test]
+fn a_logout_ends_the_wait_for_a_required_disposition() {
+    let mut acd = given(Strategy::LongestIdle);
+    let settings = QueueSettings {
+        dispositions: vec!["Sale".into()],
+        disposition_required: true,
+        ..Default::default()
+    };
+    acd.apply_queue(
+        "acme",
+        &QueueEvent::QueueConfigured {
+            queue: q("500"),
+            settings,
+        },
+    );
+    enter(&mut acd, "c1", "500", 10);
+    offer(&mut acd, "c1", "1001", 10);
+    answer(&mut acd, "c1", "1001", 11);
+    acd.apply_call(
+        "acme",
+        &C::CallEnded {
+            call: "c1".into(),
+            agent: a("1001"),
+            by: cc_contracts::call::EndedBy::Agent,
+            talk_ms: 1000,
+        },
+        t(20),
+    );
+    acd.apply_call(
+        "acme",
+        &C::WrapUpStarted {
+            call: "c1".into(),
+            agent: a("1001"),
+            seconds: 5,
+        },
+        t(20),
+    );
+    let over = |acd: &mut Acd, at: i64| {
+        acd.due(t(at))
+            .iter()
+            .any(|d| matches!(d, Decision::WrapUpOver { .. }))
+    };
+    assert!(!over(&mut acd, 30), "waits for the disposition");
+    let logout = S::AgentLoggedOut {
+        agent: a("1001"),
+        login_id: Default::default(),
+        reason: cc_contracts::session::LogoutReason::Agent,
+    };
+    acd.apply_session("acme", &logout, t(31));
+    assert!(
+        over(&mut acd, 31),
+        "no agent is stuck in a wrap-up without a form"
     );
 }
