@@ -125,19 +125,24 @@ fn in_wrap_up(v: &AgentView) -> bool {
         .is_some_and(|c| c["phase"] == "wrap_up")
 }
 
-/// Changes fields of the transfer going on in `call`, if any.
-fn set_transfer(v: &mut AgentView, call: &str, fields: &[(&str, serde_json::Value)]) {
+/// Changes fields of one part of `call`'s details (`transfer`, `monitor`), if it has that part.
+fn set_part(v: &mut AgentView, call: &str, part: &str, fields: &[(&str, serde_json::Value)]) {
     if let Some(t) = v
         .current_call
         .as_mut()
         .filter(|c| c["call"] == call)
-        .and_then(|c| c.get_mut("transfer"))
+        .and_then(|c| c.get_mut(part))
         .filter(|t| t.is_object())
     {
         for (k, val) in fields {
             t[*k] = val.clone();
         }
     }
+}
+
+/// Changes fields of the transfer going on in `call`, if any.
+fn set_transfer(v: &mut AgentView, call: &str, fields: &[(&str, serde_json::Value)]) {
+    set_part(v, call, "transfer", fields)
 }
 
 fn drop_transfer(v: &mut AgentView, call: &str) {
@@ -166,17 +171,7 @@ fn set_received(v: &mut AgentView, call: &str, f: impl FnOnce(&mut serde_json::V
 
 /// Changes fields of the supervisor's monitoring of `call`, if any.
 fn set_monitor(v: &mut AgentView, call: &str, fields: &[(&str, serde_json::Value)]) {
-    if let Some(m) = v
-        .current_call
-        .as_mut()
-        .filter(|c| c["call"] == call)
-        .and_then(|c| c.get_mut("monitor"))
-        .filter(|m| m.is_object())
-    {
-        for (k, val) in fields {
-            m[*k] = val.clone();
-        }
-    }
+    set_part(v, call, "monitor", fields)
 }
 
 /// The hold timer and count of the Call Details: `held_since` while the customer is on hold,
