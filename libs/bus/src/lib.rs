@@ -16,8 +16,8 @@ pub mod relay;
 mod subjects;
 
 pub use command::{
-    parse_json, Command, CommandContext, CommandCounter, CommandError, CommandHandlers,
-    RequestError, TenantScope,
+    header, inject_trace, parse_json, Command, CommandContext, CommandCounter, CommandError,
+    CommandHandlers, RequestError, TenantScope,
 };
 pub use subjects::Subjects;
 

@@ -27,6 +27,10 @@ pub struct Config {
     pub log_format: LogFormat,
     /// A tracing filter such as `info` or `info,cc_bus=debug`. `CC_LOG`.
     pub log: String,
+    /// Where traces go: an OTLP/HTTP endpoint such as `http://otel-collector:4318` (`/v1/traces`
+    /// is added when it has no path); unset, no traces are made. `CC_OTLP_ENDPOINT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
     /// Seconds to finish in-flight work after SIGTERM. `CC_SHUTDOWN_GRACE_SECS`.
     pub shutdown_grace_secs: u64,
     /// Largest number of PostgreSQL connections of this process. `CC_DATABASE_MAX_CONNECTIONS`.
@@ -354,6 +358,7 @@ impl Default for Config {
             demo: false,
             log_format: LogFormat::Human,
             log: "info,rsipstack=warn".into(),
+            otlp_endpoint: None,
             shutdown_grace_secs: 20,
             database_max_connections: 20,
             trusted_proxies: Networks::default(),
@@ -462,6 +467,10 @@ pub const ENV_VARS: &[(&str, Setter)] = &[
     }),
     ("CC_SIP_PBX", |c, v| {
         c.sip.pbx = parse_pbx(v)?;
+        Ok(())
+    }),
+    ("CC_OTLP_ENDPOINT", |c, v| {
+        c.otlp_endpoint = (!v.trim().is_empty()).then(|| v.trim().to_string());
         Ok(())
     }),
     ("CC_WEBHOOK_ALLOW_PRIVATE", |c, v| {

@@ -123,8 +123,18 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 async fn run(config: Config, targets: Vec<Target>) -> anyhow::Result<()> {
-    telemetry::init(config.log_format, &config.log);
     let names: Vec<String> = targets.iter().map(|t| t.name().to_string()).collect();
+    let telemetry = telemetry::init_with_traces(
+        config.log_format,
+        &config.log,
+        &telemetry::Traces {
+            endpoint: config.otlp_endpoint.clone(),
+            service_name: std::env::var("OTEL_SERVICE_NAME")
+                .ok()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| service_name(&targets)),
+        },
+    );
     tracing::info!(targets = ?names, "starting");
     let cancel = shutdown::on_signal();
     let readiness = Readiness::default();
@@ -224,6 +234,17 @@ async fn run(config: Config, targets: Vec<Target>) -> anyhow::Result<()> {
         );
     }
     let _ = client.flush().await;
+    telemetry.shutdown().await;
     tracing::info!("stopped");
     failure.map_or(Ok(()), Err)
+}
+
+/// `service.name` of a process's spans: `callcenter` for every target in one process, else
+/// `callcenter-<target>[+<target>...]`.
+fn service_name(targets: &[Target]) -> String {
+    if Target::ALL.iter().all(|t| targets.contains(t)) {
+        return "callcenter".into();
+    }
+    let names: Vec<&str> = targets.iter().map(|t| t.name()).collect();
+    format!("callcenter-{}", names.join("+"))
 }

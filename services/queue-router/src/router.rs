@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 use std::time::Duration;
+use tracing::Instrument;
 
 use cc_bus::CommandContext;
 use cc_contracts::call::{CallEvent, LeaveReason, WithdrawReason};
@@ -75,6 +76,9 @@ struct Router<'a> {
     /// agent's newest session events ahead of the store's order before connecting a caller
     /// to them, and skips those events when the store brings them.
     sessions: std::collections::HashMap<(String, AgentNumber), i64>,
+    /// Each call's trace context (the PBX report that brought the caller): later decisions
+    /// about the call (offers on a timer, an agent becoming free) join that trace.
+    traces: std::collections::HashMap<String, String>,
     /// The PBX report being handled, attached to the jobs it leads to (named if they are parked).
     cause: Option<std::sync::Arc<Cause>>,
     /// Caller channels and calls parked (see [`Parked`]): not entered, not decided on again.
@@ -108,6 +112,8 @@ struct Job {
     cause: Option<std::sync::Arc<Cause>>,
     /// The caller channel of a call's entry (when the job records it).
     channel: Option<String>,
+    /// The decision's span: the append and the PBX actions are its children.
+    span: tracing::Span,
 }
 
 enum Action {
@@ -182,6 +188,7 @@ async fn lead(
         feedback,
         term,
         sessions: Default::default(),
+        traces: Default::default(),
         cause: None,
         parked,
         parked_total,
@@ -229,7 +236,11 @@ async fn lead(
                 if let Ok(e) = serde_json::from_slice::<ChannelEvent>(&m.payload) {
                     let stream_sequence = m.info().ok().map(|i| i.stream_sequence);
                     r.cause = Some(std::sync::Arc::new(Cause { subject: m.subject.to_string(), stream_sequence, payload: m.payload.to_vec() }));
-                    let handled = r.on_channel(e).await;
+                    let span = cc_trace::following(
+                        tracing::info_span!("queue-router decide", otel.kind = "consumer", report = e.type_name(), channel = e.channel()),
+                        cc_bus::header(m.headers.as_ref(), cc_trace::TRACEPARENT).as_deref(),
+                    );
+                    let handled = r.on_channel(e).instrument(span).await;
                     r.cause = None;
                     handled?;
                 }
@@ -436,6 +447,7 @@ impl Router<'_> {
         for e in &events {
             self.acd.apply_call(tenant, e, now);
         }
+        let span = self.job_span(call);
         self.submit(
             call,
             Job {
@@ -444,6 +456,7 @@ impl Router<'_> {
                 then,
                 cause: self.cause.clone(),
                 channel,
+                span,
             },
         );
     }
@@ -477,6 +490,7 @@ impl Router<'_> {
 
     /// PBX actions that must follow what was recorded for the call so far.
     fn act(&mut self, tenant: &str, call: &str, then: Vec<Action>) {
+        let span = self.job_span(call);
         self.submit(
             call,
             Job {
@@ -485,8 +499,27 @@ impl Router<'_> {
                 then,
                 cause: None,
                 channel: None,
+                span,
             },
         );
+    }
+
+    /// The span of a job about `call`: in the current trace (a PBX report being handled), or
+    /// else in the call's own.
+    fn job_span(&mut self, call: &str) -> tracing::Span {
+        let trace = cc_trace::current().or_else(|| self.traces.get(call).cloned());
+        if let Some(t) = &trace {
+            if self.traces.len() >= 100_000 {
+                self.traces.clear(); // calls last minutes; forget the old ones at once
+            }
+            self.traces
+                .entry(call.to_string())
+                .or_insert_with(|| t.clone());
+        }
+        cc_trace::following(
+            tracing::info_span!("queue-router record", %call),
+            trace.as_deref(),
+        )
     }
 
     fn pbx(&self, tenant: &str) -> CommandContext {
@@ -1078,10 +1111,13 @@ async fn write_call(
                         caller,
                     };
                     let (bus, pbx) = (ctx.bus.clone(), pbx.clone());
-                    rings.push(async move {
-                        let r = bus.request(&pbx, &cmd).await;
-                        (offer, agent, r, started.elapsed())
-                    });
+                    rings.push(
+                        async move {
+                            let r = bus.request(&pbx, &cmd).await;
+                            (offer, agent, r, started.elapsed())
+                        }
+                        .instrument(job.span.clone()),
+                    );
                 }
             }
         }
@@ -1098,8 +1134,11 @@ async fn write_call(
                 .map_err(Unrecorded::from)?;
             Ok::<_, Unrecorded>(())
         };
-        let (appended, rung) =
-            futures::future::join(append, futures::future::join_all(rings)).await;
+        let (appended, rung) = futures::future::join(
+            append.instrument(job.span.clone()),
+            futures::future::join_all(rings),
+        )
+        .await;
         if let Err(e) = appended {
             // Not recorded. Every writer of this router stops (no later event of any call may
             // be recorded on top of a missing one), the router rebuilds from the store, and
@@ -1147,7 +1186,8 @@ async fn write_call(
             tracing::debug!(%call, recorded_ms = started.elapsed().as_secs_f64() * 1000.0, ring_ms, "offer rung and recorded");
         }
         for cmd in hangups {
-            if let Err(e) = ctx.bus.request(&pbx, &cmd).await {
+            let hangup = ctx.bus.request(&pbx, &cmd).instrument(job.span.clone());
+            if let Err(e) = hangup.await {
                 tracing::debug!(error = %e, channel = cmd.channel, "hangup refused (the channel may be gone already)");
             }
         }

@@ -14,6 +14,7 @@ mod sessions;
 mod sip;
 mod subscribe;
 mod system;
+mod traces;
 mod transfers;
 mod trunk;
 mod webhooks;

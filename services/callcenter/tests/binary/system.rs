@@ -27,6 +27,8 @@ pub struct System {
     pub _gateway: Option<Callcenter>,
     /// Trunk mode (`start_trunk`): the PBX the tenant's extensions register on.
     pub pbx_sip: Option<std::net::SocketAddr>,
+    /// More environment for the services (`start_with_env`).
+    env: Vec<(String, String)>,
 }
 
 /// The tenant served by the SIP gateway in `start_sip`.
@@ -142,21 +144,31 @@ impl Client {
 
 impl System {
     pub async fn start() -> System {
-        Self::start_with(false).await
+        Self::start_with(false, vec![]).await
     }
 
     /// The PBX simulator in one process, every other service in another.
     pub async fn start_split() -> System {
-        Self::start_with(true).await
+        Self::start_with(true, vec![]).await
+    }
+
+    /// As [`System::start`], with more environment for the services.
+    pub async fn start_with_env(env: &[(&str, &str)]) -> System {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::start_with(false, env).await
     }
 
     fn spawn_services(&self, targets: &str) -> Callcenter {
-        let (portal_port, pbx_port, prefix, sip, pbx_sip) = (
+        let (portal_port, pbx_port, prefix, sip, pbx_sip, env) = (
             self.portal_port,
             self.pbx_port,
             self.prefix.clone(),
             self.sip,
             self.pbx_sip,
+            self.env.clone(),
         );
         Callcenter::spawn_with(
             &self.db.url,
@@ -186,6 +198,7 @@ impl System {
                     .env("CC_PORTAL_ADDR", format!("127.0.0.1:{portal_port}"))
                     .env("CC_PBX_SIM_ADDR", format!("127.0.0.1:{pbx_port}"))
                     .env("CC_SUBJECT_PREFIX", &prefix);
+                c.envs(env);
             },
         )
     }
@@ -269,6 +282,7 @@ impl System {
             sip: None,
             _gateway: None,
             pbx_sip: None,
+            env: vec![],
         }
     }
 
@@ -315,7 +329,7 @@ impl System {
         .await;
     }
 
-    async fn start_with(split: bool) -> System {
+    async fn start_with(split: bool, env: Vec<(String, String)>) -> System {
         let db = TestDb::new().await;
         let nats = NatsServer::start();
         let (portal_port, pbx_port) = (free_port(), free_port());
@@ -334,6 +348,7 @@ impl System {
             sip: None,
             _gateway: None,
             pbx_sip: None,
+            env,
         };
         if split {
             sys._pbx = Some(sys.spawn_services("pbx-sim"));
