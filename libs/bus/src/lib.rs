@@ -12,6 +12,7 @@
 pub mod codes;
 mod command;
 pub mod consumer;
+pub mod leader;
 pub mod relay;
 mod subjects;
 
@@ -19,6 +20,7 @@ pub use command::{
     header, inject_trace, parse_json, Command, CommandContext, CommandCounter, CommandError,
     CommandHandlers, RequestError, TenantScope,
 };
+pub use leader::Leader;
 pub use subjects::Subjects;
 
 use cc_eventstore::Migration;

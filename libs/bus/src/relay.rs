@@ -188,6 +188,7 @@ pub struct Relay {
     store: EventStore,
     bus: Bus,
     database_url: String,
+    leader: Option<crate::Leader>,
     options: RelayOptions,
 }
 
@@ -207,7 +208,14 @@ impl Relay {
             bus,
             database_url,
             options,
+            leader: None,
         }
+    }
+
+    /// Reports the lease and the relayed position to `leader` (metrics).
+    pub fn with_leader(mut self, leader: crate::Leader) -> Self {
+        self.leader = Some(leader);
+        self
     }
 
     fn lease_key(&self) -> String {
@@ -241,8 +249,12 @@ impl Relay {
             return Ok(());
         };
         tracing::info!(stream = %self.bus.subjects.events_stream(), "relay lease taken; relaying");
+        let _holding = self.leader.as_ref().map(|l| l.took());
         ensure_events_stream(&self.bus, self.options.duplicate_window).await?;
         let mut pos = self.resync().await?;
+        if let Some(l) = &self.leader {
+            l.applied(pos.checkpoint);
+        }
         let mut sub = Subscription::new(self.store.clone(), ReadFilter::All, pos.checkpoint)
             .await
             .map_err(db)?
@@ -263,6 +275,9 @@ impl Relay {
                     // A dead lease connection means another relay may lead now: stop.
                     lease.check().await.map_err(db)?;
                     pos = self.publish(batch, pos).await?;
+                    if let Some(l) = &self.leader {
+                        l.applied(pos.checkpoint);
+                    }
                 }
             }
             if pos.checkpoint != saved && saved_at.elapsed() >= Duration::from_secs(1) {

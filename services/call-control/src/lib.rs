@@ -76,6 +76,7 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
     else {
         return Ok(());
     };
+    let _holding = ctx.metrics.leader("call_control").took();
     let cc = CallControl {
         ctx: ctx.clone(),
         state: Arc::default(),

@@ -191,6 +191,11 @@ async fn run(config: Config, targets: Vec<Target>) -> anyhow::Result<()> {
         readiness,
         metrics,
     };
+    tokio::spawn(
+        ctx.metrics
+            .clone()
+            .watch_lag(ctx.pool.clone(), cancel.clone()),
+    );
     let mut tasks = tokio::task::JoinSet::new();
     if config.demo && targets.contains(&Target::Auth) {
         let ctx = ctx.clone();

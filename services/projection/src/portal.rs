@@ -42,7 +42,10 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
         return Ok(());
     };
     tracing::info!("portal projection lease taken");
+    let leader = ctx.metrics.leader("portal_projection");
+    let _holding = leader.took();
     let from = load_checkpoint(ctx).await?;
+    leader.applied(from);
     let mut expect = from;
     let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::All, from)
         .await?
@@ -74,6 +77,7 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
         };
         if let Some(last) = batch.last() {
             expect = last.checkpoint();
+            leader.applied(expect);
         }
         for v in changes {
             let subject = ctx.bus.subjects.view(&v.tenant, "agent", &v.agent);

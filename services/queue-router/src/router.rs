@@ -7,6 +7,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 use tracing::Instrument;
 
+use crate::metrics::RouterMetrics;
+
 use cc_bus::CommandContext;
 use cc_contracts::call::{CallEvent, LeaveReason, WithdrawReason};
 use cc_contracts::domain::AgentNumber;
@@ -42,13 +44,8 @@ pub async fn run(ctx: Context) {
     {
         return;
     }
-    let parked_total = prometheus_client::metrics::counter::Counter::<u64>::default();
-    ctx.metrics.register(
-        "queue_router_parked",
-        "PBX reports and router decisions whose events the store refused for good (parked in qr_parked and skipped)",
-        parked_total.clone(),
-    );
-    keep_leading(&cancel, "queue router", || lead(&ctx, parked_total.clone())).await;
+    let metrics = RouterMetrics::register(&ctx.metrics);
+    keep_leading(&cancel, "queue router", || lead(&ctx, metrics.clone())).await;
 }
 
 struct Router<'a> {
@@ -83,7 +80,7 @@ struct Router<'a> {
     cause: Option<std::sync::Arc<Cause>>,
     /// Caller channels and calls parked (see [`Parked`]): not entered, not decided on again.
     parked: Parked,
-    parked_total: prometheus_client::metrics::counter::Counter<u64>,
+    metrics: RouterMetrics,
 }
 
 /// A PBX report, as the router got it from `CC_PBX`.
@@ -158,12 +155,14 @@ async fn channel_consumer(
 
 async fn lead(
     ctx: &Context,
-    parked_total: prometheus_client::metrics::counter::Counter<u64>,
+    metrics: RouterMetrics,
 ) -> anyhow::Result<()> {
     let Some(mut lease) = Lease::try_acquire(&ctx.config.database_url, "cc-queue-router").await?
     else {
         return Ok(());
     };
+    let leader = ctx.metrics.leader("queue_router");
+    let _holding = leader.took();
     let mut parked = Parked::default();
     for (channel, call) in
         sqlx::query_as::<_, (Option<String>, String)>("select channel, call from qr_parked")
@@ -191,14 +190,18 @@ async fn lead(
         traces: Default::default(),
         cause: None,
         parked,
-        parked_total,
+        metrics: metrics.clone(),
     };
+    let _gauges = crate::metrics::Leading(metrics);
     let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::All, Checkpoint::START)
         .await?
         .with_batch_size(2000);
     while let Some(batch) = sub.poll().await? {
         for e in &batch {
             r.apply(e).await?;
+        }
+        if let Some(last) = batch.last() {
+            leader.applied(last.checkpoint());
         }
     }
     r.live = true;
@@ -217,6 +220,7 @@ async fn lead(
 
     let consumer = channel_consumer(ctx).await?;
     let mut pbx = consumer.messages().await?;
+    let mut observe = tokio::time::interval(Duration::from_secs(2));
     loop {
         r.dispatch().await?;
         let sleep = match r.acd.next_deadline() {
@@ -226,8 +230,12 @@ async fn lead(
         tokio::select! {
             _ = ctx.cancel.cancelled() => return Ok(()),
             b = sub.next_batch() => {
-                for e in &b? {
+                let b = b?;
+                for e in &b {
                     r.apply(e).await?;
+                }
+                if let Some(last) = b.last() {
+                    leader.applied(last.checkpoint());
                 }
             }
             m = pbx.next() => {
@@ -251,6 +259,7 @@ async fn lead(
                     r.on_due(d).await?;
                 }
             }
+            _ = observe.tick() => r.metrics.observe(&r.acd, Utc::now()),
             f = feedback_rx.recv() => match f {
                 Some(Feedback::Failed(e)) => return Err(e),
                 Some(Feedback::Refused { tenant, call, channel, event_types, error, cause }) => {
@@ -293,6 +302,9 @@ impl Router<'_> {
                         self.remember_caller(channel);
                     }
                     self.acd.apply_call(tenant, &c, e.recorded_at);
+                    if self.live {
+                        self.metrics.count(&self.acd, tenant, &c);
+                    }
                     match &c {
                         CallEvent::CallEnded { call, agent, .. } => {
                             if self.live {
@@ -446,6 +458,9 @@ impl Router<'_> {
         }
         for e in &events {
             self.acd.apply_call(tenant, e, now);
+            if self.live {
+                self.metrics.count(&self.acd, tenant, e);
+            }
         }
         let span = self.job_span(call);
         self.submit(
@@ -485,6 +500,7 @@ impl Router<'_> {
             rx,
             self.feedback.clone(),
             self.term.clone(),
+            self.metrics.offer_seconds.clone(),
         ));
     }
 
@@ -573,7 +589,7 @@ impl Router<'_> {
         .bind(printable(error))
         .execute(&self.ctx.pool)
         .await?;
-        self.parked_total.inc();
+        self.metrics.parked.inc();
         self.parked.channels.extend(channel);
         self.parked.calls.insert(call.to_string());
         Ok(())
@@ -1079,6 +1095,7 @@ async fn write_call(
     mut jobs: tokio::sync::mpsc::UnboundedReceiver<Job>,
     feedback: tokio::sync::mpsc::UnboundedSender<Feedback>,
     term: tokio_util::sync::CancellationToken,
+    offer_seconds: prometheus_client::metrics::histogram::Histogram,
 ) {
     loop {
         let job = tokio::select! {
@@ -1191,7 +1208,10 @@ async fn write_call(
                 tracing::debug!(error = %e, channel = cmd.channel, "hangup refused (the channel may be gone already)");
             }
         }
-        for (offer, agent, r, _) in rung {
+        for (offer, agent, r, took) in rung {
+            if r.is_ok() {
+                offer_seconds.observe(took.as_secs_f64());
+            }
             if let Err(e) = r {
                 tracing::info!(error = %e, %agent, "could not ring the agent's device");
                 let _ = feedback.send(Feedback::NotRung {

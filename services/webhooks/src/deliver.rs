@@ -260,6 +260,7 @@ pub async fn lead(w: &Webhooks) -> anyhow::Result<()> {
         return Ok(());
     };
     tracing::info!("webhook deliveries lease taken");
+    let _holding = w.ctx.metrics.leader("webhooks").took();
     let mut workers: HashMap<Uuid, (String, Worker)> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {

@@ -111,7 +111,10 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
     else {
         return Ok(());
     };
+    let leader = ctx.metrics.leader("reporting_projection");
+    let _holding = leader.took();
     let (generation, cp) = checkpoint(&ctx.pool).await?;
+    leader.applied(cp);
     let started = Instant::now();
     let mut r = Reporter::default();
     fold_until(
@@ -159,6 +162,7 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        leader.applied(cp);
         lease.check().await?;
     }
 }
