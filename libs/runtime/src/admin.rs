@@ -12,8 +12,8 @@ use axum::{Json, Router};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use std::sync::atomic::AtomicU64;
 use serde_json::json;
+use std::sync::atomic::AtomicU64;
 
 /// The state of each dependency of the process, as shown by `/readyz`.
 #[derive(Clone, Default)]
@@ -154,7 +154,9 @@ impl Metrics {
                 .fetch_optional(&pool)
                 .await;
                 if let Ok(age) = age {
-                    self.lag.get_or_create(&labels).set(age.unwrap_or(0.0).max(0.0));
+                    self.lag
+                        .get_or_create(&labels)
+                        .set(age.unwrap_or(0.0).max(0.0));
                 }
             }
         }

@@ -36,13 +36,13 @@ async fn load_checkpoint(ctx: &Context) -> anyhow::Result<Checkpoint> {
 }
 
 async fn lead(ctx: &Context) -> anyhow::Result<()> {
+    let leader = ctx.metrics.leader("portal_projection");
     let Some(mut lease) =
         Lease::try_acquire(&ctx.config.database_url, "cc-projection:portal").await?
     else {
         return Ok(());
     };
     tracing::info!("portal projection lease taken");
-    let leader = ctx.metrics.leader("portal_projection");
     let _holding = leader.took();
     let from = load_checkpoint(ctx).await?;
     leader.applied(from);

@@ -153,15 +153,12 @@ async fn channel_consumer(
     cc_bus::consumer::pbx_channels(&ctx.bus, "queue-router-channels").await
 }
 
-async fn lead(
-    ctx: &Context,
-    metrics: RouterMetrics,
-) -> anyhow::Result<()> {
+async fn lead(ctx: &Context, metrics: RouterMetrics) -> anyhow::Result<()> {
+    let leader = ctx.metrics.leader("queue_router");
     let Some(mut lease) = Lease::try_acquire(&ctx.config.database_url, "cc-queue-router").await?
     else {
         return Ok(());
     };
-    let leader = ctx.metrics.leader("queue_router");
     let _holding = leader.took();
     let mut parked = Parked::default();
     for (channel, call) in

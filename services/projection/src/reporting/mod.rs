@@ -106,12 +106,13 @@ async fn fold_until(
 }
 
 async fn lead(ctx: &Context) -> anyhow::Result<()> {
+    // Known (at 0) to the metrics before the lease is: a lease nobody holds is visible.
+    let leader = ctx.metrics.leader("reporting_projection");
     let Some(mut lease) =
         Lease::try_acquire(&ctx.config.database_url, "cc-projection:reporting").await?
     else {
         return Ok(());
     };
-    let leader = ctx.metrics.leader("reporting_projection");
     let _holding = leader.took();
     let (generation, cp) = checkpoint(&ctx.pool).await?;
     leader.applied(cp);
