@@ -357,7 +357,13 @@ mod tests {
     #[test]
     fn the_config_names_every_user_and_no_password() {
         let c = server_config(&Subjects::new("cc"), &["acme".into()]);
-        for user in ["relay", "portal", "callcenter", "operator", "integration-acme"] {
+        for user in [
+            "relay",
+            "portal",
+            "callcenter",
+            "operator",
+            "integration-acme",
+        ] {
             assert!(c.contains(&format!("user: \"{user}\"")), "{user}");
         }
         assert!(c.contains("password: $CC_NATS_PASSWORD_QUEUE_ROUTER"));

@@ -464,10 +464,16 @@ pub const ENV_VARS: &[(&str, Setter)] = &[
         Ok(())
     }),
     ("CC_NATS_USER", |c, v| set_string(&mut c.nats.user, v)),
-    ("CC_NATS_PASSWORD", |c, v| set_string(&mut c.nats.password, v)),
+    ("CC_NATS_PASSWORD", |c, v| {
+        set_string(&mut c.nats.password, v)
+    }),
     ("CC_NATS_CA_FILE", |c, v| set_string(&mut c.nats.ca_file, v)),
-    ("CC_NATS_CERT_FILE", |c, v| set_string(&mut c.nats.cert_file, v)),
-    ("CC_NATS_KEY_FILE", |c, v| set_string(&mut c.nats.key_file, v)),
+    ("CC_NATS_CERT_FILE", |c, v| {
+        set_string(&mut c.nats.cert_file, v)
+    }),
+    ("CC_NATS_KEY_FILE", |c, v| {
+        set_string(&mut c.nats.key_file, v)
+    }),
     ("CC_NATS_INTEGRATOR_TENANTS", |c, v| {
         c.nats.integrator_tenants = v
             .split(',')

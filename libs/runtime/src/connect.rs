@@ -121,7 +121,10 @@ impl NatsIdentity {
 /// The connect options of an identity with the TLS settings of `config`: user and password,
 /// the user's own reply-inbox prefix (its permissions allow no other), the CA and client
 /// certificate.
-pub fn nats_options(config: &Config, identity: Option<&NatsIdentity>) -> async_nats::ConnectOptions {
+pub fn nats_options(
+    config: &Config,
+    identity: Option<&NatsIdentity>,
+) -> async_nats::ConnectOptions {
     let mut o = async_nats::ConnectOptions::new();
     if let Some(id) = identity {
         o = o

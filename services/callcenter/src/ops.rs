@@ -137,7 +137,11 @@ async fn bus(config: &Config) -> anyhow::Result<Bus> {
 pub fn nats_config(config: &Config, tenants: Option<Vec<String>>) -> String {
     cc_bus::permissions::server_config(
         &Subjects::new(&config.subject_prefix),
-        &tenants.unwrap_or_else(|| config.nats.integrator_tenants.clone()),
+        &tenants
+            .unwrap_or_else(|| config.nats.integrator_tenants.clone())
+            .into_iter()
+            .filter(|t| !t.is_empty())
+            .collect::<Vec<_>>(),
     )
 }
 
@@ -156,11 +160,15 @@ pub fn credentials(config: &Config, tenant: &str) -> anyhow::Result<String> {
     let s = Subjects::new(&config.subject_prefix);
     let user = integrator_user(tenant);
     use rand::Rng;
-    // 48 alphanumeric characters from the OS's generator: about 285 bits.
-    let password: String = rand::rngs::OsRng
-        .sample_iter(&rand::distributions::Alphanumeric)
-        .take(48)
-        .map(char::from)
+    // A letter, then 47 alphanumeric characters from the OS's generator (about 280 bits): the
+    // nats-server reads the variable as a configuration value, which must be a plain string.
+    let password: String = std::iter::once('k')
+        .chain(
+            rand::rngs::OsRng
+                .sample_iter(&rand::distributions::Alphanumeric)
+                .take(47)
+                .map(char::from),
+        )
         .collect();
     Ok(format!(
         "# NATS credentials of tenant {tenant}'s integrator: read-only, its own events only.\n\
