@@ -13,6 +13,7 @@ pub mod codes;
 mod command;
 pub mod consumer;
 pub mod leader;
+pub mod permissions;
 pub mod relay;
 mod subjects;
 

@@ -62,7 +62,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
     let deliveries = Deliveries::default();
     // Every outcome from 0, so that an alert on its increase sees the first one.
     for outcome in ["delivered", "failed", "suspended", "redelivered", "test"] {
-        deliveries.get_or_create(&vec![("outcome".to_string(), outcome.to_string())]);
+        let _ = deliveries.get_or_create(&vec![("outcome".to_string(), outcome.to_string())]);
     }
     ctx.metrics.register(
         "webhook_deliveries",

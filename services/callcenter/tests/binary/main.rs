@@ -6,6 +6,7 @@ mod desk;
 mod edge;
 mod monitor;
 mod observability;
+mod permissions;
 mod phones;
 mod process;
 mod recovery;
