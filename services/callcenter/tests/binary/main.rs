@@ -4,6 +4,7 @@ mod calls;
 mod contract;
 mod desk;
 mod edge;
+mod fuzz;
 mod monitor;
 mod observability;
 mod permissions;
