@@ -171,29 +171,14 @@ pub async fn nats(
     readiness.expect("nats");
     let mut attempt = 0;
     loop {
+        // One attempt, so that a failure says why (a refused certificate, a wrong password);
+        // once connected, the client reconnects by itself for ever.
         let r = nats_options(config, identity)
             .connection_timeout(Duration::from_secs(3))
-            .retry_on_initial_connect()
             .max_reconnects(None)
             .connect(&config.nats_url)
-            .await;
-        let r = match r {
-            Ok(client) => {
-                // retry_on_initial_connect returns at once; wait for the first connection.
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-                while client.connection_state() != async_nats::connection::State::Connected
-                    && tokio::time::Instant::now() < deadline
-                {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                if client.connection_state() == async_nats::connection::State::Connected {
-                    Ok(client)
-                } else {
-                    Err(format!("no answer from {}", config.nats_url))
-                }
-            }
-            Err(e) => Err(e.to_string()),
-        };
+            .await
+            .map_err(|e| format!("{e}"));
         match r {
             Ok(client) => {
                 let info = client.server_info();

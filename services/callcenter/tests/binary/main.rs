@@ -16,6 +16,7 @@ mod sessions;
 mod sip;
 mod subscribe;
 mod system;
+mod tls;
 mod traces;
 mod transfers;
 mod trunk;
