@@ -11,6 +11,7 @@ mod phones;
 mod process;
 mod recovery;
 mod reporting;
+mod secrets;
 mod security;
 mod sessions;
 mod sip;
