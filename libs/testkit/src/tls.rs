@@ -78,8 +78,22 @@ fn signed(dir: &Path, name: &str, cn: &str, extensions: &str) {
     openssl(
         dir,
         &[
-            "x509", "-req", "-in", &csr, "-CA", "ca.crt", "-CAkey", "ca.key", "-set_serial",
-            &serial, "-days", "2", "-extfile", &ext, "-out", &crt,
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-set_serial",
+            &serial,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+            "-out",
+            &crt,
         ],
     );
 }

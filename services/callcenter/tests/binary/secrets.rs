@@ -13,7 +13,10 @@ fn findings(secrets: &[(String, String)], source: &str, text: &str) -> Vec<Strin
     let mut out = Vec::new();
     for (name, secret) in secrets {
         if let Some(at) = text.find(secret.as_str()) {
-            let (mut from, mut to) = (at.saturating_sub(120), (at + secret.len() + 60).min(text.len()));
+            let (mut from, mut to) = (
+                at.saturating_sub(120),
+                (at + secret.len() + 60).min(text.len()),
+            );
             while !text.is_char_boundary(from) {
                 from -= 1;
             }
@@ -32,7 +35,8 @@ fn unique(what: &str) -> String {
 
 #[tokio::test]
 async fn no_password_token_sip_secret_or_hash_reaches_an_event_a_log_line_or_a_metric() {
-    let log = std::env::temp_dir().join(format!("cc-secrets-{}.log", uuid::Uuid::new_v4().simple()));
+    let log =
+        std::env::temp_dir().join(format!("cc-secrets-{}.log", uuid::Uuid::new_v4().simple()));
     let sys = System::start_custom(Custom {
         sip: true,
         log: Some(log.clone()),
@@ -101,11 +105,17 @@ async fn no_password_token_sip_secret_or_hash_reaches_an_event_a_log_line_or_a_m
     let grace = sys.sign_in("1007", &first).await;
     secrets.push(("new agent's token".into(), grace.token.clone().unwrap()));
     let r = admin
-        .post("/api/admin/agents/1007/password", json!({"password": second}))
+        .post(
+            "/api/admin/agents/1007/password",
+            json!({"password": second}),
+        )
         .await;
     assert!(r.status.is_success(), "{} {}", r.status, r.body);
     let grace = sys.sign_in("1007", &second).await;
-    secrets.push(("new agent's second token".into(), grace.token.clone().unwrap()));
+    secrets.push((
+        "new agent's second token".into(),
+        grace.token.clone().unwrap(),
+    ));
     grace.post("/api/signout", json!({})).await;
     admin
         .post(
@@ -134,7 +144,10 @@ async fn no_password_token_sip_secret_or_hash_reaches_an_event_a_log_line_or_a_m
 
     // The SIP tenant's admin creates a device; a phone registers with its password.
     let office_admin = sys.office_admin().await;
-    secrets.push(("office admin's token".into(), office_admin.token.clone().unwrap()));
+    secrets.push((
+        "office admin's token".into(),
+        office_admin.token.clone().unwrap(),
+    ));
     let created = office_admin
         .post("/api/admin/devices", json!({"device": "1008"}))
         .await;
@@ -190,7 +203,11 @@ async fn no_password_token_sip_secret_or_hash_reaches_an_event_a_log_line_or_a_m
     .unwrap();
     assert!(events.len() > 20, "the run produced events");
     for (stream, ty, data, metadata) in &events {
-        found.extend(findings(&secrets, &format!("event {ty} of {stream} (data)"), data));
+        found.extend(findings(
+            &secrets,
+            &format!("event {ty} of {stream} (data)"),
+            data,
+        ));
         found.extend(findings(
             &secrets,
             &format!("event {ty} of {stream} (metadata)"),
@@ -242,7 +259,11 @@ async fn no_password_token_sip_secret_or_hash_reaches_an_event_a_log_line_or_a_m
         secrets.len()
     );
     for (subject, message) in kept {
-        found.extend(findings(&secrets, &format!("JetStream {subject}"), &message));
+        found.extend(findings(
+            &secrets,
+            &format!("JetStream {subject}"),
+            &message,
+        ));
     }
     let _ = std::fs::remove_file(&log);
     assert!(
