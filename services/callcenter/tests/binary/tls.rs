@@ -171,16 +171,14 @@ async fn postgres_over_tls_with_a_client_certificate_migrates_and_serves_and_pla
         .unwrap()
         .connect()
         .await
-        .err()
-        .expect("a plain connection was accepted");
+        .expect_err("a plain connection was accepted");
     assert!(e.to_string().contains("no encryption"), "{e}");
     let e = tls_url(&pg, &certs, &certs.ca, false)
         .parse::<sqlx::postgres::PgConnectOptions>()
         .unwrap()
         .connect()
         .await
-        .err()
-        .expect("a connection without a client certificate was accepted");
+        .expect_err("a connection without a client certificate was accepted");
     assert!(e.to_string().contains("certificate"), "{e}");
 
     // The product trusting another CA: refused, and /readyz says why.
