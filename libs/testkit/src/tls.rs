@@ -12,10 +12,14 @@ use crate::free_port;
 /// and a second CA that signed none of them (the "wrong CA"). PEM files in a temporary
 /// directory, removed on drop.
 pub struct Certs {
+    /// The directory of every file below.
     pub dir: PathBuf,
+    /// The CA that signed the server and client certificates.
     pub ca: PathBuf,
+    /// The server's certificate (subject alternative names `127.0.0.1`, `localhost`) and key.
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
+    /// The client's certificate (extended key usage `clientAuth`) and key.
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
     /// A CA unrelated to the certificates above.
@@ -188,11 +192,13 @@ fn unprivileged() -> Option<(u32, u32)> {
 /// server certificate of `certs`. User `postgres`. Stopped and removed on drop.
 pub struct PgServer {
     child: Option<Child>,
+    /// The TCP port on 127.0.0.1.
     pub port: u16,
     data: PathBuf,
 }
 
 impl PgServer {
+    /// Creates the cluster (initdb) and starts it; returns once it accepts connections.
     pub fn start_tls(certs: &Certs) -> PgServer {
         let bin = postgres_bindir();
         let data = std::env::temp_dir().join(format!("cc-pg-{}", uuid::Uuid::new_v4().simple()));
