@@ -166,6 +166,29 @@ ensure_standardwebhooks() {
   export STANDARDWEBHOOKS_PATH
 }
 
+# schemathesis (PyPI, pinned) in a virtualenv under .tools/: it tests the HTTP API against its
+# OpenAPI document in the test suite.
+SCHEMATHESIS_PIN="schemathesis==4.32.5"
+ensure_schemathesis() {
+  local venv="$TOOLS/schemathesis-4.32.5"
+  SCHEMATHESIS_BIN="$venv/bin/schemathesis"
+  if ! "$SCHEMATHESIS_BIN" --version >/dev/null 2>&1; then
+    say "installing $SCHEMATHESIS_PIN from PyPI into .tools/"
+    rm -rf "$venv"
+    if ! python3 -m venv "$venv" 2>/dev/null; then
+      local sudo=()
+      [ "$(id -u)" = 0 ] || sudo=(sudo)
+      "${sudo[@]}" apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq python3-venv >/dev/null \
+        || die "could not install python3-venv (apt-get install python3-venv)"
+      python3 -m venv "$venv" || die "could not create a virtualenv for schemathesis"
+    fi
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "$SCHEMATHESIS_PIN" >&2 \
+      || die "could not install $SCHEMATHESIS_PIN from PyPI"
+  fi
+  export SCHEMATHESIS_BIN
+}
+
 # promtool (Debian's prometheus package), which checks and unit-tests the alert rules.
 ensure_promtool() {
   command -v promtool >/dev/null && return

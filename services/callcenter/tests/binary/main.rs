@@ -12,6 +12,7 @@ mod phones;
 mod process;
 mod recovery;
 mod reporting;
+mod schemathesis;
 mod secrets;
 mod security;
 mod sessions;

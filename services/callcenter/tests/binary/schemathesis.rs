@@ -1,0 +1,53 @@
+//! schemathesis (PyPI, pinned; scripts/test installs it) over the API's OpenAPI document,
+//! against a running system, as an agent and as an admin, with every check on (the document's
+//! statuses, response schemas, valid requests accepted, invalid ones refused, 5xx never):
+//! no failure. tests/schemathesis/schemathesis.toml holds the one exception, with its reason.
+
+use std::path::Path;
+
+use crate::system::System;
+
+fn schemathesis() -> String {
+    std::env::var("CC_SCHEMATHESIS_BIN").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../.tools/schemathesis-4.32.5/bin/schemathesis"
+        )
+        .into()
+    })
+}
+
+async fn run_as(sys: &System, who: &str, token: &str) {
+    let config =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/schemathesis/schemathesis.toml");
+    let bin = schemathesis();
+    let out = tokio::process::Command::new(&bin)
+        .arg("--config-file")
+        .arg(&config)
+        .args(["run", &format!("{}/api/openapi.json", sys.portal)])
+        .args(["--url", &sys.portal])
+        .args(["-H", "X-Tenant: demo"])
+        .args(["--checks", "all", "--max-examples", "15", "--workers", "1"])
+        .args(["--seed", "20261201", "--warnings", "off"])
+        .env("NO_COLOR", "1")
+        .env("CC_TEST_TOKEN", token)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{bin}: {e} (scripts/test installs schemathesis into .tools/)"));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "schemathesis as {who} found failures:\n{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(report.contains("Tested: "), "{report}");
+}
+
+#[tokio::test]
+async fn schemathesis_finds_nothing_as_an_agent_or_as_an_admin() {
+    let sys = System::start().await;
+    let agent = sys.idle_agent("1001").await;
+    let admin = sys.sign_in("admin", "demo-admin").await;
+    run_as(&sys, "an agent", agent.token.as_deref().unwrap()).await;
+    run_as(&sys, "an admin", admin.token.as_deref().unwrap()).await;
+}
