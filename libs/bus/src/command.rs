@@ -14,12 +14,7 @@ use uuid::Uuid;
 
 use crate::Bus;
 
-/// A typed command: its service, its name (the last subject token) and its reply.
-pub trait Command: Serialize + DeserializeOwned + Send + 'static {
-    const SERVICE: &'static str;
-    const NAME: &'static str;
-    type Reply: Serialize + DeserializeOwned + Send + 'static;
-}
+pub use cc_core::Command;
 
 /// A structured refusal: a machine-readable code, a sentence for people, and the field at fault.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::domain::AgentNumber;
 use crate::EventFamily;
-use cc_bus::Command;
+use cc_core::Command;
 
 /// What a signed-in principal may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{AgentNumber, DeviceId, QueueNumber};
 use crate::pbx::Party;
 use crate::EventFamily;
-use cc_bus::Command;
+use cc_core::Command;
 
 /// Why an offer to an agent was withdrawn (none of these count against the agent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]

@@ -2,7 +2,7 @@
 //! commands (what is asked, with typed replies) and the views of the read models.
 //!
 //! Events are enums tagged by their type name. [`encode`] turns one into a
-//! [`cc_eventstore::NewEvent`] (type name in the store's `event_type`, the fields as `data`);
+//! [`cc_core::NewEvent`] (type name in the store's `event_type`, the fields as `data`);
 //! [`decode`] reads it back.
 
 pub mod auth;
@@ -18,7 +18,7 @@ pub mod webhooks;
 
 use std::sync::LazyLock;
 
-use cc_eventstore::{Metadata, NewEvent, RecordedEvent};
+use cc_core::{Metadata, NewEvent, RecordedEvent};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use serde::de::DeserializeOwned;
@@ -117,7 +117,7 @@ mod tests {
     use super::*;
     use crate::call::CallEvent;
     use crate::session::AgentSessionEvent;
-    use cc_eventstore::StreamName;
+    use cc_core::StreamName;
 
     fn stored(category: &str, event_type: &str, data: Value) -> RecordedEvent {
         RecordedEvent {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{
     strip_controls, CallerName, CallerNumber, DeviceId, Invalid, CALLER_NUMBER_MAX,
 };
-use cc_bus::Command;
+use cc_core::Command;
 
 /// A device (SIP extension) registration fact.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]

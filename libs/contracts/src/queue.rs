@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{AgentNumber, QueueNumber};
 use crate::session::AssignedQueue;
 use crate::EventFamily;
-use cc_bus::Command;
+use cc_core::Command;
 
 /// Events of a queue. Stream: `queue-<queue number>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]

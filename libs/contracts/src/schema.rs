@@ -138,7 +138,7 @@ pub fn commands() -> Vec<CommandSchema> {
     macro_rules! commands {
         ($($t:ty),* $(,)?) => {$(
             {
-                let reply = root::<<$t as cc_bus::Command>::Reply>();
+                let reply = root::<<$t as cc_core::Command>::Reply>();
                 let defs = reply.get("definitions").cloned();
                 let mut ok = reply.clone();
                 if let Some(o) = ok.as_object_mut() {
@@ -148,7 +148,7 @@ pub fn commands() -> Vec<CommandSchema> {
                 }
                 let mut envelope = json!({
                     "$schema": "http://json-schema.org/draft-07/schema#",
-                    "title": format!("{} reply", <$t as cc_bus::Command>::NAME),
+                    "title": format!("{} reply", <$t as cc_core::Command>::NAME),
                     "description": "The reply: {\"ok\": <result>} or {\"error\": {\"error\", \"message\", \"field\"}}.",
                     "oneOf": [
                         { "type": "object", "required": ["ok"], "properties": { "ok": ok }, "additionalProperties": false },
@@ -162,9 +162,9 @@ pub fn commands() -> Vec<CommandSchema> {
                     envelope["definitions"] = d;
                 }
                 out.push(CommandSchema {
-                    service: <$t as cc_bus::Command>::SERVICE,
-                    name: <$t as cc_bus::Command>::NAME,
-                    request: standalone(root::<$t>(), <$t as cc_bus::Command>::NAME),
+                    service: <$t as cc_core::Command>::SERVICE,
+                    name: <$t as cc_core::Command>::NAME,
+                    request: standalone(root::<$t>(), <$t as cc_core::Command>::NAME),
                     reply: envelope,
                 });
             }

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use crate::domain::{AgentNumber, DeviceId, QueueNumber};
 use crate::EventFamily;
-use cc_bus::Command;
+use cc_core::Command;
 
 /// Why a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]

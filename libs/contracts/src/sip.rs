@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::DeviceId;
-use cc_bus::Command;
+use cc_core::Command;
 
 /// Creates a device on the gateway (or gives an existing one a new SIP password). The reply
 /// holds the new password: shown once, stored nowhere.

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use cc_bus::Command;
+use cc_core::Command;
 
 /// Subscribes a URL to the tenant's events. Empty `event_types`, `agents` or `queues` mean
 /// all; otherwise an event is sent when its type is listed and (if given) it is about one of

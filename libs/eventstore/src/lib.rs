@@ -12,20 +12,20 @@
 //! - [`Upcasters`] upgrade old schema versions of an event type on read.
 
 mod checkpoint;
-mod event;
 mod lease;
 mod migrate;
-mod names;
 mod store;
 mod subscription;
 mod tail;
 mod upcast;
 
+pub use cc_core::{
+    AppendResult, Checkpoint, ExpectedVersion, Metadata, NameError, NewEvent, RecordedEvent,
+    StreamName,
+};
 pub use checkpoint::{begin_read_model, CheckpointStore};
-pub use event::{AppendResult, Checkpoint, ExpectedVersion, Metadata, NewEvent, RecordedEvent};
 pub use lease::Lease;
 pub use migrate::{migrate, Migration};
-pub use names::{NameError, StreamName};
 pub use store::{AppendError, EventStore, ReadFilter};
 pub use subscription::{Feed, Subscription};
 pub use upcast::Upcasters;

@@ -7,7 +7,7 @@ use sqlx::types::Json;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
-use crate::event::{AppendResult, Checkpoint, ExpectedVersion, Metadata, NewEvent, RecordedEvent};
+use crate::{AppendResult, Checkpoint, ExpectedVersion, Metadata, NewEvent, RecordedEvent};
 use crate::{StreamName, Upcasters};
 
 /// Why an append wrote nothing.

@@ -84,7 +84,8 @@ pub enum ExpectedVersion {
 }
 
 impl ExpectedVersion {
-    pub(crate) fn as_sql(self) -> Option<i64> {
+    /// The version to check, as the store's SQL takes it (`None`: any).
+    pub fn as_sql(self) -> Option<i64> {
         match self {
             ExpectedVersion::Any => None,
             ExpectedVersion::NoStream => Some(0),

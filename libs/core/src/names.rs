@@ -76,7 +76,9 @@ impl StreamName {
         format!("{}/{}-{}", self.tenant, self.category, self.id)
     }
 
-    pub(crate) fn from_parts_unchecked(tenant: String, category: String, id: String) -> Self {
+    /// A name read back from the store, whose parts were checked when it was written.
+    #[doc(hidden)]
+    pub fn from_parts_unchecked(tenant: String, category: String, id: String) -> Self {
         Self {
             tenant,
             category,

@@ -1,0 +1,21 @@
+//! What the contracts (libs/contracts) and the infrastructure (the event store, the bus) share,
+//! with no database or bus client in it: the [`Command`] trait and the event envelope. The
+//! contracts and the domain cores depend on this crate only, so they link neither sqlx nor
+//! async-nats (scripts/check-contracts checks it); the event store and the bus re-export these
+//! types.
+
+mod event;
+mod names;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub use event::{AppendResult, Checkpoint, ExpectedVersion, Metadata, NewEvent, RecordedEvent};
+pub use names::{NameError, StreamName};
+
+/// A typed command: its service, its name (the last subject token) and its reply.
+pub trait Command: Serialize + DeserializeOwned + Send + 'static {
+    const SERVICE: &'static str;
+    const NAME: &'static str;
+    type Reply: Serialize + DeserializeOwned + Send + 'static;
+}
