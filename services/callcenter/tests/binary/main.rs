@@ -5,6 +5,7 @@ mod contract;
 mod desk;
 mod edge;
 mod monitor;
+mod outbound;
 mod phones;
 mod process;
 mod recovery;
