@@ -290,8 +290,9 @@ pub enum CallEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         target_agent: Option<AgentNumber>,
         /// The queue the call came from (the receiving agent's wrap-up follows its settings);
-        /// none for an outbound call.
+        /// absent for an outbound call (never null).
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(with = "QueueNumber")]
         queue: Option<QueueNumber>,
     },
     /// The target answered (for an attended transfer: the consultation begins).
