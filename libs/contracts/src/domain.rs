@@ -286,7 +286,10 @@ mod tests {
 
     #[test]
     fn a_dialled_number_is_what_a_keypad_has_and_bounded() {
-        assert_eq!(DialString::parse(" +49 (30) 123-45.6 ").unwrap().as_str(), "+4930123456");
+        assert_eq!(
+            DialString::parse(" +49 (30) 123-45.6 ").unwrap().as_str(),
+            "+4930123456"
+        );
         assert_eq!(DialString::parse("*72#").unwrap().as_str(), "*72#");
         assert_eq!(DialString::parse("1002").unwrap().as_str(), "1002");
         for bad in ["", "  ", "555a", "5551;drop", "55\u{0}5", &"1".repeat(33)] {

@@ -684,11 +684,7 @@ impl CallControl {
             endpoint,
             // The far end sees the agent's extension (a trunk presents the tenant's number).
             caller: Party {
-                number: a
-                    .device
-                    .as_ref()
-                    .map(|d| d.to_string())
-                    .unwrap_or_default(),
+                number: a.device.as_ref().map(|d| d.to_string()).unwrap_or_default(),
                 name: String::new(),
             },
         };
@@ -726,8 +722,11 @@ impl CallControl {
             }],
         )
         .await?;
-        self.hang_up_later(&l.tenant, l.legs().into_iter().map(|(leg, _)| leg).collect())
-            .await;
+        self.hang_up_later(
+            &l.tenant,
+            l.legs().into_iter().map(|(leg, _)| leg).collect(),
+        )
+        .await;
         Ok(())
     }
 

@@ -840,7 +840,11 @@ mod tests {
         );
         let l = &m.calls["o"];
         assert!(l.connected && l.dialing().is_none() && l.outbound.is_some());
-        assert_eq!(l.agent.as_ref().unwrap().answered_at, t1, "talk from the far answer");
+        assert_eq!(
+            l.agent.as_ref().unwrap().answered_at,
+            t1,
+            "talk from the far answer"
+        );
 
         // A failed dial frees the agent.
         let mut m = Model::default();

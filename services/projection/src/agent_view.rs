@@ -385,14 +385,23 @@ pub fn apply(
                     }));
                 }
                 CallEvent::OutboundCallDialed { call, agent } if agent.as_str() == v.agent => {
-                    set_phase(v, call, "dialing", &[("dial_state", json!("number_ringing"))]);
+                    set_phase(
+                        v,
+                        call,
+                        "dialing",
+                        &[("dial_state", json!("number_ringing"))],
+                    );
                 }
                 CallEvent::OutboundCallFailed {
                     call,
                     agent,
                     reason,
                 } if agent.as_str() == v.agent => {
-                    if let Some(c) = v.current_call.as_ref().filter(|c| c["call"] == call.as_str()) {
+                    if let Some(c) = v
+                        .current_call
+                        .as_ref()
+                        .filter(|c| c["call"] == call.as_str())
+                    {
                         v.dial_failure = Some(cc_contracts::views::DialFailure {
                             call: call.clone(),
                             number: c["number"].as_str().unwrap_or_default().to_string(),
@@ -414,8 +423,7 @@ pub fn apply(
                 }
                 CallEvent::CallEnded { call, .. }
                     if v.current_call.as_ref().is_some_and(|c| {
-                        c["call"] == call.as_str()
-                            && c.get("queue").is_some_and(|q| q.is_null())
+                        c["call"] == call.as_str() && c.get("queue").is_some_and(|q| q.is_null())
                     }) =>
                 {
                     // A call without a queue (an outbound call) has no wrap-up: the agent is

@@ -14,16 +14,20 @@ use crate::system::System;
 impl System {
     /// The reporting row of a call, once `pred` holds.
     async fn report_row(&self, call: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        cc_testkit::eventually("the call's reporting row", Duration::from_secs(20), || async {
-            let row: Option<Value> = sqlx::query_scalar(
+        cc_testkit::eventually(
+            "the call's reporting row",
+            Duration::from_secs(20),
+            || async {
+                let row: Option<Value> = sqlx::query_scalar(
                 "select row_to_json(c) from reporting.calls c where tenant = 'demo' and call = $1",
             )
             .bind(call)
             .fetch_optional(&self.db.pool)
             .await
             .unwrap();
-            row.filter(|r| pred(r))
-        })
+                row.filter(|r| pred(r))
+            },
+        )
         .await
     }
 
@@ -53,7 +57,11 @@ async fn an_outbound_call_rings_the_agent_then_the_number_connects_and_is_report
 
     // The dialled text is checked at the edge, naming the field; nothing is recorded.
     let before = sys.event_count().await;
-    for bad in [json!({"number": "555-CALL"}), json!({"number": "1".repeat(33)}), json!({"number": ""})] {
+    for bad in [
+        json!({"number": "555-CALL"}),
+        json!({"number": "1".repeat(33)}),
+        json!({"number": ""}),
+    ] {
         let r = bob.post("/api/call/dial", bad.clone()).await;
         assert_eq!(r.refused(400, "invalid_field")["field"], "number", "{bad}");
     }
@@ -63,8 +71,15 @@ async fn an_outbound_call_rings_the_agent_then_the_number_connects_and_is_report
     let own = bob.post("/api/call/dial", json!({"number": "1002"})).await;
     assert_eq!(own.refused(422, "own_device")["field"], "number");
     let offline = bob.post("/api/call/dial", json!({"number": "1007"})).await;
-    assert_eq!(offline.refused(422, "device_unavailable")["field"], "number");
-    assert_eq!(sys.event_count().await, before, "a refused dial records nothing");
+    assert_eq!(
+        offline.refused(422, "device_unavailable")["field"],
+        "number"
+    );
+    assert_eq!(
+        sys.event_count().await,
+        before,
+        "a refused dial records nothing"
+    );
 
     let r = bob
         .post("/api/call/dial", json!({"number": "+49 (30) 555-1234"}))
@@ -111,7 +126,13 @@ async fn an_outbound_call_rings_the_agent_then_the_number_connects_and_is_report
     assert!(c["answered_at"].is_string(), "{v}");
     assert_eq!(
         c["options"],
-        json!(["hangup", "hold", "blind_transfer", "attended_transfer", "live_transfer"])
+        json!([
+            "hangup",
+            "hold",
+            "blind_transfer",
+            "attended_transfer",
+            "live_transfer"
+        ])
     );
     bob.post("/api/call/hold", json!({"held": true})).await.ok();
     sys.view_when(&bob, "On hold", |v| v["status"] == "on_hold")
@@ -129,7 +150,10 @@ async fn an_outbound_call_rings_the_agent_then_the_number_connects_and_is_report
     .fetch_one(&sys.db.pool)
     .await
     .unwrap();
-    assert_eq!(offered, 0, "no queue call offered to an agent on an outbound call");
+    assert_eq!(
+        offered, 0,
+        "no queue call offered to an agent on an outbound call"
+    );
 
     // Hangup: no wrap-up for an outbound call, and the counts say Completed 1. Then (free
     // again) Bob is offered the waiting caller.
@@ -165,9 +189,7 @@ async fn an_outbound_call_rings_the_agent_then_the_number_connects_and_is_report
     );
 
     // Reported as an outbound call: no queue, the number dialled, Bob's, talk without hold.
-    let row = sys
-        .report_row(&call, |r| r["outcome"] == "completed")
-        .await;
+    let row = sys.report_row(&call, |r| r["outcome"] == "completed").await;
     assert_eq!(
         (
             row["direction"].as_str(),
@@ -176,10 +198,19 @@ async fn an_outbound_call_rings_the_agent_then_the_number_connects_and_is_report
             row["first_agent"].as_str(),
             row["wait_ms"].as_i64()
         ),
-        (Some("outbound"), None, Some("+49305551234"), Some("1002"), None),
+        (
+            Some("outbound"),
+            None,
+            Some("+49305551234"),
+            Some("1002"),
+            None
+        ),
         "{row}"
     );
-    assert!(row["talk_ms"].as_i64().is_some() && row["answered_at"].is_string(), "{row}");
+    assert!(
+        row["talk_ms"].as_i64().is_some() && row["answered_at"].is_string(),
+        "{row}"
+    );
     let kinds: Vec<(String, Option<String>)> = sqlx::query_as(
         "select kind, outcome from reporting.call_segments where tenant = 'demo' and call = $1 order by seq",
     )
@@ -223,7 +254,11 @@ async fn an_outbound_call_rings_the_agent_then_the_number_connects_and_is_report
         .cloned()
         .expect("the outbound call in /api/me/calls");
     assert_eq!(
-        (row["direction"].as_str(), row["outcome"].as_str(), row["queue"].as_str()),
+        (
+            row["direction"].as_str(),
+            row["outcome"].as_str(),
+            row["queue"].as_str()
+        ),
         (Some("outbound"), Some("answered"), Some(""))
     );
 }
@@ -235,7 +270,10 @@ async fn a_dial_that_does_not_connect_says_why_hangs_up_both_phones_and_frees_th
     let alice = sys.idle_agent("1001").await;
 
     // Bob's own phone declines: agent_declined.
-    let call = bob.post("/api/call/dial", json!({"number": "5551234"})).await.ok()["call"]
+    let call = bob
+        .post("/api/call/dial", json!({"number": "5551234"}))
+        .await
+        .ok()["call"]
         .as_str()
         .unwrap()
         .to_string();
@@ -279,13 +317,18 @@ async fn a_dial_that_does_not_connect_says_why_hangs_up_both_phones_and_frees_th
         })
         .await;
     assert_eq!(v["dial_failure"]["label"], "Cancelled");
-    cc_testkit::eventually("Bob's phone stops ringing", Duration::from_secs(10), || async {
-        (sys.channels_on("1002").await == 0).then_some(())
-    })
+    cc_testkit::eventually(
+        "Bob's phone stops ringing",
+        Duration::from_secs(10),
+        || async { (sys.channels_on("1002").await == 0).then_some(()) },
+    )
     .await;
 
     // The far end declines: Bob dials extension 1003 and Carol's phone declines.
-    let call = bob.post("/api/call/dial", json!({"number": "1003"})).await.ok()["call"]
+    let call = bob
+        .post("/api/call/dial", json!({"number": "1003"}))
+        .await
+        .ok()["call"]
         .as_str()
         .unwrap()
         .to_string();
@@ -298,7 +341,10 @@ async fn a_dial_that_does_not_connect_says_why_hangs_up_both_phones_and_frees_th
     .await;
     assert_eq!(sys.channels_on("1003").await, 1, "extension 1003 rings");
     // Meanwhile Alice dials the same extension: it is busy.
-    let busy = alice.post("/api/call/dial", json!({"number": "1003"})).await.ok()["call"]
+    let busy = alice
+        .post("/api/call/dial", json!({"number": "1003"}))
+        .await
+        .ok()["call"]
         .as_str()
         .unwrap()
         .to_string();
@@ -327,15 +373,17 @@ async fn a_dial_that_does_not_connect_says_why_hangs_up_both_phones_and_frees_th
     );
     // Both of Bob's legs are gone.
     cc_testkit::eventually("the phones are free", Duration::from_secs(10), || async {
-        (sys.channels_on("1002").await == 0 && sys.channels_on("1001").await == 0)
-            .then_some(())
+        (sys.channels_on("1002").await == 0 && sys.channels_on("1001").await == 0).then_some(())
     })
     .await;
     let row = sys
         .report_row(&busy, |r| r["outcome"] == "not_connected")
         .await;
     assert_eq!(row["direction"], "outbound");
-    assert!(row["answered_at"].is_null() && row["talk_ms"].is_null(), "{row}");
+    assert!(
+        row["answered_at"].is_null() && row["talk_ms"].is_null(),
+        "{row}"
+    );
     let dial: String = sqlx::query_scalar(
         "select outcome from reporting.call_segments where tenant = 'demo' and call = $1 and kind = 'dial'",
     )

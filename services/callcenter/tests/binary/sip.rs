@@ -1420,7 +1420,9 @@ async fn an_outbound_call_from_the_portal_rings_the_agents_phone_then_the_extens
         .await;
     assert_eq!(r.refused(422, "no_route")["field"], "number");
     // An extension that is not registered: refused too.
-    let r = alice.post("/api/call/dial", json!({"number": "1003"})).await;
+    let r = alice
+        .post("/api/call/dial", json!({"number": "1003"}))
+        .await;
     assert_eq!(r.refused(422, "device_unavailable")["field"], "number");
 
     // Alice dials extension 1002: her own phone rings first and answers, then 1002's.

@@ -835,9 +835,7 @@ impl Reporter {
             OutboundCallStarted { agent, .. } => {
                 self.phase(tenant, agent.as_str(), &call, Some("dialing"), at)
             }
-            OutboundCallFailed { agent, .. } => {
-                self.phase(tenant, agent.as_str(), &call, None, at)
-            }
+            OutboundCallFailed { agent, .. } => self.phase(tenant, agent.as_str(), &call, None, at),
             // A call without a queue has no wrap-up: the agent is free when it ends.
             CallEnded { agent, .. } if outbound => {
                 self.phase(tenant, agent.as_str(), &call, None, at)
