@@ -78,7 +78,7 @@ test('a caller waiting in a queue nobody is logged into: Waiting calls 1, the lo
   // It counts up in the browser, between the readings too.
   await eventually(async () => assert.ok((await longestWait('501')) >= first + 2, 'the longest wait counts up'));
   assert.match(await sup.getAttribute('#queue-501', 'class'), /has-waiting/);
-  await expectText(sup, '#queues-note', 'read every 2 seconds');
+  await expectText(sup, '#queues-note', 'pushed as calls come and go');
   await shot(sup, 'supervisor-00-waiting-caller');
 
   await phone.click('#callers button[aria-label^="Hang up 5553131"]');
