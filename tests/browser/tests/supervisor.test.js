@@ -1,6 +1,8 @@
 // The supervisor's view follows an agent live (status, reason, call, counts), listens in on a
-// call (Listen, Whisper, Barge, Leave, rung on "Your phone") and can force a logout; the queue figures come from the agents' views, the waiting callers and the longest
-// wait from GET /api/supervisor/queues; who is signed in from GET /api/whoami.
+// call (Listen, Whisper, Barge, Leave, rung on "Your phone") and can force a logout; the queue
+// figures come from the agents' views, the waiting callers and the longest wait from the queue
+// figures (GET /api/supervisor/queues, then pushed on the stream: supervisor-today.test.js);
+// who is signed in from GET /api/whoami.
 
 import { before, after } from 'node:test';
 import assert from 'node:assert/strict';

@@ -8,6 +8,7 @@ mod monitor;
 mod outbound;
 mod phones;
 mod process;
+mod queues_today;
 mod recovery;
 mod reporting;
 mod security;
