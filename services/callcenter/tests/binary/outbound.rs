@@ -31,6 +31,24 @@ impl System {
         .await
     }
 
+    /// Writes every event relayed so far to target/contract-samples/<name>.ndjson, once the
+    /// relay published all the store holds (scripts/check-contracts validates them).
+    async fn record_all_published(&self, name: &str) {
+        let stored: i64 = sqlx::query_scalar("select count(*) from es_events")
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap();
+        cc_testkit::eventually("every event relayed", Duration::from_secs(20), || async {
+            let n = self
+                .published_types(&format!("{}.events.>", self.prefix))
+                .await
+                .len() as i64;
+            (n >= stored).then_some(())
+        })
+        .await;
+        assert!(self.record_published_events(name).await as i64 >= stored);
+    }
+
     /// The simulator's live channels on `device`.
     async fn channels_on(&self, device: &str) -> usize {
         let r: Value = self
@@ -261,6 +279,7 @@ async fn an_outbound_call_rings_the_agent_then_the_number_connects_and_is_report
         ),
         (Some("outbound"), Some("answered"), Some(""))
     );
+    sys.record_all_published("outbound-connected").await;
 }
 
 #[tokio::test]
@@ -396,4 +415,5 @@ async fn a_dial_that_does_not_connect_says_why_hangs_up_both_phones_and_frees_th
     assert_eq!(v["counts"]["completed"], 0);
     // Free again: Bob logs out.
     bob.call(Method::DELETE, "/api/session", None).await.ok();
+    sys.record_all_published("outbound-failed").await;
 }
