@@ -53,6 +53,9 @@ pub struct Outbound {
     pub extension: bool,
     /// The agent's phone answered and the number is being rung (on the call's `customer` leg).
     pub dialed: bool,
+    /// The far end answered and was joined with the agent: from here on it is a connected call
+    /// like any other (whoever has it after a transfer).
+    pub connected: bool,
     pub started_at: DateTime<Utc>,
 }
 
@@ -93,7 +96,7 @@ pub enum Role {
 impl Live {
     /// An outbound call that has not connected yet (the agent's phone or the number rings).
     pub fn dialing(&self) -> Option<&Outbound> {
-        self.outbound.as_ref().filter(|_| !self.connected)
+        self.outbound.as_ref().filter(|o| !o.connected)
     }
 
     pub fn role_of(&self, channel: &str) -> Option<Role> {
@@ -245,6 +248,7 @@ impl Model {
                             number: number.clone(),
                             extension: *extension,
                             dialed: false,
+                            connected: false,
                             started_at: at,
                         }),
                     },
@@ -267,8 +271,9 @@ impl Model {
                     .get_mut(call)
                     .filter(|l| l.agent.as_ref().is_some_and(|a| &a.agent == agent))
                 {
-                    if l.dialing().is_some() {
+                    if let Some(o) = l.outbound.as_mut().filter(|o| !o.connected) {
                         // An outbound call's talk starts when the far end answers.
+                        o.connected = true;
                         if let Some(a) = l.agent.as_mut() {
                             a.answered_at = at;
                         }

@@ -417,3 +417,91 @@ async fn a_dial_that_does_not_connect_says_why_hangs_up_both_phones_and_frees_th
     bob.call(Method::DELETE, "/api/session", None).await.ok();
     sys.record_all_published("outbound-failed").await;
 }
+
+#[tokio::test]
+async fn an_outbound_call_is_transferred_like_a_queue_call_and_nobody_gets_a_wrap_up() {
+    let sys = System::start().await;
+    let bob = sys.idle_agent("1002").await;
+    let alice = sys.idle_agent("1001").await;
+
+    let call = bob
+        .post("/api/call/dial", json!({"number": "5554321"}))
+        .await
+        .ok()["call"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    sys.view_when(&bob, "Dialing", |v| v["status"] == "dialing")
+        .await;
+    sys.phone("1002", "answer").await;
+    sys.view_when(&bob, "Connected", |v| v["status"] == "connected")
+        .await;
+
+    // Blind transfer to Alice: Bob is free at once (no wrap-up), Alice rings with the number.
+    bob.post(
+        "/api/call/transfer",
+        json!({"method": "blind", "target": {"agent": "1001"}}),
+    )
+    .await
+    .ok();
+    let v = sys
+        .view_when(&bob, "Bob Idle", |v| v["status"] == "idle")
+        .await;
+    assert!(v["current_call"].is_null(), "{v}");
+    assert_eq!(v["counts"]["completed"], 1);
+    let v = sys
+        .view_when(&alice, "Alice ringing", |v| v["status"] == "ringing")
+        .await;
+    assert_eq!(v["current_call"]["caller_number"], "5554321", "{v}");
+    assert!(v["current_call"]["queue"].is_null(), "{v}");
+    sys.phone("1001", "answer").await;
+    sys.view_when(&alice, "Alice connected", |v| v["status"] == "connected")
+        .await;
+    alice.post("/api/call/hangup", json!({})).await.ok();
+    // No queue, no wrap-up: Alice is Idle at once.
+    let v = sys
+        .view_when(&alice, "Alice Idle", |v| v["status"] == "idle")
+        .await;
+    assert!(v["current_call"].is_null(), "{v}");
+
+    let events = sys.stream_events(&format!("demo/call-{call}")).await;
+    let types: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "OutboundCallStarted",
+            "OutboundCallDialed",
+            "CallConnected",
+            "TransferStarted",
+            "CallEnded",
+            "TransferAnswered",
+            "TransferCompleted",
+            "CallConnected",
+            "CallEnded"
+        ]
+    );
+    let (_, started) = events.iter().find(|(t, _)| t == "TransferStarted").unwrap();
+    assert!(started.get("queue").is_none(), "no queue, not null: {started}");
+    let row = sys
+        .report_row(&call, |r| r["outcome"] == "completed")
+        .await;
+    assert_eq!(
+        (
+            row["direction"].as_str(),
+            row["first_agent"].as_str(),
+            row["last_agent"].as_str(),
+            row["transfers"].as_i64()
+        ),
+        (Some("outbound"), Some("1002"), Some("1001"), Some(1)),
+        "{row}"
+    );
+    // Neither agent has a wrap-up state for it in the reports.
+    let wrap_ups: i64 = sqlx::query_scalar(
+        "select count(*) from reporting.agent_states where tenant = 'demo' and call = $1 and state = 'wrap_up'",
+    )
+    .bind(&call)
+    .fetch_one(&sys.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(wrap_ups, 0);
+}
