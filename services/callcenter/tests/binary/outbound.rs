@@ -481,10 +481,11 @@ async fn an_outbound_call_is_transferred_like_a_queue_call_and_nobody_gets_a_wra
         ]
     );
     let (_, started) = events.iter().find(|(t, _)| t == "TransferStarted").unwrap();
-    assert!(started.get("queue").is_none(), "no queue, not null: {started}");
-    let row = sys
-        .report_row(&call, |r| r["outcome"] == "completed")
-        .await;
+    assert!(
+        started.get("queue").is_none(),
+        "no queue, not null: {started}"
+    );
+    let row = sys.report_row(&call, |r| r["outcome"] == "completed").await;
     assert_eq!(
         (
             row["direction"].as_str(),

@@ -55,11 +55,17 @@ async fn todays_queue_figures_are_pushed_to_supervisors_as_calls_are_answered_an
     assert!(sales["service_level_pct"].is_null() && sales["avg_wait_ms"].is_null());
 
     let mut sse = Sse::open(&sup, "/api/supervisor/events", None).await;
-    pushed(&mut sse, "the first figures", |f| of(f, "500")["offered"] == 0).await;
+    pushed(&mut sse, "the first figures", |f| {
+        of(f, "500")["offered"] == 0
+    })
+    .await;
 
     // A caller is answered by Bob after a moment: answered 1, within the service level.
     sys.place_caller("500", "5551234", "Jane").await;
-    pushed(&mut sse, "the caller waiting", |f| of(f, "500")["waiting"] == 1).await;
+    pushed(&mut sse, "the caller waiting", |f| {
+        of(f, "500")["waiting"] == 1
+    })
+    .await;
     sys.view_when(&bob, "Ringing", |v| v["status"] == "ringing")
         .await;
     tokio::time::sleep(Duration::from_millis(1200)).await;

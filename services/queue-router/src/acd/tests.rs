@@ -941,7 +941,8 @@ fn an_agent_dialling_out_is_offered_no_queue_call_until_the_call_ends_even_with_
     );
     let d = offered(&acd.dispatch(t(21)));
     assert!(
-        d.iter().any(|(c, agents)| c == "c2" && agents.contains(&"1004".to_string())),
+        d.iter()
+            .any(|(c, agents)| c == "c2" && agents.contains(&"1004".to_string())),
         "{d:?}"
     );
 }
