@@ -158,3 +158,33 @@ ensure_promtool() {
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq prometheus >/dev/null \
     || die "could not install prometheus (apt-get install prometheus)"
 }
+
+# Our own nats-server with the product's permissions (the file `callcenter nats-config`
+# prints, into .data/nats-permissions.conf) and a password per user kept in .data/nats.env
+# (created once). Needs the built binary ($1). Exports CC_NATS_URL and, for `run --target all`
+# in one process, CC_NATS_USER=callcenter with its password. CC_NATS_URL set: that server.
+ensure_secured_nats_server() { # $1 = the callcenter binary
+  if [ -n "${CC_NATS_URL:-}" ]; then say "NATS: using CC_NATS_URL"; return; fi
+  ensure_nats_binary
+  "$1" nats-config >"$DATA/nats-permissions.conf"
+  touch "$DATA/nats.env"; chmod 600 "$DATA/nats.env"
+  local var
+  for var in $(sed -n 's/^ *password: \$\([A-Z0-9_]*\)$/\1/p' "$DATA/nats-permissions.conf"); do
+    grep -q "^$var=" "$DATA/nats.env" || printf '%s=k%s\n' "$var" "$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')" >>"$DATA/nats.env"
+  done
+  local port="${CC_NATS_PORT:-14222}"
+  if [ -f "$DATA/nats-secured.pid" ] && kill -0 "$(cat "$DATA/nats-secured.pid")" 2>/dev/null; then
+    kill "$(cat "$DATA/nats-secured.pid")"; sleep 0.5
+  fi
+  port_open "$port" && die "port $port is taken; set CC_NATS_PORT"
+  mkdir -p "$DATA/nats"
+  say "NATS: starting $("$NATS_SERVER_BIN" --version) with permissions on 127.0.0.1:$port (store .data/nats, passwords .data/nats.env)"
+  (set -a; . "$DATA/nats.env"; set +a
+   nohup "$NATS_SERVER_BIN" -c "$DATA/nats-permissions.conf" -a 127.0.0.1 -p "$port" -js -sd "$DATA/nats" >"$DATA/nats.log" 2>&1 &
+   echo $! >"$DATA/nats-secured.pid")
+  for _ in $(seq 100); do port_open "$port" && break; sleep 0.1; done
+  port_open "$port" || die "nats-server did not start; see .data/nats.log"
+  CC_NATS_URL="nats://127.0.0.1:$port"; export CC_NATS_URL
+  CC_NATS_USER=callcenter; export CC_NATS_USER
+  CC_NATS_PASSWORD="$(sed -n 's/^CC_NATS_PASSWORD_CALLCENTER=//p' "$DATA/nats.env")"; export CC_NATS_PASSWORD
+}

@@ -3,6 +3,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
+use tracing::Instrument;
 
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
@@ -101,6 +102,20 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CommandError> 
     serde_path_to_error::deserialize(de).map_err(CommandError::from_json)
 }
 
+/// A header's value.
+pub fn header(headers: Option<&async_nats::HeaderMap>, name: &str) -> Option<String> {
+    headers
+        .and_then(|h| h.get(name))
+        .map(|v| v.as_str().to_string())
+}
+
+/// Adds the current span's trace context (`traceparent`) to NATS headers, when it is traced.
+pub fn inject_trace(headers: &mut async_nats::HeaderMap) {
+    if let Some(t) = cc_trace::current() {
+        headers.insert(cc_trace::TRACEPARENT, t.as_str());
+    }
+}
+
 /// Who sends a command and on behalf of what flow: carried in NATS headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandContext {
@@ -126,6 +141,23 @@ impl CommandContext {
         self
     }
 
+    /// Metadata for the events this command appends: its tenant and correlation, the sender
+    /// as the actor.
+    pub fn metadata(&self) -> cc_eventstore::Metadata {
+        self.metadata_as(&self.actor)
+    }
+
+    /// As [`CommandContext::metadata`], with another actor.
+    pub fn metadata_as(&self, actor: &str) -> cc_eventstore::Metadata {
+        cc_eventstore::Metadata {
+            tenant: self.tenant.clone(),
+            correlation_id: self.correlation_id,
+            causation_id: None,
+            actor: Some(actor.into()),
+            traceparent: None,
+        }
+    }
+
     fn headers(&self) -> async_nats::HeaderMap {
         let mut h = async_nats::HeaderMap::new();
         h.insert("Cc-Actor", self.actor.as_str());
@@ -136,15 +168,12 @@ impl CommandContext {
         if let Some(k) = &self.idempotency_key {
             h.insert("Idempotency-Key", k.as_str());
         }
+        inject_trace(&mut h);
         h
     }
 
     fn from_message(tenant: &str, headers: Option<&async_nats::HeaderMap>) -> Self {
-        let get = |name: &str| {
-            headers
-                .and_then(|h| h.get(name))
-                .map(|v| v.as_str().to_string())
-        };
+        let get = |name: &str| header(headers, name);
         Self {
             tenant: tenant.to_string(),
             actor: get("Cc-Actor").unwrap_or_else(|| "unknown".into()),
@@ -184,17 +213,26 @@ impl Bus {
     ) -> Result<C::Reply, RequestError> {
         let subject = self.subjects.command(C::SERVICE, &ctx.tenant, C::NAME);
         let body = serde_json::to_vec(command).expect("commands serialize");
-        let reply = self
-            .client
-            .request_with_headers(subject, ctx.headers(), body.into())
-            .await
-            .map_err(|e| {
-                if e.kind() == async_nats::RequestErrorKind::NoResponders {
-                    RequestError::NoResponders(C::SERVICE.to_string())
-                } else {
-                    RequestError::Transport(e.to_string())
-                }
-            })?;
+        let span = tracing::info_span!(
+            "command request",
+            otel.name = format!("{} {} request", C::SERVICE, C::NAME),
+            otel.kind = "client",
+            tenant = %ctx.tenant,
+        );
+        let reply = async {
+            self.client
+                .request_with_headers(subject, ctx.headers(), body.into())
+                .await
+        }
+        .instrument(span)
+        .await
+        .map_err(|e| {
+            if e.kind() == async_nats::RequestErrorKind::NoResponders {
+                RequestError::NoResponders(C::SERVICE.to_string())
+            } else {
+                RequestError::Transport(e.to_string())
+            }
+        })?;
         match serde_json::from_slice::<Reply<C::Reply>>(&reply.payload) {
             Ok(Reply::Ok(r)) => Ok(r),
             Ok(Reply::Error(e)) => Err(RequestError::Rejected(e)),
@@ -389,6 +427,7 @@ impl<S: Clone + Send + Sync + 'static> CommandHandlers<S> {
             let metrics = metrics.clone();
             in_flight.spawn(async move {
                 let _permit = permit;
+                let mut reply_trace = None;
                 let reply = match bus.subjects.parse_command(msg.subject.as_str()) {
                     None => Err(CommandError::new(
                         "invalid_subject",
@@ -408,20 +447,33 @@ impl<S: Clone + Send + Sync + 'static> CommandHandlers<S> {
                         }
                         Some(h) => {
                             let ctx = CommandContext::from_message(tenant, msg.headers.as_ref());
+                            let span = cc_trace::following(
+                                tracing::info_span!(
+                                    "command",
+                                    otel.name = format!("{service} {name}"),
+                                    otel.kind = "server",
+                                    tenant = %tenant,
+                                    actor = %ctx.actor,
+                                ),
+                                header(msg.headers.as_ref(), cc_trace::TRACEPARENT).as_deref(),
+                            );
+                            reply_trace = cc_trace::of(&span);
                             // Keys are the caller's: another user reusing one gets no one else's reply.
                             let key = ctx
                                 .idempotency_key
                                 .as_ref()
                                 .map(|k| format!("{}:{k}", ctx.actor));
-                            let run = AssertUnwindSafe(h(state, ctx, msg.payload.clone()))
-                                .catch_unwind()
-                                .map(|r| {
-                                    r.unwrap_or_else(|_| {
-                                        Err(CommandError::internal(format!(
-                                            "{service} failed on {name}"
-                                        )))
-                                    })
-                                });
+                            let run = AssertUnwindSafe(
+                                h(state, ctx, msg.payload.clone()).instrument(span.clone()),
+                            )
+                            .catch_unwind()
+                            .map(|r| {
+                                r.unwrap_or_else(|_| {
+                                    Err(CommandError::internal(format!(
+                                        "{service} failed on {name}"
+                                    )))
+                                })
+                            });
                             match (&idempotency, &key) {
                                 (Some(pool), Some(k)) => {
                                     once(pool, service, tenant, name, k, run).await
@@ -453,7 +505,18 @@ impl<S: Clone + Send + Sync + 'static> CommandHandlers<S> {
                     Err(e) => serde_json::to_vec(&Reply::<()>::Error(e)),
                 }
                 .expect("replies serialize");
-                if let Err(e) = bus.client.publish(reply_to, body.into()).await {
+                let sent = match reply_trace {
+                    // The reply names the handler's span, so the sender may continue from it.
+                    Some(t) => {
+                        let mut h = async_nats::HeaderMap::new();
+                        h.insert(cc_trace::TRACEPARENT, t.as_str());
+                        bus.client
+                            .publish_with_headers(reply_to, h, body.into())
+                            .await
+                    }
+                    None => bus.client.publish(reply_to, body.into()).await,
+                };
+                if let Err(e) = sent {
                     tracing::warn!(error = %e, "could not send a command reply");
                 }
             });

@@ -12,13 +12,16 @@
 pub mod codes;
 mod command;
 pub mod consumer;
+pub mod leader;
+pub mod permissions;
 pub mod relay;
 mod subjects;
 
 pub use command::{
-    parse_json, Command, CommandContext, CommandCounter, CommandError, CommandHandlers,
-    RequestError, TenantScope,
+    header, inject_trace, parse_json, Command, CommandContext, CommandCounter, CommandError,
+    CommandHandlers, RequestError, TenantScope,
 };
+pub use leader::Leader;
 pub use subjects::Subjects;
 
 use cc_eventstore::Migration;

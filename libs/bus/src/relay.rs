@@ -170,6 +170,11 @@ pub fn event_headers(e: &RecordedEvent, last_sequence: u64) -> HeaderMap {
     if let Some(a) = &e.metadata.actor {
         h.insert("ce-actor", a.as_str());
     }
+    if let Some(t) = &e.metadata.traceparent {
+        // W3C trace context, as the CloudEvents distributed tracing extension carries it.
+        h.insert("ce-traceparent", t.as_str());
+        h.insert(cc_trace::TRACEPARENT, t.as_str());
+    }
     h.insert("Cc-Event-Type", e.event_type.as_str());
     h.insert("Cc-Schema-Version", e.schema_version.to_string().as_str());
     h.insert("Cc-Stream-Version", e.version.to_string().as_str());
@@ -183,6 +188,7 @@ pub struct Relay {
     store: EventStore,
     bus: Bus,
     database_url: String,
+    leader: Option<crate::Leader>,
     options: RelayOptions,
 }
 
@@ -202,7 +208,14 @@ impl Relay {
             bus,
             database_url,
             options,
+            leader: None,
         }
+    }
+
+    /// Reports the lease and the relayed position to `leader` (metrics).
+    pub fn with_leader(mut self, leader: crate::Leader) -> Self {
+        self.leader = Some(leader);
+        self
     }
 
     fn lease_key(&self) -> String {
@@ -236,8 +249,12 @@ impl Relay {
             return Ok(());
         };
         tracing::info!(stream = %self.bus.subjects.events_stream(), "relay lease taken; relaying");
+        let _holding = self.leader.as_ref().map(|l| l.took());
         ensure_events_stream(&self.bus, self.options.duplicate_window).await?;
         let mut pos = self.resync().await?;
+        if let Some(l) = &self.leader {
+            l.applied(pos.checkpoint);
+        }
         let mut sub = Subscription::new(self.store.clone(), ReadFilter::All, pos.checkpoint)
             .await
             .map_err(db)?
@@ -258,6 +275,9 @@ impl Relay {
                     // A dead lease connection means another relay may lead now: stop.
                     lease.check().await.map_err(db)?;
                     pos = self.publish(batch, pos).await?;
+                    if let Some(l) = &self.leader {
+                        l.applied(pos.checkpoint);
+                    }
                 }
             }
             if pos.checkpoint != saved && saved_at.elapsed() >= Duration::from_secs(1) {
@@ -273,6 +293,22 @@ impl Relay {
     /// Publishes a batch pipelined, then awaits every ack in order.
     async fn publish(&self, batch: Vec<RecordedEvent>, mut pos: Position) -> Result<Position> {
         let mut acks = Vec::with_capacity(batch.len());
+        // A span per traced event, from its publish to the batch's acks.
+        let spans: Vec<tracing::Span> = batch
+            .iter()
+            .filter(|e| e.metadata.traceparent.is_some())
+            .map(|e| {
+                cc_trace::following(
+                    tracing::info_span!(
+                        "relay publish",
+                        otel.kind = "producer",
+                        event_type = %e.event_type,
+                        position = e.position,
+                    ),
+                    e.metadata.traceparent.as_deref(),
+                )
+            })
+            .collect();
         // The checkpoint before each event: its target copy's (see the module's doc).
         let mut before = pos.checkpoint;
         for e in &batch {
@@ -328,6 +364,7 @@ impl Relay {
         try_join_all(acks)
             .await
             .map_err(|e| anyhow!("JetStream refused or did not ack: {e}"))?;
+        drop(spans);
         if let Some(last) = batch.last() {
             pos.checkpoint = last.checkpoint();
         }

@@ -17,6 +17,10 @@ pub struct Metadata {
     /// Who acted: `agent:1001`, `user:alice`, `system:auth`, `operator`, ...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
+    /// The W3C trace context of the work that appended it (when traces are exported): filled
+    /// by the store from the appending span, so one trace follows the event to its readers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl Metadata {
@@ -27,6 +31,7 @@ impl Metadata {
             correlation_id: Uuid::now_v7(),
             causation_id: None,
             actor: Some(actor.into()),
+            traceparent: None,
         }
     }
 
@@ -37,6 +42,7 @@ impl Metadata {
             correlation_id: cause.metadata.correlation_id,
             causation_id: Some(cause.event_id),
             actor: Some(actor.into()),
+            traceparent: None,
         }
     }
 }

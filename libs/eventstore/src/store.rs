@@ -1,4 +1,5 @@
 use std::sync::Arc;
+use tracing::Instrument;
 
 use serde_json::Value;
 use sqlx::postgres::PgRow;
@@ -126,13 +127,20 @@ impl EventStore {
         expected: ExpectedVersion,
         events: &[NewEvent],
     ) -> Result<AppendResult, AppendError> {
-        let r = self
-            .append_with(&self.pool, stream, expected, events)
-            .await?;
-        if !r.duplicate {
-            self.notify_committed();
+        let span = append_span(stream, events);
+        async {
+            let traced = traced(events);
+            let events = traced.as_deref().unwrap_or(events);
+            let r = self
+                .append_with(&self.pool, stream, expected, events)
+                .await?;
+            if !r.duplicate {
+                self.notify_committed();
+            }
+            Ok(r)
         }
-        Ok(r)
+        .instrument(span)
+        .await
     }
 
     /// As [`EventStore::append`], inside the caller's transaction: a service can update its
@@ -145,8 +153,15 @@ impl EventStore {
         expected: ExpectedVersion,
         events: &[NewEvent],
     ) -> Result<AppendResult, AppendError> {
+        let span = append_span(stream, events);
+        let traced = span.in_scope(|| traced(events));
+        let events = traced.as_deref().unwrap_or(events);
         // A unique violation aborts the caller's transaction: report it, never retry.
-        match self.try_append(true, tx, stream, expected, events).await {
+        match self
+            .try_append(true, tx, stream, expected, events)
+            .instrument(span)
+            .await
+        {
             Ok(r) if r.duplicate => Err(AppendError::EventIdReused),
             Err(AppendError::Database(sqlx::Error::Database(db)))
                 if db.code().as_deref() == Some("23505")
@@ -434,6 +449,7 @@ impl EventStore {
             correlation_id: Uuid::nil(),
             causation_id: None,
             actor: None,
+            traceparent: None,
         });
         let mut event = RecordedEvent {
             position: r.get("position"),
@@ -450,4 +466,30 @@ impl EventStore {
         self.upcasters.apply(&mut event);
         event
     }
+}
+
+/// The span of one append (a child of the writer's span: the decision that led to it).
+fn append_span(stream: &StreamName, events: &[NewEvent]) -> tracing::Span {
+    tracing::info_span!(
+        "eventstore append",
+        stream = %stream.key(),
+        events = events.len(),
+        otel.kind = "client"
+    )
+}
+
+/// `events` with the current trace context in their metadata, so that their readers continue
+/// the trace; `None` when nothing is traced (the events are stored as they are).
+fn traced(events: &[NewEvent]) -> Option<Vec<NewEvent>> {
+    let tp = cc_trace::current()?;
+    Some(
+        events
+            .iter()
+            .cloned()
+            .map(|mut e| {
+                e.metadata.traceparent.get_or_insert_with(|| tp.clone());
+                e
+            })
+            .collect(),
+    )
 }

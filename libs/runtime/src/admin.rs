@@ -9,8 +9,11 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde_json::json;
+use std::sync::atomic::AtomicU64;
 
 /// The state of each dependency of the process, as shown by `/readyz`.
 #[derive(Clone, Default)]
@@ -56,6 +59,10 @@ pub struct Metrics {
     registry: Arc<Mutex<Registry>>,
     /// `cc_commands_total{service, command, outcome}`.
     pub commands: cc_bus::CommandCounter,
+    leaders: Arc<Mutex<Vec<cc_bus::Leader>>>,
+    lease_held: Family<Vec<(&'static str, String)>, Gauge>,
+    lag: Family<Vec<(&'static str, String)>, Gauge<f64, AtomicU64>>,
+    dependency_up: Family<Vec<(&'static str, String)>, Gauge>,
 }
 
 impl Default for Metrics {
@@ -67,9 +74,30 @@ impl Default for Metrics {
             "Commands handled, by service, command and outcome (ok or the error code)",
             commands.clone(),
         );
+        let (lease_held, lag, dependency_up) =
+            (Family::default(), Family::default(), Family::default());
+        registry.register(
+            "lease_held",
+            "1 while this process holds the lease (relay, queue_router, call_control, portal_projection, reporting_projection, webhooks), else 0: summed over the replicas, each lease is 1",
+            lease_held.clone(),
+        );
+        registry.register(
+            "consumer_lag_seconds",
+            "How long the oldest stored event the leading consumer has not applied yet has waited (0 when it is caught up); only the leader reports it",
+            lag.clone(),
+        );
+        registry.register(
+            "dependency_up",
+            "1 when this process is connected to the dependency (postgres, nats, migrations), else 0",
+            dependency_up.clone(),
+        );
         Self {
             registry: Arc::new(Mutex::new(registry)),
             commands,
+            leaders: Arc::default(),
+            lease_held,
+            lag,
+            dependency_up,
         }
     }
 }
@@ -83,6 +111,63 @@ impl Metrics {
         metric: impl prometheus_client::registry::Metric,
     ) {
         self.registry.lock().unwrap().register(name, help, metric);
+    }
+
+    /// The lease-holding component `name` of this process (one per name).
+    pub fn leader(&self, name: &'static str) -> cc_bus::Leader {
+        let mut leaders = self.leaders.lock().unwrap();
+        if let Some(l) = leaders.iter().find(|l| l.name() == name) {
+            return l.clone();
+        }
+        let l = cc_bus::Leader::new(
+            name,
+            self.lease_held
+                .get_or_create(&vec![("lease", name.to_string())])
+                .clone(),
+        );
+        leaders.push(l.clone());
+        l
+    }
+
+    /// Every 5 s until `cancel`, sets each leading consumer's lag from the store: the age of
+    /// the oldest event after its position.
+    pub async fn watch_lag(self, pool: sqlx::PgPool, cancel: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let leaders = self.leaders.lock().unwrap().clone();
+            for l in leaders {
+                let labels = vec![("consumer", l.name().to_string())];
+                let Some(cp) = l.position() else {
+                    self.lag.remove(&labels);
+                    continue;
+                };
+                let age: Result<Option<f64>, _> = sqlx::query_scalar(
+                    "select extract(epoch from clock_timestamp() - recorded_at)::float8 from es_events
+                      where (xid, position) > ($1, $2) order by xid, position limit 1",
+                )
+                .bind(cp.xid)
+                .bind(cp.position)
+                .fetch_optional(&pool)
+                .await;
+                if let Ok(age) = age {
+                    self.lag
+                        .get_or_create(&labels)
+                        .set(age.unwrap_or(0.0).max(0.0));
+                }
+            }
+        }
+    }
+
+    fn observe_readiness(&self, readiness: &Readiness) {
+        for (name, state) in readiness.deps.lock().unwrap().iter() {
+            self.dependency_up
+                .get_or_create(&vec![("dependency", name.clone())])
+                .set(i64::from(state.is_ok()));
+        }
     }
 
     pub fn encode(&self) -> String {
@@ -131,6 +216,7 @@ async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn metrics_text(State(s): State<AdminState>) -> impl IntoResponse {
+    s.metrics.observe_readiness(&s.readiness);
     (
         [(
             header::CONTENT_TYPE,

@@ -27,6 +27,10 @@ pub struct Config {
     pub log_format: LogFormat,
     /// A tracing filter such as `info` or `info,cc_bus=debug`. `CC_LOG`.
     pub log: String,
+    /// Where traces go: an OTLP/HTTP endpoint such as `http://otel-collector:4318` (`/v1/traces`
+    /// is added when it has no path); unset, no traces are made. `CC_OTLP_ENDPOINT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
     /// Seconds to finish in-flight work after SIGTERM. `CC_SHUTDOWN_GRACE_SECS`.
     pub shutdown_grace_secs: u64,
     /// Largest number of PostgreSQL connections of this process. `CC_DATABASE_MAX_CONNECTIONS`.
@@ -46,6 +50,35 @@ pub struct Config {
     pub sip: SipConfig,
     /// Webhook deliveries (target `webhooks`); see [`WebhookConfig`].
     pub webhooks: WebhookConfig,
+    /// How this process authenticates to NATS and checks its certificate; see [`NatsAuth`].
+    pub nats: NatsAuth,
+}
+
+/// The NATS identity and TLS of a process.
+///
+/// Identity: with `user` set, every target of the process connects as that one user (an
+/// operator command, an integrator, or `callcenter` for `run --target all`). Without it, each
+/// target connects as the user named like the target whose password is in
+/// `CC_NATS_PASSWORD_<TARGET>` (e.g. `CC_NATS_PASSWORD_QUEUE_ROUTER`), and anonymously when
+/// that variable is not set (a server without authorization, on a laptop).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsAuth {
+    /// One NATS user for the whole process. `CC_NATS_USER`.
+    pub user: String,
+    /// Its password. `CC_NATS_PASSWORD`.
+    pub password: String,
+    /// A PEM file of the CA(s) that signed the NATS server's certificate; set, the connection
+    /// must be TLS (`tls://` URLs imply it too). `CC_NATS_CA_FILE`.
+    pub ca_file: String,
+    /// A PEM client certificate, for a server that asks for one (`verify: true`), with
+    /// `key_file`. `CC_NATS_CERT_FILE`.
+    pub cert_file: String,
+    /// The PEM private key of `cert_file`. `CC_NATS_KEY_FILE`.
+    pub key_file: String,
+    /// Tenants whose integrator users `callcenter nats-config` lists (comma-separated).
+    /// `CC_NATS_INTEGRATOR_TENANTS`.
+    pub integrator_tenants: Vec<String>,
 }
 
 /// How the webhooks service delivers.
@@ -354,6 +387,7 @@ impl Default for Config {
             demo: false,
             log_format: LogFormat::Human,
             log: "info,rsipstack=warn".into(),
+            otlp_endpoint: None,
             shutdown_grace_secs: 20,
             database_max_connections: 20,
             trusted_proxies: Networks::default(),
@@ -361,6 +395,7 @@ impl Default for Config {
             auth_prune_secs: 300,
             sip: SipConfig::default(),
             webhooks: WebhookConfig::default(),
+            nats: NatsAuth::default(),
         }
     }
 }
@@ -433,6 +468,25 @@ pub const ENV_VARS: &[(&str, Setter)] = &[
         }
         Ok(())
     }),
+    ("CC_NATS_USER", |c, v| set_string(&mut c.nats.user, v)),
+    ("CC_NATS_PASSWORD", |c, v| {
+        set_string(&mut c.nats.password, v)
+    }),
+    ("CC_NATS_CA_FILE", |c, v| set_string(&mut c.nats.ca_file, v)),
+    ("CC_NATS_CERT_FILE", |c, v| {
+        set_string(&mut c.nats.cert_file, v)
+    }),
+    ("CC_NATS_KEY_FILE", |c, v| {
+        set_string(&mut c.nats.key_file, v)
+    }),
+    ("CC_NATS_INTEGRATOR_TENANTS", |c, v| {
+        c.nats.integrator_tenants = v
+            .split(',')
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect();
+        Ok(())
+    }),
     ("CC_SIP_TENANTS", |c, v| {
         c.sip.tenants = v
             .split(',')
@@ -462,6 +516,10 @@ pub const ENV_VARS: &[(&str, Setter)] = &[
     }),
     ("CC_SIP_PBX", |c, v| {
         c.sip.pbx = parse_pbx(v)?;
+        Ok(())
+    }),
+    ("CC_OTLP_ENDPOINT", |c, v| {
+        c.otlp_endpoint = (!v.trim().is_empty()).then(|| v.trim().to_string());
         Ok(())
     }),
     ("CC_WEBHOOK_ALLOW_PRIVATE", |c, v| {
@@ -541,6 +599,9 @@ impl Config {
         let mut c = self.clone();
         c.database_url = redact_url(&c.database_url);
         c.nats_url = redact_url(&c.nats_url);
+        if !c.nats.password.is_empty() {
+            c.nats.password = "***".into();
+        }
         toml::to_string_pretty(&c).expect("config serializes")
     }
 }

@@ -80,16 +80,98 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// Who a NATS connection is: a user and its password (see [`crate::NatsAuth`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct NatsIdentity {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for NatsIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NatsIdentity({})", self.user)
+    }
+}
+
+impl NatsIdentity {
+    /// The identity of the process as a whole: `CC_NATS_USER` / `CC_NATS_PASSWORD`.
+    pub fn of_process(config: &Config) -> Option<NatsIdentity> {
+        (!config.nats.user.is_empty()).then(|| NatsIdentity {
+            user: config.nats.user.clone(),
+            password: config.nats.password.clone(),
+        })
+    }
+
+    /// The identity of one target: the process's if set, else the target's own user with the
+    /// password of `CC_NATS_PASSWORD_<TARGET>` (`env` reads the environment), else none.
+    pub fn of_target(
+        config: &Config,
+        target: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Option<NatsIdentity> {
+        Self::of_process(config).or_else(|| {
+            env(&cc_bus::permissions::password_var(target)).map(|password| NatsIdentity {
+                user: target.to_string(),
+                password,
+            })
+        })
+    }
+}
+
+/// The connect options of an identity with the TLS settings of `config`: user and password,
+/// the user's own reply-inbox prefix (its permissions allow no other), the CA and client
+/// certificate.
+pub fn nats_options(
+    config: &Config,
+    identity: Option<&NatsIdentity>,
+) -> async_nats::ConnectOptions {
+    let mut o = async_nats::ConnectOptions::new();
+    if let Some(id) = identity {
+        o = o
+            .user_and_password(id.user.clone(), id.password.clone())
+            .custom_inbox_prefix(cc_bus::permissions::inbox_prefix(&id.user));
+    }
+    let tls = &config.nats;
+    if !tls.ca_file.is_empty() {
+        o = o
+            .add_root_certificates(tls.ca_file.clone().into())
+            .require_tls(true);
+    }
+    if !tls.cert_file.is_empty() {
+        o = o.add_client_certificate(tls.cert_file.clone().into(), tls.key_file.clone().into());
+    }
+    o
+}
+
+/// Connects once (operator commands): no waiting, an error names the URL and the user.
+pub async fn nats_once(
+    config: &Config,
+    identity: Option<&NatsIdentity>,
+) -> anyhow::Result<async_nats::Client> {
+    nats_options(config, identity)
+        .connection_timeout(Duration::from_secs(5))
+        .connect(&config.nats_url)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach NATS at {} as {}: {e}",
+                config.nats_url,
+                identity.map_or("an anonymous user", |i| i.user.as_str())
+            )
+        })
+}
+
 /// Connects to NATS and checks it is >= 2.10 with JetStream. `None` if cancelled.
 pub async fn nats(
     config: &Config,
+    identity: Option<&NatsIdentity>,
     readiness: &Readiness,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Option<async_nats::Client>> {
     readiness.expect("nats");
     let mut attempt = 0;
     loop {
-        let r = async_nats::ConnectOptions::new()
+        let r = nats_options(config, identity)
             .connection_timeout(Duration::from_secs(3))
             .retry_on_initial_connect()
             .max_reconnects(None)
@@ -129,7 +211,8 @@ pub async fn nats(
                     );
                 }
                 readiness.ready("nats");
-                tracing::info!(version = %info.version, url = %config.nats_url, "connected to NATS");
+                let user = identity.map_or("", |i| i.user.as_str());
+                tracing::info!(version = %info.version, url = %config.nats_url, user, "connected to NATS");
                 return Ok(Some(client));
             }
             Err(e) => {

@@ -18,7 +18,7 @@ pub mod web;
 
 pub use admin::{Metrics, Readiness};
 pub use config::{
-    Config, ConfigError, LogFormat, Networks, PbxTrunk, PresencePackage, ProxyHeader, SipConfig,
-    WebhookConfig,
+    Config, ConfigError, LogFormat, NatsAuth, Networks, PbxTrunk, PresencePackage, ProxyHeader,
+    SipConfig, WebhookConfig,
 };
 pub use context::Context;

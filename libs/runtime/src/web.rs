@@ -84,3 +84,32 @@ pub async fn harden(mut response: Response) -> Response {
     }
     response
 }
+
+/// A span per HTTP request, a child of the client's `traceparent` header when it sends one
+/// (the portal's pages do: one trace from the click). For `axum::middleware::from_fn`.
+pub async fn trace(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use tracing::Instrument;
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = request.method().to_string();
+    let span = cc_trace::following(
+        tracing::info_span!(
+            "http request",
+            otel.name = format!("{method} {route}"),
+            otel.kind = "server",
+            http.request.method = %method,
+            http.route = %route,
+            http.response.status_code = tracing::field::Empty,
+        ),
+        request
+            .headers()
+            .get(cc_trace::TRACEPARENT)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
+    response
+}

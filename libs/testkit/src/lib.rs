@@ -60,6 +60,22 @@ pub struct NatsServer {
     child: Option<Child>,
     pub port: u16,
     store: PathBuf,
+    setup: NatsSetup,
+}
+
+/// How a test's nats-server is configured beyond the defaults (`NatsServer::start_with`).
+#[derive(Debug, Clone, Default)]
+pub struct NatsSetup {
+    /// A configuration file's text (e.g. the authorization block of `callcenter nats-config`).
+    pub config: Option<String>,
+    /// Environment variables of the server (the passwords the configuration refers to).
+    pub env: Vec<(String, String)>,
+    /// More command-line arguments (e.g. `--tls ...`).
+    pub args: Vec<String>,
+    /// The user and password of the test's own clients ([`NatsServer::login`]).
+    pub login: Option<(String, String)>,
+    /// The URL scheme (`nats` or `tls`).
+    pub scheme: Option<String>,
 }
 
 /// The nats-server binary: `CC_NATS_SERVER_BIN`, else the project's `.tools/bin/nats-server`,
@@ -93,23 +109,59 @@ impl NatsServer {
 
     /// Starts a server on a given port (e.g. one a process under test already waits for).
     pub fn start_on(port: u16) -> NatsServer {
+        Self::start_with_on(port, NatsSetup::default())
+    }
+
+    /// A server with a configuration file, environment and arguments of the test's choice.
+    pub fn start_with(setup: NatsSetup) -> NatsServer {
+        Self::start_with_on(free_port(), setup)
+    }
+
+    fn start_with_on(port: u16, setup: NatsSetup) -> NatsServer {
         let store = std::env::temp_dir().join(format!("cc-nats-{}", uuid::Uuid::new_v4().simple()));
         let mut s = NatsServer {
             child: None,
             port,
             store,
+            setup,
         };
         s.spawn();
         s
     }
 
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", self.scheme(), self.port)
+    }
+
+    /// The user and password of the setup, for the test's own clients (async-nats ignores a
+    /// user and password in the URL).
+    pub fn login(&self) -> Option<(String, String)> {
+        self.setup.login.clone()
+    }
+
+    fn scheme(&self) -> &str {
+        self.setup.scheme.as_deref().unwrap_or("nats")
     }
 
     fn spawn(&mut self) {
         let bin = nats_server_bin();
-        let child = Command::new(&bin)
+        let mut cmd = Command::new(&bin);
+        if let Some(config) = &self.setup.config {
+            let file = self.store.with_extension("conf");
+            std::fs::write(&file, config).unwrap();
+            cmd.arg("-c").arg(file);
+        }
+        cmd.envs(self.setup.env.iter().cloned())
+            .args(&self.setup.args);
+        // CC_TEST_NATS_LOG_DIR=dir keeps each server's log (permission violations, TLS errors).
+        let stderr = match std::env::var_os("CC_TEST_NATS_LOG_DIR") {
+            Some(dir) => Stdio::from(
+                std::fs::File::create(PathBuf::from(dir).join(format!("nats-{}.log", self.port)))
+                    .unwrap(),
+            ),
+            None => Stdio::null(),
+        };
+        let child = cmd
             .args([
                 "-a",
                 "127.0.0.1",
@@ -120,7 +172,7 @@ impl NatsServer {
             ])
             .arg(&self.store)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(
@@ -159,6 +211,7 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.store);
+        let _ = std::fs::remove_file(self.store.with_extension("conf"));
     }
 }
 

@@ -6,7 +6,7 @@ use cc_contracts::domain::{AgentNumber, DeviceId, QueueNumber};
 use cc_contracts::encode;
 use cc_contracts::queue::GetAssignments;
 use cc_contracts::session::*;
-use cc_eventstore::{ExpectedVersion, Metadata, StreamName};
+use cc_eventstore::{ExpectedVersion, StreamName};
 use cc_runtime::Context;
 use sqlx::Row;
 use uuid::Uuid;
@@ -187,12 +187,7 @@ pub async fn execute(
             _ => {}
         }
     }
-    let meta = Metadata {
-        tenant: c.tenant.clone(),
-        correlation_id: c.correlation_id,
-        causation_id: None,
-        actor: Some(c.actor.clone()),
-    };
+    let meta = c.metadata();
     let encoded: Vec<_> = events.iter().map(|e| encode(e, meta.clone())).collect();
     let stream = StreamName::new(&c.tenant, "agent", agent.as_str())
         .expect("agent numbers are valid stream ids");

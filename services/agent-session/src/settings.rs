@@ -4,18 +4,9 @@ use cc_bus::{CommandContext, CommandError};
 use cc_contracts::domain::parse_reason_name;
 use cc_contracts::encode;
 use cc_contracts::session::*;
-use cc_eventstore::{ExpectedVersion, Metadata, StreamName};
+use cc_eventstore::{ExpectedVersion, StreamName};
 use cc_runtime::Context;
 use sqlx::PgPool;
-
-fn meta(c: &CommandContext) -> Metadata {
-    Metadata {
-        tenant: c.tenant.clone(),
-        correlation_id: c.correlation_id,
-        causation_id: None,
-        actor: Some(c.actor.clone()),
-    }
-}
 
 pub async fn list_pause_reasons(
     pool: &PgPool,
@@ -125,7 +116,7 @@ pub async fn change_pause_reason(
             &mut tx,
             &stream,
             ExpectedVersion::Any,
-            &[encode(&event, meta(c))],
+            &[encode(&event, c.metadata())],
         )
         .await?;
     tx.commit().await?;
@@ -192,7 +183,7 @@ pub async fn set_agent_defaults(
             &mut tx,
             &stream,
             ExpectedVersion::Any,
-            &[encode(&e, meta(c))],
+            &[encode(&e, c.metadata())],
         )
         .await?;
     tx.commit().await?;

@@ -5,7 +5,7 @@ use cc_contracts::auth::*;
 use cc_contracts::domain::AgentNumber;
 use cc_contracts::encode;
 use cc_contracts::session::GetAgentDefaults;
-use cc_eventstore::{ExpectedVersion, Metadata, StreamName};
+use cc_eventstore::{ExpectedVersion, StreamName};
 use cc_runtime::Context;
 use sqlx::{PgPool, Row};
 
@@ -17,15 +17,6 @@ pub fn unknown_agent(agent: &AgentNumber) -> CommandError {
         "agent",
         format!("there is no agent {agent} in this tenant"),
     )
-}
-
-fn meta(c: &CommandContext) -> Metadata {
-    Metadata {
-        tenant: c.tenant.clone(),
-        correlation_id: c.correlation_id,
-        causation_id: None,
-        actor: Some(c.actor.clone()),
-    }
 }
 
 fn stream(tenant: &str, category: &str, id: &str) -> Result<StreamName, CommandError> {
@@ -84,7 +75,7 @@ pub async fn create_tenant(
                 &mut tx,
                 &s,
                 ExpectedVersion::NoStream,
-                &[encode(&e, meta(c))],
+                &[encode(&e, c.metadata())],
             )
             .await?;
     }
@@ -180,7 +171,7 @@ pub async fn create_agent(
             &mut tx,
             &s,
             ExpectedVersion::NoStream,
-            &[encode(&e, meta(c))],
+            &[encode(&e, c.metadata())],
         )
         .await?;
     tx.commit().await?;
@@ -251,7 +242,12 @@ pub async fn update_agent(
     };
     let s = stream(&c.tenant, "agent_account", cmd.agent.as_str())?;
     ctx.store
-        .append_in(&mut tx, &s, ExpectedVersion::Any, &[encode(&e, meta(c))])
+        .append_in(
+            &mut tx,
+            &s,
+            ExpectedVersion::Any,
+            &[encode(&e, c.metadata())],
+        )
         .await?;
     tx.commit().await?;
     ctx.store.notify_committed();
@@ -278,7 +274,12 @@ pub async fn set_password(
     };
     let s = stream(&c.tenant, "agent_account", cmd.agent.as_str())?;
     ctx.store
-        .append_in(&mut tx, &s, ExpectedVersion::Any, &[encode(&e, meta(c))])
+        .append_in(
+            &mut tx,
+            &s,
+            ExpectedVersion::Any,
+            &[encode(&e, c.metadata())],
+        )
         .await?;
     tx.commit().await?;
     ctx.store.notify_committed();
@@ -310,14 +311,14 @@ pub async fn set_enabled(
             &AgentAccountEvent::AgentAccountEnabled {
                 agent: cmd.agent.clone(),
             },
-            meta(c),
+            c.metadata(),
         ));
     } else {
         events.push(encode(
             &AgentAccountEvent::AgentAccountDisabled {
                 agent: cmd.agent.clone(),
             },
-            meta(c),
+            c.metadata(),
         ));
     }
     let s = stream(&c.tenant, "agent_account", cmd.agent.as_str())?;
@@ -396,7 +397,7 @@ pub async fn create_user(
             &mut tx,
             &s,
             ExpectedVersion::NoStream,
-            &[encode(&e, meta(c))],
+            &[encode(&e, c.metadata())],
         )
         .await?;
     tx.commit().await?;

@@ -4,7 +4,7 @@ use cc_bus::{CommandContext, CommandError};
 use cc_contracts::auth::*;
 use cc_contracts::domain::AgentNumber;
 use cc_contracts::encode;
-use cc_eventstore::{ExpectedVersion, Metadata, StreamName};
+use cc_eventstore::{ExpectedVersion, StreamName};
 use cc_runtime::Context;
 use chrono::{Duration, Utc};
 use rand::RngCore;
@@ -44,15 +44,6 @@ fn role_str(r: Role) -> &'static str {
         Role::Agent => "agent",
         Role::Supervisor => "supervisor",
         Role::Admin => "admin",
-    }
-}
-
-fn portal_meta(c: &CommandContext, actor: &str) -> Metadata {
-    Metadata {
-        tenant: c.tenant.clone(),
-        correlation_id: c.correlation_id,
-        causation_id: None,
-        actor: Some(actor.into()),
     }
 }
 
@@ -167,7 +158,7 @@ pub async fn sign_in(
             &mut tx,
             &s,
             ExpectedVersion::NoStream,
-            &[encode(&e, portal_meta(c, &actor))],
+            &[encode(&e, c.metadata_as(&actor))],
         )
         .await?;
     tx.commit().await?;
@@ -271,12 +262,7 @@ async fn append_signed_out(
         reason: reason.into(),
     };
     ctx.store
-        .append_in(
-            tx,
-            &s,
-            ExpectedVersion::Any,
-            &[encode(&e, portal_meta(c, &c.actor))],
-        )
+        .append_in(tx, &s, ExpectedVersion::Any, &[encode(&e, c.metadata())])
         .await?;
     Ok(())
 }

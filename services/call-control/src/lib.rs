@@ -72,10 +72,12 @@ async fn channel_consumer(
 }
 
 async fn lead(ctx: &Context) -> anyhow::Result<()> {
+    let leader = ctx.metrics.leader("call_control");
     let Some(mut lease) = Lease::try_acquire(&ctx.config.database_url, "cc-call-control").await?
     else {
         return Ok(());
     };
+    let _holding = leader.took();
     let cc = CallControl {
         ctx: ctx.clone(),
         state: Arc::default(),

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use cc_runtime::connect::NatsIdentity;
 use cc_runtime::{connect, shutdown, telemetry, Config, Context, Metrics, Readiness};
 use clap::{Parser, Subcommand};
 use targets::Target;
@@ -45,6 +46,13 @@ enum Command {
     Config,
     /// List the targets and what each runs.
     Targets,
+    /// Print the nats-server `authorization` block of every NATS user (each service target,
+    /// `callcenter`, `operator`, the integrators), generated from the permission table.
+    NatsConfig {
+        /// Tenants whose integrator users to list (default CC_NATS_INTEGRATOR_TENANTS).
+        #[arg(long, value_delimiter = ',')]
+        tenants: Option<Vec<String>>,
+    },
     /// Tenants (the services must be running).
     #[command(subcommand)]
     Tenant(ops::TenantCommand),
@@ -94,6 +102,10 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::NatsConfig { tenants } => {
+            print!("{}", ops::nats_config(&config, tenants));
+            Ok(())
+        }
         Command::Migrate => runtime()?.block_on(async {
             telemetry::init(config.log_format, &config.log);
             let cancel = shutdown::on_signal();
@@ -123,8 +135,18 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 async fn run(config: Config, targets: Vec<Target>) -> anyhow::Result<()> {
-    telemetry::init(config.log_format, &config.log);
     let names: Vec<String> = targets.iter().map(|t| t.name().to_string()).collect();
+    let telemetry = telemetry::init_with_traces(
+        config.log_format,
+        &config.log,
+        &telemetry::Traces {
+            endpoint: config.otlp_endpoint.clone(),
+            service_name: std::env::var("OTEL_SERVICE_NAME")
+                .ok()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| service_name(&targets)),
+        },
+    );
     tracing::info!(targets = ?names, "starting");
     let cancel = shutdown::on_signal();
     let readiness = Readiness::default();
@@ -157,32 +179,52 @@ async fn run(config: Config, targets: Vec<Target>) -> anyhow::Result<()> {
     let Some(pool) = connect::postgres(&config, &readiness, &cancel).await? else {
         return Ok(());
     };
-    let Some(client) = connect::nats(&config, &readiness, &cancel).await? else {
-        return Ok(());
-    };
+    // Each target connects as its own NATS user (or all as CC_NATS_USER); targets with the
+    // same identity share a connection.
+    let mut clients: Vec<(Option<NatsIdentity>, async_nats::Client)> = Vec::new();
+    let mut contexts: Vec<(Target, Context)> = Vec::new();
+    let store = cc_eventstore::EventStore::new(pool.clone());
+    for t in &targets {
+        let id = NatsIdentity::of_target(&config, t.name(), |k| std::env::var(k).ok());
+        let client = match clients.iter().find(|(i, _)| *i == id) {
+            Some((_, c)) => c.clone(),
+            None => {
+                let Some(c) = connect::nats(&config, id.as_ref(), &readiness, &cancel).await?
+                else {
+                    return Ok(());
+                };
+                clients.push((id, c.clone()));
+                c
+            }
+        };
+        let ctx = Context {
+            store: store.clone(),
+            bus: cc_bus::Bus::new(client, cc_bus::Subjects::new(&config.subject_prefix)),
+            pool: pool.clone(),
+            config: config.clone(),
+            cancel: cancel.clone(),
+            readiness: readiness.clone(),
+            metrics: metrics.clone(),
+        };
+        contexts.push((*t, ctx));
+    }
     targets::migrate_all(&pool).await?;
     readiness.ready("migrations");
     connect::watch(
         pool.clone(),
-        client.clone(),
+        clients[0].1.clone(),
         readiness.clone(),
         cancel.clone(),
     );
 
-    let ctx = Context {
-        store: cc_eventstore::EventStore::new(pool.clone()),
-        bus: cc_bus::Bus::new(
-            client.clone(),
-            cc_bus::Subjects::new(&config.subject_prefix),
-        ),
-        pool,
-        config: config.clone(),
-        cancel: cancel.clone(),
-        readiness,
-        metrics,
-    };
+    tokio::spawn(metrics.clone().watch_lag(pool.clone(), cancel.clone()));
     let mut tasks = tokio::task::JoinSet::new();
-    if config.demo && targets.contains(&Target::Auth) {
+    // The demo seed sends admin commands as the portal would (its NATS rights), else as auth.
+    let seeder = contexts
+        .iter()
+        .find(|(t, _)| *t == Target::Portal)
+        .or_else(|| contexts.iter().find(|(t, _)| *t == Target::Auth));
+    if let (true, Some((_, ctx))) = (config.demo && targets.contains(&Target::Auth), seeder) {
         let ctx = ctx.clone();
         tokio::spawn(async move {
             if let Err(e) = demo::seed(ctx).await {
@@ -190,8 +232,7 @@ async fn run(config: Config, targets: Vec<Target>) -> anyhow::Result<()> {
             }
         });
     }
-    for t in targets {
-        let ctx = ctx.clone();
+    for (t, ctx) in contexts {
         tasks.spawn(async move { (t, t.run(ctx).await) });
     }
     // The first task to stop (or a signal) stops the process; a failure makes the exit status
@@ -223,7 +264,20 @@ async fn run(config: Config, targets: Vec<Target>) -> anyhow::Result<()> {
             "some work did not finish within the shutdown grace period"
         );
     }
-    let _ = client.flush().await;
+    for (_, c) in &clients {
+        let _ = c.flush().await;
+    }
+    telemetry.shutdown().await;
     tracing::info!("stopped");
     failure.map_or(Ok(()), Err)
+}
+
+/// `service.name` of a process's spans: `callcenter` for every target in one process, else
+/// `callcenter-<target>[+<target>...]`.
+fn service_name(targets: &[Target]) -> String {
+    if Target::ALL.iter().all(|t| targets.contains(t)) {
+        return "callcenter".into();
+    }
+    let names: Vec<&str> = targets.iter().map(|t| t.name()).collect();
+    format!("callcenter-{}", names.join("+"))
 }

@@ -14,6 +14,9 @@ use clap::Subcommand;
 
 #[derive(Subcommand)]
 pub enum TenantCommand {
+    /// Read-only NATS credentials for a tenant's integrator: its own events
+    /// (`<prefix>.events.<tenant>.>`) through its one durable consumer, nothing else.
+    Credentials { tenant: String },
     /// Create a tenant with its first admin account.
     Create {
         /// The tenant's slug: its subdomain (a-z, 0-9, '-').
@@ -122,16 +125,81 @@ pub enum PbxCommand {
     },
 }
 
+/// The operator commands connect as CC_NATS_USER (e.g. `operator`, or an integrator).
 async fn bus(config: &Config) -> anyhow::Result<Bus> {
-    let client = async_nats::connect(&config.nats_url)
-        .await
-        .with_context(|| format!("cannot reach NATS at {}", config.nats_url))?;
+    let identity = cc_runtime::connect::NatsIdentity::of_process(config);
+    let client = cc_runtime::connect::nats_once(config, identity.as_ref()).await?;
     Ok(Bus::new(client, Subjects::new(&config.subject_prefix)))
 }
 
+/// `callcenter nats-config`: the nats-server authorization block of every NATS user, from the
+/// permission table (libs/bus/src/permissions.rs).
+pub fn nats_config(config: &Config, tenants: Option<Vec<String>>) -> String {
+    cc_bus::permissions::server_config(
+        &Subjects::new(&config.subject_prefix),
+        &tenants
+            .unwrap_or_else(|| config.nats.integrator_tenants.clone())
+            .into_iter()
+            .filter(|t| !t.is_empty())
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// `callcenter tenant credentials <tenant>`: a new password for the tenant's integrator and
+/// what to do with it (the nats-server learns it from its environment; see
+/// docs/operations.md).
+pub fn credentials(config: &Config, tenant: &str) -> anyhow::Result<String> {
+    use cc_bus::permissions::{integrator_durable, integrator_user, password_var};
+    if tenant.is_empty()
+        || !tenant
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        anyhow::bail!("tenant {tenant:?}: a tenant's slug is a-z, 0-9 and '-'");
+    }
+    let s = Subjects::new(&config.subject_prefix);
+    let user = integrator_user(tenant);
+    use rand::Rng;
+    // A letter, then 47 alphanumeric characters from the OS's generator (about 280 bits): the
+    // nats-server reads the variable as a configuration value, which must be a plain string.
+    let password: String = std::iter::once('k')
+        .chain(
+            rand::rngs::OsRng
+                .sample_iter(&rand::distributions::Alphanumeric)
+                .take(47)
+                .map(char::from),
+        )
+        .collect();
+    Ok(format!(
+        "# NATS credentials of tenant {tenant}'s integrator: read-only, its own events only.\n\
+         # 1. Give the nats-server this variable (a Kubernetes Secret, the compose .env):\n\
+         {var}={password}\n\
+         # 2. List the tenant in CC_NATS_INTEGRATOR_TENANTS, regenerate the server's file with\n\
+         #    `callcenter nats-config` and reload it (nats-server --signal reload).\n\
+         # 3. Hand the integrator:\n\
+         user={user}\n\
+         password={password}\n\
+         durable_consumer={durable}\n\
+         stream={stream}\n\
+         filter_subject={filter}\n\
+         inbox_prefix={inbox}\n\
+         # e.g. CC_NATS_USER={user} CC_NATS_PASSWORD=... callcenter events --durable {durable} --subject '{filter}'\n",
+        var = password_var(&user),
+        durable = integrator_durable(tenant),
+        stream = s.events_stream(),
+        filter = s.tenant_events(tenant),
+        inbox = cc_bus::permissions::inbox_prefix(&user),
+    ))
+}
+
 pub async fn tenant(config: &Config, cmd: TenantCommand) -> anyhow::Result<()> {
+    if let TenantCommand::Credentials { tenant } = &cmd {
+        print!("{}", credentials(config, tenant)?);
+        return Ok(());
+    }
     let bus = bus(config).await?;
     match cmd {
+        TenantCommand::Credentials { .. } => unreachable!("answered above"),
         TenantCommand::Create {
             tenant,
             name,
@@ -318,11 +386,7 @@ pub async fn events(
     use async_nats::jetstream::consumer::{pull, pull::OrderedConfig, AckPolicy, DeliverPolicy};
     use futures::StreamExt;
     let bus = bus(config).await?;
-    let stream = bus
-        .jetstream
-        .get_stream(bus.subjects.events_stream())
-        .await
-        .context("the events stream does not exist yet")?;
+    let stream_name = bus.subjects.events_stream();
     let filter = subject.unwrap_or_else(|| bus.subjects.all_events());
     let print = |m: &async_nats::jetstream::Message| {
         let header = |k: &str| {
@@ -345,10 +409,11 @@ pub async fn events(
         // An integrator's durable consumer: replays from the first stored event the first
         // time, then follows live; acknowledged events are not delivered again, so a restart
         // goes on where it stopped.
+        // (No stream info needed: an integrator's permissions allow only its consumer.)
         Some(name) => {
-            let consumer = stream
-                .get_or_create_consumer(
-                    &name,
+            let consumer: async_nats::jetstream::consumer::PullConsumer = bus
+                .jetstream
+                .create_consumer_on_stream(
                     pull::Config {
                         durable_name: Some(name.clone()),
                         filter_subject: filter,
@@ -356,8 +421,10 @@ pub async fn events(
                         ack_policy: AckPolicy::Explicit,
                         ..Default::default()
                     },
+                    &stream_name,
                 )
-                .await?;
+                .await
+                .with_context(|| format!("cannot open the durable consumer {name}"))?;
             match count {
                 // Pull exactly as many as asked, so none is left delivered but unacknowledged.
                 Some(c) => {
@@ -387,6 +454,11 @@ pub async fn events(
             }
         }
         None => {
+            let stream = bus
+                .jetstream
+                .get_stream(&stream_name)
+                .await
+                .context("the events stream does not exist yet")?;
             let consumer = stream
                 .create_consumer(OrderedConfig {
                     filter_subject: filter,

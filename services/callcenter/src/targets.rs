@@ -93,7 +93,8 @@ impl Target {
                     ctx.bus.clone(),
                     ctx.config.database_url.clone(),
                     Default::default(),
-                );
+                )
+                .with_leader(ctx.metrics.leader("relay"));
                 relay.run(ctx.cancel.clone()).await;
                 Ok(())
             }

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use cc_bus::CommandError;
 use cc_contracts::domain::DeviceId;
@@ -104,6 +105,15 @@ enum Fact {
     Bridge(BridgeEvent),
 }
 
+impl Fact {
+    fn type_name(&self) -> &'static str {
+        match self {
+            Fact::Channel(e) => e.type_name(),
+            Fact::Bridge(e) => e.type_name(),
+        }
+    }
+}
+
 fn err(code: &str, field: &str, message: String) -> CommandError {
     CommandError::field(code, field, message)
 }
@@ -143,13 +153,20 @@ impl Calls {
                     serde_json::to_vec(e),
                 ),
             };
+            let span = tracing::info_span!(
+                "pbx channel report",
+                otel.name = format!("pbx report {}", f.type_name()),
+                otel.kind = "producer",
+            );
             let mut headers = async_nats::HeaderMap::new();
             headers.insert("Nats-Msg-Id", uuid::Uuid::now_v7().to_string().as_str());
+            span.in_scope(|| cc_bus::inject_trace(&mut headers));
             let ack = self
                 .ctx
                 .bus
                 .jetstream
                 .publish_with_headers(subject, headers, body.expect("events serialize").into())
+                .instrument(span)
                 .await
                 .map_err(|e| {
                     CommandError::new("unavailable", format!("could not report a PBX event: {e}"))
@@ -323,7 +340,11 @@ impl Calls {
             // Outside numbers pick up after a short while.
             None => PhoneMode::AutoAnswer { after_ms: 300 },
         };
-        self.publish(tenant, facts).await?;
+        let span = match (&device, busy) {
+            (Some(d), false) => tracing::info_span!("phone ringing", device = %d),
+            _ => tracing::Span::none(),
+        };
+        self.publish(tenant, facts).instrument(span).await?;
         drop(st);
         if !busy {
             self.react(tenant, &id, mode);

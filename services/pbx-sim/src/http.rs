@@ -96,6 +96,7 @@ pub fn router(sim: Sim) -> Router {
             post(start_traffic).delete(stop_traffic),
         )
         .layer(axum::middleware::map_response(cc_runtime::web::harden))
+        .layer(axum::middleware::from_fn(cc_runtime::web::trace))
         .with_state(sim)
 }
 

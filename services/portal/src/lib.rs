@@ -333,6 +333,7 @@ pub fn router(portal: Portal) -> Router {
             .into_response()
         })
         .layer(axum::middleware::map_response(cc_runtime::web::harden))
+        .layer(axum::middleware::from_fn(cc_runtime::web::trace))
         .with_state(portal)
 }
 

@@ -147,14 +147,20 @@ pub async fn feed(p: Portal) -> anyhow::Result<()> {
             .ok()
             .and_then(|v| v["version"].as_i64())
             .unwrap_or(0);
-        p.hub.dispatch(
-            tenant,
-            Change {
-                agent: agent.to_string(),
-                version,
-                json: json.to_string(),
-            },
-        );
+        let trace = cc_bus::header(msg.headers.as_ref(), cc_trace::TRACEPARENT);
+        let change = Change {
+            agent: agent.to_string(),
+            version,
+            json: json.to_string(),
+        };
+        match trace {
+            Some(t) => cc_trace::following(
+                tracing::info_span!("portal sse push", otel.kind = "consumer", %agent, version),
+                Some(&t),
+            )
+            .in_scope(|| p.hub.dispatch(tenant, change)),
+            None => p.hub.dispatch(tenant, change),
+        }
     }
 }
 

@@ -25,6 +25,17 @@ window.Portal = (() => {
     return `${Date.now()}-${Math.random().toString(16).slice(2)}`;
   }
 
+  // A W3C traceparent for each request: the click starts the trace that the services continue
+  // (when they export traces; otherwise the header is ignored).
+  function traceparent() {
+    const hex = (n) => {
+      const b = new Uint8Array(n);
+      crypto.getRandomValues(b);
+      return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+    };
+    return `00-${hex(16)}-${hex(8)}-01`;
+  }
+
   // The server's clock, so that times counted in the browser match the server's timestamps.
   let clockOffset = 0;
   function noteServerClock(res) {
@@ -45,6 +56,7 @@ window.Portal = (() => {
     }
     // A retried click of the same action must not act twice.
     if (method !== 'GET') opts.headers['idempotency-key'] = idempotencyKey();
+    opts.headers.traceparent = traceparent();
     let res;
     try {
       res = await fetch(path, opts);

@@ -36,13 +36,16 @@ async fn load_checkpoint(ctx: &Context) -> anyhow::Result<Checkpoint> {
 }
 
 async fn lead(ctx: &Context) -> anyhow::Result<()> {
+    let leader = ctx.metrics.leader("portal_projection");
     let Some(mut lease) =
         Lease::try_acquire(&ctx.config.database_url, "cc-projection:portal").await?
     else {
         return Ok(());
     };
     tracing::info!("portal projection lease taken");
+    let _holding = leader.took();
     let from = load_checkpoint(ctx).await?;
+    leader.applied(from);
     let mut expect = from;
     let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::All, from)
         .await?
@@ -54,17 +57,49 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
             _ = ctx.cancel.cancelled() => return Ok(()),
             b = sub.next_batch() => b?,
         };
+        // A span per traced event (the trace its writer started), for the batch that applies it.
+        let spans: HashMap<&str, tracing::Span> = batch
+            .iter()
+            .filter_map(|e| {
+                let tp = e.metadata.traceparent.as_deref()?;
+                let span = tracing::info_span!(
+                    "portal projection update",
+                    otel.kind = "consumer",
+                    event_type = %e.event_type,
+                    position = e.position,
+                );
+                Some((tp, cc_trace::following(span, Some(tp))))
+            })
+            .collect();
         let Some(changes) = project(&ctx.pool, &batch, Some(expect), &mut cache).await? else {
             tracing::info!("the portal read model was rebuilt meanwhile; reloading");
             return Ok(());
         };
         if let Some(last) = batch.last() {
             expect = last.checkpoint();
+            leader.applied(expect);
         }
         for v in changes {
             let subject = ctx.bus.subjects.view(&v.tenant, "agent", &v.agent);
-            ctx.bus.client.publish(subject, v.json.into()).await?;
+            let trace = v
+                .trace
+                .as_deref()
+                .and_then(|t| spans.get(t))
+                .and_then(cc_trace::of);
+            match trace {
+                // The portal's push of this change continues the trace.
+                Some(t) => {
+                    let mut h = async_nats::HeaderMap::new();
+                    h.insert(cc_trace::TRACEPARENT, t.as_str());
+                    ctx.bus
+                        .client
+                        .publish_with_headers(subject, h, v.json.into())
+                        .await?
+                }
+                None => ctx.bus.client.publish(subject, v.json.into()).await?,
+            }
         }
+        drop(spans);
         lease.check().await?;
         if last_prune.elapsed() > Duration::from_secs(60) {
             sqlx::query(
@@ -121,6 +156,8 @@ pub struct Change {
     pub agent: String,
     pub version: i64,
     pub json: String,
+    /// The trace context of the event that made the change.
+    pub trace: Option<String>,
 }
 
 /// Applies a batch in one transaction; returns every view change in order. With `expect`,
@@ -333,6 +370,7 @@ async fn project(
                 agent: view.agent.clone(),
                 version: view.version,
                 json: serde_json::to_string(view).expect("views serialize"),
+                trace: e.metadata.traceparent.clone(),
             });
         }
     }

@@ -3,6 +3,7 @@
 //! the choice of agent ([`acd`]), offers, ring timeouts, rejects, abandons, wrap-up.
 
 pub mod acd;
+mod metrics;
 mod queues;
 mod router;
 mod wrap_up;

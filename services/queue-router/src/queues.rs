@@ -6,18 +6,9 @@ use cc_contracts::domain::{AgentNumber, QueueNumber};
 use cc_contracts::encode;
 use cc_contracts::queue::*;
 use cc_contracts::session::AssignedQueue;
-use cc_eventstore::{ExpectedVersion, Metadata, StreamName};
+use cc_eventstore::{ExpectedVersion, StreamName};
 use cc_runtime::Context;
 use sqlx::{PgPool, Row};
-
-fn meta(c: &CommandContext) -> Metadata {
-    Metadata {
-        tenant: c.tenant.clone(),
-        correlation_id: c.correlation_id,
-        causation_id: None,
-        actor: Some(c.actor.clone()),
-    }
-}
 
 fn stream(tenant: &str, queue: &QueueNumber) -> StreamName {
     StreamName::new(tenant, "queue", queue.as_str()).expect("queue numbers are valid stream ids")
@@ -139,7 +130,7 @@ pub async fn create(
             &mut tx,
             &stream(&c.tenant, &cmd.queue),
             ExpectedVersion::NoStream,
-            &[encode(&e, meta(c))],
+            &[encode(&e, c.metadata())],
         )
         .await?;
     tx.commit().await?;
@@ -213,7 +204,7 @@ pub async fn assign(
                 &mut tx,
                 &stream(&c.tenant, &cmd.queue),
                 ExpectedVersion::Any,
-                &[encode(&e, meta(c))],
+                &[encode(&e, c.metadata())],
             )
             .await?;
     }
@@ -254,7 +245,7 @@ pub async fn unassign(
             &mut tx,
             &stream(&c.tenant, &cmd.queue),
             ExpectedVersion::Any,
-            &[encode(&e, meta(c))],
+            &[encode(&e, c.metadata())],
         )
         .await?;
     tx.commit().await?;
@@ -366,7 +357,7 @@ pub async fn configure(
             &mut tx,
             &stream(&c.tenant, &cmd.queue),
             ExpectedVersion::Any,
-            &[encode(&e, meta(c))],
+            &[encode(&e, c.metadata())],
         )
         .await?;
     tx.commit().await?;
@@ -397,7 +388,7 @@ pub async fn end_wrap_up(
     let s = StreamName::new(&c.tenant, "call", &call)
         .map_err(|e| CommandError::internal(e.to_string()))?;
     ctx.store
-        .append(&s, ExpectedVersion::Any, &[encode(&e, meta(c))])
+        .append(&s, ExpectedVersion::Any, &[encode(&e, c.metadata())])
         .await?;
     Ok(())
 }

@@ -5,6 +5,9 @@
 
 use std::collections::HashSet;
 use std::time::Duration;
+use tracing::Instrument;
+
+use crate::metrics::RouterMetrics;
 
 use cc_bus::CommandContext;
 use cc_contracts::call::{CallEvent, LeaveReason, WithdrawReason};
@@ -41,13 +44,8 @@ pub async fn run(ctx: Context) {
     {
         return;
     }
-    let parked_total = prometheus_client::metrics::counter::Counter::<u64>::default();
-    ctx.metrics.register(
-        "queue_router_parked",
-        "PBX reports and router decisions whose events the store refused for good (parked in qr_parked and skipped)",
-        parked_total.clone(),
-    );
-    keep_leading(&cancel, "queue router", || lead(&ctx, parked_total.clone())).await;
+    let metrics = RouterMetrics::register(&ctx.metrics);
+    keep_leading(&cancel, "queue router", || lead(&ctx, metrics.clone())).await;
 }
 
 struct Router<'a> {
@@ -75,11 +73,14 @@ struct Router<'a> {
     /// agent's newest session events ahead of the store's order before connecting a caller
     /// to them, and skips those events when the store brings them.
     sessions: std::collections::HashMap<(String, AgentNumber), i64>,
+    /// Each call's trace context (the PBX report that brought the caller): later decisions
+    /// about the call (offers on a timer, an agent becoming free) join that trace.
+    traces: std::collections::HashMap<String, String>,
     /// The PBX report being handled, attached to the jobs it leads to (named if they are parked).
     cause: Option<std::sync::Arc<Cause>>,
     /// Caller channels and calls parked (see [`Parked`]): not entered, not decided on again.
     parked: Parked,
-    parked_total: prometheus_client::metrics::counter::Counter<u64>,
+    metrics: RouterMetrics,
 }
 
 /// A PBX report, as the router got it from `CC_PBX`.
@@ -108,6 +109,8 @@ struct Job {
     cause: Option<std::sync::Arc<Cause>>,
     /// The caller channel of a call's entry (when the job records it).
     channel: Option<String>,
+    /// The decision's span: the append and the PBX actions are its children.
+    span: tracing::Span,
 }
 
 enum Action {
@@ -150,14 +153,13 @@ async fn channel_consumer(
     cc_bus::consumer::pbx_channels(&ctx.bus, "queue-router-channels").await
 }
 
-async fn lead(
-    ctx: &Context,
-    parked_total: prometheus_client::metrics::counter::Counter<u64>,
-) -> anyhow::Result<()> {
+async fn lead(ctx: &Context, metrics: RouterMetrics) -> anyhow::Result<()> {
+    let leader = ctx.metrics.leader("queue_router");
     let Some(mut lease) = Lease::try_acquire(&ctx.config.database_url, "cc-queue-router").await?
     else {
         return Ok(());
     };
+    let _holding = leader.took();
     let mut parked = Parked::default();
     for (channel, call) in
         sqlx::query_as::<_, (Option<String>, String)>("select channel, call from qr_parked")
@@ -182,16 +184,21 @@ async fn lead(
         feedback,
         term,
         sessions: Default::default(),
+        traces: Default::default(),
         cause: None,
         parked,
-        parked_total,
+        metrics: metrics.clone(),
     };
+    let _gauges = crate::metrics::Leading(metrics);
     let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::All, Checkpoint::START)
         .await?
         .with_batch_size(2000);
     while let Some(batch) = sub.poll().await? {
         for e in &batch {
             r.apply(e).await?;
+        }
+        if let Some(last) = batch.last() {
+            leader.applied(last.checkpoint());
         }
     }
     r.live = true;
@@ -210,6 +217,7 @@ async fn lead(
 
     let consumer = channel_consumer(ctx).await?;
     let mut pbx = consumer.messages().await?;
+    let mut observe = tokio::time::interval(Duration::from_secs(2));
     loop {
         r.dispatch().await?;
         let sleep = match r.acd.next_deadline() {
@@ -219,8 +227,12 @@ async fn lead(
         tokio::select! {
             _ = ctx.cancel.cancelled() => return Ok(()),
             b = sub.next_batch() => {
-                for e in &b? {
+                let b = b?;
+                for e in &b {
                     r.apply(e).await?;
+                }
+                if let Some(last) = b.last() {
+                    leader.applied(last.checkpoint());
                 }
             }
             m = pbx.next() => {
@@ -229,7 +241,11 @@ async fn lead(
                 if let Ok(e) = serde_json::from_slice::<ChannelEvent>(&m.payload) {
                     let stream_sequence = m.info().ok().map(|i| i.stream_sequence);
                     r.cause = Some(std::sync::Arc::new(Cause { subject: m.subject.to_string(), stream_sequence, payload: m.payload.to_vec() }));
-                    let handled = r.on_channel(e).await;
+                    let span = cc_trace::following(
+                        tracing::info_span!("queue-router decide", otel.kind = "consumer", report = e.type_name(), channel = e.channel()),
+                        cc_bus::header(m.headers.as_ref(), cc_trace::TRACEPARENT).as_deref(),
+                    );
+                    let handled = r.on_channel(e).instrument(span).await;
                     r.cause = None;
                     handled?;
                 }
@@ -240,6 +256,7 @@ async fn lead(
                     r.on_due(d).await?;
                 }
             }
+            _ = observe.tick() => r.metrics.observe(&r.acd, Utc::now()),
             f = feedback_rx.recv() => match f {
                 Some(Feedback::Failed(e)) => return Err(e),
                 Some(Feedback::Refused { tenant, call, channel, event_types, error, cause }) => {
@@ -282,6 +299,9 @@ impl Router<'_> {
                         self.remember_caller(channel);
                     }
                     self.acd.apply_call(tenant, &c, e.recorded_at);
+                    if self.live {
+                        self.metrics.count(&self.acd, tenant, &c);
+                    }
                     match &c {
                         CallEvent::CallEnded { call, agent, .. } => {
                             if self.live {
@@ -440,7 +460,11 @@ impl Router<'_> {
         }
         for e in &events {
             self.acd.apply_call(tenant, e, now);
+            if self.live {
+                self.metrics.count(&self.acd, tenant, e);
+            }
         }
+        let span = self.job_span(call);
         self.submit(
             call,
             Job {
@@ -449,6 +473,7 @@ impl Router<'_> {
                 then,
                 cause: self.cause.clone(),
                 channel,
+                span,
             },
         );
     }
@@ -477,11 +502,13 @@ impl Router<'_> {
             rx,
             self.feedback.clone(),
             self.term.clone(),
+            self.metrics.offer_seconds.clone(),
         ));
     }
 
     /// PBX actions that must follow what was recorded for the call so far.
     fn act(&mut self, tenant: &str, call: &str, then: Vec<Action>) {
+        let span = self.job_span(call);
         self.submit(
             call,
             Job {
@@ -490,8 +517,27 @@ impl Router<'_> {
                 then,
                 cause: None,
                 channel: None,
+                span,
             },
         );
+    }
+
+    /// The span of a job about `call`: in the current trace (a PBX report being handled), or
+    /// else in the call's own.
+    fn job_span(&mut self, call: &str) -> tracing::Span {
+        let trace = cc_trace::current().or_else(|| self.traces.get(call).cloned());
+        if let Some(t) = &trace {
+            if self.traces.len() >= 100_000 {
+                self.traces.clear(); // calls last minutes; forget the old ones at once
+            }
+            self.traces
+                .entry(call.to_string())
+                .or_insert_with(|| t.clone());
+        }
+        cc_trace::following(
+            tracing::info_span!("queue-router record", %call),
+            trace.as_deref(),
+        )
     }
 
     fn pbx(&self, tenant: &str) -> CommandContext {
@@ -545,7 +591,7 @@ impl Router<'_> {
         .bind(printable(error))
         .execute(&self.ctx.pool)
         .await?;
-        self.parked_total.inc();
+        self.metrics.parked.inc();
         self.parked.channels.extend(channel);
         self.parked.calls.insert(call.to_string());
         Ok(())
@@ -1051,6 +1097,7 @@ async fn write_call(
     mut jobs: tokio::sync::mpsc::UnboundedReceiver<Job>,
     feedback: tokio::sync::mpsc::UnboundedSender<Feedback>,
     term: tokio_util::sync::CancellationToken,
+    offer_seconds: prometheus_client::metrics::histogram::Histogram,
 ) {
     loop {
         let job = tokio::select! {
@@ -1083,10 +1130,13 @@ async fn write_call(
                         caller,
                     };
                     let (bus, pbx) = (ctx.bus.clone(), pbx.clone());
-                    rings.push(async move {
-                        let r = bus.request(&pbx, &cmd).await;
-                        (offer, agent, r, started.elapsed())
-                    });
+                    rings.push(
+                        async move {
+                            let r = bus.request(&pbx, &cmd).await;
+                            (offer, agent, r, started.elapsed())
+                        }
+                        .instrument(job.span.clone()),
+                    );
                 }
             }
         }
@@ -1103,8 +1153,11 @@ async fn write_call(
                 .map_err(Unrecorded::from)?;
             Ok::<_, Unrecorded>(())
         };
-        let (appended, rung) =
-            futures::future::join(append, futures::future::join_all(rings)).await;
+        let (appended, rung) = futures::future::join(
+            append.instrument(job.span.clone()),
+            futures::future::join_all(rings),
+        )
+        .await;
         if let Err(e) = appended {
             // Not recorded. Every writer of this router stops (no later event of any call may
             // be recorded on top of a missing one), the router rebuilds from the store, and
@@ -1152,11 +1205,15 @@ async fn write_call(
             tracing::debug!(%call, recorded_ms = started.elapsed().as_secs_f64() * 1000.0, ring_ms, "offer rung and recorded");
         }
         for cmd in hangups {
-            if let Err(e) = ctx.bus.request(&pbx, &cmd).await {
+            let hangup = ctx.bus.request(&pbx, &cmd).instrument(job.span.clone());
+            if let Err(e) = hangup.await {
                 tracing::debug!(error = %e, channel = cmd.channel, "hangup refused (the channel may be gone already)");
             }
         }
-        for (offer, agent, r, _) in rung {
+        for (offer, agent, r, took) in rung {
+            if r.is_ok() {
+                offer_seconds.observe(took.as_secs_f64());
+            }
             if let Err(e) = r {
                 tracing::info!(error = %e, %agent, "could not ring the agent's device");
                 let _ = feedback.send(Feedback::NotRung {

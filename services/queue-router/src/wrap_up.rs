@@ -8,7 +8,7 @@ use cc_bus::{CommandContext, CommandError};
 use cc_contracts::call::{CallEvent, QueueSettings, RecordDisposition, NOTE_MAX_CHARS};
 use cc_contracts::domain::{AgentNumber, QueueNumber};
 use cc_contracts::encode;
-use cc_eventstore::{ExpectedVersion, Metadata, StreamName};
+use cc_eventstore::{ExpectedVersion, StreamName};
 use cc_runtime::Context;
 use sqlx::PgPool;
 
@@ -182,12 +182,7 @@ pub async fn record_disposition(
     };
     let s = StreamName::new(&c.tenant, "call", &call)
         .map_err(|e| CommandError::internal(e.to_string()))?;
-    let meta = Metadata {
-        tenant: c.tenant.clone(),
-        correlation_id: c.correlation_id,
-        causation_id: None,
-        actor: Some(c.actor.clone()),
-    };
+    let meta = c.metadata();
     ctx.store
         .append(&s, ExpectedVersion::Any, &[encode(&e, meta)])
         .await?;

@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use tracing::Instrument;
 
 use cc_bus::CommandError;
 use cc_contracts::domain::DeviceId;
@@ -439,10 +440,20 @@ impl Calls {
             .await;
         drop(st);
         let (me, gw2, tenant2, id2) = (self.clone(), gw.clone(), tenant.to_string(), id.clone());
-        tokio::spawn(async move {
-            let outcome = join.await;
-            me.invite_finished(&gw2, &tenant2, &id2, outcome).await;
-        });
+        // The phone rings from the INVITE to its final answer.
+        let ringing = tracing::info_span!(
+            "phone ringing",
+            otel.kind = "client",
+            device = device.as_ref().map(|d| d.as_str()).unwrap_or(""),
+            number = number.as_deref().unwrap_or(""),
+        );
+        tokio::spawn(
+            async move {
+                let outcome = join.await;
+                me.invite_finished(&gw2, &tenant2, &id2, outcome).await;
+            }
+            .instrument(ringing),
+        );
         Ok(state)
     }
 

@@ -2,12 +2,23 @@
 
 use cc_contracts::pbx::{BridgeEvent, ChannelEvent, DeviceEvent};
 use cc_runtime::Context;
+use tracing::Instrument;
 
 /// One fact about a device, a channel or a bridge.
 pub enum Fact {
     Device(DeviceEvent),
     Channel(ChannelEvent),
     Bridge(BridgeEvent),
+}
+
+impl Fact {
+    fn type_name(&self) -> &'static str {
+        match self {
+            Fact::Device(e) => e.type_name(),
+            Fact::Channel(e) => e.type_name(),
+            Fact::Bridge(e) => e.type_name(),
+        }
+    }
 }
 
 /// Publishes facts to the PBX stream in the order given. The JetStream acks are awaited off
@@ -40,13 +51,20 @@ impl Reporter {
                     serde_json::to_vec(e),
                 ),
             };
+            let span = tracing::info_span!(
+                "pbx channel report",
+                otel.name = format!("pbx report {}", f.type_name()),
+                otel.kind = "producer",
+            );
             let mut headers = async_nats::HeaderMap::new();
             headers.insert("Nats-Msg-Id", uuid::Uuid::now_v7().to_string().as_str());
+            span.in_scope(|| cc_bus::inject_trace(&mut headers));
             match self
                 .ctx
                 .bus
                 .jetstream
                 .publish_with_headers(subject, headers, body.expect("facts serialize").into())
+                .instrument(span)
                 .await
             {
                 Ok(ack) => acks.push(ack),

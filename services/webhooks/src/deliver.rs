@@ -255,11 +255,13 @@ pub fn backoff(base_ms: u64, max_ms: u64, attempt: i64) -> Duration {
 
 /// The delivering replica: holds the lease and keeps one worker per active subscription.
 pub async fn lead(w: &Webhooks) -> anyhow::Result<()> {
+    let leader = w.ctx.metrics.leader("webhooks");
     let Some(mut lease) = crate::lease(w).await? else {
         tokio::time::sleep(Duration::from_secs(1)).await;
         return Ok(());
     };
     tracing::info!("webhook deliveries lease taken");
+    let _holding = leader.took();
     let mut workers: HashMap<Uuid, (String, Worker)> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {

@@ -60,6 +60,10 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
         .user_agent("cc-webhooks")
         .build()?;
     let deliveries = Deliveries::default();
+    // Every outcome from 0, so that an alert on its increase sees the first one.
+    for outcome in ["delivered", "failed", "suspended", "redelivered", "test"] {
+        let _ = deliveries.get_or_create(&vec![("outcome".to_string(), outcome.to_string())]);
+    }
     ctx.metrics.register(
         "webhook_deliveries",
         "Webhook delivery attempts by outcome (delivered, failed: retried, suspended, redelivered, test)",

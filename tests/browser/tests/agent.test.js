@@ -39,6 +39,11 @@ test('a wrong password is refused in words', async () => {
 
 test('login with the default device: the own extension is chosen, then Idle on the dashboard', async () => {
   const p = await page();
+  // Every API request starts a trace of its own: a W3C traceparent header (app.js).
+  const traced = [];
+  p.on('request', (r) => {
+    if (new URL(r.url()).pathname.startsWith('/api/') && r.method() !== 'GET') traced.push(r.headers().traceparent);
+  });
   await signIn(p, sys, '1001');
   await p.waitForSelector('#login-step:not([hidden])');
   await shot(p, 'agent-02-device-choice');
@@ -58,6 +63,9 @@ test('login with the default device: the own extension is chosen, then Idle on t
   await expectStatus(p, 'idle');
   await expectText(p, '#status-word', 'Idle');
   await expectText(p, '#device-used', '1001');
+  assert.ok(traced.length >= 2, `sign-in and login requests: ${traced}`);
+  for (const t of traced) assert.match(t || '', /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+  assert.equal(new Set(traced.map((t) => t.split('-')[1])).size, traced.length, `one trace each: ${traced}`);
   await expectText(p, '#login-time', /\d/);
   await expectText(p, '#count-completed', '0');
   await expectText(p, '#no-call', 'No call');

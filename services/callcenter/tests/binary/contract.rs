@@ -139,7 +139,7 @@ impl Facts {
 
 /// The contract, the same for every PBX.
 async fn pbx_contract(sys: &System, tenant: &str, mut driver: Driver) {
-    let client = async_nats::connect(sys.nats.url()).await.unwrap();
+    let client = sys.operator_nats().await.unwrap();
     let bus = Bus::new(client.clone(), Subjects::new(&sys.prefix));
     let c = CommandContext::new(tenant, "test:contract");
     let mut facts = Facts {
@@ -537,7 +537,7 @@ async fn the_sip_gateway_keeps_the_pbx_contract_with_real_phones() {
         "1001 registered at the gateway",
         Duration::from_secs(20),
         || async {
-            let client = async_nats::connect(sys.nats.url()).await.ok()?;
+            let client = sys.operator_nats().await.ok()?;
             let bus = Bus::new(client, Subjects::new(&sys.prefix));
             let d = bus
                 .request(&CommandContext::new(SIP_TENANT, "test"), &ListDevices {})

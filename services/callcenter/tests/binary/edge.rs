@@ -150,7 +150,7 @@ async fn a_pbx_report_the_store_refuses_is_parked_and_other_callers_are_still_ro
     let bob = sys.idle_agent("1002").await;
     let dave = sys.idle_agent("1004").await;
 
-    let client = async_nats::connect(sys.nats.url()).await.unwrap();
+    let client = sys.operator_nats().await.unwrap();
     let js = async_nats::jetstream::new(client);
     let report = |subject_id: &str, channel: &str, name: &str| {
         let subject = format!(

@@ -17,7 +17,7 @@ struct Facts(async_nats::Subscriber);
 
 impl Facts {
     async fn new(sys: &System) -> Facts {
-        let client = async_nats::connect(sys.nats.url()).await.unwrap();
+        let client = sys.operator_nats().await.unwrap();
         let sub = client
             .subscribe(format!("{}.pbx.evt.demo.>", sys.prefix))
             .await

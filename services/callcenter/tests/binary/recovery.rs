@@ -216,7 +216,7 @@ async fn a_ring_and_an_arrival_not_recorded_before_a_crash_are_reconciled_after_
     // The crash windows: the router rang Bob's phone for an offer it had not recorded yet (phones
     // ring while the offer is written), and it had taken a caller's arrival from the PBX's event
     // stream without recording the entry. (Both done here the way the router does them.)
-    let client = async_nats::connect(sys.nats.url()).await.unwrap();
+    let client = sys.operator_nats().await.unwrap();
     let bus = cc_bus::Bus::new(client.clone(), cc_bus::Subjects::new(&sys.prefix));
     let orphan = format!(
         "{}{}",

@@ -909,7 +909,7 @@ async fn an_admin_creates_a_sip_device_whose_password_is_shown_once_and_a_phone_
 #[tokio::test]
 async fn a_phone_that_holds_the_call_itself_is_reported_held_and_the_caller_hears_music() {
     let sys = System::start_sip(false).await;
-    let client = async_nats::connect(sys.nats.url()).await.unwrap();
+    let client = sys.operator_nats().await.unwrap();
     let mut facts = client
         .subscribe(format!("{}.pbx.evt.{SIP_TENANT}.channel.>", sys.prefix))
         .await

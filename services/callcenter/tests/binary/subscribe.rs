@@ -1,6 +1,7 @@
 //! Another system subscribes to one agent's events with the documented subject filter and a
 //! durable consumer (`callcenter events --durable`): it replays from the start, sees the login,
-//! the pause and the call, and a second run goes on where the first stopped.
+//! the pause and the call, and a second run goes on where the first stopped. It does so with the
+//! tenant's read-only integrator credentials (`callcenter tenant credentials`).
 
 use serde_json::json;
 
@@ -14,7 +15,7 @@ fn subscribe(sys: &System, filter: &str, count: usize) -> Vec<String> {
         &[
             "events",
             "--durable",
-            "crm-sync",
+            "integration-demo",
             "--subject",
             filter,
             "--count",
@@ -22,6 +23,8 @@ fn subscribe(sys: &System, filter: &str, count: usize) -> Vec<String> {
         ],
     )
     .env("CC_SUBJECT_PREFIX", &sys.prefix)
+    .env("CC_NATS_USER", "integration-demo")
+    .env("CC_NATS_PASSWORD", sys.nats_password("integration-demo"))
     .output()
     .unwrap();
     assert!(
@@ -88,7 +91,7 @@ async fn an_integrator_follows_one_agents_events_by_subject_with_a_durable_consu
             "1",
         ],
     )
-    .env("CC_SUBJECT_PREFIX", &sys.prefix)
+    .envs(sys.operator_env())
     .output()
     .unwrap();
     assert!(

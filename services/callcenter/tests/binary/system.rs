@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use cc_testkit::{eventually, free_port, NatsServer, TestDb};
+use cc_testkit::{eventually, free_port, NatsServer, NatsSetup, TestDb};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -12,6 +12,8 @@ use crate::process::Callcenter;
 pub struct System {
     pub db: TestDb,
     pub nats: NatsServer,
+    /// Every NATS user's password variable but the operator's (`CC_NATS_PASSWORD_<USER>`).
+    pub nats_env: Vec<(String, String)>,
     pub _app: Callcenter,
     /// The PBX simulator in a process of its own (`start_split`), so the rest can restart.
     pub _pbx: Option<Callcenter>,
@@ -27,6 +29,54 @@ pub struct System {
     pub _gateway: Option<Callcenter>,
     /// Trunk mode (`start_trunk`): the PBX the tenant's extensions register on.
     pub pbx_sip: Option<std::net::SocketAddr>,
+    /// More environment for the services (`start_with_env`).
+    env: Vec<(String, String)>,
+}
+
+/// A nats-server with the product's permissions for subject prefix `prefix` (the file
+/// `callcenter nats-config` prints), a random password per user, and the integrators of
+/// `tenants`. Returns the server (whose `url()` logs in as `operator`, for the test's own
+/// clients, see `login()`) and every other user's password variable (`CC_NATS_PASSWORD_<USER>`).
+pub fn secured_nats(
+    prefix: &str,
+    tenants: &[&str],
+    more: NatsSetup,
+) -> (NatsServer, Vec<(String, String)>) {
+    use cc_bus::permissions::{
+        integrator_user, password_var, COMBINED_USER, OPERATOR_USER, SERVICES,
+    };
+    let out = Callcenter::command(
+        "postgres://unused",
+        "nats://unused",
+        &["nats-config", "--tenants", &tenants.join(",")],
+    )
+    .env("CC_SUBJECT_PREFIX", prefix)
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut users: Vec<String> = SERVICES.iter().map(|(n, _)| n.to_string()).collect();
+    users.push(COMBINED_USER.into());
+    users.extend(tenants.iter().map(|t| integrator_user(t)));
+    // A letter first: the server parses the variable's value as a configuration value.
+    let password = || format!("p{}", uuid::Uuid::new_v4().simple());
+    let operator = password();
+    let env: Vec<(String, String)> = users
+        .iter()
+        .map(|u| (password_var(u), password()))
+        .collect();
+    let mut server_env = env.clone();
+    server_env.push((password_var(OPERATOR_USER), operator.clone()));
+    let nats = NatsServer::start_with(NatsSetup {
+        config: Some(String::from_utf8(out.stdout).unwrap()),
+        env: server_env,
+        login: Some((OPERATOR_USER.into(), operator)),
+        ..more
+    });
+    (nats, env)
 }
 
 /// The tenant served by the SIP gateway in `start_sip`.
@@ -142,27 +192,50 @@ impl Client {
 
 impl System {
     pub async fn start() -> System {
-        Self::start_with(false).await
+        Self::start_with(false, vec![]).await
     }
 
     /// The PBX simulator in one process, every other service in another.
     pub async fn start_split() -> System {
-        Self::start_with(true).await
+        Self::start_with(true, vec![]).await
+    }
+
+    /// As [`System::start`], with more environment for the services.
+    pub async fn start_with_env(env: &[(&str, &str)]) -> System {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::start_with(false, env).await
     }
 
     fn spawn_services(&self, targets: &str) -> Callcenter {
-        let (portal_port, pbx_port, prefix, sip, pbx_sip) = (
+        let (portal_port, pbx_port, prefix, sip, pbx_sip, env) = (
             self.portal_port,
             self.pbx_port,
             self.prefix.clone(),
             self.sip,
             self.pbx_sip,
+            self.env.clone(),
         );
+        // Only the service targets' passwords: not the combined user's, not the integrators'.
+        let nats_env: Vec<(String, String)> = self
+            .nats_env
+            .iter()
+            .filter(|(k, _)| {
+                cc_bus::permissions::SERVICES
+                    .iter()
+                    .any(|(n, _)| cc_bus::permissions::password_var(n) == *k)
+            })
+            .cloned()
+            .collect();
         Callcenter::spawn_with(
             &self.db.url,
             &self.nats.url(),
             &["run", "--target", targets],
             |c| {
+                // Each target connects as its own NATS user, with its own permissions.
+                c.envs(nats_env);
                 if let Some(sip) = sip {
                     c.env("CC_SIP_TENANTS", SIP_TENANT)
                         .env("CC_SIP_ADDR", sip.to_string())
@@ -186,6 +259,7 @@ impl System {
                     .env("CC_PORTAL_ADDR", format!("127.0.0.1:{portal_port}"))
                     .env("CC_PBX_SIM_ADDR", format!("127.0.0.1:{pbx_port}"))
                     .env("CC_SUBJECT_PREFIX", &prefix);
+                c.envs(env);
             },
         )
     }
@@ -252,12 +326,13 @@ impl System {
 
     async fn new_unstarted() -> System {
         let db = TestDb::new().await;
-        let nats = NatsServer::start();
         let (portal_port, pbx_port) = (free_port(), free_port());
         let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+        let (nats, nats_env) = secured_nats(&prefix, &["demo", SIP_TENANT], NatsSetup::default());
         System {
             db,
             nats,
+            nats_env,
             _app: Callcenter::placeholder(),
             _pbx: None,
             portal_port,
@@ -269,6 +344,7 @@ impl System {
             sip: None,
             _gateway: None,
             pbx_sip: None,
+            env: vec![],
         }
     }
 
@@ -315,14 +391,15 @@ impl System {
         .await;
     }
 
-    async fn start_with(split: bool) -> System {
+    async fn start_with(split: bool, env: Vec<(String, String)>) -> System {
         let db = TestDb::new().await;
-        let nats = NatsServer::start();
         let (portal_port, pbx_port) = (free_port(), free_port());
         let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+        let (nats, nats_env) = secured_nats(&prefix, &["demo", SIP_TENANT], NatsSetup::default());
         let mut sys = System {
             db,
             nats,
+            nats_env,
             _app: Callcenter::placeholder(),
             _pbx: None,
             portal_port,
@@ -334,6 +411,7 @@ impl System {
             sip: None,
             _gateway: None,
             pbx_sip: None,
+            env,
         };
         if split {
             sys._pbx = Some(sys.spawn_services("pbx-sim"));
@@ -344,6 +422,34 @@ impl System {
         // Ready when the last demo agent can sign in and the demo devices are known.
         sys.wait_ready("demo").await;
         sys
+    }
+
+    /// A NATS client of the test itself, as the `operator` user (every subject).
+    pub async fn operator_nats(&self) -> Result<async_nats::Client, async_nats::ConnectError> {
+        let (user, password) = self.nats.login().expect("a secured nats-server");
+        async_nats::ConnectOptions::with_user_and_password(user, password)
+            .connect(self.nats.url())
+            .await
+    }
+
+    /// The password of a NATS user (a service target, `callcenter`, an integrator).
+    pub fn nats_password(&self, user: &str) -> String {
+        let var = cc_bus::permissions::password_var(user);
+        self.nats_env
+            .iter()
+            .find(|(k, _)| *k == var)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no NATS password for {user}"))
+    }
+
+    /// The environment of an operator command (`callcenter events`, ...) of this system.
+    pub fn operator_env(&self) -> Vec<(String, String)> {
+        let (user, password) = self.nats.login().expect("a secured nats-server");
+        vec![
+            ("CC_NATS_USER".into(), user),
+            ("CC_NATS_PASSWORD".into(), password),
+            ("CC_SUBJECT_PREFIX".into(), self.prefix.clone()),
+        ]
     }
 
     pub fn anonymous(&self) -> Client {
@@ -414,7 +520,7 @@ impl System {
     /// The types of the events on a NATS subject filter, as JetStream holds them.
     pub async fn published_types(&self, filter: &str) -> Vec<String> {
         use futures::StreamExt;
-        let client = async_nats::connect(self.nats.url()).await.unwrap();
+        let client = self.operator_nats().await.unwrap();
         let js = async_nats::jetstream::new(client);
         let stream = js
             .get_stream(format!("{}_EVENTS", self.prefix.to_uppercase()))
@@ -454,7 +560,7 @@ impl System {
     /// validate against the JSON Schemas. Returns how many.
     pub async fn record_published_events(&self, name: &str) -> usize {
         use futures::StreamExt;
-        let client = async_nats::connect(self.nats.url()).await.unwrap();
+        let client = self.operator_nats().await.unwrap();
         let js = async_nats::jetstream::new(client);
         let stream = js
             .get_stream(format!("{}_EVENTS", self.prefix.to_uppercase()))

@@ -1241,7 +1241,7 @@ async fn one_subject_filter_finds_every_event_about_an_agent_including_transfers
     use futures::StreamExt;
     let sys = System::start().await;
     let filter = format!("{}.*.demo.*.*.*.1003.*", sys.prefix);
-    let client = async_nats::connect(sys.nats.url()).await.unwrap();
+    let client = sys.operator_nats().await.unwrap();
     let mut live = client.subscribe(filter.clone()).await.unwrap();
     client.flush().await.unwrap();
 

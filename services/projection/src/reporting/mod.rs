@@ -106,12 +106,16 @@ async fn fold_until(
 }
 
 async fn lead(ctx: &Context) -> anyhow::Result<()> {
+    // Known (at 0) to the metrics before the lease is: a lease nobody holds is visible.
+    let leader = ctx.metrics.leader("reporting_projection");
     let Some(mut lease) =
         Lease::try_acquire(&ctx.config.database_url, "cc-projection:reporting").await?
     else {
         return Ok(());
     };
+    let _holding = leader.took();
     let (generation, cp) = checkpoint(&ctx.pool).await?;
+    leader.applied(cp);
     let started = Instant::now();
     let mut r = Reporter::default();
     fold_until(
@@ -159,6 +163,7 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        leader.applied(cp);
         // The supervisors' queue figures of today changed: tell the portals (core NATS, no
         // payload; they read the figures again from the rows just written).
         for tenant in queue_figures_changed(&dirty) {
