@@ -163,7 +163,7 @@ pub enum OutboundFailure {
     Cancelled,
     /// The number or extension dialled was busy.
     Busy,
-    /// The far end rang out (60 seconds) without being answered.
+    /// The far end rang out (60 seconds, or the dial's `ring_timeout_s`) without being answered.
     NoAnswer,
     /// The far end declined the call.
     Rejected,
@@ -393,6 +393,10 @@ pub enum CallEvent {
         extension: bool,
         leg: String,
         far_leg: String,
+        /// Seconds the number may ring once the agent answered (the agent's own phone rings 30
+        /// seconds at most); 60 when absent.
+        #[serde(default = "dial_ring_timeout")]
+        ring_timeout_s: i64,
     },
     /// The agent's phone answered: the number is rung now (they hear it ring).
     OutboundCallDialed {
@@ -712,6 +716,13 @@ pub struct DialOutbound {
     pub agent: AgentNumber,
     pub device: DeviceId,
     pub number: DialString,
+    /// Seconds the number may ring (once the agent answered) before the call fails as not
+    /// answered (`no_answer`); the agent's own phone rings 30 seconds at most.
+    #[serde(default = "dial_ring_timeout")]
+    pub ring_timeout_s: i64,
+}
+fn dial_ring_timeout() -> i64 {
+    60
 }
 impl Command for DialOutbound {
     const SERVICE: &'static str = "call-control";

@@ -192,8 +192,6 @@ const MONITOR_RING: Duration = Duration::from_secs(30);
 
 /// How long the agent's own phone rings for an outbound call before it fails as not answered.
 const OUTBOUND_AGENT_RING: Duration = Duration::from_secs(30);
-/// How long the number an agent dialled rings before the outbound call fails as not answered.
-const OUTBOUND_FAR_RING: Duration = Duration::from_secs(60);
 
 /// Why an outbound call's leg ended before the far end answered: the agent's (`agent`) or the
 /// far end's.
@@ -609,6 +607,7 @@ impl CallControl {
                 extension: extension.is_some(),
                 leg: leg.clone(),
                 far_leg,
+                ring_timeout_s: cmd.ring_timeout_s.clamp(1, 600),
             }],
         )
         .await?;
@@ -629,18 +628,15 @@ impl CallControl {
             e.field = Some("device".into());
             return Err(e);
         }
-        self.outbound_ring_timeout(tenant, &call, false);
+        self.outbound_ring_timeout(tenant, &call, None);
         Ok(call)
     }
 
-    /// Stops the ringing of an outbound call's leg (the agent's, or with `far` the number's)
-    /// if it still rings after its time; its hangup then fails the call.
-    fn outbound_ring_timeout(&self, tenant: &str, call: &str, far: bool) {
-        let after = if far {
-            OUTBOUND_FAR_RING
-        } else {
-            OUTBOUND_AGENT_RING
-        };
+    /// Stops the ringing of an outbound call's leg (the agent's, or with `far` the number's,
+    /// after that time) if it still rings after its time; its hangup then fails the call.
+    fn outbound_ring_timeout(&self, tenant: &str, call: &str, far: Option<Duration>) {
+        let after = far.unwrap_or(OUTBOUND_AGENT_RING);
+        let far = far.is_some();
         self.hang_up_unanswered(tenant, call, after, move |l| {
             let o = l.dialing()?;
             match (far, o.dialed) {
@@ -696,7 +692,7 @@ impl CallControl {
                 .outbound_failed(st, call, OutboundFailure::Unavailable)
                 .await;
         }
-        self.outbound_ring_timeout(tenant, call, true);
+        self.outbound_ring_timeout(tenant, call, Some(far_ring(&o)));
         Ok(())
     }
 
@@ -1934,7 +1930,7 @@ impl CallControl {
             }
             let chans = &live[&l.tenant];
             if let (Some(o), Some(a)) = (l.dialing(), l.agent.as_ref()) {
-                self.reconcile_dialing(&l.tenant, &call, o.dialed, &a.leg, &l.customer, chans)
+                self.reconcile_dialing(&l.tenant, &call, o, &a.leg, &l.customer, chans)
                     .await?;
                 continue;
             }
@@ -1982,16 +1978,17 @@ impl CallControl {
         &self,
         tenant: &str,
         call: &str,
-        dialed: bool,
+        o: &model::Outbound,
         agent_leg: &str,
         far_leg: &str,
         chans: &HashMap<String, ChannelState>,
     ) -> anyhow::Result<()> {
+        let dialed = o.dialed;
         match chans.get(agent_leg) {
             None => return self.leg_gone(tenant, agent_leg, HangupCause::Normal).await,
             Some(c) if !dialed && c.answered => return self.leg_answered(tenant, agent_leg).await,
             Some(_) if !dialed => {
-                self.outbound_ring_timeout(tenant, call, false);
+                self.outbound_ring_timeout(tenant, call, None);
                 return Ok(());
             }
             Some(_) => {}
@@ -2000,9 +1997,14 @@ impl CallControl {
             None => self.leg_gone(tenant, far_leg, HangupCause::NoAnswer).await,
             Some(c) if c.answered => self.leg_answered(tenant, far_leg).await,
             Some(_) => {
-                self.outbound_ring_timeout(tenant, call, true);
+                self.outbound_ring_timeout(tenant, call, Some(far_ring(o)));
                 Ok(())
             }
         }
     }
+}
+
+/// How long an outbound call's number rings.
+fn far_ring(o: &model::Outbound) -> Duration {
+    Duration::from_secs(o.ring_timeout_s.clamp(1, 600) as u64)
 }

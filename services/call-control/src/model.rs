@@ -56,6 +56,8 @@ pub struct Outbound {
     /// The far end answered and was joined with the agent: from here on it is a connected call
     /// like any other (whoever has it after a transfer).
     pub connected: bool,
+    /// How long the number may ring.
+    pub ring_timeout_s: i64,
     pub started_at: DateTime<Utc>,
 }
 
@@ -222,6 +224,7 @@ impl Model {
                 extension,
                 leg,
                 far_leg,
+                ring_timeout_s,
             } => {
                 self.calls.insert(
                     call.clone(),
@@ -249,6 +252,7 @@ impl Model {
                             extension: *extension,
                             dialed: false,
                             connected: false,
+                            ring_timeout_s: *ring_timeout_s,
                             started_at: at,
                         }),
                     },
@@ -820,6 +824,7 @@ mod tests {
             extension: false,
             leg: "mine".into(),
             far_leg: "far".into(),
+            ring_timeout_s: 60,
         };
         m.apply("acme", &started, t0);
         assert_eq!(m.agent_call("acme", &a("1002")), Some("o".into()));

@@ -413,6 +413,42 @@ async fn a_dial_that_does_not_connect_says_why_hangs_up_both_phones_and_frees_th
     assert_eq!(dial, "failed:busy");
     // A failed dial is no Completed call.
     assert_eq!(v["counts"]["completed"], 0);
+    // The number rings out: Bob dials extension 1003 (nobody answers it) with a 2 s ring time.
+    let r = bob
+        .post(
+            "/api/call/dial",
+            json!({"number": "1003", "ring_timeout_s": 0}),
+        )
+        .await;
+    assert_eq!(r.refused(400, "invalid_field")["field"], "ring_timeout_s");
+    let call = bob
+        .post(
+            "/api/call/dial",
+            json!({"number": "1003", "ring_timeout_s": 2}),
+        )
+        .await
+        .ok()["call"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    sys.view_when(&bob, "Dialing", |v| v["status"] == "dialing")
+        .await;
+    sys.phone("1002", "answer").await;
+    let v = sys
+        .view_when(&bob, "no answer", |v| {
+            v["dial_failure"]["call"] == call.as_str()
+        })
+        .await;
+    assert_eq!(
+        (v["dial_failure"]["reason"].as_str(), v["status"].as_str()),
+        (Some("no_answer"), Some("idle")),
+        "{v}"
+    );
+    cc_testkit::eventually("both phones stop", Duration::from_secs(10), || async {
+        (sys.channels_on("1002").await == 0 && sys.channels_on("1003").await == 0).then_some(())
+    })
+    .await;
+
     // Free again: Bob logs out.
     bob.call(Method::DELETE, "/api/session", None).await.ok();
     sys.record_all_published("outbound-failed").await;

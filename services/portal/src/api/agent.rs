@@ -311,6 +311,9 @@ pub async fn hangup(State(p): State<Portal>, who: Authed) -> ApiResult<StatusCod
 #[serde(deny_unknown_fields)]
 pub struct DialBody {
     number: String,
+    /// Seconds the number may ring once the agent answered (default 60).
+    #[serde(default)]
+    ring_timeout_s: Option<i64>,
 }
 
 /// `POST /api/call/dial`: an outbound call to a number or an extension. The agent's device
@@ -325,6 +328,17 @@ pub async fn dial(
     let agent = who.agent()?;
     let b: DialBody = body(&raw)?;
     let number = parsed("number", cc_contracts::domain::DialString::parse(&b.number))?;
+    let ring_timeout_s = match b.ring_timeout_s {
+        None => 60,
+        Some(s) if (1..=600).contains(&s) => s,
+        Some(_) => {
+            return Err(ApiError(CommandError::field(
+                "invalid_field",
+                "ring_timeout_s",
+                "ring_timeout_s must be 1 to 600 seconds",
+            )))
+        }
+    };
     crate::views::caught_up(&p.ctx.pool, READ_YOUR_WRITES).await?;
     let view = crate::views::agent(&p.ctx.pool, who.tenant(), agent.as_str())
         .await?
@@ -356,6 +370,7 @@ pub async fn dial(
                 agent,
                 device,
                 number,
+                ring_timeout_s,
             },
         )
         .await?;

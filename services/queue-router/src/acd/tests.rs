@@ -887,6 +887,7 @@ fn an_agent_dialling_out_is_offered_no_queue_call_until_the_call_ends_even_with_
         extension: false,
         leg: format!("leg-{call}"),
         far_leg: format!("far-{call}"),
+        ring_timeout_s: 60,
     };
     // 1004 (lowest penalty) dials out: the call goes to 1003, never to 1004.
     acd.apply_call("acme", &dial("out1"), t(10));
