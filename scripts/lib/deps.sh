@@ -137,6 +137,24 @@ ensure_sip_tools() {
 # The Standard Webhooks reference library (PyPI), with which the webhook tests verify the
 # signatures of what they received. Sets STANDARDWEBHOOKS_PATH (a PYTHONPATH directory).
 STANDARDWEBHOOKS_PIN="standardwebhooks==1.0.0"
+ensure_tls_tools() {
+  # The TLS tests make their certificates with openssl and start a PostgreSQL of their own
+  # (initdb, postgres; as the postgres user when run as root).
+  local missing=()
+  command -v openssl >/dev/null || missing+=(openssl)
+  local bindir
+  bindir="$(pg_config --bindir 2>/dev/null || true)"
+  [ -x "$bindir/initdb" ] || bindir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
+  [ -x "$bindir/initdb" ] || missing+=(postgresql)
+  [ "${#missing[@]}" -eq 0 ] && return
+  say "Installing Debian's ${missing[*]} (TLS tests: certificates and a TLS-only PostgreSQL)"
+  local sudo=()
+  [ "$(id -u)" = 0 ] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null \
+    || die "could not install ${missing[*]} (apt-get install ${missing[*]})"
+}
+
 ensure_standardwebhooks() {
   STANDARDWEBHOOKS_PATH="$TOOLS/pip-standardwebhooks-1.0.0"
   if ! PYTHONPATH="$STANDARDWEBHOOKS_PATH" python3 -c "import standardwebhooks" 2>/dev/null; then

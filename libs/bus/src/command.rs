@@ -57,6 +57,14 @@ impl CommandError {
         Self::new("internal", message)
     }
 
+    /// The error for a body with more after its JSON value.
+    pub fn trailing(e: serde_json::Error) -> Self {
+        Self::new(
+            "invalid_json",
+            format!("the body is not valid JSON: {e} (more after the value)"),
+        )
+    }
+
     /// The error for a command body that does not parse, naming the field at fault.
     pub fn from_json(e: serde_path_to_error::Error<serde_json::Error>) -> Self {
         let path = e.path().to_string();
@@ -68,14 +76,18 @@ impl CommandError {
             );
         }
         let msg = inner.to_string();
-        // serde reports a missing field at the parent's path, with the name in the message.
-        let missing = msg
-            .strip_prefix("missing field `")
-            .and_then(|r| r.split('`').next());
-        let field = match (missing, path.as_str()) {
-            (Some(m), "." | "") => Some(m.to_string()),
+        // serde reports a missing field at the parent's path, with the name in the message;
+        // an unknown one at its own path, but for an empty name (at the root's).
+        let named = |prefix: &str| {
+            msg.strip_prefix(prefix)
+                .and_then(|r| r.split('`').next())
+                .map(field_name)
+        };
+        let missing = named("missing field `");
+        let field = match (&missing, path.as_str()) {
+            (Some(m), "." | "") => Some(m.clone()),
             (Some(m), p) => Some(format!("{p}.{m}")),
-            (None, "." | "") => None,
+            (None, "." | "") => named("unknown field `"),
             (None, p) => Some(p.to_string()),
         };
         let message = match &field {
@@ -96,10 +108,22 @@ impl CommandError {
     }
 }
 
-/// Parses a JSON body into `T`, or a [`CommandError`] naming the field at fault.
+/// A field's name as errors show it: an empty name (a body's `"": ...`) as `""`.
+pub fn field_name(name: &str) -> String {
+    if name.is_empty() {
+        "\"\"".into()
+    } else {
+        name.to_string()
+    }
+}
+
+/// Parses a JSON body into `T`, or a [`CommandError`] naming the field at fault. Nothing but
+/// whitespace may follow the value (`{"a":1} x` is not a body).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CommandError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(CommandError::from_json)
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(CommandError::from_json)?;
+    de.end().map_err(CommandError::trailing)?;
+    Ok(value)
 }
 
 /// A header's value.
@@ -687,5 +711,29 @@ mod tests {
         assert_eq!(e.field.as_deref(), Some("device.number"));
         let e = parse_json::<Pause>(b"{not json").unwrap_err();
         assert_eq!((e.error.as_str(), e.field), ("invalid_json", None));
+        // Nothing but whitespace after the value.
+        let valid = r#"{"reason": "Lunch", "device": {"number": 1}}"#;
+        let e = parse_json::<Pause>(format!("{valid} x").as_bytes()).unwrap_err();
+        assert_eq!((e.error.as_str(), e.field), ("invalid_json", None));
+        assert!(parse_json::<Pause>(format!("{valid} \n").as_bytes()).is_ok());
+        let e = parse_json::<serde::de::IgnoredAny>(b"1 2").unwrap_err();
+        assert_eq!(e.error, "invalid_json");
+    }
+
+    #[test]
+    fn an_unknown_field_is_named_even_when_its_name_is_empty() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Strict {
+            held: Option<bool>,
+        }
+        let e = parse_json::<Strict>(br#"{"colour": 1}"#).unwrap_err();
+        assert_eq!(
+            (e.error.as_str(), e.field.as_deref()),
+            ("invalid_field", Some("colour"))
+        );
+        let e = parse_json::<Strict>(br#"{"": 1}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("\"\""));
     }
 }

@@ -18,8 +18,8 @@ pub mod relay;
 mod subjects;
 
 pub use command::{
-    header, inject_trace, parse_json, Command, CommandContext, CommandCounter, CommandError,
-    CommandHandlers, RequestError, TenantScope,
+    field_name, header, inject_trace, parse_json, Command, CommandContext, CommandCounter,
+    CommandError, CommandHandlers, RequestError, TenantScope,
 };
 pub use leader::Leader;
 pub use subjects::Subjects;

@@ -7,6 +7,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::redact_url as redact;
 use crate::{Config, Readiness};
 
 fn backoff(attempt: u32) -> Duration {
@@ -71,13 +72,6 @@ pub async fn postgres(
 
 fn is_missing_database(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("3D000"))
-}
-
-fn redact(url: &str) -> String {
-    match url.rfind('@') {
-        Some(at) => format!("…{}", &url[at..]),
-        None => url.to_string(),
-    }
 }
 
 /// Who a NATS connection is: a user and its password (see [`crate::NatsAuth`]).
@@ -155,7 +149,7 @@ pub async fn nats_once(
         .map_err(|e| {
             anyhow::anyhow!(
                 "cannot reach NATS at {} as {}: {e}",
-                config.nats_url,
+                redact(&config.nats_url),
                 identity.map_or("an anonymous user", |i| i.user.as_str())
             )
         })
@@ -171,54 +165,39 @@ pub async fn nats(
     readiness.expect("nats");
     let mut attempt = 0;
     loop {
+        // One attempt, so that a failure says why (a refused certificate, a wrong password);
+        // once connected, the client reconnects by itself for ever.
         let r = nats_options(config, identity)
             .connection_timeout(Duration::from_secs(3))
-            .retry_on_initial_connect()
             .max_reconnects(None)
             .connect(&config.nats_url)
-            .await;
-        let r = match r {
-            Ok(client) => {
-                // retry_on_initial_connect returns at once; wait for the first connection.
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-                while client.connection_state() != async_nats::connection::State::Connected
-                    && tokio::time::Instant::now() < deadline
-                {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                if client.connection_state() == async_nats::connection::State::Connected {
-                    Ok(client)
-                } else {
-                    Err(format!("no answer from {}", config.nats_url))
-                }
-            }
-            Err(e) => Err(e.to_string()),
-        };
+            .await
+            .map_err(|e| format!("{e}"));
         match r {
             Ok(client) => {
                 let info = client.server_info();
                 if !version_at_least(&info.version, 2, 10) {
                     anyhow::bail!(
                         "NATS at {} is version {}; this product needs nats-server >= 2.10 with JetStream",
-                        config.nats_url,
+                        redact(&config.nats_url),
                         info.version
                     );
                 }
                 if !info.jetstream {
                     anyhow::bail!(
                         "NATS at {} runs without JetStream; start it with -js",
-                        config.nats_url
+                        redact(&config.nats_url)
                     );
                 }
                 readiness.ready("nats");
                 let user = identity.map_or("", |i| i.user.as_str());
-                tracing::info!(version = %info.version, url = %config.nats_url, user, "connected to NATS");
+                tracing::info!(version = %info.version, url = %redact(&config.nats_url), user, "connected to NATS");
                 return Ok(Some(client));
             }
             Err(e) => {
                 attempt += 1;
                 readiness.down("nats", e.clone());
-                tracing::warn!(attempt, error = %e, "waiting for NATS at {}; retrying", config.nats_url);
+                tracing::warn!(attempt, error = %e, "waiting for NATS at {}; retrying", redact(&config.nats_url));
             }
         }
         tokio::select! {
@@ -264,6 +243,27 @@ pub fn watch(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn urls_lose_their_passwords() {
+        use super::redact;
+        assert_eq!(
+            redact(
+                "postgres://cc:s3cret@db:5432/callcenter?sslmode=verify-full&password=x&sslkey=/k"
+            ),
+            "postgres://cc:***@db:5432/callcenter?sslmode=verify-full&password=***&sslkey=/k"
+        );
+        assert_eq!(
+            redact("nats://u:p@n1:4222,tls://n2:4222"),
+            "nats://u:***@n1:4222,tls://n2:4222"
+        );
+        assert_eq!(redact("tls://127.0.0.1:4222"), "tls://127.0.0.1:4222");
+        // An @ in the path or query is no password.
+        assert_eq!(
+            redact("postgres://db/x?sslcert=/a@b"),
+            "postgres://db/x?sslcert=/a@b"
+        );
+    }
+
     #[test]
     fn versions() {
         assert!(super::version_at_least("2.10.0", 2, 10));

@@ -3,7 +3,12 @@
 //! - [`TestDb`]: a fresh database per test (created from `CC_TEST_DATABASE_URL`, default
 //!   `postgres://postgres@127.0.0.1:5432/postgres`), dropped by the test command's cleanup.
 //! - [`NatsServer`]: a `nats-server` with JetStream per test on a free port with its own store
-//!   directory; it can be stopped and restarted on the same port to test reconnection.
+//!   directory; it can be stopped and restarted on the same port to test reconnection
+//!   ([`NatsSetup::tls`]: TLS with client certificates).
+//! - [`tls::Certs`]: a CA and certificates made at test time; [`tls::PgServer`]: a PostgreSQL of
+//!   the test's own that accepts only TLS.
+
+pub mod tls;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -76,6 +81,18 @@ pub struct NatsSetup {
     pub login: Option<(String, String)>,
     /// The URL scheme (`nats` or `tls`).
     pub scheme: Option<String>,
+}
+
+impl NatsSetup {
+    /// TLS on the client port with the certificates of `certs`, a client certificate signed by
+    /// their CA required (`verify: true`); the URL becomes `tls://`.
+    pub fn tls(certs: &tls::Certs) -> NatsSetup {
+        NatsSetup {
+            config: Some(certs.nats_server_block()),
+            scheme: Some("tls".into()),
+            ..NatsSetup::default()
+        }
+    }
 }
 
 /// The nats-server binary: `CC_NATS_SERVER_BIN`, else the project's `.tools/bin/nats-server`,

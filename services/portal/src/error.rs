@@ -65,22 +65,23 @@ pub fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
     }
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'{') {
-        if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
-            return Err(ApiError(CommandError::new(
-                "invalid_json",
-                "the body must be a JSON object ({\"field\": value, ...})",
-            )));
-        }
         return Err(ApiError(
-            cc_bus::parse_json::<serde::de::IgnoredAny>(bytes).expect_err("not JSON"),
+            match cc_bus::parse_json::<serde::de::IgnoredAny>(bytes) {
+                Ok(_) => CommandError::new(
+                    "invalid_json",
+                    "the body must be a JSON object ({\"field\": value, ...})",
+                ),
+                Err(e) => e,
+            },
         ));
     }
     let mut unknown: Vec<String> = vec![];
-    let mut note = |p: serde_ignored::Path| unknown.push(p.to_string());
+    let mut note = |p: serde_ignored::Path| unknown.push(cc_bus::field_name(&p.to_string()));
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     let parsed: T =
-        serde_path_to_error::deserialize(serde_ignored::Deserializer::new(de, &mut note))
+        serde_path_to_error::deserialize(serde_ignored::Deserializer::new(&mut *de, &mut note))
             .map_err(|e| ApiError(CommandError::from_json(e)))?;
+    de.end().map_err(|e| ApiError(CommandError::trailing(e)))?;
     if let Some(f) = unknown.first() {
         return Err(ApiError(CommandError::field(
             "invalid_field",

@@ -52,6 +52,9 @@ impl Event {
         if let Some(c) = get("ce-causationid") {
             body["causationid"] = json!(c);
         }
+        if let Some(t) = get("ce-traceparent") {
+            body["traceparent"] = json!(t); // the distributed tracing extension
+        }
         Some(Event {
             id,
             event_type: get("Cc-Event-Type")?,
@@ -80,6 +83,9 @@ impl Event {
         });
         if let Some(c) = get("ce-causationid") {
             body["causationid"] = json!(c);
+        }
+        if let Some(t) = get("ce-traceparent") {
+            body["traceparent"] = json!(t); // the distributed tracing extension
         }
         Event {
             id: e.event_id.to_string(),

@@ -31,6 +31,21 @@ pub struct System {
     pub pbx_sip: Option<std::net::SocketAddr>,
     /// More environment for the services (`start_with_env`).
     env: Vec<(String, String)>,
+    /// Where the services' stdout and stderr go (`Custom::log`).
+    log: Option<std::path::PathBuf>,
+}
+
+/// How a test's system differs from [`System::start`] (`System::start_custom`).
+#[derive(Default)]
+pub struct Custom {
+    /// The nats-server's setup beyond the product's permissions (e.g. `NatsSetup::tls`).
+    pub nats: NatsSetup,
+    /// More environment for the services.
+    pub env: Vec<(String, String)>,
+    /// With the SIP gateway serving tenant `office`, as `start_sip(false)`.
+    pub sip: bool,
+    /// Appends every service's stdout and stderr (its log lines) to this file.
+    pub log: Option<std::path::PathBuf>,
 }
 
 /// A nats-server with the product's permissions for subject prefix `prefix` (the file
@@ -70,8 +85,11 @@ pub fn secured_nats(
         .collect();
     let mut server_env = env.clone();
     server_env.push((password_var(OPERATOR_USER), operator.clone()));
+    // The setup's own configuration (e.g. a `tls` block) goes with the permissions.
+    let mut config = String::from_utf8(out.stdout).unwrap();
+    config.push_str(more.config.as_deref().unwrap_or(""));
     let nats = NatsServer::start_with(NatsSetup {
-        config: Some(String::from_utf8(out.stdout).unwrap()),
+        config: Some(config),
         env: server_env,
         login: Some((OPERATOR_USER.into(), operator)),
         ..more
@@ -209,6 +227,19 @@ impl System {
         Self::start_with(false, env).await
     }
 
+    /// Only the service targets' passwords: not the combined user's, not the integrators'.
+    pub fn service_nats_env(&self) -> Vec<(String, String)> {
+        self.nats_env
+            .iter()
+            .filter(|(k, _)| {
+                cc_bus::permissions::SERVICES
+                    .iter()
+                    .any(|(n, _)| cc_bus::permissions::password_var(n) == *k)
+            })
+            .cloned()
+            .collect()
+    }
+
     fn spawn_services(&self, targets: &str) -> Callcenter {
         let (portal_port, pbx_port, prefix, sip, pbx_sip, env) = (
             self.portal_port,
@@ -218,17 +249,14 @@ impl System {
             self.pbx_sip,
             self.env.clone(),
         );
-        // Only the service targets' passwords: not the combined user's, not the integrators'.
-        let nats_env: Vec<(String, String)> = self
-            .nats_env
-            .iter()
-            .filter(|(k, _)| {
-                cc_bus::permissions::SERVICES
-                    .iter()
-                    .any(|(n, _)| cc_bus::permissions::password_var(n) == *k)
-            })
-            .cloned()
-            .collect();
+        let log = self.log.as_ref().map(|p| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .unwrap()
+        });
+        let nats_env = self.service_nats_env();
         Callcenter::spawn_with(
             &self.db.url,
             &self.nats.url(),
@@ -260,6 +288,9 @@ impl System {
                     .env("CC_PBX_SIM_ADDR", format!("127.0.0.1:{pbx_port}"))
                     .env("CC_SUBJECT_PREFIX", &prefix);
                 c.envs(env);
+                if let Some(f) = log {
+                    c.stdout(f.try_clone().unwrap()).stderr(f);
+                }
             },
         )
     }
@@ -295,7 +326,7 @@ impl System {
         sip: std::net::SocketAddr,
         pbx: Option<std::net::SocketAddr>,
     ) -> System {
-        let mut sys = Self::new_unstarted().await;
+        let mut sys = Self::new_unstarted(NatsSetup::default()).await;
         sys.sip = Some(sip);
         sys.pbx_sip = pbx;
         if split {
@@ -324,11 +355,27 @@ impl System {
         }
     }
 
-    async fn new_unstarted() -> System {
+    /// A system as `custom` says: every service in one process.
+    pub async fn start_custom(custom: Custom) -> System {
+        let mut sys = Self::new_unstarted(custom.nats).await;
+        sys.env = custom.env;
+        sys.log = custom.log;
+        if custom.sip {
+            sys.sip = Some(format!("127.0.0.1:{}", free_port()).parse().unwrap());
+        }
+        sys._app = sys.spawn_services("all");
+        sys.wait_ready("demo").await;
+        if custom.sip {
+            sys.wait_ready(SIP_TENANT).await;
+        }
+        sys
+    }
+
+    async fn new_unstarted(more: NatsSetup) -> System {
         let db = TestDb::new().await;
         let (portal_port, pbx_port) = (free_port(), free_port());
         let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
-        let (nats, nats_env) = secured_nats(&prefix, &["demo", SIP_TENANT], NatsSetup::default());
+        let (nats, nats_env) = secured_nats(&prefix, &["demo", SIP_TENANT], more);
         System {
             db,
             nats,
@@ -345,6 +392,7 @@ impl System {
             _gateway: None,
             pbx_sip: None,
             env: vec![],
+            log: None,
         }
     }
 
@@ -392,27 +440,8 @@ impl System {
     }
 
     async fn start_with(split: bool, env: Vec<(String, String)>) -> System {
-        let db = TestDb::new().await;
-        let (portal_port, pbx_port) = (free_port(), free_port());
-        let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
-        let (nats, nats_env) = secured_nats(&prefix, &["demo", SIP_TENANT], NatsSetup::default());
-        let mut sys = System {
-            db,
-            nats,
-            nats_env,
-            _app: Callcenter::placeholder(),
-            _pbx: None,
-            portal_port,
-            pbx_port,
-            portal: format!("http://127.0.0.1:{portal_port}"),
-            pbx: format!("http://127.0.0.1:{pbx_port}"),
-            prefix,
-            http: reqwest::Client::new(),
-            sip: None,
-            _gateway: None,
-            pbx_sip: None,
-            env,
-        };
+        let mut sys = Self::new_unstarted(NatsSetup::default()).await;
+        sys.env = env;
         if split {
             sys._pbx = Some(sys.spawn_services("pbx-sim"));
             sys._app = sys.spawn_services(CORE);
