@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{AgentNumber, DeviceId, QueueNumber};
+use crate::domain::{AgentNumber, DeviceId, DialString, QueueNumber};
 use crate::pbx::Party;
 use crate::EventFamily;
 use cc_core::Command;
@@ -22,6 +22,8 @@ pub enum WithdrawReason {
     AgentLoggedOut,
     /// The agent's device unregistered while it rang.
     DeviceOffline,
+    /// The agent started an outbound call from the portal while the phone rang.
+    AgentDialedOut,
 }
 
 /// Who ended a call.
@@ -147,8 +149,49 @@ pub enum MonitorEndReason {
     CallEnded,
 }
 
-/// Events of one queue call. The transfer events name the agent who started the transfer
-/// (`agent`) and the receiving agent, if any (`target_agent`). Stream: `call-<call id>`.
+/// Why an outbound call from the portal did not connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboundFailure {
+    /// The agent's own phone rang out (30 seconds) without being answered.
+    AgentNoAnswer,
+    /// The agent's phone declined the call (or was busy).
+    AgentDeclined,
+    /// The agent's device could not be rung (not registered).
+    AgentUnavailable,
+    /// The agent hung up (in the portal or on the phone) before the far end answered.
+    Cancelled,
+    /// The number or extension dialled was busy.
+    Busy,
+    /// The far end rang out (60 seconds, or the dial's `ring_timeout_s`) without being answered.
+    NoAnswer,
+    /// The far end declined the call.
+    Rejected,
+    /// The far end could not be reached (an extension not registered, the trunk refused it).
+    Unavailable,
+}
+
+impl OutboundFailure {
+    /// How the portal says it.
+    pub fn label(&self) -> &'static str {
+        match self {
+            OutboundFailure::AgentNoAnswer => "Your phone did not answer",
+            OutboundFailure::AgentDeclined => "Your phone declined the call",
+            OutboundFailure::AgentUnavailable => "Your phone could not be rung",
+            OutboundFailure::Cancelled => "Cancelled",
+            OutboundFailure::Busy => "Busy",
+            OutboundFailure::NoAnswer => "No answer",
+            OutboundFailure::Rejected => "Declined",
+            OutboundFailure::Unavailable => "Not reachable",
+        }
+    }
+}
+
+/// Events of one call: a queue call from entering its queue, or an agent's outbound call from
+/// the dial (`OutboundCallStarted`; after `CallConnected` it goes on as a queue call does: hold,
+/// transfers, `CallEnded`, but with no queue and no wrap-up). The transfer events name the agent
+/// who started the transfer (`agent`) and the receiving agent, if any (`target_agent`). Stream:
+/// `call-<call id>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type")]
 pub enum CallEvent {
@@ -246,8 +289,11 @@ pub enum CallEvent {
         leg: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         target_agent: Option<AgentNumber>,
-        /// The queue the call came from (the receiving agent's wrap-up follows its settings).
-        queue: QueueNumber,
+        /// The queue the call came from (the receiving agent's wrap-up follows its settings);
+        /// absent for an outbound call (never null).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(with = "QueueNumber")]
+        queue: Option<QueueNumber>,
     },
     /// The target answered (for an attended transfer: the consultation begins).
     TransferAnswered {
@@ -333,6 +379,36 @@ pub enum CallEvent {
         by: Side,
         talk_ms: i64,
     },
+    /// An agent dialled from the portal: their own device (`device`, leg `leg`) rings first,
+    /// showing the number dialled; once they answer, the number is rung on `far_leg`
+    /// (`OutboundCallDialed`). Not a queue call: no queue, no ACD offer, no wrap-up; the agent
+    /// is offered no queue call until it ends.
+    OutboundCallStarted {
+        call: String,
+        agent: AgentNumber,
+        device: DeviceId,
+        /// What the agent dialled.
+        number: DialString,
+        /// It is an extension of the tenant (a device), not an outside number.
+        extension: bool,
+        leg: String,
+        far_leg: String,
+        /// Seconds the number may ring once the agent answered (the agent's own phone rings 30
+        /// seconds at most); 60 when absent.
+        #[serde(default = "dial_ring_timeout")]
+        ring_timeout_s: i64,
+    },
+    /// The agent's phone answered: the number is rung now (they hear it ring).
+    OutboundCallDialed {
+        call: String,
+        agent: AgentNumber,
+    },
+    /// The outbound call ended before the far end answered; both legs are hung up.
+    OutboundCallFailed {
+        call: String,
+        agent: AgentNumber,
+        reason: OutboundFailure,
+    },
     /// In wrap-up, the agent gave the call's disposition (one of the queue's codes) and/or a
     /// note. Given again, the last one counts.
     CallDispositionRecorded {
@@ -378,6 +454,9 @@ impl CallEvent {
             | MonitorModeChanged { call, .. }
             | MonitorEnded { call, .. }
             | CallDispositionRecorded { call, .. }
+            | OutboundCallStarted { call, .. }
+            | OutboundCallDialed { call, .. }
+            | OutboundCallFailed { call, .. }
             | TransferredCallEnded { call, .. } => call,
         }
     }
@@ -407,7 +486,10 @@ impl CallEvent {
             | MonitorJoined { agent, .. }
             | MonitorModeChanged { agent, .. }
             | MonitorEnded { agent, .. }
-            | CallDispositionRecorded { agent, .. } => Some(agent),
+            | CallDispositionRecorded { agent, .. }
+            | OutboundCallStarted { agent, .. }
+            | OutboundCallDialed { agent, .. }
+            | OutboundCallFailed { agent, .. } => Some(agent),
             CallEnteredQueue { .. }
             | CallAbandoned { .. }
             | CallLeftQueue { .. }
@@ -624,6 +706,28 @@ impl Command for GetAgentCall {
     const SERVICE: &'static str = "call-control";
     const NAME: &'static str = "GetAgentCall";
     type Reply = Option<String>;
+}
+
+/// The agent dials a number or an extension from the portal (see
+/// [`CallEvent::OutboundCallStarted`]). The portal checks that the agent is logged in and free
+/// (Idle or Paused) and fills `device` from their login. The reply is the call's id.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct DialOutbound {
+    pub agent: AgentNumber,
+    pub device: DeviceId,
+    pub number: DialString,
+    /// Seconds the number may ring (once the agent answered) before the call fails as not
+    /// answered (`no_answer`); the agent's own phone rings 30 seconds at most.
+    #[serde(default = "dial_ring_timeout")]
+    pub ring_timeout_s: i64,
+}
+fn dial_ring_timeout() -> i64 {
+    60
+}
+impl Command for DialOutbound {
+    const SERVICE: &'static str = "call-control";
+    const NAME: &'static str = "DialOutbound";
+    type Reply = String;
 }
 
 /// A supervisor (or admin) starts monitoring an agent's connected call: the supervisor's

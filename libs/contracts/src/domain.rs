@@ -149,6 +149,67 @@ impl fmt::Display for CallerNumber {
     }
 }
 
+/// What an agent dials from the portal: an extension of the tenant or an outside number, as
+/// a phone's keypad has it: 1 to 32 of `0-9 + * #` (surrounding spaces trimmed; spaces,
+/// dashes, dots and brackets inside, as people write numbers, left out). Refused naming
+/// `number`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema)]
+#[serde(transparent)]
+pub struct DialString(String);
+
+/// The longest [`DialString`], in characters.
+pub const DIAL_STRING_MAX: usize = 32;
+
+impl DialString {
+    pub fn parse(s: &str) -> Result<Self, Invalid> {
+        let t: String = s
+            .trim()
+            .chars()
+            .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
+            .collect();
+        if t.is_empty() {
+            return Err(Invalid {
+                field: "number",
+                message: "the number to dial is required".into(),
+            });
+        }
+        if t.chars().count() > DIAL_STRING_MAX {
+            return Err(Invalid {
+                field: "number",
+                message: format!("a number to dial is at most {DIAL_STRING_MAX} characters"),
+            });
+        }
+        if let Some(bad) = t
+            .chars()
+            .find(|c| !(c.is_ascii_digit() || matches!(c, '+' | '*' | '#')))
+        {
+            return Err(Invalid {
+                field: "number",
+                message: format!(
+                    "{bad:?} cannot be dialled: a number is digits and + * # only, got {:?}",
+                    s.trim()
+                ),
+            });
+        }
+        Ok(Self(t))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for DialString {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Self::parse(&String::deserialize(d)?).map_err(|e| serde::de::Error::custom(e.message))
+    }
+}
+
+impl fmt::Display for DialString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A caller's display name: control characters (NUL among them) removed, surrounding spaces
 /// trimmed, at most 100 characters; may be empty. [`CallerName::parse`] refuses a longer one
 /// (for an edge that can answer "bad request", such as the simulator's HTTP API);
@@ -221,6 +282,22 @@ mod tests {
         assert!(AgentNumber::parse("1234567890123456").is_err());
         assert!(serde_json::from_str::<AgentNumber>("\"12x\"").is_err());
         assert!(parse_reason_name("  ").is_err());
+    }
+
+    #[test]
+    fn a_dialled_number_is_what_a_keypad_has_and_bounded() {
+        assert_eq!(
+            DialString::parse(" +49 (30) 123-45.6 ").unwrap().as_str(),
+            "+4930123456"
+        );
+        assert_eq!(DialString::parse("*72#").unwrap().as_str(), "*72#");
+        assert_eq!(DialString::parse("1002").unwrap().as_str(), "1002");
+        for bad in ["", "  ", "555a", "5551;drop", "55\u{0}5", &"1".repeat(33)] {
+            let e = DialString::parse(bad).unwrap_err();
+            assert_eq!(e.field, "number", "{bad:?}");
+        }
+        assert!(DialString::parse(&"1".repeat(32)).is_ok());
+        assert!(serde_json::from_str::<DialString>("\"12x\"").is_err());
     }
 
     #[test]

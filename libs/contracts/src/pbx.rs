@@ -284,6 +284,19 @@ impl Command for Originate {
     type Reply = ChannelState;
 }
 
+/// Whether an Originate to `endpoint` would be placed now, without placing it: the same
+/// refusals as Originate (`invalid_field`, `unknown_device`, `device_unavailable`, `no_route`),
+/// so a caller can refuse a request before it rings anyone.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CheckRoute {
+    pub endpoint: Endpoint,
+}
+impl Command for CheckRoute {
+    const SERVICE: &'static str = "pbx";
+    const NAME: &'static str = "CheckRoute";
+    type Reply = ();
+}
+
 /// Answers an inbound channel (e.g. so a waiting caller hears music).
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Answer {

@@ -15,6 +15,8 @@ pub enum AgentStatus {
     Idle,
     Paused,
     Ringing,
+    /// The agent's outbound call: their phone or the number rings.
+    Dialing,
     Connected,
     OnHold,
     WrapUp,
@@ -28,6 +30,7 @@ impl AgentStatus {
             AgentStatus::Idle => "Idle",
             AgentStatus::Paused => "Paused",
             AgentStatus::Ringing => "Ringing",
+            AgentStatus::Dialing => "Dialing",
             AgentStatus::Connected => "Connected",
             AgentStatus::OnHold => "On hold",
             AgentStatus::WrapUp => "Wrap-up",
@@ -76,6 +79,22 @@ pub struct AgentView {
     /// logout) or the admin disabling the account. None while logged in.
     #[serde(default)]
     pub logged_out_by: Option<crate::session::LogoutReason>,
+    /// How the agent's last outbound call ended when it did not connect (the portal says why);
+    /// cleared by the next dial and by a new login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dial_failure: Option<DialFailure>,
     /// Grows by one with every change of this view: the SSE event id.
     pub version: i64,
+}
+
+/// An outbound call that did not connect, as the portal tells the agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct DialFailure {
+    pub call: String,
+    /// What the agent dialled.
+    pub number: String,
+    pub reason: crate::call::OutboundFailure,
+    /// The reason in the portal's words ("Busy", "No answer", ...).
+    pub label: String,
+    pub at: DateTime<Utc>,
 }

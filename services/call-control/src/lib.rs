@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use cc_bus::{CommandContext, CommandError, CommandHandlers};
 use cc_contracts::call::*;
-use cc_contracts::domain::AgentNumber;
+use cc_contracts::domain::{AgentNumber, DeviceId};
 use cc_contracts::pbx::{
-    Answer, Bridge, BridgeMode, ChannelEvent, ChannelState, Endpoint, Hangup, HangupCause, Hold,
-    ListChannels, ListDevices, Originate, SetBridgeMode,
+    Answer, Bridge, BridgeMode, ChannelEvent, ChannelState, CheckRoute, Endpoint, Hangup,
+    HangupCause, Hold, ListChannels, ListDevices, Originate, Party, SetBridgeMode,
 };
 use cc_contracts::{decode, encode};
 use cc_eventstore::{
@@ -109,6 +109,7 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
         .on(|cc: CallControl, c, cmd: CompleteTransfer| async move { cc.complete(&c.tenant, &cmd.agent).await })
         .on(|cc: CallControl, c, cmd: CancelTransfer| async move { cc.cancel(&c.tenant, &cmd.agent).await })
         .on(|cc: CallControl, c, cmd: GetAgentCall| async move { cc.on_call(&c.tenant, &cmd.agent).await })
+        .on(|cc: CallControl, c, cmd: DialOutbound| async move { cc.dial(&c.tenant, cmd).await })
         .on(|cc: CallControl, c, cmd: MonitorCall| async move { cc.monitor(&c.tenant, cmd).await })
         .on(|cc: CallControl, c, cmd: SetMonitorMode| async move { cc.set_monitor_mode(&c.tenant, cmd).await })
         .on(|cc: CallControl, c, cmd: StopMonitor| async move { cc.stop_monitor(&c.tenant, &cmd.agent, &cmd.supervisor).await });
@@ -188,6 +189,25 @@ fn err(code: &str, message: impl Into<String>) -> CommandError {
 
 /// How long a supervisor's phone may ring before the monitoring ends as not answered.
 const MONITOR_RING: Duration = Duration::from_secs(30);
+
+/// How long the agent's own phone rings for an outbound call before it fails as not answered.
+const OUTBOUND_AGENT_RING: Duration = Duration::from_secs(30);
+
+/// Why an outbound call's leg ended before the far end answered: the agent's (`agent`) or the
+/// far end's.
+fn outbound_failure(cause: HangupCause, agent: bool, dialed: bool) -> OutboundFailure {
+    match (agent, cause) {
+        // The agent hung up while the number rang.
+        (true, _) if dialed => OutboundFailure::Cancelled,
+        (true, HangupCause::NoAnswer) => OutboundFailure::AgentNoAnswer,
+        (true, HangupCause::Unavailable) => OutboundFailure::AgentUnavailable,
+        (true, _) => OutboundFailure::AgentDeclined,
+        (false, HangupCause::Busy) => OutboundFailure::Busy,
+        (false, HangupCause::NoAnswer | HangupCause::CallerGone) => OutboundFailure::NoAnswer,
+        (false, HangupCause::Unavailable) => OutboundFailure::Unavailable,
+        (false, HangupCause::Rejected | HangupCause::Normal) => OutboundFailure::Rejected,
+    }
+}
 
 /// The priority a transferred call re-enters a queue with: ahead of every caller waiting.
 pub const REQUEUE_PRIORITY: i32 = 100;
@@ -281,27 +301,39 @@ impl CallControl {
     /// Joins the caller and the agent who answered. The PBX is asked without holding the state,
     /// so other calls go on meanwhile; if the call ended in between, nothing is recorded.
     async fn connect(&self, call: &str) -> anyhow::Result<()> {
+        self.join(call, false).await
+    }
+
+    /// Joins the agent and the far end of an outbound call once the far end answered.
+    async fn join(&self, call: &str, outbound: bool) -> anyhow::Result<()> {
         let Some(l) = self.state.lock().await.model.calls.get(call).cloned() else {
             return Ok(());
+        };
+        // An outbound call is joined only when its far end answered (`outbound`).
+        let ready = match l.dialing() {
+            Some(o) => outbound && o.dialed,
+            None => !outbound,
         };
         let Some(a) = l
             .agent
             .clone()
-            .filter(|_| !l.connected && l.transfer.is_none())
+            .filter(|_| ready && !l.connected && l.transfer.is_none())
         else {
             return Ok(());
         };
         let ctx = self.pbx(&l.tenant);
-        let _ = self
-            .ctx
-            .bus
-            .request(
-                &ctx,
-                &Answer {
-                    channel: l.customer.clone(),
-                },
-            )
-            .await;
+        if !outbound {
+            let _ = self
+                .ctx
+                .bus
+                .request(
+                    &ctx,
+                    &Answer {
+                        channel: l.customer.clone(),
+                    },
+                )
+                .await;
+        }
         let bridged = self
             .ctx
             .bus
@@ -489,11 +521,211 @@ impl CallControl {
                 return self.target_leaves(&mut st, &call).await;
             }
         };
-        if l.transfer.is_some() {
+        if l.dialing().is_some() {
+            self.outbound_failed(&mut st, &call, OutboundFailure::Cancelled)
+                .await
+        } else if l.transfer.is_some() {
             self.agent_leaves(&mut st, &call).await
         } else {
             self.end(&mut st, &call, EndedBy::Agent).await
         }
+    }
+
+    /// The agent dials a number or an extension: refusals first (the agent on a call, their
+    /// device offline, the far end unknown, offline or without a route), then the agent's
+    /// device rings; on its answer the far end does ([`Self::dial_far_end`]).
+    async fn dial(&self, tenant: &str, cmd: DialOutbound) -> Result<String, CommandError> {
+        let mut st = self.state.lock().await;
+        if self.find(&mut st, tenant, &cmd.agent).await.is_ok()
+            || st.model.target_call(tenant, &cmd.agent).is_some()
+        {
+            return Err(err(
+                "on_call",
+                "You are on a call: end it before you dial another",
+            ));
+        }
+        if cmd.number.as_str() == cmd.device.as_str() {
+            return Err(CommandError::field(
+                "own_device",
+                "number",
+                format!("Extension {} is your own device", cmd.device),
+            ));
+        }
+        let devices = self
+            .ctx
+            .bus
+            .request(&self.pbx(tenant), &ListDevices {})
+            .await?;
+        let own = devices.iter().find(|d| d.device == cmd.device);
+        if !own.is_some_and(|d| d.registered) {
+            return Err(CommandError::field(
+                "device_offline",
+                "device",
+                format!(
+                    "Your device {} is not registered: register your phone, then dial",
+                    cmd.device
+                ),
+            ));
+        }
+        let extension = devices
+            .iter()
+            .find(|d| d.device.as_str() == cmd.number.as_str())
+            .map(|d| d.device.clone());
+        let far = match &extension {
+            Some(d) => Endpoint::Device(d.clone()),
+            None => Endpoint::Number(cmd.number.to_string()),
+        };
+        if let Err(e) = self
+            .ctx
+            .bus
+            .request(
+                &self.pbx(tenant),
+                &CheckRoute {
+                    endpoint: far.clone(),
+                },
+            )
+            .await
+        {
+            let mut e = CommandError::from(e);
+            if e.field.is_some() {
+                e.field = Some("number".into());
+            }
+            return Err(e);
+        }
+        let call = Uuid::now_v7().simple().to_string();
+        let leg = Uuid::now_v7().simple().to_string();
+        let far_leg = Uuid::now_v7().simple().to_string();
+        self.record(
+            &mut st,
+            tenant,
+            &call,
+            vec![CallEvent::OutboundCallStarted {
+                call: call.clone(),
+                agent: cmd.agent.clone(),
+                device: cmd.device.clone(),
+                number: cmd.number.clone(),
+                extension: extension.is_some(),
+                leg: leg.clone(),
+                far_leg,
+                ring_timeout_s: cmd.ring_timeout_s.clamp(1, 600),
+            }],
+        )
+        .await?;
+        let originate = Originate {
+            channel: Some(leg),
+            endpoint: Endpoint::Device(cmd.device.clone()),
+            // The agent's phone shows whom it is about to call.
+            caller: Party {
+                number: cmd.number.to_string(),
+                name: format!("Call {}", cmd.number),
+            },
+        };
+        if let Err(e) = self.ctx.bus.request(&self.pbx(tenant), &originate).await {
+            tracing::info!(error = %e, call, "the agent's device could not be rung");
+            self.outbound_failed(&mut st, &call, OutboundFailure::AgentUnavailable)
+                .await?;
+            let mut e = CommandError::from(e);
+            e.field = Some("device".into());
+            return Err(e);
+        }
+        self.outbound_ring_timeout(tenant, &call, None);
+        Ok(call)
+    }
+
+    /// Stops the ringing of an outbound call's leg (the agent's, or with `far` the number's,
+    /// after that time) if it still rings after its time; its hangup then fails the call.
+    fn outbound_ring_timeout(&self, tenant: &str, call: &str, far: Option<Duration>) {
+        let after = far.unwrap_or(OUTBOUND_AGENT_RING);
+        let far = far.is_some();
+        self.hang_up_unanswered(tenant, call, after, move |l| {
+            let o = l.dialing()?;
+            match (far, o.dialed) {
+                (false, false) => l.agent.as_ref().map(|a| a.leg.clone()),
+                (true, true) => Some(l.customer.clone()),
+                _ => None,
+            }
+        });
+    }
+
+    /// The agent's phone answered an outbound call: the number is rung now.
+    async fn dial_far_end(
+        &self,
+        st: &mut State,
+        tenant: &str,
+        call: &str,
+    ) -> Result<(), CommandError> {
+        let Some(l) = st.model.calls.get(call).cloned() else {
+            return Ok(());
+        };
+        let (Some(o), Some(a)) = (l.dialing().cloned(), l.agent.clone()) else {
+            return Ok(());
+        };
+        if o.dialed {
+            return Ok(()); // a redelivery
+        }
+        self.record(
+            st,
+            tenant,
+            call,
+            vec![CallEvent::OutboundCallDialed {
+                call: call.into(),
+                agent: a.agent.clone(),
+            }],
+        )
+        .await?;
+        let endpoint = match DeviceId::parse(o.number.as_str()) {
+            Ok(d) if o.extension => Endpoint::Device(d),
+            _ => Endpoint::Number(o.number.to_string()),
+        };
+        let originate = Originate {
+            channel: Some(l.customer.clone()),
+            endpoint,
+            // The far end sees the agent's extension (a trunk presents the tenant's number).
+            caller: Party {
+                number: a.device.as_ref().map(|d| d.to_string()).unwrap_or_default(),
+                name: String::new(),
+            },
+        };
+        if let Err(e) = self.ctx.bus.request(&self.pbx(tenant), &originate).await {
+            tracing::info!(error = %e, call, "the number dialled could not be rung");
+            return self
+                .outbound_failed(st, call, OutboundFailure::Unavailable)
+                .await;
+        }
+        self.outbound_ring_timeout(tenant, call, Some(far_ring(&o)));
+        Ok(())
+    }
+
+    /// An outbound call ends before it connected: recorded, then both legs are hung up.
+    async fn outbound_failed(
+        &self,
+        st: &mut State,
+        call: &str,
+        reason: OutboundFailure,
+    ) -> Result<(), CommandError> {
+        let Some(l) = st.model.calls.get(call).cloned() else {
+            return Ok(());
+        };
+        let Some(a) = l.agent.clone().filter(|_| l.dialing().is_some()) else {
+            return Ok(());
+        };
+        self.record(
+            st,
+            &l.tenant,
+            call,
+            vec![CallEvent::OutboundCallFailed {
+                call: call.into(),
+                agent: a.agent,
+                reason,
+            }],
+        )
+        .await?;
+        self.hang_up_later(
+            &l.tenant,
+            l.legs().into_iter().map(|(leg, _)| leg).collect(),
+        )
+        .await;
+        Ok(())
     }
 
     /// The answered target of a transfer leaves it from the portal: recorded as the target
@@ -879,16 +1111,28 @@ impl CallControl {
                     .await;
                 }
             }
-            None => {
-                events.push(CallEvent::CallEnteredQueue {
-                    call: call.into(),
-                    queue: l.queue.clone(),
-                    caller: l.caller.clone(),
-                    channel: l.customer.clone(),
-                    priority: REQUEUE_PRIORITY,
-                });
-                self.record(st, &tenant, call, events).await?;
-            }
+            None => match &l.queue {
+                Some(queue) => {
+                    events.push(CallEvent::CallEnteredQueue {
+                        call: call.into(),
+                        queue: queue.clone(),
+                        caller: l.caller.clone(),
+                        channel: l.customer.clone(),
+                        priority: REQUEUE_PRIORITY,
+                    });
+                    self.record(st, &tenant, call, events).await?;
+                }
+                // An outbound call has no queue to go back to: it ends.
+                None => {
+                    events.push(CallEvent::TransferredCallEnded {
+                        call: call.into(),
+                        by: Side::Target,
+                        talk_ms: 0,
+                    });
+                    self.record(st, &tenant, call, events).await?;
+                    self.hang_up_later(&tenant, vec![l.customer.clone()]).await;
+                }
+            },
         }
         Ok(())
     }
@@ -1222,6 +1466,18 @@ impl CallControl {
             Some(found) => found,
             None => return Ok(()),
         };
+        if let Some(o) = st.model.calls[&call].dialing().cloned() {
+            match role {
+                Role::Agent if !o.dialed => {
+                    return Ok(self.dial_far_end(&mut st, tenant, &call).await?)
+                }
+                Role::Customer if o.dialed => {
+                    drop(st);
+                    return self.join(&call, true).await;
+                }
+                _ => return Ok(()),
+            }
+        }
         if role != Role::Target {
             return Ok(());
         }
@@ -1312,6 +1568,15 @@ impl CallControl {
             return Ok(());
         };
         let l = st.model.calls[&call].clone();
+        if let Some(o) = l.dialing().cloned() {
+            let reason = match role {
+                Role::Agent => outbound_failure(cause, true, o.dialed),
+                // The far leg is placed only once the agent answered.
+                Role::Customer if o.dialed => outbound_failure(cause, false, true),
+                _ => return Ok(()),
+            };
+            return Ok(self.outbound_failed(&mut st, &call, reason).await?);
+        }
         match role {
             Role::Customer => {
                 let mut events = vec![];
@@ -1664,6 +1929,11 @@ impl CallControl {
                 );
             }
             let chans = &live[&l.tenant];
+            if let (Some(o), Some(a)) = (l.dialing(), l.agent.as_ref()) {
+                self.reconcile_dialing(&l.tenant, &call, o, &a.leg, &l.customer, chans)
+                    .await?;
+                continue;
+            }
             for (leg, role) in l.legs() {
                 let now = self.state.lock().await.model.calls.get(&call).cloned();
                 let Some(now) = now.filter(|n| n.role_of(&leg) == Some(role)) else {
@@ -1701,4 +1971,40 @@ impl CallControl {
         }
         Ok(())
     }
+
+    /// After a restart, an outbound call that had not connected: a leg gone ends it, a leg
+    /// answered meanwhile is acted on, a ringing leg gets its ring timeout again.
+    async fn reconcile_dialing(
+        &self,
+        tenant: &str,
+        call: &str,
+        o: &model::Outbound,
+        agent_leg: &str,
+        far_leg: &str,
+        chans: &HashMap<String, ChannelState>,
+    ) -> anyhow::Result<()> {
+        let dialed = o.dialed;
+        match chans.get(agent_leg) {
+            None => return self.leg_gone(tenant, agent_leg, HangupCause::Normal).await,
+            Some(c) if !dialed && c.answered => return self.leg_answered(tenant, agent_leg).await,
+            Some(_) if !dialed => {
+                self.outbound_ring_timeout(tenant, call, None);
+                return Ok(());
+            }
+            Some(_) => {}
+        }
+        match chans.get(far_leg) {
+            None => self.leg_gone(tenant, far_leg, HangupCause::NoAnswer).await,
+            Some(c) if c.answered => self.leg_answered(tenant, far_leg).await,
+            Some(_) => {
+                self.outbound_ring_timeout(tenant, call, Some(far_ring(o)));
+                Ok(())
+            }
+        }
+    }
+}
+
+/// How long an outbound call's number rings.
+fn far_ring(o: &model::Outbound) -> Duration {
+    Duration::from_secs(o.ring_timeout_s.clamp(1, 600) as u64)
 }

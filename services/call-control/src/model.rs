@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use cc_contracts::call::{CallEvent, EndedBy, MonitorMode, TransferMethod, TransferTarget};
-use cc_contracts::domain::{AgentNumber, DeviceId, QueueNumber};
+use cc_contracts::domain::{AgentNumber, DeviceId, DialString, QueueNumber};
 use cc_contracts::pbx::Party;
 use chrono::{DateTime, Utc};
 
@@ -46,11 +46,27 @@ pub struct Monitor {
     pub joined: bool,
 }
 
-/// A call from its answer to its end.
+/// What an outbound call (dialled by the agent from the portal) is before it connects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outbound {
+    pub number: DialString,
+    pub extension: bool,
+    /// The agent's phone answered and the number is being rung (on the call's `customer` leg).
+    pub dialed: bool,
+    /// The far end answered and was joined with the agent: from here on it is a connected call
+    /// like any other (whoever has it after a transfer).
+    pub connected: bool,
+    /// How long the number may ring.
+    pub ring_timeout_s: i64,
+    pub started_at: DateTime<Utc>,
+}
+
+/// A call from its answer (or an outbound call from its dial) to its end.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Live {
     pub tenant: String,
-    pub queue: QueueNumber,
+    /// The call's queue; none for an outbound call.
+    pub queue: Option<QueueNumber>,
     pub caller: Party,
     /// The customer's channel.
     pub customer: String,
@@ -64,6 +80,8 @@ pub struct Live {
     /// After a transfer to an extension or number without an agent: that leg and its answer.
     pub outside: Option<(String, DateTime<Utc>)>,
     pub monitor: Option<Monitor>,
+    /// For an outbound call: how its dial went (it stays set once connected).
+    pub outbound: Option<Outbound>,
 }
 
 /// What a channel is to a call.
@@ -78,6 +96,11 @@ pub enum Role {
 }
 
 impl Live {
+    /// An outbound call that has not connected yet (the agent's phone or the number rings).
+    pub fn dialing(&self) -> Option<&Outbound> {
+        self.outbound.as_ref().filter(|o| !o.connected)
+    }
+
     pub fn role_of(&self, channel: &str) -> Option<Role> {
         if self.customer == channel {
             Some(Role::Customer)
@@ -174,7 +197,7 @@ impl Model {
                         call.clone(),
                         Live {
                             tenant: w.tenant,
-                            queue: w.queue,
+                            queue: Some(w.queue),
                             caller: w.caller,
                             customer: w.customer,
                             agent: Some(AgentLeg {
@@ -188,9 +211,60 @@ impl Model {
                             transfer: None,
                             outside: None,
                             monitor: None,
+                            outbound: None,
                         },
                     );
                 }
+            }
+            OutboundCallStarted {
+                call,
+                agent,
+                device,
+                number,
+                extension,
+                leg,
+                far_leg,
+                ring_timeout_s,
+            } => {
+                self.calls.insert(
+                    call.clone(),
+                    Live {
+                        tenant: tenant.into(),
+                        queue: None,
+                        caller: Party {
+                            number: number.to_string(),
+                            name: String::new(),
+                        },
+                        customer: far_leg.clone(),
+                        agent: Some(AgentLeg {
+                            agent: agent.clone(),
+                            leg: leg.clone(),
+                            device: Some(device.clone()),
+                            answered_at: at,
+                        }),
+                        connected: false,
+                        held: false,
+                        transfer: None,
+                        outside: None,
+                        monitor: None,
+                        outbound: Some(Outbound {
+                            number: number.clone(),
+                            extension: *extension,
+                            dialed: false,
+                            connected: false,
+                            ring_timeout_s: *ring_timeout_s,
+                            started_at: at,
+                        }),
+                    },
+                );
+            }
+            OutboundCallDialed { call, .. } => {
+                if let Some(o) = self.calls.get_mut(call).and_then(|l| l.outbound.as_mut()) {
+                    o.dialed = true;
+                }
+            }
+            OutboundCallFailed { call, .. } => {
+                self.calls.remove(call);
             }
             CallAbandoned { call, .. } | CallLeftQueue { call, .. } => {
                 self.waiting.remove(call);
@@ -201,6 +275,13 @@ impl Model {
                     .get_mut(call)
                     .filter(|l| l.agent.as_ref().is_some_and(|a| &a.agent == agent))
                 {
+                    if let Some(o) = l.outbound.as_mut().filter(|o| !o.connected) {
+                        // An outbound call's talk starts when the far end answers.
+                        o.connected = true;
+                        if let Some(a) = l.agent.as_mut() {
+                            a.answered_at = at;
+                        }
+                    }
                     l.connected = true;
                 }
             }
@@ -467,7 +548,7 @@ mod tests {
             target,
             leg: Some("tgt".into()),
             target_agent: target_agent.map(a),
-            queue: q(),
+            queue: Some(q()),
         }
     }
 
@@ -729,5 +810,65 @@ mod tests {
         let l = &m.calls["c"];
         assert!(l.transfer.is_none() && l.connected);
         assert_eq!(m.leg("acme", "tgt"), None);
+    }
+
+    #[test]
+    fn an_outbound_call_is_the_agents_from_the_dial_and_talks_from_the_far_answer() {
+        let mut m = Model::default();
+        let t0 = Utc::now();
+        let started = CallEvent::OutboundCallStarted {
+            call: "o".into(),
+            agent: a("1002"),
+            device: DeviceId::parse("1002").unwrap(),
+            number: DialString::parse("5551234").unwrap(),
+            extension: false,
+            leg: "mine".into(),
+            far_leg: "far".into(),
+            ring_timeout_s: 60,
+        };
+        m.apply("acme", &started, t0);
+        assert_eq!(m.agent_call("acme", &a("1002")), Some("o".into()));
+        let l = &m.calls["o"];
+        assert!(l.queue.is_none() && l.dialing().is_some_and(|o| !o.dialed));
+        assert_eq!(m.leg("acme", "mine"), Some(("o".into(), Role::Agent)));
+        assert_eq!(m.leg("acme", "far"), Some(("o".into(), Role::Customer)));
+        let dialed = CallEvent::OutboundCallDialed {
+            call: "o".into(),
+            agent: a("1002"),
+        };
+        m.apply("acme", &dialed, t0);
+        assert!(m.calls["o"].dialing().is_some_and(|o| o.dialed));
+        let t1 = t0 + chrono::Duration::seconds(5);
+        m.apply(
+            "acme",
+            &CallEvent::CallConnected {
+                call: "o".into(),
+                agent: a("1002"),
+                bridge: "o".into(),
+            },
+            t1,
+        );
+        let l = &m.calls["o"];
+        assert!(l.connected && l.dialing().is_none() && l.outbound.is_some());
+        assert_eq!(
+            l.agent.as_ref().unwrap().answered_at,
+            t1,
+            "talk from the far answer"
+        );
+
+        // A failed dial frees the agent.
+        let mut m = Model::default();
+        m.apply("acme", &started, t0);
+        m.apply(
+            "acme",
+            &CallEvent::OutboundCallFailed {
+                call: "o".into(),
+                agent: a("1002"),
+                reason: cc_contracts::call::OutboundFailure::Busy,
+            },
+            t0,
+        );
+        assert_eq!(m.agent_call("acme", &a("1002")), None);
+        assert!(m.calls.is_empty());
     }
 }

@@ -237,46 +237,50 @@ impl Calls {
         Ok(ch)
     }
 
+    /// The contract's CheckRoute: the refusals an Originate to `endpoint` would give now (an
+    /// outside number is 1 to 32 of `0-9 + * #`; a device must exist and be registered).
+    pub async fn check_route(&self, tenant: &str, endpoint: &Endpoint) -> Result<(), CommandError> {
+        match endpoint {
+            Endpoint::Device(d) => {
+                match crate::devices::get(&self.ctx.pool, &self.registry, tenant, d).await? {
+                    None => Err(err(
+                        "unknown_device",
+                        "device",
+                        format!("There is no device {d} on this PBX"),
+                    )),
+                    Some(s) if !s.registered => Err(err(
+                        "device_unavailable",
+                        "device",
+                        format!("Device {d} is not registered"),
+                    )),
+                    Some(_) => Ok(()),
+                }
+            }
+            Endpoint::Number(n) => {
+                if n.is_empty()
+                    || n.chars().count() > 32
+                    || !n
+                        .chars()
+                        .all(|c| c.is_ascii_digit() || matches!(c, '+' | '*' | '#'))
+                {
+                    return Err(err(
+                        "invalid_field",
+                        "number",
+                        format!("{n:?} is not a phone number (1 to 32 of 0-9 + * #)"),
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// The contract's Originate: a leg to a device (it rings) or an outside number.
     pub async fn originate(
         &self,
         tenant: &str,
         cmd: Originate,
     ) -> Result<ChannelState, CommandError> {
-        let registered = match &cmd.endpoint {
-            Endpoint::Device(d) => {
-                Some(crate::devices::get(&self.ctx.pool, &self.registry, tenant, d).await?)
-            }
-            Endpoint::Number(n) => {
-                if n.is_empty() || !n.chars().all(|c| c.is_ascii_digit() || c == '+') {
-                    return Err(err(
-                        "invalid_field",
-                        "number",
-                        format!("{n:?} is not a phone number"),
-                    ));
-                }
-                None
-            }
-        };
-        if let (Endpoint::Device(d), Some(found)) = (&cmd.endpoint, &registered) {
-            match found {
-                None => {
-                    return Err(err(
-                        "unknown_device",
-                        "device",
-                        format!("There is no device {d} on this PBX"),
-                    ))
-                }
-                Some(s) if !s.registered => {
-                    return Err(err(
-                        "device_unavailable",
-                        "device",
-                        format!("Device {d} is not registered"),
-                    ))
-                }
-                _ => {}
-            }
-        }
+        self.check_route(tenant, &cmd.endpoint).await?;
         let mut st = self.state.lock().await;
         let t = st.entry(tenant.to_string()).or_default();
         let id = cmd.channel.clone().unwrap_or_else(new_id);

@@ -52,6 +52,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
         .with_tenants(scope)
         .on(|s: Sim, c, _: ListDevices| async move { devices::list(&s.ctx.pool, &c.tenant).await })
         .on(|s: Sim, c, cmd: Originate| async move { s.calls.originate(&c.tenant, cmd).await })
+        .on(|s: Sim, c, cmd: CheckRoute| async move { s.calls.check_route(&c.tenant, &cmd.endpoint).await })
         .on(|s: Sim, c, cmd: Answer| async move { s.calls.answer(&c.tenant, &cmd.channel).await })
         .on(|s: Sim, c, cmd: Bridge| async move { s.calls.bridge(&c.tenant, &cmd.bridge, &cmd.channels).await })
         .on(|s: Sim, c, cmd: Unbridge| async move { s.calls.unbridge(&c.tenant, &cmd.channel).await })

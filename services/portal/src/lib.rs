@@ -150,6 +150,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/api/admin/queues/{queue}/settings"),
     ("post", "/api/call/hangup"),
     ("post", "/api/call/hold"),
+    ("post", "/api/call/dial"),
     ("post", "/api/call/wrap-up/end"),
     ("post", "/api/call/transfer"),
     ("post", "/api/call/transfer/complete"),
@@ -285,6 +286,7 @@ pub fn router(portal: Portal) -> Router {
         )
         .route("/api/call/hangup", post(agent::hangup))
         .route("/api/call/hold", post(agent::hold))
+        .route("/api/call/dial", post(agent::dial))
         .route("/api/call/wrap-up/end", post(agent::end_wrap_up))
         .route("/api/call/transfer", post(agent::transfer))
         .route(

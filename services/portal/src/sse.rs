@@ -8,7 +8,9 @@
 //! read model's change history), or the current view (also when `Last-Event-ID` is ahead of
 //! the view). Changes are sent once each, in version order, whatever the race between the
 //! replay and the live feed. A supervisor's stream sends
-//! every agent of the tenant (a snapshot first, then each change).
+//! every agent of the tenant (a snapshot first, then each change), and the queues' figures
+//! (`event: queues`: now and today, [`crate::api::supervisor::queue_figures`]) at once and
+//! whenever the reporting projection says they changed (`<p>.views.<tenant>.queues.today`).
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -41,6 +43,8 @@ type Key = (String, String);
 pub struct Hub {
     agents: Mutex<HashMap<Key, broadcast::Sender<Arc<Change>>>>,
     tenants: Mutex<HashMap<String, broadcast::Sender<Arc<Change>>>>,
+    /// Per tenant: its queue figures changed (the streams read them again).
+    queues: Mutex<HashMap<String, broadcast::Sender<()>>>,
 }
 
 /// Per-agent buffer; a reader that falls further behind catches up from the change history.
@@ -59,6 +63,23 @@ impl Hub {
         m.entry(tenant.to_string())
             .or_insert_with(|| broadcast::channel(CAPACITY).0)
             .subscribe()
+    }
+
+    pub fn subscribe_queues(&self, tenant: &str) -> broadcast::Receiver<()> {
+        let mut m = self.queues.lock().unwrap();
+        m.entry(tenant.to_string())
+            .or_insert_with(|| broadcast::channel(CAPACITY).0)
+            .subscribe()
+    }
+
+    /// The tenant's queue figures changed.
+    pub fn queues_changed(&self, tenant: &str) {
+        let mut m = self.queues.lock().unwrap();
+        if let Some(tx) = m.get(tenant) {
+            if tx.send(()).is_err() {
+                m.remove(tenant);
+            }
+        }
     }
 
     pub fn dispatch(&self, tenant: &str, change: Change) {
@@ -111,9 +132,13 @@ pub async fn feed(p: Portal) -> anyhow::Result<()> {
             _ = p.ctx.cancel.cancelled() => return Ok(()),
             m = sub.next() => match m { Some(m) => m, None => return Ok(()) },
         };
-        let Some((tenant, "agent", agent)) = p.ctx.bus.subjects.parse_view(msg.subject.as_str())
-        else {
-            continue;
+        let (tenant, agent) = match p.ctx.bus.subjects.parse_view(msg.subject.as_str()) {
+            Some((tenant, "agent", agent)) => (tenant, agent),
+            Some((tenant, "queues", _)) => {
+                p.hub.queues_changed(tenant);
+                continue;
+            }
+            _ => continue,
         };
         let Ok(json) = std::str::from_utf8(&msg.payload) else {
             continue;
@@ -300,7 +325,45 @@ pub async fn agent_events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
-/// `GET /api/supervisor/events`: every agent of the tenant, live.
+/// How long a supervisor's stream gathers queue changes before it reads the figures again: a
+/// burst of calls costs one query per stream, not one per call.
+const QUEUES_SETTLE: Duration = Duration::from_millis(150);
+/// The figures are read again at least this often (today's figures start again at midnight).
+const QUEUES_REFRESH: Duration = Duration::from_secs(60);
+
+struct SupervisorStream {
+    portal: Portal,
+    tenant: String,
+    token: String,
+    rx: broadcast::Receiver<Arc<Change>>,
+    queues_rx: broadcast::Receiver<()>,
+    pending: VecDeque<Event>,
+    seen: HashMap<String, i64>,
+    recheck: tokio::time::Interval,
+    refresh: tokio::time::Interval,
+}
+
+impl SupervisorStream {
+    /// The queues' figures as an event (none when they cannot be read now: the next change or
+    /// refresh tries again).
+    async fn queues_event(&self) -> Option<Event> {
+        let figures =
+            crate::api::supervisor::queue_figures(&self.portal.ctx.pool, &self.tenant).await;
+        match figures {
+            Ok(f) => Some(
+                Event::default()
+                    .event("queues")
+                    .data(serde_json::to_string(&f).expect("figures serialize")),
+            ),
+            Err(e) => {
+                tracing::debug!(error = %e.0.message, "queue figures not read");
+                None
+            }
+        }
+    }
+}
+
+/// `GET /api/supervisor/events`: every agent of the tenant, and the queues' figures, live.
 pub async fn supervisor_events(
     State(p): State<Portal>,
     who: Authed,
@@ -308,40 +371,72 @@ pub async fn supervisor_events(
     who.require(&[Role::Supervisor, Role::Admin])?;
     let tenant = who.tenant().to_string();
     let rx = p.hub.subscribe_tenant(&tenant);
+    let queues_rx = p.hub.subscribe_queues(&tenant);
     let snapshot = crate::views::agents(&p.ctx.pool, &tenant).await?;
     let mut seen: HashMap<String, i64> = HashMap::new();
     let mut pending = VecDeque::new();
     for view in snapshot {
         seen.insert(view.agent.clone(), view.version);
-        pending.push_back(serde_json::to_string(&view).expect("views serialize"));
+        pending.push_back(
+            Event::default()
+                .event("agent")
+                .data(serde_json::to_string(&view).expect("views serialize")),
+        );
     }
-    let cancel = p.ctx.cancel.clone();
-    let hello = futures::stream::once(async { Ok(Event::default().comment("connected")) });
     let jitter = Duration::from_millis(rand_millis(RECHECK.as_millis() as u64));
     let recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK + jitter, RECHECK);
-    let who = (p.clone(), tenant.clone(), who.token.clone());
-    let stream = hello.chain(futures::stream::unfold((rx, pending, seen, cancel, recheck, who), |(mut rx, mut pending, mut seen, cancel, mut recheck, who)| async move {
+    // The first tick is at once: the figures follow the agents' snapshot.
+    let refresh = tokio::time::interval(QUEUES_REFRESH);
+    let state = SupervisorStream {
+        portal: p,
+        tenant,
+        token: who.token,
+        rx,
+        queues_rx,
+        pending,
+        seen,
+        recheck,
+        refresh,
+    };
+    let hello = futures::stream::once(async { Ok(Event::default().comment("connected")) });
+    let stream = hello.chain(futures::stream::unfold(state, |mut s| async move {
         loop {
-            if let Some(json) = pending.pop_front() {
-                return Some((Ok(Event::default().event("agent").data(json)), (rx, pending, seen, cancel, recheck, who)));
+            if let Some(e) = s.pending.pop_front() {
+                return Some((Ok(e), s));
             }
+            let cancel = s.portal.ctx.cancel.clone();
             tokio::select! {
-                _ = recheck.tick() => {
+                _ = s.recheck.tick() => {
                     // A supervisor who signed out stops receiving the tenant's views.
-                    if !Box::pin(still_signed_in(&who.0, &who.1, &who.2)).await {
+                    if !Box::pin(still_signed_in(&s.portal, &s.tenant, &s.token)).await {
                         return None;
                     }
                 }
-                r = rx.recv() => match r {
+                _ = s.refresh.tick() => {
+                    if let Some(e) = s.queues_event().await {
+                        return Some((Ok(e), s));
+                    }
+                }
+                r = s.queues_rx.recv() => match r {
+                    Ok(()) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        tokio::time::sleep(QUEUES_SETTLE).await;
+                        while s.queues_rx.try_recv().is_ok() {}
+                        if let Some(e) = s.queues_event().await {
+                            return Some((Ok(e), s));
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                r = s.rx.recv() => match r {
                     Ok(c) => {
-                        let last = seen.entry(c.agent.clone()).or_insert(0);
+                        let last = s.seen.entry(c.agent.clone()).or_insert(0);
                         if c.version > *last {
                             *last = c.version;
-                            return Some((Ok(Event::default().event("agent").data(c.json.clone())), (rx, pending, seen, cancel, recheck, who)));
+                            return Some((Ok(Event::default().event("agent").data(c.json.clone())), s));
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
-                        return Some((Ok(Event::default().event("resync").data("{}")), (rx, pending, seen, cancel, recheck, who)));
+                        return Some((Ok(Event::default().event("resync").data("{}")), s));
                     }
                     Err(broadcast::error::RecvError::Closed) => return None,
                 },

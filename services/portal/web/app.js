@@ -463,6 +463,8 @@ if (document.body.dataset.page === 'agent') (() => {
     let text = '';
     if (v.status === 'ringing' && call && call.transferred_from) text = `${fromAgent(call)} is transferring a call to you: answer it on your phone.`;
     else if (v.status === 'ringing') text = 'A queue call is ringing your phone: answer it on your phone.';
+    else if (v.status === 'dialing' && call && call.dial_state === 'agent_ringing') text = `Your phone is ringing: answer it to call ${call.number}.`;
+    else if (v.status === 'dialing' && call) text = `Calling ${call.number}…`;
     else if (call && call.received_transfer && call.received_transfer.state === 'consultation') text = `${fromAgent(call)} is consulting you about a transfer; the customer waits on hold. The call is yours when they click Complete.`;
     else if (call && call.received_transfer && call.received_transfer.state === 'conference') text = `You are in a 3-way call with ${fromAgent(call)} and the customer. The call is yours when they click Complete.`;
     else if (call && v.pause_reason) text = `Pause requested (${v.pause_reason}): you will be Paused when this call and its wrap-up are over.`;
@@ -513,7 +515,9 @@ if (document.body.dataset.page === 'agent') (() => {
     } else {
       caller.replaceChildren(el('span', { text: c.caller_number || 'Unknown number' }));
     }
-    $('call-queue').textContent = c.queue ? `${c.queue_name || c.queue} (${c.queue})` : '—';
+    const outbound = c.direction === 'outbound';
+    $('call-caller-label').textContent = outbound ? 'Calling' : 'Caller';
+    $('call-queue').textContent = outbound ? 'Outbound call' : c.queue ? `${c.queue_name || c.queue} (${c.queue})` : '—';
     $('call-from-wrap').hidden = !c.transferred_from;
     $('call-from').textContent = c.transferred_from ? fromAgent(c) : '';
     $('call-wrapup-wrap').hidden = !(c.phase === 'wrap_up' && c.wrap_up_until);
@@ -591,7 +595,8 @@ if (document.body.dataset.page === 'agent') (() => {
 
   const button = (text, cls, onclick, id) => el('button', { type: 'button', class: cls, id, onclick }, text);
   const OPTIONS = {
-    hangup: () => button('Hangup', 'danger', (e) => act(e.currentTarget, () => api('POST', '/api/call/hangup'), 'Call ended.'), 'opt-hangup'),
+    hangup: () => button('Hangup', 'danger', (e) => act(e.currentTarget, () => api('POST', '/api/call/hangup'),
+      state.view && state.view.status === 'dialing' ? 'Call cancelled.' : 'Call ended.'), 'opt-hangup'),
     hold: () => button('Hold', 'secondary', (e) => act(e.currentTarget, () => api('POST', '/api/call/hold', { held: true }), 'The customer is on hold.'), 'opt-hold'),
     resume: () => button('Resume', '', (e) => act(e.currentTarget, () => api('POST', '/api/call/hold', { held: false }), 'The customer is back on the line.'), 'opt-resume'),
     blind: () => button('Blind Transfer', 'secondary', () => openTransfer('blind'), 'opt-blind'),

@@ -2,7 +2,7 @@
 // default; WebAudio, no audio file), the desktop notification of a ringing call while the page
 // is hidden (permission asked for once), the callers waiting in the agent's queues
 // (GET /api/me/queues), the wrap-up's disposition and note (POST /api/call/wrap-up/disposition)
-// and the agent's calls today (GET /api/me/calls).
+// the agent's calls today (GET /api/me/calls) and the outbound call form (POST /api/call/dial).
 //
 // app.js sends every view of the agent as a `portal:view` event on the document.
 'use strict';
@@ -265,7 +265,7 @@ if (document.body.dataset.page === 'agent') (() => {
 
   const OUTCOME = {
     answered: 'Answered', in_progress: 'On the call', missed: 'Missed', rejected: 'Rejected',
-    withdrawn: 'Stopped ringing', ringing: 'Ringing',
+    withdrawn: 'Stopped ringing', ringing: 'Ringing', dialing: 'Dialing', not_connected: 'Not connected',
   };
 
   function renderRecent(calls) {
@@ -277,7 +277,7 @@ if (document.body.dataset.page === 'agent') (() => {
       return el('tr', { 'data-call': c.call, 'data-outcome': c.outcome },
         el('td', { 'data-label': 'Time', text: clockTime(c.at) }),
         el('td', { 'data-label': 'Caller', text: caller }),
-        el('td', { 'data-label': 'Queue', text: `${c.queue_name} (${c.queue})` }),
+        el('td', { 'data-label': 'Queue', text: c.direction === 'outbound' ? 'Outbound call' : `${c.queue_name} (${c.queue})` }),
         el('td', { 'data-label': 'Outcome', text: OUTCOME[c.outcome] || c.outcome }),
         el('td', { 'data-label': 'Duration', text: answered ? fmtDuration(c.talk_ms) : '—' }),
         el('td', { 'data-label': 'Disposition', text: c.disposition || '—' }));
@@ -299,6 +299,62 @@ if (document.body.dataset.page === 'agent') (() => {
   }
   setInterval(loadRecent, 30000);
 
+  // ---------------------------------------------------------------- outbound calls
+
+  // What a phone's keypad dials (the server checks the same: 1 to 32 of 0-9 + * #, spaces,
+  // dashes, dots and brackets left out).
+  const dialable = (s) => s.replace(/[\s\-.()]/g, '');
+  const mayDial = (v) => v && (v.status === 'idle' || v.status === 'paused');
+  let dialing = false;
+  let failureSeen; // the last dial failure told (undefined: none seen yet on this page)
+
+  function renderDial(v) {
+    const free = mayDial(v);
+    $('dial').disabled = !free || dialing;
+    let hint = 'Your phone rings first: answer it, then the number is called.';
+    if (v.status === 'dialing') hint = 'Calling: Hangup in Call Details ends it.';
+    else if (!free) hint = 'You can dial when you are Idle or Paused (no queue calls are offered to you during your call).';
+    if ($('dial-hint').textContent !== hint) $('dial-hint').textContent = hint;
+    const f = v.dial_failure;
+    const text = f ? `Your call to ${f.number} did not connect: ${f.label}.` : '';
+    if ($('dial-result').textContent !== text) $('dial-result').textContent = text;
+    // A failure that happens while the page is open is told as a notice too.
+    const id = f ? f.call : null;
+    if (failureSeen !== undefined && id && id !== failureSeen) notice(text, 'error');
+    failureSeen = id;
+  }
+
+  $('dial-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const input = $('dial-number');
+    const err = $('dial-error');
+    err.textContent = '';
+    input.removeAttribute('aria-invalid');
+    const number = dialable(input.value.trim());
+    const refuse = (message) => {
+      err.textContent = message;
+      input.setAttribute('aria-invalid', 'true');
+      input.focus();
+    };
+    if (!number) return refuse('Enter the number or extension to call.');
+    if (!/^[0-9+*#]+$/.test(number)) return refuse('A number to dial has only digits and + * #.');
+    if (number.length > 32) return refuse('A number to dial is at most 32 characters.');
+    dialing = true;
+    $('dial').disabled = true;
+    try {
+      await api('POST', '/api/call/dial', { number: input.value });
+      input.value = '';
+      notice(`Calling ${number}: answer your phone.`, 'ok');
+      input.focus();
+    } catch (e) {
+      if (e.status === 401) return;
+      refuse(e.message);
+    } finally {
+      dialing = false;
+      if (view) renderDial(view);
+    }
+  });
+
   // ---------------------------------------------------------------- following the view
 
   let lastCall = null;
@@ -308,6 +364,7 @@ if (document.body.dataset.page === 'agent') (() => {
     const on = view.status !== 'logged_out';
     onRinging(view);
     renderWrapUp(view);
+    renderDial(view);
     if (on) askOnce();
     showNotifyState();
     // app.js shows the dashboard after this event: look once it is drawn.

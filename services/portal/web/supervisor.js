@@ -1,8 +1,10 @@
 // The supervisor's view: every agent of the tenant, live (GET /api/supervisor/agents, then the
 // stream GET /api/supervisor/events: a snapshot of every agent, then each change; `resync` when
-// this page fell too far behind), with a forced logout; and per queue the waiting callers and
-// the longest wait (GET /api/supervisor/queues, polled every 2 s; the longest wait counts up
-// here in between) beside what the agents' views tell (logged in, available, on calls, paused).
+// this page fell too far behind), with a forced logout; and per queue today's service level,
+// answered, abandoned and average wait, the waiting callers and the longest wait (GET
+// /api/supervisor/queues once, then pushed on the same stream as `queues` events whenever they
+// change; the longest wait counts up here in between) beside what the agents' views tell
+// (logged in, available, on calls, paused).
 // Who is signed in comes from GET /api/whoami. On an agent's connected call the supervisor can
 // Listen, Whisper or Barge (POST /api/supervisor/agents/{agent}/monitor: "Your phone" rings),
 // switch between them (PATCH) and Leave (DELETE).
@@ -13,15 +15,12 @@
 
   const state = {
     views: new Map(),
-    queues: new Map(), // queue -> { queue, name, waiting, longest_waiting_since } from GET /api/supervisor/queues
-    queuesError: null, // why the last reading of the queues failed
+    queues: new Map(), // queue -> its figures (GET /api/supervisor/queues, then `queues` events)
+    queuesError: null, // why the first reading of the queues failed
     events: null,
     me: null, // GET /api/whoami
-    pollTimer: null,
-    pollGen: 0, // a reading started before a sign-out (or a restart of the polling) is dropped
   };
-  const BUSY = new Set(['ringing', 'connected', 'on_hold', 'wrap_up']);
-  const POLL_MS = 2000;
+  const BUSY = new Set(['ringing', 'dialing', 'connected', 'on_hold', 'wrap_up']);
 
   function show(screen) {
     $('loading').hidden = true;
@@ -32,7 +31,6 @@
 
   function showSignin(message, kind) {
     closeEvents();
-    stopPolling();
     state.views.clear();
     state.queues.clear();
     state.queuesError = null;
@@ -64,7 +62,7 @@
     const c = v.current_call;
     if (!c) return '—';
     const who = [c.caller_number, c.caller_name].filter(Boolean).join(' · ') || 'unknown caller';
-    const queue = c.queue ? ` · ${c.queue_name || c.queue} (${c.queue})` : '';
+    const queue = c.direction === 'outbound' ? ' · outbound call' : c.queue ? ` · ${c.queue_name || c.queue} (${c.queue})` : '';
     let s = `${who}${queue}`;
     if (c.transferred_from) s += ` · transferred from ${c.transferred_from_name ? `${c.transferred_from_name} (${c.transferred_from})` : `agent ${c.transferred_from}`}`;
     if (c.transfer) s += ` · transfer to ${c.transfer.target_label || 'target'} (${c.transfer.state})`;
@@ -263,8 +261,9 @@
     renderQueues();
   }
 
-  // The figures of each queue tile, in order: the waiting callers (from the last reading of
-  // GET /api/supervisor/queues), then what the agents' views tell.
+  // The figures of each queue tile: today's (from the queue figures), then now: the waiting
+  // callers (from the queue figures), then what the agents' views tell.
+  const TODAY = [['sl', 'Service level'], ['answered', 'Answered'], ['abandoned', 'Abandoned'], ['avg_wait', 'Average wait']];
   const FIGURES = [
     ['waiting', 'Waiting calls'], ['longest', 'Longest wait'], ['logged_in', 'Agents logged in'], ['available', 'Available'],
     ['on_calls', 'On calls'], ['wrap_up', 'In wrap-up'], ['paused', 'Paused'], ['with_agent', 'Calls with an agent'],
@@ -274,6 +273,16 @@
     const now = state.queues.get(q);
     if (!now || !now.waiting || !now.longest_waiting_since) return '—';
     return fmtDuration(since(now.longest_waiting_since));
+  }
+
+  function todayFigures(now) {
+    if (!now || now.offered === undefined) return { sl: '—', answered: '—', abandoned: '—', avg_wait: '—' };
+    return {
+      sl: now.service_level_pct === null ? '—' : `${now.service_level_pct.toFixed(1)}%`,
+      answered: String(now.answered),
+      abandoned: String(now.abandoned),
+      avg_wait: now.avg_wait_ms === null ? '—' : fmtDuration(now.avg_wait_ms),
+    };
   }
 
   function renderQueues() {
@@ -286,13 +295,20 @@
       tiles.dataset.queues = want;
       tiles.replaceChildren(...queues.map((q) => el('div', { class: 'tile', id: `queue-${q}`, 'data-queue': q },
         el('h3', { text: `${names.get(q)} (${q})` }),
-        el('dl', {}, ...FIGURES.flatMap(([key, label]) => [el('dt', { text: label }), el('dd', { class: `f-${key}`, text: '—' })])))));
+        el('dl', { class: 'today', 'aria-label': `${names.get(q)} (${q}) today` },
+          ...TODAY.flatMap(([key, label]) => [el('div', {}, el('dt', { text: label }), el('dd', { class: `f-${key}`, text: '—' }))])),
+        el('p', { class: 'sl-note muted small' }),
+        el('dl', { class: 'now', 'aria-label': `${names.get(q)} (${q}) now` },
+          ...FIGURES.flatMap(([key, label]) => [el('dt', { text: label }), el('dd', { class: `f-${key}`, text: '—' })])))));
     }
     const views = [...state.views.values()];
+    let day = null;
     for (const q of queues) {
       const inQueue = views.filter((v) => v.status !== 'logged_out' && v.queues.some((x) => x.queue === q));
       const now = state.queues.get(q);
+      if (now && now.day) day = now.day;
       const figures = {
+        ...todayFigures(now),
         waiting: now ? String(now.waiting) : '—',
         longest: longestWait(q),
         logged_in: inQueue.length,
@@ -304,12 +320,14 @@
       };
       const tile = document.getElementById(`queue-${q}`);
       for (const [key, n] of Object.entries(figures)) setText(tile.querySelector(`.f-${key}`), String(n));
+      setText(tile.querySelector('.sl-note'), now && now.service_level_s !== undefined
+        ? `Service level: answered within ${now.service_level_s} s; ${now.offered} offered today.` : '');
       tile.classList.toggle('has-waiting', Boolean(now && now.waiting > 0));
     }
     const note = $('queues-note');
     setText(note, state.queuesError
-      ? `Waiting calls cannot be read now (${state.queuesError}); the figures shown are from the last reading.`
-      : 'Waiting calls are read every 2 seconds; the agents\' figures follow their live status.');
+      ? `Queue figures cannot be read now (${state.queuesError}); the agents' figures follow their live status.`
+      : `Live: the figures are pushed as calls come and go. Today is ${day || 'the current day'} in the tenant's time zone, since midnight.`);
     note.classList.toggle('field-error', Boolean(state.queuesError));
   }
 
@@ -340,47 +358,18 @@
     renderWaitClocks();
   }, 1000);
 
-  // ---- the queues' waiting callers, read every 2 s
+  // ---- the queues' figures: read once, then pushed on the stream
 
   async function loadQueues() {
     const rows = await api('GET', '/api/supervisor/queues');
+    onQueues(rows);
+  }
+
+  function onQueues(rows) {
     state.queues = new Map(rows.map((q) => [q.queue, q]));
     state.queuesError = null;
+    renderQueues();
   }
-
-  function stopPolling() {
-    state.pollGen += 1;
-    clearTimeout(state.pollTimer);
-    state.pollTimer = null;
-  }
-
-  // Reads the queues after `delay` ms, then every POLL_MS after each answer (never two at once).
-  function startPolling(delay = POLL_MS) {
-    stopPolling();
-    const gen = state.pollGen;
-    const tick = async () => {
-      state.pollTimer = null;
-      // A hidden tab skips its readings; it reads again as soon as it is shown.
-      if (!document.hidden) {
-        try {
-          await loadQueues();
-        } catch (e) {
-          if (gen !== state.pollGen) return;
-          if (e.status === 401) return showSignin('Your session has ended. Sign in again.', 'error');
-          state.queuesError = e.message;
-        }
-        if (gen !== state.pollGen) return;
-        renderQueues();
-      }
-      state.pollTimer = setTimeout(tick, POLL_MS);
-    };
-    state.pollTimer = setTimeout(tick, delay);
-  }
-
-  document.addEventListener('visibilitychange', () => {
-    // Shown again while polling (a reading is scheduled): read at once.
-    if (!document.hidden && state.pollTimer !== null) startPolling(0);
-  });
 
   // ---- live updates
 
@@ -398,6 +387,10 @@
     es.addEventListener('agent', (e) => {
       $('connection-lost').hidden = true;
       try { onView(JSON.parse(e.data)); } catch (err) { console.error('bad view', err); }
+    });
+    // The queues' figures, at once and whenever they change.
+    es.addEventListener('queues', (e) => {
+      try { onQueues(JSON.parse(e.data)); } catch (err) { console.error('bad queue figures', err); }
     });
     // This page fell too far behind: read every agent again.
     es.addEventListener('resync', () => loadAgents());
@@ -425,7 +418,7 @@
   }
 
   // On load and after signing in: who is signed in (401: the sign-in form), every agent, the
-  // queues; then the agents' stream and the queues' polling.
+  // queues; then the stream of both.
   async function start() {
     try {
       state.me = await api('GET', '/api/whoami');
@@ -449,7 +442,6 @@
     showWho();
     loadDevices();
     openEvents();
-    startPolling();
     $('admin-link').hidden = state.me.role !== 'admin';
   }
 

@@ -27,6 +27,7 @@ pub fn empty(tenant: &str, agent: &str, at: DateTime<Utc>) -> AgentView {
         counts: Counts::default(),
         current_call: None,
         logged_out_by: None,
+        dial_failure: None,
         version: 0,
     }
 }
@@ -66,6 +67,7 @@ pub struct CallInfo {
 fn derive_status(v: &AgentView) -> AgentStatus {
     match v.current_call.as_ref().and_then(|c| c["phase"].as_str()) {
         Some("ringing") => AgentStatus::Ringing,
+        Some("dialing") => AgentStatus::Dialing,
         Some("connected") => AgentStatus::Connected,
         Some("on_hold") => AgentStatus::OnHold,
         Some("wrap_up") => AgentStatus::WrapUp,
@@ -99,10 +101,11 @@ fn set_phase(v: &mut AgentView, call: &str, phase: &str, extra: &[(&str, serde_j
     }
 }
 
-/// The Call Details of a call ringing at the agent's phone.
+/// The Call Details of a call ringing at the agent's phone (`queue` none: a transferred
+/// outbound call, which has no queue and no wrap-up).
 fn ringing(
     call: &str,
-    queue: &str,
+    queue: Option<&str>,
     queue_name: &str,
     info: Option<&CallInfo>,
     at: DateTime<Utc>,
@@ -240,6 +243,7 @@ pub fn apply(
             AgentSessionEvent::AgentLoggedIn { device, queues, .. } => {
                 // The counts the portal shows are those of this login.
                 v.counts = Counts::default();
+                v.dial_failure = None;
                 v.logged_out_by = None;
                 v.device = Some(device.to_string());
                 v.device_online = true;
@@ -317,7 +321,7 @@ pub fn apply(
                     if v.current_call.is_none() || in_wrap_up(v) {
                         let mut c = ringing(
                             call,
-                            queue.as_str(),
+                            Some(queue.as_str()),
                             &queue_name(queue.as_str()),
                             info.as_ref(),
                             at,
@@ -344,12 +348,88 @@ pub fn apply(
                     "connected",
                     &[("answered_at", json!(at)), ("wait_ms", json!(wait_ms))],
                 ),
-                CallEvent::CallConnected { call, .. } => set_phase(v, call, "connected", &[]),
+                CallEvent::CallConnected { call, .. } => {
+                    // An outbound call's talk starts when the far end answers.
+                    let dialing = v
+                        .current_call
+                        .as_ref()
+                        .is_some_and(|c| c["call"] == call.as_str() && c["phase"] == "dialing");
+                    let extra = if dialing {
+                        vec![("answered_at", json!(at))]
+                    } else {
+                        vec![]
+                    };
+                    set_phase(v, call, "connected", &extra);
+                }
+                CallEvent::OutboundCallStarted {
+                    call,
+                    agent,
+                    number,
+                    extension,
+                    ..
+                } if agent.as_str() == v.agent => {
+                    v.dial_failure = None;
+                    v.current_call = Some(json!({
+                        "call": call,
+                        "phase": "dialing",
+                        "direction": "outbound",
+                        "queue": null,
+                        "number": number,
+                        "extension": extension,
+                        "caller_number": number,
+                        "caller_name": "",
+                        // agent_ringing: the agent's own phone rings; number_ringing: then the
+                        // number they dialled.
+                        "dial_state": "agent_ringing",
+                        "dialed_at": at,
+                    }));
+                }
+                CallEvent::OutboundCallDialed { call, agent } if agent.as_str() == v.agent => {
+                    set_phase(
+                        v,
+                        call,
+                        "dialing",
+                        &[("dial_state", json!("number_ringing"))],
+                    );
+                }
+                CallEvent::OutboundCallFailed {
+                    call,
+                    agent,
+                    reason,
+                } if agent.as_str() == v.agent => {
+                    if let Some(c) = v
+                        .current_call
+                        .as_ref()
+                        .filter(|c| c["call"] == call.as_str())
+                    {
+                        v.dial_failure = Some(cc_contracts::views::DialFailure {
+                            call: call.clone(),
+                            number: c["number"].as_str().unwrap_or_default().to_string(),
+                            reason: *reason,
+                            label: reason.label().into(),
+                            at,
+                        });
+                    }
+                    clear_call(v, call);
+                }
+                CallEvent::OutboundCallStarted { .. }
+                | CallEvent::OutboundCallDialed { .. }
+                | CallEvent::OutboundCallFailed { .. } => {}
                 CallEvent::CallResumed { call, .. } | CallEvent::CallHeld { call, .. } => {
                     let held = matches!(e, CallEvent::CallHeld { .. });
                     count_hold(v, call, held, at);
                     set_phase(v, call, if held { "on_hold" } else { "connected" }, &[]);
                     set_transfer(v, call, &[("customer_held", json!(held))]);
+                }
+                CallEvent::CallEnded { call, .. }
+                    if v.current_call.as_ref().is_some_and(|c| {
+                        c["call"] == call.as_str() && c.get("queue").is_some_and(|q| q.is_null())
+                    }) =>
+                {
+                    // A call without a queue (an outbound call) has no wrap-up: the agent is
+                    // free at once.
+                    v.counts.completed += 1;
+                    clear_call(v, call);
                 }
                 CallEvent::CallEnded {
                     call, talk_ms, by, ..
@@ -400,10 +480,11 @@ pub fn apply(
                         && (v.current_call.is_none() || in_wrap_up(v))
                     {
                         // The receiving agent's phone rings with a transferred call.
+                        let q = queue.as_ref().map(|q| q.as_str());
                         let mut c = ringing(
                             call,
-                            queue.as_str(),
-                            &queue_name(queue.as_str()),
+                            q,
+                            &q.map(queue_name).unwrap_or_default(),
                             info.as_ref(),
                             at,
                         );
@@ -594,6 +675,8 @@ fn set_options(v: &mut AgentView) {
         .map(str::to_string);
     let options: &[&str] = match (c["phase"].as_str(), transfer, received.as_deref()) {
         (Some("ringing"), _, _) => &[],
+        // Hangup ends the dial (the agent's phone or the number stops ringing).
+        (Some("dialing"), _, _) => &["hangup"],
         (Some("wrap_up"), _, _) => &["end_wrap_up"],
         (_, _, Some("consultation")) => &["end_consultation"],
         (_, _, Some("conference")) => &["leave_conference"],
@@ -893,7 +976,7 @@ mod tests {
                 target: TransferTarget::Agent(carol.clone()),
                 leg: Some("l".into()),
                 target_agent: Some(carol.clone()),
-                queue: q.clone(),
+                queue: Some(q.clone()),
             };
             // Bob talked a minute before: Carol's wait starts with the transfer.
             let at = t0 + chrono::Duration::seconds(60);

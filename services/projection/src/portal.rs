@@ -218,6 +218,27 @@ async fn project(
                     transferred_by_name: None,
                 };
                 calls.insert((tenant.clone(), call.clone()), info);
+            } else if let CallEvent::OutboundCallStarted { call, number, .. } = call_event {
+                // What a transfer of the outbound call shows the receiving agent: the number
+                // dialled (an outbound call has no queue: '').
+                sqlx::query(
+                    "insert into rm_call_info (tenant, call, queue, caller_number, caller_name, entered_at)
+                     values ($1, $2, '', $3, '', $4) on conflict (tenant, call) do nothing",
+                )
+                .bind(&tenant)
+                .bind(call.as_str())
+                .bind(number.as_str())
+                .bind(e.recorded_at)
+                .execute(&mut *tx)
+                .await?;
+                let info = CallInfo {
+                    queue: String::new(),
+                    caller_number: number.to_string(),
+                    caller_name: String::new(),
+                    entered_at: e.recorded_at,
+                    transferred_by_name: None,
+                };
+                calls.insert((tenant.clone(), call.clone()), info);
             } else if let CallEvent::CallOffered { call, .. }
             | CallEvent::TransferStarted { call, .. } = call_event
             {

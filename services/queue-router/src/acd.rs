@@ -23,6 +23,9 @@ pub struct Agent {
     /// Offers ringing now.
     pub ringing: usize,
     pub on_call: Option<String>,
+    /// The agent's own outbound call, from the dial to its end: never offered a queue call
+    /// meanwhile, not even by a ring-in-use queue.
+    pub outbound: Option<String>,
     /// The last call answered, with its queue (for its wrap-up).
     pub last_call: Option<(String, QueueNumber)>,
     pub wrap_up: Option<(String, DateTime<Utc>)>,
@@ -48,6 +51,7 @@ impl Agent {
             queues: HashSet::new(),
             ringing: 0,
             on_call: None,
+            outbound: None,
             last_call: None,
             wrap_up: None,
             disposition_pending: false,
@@ -70,6 +74,7 @@ impl Agent {
             && self.device.is_some()
             && self.ringing == 0
             && (self.on_call.is_none() || ring_in_use)
+            && self.outbound.is_none()
             && self.wrap_up.is_none()
             && self.reject_until.is_none_or(|t| t <= now)
     }
@@ -549,6 +554,9 @@ impl Acd {
                 }
                 let a = self.agent(tenant, agent, at);
                 a.on_call = None;
+                if a.outbound.as_ref() == Some(call) {
+                    a.outbound = None;
+                }
                 a.talk_ms += talk_ms;
                 a.idle_since = at;
             }
@@ -601,7 +609,9 @@ impl Acd {
                     .insert(transfer.clone(), (tenant.to_string(), agent.clone(), false));
                 let a = self.agent(tenant, agent, at);
                 a.ringing += 1;
-                a.last_call = Some((call.clone(), queue.clone()));
+                if let Some(queue) = queue {
+                    a.last_call = Some((call.clone(), queue.clone()));
+                }
             }
             TransferAnswered { call, transfer, .. } => {
                 if let Some((t, agent, answered)) = self.transfers.get_mut(transfer) {
@@ -627,6 +637,22 @@ impl Acd {
                 // The receiving agent is on the call now, until their CallEnded.
                 self.transfers.remove(transfer);
             }
+            // The agent's own outbound call: busy from the dial (no queue call is offered
+            // meanwhile) to its end (CallEnded, or the dial failing).
+            OutboundCallStarted { call, agent, .. } => {
+                let a = self.agent(tenant, agent, at);
+                a.on_call = Some(call.clone());
+                a.outbound = Some(call.clone());
+            }
+            OutboundCallFailed { call, agent, .. } => {
+                let a = self.agent(tenant, agent, at);
+                if a.outbound.as_ref() == Some(call) {
+                    a.outbound = None;
+                    a.on_call = None;
+                    a.idle_since = at;
+                }
+            }
+            OutboundCallDialed { .. } => {}
             TransferStarted { .. }
             | ConferenceFormed { .. }
             | TransferredCallEnded { .. }
@@ -884,6 +910,8 @@ impl Acd {
             Some(WithdrawReason::AgentLoggedOut)
         } else if !a.device_online {
             Some(WithdrawReason::DeviceOffline)
+        } else if a.outbound.is_some() {
+            Some(WithdrawReason::AgentDialedOut)
         } else {
             None
         }

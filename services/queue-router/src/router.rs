@@ -318,6 +318,11 @@ impl Router<'_> {
                             self.ended
                                 .remove(&(tenant.to_string(), call.clone(), agent.clone()));
                         }
+                        // An agent who dials out while a queue offer rings them (the two crossed):
+                        // the offer goes on to the next agent.
+                        CallEvent::OutboundCallStarted { agent, .. } if self.live => {
+                            self.withdraw_offers_of_unavailable(Some((tenant, agent)));
+                        }
                         _ => {}
                     }
                 }

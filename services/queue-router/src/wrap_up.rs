@@ -48,6 +48,7 @@ async fn queue_of(
           where category = 'call' and tenant = $1 and data->>'call' = $2
             and ((event_type = 'CallAnswered' and data->>'agent' = $3)
               or (event_type = 'TransferStarted' and data->>'target_agent' = $3))
+            and data->>'queue' is not null
           order by version desc limit 1",
     )
     .bind(tenant)

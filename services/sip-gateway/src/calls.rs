@@ -1122,6 +1122,11 @@ impl Calls {
     }
 }
 
+/// The contract's CheckRoute: the refusal an Originate to `endpoint` would give now, if any.
+pub fn check_route(gw: &Gateway, tenant: &str, endpoint: &Endpoint) -> Result<(), CommandError> {
+    route_of(gw, tenant, endpoint).map(|_| ())
+}
+
 /// Where an Originate goes.
 struct Route {
     device: Option<DeviceId>,

@@ -346,6 +346,9 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
             .on(|g: Gateway, c, cmd: Originate| async move {
                 g.calls.originate(&g, &c.tenant, cmd).await
             })
+            .on(|g: Gateway, c, cmd: CheckRoute| async move {
+                calls::check_route(&g, &c.tenant, &cmd.endpoint)
+            })
             .on(|g: Gateway, c, cmd: Answer| async move {
                 g.calls.answer(&g, &c.tenant, &cmd.channel).await
             })

@@ -1,6 +1,8 @@
 // The supervisor's view follows an agent live (status, reason, call, counts), listens in on a
-// call (Listen, Whisper, Barge, Leave, rung on "Your phone") and can force a logout; the queue figures come from the agents' views, the waiting callers and the longest
-// wait from GET /api/supervisor/queues; who is signed in from GET /api/whoami.
+// call (Listen, Whisper, Barge, Leave, rung on "Your phone") and can force a logout; the queue
+// figures come from the agents' views, the waiting callers and the longest wait from the queue
+// figures (GET /api/supervisor/queues, then pushed on the stream: supervisor-today.test.js);
+// who is signed in from GET /api/whoami.
 
 import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -78,7 +80,7 @@ test('a caller waiting in a queue nobody is logged into: Waiting calls 1, the lo
   // It counts up in the browser, between the readings too.
   await eventually(async () => assert.ok((await longestWait('501')) >= first + 2, 'the longest wait counts up'));
   assert.match(await sup.getAttribute('#queue-501', 'class'), /has-waiting/);
-  await expectText(sup, '#queues-note', 'read every 2 seconds');
+  await expectText(sup, '#queues-note', 'pushed as calls come and go');
   await shot(sup, 'supervisor-00-waiting-caller');
 
   await phone.click('#callers button[aria-label^="Hang up 5553131"]');

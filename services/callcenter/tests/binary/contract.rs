@@ -172,6 +172,45 @@ async fn pbx_contract(sys: &System, tenant: &str, mut driver: Driver) {
         matches!(&e, RequestError::Rejected(r) if r.error == "unknown_device"),
         "{e}"
     );
+    // CheckRoute gives the refusals of Originate without placing anything.
+    let e = bus
+        .request(
+            &c,
+            &CheckRoute {
+                endpoint: Endpoint::Device(DeviceId::parse("1999").unwrap()),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, RequestError::Rejected(r) if r.error == "unknown_device" && r.field.as_deref() == Some("device")),
+        "{e}"
+    );
+    bus.request(
+        &c,
+        &CheckRoute {
+            endpoint: Endpoint::Device(d1001.clone()),
+        },
+    )
+    .await
+    .expect("a registered device has a route");
+    let e = bus
+        .request(
+            &c,
+            &CheckRoute {
+                endpoint: Endpoint::Number("55a1".into()),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, RequestError::Rejected(r) if r.field.as_deref() == Some("number")),
+        "{e}"
+    );
+    assert!(
+        bus.request(&c, &ListChannels {}).await.unwrap().is_empty(),
+        "CheckRoute places no channel"
+    );
 
     // A caller dials a queue number: an inbound channel, not answered in the contract.
     driver.place_caller(sys, tenant).await;

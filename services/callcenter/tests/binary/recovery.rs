@@ -296,3 +296,39 @@ async fn a_ring_and_an_arrival_not_recorded_before_a_crash_are_reconciled_after_
         .unwrap();
     assert_eq!(entered, 1, "the caller entered once");
 }
+
+#[tokio::test]
+async fn an_outbound_call_survives_a_restart_with_the_agents_answer_during_it() {
+    let mut sys = System::start_split().await;
+    let bob = sys.idle_agent("1002").await;
+    let call = bob
+        .post("/api/call/dial", json!({"number": "5556666"}))
+        .await
+        .ok()["call"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    sys.view_when(&bob, "Dialing", |v| v["status"] == "dialing")
+        .await;
+
+    // Bob's phone answers as every service but the PBX starts again (killed, not ready yet): the
+    // number is rung, answers, and the call is connected; it then ends normally, once.
+    sys.restart_services().await;
+    sys.phone("1002", "answer").await;
+    sys.view_when(&bob, "Connected after the restart", |v| {
+        v["status"] == "connected"
+    })
+    .await;
+    bob.post("/api/call/hangup", json!({})).await.ok();
+    sys.view_when(&bob, "Idle", |v| v["status"] == "idle").await;
+    let types = sys.call_events(&call).await;
+    assert_eq!(
+        types,
+        [
+            "OutboundCallStarted",
+            "OutboundCallDialed",
+            "CallConnected",
+            "CallEnded"
+        ]
+    );
+}

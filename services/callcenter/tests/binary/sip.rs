@@ -1401,3 +1401,91 @@ fn decline_xml() -> String {
         response("603 Decline")
     )
 }
+
+#[tokio::test]
+async fn an_outbound_call_from_the_portal_rings_the_agents_phone_then_the_extension_and_both_hear_each_other(
+) {
+    let sys = System::start_sip(false).await;
+    let mut alice_phone = sys.agent_phone("1001", AGENT_TONE as u32).await;
+    let mut bob_phone = sys.agent_phone("1002", TARGET_TONE as u32).await;
+    let alice = sys.office_agent("1001").await;
+    sys.wait_device(&alice, "1001", true).await;
+    sys.wait_device(&alice, "1002", true).await;
+    idle(&sys, &alice).await;
+
+    // Without a trunk (no CC_SIP_PBX for this tenant) an outside number has no route: refused
+    // before any phone rings, naming the field.
+    let r = alice
+        .post("/api/call/dial", json!({"number": "+4930555123"}))
+        .await;
+    assert_eq!(r.refused(422, "no_route")["field"], "number");
+    // An extension that is not registered: refused too.
+    let r = alice
+        .post("/api/call/dial", json!({"number": "1003"}))
+        .await;
+    assert_eq!(r.refused(422, "device_unavailable")["field"], "number");
+
+    // Alice dials extension 1002: her own phone rings first and answers, then 1002's.
+    let r = alice
+        .post("/api/call/dial", json!({"number": "1002"}))
+        .await
+        .ok();
+    let call = r["call"].as_str().unwrap().to_string();
+    alice_phone.event("CALL_ESTABLISHED", WAIT).await;
+    let t_alice = Instant::now();
+    bob_phone.event("CALL_ESTABLISHED", WAIT).await;
+    let t_bob = Instant::now();
+    let v = sys
+        .view_when(&alice, "Connected", |v| v["status"] == "connected")
+        .await;
+    assert_eq!(v["current_call"]["direction"], "outbound", "{v}");
+    assert_eq!(v["current_call"]["number"], "1002", "{v}");
+    let connected_at = since(t_alice);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let talked_until = since(t_alice);
+
+    // Hangup from the portal: BYE to both phones; Alice is Idle at once (no wrap-up).
+    alice.post("/api/call/hangup", json!({})).await.ok();
+    alice_phone.event("CALL_CLOSED", WAIT).await;
+    bob_phone.event("CALL_CLOSED", WAIT).await;
+    let v = sys
+        .view_when(&alice, "Idle, counted", |v| {
+            v["status"] == "idle" && v["counts"]["completed"] == 1
+        })
+        .await;
+    assert!(v["current_call"].is_null(), "{v}");
+    let types: Vec<String> = sys
+        .stream_events(&format!("{SIP_TENANT}/call-{call}"))
+        .await
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "OutboundCallStarted",
+            "OutboundCallDialed",
+            "CallConnected",
+            "CallEnded"
+        ]
+    );
+
+    // Each phone heard the other, through the gateway's media anchor.
+    let (a, arate) = wav(alice_phone.heard().last().expect("Alice's recording"));
+    let (b, brate) = wav(bob_phone.heard().last().expect("1002's recording"));
+    let bob_start = t_bob.duration_since(t_alice).as_secs_f64();
+    assert_hears(
+        "Alice, connected",
+        window(&a, arate, connected_at + 0.8, talked_until - 0.2),
+        arate,
+        TARGET_TONE,
+        AGENT_TONE,
+    );
+    assert_hears(
+        "extension 1002, connected",
+        window(&b, brate, 0.8, talked_until - bob_start - 0.2),
+        brate,
+        AGENT_TONE,
+        TARGET_TONE,
+    );
+}

@@ -327,3 +327,82 @@ async fn presence_from_kamailio_survives_a_gateway_restart_and_follows_a_kamaili
     let _phone = extension(kam.addr, "1001", AGENT_TONE as u32).await;
     sys.wait_online(&bob, "1001", true, WAIT).await;
 }
+
+#[tokio::test]
+async fn an_agents_outbound_call_to_a_number_goes_out_through_the_tenants_pbx() {
+    let (gw, kam) = kamailio().await;
+    let sys = System::start_trunk(false, gw, kam.addr).await;
+    let alice = sys.office_agent("1001").await;
+    let mut phone = extension(kam.addr, "1001", AGENT_TONE as u32).await;
+    sys.wait_online(&alice, "1001", true, WAIT).await;
+    // The outside party: a phone on the PBX under a number that is no extension of the tenant
+    // (the PBX routes it, as it would to its outside lines), answering by itself.
+    let mut outside = extension(kam.addr, "5550123", CALLER_TONE as u32).await;
+    idle(&sys, &alice).await;
+
+    let r = alice
+        .post("/api/call/dial", json!({"number": "555 0123"}))
+        .await
+        .ok();
+    let call = r["call"].as_str().unwrap().to_string();
+    // Alice's phone rings first (through Kamailio) and answers; then the number does.
+    phone.event("CALL_ESTABLISHED", WAIT).await;
+    let t_agent = Instant::now();
+    outside.event("CALL_ESTABLISHED", WAIT).await;
+    let t_outside = Instant::now();
+    let v = sys
+        .view_when(&alice, "Connected", |v| v["status"] == "connected")
+        .await;
+    assert_eq!(
+        (
+            v["current_call"]["direction"].as_str(),
+            v["current_call"]["number"].as_str(),
+            v["current_call"]["extension"].as_bool()
+        ),
+        (Some("outbound"), Some("5550123"), Some(false)),
+        "{v}"
+    );
+    let connected_at = since(t_agent);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let talked_until = since(t_agent);
+    alice.post("/api/call/hangup", json!({})).await.ok();
+    phone.event("CALL_CLOSED", WAIT).await;
+    outside.event("CALL_CLOSED", WAIT).await;
+    let types: Vec<String> = sys
+        .stream_events(&format!("{}/call-{call}", crate::system::SIP_TENANT))
+        .await
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "OutboundCallStarted",
+            "OutboundCallDialed",
+            "CallConnected",
+            "CallEnded"
+        ]
+    );
+
+    // Both ways, anchored at the gateway.
+    let (a, arate) = wav(phone.heard().last().expect("the agent's recording"));
+    let (o, orate) = wav(outside
+        .heard()
+        .last()
+        .expect("the outside party's recording"));
+    let outside_start = t_outside.duration_since(t_agent).as_secs_f64();
+    assert_hears(
+        "the agent",
+        window(&a, arate, connected_at + 0.8, talked_until - 0.2),
+        arate,
+        CALLER_TONE,
+        AGENT_TONE,
+    );
+    assert_hears(
+        "the outside party",
+        window(&o, orate, 0.8, talked_until - outside_start - 0.2),
+        orate,
+        AGENT_TONE,
+        CALLER_TONE,
+    );
+}

@@ -309,6 +309,76 @@ pub async fn hangup(State(p): State<Portal>, who: Authed) -> ApiResult<StatusCod
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct DialBody {
+    number: String,
+    /// Seconds the number may ring once the agent answered (default 60).
+    #[serde(default)]
+    ring_timeout_s: Option<i64>,
+}
+
+/// `POST /api/call/dial`: an outbound call to a number or an extension. The agent's device
+/// rings first; once they answer it, the number does. Only a logged-in agent who is Idle or
+/// Paused may dial (no queue call is offered to them until the call ends).
+pub async fn dial(
+    State(p): State<Portal>,
+    who: Authed,
+    raw: Bytes,
+) -> ApiResult<Json<serde_json::Value>> {
+    use cc_contracts::views::AgentStatus;
+    let agent = who.agent()?;
+    let b: DialBody = body(&raw)?;
+    let number = parsed("number", cc_contracts::domain::DialString::parse(&b.number))?;
+    let ring_timeout_s = match b.ring_timeout_s {
+        None => 60,
+        Some(s) if (1..=600).contains(&s) => s,
+        Some(_) => {
+            return Err(ApiError(CommandError::field(
+                "invalid_field",
+                "ring_timeout_s",
+                "ring_timeout_s must be 1 to 600 seconds",
+            )))
+        }
+    };
+    crate::views::caught_up(&p.ctx.pool, READ_YOUR_WRITES).await?;
+    let view = crate::views::agent(&p.ctx.pool, who.tenant(), agent.as_str())
+        .await?
+        .ok_or_else(|| not_found(format!("no view of agent {agent} yet")))?;
+    let device = match (&view.login_time, &view.device) {
+        (Some(_), Some(d)) => parsed("device", DeviceId::parse(d))?,
+        _ => {
+            return Err(ApiError(CommandError::new(
+                "not_logged_in",
+                "Complete Login first: your device rings when you dial",
+            )))
+        }
+    };
+    let busy = match view.status {
+        AgentStatus::Idle | AgentStatus::Paused => None,
+        AgentStatus::WrapUp => Some("End the wrap-up before you dial"),
+        AgentStatus::Ringing => Some("A call is ringing your phone: answer it or let it go first"),
+        _ => Some("You are on a call: end it before you dial another"),
+    };
+    if let Some(message) = busy {
+        return Err(ApiError(CommandError::new("on_call", message)));
+    }
+    let call = p
+        .ctx
+        .bus
+        .request(
+            &who.context(),
+            &cc_contracts::call::DialOutbound {
+                agent,
+                device,
+                number,
+                ring_timeout_s,
+            },
+        )
+        .await?;
+    Ok(Json(serde_json::json!({ "call": call })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HoldBody {
     held: bool,
 }

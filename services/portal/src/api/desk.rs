@@ -110,12 +110,16 @@ pub struct RecentCall {
     queue_name: String,
     /// answered, in_progress (connected now), ringing (now), missed (rang out at least once,
     /// never answered by the agent), rejected, or withdrawn (stopped ringing before an answer:
-    /// the caller hung up, another agent answered, the agent logged out).
+    /// the caller hung up, another agent answered, the agent logged out); for an outbound call
+    /// also dialing (now) and not_connected (busy, no answer, cancelled...).
     outcome: String,
     /// The agent's talk time on the call, hold excluded (0 when not answered).
     talk_ms: i64,
     /// The disposition the agent gave in wrap-up, if any.
     disposition: Option<String>,
+    /// inbound (a queue call) or outbound (the agent dialled it; `caller_number` is the number
+    /// dialled, `queue` empty).
+    direction: String,
 }
 
 /// `GET /api/me/calls`: the agent's calls today (the tenant's day, in its time zone), newest
@@ -132,6 +136,7 @@ pub async fn calls(State(p): State<Portal>, who: Authed) -> ApiResult<Json<Vec<R
         String,
         i64,
         Option<String>,
+        String,
     );
     let rows: Vec<Row> = sqlx::query_as(include_str!("../../sql/recent_calls.sql"))
         .bind(who.tenant())
@@ -152,6 +157,7 @@ pub async fn calls(State(p): State<Portal>, who: Authed) -> ApiResult<Json<Vec<R
                     outcome,
                     talk_ms,
                     disposition,
+                    direction,
                 )| {
                     RecentCall {
                         call,
@@ -163,6 +169,7 @@ pub async fn calls(State(p): State<Portal>, who: Authed) -> ApiResult<Json<Vec<R
                         outcome,
                         talk_ms,
                         disposition,
+                        direction,
                     }
                 },
             )

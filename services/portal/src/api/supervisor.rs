@@ -51,7 +51,7 @@ pub async fn whoami(who: Authed) -> Json<cc_contracts::auth::Principal> {
     Json(who.principal)
 }
 
-/// One queue as the supervisor view shows it.
+/// One queue as the supervisor view shows it: now, and today's figures.
 #[derive(serde::Serialize)]
 pub struct QueueNow {
     queue: String,
@@ -60,34 +60,85 @@ pub struct QueueNow {
     waiting: i64,
     /// Since when the longest-waiting caller waits (null when none).
     longest_waiting_since: Option<chrono::DateTime<chrono::Utc>>,
+    /// The tenant's day the figures below count (its time zone), `YYYY-MM-DD`.
+    day: String,
+    /// The queue's service-level threshold, seconds.
+    service_level_s: i64,
+    /// Callers who entered the queue today (each call once per queue).
+    offered: i64,
+    answered: i64,
+    abandoned: i64,
+    /// Answered within the threshold over the waits that ended, less those abandoned within
+    /// 5 s, in percent (one decimal); null before any wait ended today.
+    service_level_pct: Option<f64>,
+    /// The average wait of today's waits that ended; null before any.
+    avg_wait_ms: Option<i64>,
 }
 
-/// `GET /api/supervisor/queues`: each queue's waiting callers and the longest wait (from the
-/// reporting model, a moment behind the events).
-pub async fn queues(State(p): State<Portal>, who: Authed) -> ApiResult<Json<Vec<QueueNow>>> {
-    who.require(ROLES)?;
-    let rows: Vec<(String, String, i64, Option<chrono::DateTime<chrono::Utc>>)> = sqlx::query_as(
-        "select q.queue, q.name, count(s.call), min(s.started_at)
-           from rm_queue_names q
-           left join reporting.call_segments s
-             on s.tenant = q.tenant and s.queue = q.queue and s.kind = 'queue' and s.ended_at is null
-          where q.tenant = $1
-          group by q.queue, q.name order by q.queue",
-    )
-    .bind(who.tenant())
-    .fetch_all(&p.ctx.pool)
-    .await
-    .map_err(|e| crate::error::ApiError(cc_bus::CommandError::new("unavailable", format!("queue figures cannot be read now: {e}"))))?;
-    Ok(Json(
-        rows.into_iter()
-            .map(|(queue, name, waiting, longest_waiting_since)| QueueNow {
+/// Each queue's callers waiting now and today's figures (from the reporting model, a moment
+/// behind the events). What `GET /api/supervisor/queues` answers and the supervisors' stream
+/// pushes (`event: queues`).
+pub async fn queue_figures(pool: &sqlx::PgPool, tenant: &str) -> ApiResult<Vec<QueueNow>> {
+    type Row = (
+        String,
+        String,
+        i64,
+        Option<chrono::DateTime<chrono::Utc>>,
+        String,
+        i64,
+        i64,
+        i64,
+        i64,
+        Option<f64>,
+        Option<i64>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(include_str!("../../sql/queues_today.sql"))
+        .bind(tenant)
+        .fetch_all(pool)
+        .await
+        .map_err(|e| {
+            crate::error::ApiError(cc_bus::CommandError::new(
+                "unavailable",
+                format!("queue figures cannot be read now: {e}"),
+            ))
+        })?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(
                 queue,
                 name,
                 waiting,
                 longest_waiting_since,
-            })
-            .collect(),
-    ))
+                day,
+                service_level_s,
+                offered,
+                answered,
+                abandoned,
+                service_level_pct,
+                avg_wait_ms,
+            )| QueueNow {
+                queue,
+                name,
+                waiting,
+                longest_waiting_since,
+                day,
+                service_level_s,
+                offered,
+                answered,
+                abandoned,
+                service_level_pct,
+                avg_wait_ms,
+            },
+        )
+        .collect())
+}
+
+/// `GET /api/supervisor/queues`: each queue's waiting callers, the longest wait, and today's
+/// service level, answered, abandoned and average wait.
+pub async fn queues(State(p): State<Portal>, who: Authed) -> ApiResult<Json<Vec<QueueNow>>> {
+    who.require(ROLES)?;
+    Ok(Json(queue_figures(&p.ctx.pool, who.tenant()).await?))
 }
 
 /// One device a supervisor may be rung on.

@@ -40,7 +40,10 @@ pub struct QueueRow {
 pub struct CallRow {
     pub tenant: String,
     pub call: String,
-    pub queue: String,
+    /// inbound (a queue call) or outbound (dialled by an agent from the portal)
+    pub direction: &'static str,
+    /// The first queue; none for an outbound call.
+    pub queue: Option<String>,
     pub caller_number: String,
     pub caller_name: String,
     pub entered_at: Ts,
@@ -49,7 +52,8 @@ pub struct CallRow {
     pub wait_ms: Option<i64>,
     pub talk_ms: Option<i64>,
     pub hold_ms: i64,
-    /// waiting, in_progress, completed, abandoned, left_queue, transferred_out
+    /// waiting, in_progress, completed, abandoned, left_queue, transferred_out; for an outbound
+    /// call also dialing and not_connected
     pub outcome: String,
     pub leave_reason: Option<String>,
     pub first_agent: Option<String>,
@@ -121,6 +125,8 @@ struct CallAcc {
     outside: Option<usize>,
     /// The transfer going on sends the customer to a queue (no outside party).
     to_queue: bool,
+    /// An outbound call's open `dial` segment (from the dial to the far end's answer).
+    dial: Option<usize>,
     /// The open monitor segment and its supervisor and device (a mode switch opens the next).
     monitor: Option<(usize, String, String)>,
     /// Agents in wrap-up for this call (the call is final once none is left and it ended).
@@ -423,7 +429,9 @@ impl Reporter {
         let key = (tenant.to_string(), e.call().to_string());
         let call = e.call().to_string();
         let before = self.calls.get(&key).map(|c| c.segments.len()).unwrap_or(0);
-        if self.calls.contains_key(&key) || matches!(e, CallEnteredQueue { .. }) {
+        if self.calls.contains_key(&key)
+            || matches!(e, CallEnteredQueue { .. } | OutboundCallStarted { .. })
+        {
             let c = self.calls.entry(key.clone()).or_default();
             match e {
                 CallEnteredQueue {
@@ -436,7 +444,8 @@ impl Reporter {
                         c.row = Some(CallRow {
                             tenant: tenant.into(),
                             call: call.clone(),
-                            queue: queue.to_string(),
+                            direction: "inbound",
+                            queue: Some(queue.to_string()),
                             caller_number: caller.number.clone(),
                             caller_name: caller.name.clone(),
                             entered_at: at,
@@ -465,6 +474,77 @@ impl Reporter {
                         at,
                         detail,
                     ));
+                }
+                OutboundCallStarted {
+                    agent,
+                    number,
+                    extension,
+                    ..
+                } => {
+                    if c.row.is_none() {
+                        c.row = Some(CallRow {
+                            tenant: tenant.into(),
+                            call: call.clone(),
+                            direction: "outbound",
+                            queue: None,
+                            caller_number: number.to_string(),
+                            caller_name: String::new(),
+                            entered_at: at,
+                            answered_at: None,
+                            ended_at: None,
+                            wait_ms: None,
+                            talk_ms: None,
+                            hold_ms: 0,
+                            outcome: "dialing".into(),
+                            leave_reason: None,
+                            first_agent: Some(agent.to_string()),
+                            last_agent: Some(agent.to_string()),
+                            transfers: 0,
+                            disposition: None,
+                            disposition_note: None,
+                            disposition_agent: None,
+                        });
+                        let detail =
+                            serde_json::json!({ "number": number, "extension": extension })
+                                .to_string();
+                        c.dial = Some(c.open(
+                            tenant,
+                            &call,
+                            "dial",
+                            Some(agent.as_str()),
+                            None,
+                            at,
+                            Some(detail),
+                        ));
+                    }
+                }
+                OutboundCallFailed { reason, .. } => {
+                    let d = c.dial.take();
+                    let why = serde_json::to_value(reason)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default();
+                    c.close(d, at, &format!("failed:{why}"));
+                    Self::finish(c, at, "not_connected");
+                }
+                CallConnected { agent, .. } if c.dial.is_some() => {
+                    // The far end of an outbound call answered: the agent's part begins.
+                    let d = c.dial.take();
+                    c.close(d, at, "connected");
+                    let s = c.open(
+                        tenant,
+                        &call,
+                        "connected",
+                        Some(agent.as_str()),
+                        None,
+                        at,
+                        Some("{\"outbound\":true}".into()),
+                    );
+                    c.connected.insert(agent.to_string(), s);
+                    if let Some(r) = c.row.as_mut() {
+                        r.answered_at = Some(at);
+                        r.outcome = "in_progress".into();
+                    }
                 }
                 CallOffered {
                     agent,
@@ -578,7 +658,10 @@ impl Reporter {
                     let h = c.hold.take();
                     c.close(h, at, "ended");
                     Self::add_hold(c, h);
-                    c.wrapping.insert(agent.to_string());
+                    // Only a queue call has a wrap-up (an outbound call has none to wait for).
+                    if c.row.as_ref().is_some_and(|r| r.queue.is_some()) {
+                        c.wrapping.insert(agent.to_string());
+                    }
                     if !matches!(
                         e,
                         CallEnded {
@@ -736,13 +819,27 @@ impl Reporter {
                 }
                 TransferAnswered { .. }
                 | ConferenceFormed { .. }
+                | OutboundCallDialed { .. }
                 | CallConnected { .. }
                 | MonitorJoined { .. }
                 | WrapUpStarted { .. } => {}
             }
         }
         // The agents' states.
+        let outbound = self
+            .calls
+            .get(&key)
+            .and_then(|c| c.row.as_ref())
+            .is_some_and(|r| r.queue.is_none());
         match e {
+            OutboundCallStarted { agent, .. } => {
+                self.phase(tenant, agent.as_str(), &call, Some("dialing"), at)
+            }
+            OutboundCallFailed { agent, .. } => self.phase(tenant, agent.as_str(), &call, None, at),
+            // A call without a queue has no wrap-up: the agent is free when it ends.
+            CallEnded { agent, .. } if outbound => {
+                self.phase(tenant, agent.as_str(), &call, None, at)
+            }
             CallOffered { agent, .. } => {
                 self.phase(tenant, agent.as_str(), &call, Some("ringing"), at)
             }
@@ -984,7 +1081,7 @@ mod tests {
                     target: TransferTarget::Queue(q("501")),
                     leg: None,
                     target_agent: None,
-                    queue: q("500"),
+                    queue: Some(q("500")),
                 },
                 CallEnded {
                     call: "c".into(),
@@ -1055,7 +1152,7 @@ mod tests {
                     target: TransferTarget::Agent(a("1003")),
                     leg: Some("l".into()),
                     target_agent: Some(a("1003")),
-                    queue: q("500"),
+                    queue: Some(q("500")),
                 },
                 CallEnded {
                     call: "c".into(),
@@ -1124,7 +1221,7 @@ mod tests {
             target: TransferTarget::Agent(a("1003")),
             leg: Some(format!("l-{t}")),
             target_agent: Some(a("1003")),
-            queue: q("500"),
+            queue: Some(q("500")),
         };
         let answered = |t: &str| TransferAnswered {
             call: "c".into(),

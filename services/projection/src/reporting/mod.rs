@@ -164,8 +164,25 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
         .await?;
         tx.commit().await?;
         leader.applied(cp);
+        // The supervisors' queue figures of today changed: tell the portals (core NATS, no
+        // payload; they read the figures again from the rows just written).
+        for tenant in queue_figures_changed(&dirty) {
+            let subject = ctx.bus.subjects.view(&tenant, "queues", "today");
+            ctx.bus.client.publish(subject, "".into()).await?;
+        }
         lease.check().await?;
     }
+}
+
+/// The tenants whose queue figures (waits in a queue, a queue's service-level threshold) a
+/// batch changed.
+fn queue_figures_changed(d: &Dirty) -> std::collections::BTreeSet<String> {
+    d.segments
+        .iter()
+        .filter(|s| s.kind == "queue")
+        .map(|s| s.tenant.clone())
+        .chain(d.queues.iter().map(|q| q.tenant.clone()))
+        .collect()
 }
 
 /// Rows by key: the last version of each row a fold produced.

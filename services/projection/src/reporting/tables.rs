@@ -55,16 +55,16 @@ pub const CALLS: Table = Table {
     columns: &[
         ("tenant", "text not null", "the tenant"),
         ("call", "text not null", "call id (the event stream call-<call>)"),
-        ("queue", "text not null", "the queue the caller dialled first"),
-        ("caller_number", "text not null", "caller's number"),
-        ("caller_name", "text not null", "caller's name"),
-        ("entered_at", "timestamptz not null", "when the caller entered the first queue (UTC)"),
-        ("answered_at", "timestamptz", "when an agent first answered (UTC); null if never"),
+        ("queue", "text", "the queue the caller dialled first; null for an outbound call"),
+        ("caller_number", "text not null", "caller's number; for an outbound call the number or extension the agent dialled"),
+        ("caller_name", "text not null", "caller's name (empty for an outbound call)"),
+        ("entered_at", "timestamptz not null", "when the caller entered the first queue, or the agent dialled (UTC)"),
+        ("answered_at", "timestamptz", "when an agent first answered, or the far end of an outbound call (UTC); null if never"),
         ("ended_at", "timestamptz", "when the caller's call ended (UTC); null while in progress"),
         ("wait_ms", "bigint", "time in queue before the first answer, or before abandoning / leaving"),
         ("talk_ms", "bigint", "time someone talked with the caller (agents and outside targets, overlaps counted once), hold excluded"),
         ("hold_ms", "bigint not null", "time the caller spent on hold"),
-        ("outcome", "text not null", "waiting, in_progress, completed, abandoned, left_queue, transferred_out (to an extension without an agent or an outside number)"),
+        ("outcome", "text not null", "waiting, in_progress, completed, abandoned, left_queue, transferred_out (to an extension without an agent or an outside number); outbound calls: dialing, in_progress, completed, not_connected (the dial failed: see the dial segment)"),
         ("leave_reason", "text", "for left_queue: max_wait or no_agents"),
         ("first_agent", "text", "agent who answered first"),
         ("last_agent", "text", "agent who had the call last"),
@@ -72,9 +72,10 @@ pub const CALLS: Table = Table {
         ("disposition", "text", "the disposition code the agent gave in wrap-up (one of the queue's codes; the last given); null if none"),
         ("disposition_note", "text", "the agent's free-text note from wrap-up (at most 1000 characters); null if none"),
         ("disposition_agent", "text", "the agent who gave the disposition or note"),
+        ("direction", "text", "inbound (a queue call) or outbound (dialled by an agent from the portal)"),
     ],
     key: &["tenant", "call"],
-    comment: "One row per call: from entering a queue to the caller's end.",
+    comment: "One row per call: from entering a queue (or an agent dialling out) to the caller's end.",
 };
 
 pub const SEGMENTS: Table = Table {
@@ -83,14 +84,14 @@ pub const SEGMENTS: Table = Table {
         ("tenant", "text not null", "the tenant"),
         ("call", "text not null", "the call (reporting.calls)"),
         ("seq", "bigint not null", "order within the call, from 1"),
-        ("kind", "text not null", "queue (a wait in a queue), offer (an agent's phone rang), connected (an agent on the call), hold, transfer, outside (talk with a transfer target that is not an agent), monitor (a supervisor on an agent's call in one mode, from their phone ringing; a mode switch starts the next row)"),
+        ("kind", "text not null", "queue (a wait in a queue), offer (an agent's phone rang), connected (an agent on the call), hold, transfer, outside (talk with a transfer target that is not an agent), dial (an outbound call from the dial to the far end's answer), monitor (a supervisor on an agent's call in one mode, from their phone ringing; a mode switch starts the next row)"),
         ("agent", "text", "the agent of an offer, connected span, hold or transfer; the agent monitored"),
         ("queue", "text", "the queue of a wait or an offer"),
         ("started_at", "timestamptz not null", "start (UTC)"),
         ("ended_at", "timestamptz", "end (UTC); null while open"),
         ("duration_ms", "bigint", "ended_at - started_at"),
-        ("outcome", "text", "queue: answered / abandoned / left_queue; offer: answered / rejected / missed / withdrawn:<reason>; connected: how the agent's part ended (agent, agent_phone, caller, transferred, transfer_failed, transfer_cancelled); transfer: completed / cancelled / failed:<reason>; monitor: switched (to the next row's mode), left, supervisor_hung_up, no_answer, rejected, unavailable, call_ended"),
-        ("detail", "jsonb", "transfer: method, target, target_agent; queue: priority when re-entered; connected: transferred; monitor: supervisor (username), device, mode (listen, whisper, barge)"),
+        ("outcome", "text", "queue: answered / abandoned / left_queue; offer: answered / rejected / missed / withdrawn:<reason>; connected: how the agent's part ended (agent, agent_phone, caller, transferred, transfer_failed, transfer_cancelled); transfer: completed / cancelled / failed:<reason>; dial: connected / failed:<reason>; monitor: switched (to the next row's mode), left, supervisor_hung_up, no_answer, rejected, unavailable, call_ended"),
+        ("detail", "jsonb", "transfer: method, target, target_agent; queue: priority when re-entered; connected: transferred, or outbound; dial: number, extension; monitor: supervisor (username), device, mode (listen, whisper, barge)"),
     ],
     key: &["tenant", "call", "seq"],
     comment: "Every step of every call: waits, offers, each agent's connected span, holds, transfers.",
@@ -109,13 +110,13 @@ pub const STATES: Table = Table {
         (
             "state",
             "text not null",
-            "idle, paused, ringing, connected, on_hold, wrap_up (logged-out time has no rows)",
+            "idle, paused, ringing, dialing (an outbound call before the far end answers), connected, on_hold, wrap_up (logged-out time has no rows)",
         ),
         ("reason", "text", "pause reason"),
         (
             "call",
             "text",
-            "the call of ringing, connected, on_hold, wrap_up",
+            "the call of ringing, dialing, connected, on_hold, wrap_up",
         ),
         ("started_at", "timestamptz not null", "start (UTC)"),
         ("ended_at", "timestamptz", "end (UTC); null while current"),
@@ -160,6 +161,7 @@ with st as (
          sum(ms)::bigint as logged_in_ms,
          coalesce(sum(ms) filter (where state = 'idle'), 0)::bigint as idle_ms,
          coalesce(sum(ms) filter (where state = 'ringing'), 0)::bigint as ringing_ms,
+         coalesce(sum(ms) filter (where state = 'dialing'), 0)::bigint as dialing_ms,
          coalesce(sum(ms) filter (where state = 'connected'), 0)::bigint as talk_ms,
          coalesce(sum(ms) filter (where state = 'on_hold'), 0)::bigint as hold_ms,
          coalesce(sum(ms) filter (where state = 'wrap_up'), 0)::bigint as wrap_up_ms,
@@ -175,9 +177,9 @@ with st as (
 )
 select s.*, coalesce(c.completed, 0) as completed, coalesce(c.missed, 0) as missed, coalesce(c.rejected, 0) as rejected,
        case when coalesce(c.completed, 0) > 0 then (s.talk_ms + s.hold_ms + s.wrap_up_ms) / c.completed end as avg_handle_ms,
-       round(100.0 * (s.talk_ms + s.hold_ms + s.wrap_up_ms) / nullif(s.talk_ms + s.hold_ms + s.wrap_up_ms + s.idle_ms + s.ringing_ms, 0), 1) as occupancy_pct
+       round(100.0 * (s.talk_ms + s.hold_ms + s.wrap_up_ms + s.dialing_ms) / nullif(s.talk_ms + s.hold_ms + s.wrap_up_ms + s.dialing_ms + s.idle_ms + s.ringing_ms, 0), 1) as occupancy_pct
   from sums s left join counts c using (tenant, agent, day);
-comment on view {s}.agent_daily is 'Per agent and local day: time logged in and in each state, Completed / Missed / Rejected, average handle time (talk + hold + wrap-up per completed call), occupancy (handling time over handling + idle + ringing time). An interval counts on the day it started.';
+comment on view {s}.agent_daily is 'Per agent and local day: time logged in and in each state, Completed / Missed / Rejected (Completed: queue calls and outbound calls that connected), average handle time (talk + hold + wrap-up per completed call), occupancy (handling time, dialing out included, over handling + idle + ringing time). An interval counts on the day it started.';
 
 create view {s}.agent_pause_daily as
 select s.tenant, s.agent, (s.started_at at time zone t.time_zone)::date as day, s.reason,
@@ -241,6 +243,11 @@ pub async fn add_new_columns(conn: &mut PgConnection, s: &str) -> Result<(), sql
     if sql.is_empty() {
         return Ok(());
     }
+    // Outbound calls (with `direction`) have no queue; every call before them was inbound.
+    let _ = writeln!(
+        sql,
+        "alter table {s}.calls alter column queue drop not null; update {s}.calls set direction = 'inbound' where direction is null;"
+    );
     let _ = writeln!(
         sql,
         "drop view if exists {s}.call_history, {s}.agent_daily, {s}.agent_pause_daily, {s}.queue_intervals;"
@@ -377,7 +384,7 @@ impl Row for CallRow {
             &[
                 Some(self.tenant.clone()),
                 Some(self.call.clone()),
-                Some(self.queue.clone()),
+                self.queue.clone(),
                 Some(self.caller_number.clone()),
                 Some(self.caller_name.clone()),
                 Some(ts(&self.entered_at)),
@@ -394,6 +401,7 @@ impl Row for CallRow {
                 self.disposition.clone(),
                 self.disposition_note.clone(),
                 self.disposition_agent.clone(),
+                Some(self.direction.to_string()),
             ],
         );
     }

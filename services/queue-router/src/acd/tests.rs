@@ -862,3 +862,88 @@ fn a_logout_ends_the_wait_for_a_required_disposition() {
         "no agent is stuck in a wrap-up without a form"
     );
 }
+
+#[test]
+fn an_agent_dialling_out_is_offered_no_queue_call_until_the_call_ends_even_with_ring_in_use() {
+    let mut acd = given(Strategy::Linear);
+    for queue in ["500", "501"] {
+        acd.apply_queue(
+            "acme",
+            &QueueEvent::QueueConfigured {
+                queue: q(queue),
+                settings: QueueSettings {
+                    strategy: Strategy::Linear,
+                    ring_in_use: true,
+                    ..Default::default()
+                },
+            },
+        );
+    }
+    let dial = |call: &str| C::OutboundCallStarted {
+        call: call.into(),
+        agent: a("1004"),
+        device: DeviceId::parse("1004").unwrap(),
+        number: cc_contracts::domain::DialString::parse("5551234").unwrap(),
+        extension: false,
+        leg: format!("leg-{call}"),
+        far_leg: format!("far-{call}"),
+        ring_timeout_s: 60,
+    };
+    // 1004 (lowest penalty) dials out: the call goes to 1003, never to 1004.
+    acd.apply_call("acme", &dial("out1"), t(10));
+    enter(&mut acd, "c1", "500", 11);
+    assert_eq!(
+        offered(&acd.dispatch(t(11))),
+        [("c1".to_string(), vec!["1003".to_string()])]
+    );
+    offer(&mut acd, "c1", "1003", 11);
+    // The dial fails: 1004 is free again and takes the next call.
+    acd.apply_call(
+        "acme",
+        &C::OutboundCallFailed {
+            call: "out1".into(),
+            agent: a("1004"),
+            reason: cc_contracts::call::OutboundFailure::Busy,
+        },
+        t(12),
+    );
+    enter(&mut acd, "c2", "500", 13);
+    assert_eq!(
+        offered(&acd.dispatch(t(13))),
+        [("c2".to_string(), vec!["1004".to_string()])]
+    );
+    offer(&mut acd, "c2", "1004", 13);
+
+    // An offer that crossed a dial is withdrawn (agent_dialed_out); after the outbound call's
+    // end the agent is offered calls again.
+    acd.apply_call("acme", &dial("out2"), t(14));
+    let w = acd.offers_to_withdraw(Some(("acme", &a("1004"))));
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].4, WithdrawReason::AgentDialedOut);
+    acd.apply_call(
+        "acme",
+        &C::OfferWithdrawn {
+            call: "c2".into(),
+            agent: a("1004"),
+            offer: "o-c2-1004".into(),
+            reason: WithdrawReason::AgentDialedOut,
+        },
+        t(14),
+    );
+    acd.apply_call(
+        "acme",
+        &C::CallEnded {
+            call: "out2".into(),
+            agent: a("1004"),
+            by: cc_contracts::call::EndedBy::Agent,
+            talk_ms: 1000,
+        },
+        t(20),
+    );
+    let d = offered(&acd.dispatch(t(21)));
+    assert!(
+        d.iter()
+            .any(|(c, agents)| c == "c2" && agents.contains(&"1004".to_string())),
+        "{d:?}"
+    );
+}
