@@ -229,6 +229,10 @@ impl Permissions {
         for (_, rights) in SERVICES {
             perm.merge(Self::of(subjects, COMBINED_USER, rights));
         }
+        // Its services ask each other over the one connection they share, and nats-server
+        // grants no response permission for a request a connection delivers to itself: the
+        // replies go to its own inbox, which it may publish to (no other user reads it).
+        perm.add_pub(format!("{}.>", inbox_prefix(COMBINED_USER)));
         perm
     }
 

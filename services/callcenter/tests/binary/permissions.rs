@@ -454,3 +454,36 @@ async fn an_integrator_of_one_tenant_never_sees_an_event_of_another() {
     assert_eq!(later.len(), 1, "{later:?}");
     assert!(later[0].contains(".events.acme."));
 }
+
+/// `callcenter run` as the one combined user (what scripts/run does): its services ask each
+/// other over their one connection, and each answer arrives (nats-server grants no response
+/// permission for a request a connection delivers to itself; the combined user replies into
+/// its own inbox). Before that was allowed, every sign-in and every PBX command timed out.
+#[tokio::test]
+async fn one_process_as_the_combined_user_answers_its_own_requests() {
+    use crate::system::{Custom, System};
+    let log =
+        std::env::temp_dir().join(format!("cc-combined-{}.log", uuid::Uuid::new_v4().simple()));
+    // With the SIP gateway too, as scripts/run: two implementations of `pbx` on the connection.
+    let sys = System::start_custom(Custom {
+        combined_user: true,
+        sip: true,
+        log: Some(log.clone()),
+        ..Default::default()
+    })
+    .await; // its readiness is a sign-in: the portal asks auth
+    let bob = sys.idle_agent("1002").await;
+    sys.place_caller("500", "5551234", "Combined").await;
+    sys.view_when(&bob, "Ringing", |v| v["status"] == "ringing")
+        .await; // the router's Originate to the PBX was answered
+                // The router's and agent-session's reconciliations ask the PBX of every tenant at start:
+                // each answer must be allowed (the server logs a refused one to the client).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    let refused: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("Permissions Violation") || l.contains("could not list the PBX"))
+        .collect();
+    assert!(refused.is_empty(), "{refused:#?}");
+}

@@ -46,6 +46,9 @@ pub struct Custom {
     pub sip: bool,
     /// Appends every service's stdout and stderr (its log lines) to this file.
     pub log: Option<std::path::PathBuf>,
+    /// Every target as the one combined NATS user (`CC_NATS_USER=callcenter`, as scripts/run
+    /// runs), not each as its own.
+    pub combined_user: bool,
 }
 
 /// A nats-server with the product's permissions for subject prefix `prefix` (the file
@@ -360,6 +363,12 @@ impl System {
         let mut sys = Self::new_unstarted(custom.nats).await;
         sys.env = custom.env;
         sys.log = custom.log;
+        if custom.combined_user {
+            let user = cc_bus::permissions::COMBINED_USER;
+            let password = sys.nats_password(user);
+            sys.env.push(("CC_NATS_USER".into(), user.into()));
+            sys.env.push(("CC_NATS_PASSWORD".into(), password));
+        }
         if custom.sip {
             sys.sip = Some(format!("127.0.0.1:{}", free_port()).parse().unwrap());
         }
