@@ -9,7 +9,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::system::System;
+use crate::system::{Client, System};
 
 impl System {
     /// The reporting row of a call, once `pred` holds.
@@ -65,6 +65,16 @@ impl System {
             .iter()
             .filter(|c| c["device"] == device)
             .count()
+    }
+}
+
+impl Client {
+    /// Dials out (`POST /api/call/dial`), which must be accepted; the call's id.
+    pub async fn dial(&self, body: Value) -> String {
+        self.post("/api/call/dial", body).await.ok()["call"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 }
 
@@ -289,13 +299,7 @@ async fn a_dial_that_does_not_connect_says_why_hangs_up_both_phones_and_frees_th
     let alice = sys.idle_agent("1001").await;
 
     // Bob's own phone declines: agent_declined.
-    let call = bob
-        .post("/api/call/dial", json!({"number": "5551234"}))
-        .await
-        .ok()["call"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let call = bob.dial(json!({"number": "5551234"})).await;
     sys.view_when(&bob, "Dialing", |v| v["status"] == "dialing")
         .await;
     sys.phone("1002", "reject").await;
@@ -344,13 +348,7 @@ async fn a_dial_that_does_not_connect_says_why_hangs_up_both_phones_and_frees_th
     .await;
 
     // The far end declines: Bob dials extension 1003 and Carol's phone declines.
-    let call = bob
-        .post("/api/call/dial", json!({"number": "1003"}))
-        .await
-        .ok()["call"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let call = bob.dial(json!({"number": "1003"})).await;
     sys.view_when(&bob, "Dialing", |v| v["status"] == "dialing")
         .await;
     sys.phone("1002", "answer").await;
@@ -360,13 +358,7 @@ async fn a_dial_that_does_not_connect_says_why_hangs_up_both_phones_and_frees_th
     .await;
     assert_eq!(sys.channels_on("1003").await, 1, "extension 1003 rings");
     // Meanwhile Alice dials the same extension: it is busy.
-    let busy = alice
-        .post("/api/call/dial", json!({"number": "1003"}))
-        .await
-        .ok()["call"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let busy = alice.dial(json!({"number": "1003"})).await;
     sys.phone("1001", "answer").await;
     let va = sys
         .view_when(&alice, "busy", |v| v["dial_failure"].is_object())
@@ -422,15 +414,8 @@ async fn a_dial_that_does_not_connect_says_why_hangs_up_both_phones_and_frees_th
         .await;
     assert_eq!(r.refused(400, "invalid_field")["field"], "ring_timeout_s");
     let call = bob
-        .post(
-            "/api/call/dial",
-            json!({"number": "1003", "ring_timeout_s": 2}),
-        )
-        .await
-        .ok()["call"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .dial(json!({"number": "1003", "ring_timeout_s": 2}))
+        .await;
     sys.view_when(&bob, "Dialing", |v| v["status"] == "dialing")
         .await;
     sys.phone("1002", "answer").await;
@@ -460,13 +445,7 @@ async fn an_outbound_call_is_transferred_like_a_queue_call_and_nobody_gets_a_wra
     let bob = sys.idle_agent("1002").await;
     let alice = sys.idle_agent("1001").await;
 
-    let call = bob
-        .post("/api/call/dial", json!({"number": "5554321"}))
-        .await
-        .ok()["call"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let call = bob.dial(json!({"number": "5554321"})).await;
     sys.view_when(&bob, "Dialing", |v| v["status"] == "dialing")
         .await;
     sys.phone("1002", "answer").await;

@@ -301,13 +301,7 @@ async fn a_ring_and_an_arrival_not_recorded_before_a_crash_are_reconciled_after_
 async fn an_outbound_call_survives_a_restart_with_the_agents_answer_during_it() {
     let mut sys = System::start_split().await;
     let bob = sys.idle_agent("1002").await;
-    let call = bob
-        .post("/api/call/dial", json!({"number": "5556666"}))
-        .await
-        .ok()["call"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let call = bob.dial(json!({"number": "5556666"})).await;
     sys.view_when(&bob, "Dialing", |v| v["status"] == "dialing")
         .await;
 
