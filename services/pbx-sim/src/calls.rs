@@ -88,6 +88,34 @@ struct Tenant {
     /// How each channel in a bridge takes part (absent: speak), cleared when it leaves.
     modes: HashMap<String, BridgeMode>,
     phones: HashMap<DeviceId, PhoneMode>,
+    tally: Tally,
+}
+
+/// What the simulator itself saw of a tenant's calls (only what it reported on the PBX
+/// contract), to check the product's figures against (the chaos suite).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Tally {
+    /// Per device: how each ringing leg to it ended.
+    pub devices: std::collections::BTreeMap<String, DeviceTally>,
+    /// Every inbound channel (a caller) reported created, with how many hang-ups were reported
+    /// for it (1 once it is over).
+    pub inbound: std::collections::BTreeMap<String, u32>,
+    /// Facts the simulator could not send (NATS or JetStream refused them): a call placed
+    /// while its creation could not be reported is dropped, and counted here.
+    pub unreported: u64,
+}
+
+/// How the legs that rang a device ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceTally {
+    /// Answered, then hung up (by either side): a completed call.
+    pub completed: u64,
+    /// Hung up unanswered because the application gave up ringing (`NoAnswer`): missed.
+    pub missed: u64,
+    /// Declined by the phone.
+    pub rejected: u64,
+    /// Hung up unanswered on any other command (the offer was withdrawn).
+    pub withdrawn: u64,
 }
 
 /// The simulator's calls. Cheap to clone.
@@ -233,7 +261,19 @@ impl Calls {
             number: None,
             at: Utc::now(),
         };
-        self.publish(tenant, vec![Fact::Channel(e)]).await?;
+        let id = ch.channel.clone();
+        if let Err(e) = self.publish(tenant, vec![Fact::Channel(e)]).await {
+            // Nobody heard of this caller: the call did not happen.
+            let t = st.entry(tenant.to_string()).or_default();
+            t.channels.remove(&id);
+            t.tally.unreported += 1;
+            return Err(e);
+        }
+        st.entry(tenant.to_string())
+            .or_default()
+            .tally
+            .inbound
+            .insert(id, 0);
         Ok(ch)
     }
 
@@ -421,6 +461,7 @@ impl Calls {
             .channels
             .remove(channel)
             .ok_or_else(|| unknown_channel(channel))?;
+        let requested = cause;
         let cause = match (cause, ch.direction, ch.answered) {
             (HangupCause::Normal, Direction::Inbound, false) => HangupCause::CallerGone,
             (HangupCause::Normal, Direction::Outbound, false) => HangupCause::NoAnswer,
@@ -433,10 +474,33 @@ impl Calls {
             cause,
             at: now,
         })];
-        if let Some(b) = ch.bridge {
+        if let Some(b) = ch.bridge.clone() {
             facts.push(leave_bridge(t, tenant, &b, channel, now));
         }
-        self.publish(tenant, facts).await
+        if let Err(e) = self.publish(tenant, facts).await {
+            st.entry(tenant.to_string()).or_default().tally.unreported += 1;
+            return Err(e);
+        }
+        let tally = &mut st.entry(tenant.to_string()).or_default().tally;
+        if let Some(n) = tally.inbound.get_mut(channel) {
+            *n += 1;
+        }
+        if let (Some(d), Direction::Outbound) = (&ch.device, ch.direction) {
+            let dt = tally.devices.entry(d.to_string()).or_default();
+            match (ch.answered, requested) {
+                (true, _) => dt.completed += 1,
+                (false, HangupCause::NoAnswer) => dt.missed += 1,
+                (false, HangupCause::Rejected) => dt.rejected += 1,
+                (false, _) => dt.withdrawn += 1,
+            }
+        }
+        Ok(())
+    }
+
+    /// What the simulator saw of the tenant's calls ([`Tally`]).
+    pub async fn tally(&self, tenant: &str) -> Tally {
+        let st = self.state.lock().await;
+        st.get(tenant).map(|t| t.tally.clone()).unwrap_or_default()
     }
 
     /// Joins channels in a bridge.
