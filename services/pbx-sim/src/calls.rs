@@ -116,6 +116,11 @@ pub struct DeviceTally {
     pub rejected: u64,
     /// Hung up unanswered on any other command (the offer was withdrawn).
     pub withdrawn: u64,
+    /// Rings refused at once because the device already had a call (`Busy`).
+    pub busy: u64,
+    /// Of `completed`: answered, then hung up by the application as if it had rung out
+    /// (`NoAnswer` after the answer: the answer reached it too late).
+    pub answered_then_no_answer: u64,
 }
 
 /// The simulator's calls. Cheap to clone.
@@ -381,6 +386,10 @@ impl Calls {
             _ => tracing::Span::none(),
         };
         self.publish(tenant, facts).instrument(span).await?;
+        if let (Some(d), true) = (&device, busy) {
+            let t = st.entry(tenant.to_string()).or_default();
+            t.tally.devices.entry(d.to_string()).or_default().busy += 1;
+        }
         drop(st);
         if !busy {
             self.react(tenant, &id, mode);
@@ -488,6 +497,10 @@ impl Calls {
         if let (Some(d), Direction::Outbound) = (&ch.device, ch.direction) {
             let dt = tally.devices.entry(d.to_string()).or_default();
             match (ch.answered, requested) {
+                (true, HangupCause::NoAnswer) => {
+                    dt.completed += 1;
+                    dt.answered_then_no_answer += 1;
+                }
                 (true, _) => dt.completed += 1,
                 (false, HangupCause::NoAnswer) => dt.missed += 1,
                 (false, HangupCause::Rejected) => dt.rejected += 1,

@@ -1032,6 +1032,7 @@ impl Router<'_> {
                 cause,
                 ..
             } => {
+                self.acd.channel_gone(&channel);
                 if let Some(call) = self.acd.offers.get(&channel).cloned() {
                     let Some(c) = self.acd.calls.get(&call) else {
                         return Ok(());

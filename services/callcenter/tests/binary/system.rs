@@ -32,7 +32,7 @@ pub struct System {
     /// More environment for the services (`start_with_env`).
     pub env: Vec<(String, String)>,
     /// Where the services' stdout and stderr go (`Custom::log`).
-    log: Option<std::path::PathBuf>,
+    pub log: Option<std::path::PathBuf>,
 }
 
 /// How a test's system differs from [`System::start`] (`System::start_custom`).
