@@ -100,8 +100,13 @@ pub struct Tally {
     /// Every inbound channel (a caller) reported created, with how many hang-ups were reported
     /// for it (1 once it is over).
     pub inbound: std::collections::BTreeMap<String, u32>,
-    /// Facts the simulator could not send (NATS or JetStream refused them): a call placed
-    /// while its creation could not be reported is dropped, and counted here.
+    /// Every leg that rang a device (or found it busy), by channel: the device and how the
+    /// leg ended (`completed`, `missed`, `rejected`, `withdrawn`, `busy`, `late_answer`;
+    /// counted in `devices`).
+    pub legs: std::collections::BTreeMap<String, (String, String)>,
+    /// Facts the simulator could not send or JetStream did not acknowledge (NATS down, the
+    /// stream refusing): a call placed while its creation could not be sent is dropped, and
+    /// counted here. (An unacknowledged fact may still have been stored.)
     pub unreported: u64,
 }
 
@@ -118,8 +123,8 @@ pub struct DeviceTally {
     pub withdrawn: u64,
     /// Rings refused at once because the device already had a call (`Busy`).
     pub busy: u64,
-    /// Of `completed`: answered, then hung up by the application as if it had rung out
-    /// (`NoAnswer` after the answer: the answer reached it too late).
+    /// Answered, then hung up by the application as if it had rung out (`NoAnswer` after
+    /// the answer: the answer reached it too late). Not in `completed`.
     pub answered_then_no_answer: u64,
 }
 
@@ -206,10 +211,13 @@ impl Calls {
                 })?;
             acks.push(ack);
         }
+        let (state, tenant) = (self.state.clone(), tenant.to_string());
         tokio::spawn(async move {
             for ack in acks {
                 if let Err(e) = ack.await {
                     tracing::warn!(error = %e, "JetStream did not take a PBX event");
+                    let mut st = state.lock().await;
+                    st.entry(tenant.clone()).or_default().tally.unreported += 1;
                 }
             }
         });
@@ -389,6 +397,9 @@ impl Calls {
         if let (Some(d), true) = (&device, busy) {
             let t = st.entry(tenant.to_string()).or_default();
             t.tally.devices.entry(d.to_string()).or_default().busy += 1;
+            t.tally
+                .legs
+                .insert(id.clone(), (d.to_string(), "busy".to_string()));
         }
         drop(st);
         if !busy {
@@ -496,16 +507,31 @@ impl Calls {
         }
         if let (Some(d), Direction::Outbound) = (&ch.device, ch.direction) {
             let dt = tally.devices.entry(d.to_string()).or_default();
-            match (ch.answered, requested) {
+            let outcome = match (ch.answered, requested) {
                 (true, HangupCause::NoAnswer) => {
-                    dt.completed += 1;
                     dt.answered_then_no_answer += 1;
+                    "late_answer"
                 }
-                (true, _) => dt.completed += 1,
-                (false, HangupCause::NoAnswer) => dt.missed += 1,
-                (false, HangupCause::Rejected) => dt.rejected += 1,
-                (false, _) => dt.withdrawn += 1,
-            }
+                (true, _) => {
+                    dt.completed += 1;
+                    "completed"
+                }
+                (false, HangupCause::NoAnswer) => {
+                    dt.missed += 1;
+                    "missed"
+                }
+                (false, HangupCause::Rejected) => {
+                    dt.rejected += 1;
+                    "rejected"
+                }
+                (false, _) => {
+                    dt.withdrawn += 1;
+                    "withdrawn"
+                }
+            };
+            tally
+                .legs
+                .insert(channel.to_string(), (d.to_string(), outcome.to_string()));
         }
         Ok(())
     }

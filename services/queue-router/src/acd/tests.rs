@@ -207,7 +207,11 @@ fn a_withdrawn_leg_never_reported_gone_holds_the_agent_back_only_a_while() {
         t(11),
     );
     enter(&mut acd, "c2", "500", 11);
-    assert_eq!(offered(&acd.dispatch(t(11)))[0].1, ["1002"], "1001's leg is still up");
+    assert_eq!(
+        offered(&acd.dispatch(t(11)))[0].1,
+        ["1002"],
+        "1001's leg is still up"
+    );
     offer(&mut acd, "c2", "1002", 11);
     enter(&mut acd, "c3", "500", 12);
     let _ = acd.dispatch(t(12));
@@ -215,7 +219,8 @@ fn a_withdrawn_leg_never_reported_gone_holds_the_agent_back_only_a_while() {
     let later = t(11) + chrono::Duration::milliseconds(super::LEG_GONE_WAIT_MS);
     let d = offered(&acd.dispatch(later));
     assert!(
-        d.iter().any(|(_, agents)| agents.contains(&"1001".to_string())),
+        d.iter()
+            .any(|(_, agents)| agents.contains(&"1001".to_string())),
         "{d:?}"
     );
 }
