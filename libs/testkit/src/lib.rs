@@ -6,7 +6,7 @@
 //!   directory; it can be stopped and restarted on the same port to test reconnection
 //!   ([`NatsSetup::tls`]: TLS with client certificates).
 //! - [`tls::Certs`]: a CA and certificates made at test time; [`tls::PgServer`]: a PostgreSQL of
-//!   the test's own that accepts only TLS.
+//!   the test's own (TLS only, or plain and restartable).
 
 pub mod tls;
 
@@ -32,14 +32,19 @@ fn admin_url() -> String {
 
 impl TestDb {
     pub async fn new() -> TestDb {
-        let admin: PgConnectOptions = admin_url()
+        Self::new_on(&admin_url()).await
+    }
+
+    /// A fresh database on the server of `admin_url` (e.g. a [`tls::PgServer`] of the test's).
+    pub async fn new_on(admin_url: &str) -> TestDb {
+        let admin: PgConnectOptions = admin_url
             .parse()
             .expect("CC_TEST_DATABASE_URL is a PostgreSQL URL");
         let name = format!("cc_test_{}", uuid::Uuid::new_v4().simple());
         let mut conn = admin
             .connect()
             .await
-            .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL at {}: {e}", admin_url()));
+            .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL at {admin_url}: {e}"));
         sqlx::query(&format!("create database {name}"))
             .execute(&mut conn)
             .await

@@ -187,52 +187,42 @@ fn unprivileged() -> Option<(u32, u32)> {
     (id("-u", None) == 0).then(|| (id("-u", Some("postgres")), id("-g", Some("postgres"))))
 }
 
-/// A PostgreSQL cluster of the test's own on a free loopback port: TLS only (`hostssl ...
-/// cert`, so a client certificate whose common name is the user; `hostnossl ... reject`), the
-/// server certificate of `certs`. User `postgres`. Stopped and removed on drop.
+/// A PostgreSQL cluster of the test's own on a free loopback port, user `postgres`. Stopped
+/// and removed on drop.
+///
+/// - [`PgServer::start_tls`]: TLS only (`hostssl ... cert`, so a client certificate whose
+///   common name is the user; `hostnossl ... reject`), the server certificate of `certs`.
+/// - [`PgServer::start_plain`]: plain TCP, `trust` (fault tests that restart it:
+///   [`PgServer::restart`]).
 pub struct PgServer {
     child: Option<Child>,
     /// The TCP port on 127.0.0.1.
     pub port: u16,
     data: PathBuf,
+    tls: bool,
+}
+
+fn as_user(c: &mut Command) {
+    if let Some((uid, gid)) = unprivileged() {
+        c.uid(uid).gid(gid);
+    }
+}
+
+fn chown(p: &Path) {
+    if unprivileged().is_some() {
+        assert!(Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(p)
+            .status()
+            .unwrap()
+            .success());
+    }
 }
 
 impl PgServer {
     /// Creates the cluster (initdb) and starts it; returns once it accepts connections.
     pub fn start_tls(certs: &Certs) -> PgServer {
-        let bin = postgres_bindir();
-        let data = std::env::temp_dir().join(format!("cc-pg-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&data).unwrap();
-        let user = unprivileged();
-        let as_user = |c: &mut Command| {
-            if let Some((uid, gid)) = user {
-                c.uid(uid).gid(gid);
-            }
-        };
-        let chown = |p: &Path| {
-            if user.is_some() {
-                assert!(Command::new("chown")
-                    .args(["-R", "postgres:postgres"])
-                    .arg(p)
-                    .status()
-                    .unwrap()
-                    .success());
-            }
-        };
-        chown(&data);
-        let mut initdb = Command::new(bin.join("initdb"));
-        initdb
-            .arg("-D")
-            .arg(&data)
-            .args(["-U", "postgres", "--auth=trust", "-N"])
-            .env("LC_ALL", "C");
-        as_user(&mut initdb);
-        let out = initdb.output().unwrap();
-        assert!(
-            out.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let data = Self::initdb();
         for (from, to) in [
             (&certs.server_cert, "server.crt"),
             (&certs.server_key, "server.key"),
@@ -255,16 +245,75 @@ impl PgServer {
             .status()
             .unwrap()
             .success());
-        let port = free_port();
+        Self::started(data, true)
+    }
+
+    /// A cluster without TLS: every loopback connection trusted as any user.
+    pub fn start_plain() -> PgServer {
+        let data = Self::initdb();
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhost all all 127.0.0.1/32 trust\n",
+        )
+        .unwrap();
+        chown(&data);
+        Self::started(data, false)
+    }
+
+    /// The admin URL (database `postgres`) of a plain server.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn initdb() -> PathBuf {
+        let data = std::env::temp_dir().join(format!("cc-pg-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&data).unwrap();
+        chown(&data);
+        let mut initdb = Command::new(postgres_bindir().join("initdb"));
+        initdb
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "--auth=trust", "-N"])
+            .env("LC_ALL", "C");
+        as_user(&mut initdb);
+        let out = initdb.output().unwrap();
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        data
+    }
+
+    fn started(data: PathBuf, tls: bool) -> PgServer {
+        let mut s = PgServer {
+            child: None,
+            port: free_port(),
+            data,
+            tls,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let bin = postgres_bindir();
         let mut postgres = Command::new(bin.join("postgres"));
         postgres
             .arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-k"])
-            .arg(&data)
+            .arg(&self.data)
+            .args(["-p", &self.port.to_string(), "-k"])
+            .arg(&self.data)
             .args([
                 "-c",
                 "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "max_connections=200",
+            ]);
+        if self.tls {
+            postgres.args([
                 "-c",
                 "ssl=on",
                 "-c",
@@ -273,27 +322,18 @@ impl PgServer {
                 "ssl_key_file=server.key",
                 "-c",
                 "ssl_ca_file=ca.crt",
-                "-c",
-                "fsync=off",
-                "-c",
-                "max_connections=100",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            ]);
+        }
+        postgres.stdout(Stdio::null()).stderr(Stdio::null());
         as_user(&mut postgres);
-        let child = postgres.spawn().unwrap();
-        let s = PgServer {
-            child: Some(child),
-            port,
-            data,
-        };
+        self.child = Some(postgres.spawn().unwrap());
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let ready = Command::new(bin.join("pg_isready"))
                 .arg("-q")
                 .arg("-h")
-                .arg(&s.data)
-                .args(["-p", &port.to_string()])
+                .arg(&self.data)
+                .args(["-p", &self.port.to_string()])
                 .status()
                 .unwrap();
             if ready.success() {
@@ -301,16 +341,15 @@ impl PgServer {
             }
             assert!(
                 Instant::now() < deadline,
-                "PostgreSQL did not start on {port}"
+                "PostgreSQL did not start on {}",
+                self.port
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        s
     }
-}
 
-impl Drop for PgServer {
-    fn drop(&mut self) {
+    /// Stops the server (a fast shutdown: every connection is cut, nothing committed is lost).
+    pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             // A fast shutdown (SIGINT): the server's children stop with it.
             let _ = Command::new("kill")
@@ -323,6 +362,18 @@ impl Drop for PgServer {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Stops the server and starts it again on the same port with the same data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        self.stop();
         let _ = std::fs::remove_dir_all(&self.data);
     }
 }

@@ -88,6 +88,44 @@ struct Tenant {
     /// How each channel in a bridge takes part (absent: speak), cleared when it leaves.
     modes: HashMap<String, BridgeMode>,
     phones: HashMap<DeviceId, PhoneMode>,
+    tally: Tally,
+}
+
+/// What the simulator itself saw of a tenant's calls (only what it reported on the PBX
+/// contract), to check the product's figures against (the chaos suite).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Tally {
+    /// Per device: how each ringing leg to it ended.
+    pub devices: std::collections::BTreeMap<String, DeviceTally>,
+    /// Every inbound channel (a caller) reported created, with how many hang-ups were reported
+    /// for it (1 once it is over).
+    pub inbound: std::collections::BTreeMap<String, u32>,
+    /// Every leg that rang a device (or found it busy), by channel: the device and how the
+    /// leg ended (`completed`, `missed`, `rejected`, `withdrawn`, `busy`, `late_answer`;
+    /// counted in `devices`).
+    pub legs: std::collections::BTreeMap<String, (String, String)>,
+    /// Facts the simulator could not send or JetStream did not acknowledge (NATS down, the
+    /// stream refusing): a call placed while its creation could not be sent is dropped, and
+    /// counted here. (An unacknowledged fact may still have been stored.)
+    pub unreported: u64,
+}
+
+/// How the legs that rang a device ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceTally {
+    /// Answered, then hung up (by either side): a completed call.
+    pub completed: u64,
+    /// Hung up unanswered because the application gave up ringing (`NoAnswer`): missed.
+    pub missed: u64,
+    /// Declined by the phone.
+    pub rejected: u64,
+    /// Hung up unanswered on any other command (the offer was withdrawn).
+    pub withdrawn: u64,
+    /// Rings refused at once because the device already had a call (`Busy`).
+    pub busy: u64,
+    /// Answered, then hung up by the application as if it had rung out (`NoAnswer` after
+    /// the answer: the answer reached it too late). Not in `completed`.
+    pub answered_then_no_answer: u64,
 }
 
 /// The simulator's calls. Cheap to clone.
@@ -173,10 +211,13 @@ impl Calls {
                 })?;
             acks.push(ack);
         }
+        let (state, tenant) = (self.state.clone(), tenant.to_string());
         tokio::spawn(async move {
             for ack in acks {
                 if let Err(e) = ack.await {
                     tracing::warn!(error = %e, "JetStream did not take a PBX event");
+                    let mut st = state.lock().await;
+                    st.entry(tenant.clone()).or_default().tally.unreported += 1;
                 }
             }
         });
@@ -233,7 +274,19 @@ impl Calls {
             number: None,
             at: Utc::now(),
         };
-        self.publish(tenant, vec![Fact::Channel(e)]).await?;
+        let id = ch.channel.clone();
+        if let Err(e) = self.publish(tenant, vec![Fact::Channel(e)]).await {
+            // Nobody heard of this caller: the call did not happen.
+            let t = st.entry(tenant.to_string()).or_default();
+            t.channels.remove(&id);
+            t.tally.unreported += 1;
+            return Err(e);
+        }
+        st.entry(tenant.to_string())
+            .or_default()
+            .tally
+            .inbound
+            .insert(id, 0);
         Ok(ch)
     }
 
@@ -345,6 +398,13 @@ impl Calls {
             _ => tracing::Span::none(),
         };
         self.publish(tenant, facts).instrument(span).await?;
+        if let (Some(d), true) = (&device, busy) {
+            let t = st.entry(tenant.to_string()).or_default();
+            t.tally.devices.entry(d.to_string()).or_default().busy += 1;
+            t.tally
+                .legs
+                .insert(id.clone(), (d.to_string(), "busy".to_string()));
+        }
         drop(st);
         if !busy {
             self.react(tenant, &id, mode);
@@ -425,6 +485,7 @@ impl Calls {
             .channels
             .remove(channel)
             .ok_or_else(|| unknown_channel(channel))?;
+        let requested = cause;
         let cause = match (cause, ch.direction, ch.answered) {
             (HangupCause::Normal, Direction::Inbound, false) => HangupCause::CallerGone,
             (HangupCause::Normal, Direction::Outbound, false) => HangupCause::NoAnswer,
@@ -437,10 +498,52 @@ impl Calls {
             cause,
             at: now,
         })];
-        if let Some(b) = ch.bridge {
+        if let Some(b) = ch.bridge.clone() {
             facts.push(leave_bridge(t, tenant, &b, channel, now));
         }
-        self.publish(tenant, facts).await
+        if let Err(e) = self.publish(tenant, facts).await {
+            st.entry(tenant.to_string()).or_default().tally.unreported += 1;
+            return Err(e);
+        }
+        let tally = &mut st.entry(tenant.to_string()).or_default().tally;
+        if let Some(n) = tally.inbound.get_mut(channel) {
+            *n += 1;
+        }
+        if let (Some(d), Direction::Outbound) = (&ch.device, ch.direction) {
+            let dt = tally.devices.entry(d.to_string()).or_default();
+            let outcome = match (ch.answered, requested) {
+                (true, HangupCause::NoAnswer) => {
+                    dt.answered_then_no_answer += 1;
+                    "late_answer"
+                }
+                (true, _) => {
+                    dt.completed += 1;
+                    "completed"
+                }
+                (false, HangupCause::NoAnswer) => {
+                    dt.missed += 1;
+                    "missed"
+                }
+                (false, HangupCause::Rejected) => {
+                    dt.rejected += 1;
+                    "rejected"
+                }
+                (false, _) => {
+                    dt.withdrawn += 1;
+                    "withdrawn"
+                }
+            };
+            tally
+                .legs
+                .insert(channel.to_string(), (d.to_string(), outcome.to_string()));
+        }
+        Ok(())
+    }
+
+    /// What the simulator saw of the tenant's calls ([`Tally`]).
+    pub async fn tally(&self, tenant: &str) -> Tally {
+        let st = self.state.lock().await;
+        st.get(tenant).map(|t| t.tally.clone()).unwrap_or_default()
     }
 
     /// Joins channels in a bridge.

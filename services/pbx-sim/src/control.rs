@@ -90,6 +90,16 @@ impl Command for SetRegistered {
     type Reply = DeviceState;
 }
 
+/// What the simulator saw of the tenant's calls: per device how its rings ended, every
+/// caller and its hang-ups (see [`crate::calls::Tally`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SimTally {}
+impl Command for SimTally {
+    const SERVICE: &'static str = "pbx-sim";
+    const NAME: &'static str = "SimTally";
+    type Reply = crate::calls::Tally;
+}
+
 pub fn handlers(sim: Sim) -> CommandHandlers<Sim> {
     CommandHandlers::new("pbx-sim", sim)
         .on(|s: Sim, c, cmd: AddDevice| async move {
@@ -130,6 +140,7 @@ pub fn handlers(sim: Sim) -> CommandHandlers<Sim> {
             Ok(())
         })
         .on(|s: Sim, c, _: ListSimChannels| async move { Ok(s.calls.list(&c.tenant).await) })
+        .on(|s: Sim, c, _: SimTally| async move { Ok(s.calls.tally(&c.tenant).await) })
         .on(|s: Sim, c, cmd: crate::traffic::StartTraffic| async move {
             crate::traffic::start(&s, &c.tenant, cmd).await
         })

@@ -9,6 +9,7 @@
 //! - `GET  /tenants/{tenant}/channels`
 //! - `POST /tenants/{tenant}/channels/{channel}/hangup`: the caller hangs up
 //! - `GET  /phone`: the demo phone page (with `/phone.js`, `/phone.css`)
+//! - `GET  /tenants/{tenant}/tally`: what the simulator saw (see [`crate::calls::Tally`])
 //! - `POST /tenants/{tenant}/traffic` (see [`crate::traffic::StartTraffic`]), `DELETE` to stop
 
 use axum::extract::{Path, State};
@@ -87,6 +88,7 @@ pub fn router(sim: Sim) -> Router {
         )
         .route("/tenants/{tenant}/calls", post(place_call))
         .route("/tenants/{tenant}/channels", get(channels))
+        .route("/tenants/{tenant}/tally", get(tally))
         .route(
             "/tenants/{tenant}/channels/{channel}/hangup",
             post(caller_hangup),
@@ -153,6 +155,10 @@ async fn place_call(
         )
         .await?;
     Ok((StatusCode::CREATED, Json(ch)))
+}
+
+async fn tally(State(s): State<Sim>, Path(tenant): Path<String>) -> impl IntoResponse {
+    Json(s.calls.tally(&tenant).await)
 }
 
 async fn channels(State(s): State<Sim>, Path(tenant): Path<String>) -> impl IntoResponse {

@@ -37,6 +37,10 @@ pub struct Agent {
     pub calls_answered: i64,
     pub talk_ms: i64,
     pub missed_in_row: i64,
+    /// The leg of a withdrawn offer, hung up on the PBX but not yet reported gone, and until
+    /// when it is waited for: the agent's phone is not rung again before (the PBX would find
+    /// it busy and the agent would be charged with a reject).
+    pub leg_up: Option<(String, DateTime<Utc>)>,
     /// This agent's entries in [`Acd::timers`] (wrap-up end, reject delay end).
     timers: Vec<(DateTime<Utc>, Timer)>,
 }
@@ -60,6 +64,7 @@ impl Agent {
             calls_answered: 0,
             talk_ms: 0,
             missed_in_row: 0,
+            leg_up: None,
             timers: vec![],
         }
     }
@@ -77,8 +82,20 @@ impl Agent {
             && self.outbound.is_none()
             && self.wrap_up.is_none()
             && self.reject_until.is_none_or(|t| t <= now)
+            && self.leg_up.as_ref().is_none_or(|(_, until)| *until <= now)
+    }
+
+    /// Until when a reject delay or a withdrawn leg still up holds the agent back (if later
+    /// than `now`).
+    fn held_until(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let leg = self.leg_up.as_ref().map(|(_, t)| *t);
+        self.reject_until.max(leg).filter(|t| *t > now)
     }
 }
+
+/// How long the router waits for a withdrawn offer's leg to be reported gone before ringing
+/// the agent's phone again anyway (a hangup fact lost with a crashed PBX adapter).
+pub const LEG_GONE_WAIT_MS: i64 = 3000;
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Queue {
@@ -180,6 +197,8 @@ pub struct Acd {
     pub to_hang_up: std::collections::VecDeque<(String, String)>,
     /// Every pending timer, by deadline.
     timers: std::collections::BTreeSet<(DateTime<Utc>, Timer)>,
+    /// Withdrawn offers' legs still up (see [`Agent::leg_up`]): channel -> agent.
+    legs_up: HashMap<String, Key<AgentNumber>>,
     /// Each queue's calls waiting for an offer, in service order.
     waiting: HashMap<Key<QueueNumber>, std::collections::BTreeSet<WaitKey>>,
     /// Something changed since the last dispatch (a dispatch finds nothing new otherwise).
@@ -508,12 +527,22 @@ impl Acd {
                     .unwrap_or(0);
                 let a = self.agent(tenant, agent, at);
                 a.ringing = a.ringing.saturating_sub(1);
+                let mut leg = None;
                 match e {
                     OfferRejected { .. } => {
                         a.reject_until = Some(at + Duration::seconds(reject_delay))
                     }
                     OfferTimedOut { .. } => a.missed_in_row += 1,
-                    _ => {}
+                    _ => {
+                        // The router hangs the leg up after this is recorded: wait for it.
+                        let until = at + Duration::milliseconds(LEG_GONE_WAIT_MS);
+                        leg = a.leg_up.replace((offer.clone(), until));
+                        self.legs_up
+                            .insert(offer.clone(), (tenant.to_string(), agent.clone()));
+                    }
+                }
+                if let Some((old, _)) = leg {
+                    self.legs_up.remove(&old);
                 }
             }
             CallAnswered {
@@ -667,6 +696,19 @@ impl Acd {
         self.dirty = true;
     }
 
+    /// The PBX reported a channel gone: an agent waiting for it (a withdrawn offer's leg) may
+    /// be rung again.
+    pub fn channel_gone(&mut self, channel: &str) {
+        if let Some(key) = self.legs_up.remove(channel) {
+            if let Some(a) = self.agents.get_mut(&key) {
+                if a.leg_up.as_ref().is_some_and(|(c, _)| c == channel) {
+                    a.leg_up = None;
+                    self.dirty = true;
+                }
+            }
+        }
+    }
+
     fn remember_hangup(&mut self, tenant: &str, channel: &str) {
         if self.to_hang_up.len() >= 10_000 {
             self.to_hang_up.pop_front();
@@ -765,10 +807,11 @@ impl Acd {
                         calls_answered: a.calls_answered,
                         talk_ms: a.talk_ms,
                     });
-                } else if let Some(until) = a.reject_until.filter(|t| *t > now) {
-                    // Held back only by a reject delay? Route again when it ends.
+                } else if let Some(until) = a.held_until(now) {
+                    // Held back only by a reject delay or a leg still up? Route again then.
                     if (Agent {
                         reject_until: None,
+                        leg_up: None,
                         ..a.clone()
                     })
                     .eligible(&qkey.1, q.settings.ring_in_use, now)

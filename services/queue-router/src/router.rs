@@ -64,6 +64,8 @@ struct Router<'a> {
     writers: std::collections::HashMap<String, tokio::sync::mpsc::UnboundedSender<Job>>,
     /// Above this many writers, the ended ones are forgotten.
     writers_limit: usize,
+    /// Every call writer spawned (waited for when the router stops).
+    tracker: tokio_util::task::TaskTracker,
     /// Writers report here: a failed append (the router then rebuilds) or a phone that could
     /// not be rung.
     feedback: tokio::sync::mpsc::UnboundedSender<Feedback>,
@@ -153,6 +155,9 @@ async fn channel_consumer(
     cc_bus::consumer::pbx_channels(&ctx.bus, "queue-router-channels").await
 }
 
+/// How long a stopping router waits for its call writers' appends in flight.
+const WRITERS_GRACE: Duration = Duration::from_secs(30);
+
 async fn lead(ctx: &Context, metrics: RouterMetrics) -> anyhow::Result<()> {
     let leader = ctx.metrics.leader("queue_router");
     let Some(mut lease) = Lease::try_acquire(&ctx.config.database_url, "cc-queue-router").await?
@@ -181,6 +186,7 @@ async fn lead(ctx: &Context, metrics: RouterMetrics) -> anyhow::Result<()> {
         live: false,
         writers: Default::default(),
         writers_limit: 1024,
+        tracker: tokio_util::task::TaskTracker::new(),
         feedback,
         term,
         sessions: Default::default(),
@@ -189,91 +195,108 @@ async fn lead(ctx: &Context, metrics: RouterMetrics) -> anyhow::Result<()> {
         parked,
         metrics: metrics.clone(),
     };
-    let _gauges = crate::metrics::Leading(metrics);
-    let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::All, Checkpoint::START)
-        .await?
-        .with_batch_size(2000);
-    while let Some(batch) = sub.poll().await? {
-        for e in &batch {
-            r.apply(e).await?;
+    // Every writer this router spawned is waited for before the lease goes: an append still
+    // in flight (waiting for a connection while PostgreSQL restarts) would otherwise commit
+    // after the next leader read the store, which then decided that call again (an offer
+    // ended twice, found by the chaos suite).
+    let writers = r.tracker.clone();
+    let result: anyhow::Result<()> = async {
+        let _gauges = crate::metrics::Leading(metrics);
+        let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::All, Checkpoint::START)
+            .await?
+            .with_batch_size(2000);
+        while let Some(batch) = sub.poll().await? {
+            for e in &batch {
+                r.apply(e).await?;
+            }
+            if let Some(last) = batch.last() {
+                leader.applied(last.checkpoint());
+            }
         }
-        if let Some(last) = batch.last() {
-            leader.applied(last.checkpoint());
+        r.live = true;
+        for (tenant, call, agent) in std::mem::take(&mut r.ended) {
+            r.start_wrap_up(&tenant, &call, agent).await?;
         }
-    }
-    r.live = true;
-    for (tenant, call, agent) in std::mem::take(&mut r.ended) {
-        r.start_wrap_up(&tenant, &call, agent).await?;
-    }
-    // Offers still ringing agents who logged out or went offline while no router led.
-    r.withdraw_offers_of_unavailable(None);
-    r.reconcile().await?;
-    let mut sub = sub.into_feed(4);
-    tracing::info!(
-        calls = r.acd.calls.len(),
-        agents = r.acd.agents.len(),
-        "queue router lease taken; routing"
-    );
+        // Offers still ringing agents who logged out or went offline while no router led.
+        r.withdraw_offers_of_unavailable(None);
+        r.reconcile().await?;
+        let mut sub = sub.into_feed(4);
+        tracing::info!(
+            calls = r.acd.calls.len(),
+            agents = r.acd.agents.len(),
+            "queue router lease taken; routing"
+        );
 
-    let consumer = channel_consumer(ctx).await?;
-    let mut pbx = consumer.messages().await?;
-    let mut observe = tokio::time::interval(Duration::from_secs(2));
-    loop {
-        r.dispatch().await?;
-        let sleep = match r.acd.next_deadline() {
-            Some(t) => (t - Utc::now()).to_std().unwrap_or(Duration::ZERO),
-            None => Duration::from_secs(3600),
-        };
-        tokio::select! {
-            _ = ctx.cancel.cancelled() => return Ok(()),
-            b = sub.next_batch() => {
-                let b = b?;
-                for e in &b {
-                    r.apply(e).await?;
+        let consumer = channel_consumer(ctx).await?;
+        let mut pbx = consumer.messages().await?;
+        let mut observe = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            r.dispatch().await?;
+            let sleep = match r.acd.next_deadline() {
+                Some(t) => (t - Utc::now()).to_std().unwrap_or(Duration::ZERO),
+                None => Duration::from_secs(3600),
+            };
+            tokio::select! {
+                _ = ctx.cancel.cancelled() => return Ok(()),
+                b = sub.next_batch() => {
+                    let b = b?;
+                    for e in &b {
+                        r.apply(e).await?;
+                    }
+                    if let Some(last) = b.last() {
+                        leader.applied(last.checkpoint());
+                    }
                 }
-                if let Some(last) = b.last() {
-                    leader.applied(last.checkpoint());
+                m = pbx.next() => {
+                    let Some(m) = m else { anyhow::bail!("the PBX event consumer ended") };
+                    let m = m.map_err(|e| anyhow::anyhow!("PBX events: {e}"))?;
+                    if let Ok(e) = serde_json::from_slice::<ChannelEvent>(&m.payload) {
+                        let stream_sequence = m.info().ok().map(|i| i.stream_sequence);
+                        r.cause = Some(std::sync::Arc::new(Cause { subject: m.subject.to_string(), stream_sequence, payload: m.payload.to_vec() }));
+                        let span = cc_trace::following(
+                            tracing::info_span!("queue-router decide", otel.kind = "consumer", report = e.type_name(), channel = e.channel()),
+                            cc_bus::header(m.headers.as_ref(), cc_trace::TRACEPARENT).as_deref(),
+                        );
+                        let handled = r.on_channel(e).instrument(span).await;
+                        r.cause = None;
+                        handled?;
+                    }
+                    let _ = m.ack().await;
                 }
+                _ = tokio::time::sleep(sleep) => {
+                    for d in r.acd.due(Utc::now()) {
+                        r.on_due(d).await?;
+                    }
+                }
+                _ = observe.tick() => r.metrics.observe(&r.acd, Utc::now()),
+                f = feedback_rx.recv() => match f {
+                    Some(Feedback::Failed(e)) => return Err(e),
+                    Some(Feedback::Refused { tenant, call, channel, event_types, error, cause }) => {
+                        r.park(&tenant, &call, channel.as_deref(), &event_types, &error, cause.as_deref()).await?;
+                        // The model applied what was not recorded, and the writers stopped: start
+                        // over from the store, without the parked report.
+                        return Ok(());
+                    }
+                    Some(Feedback::NotRung { tenant, call, agent, offer }) => {
+                        let w = CallEvent::OfferWithdrawn { call: call.clone(), agent, offer, reason: WithdrawReason::DeviceUnavailable };
+                        r.record(&tenant, &call, vec![w]).await?;
+                    }
+                    None => {}
+                },
             }
-            m = pbx.next() => {
-                let Some(m) = m else { anyhow::bail!("the PBX event consumer ended") };
-                let m = m.map_err(|e| anyhow::anyhow!("PBX events: {e}"))?;
-                if let Ok(e) = serde_json::from_slice::<ChannelEvent>(&m.payload) {
-                    let stream_sequence = m.info().ok().map(|i| i.stream_sequence);
-                    r.cause = Some(std::sync::Arc::new(Cause { subject: m.subject.to_string(), stream_sequence, payload: m.payload.to_vec() }));
-                    let span = cc_trace::following(
-                        tracing::info_span!("queue-router decide", otel.kind = "consumer", report = e.type_name(), channel = e.channel()),
-                        cc_bus::header(m.headers.as_ref(), cc_trace::TRACEPARENT).as_deref(),
-                    );
-                    let handled = r.on_channel(e).instrument(span).await;
-                    r.cause = None;
-                    handled?;
-                }
-                let _ = m.ack().await;
-            }
-            _ = tokio::time::sleep(sleep) => {
-                for d in r.acd.due(Utc::now()) {
-                    r.on_due(d).await?;
-                }
-            }
-            _ = observe.tick() => r.metrics.observe(&r.acd, Utc::now()),
-            f = feedback_rx.recv() => match f {
-                Some(Feedback::Failed(e)) => return Err(e),
-                Some(Feedback::Refused { tenant, call, channel, event_types, error, cause }) => {
-                    r.park(&tenant, &call, channel.as_deref(), &event_types, &error, cause.as_deref()).await?;
-                    // The model applied what was not recorded, and the writers stopped: start
-                    // over from the store, without the parked report.
-                    return Ok(());
-                }
-                Some(Feedback::NotRung { tenant, call, agent, offer }) => {
-                    let w = CallEvent::OfferWithdrawn { call: call.clone(), agent, offer, reason: WithdrawReason::DeviceUnavailable };
-                    r.record(&tenant, &call, vec![w]).await?;
-                }
-                None => {}
-            },
+            lease.check().await?;
         }
-        lease.check().await?;
     }
+    .await;
+    r.term.cancel();
+    writers.close();
+    if tokio::time::timeout(WRITERS_GRACE, writers.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("call writers still busy {WRITERS_GRACE:?} after the router stopped; giving up the lease anyway");
+    }
+    result
 }
 
 impl Router<'_> {
@@ -496,7 +519,7 @@ impl Router<'_> {
             self.writers.retain(|_, w| !w.is_closed());
             self.writers_limit = (2 * self.writers.len()).max(1024);
         }
-        tokio::spawn(write_call(
+        self.tracker.spawn(write_call(
             self.ctx.clone(),
             call.to_string(),
             rx,
@@ -1037,6 +1060,7 @@ impl Router<'_> {
                 cause,
                 ..
             } => {
+                self.acd.channel_gone(&channel);
                 if let Some(call) = self.acd.offers.get(&channel).cloned() {
                     let Some(c) = self.acd.calls.get(&call) else {
                         return Ok(());

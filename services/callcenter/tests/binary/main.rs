@@ -1,6 +1,7 @@
 //! The `callcenter` binary as an operator runs it: a real process, real PostgreSQL and NATS.
 
 mod calls;
+mod chaos;
 mod contract;
 mod desk;
 mod edge;

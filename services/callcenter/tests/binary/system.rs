@@ -30,9 +30,9 @@ pub struct System {
     /// Trunk mode (`start_trunk`): the PBX the tenant's extensions register on.
     pub pbx_sip: Option<std::net::SocketAddr>,
     /// More environment for the services (`start_with_env`).
-    env: Vec<(String, String)>,
+    pub env: Vec<(String, String)>,
     /// Where the services' stdout and stderr go (`Custom::log`).
-    log: Option<std::path::PathBuf>,
+    pub log: Option<std::path::PathBuf>,
 }
 
 /// How a test's system differs from [`System::start`] (`System::start_custom`).
@@ -243,7 +243,8 @@ impl System {
             .collect()
     }
 
-    fn spawn_services(&self, targets: &str) -> Callcenter {
+    /// A process running `targets` (comma-separated) of this system.
+    pub fn spawn_services(&self, targets: &str) -> Callcenter {
         let (portal_port, pbx_port, prefix, sip, pbx_sip, env) = (
             self.portal_port,
             self.pbx_port,
@@ -381,7 +382,16 @@ impl System {
     }
 
     async fn new_unstarted(more: NatsSetup) -> System {
-        let db = TestDb::new().await;
+        Self::unstarted_on(None, more).await
+    }
+
+    /// A system with no process yet, its database on the PostgreSQL of `admin_url` (else the
+    /// test PostgreSQL): start processes with `spawn_services`, then `wait_ready`.
+    pub async fn unstarted_on(admin_url: Option<&str>, more: NatsSetup) -> System {
+        let db = match admin_url {
+            Some(u) => TestDb::new_on(u).await,
+            None => TestDb::new().await,
+        };
         let (portal_port, pbx_port) = (free_port(), free_port());
         let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
         let (nats, nats_env) = secured_nats(&prefix, &["demo", SIP_TENANT], more);
@@ -406,7 +416,7 @@ impl System {
     }
 
     /// Ready when the tenant's last demo agent can sign in and its queues are known.
-    async fn wait_ready(&self, tenant: &str) {
+    pub async fn wait_ready(&self, tenant: &str) {
         let c = self.tenant_client(tenant);
         let sim = tenant == "demo";
         eventually("the demo tenant", Duration::from_secs(60), || async {

@@ -179,8 +179,50 @@ fn ring_all_rings_every_eligible_agent_and_the_first_answer_wins() {
     }
     assert_eq!(acd.agents[&("acme".into(), a("1001"))].missed_in_row, 0);
     enter(&mut acd, "c2", "500", 13);
+    assert!(
+        offered(&acd.dispatch(t(13))).is_empty(),
+        "the withdrawn legs are not reported gone yet: their phones would be busy"
+    );
+    for n in ["1001", "1002", "1004"] {
+        acd.channel_gone(&format!("o-c1-{n}"));
+    }
     let d = offered(&acd.dispatch(t(13)));
     assert_eq!(d[0].1, ["1001", "1002", "1004"], "1003 is on a call");
+}
+
+#[test]
+fn a_withdrawn_leg_never_reported_gone_holds_the_agent_back_only_a_while() {
+    let mut acd = given(Strategy::LongestIdle);
+    enter(&mut acd, "c1", "500", 10);
+    assert_eq!(offered(&acd.dispatch(t(10)))[0].1, ["1001"]);
+    offer(&mut acd, "c1", "1001", 10);
+    acd.apply_call(
+        "acme",
+        &C::OfferWithdrawn {
+            call: "c1".into(),
+            agent: a("1001"),
+            offer: "o-c1-1001".into(),
+            reason: cc_contracts::call::WithdrawReason::CallerGone,
+        },
+        t(11),
+    );
+    enter(&mut acd, "c2", "500", 11);
+    assert_eq!(
+        offered(&acd.dispatch(t(11)))[0].1,
+        ["1002"],
+        "1001's leg is still up"
+    );
+    offer(&mut acd, "c2", "1002", 11);
+    enter(&mut acd, "c3", "500", 12);
+    let _ = acd.dispatch(t(12));
+    // The hangup fact was lost: after the wait, 1001 is rung anyway.
+    let later = t(11) + chrono::Duration::milliseconds(super::LEG_GONE_WAIT_MS);
+    let d = offered(&acd.dispatch(later));
+    assert!(
+        d.iter()
+            .any(|(_, agents)| agents.contains(&"1001".to_string())),
+        "{d:?}"
+    );
 }
 
 #[test]
