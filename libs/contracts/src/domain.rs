@@ -162,6 +162,15 @@ pub const DIAL_STRING_MAX: usize = 32;
 
 impl DialString {
     pub fn parse(s: &str) -> Result<Self, Invalid> {
+        if s.chars().count() > 2 * DIAL_STRING_MAX {
+            return Err(Invalid {
+                field: "number",
+                message: format!(
+                    "a number to dial is at most {} characters as written",
+                    2 * DIAL_STRING_MAX
+                ),
+            });
+        }
         let t: String = s
             .trim()
             .chars()
