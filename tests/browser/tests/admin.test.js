@@ -6,7 +6,7 @@ import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startSystem } from '../lib/system.js';
 import {
-  test, launch, newPage, shot, expectText, expectStatus, signIn, assertNoPageErrors, apiSession, NARROW, DESKTOP,
+  test, launch, newPage, shot, eventually, expectText, expectStatus, signIn, assertNoPageErrors, apiSession, NARROW, DESKTOP,
 } from '../lib/browser.js';
 
 let sys;
@@ -83,8 +83,11 @@ test('pause reasons: add, rename, retire', async () => {
   await expectText(admin, '#reason-list', 'Coaching');
   await admin.click('button[aria-label="Retire pause reason Bathroom"]');
   await expectText(admin, '#notice', 'Bathroom retired');
-  const names = await admin.locator('#reason-list .q-name').allTextContents();
-  assert.deepEqual(names, ['Lunch', 'Break', 'Coaching']);
+  // The list is read again after the notice: wait for it.
+  await eventually(async () => {
+    const names = await admin.locator('#reason-list .q-name').allTextContents();
+    assert.deepEqual(names, ['Lunch', 'Break', 'Coaching']);
+  });
   await shot(admin, 'admin-02-pause-reasons');
 });
 
