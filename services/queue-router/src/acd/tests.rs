@@ -118,6 +118,29 @@ fn answer(acd: &mut Acd, call: &str, agent: &str, at: i64) {
     );
 }
 
+/// The agent hangs up a call of 1 s talk at `at`, and its wrap-up of `seconds` starts.
+fn hang_up_into_wrap_up(acd: &mut Acd, call: &str, agent: &str, at: i64, seconds: i64) {
+    acd.apply_call(
+        "acme",
+        &C::CallEnded {
+            call: call.into(),
+            agent: a(agent),
+            by: cc_contracts::call::EndedBy::Agent,
+            talk_ms: 1000,
+        },
+        t(at),
+    );
+    acd.apply_call(
+        "acme",
+        &C::WrapUpStarted {
+            call: call.into(),
+            agent: a(agent),
+            seconds,
+        },
+        t(at),
+    );
+}
+
 fn finish(acd: &mut Acd, call: &str, agent: &str, talk_ms: i64, at: i64) {
     acd.apply_call(
         "acme",
@@ -434,25 +457,7 @@ fn only_available_agents_are_offered_calls() {
     // Wrap-up keeps an agent out until it ends.
     offer(&mut acd, "c1", "1004", 17);
     answer(&mut acd, "c1", "1004", 18);
-    acd.apply_call(
-        "acme",
-        &C::CallEnded {
-            call: "c1".into(),
-            agent: a("1004"),
-            by: cc_contracts::call::EndedBy::Agent,
-            talk_ms: 1000,
-        },
-        t(20),
-    );
-    acd.apply_call(
-        "acme",
-        &C::WrapUpStarted {
-            call: "c1".into(),
-            agent: a("1004"),
-            seconds: 10,
-        },
-        t(20),
-    );
+    hang_up_into_wrap_up(&mut acd, "c1", "1004", 20, 10);
     assert!(offered(&acd.dispatch(t(21))).is_empty());
     assert!(
         acd.due(t(30))
@@ -799,25 +804,7 @@ fn a_required_disposition_holds_the_wrap_up_timer_until_it_is_given() {
     enter(&mut acd, "c1", "500", 10);
     offer(&mut acd, "c1", "1001", 10);
     answer(&mut acd, "c1", "1001", 11);
-    acd.apply_call(
-        "acme",
-        &C::CallEnded {
-            call: "c1".into(),
-            agent: a("1001"),
-            by: cc_contracts::call::EndedBy::Agent,
-            talk_ms: 1000,
-        },
-        t(20),
-    );
-    acd.apply_call(
-        "acme",
-        &C::WrapUpStarted {
-            call: "c1".into(),
-            agent: a("1001"),
-            seconds: 10,
-        },
-        t(20),
-    );
+    hang_up_into_wrap_up(&mut acd, "c1", "1001", 20, 10);
     let wrap_up_over = |acd: &mut Acd, at: i64| {
         acd.due(t(at))
             .iter()
@@ -868,25 +855,7 @@ fn a_logout_ends_the_wait_for_a_required_disposition() {
     enter(&mut acd, "c1", "500", 10);
     offer(&mut acd, "c1", "1001", 10);
     answer(&mut acd, "c1", "1001", 11);
-    acd.apply_call(
-        "acme",
-        &C::CallEnded {
-            call: "c1".into(),
-            agent: a("1001"),
-            by: cc_contracts::call::EndedBy::Agent,
-            talk_ms: 1000,
-        },
-        t(20),
-    );
-    acd.apply_call(
-        "acme",
-        &C::WrapUpStarted {
-            call: "c1".into(),
-            agent: a("1001"),
-            seconds: 5,
-        },
-        t(20),
-    );
+    hang_up_into_wrap_up(&mut acd, "c1", "1001", 20, 5);
     let over = |acd: &mut Acd, at: i64| {
         acd.due(t(at))
             .iter()
