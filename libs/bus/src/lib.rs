@@ -12,6 +12,7 @@
 pub mod codes;
 mod command;
 pub mod consumer;
+pub mod facts;
 pub mod leader;
 pub mod permissions;
 pub mod relay;

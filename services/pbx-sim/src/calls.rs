@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
 
+use cc_bus::facts::FactQueue;
 use cc_bus::CommandError;
 use cc_contracts::domain::DeviceId;
 use cc_contracts::pbx::*;
@@ -104,10 +105,13 @@ pub struct Tally {
     /// leg ended (`completed`, `missed`, `rejected`, `withdrawn`, `busy`, `late_answer`;
     /// counted in `devices`).
     pub legs: std::collections::BTreeMap<String, (String, String)>,
-    /// Facts the simulator could not send or JetStream did not acknowledge (NATS down, the
-    /// stream refusing): a call placed while its creation could not be sent is dropped, and
-    /// counted here. (An unacknowledged fact may still have been stored.)
+    /// Facts the simulator could not queue for JetStream (its queue full after a long outage):
+    /// a call placed while its creation could not be queued is dropped, and counted here.
     pub unreported: u64,
+    /// Facts of every tenant queued and not yet taken by JetStream (sent again until they
+    /// are).
+    #[serde(default)]
+    pub facts_waiting: u64,
 }
 
 /// How the legs that rang a device ended.
@@ -128,6 +132,9 @@ pub struct DeviceTally {
     pub answered_then_no_answer: u64,
 }
 
+/// How many facts may wait for JetStream (about ten minutes of a busy PBX's reports).
+const FACTS_WAITING: usize = 100_000;
+
 /// The simulator's calls. Cheap to clone.
 #[derive(Clone)]
 pub struct Calls {
@@ -136,6 +143,8 @@ pub struct Calls {
     pub registry: crate::devices::Registry,
     // One lock, held while publishing, so each channel's events leave in order.
     state: Arc<Mutex<HashMap<String, Tenant>>>,
+    /// The facts on their way to JetStream.
+    pub facts: FactQueue,
 }
 
 enum Fact {
@@ -163,17 +172,18 @@ fn new_id() -> String {
 impl Calls {
     pub fn new(ctx: Context) -> Self {
         Self {
-            ctx,
+            facts: FactQueue::start(ctx.bus.jetstream.clone(), FACTS_WAITING),
             registry: Default::default(),
             state: Arc::default(),
+            ctx,
         }
     }
 
-    /// Sends the facts in order. Called under the state lock so that each channel's facts leave
-    /// in order; the JetStream acks are awaited off the lock (a slow ack must not stall every
-    /// phone of the PBX), and a failed one is logged.
+    /// Queues the facts, in order, for JetStream ([`FactQueue`]: each is sent again until it is
+    /// taken). Called under the state lock so that each channel's facts leave in order. Fails
+    /// only when the queue is full (JetStream away for long): the facts are then dropped, and
+    /// counted as unreported.
     async fn publish(&self, tenant: &str, facts: Vec<Fact>) -> Result<(), CommandError> {
-        let mut acks = Vec::with_capacity(facts.len());
         for f in facts {
             let (subject, body) = match &f {
                 Fact::Channel(e) => (
@@ -197,30 +207,18 @@ impl Calls {
                 otel.kind = "producer",
             );
             let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Nats-Msg-Id", uuid::Uuid::now_v7().to_string().as_str());
             span.in_scope(|| cc_bus::inject_trace(&mut headers));
-            let ack = self
-                .ctx
-                .bus
-                .jetstream
-                .publish_with_headers(subject, headers, body.expect("events serialize").into())
-                .instrument(span)
-                .await
+            self.facts
+                .send(cc_bus::facts::Fact {
+                    subject,
+                    headers,
+                    body: body.expect("events serialize").into(),
+                    span,
+                })
                 .map_err(|e| {
                     CommandError::new("unavailable", format!("could not report a PBX event: {e}"))
                 })?;
-            acks.push(ack);
         }
-        let (state, tenant) = (self.state.clone(), tenant.to_string());
-        tokio::spawn(async move {
-            for ack in acks {
-                if let Err(e) = ack.await {
-                    tracing::warn!(error = %e, "JetStream did not take a PBX event");
-                    let mut st = state.lock().await;
-                    st.entry(tenant.clone()).or_default().tally.unreported += 1;
-                }
-            }
-        });
         Ok(())
     }
 
@@ -543,7 +541,9 @@ impl Calls {
     /// What the simulator saw of the tenant's calls ([`Tally`]).
     pub async fn tally(&self, tenant: &str) -> Tally {
         let st = self.state.lock().await;
-        st.get(tenant).map(|t| t.tally.clone()).unwrap_or_default()
+        let mut tally = st.get(tenant).map(|t| t.tally.clone()).unwrap_or_default();
+        tally.facts_waiting = self.facts.waiting();
+        tally
     }
 
     /// Joins channels in a bridge.

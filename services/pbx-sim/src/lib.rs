@@ -70,6 +70,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
             )
         })?;
     tracing::info!(addr = %ctx.config.pbx_sim_addr, "PBX simulator control surface");
+    let facts = sim_state.calls.facts.clone();
     let app = http::router(sim_state);
     let cancel = ctx.cancel.clone();
     let server = tokio::spawn(async move {
@@ -84,5 +85,12 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
     a?;
     b?;
     server.await??;
+    // What the phones did last is reported before the process ends, when JetStream takes it.
+    if !facts.drained(std::time::Duration::from_secs(5)).await {
+        tracing::warn!(
+            waiting = facts.waiting(),
+            "stopping with PBX facts JetStream has not taken"
+        );
+    }
     Ok(())
 }

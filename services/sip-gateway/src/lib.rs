@@ -384,6 +384,10 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
     );
     a?;
     b?;
+    // What the phones did last is reported before the process ends, when JetStream takes it.
+    if !gw.reporter.drained(std::time::Duration::from_secs(5)).await {
+        tracing::warn!("stopping with PBX facts JetStream has not taken");
+    }
     Ok(())
 }
 

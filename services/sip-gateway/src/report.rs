@@ -1,8 +1,8 @@
 //! The PBX facts the gateway reports, on the same subjects as any PBX of the contract.
 
+use cc_bus::facts::FactQueue;
 use cc_contracts::pbx::{BridgeEvent, ChannelEvent, DeviceEvent};
 use cc_runtime::Context;
-use tracing::Instrument;
 
 /// One fact about a device, a channel or a bridge.
 pub enum Fact {
@@ -21,20 +21,32 @@ impl Fact {
     }
 }
 
-/// Publishes facts to the PBX stream in the order given. The JetStream acks are awaited off
-/// the caller's path; a lost one is logged (the consumers reconcile with ListChannels).
+/// Reports facts to the PBX stream in the order given, each until JetStream takes it
+/// ([`FactQueue`]): a fact reported while NATS is away is sent once it is back, never dropped
+/// (unless the queue's bound is reached, which is logged).
 #[derive(Clone)]
 pub struct Reporter {
     ctx: Context,
+    facts: FactQueue,
 }
+
+/// How many facts may wait for JetStream (about ten minutes of a busy gateway's reports).
+const FACTS_WAITING: usize = 100_000;
 
 impl Reporter {
     pub fn new(ctx: Context) -> Self {
-        Self { ctx }
+        Self {
+            facts: FactQueue::start(ctx.bus.jetstream.clone(), FACTS_WAITING),
+            ctx,
+        }
+    }
+
+    /// Waits (at most `within`) for the facts still on their way; false if some are left.
+    pub async fn drained(&self, within: std::time::Duration) -> bool {
+        self.facts.drained(within).await
     }
 
     pub async fn publish(&self, tenant: &str, facts: Vec<Fact>) {
-        let mut acks = Vec::with_capacity(facts.len());
         for f in facts {
             let s = &self.ctx.bus.subjects;
             let (subject, body) = match &f {
@@ -57,26 +69,16 @@ impl Reporter {
                 otel.kind = "producer",
             );
             let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Nats-Msg-Id", uuid::Uuid::now_v7().to_string().as_str());
             span.in_scope(|| cc_bus::inject_trace(&mut headers));
-            match self
-                .ctx
-                .bus
-                .jetstream
-                .publish_with_headers(subject, headers, body.expect("facts serialize").into())
-                .instrument(span)
-                .await
-            {
-                Ok(ack) => acks.push(ack),
-                Err(e) => tracing::error!(error = %e, "could not report a PBX fact"),
+            let fact = cc_bus::facts::Fact {
+                subject,
+                headers,
+                body: body.expect("facts serialize").into(),
+                span,
+            };
+            if let Err(e) = self.facts.send(fact) {
+                tracing::error!(error = %e, "could not report a PBX fact");
             }
         }
-        tokio::spawn(async move {
-            for ack in acks {
-                if let Err(e) = ack.await {
-                    tracing::warn!(error = %e, "JetStream did not take a PBX fact");
-                }
-            }
-        });
     }
 }

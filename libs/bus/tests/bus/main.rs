@@ -1,6 +1,7 @@
 //! The bus against a real nats-server (one per test) and PostgreSQL (one database per test).
 
 mod commands;
+mod facts;
 mod relay;
 
 use cc_bus::{Bus, Subjects};

@@ -1,0 +1,102 @@
+//! PBX facts queued while JetStream is away are reported once it is back, once each, in order.
+
+use std::time::Duration;
+
+use cc_bus::facts::{Fact, FactQueue};
+use cc_testkit::{eventually, NatsServer};
+use futures::StreamExt;
+
+fn fact(bus: &cc_bus::Bus, n: usize) -> Fact {
+    Fact {
+        subject: bus
+            .subjects
+            .pbx_event("t1", "channel", &format!("ch{}", n % 7), "ChannelCreated"),
+        headers: async_nats::HeaderMap::new(),
+        body: format!("{n}").into(),
+        span: tracing::Span::none(),
+    }
+}
+
+#[tokio::test]
+async fn facts_queued_while_nats_is_down_arrive_once_each_and_in_order() {
+    let mut nats = NatsServer::start();
+    let client = async_nats::ConnectOptions::new()
+        .max_reconnects(None)
+        .connect(nats.url())
+        .await
+        .unwrap();
+    let bus = cc_bus::Bus::new(client, cc_bus::Subjects::new("cc"));
+    bus.ensure_pbx_stream().await.unwrap();
+    let queue = FactQueue::start(bus.jetstream.clone(), 1000);
+    for n in 0..30 {
+        queue.send(fact(&bus, n)).unwrap();
+    }
+    assert!(queue.drained(Duration::from_secs(10)).await);
+    nats.stop();
+    for n in 30..100 {
+        queue.send(fact(&bus, n)).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        queue.waiting() > 0,
+        "nothing can be taken while NATS is down"
+    );
+    nats.restart();
+    eventually(
+        "every queued fact reported",
+        Duration::from_secs(30),
+        || async { (queue.waiting() == 0).then_some(()) },
+    )
+    .await;
+    assert!(queue.resent() > 0, "facts were sent again");
+
+    let stream = bus
+        .jetstream
+        .get_stream(bus.subjects.pbx_stream())
+        .await
+        .unwrap();
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut got = vec![];
+    while got.len() < 100 {
+        let m = tokio::time::timeout(Duration::from_secs(5), messages.next())
+            .await
+            .expect("the stream holds every fact")
+            .unwrap()
+            .unwrap();
+        got.push(
+            std::str::from_utf8(&m.payload)
+                .unwrap()
+                .parse::<usize>()
+                .unwrap(),
+        );
+    }
+    assert_eq!(
+        got,
+        (0..100).collect::<Vec<_>>(),
+        "once each, in the order queued"
+    );
+    let info = stream.get_info().await.unwrap();
+    assert_eq!(info.state.messages, 100, "no fact stored twice");
+}
+
+#[tokio::test]
+async fn a_full_queue_refuses_the_fact_and_says_so() {
+    let nats = NatsServer::start();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let bus = cc_bus::Bus::new(client, cc_bus::Subjects::new("cc"));
+    // No stream: nothing is taken, so the queue fills up.
+    let queue = FactQueue::start(bus.jetstream.clone(), 2);
+    let mut refused = None;
+    for n in 0..10 {
+        if let Err(e) = queue.send(fact(&bus, n)) {
+            refused = Some(e.to_string());
+            break;
+        }
+    }
+    let refused = refused.expect("a bounded queue refuses at its bound");
+    assert!(refused.contains("2 PBX facts are waiting"), "{refused}");
+}
