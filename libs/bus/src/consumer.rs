@@ -123,3 +123,37 @@ pub async fn pbx_channels(
     )
     .await
 }
+
+/// The PBX channel consumer `name`, positioned so that every fact not yet acknowledged is
+/// delivered again, in stream order, before any later one: the consumer is created afresh from
+/// the first unacknowledged fact (its ack floor + 1). A new leader takes over this way, so that
+/// a fact its predecessor received but did not see through (its decision never committed) is
+/// decided again in its place, not redelivered out of order after the ack wait. Facts above the
+/// floor that were acknowledged come again too: handlers must take a fact they already
+/// decided on as a redelivery.
+pub async fn pbx_channels_from_ack_floor(
+    bus: &Bus,
+    name: &str,
+) -> anyhow::Result<async_nats::jetstream::consumer::Consumer<pull::Config>> {
+    bus.ensure_pbx_stream().await?;
+    let stream = bus.jetstream.get_stream(bus.subjects.pbx_stream()).await?;
+    let floor = match stream.consumer_info(name).await {
+        Ok(info) => {
+            let floor = info.ack_floor.stream_sequence;
+            stream.delete_consumer(name).await?;
+            Some(floor)
+        }
+        Err(e) if e.kind() == async_nats::jetstream::context::ConsumerInfoErrorKind::NotFound => {
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let deliver = match floor {
+        Some(floor) => DeliverPolicy::ByStartSequence {
+            start_sequence: floor + 1,
+        },
+        None => DeliverPolicy::New,
+    };
+    let filter = format!("{}.pbx.evt.*.channel.>", bus.subjects.prefix());
+    durable(bus, &bus.subjects.pbx_stream(), name, vec![filter], deliver).await
+}

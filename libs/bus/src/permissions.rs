@@ -205,6 +205,8 @@ impl Permissions {
                     perm.add_pub(format!("$JS.API.STREAM.CREATE.{pbx}"));
                     perm.add_pub(format!("$JS.API.STREAM.INFO.{pbx}"));
                     consumer_rights(&mut perm, &pbx, name, None);
+                    // A new leader re-creates it from the first fact not acknowledged.
+                    perm.add_pub(format!("$JS.API.CONSUMER.DELETE.{pbx}.{name}"));
                 }
                 ConsumesEvents => {
                     perm.add_pub(format!("$JS.API.STREAM.INFO.{events}"));

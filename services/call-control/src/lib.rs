@@ -68,8 +68,11 @@ async fn channel_consumer(
 ) -> anyhow::Result<
     async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
 > {
-    cc_bus::consumer::pbx_channels(&ctx.bus, "call-control-channels").await
+    cc_bus::consumer::pbx_channels(&ctx.bus, CHANNEL_CONSUMER).await
 }
+
+/// Call control's durable consumer of the PBX's channel facts.
+const CHANNEL_CONSUMER: &str = "call-control-channels";
 
 async fn lead(ctx: &Context) -> anyhow::Result<()> {
     let leader = ctx.metrics.leader("call_control");
@@ -122,7 +125,10 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
 
 async fn follow(cc: &CallControl, mut sub: Feed, lease: &mut Lease) -> anyhow::Result<()> {
     let ctx = &cc.ctx;
-    let consumer = channel_consumer(ctx).await?;
+    // A fact the previous leader did not see through (its append failed, it died) comes again
+    // first, in order (each handler takes a fact it already recorded as a redelivery).
+    let consumer =
+        cc_bus::consumer::pbx_channels_from_ack_floor(&ctx.bus, CHANNEL_CONSUMER).await?;
     let mut pbx = consumer.messages().await?;
     let mut check = tokio::time::interval(Duration::from_secs(2));
     loop {

@@ -89,6 +89,8 @@ struct Tenant {
     /// How each channel in a bridge takes part (absent: speak), cleared when it leaves.
     modes: HashMap<String, BridgeMode>,
     phones: HashMap<DeviceId, PhoneMode>,
+    /// Channels that have been in a bridge with another channel (until they are hung up).
+    bridged: std::collections::HashSet<String>,
     tally: Tally,
 }
 
@@ -102,7 +104,8 @@ pub struct Tally {
     /// for it (1 once it is over).
     pub inbound: std::collections::BTreeMap<String, u32>,
     /// Every leg that rang a device (or found it busy), by channel: the device and how the
-    /// leg ended (`completed`, `missed`, `rejected`, `withdrawn`, `busy`, `late_answer`;
+    /// leg ended (`completed`, `missed`, `rejected`, `withdrawn`, `busy`, `late_answer`,
+    /// `answered_unconnected`;
     /// counted in `devices`).
     pub legs: std::collections::BTreeMap<String, (String, String)>,
     /// Facts the simulator could not queue for JetStream (its queue full after a long outage):
@@ -130,6 +133,11 @@ pub struct DeviceTally {
     /// Answered, then hung up by the application as if it had rung out (`NoAnswer` after
     /// the answer: the answer reached it too late). Not in `completed`.
     pub answered_then_no_answer: u64,
+    /// Answered, then hung up by the application before it was bridged to anyone (the
+    /// caller hung up, or another phone answered, just as this one answered). Not in
+    /// `completed`.
+    #[serde(default)]
+    pub answered_unconnected: u64,
 }
 
 /// How many facts may wait for JetStream (about ten minutes of a busy PBX's reports).
@@ -503,7 +511,9 @@ impl Calls {
             st.entry(tenant.to_string()).or_default().tally.unreported += 1;
             return Err(e);
         }
-        let tally = &mut st.entry(tenant.to_string()).or_default().tally;
+        let t = st.entry(tenant.to_string()).or_default();
+        let bridged = t.bridged.remove(channel);
+        let tally = &mut t.tally;
         if let Some(n) = tally.inbound.get_mut(channel) {
             *n += 1;
         }
@@ -514,9 +524,16 @@ impl Calls {
                     dt.answered_then_no_answer += 1;
                     "late_answer"
                 }
-                (true, _) => {
+                (true, _) if bridged => {
                     dt.completed += 1;
                     "completed"
+                }
+                // Answered, then hung up by the application before anyone was put through:
+                // the caller had gone (or another phone answered first) as this one answered.
+                // Which came first is the order of the PBX's own reports.
+                (true, _) => {
+                    dt.answered_unconnected += 1;
+                    "answered_unconnected"
                 }
                 (false, HangupCause::NoAnswer) => {
                     dt.missed += 1;
@@ -802,6 +819,9 @@ fn join(
     let members = members.clone();
     for c in channels {
         t.channels.get_mut(c).expect("checked").bridge = Some(bridge.to_string());
+    }
+    if members.len() >= 2 {
+        t.bridged.extend(members.iter().cloned());
     }
     facts.push(Fact::Bridge(BridgeEvent::BridgeChanged {
         tenant: tenant.into(),

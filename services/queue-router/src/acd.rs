@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use cc_contracts::call::{CallEvent, QueueSettings, Strategy, WithdrawReason};
 use cc_contracts::domain::{AgentNumber, DeviceId, QueueNumber};
-use cc_contracts::pbx::Party;
+use cc_contracts::pbx::{HangupCause, Party};
 use cc_contracts::queue::QueueEvent;
 use cc_contracts::session::AgentSessionEvent;
 use chrono::{DateTime, Duration, Utc};
@@ -194,7 +194,7 @@ pub struct Acd {
     /// The most recent channels the router must have hung up (offers that ended without an
     /// answer, callers who left the queue): (tenant, channel). A restart hangs up again any
     /// the PBX still has, in case the hangup was lost with the previous router.
-    pub to_hang_up: std::collections::VecDeque<(String, String)>,
+    pub to_hang_up: std::collections::VecDeque<(String, String, HangupCause)>,
     /// Every pending timer, by deadline.
     timers: std::collections::BTreeSet<(DateTime<Utc>, Timer)>,
     /// Withdrawn offers' legs still up (see [`Agent::leg_up`]): channel -> agent.
@@ -518,7 +518,13 @@ impl Acd {
             | OfferWithdrawn {
                 call, agent, offer, ..
             } => {
-                self.remember_hangup(tenant, offer);
+                // Hung up again with the cause the phone would have had: rung out, or not.
+                let cause = if matches!(e, OfferTimedOut { .. }) {
+                    HangupCause::NoAnswer
+                } else {
+                    HangupCause::Normal
+                };
+                self.remember_hangup(tenant, offer, cause);
                 self.end_offer(call, offer);
                 let reject_delay = self
                     .calls
@@ -569,7 +575,7 @@ impl Acd {
                 }
                 if let (CallLeftQueue { .. }, Some(c)) = (e, self.calls.get(call)) {
                     let channel = c.channel.clone();
-                    self.remember_hangup(tenant, &channel);
+                    self.remember_hangup(tenant, &channel, HangupCause::Normal);
                 }
             }
             CallEnded {
@@ -709,12 +715,12 @@ impl Acd {
         }
     }
 
-    fn remember_hangup(&mut self, tenant: &str, channel: &str) {
+    fn remember_hangup(&mut self, tenant: &str, channel: &str, cause: HangupCause) {
         if self.to_hang_up.len() >= 10_000 {
             self.to_hang_up.pop_front();
         }
         self.to_hang_up
-            .push_back((tenant.to_string(), channel.to_string()));
+            .push_back((tenant.to_string(), channel.to_string(), cause));
     }
 
     fn end_offer(&mut self, call: &str, offer: &str) {

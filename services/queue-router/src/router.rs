@@ -80,6 +80,13 @@ struct Router<'a> {
     traces: std::collections::HashMap<String, String>,
     /// The PBX report being handled, attached to the jobs it leads to (named if they are parked).
     cause: Option<std::sync::Arc<Cause>>,
+    /// The acknowledgement of that report, shared by the jobs it leads to.
+    fact_ack: Option<AckWhenDone>,
+    /// How many PBX facts were still to come after the last one read (JetStream's count).
+    pbx_behind: u64,
+    /// Timers are held back (see [`Router::hold_timers`]) since then, until `hold_until`.
+    held_since: Option<std::time::Instant>,
+    hold_until: Option<std::time::Instant>,
     /// Caller channels and calls parked (see [`Parked`]): not entered, not decided on again.
     parked: Parked,
     metrics: RouterMetrics,
@@ -113,6 +120,57 @@ struct Job {
     channel: Option<String>,
     /// The decision's span: the append and the PBX actions are its children.
     span: tracing::Span,
+    /// The PBX fact that led to it, acknowledged once every job it led to is done.
+    ack: Option<AckWhenDone>,
+}
+
+/// A PBX fact being decided on, with the jobs it led to. JetStream is told the fact was
+/// handled only once all of them are done (their events committed, their PBX actions sent):
+/// a router that stops before then leaves the fact unacknowledged, and the next leader decides
+/// it again ([`cc_bus::consumer::pbx_channels_from_ack_floor`]). (Acknowledged as soon as it was
+/// handed to a writer, a caller whose entry then failed to commit was forgotten when the
+/// router started over, if the caller had hung up meanwhile: the chaos suite's unrecorded
+/// callers.)
+struct FactAck {
+    msg: async_nats::jetstream::Message,
+    failed: std::sync::atomic::AtomicBool,
+}
+
+/// One holder's share of a [`FactAck`]; dropped without [`AckWhenDone::done`], the fact is not
+/// acknowledged by anyone.
+struct AckWhenDone(Option<std::sync::Arc<FactAck>>);
+
+impl AckWhenDone {
+    fn new(msg: async_nats::jetstream::Message) -> Self {
+        Self(Some(std::sync::Arc::new(FactAck {
+            msg,
+            failed: Default::default(),
+        })))
+    }
+
+    fn share(&self) -> Self {
+        Self(self.0.clone())
+    }
+
+    /// This holder's part is done; the last one acknowledges the fact (unless a part failed).
+    async fn done(mut self) {
+        let Some(a) = self.0.take().and_then(std::sync::Arc::into_inner) else {
+            return;
+        };
+        if !a.failed.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Err(e) = a.msg.ack().await {
+                tracing::debug!(error = %e, "could not acknowledge a PBX fact (it comes again)");
+            }
+        }
+    }
+}
+
+impl Drop for AckWhenDone {
+    fn drop(&mut self) {
+        if let Some(a) = &self.0 {
+            a.failed.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
 }
 
 enum Action {
@@ -152,8 +210,18 @@ async fn channel_consumer(
 ) -> anyhow::Result<
     async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
 > {
-    cc_bus::consumer::pbx_channels(&ctx.bus, "queue-router-channels").await
+    cc_bus::consumer::pbx_channels(&ctx.bus, CHANNEL_CONSUMER).await
 }
+
+/// The router's durable consumer of the PBX's channel facts.
+const CHANNEL_CONSUMER: &str = "queue-router-channels";
+
+/// Timers found due later than this: the router was held up ([`Router::hold_timers`]).
+const STALL: Duration = Duration::from_millis(250);
+/// How long such timers wait for the facts of the stall to be read.
+const STALL_HOLD: Duration = Duration::from_millis(300);
+/// How long they wait at most while JetStream still has facts to deliver.
+const MAX_HOLD: Duration = Duration::from_secs(2);
 
 /// How long a stopping router waits for its call writers' appends in flight.
 const WRITERS_GRACE: Duration = Duration::from_secs(30);
@@ -192,6 +260,10 @@ async fn lead(ctx: &Context, metrics: RouterMetrics) -> anyhow::Result<()> {
         sessions: Default::default(),
         traces: Default::default(),
         cause: None,
+        fact_ack: None,
+        pbx_behind: 0,
+        held_since: None,
+        hold_until: None,
         parked,
         metrics: metrics.clone(),
     };
@@ -227,15 +299,20 @@ async fn lead(ctx: &Context, metrics: RouterMetrics) -> anyhow::Result<()> {
             "queue router lease taken; routing"
         );
 
-        let consumer = channel_consumer(ctx).await?;
+        // Every fact the previous leader did not see through comes again first, in order.
+        let consumer =
+            cc_bus::consumer::pbx_channels_from_ack_floor(&ctx.bus, CHANNEL_CONSUMER).await?;
         let mut pbx = consumer.messages().await?;
         let mut observe = tokio::time::interval(Duration::from_secs(2));
         loop {
             r.dispatch().await?;
-            let sleep = match r.acd.next_deadline() {
+            let mut sleep = match r.acd.next_deadline() {
                 Some(t) => (t - Utc::now()).to_std().unwrap_or(Duration::ZERO),
                 None => Duration::from_secs(3600),
             };
+            if let Some(h) = r.hold_until {
+                sleep = sleep.max(h.saturating_duration_since(std::time::Instant::now()));
+            }
             tokio::select! {
                 _ = ctx.cancel.cancelled() => return Ok(()),
                 b = sub.next_batch() => {
@@ -250,22 +327,32 @@ async fn lead(ctx: &Context, metrics: RouterMetrics) -> anyhow::Result<()> {
                 m = pbx.next() => {
                     let Some(m) = m else { anyhow::bail!("the PBX event consumer ended") };
                     let m = m.map_err(|e| anyhow::anyhow!("PBX events: {e}"))?;
+                    r.pbx_behind = m.info().map_or(0, |i| i.pending);
+                    let ack = AckWhenDone::new(m.clone());
                     if let Ok(e) = serde_json::from_slice::<ChannelEvent>(&m.payload) {
                         let stream_sequence = m.info().ok().map(|i| i.stream_sequence);
                         r.cause = Some(std::sync::Arc::new(Cause { subject: m.subject.to_string(), stream_sequence, payload: m.payload.to_vec() }));
+                        r.fact_ack = Some(ack.share());
                         let span = cc_trace::following(
                             tracing::info_span!("queue-router decide", otel.kind = "consumer", report = e.type_name(), channel = e.channel()),
                             cc_bus::header(m.headers.as_ref(), cc_trace::TRACEPARENT).as_deref(),
                         );
                         let handled = r.on_channel(e).instrument(span).await;
                         r.cause = None;
+                        let shared = r.fact_ack.take();
                         handled?;
+                        if let Some(a) = shared {
+                            a.done().await;
+                        }
                     }
-                    let _ = m.ack().await;
+                    ack.done().await;
                 }
                 _ = tokio::time::sleep(sleep) => {
-                    for d in r.acd.due(Utc::now()) {
-                        r.on_due(d).await?;
+                    let now = Utc::now();
+                    if !r.hold_timers(now) {
+                        for d in r.acd.due(now) {
+                            r.on_due(d).await?;
+                        }
                     }
                 }
                 _ = observe.tick() => r.metrics.observe(&r.acd, Utc::now()),
@@ -497,6 +584,7 @@ impl Router<'_> {
                 cause: self.cause.clone(),
                 channel,
                 span,
+                ack: self.fact_ack.as_ref().map(AckWhenDone::share),
             },
         );
     }
@@ -541,6 +629,7 @@ impl Router<'_> {
                 cause: None,
                 channel: None,
                 span,
+                ack: self.fact_ack.as_ref().map(AckWhenDone::share),
             },
         );
     }
@@ -633,10 +722,12 @@ impl Router<'_> {
     /// Best effort per tenant: a PBX that does not answer is asked again at the next restart
     /// (its callers also arrive again on the PBX event stream when their report was not taken).
     async fn reconcile(&mut self) -> anyhow::Result<()> {
-        let mut due: std::collections::HashMap<String, HashSet<String>> =
-            std::collections::HashMap::new();
-        for (t, c) in &self.acd.to_hang_up {
-            due.entry(t.clone()).or_default().insert(c.clone());
+        let mut due: std::collections::HashMap<
+            String,
+            std::collections::HashMap<String, HangupCause>,
+        > = std::collections::HashMap::new();
+        for (t, c, cause) in &self.acd.to_hang_up {
+            due.entry(t.clone()).or_default().insert(c.clone(), *cause);
         }
         let tenants: std::collections::BTreeSet<String> = self
             .acd
@@ -662,14 +753,17 @@ impl Router<'_> {
             // that a leftover leg still keeps busy (the PBX lists callers' channels first).
             let mut callers = vec![];
             for ch in live {
-                let lost_hangup =
-                    due.get(&tenant).is_some_and(|d| d.contains(&ch.channel)) && !ch.answered;
+                let lost_hangup = due
+                    .get(&tenant)
+                    .and_then(|d| d.get(&ch.channel))
+                    .filter(|_| !ch.answered)
+                    .copied();
                 let unrecorded_offer = ch.direction == Direction::Outbound
                     && ch.channel.starts_with(OFFER_PREFIX)
                     && !ch.answered
                     && !self.acd.offers.contains_key(&ch.channel);
-                if lost_hangup || unrecorded_offer {
-                    tracing::info!(channel = %ch.channel, lost_hangup, unrecorded_offer, "hanging up a leftover leg");
+                if lost_hangup.is_some() || unrecorded_offer {
+                    tracing::info!(channel = %ch.channel, ?lost_hangup, unrecorded_offer, "hanging up a leftover leg");
                     let _ = self
                         .ctx
                         .bus
@@ -677,7 +771,9 @@ impl Router<'_> {
                             &self.pbx(&tenant),
                             &Hangup {
                                 channel: ch.channel,
-                                cause: HangupCause::Normal,
+                                // A timed-out offer's hangup lost with the previous router: still
+                                // rung out.
+                                cause: lost_hangup.unwrap_or(HangupCause::Normal),
                             },
                         )
                         .await;
@@ -857,6 +953,43 @@ impl Router<'_> {
             Decision::Offer { .. } => {}
         }
         Ok(())
+    }
+
+    /// Whether the timers due at `now` wait a little longer. A ring timeout is the PBX's
+    /// facts against a deadline: when the router itself was held up (stopped, starved of CPU)
+    /// its timers come due late, and the facts of that time (an answer in time, the caller
+    /// giving up) wait unread in JetStream. Judged at once, a phone that answered in time would
+    /// be hung up as rung out and charged a Missed. So timers found due more than
+    /// [`STALL`] late wait up to [`STALL_HOLD`] for those facts, and as long as JetStream says
+    /// facts are still to come, up to [`MAX_HOLD`] in all; then they are decided whatever comes.
+    fn hold_timers(&mut self, now: chrono::DateTime<Utc>) -> bool {
+        let late = self
+            .acd
+            .next_deadline()
+            .and_then(|d| (now - d).to_std().ok())
+            .unwrap_or_default();
+        let stalled = late > STALL;
+        let behind = self.pbx_behind > 0;
+        if self.held_since.is_none() && !stalled && !behind {
+            self.hold_until = None;
+            return false;
+        }
+        let since = *self.held_since.get_or_insert_with(std::time::Instant::now);
+        let held = since.elapsed();
+        if held < MAX_HOLD && (behind || (stalled && held < STALL_HOLD)) {
+            self.hold_until = Some(std::time::Instant::now() + Duration::from_millis(20));
+            return true;
+        }
+        if !held.is_zero() {
+            tracing::info!(
+                late_ms = late.as_millis() as u64,
+                held_ms = held.as_millis() as u64,
+                "timers decided after reading the PBX facts of a stall"
+            );
+        }
+        self.held_since = None;
+        self.hold_until = None;
+        false
     }
 
     /// Remembers a caller channel (the last 100,000); false when it was seen already.
@@ -1229,9 +1362,27 @@ async fn write_call(
             tracing::debug!(%call, recorded_ms = started.elapsed().as_secs_f64() * 1000.0, ring_ms, "offer rung and recorded");
         }
         for cmd in hangups {
-            let hangup = ctx.bus.request(&pbx, &cmd).instrument(job.span.clone());
-            if let Err(e) = hangup.await {
-                tracing::debug!(error = %e, channel = cmd.channel, "hangup refused (the channel may be gone already)");
+            // The PBX unreachable for a moment (NATS restarting): tried again a few times, as
+            // a leg left ringing keeps its agent busy (and is hung up at the next take-over
+            // at the latest). A refusal (the channel gone already) is final.
+            let mut attempt = 0;
+            loop {
+                let hangup = ctx.bus.request(&pbx, &cmd).instrument(job.span.clone());
+                match hangup.await {
+                    Ok(_) => break,
+                    Err(e @ cc_bus::RequestError::Rejected(_)) => {
+                        tracing::debug!(error = %e, channel = cmd.channel, "hangup refused (the channel may be gone already)");
+                        break;
+                    }
+                    Err(e) if attempt >= 4 || term.is_cancelled() => {
+                        tracing::info!(error = %e, channel = cmd.channel, "could not hang up a leg; the next take-over will");
+                        break;
+                    }
+                    Err(_) => {
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+                    }
+                }
             }
         }
         for (offer, agent, r, took) in rung {
@@ -1247,6 +1398,9 @@ async fn write_call(
                     offer,
                 });
             }
+        }
+        if let Some(a) = job.ack {
+            a.done().await;
         }
     }
 }

@@ -100,3 +100,82 @@ async fn a_full_queue_refuses_the_fact_and_says_so() {
     let refused = refused.expect("a bounded queue refuses at its bound");
     assert!(refused.contains("2 PBX facts are waiting"), "{refused}");
 }
+
+#[tokio::test]
+async fn a_new_leader_gets_every_unacknowledged_fact_again_in_order() {
+    let nats = NatsServer::start();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let bus = cc_bus::Bus::new(client, cc_bus::Subjects::new("cc"));
+    // Created before any fact (as a standby does): it sees the facts from then on.
+    let consumer = cc_bus::consumer::pbx_channels(&bus, "router")
+        .await
+        .unwrap();
+    for n in 0..6 {
+        let f = fact(&bus, n);
+        bus.jetstream
+            .publish(f.subject, f.body)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let mut messages = consumer.messages().await.unwrap();
+    let mut got = vec![];
+    for _ in 0..6 {
+        let m = tokio::time::timeout(Duration::from_secs(5), messages.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        got.push(m);
+    }
+    // Facts 0, 1 and 3 seen through; 2, 4 and 5 received but never acknowledged (the leader died).
+    for i in [0, 1, 3] {
+        got[i].double_ack().await.unwrap();
+    }
+    drop(messages);
+    let body = |m: &async_nats::jetstream::Message| {
+        std::str::from_utf8(&m.payload)
+            .unwrap()
+            .parse::<usize>()
+            .unwrap()
+    };
+    let consumer = cc_bus::consumer::pbx_channels_from_ack_floor(&bus, "router")
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut again = vec![];
+    for _ in 0..4 {
+        let m = tokio::time::timeout(Duration::from_secs(5), messages.next())
+            .await
+            .expect("redelivered at once, not after the ack wait")
+            .unwrap()
+            .unwrap();
+        again.push(body(&m));
+        m.ack().await.unwrap();
+    }
+    assert_eq!(
+        again,
+        vec![2, 3, 4, 5],
+        "from the first unacknowledged fact on, in order"
+    );
+
+    // A consumer that does not exist yet starts with new facts.
+    let fresh = cc_bus::consumer::pbx_channels_from_ack_floor(&bus, "another")
+        .await
+        .unwrap();
+    let f = fact(&bus, 6);
+    bus.jetstream
+        .publish(f.subject, f.body)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let mut messages = fresh.messages().await.unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(5), messages.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(body(&m), 6);
+}

@@ -35,9 +35,12 @@ async fn chaos_every_fault_under_traffic_loses_nothing() {
     let mut sys = System::unstarted_on(Some(&pg.url()), NatsSetup::default()).await;
     sys.env = vec![
         ("CC_DATABASE_MAX_CONNECTIONS".into(), "8".into()),
-        ("CC_LOG".into(), "warn".into()),
+        (
+            "CC_LOG".into(),
+            std::env::var("CC_CHAOS_LOG_FILTER").unwrap_or_else(|_| "warn".into()),
+        ),
     ];
-    // CC_CHAOS_LOG=<file>: the services' log lines.
+    // CC_CHAOS_LOG=<file>: the services' log lines (CC_CHAOS_LOG_FILTER: which, default warn).
     sys.log = std::env::var_os("CC_CHAOS_LOG").map(Into::into);
     let mut procs = BTreeMap::new();
     procs.insert("pbx-sim", sys.spawn_services("pbx-sim"));
@@ -190,10 +193,33 @@ async fn chaos_every_fault_under_traffic_loses_nothing() {
             problems.push(format!("offer {o} ended twice in the store: {first}, {t}"));
         }
     }
+    // Why each withdrawn offer was withdrawn, each offer's caller channel, and the PBX's own
+    // order of its reports.
+    let withdrawn_for: HashMap<String, String> = sqlx::query_as(
+        "select data->>'offer', data->>'reason' from es_events
+          where tenant = 'demo' and event_type = 'OfferWithdrawn'",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    let caller_of_leg: HashMap<String, String> = sqlx::query_as(
+        "select o.data->>'offer', e.data->>'channel' from es_events o
+           join es_events e on e.stream = o.stream and e.event_type = 'CallEnteredQueue'
+          where o.tenant = 'demo' and o.event_type = 'CallOffered'",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    let pbx = chaos.pbx_reports().await;
+    let mut races = 0;
     let mut legs_differ: Vec<(Option<usize>, String)> = vec![];
-    // Known and measured (docs/reliability.md), reported, not failures: an answer that reached
-    // the router after the ring deadline it judged by (a stalled router), and a leg whose
-    // answer fact the simulator could not report while nats-server was down.
+    // An answer that reached the router after the ring deadline it judged by (a stalled
+    // router), and a leg whose answer fact the simulator could not report (its fact queue
+    // full): the agent's counts follow the store's judgement; open findings (strict).
     let mut late: Vec<(Option<usize>, String)> = vec![];
     let nats_phase = phases.iter().position(|p| p.fault == "restart nats-server");
     // What each agent's counts must be: its phone's outcomes (a late or unreported answer: as
@@ -210,7 +236,27 @@ async fn chaos_every_fault_under_traffic_loses_nothing() {
             _ => "OfferWithdrawn",
         };
         let unreported = tally.unreported > 0 && phase == nats_phase && outcome == "completed";
-        let judged = if outcome == "late_answer" || (unreported && product != Some(expected)) {
+        // A phone answering or declining just as its caller hangs up: the PBX reports both, and
+        // the router judges by the order of the PBX's reports. The store must say what that
+        // order says: the caller gone first, the offer withdrawn (the phone's reject or
+        // answer came too late to count); the answer first, answered (the caller then gone
+        // before the bridge).
+        let caller_end = caller_of_leg.get(leg).and_then(|c| pbx.end(c));
+        let leg_end = pbx.first(leg, &["ChannelAnswered", "ChannelHungUp"]);
+        let caller_first = matches!((caller_end, leg_end), (Some(c), Some(l)) if c < l);
+        let raced = match (outcome.as_str(), product) {
+            ("answered_unconnected", Some("CallAnswered")) => !caller_first,
+            ("answered_unconnected" | "rejected" | "missed", Some("OfferWithdrawn")) => {
+                caller_first && withdrawn_for.get(leg).map(String::as_str) == Some("caller_gone")
+            }
+            _ => false,
+        };
+        if raced {
+            races += 1;
+        }
+        let judged = if raced {
+            product.unwrap_or("")
+        } else if outcome == "late_answer" || (unreported && product != Some(expected)) {
             late.push((
                 phase,
                 format!("leg {leg} of {device}: {outcome}, the store {product:?}"),
@@ -292,7 +338,8 @@ async fn chaos_every_fault_under_traffic_loses_nothing() {
         "\nIn all: {} calls placed, {} lost, {} agents stuck, {} legs rung, {} ending otherwise \
          in the store than at the phone, {} late answers, {} agents miscounted, {} facts the \
          simulator could not report, reporting rows differing from a rebuild: {reporting_diff}, \
-         JetStream: {} events, {duplicated} duplicated, {missing} missing.\n",
+         JetStream: {} events, {duplicated} duplicated, {missing} missing; {races} legs \
+         answered or declined as their caller hung up, judged in the PBX's order.\n",
         tally.inbound.len(),
         lost.len(),
         stuck.len(),
@@ -317,6 +364,12 @@ async fn chaos_every_fault_under_traffic_loses_nothing() {
     let mut open: Vec<String> = vec![];
     open.extend(lost.iter().take(10).map(|(_, l)| l.clone()));
     open.extend(miscounted.iter().take(10).cloned());
+    open.extend(late.iter().take(10).map(|(p, l)| {
+        format!(
+            "late answer: {l} (during {:?})",
+            p.map(|i| &phases[i].fault)
+        )
+    }));
     open.extend(
         legs_differ
             .iter()

@@ -1,7 +1,7 @@
 //! The chaos suite's rig: the plan (short or full), the system split over processes, the
 //! agents and their phones, each fault, the recovery time and the settling.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use cc_bus::{Bus, CommandContext};
@@ -422,6 +422,42 @@ impl Chaos {
 
     /// JetStream: every stored event once, in store order (an outside client reads the
     /// stream). Returns the messages read (copies aside), the duplicated and the missing.
+    /// The PBX's channel reports of the demo tenant, in the order of its stream.
+    pub async fn pbx_reports(&self) -> PbxOrder {
+        let js = async_nats::jetstream::new(self.sys.operator_nats().await.unwrap());
+        let stream = js
+            .get_stream(format!("{}_PBX", self.sys.prefix.to_uppercase()))
+            .await
+            .unwrap();
+        let consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+                filter_subject: format!("{}.pbx.evt.demo.channel.>", self.sys.prefix),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let pending = consumer.cached_info().num_pending as usize;
+        let mut messages = consumer.messages().await.unwrap();
+        let mut order = PbxOrder::default();
+        for _ in 0..pending {
+            let m = tokio::time::timeout(Duration::from_secs(10), messages.next())
+                .await
+                .expect("the PBX stream delivers")
+                .unwrap()
+                .unwrap();
+            let seq = m.info().unwrap().stream_sequence;
+            // <prefix>.pbx.evt.demo.channel.<channel>.<type>
+            let mut parts = m.subject.rsplitn(3, '.');
+            let (kind, channel) = (parts.next().unwrap(), parts.next().unwrap());
+            order
+                .channels
+                .entry(channel.to_string())
+                .or_default()
+                .push((seq, kind.to_string()));
+        }
+        order
+    }
+
     pub async fn jetstream_against_store(
         &self,
         problems: &mut Vec<String>,
@@ -469,5 +505,27 @@ impl Chaos {
             ));
         }
         (published.len(), duplicated, missing)
+    }
+}
+
+/// The PBX's channel reports by channel: (stream sequence, report type), in stream order.
+#[derive(Default)]
+pub struct PbxOrder {
+    channels: HashMap<String, Vec<(u64, String)>>,
+}
+
+impl PbxOrder {
+    /// Where the first of `kinds` was reported for `channel`.
+    pub fn first(&self, channel: &str, kinds: &[&str]) -> Option<u64> {
+        self.channels
+            .get(channel)?
+            .iter()
+            .find(|(_, k)| kinds.contains(&k.as_str()))
+            .map(|(seq, _)| *seq)
+    }
+
+    /// Where `channel`'s hangup was reported.
+    pub fn end(&self, channel: &str) -> Option<u64> {
+        self.first(channel, &["ChannelHungUp"])
     }
 }
