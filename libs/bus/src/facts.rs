@@ -86,7 +86,7 @@ impl FactQueue {
                     match sent {
                         Ok(_) => break,
                         Err(e) => {
-                            if attempt % 20 == 0 {
+                            if attempt.is_multiple_of(20) {
                                 tracing::warn!(error = %e, subject = f.subject, attempt, waiting = rx.len(), "JetStream did not take a PBX fact; sending it again");
                             }
                             c.resent.fetch_add(1, Ordering::Relaxed);
