@@ -405,6 +405,21 @@ impl Command for Hangup {
     type Reply = ();
 }
 
+/// Stops a ringing outbound leg as rung out (`no_answer`), unless it was answered first: then
+/// it is refused `already_answered` and the leg stays up (its `ChannelAnswered` is reported, or
+/// was). The PBX decides the race between a ring timeout and an answer, so an answer the
+/// application has not heard of yet (NATS away, the application held up) is never hung up as
+/// rung out. `unknown_channel` when the leg is gone (or never rang).
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CancelRing {
+    pub channel: String,
+}
+impl Command for CancelRing {
+    const SERVICE: &'static str = "pbx";
+    const NAME: &'static str = "CancelRing";
+    type Reply = ();
+}
+
 /// Every live channel of the tenant (for reconciliation after a restart).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ListChannels {}

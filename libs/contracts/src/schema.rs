@@ -214,6 +214,7 @@ pub fn commands() -> Vec<CommandSchema> {
         Unbridge,
         Hold,
         Hangup,
+        CancelRing,
         ListChannels,
         SetBridgeMode,
         GetLoginOptions,

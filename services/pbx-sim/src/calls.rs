@@ -485,8 +485,31 @@ impl Calls {
         channel: &str,
         cause: HangupCause,
     ) -> Result<(), CommandError> {
+        self.hangup_if(tenant, channel, cause, false).await
+    }
+
+    /// Ends a channel; with `unless_answered`, an answered one is refused instead.
+    async fn hangup_if(
+        &self,
+        tenant: &str,
+        channel: &str,
+        cause: HangupCause,
+        unless_answered: bool,
+    ) -> Result<(), CommandError> {
         let mut st = self.state.lock().await;
         let t = st.entry(tenant.to_string()).or_default();
+        let answered = t
+            .channels
+            .get(channel)
+            .ok_or_else(|| unknown_channel(channel))?
+            .answered;
+        if unless_answered && answered {
+            return Err(err(
+                "already_answered",
+                "channel",
+                format!("channel {channel} was answered"),
+            ));
+        }
         let ch = t
             .channels
             .remove(channel)
@@ -553,6 +576,14 @@ impl Calls {
                 .insert(channel.to_string(), (d.to_string(), outcome.to_string()));
         }
         Ok(())
+    }
+
+    /// The contract's CancelRing: a ringing outbound leg ends as rung out; an answered one is
+    /// refused `already_answered` (the answer happened first: it stands). Checked and done
+    /// under one lock, so an answer cannot slip in between.
+    pub async fn cancel_ring(&self, tenant: &str, channel: &str) -> Result<(), CommandError> {
+        self.hangup_if(tenant, channel, HangupCause::NoAnswer, true)
+            .await
     }
 
     /// What the simulator saw of the tenant's calls ([`Tally`]).

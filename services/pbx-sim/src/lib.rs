@@ -58,6 +58,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
         .on(|s: Sim, c, cmd: Unbridge| async move { s.calls.unbridge(&c.tenant, &cmd.channel).await })
         .on(|s: Sim, c, cmd: Hold| async move { s.calls.hold(&c.tenant, &cmd.channel, cmd.held).await })
         .on(|s: Sim, c, cmd: Hangup| async move { s.calls.hangup(&c.tenant, &cmd.channel, cmd.cause).await })
+        .on(|s: Sim, c, cmd: CancelRing| async move { s.calls.cancel_ring(&c.tenant, &cmd.channel).await })
         .on(|s: Sim, c, _: ListChannels| async move { Ok(s.calls.list(&c.tenant).await) })
         .on(|s: Sim, c, cmd: SetBridgeMode| async move { s.calls.set_bridge_mode(&c.tenant, &cmd.channel, cmd.mode, cmd.bridge.as_deref()).await });
     let sim = control::handlers(sim_state.clone());

@@ -109,6 +109,9 @@ pub struct Offer {
     pub offer: String,
     pub agent: AgentNumber,
     pub at: DateTime<Utc>,
+    /// Its ring timeout, when it is not `at` + the queue's ring timeout: the timeout came and
+    /// the router is waiting for the PBX to end the ring ([`Acd::postpone_offer`]).
+    pub due: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -308,7 +311,8 @@ impl Acd {
             .iter()
             .map(|o| {
                 (
-                    o.at + Duration::seconds(s.ring_timeout_s),
+                    o.due
+                        .unwrap_or(o.at + Duration::seconds(s.ring_timeout_s)),
                     Timer::Offer {
                         call: id.to_string(),
                         offer: o.offer.clone(),
@@ -341,6 +345,26 @@ impl Acd {
         let c = self.calls.get_mut(id).unwrap();
         c.timers = timers;
         c.waiting = waiting;
+    }
+
+    /// Moves an offer's ring timeout to `until` (while the PBX is asked to end the ring).
+    pub fn postpone_offer(&mut self, call: &str, offer: &str, until: DateTime<Utc>) {
+        let Some(o) = self
+            .calls
+            .get_mut(call)
+            .and_then(|c| c.offers.iter_mut().find(|o| o.offer == offer))
+        else {
+            return;
+        };
+        o.due = Some(until);
+        self.index_call(call);
+    }
+
+    /// Whether `offer` of `call` is still ringing (not answered, ended or withdrawn).
+    pub fn offer_open(&self, call: &str, offer: &str) -> bool {
+        self.calls
+            .get(call)
+            .is_some_and(|c| c.offers.iter().any(|o| o.offer == offer))
     }
 
     fn unindex_call(&mut self, id: &str) {
@@ -507,6 +531,7 @@ impl Acd {
                         offer: offer.clone(),
                         agent: agent.clone(),
                         at,
+                        due: None,
                     });
                 }
                 self.offers.insert(offer.clone(), call.clone());

@@ -82,6 +82,8 @@ struct Router<'a> {
     cause: Option<std::sync::Arc<Cause>>,
     /// The acknowledgement of that report, shared by the jobs it leads to.
     fact_ack: Option<AckWhenDone>,
+    /// Offers whose timed-out ring the PBX was asked to end ([`cancel_ring`]), not answered yet.
+    cancelling: HashSet<String>,
     /// How many PBX facts were still to come after the last one read (JetStream's count).
     pbx_behind: u64,
     /// Timers are held back (see [`Router::hold_timers`]) since then, until `hold_until`.
@@ -203,6 +205,83 @@ enum Feedback {
         agent: AgentNumber,
         offer: String,
     },
+    /// What the PBX said to a timed-out ring's `CancelRing`.
+    RingEnd(RingEnd),
+}
+
+struct RingEnd {
+    tenant: String,
+    call: String,
+    agent: AgentNumber,
+    offer: String,
+    how: RingEnded,
+}
+
+enum RingEnded {
+    /// Ended as rung out: the offer is missed.
+    Cancelled,
+    /// The phone had answered: its `ChannelAnswered` decides.
+    Answered,
+    /// The PBX has no such leg, and no report of its end came meanwhile: it never rang.
+    Gone,
+}
+
+/// How long a ring the PBX no longer has waits for the report of its end.
+const GONE_LEG_REPORT_WAIT: Duration = Duration::from_secs(2);
+
+/// Asks the PBX to end a timed-out ring (`CancelRing`) until it answers, and reports what it
+/// said. NATS unreachable: asked again (the phone rings on meanwhile; nothing is decided
+/// without the PBX).
+async fn cancel_ring(
+    bus: cc_bus::Bus,
+    pbx: CommandContext,
+    mut end: RingEnd,
+    feedback: tokio::sync::mpsc::UnboundedSender<Feedback>,
+    term: tokio_util::sync::CancellationToken,
+) {
+    let cmd = cc_contracts::pbx::CancelRing {
+        channel: end.offer.clone(),
+    };
+    let mut attempt = 0u32;
+    end.how = loop {
+        match bus.request(&pbx, &cmd).await {
+            Ok(()) => break RingEnded::Cancelled,
+            Err(cc_bus::RequestError::Rejected(e)) if e.error == "already_answered" => {
+                break RingEnded::Answered
+            }
+            Err(cc_bus::RequestError::Rejected(e)) if e.error == "unknown_channel" => {
+                // Ended at the phone (a reject, a hangup) as it timed out: its report is on its
+                // way and decides. Or the ring never reached the PBX.
+                tokio::select! {
+                    _ = term.cancelled() => return,
+                    _ = tokio::time::sleep(GONE_LEG_REPORT_WAIT) => {}
+                }
+                break RingEnded::Gone;
+            }
+            Err(cc_bus::RequestError::Rejected(e)) => {
+                // A PBX without CancelRing (an older adapter): hung up as before, the timeout
+                // judged by the router's clock alone.
+                tracing::info!(error = %e, channel = cmd.channel, "CancelRing refused; hanging up the ring");
+                let hangup = Hangup {
+                    channel: cmd.channel.clone(),
+                    cause: HangupCause::NoAnswer,
+                };
+                let _ = bus.request(&pbx, &hangup).await;
+                break RingEnded::Cancelled;
+            }
+            Err(e) => {
+                if attempt.is_multiple_of(10) {
+                    tracing::info!(error = %e, channel = cmd.channel, "could not end a timed-out ring yet; trying again");
+                }
+                attempt += 1;
+                tokio::select! {
+                    _ = term.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis((100u64 << attempt.min(4)).min(1000))) => {}
+                }
+            }
+        }
+    };
+    let _ = feedback.send(Feedback::RingEnd(end));
 }
 
 async fn channel_consumer(
@@ -261,6 +340,7 @@ async fn lead(ctx: &Context, metrics: RouterMetrics) -> anyhow::Result<()> {
         traces: Default::default(),
         cause: None,
         fact_ack: None,
+        cancelling: HashSet::new(),
         pbx_behind: 0,
         held_since: None,
         hold_until: None,
@@ -364,6 +444,7 @@ async fn lead(ctx: &Context, metrics: RouterMetrics) -> anyhow::Result<()> {
                         // over from the store, without the parked report.
                         return Ok(());
                     }
+                    Some(Feedback::RingEnd(end)) => r.ring_ended(end).await?,
                     Some(Feedback::NotRung { tenant, call, agent, offer }) => {
                         let w = CallEvent::OfferWithdrawn { call: call.clone(), agent, offer, reason: WithdrawReason::DeviceUnavailable };
                         r.record(&tenant, &call, vec![w]).await?;
@@ -890,26 +971,29 @@ impl Router<'_> {
     async fn on_due(&mut self, d: Decision) -> anyhow::Result<()> {
         match d.clone() {
             Decision::OfferTimedOut { call, agent, offer } => {
-                let Some((tenant, queue)) = self
-                    .acd
-                    .calls
-                    .get(&call)
-                    .map(|c| (c.tenant.clone(), c.queue.clone()))
-                else {
+                let Some(tenant) = self.acd.calls.get(&call).map(|c| c.tenant.clone()) else {
                     return Ok(());
                 };
-                self.record(
-                    &tenant,
-                    &call,
-                    vec![CallEvent::OfferTimedOut {
-                        call: call.clone(),
-                        agent: agent.clone(),
-                        offer: offer.clone(),
-                    }],
-                )
-                .await?;
-                self.hang_up(&tenant, &call, &offer, HangupCause::NoAnswer);
-                self.maybe_auto_pause(&tenant, &queue, &agent).await;
+                // The PBX ends the ring, unless the phone answered first: only then is the
+                // offer missed (see `CancelRing`). Meanwhile the timer is moved on, and the
+                // ring is asked to end once.
+                self.acd
+                    .postpone_offer(&call, &offer, Utc::now() + chrono::Duration::seconds(1));
+                if self.cancelling.insert(offer.clone()) {
+                    self.tracker.spawn(cancel_ring(
+                        self.ctx.bus.clone(),
+                        self.pbx(&tenant),
+                        RingEnd {
+                            tenant,
+                            call,
+                            agent,
+                            offer,
+                            how: RingEnded::Cancelled,
+                        },
+                        self.feedback.clone(),
+                        self.term.clone(),
+                    ));
+                }
             }
             Decision::MaxWait { call } | Decision::NoAgents { call } => {
                 let reason = if matches!(d, Decision::MaxWait { .. }) {
@@ -990,6 +1074,49 @@ impl Router<'_> {
         self.held_since = None;
         self.hold_until = None;
         false
+    }
+
+    /// The PBX's word on a timed-out ring ([`cancel_ring`]).
+    async fn ring_ended(&mut self, end: RingEnd) -> anyhow::Result<()> {
+        self.cancelling.remove(&end.offer);
+        let RingEnd {
+            tenant,
+            call,
+            agent,
+            offer,
+            how,
+        } = end;
+        // Already decided by the PBX's report of the leg (answered, rejected, rung out).
+        if !self.acd.offer_open(&call, &offer) {
+            return Ok(());
+        }
+        match how {
+            RingEnded::Cancelled => {
+                let queue = self.acd.calls.get(&call).map(|c| c.queue.clone());
+                let e = CallEvent::OfferTimedOut {
+                    call: call.clone(),
+                    agent: agent.clone(),
+                    offer,
+                };
+                self.record(&tenant, &call, vec![e]).await?;
+                if let Some(queue) = queue {
+                    self.maybe_auto_pause(&tenant, &queue, &agent).await;
+                }
+            }
+            // The answer's report comes and decides; the timer asks again meanwhile.
+            RingEnded::Answered => {}
+            RingEnded::Gone => {
+                tracing::info!(%call, %agent, %offer, "a timed-out ring the PBX never had: withdrawn");
+                let w = CallEvent::OfferWithdrawn {
+                    call: call.clone(),
+                    agent,
+                    offer,
+                    reason: WithdrawReason::DeviceUnavailable,
+                };
+                self.record(&tenant, &call, vec![w]).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Remembers a caller channel (the last 100,000); false when it was seen already.

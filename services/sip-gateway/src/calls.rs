@@ -992,6 +992,34 @@ impl Calls {
         Ok(())
     }
 
+    /// The contract's CancelRing: CANCEL to a phone still ringing (rung out); a leg the phone
+    /// answered already (its 200 OK taken) is refused `already_answered` and stays up. Checked
+    /// and done under one lock, so an answer cannot slip in between.
+    pub async fn cancel_ring(
+        &self,
+        gw: &Gateway,
+        tenant: &str,
+        channel: &str,
+    ) -> Result<(), CommandError> {
+        let mut st = self.state.lock().await;
+        let c = st
+            .tenants
+            .get(tenant)
+            .and_then(|t| t.channels.get(channel))
+            .ok_or_else(|| unknown_channel(channel))?;
+        if c.state.answered {
+            return Err(err(
+                "already_answered",
+                "channel",
+                format!("channel {channel} was answered"),
+            ));
+        }
+        let sig = c.signalling.clone();
+        tokio::spawn(async move { sig.end().await });
+        finish(gw, &mut st, tenant, channel, HangupCause::NoAnswer).await;
+        Ok(())
+    }
+
     /// The contract's Bridge (up to [`MAX_BRIDGE`] channels; more than two are mixed).
     pub async fn bridge(
         &self,

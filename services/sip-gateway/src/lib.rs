@@ -366,6 +366,9 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
             .on(|g: Gateway, c, cmd: Hangup| async move {
                 g.calls.hangup(&g, &c.tenant, &cmd.channel, cmd.cause).await
             })
+            .on(|g: Gateway, c, cmd: CancelRing| async move {
+                g.calls.cancel_ring(&g, &c.tenant, &cmd.channel).await
+            })
             .on(|g: Gateway, c, _: ListChannels| async move { Ok(g.calls.list(&c.tenant).await) })
             .on(|g: Gateway, c, cmd: SetBridgeMode| async move {
                 g.calls

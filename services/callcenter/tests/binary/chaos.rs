@@ -145,9 +145,22 @@ async fn chaos_every_fault_under_traffic_loses_nothing() {
         *placed.entry(phase_of(channel)).or_default() += 1;
         let ends = store_ends.get(channel).map(|(_, n)| *n);
         if *hangups != 1 || ends != Some(1) {
+            let history: Option<String> = match store_ends.get(channel) {
+                Some((stream, _)) => sqlx::query_scalar(
+                    "select string_agg(event_type, ' ' order by version) from es_events where stream = $1",
+                )
+                .bind(stream)
+                .fetch_one(pool)
+                .await
+                .unwrap(),
+                None => None,
+            };
             lost.push((
                 phase_of(channel),
-                format!("caller {channel}: {hangups} hang-ups at the PBX, store ends {ends:?}"),
+                format!(
+                    "caller {channel}: {hangups} hang-ups at the PBX, store ends {ends:?} ({})",
+                    history.as_deref().unwrap_or("no call stream")
+                ),
             ));
         }
     }

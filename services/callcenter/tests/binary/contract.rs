@@ -270,6 +270,20 @@ async fn pbx_contract(sys: &System, tenant: &str, mut driver: Driver) {
     assert_eq!(facts.next(&busy, "ChannelHungUp").await["cause"], "busy");
     driver.answer(sys, tenant).await;
     facts.next(&leg, "ChannelAnswered").await;
+    // A ring timeout arriving after the answer does not end it: the answer stands.
+    let e = bus
+        .request(
+            &c,
+            &CancelRing {
+                channel: leg.clone(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, RequestError::Rejected(r) if r.error == "already_answered"),
+        "{e}"
+    );
 
     // Bridge, hold and unhold, unbridge.
     let bridge = format!("b-{}", uuid::Uuid::new_v4().simple());
@@ -475,6 +489,40 @@ async fn pbx_contract(sys: &System, tenant: &str, mut driver: Driver) {
     assert_eq!(
         facts.next(&unanswered, "ChannelHungUp").await["cause"],
         "no_answer"
+    );
+
+    // CancelRing ends a ring as rung out; then the leg is gone.
+    let timed_out = format!("ct-{}", uuid::Uuid::new_v4().simple());
+    bus.request(
+        &c,
+        &Originate {
+            channel: Some(timed_out.clone()),
+            endpoint: Endpoint::Device(d1001.clone()),
+            caller: party(),
+        },
+    )
+    .await
+    .unwrap();
+    facts.next(&timed_out, "ChannelRinging").await;
+    bus.request(
+        &c,
+        &CancelRing {
+            channel: timed_out.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        facts.next(&timed_out, "ChannelHungUp").await["cause"],
+        "no_answer"
+    );
+    let e = bus
+        .request(&c, &CancelRing { channel: timed_out })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, RequestError::Rejected(r) if r.error == "unknown_channel"),
+        "{e}"
     );
 
     // Unknown channels are refused naming the field.
