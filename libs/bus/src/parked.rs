@@ -59,16 +59,18 @@ pub fn unreadable_messages() -> Counts {
 }
 
 /// Parks `event` for `consumer`: records it in `bus_parked` (once: a consumer that reads the
-/// store again parks it again without a second row or count), logs it at error level with its
-/// position and counts it. Run it in the consumer's own transaction where it has one, so the
-/// record and the checkpoint past the event commit together. Returns whether it was new.
+/// store again parks it again without a second row). Run it in the consumer's own transaction
+/// where it has one, so the record and the checkpoint past the event commit together, and call
+/// [`Parked::committed`] on what it returns once that transaction has committed (a rolled back
+/// and redone transaction would otherwise count one event twice); [`park_now`] does both
+/// outside a transaction. `None`: it was parked before.
 pub async fn park<'e, E: sqlx::PgExecutor<'e>>(
     executor: E,
     consumer: &str,
     event: &RecordedEvent,
     reason: Reason,
     error: &str,
-) -> Result<bool, sqlx::Error> {
+) -> Result<Option<Parked>, sqlx::Error> {
     let inserted = sqlx::query(
         "insert into bus_parked (consumer, position, xid, event_id, tenant, stream, version, event_type, reason, error)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) on conflict (consumer, position) do nothing",
@@ -87,25 +89,64 @@ pub async fn park<'e, E: sqlx::PgExecutor<'e>>(
     .await?
     .rows_affected()
         == 1;
-    if inserted {
+    Ok(inserted.then(|| Parked {
+        consumer: consumer.to_string(),
+        stream: event.stream.to_string(),
+        position: event.position,
+        version: event.version,
+        event_type: event.event_type.clone(),
+        reason,
+        error: error.to_string(),
+    }))
+}
+
+/// [`park`] outside a transaction (the row is written at once), logged and counted.
+pub async fn park_now(
+    pool: &sqlx::PgPool,
+    consumer: &str,
+    event: &RecordedEvent,
+    reason: Reason,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    if let Some(p) = park(pool, consumer, event, reason, error).await? {
+        p.committed();
+    }
+    Ok(())
+}
+
+/// An event just recorded in `bus_parked`, to log and count once that is committed.
+#[must_use = "log and count it once its transaction has committed: `committed()`"]
+#[derive(Debug)]
+pub struct Parked {
+    consumer: String,
+    stream: String,
+    position: i64,
+    version: i64,
+    event_type: String,
+    reason: Reason,
+    error: String,
+}
+
+impl Parked {
+    /// Logs the parked event at error level with its position, and counts it.
+    pub fn committed(self) {
         tracing::error!(
-            consumer,
-            stream = %event.stream,
-            position = event.position,
-            version = event.version,
-            event_type = %event.event_type,
-            reason = reason.as_str(),
-            error,
+            consumer = %self.consumer,
+            stream = %self.stream,
+            position = self.position,
+            version = self.version,
+            event_type = %self.event_type,
+            reason = self.reason.as_str(),
+            error = %self.error,
             "an event this consumer cannot apply is parked (bus_parked) and skipped",
         );
         PARKED
             .get_or_create(&vec![
-                ("consumer".to_string(), consumer.to_string()),
-                ("reason".to_string(), reason.as_str().to_string()),
+                ("consumer".to_string(), self.consumer),
+                ("reason".to_string(), self.reason.as_str().to_string()),
             ])
             .inc();
     }
-    Ok(inserted)
 }
 
 /// Reports a JetStream message that `consumer` cannot parse and skips (the caller acks it):

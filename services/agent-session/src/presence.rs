@@ -192,8 +192,14 @@ async fn follow_accounts_once(ctx: &Context) -> anyhow::Result<()> {
             if let (Decoded::Undecodable(why), _) | (_, Decoded::Undecodable(why)) =
                 (&queue_event, &account_event)
             {
-                cc_bus::parked::park(&ctx.pool, NAME, e, cc_bus::parked::Reason::Undecodable, why)
-                    .await?;
+                cc_bus::parked::park_now(
+                    &ctx.pool,
+                    NAME,
+                    e,
+                    cc_bus::parked::Reason::Undecodable,
+                    why,
+                )
+                .await?;
             }
             if let Decoded::Event(QueueEvent::AgentUnassignedFromQueue { agent, queue }) =
                 queue_event

@@ -200,7 +200,7 @@ async fn park_undecodable(
     match absorbed {
         Ok(answered) => Ok(answered),
         Err(why) => {
-            cc_bus::parked::park(&ctx.pool, PARKED_AS, e, Reason::Undecodable, &why).await?;
+            cc_bus::parked::park_now(&ctx.pool, PARKED_AS, e, Reason::Undecodable, &why).await?;
             Ok(None)
         }
     }
@@ -472,7 +472,7 @@ impl CallControl {
                     Ok(Some(call)) => self.connect_aside(call),
                     Ok(None) => {}
                     Err(why) => {
-                        cc_bus::parked::park(
+                        cc_bus::parked::park_now(
                             &self.ctx.pool,
                             PARKED_AS,
                             e,

@@ -15,7 +15,7 @@ use cc_runtime::Context;
 use sqlx::{PgPool, Row};
 
 use crate::agent_view::{self, CallInfo, Fact};
-use cc_bus::parked::Reason;
+use cc_bus::parked::{Parked, Reason};
 use cc_contracts::Decoded;
 
 const NAME: &str = cc_contracts::views::PORTAL_CHECKPOINT;
@@ -167,10 +167,17 @@ async fn project_or_park(
                 if lock_checkpoint(&mut tx).await? != at {
                     return Ok(None);
                 }
-                cc_bus::parked::park(&mut *tx, PARKED_AS, e, Reason::Refused, &format!("{err:#}"))
-                    .await?;
+                let parked = cc_bus::parked::park(
+                    &mut *tx,
+                    PARKED_AS,
+                    e,
+                    Reason::Refused,
+                    &format!("{err:#}"),
+                )
+                .await?;
                 save_checkpoint(&mut tx, e.checkpoint()).await?;
                 tx.commit().await?;
+                parked.into_iter().for_each(Parked::committed);
             }
             Err(err) => return Err(err),
         }
@@ -262,13 +269,16 @@ async fn project(
     let mut names: HashMap<String, HashMap<String, String>> = HashMap::new();
     let mut calls: HashMap<(String, String), CallInfo> = HashMap::new();
     let mut changes = Vec::new();
+    let mut parked = Vec::new();
     for e in batch {
         let mut fact = match fact_of(e) {
             Ok(Some(fact)) => fact,
             Ok(None) => continue,
             // Parked with the rows this batch writes and the checkpoint past it.
             Err(why) => {
-                cc_bus::parked::park(&mut *tx, PARKED_AS, e, Reason::Undecodable, &why).await?;
+                parked.extend(
+                    cc_bus::parked::park(&mut *tx, PARKED_AS, e, Reason::Undecodable, &why).await?,
+                );
                 continue;
             }
         };
@@ -474,6 +484,7 @@ async fn project(
         save_checkpoint(&mut tx, last.checkpoint()).await?;
     }
     tx.commit().await?;
+    parked.into_iter().for_each(Parked::committed);
     cache.committed(views, names, calls);
     Ok(Some(changes))
 }

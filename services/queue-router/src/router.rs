@@ -465,7 +465,7 @@ impl Router<'_> {
     /// stopped router would meet it again and stop again, for every tenant. What it meant is
     /// unknown to this build; the events around it still apply.
     async fn park_undecodable(&self, e: &RecordedEvent, why: &str) -> anyhow::Result<()> {
-        cc_bus::parked::park(
+        cc_bus::parked::park_now(
             &self.ctx.pool,
             PARKED_AS,
             e,

@@ -580,7 +580,11 @@ async fn relays_events_no_reader_can_decode_as_stored_and_goes_on() {
     append(&store, "1001", 1).await;
 
     let relayed = wait_relayed(&bus, 4).await;
-    assert_eq!(relayed, store_order(&store, 4).await, "all of them, in order");
+    assert_eq!(
+        relayed,
+        store_order(&store, 4).await,
+        "all of them, in order"
+    );
     let msgs = stream_messages(&bus).await;
     let subjects: Vec<&str> = msgs.iter().map(|m| m.1.as_str()).collect();
     assert_eq!(

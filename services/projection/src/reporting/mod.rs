@@ -22,6 +22,7 @@ use cc_eventstore::{Checkpoint, EventStore, Lease, ReadFilter, RecordedEvent, Su
 use cc_runtime::Context;
 use sqlx::{PgConnection, PgPool};
 
+use cc_bus::parked::{Parked, Reason};
 use fold::{Dirty, Reporter};
 
 pub const SCHEMA: &str = "reporting";
@@ -218,18 +219,13 @@ async fn write(
         return Ok(false);
     }
     tables::write_dirty(&mut tx, SCHEMA, dirty).await?;
+    let mut parked = Vec::new();
     for (e, why) in &dirty.undecodable {
-        cc_bus::parked::park(
-            &mut *tx,
-            PARKED_AS,
-            e,
-            cc_bus::parked::Reason::Undecodable,
-            why,
-        )
-        .await?;
+        parked.extend(park(&mut tx, e, Reason::Undecodable, why).await?);
     }
     set_checkpoint(&mut tx, cp).await?;
     tx.commit().await?;
+    parked.into_iter().for_each(Parked::committed);
     Ok(true)
 }
 
@@ -246,17 +242,20 @@ async fn park_refused(
     if !same_generation(&mut tx, generation).await? {
         return Ok(false);
     }
-    cc_bus::parked::park(
-        &mut *tx,
-        PARKED_AS,
-        e,
-        cc_bus::parked::Reason::Refused,
-        error,
-    )
-    .await?;
+    let parked = park(&mut tx, e, Reason::Refused, error).await?;
     set_checkpoint(&mut tx, e.checkpoint()).await?;
     tx.commit().await?;
+    parked.into_iter().for_each(Parked::committed);
     Ok(true)
+}
+
+async fn park(
+    conn: &mut PgConnection,
+    e: &RecordedEvent,
+    reason: Reason,
+    error: &str,
+) -> Result<Option<Parked>, sqlx::Error> {
+    cc_bus::parked::park(conn, PARKED_AS, e, reason, error).await
 }
 
 /// Locks the checkpoint row and says whether the tables are still of `generation`.
@@ -349,15 +348,10 @@ impl Rows {
         tables::insert(conn, schema, &d.segments).await?;
         tables::insert(conn, schema, &d.states).await?;
         tables::insert(conn, schema, &d.logins).await?;
+        // Not in a transaction: each row is written at once.
         for (e, why) in &d.undecodable {
-            cc_bus::parked::park(
-                &mut *conn,
-                PARKED_AS,
-                e,
-                cc_bus::parked::Reason::Undecodable,
-                why,
-            )
-            .await?;
+            let parked = park(conn, e, Reason::Undecodable, why).await?;
+            parked.into_iter().for_each(Parked::committed);
         }
         Ok(d.rows())
     }
