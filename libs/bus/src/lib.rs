@@ -6,6 +6,8 @@
 //!   never a panic).
 //! - [`consumer`]: JetStream durable consumers and the idempotency table that makes a
 //!   redelivered event change nothing.
+//! - [`parked`]: what a consumer does with an event it cannot apply: parks it (a row in
+//!   `bus_parked`, an error log line, a metric), never a silent skip, never a retry loop.
 //! - [`relay`]: the outbox that moves committed events from the store to JetStream, in store
 //!   order, exactly once per event id, with one active relay at a time.
 
@@ -14,6 +16,7 @@ mod command;
 pub mod consumer;
 pub mod facts;
 pub mod leader;
+pub mod parked;
 pub mod permissions;
 pub mod relay;
 mod subjects;
@@ -27,7 +30,7 @@ pub use subjects::Subjects;
 
 use cc_eventstore::Migration;
 
-/// The bus's own tables (consumer idempotency), component `bus`.
+/// The bus's own tables (consumer idempotency, parked events), component `bus`.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -43,6 +46,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 3,
         name: "idempotency_claims",
         sql: include_str!("../sql/0003_idempotency_claims.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "parked_events",
+        sql: include_str!("../sql/0004_parked.sql"),
     },
 ];
 

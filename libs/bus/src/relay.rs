@@ -19,6 +19,10 @@
 //! - The store checkpoint `relay` is saved only after JetStream acked the batch, at most once
 //!   a second (for monitoring the relay's lag; JetStream's last message stays the source of
 //!   truth).
+//! - **Every stored event is relayed as stored, never decoded.** What a consumer cannot apply
+//!   is that consumer's to park (`crate::parked`); the relay skipping an event would take it
+//!   from every JetStream subscriber, and stopping on one would stop every tenant's events. A
+//!   type that cannot be a subject token goes out under `_` (see [`crate::Subjects::event`]).
 //! - **Transfer events reach their target agent's subject too.** A call event with a
 //!   `target_agent` is published twice: first a copy on
 //!   `<p>.target_events.<tenant>.….<target agent>.<queue>` (header `Cc-Copy: target_agent`,
@@ -144,9 +148,11 @@ pub fn event_headers(e: &RecordedEvent, last_sequence: u64) -> HeaderMap {
         "ce-source",
         format!("/tenants/{}/{}", e.tenant(), e.stream.category()).as_str(),
     );
+    // The type as stored, escaped: a header value cannot hold a control character.
+    let event_type = e.event_type.escape_default().to_string();
     h.insert(
         "ce-type",
-        format!("callcenter.{}.v{}", e.event_type, e.schema_version).as_str(),
+        format!("callcenter.{}.v{}", event_type, e.schema_version).as_str(),
     );
     h.insert(
         "ce-subject",
@@ -175,7 +181,7 @@ pub fn event_headers(e: &RecordedEvent, last_sequence: u64) -> HeaderMap {
         h.insert("ce-traceparent", t.as_str());
         h.insert(cc_trace::TRACEPARENT, t.as_str());
     }
-    h.insert("Cc-Event-Type", e.event_type.as_str());
+    h.insert("Cc-Event-Type", event_type.as_str());
     h.insert("Cc-Schema-Version", e.schema_version.to_string().as_str());
     h.insert("Cc-Stream-Version", e.version.to_string().as_str());
     h.insert("Cc-Position", e.position.to_string().as_str());

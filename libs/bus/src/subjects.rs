@@ -34,7 +34,9 @@ impl Subjects {
     /// The subject of one domain event:
     /// `<p>.events.<tenant>.<category>.<id>.<Type>.<agent>.<queue>`, where `agent` and `queue`
     /// are the event's `agent` and `queue` fields (`_` when it has none), so a subscriber can
-    /// filter by tenant, category, stream, type, agent and queue with the subject alone.
+    /// filter by tenant, category, stream, type, agent and queue with the subject alone. A type
+    /// that cannot be a subject token (only a row written around the store's API could have
+    /// one: a dot, a space, a wildcard) is `_` too, so such an event is still relayed.
     pub fn event(
         &self,
         tenant: &str,
@@ -55,8 +57,9 @@ impl Subjects {
             _ => "_".to_string(),
         };
         format!(
-            "{}.events.{tenant}.{category}.{stream_id}.{event_type}.{}.{}",
+            "{}.events.{tenant}.{category}.{stream_id}.{}.{}.{}",
             self.prefix,
+            token(Some(event_type)),
             token(agent),
             token(queue)
         )

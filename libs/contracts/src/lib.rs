@@ -53,15 +53,37 @@ pub fn encode<E: EventFamily>(event: &E, metadata: Metadata) -> NewEvent {
 
 /// Reads a stored event of family `E`: `None` for an event of another family's category, and
 /// `None` for one of this family's category that does not decode (a type this build does not
-/// know, data that does not fit it). The caller skips it either way, so the latter is not
-/// silent: it is logged at error level with its stream, position and type, and counted in
-/// [`undecodable_events`] (`cc_events_undecodable_total{category, event_type}`).
+/// know, data that does not fit it). The latter is not silent: it is logged at error level with
+/// its stream, position and type, and counted in [`undecodable_events`]
+/// (`cc_events_undecodable_total{category, event_type}`). A consumer that parks what it cannot
+/// apply uses [`decode_checked`], which says which of the two it was.
 pub fn decode<E: EventFamily>(event: &RecordedEvent) -> Option<E> {
+    match decode_checked(event) {
+        Decoded::Event(e) => Some(e),
+        Decoded::OtherFamily | Decoded::Undecodable(_) => None,
+    }
+}
+
+/// What [`decode_checked`] made of a stored event.
+#[derive(Debug)]
+pub enum Decoded<E> {
+    /// An event of the family.
+    Event(E),
+    /// An event of another family's category: not this reader's business.
+    OtherFamily,
+    /// An event of the family's category that does not decode (already logged and counted as
+    /// [`decode`] does), with why: the consumer parks it (`cc_bus::parked`).
+    Undecodable(String),
+}
+
+/// As [`decode`], telling an event of another category from one of the family's that does not
+/// decode.
+pub fn decode_checked<E: EventFamily>(event: &RecordedEvent) -> Decoded<E> {
     if event.stream.category() != E::CATEGORY {
-        return None;
+        return Decoded::OtherFamily;
     }
     match try_decode::<E>(event) {
-        Ok(e) => Some(e),
+        Ok(e) => Decoded::Event(e),
         Err(error) => {
             tracing::error!(
                 stream = %event.stream,
@@ -78,7 +100,7 @@ pub fn decode<E: EventFamily>(event: &RecordedEvent) -> Option<E> {
                     ("event_type".to_string(), event.event_type.clone()),
                 ])
                 .inc();
-            None
+            Decoded::Undecodable(error.to_string())
         }
     }
 }

@@ -14,6 +14,7 @@ use cc_contracts::domain::{AgentNumber, DeviceId};
 use cc_contracts::pbx::{DeviceEvent, ListDevices};
 use cc_contracts::queue::QueueEvent;
 use cc_contracts::session::LogoutReason;
+use cc_contracts::{decode_checked, Decoded};
 use cc_eventstore::{CheckpointStore, ReadFilter, Subscription};
 use cc_runtime::Context;
 use chrono::{DateTime, Utc};
@@ -47,7 +48,15 @@ async fn consume_devices(ctx: &Context) -> anyhow::Result<()> {
     consumer::run(c, ctx.cancel.clone(), |msg| {
         let ctx = ctx.clone();
         async move {
-            let event: DeviceEvent = serde_json::from_slice(&msg.payload)?;
+            // A fact this build cannot read is skipped, said and counted (acknowledged):
+            // redelivered, it would come back every half second for good.
+            let event: DeviceEvent = match serde_json::from_slice(&msg.payload) {
+                Ok(event) => event,
+                Err(error) => {
+                    cc_bus::parked::unreadable("agent-session-devices", &msg, &error);
+                    return Ok(());
+                }
+            };
             let (tenant, device, registered, at) = match event {
                 DeviceEvent::DeviceRegistered { tenant, device, at } => (tenant, device, true, at),
                 DeviceEvent::DeviceUnregistered { tenant, device, at } => {
@@ -174,8 +183,26 @@ async fn follow_accounts_once(ctx: &Context) -> anyhow::Result<()> {
             b = sub.next_batch() => b?,
         };
         for e in &batch {
-            if let Some(QueueEvent::AgentUnassignedFromQueue { agent, queue }) =
-                cc_contracts::decode(e)
+            // What does not decode is parked and skipped: this follower acts on the current
+            // state of an account or queue, so the next event of it is acted on as usual.
+            let (queue_event, account_event) = (
+                decode_checked::<QueueEvent>(e),
+                decode_checked::<AgentAccountEvent>(e),
+            );
+            if let (Decoded::Undecodable(why), _) | (_, Decoded::Undecodable(why)) =
+                (&queue_event, &account_event)
+            {
+                cc_bus::parked::park_now(
+                    &ctx.pool,
+                    NAME,
+                    e,
+                    cc_bus::parked::Reason::Undecodable,
+                    why,
+                )
+                .await?;
+            }
+            if let Decoded::Event(QueueEvent::AgentUnassignedFromQueue { agent, queue }) =
+                queue_event
             {
                 let c = CommandContext::new(e.tenant(), "system:queue-router");
                 if let Err(err) =
@@ -188,7 +215,7 @@ async fn follow_accounts_once(ctx: &Context) -> anyhow::Result<()> {
                     }
                 }
             }
-            if let Some(AgentAccountEvent::AgentAccountDisabled { agent }) = cc_contracts::decode(e)
+            if let Decoded::Event(AgentAccountEvent::AgentAccountDisabled { agent }) = account_event
             {
                 let c = CommandContext::new(e.tenant(), "system:auth");
                 let account = ctx

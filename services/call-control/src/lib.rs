@@ -12,6 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use cc_bus::parked::Reason;
 use cc_bus::{CommandContext, CommandError, CommandHandlers};
 use cc_contracts::call::*;
 use cc_contracts::domain::{AgentNumber, DeviceId};
@@ -19,7 +20,7 @@ use cc_contracts::pbx::{
     Answer, Bridge, BridgeMode, ChannelEvent, ChannelState, CheckRoute, Endpoint, Hangup,
     HangupCause, Hold, ListChannels, ListDevices, Originate, Party, SetBridgeMode,
 };
-use cc_contracts::{decode, encode};
+use cc_contracts::{decode_checked, encode, Decoded};
 use cc_eventstore::{
     Checkpoint, ExpectedVersion, Feed, Lease, Metadata, ReadFilter, StreamName, Subscription,
 };
@@ -74,6 +75,9 @@ async fn channel_consumer(
 /// Call control's durable consumer of the PBX's channel facts.
 const CHANNEL_CONSUMER: &str = "call-control-channels";
 
+/// Call control as a consumer of the store, in `bus_parked`.
+const PARKED_AS: &str = "call-control";
+
 async fn lead(ctx: &Context) -> anyhow::Result<()> {
     let leader = ctx.metrics.leader("call_control");
     let Some(mut lease) = Lease::try_acquire(&ctx.config.database_url, "cc-call-control").await?
@@ -95,7 +99,8 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
     while let Some(batch) = sub.poll().await? {
         let mut st = cc.state.lock().await;
         for e in &batch {
-            absorb(&mut st, e);
+            let absorbed = absorb(&mut st, e);
+            park_undecodable(ctx, e, absorbed).await?;
         }
     }
     cc.reconcile().await?;
@@ -136,8 +141,8 @@ async fn follow(cc: &CallControl, mut sub: Feed, lease: &mut Lease) -> anyhow::R
             _ = ctx.cancel.cancelled() => return Ok(()),
             b = sub.next_batch() => {
                 for e in &b? {
-                    let answered = absorb(&mut *cc.state.lock().await, e);
-                    if let Some(call) = answered {
+                    let absorbed = absorb(&mut *cc.state.lock().await, e);
+                    if let Some(call) = park_undecodable(ctx, e, absorbed).await? {
                         cc.connect_aside(call);
                     }
                 }
@@ -151,7 +156,10 @@ async fn follow(cc: &CallControl, mut sub: Feed, lease: &mut Lease) -> anyhow::R
                     Ok(ChannelEvent::ChannelHeld { tenant, channel, .. }) => cc.phone_hold(&tenant, &channel, true).await,
                     Ok(ChannelEvent::ChannelUnheld { tenant, channel, .. }) => cc.phone_hold(&tenant, &channel, false).await,
                     Ok(ChannelEvent::ChannelTransferRequested { tenant, channel, to, replaces, .. }) => cc.phone_transfer(&tenant, &channel, &to, replaces.as_deref()).await,
-                    _ => {}
+                    Ok(_) => {}
+                    // Skipped, said and counted: redelivering it would hold up every call's
+                    // facts behind it.
+                    Err(error) => cc_bus::parked::unreadable(CHANNEL_CONSUMER, &m, &error),
                 }
                 let _ = m.ack().await;
             }
@@ -161,19 +169,41 @@ async fn follow(cc: &CallControl, mut sub: Feed, lease: &mut Lease) -> anyhow::R
 }
 
 /// Takes in one stored call event (once: events at or before `applied` were taken already, and
-/// this replica's own were applied when recorded). Returns the call an agent just answered.
-fn absorb(st: &mut State, e: &cc_eventstore::RecordedEvent) -> Option<String> {
+/// this replica's own were applied when recorded). Returns the call an agent just answered, or
+/// why the event does not decode (see [`park_undecodable`]).
+fn absorb(st: &mut State, e: &cc_eventstore::RecordedEvent) -> Result<Option<String>, String> {
     let cp = e.checkpoint();
     if (cp.xid, cp.position) <= (st.applied.xid, st.applied.position) {
-        return None;
+        return Ok(None);
     }
     st.applied = cp;
     if st.own.remove(&e.event_id) {
-        return None;
+        return Ok(None);
     }
-    let c = decode::<CallEvent>(e)?;
+    let c = match decode_checked::<CallEvent>(e) {
+        Decoded::Event(c) => c,
+        Decoded::OtherFamily => return Ok(None),
+        Decoded::Undecodable(why) => return Err(why),
+    };
     st.model.apply(e.tenant(), &c, e.recorded_at);
-    matches!(c, CallEvent::CallAnswered { .. }).then(|| c.call().to_string())
+    Ok(matches!(c, CallEvent::CallAnswered { .. }).then(|| c.call().to_string()))
+}
+
+/// A call event that does not decode is skipped, parked (`bus_parked`, consumer
+/// `call-control`): call control rebuilds its calls from the store at every lease, so stopping
+/// on it would stop every tenant's calls again at each start. The calls it does not name go on.
+async fn park_undecodable(
+    ctx: &Context,
+    e: &cc_eventstore::RecordedEvent,
+    absorbed: Result<Option<String>, String>,
+) -> anyhow::Result<Option<String>> {
+    match absorbed {
+        Ok(answered) => Ok(answered),
+        Err(why) => {
+            cc_bus::parked::park_now(&ctx.pool, PARKED_AS, e, Reason::Undecodable, &why).await?;
+            Ok(None)
+        }
+    }
 }
 
 /// Why a transfer's target leg ended before the transfer completed.
@@ -438,8 +468,19 @@ impl CallControl {
                 return Ok(());
             }
             for e in &batch {
-                if let Some(call) = absorb(st, e) {
-                    self.connect_aside(call);
+                match absorb(st, e) {
+                    Ok(Some(call)) => self.connect_aside(call),
+                    Ok(None) => {}
+                    Err(why) => {
+                        cc_bus::parked::park_now(
+                            &self.ctx.pool,
+                            PARKED_AS,
+                            e,
+                            Reason::Undecodable,
+                            &why,
+                        )
+                        .await?;
+                    }
                 }
             }
         }

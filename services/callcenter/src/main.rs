@@ -157,6 +157,16 @@ async fn run(config: Config, targets: Vec<Target>) -> anyhow::Result<()> {
         "Stored events a reader could not decode and skipped, by category and event type",
         cc_contracts::undecodable_events(),
     );
+    metrics.register(
+        "events_parked",
+        "Stored events a consumer could not apply, parked in bus_parked and skipped, by consumer and reason (undecodable, refused)",
+        cc_bus::parked::parked_events(),
+    );
+    metrics.register(
+        "messages_unreadable",
+        "JetStream messages (PBX facts) a consumer could not read and skipped, by consumer",
+        cc_bus::parked::unreadable_messages(),
+    );
 
     // The admin endpoints come first, so /readyz can say what is missing while we wait.
     let admin = cc_runtime::admin::router(readiness.clone(), metrics.clone(), names.clone());

@@ -15,6 +15,8 @@ use cc_runtime::Context;
 use sqlx::{PgPool, Row};
 
 use crate::agent_view::{self, CallInfo, Fact};
+use cc_bus::parked::{Parked, Reason};
+use cc_contracts::Decoded;
 
 const NAME: &str = cc_contracts::views::PORTAL_CHECKPOINT;
 
@@ -71,7 +73,7 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
                 Some((tp, cc_trace::following(span, Some(tp))))
             })
             .collect();
-        let Some(changes) = project(&ctx.pool, &batch, Some(expect), &mut cache).await? else {
+        let Some(changes) = project_or_park(&ctx.pool, &batch, expect, &mut cache).await? else {
             tracing::info!("the portal read model was rebuilt meanwhile; reloading");
             return Ok(());
         };
@@ -112,14 +114,101 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
     }
 }
 
-fn fact_of(e: &RecordedEvent) -> Option<Fact> {
-    match e.stream.category() {
-        "agent_account" => cc_contracts::decode::<AgentAccountEvent>(e).map(Fact::Account),
-        "agent" => cc_contracts::decode::<AgentSessionEvent>(e).map(Fact::Session),
-        "queue" => cc_contracts::decode::<QueueEvent>(e).map(Fact::Queue),
-        "call" => cc_contracts::decode::<CallEvent>(e).map(|c| Fact::Call(c, None)),
-        _ => None,
+/// The fact an event is for the agent views: `Ok(None)` for one they do not show, `Err(why)`
+/// for one of their categories that does not decode (parked, see [`project`]).
+fn fact_of(e: &RecordedEvent) -> Result<Option<Fact>, String> {
+    fn of<E: cc_contracts::EventFamily>(
+        e: &RecordedEvent,
+        fact: impl FnOnce(E) -> Fact,
+    ) -> Result<Option<Fact>, String> {
+        match cc_contracts::decode_checked::<E>(e) {
+            Decoded::Event(event) => Ok(Some(fact(event))),
+            Decoded::OtherFamily => Ok(None),
+            Decoded::Undecodable(why) => Err(why),
+        }
     }
+    match e.stream.category() {
+        "agent_account" => of::<AgentAccountEvent>(e, Fact::Account),
+        "agent" => of::<AgentSessionEvent>(e, Fact::Session),
+        "queue" => of::<QueueEvent>(e, Fact::Queue),
+        "call" => of::<CallEvent>(e, |c| Fact::Call(c, None)),
+        _ => Ok(None),
+    }
+}
+
+/// The portal projection as a consumer, in `bus_parked`.
+const PARKED_AS: &str = "portal-projection";
+
+/// As [`project`], parking an event whose application fails for a reason in its data (a
+/// constraint, a value out of range): the batch is applied again one event per transaction, and
+/// the event at fault is parked with the checkpoint moved past it. Retrying it would stop every
+/// tenant's agent views behind it. Any other failure is returned (the projection starts over
+/// from its checkpoint).
+async fn project_or_park(
+    pool: &PgPool,
+    batch: &[RecordedEvent],
+    expect: Checkpoint,
+    cache: &mut Cache,
+) -> anyhow::Result<Option<Vec<Change>>> {
+    match project(pool, batch, Some(expect), cache).await {
+        Err(e) if cc_bus::parked::is_data_error(&e) => {
+            tracing::warn!(error = %format!("{e:#}"), "a batch of the portal projection does not fit its tables; applying it event by event to park the one at fault");
+        }
+        other => return other,
+    }
+    let mut changes = Vec::new();
+    let mut at = expect;
+    for e in batch {
+        match project(pool, std::slice::from_ref(e), Some(at), cache).await {
+            Ok(Some(c)) => changes.extend(c),
+            Ok(None) => return Ok(None),
+            Err(err) if cc_bus::parked::is_data_error(&err) => {
+                let mut tx = cc_eventstore::begin_read_model(pool).await?;
+                if lock_checkpoint(&mut tx).await? != at {
+                    return Ok(None);
+                }
+                let parked = cc_bus::parked::park(
+                    &mut *tx,
+                    PARKED_AS,
+                    e,
+                    Reason::Refused,
+                    &format!("{err:#}"),
+                )
+                .await?;
+                save_checkpoint(&mut tx, e.checkpoint()).await?;
+                tx.commit().await?;
+                parked.into_iter().for_each(Parked::committed);
+            }
+            Err(err) => return Err(err),
+        }
+        at = e.checkpoint();
+    }
+    Ok(Some(changes))
+}
+
+/// The stored checkpoint, locked for this transaction (the first thing each one touches).
+async fn lock_checkpoint(tx: &mut sqlx::PgConnection) -> Result<Checkpoint, sqlx::Error> {
+    let stored: Option<(i64, i64)> =
+        sqlx::query_as("select xid, position from rm_checkpoints where name = $1 for update")
+            .bind(NAME)
+            .fetch_optional(&mut *tx)
+            .await?;
+    Ok(stored
+        .map(|(xid, position)| Checkpoint { xid, position })
+        .unwrap_or(Checkpoint::START))
+}
+
+async fn save_checkpoint(tx: &mut sqlx::PgConnection, cp: Checkpoint) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into rm_checkpoints (name, xid, position) values ($1, $2, $3)
+         on conflict (name) do update set xid = excluded.xid, position = excluded.position",
+    )
+    .bind(NAME)
+    .bind(cp.xid)
+    .bind(cp.position)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 /// What this writer knows the tables hold (it is their only writer while it holds the lease):
@@ -171,14 +260,7 @@ async fn project(
     cache: &mut Cache,
 ) -> anyhow::Result<Option<Vec<Change>>> {
     let mut tx = cc_eventstore::begin_read_model(pool).await?;
-    let stored: Option<(i64, i64)> =
-        sqlx::query_as("select xid, position from rm_checkpoints where name = $1 for update")
-            .bind(NAME)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let stored = stored
-        .map(|(xid, position)| Checkpoint { xid, position })
-        .unwrap_or(Checkpoint::START);
+    let stored = lock_checkpoint(&mut tx).await?;
     if expect.is_some_and(|e| e != stored) {
         return Ok(None);
     }
@@ -187,8 +269,19 @@ async fn project(
     let mut names: HashMap<String, HashMap<String, String>> = HashMap::new();
     let mut calls: HashMap<(String, String), CallInfo> = HashMap::new();
     let mut changes = Vec::new();
+    let mut parked = Vec::new();
     for e in batch {
-        let Some(mut fact) = fact_of(e) else { continue };
+        let mut fact = match fact_of(e) {
+            Ok(Some(fact)) => fact,
+            Ok(None) => continue,
+            // Parked with the rows this batch writes and the checkpoint past it.
+            Err(why) => {
+                parked.extend(
+                    cc_bus::parked::park(&mut *tx, PARKED_AS, e, Reason::Undecodable, &why).await?,
+                );
+                continue;
+            }
+        };
         let tenant = e.tenant().to_string();
         if let Fact::Call(call_event, info) = &mut fact {
             if let CallEvent::CallEnteredQueue {
@@ -388,18 +481,10 @@ async fn project(
              on conflict (tenant, agent) do update set view = excluded.view, version = excluded.version", latest.into_values()).await?;
     }
     if let Some(last) = batch.last() {
-        let cp = last.checkpoint();
-        sqlx::query(
-            "insert into rm_checkpoints (name, xid, position) values ($1, $2, $3)
-             on conflict (name) do update set xid = excluded.xid, position = excluded.position",
-        )
-        .bind(NAME)
-        .bind(cp.xid)
-        .bind(cp.position)
-        .execute(&mut *tx)
-        .await?;
+        save_checkpoint(&mut tx, last.checkpoint()).await?;
     }
     tx.commit().await?;
+    parked.into_iter().for_each(Parked::committed);
     cache.committed(views, names, calls);
     Ok(Some(changes))
 }

@@ -15,7 +15,7 @@ use cc_contracts::domain::AgentNumber;
 use cc_contracts::pbx::{ChannelEvent, Direction, Endpoint, Hangup, HangupCause, Originate};
 use cc_contracts::queue::QueueEvent;
 use cc_contracts::session::AgentSessionEvent;
-use cc_contracts::{decode, encode};
+use cc_contracts::{decode, decode_checked, encode, Decoded};
 use cc_eventstore::{
     Checkpoint, ExpectedVersion, Lease, Metadata, ReadFilter, RecordedEvent, StreamName,
     Subscription,
@@ -295,6 +295,9 @@ async fn channel_consumer(
 /// The router's durable consumer of the PBX's channel facts.
 const CHANNEL_CONSUMER: &str = "queue-router-channels";
 
+/// The router as a consumer of the store, in `bus_parked`.
+const PARKED_AS: &str = "queue-router";
+
 /// Timers found due later than this: the router was held up ([`Router::hold_timers`]).
 const STALL: Duration = Duration::from_millis(250);
 /// How long such timers wait for the facts of the stall to be read.
@@ -409,7 +412,14 @@ async fn lead(ctx: &Context, metrics: RouterMetrics) -> anyhow::Result<()> {
                     let m = m.map_err(|e| anyhow::anyhow!("PBX events: {e}"))?;
                     r.pbx_behind = m.info().map_or(0, |i| i.pending);
                     let ack = AckWhenDone::new(m.clone());
-                    if let Ok(e) = serde_json::from_slice::<ChannelEvent>(&m.payload) {
+                    let fact = serde_json::from_slice::<ChannelEvent>(&m.payload);
+                    // A fact this build cannot read (another kind of channel fact, or broken)
+                    // is skipped, said and counted: redelivering it would stop every tenant's
+                    // routing behind it.
+                    if let Err(error) = &fact {
+                        cc_bus::parked::unreadable(CHANNEL_CONSUMER, &m, error);
+                    }
+                    if let Ok(e) = fact {
                         let stream_sequence = m.info().ok().map(|i| i.stream_sequence);
                         r.cause = Some(std::sync::Arc::new(Cause { subject: m.subject.to_string(), stream_sequence, payload: m.payload.to_vec() }));
                         r.fact_ack = Some(ack.share());
@@ -474,18 +484,26 @@ impl Router<'_> {
         }
         let tenant = e.tenant();
         match e.stream.category() {
-            "agent" => {
-                if let Some(s) = decode::<AgentSessionEvent>(e) {
-                    self.apply_session(tenant, &s, e.version, e.recorded_at);
-                }
-            }
-            "queue" => {
-                if let Some(q) = decode::<QueueEvent>(e) {
-                    self.acd.apply_queue(tenant, &q);
-                }
-            }
+            "agent" => match decode_checked::<AgentSessionEvent>(e) {
+                Decoded::Event(s) => self.apply_session(tenant, &s, e.version, e.recorded_at),
+                Decoded::Undecodable(why) => self.park_undecodable(e, &why).await?,
+                Decoded::OtherFamily => {}
+            },
+            "queue" => match decode_checked::<QueueEvent>(e) {
+                Decoded::Event(q) => self.acd.apply_queue(tenant, &q),
+                Decoded::Undecodable(why) => self.park_undecodable(e, &why).await?,
+                Decoded::OtherFamily => {}
+            },
             "call" => {
-                if let Some(c) = decode::<CallEvent>(e) {
+                let c = match decode_checked::<CallEvent>(e) {
+                    Decoded::Event(c) => Some(c),
+                    Decoded::Undecodable(why) => {
+                        self.park_undecodable(e, &why).await?;
+                        None
+                    }
+                    Decoded::OtherFamily => None,
+                };
+                if let Some(c) = c {
                     if let CallEvent::CallEnteredQueue { channel, .. } = &c {
                         self.remember_caller(channel);
                     }
@@ -520,6 +538,22 @@ impl Router<'_> {
             }
             _ => {}
         }
+        Ok(())
+    }
+
+    /// Skips a stored event that does not decode, parked (`bus_parked`, consumer
+    /// `queue-router`): the router's state is rebuilt from the store at every lease, so a
+    /// stopped router would meet it again and stop again, for every tenant. What it meant is
+    /// unknown to this build; the events around it still apply.
+    async fn park_undecodable(&self, e: &RecordedEvent, why: &str) -> anyhow::Result<()> {
+        cc_bus::parked::park_now(
+            &self.ctx.pool,
+            PARKED_AS,
+            e,
+            cc_bus::parked::Reason::Undecodable,
+            why,
+        )
+        .await?;
         Ok(())
     }
 

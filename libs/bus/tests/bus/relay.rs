@@ -556,3 +556,50 @@ async fn a_stream_created_before_the_target_subjects_gets_them_and_the_copies_fl
     );
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn relays_events_no_reader_can_decode_as_stored_and_goes_on() {
+    let (db, store) = store().await;
+    let nats = NatsServer::start();
+    let bus = bus(&nats).await;
+    let relay = spawn_relay(&bus, &db).await;
+    let s = StreamName::new("acme", "agent", "1001").unwrap();
+    let meta = || Metadata::new("acme", "test");
+    // A known type whose data fits nothing, a type no build knows, and a type that cannot be a
+    // subject token (only a row written around the store's API could have one), then a good
+    // event: the relay never decodes, so none of them stops it.
+    let poison = [
+        NewEvent::new("AgentPaused", 1, json!({"nonsense": true}), meta()),
+        NewEvent::new("AgentTeleported", 1, json!({"agent": "1001"}), meta()),
+        NewEvent::new("Agent.Tele ported\n", 1, json!({}), meta()),
+    ];
+    store
+        .append(&s, ExpectedVersion::Any, &poison)
+        .await
+        .unwrap();
+    append(&store, "1001", 1).await;
+
+    let relayed = wait_relayed(&bus, 4).await;
+    assert_eq!(
+        relayed,
+        store_order(&store, 4).await,
+        "all of them, in order"
+    );
+    let msgs = stream_messages(&bus).await;
+    let subjects: Vec<&str> = msgs.iter().map(|m| m.1.as_str()).collect();
+    assert_eq!(
+        subjects,
+        [
+            "cc.events.acme.agent.1001.AgentPaused._._",
+            "cc.events.acme.agent.1001.AgentTeleported.1001._",
+            "cc.events.acme.agent.1001._._._",
+            "cc.events.acme.agent.1001.AgentPaused._._",
+        ]
+    );
+    assert_eq!(
+        msgs[2].2.get("Cc-Event-Type").unwrap().as_str(),
+        "Agent.Tele ported\\n",
+        "the type as stored, escaped"
+    );
+    relay.stop().await;
+}

@@ -11,6 +11,7 @@ mod observability;
 mod outbound;
 mod permissions;
 mod phones;
+mod poison;
 mod process;
 mod queues_today;
 mod recovery;

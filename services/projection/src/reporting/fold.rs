@@ -196,6 +196,9 @@ pub struct Dirty {
     pub segments: Vec<SegmentRow>,
     pub states: Vec<StateRow>,
     pub logins: Vec<LoginRow>,
+    /// Events of the folded categories that did not decode, with why: the live projection
+    /// parks them with the rows (`cc_bus::parked`).
+    pub undecodable: Vec<(RecordedEvent, String)>,
 }
 
 impl Dirty {
@@ -224,9 +227,23 @@ pub struct Reporter {
     closed_states: Vec<StateRow>,
     dirty_agents: BTreeSet<AgentKey>,
     closed_logins: Vec<LoginRow>,
+    undecodable: Vec<(RecordedEvent, String)>,
 }
 
 impl Reporter {
+    /// The event as one of family `E`, or `None`; one of the family's category that does not
+    /// decode is kept for [`Dirty::undecodable`].
+    fn decoded<E: cc_contracts::EventFamily>(&mut self, e: &RecordedEvent) -> Option<E> {
+        match cc_contracts::decode_checked::<E>(e) {
+            cc_contracts::Decoded::Event(event) => Some(event),
+            cc_contracts::Decoded::OtherFamily => None,
+            cc_contracts::Decoded::Undecodable(why) => {
+                self.undecodable.push((e.clone(), why));
+                None
+            }
+        }
+    }
+
     pub fn apply(&mut self, e: &RecordedEvent) {
         let tenant = e.tenant().to_string();
         let at = e.recorded_at;
@@ -237,7 +254,7 @@ impl Reporter {
                     name,
                     time_zone,
                     ..
-                }) = cc_contracts::decode::<TenantEvent>(e)
+                }) = self.decoded::<TenantEvent>(e)
                 {
                     let tz = if time_zone.is_empty() {
                         "UTC".to_string()
@@ -255,7 +272,7 @@ impl Reporter {
                     self.dirty_tenants.insert(t);
                 }
             }
-            "queue" => match cc_contracts::decode::<QueueEvent>(e) {
+            "queue" => match self.decoded::<QueueEvent>(e) {
                 Some(QueueEvent::QueueCreated { queue, name }) => {
                     let key = (tenant.clone(), queue.to_string());
                     let row = self.queues.entry(key.clone()).or_insert_with(|| QueueRow {
@@ -281,12 +298,12 @@ impl Reporter {
                 _ => {}
             },
             "agent" => {
-                if let Some(s) = cc_contracts::decode::<AgentSessionEvent>(e) {
+                if let Some(s) = self.decoded::<AgentSessionEvent>(e) {
                     self.session(&tenant, &s, at);
                 }
             }
             "call" => {
-                if let Some(c) = cc_contracts::decode::<CallEvent>(e) {
+                if let Some(c) = self.decoded::<CallEvent>(e) {
                     self.call(&tenant, &c, at);
                 }
             }
@@ -945,7 +962,10 @@ impl Reporter {
     /// The rows changed since the last call, in a deterministic order; forgets calls that can
     /// no longer change.
     pub fn take_dirty(&mut self) -> Dirty {
-        let mut d = Dirty::default();
+        let mut d = Dirty {
+            undecodable: std::mem::take(&mut self.undecodable),
+            ..Dirty::default()
+        };
         for t in std::mem::take(&mut self.dirty_tenants) {
             d.tenants.extend(self.tenants.get(&t).cloned());
         }

@@ -22,6 +22,7 @@ use cc_eventstore::{Checkpoint, EventStore, Lease, ReadFilter, RecordedEvent, Su
 use cc_runtime::Context;
 use sqlx::{PgConnection, PgPool};
 
+use cc_bus::parked::{Parked, Reason};
 use fold::{Dirty, Reporter};
 
 pub const SCHEMA: &str = "reporting";
@@ -128,6 +129,7 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
     .await?;
     tracing::info!(generation, checkpoint = %cp, open_calls = r.open_calls(), ms = started.elapsed().as_millis() as u64, "reporting projection lease taken");
     // Reports need not be up to the millisecond: a batch at most every 200 ms.
+    let mut r_checkpoint = cp;
     let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::All, cp)
         .await?
         .with_batch_size(2000)
@@ -138,40 +140,143 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
             b = sub.next_batch() => b?,
         };
         let Some(last) = batch.last() else { continue };
+        let before = r_checkpoint;
         for e in &batch {
             r.apply(e);
         }
         let dirty = r.take_dirty();
-        let mut tx = cc_eventstore::begin_read_model(&ctx.pool).await?;
-        let now: Option<i64> = sqlx::query_scalar(&format!(
-            "select generation from {SCHEMA}.checkpoint for update"
-        ))
-        .fetch_optional(&mut *tx)
-        .await?;
-        if now != Some(generation) {
+        let written = match write(&ctx.pool, generation, &dirty, last.checkpoint()).await {
+            Err(e) if cc_bus::parked::is_data_error(&e) => {
+                tracing::warn!(error = %format!("{e:#}"), "a batch of the reporting projection does not fit its tables; applying it event by event to park the one at fault");
+                // The fold took in the whole batch: fold again up to what is written, then
+                // one event per transaction.
+                r = Reporter::default();
+                fold_until(
+                    &ctx.store,
+                    &mut r,
+                    Checkpoint::START,
+                    Some(before),
+                    &mut |r: &mut Reporter, _| drop(r.take_dirty()),
+                )
+                .await?;
+                let mut written = Some(vec![]);
+                for e in &batch {
+                    r.apply(e);
+                    let one = r.take_dirty();
+                    match write(&ctx.pool, generation, &one, e.checkpoint()).await {
+                        Ok(true) => written.as_mut().expect("not rebuilt").push(one),
+                        Ok(false) => {
+                            written = None;
+                            break;
+                        }
+                        Err(err) if cc_bus::parked::is_data_error(&err) => {
+                            if !park_refused(&ctx.pool, generation, e, &format!("{err:#}")).await? {
+                                written = None;
+                                break;
+                            }
+                        }
+                        Err(err) => return Err(err),
+                    }
+                }
+                written
+            }
+            Ok(true) => Some(vec![dirty]),
+            Ok(false) => None,
+            Err(e) => return Err(e),
+        };
+        let Some(written) = written else {
             // Rebuilt meanwhile: start again from the new tables' checkpoint.
-            tracing::info!(old = generation, new = ?now, "reporting tables were rebuilt; reloading");
+            tracing::info!(old = generation, "reporting tables were rebuilt; reloading");
             return Ok(());
-        }
-        tables::write_dirty(&mut tx, SCHEMA, &dirty).await?;
-        let cp = last.checkpoint();
-        sqlx::query(&format!(
-            "update {SCHEMA}.checkpoint set xid = $1, position = $2"
-        ))
-        .bind(cp.xid)
-        .bind(cp.position)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        leader.applied(cp);
+        };
+        r_checkpoint = last.checkpoint();
+        leader.applied(r_checkpoint);
         // The supervisors' queue figures of today changed: tell the portals (core NATS, no
         // payload; they read the figures again from the rows just written).
-        for tenant in queue_figures_changed(&dirty) {
+        let tenants: std::collections::BTreeSet<String> =
+            written.iter().flat_map(queue_figures_changed).collect();
+        for tenant in tenants {
             let subject = ctx.bus.subjects.view(&tenant, "queues", "today");
             ctx.bus.client.publish(subject, "".into()).await?;
         }
         lease.check().await?;
     }
+}
+
+/// The live projection as a consumer, in `bus_parked`.
+const PARKED_AS: &str = "reporting-projection";
+
+/// Writes a batch's rows, the events of it that do not decode (parked) and the checkpoint
+/// after it in one transaction. `false`: the tables were rebuilt meanwhile, nothing written.
+async fn write(
+    pool: &PgPool,
+    generation: i64,
+    dirty: &Dirty,
+    cp: Checkpoint,
+) -> anyhow::Result<bool> {
+    let mut tx = cc_eventstore::begin_read_model(pool).await?;
+    if !same_generation(&mut tx, generation).await? {
+        return Ok(false);
+    }
+    tables::write_dirty(&mut tx, SCHEMA, dirty).await?;
+    let mut parked = Vec::new();
+    for (e, why) in &dirty.undecodable {
+        parked.extend(park(&mut tx, e, Reason::Undecodable, why).await?);
+    }
+    set_checkpoint(&mut tx, cp).await?;
+    tx.commit().await?;
+    parked.into_iter().for_each(Parked::committed);
+    Ok(true)
+}
+
+/// Parks an event whose rows the tables refuse (a constraint, a value out of range) and moves
+/// the checkpoint past it, in one transaction: retrying it would stop reporting for every
+/// tenant. `false`: the tables were rebuilt meanwhile.
+async fn park_refused(
+    pool: &PgPool,
+    generation: i64,
+    e: &RecordedEvent,
+    error: &str,
+) -> anyhow::Result<bool> {
+    let mut tx = cc_eventstore::begin_read_model(pool).await?;
+    if !same_generation(&mut tx, generation).await? {
+        return Ok(false);
+    }
+    let parked = park(&mut tx, e, Reason::Refused, error).await?;
+    set_checkpoint(&mut tx, e.checkpoint()).await?;
+    tx.commit().await?;
+    parked.into_iter().for_each(Parked::committed);
+    Ok(true)
+}
+
+async fn park(
+    conn: &mut PgConnection,
+    e: &RecordedEvent,
+    reason: Reason,
+    error: &str,
+) -> Result<Option<Parked>, sqlx::Error> {
+    cc_bus::parked::park(conn, PARKED_AS, e, reason, error).await
+}
+
+/// Locks the checkpoint row and says whether the tables are still of `generation`.
+async fn same_generation(conn: &mut PgConnection, generation: i64) -> Result<bool, sqlx::Error> {
+    let now: Option<i64> = sqlx::query_scalar(&format!(
+        "select generation from {SCHEMA}.checkpoint for update"
+    ))
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(now == Some(generation))
+}
+
+async fn set_checkpoint(conn: &mut PgConnection, cp: Checkpoint) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "update {SCHEMA}.checkpoint set xid = $1, position = $2"
+    ))
+    .bind(cp.xid)
+    .bind(cp.position)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// The tenants whose queue figures (waits in a queue, a queue's service-level threshold) a
@@ -194,10 +299,12 @@ struct Rows {
     segments: HashMap<(String, String, i64), fold::SegmentRow>,
     states: HashMap<(String, String, i64), fold::StateRow>,
     logins: HashMap<(String, String), fold::LoginRow>,
+    undecodable: Vec<(RecordedEvent, String)>,
 }
 
 impl Rows {
     fn add(&mut self, d: Dirty) {
+        self.undecodable.extend(d.undecodable);
         for r in d.tenants {
             self.tenants.insert(r.tenant.clone(), r);
         }
@@ -229,6 +336,7 @@ impl Rows {
             segments: self.segments.into_values().collect(),
             states: self.states.into_values().collect(),
             logins: self.logins.into_values().collect(),
+            undecodable: self.undecodable,
         }
     }
 
@@ -240,6 +348,11 @@ impl Rows {
         tables::insert(conn, schema, &d.segments).await?;
         tables::insert(conn, schema, &d.states).await?;
         tables::insert(conn, schema, &d.logins).await?;
+        // Not in a transaction: each row is written at once.
+        for (e, why) in &d.undecodable {
+            let parked = park(conn, e, Reason::Undecodable, why).await?;
+            parked.into_iter().for_each(Parked::committed);
+        }
         Ok(d.rows())
     }
 }
