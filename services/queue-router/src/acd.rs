@@ -311,8 +311,7 @@ impl Acd {
             .iter()
             .map(|o| {
                 (
-                    o.due
-                        .unwrap_or(o.at + Duration::seconds(s.ring_timeout_s)),
+                    o.due.unwrap_or(o.at + Duration::seconds(s.ring_timeout_s)),
                     Timer::Offer {
                         call: id.to_string(),
                         offer: o.offer.clone(),
