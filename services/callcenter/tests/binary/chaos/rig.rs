@@ -321,16 +321,15 @@ impl Chaos {
 
     /// Waits until the simulator has no call, no event arrived for 3 s and both projections
     /// have projected every event (at most `within`).
-    pub async fn settle(&self, within: Duration) -> bool {
+    /// Waits for the system to settle; `Err` says what was still going on.
+    pub async fn settle(&self, within: Duration) -> Result<(), String> {
         let t = Instant::now();
         let mut last = -1;
+        let mut why = String::new();
         while t.elapsed() < within {
             tokio::time::sleep(Duration::from_secs(3)).await;
-            let live = self
-                .pbx_get("/channels")
-                .await
-                .and_then(|v| v.as_array().map(|a| a.len()))
-                .unwrap_or(usize::MAX);
+            let live = self.pbx_get("/channels").await;
+            let channels = live.as_ref().and_then(|v| v.as_array().map(|a| a.len()));
             let n: i64 = sqlx::query_scalar("select count(*) from es_events")
                 .fetch_one(&self.sys.db.pool)
                 .await
@@ -343,12 +342,16 @@ impl Chaos {
             .fetch_one(&self.sys.db.pool)
             .await
             .unwrap_or(false);
-            if live == 0 && n == last && caught_up {
-                return true;
+            if channels == Some(0) && n == last && caught_up {
+                return Ok(());
             }
+            why = format!(
+                "channels at the PBX: {}; events: {n} (before: {last}); projections at the head: {caught_up}",
+                live.map_or("unknown".into(), |v| v.to_string())
+            );
             last = n;
         }
-        false
+        Err(why)
     }
 }
 
@@ -388,7 +391,7 @@ impl Chaos {
         let mut reporting_diff = 0;
         for attempt in 0..3 {
             let before = events().await;
-            self.settle(Duration::from_secs(20)).await;
+            let _ = self.settle(Duration::from_secs(20)).await;
             let live = reporting_snapshot(pool).await;
             let out = Callcenter::output(
                 &self.sys.db.url,
