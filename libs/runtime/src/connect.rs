@@ -256,6 +256,11 @@ mod tests {
             redact("nats://u:p@n1:4222,tls://n2:4222"),
             "nats://u:***@n1:4222,tls://n2:4222"
         );
+        // A cluster's list: every server's password.
+        assert_eq!(
+            redact("nats://u:p@n1:4222,nats://u:p@n2:4222,nats://n3:4222"),
+            "nats://u:***@n1:4222,nats://u:***@n2:4222,nats://n3:4222"
+        );
         assert_eq!(redact("tls://127.0.0.1:4222"), "tls://127.0.0.1:4222");
         // An @ in the path or query is no password.
         assert_eq!(
