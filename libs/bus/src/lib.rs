@@ -129,7 +129,9 @@ impl Bus {
         config.subjects.extend(missing);
         config.num_replicas = replicas;
         self.jetstream.update_stream(config).await.map_err(|e| {
-            anyhow::anyhow!("cannot update JetStream stream {name} (subjects, R{had} to R{replicas}): {e}")
+            anyhow::anyhow!(
+                "cannot update JetStream stream {name} (subjects, R{had} to R{replicas}): {e}"
+            )
         })?;
         if had != replicas {
             tracing::info!(stream = %name, from = had, to = replicas, "JetStream stream replicas changed");
