@@ -94,7 +94,7 @@ impl Bus {
     }
 
     /// Creates a stream of the product if it does not exist, with [`Bus::stream_replicas`]
-    /// replicas. An existing stream gets the subjects of `wanted` it lacks and the replica
+    /// replicas (more than one on a server of no cluster is an error). An existing stream gets the subjects of `wanted` it lacks and the replica
     /// count (JetStream moves the copies: raised, the new replicas catch up from the leader
     /// while the stream keeps serving); nothing else of its configuration is changed.
     pub async fn ensure_stream(
@@ -103,6 +103,13 @@ impl Bus {
     ) -> anyhow::Result<()> {
         let name = wanted.name.clone();
         let replicas = self.stream_replicas();
+        // A single server refuses to create such a stream but takes the update of an existing
+        // one, which then claims copies that do not exist: refuse both alike.
+        if replicas > 1 && self.client.server_info().cluster.is_none() {
+            anyhow::bail!(
+                "cannot make JetStream stream {name} R{replicas} (CC_NATS_REPLICAS): the NATS server is not part of a cluster"
+            );
+        }
         let wanted = async_nats::jetstream::stream::Config {
             num_replicas: replicas,
             ..wanted
