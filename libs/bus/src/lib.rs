@@ -121,6 +121,11 @@ impl Bus {
             .map_err(|e| {
                 anyhow::anyhow!("cannot create JetStream stream {name} (R{replicas}): {e}")
             })?;
+        let led = stream
+            .cached_info()
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.leader.is_some());
         let mut config = stream.cached_info().config.clone();
         let missing: Vec<String> = wanted
             .subjects
@@ -131,7 +136,11 @@ impl Bus {
         // A server reports R1 as 1; a stream created by an old version may say 0 (= 1).
         let had = config.num_replicas.max(1);
         if missing.is_empty() && had == replicas {
-            return Ok(());
+            return if led {
+                Ok(())
+            } else {
+                self.await_leader(&name).await
+            };
         }
         config.subjects.extend(missing);
         config.num_replicas = replicas;
@@ -143,7 +152,30 @@ impl Bus {
         if had != replicas {
             tracing::info!(stream = %name, from = had, to = replicas, "JetStream stream replicas changed");
         }
-        Ok(())
+        self.await_leader(&name).await
+    }
+
+    /// Waits until a stream has a leader (at most 10 s). On a cluster a stream just created or
+    /// moved elects one first, and until then a publish finds no stream ("no responders"):
+    /// a service that publishes at once after [`Bus::ensure_stream`] must not see that.
+    async fn await_leader(&self, name: &str) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let led = match self.jetstream.get_stream(name).await {
+                Ok(mut s) => s
+                    .info()
+                    .await
+                    .is_ok_and(|i| i.cluster.as_ref().is_none_or(|c| c.leader.is_some())),
+                Err(_) => false,
+            };
+            if led {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!("JetStream stream {name} has no leader after 10 s");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
 
     /// Creates the JetStream stream of PBX events if it does not exist: file storage, a week of
