@@ -94,9 +94,10 @@ impl Bus {
     }
 
     /// Creates a stream of the product if it does not exist, with [`Bus::stream_replicas`]
-    /// replicas (more than one on a server of no cluster is an error). An existing stream gets the subjects of `wanted` it lacks and the replica
-    /// count (JetStream moves the copies: raised, the new replicas catch up from the leader
-    /// while the stream keeps serving); nothing else of its configuration is changed.
+    /// replicas (more than one on a server of no cluster is an error). An existing stream
+    /// gets the subjects of `wanted` it lacks and the replica count (raised, JetStream makes
+    /// the new copies from the leader while the stream keeps serving); nothing else of its
+    /// configuration is changed. Returns once the stream has a leader.
     pub async fn ensure_stream(
         &self,
         wanted: async_nats::jetstream::stream::Config,

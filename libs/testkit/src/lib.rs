@@ -224,10 +224,14 @@ impl NatsServer {
         }
         cmd.envs(self.setup.env.iter().cloned())
             .args(&self.setup.args);
-        // CC_TEST_NATS_LOG_DIR=dir keeps each server's log (permission violations, TLS errors).
+        // CC_TEST_NATS_LOG_DIR=dir keeps each server's log (permission violations, TLS errors),
+        // across its restarts.
         let stderr = match std::env::var_os("CC_TEST_NATS_LOG_DIR") {
             Some(dir) => Stdio::from(
-                std::fs::File::create(PathBuf::from(dir).join(format!("nats-{}.log", self.port)))
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(PathBuf::from(dir).join(format!("nats-{}.log", self.port)))
                     .unwrap(),
             ),
             None => Stdio::null(),
