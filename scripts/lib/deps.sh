@@ -200,19 +200,31 @@ ensure_promtool() {
     || die "could not install prometheus (apt-get install prometheus)"
 }
 
-# Our own nats-server with the product's permissions (the file `callcenter nats-config`
-# prints, into .data/nats-permissions.conf) and a password per user kept in .data/nats.env
-# (created once). Needs the built binary ($1). Exports CC_NATS_URL and, for `run --target all`
-# in one process, CC_NATS_USER=callcenter with its password. CC_NATS_URL set: that server.
-ensure_secured_nats_server() { # $1 = the callcenter binary
-  if [ -n "${CC_NATS_URL:-}" ]; then say "NATS: using CC_NATS_URL"; return; fi
-  ensure_nats_binary
+# The product's NATS permissions (the file `callcenter nats-config` prints, into
+# .data/nats-permissions.conf) and a password per user kept in .data/nats.env (created once).
+# $1 = the callcenter binary.
+nats_permissions() {
   "$1" nats-config >"$DATA/nats-permissions.conf"
   touch "$DATA/nats.env"; chmod 600 "$DATA/nats.env"
   local var
   for var in $(sed -n 's/^ *password: \$\([A-Z0-9_]*\)$/\1/p' "$DATA/nats-permissions.conf"); do
     grep -q "^$var=" "$DATA/nats.env" || printf '%s=k%s\n' "$var" "$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')" >>"$DATA/nats.env"
   done
+}
+
+# For `run --target all` in one process: the combined user `callcenter` with its password.
+export_nats_callcenter_user() {
+  CC_NATS_USER=callcenter; export CC_NATS_USER
+  CC_NATS_PASSWORD="$(sed -n 's/^CC_NATS_PASSWORD_CALLCENTER=//p' "$DATA/nats.env")"; export CC_NATS_PASSWORD
+}
+
+# Our own nats-server with the product's permissions (nats_permissions). Needs the built
+# binary ($1). Exports CC_NATS_URL and, for `run --target all` in one process,
+# CC_NATS_USER=callcenter with its password. CC_NATS_URL set: that server.
+ensure_secured_nats_server() { # $1 = the callcenter binary
+  if [ -n "${CC_NATS_URL:-}" ]; then say "NATS: using CC_NATS_URL"; return; fi
+  ensure_nats_binary
+  nats_permissions "$1"
   local port="${CC_NATS_PORT:-14222}"
   if [ -f "$DATA/nats-secured.pid" ] && kill -0 "$(cat "$DATA/nats-secured.pid")" 2>/dev/null; then
     kill "$(cat "$DATA/nats-secured.pid")"; sleep 0.5
@@ -226,6 +238,57 @@ ensure_secured_nats_server() { # $1 = the callcenter binary
   for _ in $(seq 100); do port_open "$port" && break; sleep 0.1; done
   port_open "$port" || die "nats-server did not start; see .data/nats.log"
   CC_NATS_URL="nats://127.0.0.1:$port"; export CC_NATS_URL
-  CC_NATS_USER=callcenter; export CC_NATS_USER
-  CC_NATS_PASSWORD="$(sed -n 's/^CC_NATS_PASSWORD_CALLCENTER=//p' "$DATA/nats.env")"; export CC_NATS_PASSWORD
+  export_nats_callcenter_user
+}
+
+# A three-node NATS cluster on loopback with the product's permissions (nats_permissions):
+# node i (1-3) listens for clients on ${CC_NATS_CLUSTER_PORT:-14230}+i, for the other nodes'
+# routes on 16230+i and for monitoring on 18230+i, its store in .data/nats-cluster/n<i>. Each
+# node is configured by infra/k8s/nats-cluster.conf, the file Kubernetes, docker-compose and
+# the tests use, with the permissions beside it. Needs the built binary ($1). Exports
+# CC_NATS_URL (the three URLs) and the combined user. Already running: left as it is.
+ensure_secured_nats_cluster() { # $1 = the callcenter binary
+  if [ -n "${CC_NATS_URL:-}" ]; then say "NATS: using CC_NATS_URL"; return; fi
+  ensure_nats_binary
+  nats_permissions "$1"
+  local base="${CC_NATS_CLUSTER_PORT:-14230}" i urls=() routes=()
+  for i in 1 2 3; do
+    urls+=("nats://127.0.0.1:$((base + i))")
+    routes+=("nats://127.0.0.1:$((16230 + i))")
+  done
+  for i in 1 2 3; do
+    local dir="$DATA/nats-cluster/n$i" port=$((base + i))
+    if [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then continue; fi
+    port_open "$port" && die "port $port is taken; set CC_NATS_CLUSTER_PORT"
+    mkdir -p "$dir/store"
+    cp "$ROOT/infra/k8s/nats-cluster.conf" "$DATA/nats-permissions.conf" "$dir/"
+    say "NATS: starting node n$i of a cluster of three on 127.0.0.1:$port (store .data/nats-cluster/n$i)"
+    (set -a; . "$DATA/nats.env"; set +a
+     NATS_NODE_NAME="n$i" NATS_CLUSTER_LISTEN="127.0.0.1:$((16230 + i))" \
+     NATS_ROUTE_1="${routes[0]}" NATS_ROUTE_2="${routes[1]}" NATS_ROUTE_3="${routes[2]}" \
+       nohup "$NATS_SERVER_BIN" -c "$dir/nats-cluster.conf" -a 127.0.0.1 -p "$port" -m $((18230 + i)) \
+       -js -sd "$dir/store" >"$dir/nats.log" 2>&1 &
+     echo $! >"$dir/pid")
+  done
+  # Healthy: JetStream current with the cluster's meta leader on every node.
+  for i in 1 2 3; do
+    for _ in $(seq 150); do nats_healthy $((18230 + i)) && break; sleep 0.2; done
+    nats_healthy $((18230 + i)) || die "NATS node n$i is not healthy; see .data/nats-cluster/n$i/nats.log"
+  done
+  CC_NATS_URL="$(IFS=,; echo "${urls[*]}")"; export CC_NATS_URL
+  export_nats_callcenter_user
+}
+
+# Stops the local cluster's nodes (their stores stay).
+stop_nats_cluster() {
+  local i
+  for i in 1 2 3; do
+    local pid="$DATA/nats-cluster/n$i/pid"
+    if [ -f "$pid" ] && kill -0 "$(cat "$pid")" 2>/dev/null; then kill "$(cat "$pid")"; say "NATS: stopped node n$i"; fi
+    rm -f "$pid"
+  done
+}
+
+nats_healthy() { # $1 = monitoring port
+  python3 -c 'import sys, urllib.request; urllib.request.urlopen("http://127.0.0.1:%s/healthz" % sys.argv[1], timeout=2)' "$1" 2>/dev/null
 }

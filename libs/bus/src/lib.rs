@@ -60,6 +60,8 @@ pub struct Bus {
     pub client: async_nats::Client,
     pub jetstream: async_nats::jetstream::Context,
     pub subjects: Subjects,
+    /// The replica count asked for (`CC_NATS_REPLICAS`); `None`: see [`Bus::stream_replicas`].
+    replicas: Option<usize>,
 }
 
 impl Bus {
@@ -69,30 +71,127 @@ impl Bus {
             client,
             jetstream,
             subjects,
+            replicas: None,
+        }
+    }
+
+    /// The same bus with the streams' replica count fixed (`None`: chosen by the server).
+    pub fn with_stream_replicas(mut self, replicas: Option<usize>) -> Self {
+        self.replicas = replicas;
+        self
+    }
+
+    /// How many servers hold a copy of each stream the product creates: the count set with
+    /// [`Bus::with_stream_replicas`], else 3 when the server this client is connected to is
+    /// part of a cluster (its INFO names one), else 1. A cluster of fewer than three
+    /// JetStream servers must set the count (1 or 2), or the streams cannot be placed.
+    pub fn stream_replicas(&self) -> usize {
+        self.replicas
+            .unwrap_or(match self.client.server_info().cluster {
+                Some(_) => 3,
+                None => 1,
+            })
+    }
+
+    /// Creates a stream of the product if it does not exist, with [`Bus::stream_replicas`]
+    /// replicas (more than one on a server of no cluster is an error). An existing stream
+    /// gets the subjects of `wanted` it lacks and the replica count (raised, JetStream makes
+    /// the new copies from the leader while the stream keeps serving); nothing else of its
+    /// configuration is changed. Returns once the stream has a leader.
+    pub async fn ensure_stream(
+        &self,
+        wanted: async_nats::jetstream::stream::Config,
+    ) -> anyhow::Result<()> {
+        let name = wanted.name.clone();
+        let replicas = self.stream_replicas();
+        // A single server refuses to create such a stream but takes the update of an existing
+        // one, which then claims copies that do not exist: refuse both alike.
+        if replicas > 1 && self.client.server_info().cluster.is_none() {
+            anyhow::bail!(
+                "cannot make JetStream stream {name} R{replicas} (CC_NATS_REPLICAS): the NATS server is not part of a cluster"
+            );
+        }
+        let wanted = async_nats::jetstream::stream::Config {
+            num_replicas: replicas,
+            ..wanted
+        };
+        let stream = self
+            .jetstream
+            .get_or_create_stream(wanted.clone())
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("cannot create JetStream stream {name} (R{replicas}): {e}")
+            })?;
+        let led = stream
+            .cached_info()
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.leader.is_some());
+        let mut config = stream.cached_info().config.clone();
+        let missing: Vec<String> = wanted
+            .subjects
+            .iter()
+            .filter(|s| !config.subjects.contains(s))
+            .cloned()
+            .collect();
+        // A server reports R1 as 1; a stream created by an old version may say 0 (= 1).
+        let had = config.num_replicas.max(1);
+        if missing.is_empty() && had == replicas {
+            return if led {
+                Ok(())
+            } else {
+                self.await_leader(&name).await
+            };
+        }
+        config.subjects.extend(missing);
+        config.num_replicas = replicas;
+        self.jetstream.update_stream(config).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot update JetStream stream {name} (subjects, R{had} to R{replicas}): {e}"
+            )
+        })?;
+        if had != replicas {
+            tracing::info!(stream = %name, from = had, to = replicas, "JetStream stream replicas changed");
+        }
+        self.await_leader(&name).await
+    }
+
+    /// Waits until a stream has a leader (at most 10 s). On a cluster a stream just created or
+    /// moved elects one first, and until then a publish finds no stream ("no responders"):
+    /// a service that publishes at once after [`Bus::ensure_stream`] must not see that.
+    async fn await_leader(&self, name: &str) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let led = match self.jetstream.get_stream(name).await {
+                Ok(mut s) => s
+                    .info()
+                    .await
+                    .is_ok_and(|i| i.cluster.as_ref().is_none_or(|c| c.leader.is_some())),
+                Err(_) => false,
+            };
+            if led {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!("JetStream stream {name} has no leader after 10 s");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
 
     /// Creates the JetStream stream of PBX events if it does not exist: file storage, a week of
-    /// history, a dedup window for publishers' retries.
+    /// history, a dedup window for publishers' retries ([`Bus::ensure_stream`]).
     pub async fn ensure_pbx_stream(&self) -> anyhow::Result<()> {
         use async_nats::jetstream::stream::{Config, StorageType};
-        self.jetstream
-            .get_or_create_stream(Config {
-                name: self.subjects.pbx_stream(),
-                subjects: vec![self.subjects.all_pbx_events()],
-                storage: StorageType::File,
-                max_age: std::time::Duration::from_secs(7 * 24 * 3600),
-                duplicate_window: std::time::Duration::from_secs(120),
-                description: Some("Facts reported by the PBX (devices, channels, bridges)".into()),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot create JetStream stream {}: {e}",
-                    self.subjects.pbx_stream()
-                )
-            })?;
-        Ok(())
+        self.ensure_stream(Config {
+            name: self.subjects.pbx_stream(),
+            subjects: vec![self.subjects.all_pbx_events()],
+            storage: StorageType::File,
+            max_age: std::time::Duration::from_secs(7 * 24 * 3600),
+            duplicate_window: std::time::Duration::from_secs(120),
+            description: Some("Facts reported by the PBX (devices, channels, bridges)".into()),
+            ..Default::default()
+        })
+        .await
     }
 }

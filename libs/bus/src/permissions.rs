@@ -147,6 +147,14 @@ pub fn integrator_durable(tenant: &str) -> String {
     format!("integration-{tenant}")
 }
 
+/// Whoever may create the PBX stream (its reporters and its consumers, whichever starts first)
+/// may also update it: to the replica count of a cluster it was not created in.
+fn pbx_stream_rights(perm: &mut Permissions, pbx: &str) {
+    for api in ["CREATE", "UPDATE", "INFO"] {
+        perm.add_pub(format!("$JS.API.STREAM.{api}.{pbx}"));
+    }
+}
+
 /// What one user may publish and subscribe (NATS subject patterns).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Permissions {
@@ -198,12 +206,10 @@ impl Permissions {
                 }
                 ReportsPbxFacts => {
                     perm.add_pub(subjects.all_pbx_events());
-                    perm.add_pub(format!("$JS.API.STREAM.CREATE.{pbx}"));
-                    perm.add_pub(format!("$JS.API.STREAM.INFO.{pbx}"));
+                    pbx_stream_rights(&mut perm, &pbx);
                 }
                 ConsumesPbx(name) => {
-                    perm.add_pub(format!("$JS.API.STREAM.CREATE.{pbx}"));
-                    perm.add_pub(format!("$JS.API.STREAM.INFO.{pbx}"));
+                    pbx_stream_rights(&mut perm, &pbx);
                     consumer_rights(&mut perm, &pbx, name, None);
                     // A new leader re-creates it from the first fact not acknowledged.
                     perm.add_pub(format!("$JS.API.CONSUMER.DELETE.{pbx}.{name}"));

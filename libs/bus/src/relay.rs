@@ -81,41 +81,11 @@ pub fn events_stream_config(bus: &Bus, duplicate_window: Duration) -> StreamConf
 }
 
 /// Creates the events stream if it does not exist, and gives a stream created before the
-/// target subjects existed their subjects (nothing else of its configuration is changed).
+/// target subjects existed their subjects, and one of another replica count the bus's
+/// ([`Bus::ensure_stream`]; nothing else of its configuration is changed).
 pub async fn ensure_events_stream(bus: &Bus, duplicate_window: Duration) -> Result<()> {
-    let wanted = events_stream_config(bus, duplicate_window);
-    let mut stream = bus
-        .jetstream
-        .get_or_create_stream(wanted.clone())
+    bus.ensure_stream(events_stream_config(bus, duplicate_window))
         .await
-        .map_err(|e| {
-            anyhow!(
-                "cannot create JetStream stream {}: {e}",
-                bus.subjects.events_stream()
-            )
-        })?;
-    let mut config = stream
-        .info()
-        .await
-        .map_err(|e| anyhow!("stream info: {e}"))?
-        .config
-        .clone();
-    let missing: Vec<String> = wanted
-        .subjects
-        .iter()
-        .filter(|s| !config.subjects.contains(s))
-        .cloned()
-        .collect();
-    if !missing.is_empty() {
-        config.subjects.extend(missing);
-        bus.jetstream.update_stream(config).await.map_err(|e| {
-            anyhow!(
-                "cannot add the target subjects to JetStream stream {}: {e}",
-                bus.subjects.events_stream()
-            )
-        })?;
-    }
-    Ok(())
 }
 
 /// The header that marks the copy of a transfer event on its target agent's subject.

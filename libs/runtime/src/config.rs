@@ -8,8 +8,15 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// PostgreSQL, the event store and read models. `CC_DATABASE_URL`.
     pub database_url: String,
-    /// NATS with JetStream (>= 2.10). `CC_NATS_URL`.
+    /// NATS with JetStream (>= 2.10): one URL, or the comma-separated URLs of a cluster's
+    /// servers (the client connects to any of them and moves to another when it is lost).
+    /// `CC_NATS_URL`.
     pub nats_url: String,
+    /// How many servers hold a copy of each JetStream stream the product creates: 1 to 5, or
+    /// unset (`auto`): 3 when the server is part of a cluster, else 1. A stream whose count
+    /// differs is updated to it on start. `CC_NATS_REPLICAS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats_replicas: Option<usize>,
     /// The first token of every subject (and of JetStream stream names). `CC_SUBJECT_PREFIX`.
     pub subject_prefix: String,
     /// Where /healthz, /readyz and /metrics listen. `CC_ADMIN_ADDR`.
@@ -379,6 +386,7 @@ impl Default for Config {
         Self {
             database_url: "postgres://postgres@127.0.0.1:5432/callcenter".into(),
             nats_url: "nats://127.0.0.1:4222".into(),
+            nats_replicas: None,
             subject_prefix: "cc".into(),
             admin_addr: "127.0.0.1:9464".into(),
             portal_addr: "127.0.0.1:8080".into(),
@@ -423,6 +431,16 @@ type Setter = fn(&mut Config, &str) -> Result<(), String>;
 pub const ENV_VARS: &[(&str, Setter)] = &[
     ("CC_DATABASE_URL", |c, v| set_string(&mut c.database_url, v)),
     ("CC_NATS_URL", |c, v| set_string(&mut c.nats_url, v)),
+    ("CC_NATS_REPLICAS", |c, v| {
+        c.nats_replicas = match v.trim() {
+            "auto" => None,
+            n => match n.parse::<usize>() {
+                Ok(n @ 1..=5) => Some(n),
+                _ => return Err(format!("{v:?} must be auto or a number from 1 to 5")),
+            },
+        };
+        Ok(())
+    }),
     ("CC_SUBJECT_PREFIX", |c, v| {
         set_string(&mut c.subject_prefix, v)
     }),
@@ -669,6 +687,22 @@ mod tests {
         std::fs::write(&file, "nats_ulr = \"x\"\n").unwrap();
         let e = Config::load_from(Some(&file), |_| None).unwrap_err();
         assert!(e.to_string().contains("nats_ulr"), "{e}");
+    }
+
+    #[test]
+    fn nats_replicas_are_auto_or_one_to_five() {
+        let load = |v: &str| {
+            let v = v.to_string();
+            Config::load_from(None, move |k| (k == "CC_NATS_REPLICAS").then(|| v.clone()))
+        };
+        assert_eq!(Config::default().nats_replicas, None, "auto by default");
+        assert_eq!(load("auto").unwrap().nats_replicas, None);
+        assert_eq!(load("3").unwrap().nats_replicas, Some(3));
+        assert_eq!(load("1").unwrap().nats_replicas, Some(1));
+        for bad in ["0", "6", "three"] {
+            let e = load(bad).unwrap_err().to_string();
+            assert!(e.contains("CC_NATS_REPLICAS") && e.contains(bad), "{e}");
+        }
     }
 
     #[test]

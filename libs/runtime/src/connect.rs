@@ -137,6 +137,18 @@ pub fn nats_options(
     o
 }
 
+/// The servers of `CC_NATS_URL`: one URL, or a cluster's comma-separated list (async-nats
+/// parses a single string as one URL, so the list is split here). The client connects to one
+/// of them and, when it is lost, reconnects to another (it also learns the cluster's other
+/// servers from the one it reaches, unless the cluster hides them with `no_advertise`).
+pub fn nats_servers(url: &str) -> Vec<String> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(String::from)
+        .collect()
+}
+
 /// Connects once (operator commands): no waiting, an error names the URL and the user.
 pub async fn nats_once(
     config: &Config,
@@ -144,7 +156,7 @@ pub async fn nats_once(
 ) -> anyhow::Result<async_nats::Client> {
     nats_options(config, identity)
         .connection_timeout(Duration::from_secs(5))
-        .connect(&config.nats_url)
+        .connect(nats_servers(&config.nats_url))
         .await
         .map_err(|e| {
             anyhow::anyhow!(
@@ -170,7 +182,7 @@ pub async fn nats(
         let r = nats_options(config, identity)
             .connection_timeout(Duration::from_secs(3))
             .max_reconnects(None)
-            .connect(&config.nats_url)
+            .connect(nats_servers(&config.nats_url))
             .await
             .map_err(|e| format!("{e}"));
         match r {
@@ -256,12 +268,32 @@ mod tests {
             redact("nats://u:p@n1:4222,tls://n2:4222"),
             "nats://u:***@n1:4222,tls://n2:4222"
         );
+        // A cluster's list: every server's password.
+        assert_eq!(
+            redact("nats://u:p@n1:4222,nats://u:p@n2:4222,nats://n3:4222"),
+            "nats://u:***@n1:4222,nats://u:***@n2:4222,nats://n3:4222"
+        );
         assert_eq!(redact("tls://127.0.0.1:4222"), "tls://127.0.0.1:4222");
         // An @ in the path or query is no password.
         assert_eq!(
             redact("postgres://db/x?sslcert=/a@b"),
             "postgres://db/x?sslcert=/a@b"
         );
+    }
+
+    #[test]
+    fn a_server_list_is_split_into_its_urls() {
+        assert_eq!(
+            super::nats_servers(" nats://a:4222, nats://b:4222,,tls://c:4222 "),
+            ["nats://a:4222", "nats://b:4222", "tls://c:4222"]
+        );
+        assert_eq!(super::nats_servers("nats://a:4222"), ["nats://a:4222"]);
+        for list in [
+            super::nats_servers("nats://a:4222,nats://b:4222"),
+            super::nats_servers("nats://a:4222"),
+        ] {
+            assert!(async_nats::ToServerAddrs::to_server_addrs(&list).is_ok());
+        }
     }
 
     #[test]

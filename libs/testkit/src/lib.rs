@@ -5,6 +5,9 @@
 //! - [`NatsServer`]: a `nats-server` with JetStream per test on a free port with its own store
 //!   directory; it can be stopped and restarted on the same port to test reconnection
 //!   ([`NatsSetup::tls`]: TLS with client certificates).
+//! - [`Nats`]: the NATS of a test, one server or a three-node cluster on loopback
+//!   ([`NatsShape::Cluster3`]), each node configured by the product's node file
+//!   `infra/k8s/nats-cluster.conf`, as Kubernetes, docker-compose and scripts/nats-cluster do.
 //! - [`tls::Certs`]: a CA and certificates made at test time; [`tls::PgServer`]: a PostgreSQL of
 //!   the test's own (TLS only, or plain and restartable).
 
@@ -71,7 +74,22 @@ pub struct NatsServer {
     pub port: u16,
     store: PathBuf,
     setup: NatsSetup,
+    /// As a node of a cluster: its name, route port and the route ports of every node.
+    node: Option<ClusterNode>,
 }
+
+#[derive(Debug, Clone)]
+struct ClusterNode {
+    name: String,
+    route_port: u16,
+    routes: Vec<u16>,
+    /// The monitoring port (`/healthz`: JetStream current with the cluster).
+    http_port: u16,
+}
+
+/// The product's configuration of one cluster node (server name, cluster routes, the
+/// permissions included), filled in from each node's environment.
+pub const NATS_CLUSTER_CONF: &str = include_str!("../../../infra/k8s/nats-cluster.conf");
 
 /// How a test's nats-server is configured beyond the defaults (`NatsServer::start_with`).
 #[derive(Debug, Clone, Default)]
@@ -146,9 +164,15 @@ impl NatsServer {
             port,
             store,
             setup,
+            node: None,
         };
         s.spawn();
         s
+    }
+
+    /// The server's name: a cluster node's (`n1`...), else empty.
+    pub fn name(&self) -> &str {
+        self.node.as_ref().map_or("", |n| n.name.as_str())
     }
 
     pub fn url(&self) -> String {
@@ -168,17 +192,46 @@ impl NatsServer {
     fn spawn(&mut self) {
         let bin = nats_server_bin();
         let mut cmd = Command::new(&bin);
-        if let Some(config) = &self.setup.config {
+        if let Some(node) = &self.node {
+            // The node file includes the permissions from beside it (empty: none).
+            let dir = self.store.with_extension("conf.d");
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("nats-cluster.conf"), NATS_CLUSTER_CONF).unwrap();
+            std::fs::write(
+                dir.join("nats-permissions.conf"),
+                self.setup.config.as_deref().unwrap_or(""),
+            )
+            .unwrap();
+            let route = |p: &u16| format!("nats://127.0.0.1:{p}");
+            cmd.arg("-c")
+                .arg(dir.join("nats-cluster.conf"))
+                .env("NATS_NODE_NAME", &node.name)
+                .env(
+                    "NATS_CLUSTER_LISTEN",
+                    format!("127.0.0.1:{}", node.route_port),
+                )
+                .envs(
+                    node.routes
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| (format!("NATS_ROUTE_{}", i + 1), route(p))),
+                )
+                .args(["-m", &node.http_port.to_string()]);
+        } else if let Some(config) = &self.setup.config {
             let file = self.store.with_extension("conf");
             std::fs::write(&file, config).unwrap();
             cmd.arg("-c").arg(file);
         }
         cmd.envs(self.setup.env.iter().cloned())
             .args(&self.setup.args);
-        // CC_TEST_NATS_LOG_DIR=dir keeps each server's log (permission violations, TLS errors).
+        // CC_TEST_NATS_LOG_DIR=dir keeps each server's log (permission violations, TLS errors),
+        // across its restarts.
         let stderr = match std::env::var_os("CC_TEST_NATS_LOG_DIR") {
             Some(dir) => Stdio::from(
-                std::fs::File::create(PathBuf::from(dir).join(format!("nats-{}.log", self.port)))
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(PathBuf::from(dir).join(format!("nats-{}.log", self.port)))
                     .unwrap(),
             ),
             None => Stdio::null(),
@@ -234,7 +287,131 @@ impl Drop for NatsServer {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.store);
         let _ = std::fs::remove_file(self.store.with_extension("conf"));
+        let _ = std::fs::remove_dir_all(self.store.with_extension("conf.d"));
     }
+}
+
+/// One server, or a cluster of three.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum NatsShape {
+    #[default]
+    Single,
+    /// Three nodes on loopback, each its own client, route and monitoring port and store.
+    Cluster3,
+}
+
+/// The NATS of a test: one server or the nodes of a cluster, all with the same setup.
+pub struct Nats {
+    pub nodes: Vec<NatsServer>,
+}
+
+impl Nats {
+    /// Starts the servers; a cluster is returned once every node's JetStream is current with
+    /// the cluster (a meta leader elected), so streams can be created at once.
+    pub fn start(shape: NatsShape, setup: NatsSetup) -> Nats {
+        match shape {
+            NatsShape::Single => Nats {
+                nodes: vec![NatsServer::start_with(setup)],
+            },
+            NatsShape::Cluster3 => {
+                let ports: Vec<(u16, u16, u16)> = (0..3)
+                    .map(|_| (free_port(), free_port(), free_port()))
+                    .collect();
+                let routes: Vec<u16> = ports.iter().map(|p| p.1).collect();
+                let nodes = ports
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &(port, route_port, http_port))| {
+                        let store = std::env::temp_dir()
+                            .join(format!("cc-nats-{}", uuid::Uuid::new_v4().simple()));
+                        let mut s = NatsServer {
+                            child: None,
+                            port,
+                            store,
+                            setup: setup.clone(),
+                            node: Some(ClusterNode {
+                                name: format!("n{}", i + 1),
+                                route_port,
+                                routes: routes.clone(),
+                                http_port,
+                            }),
+                        };
+                        s.spawn();
+                        s
+                    })
+                    .collect();
+                let nats = Nats { nodes };
+                nats.wait_healthy(Duration::from_secs(30));
+                nats
+            }
+        }
+    }
+
+    /// Every server's URL, comma-separated (`CC_NATS_URL` of a cluster).
+    pub fn url(&self) -> String {
+        self.urls().join(",")
+    }
+
+    /// Every server's URL, for a client of the test's own (async-nats takes a list).
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(NatsServer::url).collect()
+    }
+
+    /// The user and password of the setup, for the test's own clients.
+    pub fn login(&self) -> Option<(String, String)> {
+        self.nodes[0].login()
+    }
+
+    /// The node of a server name (`n1`...).
+    pub fn node(&mut self, name: &str) -> &mut NatsServer {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.name() == name)
+            .unwrap_or_else(|| panic!("no NATS node {name}"))
+    }
+
+    /// Kills every server (their stores stay).
+    pub fn stop(&mut self) {
+        self.nodes.iter_mut().for_each(NatsServer::stop);
+    }
+
+    /// Starts every server again on its ports with its store.
+    pub fn restart(&mut self) {
+        self.nodes.iter_mut().for_each(NatsServer::restart);
+    }
+
+    /// Waits until every running cluster node says it is healthy (`/healthz`: JetStream
+    /// enabled and current with the meta leader, every stream and consumer replica it holds
+    /// caught up).
+    pub fn wait_healthy(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        for n in self.nodes.iter().filter(|n| n.child.is_some()) {
+            let Some(node) = &n.node else { continue };
+            while !http_ok(node.http_port, "/healthz") {
+                assert!(
+                    Instant::now() < deadline,
+                    "NATS node {} not healthy within {timeout:?}",
+                    node.name
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// Whether `GET path` on loopback `port` answers 200.
+fn http_ok(port: u16, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+    let req = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    if c.write_all(req.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    c.read_exact(&mut head).is_ok() && head.ends_with(b" 200")
 }
 
 /// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.

@@ -129,7 +129,8 @@ pub enum PbxCommand {
 async fn bus(config: &Config) -> anyhow::Result<Bus> {
     let identity = cc_runtime::connect::NatsIdentity::of_process(config);
     let client = cc_runtime::connect::nats_once(config, identity.as_ref()).await?;
-    Ok(Bus::new(client, Subjects::new(&config.subject_prefix)))
+    Ok(Bus::new(client, Subjects::new(&config.subject_prefix))
+        .with_stream_replicas(config.nats_replicas))
 }
 
 /// `callcenter nats-config`: the nats-server authorization block of every NATS user, from the
@@ -459,17 +460,28 @@ pub async fn events(
                 .get_stream(&stream_name)
                 .await
                 .context("the events stream does not exist yet")?;
-            let consumer = stream
-                .create_consumer(OrderedConfig {
-                    filter_subject: filter,
-                    deliver_policy: if from_start {
-                        DeliverPolicy::All
-                    } else {
-                        DeliverPolicy::New
-                    },
-                    ..Default::default()
-                })
-                .await?;
+            let reader = OrderedConfig {
+                filter_subject: filter,
+                deliver_policy: if from_start {
+                    DeliverPolicy::All
+                } else {
+                    DeliverPolicy::New
+                },
+                ..Default::default()
+            };
+            // With a node of a cluster down, nats-server before 2.15.1 may place this consumer
+            // on that node, and its creation times out: a few tries (docs/operations.md).
+            let mut tries = 0;
+            let consumer = loop {
+                tries += 1;
+                match stream.create_consumer(reader.clone()).await {
+                    Ok(c) => break c,
+                    Err(e) if tries < 3 => {
+                        tracing::warn!(error = %e, "cannot create the reading consumer; trying again")
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            };
             let mut messages = consumer.messages().await?;
             while let Some(m) = messages.next().await {
                 print(&m?);

@@ -3,6 +3,7 @@
 mod commands;
 mod facts;
 mod relay;
+mod replicas;
 
 use cc_bus::{Bus, Subjects};
 use cc_testkit::NatsServer;

@@ -13,16 +13,15 @@
 //! `CC_CHAOS_REPORT=<file>` also writes the figures there (Markdown), `CC_CHAOS_LOG=<file>`
 //! keeps the services' logs.
 
-mod rig;
+pub mod rig;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use cc_bus::{Bus, CommandContext, Subjects};
 use cc_pbx_sim::traffic::{StartTraffic, StopTraffic};
 use cc_testkit::tls::PgServer;
 use cc_testkit::NatsSetup;
-use serde_json::Value;
 
 use crate::system::System;
 use rig::{v7, Chaos, Phase, Plan, GROUPS, QUEUE};
@@ -123,27 +122,17 @@ async fn chaos_every_fault_under_traffic_loses_nothing() {
     // Calls: the simulator's callers and the store's call streams.
     let tally = chaos.tally().await;
     let pool = &chaos.sys.db.pool;
-    let rows: Vec<(String, String, i64)> = sqlx::query_as(
-        "select e.data->>'channel', e.stream, (select count(*) from es_events t where t.stream = e.stream
-                 and t.event_type in ('CallEnded', 'CallAbandoned', 'CallLeftQueue'))
-           from es_events e where e.event_type = 'CallEnteredQueue' and e.tenant = 'demo'",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    let store_ends: HashMap<String, (String, i64)> =
-        rows.into_iter().map(|(c, s, n)| (c, (s, n))).collect();
+    let store_ends = chaos.store_call_ends().await;
     let phase_of = |channel: &str| {
         phases
             .iter()
             .rposition(|p| p.from.as_str() <= channel)
             .filter(|_| channel < end_of_faults.as_str())
     };
-    let mut lost: Vec<(Option<usize>, String)> = vec![];
-    // The open defect (docs/reliability.md): a call the store ended whose caller the PBX still
-    // has (never hung up); reported, not fatal.
-    let mut left_at_pbx: Vec<(Option<usize>, String)> = vec![];
     let mut placed: HashMap<Option<usize>, usize> = HashMap::new();
+    for channel in tally.inbound.keys() {
+        *placed.entry(phase_of(channel)).or_default() += 1;
+    }
     let entered_twice: Vec<(String, i64)> = sqlx::query_as(
         "select data->>'channel', count(*) from es_events where tenant = 'demo'
             and event_type = 'CallEnteredQueue' group by 1 having count(*) > 1",
@@ -151,62 +140,35 @@ async fn chaos_every_fault_under_traffic_loses_nothing() {
     .fetch_all(pool)
     .await
     .unwrap();
-    for (channel, hangups) in &tally.inbound {
-        *placed.entry(phase_of(channel)).or_default() += 1;
-        let ends = store_ends.get(channel).map(|(_, n)| *n);
-        if *hangups != 1 || ends != Some(1) {
-            let history: Option<String> = match store_ends.get(channel) {
-                Some((stream, _)) => sqlx::query_scalar(
-                    "select string_agg(event_type, ' ' order by version) from es_events where stream = $1",
-                )
-                .bind(stream)
-                .fetch_one(pool)
-                .await
-                .unwrap(),
-                None => None,
-            };
-            let finding = (
-                phase_of(channel),
-                format!(
-                    "caller {channel}: {hangups} hang-ups at the PBX, store ends {ends:?} ({})",
-                    history.as_deref().unwrap_or("no call stream")
-                ),
-            );
-            if *hangups == 0 && ends == Some(1) {
-                left_at_pbx.push(finding);
-            } else {
-                lost.push(finding);
-            }
-        }
-    }
-    let sim_channels: HashSet<&String> = tally.inbound.keys().collect();
-    for (channel, (stream, _)) in &store_ends {
-        if !sim_channels.contains(channel) {
-            problems.push(format!("{stream}: a call the simulator never placed"));
-        }
-    }
+    // The open defect (docs/reliability.md): a call the store ended whose caller the PBX still
+    // has (never hung up); reported, not fatal.
+    let (left_at_pbx, lost): (Vec<_>, Vec<_>) = chaos
+        .calls_not_ended_once(&tally, &store_ends)
+        .await
+        .into_iter()
+        .partition(|(channel, _)| {
+            tally.inbound.get(channel) == Some(&0)
+                && store_ends.get(channel).map(|(_, n)| *n) == Some(1)
+        });
+    let phased = |v: Vec<(String, String)>| -> Vec<(Option<usize>, String)> {
+        v.into_iter()
+            .map(|(channel, what)| (phase_of(&channel), what))
+            .collect()
+    };
+    let (left_at_pbx, lost) = (phased(left_at_pbx), phased(lost));
+    problems.extend(rig::calls_never_placed(&tally, &store_ends));
 
     // Agents: not stuck, and their counts are those of the simulator's phones.
-    let views: Vec<(String, Value)> = sqlx::query_as(
-        "select agent, view from rm_agents where tenant = 'demo' and agent like '2%'",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
+    let views = chaos.agent_views().await;
     let call_channel: HashMap<String, String> = store_ends
         .iter()
         .map(|(ch, (stream, _))| (stream.trim_start_matches("call-").to_string(), ch.clone()))
         .collect();
-    let mut stuck: Vec<(Option<usize>, String)> = vec![];
+    let stuck: Vec<(Option<usize>, String)> = rig::stuck_agents(&views)
+        .into_iter()
+        .map(|(call, what)| (call_channel.get(&call).and_then(|c| phase_of(c)), what))
+        .collect();
     let mut miscounted: Vec<String> = vec![];
-    for (agent, v) in &views {
-        let status = v["status"].as_str().unwrap_or("?");
-        if !matches!(status, "idle" | "paused") {
-            let call = v["current_call"]["call"].as_str().unwrap_or("");
-            let phase = call_channel.get(call).and_then(|c| phase_of(c));
-            stuck.push((phase, format!("agent {agent} {status} (call {call})")));
-        }
-    }
     // Leg by leg: how the store says each offer ended, against the simulator's phone.
     let offers: Vec<(String, String, String)> = sqlx::query_as(
         "select data->>'offer', data->>'agent', event_type from es_events

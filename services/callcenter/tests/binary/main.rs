@@ -7,6 +7,7 @@ mod desk;
 mod edge;
 mod fuzz;
 mod monitor;
+mod nats_cluster;
 mod observability;
 mod outbound;
 mod permissions;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use cc_testkit::{eventually, free_port, NatsServer, NatsSetup, TestDb};
+use cc_testkit::{eventually, free_port, Nats, NatsServer, NatsSetup, NatsShape, TestDb};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -11,7 +11,9 @@ use crate::process::Callcenter;
 
 pub struct System {
     pub db: TestDb,
-    pub nats: NatsServer,
+    /// One nats-server, or a three-node cluster (`Custom::nats_shape`); the services'
+    /// `CC_NATS_URL` lists every node.
+    pub nats: Nats,
     /// Every NATS user's password variable but the operator's (`CC_NATS_PASSWORD_<USER>`).
     pub nats_env: Vec<(String, String)>,
     pub _app: Callcenter,
@@ -46,6 +48,8 @@ pub struct Custom {
     pub sip: bool,
     /// Appends every service's stdout and stderr (its log lines) to this file.
     pub log: Option<std::path::PathBuf>,
+    /// One nats-server (the default) or a three-node cluster.
+    pub nats_shape: NatsShape,
     /// Every target as the one combined NATS user (`CC_NATS_USER=callcenter`, as scripts/run
     /// runs), not each as its own.
     pub combined_user: bool,
@@ -60,6 +64,17 @@ pub fn secured_nats(
     tenants: &[&str],
     more: NatsSetup,
 ) -> (NatsServer, Vec<(String, String)>) {
+    let (setup, env) = secured_setup(prefix, tenants, more);
+    (NatsServer::start_with(setup), env)
+}
+
+/// The setup of [`secured_nats`], for a server or a cluster of them, and the users' password
+/// variables.
+pub fn secured_setup(
+    prefix: &str,
+    tenants: &[&str],
+    more: NatsSetup,
+) -> (NatsSetup, Vec<(String, String)>) {
     use cc_bus::permissions::{
         integrator_user, password_var, COMBINED_USER, OPERATOR_USER, SERVICES,
     };
@@ -91,13 +106,13 @@ pub fn secured_nats(
     // The setup's own configuration (e.g. a `tls` block) goes with the permissions.
     let mut config = String::from_utf8(out.stdout).unwrap();
     config.push_str(more.config.as_deref().unwrap_or(""));
-    let nats = NatsServer::start_with(NatsSetup {
+    let setup = NatsSetup {
         config: Some(config),
         env: server_env,
         login: Some((OPERATOR_USER.into(), operator)),
         ..more
-    });
-    (nats, env)
+    };
+    (setup, env)
 }
 
 /// The tenant served by the SIP gateway in `start_sip`.
@@ -361,7 +376,7 @@ impl System {
 
     /// A system as `custom` says: every service in one process.
     pub async fn start_custom(custom: Custom) -> System {
-        let mut sys = Self::new_unstarted(custom.nats).await;
+        let mut sys = Self::unstarted_in(None, custom.nats, custom.nats_shape).await;
         sys.env = custom.env;
         sys.log = custom.log;
         if custom.combined_user {
@@ -388,13 +403,23 @@ impl System {
     /// A system with no process yet, its database on the PostgreSQL of `admin_url` (else the
     /// test PostgreSQL): start processes with `spawn_services`, then `wait_ready`.
     pub async fn unstarted_on(admin_url: Option<&str>, more: NatsSetup) -> System {
+        Self::unstarted_in(admin_url, more, NatsShape::Single).await
+    }
+
+    /// As [`System::unstarted_on`], with NATS of the given shape.
+    pub async fn unstarted_in(
+        admin_url: Option<&str>,
+        more: NatsSetup,
+        shape: NatsShape,
+    ) -> System {
         let db = match admin_url {
             Some(u) => TestDb::new_on(u).await,
             None => TestDb::new().await,
         };
         let (portal_port, pbx_port) = (free_port(), free_port());
         let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
-        let (nats, nats_env) = secured_nats(&prefix, &["demo", SIP_TENANT], more);
+        let (setup, nats_env) = secured_setup(&prefix, &["demo", SIP_TENANT], more);
+        let nats = Nats::start(shape, setup);
         System {
             db,
             nats,
@@ -476,7 +501,7 @@ impl System {
     pub async fn operator_nats(&self) -> Result<async_nats::Client, async_nats::ConnectError> {
         let (user, password) = self.nats.login().expect("a secured nats-server");
         async_nats::ConnectOptions::with_user_and_password(user, password)
-            .connect(self.nats.url())
+            .connect(self.nats.urls())
             .await
     }
 

@@ -92,7 +92,7 @@ async fn nats_over_tls_with_a_client_certificate_works_and_without_one_or_the_ri
     // A plain connection to the TLS port: refused too (the server requires TLS).
     let plain = async_nats::ConnectOptions::new()
         .connection_timeout(Duration::from_secs(3))
-        .connect(format!("nats://127.0.0.1:{}", sys.nats.port))
+        .connect(format!("nats://127.0.0.1:{}", sys.nats.nodes[0].port))
         .await;
     assert!(plain.is_err(), "a plain connection was accepted");
 }

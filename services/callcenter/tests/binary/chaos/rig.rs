@@ -355,6 +355,92 @@ impl Chaos {
     }
 }
 
+/// The calls of the store that the simulator never placed.
+pub fn calls_never_placed(tally: &Tally, ends: &HashMap<String, (String, i64)>) -> Vec<String> {
+    ends.iter()
+        .filter(|(channel, _)| !tally.inbound.contains_key(*channel))
+        .map(|(_, (stream, _))| format!("{stream}: a call the simulator never placed"))
+        .collect()
+}
+
+/// The agents of `views` ([`Chaos::agent_views`]) neither Idle nor Paused: (their call's id,
+/// what they are).
+pub fn stuck_agents(views: &[(String, Value)]) -> Vec<(String, String)> {
+    views
+        .iter()
+        .filter_map(|(agent, v)| {
+            let status = v["status"].as_str().unwrap_or("?");
+            let call = v["current_call"]["call"].as_str().unwrap_or("");
+            (!matches!(status, "idle" | "paused")).then(|| {
+                (
+                    call.to_string(),
+                    format!("agent {agent} {status} (call {call})"),
+                )
+            })
+        })
+        .collect()
+}
+
+impl Chaos {
+    /// The callers whose call did not end exactly once at the PBX and once in the store
+    /// (`ends`: [`Chaos::store_call_ends`]): (channel, what happened, with the call's history).
+    pub async fn calls_not_ended_once(
+        &self,
+        tally: &Tally,
+        ends: &HashMap<String, (String, i64)>,
+    ) -> Vec<(String, String)> {
+        let mut out = vec![];
+        for (channel, hangups) in &tally.inbound {
+            let stored = ends.get(channel).map(|(_, n)| *n);
+            if *hangups == 1 && stored == Some(1) {
+                continue;
+            }
+            let history: Option<String> = match ends.get(channel) {
+                Some((stream, _)) => sqlx::query_scalar(
+                    "select string_agg(event_type, ' ' order by version) from es_events where stream = $1",
+                )
+                .bind(stream)
+                .fetch_one(&self.sys.db.pool)
+                .await
+                .unwrap(),
+                None => None,
+            };
+            out.push((
+                channel.clone(),
+                format!(
+                    "caller {channel}: {hangups} hang-ups at the PBX, store ends {stored:?} ({})",
+                    history.as_deref().unwrap_or("no call stream")
+                ),
+            ));
+        }
+        out
+    }
+
+    /// Every call of the demo tenant the store saw enter a queue: its channel, and its call
+    /// stream with how many ends (`CallEnded`, `CallAbandoned`, `CallLeftQueue`) it holds.
+    pub async fn store_call_ends(&self) -> HashMap<String, (String, i64)> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "select e.data->>'channel', e.stream, (select count(*) from es_events t where t.stream = e.stream
+                     and t.event_type in ('CallEnded', 'CallAbandoned', 'CallLeftQueue'))
+               from es_events e where e.event_type = 'CallEnteredQueue' and e.tenant = 'demo'",
+        )
+        .fetch_all(&self.sys.db.pool)
+        .await
+        .unwrap();
+        rows.into_iter().map(|(c, s, n)| (c, (s, n))).collect()
+    }
+
+    /// The portal views of the agents [`Chaos::setup`] made (numbers 2xxxx).
+    pub async fn agent_views(&self) -> Vec<(String, Value)> {
+        sqlx::query_as(
+            "select agent, view from rm_agents where tenant = 'demo' and agent like '2%'",
+        )
+        .fetch_all(&self.sys.db.pool)
+        .await
+        .unwrap()
+    }
+}
+
 /// Every row of every reporting table, as text, in key order.
 pub async fn reporting_snapshot(pool: &sqlx::PgPool) -> Vec<String> {
     let mut out = vec![];
@@ -476,10 +562,20 @@ impl Chaos {
             .get_stream(format!("{}_EVENTS", self.sys.prefix.to_uppercase()))
             .await
             .unwrap();
-        let consumer = stream
-            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
-            .await
-            .unwrap();
+        // With a cluster node down, nats-server before 2.15.1 places about one ephemeral
+        // consumer in three on the offline node, and its creation times out: try again.
+        let mut attempts = 0;
+        let consumer = loop {
+            attempts += 1;
+            match stream
+                .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+                .await
+            {
+                Ok(c) => break c,
+                Err(e) if attempts < 5 => eprintln!("reading the events stream: {e}; again"),
+                Err(e) => panic!("cannot read the events stream: {e}"),
+            }
+        };
         let pending = consumer.cached_info().num_pending as usize;
         let mut messages = consumer.messages().await.unwrap();
         let mut published = Vec::with_capacity(pending);
