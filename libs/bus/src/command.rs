@@ -262,6 +262,37 @@ impl Bus {
         }
     }
 
+    /// As [`Bus::request`], asked again while the service cannot be reached (NATS restarting,
+    /// no responder for a moment): up to `attempts` times (`None`: until `stop`), waiting 100 ms
+    /// doubling up to 2 s in between. A reply, a refusal included, is final; so is `stop`,
+    /// which gives the last error.
+    pub async fn request_retrying<C: Command>(
+        &self,
+        ctx: &CommandContext,
+        command: &C,
+        attempts: Option<u32>,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Result<C::Reply, RequestError> {
+        let mut attempt = 0u32;
+        loop {
+            let e = match self.request(ctx, command).await {
+                Err(e @ (RequestError::NoResponders(_) | RequestError::Transport(_))) => e,
+                done => return done,
+            };
+            attempt += 1;
+            if attempts.is_some_and(|n| attempt >= n) || stop.is_cancelled() {
+                return Err(e);
+            }
+            if attempt == 1 || attempt.is_multiple_of(10) {
+                tracing::info!(error = %e, command = C::NAME, attempt, "command not delivered yet; asking again");
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return Err(e),
+                _ = tokio::time::sleep(retry_wait(attempt)) => {}
+            }
+        }
+    }
+
     /// Sends raw bytes to a command subject (tests of malformed input; tools).
     pub async fn request_raw(
         &self,
@@ -275,6 +306,11 @@ impl Bus {
             .map_err(|e| RequestError::Transport(e.to_string()))?;
         serde_json::from_slice(&reply.payload).map_err(|e| RequestError::Transport(e.to_string()))
     }
+}
+
+/// The wait before attempt `attempt + 1` of [`Bus::request_retrying`].
+fn retry_wait(attempt: u32) -> std::time::Duration {
+    std::time::Duration::from_millis((100u64 << attempt.saturating_sub(1).min(5)).min(2000))
 }
 
 /// Commands one service handles at once per process.

@@ -318,25 +318,21 @@ impl CallControl {
     }
 
     /// Hangs up `legs` off the caller's path. A refusal (the leg gone already) is final; the PBX
-    /// out of reach for a moment (NATS restarting) is tried again a few times, as a leg left up
+    /// out of reach for a moment (NATS restarting) is asked again a few times, as a leg left up
     /// keeps a caller or a phone on a call that is over.
     async fn hang_up_later(&self, tenant: &str, legs: Vec<String>) {
-        let (ctx, bus) = (self.pbx(tenant), self.ctx.bus.clone());
+        let (ctx, bus, stop) = (
+            self.pbx(tenant),
+            self.ctx.bus.clone(),
+            self.ctx.cancel.clone(),
+        );
         tokio::spawn(async move {
             for leg in legs {
                 let cmd = Hangup {
                     channel: leg,
                     cause: HangupCause::Normal,
                 };
-                for attempt in 0..5u32 {
-                    match bus.request(&ctx, &cmd).await {
-                        Ok(()) | Err(cc_bus::RequestError::Rejected(_)) => break,
-                        Err(e) => {
-                            tracing::info!(error = %e, channel = cmd.channel, attempt, "could not hang up a leg yet");
-                            tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
-                        }
-                    }
-                }
+                let _ = bus.request_retrying(&ctx, &cmd, Some(5), &stop).await;
             }
         });
     }

@@ -242,44 +242,33 @@ async fn cancel_ring(
     let cmd = cc_contracts::pbx::CancelRing {
         channel: end.offer.clone(),
     };
-    let mut attempt = 0u32;
-    end.how = loop {
-        match bus.request(&pbx, &cmd).await {
-            Ok(()) => break RingEnded::Cancelled,
-            Err(cc_bus::RequestError::Rejected(e)) if e.error == "already_answered" => {
-                break RingEnded::Answered
-            }
-            Err(cc_bus::RequestError::Rejected(e)) if e.error == "unknown_channel" => {
-                // Ended at the phone (a reject, a hangup) as it timed out: its report is on its
-                // way and decides. Or the ring never reached the PBX.
-                tokio::select! {
-                    _ = term.cancelled() => return,
-                    _ = tokio::time::sleep(GONE_LEG_REPORT_WAIT) => {}
-                }
-                break RingEnded::Gone;
-            }
-            Err(cc_bus::RequestError::Rejected(e)) => {
-                // A PBX without CancelRing (an older adapter): hung up as before, the timeout
-                // judged by the router's clock alone.
-                tracing::info!(error = %e, channel = cmd.channel, "CancelRing refused; hanging up the ring");
-                let hangup = Hangup {
-                    channel: cmd.channel.clone(),
-                    cause: HangupCause::NoAnswer,
-                };
-                let _ = bus.request(&pbx, &hangup).await;
-                break RingEnded::Cancelled;
-            }
-            Err(e) => {
-                if attempt.is_multiple_of(10) {
-                    tracing::info!(error = %e, channel = cmd.channel, "could not end a timed-out ring yet; trying again");
-                }
-                attempt += 1;
-                tokio::select! {
-                    _ = term.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_millis((100u64 << attempt.min(4)).min(1000))) => {}
-                }
-            }
+    end.how = match bus.request_retrying(&pbx, &cmd, None, &term).await {
+        Ok(()) => RingEnded::Cancelled,
+        Err(cc_bus::RequestError::Rejected(e)) if e.error == "already_answered" => {
+            RingEnded::Answered
         }
+        Err(cc_bus::RequestError::Rejected(e)) if e.error == "unknown_channel" => {
+            // Ended at the phone (a reject, a hangup) as it timed out: its report is on its
+            // way and decides. Or the ring never reached the PBX.
+            tokio::select! {
+                _ = term.cancelled() => return,
+                _ = tokio::time::sleep(GONE_LEG_REPORT_WAIT) => {}
+            }
+            RingEnded::Gone
+        }
+        Err(cc_bus::RequestError::Rejected(e)) => {
+            // A PBX without CancelRing (an older adapter): hung up as before, the timeout
+            // judged by the router's clock alone.
+            tracing::info!(error = %e, channel = cmd.channel, "CancelRing refused; hanging up the ring");
+            let hangup = Hangup {
+                channel: cmd.channel.clone(),
+                cause: HangupCause::NoAnswer,
+            };
+            let _ = bus.request_retrying(&pbx, &hangup, Some(5), &term).await;
+            RingEnded::Cancelled
+        }
+        // Stopped leading before the PBX could be asked.
+        Err(_) => return,
     };
     let _ = feedback.send(Feedback::RingEnd(end));
 }
@@ -412,30 +401,32 @@ async fn lead(ctx: &Context, metrics: RouterMetrics) -> anyhow::Result<()> {
                     let m = m.map_err(|e| anyhow::anyhow!("PBX events: {e}"))?;
                     r.pbx_behind = m.info().map_or(0, |i| i.pending);
                     let ack = AckWhenDone::new(m.clone());
-                    let fact = serde_json::from_slice::<ChannelEvent>(&m.payload);
-                    // A fact this build cannot read (another kind of channel fact, or broken)
-                    // is skipped, said and counted: redelivering it would stop every tenant's
-                    // routing behind it.
-                    if let Err(error) = &fact {
-                        cc_bus::parked::unreadable(CHANNEL_CONSUMER, &m, error);
-                    }
-                    if let Ok(e) = fact {
-                        let stream_sequence = m.info().ok().map(|i| i.stream_sequence);
-                        r.cause = Some(std::sync::Arc::new(Cause { subject: m.subject.to_string(), stream_sequence, payload: m.payload.to_vec() }));
-                        r.fact_ack = Some(ack.share());
-                        let span = cc_trace::following(
-                            tracing::info_span!("queue-router decide", otel.kind = "consumer", report = e.type_name(), channel = e.channel()),
-                            cc_bus::header(m.headers.as_ref(), cc_trace::TRACEPARENT).as_deref(),
-                        );
-                        let handled = r.on_channel(e).instrument(span).await;
-                        r.cause = None;
-                        let shared = r.fact_ack.take();
-                        handled?;
-                        if let Some(a) = shared {
-                            a.done().await;
+                    match serde_json::from_slice::<ChannelEvent>(&m.payload) {
+                        Ok(e) => {
+                            let stream_sequence = m.info().ok().map(|i| i.stream_sequence);
+                            r.cause = Some(std::sync::Arc::new(Cause { subject: m.subject.to_string(), stream_sequence, payload: m.payload.to_vec() }));
+                            // Shared with the jobs the fact leads to; acknowledged by the last.
+                            r.fact_ack = Some(ack);
+                            let span = cc_trace::following(
+                                tracing::info_span!("queue-router decide", otel.kind = "consumer", report = e.type_name(), channel = e.channel()),
+                                cc_bus::header(m.headers.as_ref(), cc_trace::TRACEPARENT).as_deref(),
+                            );
+                            let handled = r.on_channel(e).instrument(span).await;
+                            r.cause = None;
+                            let ack = r.fact_ack.take();
+                            handled?;
+                            if let Some(a) = ack {
+                                a.done().await;
+                            }
+                        }
+                        // A fact this build cannot read (another kind of channel fact, or
+                        // broken) is skipped, said and counted: redelivering it would stop every
+                        // tenant's routing behind it.
+                        Err(error) => {
+                            cc_bus::parked::unreadable(CHANNEL_CONSUMER, &m, &error);
+                            ack.done().await;
                         }
                     }
-                    ack.done().await;
                 }
                 _ = tokio::time::sleep(sleep) => {
                     let now = Utc::now();
@@ -1523,27 +1514,15 @@ async fn write_call(
             tracing::debug!(%call, recorded_ms = started.elapsed().as_secs_f64() * 1000.0, ring_ms, "offer rung and recorded");
         }
         for cmd in hangups {
-            // The PBX unreachable for a moment (NATS restarting): tried again a few times, as
+            // The PBX unreachable for a moment (NATS restarting): asked again a few times, as
             // a leg left ringing keeps its agent busy (and is hung up at the next take-over
             // at the latest). A refusal (the channel gone already) is final.
-            let mut attempt = 0;
-            loop {
-                let hangup = ctx.bus.request(&pbx, &cmd).instrument(job.span.clone());
-                match hangup.await {
-                    Ok(_) => break,
-                    Err(e @ cc_bus::RequestError::Rejected(_)) => {
-                        tracing::debug!(error = %e, channel = cmd.channel, "hangup refused (the channel may be gone already)");
-                        break;
-                    }
-                    Err(e) if attempt >= 4 || term.is_cancelled() => {
-                        tracing::info!(error = %e, channel = cmd.channel, "could not hang up a leg; the next take-over will");
-                        break;
-                    }
-                    Err(_) => {
-                        attempt += 1;
-                        tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
-                    }
-                }
+            let hangup = ctx
+                .bus
+                .request_retrying(&pbx, &cmd, Some(5), &term)
+                .instrument(job.span.clone());
+            if let Err(e) = hangup.await {
+                tracing::debug!(error = %e, channel = cmd.channel, "hangup not done (the channel may be gone already)");
             }
         }
         for (offer, agent, r, took) in rung {

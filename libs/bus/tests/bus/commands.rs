@@ -190,3 +190,44 @@ async fn a_command_with_no_service_running_fails_fast() {
     .unwrap();
     assert!(matches!(r, Err(RequestError::NoResponders(_))), "{r:?}");
 }
+
+#[tokio::test]
+async fn a_retrying_request_waits_for_a_service_that_comes_late_and_takes_a_refusal_as_final() {
+    let nats = NatsServer::start();
+    let bus = bus(&nats).await;
+    let ctx = CommandContext::new("acme", "t");
+    let stop = CancellationToken::new();
+    let lunch = PauseAgent {
+        agent: "1".into(),
+        reason: "Lunch".into(),
+    };
+    // Nobody serves: two attempts, then the last error.
+    let r = bus.request_retrying(&ctx, &lunch, Some(2), &stop).await;
+    assert!(matches!(r, Err(RequestError::NoResponders(_))), "{r:?}");
+    // The service starts while the request is being asked again.
+    let asking = {
+        let (bus, ctx, stop) = (bus.clone(), ctx.clone(), stop.clone());
+        tokio::spawn(async move { bus.request_retrying(&ctx, &lunch, None, &stop).await })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (_served, cancel, _task) = serve(&nats).await;
+    let paused = tokio::time::timeout(Duration::from_secs(10), asking)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(paused.reason, "Lunch");
+    // A refusal is the answer: not asked again.
+    let started = std::time::Instant::now();
+    let refused = PauseAgent {
+        agent: "1".into(),
+        reason: "Coffee".into(),
+    };
+    let r = bus.request_retrying(&ctx, &refused, None, &stop).await;
+    assert!(
+        matches!(&r, Err(RequestError::Rejected(e)) if e.error == "unknown_pause_reason"),
+        "{r:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    cancel.cancel();
+}

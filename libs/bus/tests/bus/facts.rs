@@ -17,6 +17,17 @@ fn fact(bus: &cc_bus::Bus, n: usize) -> Fact {
     }
 }
 
+/// Publishes fact `n` straight to JetStream (as a PBX without the queue would).
+async fn publish_now(bus: &cc_bus::Bus, n: usize) {
+    let f = fact(bus, n);
+    bus.jetstream
+        .publish(f.subject, f.body)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn facts_queued_while_nats_is_down_arrive_once_each_and_in_order() {
     let mut nats = NatsServer::start();
@@ -111,13 +122,7 @@ async fn a_new_leader_gets_every_unacknowledged_fact_again_in_order() {
         .await
         .unwrap();
     for n in 0..6 {
-        let f = fact(&bus, n);
-        bus.jetstream
-            .publish(f.subject, f.body)
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        publish_now(&bus, n).await;
     }
     let mut messages = consumer.messages().await.unwrap();
     let mut got = vec![];
@@ -164,13 +169,7 @@ async fn a_new_leader_gets_every_unacknowledged_fact_again_in_order() {
     let fresh = cc_bus::consumer::pbx_channels_from_ack_floor(&bus, "another")
         .await
         .unwrap();
-    let f = fact(&bus, 6);
-    bus.jetstream
-        .publish(f.subject, f.body)
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    publish_now(&bus, 6).await;
     let mut messages = fresh.messages().await.unwrap();
     let m = tokio::time::timeout(Duration::from_secs(5), messages.next())
         .await
