@@ -689,6 +689,11 @@ impl From<cc_eventstore::AppendError> for CommandError {
                 "conflict",
                 "the state changed at the same moment; nothing was changed, try again",
             ),
+            // Another replica took over the lease: it answers from now on.
+            cc_eventstore::AppendError::Fenced { .. } => CommandError::new(
+                "unavailable",
+                "the service is changing hands; nothing was changed, try again",
+            ),
             other => {
                 tracing::error!(error = %other, "append failed while handling a command");
                 CommandError::internal("the event store refused the change; nothing was changed")

@@ -1,6 +1,12 @@
 //! A lease: "exactly one of the replicas decides". A PostgreSQL session advisory lock held on a
 //! connection of its own; when the holder dies its connection closes and another replica takes
 //! the lease within seconds. Holders check the connection regularly and stop when it is gone.
+//!
+//! Each holder raises the lease's epoch (`es_lease_epochs`) as it takes it, and may fence its
+//! appends with it ([`Lease::fence`], [`crate::EventStore::append_fenced`]): an append of a
+//! holder that lost the lease (killed, its connection gone, but an append still on its way to
+//! the database) can no longer commit once the next holder took over, so the next holder's
+//! read of the store misses nothing its predecessor recorded.
 
 use std::time::{Duration, Instant};
 
@@ -10,6 +16,14 @@ use sqlx::Connection;
 pub struct Lease {
     conn: PgConnection,
     last_check: Instant,
+    fence: Fence,
+}
+
+/// A holder's right to append: the lease's name and the epoch it took the lease in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub name: String,
+    pub epoch: i64,
 }
 
 impl Lease {
@@ -20,10 +34,32 @@ impl Lease {
             .bind(name)
             .fetch_one(&mut conn)
             .await?;
-        Ok(got.then(|| Lease {
+        if !got {
+            return Ok(None);
+        }
+        // Raising the epoch waits for every fenced append of an earlier holder still running
+        // (each holds the row FOR SHARE); those that come later find the new epoch and fail.
+        let epoch: i64 = sqlx::query_scalar(
+            "insert into es_lease_epochs (name, epoch) values ($1, 1)
+             on conflict (name) do update set epoch = es_lease_epochs.epoch + 1
+             returning epoch",
+        )
+        .bind(name)
+        .fetch_one(&mut conn)
+        .await?;
+        Ok(Some(Lease {
             conn,
             last_check: Instant::now(),
+            fence: Fence {
+                name: name.to_string(),
+                epoch,
+            },
         }))
+    }
+
+    /// The fence of this holding, for [`crate::EventStore::append_fenced`].
+    pub fn fence(&self) -> &Fence {
+        &self.fence
     }
 
     /// Fails when the lease's connection is gone (at most one round trip every 2 s).

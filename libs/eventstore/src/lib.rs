@@ -24,7 +24,7 @@ pub use cc_core::{
     StreamName,
 };
 pub use checkpoint::{begin_read_model, CheckpointStore};
-pub use lease::Lease;
+pub use lease::{Fence, Lease};
 pub use migrate::{migrate, Migration};
 pub use store::{AppendError, EventStore, ReadFilter};
 pub use subscription::{Feed, Subscription};
@@ -46,5 +46,10 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 3,
         name: "append_statement",
         sql: include_str!("../sql/0003_append_statement.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "lease_epochs",
+        sql: include_str!("../sql/0004_lease_epochs.sql"),
     },
 ];

@@ -25,6 +25,8 @@ pub enum AppendError {
     Empty,
     #[error("event metadata names tenant {metadata:?} but the stream belongs to {stream:?}")]
     TenantMismatch { stream: String, metadata: String },
+    #[error("lease {lease} was taken over (epoch {epoch} is past): this holder may not append")]
+    Fenced { lease: String, epoch: i64 },
     #[error("event store database error: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -138,6 +140,74 @@ impl EventStore {
                 self.notify_committed();
             }
             Ok(r)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// As [`EventStore::append`], for the holder of a lease: commits only while `fence` is the
+    /// lease's epoch, else [`AppendError::Fenced`] (a new holder took the lease). See
+    /// [`crate::Lease`].
+    pub async fn append_fenced(
+        &self,
+        fence: &crate::Fence,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<AppendResult, AppendError> {
+        let span = append_span(stream, events);
+        async {
+            let traced = traced(events);
+            let events = traced.as_deref().unwrap_or(events);
+            let mut attempt = 0;
+            loop {
+                let mut tx = self.pool.begin().await?;
+                let epoch: Option<i64> = sqlx::query_scalar(
+                    "select epoch from es_lease_epochs where name = $1 for share",
+                )
+                .bind(&fence.name)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if epoch != Some(fence.epoch) {
+                    return Err(AppendError::Fenced {
+                        lease: fence.name.clone(),
+                        epoch: fence.epoch,
+                    });
+                }
+                match self
+                    .try_append(true, &mut *tx, stream, expected, events)
+                    .await
+                {
+                    // Another writer of the stream took the version a moment earlier: again,
+                    // as an unfenced append does.
+                    Err(AppendError::Database(sqlx::Error::Database(db)))
+                        if db.code().as_deref() == Some("23505")
+                            && db.constraint() != Some("es_events_event_id_key")
+                            && expected == ExpectedVersion::Any
+                            && attempt < 10 =>
+                    {
+                        attempt += 1;
+                        continue;
+                    }
+                    // Stored already (a retry whose first commit went through).
+                    Err(AppendError::Database(sqlx::Error::Database(db)))
+                        if db.code().as_deref() == Some("23505")
+                            && db.constraint() == Some("es_events_event_id_key") =>
+                    {
+                        drop(tx);
+                        let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+                        return self.previous_append(stream, &ids).await;
+                    }
+                    Err(e) => return Err(e),
+                    Ok(r) => {
+                        tx.commit().await?;
+                        if !r.duplicate {
+                            self.notify_committed();
+                        }
+                        return Ok(r);
+                    }
+                }
+            }
         }
         .instrument(span)
         .await

@@ -48,6 +48,9 @@ struct State {
 struct CallControl {
     ctx: Context,
     state: Arc<Mutex<State>>,
+    /// This replica's holding of the lease: its appends are fenced with it, so once another
+    /// replica took over, none of them can commit behind its back.
+    fence: cc_eventstore::Fence,
 }
 
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
@@ -88,6 +91,7 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
     let cc = CallControl {
         ctx: ctx.clone(),
         state: Arc::default(),
+        fence: lease.fence().clone(),
     };
     let mut sub = Subscription::new(
         ctx.store.clone(),
@@ -298,7 +302,7 @@ impl CallControl {
         }
         self.ctx
             .store
-            .append(&stream, ExpectedVersion::Any, &encoded)
+            .append_fenced(&self.fence, &stream, ExpectedVersion::Any, &encoded)
             .await?;
         let now = Utc::now();
         for e in &events {

@@ -82,6 +82,8 @@ struct Router<'a> {
     cause: Option<std::sync::Arc<Cause>>,
     /// The acknowledgement of that report, shared by the jobs it leads to.
     fact_ack: Option<AckWhenDone>,
+    /// This router's holding of the lease: every call writer's append is fenced with it.
+    fence: cc_eventstore::Fence,
     /// Offers whose timed-out ring the PBX was asked to end ([`cancel_ring`]), not answered yet.
     cancelling: HashSet<String>,
     /// How many PBX facts were still to come after the last one read (JetStream's count).
@@ -332,6 +334,7 @@ async fn lead(ctx: &Context, metrics: RouterMetrics) -> anyhow::Result<()> {
         traces: Default::default(),
         cause: None,
         fact_ack: None,
+        fence: lease.fence().clone(),
         cancelling: HashSet::new(),
         pbx_behind: 0,
         held_since: None,
@@ -720,6 +723,7 @@ impl Router<'_> {
             self.feedback.clone(),
             self.term.clone(),
             self.metrics.offer_seconds.clone(),
+            self.fence.clone(),
         ));
     }
 
@@ -1407,6 +1411,7 @@ async fn write_call(
     feedback: tokio::sync::mpsc::UnboundedSender<Feedback>,
     term: tokio_util::sync::CancellationToken,
     offer_seconds: prometheus_client::metrics::histogram::Histogram,
+    fence: cc_eventstore::Fence,
 ) {
     loop {
         let job = tokio::select! {
@@ -1456,8 +1461,10 @@ async fn write_call(
             }
             let stream = StreamName::new(&job.tenant, "call", &call)
                 .map_err(|e| Unrecorded::Refused(e.to_string()))?;
+            // Fenced: once another router took the lease, this one's appends fail (and it
+            // stops), so the new leader's read of the store misses nothing recorded here.
             ctx.store
-                .append(&stream, ExpectedVersion::Any, &job.events)
+                .append_fenced(&fence, &stream, ExpectedVersion::Any, &job.events)
                 .await
                 .map_err(Unrecorded::from)?;
             Ok::<_, Unrecorded>(())

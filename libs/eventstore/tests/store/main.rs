@@ -2,6 +2,7 @@
 
 mod append;
 mod catch_up;
+mod fencing;
 mod subscription;
 
 use cc_eventstore::{EventStore, Metadata, NewEvent, StreamName};

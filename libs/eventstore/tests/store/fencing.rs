@@ -1,0 +1,112 @@
+//! Fenced appends: a lease holder that was taken over can no longer append, and taking over
+//! waits for the appends of the previous holder still in flight.
+
+use std::time::Duration;
+
+use cc_eventstore::{AppendError, ExpectedVersion, Lease};
+
+use crate::{event, store, stream};
+
+#[tokio::test]
+async fn an_append_fenced_with_a_past_epoch_is_refused_and_writes_nothing() {
+    let (db, store) = store().await;
+    let a = Lease::try_acquire(&db.url, "router")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(Lease::try_acquire(&db.url, "router")
+        .await
+        .unwrap()
+        .is_none());
+    let s = stream("1001");
+    store
+        .append_fenced(a.fence(), &s, ExpectedVersion::Any, &[event(1)])
+        .await
+        .unwrap();
+    let old = a.fence().clone();
+    drop(a); // its connection closes: the lease is free
+    let b = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(b) = Lease::try_acquire(&db.url, "router").await.unwrap() {
+                return b;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(b.fence().epoch, old.epoch + 1);
+    let r = store
+        .append_fenced(&old, &s, ExpectedVersion::Any, &[event(2)])
+        .await;
+    assert!(
+        matches!(&r, Err(AppendError::Fenced { lease, epoch }) if lease == "router" && *epoch == old.epoch),
+        "{r:?}"
+    );
+    store
+        .append_fenced(b.fence(), &s, ExpectedVersion::Any, &[event(3)])
+        .await
+        .unwrap();
+    let ns: Vec<i64> = store
+        .read_stream_all(&s)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.data["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ns, [1, 3], "the fenced append wrote nothing");
+}
+
+#[tokio::test]
+async fn taking_over_waits_for_an_append_of_the_previous_holder_still_in_flight() {
+    let (db, _store) = store().await;
+    let a = Lease::try_acquire(&db.url, "router")
+        .await
+        .unwrap()
+        .unwrap();
+    // What a fenced append of holder A does first, then stays in flight (slow disk, a lock).
+    let mut in_flight = db.pool.begin().await.unwrap();
+    let epoch: i64 =
+        sqlx::query_scalar("select epoch from es_lease_epochs where name = 'router' for share")
+            .fetch_one(&mut *in_flight)
+            .await
+            .unwrap();
+    assert_eq!(epoch, a.fence().epoch);
+    drop(a); // A dies with its append on the way
+    let url = db.url.clone();
+    let taking = tokio::spawn(async move {
+        loop {
+            if let Some(b) = Lease::try_acquire(&url, "router").await.unwrap() {
+                return b;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    // B has the advisory lock and waits on the epoch's row: the append may still commit, and
+    // B will read the store only after it did.
+    cc_testkit::eventually(
+        "the new holder waits for the row lock",
+        Duration::from_secs(10),
+        || {
+            let pool = db.pool.clone();
+            async move {
+                let waiting: i64 = sqlx::query_scalar(
+                    "select count(*) from pg_stat_activity
+                  where wait_event_type = 'Lock' and query like '%es_lease_epochs%'",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                (waiting == 1).then_some(())
+            }
+        },
+    )
+    .await;
+    assert!(!taking.is_finished());
+    in_flight.commit().await.unwrap();
+    let b = tokio::time::timeout(Duration::from_secs(10), taking)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.fence().epoch, epoch + 1);
+}
