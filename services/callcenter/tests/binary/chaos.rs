@@ -140,8 +140,7 @@ async fn chaos_every_fault_under_traffic_loses_nothing() {
     .fetch_all(pool)
     .await
     .unwrap();
-    // The open defect (docs/reliability.md): a call the store ended whose caller the PBX still
-    // has (never hung up); reported, not fatal.
+    // A call the store ended whose caller the PBX still has (never hung up): counted apart.
     let (left_at_pbx, lost): (Vec<_>, Vec<_>) = chaos
         .calls_not_ended_once(&tally, &store_ends)
         .await
@@ -337,7 +336,7 @@ async fn chaos_every_fault_under_traffic_loses_nothing() {
          simulator could not report, reporting rows differing from a rebuild: {reporting_diff}, \
          JetStream: {} events, {duplicated} duplicated, {missing} missing; {races} legs \
          answered or declined as their caller hung up, judged in the PBX's order; {} calls \
-         ended in the store whose caller the PBX kept (the open defect); {unrecorded_rings} \
+         ended in the store whose caller the PBX kept; {unrecorded_rings} \
          rings hung up at once as their offer could not be recorded.\n",
         tally.inbound.len(),
         lost.len(),
@@ -359,8 +358,7 @@ async fn chaos_every_fault_under_traffic_loses_nothing() {
     if let Ok(file) = std::env::var("CC_CHAOS_REPORT") {
         std::fs::write(file, &report).unwrap();
     }
-    // What the product does not survive yet (docs/reliability.md, "Open defects"): fatal with
-    // CC_CHAOS_STRICT=1 (scripts/chaos), reported otherwise (scripts/test).
+    // Findings fatal with CC_CHAOS_STRICT=1 (scripts/chaos, scripts/test), reported otherwise.
     let mut open: Vec<String> = vec![];
     open.extend(lost.iter().take(10).map(|(_, l)| l.clone()));
     open.extend(miscounted.iter().take(10).cloned());
@@ -376,33 +374,21 @@ async fn chaos_every_fault_under_traffic_loses_nothing() {
             .take(20)
             .map(|(p, l)| format!("{l} (during {:?})", p.map(|i| &phases[i].fault))),
     );
-    // The open defect: reported, not fatal (a system that does not settle only because of it
-    // neither).
-    let mut known: Vec<String> = left_at_pbx
-        .iter()
-        .map(|(p, l)| {
-            format!(
-                "left at the PBX: {l} (during {:?})",
-                p.map(|i| &phases[i].fault)
-            )
-        })
-        .collect();
-    known.extend(
+    // A call the store ended whose caller the PBX kept (its hangup lost), a caller entered
+    // twice, a system that does not settle (what was still going on is printed).
+    open.extend(left_at_pbx.iter().map(|(p, l)| {
+        format!(
+            "left at the PBX: {l} (during {:?})",
+            p.map(|i| &phases[i].fault)
+        )
+    }));
+    open.extend(
         entered_twice
             .iter()
             .map(|(channel, n)| format!("caller {channel} entered the queue {n} times")),
     );
-    // Not settling is the open defect's mark; what was still going on is printed to find the
-    // rest of it. Every check above ran on the state reached.
     if let Err(still) = &settled {
-        known.push(format!("the system did not settle within 90 s: {still}"));
-    }
-    if !known.is_empty() {
-        eprintln!(
-            "chaos: {} finding(s) of the open defect (docs/reliability.md), not fatal:\n{}",
-            known.len(),
-            known.join("\n")
-        );
+        open.push(format!("the system did not settle within 90 s: {still}"));
     }
     if reporting_diff > 0 {
         open.push(format!(
