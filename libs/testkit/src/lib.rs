@@ -134,12 +134,32 @@ pub fn nats_server_bin() -> PathBuf {
     PathBuf::from("nats-server")
 }
 
+/// A loopback port free for TCP and UDP, for a server a test starts. Taken below the kernel's
+/// ephemeral range (which starts at 32768 on Linux): a port the kernel handed out with
+/// `bind(0)` is free only until it lends it to an outgoing connection, and a test system opens
+/// hundreds of those (a server that then could not listen, "address already in use", was a
+/// flake). Each test process starts at a random place in 20000..32000 and counts on in steps of
+/// 10, leaving the ports just above each one free (a phone's media next to its SIP port).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        uuid::Uuid::new_v4().as_u128() as u32 % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN / 10 {
+        let port = (FIRST + NEXT.fetch_add(10, Ordering::SeqCst) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {FIRST}..{}", FIRST + SPAN)
 }
 
 impl NatsServer {
