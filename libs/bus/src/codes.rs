@@ -42,6 +42,23 @@ impl Kind {
     }
 }
 
+impl Kind {
+    /// What a refusal of this kind means, in a few words (the OpenAPI document's).
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Kind::BadRequest => "Bad input (names the field)",
+            Kind::Unauthenticated => "Not signed in, or the credentials are wrong",
+            Kind::Forbidden => "Signed in, but this role or account may not do it",
+            Kind::NotFound => "What the request names does not exist",
+            Kind::Unprocessable => "Well-formed, but what it names cannot be used for this",
+            Kind::Conflict => "Refused by the current state",
+            Kind::Throttled => "Too many attempts: try again later",
+            Kind::Unavailable => "A service or the PBX does not answer now",
+            Kind::Internal => "A fault of ours",
+        }
+    }
+}
+
 use Kind::*;
 
 /// Every code, with its kind.

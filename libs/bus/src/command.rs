@@ -17,13 +17,24 @@ use crate::Bus;
 pub use cc_core::Command;
 
 /// A structured refusal: a machine-readable code, a sentence for people, and the field at fault.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+/// Also the body of every refusal of the HTTP API.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error, schemars::JsonSchema,
+)]
 #[error("{error}: {message}")]
+#[schemars(rename = "Error")]
 pub struct CommandError {
+    /// A code from the error table in docs/getting-started.md.
+    #[schemars(example = &"device_offline")]
     pub error: String,
+    #[schemars(
+        example = &"Device 1002 is not registered; make sure the phone is online, then try again"
+    )]
     pub message: String,
-    /// The field at fault, or null.
+    /// The field at fault (a path such as target.extension, or a header such as
+    /// Idempotency-Key); null when no single field is.
     #[serde(default)]
+    #[schemars(example = &"device")]
     pub field: Option<String>,
 }
 
@@ -133,6 +144,20 @@ pub fn inject_trace(headers: &mut async_nats::HeaderMap) {
     if let Some(t) = cc_trace::current() {
         headers.insert(cc_trace::TRACEPARENT, t.as_str());
     }
+}
+
+/// The error code of a decision made on a state that another writer changed meanwhile (its
+/// append named a version the stream is no longer at).
+pub const CONFLICT: &str = "conflict";
+
+/// How many times a command handler decides before a conflict is the caller's answer.
+pub const DECIDE_ATTEMPTS: u32 = 8;
+
+/// The pause before deciding again after the `attempt`th conflict: a few milliseconds, more
+/// with each attempt, jittered so that writers who collided do not collide again in step.
+pub fn conflict_backoff(attempt: u32) -> std::time::Duration {
+    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 8);
+    std::time::Duration::from_millis(u64::from(attempt) * (2 + jitter))
 }
 
 /// Who sends a command and on behalf of what flow: carried in NATS headers.
@@ -341,6 +366,10 @@ pub enum TenantScope {
     Only(Vec<String>),
     /// Every tenant but these.
     Except(Vec<String>),
+    /// The tenants of one partition: each partition's leader serves in a queue group of its
+    /// own (`<service>.p<k>`), so every partition's leader sees each command and the one whose
+    /// tenant it is answers.
+    Partition(cc_core::Partition),
 }
 
 impl TenantScope {
@@ -350,6 +379,7 @@ impl TenantScope {
             TenantScope::All => true,
             TenantScope::Only(t) => t.iter().any(|x| x == tenant),
             TenantScope::Except(t) => !t.iter().any(|x| x == tenant),
+            TenantScope::Partition(p) => p.contains(tenant),
         }
     }
 
@@ -359,6 +389,8 @@ impl TenantScope {
         match self {
             TenantScope::All | TenantScope::Except(_) => service.to_string(),
             TenantScope::Only(_) => format!("{service}.only"),
+            TenantScope::Partition(p) if p.count > 1 => format!("{service}.p{}", p.index),
+            TenantScope::Partition(_) => service.to_string(),
         }
     }
 }
@@ -419,8 +451,25 @@ impl<S: Clone + Send + Sync + 'static> CommandHandlers<S> {
         let handler: Handler<S> = Arc::new(move |state, ctx, body| {
             let f = f.clone();
             Box::pin(async move {
-                let command: C = parse_json(&body)?;
-                let reply = f(state, ctx, command).await?;
+                // A conflict (another writer appended to a stream this decision was made on)
+                // means the decision was made on a stale state: it is made again on the new
+                // one, a few times, before the caller hears `conflict`.
+                let mut attempt = 1;
+                let reply = loop {
+                    let command: C = parse_json(&body)?;
+                    match f(state.clone(), ctx.clone(), command).await {
+                        Err(e) if e.error == CONFLICT && attempt < DECIDE_ATTEMPTS => {
+                            tracing::debug!(
+                                command = C::NAME,
+                                attempt,
+                                "deciding again after a conflict"
+                            );
+                            tokio::time::sleep(conflict_backoff(attempt)).await;
+                            attempt += 1;
+                        }
+                        r => break r?,
+                    }
+                };
                 Ok(serde_json::to_value(reply).expect("replies serialize"))
             })
         });
@@ -686,7 +735,7 @@ impl From<cc_eventstore::AppendError> for CommandError {
     fn from(e: cc_eventstore::AppendError) -> Self {
         match e {
             cc_eventstore::AppendError::Conflict { .. } => CommandError::new(
-                "conflict",
+                CONFLICT,
                 "the state changed at the same moment; nothing was changed, try again",
             ),
             // Another replica took over the lease: it answers from now on.

@@ -85,7 +85,30 @@ where
             _ = cancel.cancelled() => return Ok(()),
             m = messages.next() => match m {
                 Some(Ok(m)) => m,
-                Some(Err(e)) => { tracing::warn!(error = %e, "consumer stream error"); continue }
+                Some(Err(e)) => {
+                    // A pull that found no JetStream (a cluster still electing its leaders, a
+                    // node lost) is not pulled again until an idle heartbeat is missed, 30 s
+                    // later: the consumer's messages are asked for afresh instead.
+                    tracing::warn!(error = %e, "consumer stream error; pulling again");
+                    drop(messages);
+                    tokio::select! {
+                        _ = cancel.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
+                    messages = loop {
+                        match consumer.messages().await {
+                            Ok(m) => break m,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot pull from the consumer; retrying");
+                                tokio::select! {
+                                    _ = cancel.cancelled() => return Ok(()),
+                                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                                }
+                            }
+                        }
+                    };
+                    continue;
+                }
                 None => return Ok(()),
             },
         };
@@ -131,20 +154,35 @@ pub async fn pbx_channels(
 /// decided again in its place, not redelivered out of order after the ack wait. Facts above the
 /// floor that were acknowledged come again too: handlers must take a fact they already
 /// decided on as a redelivery.
-pub async fn pbx_channels_from_ack_floor(
+///
+/// The floor is handed to `remember` (kept outside NATS: the lease holder keeps it in PostgreSQL)
+/// before the consumer is deleted; `remembered` is what was kept last time. A consumer found
+/// missing (deleted by a holder that failed before creating it again, e.g. on a NATS node's
+/// loss) is created from `remembered`: only a consumer never remembered starts with new facts.
+pub async fn pbx_channels_from_ack_floor<F, Fut>(
     bus: &Bus,
     name: &str,
-) -> anyhow::Result<async_nats::jetstream::consumer::Consumer<pull::Config>> {
+    remembered: Option<u64>,
+    remember: F,
+) -> anyhow::Result<async_nats::jetstream::consumer::Consumer<pull::Config>>
+where
+    F: FnOnce(u64) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
     bus.ensure_pbx_stream().await?;
     let stream = bus.jetstream.get_stream(bus.subjects.pbx_stream()).await?;
     let floor = match stream.consumer_info(name).await {
         Ok(info) => {
             let floor = info.ack_floor.stream_sequence;
+            remember(floor).await?;
             stream.delete_consumer(name).await?;
             Some(floor)
         }
         Err(e) if e.kind() == async_nats::jetstream::context::ConsumerInfoErrorKind::NotFound => {
-            None
+            if remembered.is_some() {
+                tracing::info!(consumer = name, floor = ?remembered, "the PBX consumer is missing; created again from its remembered floor");
+            }
+            remembered
         }
         Err(e) => return Err(e.into()),
     };

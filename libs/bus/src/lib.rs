@@ -22,8 +22,9 @@ pub mod relay;
 mod subjects;
 
 pub use command::{
-    field_name, header, inject_trace, parse_json, Command, CommandContext, CommandCounter,
-    CommandError, CommandHandlers, RequestError, TenantScope,
+    conflict_backoff, field_name, header, inject_trace, parse_json, Command, CommandContext,
+    CommandCounter, CommandError, CommandHandlers, RequestError, TenantScope, CONFLICT,
+    DECIDE_ATTEMPTS,
 };
 pub use leader::Leader;
 pub use subjects::Subjects;

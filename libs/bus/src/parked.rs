@@ -182,3 +182,91 @@ pub fn is_data_error(error: &anyhow::Error) -> bool {
         )
     })
 }
+
+/// One row of `bus_parked`, as an operator lists it (`callcenter parked list`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ParkedEvent {
+    pub consumer: String,
+    /// The event's position in the store (with `consumer`, what identifies the row).
+    pub position: i64,
+    pub tenant: String,
+    pub stream: String,
+    pub version: i64,
+    pub event_type: String,
+    pub event_id: uuid::Uuid,
+    /// `undecodable` or `refused` (see [`Reason`]).
+    pub reason: String,
+    pub error: String,
+    pub parked_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The parked events, oldest position first, of one consumer and/or one tenant (`None`: all).
+pub async fn list(
+    pool: &sqlx::PgPool,
+    consumer: Option<&str>,
+    tenant: Option<&str>,
+) -> Result<Vec<ParkedEvent>, sqlx::Error> {
+    use sqlx::Row;
+    let rows = sqlx::query(
+        "select consumer, position, tenant, stream, version, event_type, event_id, reason, error, parked_at
+           from bus_parked
+          where ($1::text is null or consumer = $1) and ($2::text is null or tenant = $2)
+          order by position, consumer",
+    )
+    .bind(consumer)
+    .bind(tenant)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| ParkedEvent {
+            consumer: r.get(0),
+            position: r.get(1),
+            tenant: r.get(2),
+            stream: r.get(3),
+            version: r.get(4),
+            event_type: r.get(5),
+            event_id: r.get(6),
+            reason: r.get(7),
+            error: r.get(8),
+            parked_at: r.get(9),
+        })
+        .collect())
+}
+
+/// Which of a consumer's parked events to clear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clearing {
+    /// The one at this position.
+    At(i64),
+    /// All of them.
+    All,
+}
+
+/// Deletes parked events of `consumer` from `bus_parked` (the events stay in the store);
+/// returns how many rows were deleted.
+pub async fn clear(
+    pool: &sqlx::PgPool,
+    consumer: &str,
+    which: Clearing,
+) -> Result<u64, sqlx::Error> {
+    let position = match which {
+        Clearing::At(p) => Some(p),
+        Clearing::All => None,
+    };
+    Ok(sqlx::query(
+        "delete from bus_parked where consumer = $1 and ($2::bigint is null or position = $2)",
+    )
+    .bind(consumer)
+    .bind(position)
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
+
+/// The consumers that have parked events, by name.
+pub async fn consumers(pool: &sqlx::PgPool) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("select distinct consumer from bus_parked order by consumer")
+        .fetch_all(pool)
+        .await
+}

@@ -34,6 +34,9 @@ pub enum Right {
     /// Reads the PBX stream through the durable consumer of this name (and may create the
     /// stream if it does not exist yet).
     ConsumesPbx(&'static str),
+    /// As [`Right::ConsumesPbx`], one durable consumer per partition (`<name>-p<k>`, see
+    /// `CC_PARTITIONS`), and the name alone (the consumer when there is one partition).
+    ConsumesPbxPartitioned(&'static str),
     /// Reads the events stream through durable consumers it names itself (one per webhook).
     ConsumesEvents,
     /// Publishes read-model view changes `<p>.views.>` (core NATS).
@@ -67,7 +70,7 @@ pub const SERVICES: &[(&str, &[Right])] = &[
             Asks("agent-session"),
             Asks("call-control"),
             Asks("pbx"),
-            ConsumesPbx("queue-router-channels"),
+            ConsumesPbxPartitioned("queue-router-channels"),
         ],
     ),
     (
@@ -77,7 +80,7 @@ pub const SERVICES: &[(&str, &[Right])] = &[
             Asks("agent-session"),
             Asks("queue-router"),
             Asks("pbx"),
-            ConsumesPbx("call-control-channels"),
+            ConsumesPbxPartitioned("call-control-channels"),
         ],
     ),
     ("projection", &[PublishesViews]),
@@ -182,8 +185,9 @@ impl Permissions {
         self.allow_responses |= other.allow_responses;
     }
 
-    /// The permissions of a set of rights for `user` (whose inbox they include).
-    pub fn of(subjects: &Subjects, user: &str, rights: &[Right]) -> Permissions {
+    /// The permissions of a set of rights for `user` (whose inbox they include), with the
+    /// store's tenants over `partitions` partitions.
+    pub fn of(subjects: &Subjects, user: &str, rights: &[Right], partitions: u32) -> Permissions {
         let events = subjects.events_stream();
         let pbx = subjects.pbx_stream();
         let mut perm = Permissions::default();
@@ -214,6 +218,18 @@ impl Permissions {
                     // A new leader re-creates it from the first fact not acknowledged.
                     perm.add_pub(format!("$JS.API.CONSUMER.DELETE.{pbx}.{name}"));
                 }
+                ConsumesPbxPartitioned(base) => {
+                    pbx_stream_rights(&mut perm, &pbx);
+                    // The name alone as well: the consumer of a store of one partition.
+                    let mut names = vec![base.to_string()];
+                    if partitions > 1 {
+                        names.extend((0..partitions).map(|k| format!("{base}-p{k}")));
+                    }
+                    for name in &names {
+                        consumer_rights(&mut perm, &pbx, name, None);
+                        perm.add_pub(format!("$JS.API.CONSUMER.DELETE.{pbx}.{name}"));
+                    }
+                }
                 ConsumesEvents => {
                     perm.add_pub(format!("$JS.API.STREAM.INFO.{events}"));
                     consumer_rights(&mut perm, &events, "*", None);
@@ -227,15 +243,20 @@ impl Permissions {
     }
 
     /// The permissions of a service target, `None` for an unknown name.
-    pub fn service(subjects: &Subjects, service: &str) -> Option<Permissions> {
-        Some(Self::of(subjects, service, service_rights(service)?))
+    pub fn service(subjects: &Subjects, service: &str, partitions: u32) -> Option<Permissions> {
+        Some(Self::of(
+            subjects,
+            service,
+            service_rights(service)?,
+            partitions,
+        ))
     }
 
     /// The union of every service's rights, for the [`COMBINED_USER`].
-    pub fn combined(subjects: &Subjects) -> Permissions {
+    pub fn combined(subjects: &Subjects, partitions: u32) -> Permissions {
         let mut perm = Permissions::default();
         for (_, rights) in SERVICES {
-            perm.merge(Self::of(subjects, COMBINED_USER, rights));
+            perm.merge(Self::of(subjects, COMBINED_USER, rights, partitions));
         }
         // Its services ask each other over the one connection they share, and nats-server
         // grants no response permission for a request a connection delivers to itself: the
@@ -279,12 +300,24 @@ fn consumer_rights(perm: &mut Permissions, stream: &str, name: &str, filter: Opt
 /// The nats-server `authorization` block of every user: the services, the combined user, the
 /// operator and the integrators of `integrator_tenants`. Passwords are `$CC_NATS_PASSWORD_*`
 /// references resolved from the nats-server's environment.
-pub fn server_config(subjects: &Subjects, integrator_tenants: &[String]) -> String {
+pub fn server_config(
+    subjects: &Subjects,
+    integrator_tenants: &[String],
+    partitions: u32,
+) -> String {
     let mut users: Vec<(String, Permissions)> = SERVICES
         .iter()
-        .map(|(name, rights)| (name.to_string(), Permissions::of(subjects, name, rights)))
+        .map(|(name, rights)| {
+            (
+                name.to_string(),
+                Permissions::of(subjects, name, rights, partitions),
+            )
+        })
         .collect();
-    users.push((COMBINED_USER.to_string(), Permissions::combined(subjects)));
+    users.push((
+        COMBINED_USER.to_string(),
+        Permissions::combined(subjects, partitions),
+    ));
     users.push((
         OPERATOR_USER.to_string(),
         Permissions {
@@ -334,7 +367,7 @@ mod tests {
     fn only_the_relay_publishes_events_and_only_the_pbx_side_publishes_facts() {
         let s = Subjects::new("cc");
         for (name, _) in SERVICES {
-            let p = Permissions::service(&s, name).unwrap();
+            let p = Permissions::service(&s, name, 1).unwrap();
             assert_eq!(
                 p.publish.contains(&"cc.events.>".to_string()),
                 *name == "relay",
@@ -368,7 +401,7 @@ mod tests {
 
     #[test]
     fn the_config_names_every_user_and_no_password() {
-        let c = server_config(&Subjects::new("cc"), &["acme".into()]);
+        let c = server_config(&Subjects::new("cc"), &["acme".into()], 1);
         for user in [
             "relay",
             "portal",

@@ -225,7 +225,7 @@ impl Relay {
             return Ok(());
         };
         tracing::info!(stream = %self.bus.subjects.events_stream(), "relay lease taken; relaying");
-        let _holding = self.leader.as_ref().map(|l| l.took());
+        let _holding = self.leader.as_ref().map(|l| l.took(lease.fence().epoch));
         ensure_events_stream(&self.bus, self.options.duplicate_window).await?;
         let mut pos = self.resync().await?;
         if let Some(l) = &self.leader {

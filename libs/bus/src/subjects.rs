@@ -140,6 +140,15 @@ impl Subjects {
         format!("{}.pbx.evt.{tenant}.{kind}.{id}.{event_type}", self.prefix)
     }
 
+    /// The tenant of a PBX event's subject ([`Subjects::pbx_event`]).
+    pub fn pbx_event_tenant<'a>(&self, subject: &'a str) -> Option<&'a str> {
+        subject
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(".pbx.evt.")?
+            .split('.')
+            .next()
+    }
+
     /// The device events of all tenants.
     pub fn all_pbx_device_events(&self) -> String {
         format!("{}.pbx.evt.*.device.>", self.prefix)

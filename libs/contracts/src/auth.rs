@@ -171,8 +171,13 @@ impl Command for SignOut {
 
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CreateAgent {
+    #[schemars(example = &"1005")]
     pub agent: AgentNumber,
+    /// 1 to 80 characters (trimmed), no control characters.
+    #[schemars(pattern(crate::domain::NAME_80), example = &"Eve Example")]
     pub display_name: String,
+    /// 6 to 256 characters.
+    #[schemars(length(min = 6, max = 256), example = &"a-long-secret")]
     pub password: String,
     /// Unset: the tenant's agent default.
     #[serde(default)]
@@ -240,9 +245,20 @@ impl Command for ListAgents {
 
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CreateUser {
+    /// 1 to 40 of a-z, 0-9, '-' and '_' (trimmed; capitals are taken as small letters).
+    #[schemars(
+        pattern(r"^[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[A-Za-z0-9_-]{1,40}[\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"),
+        example = &"sam"
+    )]
     pub username: String,
+    /// 1 to 80 characters (trimmed), no control characters.
+    #[schemars(pattern(crate::domain::NAME_80), example = &"Sam Supervisor")]
     pub display_name: String,
+    /// 6 to 256 characters.
+    #[schemars(length(min = 6, max = 256))]
     pub password: String,
+    /// supervisor or admin (an agent is created as an agent, with its number).
+    #[schemars(extend("enum" = ["supervisor", "admin"]))]
     pub role: Role,
 }
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]

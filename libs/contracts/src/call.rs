@@ -542,28 +542,48 @@ pub enum Strategy {
 /// What a queue does with its calls.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
+#[schemars(extend(
+    "if" = { "required": ["disposition_required"], "properties": { "disposition_required": { "const": true } } },
+    "then" = { "required": ["dispositions"], "properties": { "dispositions": { "minItems": 1 } } }
+))]
 pub struct QueueSettings {
     pub strategy: Strategy,
     /// Seconds an offer rings before it counts as missed.
+    #[schemars(range(min = 1, max = 600))]
     pub ring_timeout_s: i64,
     /// Seconds of wrap-up after each call.
+    #[schemars(range(min = 0, max = 3600))]
     pub wrap_up_s: i64,
     /// Seconds a caller may wait before leaving the queue (0 = forever).
+    #[schemars(range(min = 0, max = 86_400))]
     pub max_wait_s: i64,
     /// Leave the queue at once when no agent is logged into it (else keep waiting).
     pub leave_when_no_agents: bool,
     /// Seconds an agent who rejected is not offered calls.
+    #[schemars(range(min = 0, max = 3600))]
     pub reject_delay_s: i64,
     /// Pause an agent after this many consecutive missed offers (0 = never).
+    #[schemars(range(min = 0, max = 100))]
     pub auto_pause_after: i64,
     /// Offer calls to agents who are on a call already.
     pub ring_in_use: bool,
-    /// The answer time that counts as within service level (reporting).
+    /// The answer time that counts as within service level (reporting), seconds.
+    #[schemars(range(min = 1, max = 3600))]
     pub service_level_s: i64,
-    /// The disposition codes an agent picks from in wrap-up (none: no disposition asked).
+    /// The disposition codes an agent picks from in this queue's wrap-up (each 1-40
+    /// characters, no control characters, no leading or trailing spaces, no duplicates; at
+    /// most 50). Empty: no disposition asked.
+    #[schemars(
+        length(max = 50),
+        inner(pattern(crate::domain::CODE_40)),
+        extend("uniqueItems" = true),
+        example = serde_json::json!(["Sale", "No sale", "Call back"])
+    )]
     pub dispositions: Vec<String>,
-    /// A disposition must be given before the agent becomes available again: End wrap-up is
-    /// refused without one, and the wrap-up timer waits for it.
+    /// A disposition must be given before the agent becomes available again: End wrap-up
+    /// (POST /api/call/wrap-up/end) is refused (409 disposition_required) and the wrap-up
+    /// timer waits until one is given (then the wrap-up ends at once if its time is over).
+    /// Needs at least one disposition code.
     pub disposition_required: bool,
 }
 
@@ -609,7 +629,7 @@ impl Command for HoldCall {
 
 /// Starts a transfer of the agent's connected call. The portal resolves an agent target to
 /// their device (`device`, `target_agent`) and an extension target to the agent logged in on it.
-#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TransferCall {
     pub agent: AgentNumber,
     pub method: TransferMethod,
@@ -711,7 +731,7 @@ impl Command for GetAgentCall {
 /// The agent dials a number or an extension from the portal (see
 /// [`CallEvent::OutboundCallStarted`]). The portal checks that the agent is logged in and free
 /// (Idle or Paused) and fills `device` from their login. The reply is the call's id.
-#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema, PartialEq)]
 pub struct DialOutbound {
     pub agent: AgentNumber,
     pub device: DeviceId,
@@ -733,7 +753,7 @@ impl Command for DialOutbound {
 /// A supervisor (or admin) starts monitoring an agent's connected call: the supervisor's
 /// device rings, and on answer they are on the call in `mode`. The portal fills `supervisor`
 /// and `supervisor_name` from the signed-in user, never from the request.
-#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema, PartialEq)]
 pub struct MonitorCall {
     pub agent: AgentNumber,
     pub device: DeviceId,

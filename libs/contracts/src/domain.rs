@@ -20,8 +20,8 @@ impl fmt::Display for Invalid {
 impl std::error::Error for Invalid {}
 
 macro_rules! digits_newtype {
-    ($name:ident, $field:literal, $what:literal) => {
-        #[doc = concat!("A ", $what, ": 1 to 15 digits.")]
+    ($name:ident, $field:literal, $what:literal, $title:literal) => {
+        #[doc = concat!($title, ": 1 to 15 digits.")]
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
         #[serde(transparent)]
         pub struct $name(String);
@@ -50,7 +50,7 @@ macro_rules! digits_newtype {
                 true
             }
             fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-                schemars::json_schema!({ "type": "string", "pattern": "^[0-9]{1,15}$", "description": concat!("A ", $what, ": 1 to 15 digits.") })
+                schemars::json_schema!({ "type": "string", "pattern": "^[0-9]{1,15}$", "description": concat!($title, ": 1 to 15 digits.") })
             }
         }
 
@@ -69,9 +69,19 @@ macro_rules! digits_newtype {
     };
 }
 
-digits_newtype!(AgentNumber, "agent_number", "an agent number");
-digits_newtype!(DeviceId, "device", "a device (extension number)");
-digits_newtype!(QueueNumber, "queue", "a queue number");
+digits_newtype!(
+    AgentNumber,
+    "agent_number",
+    "an agent number",
+    "An agent number"
+);
+digits_newtype!(
+    DeviceId,
+    "device",
+    "a device (extension number)",
+    "A device (extension number)"
+);
+digits_newtype!(QueueNumber, "queue", "a queue number", "A queue number");
 
 /// A name a person typed (an agent's or a user's display name, a queue's name, a pause
 /// reason, a tenant's name): trimmed, 1 to `max` characters, without control characters (a NUL
@@ -95,6 +105,44 @@ pub fn parse_name(field: &'static str, what: &str, s: &str, max: usize) -> Resul
     }
     Ok(t.to_string())
 }
+
+/// Patterns (ECMA-262, as JSON Schema has them) of the names [`parse_name`] takes: the
+/// whitespace `str::trim` removes (`ws`), then a first and a last character that are neither
+/// whitespace nor control characters with no control character between them, `$inner + 2`
+/// characters at most (`trimmed`).
+macro_rules! name_pattern {
+    (ws) => {
+        "[\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*"
+    };
+    (trimmed $inner:literal) => {
+        concat!(
+            "[^\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]",
+            "(?:[^\\u0000-\\u001f\\u007f-\\u009f]{0,",
+            $inner,
+            "}[^\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000])?"
+        )
+    };
+}
+
+/// The pattern of a name of at most 40 characters (a pause reason's).
+pub const NAME_40: &str = concat!(
+    "^",
+    name_pattern!(ws),
+    name_pattern!(trimmed 38),
+    name_pattern!(ws),
+    "$"
+);
+/// The pattern of a name of at most 80 characters (a display name, a queue's name).
+pub const NAME_80: &str = concat!(
+    "^",
+    name_pattern!(ws),
+    name_pattern!(trimmed 78),
+    name_pattern!(ws),
+    "$"
+);
+/// The pattern of a code of at most 40 characters written without surrounding whitespace (a
+/// disposition code).
+pub const CODE_40: &str = concat!("^", name_pattern!(trimmed 38), "$");
 
 /// A pause reason's name as the admin wrote it (1 to 40 characters, trimmed, no control
 /// characters).

@@ -52,7 +52,10 @@ pub struct QueueInfo {
 
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CreateQueue {
+    #[schemars(example = &"502")]
     pub queue: QueueNumber,
+    /// 1 to 80 characters (trimmed), no control characters.
+    #[schemars(pattern(crate::domain::NAME_80), example = &"Billing")]
     pub name: String,
 }
 impl Command for CreateQueue {

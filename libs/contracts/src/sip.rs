@@ -23,7 +23,8 @@ impl Command for ProvisionSipDevice {
     type Reply = SipCredentials;
 }
 
-/// What a phone needs to register.
+/// What a phone needs to register. The password is in this reply only: the gateway keeps its
+/// digest hash (HA1), never the password.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SipCredentials {
     pub device: DeviceId,

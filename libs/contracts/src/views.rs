@@ -51,7 +51,8 @@ pub struct QueueRef {
     pub name: String,
 }
 
-/// One agent as the portal and the supervisor view show them.
+/// One agent as the portal and the supervisor view show them. Also the data of each `agent`
+/// SSE event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AgentView {
     pub tenant: String,
@@ -59,6 +60,9 @@ pub struct AgentView {
     pub display_name: String,
     pub enabled: bool,
     pub status: AgentStatus,
+    /// The word the portal shows for the status; "Consulting" (status on_hold) while the agent
+    /// talks with the target of their attended transfer and the customer waits.
+    #[schemars(example = &"Idle")]
     pub status_label: String,
     pub pause_reason: Option<String>,
     pub device: Option<String>,
@@ -73,7 +77,31 @@ pub struct AgentView {
     pub may_manage_queues: bool,
     /// The completed, missed and rejected calls of this login (a new login starts them at 0).
     pub counts: Counts,
-    /// The current call (from the calls issue on); empty until then.
+    /// The call the agent is on: call, phase (ringing, dialing, connected, on_hold, wrap_up),
+    /// queue, queue_name, caller_number, caller_name, entered_queue_at, offered_at,
+    /// answered_at, wait_ms; after the call ended_at, talk_ms, ended_by, wrap_up_until.
+    /// transferred_from: the agent who transferred the call to this one, transferred_from_name
+    /// their display name; for a transferred call offered_at is when the transfer started and
+    /// wait_ms the wait of this offer (to the answer). received_transfer (while the transfer to
+    /// this agent is not complete): method, state (ringing, consultation, conference).
+    /// transfer (while the agent transfers the call): method, target, target_label, state
+    /// (ringing, answered, conference), customer_held. options: the call options that apply
+    /// now, from hangup, hold, resume, blind_transfer, attended_transfer, live_transfer,
+    /// complete, cancel, end_wrap_up, end_consultation, leave_conference (the last two: the
+    /// receiving agent leaves a transfer not complete yet, by POST /api/call/hangup; the portal
+    /// shows exactly these). Ringing: ring_until, when the offer counts as missed (the queue's
+    /// ring timeout; absent for a transferred call). Hold: hold_count (holds so far), hold_ms
+    /// (time of the ended holds), held_since (while the customer is on hold, else null); the
+    /// talk time without hold is (now or ended_at) - answered_at - hold_ms - (now -
+    /// held_since), as reporting.calls.talk_ms counts it. Outbound (the agent dialled it, POST
+    /// /api/call/dial): direction outbound, number (what was dialled; also caller_number),
+    /// extension (true: an extension of the tenant), queue null, dialed_at, dial_state while
+    /// the phase is dialing (agent_ringing: the agent's own phone rings; number_ringing: then
+    /// the number), answered_at when the far end answered; options while dialing: hangup (ends
+    /// the dial). An outbound call has no wrap-up: when it ends current_call is null. A
+    /// supervisor listening in: monitor (shown to the agent when the tenant's agent defaults
+    /// say so).
+    #[schemars(extend("type" = ["object", "null"]))]
     pub current_call: Option<serde_json::Value>,
     /// Who ended the agent's last login, while logged out: the agent, a supervisor (a forced
     /// logout) or the admin disabling the account. None while logged in.

@@ -15,18 +15,26 @@ use cc_core::Command;
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
     /// `https://...` (or `http://` with `allow_http`), at most 2000 characters.
+    #[schemars(length(max = 2000), example = &"https://crm.example.com/hooks/callcenter")]
     pub url: String,
+    /// The event types to send (empty: every type).
     #[serde(default)]
+    #[schemars(length(max = 100), example = serde_json::json!(["CallAnswered", "CallEnded"]))]
     pub event_types: Vec<String>,
+    /// Only events about these agents (an event's agent or target_agent); empty: every agent.
     #[serde(default)]
+    #[schemars(length(max = 500))]
     pub agents: Vec<String>,
+    /// Only events about these queues; empty: every queue.
     #[serde(default)]
+    #[schemars(length(max = 500))]
     pub queues: Vec<String>,
     /// Allows a plain `http://` URL (for testing; the deliveries are then readable on the way).
     #[serde(default)]
     pub allow_http: bool,
     /// What it is for, at most 200 characters.
     #[serde(default)]
+    #[schemars(length(max = 200))]
     pub description: String,
 }
 impl Command for CreateWebhook {
@@ -46,14 +54,15 @@ pub struct Webhook {
     pub allow_http: bool,
     pub description: String,
     /// `active` or `suspended`.
+    #[schemars(extend("enum" = ["active", "suspended"]))]
     pub status: String,
     /// Why it was suspended (deliveries failed for too long, or the receiver answered 410).
     pub suspended_reason: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
-/// The reply of [`CreateWebhook`]: the subscription and its signing secret (`whsec_...`),
-/// shown this once.
+/// The reply of CreateWebhook: the subscription and its signing secret (`whsec_...`, the
+/// Standard Webhooks signing secret), shown this once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CreatedWebhook {
     #[serde(flatten)]
@@ -117,6 +126,7 @@ pub struct Delivery {
     pub attempt: i32,
     /// `delivered`, `failed` (will be retried), `suspended` (the last attempt before the
     /// subscription was suspended), `redelivered`, `test`.
+    #[schemars(extend("enum" = ["delivered", "failed", "suspended", "redelivered", "test"]))]
     pub outcome: String,
     /// The receiver's HTTP status, if it answered.
     pub status_code: Option<i32>,

@@ -4,14 +4,19 @@
 //! async-nats (scripts/check-contracts checks it); the event store and the bus re-export these
 //! types.
 
+mod decider;
 mod event;
 mod names;
+pub mod pairs;
+pub mod partition;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub use decider::Decider;
 pub use event::{AppendResult, Checkpoint, ExpectedVersion, Metadata, NewEvent, RecordedEvent};
 pub use names::{NameError, StreamName};
+pub use partition::Partition;
 
 /// A typed command: its service, its name (the last subject token) and its reply.
 pub trait Command: Serialize + DeserializeOwned + Send + 'static {

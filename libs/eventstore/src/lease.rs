@@ -62,6 +62,34 @@ impl Lease {
         &self.fence
     }
 
+    /// The JetStream ack floor [`Lease::remember_floor`] kept for the durable consumer
+    /// `consumer` (`None`: never kept).
+    pub async fn remembered_floor(&mut self, consumer: &str) -> Result<Option<u64>, sqlx::Error> {
+        let floor: Option<i64> =
+            sqlx::query_scalar("select floor from es_consumer_floors where name = $1")
+                .bind(consumer)
+                .fetch_optional(&mut self.conn)
+                .await?;
+        Ok(floor.map(|f| f.max(0) as u64))
+    }
+
+    /// Keeps `floor` as the ack floor of the durable consumer `consumer`, while this holding
+    /// is the lease's newest (a holder that lost the lease keeps nothing).
+    pub async fn remember_floor(&mut self, consumer: &str, floor: u64) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "insert into es_consumer_floors (name, floor)
+             select $1, $2 from es_lease_epochs where name = $3 and epoch = $4
+             on conflict (name) do update set floor = excluded.floor, updated_at = now()",
+        )
+        .bind(consumer)
+        .bind(floor as i64)
+        .bind(&self.fence.name)
+        .bind(self.fence.epoch)
+        .execute(&mut self.conn)
+        .await?;
+        Ok(())
+    }
+
     /// Fails when the lease's connection is gone (at most one round trip every 2 s).
     pub async fn check(&mut self) -> Result<(), sqlx::Error> {
         if self.last_check.elapsed() > Duration::from_secs(2) {

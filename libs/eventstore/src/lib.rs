@@ -10,10 +10,13 @@
 //!   `(xid, position)` (the transaction-id snapshot technique).
 //! - [`Subscription`] waits for new events with LISTEN/NOTIFY as a wake-up hint.
 //! - [`Upcasters`] upgrade old schema versions of an event type on read.
+//! - [`Snapshots`] keep a folded state with the position it covers (a cache for take-overs).
 
 mod checkpoint;
 mod lease;
 mod migrate;
+pub mod partitioning;
+mod snapshot;
 mod store;
 mod subscription;
 mod tail;
@@ -26,6 +29,7 @@ pub use cc_core::{
 pub use checkpoint::{begin_read_model, CheckpointStore};
 pub use lease::{Fence, Lease};
 pub use migrate::{migrate, Migration};
+pub use snapshot::{SaveError, Snapshot, Snapshots};
 pub use store::{AppendError, EventStore, ReadFilter};
 pub use subscription::{Feed, Subscription};
 pub use upcast::Upcasters;
@@ -51,5 +55,20 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 4,
         name: "lease_epochs",
         sql: include_str!("../sql/0004_lease_epochs.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "snapshots",
+        sql: include_str!("../sql/0005_snapshots.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "consumer_floors",
+        sql: include_str!("../sql/0006_consumer_floors.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "partitioning",
+        sql: include_str!("../sql/0007_partitioning.sql"),
     },
 ];

@@ -36,6 +36,25 @@ pub enum AppendError {
 pub enum ReadFilter {
     All,
     Category(String),
+    /// The events of the tenants of one partition ([`cc_core::partition`]).
+    Partition(cc_core::Partition),
+    /// One category's events of one partition's tenants.
+    CategoryInPartition(String, cc_core::Partition),
+}
+
+impl ReadFilter {
+    /// `filter` narrowed to partition `p` (the same filter when the store is not partitioned).
+    pub fn in_partition(self, p: cc_core::Partition) -> ReadFilter {
+        if p.count <= 1 {
+            return self;
+        }
+        match self {
+            ReadFilter::All | ReadFilter::Partition(_) => ReadFilter::Partition(p),
+            ReadFilter::Category(c) | ReadFilter::CategoryInPartition(c, _) => {
+                ReadFilter::CategoryInPartition(c, p)
+            }
+        }
+    }
 }
 
 /// The event store. Cheap to clone.
@@ -90,6 +109,9 @@ ins as (
     returning position, version
 )
 select (select v from cur), coalesce((select array_agg(position order by version) from ins), '{}'::int8[])";
+
+/// A row of partition `$4` of `$5` (PostgreSQL's reading of `cc_core::partition::of`).
+const IN_PARTITION: &str = "(('x' || left(md5(tenant), 8))::bit(32)::bigint % $5) = $4";
 
 const COLUMNS: &str = "position, xid, event_id, tenant, category, stream_id, version, event_type, \
                        schema_version, data, metadata, recorded_at";
@@ -197,6 +219,18 @@ impl EventStore {
                         drop(tx);
                         let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
                         return self.previous_append(stream, &ids).await;
+                    }
+                    // Another writer took the version this append was decided on: a conflict,
+                    // as when the version was found moved before the insert.
+                    Err(AppendError::Database(sqlx::Error::Database(db)))
+                        if db.code().as_deref() == Some("23505") =>
+                    {
+                        drop(tx);
+                        return Err(AppendError::Conflict {
+                            stream: stream.key(),
+                            expected,
+                            actual: self.stream_version(stream).await?,
+                        });
                     }
                     Err(e) => return Err(e),
                     Ok(r) => {
@@ -393,6 +427,20 @@ impl EventStore {
             .await
     }
 
+    /// As [`EventStore::stream_version`], inside the caller's transaction: the version a
+    /// decision made in that transaction is made on (named in its append as
+    /// [`ExpectedVersion::Exact`]; a writer that appended meanwhile makes it a conflict).
+    pub async fn stream_version_in(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        stream: &StreamName,
+    ) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("select coalesce(max(version), 0) from es_events where stream = $1")
+            .bind(stream.key())
+            .fetch_one(tx)
+            .await
+    }
+
     /// Reads up to `limit` events of one stream, from version `from` (1 = the first event).
     pub async fn read_stream(
         &self,
@@ -460,6 +508,24 @@ impl EventStore {
                 .fetch_all(&self.pool)
                 .await?
             }
+            ReadFilter::CategoryInPartition(_, p) | ReadFilter::Partition(p) => {
+                let category = match filter {
+                    ReadFilter::CategoryInPartition(c, _) => Some(c.as_str()),
+                    _ => None,
+                };
+                sqlx::query(&format!(
+                    "select {COLUMNS} from es_events where {IN_PARTITION} and ($6::text is null or category = $6) \
+                     and (xid, position) > ($1, $2) and {safe} order by xid, position limit $3"
+                ))
+                .bind(after.xid)
+                .bind(after.position)
+                .bind(limit)
+                .bind(p.index as i64)
+                .bind(p.count.max(1) as i64)
+                .bind(category)
+                .fetch_all(&self.pool)
+                .await?
+            }
         };
         Ok(rows.iter().map(|r| self.decode(r)).collect())
     }
@@ -499,6 +565,21 @@ impl EventStore {
                     .bind(c)
                     .fetch_one(&self.pool)
                     .await
+            }
+            ReadFilter::CategoryInPartition(_, p) | ReadFilter::Partition(p) => {
+                let category = match filter {
+                    ReadFilter::CategoryInPartition(c, _) => Some(c.as_str()),
+                    _ => None,
+                };
+                sqlx::query_scalar(&format!(
+                    "select count(*) from es_events where {} and ($3::text is null or category = $3)",
+                    IN_PARTITION.replace("$5", "$2").replace("$4", "$1")
+                ))
+                .bind(p.index as i64)
+                .bind(p.count.max(1) as i64)
+                .bind(category)
+                .fetch_one(&self.pool)
+                .await
             }
         }
     }

@@ -86,6 +86,10 @@ impl Subscription {
             && match &self.filter {
                 ReadFilter::All => true,
                 ReadFilter::Category(c) => e.stream.category() == c,
+                ReadFilter::Partition(p) => p.contains(e.tenant()),
+                ReadFilter::CategoryInPartition(c, p) => {
+                    e.stream.category() == c && p.contains(e.tenant())
+                }
             }
     }
 

@@ -61,6 +61,9 @@ pub struct Metrics {
     pub commands: cc_bus::CommandCounter,
     leaders: Arc<Mutex<Vec<cc_bus::Leader>>>,
     lease_held: Family<Vec<(&'static str, String)>, Gauge>,
+    takeover_seconds: Family<Vec<(&'static str, String)>, Gauge<f64, AtomicU64>>,
+    takeover_events: Family<Vec<(&'static str, String)>, Gauge>,
+    lease_epoch: Family<Vec<(&'static str, String)>, Gauge>,
     lag: Family<Vec<(&'static str, String)>, Gauge<f64, AtomicU64>>,
     dependency_up: Family<Vec<(&'static str, String)>, Gauge>,
 }
@@ -76,6 +79,23 @@ impl Default for Metrics {
         );
         let (lease_held, lag, dependency_up) =
             (Family::default(), Family::default(), Family::default());
+        let (takeover_seconds, takeover_events) = (Family::default(), Family::default());
+        let lease_epoch = Family::default();
+        registry.register(
+            "lease_epoch",
+            "The epoch this process holds the lease in (raised by every new holder; its appends are fenced with it), 0 when it does not hold it",
+            lease_epoch.clone(),
+        );
+        registry.register(
+            "takeover_seconds",
+            "How long this process's last take-over of the lease took, from taking it to caught up with the store (a snapshot read and the events after it replayed); queue_router and call_control",
+            takeover_seconds.clone(),
+        );
+        registry.register(
+            "takeover_events",
+            "Events this process replayed at its last take-over of the lease: those after the snapshot it started from, or the whole history without one",
+            takeover_events.clone(),
+        );
         registry.register(
             "lease_held",
             "1 while this process holds the lease (relay, queue_router, call_control, portal_projection, reporting_projection, webhooks), else 0: summed over the replicas, each lease is 1",
@@ -96,6 +116,9 @@ impl Default for Metrics {
             commands,
             leaders: Arc::default(),
             lease_held,
+            takeover_seconds,
+            takeover_events,
+            lease_epoch,
             lag,
             dependency_up,
         }
@@ -119,14 +142,30 @@ impl Metrics {
         if let Some(l) = leaders.iter().find(|l| l.name() == name) {
             return l.clone();
         }
-        let l = cc_bus::Leader::new(
-            name,
-            self.lease_held
-                .get_or_create(&vec![("lease", name.to_string())])
-                .clone(),
-        );
+        let label = vec![("lease", name.to_string())];
+        let l = cc_bus::Leader::new(name, self.lease_held.get_or_create(&label).clone())
+            .with_takeover(
+                self.takeover_seconds.get_or_create(&label).clone(),
+                self.takeover_events.get_or_create(&label).clone(),
+            )
+            .with_epoch(self.lease_epoch.get_or_create(&label).clone());
         leaders.push(l.clone());
         l
+    }
+
+    /// [`Metrics::leader`] for a name made at run time (a partition's: `queue_router/p3`);
+    /// each name is made once per process.
+    pub fn leader_named(&self, name: &str) -> cc_bus::Leader {
+        if let Some(l) = self
+            .leaders
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.name() == name)
+        {
+            return l.clone();
+        }
+        self.leader(Box::leak(name.to_string().into_boxed_str()))
     }
 
     /// Every 5 s until `cancel`, sets each leading consumer's lag from the store: the age of

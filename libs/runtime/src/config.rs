@@ -53,6 +53,17 @@ pub struct Config {
     /// Seconds between two prunings of expired portal sessions and old sign-in throttle rows
     /// (by the auth service). `CC_AUTH_PRUNE_SECS`.
     pub auth_prune_secs: u64,
+    /// The router, call control and the reporting fold save a snapshot of their state after
+    /// this many events folded since the last one (take-overs read the newest snapshot and the
+    /// events after it). `CC_SNAPSHOT_EVERY_EVENTS`.
+    pub snapshot_every_events: u64,
+    /// ...or this many seconds after the last one, when anything was folded since.
+    /// `CC_SNAPSHOT_EVERY_SECS`.
+    pub snapshot_every_secs: u64,
+    /// How many partitions the tenants are spread over (the queue router leads per partition,
+    /// each replica its fair share). The same for every replica and fixed for a store.
+    /// `CC_PARTITIONS`, 1 to 1024.
+    pub partitions: u32,
     /// The SIP gateway (target `sip-gateway`); see [`SipConfig`].
     pub sip: SipConfig,
     /// Webhook deliveries (target `webhooks`); see [`WebhookConfig`].
@@ -401,6 +412,9 @@ impl Default for Config {
             trusted_proxies: Networks::default(),
             trusted_proxy_header: ProxyHeader::default(),
             auth_prune_secs: 300,
+            snapshot_every_events: 50_000,
+            snapshot_every_secs: 60,
+            partitions: 1,
             sip: SipConfig::default(),
             webhooks: WebhookConfig::default(),
             nats: NatsAuth::default(),
@@ -477,6 +491,27 @@ pub const ENV_VARS: &[(&str, Setter)] = &[
             "forwarded" => ProxyHeader::Forwarded,
             _ => return Err(format!("{v:?} must be x-forwarded-for or forwarded")),
         };
+        Ok(())
+    }),
+    ("CC_SNAPSHOT_EVERY_EVENTS", |c, v| {
+        parse(&mut c.snapshot_every_events, v)?;
+        if c.snapshot_every_events == 0 {
+            return Err("must be at least 1".into());
+        }
+        Ok(())
+    }),
+    ("CC_SNAPSHOT_EVERY_SECS", |c, v| {
+        parse(&mut c.snapshot_every_secs, v)?;
+        if c.snapshot_every_secs == 0 {
+            return Err("must be at least 1".into());
+        }
+        Ok(())
+    }),
+    ("CC_PARTITIONS", |c, v| {
+        parse(&mut c.partitions, v)?;
+        if !(1..=1024).contains(&c.partitions) {
+            return Err("must be 1 to 1024".into());
+        }
         Ok(())
     }),
     ("CC_AUTH_PRUNE_SECS", |c, v| {
@@ -626,7 +661,7 @@ impl Config {
 
 /// A URL (or a comma-separated list of them, as NATS takes) fit for a log line or an error:
 /// the password after the user replaced by `***`, so is a `password=` parameter's value.
-pub(crate) fn redact_url(url: &str) -> String {
+pub fn redact_url(url: &str) -> String {
     url.split(',')
         .map(|one| {
             let (scheme, rest) = match one.find("://") {

@@ -29,6 +29,23 @@ pub async fn postgres(
     let opts = opts.options([("idle_in_transaction_session_timeout", "30000")]);
     let mut attempt = 0;
     loop {
+        // A standby is refused by name (the pool alone would report only its timeout).
+        if let Ok(mut probe) = opts.connect().await {
+            if refuse_read_only(&mut probe).await.is_err() {
+                attempt += 1;
+                readiness.down("postgres", READ_ONLY);
+                tracing::warn!(
+                    attempt,
+                    "{READ_ONLY}; retrying ({})",
+                    redact(&config.database_url)
+                );
+                tokio::select! {
+                    _ = cancel.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(backoff(attempt)) => {}
+                }
+                continue;
+            }
+        }
         let pool = PgPoolOptions::new()
             .max_connections(config.database_max_connections)
             .acquire_timeout(Duration::from_secs(5))
@@ -36,6 +53,10 @@ pub async fn postgres(
             // trips of every query under load). A connection that died fails its query; the
             // services retry or restart their loop, and the pool replaces it.
             .test_before_acquire(false)
+            // Only the primary: a standby (or a demoted primary after a failover) accepts no
+            // writes, so a connection to one is refused and the pool tries again until the
+            // address (a proxy, a DNS name, a managed service's endpoint) leads to the primary.
+            .after_connect(|conn, _| Box::pin(async move { refuse_read_only(conn).await }))
             .connect_with(opts.clone())
             .await;
         match pool {
@@ -68,6 +89,21 @@ pub async fn postgres(
             _ = tokio::time::sleep(backoff(attempt)) => {}
         }
     }
+}
+
+/// Why a server is no place for the product's writes: it is read-only (a standby, or
+/// `default_transaction_read_only` on).
+pub const READ_ONLY: &str =
+    "the PostgreSQL server is read-only (a standby?): the product needs the primary";
+
+async fn refuse_read_only(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    let read_only: String = sqlx::query_scalar("show transaction_read_only")
+        .fetch_one(&mut *conn)
+        .await?;
+    if read_only == "on" {
+        return Err(sqlx::Error::Configuration(READ_ONLY.into()));
+    }
+    Ok(())
 }
 
 fn is_missing_database(e: &sqlx::Error) -> bool {
@@ -237,7 +273,13 @@ pub fn watch(
 ) {
     tokio::spawn(async move {
         loop {
-            match sqlx::query("select 1").execute(&pool).await {
+            // A pooled connection to a server that became a standby (a failover) is read-only:
+            // not ready until the pool reaches the primary again.
+            match sqlx::query_scalar::<_, String>("show transaction_read_only")
+                .fetch_one(&pool)
+                .await
+            {
+                Ok(ro) if ro == "on" => readiness.down("postgres", READ_ONLY),
                 Ok(_) => readiness.ready("postgres"),
                 Err(e) => readiness.down("postgres", e.to_string()),
             }

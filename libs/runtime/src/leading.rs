@@ -40,3 +40,22 @@ where
         tokio::select! { _ = cancel.cancelled() => {}, _ = tokio::time::sleep(Duration::from_secs(1)) => {} }
     }
 }
+
+/// The holder of `lease`'s durable consumer `name` of the PBX's channel facts, from the first
+/// fact not acknowledged ([`cc_bus::consumer::pbx_channels_from_ack_floor`]), its ack floor
+/// kept with the lease in PostgreSQL so that a consumer lost half-way is created again from
+/// where it was.
+pub async fn pbx_channels_for(
+    bus: &cc_bus::Bus,
+    lease: &mut cc_eventstore::Lease,
+    name: &str,
+) -> anyhow::Result<
+    async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
+> {
+    let remembered = lease.remembered_floor(name).await?;
+    let remember = |floor| async move {
+        lease.remember_floor(name, floor).await?;
+        Ok(())
+    };
+    cc_bus::consumer::pbx_channels_from_ack_floor(bus, name, remembered, remember).await
+}

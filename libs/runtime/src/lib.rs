@@ -12,13 +12,14 @@ mod config;
 pub mod connect;
 mod context;
 pub mod leading;
+pub mod partitions;
 pub mod shutdown;
 pub mod telemetry;
 pub mod web;
 
 pub use admin::{Metrics, Readiness};
 pub use config::{
-    Config, ConfigError, LogFormat, NatsAuth, Networks, PbxTrunk, PresencePackage, ProxyHeader,
-    SipConfig, WebhookConfig,
+    redact_url, Config, ConfigError, LogFormat, NatsAuth, Networks, PbxTrunk, PresencePackage,
+    ProxyHeader, SipConfig, WebhookConfig,
 };
 pub use context::Context;

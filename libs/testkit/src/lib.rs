@@ -10,7 +10,11 @@
 //!   `infra/k8s/nats-cluster.conf`, as Kubernetes, docker-compose and scripts/nats-cluster do.
 //! - [`tls::Certs`]: a CA and certificates made at test time; [`tls::PgServer`]: a PostgreSQL of
 //!   the test's own (TLS only, or plain and restartable).
+//! - [`decider`]: the `given(events).when(command).then(events | refusal)` harness of every
+//!   domain core.
 
+pub mod decider;
+pub mod history;
 pub mod tls;
 
 use std::net::TcpListener;

@@ -60,6 +60,16 @@ pub async fn fresh_database(
     Ok((pool, url))
 }
 
+/// Drops a database [`fresh_database`] made (its connections closed by force).
+pub async fn drop_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
+    let admin: PgConnectOptions = admin_url.parse()?;
+    let mut conn = admin.connect().await?;
+    sqlx::query(&format!("drop database if exists {name} with (force)"))
+        .execute(&mut conn)
+        .await?;
+    Ok(())
+}
+
 pub fn env(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
 }
@@ -78,6 +88,45 @@ pub fn rss_kib(pid: u32) -> u64 {
             })
         })
         .unwrap_or(0)
+}
+
+/// The CPU time a process has used (user and system), in clock ticks of 10 ms (Linux).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // After the command's closing parenthesis: state (field 3), ..., utime (14), stime (15).
+            let rest = &s[s.rfind(')')? + 1..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
+/// The body of a plain HTTP GET (the admin ports' `/metrics`).
+pub async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("{addr}{path}: no HTTP response"))?;
+    anyhow::ensure!(
+        head.starts_with("HTTP/1.1 200"),
+        "{addr}{path}: {}",
+        head.lines().next().unwrap_or("")
+    );
+    Ok(body.to_string())
+}
+
+/// The value of an unlabelled metric in a Prometheus text exposition.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// Waits until an HTTP endpoint answers 200.
@@ -219,7 +268,7 @@ pub async fn log_in_agents(
                     Ok(_) => break,
                     Err(cc_bus::RequestError::Rejected(e))
                         if (e.error == "unknown_device" || e.error == "device_offline")
-                            && attempt < 100 =>
+                            && attempt < 600 =>
                     {
                         tokio::time::sleep(Duration::from_millis(100)).await
                     }

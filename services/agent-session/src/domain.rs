@@ -3,6 +3,7 @@
 
 use cc_contracts::domain::{AgentNumber, DeviceId, QueueNumber};
 use cc_contracts::session::{AgentSessionEvent as E, LogoutReason};
+use cc_core::Decider;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -176,8 +177,28 @@ pub fn decide(agent: &AgentNumber, s: &Session, cmd: SessionCommand) -> Result<V
     }
 }
 
-/// Applies one event.
-pub fn evolve(mut s: Session, e: &E, at: Option<DateTime<Utc>>) -> Session {
+/// The session's core in the shape every domain core has ([`Decider`]): the command names the
+/// agent it is for, since the session's state does not.
+pub struct SessionCore;
+
+impl Decider for SessionCore {
+    type State = Session;
+    type Command = (AgentNumber, SessionCommand);
+    type Event = E;
+    type Refusal = Refusal;
+
+    fn decide(s: &Session, (agent, cmd): &Self::Command) -> Result<Vec<E>, Refusal> {
+        decide(agent, s, cmd.clone())
+    }
+
+    fn evolve(s: &mut Session, e: &E) {
+        *s = evolve(std::mem::take(s), e);
+    }
+}
+
+/// Applies one event. A login's `since` is left empty: the time is not in the event, and the
+/// adapter stamps it with the commit's time ([`stamp_login`]).
+pub fn evolve(mut s: Session, e: &E) -> Session {
     match e {
         E::AgentLoggedIn {
             login_id,
@@ -191,7 +212,7 @@ pub fn evolve(mut s: Session, e: &E, at: Option<DateTime<Utc>>) -> Session {
                 queues: queues.clone(),
                 paused: None,
                 device_online: true,
-                since: at,
+                since: None,
             });
         }
         E::AgentLoggedOut { .. } => s.login = None,
@@ -213,6 +234,15 @@ pub fn evolve(mut s: Session, e: &E, at: Option<DateTime<Utc>>) -> Session {
     s
 }
 
+/// The login just recorded by `events`, if any, stamped with the time it was recorded.
+pub fn stamp_login(s: &mut Session, events: &[E], at: DateTime<Utc>) {
+    if events.iter().any(|e| matches!(e, E::AgentLoggedIn { .. })) {
+        if let Some(l) = s.login.as_mut() {
+            l.since = Some(at);
+        }
+    }
+}
+
 /// Whether the agent may be offered queue calls in `queue` (the routing invariant, as far
 /// as the session knows: calls add "not ringing, not on a call, not in wrap-up").
 pub fn available_for(s: &Session, queue: &QueueNumber) -> bool {
@@ -222,6 +252,7 @@ pub fn available_for(s: &Session, queue: &QueueNumber) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cc_testkit::decider as harness;
     use proptest::prelude::*;
 
     fn agent() -> AgentNumber {
@@ -234,13 +265,6 @@ mod tests {
         QueueNumber::parse(n).unwrap()
     }
 
-    /// given events, when command, then events (or a refusal).
-    fn given(events: &[E]) -> Session {
-        events
-            .iter()
-            .fold(Session::default(), |s, e| evolve(s, e, None))
-    }
-
     fn logged_in() -> Vec<E> {
         vec![E::AgentLoggedIn {
             agent: agent(),
@@ -250,133 +274,93 @@ mod tests {
         }]
     }
 
+    fn ask(cmd: SessionCommand) -> (AgentNumber, SessionCommand) {
+        (agent(), cmd)
+    }
+
+    fn pause(reason: &str) -> (AgentNumber, SessionCommand) {
+        ask(SessionCommand::Pause {
+            reason: reason.into(),
+        })
+    }
+
     #[test]
     fn pausing_twice_is_a_clear_refusal_and_changing_reason_is_its_own_event() {
-        let mut h = logged_in();
-        h.push(E::AgentPaused {
+        let paused = E::AgentPaused {
             agent: agent(),
             reason: "Lunch".into(),
-        });
-        let s = given(&h);
-        assert_eq!(
-            decide(
-                &agent(),
-                &s,
-                SessionCommand::Pause {
-                    reason: "Lunch".into()
-                }
-            ),
-            Err(Refusal::AlreadyPaused {
-                reason: "Lunch".into()
-            })
-        );
-        assert_eq!(
-            decide(
-                &agent(),
-                &s,
-                SessionCommand::Pause {
-                    reason: "Break".into()
-                }
-            ),
-            Ok(vec![E::AgentPauseReasonChanged {
+        };
+        harness::given::<SessionCore>(logged_in())
+            .and([paused.clone()])
+            .when(pause("Lunch"))
+            .then_refused(Refusal::AlreadyPaused {
+                reason: "Lunch".into(),
+            });
+        harness::given::<SessionCore>(logged_in())
+            .and([paused])
+            .when(pause("Break"))
+            .then([E::AgentPauseReasonChanged {
                 agent: agent(),
                 from: "Lunch".into(),
-                to: "Break".into()
-            }])
-        );
-        assert_eq!(
-            decide(&agent(), &given(&logged_in()), SessionCommand::Unpause),
-            Err(Refusal::NotPaused)
-        );
+                to: "Break".into(),
+            }]);
+        harness::given::<SessionCore>(logged_in())
+            .when(ask(SessionCommand::Unpause))
+            .then_refused(Refusal::NotPaused);
     }
 
     #[test]
     fn a_logged_out_agent_can_only_log_in() {
-        let s = Session::default();
-        assert_eq!(
-            decide(&agent(), &s, SessionCommand::Unpause),
-            Err(Refusal::NotLoggedIn)
-        );
-        assert_eq!(
-            decide(
-                &agent(),
-                &s,
-                SessionCommand::Logout {
-                    reason: LogoutReason::Agent
-                }
-            ),
-            Err(Refusal::NotLoggedIn)
-        );
-        assert_eq!(
-            decide(
-                &agent(),
-                &s,
-                SessionCommand::DeviceOffline {
-                    device: dev("1001")
-                }
-            ),
-            Ok(vec![])
-        );
-        let s = given(&logged_in());
-        assert!(matches!(
-            decide(
-                &agent(),
-                &s,
-                SessionCommand::Login {
-                    device: dev("1002"),
-                    queues: vec![],
-                    login_id: Uuid::nil()
-                }
-            ),
-            Err(Refusal::AlreadyLoggedIn { .. })
-        ));
+        harness::given::<SessionCore>([])
+            .when(ask(SessionCommand::Unpause))
+            .then_refused(Refusal::NotLoggedIn);
+        harness::given::<SessionCore>([])
+            .when(ask(SessionCommand::Logout {
+                reason: LogoutReason::Agent,
+            }))
+            .then_refused(Refusal::NotLoggedIn);
+        harness::given::<SessionCore>([])
+            .when(ask(SessionCommand::DeviceOffline {
+                device: dev("1001"),
+            }))
+            .then_nothing();
+        harness::given::<SessionCore>(logged_in())
+            .when(ask(SessionCommand::Login {
+                device: dev("1002"),
+                queues: vec![],
+                login_id: Uuid::nil(),
+            }))
+            .then_refused(Refusal::AlreadyLoggedIn {
+                device: dev("1001"),
+            });
     }
 
     #[test]
     fn an_offline_device_takes_the_agent_out_of_routing_until_it_registers_again() {
-        let s = given(&logged_in());
-        assert!(available_for(&s, &q("500")));
-        let off = decide(
-            &agent(),
-            &s,
-            SessionCommand::DeviceOffline {
-                device: dev("1001"),
-            },
-        )
-        .unwrap();
-        let s = off.iter().fold(s, |s, e| evolve(s, e, None));
+        let offline = |d: &str| ask(SessionCommand::DeviceOffline { device: dev(d) });
+        let s = harness::given::<SessionCore>(logged_in());
+        assert!(available_for(s.state(), &q("500")));
+        let s = s.when(offline("1001")).then([E::AgentDeviceWentOffline {
+            agent: agent(),
+            device: dev("1001"),
+        }]);
         assert!(!available_for(&s, &q("500")));
-        assert_eq!(
-            decide(
-                &agent(),
-                &s,
-                SessionCommand::DeviceOffline {
-                    device: dev("1001")
-                }
-            ),
-            Ok(vec![])
-        );
-        let on = decide(
-            &agent(),
-            &s,
-            SessionCommand::DeviceOnline {
+        let s = harness::Scenario::<SessionCore>::from_state(s)
+            .when(offline("1001"))
+            .then_nothing();
+        let s = harness::Scenario::<SessionCore>::from_state(s)
+            .when(ask(SessionCommand::DeviceOnline {
                 device: dev("1001"),
-            },
-        )
-        .unwrap();
-        let s = on.iter().fold(s, |s, e| evolve(s, e, None));
+            }))
+            .then([E::AgentDeviceCameOnline {
+                agent: agent(),
+                device: dev("1001"),
+            }]);
         assert!(available_for(&s, &q("500")));
         // Another device's presence does not matter.
-        assert_eq!(
-            decide(
-                &agent(),
-                &s,
-                SessionCommand::DeviceOffline {
-                    device: dev("1009")
-                }
-            ),
-            Ok(vec![])
-        );
+        harness::Scenario::<SessionCore>::from_state(s)
+            .when(offline("1009"))
+            .then_nothing();
     }
 
     fn command() -> impl Strategy<Value = SessionCommand> {
@@ -419,10 +403,10 @@ mod tests {
             let mut history = Vec::new();
             for cmd in cmds {
                 let is_presence = matches!(cmd, SessionCommand::DeviceOffline { .. } | SessionCommand::DeviceOnline { .. });
-                if let Ok(events) = decide(&agent(), &s, cmd) {
+                if let Ok(events) = SessionCore::decide(&s, &(agent(), cmd)) {
                     let before = s.clone();
                     for e in &events {
-                        s = evolve(s, e, None);
+                        SessionCore::evolve(&mut s, e);
                     }
                     prop_assert!(is_presence || s != before, "an accepted command changes the state");
                     history.extend(events);
@@ -434,7 +418,7 @@ mod tests {
                     prop_assert_eq!(qs.len(), l.queues.len(), "no queue twice");
                 }
             }
-            prop_assert_eq!(given(&history), s);
+            prop_assert_eq!(SessionCore::fold(&history), s);
         }
     }
 }

@@ -196,9 +196,8 @@ pub async fn execute(
         .append_in(&mut tx, &stream, ExpectedVersion::Exact(version), &encoded)
         .await?;
     let now = chrono::Utc::now();
-    let next = events
-        .iter()
-        .fold(session, |s, e| domain::evolve(s, e, Some(now)));
+    let mut next = events.iter().fold(session, domain::evolve);
+    domain::stamp_login(&mut next, &events, now);
     sqlx::query("update as_sessions set state = $3, version = $4 where tenant = $1 and agent = $2")
         .bind(&c.tenant)
         .bind(agent.as_str())

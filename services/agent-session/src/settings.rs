@@ -32,6 +32,8 @@ pub async fn change_pause_reason(
         .bind(&c.tenant)
         .execute(&mut *tx)
         .await?;
+    let stream = StreamName::new(&c.tenant, "settings", "pause_reasons").expect("valid");
+    let version = ctx.store.stream_version_in(&mut tx, &stream).await?;
     let active: Vec<String> =
         sqlx::query_scalar("select name from as_pause_reasons where tenant = $1 and active")
             .bind(&c.tenant)
@@ -110,12 +112,11 @@ pub async fn change_pause_reason(
             SettingsEvent::PauseReasonRetired { name }
         }
     };
-    let stream = StreamName::new(&c.tenant, "settings", "pause_reasons").expect("valid");
     ctx.store
         .append_in(
             &mut tx,
             &stream,
-            ExpectedVersion::Any,
+            ExpectedVersion::Exact(version),
             &[encode(&event, c.metadata())],
         )
         .await?;
@@ -148,6 +149,8 @@ pub async fn set_agent_defaults(
         .bind(&c.tenant)
         .execute(&mut *tx)
         .await?;
+    let stream = StreamName::new(&c.tenant, "settings", "agent_defaults").expect("valid");
+    let version = ctx.store.stream_version_in(&mut tx, &stream).await?;
     let current: Option<(bool, bool)> = sqlx::query_as(
         "select may_manage_queues, agents_see_monitoring from as_agent_defaults where tenant = $1",
     )
@@ -173,7 +176,6 @@ pub async fn set_agent_defaults(
     .bind(next.agents_see_monitoring)
     .execute(&mut *tx)
     .await?;
-    let stream = StreamName::new(&c.tenant, "settings", "agent_defaults").expect("valid");
     let e = SettingsEvent::AgentDefaultsChanged {
         may_manage_queues: next.may_manage_queues,
         agents_see_monitoring: next.agents_see_monitoring,
@@ -182,7 +184,7 @@ pub async fn set_agent_defaults(
         .append_in(
             &mut tx,
             &stream,
-            ExpectedVersion::Any,
+            ExpectedVersion::Exact(version),
             &[encode(&e, c.metadata())],
         )
         .await?;

@@ -9,7 +9,9 @@ use cc_eventstore::{ExpectedVersion, StreamName};
 use cc_runtime::Context;
 use sqlx::{PgPool, Row};
 
+use crate::account::{AccountCommand, AccountCore, Refusal};
 use crate::password;
+use cc_core::Decider;
 
 pub fn unknown_agent(agent: &AgentNumber) -> CommandError {
     CommandError::field(
@@ -154,26 +156,23 @@ pub async fn create_agent(
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    if inserted == 0 {
-        return Err(CommandError::field(
-            "agent_exists",
-            "agent",
-            format!("agent {} already exists", cmd.agent),
-        ));
-    }
-    let e = AgentAccountEvent::AgentAccountCreated {
+    // The insert is the account's lock: a row there already is an account that exists.
+    let before = (inserted == 0).then(|| AgentAccount {
         agent: cmd.agent.clone(),
-        display_name: display_name.clone(),
-        may_manage_queues,
-    };
-    ctx.store
-        .append_in(
-            &mut tx,
-            &s,
-            ExpectedVersion::NoStream,
-            &[encode(&e, c.metadata())],
-        )
-        .await?;
+        display_name: String::new(),
+        may_manage_queues: false,
+        enabled: true,
+    });
+    let events = AccountCore::decide(
+        &before,
+        &AccountCommand::Create {
+            agent: cmd.agent.clone(),
+            display_name: display_name.clone(),
+            may_manage_queues,
+        },
+    )
+    .map_err(refused)?;
+    append(ctx, &mut tx, c, &s, 0, &events).await?;
     tx.commit().await?;
     ctx.store.notify_committed();
     Ok(AgentAccount {
@@ -211,21 +210,29 @@ pub async fn update_agent(
     c: &CommandContext,
     cmd: UpdateAgent,
 ) -> Result<AgentAccount, CommandError> {
-    let new_name = cmd
+    let display_name = cmd
         .display_name
         .as_deref()
         .map(check_display_name)
         .transpose()?;
     let mut tx = ctx.pool.begin().await?;
-    let mut account = lock_agent(&mut tx, &c.tenant, &cmd.agent).await?;
-    let before = account.clone();
-    if let Some(n) = new_name {
-        account.display_name = n;
+    let mut account = Some(lock_agent(&mut tx, &c.tenant, &cmd.agent).await?);
+    let s = stream(&c.tenant, "agent_account", cmd.agent.as_str())?;
+    let version = ctx.store.stream_version_in(&mut tx, &s).await?;
+    let events = AccountCore::decide(
+        &account,
+        &AccountCommand::Update {
+            agent: cmd.agent.clone(),
+            display_name,
+            may_manage_queues: cmd.may_manage_queues,
+        },
+    )
+    .map_err(refused)?;
+    for e in &events {
+        AccountCore::evolve(&mut account, e);
     }
-    if let Some(m) = cmd.may_manage_queues {
-        account.may_manage_queues = m;
-    }
-    if account == before {
+    let account = account.expect("an updated account exists");
+    if events.is_empty() {
         return Ok(account);
     }
     sqlx::query("update auth_agents set display_name = $3, may_manage_queues = $4 where tenant = $1 and agent = $2")
@@ -235,23 +242,38 @@ pub async fn update_agent(
         .bind(account.may_manage_queues)
         .execute(&mut *tx)
         .await?;
-    let e = AgentAccountEvent::AgentAccountUpdated {
-        agent: cmd.agent.clone(),
-        display_name: account.display_name.clone(),
-        may_manage_queues: account.may_manage_queues,
-    };
-    let s = stream(&c.tenant, "agent_account", cmd.agent.as_str())?;
-    ctx.store
-        .append_in(
-            &mut tx,
-            &s,
-            ExpectedVersion::Any,
-            &[encode(&e, c.metadata())],
-        )
-        .await?;
+    append(ctx, &mut tx, c, &s, version, &events).await?;
     tx.commit().await?;
     ctx.store.notify_committed();
     Ok(account)
+}
+
+/// Appends an account's events at the version they were decided on.
+async fn append(
+    ctx: &Context,
+    tx: &mut sqlx::PgConnection,
+    c: &CommandContext,
+    s: &StreamName,
+    version: i64,
+    events: &[AgentAccountEvent],
+) -> Result<(), CommandError> {
+    let encoded: Vec<_> = events.iter().map(|e| encode(e, c.metadata())).collect();
+    ctx.store
+        .append_in(tx, s, ExpectedVersion::Exact(version), &encoded)
+        .await?;
+    Ok(())
+}
+
+/// A refusal of the account's core as the API answers it.
+fn refused(r: Refusal) -> CommandError {
+    match r {
+        Refusal::UnknownAgent { agent } => unknown_agent(&agent),
+        Refusal::AgentExists { agent } => CommandError::field(
+            "agent_exists",
+            "agent",
+            format!("agent {agent} already exists"),
+        ),
+    }
 }
 
 pub async fn set_password(
@@ -262,25 +284,23 @@ pub async fn set_password(
     password::check_policy(&cmd.password)?;
     let hash = password::hash(cmd.password).await?;
     let mut tx = ctx.pool.begin().await?;
-    lock_agent(&mut tx, &c.tenant, &cmd.agent).await?;
+    let account = Some(lock_agent(&mut tx, &c.tenant, &cmd.agent).await?);
+    let s = stream(&c.tenant, "agent_account", cmd.agent.as_str())?;
+    let version = ctx.store.stream_version_in(&mut tx, &s).await?;
+    let events = AccountCore::decide(
+        &account,
+        &AccountCommand::ChangePassword {
+            agent: cmd.agent.clone(),
+        },
+    )
+    .map_err(refused)?;
     sqlx::query("update auth_agents set password_hash = $3 where tenant = $1 and agent = $2")
         .bind(&c.tenant)
         .bind(cmd.agent.as_str())
         .bind(&hash)
         .execute(&mut *tx)
         .await?;
-    let e = AgentAccountEvent::AgentPasswordChanged {
-        agent: cmd.agent.clone(),
-    };
-    let s = stream(&c.tenant, "agent_account", cmd.agent.as_str())?;
-    ctx.store
-        .append_in(
-            &mut tx,
-            &s,
-            ExpectedVersion::Any,
-            &[encode(&e, c.metadata())],
-        )
-        .await?;
+    append(ctx, &mut tx, c, &s, version, &events).await?;
     tx.commit().await?;
     ctx.store.notify_committed();
     Ok(())
@@ -294,37 +314,31 @@ pub async fn set_enabled(
     cmd: SetAgentEnabled,
 ) -> Result<AgentAccount, CommandError> {
     let mut tx = ctx.pool.begin().await?;
-    let mut account = lock_agent(&mut tx, &c.tenant, &cmd.agent).await?;
-    if account.enabled == cmd.enabled {
+    let mut account = Some(lock_agent(&mut tx, &c.tenant, &cmd.agent).await?);
+    let s = stream(&c.tenant, "agent_account", cmd.agent.as_str())?;
+    let version = ctx.store.stream_version_in(&mut tx, &s).await?;
+    let events = AccountCore::decide(
+        &account,
+        &AccountCommand::SetEnabled {
+            agent: cmd.agent.clone(),
+            enabled: cmd.enabled,
+        },
+    )
+    .map_err(refused)?;
+    for e in &events {
+        AccountCore::evolve(&mut account, e);
+    }
+    let account = account.expect("the account exists");
+    if events.is_empty() {
         return Ok(account);
     }
-    account.enabled = cmd.enabled;
     sqlx::query("update auth_agents set enabled = $3 where tenant = $1 and agent = $2")
         .bind(&c.tenant)
         .bind(cmd.agent.as_str())
         .bind(cmd.enabled)
         .execute(&mut *tx)
         .await?;
-    let mut events = vec![];
-    if cmd.enabled {
-        events.push(encode(
-            &AgentAccountEvent::AgentAccountEnabled {
-                agent: cmd.agent.clone(),
-            },
-            c.metadata(),
-        ));
-    } else {
-        events.push(encode(
-            &AgentAccountEvent::AgentAccountDisabled {
-                agent: cmd.agent.clone(),
-            },
-            c.metadata(),
-        ));
-    }
-    let s = stream(&c.tenant, "agent_account", cmd.agent.as_str())?;
-    ctx.store
-        .append_in(&mut tx, &s, ExpectedVersion::Any, &events)
-        .await?;
+    append(ctx, &mut tx, c, &s, version, &events).await?;
     if !cmd.enabled {
         crate::sessions::revoke_all_in(ctx, &mut tx, c, cmd.agent.as_str(), "account_disabled")
             .await?;

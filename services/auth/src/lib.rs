@@ -4,6 +4,7 @@
 //! Every change updates the service's own tables and appends the event that records it in one
 //! transaction. Secrets never enter events.
 
+mod account;
 mod accounts;
 mod password;
 mod pruning;

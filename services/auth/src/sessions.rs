@@ -261,8 +261,15 @@ async fn append_signed_out(
         principal,
         reason: reason.into(),
     };
+    // The caller holds the session's row: no other sign-out of it decides meanwhile.
+    let version = ctx.store.stream_version_in(tx, &s).await?;
     ctx.store
-        .append_in(tx, &s, ExpectedVersion::Any, &[encode(&e, c.metadata())])
+        .append_in(
+            tx,
+            &s,
+            ExpectedVersion::Exact(version),
+            &[encode(&e, c.metadata())],
+        )
         .await?;
     Ok(())
 }

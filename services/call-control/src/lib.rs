@@ -15,33 +15,84 @@ use std::time::Duration;
 use cc_bus::parked::Reason;
 use cc_bus::{CommandContext, CommandError, CommandHandlers};
 use cc_contracts::call::*;
-use cc_contracts::domain::{AgentNumber, DeviceId};
+use cc_contracts::domain::AgentNumber;
 use cc_contracts::pbx::{
-    Answer, Bridge, BridgeMode, ChannelEvent, ChannelState, CheckRoute, Endpoint, Hangup,
-    HangupCause, Hold, ListChannels, ListDevices, Originate, Party, SetBridgeMode,
+    Answer, Bridge, ChannelEvent, ChannelState, CheckRoute, Endpoint, Hangup, HangupCause, Hold,
+    ListChannels, ListDevices, Originate, SetBridgeMode,
 };
 use cc_contracts::{decode_checked, encode, Decoded};
 use cc_eventstore::{
-    Checkpoint, ExpectedVersion, Feed, Lease, Metadata, ReadFilter, StreamName, Subscription,
+    Checkpoint, ExpectedVersion, Feed, Lease, Metadata, ReadFilter, Snapshots, StreamName,
+    Subscription,
 };
-use cc_runtime::leading::{keep_leading, retry_until_ok};
 use cc_runtime::Context;
 use chrono::Utc;
 use futures::StreamExt;
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
+use cc_core::{Decider, Partition};
+use desk::{Ask, CallCore, Pbx, Step, What};
 use model::{Live, Model, Role};
+
+mod desk;
 
 pub const MIGRATIONS: &[cc_eventstore::Migration] = &[];
 
-#[derive(Default)]
+/// What the call events build, and what a snapshot of it holds (`es_snapshots`, name
+/// `call-control`): the calls, the store position they cover, the calls' versions. A snapshot is
+/// a cache: one missing, of another [`SNAPSHOT_FORMAT`] or that does not decode means a full
+/// replay of the call events.
+#[derive(Default, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct State {
     model: Model,
     /// Events this replica appended and applied already: skipped when the store returns them.
+    #[serde(skip)]
     own: HashSet<Uuid>,
     /// The store position of the last event taken in (by the follow loop or a catch-up).
     applied: Checkpoint,
+    /// The version of each call's stream the model stands on, for the calls it holds (live or
+    /// waiting). Each append names it: when another writer (the router, a wrap-up command)
+    /// appended to the call first, the append is a conflict, the model catches up with the
+    /// store and the decision is made again ([`again_on_conflict`], and the command handlers'
+    /// own retry).
+    versions: HashMap<String, i64>,
+}
+
+impl State {
+    /// Forgets the version of a call the model no longer holds.
+    fn forget_if_over(&mut self, call: &str) {
+        if !self.model.calls.contains_key(call) && !self.model.waiting.contains_key(call) {
+            self.versions.remove(call);
+        }
+    }
+}
+
+/// Whether `e` is a conflict: a decision made on a call that another writer changed meanwhile.
+fn is_conflict(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<CommandError>()
+        .is_some_and(|e| e.error == cc_bus::CONFLICT)
+}
+
+/// Runs a decision on a PBX fact again (on the caught-up state) while it meets a conflict, a
+/// few times; then the conflict stops this leader, and the next one decides on the store.
+async fn again_on_conflict<F, Fut>(mut decide: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let mut attempt = 1;
+    loop {
+        match decide().await {
+            Err(e) if is_conflict(&e) && attempt < cc_bus::DECIDE_ATTEMPTS => {
+                tracing::debug!(attempt, "deciding on a PBX fact again after a conflict");
+                tokio::time::sleep(cc_bus::conflict_backoff(attempt)).await;
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -54,65 +105,114 @@ struct CallControl {
 }
 
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
-    let cancel = ctx.cancel.clone();
-    if retry_until_ok(&cancel, "cannot create the PBX event consumer", || {
-        channel_consumer(&ctx)
-    })
-    .await
-    .is_none()
-    {
+    if !cc_runtime::partitions::pbx_channel_consumers(&ctx, CHANNEL_CONSUMER).await {
         return Ok(());
     }
-    keep_leading(&cancel, "call control", || lead(&ctx)).await;
+    let lead_one = |p: Partition, stop: tokio_util::sync::CancellationToken| {
+        let ctx = ctx.clone();
+        async move { lead(&ctx, p, stop).await }
+    };
+    cc_runtime::partitions::lead(&ctx, "call control", "call-control", LEASE, lead_one).await;
     Ok(())
 }
 
-async fn channel_consumer(
-    ctx: &Context,
-) -> anyhow::Result<
-    async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
-> {
-    cc_bus::consumer::pbx_channels(&ctx.bus, CHANNEL_CONSUMER).await
+/// Call control's lease (per partition: `cc-call-control/p3`).
+const LEASE: &str = "cc-call-control";
+
+/// The name of partition `p`'s durable consumer of the PBX's channel facts.
+fn consumer_name(p: Partition) -> String {
+    cc_runtime::partitions::consumer_name(CHANNEL_CONSUMER, p)
 }
 
 /// Call control's durable consumer of the PBX's channel facts.
 const CHANNEL_CONSUMER: &str = "call-control-channels";
 
+/// The snapshots' name in `es_snapshots`.
+const SNAPSHOT_NAME: &str = "call-control";
+/// The snapshots' state format: a build that changes what [`State`] means (same shape, other
+/// meaning) names a new one; a change of shape is caught by decoding.
+const SNAPSHOT_FORMAT: &str = "call-control/1";
+
 /// Call control as a consumer of the store, in `bus_parked`.
 const PARKED_AS: &str = "call-control";
 
-async fn lead(ctx: &Context) -> anyhow::Result<()> {
-    let leader = ctx.metrics.leader("call_control");
-    let Some(mut lease) = Lease::try_acquire(&ctx.config.database_url, "cc-call-control").await?
+/// Leads partition `part` (every tenant when the store is not partitioned) while this
+/// replica holds its lease, until `stop`.
+async fn lead(
+    ctx: &Context,
+    part: Partition,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let leader = ctx.metrics.leader_named(&part.name("call_control"));
+    let Some(mut lease) = Lease::try_acquire(&ctx.config.database_url, &part.name(LEASE)).await?
     else {
         return Ok(());
     };
-    let _holding = leader.took();
+    let _holding = leader.took(lease.fence().epoch);
+    let taking_over = std::time::Instant::now();
+    // The newest snapshot this build can use, then the call events after it.
+    let snapshots = Snapshots::new(ctx.pool.clone(), &part.name(SNAPSHOT_NAME), SNAPSHOT_FORMAT)
+        .every(
+            ctx.config.snapshot_every_events,
+            Duration::from_secs(ctx.config.snapshot_every_secs),
+        );
+    let (state, from_snapshot) = match snapshots.load::<State>().await {
+        Ok(Some(s)) => (s.state, Some(s.events)),
+        Ok(None) => (State::default(), None),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read call control's snapshot; replaying the store");
+            (State::default(), None)
+        }
+    };
+    let from = state.applied;
     let cc = CallControl {
         ctx: ctx.clone(),
-        state: Arc::default(),
+        state: Arc::new(tokio::sync::Mutex::new(state)),
         fence: lease.fence().clone(),
     };
-    let mut sub = Subscription::new(
-        ctx.store.clone(),
-        ReadFilter::Category("call".into()),
-        Checkpoint::START,
-    )
-    .await?
-    .with_batch_size(2000);
+    let calls_only = ReadFilter::Category("call".into()).in_partition(part);
+    let mut sub = Subscription::new(ctx.store.clone(), calls_only.clone(), from)
+        .await?
+        .with_batch_size(2000);
+    let mut replayed = 0i64;
     while let Some(batch) = sub.poll().await? {
         let mut st = cc.state.lock().await;
         for e in &batch {
             let absorbed = absorb(&mut st, e);
             park_undecodable(ctx, e, absorbed).await?;
         }
+        replayed += batch.len() as i64;
     }
+    // Here the state is what the stored call events fold to: the snapshots start from it.
+    let keeper = stop.child_token();
+    let _stop_keeper = keeper.clone().drop_guard();
+    let copy = cc.state.lock().await.clone();
+    tokio::spawn(snapshots.keep(
+        ctx.store.clone(),
+        calls_only,
+        copy,
+        sub.checkpoint(),
+        from_snapshot.unwrap_or(0) + replayed,
+        replayed > 0,
+        |st: &mut State, e| {
+            let _ = absorb(st, e);
+        },
+        keeper.cancelled_owned(),
+    ));
+    leader.caught_up(replayed, taking_over.elapsed());
     cc.reconcile().await?;
     let calls = cc.state.lock().await.model.calls.len();
-    tracing::info!(calls, "call control lease taken");
+    tracing::info!(
+        calls,
+        replayed,
+        from_snapshot = ?from_snapshot,
+        took_ms = taking_over.elapsed().as_millis() as u64,
+        "call control lease taken"
+    );
 
-    let term = ctx.cancel.child_token();
+    let term = stop.child_token();
     let commands = CommandHandlers::new("call-control", cc.clone())
+        .with_tenants(cc_bus::TenantScope::Partition(part))
         .with_idempotency(ctx.pool.clone())
         .with_metrics(ctx.metrics.commands.clone())
         .on(|cc: CallControl, c, cmd: HangupCall| async move { cc.hangup_by_agent(&c.tenant, &cmd.agent).await })
@@ -126,23 +226,29 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
         .on(|cc: CallControl, c, cmd: SetMonitorMode| async move { cc.set_monitor_mode(&c.tenant, cmd).await })
         .on(|cc: CallControl, c, cmd: StopMonitor| async move { cc.stop_monitor(&c.tenant, &cmd.agent, &cmd.supervisor).await });
     let server = tokio::spawn(commands.serve(ctx.bus.clone(), term.clone()));
-    let result = follow(&cc, sub.into_feed(4), &mut lease).await;
+    let result = follow(&cc, sub.into_feed(4), &mut lease, part, &stop).await;
     term.cancel();
     let _ = server.await;
     result
 }
 
-async fn follow(cc: &CallControl, mut sub: Feed, lease: &mut Lease) -> anyhow::Result<()> {
+async fn follow(
+    cc: &CallControl,
+    mut sub: Feed,
+    lease: &mut Lease,
+    part: Partition,
+    stop: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
     let ctx = &cc.ctx;
     // A fact the previous leader did not see through (its append failed, it died) comes again
     // first, in order (each handler takes a fact it already recorded as a redelivery).
     let consumer =
-        cc_bus::consumer::pbx_channels_from_ack_floor(&ctx.bus, CHANNEL_CONSUMER).await?;
+        cc_runtime::leading::pbx_channels_for(&ctx.bus, lease, &consumer_name(part)).await?;
     let mut pbx = consumer.messages().await?;
     let mut check = tokio::time::interval(Duration::from_secs(2));
     loop {
         tokio::select! {
-            _ = ctx.cancel.cancelled() => return Ok(()),
+            _ = stop.cancelled() => return Ok(()),
             b = sub.next_batch() => {
                 for e in &b? {
                     let absorbed = absorb(&mut *cc.state.lock().await, e);
@@ -154,9 +260,16 @@ async fn follow(cc: &CallControl, mut sub: Feed, lease: &mut Lease) -> anyhow::R
             m = pbx.next() => {
                 let Some(m) = m else { anyhow::bail!("the PBX event consumer ended") };
                 let m = m.map_err(|e| anyhow::anyhow!("PBX events: {e}"))?;
+                // Another partition's tenant: its own leader decides.
+                if part.count > 1
+                    && ctx.bus.subjects.pbx_event_tenant(&m.subject).is_some_and(|t| !part.contains(t))
+                {
+                    let _ = m.ack().await;
+                    continue;
+                }
                 match serde_json::from_slice::<ChannelEvent>(&m.payload) {
-                    Ok(ChannelEvent::ChannelHungUp { tenant, channel, cause, .. }) => cc.leg_gone(&tenant, &channel, cause).await?,
-                    Ok(ChannelEvent::ChannelAnswered { tenant, channel, .. }) => cc.leg_answered(&tenant, &channel).await?,
+                    Ok(ChannelEvent::ChannelHungUp { tenant, channel, cause, .. }) => again_on_conflict(|| cc.leg_gone(&tenant, &channel, cause)).await?,
+                    Ok(ChannelEvent::ChannelAnswered { tenant, channel, .. }) => again_on_conflict(|| cc.leg_answered(&tenant, &channel)).await?,
                     Ok(ChannelEvent::ChannelHeld { tenant, channel, .. }) => cc.phone_hold(&tenant, &channel, true).await,
                     Ok(ChannelEvent::ChannelUnheld { tenant, channel, .. }) => cc.phone_hold(&tenant, &channel, false).await,
                     Ok(ChannelEvent::ChannelTransferRequested { tenant, channel, to, replaces, .. }) => cc.phone_transfer(&tenant, &channel, &to, replaces.as_deref()).await,
@@ -184,12 +297,19 @@ fn absorb(st: &mut State, e: &cc_eventstore::RecordedEvent) -> Result<Option<Str
     if st.own.remove(&e.event_id) {
         return Ok(None);
     }
+    let call = e.stream.id();
+    let v = st.versions.entry(call.to_string()).or_default();
+    *v = (*v).max(e.version);
     let c = match decode_checked::<CallEvent>(e) {
         Decoded::Event(c) => c,
         Decoded::OtherFamily => return Ok(None),
-        Decoded::Undecodable(why) => return Err(why),
+        Decoded::Undecodable(why) => {
+            st.forget_if_over(call);
+            return Err(why);
+        }
     };
     st.model.apply(e.tenant(), &c, e.recorded_at);
+    st.forget_if_over(call);
     Ok(matches!(c, CallEvent::CallAnswered { .. }).then(|| c.call().to_string()))
 }
 
@@ -211,46 +331,25 @@ async fn park_undecodable(
 }
 
 /// Why a transfer's target leg ended before the transfer completed.
-fn failure(cause: HangupCause, answered: bool) -> TransferFailure {
-    match cause {
-        _ if answered => TransferFailure::TargetHungUp,
-        HangupCause::Busy => TransferFailure::Busy,
-        HangupCause::Rejected => TransferFailure::Rejected,
-        HangupCause::Unavailable => TransferFailure::Unavailable,
-        HangupCause::Normal | HangupCause::NoAnswer | HangupCause::CallerGone => {
-            TransferFailure::NoAnswer
-        }
-    }
-}
-
 fn err(code: &str, message: impl Into<String>) -> CommandError {
     CommandError::new(code, message)
 }
 
-/// How long a supervisor's phone may ring before the monitoring ends as not answered.
-const MONITOR_RING: Duration = Duration::from_secs(30);
-
-/// How long the agent's own phone rings for an outbound call before it fails as not answered.
-const OUTBOUND_AGENT_RING: Duration = Duration::from_secs(30);
-
-/// Why an outbound call's leg ended before the far end answered: the agent's (`agent`) or the
-/// far end's.
-fn outbound_failure(cause: HangupCause, agent: bool, dialed: bool) -> OutboundFailure {
-    match (agent, cause) {
-        // The agent hung up while the number rang.
-        (true, _) if dialed => OutboundFailure::Cancelled,
-        (true, HangupCause::NoAnswer) => OutboundFailure::AgentNoAnswer,
-        (true, HangupCause::Unavailable) => OutboundFailure::AgentUnavailable,
-        (true, _) => OutboundFailure::AgentDeclined,
-        (false, HangupCause::Busy) => OutboundFailure::Busy,
-        (false, HangupCause::NoAnswer | HangupCause::CallerGone) => OutboundFailure::NoAnswer,
-        (false, HangupCause::Unavailable) => OutboundFailure::Unavailable,
-        (false, HangupCause::Rejected | HangupCause::Normal) => OutboundFailure::Rejected,
+/// A refusal of the core as the API answers it.
+fn refused(r: &desk::Refusal) -> CommandError {
+    match r.field() {
+        Some(field) => CommandError::field(r.code(), field, r.message()),
+        None => err(r.code(), r.message()),
     }
 }
 
-/// The priority a transferred call re-enters a queue with: ahead of every caller waiting.
-pub const REQUEUE_PRIORITY: i32 = 100;
+pub use desk::REQUEUE_PRIORITY;
+
+/// How long a supervisor's phone may ring before the monitoring ends as not answered.
+const MONITOR_RING: Duration = Duration::from_secs(desk::MONITOR_RING_S);
+
+/// How long the agent's own phone rings for an outbound call before it fails as not answered.
+const OUTBOUND_AGENT_RING: Duration = Duration::from_secs(desk::OUTBOUND_AGENT_RING_S);
 
 impl CallControl {
     fn pbx(&self, tenant: &str) -> CommandContext {
@@ -300,14 +399,42 @@ impl CallControl {
         for n in &encoded {
             st.own.insert(n.event_id);
         }
-        self.ctx
+        let expected = match st.versions.get(call) {
+            Some(v) => *v,
+            // A call the model does not hold (over for it): at the stream's version now.
+            None => self.ctx.store.stream_version(&stream).await?,
+        };
+        let r = match self
+            .ctx
             .store
-            .append_fenced(&self.fence, &stream, ExpectedVersion::Any, &encoded)
-            .await?;
+            .append_fenced(
+                &self.fence,
+                &stream,
+                ExpectedVersion::Exact(expected),
+                &encoded,
+            )
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                for n in &encoded {
+                    st.own.remove(&n.event_id);
+                }
+                if matches!(e, cc_eventstore::AppendError::Conflict { .. }) {
+                    // Decided on a stale state: take in what the other writer recorded, so
+                    // that the decision made again stands on it.
+                    tracing::debug!(%call, expected, "another writer appended to the call first");
+                    self.catch_up(st).await?;
+                }
+                return Err(e.into());
+            }
+        };
+        st.versions.insert(call.to_string(), r.stream_version);
         let now = Utc::now();
         for e in &events {
             st.model.apply(tenant, e, now);
         }
+        st.forget_if_over(call);
         if let Some(m) = ended_monitor {
             self.hang_up_later(tenant, vec![m.leg]).await;
         }
@@ -427,29 +554,8 @@ impl CallControl {
         let Some(l) = st.model.calls.get(call).cloned() else {
             return Ok(());
         };
-        let Some(a) = l.agent.clone() else {
-            return Ok(());
-        };
-        let talk_ms = (Utc::now() - a.answered_at).num_milliseconds().max(0);
-        self.record(
-            st,
-            &l.tenant,
-            call,
-            vec![CallEvent::CallEnded {
-                call: call.into(),
-                agent: a.agent,
-                by,
-                talk_ms,
-            }],
-        )
-        .await?;
-        // Hang up the legs aside (the one already gone refuses, harmlessly).
-        self.hang_up_later(
-            &l.tenant,
-            l.legs().into_iter().map(|(leg, _)| leg).collect(),
-        )
-        .await;
-        Ok(())
+        let decided = desk::ending(Utc::now(), call, &l, by);
+        self.carry_out(st, &l.tenant, decided).await
     }
 
     /// Bridges an answered call aside: bridging waits on the PBX, the next calls must not.
@@ -501,41 +607,233 @@ impl CallControl {
         tenant: &str,
         agent: &AgentNumber,
     ) -> Result<(String, Live), CommandError> {
-        match Self::agent_call(st, tenant, agent) {
+        let found = |st: &State| {
+            desk::agent_call(&st.model, tenant, agent).map(|(c, l)| (c.to_string(), l.clone()))
+        };
+        match found(st) {
             Ok(found) => Ok(found),
             Err(_) => {
                 self.catch_up(st).await?;
-                Self::agent_call(st, tenant, agent)
-                    .map_err(|e| Self::as_target(st, tenant, agent, e))
+                found(st).map_err(|r| refused(&r))
             }
         }
     }
 
-    /// A refusal for an agent who is not on a call of their own: when they are the answered
-    /// target of another agent's transfer, it says so and what they can do.
-    fn as_target(st: &State, tenant: &str, agent: &AgentNumber, e: CommandError) -> CommandError {
-        let Some(l) = st
-            .model
-            .target_call(tenant, agent)
-            .and_then(|c| st.model.calls.get(&c))
-        else {
-            return e;
+    /// Decides an agent's desk command with the core ([`CallCore`]), after catching up with
+    /// the store when the model may be behind it, and carries out what it decided.
+    async fn desk(&self, tenant: &str, what: What) -> Result<(), CommandError> {
+        let mut st = self.state.lock().await;
+        // A dial is refused while the agent is on a call: one the model has not taken in yet
+        // counts too.
+        if matches!(what, What::Dial { .. }) {
+            self.catch_up(&mut st).await?;
+        }
+        let ask = Ask {
+            tenant: tenant.to_string(),
+            now: Utc::now(),
+            what,
         };
-        let (from, method) = match &l.transfer {
-            Some(t) => (t.agent.clone(), t.method),
-            None => return e,
-        };
-        let what = if method == TransferMethod::Live {
-            "a 3-way call"
-        } else {
-            "a consultation"
-        };
-        err(
-            "transfer_target",
-            format!(
-                "You are in {what} for agent {from}'s transfer: you can leave it (Hangup); the call is yours once agent {from} completes the transfer"
-            ),
-        )
+        let decided = match CallCore::decide(&st.model, &ask) {
+            Err(r) if r.may_be_stale() => {
+                self.catch_up(&mut st).await?;
+                CallCore::decide(&st.model, &ask)
+            }
+            other => other,
+        }
+        .map_err(|r| refused(&r))?;
+        self.carry_out(&mut st, tenant, decided).await
+    }
+
+    /// Carries out a decision of the core: the PBX actions it needs first (a refusal refuses
+    /// it all), its events recorded, then the PBX actions that follow them.
+    async fn carry_out(
+        &self,
+        st: &mut State,
+        tenant: &str,
+        decided: Vec<desk::Event>,
+    ) -> Result<(), CommandError> {
+        let mut events = vec![];
+        let mut after = vec![];
+        for d in decided {
+            match d {
+                desk::Event::Call { event, .. } => events.push(event),
+                desk::Event::Act(Step::Before, pbx) => self.pbx_now(tenant, &pbx).await?,
+                desk::Event::Act(Step::After, pbx) => after.push(pbx),
+            }
+        }
+        let call = events.first().map(|e| e.call().to_string());
+        if let Some(call) = &call {
+            self.record(st, tenant, call, events).await?;
+        }
+        for pbx in after {
+            match pbx {
+                Pbx::HangUp { legs } => self.hang_up_later(tenant, legs).await,
+                Pbx::RingTarget {
+                    ref transfer,
+                    ring_timeout_s,
+                    ..
+                } => {
+                    let call = call
+                        .as_deref()
+                        .expect("a transfer's target rings for a call");
+                    let transfer = transfer.clone();
+                    if let Err(e) = self.pbx_now(tenant, &pbx).await {
+                        tracing::info!(error = %e.message, call, "the transfer target could not be rung");
+                        Box::pin(self.target_failed(st, call, TransferFailure::Unavailable))
+                            .await?;
+                        return Ok(());
+                    }
+                    self.ring_timeout(tenant, call, &transfer, Duration::from_secs(ring_timeout_s));
+                }
+                Pbx::RingDialer { .. } => {
+                    let call = call.as_deref().expect("an outbound call rings for a call");
+                    if let Err(e) = self.pbx_now(tenant, &pbx).await {
+                        tracing::info!(error = %e.message, call, "the agent's device could not be rung");
+                        Box::pin(self.outbound_failed(st, call, OutboundFailure::AgentUnavailable))
+                            .await?;
+                        let mut e = e;
+                        e.field = Some("device".into());
+                        return Err(e);
+                    }
+                    self.outbound_ring_timeout(tenant, call, None);
+                }
+                Pbx::RingFar { ring_timeout_s, .. } => {
+                    let call = call.as_deref().expect("an outbound call rings for a call");
+                    if let Err(e) = self.pbx_now(tenant, &pbx).await {
+                        tracing::info!(error = %e.message, call, "the number dialled could not be rung");
+                        return Box::pin(self.outbound_failed(
+                            st,
+                            call,
+                            OutboundFailure::Unavailable,
+                        ))
+                        .await;
+                    }
+                    let far = Duration::from_secs(ring_timeout_s);
+                    self.outbound_ring_timeout(tenant, call, Some(far));
+                }
+                Pbx::RingMonitor { ref monitor, .. } => {
+                    let call = call
+                        .as_deref()
+                        .expect("a supervisor's phone rings for a call");
+                    let monitor = monitor.clone();
+                    if let Err(e) = self.pbx_now(tenant, &pbx).await {
+                        tracing::info!(error = %e.message, call, "the supervisor's device could not be rung");
+                        let failed = st
+                            .model
+                            .calls
+                            .get(call)
+                            .map(|l| desk::monitor_fails(Utc::now(), call, l, &monitor));
+                        if let Some(failed) = failed {
+                            Box::pin(self.carry_out(st, tenant, failed)).await?;
+                        }
+                        return Err(CommandError::field(
+                            "device_offline",
+                            "device",
+                            "the supervisor's device could not be rung",
+                        ));
+                    }
+                    self.monitor_ring_timeout(tenant, call, &monitor);
+                }
+                other => {
+                    if let Err(e) = self.pbx_now(tenant, &other).await {
+                        tracing::debug!(error = %e.message, action = ?other, "PBX action not done");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One PBX action of the core, now.
+    async fn pbx_now(&self, tenant: &str, pbx: &Pbx) -> Result<(), CommandError> {
+        let c = self.pbx(tenant);
+        match pbx.clone() {
+            Pbx::Hold { channel, held } => {
+                self.ctx.bus.request(&c, &Hold { channel, held }).await?;
+            }
+            Pbx::Bridge { bridge, channels } => {
+                self.ctx
+                    .bus
+                    .request(&c, &Bridge { bridge, channels })
+                    .await?;
+            }
+            Pbx::SetBridgeMode { channel, mode } => {
+                let cmd = SetBridgeMode {
+                    channel,
+                    mode,
+                    bridge: None,
+                };
+                self.ctx.bus.request(&c, &cmd).await?;
+            }
+            Pbx::CheckOnline { device, field } => {
+                self.online_device(tenant, &device, field).await?;
+            }
+            Pbx::CheckRoute { endpoint, field } => {
+                if let Err(e) = self.ctx.bus.request(&c, &CheckRoute { endpoint }).await {
+                    let mut e = CommandError::from(e);
+                    if e.field.is_some() {
+                        e.field = Some(field.into());
+                    }
+                    return Err(e);
+                }
+            }
+            Pbx::Answer { channel } => {
+                self.ctx.bus.request(&c, &Answer { channel }).await?;
+            }
+            Pbx::JoinBridge {
+                channel,
+                mode,
+                bridge,
+            } => {
+                let cmd = SetBridgeMode {
+                    channel,
+                    mode,
+                    bridge: Some(bridge),
+                };
+                self.ctx.bus.request(&c, &cmd).await?;
+            }
+            Pbx::RingDialer {
+                leg,
+                device: endpoint,
+                caller,
+            }
+            | Pbx::RingMonitor {
+                leg,
+                device: endpoint,
+                caller,
+                ..
+            } => {
+                let originate = Originate {
+                    channel: Some(leg),
+                    endpoint: Endpoint::Device(endpoint),
+                    caller,
+                };
+                self.ctx.bus.request(&c, &originate).await?;
+            }
+            Pbx::RingFar {
+                leg,
+                endpoint,
+                caller,
+                ..
+            }
+            | Pbx::RingTarget {
+                leg,
+                endpoint,
+                caller,
+                ..
+            } => {
+                let originate = Originate {
+                    channel: Some(leg),
+                    endpoint,
+                    caller,
+                };
+                self.ctx.bus.request(&c, &originate).await?;
+            }
+            Pbx::HangUp { legs } => {
+                self.hang_up_later(tenant, legs).await;
+            }
+        }
+        Ok(())
     }
 
     /// The call the agent is on (a logout is refused while there is one).
@@ -547,17 +845,6 @@ impl CallControl {
         let mut st = self.state.lock().await;
         let own = self.find(&mut st, tenant, agent).await.ok().map(|(c, _)| c);
         Ok(own.or_else(|| st.model.target_call(tenant, agent)))
-    }
-
-    fn agent_call(
-        st: &State,
-        tenant: &str,
-        agent: &AgentNumber,
-    ) -> Result<(String, Live), CommandError> {
-        st.model
-            .agent_call(tenant, agent)
-            .map(|c| (c.clone(), st.model.calls[&c].clone()))
-            .ok_or_else(|| err("no_call", format!("Agent {agent} is not on a call")))
     }
 
     /// The agent hangs up from the portal. During a transfer this is the agent leaving it: the
@@ -578,10 +865,15 @@ impl CallControl {
         if l.dialing().is_some() {
             self.outbound_failed(&mut st, &call, OutboundFailure::Cancelled)
                 .await
-        } else if l.transfer.is_some() {
-            self.agent_leaves(&mut st, &call).await
         } else {
-            self.end(&mut st, &call, EndedBy::Agent).await
+            drop(st);
+            self.desk(
+                tenant,
+                What::Hangup {
+                    agent: agent.clone(),
+                },
+            )
+            .await
         }
     }
 
@@ -589,100 +881,23 @@ impl CallControl {
     /// device offline, the far end unknown, offline or without a route), then the agent's
     /// device rings; on its answer the far end does ([`Self::dial_far_end`]).
     async fn dial(&self, tenant: &str, cmd: DialOutbound) -> Result<String, CommandError> {
-        let mut st = self.state.lock().await;
-        if self.find(&mut st, tenant, &cmd.agent).await.is_ok()
-            || st.model.target_call(tenant, &cmd.agent).is_some()
-        {
-            return Err(err(
-                "on_call",
-                "You are on a call: end it before you dial another",
-            ));
-        }
-        if cmd.number.as_str() == cmd.device.as_str() {
-            return Err(CommandError::field(
-                "own_device",
-                "number",
-                format!("Extension {} is your own device", cmd.device),
-            ));
-        }
         let devices = self
             .ctx
             .bus
             .request(&self.pbx(tenant), &ListDevices {})
-            .await?;
-        let own = devices.iter().find(|d| d.device == cmd.device);
-        if !own.is_some_and(|d| d.registered) {
-            return Err(CommandError::field(
-                "device_offline",
-                "device",
-                format!(
-                    "Your device {} is not registered: register your phone, then dial",
-                    cmd.device
-                ),
-            ));
-        }
-        let extension = devices
-            .iter()
-            .find(|d| d.device.as_str() == cmd.number.as_str())
-            .map(|d| d.device.clone());
-        let far = match &extension {
-            Some(d) => Endpoint::Device(d.clone()),
-            None => Endpoint::Number(cmd.number.to_string()),
-        };
-        if let Err(e) = self
-            .ctx
-            .bus
-            .request(
-                &self.pbx(tenant),
-                &CheckRoute {
-                    endpoint: far.clone(),
-                },
-            )
-            .await
-        {
-            let mut e = CommandError::from(e);
-            if e.field.is_some() {
-                e.field = Some("number".into());
-            }
-            return Err(e);
-        }
+            .await?
+            .into_iter()
+            .map(|d| (d.device, d.registered))
+            .collect();
         let call = Uuid::now_v7().simple().to_string();
-        let leg = Uuid::now_v7().simple().to_string();
-        let far_leg = Uuid::now_v7().simple().to_string();
-        self.record(
-            &mut st,
-            tenant,
-            &call,
-            vec![CallEvent::OutboundCallStarted {
-                call: call.clone(),
-                agent: cmd.agent.clone(),
-                device: cmd.device.clone(),
-                number: cmd.number.clone(),
-                extension: extension.is_some(),
-                leg: leg.clone(),
-                far_leg,
-                ring_timeout_s: cmd.ring_timeout_s.clamp(1, 600),
-            }],
-        )
-        .await?;
-        let originate = Originate {
-            channel: Some(leg),
-            endpoint: Endpoint::Device(cmd.device.clone()),
-            // The agent's phone shows whom it is about to call.
-            caller: Party {
-                number: cmd.number.to_string(),
-                name: format!("Call {}", cmd.number),
-            },
+        let what = What::Dial {
+            cmd,
+            devices,
+            call: call.clone(),
+            leg: Uuid::now_v7().simple().to_string(),
+            far_leg: Uuid::now_v7().simple().to_string(),
         };
-        if let Err(e) = self.ctx.bus.request(&self.pbx(tenant), &originate).await {
-            tracing::info!(error = %e, call, "the agent's device could not be rung");
-            self.outbound_failed(&mut st, &call, OutboundFailure::AgentUnavailable)
-                .await?;
-            let mut e = CommandError::from(e);
-            e.field = Some("device".into());
-            return Err(e);
-        }
-        self.outbound_ring_timeout(tenant, &call, None);
+        self.desk(tenant, what).await?;
         Ok(call)
     }
 
@@ -701,55 +916,6 @@ impl CallControl {
         });
     }
 
-    /// The agent's phone answered an outbound call: the number is rung now.
-    async fn dial_far_end(
-        &self,
-        st: &mut State,
-        tenant: &str,
-        call: &str,
-    ) -> Result<(), CommandError> {
-        let Some(l) = st.model.calls.get(call).cloned() else {
-            return Ok(());
-        };
-        let (Some(o), Some(a)) = (l.dialing().cloned(), l.agent.clone()) else {
-            return Ok(());
-        };
-        if o.dialed {
-            return Ok(()); // a redelivery
-        }
-        self.record(
-            st,
-            tenant,
-            call,
-            vec![CallEvent::OutboundCallDialed {
-                call: call.into(),
-                agent: a.agent.clone(),
-            }],
-        )
-        .await?;
-        let endpoint = match DeviceId::parse(o.number.as_str()) {
-            Ok(d) if o.extension => Endpoint::Device(d),
-            _ => Endpoint::Number(o.number.to_string()),
-        };
-        let originate = Originate {
-            channel: Some(l.customer.clone()),
-            endpoint,
-            // The far end sees the agent's extension (a trunk presents the tenant's number).
-            caller: Party {
-                number: a.device.as_ref().map(|d| d.to_string()).unwrap_or_default(),
-                name: String::new(),
-            },
-        };
-        if let Err(e) = self.ctx.bus.request(&self.pbx(tenant), &originate).await {
-            tracing::info!(error = %e, call, "the number dialled could not be rung");
-            return self
-                .outbound_failed(st, call, OutboundFailure::Unavailable)
-                .await;
-        }
-        self.outbound_ring_timeout(tenant, call, Some(far_ring(&o)));
-        Ok(())
-    }
-
     /// An outbound call ends before it connected: recorded, then both legs are hung up.
     async fn outbound_failed(
         &self,
@@ -760,26 +926,8 @@ impl CallControl {
         let Some(l) = st.model.calls.get(call).cloned() else {
             return Ok(());
         };
-        let Some(a) = l.agent.clone().filter(|_| l.dialing().is_some()) else {
-            return Ok(());
-        };
-        self.record(
-            st,
-            &l.tenant,
-            call,
-            vec![CallEvent::OutboundCallFailed {
-                call: call.into(),
-                agent: a.agent,
-                reason,
-            }],
-        )
-        .await?;
-        self.hang_up_later(
-            &l.tenant,
-            l.legs().into_iter().map(|(leg, _)| leg).collect(),
-        )
-        .await;
-        Ok(())
+        let decided = desk::dial_fails(Utc::now(), call, &l, reason);
+        self.carry_out(st, &l.tenant, decided).await
     }
 
     /// The answered target of a transfer leaves it from the portal: recorded as the target
@@ -811,237 +959,24 @@ impl CallControl {
         agent: &AgentNumber,
         held: bool,
     ) -> Result<(), CommandError> {
-        let mut st = self.state.lock().await;
-        let (call, l) = self.find(&mut st, tenant, agent).await?;
-        if !l.connected {
-            return Err(err("not_connected", "The call is not connected yet"));
-        }
-        if l.held == held {
-            return Err(if held {
-                err("already_on_hold", "The caller is already on hold")
-            } else {
-                err("not_on_hold", "The caller is not on hold")
-            });
-        }
-        let a = l.agent.clone().expect("the agent's call");
-        let e = if held {
-            CallEvent::CallHeld {
-                call: call.clone(),
+        self.desk(
+            tenant,
+            What::Hold {
                 agent: agent.clone(),
-            }
-        } else {
-            CallEvent::CallResumed {
-                call: call.clone(),
-                agent: agent.clone(),
-            }
-        };
-        self.ctx
-            .bus
-            .request(
-                &self.pbx(tenant),
-                &Hold {
-                    channel: l.customer.clone(),
-                    held,
-                },
-            )
-            .await?;
-        self.record(&mut st, tenant, &call, vec![e]).await?;
-        if let Some(t) = l
-            .transfer
-            .as_ref()
-            .filter(|t| t.method == TransferMethod::Attended && t.answered_at.is_some())
-        {
-            let leg = t.leg.clone().expect("an answered target has a leg");
-            if held {
-                self.try_pbx(
-                    tenant,
-                    &Bridge {
-                        bridge: format!("{call}-consult"),
-                        channels: vec![a.leg.clone(), leg.clone()],
-                    },
-                )
-                .await;
-                self.try_pbx(
-                    tenant,
-                    &Hold {
-                        channel: leg,
-                        held: false,
-                    },
-                )
-                .await;
-            } else {
-                self.try_pbx(
-                    tenant,
-                    &Hold {
-                        channel: leg,
-                        held: true,
-                    },
-                )
-                .await;
-                self.try_pbx(
-                    tenant,
-                    &Bridge {
-                        bridge: call.clone(),
-                        channels: vec![l.customer.clone(), a.leg.clone()],
-                    },
-                )
-                .await;
-            }
-        }
-        Ok(())
+                held,
+            },
+        )
+        .await
     }
 
     /// Starts a transfer of the agent's connected call (see `docs/transfers.md`).
     async fn transfer(&self, tenant: &str, cmd: TransferCall) -> Result<(), CommandError> {
-        let mut st = self.state.lock().await;
-        let (call, l) = self.find(&mut st, tenant, &cmd.agent).await?;
-        let a = l.agent.clone().expect("the agent's call");
-        if !l.connected {
-            return Err(err(
-                "not_connected",
-                "The call is not connected yet: transfer it once it is",
-            ));
-        }
-        if l.transfer.is_some() {
-            return Err(err(
-                "transfer_in_progress",
-                "A transfer of this call is going on: complete or cancel it first",
-            ));
-        }
-        // The target, checked before anything is touched.
-        let endpoint = match &cmd.target {
-            TransferTarget::Queue(_) if cmd.method != TransferMethod::Blind => {
-                return Err(CommandError::field(
-                    "invalid_field",
-                    "method",
-                    "a call goes to a queue by blind transfer only",
-                ));
-            }
-            TransferTarget::Queue(_) => None,
-            TransferTarget::Number(n) => {
-                if n.is_empty()
-                    || n.len() > 32
-                    || !n
-                        .chars()
-                        .enumerate()
-                        .all(|(i, c)| c.is_ascii_digit() || (i == 0 && c == '+'))
-                {
-                    return Err(CommandError::field(
-                        "invalid_field",
-                        "target",
-                        format!("{n:?} is not a phone number (digits, may start with +)"),
-                    ));
-                }
-                Some(Endpoint::Number(n.clone()))
-            }
-            TransferTarget::Extension(_) | TransferTarget::Agent(_) => {
-                let Some(device) = cmd.device.clone() else {
-                    return Err(CommandError::field(
-                        "missing_field",
-                        "device",
-                        "the device to ring is required",
-                    ));
-                };
-                if a.device.as_ref() == Some(&device) {
-                    return Err(CommandError::field(
-                        "own_device",
-                        "target",
-                        format!("Extension {device} is your own device"),
-                    ));
-                }
-                if cmd.target_agent.as_ref() == Some(&cmd.agent) {
-                    return Err(CommandError::field(
-                        "own_device",
-                        "target",
-                        "you cannot transfer a call to yourself",
-                    ));
-                }
-                self.online_device(tenant, &device, "target").await?;
-                Some(Endpoint::Device(device))
-            }
+        let what = What::Transfer {
+            cmd,
+            transfer: Uuid::now_v7().simple().to_string(),
+            leg: Uuid::now_v7().simple().to_string(),
         };
-        let transfer = Uuid::now_v7().simple().to_string();
-        let leg = endpoint
-            .as_ref()
-            .map(|_| Uuid::now_v7().simple().to_string());
-        let started = CallEvent::TransferStarted {
-            call: call.clone(),
-            transfer: transfer.clone(),
-            agent: cmd.agent.clone(),
-            method: cmd.method,
-            target: cmd.target.clone(),
-            leg: leg.clone(),
-            target_agent: cmd.target_agent.clone(),
-            queue: l.queue.clone(),
-        };
-        let talk_ms = (Utc::now() - a.answered_at).num_milliseconds().max(0);
-        let dropped = CallEvent::CallEnded {
-            call: call.clone(),
-            agent: cmd.agent.clone(),
-            by: EndedBy::Transferred,
-            talk_ms,
-        };
-        let mut events = vec![started];
-        match (&cmd.method, &cmd.target) {
-            (TransferMethod::Blind, TransferTarget::Queue(q)) => {
-                events.push(dropped);
-                events.push(CallEvent::TransferCompleted {
-                    call: call.clone(),
-                    transfer: transfer.clone(),
-                    agent: cmd.agent.clone(),
-                    target_agent: None,
-                });
-                events.push(CallEvent::CallEnteredQueue {
-                    call: call.clone(),
-                    queue: q.clone(),
-                    caller: l.caller.clone(),
-                    channel: l.customer.clone(),
-                    priority: REQUEUE_PRIORITY,
-                });
-            }
-            (TransferMethod::Blind, _) => events.push(dropped),
-            (TransferMethod::Attended, _) if !l.held => events.push(CallEvent::CallHeld {
-                call: call.clone(),
-                agent: cmd.agent.clone(),
-            }),
-            _ => {}
-        }
-        self.record(&mut st, tenant, &call, events).await?;
-        // Then the PBX: the customer waits (on hold for an attended transfer), the target rings.
-        match cmd.method {
-            TransferMethod::Blind => self.hang_up_later(tenant, vec![a.leg.clone()]).await,
-            TransferMethod::Attended => {
-                self.try_pbx(
-                    tenant,
-                    &Hold {
-                        channel: l.customer.clone(),
-                        held: true,
-                    },
-                )
-                .await
-            }
-            TransferMethod::Live => {}
-        }
-        if let (Some(endpoint), Some(leg)) = (endpoint, leg) {
-            let originate = Originate {
-                channel: Some(leg.clone()),
-                endpoint,
-                caller: l.caller.clone(),
-            };
-            if let Err(e) = self.ctx.bus.request(&self.pbx(tenant), &originate).await {
-                tracing::info!(error = %e, call, "the transfer target could not be rung");
-                self.target_failed(&mut st, &call, TransferFailure::Unavailable)
-                    .await?;
-                return Ok(());
-            }
-            self.ring_timeout(
-                tenant,
-                &call,
-                &transfer,
-                Duration::from_secs(cmd.ring_timeout_s.clamp(1, 600) as u64),
-            );
-        }
-        Ok(())
+        self.desk(tenant, what).await
     }
 
     /// Refuses a device the PBX does not know (`unknown_extension`) or that is offline
@@ -1123,72 +1058,8 @@ impl CallControl {
         let Some(l) = st.model.calls.get(call).cloned() else {
             return Ok(());
         };
-        let Some(t) = l.transfer.clone() else {
-            return Ok(());
-        };
-        let tenant = l.tenant.clone();
-        let mut events = vec![CallEvent::TransferFailed {
-            call: call.into(),
-            transfer: t.id.clone(),
-            agent: t.agent.clone(),
-            reason,
-            target_agent: t.target_agent.clone(),
-        }];
-        match &l.agent {
-            Some(a) => {
-                let back = t.method == TransferMethod::Attended && l.held;
-                if back {
-                    events.push(CallEvent::CallResumed {
-                        call: call.into(),
-                        agent: a.agent.clone(),
-                    });
-                }
-                self.record(st, &tenant, call, events).await?;
-                if t.method == TransferMethod::Attended {
-                    self.try_pbx(
-                        &tenant,
-                        &Bridge {
-                            bridge: call.into(),
-                            channels: vec![l.customer.clone(), a.leg.clone()],
-                        },
-                    )
-                    .await;
-                }
-                if back {
-                    self.try_pbx(
-                        &tenant,
-                        &Hold {
-                            channel: l.customer.clone(),
-                            held: false,
-                        },
-                    )
-                    .await;
-                }
-            }
-            None => match &l.queue {
-                Some(queue) => {
-                    events.push(CallEvent::CallEnteredQueue {
-                        call: call.into(),
-                        queue: queue.clone(),
-                        caller: l.caller.clone(),
-                        channel: l.customer.clone(),
-                        priority: REQUEUE_PRIORITY,
-                    });
-                    self.record(st, &tenant, call, events).await?;
-                }
-                // An outbound call has no queue to go back to: it ends.
-                None => {
-                    events.push(CallEvent::TransferredCallEnded {
-                        call: call.into(),
-                        by: Side::Target,
-                        talk_ms: 0,
-                    });
-                    self.record(st, &tenant, call, events).await?;
-                    self.hang_up_later(&tenant, vec![l.customer.clone()]).await;
-                }
-            },
-        }
-        Ok(())
+        let decided = desk::target_fails(Utc::now(), call, &l, reason);
+        self.carry_out(st, &l.tenant, decided).await
     }
 
     /// The transferring agent leaves the call (Complete, or they hung up): the customer is
@@ -1197,129 +1068,28 @@ impl CallControl {
         let Some(l) = st.model.calls.get(call).cloned() else {
             return Ok(());
         };
-        let (Some(a), Some(t)) = (l.agent.clone(), l.transfer.clone()) else {
-            return Ok(());
-        };
-        let tenant = l.tenant.clone();
-        let talk_ms = (Utc::now() - a.answered_at).num_milliseconds().max(0);
-        let mut events = vec![CallEvent::CallEnded {
-            call: call.into(),
-            agent: a.agent.clone(),
-            by: EndedBy::Transferred,
-            talk_ms,
-        }];
-        let answered = t.answered_at.is_some();
-        if answered {
-            events.extend(self.joined(call, &t));
-        }
-        self.record(st, &tenant, call, events).await?;
-        if let (true, Some(leg)) = (answered, t.leg.clone()) {
-            self.try_pbx(
-                &tenant,
-                &Bridge {
-                    bridge: call.into(),
-                    channels: vec![l.customer.clone(), leg.clone()],
-                },
-            )
-            .await;
-            self.try_pbx(
-                &tenant,
-                &Hold {
-                    channel: leg,
-                    held: false,
-                },
-            )
-            .await;
-        }
-        if l.held {
-            self.try_pbx(
-                &tenant,
-                &Hold {
-                    channel: l.customer.clone(),
-                    held: false,
-                },
-            )
-            .await;
-        }
-        self.hang_up_later(&tenant, vec![a.leg]).await;
-        Ok(())
-    }
-
-    /// The events of the customer joined with the transfer's target.
-    fn joined(&self, call: &str, t: &model::Transfer) -> Vec<CallEvent> {
-        let mut v = vec![CallEvent::TransferCompleted {
-            call: call.into(),
-            transfer: t.id.clone(),
-            agent: t.agent.clone(),
-            target_agent: t.target_agent.clone(),
-        }];
-        if let Some(b) = &t.target_agent {
-            v.push(CallEvent::CallConnected {
-                call: call.into(),
-                agent: b.clone(),
-                bridge: call.into(),
-            });
-        }
-        v
+        let decided = desk::leaving(Utc::now(), call, &l);
+        self.carry_out(st, &l.tenant, decided).await
     }
 
     async fn complete(&self, tenant: &str, agent: &AgentNumber) -> Result<(), CommandError> {
-        let mut st = self.state.lock().await;
-        let (call, l) = self.find(&mut st, tenant, agent).await?;
-        if l.transfer.is_none() {
-            return Err(err(
-                "no_transfer",
-                "There is no transfer to complete: start an attended or live transfer first",
-            ));
-        }
-        self.agent_leaves(&mut st, &call).await
+        self.desk(
+            tenant,
+            What::Complete {
+                agent: agent.clone(),
+            },
+        )
+        .await
     }
 
     async fn cancel(&self, tenant: &str, agent: &AgentNumber) -> Result<(), CommandError> {
-        let mut st = self.state.lock().await;
-        let (call, l) = self.find(&mut st, tenant, agent).await?;
-        let Some(t) = l.transfer.clone() else {
-            return Err(err("no_transfer", "There is no transfer to cancel"));
-        };
-        let a = l.agent.clone().expect("the agent's call");
-        let back = t.method == TransferMethod::Attended && l.held;
-        let mut events = vec![CallEvent::TransferCancelled {
-            call: call.clone(),
-            transfer: t.id.clone(),
-            agent: agent.clone(),
-            target_agent: t.target_agent.clone(),
-        }];
-        if back {
-            events.push(CallEvent::CallResumed {
-                call: call.clone(),
+        self.desk(
+            tenant,
+            What::Cancel {
                 agent: agent.clone(),
-            });
-        }
-        self.record(&mut st, tenant, &call, events).await?;
-        if let Some(leg) = t.leg {
-            self.hang_up_later(tenant, vec![leg]).await;
-        }
-        if t.method == TransferMethod::Attended {
-            self.try_pbx(
-                tenant,
-                &Bridge {
-                    bridge: call.clone(),
-                    channels: vec![l.customer.clone(), a.leg.clone()],
-                },
-            )
-            .await;
-        }
-        if back {
-            self.try_pbx(
-                tenant,
-                &Hold {
-                    channel: l.customer.clone(),
-                    held: false,
-                },
-            )
-            .await;
-        }
-        Ok(())
+            },
+        )
+        .await
     }
 
     /// A leg of a call answered: only a transfer's target matters here.
@@ -1515,98 +1285,22 @@ impl CallControl {
 
     async fn leg_answered(&self, tenant: &str, channel: &str) -> anyhow::Result<()> {
         let mut st = self.state.lock().await;
-        let (call, role) = match st.model.leg(tenant, channel) {
-            Some((call, Role::Monitor)) => return Ok(self.monitor_joined(&mut st, &call).await?),
-            Some(found) => found,
-            None => return Ok(()),
+        // The far end of an outbound call answered: joined with the agent as a queue call is.
+        if let Some((call, Role::Customer)) = st.model.leg(tenant, channel) {
+            if st.model.calls[&call].dialing().is_some_and(|o| o.dialed) {
+                drop(st);
+                return self.join(&call, true).await;
+            }
+        }
+        let ask = Ask {
+            tenant: tenant.to_string(),
+            now: Utc::now(),
+            what: What::LegAnswered {
+                channel: channel.to_string(),
+            },
         };
-        if let Some(o) = st.model.calls[&call].dialing().cloned() {
-            match role {
-                Role::Agent if !o.dialed => {
-                    return Ok(self.dial_far_end(&mut st, tenant, &call).await?)
-                }
-                Role::Customer if o.dialed => {
-                    drop(st);
-                    return self.join(&call, true).await;
-                }
-                _ => return Ok(()),
-            }
-        }
-        if role != Role::Target {
-            return Ok(());
-        }
-        let l = st.model.calls[&call].clone();
-        let t = l
-            .transfer
-            .clone()
-            .expect("a target leg belongs to a transfer");
-        if t.answered_at.is_some() {
-            return Ok(()); // a redelivery
-        }
-        let answered = CallEvent::TransferAnswered {
-            call: call.clone(),
-            transfer: t.id.clone(),
-            agent: t.agent.clone(),
-            target_agent: t.target_agent.clone(),
-        };
-        match &l.agent {
-            // Blind, or the agent left already: the customer is joined with the target.
-            None => {
-                let mut events = vec![answered];
-                events.extend(self.joined(&call, &t));
-                self.record(&mut st, tenant, &call, events).await?;
-                self.try_pbx(
-                    tenant,
-                    &Bridge {
-                        bridge: call.clone(),
-                        channels: vec![l.customer.clone(), channel.to_string()],
-                    },
-                )
-                .await;
-            }
-            Some(a) if t.method == TransferMethod::Live => {
-                let conference = CallEvent::ConferenceFormed {
-                    call: call.clone(),
-                    transfer: t.id.clone(),
-                    agent: a.agent.clone(),
-                    target_agent: t.target_agent.clone(),
-                };
-                self.record(&mut st, tenant, &call, vec![answered, conference])
-                    .await?;
-                self.try_pbx(
-                    tenant,
-                    &Bridge {
-                        bridge: call.clone(),
-                        channels: vec![l.customer.clone(), a.leg.clone(), channel.to_string()],
-                    },
-                )
-                .await;
-            }
-            // Attended: the consultation; the agent talks with the target while the customer is
-            // on hold (if the agent went back to the customer meanwhile, the target waits).
-            Some(a) => {
-                self.record(&mut st, tenant, &call, vec![answered]).await?;
-                if l.held {
-                    self.try_pbx(
-                        tenant,
-                        &Bridge {
-                            bridge: format!("{call}-consult"),
-                            channels: vec![a.leg.clone(), channel.to_string()],
-                        },
-                    )
-                    .await;
-                } else {
-                    self.try_pbx(
-                        tenant,
-                        &Hold {
-                            channel: channel.to_string(),
-                            held: true,
-                        },
-                    )
-                    .await;
-                }
-            }
-        }
+        let decided = CallCore::decide(&st.model, &ask).map_err(|r| refused(&r))?;
+        self.carry_out(&mut st, tenant, decided).await?;
         Ok(())
     }
 
@@ -1618,190 +1312,28 @@ impl CallControl {
         cause: HangupCause,
     ) -> anyhow::Result<()> {
         let mut st = self.state.lock().await;
-        let Some((call, role)) = st.model.leg(tenant, channel) else {
-            return Ok(());
+        let ask = Ask {
+            tenant: tenant.to_string(),
+            now: Utc::now(),
+            what: What::LegGone {
+                channel: channel.to_string(),
+                cause,
+            },
         };
-        let l = st.model.calls[&call].clone();
-        if let Some(o) = l.dialing().cloned() {
-            let reason = match role {
-                Role::Agent => outbound_failure(cause, true, o.dialed),
-                // The far leg is placed only once the agent answered.
-                Role::Customer if o.dialed => outbound_failure(cause, false, true),
-                _ => return Ok(()),
-            };
-            return Ok(self.outbound_failed(&mut st, &call, reason).await?);
-        }
-        match role {
-            Role::Customer => {
-                let mut events = vec![];
-                if let Some(t) = &l.transfer {
-                    events.push(CallEvent::TransferFailed {
-                        call: call.clone(),
-                        transfer: t.id.clone(),
-                        agent: t.agent.clone(),
-                        reason: TransferFailure::CallerGone,
-                        target_agent: t.target_agent.clone(),
-                    });
-                }
-                match (&l.agent, &l.outside) {
-                    (Some(a), _) => {
-                        let talk_ms = (Utc::now() - a.answered_at).num_milliseconds().max(0);
-                        events.push(CallEvent::CallEnded {
-                            call: call.clone(),
-                            agent: a.agent.clone(),
-                            by: EndedBy::Caller,
-                            talk_ms,
-                        });
-                    }
-                    (None, Some((_, since))) => {
-                        let talk_ms = (Utc::now() - *since).num_milliseconds().max(0);
-                        events.push(CallEvent::TransferredCallEnded {
-                            call: call.clone(),
-                            by: Side::Caller,
-                            talk_ms,
-                        });
-                    }
-                    (None, None) => events.push(CallEvent::TransferredCallEnded {
-                        call: call.clone(),
-                        by: Side::Caller,
-                        talk_ms: 0,
-                    }),
-                }
-                self.record(&mut st, tenant, &call, events).await?;
-                self.hang_up_later(
-                    tenant,
-                    l.legs()
-                        .into_iter()
-                        .map(|(leg, _)| leg)
-                        .filter(|leg| leg != channel)
-                        .collect(),
-                )
-                .await;
-            }
-            Role::Agent if l.transfer.is_some() => self.agent_leaves(&mut st, &call).await?,
-            Role::Agent => self.end(&mut st, &call, EndedBy::AgentPhone).await?,
-            Role::Target => {
-                let answered = l.transfer.as_ref().is_some_and(|t| t.answered_at.is_some());
-                self.target_failed(&mut st, &call, failure(cause, answered))
-                    .await?;
-            }
-            Role::Monitor => {
-                let m = l
-                    .monitor
-                    .clone()
-                    .expect("a monitor leg belongs to a monitor");
-                let reason = match cause {
-                    _ if m.joined => MonitorEndReason::SupervisorHungUp,
-                    HangupCause::Busy | HangupCause::Rejected => MonitorEndReason::Rejected,
-                    HangupCause::Unavailable => MonitorEndReason::Unavailable,
-                    _ => MonitorEndReason::NoAnswer,
-                };
-                self.record(
-                    &mut st,
-                    tenant,
-                    &call,
-                    vec![CallEvent::MonitorEnded {
-                        call: call.clone(),
-                        monitor: m.id,
-                        agent: m.agent,
-                        supervisor: m.supervisor,
-                        reason,
-                    }],
-                )
-                .await?;
-            }
-            Role::Outside => {
-                let since = l.outside.as_ref().map(|(_, s)| *s).unwrap_or_else(Utc::now);
-                let talk_ms = (Utc::now() - since).num_milliseconds().max(0);
-                self.record(
-                    &mut st,
-                    tenant,
-                    &call,
-                    vec![CallEvent::TransferredCallEnded {
-                        call: call.clone(),
-                        by: Side::Target,
-                        talk_ms,
-                    }],
-                )
-                .await?;
-                self.hang_up_later(tenant, vec![l.customer.clone()]).await;
-            }
-        }
+        let decided = CallCore::decide(&st.model, &ask).map_err(|r| refused(&r))?;
+        self.carry_out(&mut st, tenant, decided).await?;
         Ok(())
     }
 
     /// A supervisor starts monitoring the agent's connected call: their device rings; on its
-    /// answer they join the call's bridge in their mode ([`Self::monitor_joined`]).
+    /// answer they join the call's bridge in their mode.
     async fn monitor(&self, tenant: &str, cmd: MonitorCall) -> Result<(), CommandError> {
-        let mut st = self.state.lock().await;
-        let (call, l) = self.find(&mut st, tenant, &cmd.agent).await?;
-        if !l.connected {
-            return Err(err(
-                "not_connected",
-                format!("Agent {}'s call is not connected yet", cmd.agent),
-            ));
-        }
-        if let Some(m) = &l.monitor {
-            return Err(err(
-                "monitor_in_progress",
-                format!("{} is already on agent {}'s call", m.supervisor, cmd.agent),
-            ));
-        }
-        let agent_device = l.agent.as_ref().and_then(|a| a.device.clone());
-        if agent_device.as_ref() == Some(&cmd.device) {
-            return Err(CommandError::field(
-                "own_device",
-                "device",
-                format!("Extension {} is the agent's own device", cmd.device),
-            ));
-        }
-        self.online_device(tenant, &cmd.device, "device").await?;
-        let monitor = Uuid::now_v7().simple().to_string();
-        let leg = Uuid::now_v7().simple().to_string();
-        self.record(
-            &mut st,
-            tenant,
-            &call,
-            vec![CallEvent::MonitorStarted {
-                call: call.clone(),
-                monitor: monitor.clone(),
-                agent: cmd.agent.clone(),
-                supervisor: cmd.supervisor.clone(),
-                supervisor_name: cmd.supervisor_name.clone(),
-                device: cmd.device.clone(),
-                leg: leg.clone(),
-                mode: cmd.mode,
-            }],
-        )
-        .await?;
-        let originate = Originate {
-            channel: Some(leg),
-            endpoint: Endpoint::Device(cmd.device),
-            caller: l.caller.clone(),
+        let what = What::Monitor {
+            cmd,
+            monitor: Uuid::now_v7().simple().to_string(),
+            leg: Uuid::now_v7().simple().to_string(),
         };
-        if let Err(e) = self.ctx.bus.request(&self.pbx(tenant), &originate).await {
-            tracing::info!(error = %e, call, "the supervisor's device could not be rung");
-            self.record(
-                &mut st,
-                tenant,
-                &call,
-                vec![CallEvent::MonitorEnded {
-                    call: call.clone(),
-                    monitor,
-                    agent: cmd.agent,
-                    supervisor: cmd.supervisor,
-                    reason: MonitorEndReason::Unavailable,
-                }],
-            )
-            .await?;
-            return Err(CommandError::field(
-                "device_offline",
-                "device",
-                "the supervisor's device could not be rung",
-            ));
-        }
-        self.monitor_ring_timeout(tenant, &call, &monitor);
-        Ok(())
+        self.desk(tenant, what).await
     }
 
     /// The supervisor's phone stops ringing after 30 seconds unanswered.
@@ -1815,118 +1347,18 @@ impl CallControl {
         });
     }
 
-    /// How the PBX is told a monitor mode: a listener is heard by nobody, a whisper by the
-    /// agent's leg only, a barge by everyone.
-    fn bridge_mode(l: &Live, mode: MonitorMode) -> BridgeMode {
-        match (mode, l.agent.as_ref()) {
-            (MonitorMode::Listen, _) | (MonitorMode::Whisper, None) => BridgeMode::Listen,
-            (MonitorMode::Whisper, Some(a)) => BridgeMode::Whisper { to: a.leg.clone() },
-            (MonitorMode::Barge, _) => BridgeMode::Speak,
-        }
-    }
-
-    /// The supervisor's phone answered: they join the call's bridge in their mode, in one step
-    /// (never heard, even for a moment, as an ordinary party).
-    async fn monitor_joined(&self, st: &mut State, call: &str) -> Result<(), CommandError> {
-        let Some(l) = st.model.calls.get(call).cloned() else {
-            return Ok(());
-        };
-        let Some(m) = l.monitor.clone().filter(|m| !m.joined) else {
-            return Ok(()); // a redelivery
-        };
-        self.record(
-            st,
-            &l.tenant,
-            call,
-            vec![CallEvent::MonitorJoined {
-                call: call.into(),
-                monitor: m.id.clone(),
-                agent: m.agent.clone(),
-                supervisor: m.supervisor.clone(),
-            }],
-        )
-        .await?;
-        let _ = self
-            .ctx
-            .bus
-            .request(
-                &self.pbx(&l.tenant),
-                &Answer {
-                    channel: m.leg.clone(),
-                },
-            )
-            .await;
-        self.try_pbx(
-            &l.tenant,
-            &SetBridgeMode {
-                channel: m.leg.clone(),
-                mode: Self::bridge_mode(&l, m.mode),
-                bridge: Some(call.into()),
-            },
-        )
-        .await;
-        Ok(())
-    }
-
-    /// The monitoring supervisor's own monitor of the agent's call, or why there is none.
-    fn own_monitor(
-        l: &Live,
-        agent: &AgentNumber,
-        supervisor: &str,
-    ) -> Result<model::Monitor, CommandError> {
-        match &l.monitor {
-            None => Err(err(
-                "no_monitor",
-                format!("No supervisor is on agent {agent}'s call"),
-            )),
-            Some(m) if m.supervisor != supervisor => Err(err(
-                "forbidden",
-                format!(
-                    "{} is on agent {agent}'s call; only they can switch or leave",
-                    m.supervisor
-                ),
-            )),
-            Some(m) => Ok(m.clone()),
-        }
-    }
-
     /// The supervisor switches between Listen, Whisper and Barge on the same call.
     async fn set_monitor_mode(
         &self,
         tenant: &str,
         cmd: SetMonitorMode,
     ) -> Result<(), CommandError> {
-        let mut st = self.state.lock().await;
-        let (call, l) = self.find(&mut st, tenant, &cmd.agent).await?;
-        let m = Self::own_monitor(&l, &cmd.agent, &cmd.supervisor)?;
-        if m.mode == cmd.mode {
-            return Ok(());
-        }
-        self.record(
-            &mut st,
-            tenant,
-            &call,
-            vec![CallEvent::MonitorModeChanged {
-                call: call.clone(),
-                monitor: m.id.clone(),
-                agent: m.agent.clone(),
-                supervisor: m.supervisor.clone(),
-                mode: cmd.mode,
-            }],
-        )
-        .await?;
-        if m.joined {
-            self.try_pbx(
-                tenant,
-                &SetBridgeMode {
-                    channel: m.leg,
-                    mode: Self::bridge_mode(&l, cmd.mode),
-                    bridge: None,
-                },
-            )
-            .await;
-        }
-        Ok(())
+        let what = What::SetMonitorMode {
+            agent: cmd.agent,
+            supervisor: cmd.supervisor,
+            mode: cmd.mode,
+        };
+        self.desk(tenant, what).await
     }
 
     /// The supervisor leaves the agent's call (Leave): their leg is hung up.
@@ -1936,24 +1368,11 @@ impl CallControl {
         agent: &AgentNumber,
         supervisor: &str,
     ) -> Result<(), CommandError> {
-        let mut st = self.state.lock().await;
-        let (call, l) = self.find(&mut st, tenant, agent).await?;
-        let m = Self::own_monitor(&l, agent, supervisor)?;
-        self.record(
-            &mut st,
-            tenant,
-            &call,
-            vec![CallEvent::MonitorEnded {
-                call: call.clone(),
-                monitor: m.id,
-                agent: m.agent,
-                supervisor: m.supervisor,
-                reason: MonitorEndReason::Left,
-            }],
-        )
-        .await?;
-        self.hang_up_later(tenant, vec![m.leg]).await;
-        Ok(())
+        let what = What::StopMonitor {
+            agent: agent.clone(),
+            supervisor: supervisor.to_string(),
+        };
+        self.desk(tenant, what).await
     }
 
     /// After a restart: legs the PBX no longer has end now, a target that answered meanwhile is

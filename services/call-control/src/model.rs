@@ -2,6 +2,7 @@
 //! (channels) belong to them and in which role, and the transfer going on. A pure function
 //! of the events, so a restarted replica knows what its predecessor knew.
 
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 use cc_contracts::call::{CallEvent, EndedBy, MonitorMode, TransferMethod, TransferTarget};
@@ -10,7 +11,8 @@ use cc_contracts::pbx::Party;
 use chrono::{DateTime, Utc};
 
 /// The agent on a call: their leg and since when they talk.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AgentLeg {
     pub agent: AgentNumber,
     pub leg: String,
@@ -18,7 +20,8 @@ pub struct AgentLeg {
     pub answered_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Transfer {
     pub id: String,
     /// The agent who started it.
@@ -34,7 +37,8 @@ pub struct Transfer {
 }
 
 /// A supervisor on the call (Listen, Whisper or Barge), from their phone ringing to their leaving.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Monitor {
     pub id: String,
     pub supervisor: String,
@@ -47,7 +51,8 @@ pub struct Monitor {
 }
 
 /// What an outbound call (dialled by the agent from the portal) is before it connects.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Outbound {
     pub number: DialString,
     pub extension: bool,
@@ -62,7 +67,8 @@ pub struct Outbound {
 }
 
 /// A call from its answer (or an outbound call from its dial) to its end.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Live {
     pub tenant: String,
     /// The call's queue; none for an outbound call.
@@ -141,7 +147,8 @@ impl Live {
 }
 
 /// A call waiting in a queue (as call-control needs it when an agent answers).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Waiting {
     pub tenant: String,
     pub queue: QueueNumber,
@@ -149,7 +156,11 @@ pub struct Waiting {
     pub customer: String,
 }
 
-#[derive(Debug, Default)]
+/// Every call held, as a take-over's snapshot saves it (see `crate::lead`): every struct of it
+/// refuses unknown fields and has no defaults, so a snapshot of another shape does not decode
+/// and call control replays the store instead.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Model {
     pub waiting: HashMap<String, Waiting>,
     pub calls: HashMap<String, Live>,

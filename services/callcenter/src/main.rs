@@ -6,6 +6,7 @@
 
 mod demo;
 mod ops;
+mod parked;
 mod targets;
 
 use std::path::PathBuf;
@@ -66,6 +67,19 @@ enum Command {
         #[arg(long, default_value = "all")]
         projection: String,
     },
+    /// The partition count of the store (`CC_PARTITIONS`): `show` it, or `set` another with
+    /// every replica stopped (tenants then move to the partitions of the new count; the new
+    /// partitions' leaders replay the store once). Needs only PostgreSQL.
+    Partitions {
+        /// `show` or `set`.
+        action: String,
+        /// The new count, 1 to 1024 (for `set`).
+        count: Option<u32>,
+    },
+    /// The events consumers parked because they could not apply them (`bus_parked`): list
+    /// them, clear them once dealt with. Needs only PostgreSQL.
+    #[command(subcommand)]
+    Parked(parked::ParkedCommand),
     /// Print the domain events published on NATS, e.g. one agent's:
     /// `callcenter events --subject 'cc.events.demo.agent.1001.>'`.
     Events {
@@ -118,6 +132,10 @@ fn main() -> anyhow::Result<()> {
         Command::Run { target } => runtime()?.block_on(run(config, Target::expand(&target))),
         Command::Tenant(cmd) => runtime()?.block_on(ops::tenant(&config, cmd)),
         Command::Pbx(cmd) => runtime()?.block_on(ops::pbx(&config, cmd)),
+        Command::Parked(cmd) => runtime()?.block_on(parked::run(&config, cmd)),
+        Command::Partitions { action, count } => {
+            runtime()?.block_on(ops::partitions(&config, &action, count))
+        }
         Command::Rebuild { projection } => runtime()?.block_on(ops::rebuild(&config, &projection)),
         Command::Events {
             subject,
@@ -220,6 +238,7 @@ async fn run(config: Config, targets: Vec<Target>) -> anyhow::Result<()> {
         contexts.push((*t, ctx));
     }
     targets::migrate_all(&pool).await?;
+    cc_eventstore::partitioning::settle(&pool, config.partitions).await?;
     readiness.ready("migrations");
     connect::watch(
         pool.clone(),

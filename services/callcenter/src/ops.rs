@@ -143,14 +143,12 @@ pub fn nats_config(config: &Config, tenants: Option<Vec<String>>) -> String {
             .into_iter()
             .filter(|t| !t.is_empty())
             .collect::<Vec<_>>(),
+        config.partitions,
     )
 }
 
-/// `callcenter tenant credentials <tenant>`: a new password for the tenant's integrator and
-/// what to do with it (the nats-server learns it from its environment; see
-/// docs/operations.md).
-pub fn credentials(config: &Config, tenant: &str) -> anyhow::Result<String> {
-    use cc_bus::permissions::{integrator_durable, integrator_user, password_var};
+/// A tenant's slug as an operator typed it: a-z, 0-9 and '-'.
+pub fn check_slug(tenant: &str) -> anyhow::Result<()> {
     if tenant.is_empty()
         || !tenant
             .bytes()
@@ -158,6 +156,15 @@ pub fn credentials(config: &Config, tenant: &str) -> anyhow::Result<String> {
     {
         anyhow::bail!("tenant {tenant:?}: a tenant's slug is a-z, 0-9 and '-'");
     }
+    Ok(())
+}
+
+/// `callcenter tenant credentials <tenant>`: a new password for the tenant's integrator and
+/// what to do with it (the nats-server learns it from its environment; see
+/// docs/operations.md).
+pub fn credentials(config: &Config, tenant: &str) -> anyhow::Result<String> {
+    use cc_bus::permissions::{integrator_durable, integrator_user, password_var};
+    check_slug(tenant)?;
     let s = Subjects::new(&config.subject_prefix);
     let user = integrator_user(tenant);
     use rand::Rng;
@@ -530,4 +537,44 @@ pub async fn rebuild(config: &Config, projection: &str) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `callcenter partitions show|set <n>`.
+pub async fn partitions(config: &Config, action: &str, count: Option<u32>) -> anyhow::Result<()> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&config.database_url)
+        .await?;
+    crate::targets::migrate_all(&pool).await?;
+    match (action, count) {
+        ("show", None) => {
+            let n: Option<i32> = sqlx::query_scalar("select partitions from es_partitioning")
+                .fetch_optional(&pool)
+                .await?;
+            match n {
+                Some(n) => println!("{n}"),
+                None => println!(
+                    "not set yet (the first replica to start sets CC_PARTITIONS, {})",
+                    config.partitions
+                ),
+            }
+            Ok(())
+        }
+        ("set", Some(n)) if (1..=1024).contains(&n) => {
+            let leading = cc_runtime::partitions::replicas_alive(&pool).await?;
+            if leading > 0 {
+                anyhow::bail!(
+                    "{leading} replica(s) still run partitions: stop every replica first"
+                );
+            }
+            let before = cc_eventstore::partitioning::set(&pool, n).await?;
+            println!(
+                "partitions: {} -> {n}; start every replica with CC_PARTITIONS={n}",
+                before.map_or("unset".into(), |b| b.to_string())
+            );
+            Ok(())
+        }
+        ("set", _) => anyhow::bail!("count: give the new partition count, 1 to 1024"),
+        (other, _) => anyhow::bail!("action: {other:?} is not show or set"),
+    }
 }

@@ -2,8 +2,14 @@
 const resolve = (doc, s) => (s && s.$ref) ? resolve(doc, s.$ref.split('/').slice(1).reduce((o, k) => o[k], doc)) : s;
 const example = (doc, s, depth = 0) => {
   s = resolve(doc, s) || {};
+  if (Array.isArray(s.examples) && s.examples.length) return s.examples[0];
   if (s.example !== undefined) return s.example;
+  if (s.default !== undefined && s.default !== null) return s.default;
+  if (s.const !== undefined) return s.const;
   if (depth > 4) return null;
+  // One of several shapes (an enum's values, a value or null): the first that is not null.
+  const some = (s.oneOf || s.anyOf || []).find(b => resolve(doc, b).type !== 'null');
+  if (some && !s.properties) return example(doc, some, depth + 1);
   const t = Array.isArray(s.type) ? s.type[0] : s.type;
   if (t === 'object' || s.properties) { const o = {}; for (const [k, v] of Object.entries(s.properties || {})) o[k] = example(doc, v, depth + 1); return o; }
   if (t === 'array') return [example(doc, s.items, depth + 1)];

@@ -12,6 +12,7 @@ use cc_contracts::auth::{Authenticate, Principal, Role};
 use cc_runtime::{Networks, ProxyHeader};
 
 use crate::error::ApiError;
+use crate::route::Access;
 use crate::Portal;
 
 pub const COOKIE: &str = "cc_session";
@@ -102,14 +103,6 @@ impl Authed {
         cc_contracts::domain::AgentNumber::parse(&self.principal.principal)
             .map_err(|e| ApiError(CommandError::internal(e.message)))
     }
-
-    pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
-        if roles.contains(&self.principal.role) {
-            Ok(())
-        } else {
-            Err(crate::error::forbidden("your role may not do this"))
-        }
-    }
 }
 
 pub fn token_of(headers: &HeaderMap) -> Option<String> {
@@ -153,6 +146,24 @@ impl FromRequestParts<Portal> for Authed {
                 },
             )
             .await?;
+        // The route's access rule (from its entry in the route table): a role it does not
+        // list is refused here, before the handler runs.
+        match parts.extensions.get::<Access>() {
+            Some(Access::Roles(roles)) if roles.contains(&principal.role) => {}
+            Some(Access::Roles(roles)) if roles == &[Role::Agent] => {
+                return Err(crate::error::forbidden(
+                    "this is an agent's action; sign in as the agent",
+                ));
+            }
+            Some(Access::Roles(_)) => {
+                return Err(crate::error::forbidden("your role may not do this"));
+            }
+            Some(Access::Public) | None => {
+                return Err(ApiError(CommandError::internal(
+                    "this route has no access rule for signed-in principals",
+                )));
+            }
+        }
         let idempotency_key = parts
             .headers
             .get("idempotency-key")

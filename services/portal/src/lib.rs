@@ -5,7 +5,11 @@
 
 pub mod api;
 pub mod error;
+pub mod extract;
 pub mod identity;
+pub mod openapi;
+pub mod reply;
+pub mod route;
 pub mod sse;
 mod views;
 
@@ -14,16 +18,11 @@ use std::sync::Arc;
 
 use axum::http::header;
 use axum::response::{Html, IntoResponse};
-use axum::routing::{get, patch, post, put};
-use axum::Router;
+use axum::routing::get;
+use axum::{Extension, Router};
 use cc_runtime::Context;
 
-use api::{admin, agent, supervisor};
-
 pub const MIGRATIONS: &[cc_eventstore::Migration] = &[];
-
-/// The OpenAPI document of the API.
-pub const OPENAPI: &str = include_str!("../openapi.json");
 
 /// The web pages: the Agent Portal (`/`), the supervisor view and the admin pages.
 const WEB: [cc_runtime::web::Asset; 8] = [
@@ -109,232 +108,63 @@ impl Portal {
     }
 }
 
-/// Every route of the API as (method, path): kept equal to `openapi.json` by a test.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("post", "/api/login"),
-    ("post", "/api/signout"),
-    ("get", "/api/login-options"),
-    ("post", "/api/session"),
-    ("delete", "/api/session"),
-    ("post", "/api/session/pause"),
-    ("post", "/api/session/unpause"),
-    ("put", "/api/session/queues/{queue}"),
-    ("delete", "/api/session/queues/{queue}"),
-    ("get", "/api/me"),
-    ("get", "/api/pause-reasons"),
-    ("get", "/api/events"),
-    ("get", "/api/supervisor/agents"),
-    ("post", "/api/supervisor/agents/{agent}/logout"),
-    ("get", "/api/supervisor/events"),
-    ("get", "/api/admin/agents"),
-    ("post", "/api/admin/agents"),
-    ("patch", "/api/admin/agents/{agent}"),
-    ("post", "/api/admin/agents/{agent}/password"),
-    ("post", "/api/admin/agents/{agent}/disable"),
-    ("post", "/api/admin/agents/{agent}/enable"),
-    ("get", "/api/admin/queues"),
-    ("post", "/api/admin/queues"),
-    ("put", "/api/admin/queues/{queue}/agents/{agent}"),
-    ("delete", "/api/admin/queues/{queue}/agents/{agent}"),
-    ("get", "/api/admin/pause-reasons"),
-    ("post", "/api/admin/pause-reasons"),
-    ("patch", "/api/admin/pause-reasons/{name}"),
-    ("delete", "/api/admin/pause-reasons/{name}"),
-    ("get", "/api/admin/agent-defaults"),
-    ("put", "/api/admin/agent-defaults"),
-    ("post", "/api/admin/users"),
-    ("get", "/api/admin/devices"),
-    ("post", "/api/admin/devices"),
-    ("post", "/api/admin/devices/{device}/password"),
-    ("delete", "/api/admin/devices/{device}"),
-    ("put", "/api/admin/queues/{queue}/settings"),
-    ("post", "/api/call/hangup"),
-    ("post", "/api/call/hold"),
-    ("post", "/api/call/dial"),
-    ("post", "/api/call/wrap-up/end"),
-    ("post", "/api/call/transfer"),
-    ("post", "/api/call/transfer/complete"),
-    ("post", "/api/call/transfer/cancel"),
-    ("get", "/api/transfer-targets"),
-    ("get", "/api/whoami"),
-    ("get", "/api/supervisor/queues"),
-    ("get", "/api/supervisor/devices"),
-    ("get", "/api/admin/webhooks"),
-    ("post", "/api/admin/webhooks"),
-    ("delete", "/api/admin/webhooks/{id}"),
-    ("post", "/api/admin/webhooks/{id}/test"),
-    ("get", "/api/admin/webhooks/{id}/deliveries"),
-    ("post", "/api/admin/webhooks/{id}/redeliver"),
-    ("post", "/api/admin/webhooks/{id}/resume"),
-    ("post", "/api/supervisor/agents/{agent}/monitor"),
-    ("patch", "/api/supervisor/agents/{agent}/monitor"),
-    ("delete", "/api/supervisor/agents/{agent}/monitor"),
-    ("get", "/api/reports/calls"),
-    ("get", "/api/reports/agents"),
-    ("get", "/api/reports/pauses"),
-    ("get", "/api/reports/queues"),
-    ("get", "/api/me/queues"),
-    ("get", "/api/me/calls"),
-    ("post", "/api/call/wrap-up/disposition"),
-];
+/// Every route of the API as (method in lowercase, path), from the route table.
+pub fn routes() -> Vec<(&'static str, &'static str)> {
+    api::routes()
+        .iter()
+        .map(|r| {
+            let method = match r.method.as_str() {
+                "GET" => "get",
+                "POST" => "post",
+                "PUT" => "put",
+                "PATCH" => "patch",
+                "DELETE" => "delete",
+                other => panic!("a method the table does not use: {other}"),
+            };
+            (method, r.path)
+        })
+        .collect()
+}
 
 pub fn router(portal: Portal) -> Router {
-    Router::new()
-        .route("/api/login", post(agent::login))
-        .route("/api/signout", post(agent::signout))
-        .route("/api/login-options", get(agent::login_options))
-        .route(
-            "/api/session",
-            post(agent::complete_login).delete(agent::logout),
-        )
-        .route("/api/session/pause", post(agent::pause))
-        .route("/api/session/unpause", post(agent::unpause))
-        .route(
-            "/api/session/queues/{queue}",
-            put(agent::join_queue).delete(agent::leave_queue),
-        )
-        .route("/api/me", get(agent::me))
-        .route("/api/pause-reasons", get(agent::pause_reasons))
-        .route("/api/events", get(sse::agent_events))
-        .route("/api/supervisor/agents", get(supervisor::agents))
-        .route(
-            "/api/supervisor/agents/{agent}/logout",
-            post(supervisor::force_logout),
-        )
-        .route("/api/supervisor/events", get(sse::supervisor_events))
-        .route("/api/supervisor/devices", get(supervisor::devices))
-        .route(
-            "/api/admin/webhooks",
-            get(api::webhooks::list).post(api::webhooks::create),
-        )
-        .route(
-            "/api/admin/webhooks/{id}",
-            axum::routing::delete(api::webhooks::delete),
-        )
-        .route("/api/admin/webhooks/{id}/test", post(api::webhooks::test))
-        .route(
-            "/api/admin/webhooks/{id}/deliveries",
-            get(api::webhooks::deliveries),
-        )
-        .route(
-            "/api/admin/webhooks/{id}/redeliver",
-            post(api::webhooks::redeliver),
-        )
-        .route(
-            "/api/admin/webhooks/{id}/resume",
-            post(api::webhooks::resume),
-        )
-        .route(
-            "/api/supervisor/agents/{agent}/monitor",
-            post(supervisor::monitor)
-                .patch(supervisor::set_monitor_mode)
-                .delete(supervisor::stop_monitor),
-        )
-        .route(
-            "/api/admin/agents",
-            get(admin::list_agents).post(admin::create_agent),
-        )
-        .route("/api/admin/agents/{agent}", patch(admin::update_agent))
-        .route(
-            "/api/admin/agents/{agent}/password",
-            post(admin::reset_password),
-        )
-        .route(
-            "/api/admin/agents/{agent}/disable",
-            post(admin::disable_agent),
-        )
-        .route(
-            "/api/admin/agents/{agent}/enable",
-            post(admin::enable_agent),
-        )
-        .route(
-            "/api/admin/queues",
-            get(admin::list_queues).post(admin::create_queue),
-        )
-        .route(
-            "/api/admin/queues/{queue}/agents/{agent}",
-            put(admin::assign).delete(admin::unassign),
-        )
-        .route(
-            "/api/admin/pause-reasons",
-            get(admin::list_pause_reasons).post(admin::add_pause_reason),
-        )
-        .route(
-            "/api/admin/pause-reasons/{name}",
-            patch(admin::rename_pause_reason).delete(admin::retire_pause_reason),
-        )
-        .route(
-            "/api/admin/agent-defaults",
-            get(admin::get_agent_defaults).put(admin::set_agent_defaults),
-        )
-        .route("/api/admin/users", post(admin::create_user))
-        .route(
-            "/api/admin/devices",
-            get(api::devices::list).post(api::devices::create),
-        )
-        .route(
-            "/api/admin/devices/{device}/password",
-            post(api::devices::new_password),
-        )
-        .route(
-            "/api/admin/devices/{device}",
-            axum::routing::delete(api::devices::remove),
-        )
-        .route(
-            "/api/admin/queues/{queue}/settings",
-            put(admin::configure_queue),
-        )
-        .route("/api/call/hangup", post(agent::hangup))
-        .route("/api/call/hold", post(agent::hold))
-        .route("/api/call/dial", post(agent::dial))
-        .route("/api/call/wrap-up/end", post(agent::end_wrap_up))
-        .route("/api/call/transfer", post(agent::transfer))
-        .route(
-            "/api/call/transfer/complete",
-            post(agent::complete_transfer),
-        )
-        .route("/api/call/transfer/cancel", post(agent::cancel_transfer))
-        .route("/api/transfer-targets", get(agent::transfer_targets))
-        .route("/api/whoami", get(supervisor::whoami))
-        .route("/api/supervisor/queues", get(supervisor::queues))
-        .route("/api/reports/calls", get(api::reports::calls))
-        .route("/api/reports/agents", get(api::reports::agents))
-        .route("/api/reports/pauses", get(api::reports::pauses))
-        .route("/api/reports/queues", get(api::reports::queues))
-        .route("/api/me/queues", get(api::desk::queues))
-        .route("/api/me/calls", get(api::desk::calls))
-        .route(
-            "/api/call/wrap-up/disposition",
-            post(api::desk::disposition),
-        )
-        .route(
-            "/api/openapi.json",
-            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
-        )
-        .route(
-            "/api/docs",
-            get(|| async { Html(include_str!("../assets/api-docs.html")) }),
-        )
-        .route("/", get(|| async { WEB[0] }))
-        .route("/supervisor", get(|| async { WEB[1] }))
-        .route("/admin", get(|| async { WEB[2] }))
-        .route("/app.css", get(|| async { WEB[3] }))
-        .route("/app.js", get(|| async { WEB[4] }))
-        .route("/supervisor.js", get(|| async { WEB[5] }))
-        .route("/admin.js", get(|| async { WEB[6] }))
-        .route("/api/docs.js", get(|| async { API_DOCS[0] }))
-        .route("/api/docs.css", get(|| async { API_DOCS[1] }))
-        .route("/desk.js", get(|| async { WEB[7] }))
-        .fallback(|| async {
-            error::ApiError(cc_bus::CommandError::new(
-                "not_found",
-                "no such page or API route; see /api/docs",
-            ))
-            .into_response()
-        })
-        .layer(axum::middleware::map_response(cc_runtime::web::harden))
-        .layer(axum::middleware::from_fn(cc_runtime::web::trace))
-        .with_state(portal)
+    let mut app = Router::new();
+    // Each route with its access rule, which the session extractor enforces.
+    for r in api::routes() {
+        app = app.route(r.path, r.service.route_layer(Extension(r.access)));
+    }
+    app.route(
+        "/api/openapi.json",
+        get(|| async {
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                openapi::OPENAPI.as_str(),
+            )
+        }),
+    )
+    .route(
+        "/api/docs",
+        get(|| async { Html(include_str!("../assets/api-docs.html")) }),
+    )
+    .route("/", get(|| async { WEB[0] }))
+    .route("/supervisor", get(|| async { WEB[1] }))
+    .route("/admin", get(|| async { WEB[2] }))
+    .route("/app.css", get(|| async { WEB[3] }))
+    .route("/app.js", get(|| async { WEB[4] }))
+    .route("/supervisor.js", get(|| async { WEB[5] }))
+    .route("/admin.js", get(|| async { WEB[6] }))
+    .route("/api/docs.js", get(|| async { API_DOCS[0] }))
+    .route("/api/docs.css", get(|| async { API_DOCS[1] }))
+    .route("/desk.js", get(|| async { WEB[7] }))
+    .fallback(|| async {
+        error::ApiError(cc_bus::CommandError::new(
+            "not_found",
+            "no such page or API route; see /api/docs",
+        ))
+        .into_response()
+    })
+    .layer(axum::middleware::map_response(cc_runtime::web::harden))
+    .layer(axum::middleware::from_fn(cc_runtime::web::trace))
+    .with_state(portal)
 }
 
 /// Runs the portal until `ctx.cancel`.
@@ -381,9 +211,11 @@ pub async fn run(ctx: Context) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    /// The router serves every route of the table (and so of the document), the document
+    /// has every route of the table, once.
     #[test]
     fn every_route_is_documented_and_every_documented_route_exists() {
-        let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).unwrap();
+        let doc = super::openapi::document();
         let mut documented: Vec<(String, String)> = doc["paths"]
             .as_object()
             .unwrap()
@@ -395,13 +227,17 @@ mod tests {
                     .map(move |m| (m.clone(), p.clone()))
             })
             .collect();
-        let mut routes: Vec<(String, String)> = super::ROUTES
+        let mut routes: Vec<(String, String)> = super::routes()
             .iter()
             .map(|(m, p)| (m.to_string(), p.to_string()))
             .collect();
         documented.sort();
         routes.sort();
+        let n = routes.len();
+        routes.dedup();
+        assert_eq!(n, routes.len(), "a route is in the table twice");
         assert_eq!(documented, routes);
+        assert!(routes.len() > 60, "{}", routes.len());
     }
 
     /// The error codes the services send, the one table of codes and the error table of

@@ -18,14 +18,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
-use cc_contracts::auth::{Authenticate, Role};
-use futures::{Stream, StreamExt};
+use axum::response::sse::{Event, KeepAlive, KeepAliveStream, Sse};
+use cc_contracts::auth::Authenticate;
+use futures::stream::BoxStream;
+use futures::StreamExt;
 use tokio::sync::broadcast;
 
 use crate::error::ApiResult;
 use crate::identity::Authed;
+use crate::route::{Events, JsonText, LastEventId, Route, Tag, AGENT, SUPERVISORS};
 use crate::Portal;
 
 /// One changed view, ready to send.
@@ -212,20 +213,56 @@ async fn still_signed_in(p: &Portal, tenant: &str, token: &str) -> bool {
     )
 }
 
+/// An event of an agent's stream (`GET /api/events`).
+#[derive(schemars::JsonSchema)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[allow(dead_code)] // the document's words for the events `agent_event` and the stream write
+pub enum AgentStreamEvent {
+    /// The agent's view: what the client has not seen first (every change after Last-Event-ID,
+    /// or the current view), then each change, once each, in version order.
+    Agent {
+        /// The view's version.
+        id: String,
+        data: JsonText<cc_contracts::views::AgentView>,
+    },
+    /// The session ended (signed out, or the account disabled): the stream ends. data is `{}`.
+    SignedOut {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        data: String,
+    },
+}
+
+/// An event of a supervisor's stream (`GET /api/supervisor/events`).
+#[derive(schemars::JsonSchema)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[allow(dead_code)] // the document's words for the events the stream writes
+pub enum SupervisorStreamEvent {
+    /// An agent's view: first every agent's (one each), then each change.
+    Agent {
+        data: JsonText<cc_contracts::views::AgentView>,
+    },
+    /// The queues now and today, as GET /api/supervisor/queues answers.
+    Queues {
+        data: JsonText<Vec<crate::api::supervisor::QueueNow>>,
+    },
+    /// The stream fell too far behind: read GET /api/supervisor/agents again. data is `{}`.
+    Resync { data: String },
+}
+
+/// A stream of events `E` describes.
+type EventStream<E> = Events<E, KeepAliveStream<BoxStream<'static, Result<Event, Infallible>>>>;
+
 /// `GET /api/events`: the agent's own view, live.
 pub async fn agent_events(
     State(p): State<Portal>,
     who: Authed,
-    headers: HeaderMap,
-) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    LastEventId(last): LastEventId,
+) -> ApiResult<EventStream<AgentStreamEvent>> {
     let agent = who.agent()?.to_string();
     let tenant = who.tenant().to_string();
     // Subscribe before reading the history, so nothing falls between the two.
     let rx = p.hub.subscribe_agent(&tenant, &agent);
-    let last: Option<i64> = headers
-        .get("last-event-id")
-        .and_then(|h| h.to_str().ok())
-        .and_then(|s| s.trim().parse().ok());
     // What to send first, and the version the client has seen.
     let (pending, last_sent): (VecDeque<(i64, String)>, i64) = match last {
         Some(v) => {
@@ -322,7 +359,9 @@ pub async fn agent_events(
             }
         }
     }));
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Ok(Events::new(Sse::new(stream.boxed()).keep_alive(
+        KeepAlive::new().interval(Duration::from_secs(15)),
+    )))
 }
 
 /// How long a supervisor's stream gathers queue changes before it reads the figures again: a
@@ -367,8 +406,7 @@ impl SupervisorStream {
 pub async fn supervisor_events(
     State(p): State<Portal>,
     who: Authed,
-) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    who.require(&[Role::Supervisor, Role::Admin])?;
+) -> ApiResult<EventStream<SupervisorStreamEvent>> {
     let tenant = who.tenant().to_string();
     let rx = p.hub.subscribe_tenant(&tenant);
     let queues_rx = p.hub.subscribe_queues(&tenant);
@@ -444,5 +482,21 @@ pub async fn supervisor_events(
             }
         }
     }));
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Ok(Events::new(Sse::new(stream.boxed()).keep_alive(
+        KeepAlive::new().interval(Duration::from_secs(15)),
+    )))
+}
+
+pub(crate) fn routes() -> Vec<Route> {
+    vec![
+        Route::get("/api/events", agent_events)
+            .tag(Tag::Agent)
+            .roles(AGENT)
+            .summary("Live updates of the agent's view (Server-Sent Events: `event: agent`, `id: <version>`, data = AgentView). Send Last-Event-ID to resume without losing a change."),
+        Route::get("/api/supervisor/events", supervisor_events)
+            .tag(Tag::Supervisor)
+            .roles(SUPERVISORS)
+            .summary("Live updates of every agent of the tenant (SSE `event: agent`) and of the queues' figures (`event: queues`)")
+            .description("First every agent's view (`event: agent`, one each), then each change; `event: resync` when the stream fell too far behind (read GET /api/supervisor/agents again). `event: queues`: the array of GET /api/supervisor/queues, sent at once, whenever the reporting projection records a change of a queue's waits (within about 200 ms of the event, a burst coalesced into one), and at least every 60 s (today's figures start again at midnight). Supervisors and admins."),
+    ]
 }

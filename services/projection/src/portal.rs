@@ -45,7 +45,7 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
         return Ok(());
     };
     tracing::info!("portal projection lease taken");
-    let _holding = leader.took();
+    let _holding = leader.took(lease.fence().epoch);
     let from = load_checkpoint(ctx).await?;
     leader.applied(from);
     let mut expect = from;

@@ -1,6 +1,11 @@
 //! The automatic call distributor as a pure model: state built from events, decisions made
 //! from state. No I/O: the router feeds it events and the clock, and carries out its
 //! decisions (appending the events that record them, ringing phones).
+//!
+//! Two layers: [`Acd`] knows the agents, queues, calls and timers, and chooses (who is offered
+//! a waiting call, which timers are due: [`Decision`]); [`routing::Routing`] is the router's
+//! whole rule book over it as a [`cc_core::Decider`]: a PBX fact, a tick of the clock or a
+//! writer's report in, the call events to record and the PBX actions to take out.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -10,10 +15,16 @@ use cc_contracts::pbx::{HangupCause, Party};
 use cc_contracts::queue::QueueEvent;
 use cc_contracts::session::AgentSessionEvent;
 use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+pub mod routing;
+
+pub use routing::{Routing, OFFER_PREFIX};
 
 pub type Key<T> = (String, T);
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Agent {
     pub logged_in: bool,
     pub device: Option<DeviceId>,
@@ -97,14 +108,16 @@ impl Agent {
 /// the agent's phone again anyway (a hangup fact lost with a crashed PBX adapter).
 pub const LEG_GONE_WAIT_MS: i64 = 3000;
 
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Queue {
     pub settings: QueueSettings,
     pub members: BTreeMap<AgentNumber, i32>,
     pub last_offered: Option<AgentNumber>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Offer {
     pub offer: String,
     pub agent: AgentNumber,
@@ -114,7 +127,8 @@ pub struct Offer {
     pub due: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Call {
     pub tenant: String,
     pub queue: QueueNumber,
@@ -134,7 +148,7 @@ pub struct Call {
 
 /// A timer derived from state, kept in [`Acd::timers`] in deadline order so that finding the
 /// next one and the due ones costs nothing like a scan of every call and agent.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum Timer {
     Offer {
         call: String,
@@ -183,9 +197,15 @@ pub enum Decision {
     NoAgents { call: String },
 }
 
-#[derive(Debug, Clone, Default)]
+/// The whole state, as a take-over's snapshot saves it (serialized with serde: see
+/// `crate::fold`). Every struct of it refuses unknown fields and has no defaults, so a
+/// snapshot of another shape does not decode and the router replays the store instead.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Acd {
+    #[serde(with = "cc_core::pairs")]
     pub agents: HashMap<Key<AgentNumber>, Agent>,
+    #[serde(with = "cc_core::pairs")]
     pub queues: HashMap<Key<QueueNumber>, Queue>,
     pub calls: HashMap<String, Call>,
     /// offer (channel) id -> call id
@@ -203,6 +223,7 @@ pub struct Acd {
     /// Withdrawn offers' legs still up (see [`Agent::leg_up`]): channel -> agent.
     legs_up: HashMap<String, Key<AgentNumber>>,
     /// Each queue's calls waiting for an offer, in service order.
+    #[serde(with = "cc_core::pairs")]
     waiting: HashMap<Key<QueueNumber>, std::collections::BTreeSet<WaitKey>>,
     /// Something changed since the last dispatch (a dispatch finds nothing new otherwise).
     dirty: bool,
@@ -210,9 +231,26 @@ pub struct Acd {
     recheck_at: Option<DateTime<Utc>>,
     /// Agents changed by the event being applied (their timers are re-indexed after it).
     touched: Vec<Key<AgentNumber>>,
+    /// Caller channels already taken into a queue (the most recent ones): a redelivered PBX
+    /// report does not enter the same caller twice.
+    callers_seen: (HashSet<String>, std::collections::VecDeque<String>),
     seq: u64,
     rng: u64,
 }
+
+/// What a dispatch chose: the offers to make ([`Decision::Offer`]), and what it leaves for the
+/// next dispatch.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Plan {
+    pub offers: Vec<Decision>,
+    /// When a reject delay (or a withdrawn leg still up) that held an agent back ends.
+    pub recheck_at: Option<DateTime<Utc>>,
+    /// The chooser's random state after it.
+    pub rng: u64,
+}
+
+/// How many caller channels [`Acd::caller_seen`] remembers.
+const CALLERS_REMEMBERED: usize = 100_000;
 
 /// What the chooser knows of a candidate.
 #[derive(Debug, Clone, PartialEq)]
@@ -499,6 +537,7 @@ impl Acd {
             } => {
                 self.unindex_call(call);
                 self.seq += 1;
+                self.remember_caller(channel);
                 self.channels.insert(channel.clone(), call.clone());
                 self.calls.insert(
                     call.clone(),
@@ -739,6 +778,37 @@ impl Acd {
         }
     }
 
+    /// Remembers a caller channel taken into a queue (the last [`CALLERS_REMEMBERED`]).
+    fn remember_caller(&mut self, channel: &str) {
+        let (set, order) = &mut self.callers_seen;
+        if !set.insert(channel.to_string()) {
+            return;
+        }
+        order.push_back(channel.to_string());
+        if order.len() > CALLERS_REMEMBERED {
+            if let Some(old) = order.pop_front() {
+                set.remove(&old);
+            }
+        }
+    }
+
+    /// Whether this caller channel was taken into a queue already (of the most recent ones).
+    pub fn caller_seen(&self, channel: &str) -> bool {
+        self.callers_seen.0.contains(channel)
+    }
+
+    /// The call and agent of an offer still ringing, by its leg's channel.
+    pub fn offer_agent(&self, channel: &str) -> Option<(&str, &AgentNumber)> {
+        let call = self.offers.get(channel)?;
+        let o = self
+            .calls
+            .get(call)?
+            .offers
+            .iter()
+            .find(|o| o.offer == channel)?;
+        Some((call, &o.agent))
+    }
+
     fn remember_hangup(&mut self, tenant: &str, channel: &str, cause: HangupCause) {
         if self.to_hang_up.len() >= 10_000 {
             self.to_hang_up.pop_front();
@@ -774,24 +844,44 @@ impl Acd {
             .count() as i32
     }
 
+    /// Offers to make now (see [`Acd::plan_dispatch`]), the dispatch taken as done.
+    pub fn dispatch(&mut self, now: DateTime<Utc>) -> Vec<Decision> {
+        let Some(plan) = self.plan_dispatch(now) else {
+            return vec![];
+        };
+        self.dispatched(plan.recheck_at, plan.rng);
+        plan.offers
+    }
+
+    /// A dispatch was made: nothing new until something changes (or `recheck_at`).
+    fn dispatched(&mut self, recheck_at: Option<DateTime<Utc>>, rng: u64) {
+        self.dirty = false;
+        self.recheck_at = recheck_at;
+        self.rng = rng;
+    }
+
     /// Offers to make now: the waiting calls in service order (priority, then first come
     /// first served, across queues), each to the agents its queue's strategy picks among the
-    /// eligible ones not picked for an earlier call. Costs nothing when nothing changed since
-    /// the last dispatch; otherwise it looks at each queue's members once per offer made.
-    pub fn dispatch(&mut self, now: DateTime<Utc>) -> Vec<Decision> {
+    /// eligible ones not picked for an earlier call. None when nothing changed since the last
+    /// dispatch (it costs nothing then); otherwise it looks at each queue's members once per
+    /// offer made.
+    pub(crate) fn plan_dispatch(&self, now: DateTime<Utc>) -> Option<Plan> {
         let mut out = vec![];
         if !self.dirty && self.recheck_at.is_none_or(|t| t > now) {
-            return out;
+            return None;
         }
-        self.dirty = false;
-        self.recheck_at = None;
+        let mut recheck_at: Option<DateTime<Utc>> = None;
         // With no free agent (the usual case under load), nothing to do.
         let any_free = self.agents.values().any(|a| {
             a.logged_in && a.ringing == 0 && a.on_call.is_none() && a.wrap_up.is_none() && !a.paused
         });
         let ring_in_use = self.queues.values().any(|q| q.settings.ring_in_use);
         if !any_free && !ring_in_use {
-            return out;
+            return Some(Plan {
+                offers: out,
+                recheck_at,
+                rng: self.rng,
+            });
         }
         let mut taken: HashSet<Key<AgentNumber>> = HashSet::new();
         // Each queue's line; the head that comes first overall is served next. A queue whose
@@ -846,7 +936,7 @@ impl Acd {
                     })
                     .eligible(&qkey.1, q.settings.ring_in_use, now)
                     {
-                        self.recheck_at = Some(self.recheck_at.map_or(until, |r| r.min(until)));
+                        recheck_at = Some(recheck_at.map_or(until, |r| r.min(until)));
                     }
                 }
             }
@@ -878,16 +968,42 @@ impl Acd {
                 agents,
             });
         }
-        self.rng = self
+        let rng = self
             .rng
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
+        Some(Plan {
+            offers: out,
+            recheck_at,
+            rng,
+        })
+    }
+
+    /// Timers that are due (see [`Acd::due_at`]); the ends of reject delays among them are
+    /// taken as seen.
+    pub fn due(&mut self, now: DateTime<Utc>) -> Vec<Decision> {
+        let (out, wakes) = self.due_at(now);
+        for (at, key) in wakes {
+            self.reject_delay_over(at, key);
+        }
         out
     }
 
+    /// A reject delay that ended at `at` was seen: its timer is spent, and a dispatch may
+    /// find the agent now.
+    fn reject_delay_over(&mut self, at: DateTime<Utc>, (tenant, agent): Key<AgentNumber>) {
+        self.timers.remove(&(at, Timer::Reject { tenant, agent }));
+        self.dirty = true;
+    }
+
     /// Timers that are due (ring timeouts, max wait, wrap-up ends), re-derived from state: a
-    /// timer stays due until the event that settles it is applied.
-    pub fn due(&mut self, now: DateTime<Utc>) -> Vec<Decision> {
+    /// timer stays due until the event that settles it is applied. Also the reject delays
+    /// that ended (when, and whose): they only ask for another dispatch.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn due_at(
+        &self,
+        now: DateTime<Utc>,
+    ) -> (Vec<Decision>, Vec<(DateTime<Utc>, Key<AgentNumber>)>) {
         let mut out = vec![];
         let mut wakes = vec![];
         for (at, timer) in self.timers.iter().take_while(|(at, _)| *at <= now) {
@@ -921,13 +1037,10 @@ impl Acd {
                         agent: agent.clone(),
                     });
                 }
-                Timer::Reject { .. } => wakes.push((*at, timer.clone())),
+                Timer::Reject { tenant, agent } => {
+                    wakes.push((*at, (tenant.clone(), agent.clone())))
+                }
             }
-        }
-        // A reject delay that ended only asks for another dispatch.
-        for w in wakes {
-            self.timers.remove(&w);
-            self.dirty = true;
         }
         let max_waits: HashSet<&String> = out
             .iter()
@@ -945,7 +1058,7 @@ impl Acd {
             .cloned()
             .collect();
         out.extend(away.into_iter().map(|call| Decision::NoAgents { call }));
-        out
+        (out, wakes)
     }
 
     /// When the next timer falls due.

@@ -3,12 +3,14 @@
 //! the choice of agent ([`acd`]), offers, ring timeouts, rejects, abandons, wrap-up.
 
 pub mod acd;
+mod fold;
 mod metrics;
+mod queue_core;
 mod queues;
 mod router;
 mod wrap_up;
 
-pub use router::OFFER_PREFIX;
+pub use acd::OFFER_PREFIX;
 
 use cc_bus::CommandHandlers;
 use cc_contracts::queue::*;

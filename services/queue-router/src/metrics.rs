@@ -24,6 +24,15 @@ pub struct RouterMetrics {
     answered: Family<Labels, Counter<u64>>,
     abandoned: Family<Labels, Counter<u64>>,
     pub offer_seconds: Histogram,
+    /// The gauge labels this holder set (a replica leading several partitions sets each
+    /// partition's tenants from that partition's router, and clears only those).
+    mine: std::sync::Arc<std::sync::Mutex<Mine>>,
+}
+
+#[derive(Default)]
+struct Mine {
+    agents: std::collections::HashSet<Labels>,
+    queues: std::collections::HashSet<Labels>,
 }
 
 fn offer_buckets() -> Histogram {
@@ -42,6 +51,7 @@ impl RouterMetrics {
             answered: Family::default(),
             abandoned: Family::default(),
             offer_seconds: offer_buckets(),
+            mine: Default::default(),
         };
         m.register(
             "queue_router_parked",
@@ -107,41 +117,69 @@ impl RouterMetrics {
         }
     }
 
+    /// The same metrics for another holder (a partition's router): its gauges its own.
+    pub fn for_holder(&self) -> Self {
+        Self {
+            mine: Default::default(),
+            ..self.clone()
+        }
+    }
+
     /// Sets the gauges from the model.
     pub fn observe(&self, acd: &Acd, now: chrono::DateTime<chrono::Utc>) {
-        self.clear();
+        let mut agents: std::collections::HashMap<Labels, i64> = Default::default();
         for ((tenant, _), a) in &acd.agents {
-            self.agents
-                .get_or_create(&vec![
+            *agents
+                .entry(vec![
                     ("tenant", tenant.clone()),
                     ("state", state(a).to_string()),
                 ])
-                .inc();
+                .or_default() += 1;
         }
+        let mut queues: std::collections::HashMap<Labels, (i64, f64)> = Default::default();
         for (tenant, queue) in acd.queues.keys() {
             let labels = vec![("tenant", tenant.clone()), ("queue", queue.to_string())];
-            self.waiting.get_or_create(&labels).set(0);
-            self.longest_wait.get_or_create(&labels).set(0.0);
+            queues.insert(labels, (0, 0.0));
         }
         for c in acd.calls.values() {
             if c.done || c.answered.is_some() {
                 continue;
             }
             let labels = vec![("tenant", c.tenant.clone()), ("queue", c.queue.to_string())];
-            self.waiting.get_or_create(&labels).inc();
+            let q = queues.entry(labels).or_default();
+            q.0 += 1;
             let waited = (now - c.entered_at).num_milliseconds().max(0) as f64 / 1000.0;
-            let longest = self.longest_wait.get_or_create(&labels);
-            if waited > longest.get() {
-                longest.set(waited);
-            }
+            q.1 = q.1.max(waited);
         }
+        let mut mine = self.mine.lock().unwrap();
+        for gone in mine.agents.iter().filter(|l| !agents.contains_key(*l)) {
+            self.agents.remove(gone);
+        }
+        for gone in mine.queues.iter().filter(|l| !queues.contains_key(*l)) {
+            self.waiting.remove(gone);
+            self.longest_wait.remove(gone);
+        }
+        for (labels, n) in &agents {
+            self.agents.get_or_create(labels).set(*n);
+        }
+        for (labels, (waiting, longest)) in &queues {
+            self.waiting.get_or_create(labels).set(*waiting);
+            self.longest_wait.get_or_create(labels).set(*longest);
+        }
+        mine.agents = agents.into_keys().collect();
+        mine.queues = queues.into_keys().collect();
     }
 
-    /// Forgets the gauges (this replica no longer leads).
+    /// Forgets this holder's gauges (it no longer leads).
     pub fn clear(&self) {
-        self.agents.clear();
-        self.waiting.clear();
-        self.longest_wait.clear();
+        let mut mine = self.mine.lock().unwrap();
+        for l in mine.agents.drain() {
+            self.agents.remove(&l);
+        }
+        for l in mine.queues.drain() {
+            self.waiting.remove(&l);
+            self.longest_wait.remove(&l);
+        }
     }
 }
 

@@ -10,6 +10,9 @@ use cc_eventstore::{ExpectedVersion, StreamName};
 use cc_runtime::Context;
 use sqlx::{PgPool, Row};
 
+use crate::queue_core::{QueueCommand, QueueCore, Refusal};
+use cc_core::Decider;
+
 fn stream(tenant: &str, queue: &QueueNumber) -> StreamName {
     StreamName::new(tenant, "queue", queue.as_str()).expect("queue numbers are valid stream ids")
 }
@@ -23,12 +26,27 @@ pub async fn get(
     tenant: &str,
     queue: &QueueNumber,
 ) -> Result<Option<QueueInfo>, CommandError> {
-    let row: Option<(String, Option<serde_json::Value>)> =
-        sqlx::query_as("select name, settings from qr_queues where tenant = $1 and queue = $2")
-            .bind(tenant)
-            .bind(queue.as_str())
-            .fetch_optional(pool)
-            .await?;
+    load(&mut *pool.acquire().await?, tenant, queue, false).await
+}
+
+/// The queue as stored; with `lock`, its row is locked for the rest of the transaction (the
+/// queue's writers decide one after the other).
+async fn load(
+    conn: &mut sqlx::PgConnection,
+    tenant: &str,
+    queue: &QueueNumber,
+    lock: bool,
+) -> Result<Option<QueueInfo>, CommandError> {
+    let sql = if lock {
+        "select name, settings from qr_queues where tenant = $1 and queue = $2 for update"
+    } else {
+        "select name, settings from qr_queues where tenant = $1 and queue = $2"
+    };
+    let row: Option<(String, Option<serde_json::Value>)> = sqlx::query_as(sql)
+        .bind(tenant)
+        .bind(queue.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
     let Some((name, settings)) = row else {
         return Ok(None);
     };
@@ -38,7 +56,7 @@ pub async fn get(
     let rows = sqlx::query("select agent, penalty from qr_members where tenant = $1 and queue = $2 order by penalty, agent")
         .bind(tenant)
         .bind(queue.as_str())
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await?;
     let members = rows
         .iter()
@@ -55,6 +73,106 @@ pub async fn get(
         members,
         settings,
     }))
+}
+
+/// Decides `cmd` on the queue (locked) with its core, keeps the tables in step with the events
+/// and appends them at the version decided on. Returns the queue after them.
+async fn change(
+    ctx: &Context,
+    c: &CommandContext,
+    queue: &QueueNumber,
+    cmd: QueueCommand,
+) -> Result<Option<QueueInfo>, CommandError> {
+    let mut tx = ctx.pool.begin().await?;
+    let s = stream(&c.tenant, queue);
+    let mut state = load(&mut tx, &c.tenant, queue, true).await?;
+    let version = ctx.store.stream_version_in(&mut tx, &s).await?;
+    let events = QueueCore::decide(&state, &cmd).map_err(refused)?;
+    if events.is_empty() {
+        return Ok(state);
+    }
+    for e in &events {
+        let t = &c.tenant;
+        match e {
+            QueueEvent::QueueCreated { queue, name } => {
+                // A row does not exist to be locked: the insert is the lock, and one made by
+                // a create at the same instant means the queue exists.
+                let inserted = sqlx::query(
+                    "insert into qr_queues (tenant, queue, name) values ($1, $2, $3) on conflict do nothing",
+                )
+                .bind(t)
+                .bind(queue.as_str())
+                .bind(name)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if inserted == 0 {
+                    return Err(refused(Refusal::QueueExists {
+                        queue: queue.clone(),
+                    }));
+                }
+            }
+            QueueEvent::AgentAssignedToQueue {
+                queue,
+                agent,
+                penalty,
+            } => {
+                sqlx::query(
+                    "insert into qr_members (tenant, queue, agent, penalty) values ($1, $2, $3, $4)
+                     on conflict (tenant, queue, agent) do update set penalty = excluded.penalty",
+                )
+                .bind(t)
+                .bind(queue.as_str())
+                .bind(agent.as_str())
+                .bind(penalty)
+                .execute(&mut *tx)
+                .await?;
+            }
+            QueueEvent::AgentUnassignedFromQueue { queue, agent } => {
+                sqlx::query(
+                    "delete from qr_members where tenant = $1 and queue = $2 and agent = $3",
+                )
+                .bind(t)
+                .bind(queue.as_str())
+                .bind(agent.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+            QueueEvent::QueueConfigured { queue, settings } => {
+                sqlx::query("update qr_queues set settings = $3 where tenant = $1 and queue = $2")
+                    .bind(t)
+                    .bind(queue.as_str())
+                    .bind(serde_json::to_value(settings).expect("settings serialize"))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        QueueCore::evolve(&mut state, e);
+    }
+    let encoded: Vec<_> = events.iter().map(|e| encode(e, c.metadata())).collect();
+    ctx.store
+        .append_in(&mut tx, &s, ExpectedVersion::Exact(version), &encoded)
+        .await?;
+    tx.commit().await?;
+    ctx.store.notify_committed();
+    Ok(state)
+}
+
+/// A refusal of the queue's core as the API answers it.
+fn refused(r: Refusal) -> CommandError {
+    match r {
+        Refusal::QueueExists { queue } => CommandError::field(
+            "queue_exists",
+            "queue",
+            format!("Queue {queue} already exists"),
+        ),
+        Refusal::UnknownQueue { queue } => unknown_queue(&queue),
+        Refusal::NotAssigned { queue, agent } => CommandError::field(
+            "not_assigned",
+            "agent",
+            format!("Agent {agent} is not assigned to queue {queue}"),
+        ),
+    }
 }
 
 pub async fn list(pool: &PgPool, tenant: &str) -> Result<Vec<QueueInfo>, CommandError> {
@@ -104,43 +222,17 @@ pub async fn create(
 ) -> Result<QueueInfo, CommandError> {
     let name = cc_contracts::domain::parse_name("name", "a queue name", &cmd.name, 80)
         .map_err(|e| CommandError::field("invalid_field", e.field, e.message))?;
-    let mut tx = ctx.pool.begin().await?;
-    let inserted = sqlx::query(
-        "insert into qr_queues (tenant, queue, name) values ($1, $2, $3) on conflict do nothing",
+    change(
+        ctx,
+        c,
+        &cmd.queue,
+        QueueCommand::Create {
+            queue: cmd.queue.clone(),
+            name,
+        },
     )
-    .bind(&c.tenant)
-    .bind(cmd.queue.as_str())
-    .bind(&name)
-    .execute(&mut *tx)
     .await?
-    .rows_affected();
-    if inserted == 0 {
-        return Err(CommandError::field(
-            "queue_exists",
-            "queue",
-            format!("Queue {} already exists", cmd.queue),
-        ));
-    }
-    let e = QueueEvent::QueueCreated {
-        queue: cmd.queue.clone(),
-        name: name.clone(),
-    };
-    ctx.store
-        .append_in(
-            &mut tx,
-            &stream(&c.tenant, &cmd.queue),
-            ExpectedVersion::NoStream,
-            &[encode(&e, c.metadata())],
-        )
-        .await?;
-    tx.commit().await?;
-    ctx.store.notify_committed();
-    Ok(QueueInfo {
-        queue: cmd.queue,
-        name,
-        members: vec![],
-        settings: Default::default(),
-    })
+    .ok_or_else(|| unknown_queue(&cmd.queue))
 }
 
 pub async fn assign(
@@ -164,55 +256,18 @@ pub async fn assign(
             },
         )
         .await?;
-    let mut tx = ctx.pool.begin().await?;
-    let exists: Option<String> = sqlx::query_scalar(
-        "select name from qr_queues where tenant = $1 and queue = $2 for update",
-    )
-    .bind(&c.tenant)
-    .bind(cmd.queue.as_str())
-    .fetch_optional(&mut *tx)
-    .await?;
-    if exists.is_none() {
-        return Err(unknown_queue(&cmd.queue));
-    }
-    let current: Option<i32> = sqlx::query_scalar(
-        "select penalty from qr_members where tenant = $1 and queue = $2 and agent = $3",
-    )
-    .bind(&c.tenant)
-    .bind(cmd.queue.as_str())
-    .bind(cmd.agent.as_str())
-    .fetch_optional(&mut *tx)
-    .await?;
-    if current != Some(cmd.penalty) {
-        sqlx::query(
-            "insert into qr_members (tenant, queue, agent, penalty) values ($1, $2, $3, $4)
-             on conflict (tenant, queue, agent) do update set penalty = excluded.penalty",
-        )
-        .bind(&c.tenant)
-        .bind(cmd.queue.as_str())
-        .bind(cmd.agent.as_str())
-        .bind(cmd.penalty)
-        .execute(&mut *tx)
-        .await?;
-        let e = QueueEvent::AgentAssignedToQueue {
+    change(
+        ctx,
+        c,
+        &cmd.queue,
+        QueueCommand::Assign {
             queue: cmd.queue.clone(),
             agent: cmd.agent.clone(),
             penalty: cmd.penalty,
-        };
-        ctx.store
-            .append_in(
-                &mut tx,
-                &stream(&c.tenant, &cmd.queue),
-                ExpectedVersion::Any,
-                &[encode(&e, c.metadata())],
-            )
-            .await?;
-    }
-    tx.commit().await?;
-    ctx.store.notify_committed();
-    get(&ctx.pool, &c.tenant, &cmd.queue)
-        .await?
-        .ok_or_else(|| unknown_queue(&cmd.queue))
+        },
+    )
+    .await?
+    .ok_or_else(|| unknown_queue(&cmd.queue))
 }
 
 pub async fn unassign(
@@ -220,39 +275,17 @@ pub async fn unassign(
     c: &CommandContext,
     cmd: UnassignAgent,
 ) -> Result<QueueInfo, CommandError> {
-    let mut tx = ctx.pool.begin().await?;
-    let removed =
-        sqlx::query("delete from qr_members where tenant = $1 and queue = $2 and agent = $3")
-            .bind(&c.tenant)
-            .bind(cmd.queue.as_str())
-            .bind(cmd.agent.as_str())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-    if removed == 0 {
-        return Err(CommandError::field(
-            "not_assigned",
-            "agent",
-            format!("Agent {} is not assigned to queue {}", cmd.agent, cmd.queue),
-        ));
-    }
-    let e = QueueEvent::AgentUnassignedFromQueue {
-        queue: cmd.queue.clone(),
-        agent: cmd.agent.clone(),
-    };
-    ctx.store
-        .append_in(
-            &mut tx,
-            &stream(&c.tenant, &cmd.queue),
-            ExpectedVersion::Any,
-            &[encode(&e, c.metadata())],
-        )
-        .await?;
-    tx.commit().await?;
-    ctx.store.notify_committed();
-    get(&ctx.pool, &c.tenant, &cmd.queue)
-        .await?
-        .ok_or_else(|| unknown_queue(&cmd.queue))
+    change(
+        ctx,
+        c,
+        &cmd.queue,
+        QueueCommand::Unassign {
+            queue: cmd.queue.clone(),
+            agent: cmd.agent.clone(),
+        },
+    )
+    .await?
+    .ok_or_else(|| unknown_queue(&cmd.queue))
 }
 
 fn check_settings(s: &cc_contracts::call::QueueSettings) -> Result<(), CommandError> {
@@ -336,32 +369,16 @@ pub async fn configure(
     cmd: cc_contracts::call::ConfigureQueue,
 ) -> Result<cc_contracts::call::QueueSettings, CommandError> {
     check_settings(&cmd.settings)?;
-    let mut tx = ctx.pool.begin().await?;
-    let updated =
-        sqlx::query("update qr_queues set settings = $3 where tenant = $1 and queue = $2")
-            .bind(&c.tenant)
-            .bind(cmd.queue.as_str())
-            .bind(serde_json::to_value(&cmd.settings).expect("settings serialize"))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-    if updated == 0 {
-        return Err(unknown_queue(&cmd.queue));
-    }
-    let e = QueueEvent::QueueConfigured {
-        queue: cmd.queue.clone(),
-        settings: cmd.settings.clone(),
-    };
-    ctx.store
-        .append_in(
-            &mut tx,
-            &stream(&c.tenant, &cmd.queue),
-            ExpectedVersion::Any,
-            &[encode(&e, c.metadata())],
-        )
-        .await?;
-    tx.commit().await?;
-    ctx.store.notify_committed();
+    change(
+        ctx,
+        c,
+        &cmd.queue,
+        QueueCommand::Configure {
+            queue: cmd.queue.clone(),
+            settings: cmd.settings.clone(),
+        },
+    )
+    .await?;
     Ok(cmd.settings)
 }
 
@@ -372,7 +389,7 @@ pub async fn end_wrap_up(
     cmd: cc_contracts::call::EndWrapUp,
 ) -> Result<(), CommandError> {
     let call = crate::wrap_up::call_in_wrap_up(&ctx.pool, &c.tenant, &cmd.agent).await?;
-    let Some((call, version)) = call else {
+    let Some((call, version, current)) = call else {
         return Err(CommandError::new(
             "not_in_wrap_up",
             format!("Agent {} is not in wrap-up", cmd.agent),
@@ -388,7 +405,11 @@ pub async fn end_wrap_up(
     let s = StreamName::new(&c.tenant, "call", &call)
         .map_err(|e| CommandError::internal(e.to_string()))?;
     ctx.store
-        .append(&s, ExpectedVersion::Any, &[encode(&e, c.metadata())])
+        .append(
+            &s,
+            ExpectedVersion::Exact(current),
+            &[encode(&e, c.metadata())],
+        )
         .await?;
     Ok(())
 }

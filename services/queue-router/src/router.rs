@@ -2,6 +2,13 @@
 //! advisory-lock lease); a standby takes over within seconds and rebuilds the model from the
 //! store, so offers, ring timeouts, wrap-ups and max waits survive a restart (their timers are
 //! derived from the recorded events, not kept in a process).
+//!
+//! Every rule is the model's ([`Routing`], a [`Decider`]): this is its IO. The router reads the
+//! store (applying its events to the model) and the PBX's channel facts, asks the model about
+//! each fact, each tick of the clock and each report of its writers, applies what was decided
+//! at once, and carries it out: each call's events appended by that call's writer, fenced, the
+//! phones rung while the offer is recorded, the legs hung up after the commit; timed-out rings
+//! the PBX is asked to end, agents agent-session is asked to pause.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -10,55 +17,57 @@ use tracing::Instrument;
 use crate::metrics::RouterMetrics;
 
 use cc_bus::CommandContext;
-use cc_contracts::call::{CallEvent, LeaveReason, WithdrawReason};
+use cc_contracts::call::CallEvent;
 use cc_contracts::domain::AgentNumber;
 use cc_contracts::pbx::{ChannelEvent, Direction, Endpoint, Hangup, HangupCause, Originate};
-use cc_contracts::queue::QueueEvent;
 use cc_contracts::session::AgentSessionEvent;
-use cc_contracts::{decode, decode_checked, encode, Decoded};
+use cc_contracts::{decode, encode};
 use cc_eventstore::{
-    Checkpoint, ExpectedVersion, Lease, Metadata, ReadFilter, RecordedEvent, StreamName,
+    Checkpoint, ExpectedVersion, Lease, Metadata, ReadFilter, RecordedEvent, Snapshots, StreamName,
     Subscription,
 };
-use cc_runtime::leading::{keep_leading, retry_until_ok};
 use cc_runtime::Context;
 use chrono::Utc;
 use futures::StreamExt;
 use uuid::Uuid;
 
-use crate::acd::{Acd, Decision};
-
-/// The ids the router gives the legs it originates to agents' phones (offers) start with this,
-/// so that after a crash it can tell its own legs from the PBX's other calls: a phone is rung
-/// while the offer is being recorded, and a leg whose offer never made it to the store is hung
-/// up at the next start (see [`Router::reconcile`]).
-pub const OFFER_PREFIX: &str = "ccq-";
+use crate::acd::routing::{self, Command, Ids, RingEnded, Routing};
+use crate::acd::OFFER_PREFIX;
+use crate::fold::{self, Applied, Folded};
+use cc_core::{Decider, Partition};
 
 pub async fn run(ctx: Context) {
-    let cancel = ctx.cancel.clone();
-    if retry_until_ok(&cancel, "cannot create the PBX event consumer", || {
-        channel_consumer(&ctx)
-    })
-    .await
-    .is_none()
-    {
+    if !cc_runtime::partitions::pbx_channel_consumers(&ctx, CHANNEL_CONSUMER).await {
         return;
     }
     let metrics = RouterMetrics::register(&ctx.metrics);
-    keep_leading(&cancel, "queue router", || lead(&ctx, metrics.clone())).await;
+    let lead_one = |p: Partition, stop: tokio_util::sync::CancellationToken| {
+        let (ctx, metrics) = (ctx.clone(), metrics.clone());
+        async move { lead(&ctx, metrics, p, stop).await }
+    };
+    cc_runtime::partitions::lead(&ctx, "queue router", "queue-router", LEASE, lead_one).await;
+}
+
+/// The router's lease (per partition: `cc-queue-router/p3`).
+const LEASE: &str = "cc-queue-router";
+
+/// The name of partition `p`'s durable consumer of the PBX's channel facts.
+fn consumer_name(p: Partition) -> String {
+    cc_runtime::partitions::consumer_name(CHANNEL_CONSUMER, p)
 }
 
 struct Router<'a> {
     ctx: &'a Context,
-    acd: Acd,
+    /// The model and what else the store's events build ([`Folded`]).
+    m: Folded,
     /// Events this router appended and already applied: skipped when the store returns them.
     own: HashSet<Uuid>,
-    /// Agents whose call ended but whose wrap-up was not started yet: (tenant, call, agent).
-    ended: HashSet<(String, String, AgentNumber)>,
-    /// Caller channels already taken into a queue (recent ones): a redelivered PBX event does
-    /// not enter the same caller twice.
-    seen_callers: (HashSet<String>, std::collections::VecDeque<String>),
     live: bool,
+    /// What was decided and applied, not yet handed to the writers: per call, its events and
+    /// the PBX actions that follow them ([`Router::flush`]).
+    pending: Vec<Pending>,
+    /// Where each call's share is in `pending`.
+    pending_at: std::collections::HashMap<String, usize>,
     /// One writer per call: appends that call's events in order, then does the PBX actions
     /// that follow them, while the router goes on deciding (it does not wait for commits).
     writers: std::collections::HashMap<String, tokio::sync::mpsc::UnboundedSender<Job>>,
@@ -71,10 +80,6 @@ struct Router<'a> {
     feedback: tokio::sync::mpsc::UnboundedSender<Feedback>,
     /// Stops the writers when this router stops leading.
     term: tokio_util::sync::CancellationToken,
-    /// The version of each agent's session stream applied to the model: the router reads an
-    /// agent's newest session events ahead of the store's order before connecting a caller
-    /// to them, and skips those events when the store brings them.
-    sessions: std::collections::HashMap<(String, AgentNumber), i64>,
     /// Each call's trace context (the PBX report that brought the caller): later decisions
     /// about the call (offers on a timer, an agent becoming free) join that trace.
     traces: std::collections::HashMap<String, String>,
@@ -126,6 +131,9 @@ struct Job {
     span: tracing::Span,
     /// The PBX fact that led to it, acknowledged once every job it led to is done.
     ack: Option<AckWhenDone>,
+    /// The version of the call's stream the decision was made on (`None`: the router forgot
+    /// the call; the stream's version when the job is written).
+    expected: Option<i64>,
 }
 
 /// A PBX fact being decided on, with the jobs it led to. JetStream is told the fact was
@@ -177,6 +185,14 @@ impl Drop for AckWhenDone {
     }
 }
 
+/// A call's share of a decision, for its writer.
+struct Pending {
+    tenant: String,
+    call: String,
+    events: Vec<CallEvent>,
+    then: Vec<Action>,
+}
+
 enum Action {
     Ring {
         offer: String,
@@ -217,15 +233,6 @@ struct RingEnd {
     agent: AgentNumber,
     offer: String,
     how: RingEnded,
-}
-
-enum RingEnded {
-    /// Ended as rung out: the offer is missed.
-    Cancelled,
-    /// The phone had answered: its `ChannelAnswered` decides.
-    Answered,
-    /// The PBX has no such leg, and no report of its end came meanwhile: it never rang.
-    Gone,
 }
 
 /// How long a ring the PBX no longer has waits for the report of its end.
@@ -275,14 +282,6 @@ async fn cancel_ring(
     let _ = feedback.send(Feedback::RingEnd(end));
 }
 
-async fn channel_consumer(
-    ctx: &Context,
-) -> anyhow::Result<
-    async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
-> {
-    cc_bus::consumer::pbx_channels(&ctx.bus, CHANNEL_CONSUMER).await
-}
-
 /// The router's durable consumer of the PBX's channel facts.
 const CHANNEL_CONSUMER: &str = "queue-router-channels";
 
@@ -299,13 +298,27 @@ const MAX_HOLD: Duration = Duration::from_secs(2);
 /// How long a stopping router waits for its call writers' appends in flight.
 const WRITERS_GRACE: Duration = Duration::from_secs(30);
 
-async fn lead(ctx: &Context, metrics: RouterMetrics) -> anyhow::Result<()> {
-    let leader = ctx.metrics.leader("queue_router");
-    let Some(mut lease) = Lease::try_acquire(&ctx.config.database_url, "cc-queue-router").await?
+/// Leads partition `part` (every tenant when the store is not partitioned) while this
+/// replica holds its lease, until `stop`.
+async fn lead(
+    ctx: &Context,
+    metrics: RouterMetrics,
+    part: Partition,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let leader = ctx.metrics.leader_named(&part.name("queue_router"));
+    let Some(mut lease) = Lease::try_acquire(&ctx.config.database_url, &part.name(LEASE)).await?
     else {
         return Ok(());
     };
-    let _holding = leader.took();
+    let metrics = metrics.for_holder();
+    let filter = if part.count <= 1 {
+        ReadFilter::All
+    } else {
+        ReadFilter::Partition(part)
+    };
+    let consumer = consumer_name(part);
+    let _holding = leader.took(lease.fence().epoch);
     let mut parked = Parked::default();
     for (channel, call) in
         sqlx::query_as::<_, (Option<String>, String)>("select channel, call from qr_parked")
@@ -316,21 +329,20 @@ async fn lead(ctx: &Context, metrics: RouterMetrics) -> anyhow::Result<()> {
         parked.calls.insert(call);
     }
     let (feedback, mut feedback_rx) = tokio::sync::mpsc::unbounded_channel();
-    let term = ctx.cancel.child_token();
+    let term = stop.child_token();
     let _stop_writers = term.clone().drop_guard();
     let mut r = Router {
         ctx,
-        acd: Acd::default(),
+        m: Folded::default(),
         own: HashSet::new(),
-        ended: HashSet::new(),
-        seen_callers: Default::default(),
         live: false,
+        pending: vec![],
+        pending_at: Default::default(),
         writers: Default::default(),
         writers_limit: 1024,
         tracker: tokio_util::task::TaskTracker::new(),
         feedback,
         term,
-        sessions: Default::default(),
         traces: Default::default(),
         cause: None,
         fact_ack: None,
@@ -349,39 +361,88 @@ async fn lead(ctx: &Context, metrics: RouterMetrics) -> anyhow::Result<()> {
     let writers = r.tracker.clone();
     let result: anyhow::Result<()> = async {
         let _gauges = crate::metrics::Leading(metrics);
-        let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::All, Checkpoint::START)
+        // The newest snapshot, if this build can use one, then the events after it.
+        let taking_over = std::time::Instant::now();
+        let snapshots = Snapshots::new(ctx.pool.clone(), &part.name(fold::SNAPSHOT_NAME), fold::FORMAT).every(
+            ctx.config.snapshot_every_events,
+            Duration::from_secs(ctx.config.snapshot_every_secs),
+        );
+        let mut from = Checkpoint::START;
+        let mut from_snapshot = None;
+        match snapshots.load::<Folded>().await {
+            Ok(Some(s)) => {
+                from = s.checkpoint;
+                from_snapshot = Some(s.events);
+                r.m = s.state;
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "cannot read the router's snapshot; replaying the store"),
+        }
+        let mut sub = Subscription::new(ctx.store.clone(), filter.clone(), from)
             .await?
             .with_batch_size(2000);
+        let mut replayed = 0u64;
         while let Some(batch) = sub.poll().await? {
             for e in &batch {
                 r.apply(e).await?;
             }
+            replayed += batch.len() as u64;
             if let Some(last) = batch.last() {
                 leader.applied(last.checkpoint());
             }
         }
+        // Here the state is what the store folds to, up to the subscription's checkpoint: the
+        // snapshots start from it.
+        let keeper = r.term.child_token();
+        tokio::spawn(snapshots.keep(
+            ctx.store.clone(),
+            filter,
+            r.m.clone(),
+            sub.checkpoint(),
+            from_snapshot.unwrap_or(0) + replayed as i64,
+            replayed > 0,
+            |m: &mut Folded, e| {
+                m.apply(e, false);
+            },
+            keeper.clone().cancelled_owned(),
+        ));
+        let _stop_keeper = keeper.drop_guard();
+        leader.caught_up(replayed as i64, taking_over.elapsed());
+        tracing::info!(
+            replayed,
+            from_snapshot = ?from_snapshot,
+            took_ms = taking_over.elapsed().as_millis() as u64,
+            "queue router caught up with the store"
+        );
         r.live = true;
-        for (tenant, call, agent) in std::mem::take(&mut r.ended) {
-            r.start_wrap_up(&tenant, &call, agent).await?;
+        for (tenant, call, agent) in std::mem::take(&mut r.m.ended) {
+            r.decide(Command::StartWrapUp { tenant, call, agent, now: Utc::now() }).await?;
         }
         // Offers still ringing agents who logged out or went offline while no router led.
-        r.withdraw_offers_of_unavailable(None);
+        r.withdraw_offers_of_unavailable(None).await?;
         r.reconcile().await?;
         let mut sub = sub.into_feed(4);
         tracing::info!(
-            calls = r.acd.calls.len(),
-            agents = r.acd.agents.len(),
+            calls = r.m.acd.calls.len(),
+            agents = r.m.acd.agents.len(),
+            partition = %part,
             "queue router lease taken; routing"
         );
 
         // Every fact the previous leader did not see through comes again first, in order.
         let consumer =
-            cc_bus::consumer::pbx_channels_from_ack_floor(&ctx.bus, CHANNEL_CONSUMER).await?;
+            cc_runtime::leading::pbx_channels_for(&ctx.bus, &mut lease, &consumer).await?;
         let mut pbx = consumer.messages().await?;
         let mut observe = tokio::time::interval(Duration::from_secs(2));
+        // Whether the model is asked to dispatch before the next wait (not after a fact of
+        // another partition's tenant, which changed nothing here).
+        let mut dispatch = true;
         loop {
-            r.dispatch().await?;
-            let mut sleep = match r.acd.next_deadline() {
+            if dispatch {
+                r.decide(Command::Dispatch { now: Utc::now(), ids: fresh_ids() }).await?;
+            }
+            dispatch = true;
+            let mut sleep = match r.m.acd.next_deadline() {
                 Some(t) => (t - Utc::now()).to_std().unwrap_or(Duration::ZERO),
                 None => Duration::from_secs(3600),
             };
@@ -389,7 +450,7 @@ async fn lead(ctx: &Context, metrics: RouterMetrics) -> anyhow::Result<()> {
                 sleep = sleep.max(h.saturating_duration_since(std::time::Instant::now()));
             }
             tokio::select! {
-                _ = ctx.cancel.cancelled() => return Ok(()),
+                _ = stop.cancelled() => return Ok(()),
                 b = sub.next_batch() => {
                     let b = b?;
                     for e in &b {
@@ -402,7 +463,18 @@ async fn lead(ctx: &Context, metrics: RouterMetrics) -> anyhow::Result<()> {
                 m = pbx.next() => {
                     let Some(m) = m else { anyhow::bail!("the PBX event consumer ended") };
                     let m = m.map_err(|e| anyhow::anyhow!("PBX events: {e}"))?;
-                    r.pbx_behind = m.info().map_or(0, |i| i.pending);
+                    // The facts still to come; with partitions, about this partition's share
+                    // of them (the consumer reads every tenant's: counted whole, every
+                    // partition looked behind under load and held its timers back).
+                    r.pbx_behind = m.info().map_or(0, |i| i.pending) / part.count.max(1) as u64;
+                    // Another partition's tenant: its own leader decides.
+                    if part.count > 1
+                        && ctx.bus.subjects.pbx_event_tenant(&m.subject).is_some_and(|t| !part.contains(t))
+                    {
+                        let _ = m.ack().await;
+                        dispatch = false;
+                        continue;
+                    }
                     let ack = AckWhenDone::new(m.clone());
                     match serde_json::from_slice::<ChannelEvent>(&m.payload) {
                         Ok(e) => {
@@ -434,12 +506,10 @@ async fn lead(ctx: &Context, metrics: RouterMetrics) -> anyhow::Result<()> {
                 _ = tokio::time::sleep(sleep) => {
                     let now = Utc::now();
                     if !r.hold_timers(now) {
-                        for d in r.acd.due(now) {
-                            r.on_due(d).await?;
-                        }
+                        r.decide(Command::Due { now }).await?;
                     }
                 }
-                _ = observe.tick() => r.metrics.observe(&r.acd, Utc::now()),
+                _ = observe.tick() => r.metrics.observe(&r.m.acd, Utc::now()),
                 f = feedback_rx.recv() => match f {
                     Some(Feedback::Failed(e)) => return Err(e),
                     Some(Feedback::Refused { tenant, call, channel, event_types, error, cause }) => {
@@ -450,8 +520,7 @@ async fn lead(ctx: &Context, metrics: RouterMetrics) -> anyhow::Result<()> {
                     }
                     Some(Feedback::RingEnd(end)) => r.ring_ended(end).await?,
                     Some(Feedback::NotRung { tenant, call, agent, offer }) => {
-                        let w = CallEvent::OfferWithdrawn { call: call.clone(), agent, offer, reason: WithdrawReason::DeviceUnavailable };
-                        r.record(&tenant, &call, vec![w]).await?;
+                        r.decide(Command::NotRung { tenant, call, agent, offer, now: Utc::now() }).await?;
                     }
                     None => {}
                 },
@@ -477,60 +546,32 @@ impl Router<'_> {
             return Ok(());
         }
         let tenant = e.tenant();
-        match e.stream.category() {
-            "agent" => match decode_checked::<AgentSessionEvent>(e) {
-                Decoded::Event(s) => self.apply_session(tenant, &s, e.version, e.recorded_at),
-                Decoded::Undecodable(why) => self.park_undecodable(e, &why).await?,
-                Decoded::OtherFamily => {}
-            },
-            "queue" => match decode_checked::<QueueEvent>(e) {
-                Decoded::Event(q) => self.acd.apply_queue(tenant, &q),
-                Decoded::Undecodable(why) => self.park_undecodable(e, &why).await?,
-                Decoded::OtherFamily => {}
-            },
-            "call" => {
-                let c = match decode_checked::<CallEvent>(e) {
-                    Decoded::Event(c) => Some(c),
-                    Decoded::Undecodable(why) => {
-                        self.park_undecodable(e, &why).await?;
-                        None
+        match self.m.apply(e, self.live) {
+            Applied::Nothing => {}
+            Applied::Undecodable(why) => self.park_undecodable(e, &why).await?,
+            Applied::Session(s) => self.session_applied(tenant, &s).await?,
+            Applied::Call(c) if self.live => {
+                self.metrics.count(&self.m.acd, tenant, &c);
+                match &c {
+                    CallEvent::CallEnded { call, agent, .. } => {
+                        let cmd = Command::StartWrapUp {
+                            tenant: tenant.to_string(),
+                            call: call.clone(),
+                            agent: agent.clone(),
+                            now: Utc::now(),
+                        };
+                        self.decide(cmd).await?;
                     }
-                    Decoded::OtherFamily => None,
-                };
-                if let Some(c) = c {
-                    if let CallEvent::CallEnteredQueue { channel, .. } = &c {
-                        self.remember_caller(channel);
+                    // An agent who dials out while a queue offer rings them (the two crossed):
+                    // the offer goes on to the next agent.
+                    CallEvent::OutboundCallStarted { agent, .. } => {
+                        self.withdraw_offers_of_unavailable(Some((tenant, agent)))
+                            .await?;
                     }
-                    self.acd.apply_call(tenant, &c, e.recorded_at);
-                    if self.live {
-                        self.metrics.count(&self.acd, tenant, &c);
-                    }
-                    match &c {
-                        CallEvent::CallEnded { call, agent, .. } => {
-                            if self.live {
-                                self.start_wrap_up(tenant, call, agent.clone()).await?;
-                            } else {
-                                self.ended.insert((
-                                    tenant.to_string(),
-                                    call.clone(),
-                                    agent.clone(),
-                                ));
-                            }
-                        }
-                        CallEvent::WrapUpStarted { call, agent, .. } => {
-                            self.ended
-                                .remove(&(tenant.to_string(), call.clone(), agent.clone()));
-                        }
-                        // An agent who dials out while a queue offer rings them (the two crossed):
-                        // the offer goes on to the next agent.
-                        CallEvent::OutboundCallStarted { agent, .. } if self.live => {
-                            self.withdraw_offers_of_unavailable(Some((tenant, agent)));
-                        }
-                        _ => {}
-                    }
+                    _ => {}
                 }
             }
-            _ => {}
+            Applied::Call(_) => {}
         }
         Ok(())
     }
@@ -551,24 +592,9 @@ impl Router<'_> {
         Ok(())
     }
 
-    /// Applies an agent's session event (once: `version` in the agent's stream). Live, an agent
-    /// who logged out or whose device went offline has their ringing offers withdrawn at once.
-    fn apply_session(
-        &mut self,
-        tenant: &str,
-        s: &AgentSessionEvent,
-        version: i64,
-        at: chrono::DateTime<Utc>,
-    ) {
-        let seen = self
-            .sessions
-            .entry((tenant.to_string(), s.agent().clone()))
-            .or_insert(0);
-        if version <= *seen {
-            return; // read ahead already (see `catch_up_session`)
-        }
-        *seen = version;
-        self.acd.apply_session(tenant, s, at);
+    /// Live, an agent who logged out or whose device went offline (`s`, just applied) has
+    /// their ringing offers withdrawn at once.
+    async fn session_applied(&mut self, tenant: &str, s: &AgentSessionEvent) -> anyhow::Result<()> {
         if self.live
             && matches!(
                 s,
@@ -576,8 +602,10 @@ impl Router<'_> {
                     | AgentSessionEvent::AgentDeviceWentOffline { .. }
             )
         {
-            self.withdraw_offers_of_unavailable(Some((tenant, s.agent())));
+            self.withdraw_offers_of_unavailable(Some((tenant, s.agent())))
+                .await?;
         }
+        Ok(())
     }
 
     /// Takes in the agent's session events that the store holds beyond what the router applied
@@ -585,6 +613,7 @@ impl Router<'_> {
     /// recorded a moment ago is known before a caller is connected to the agent.
     async fn catch_up_session(&mut self, tenant: &str, agent: &AgentNumber) -> anyhow::Result<()> {
         let seen = self
+            .m
             .sessions
             .get(&(tenant.to_string(), agent.clone()))
             .copied()
@@ -592,7 +621,9 @@ impl Router<'_> {
         let stream = StreamName::new(tenant, "agent", agent.as_str())?;
         for e in self.ctx.store.read_stream(&stream, seen + 1, 100).await? {
             if let Some(s) = decode::<AgentSessionEvent>(&e) {
-                self.apply_session(tenant, &s, e.version, e.recorded_at);
+                if self.m.apply_session(tenant, &s, e.version, e.recorded_at) {
+                    self.session_applied(tenant, &s).await?;
+                }
             }
         }
         Ok(())
@@ -601,87 +632,197 @@ impl Router<'_> {
     /// Withdraws the offers ringing agents who can no longer take them (`only` this agent's,
     /// else every agent's) and hangs up their legs: the calls go on to the next agents, and
     /// nothing counts against these agents.
-    fn withdraw_offers_of_unavailable(&mut self, only: Option<(&str, &AgentNumber)>) {
-        for (tenant, call, agent, offer, reason) in self.acd.offers_to_withdraw(only) {
-            tracing::info!(%call, %agent, ?reason, "withdrawing an offer from an agent who can no longer take it");
-            let w = CallEvent::OfferWithdrawn {
-                call: call.clone(),
-                agent,
-                offer: offer.clone(),
-                reason,
-            };
-            self.record_then(
-                &tenant,
-                &call,
-                vec![],
-                vec![w],
-                vec![Action::Hangup {
-                    channel: offer,
-                    cause: HangupCause::Normal,
-                }],
-            );
+    async fn withdraw_offers_of_unavailable(
+        &mut self,
+        only: Option<(&str, &AgentNumber)>,
+    ) -> anyhow::Result<()> {
+        let cmd = Command::WithdrawUnavailable {
+            only: only.map(|(t, a)| (t.to_string(), a.clone())),
+            now: Utc::now(),
+        };
+        let decided = self.ask(&cmd);
+        for d in &decided {
+            if let routing::Event::Call {
+                event:
+                    CallEvent::OfferWithdrawn {
+                        call,
+                        agent,
+                        reason,
+                        ..
+                    },
+                ..
+            } = d
+            {
+                tracing::info!(%call, %agent, ?reason, "withdrawing an offer from an agent who can no longer take it");
+            }
         }
-    }
-
-    /// Appends call events (recording them as our own) and applies them at once.
-    async fn record(
-        &mut self,
-        tenant: &str,
-        call: &str,
-        events: Vec<CallEvent>,
-    ) -> anyhow::Result<()> {
-        self.record_after(tenant, call, vec![], events).await
-    }
-
-    /// Appends `applied` (already applied to the model) and `events` in one append, then
-    /// applies `events`.
-    async fn record_after(
-        &mut self,
-        tenant: &str,
-        call: &str,
-        applied: Vec<CallEvent>,
-        events: Vec<CallEvent>,
-    ) -> anyhow::Result<()> {
-        self.record_then(tenant, call, applied, events, vec![]);
+        self.carry_out(decided).await;
         Ok(())
     }
 
-    /// As [`Router::record_after`], then the PBX actions `then` (in the same job: no second
-    /// hand-over between the commit and the phones).
-    fn record_then(
-        &mut self,
-        tenant: &str,
-        call: &str,
-        applied: Vec<CallEvent>,
-        events: Vec<CallEvent>,
-        then: Vec<Action>,
-    ) {
-        if self.parked.calls.contains(call) {
-            tracing::debug!(%call, "no decision for a parked call");
-            return;
+    /// What the model decides on `command`.
+    fn ask(&self, command: &Command) -> Vec<routing::Event> {
+        let Ok(decided) = Routing::decide(&self.m.acd, command);
+        decided
+    }
+
+    /// Asks the model and carries out what it decided.
+    async fn decide(&mut self, command: Command) -> anyhow::Result<()> {
+        let decided = self.ask(&command);
+        self.carry_out(decided).await;
+        Ok(())
+    }
+
+    /// Applies a decision to the model and carries it out: each call's events and actions to
+    /// its writer, then the automatic pauses asked for.
+    async fn carry_out(&mut self, decided: Vec<routing::Event>) {
+        let pauses = self.take(decided);
+        self.flush();
+        self.pause_agents(pauses).await;
+    }
+
+    /// Applies a decision to the model, the call events and the actions that follow them kept
+    /// for [`Router::flush`] (nothing of a parked call's is applied, recorded or rung). A
+    /// timed-out ring is asked to end here (once); the pauses asked for are returned.
+    fn take(&mut self, decided: Vec<routing::Event>) -> Vec<(String, AgentNumber, String)> {
+        let mut pauses = vec![];
+        for d in decided {
+            let parked = d.call().is_some_and(|c| self.parked.calls.contains(c));
+            match d {
+                routing::Event::Call { .. } | routing::Event::Act(routing::Action::Ring { .. })
+                    if parked =>
+                {
+                    tracing::debug!(call = d.call(), "no decision for a parked call");
+                }
+                routing::Event::Call { .. } => {
+                    Routing::evolve(&mut self.m.acd, &d);
+                    let routing::Event::Call { tenant, event, .. } = d else {
+                        unreachable!()
+                    };
+                    if self.live {
+                        self.metrics.count(&self.m.acd, &tenant, &event);
+                    }
+                    let call = event.call().to_string();
+                    self.pending_for(&tenant, &call).events.push(event);
+                }
+                routing::Event::Act(routing::Action::Ring {
+                    tenant,
+                    call,
+                    offer,
+                    agent,
+                    device,
+                    caller,
+                }) => self.pending_for(&tenant, &call).then.push(Action::Ring {
+                    offer,
+                    agent,
+                    device,
+                    caller,
+                }),
+                routing::Event::Act(routing::Action::HangUp {
+                    tenant,
+                    call,
+                    channel,
+                    cause,
+                }) => self
+                    .pending_for(&tenant, &call)
+                    .then
+                    .push(Action::Hangup { channel, cause }),
+                routing::Event::Act(routing::Action::CancelRing {
+                    tenant,
+                    call,
+                    agent,
+                    offer,
+                }) => {
+                    // Asked once; its timer asks again meanwhile.
+                    if self.cancelling.insert(offer.clone()) {
+                        self.tracker.spawn(cancel_ring(
+                            self.ctx.bus.clone(),
+                            self.pbx(&tenant),
+                            RingEnd {
+                                tenant,
+                                call,
+                                agent,
+                                offer,
+                                how: RingEnded::Cancelled,
+                            },
+                            self.feedback.clone(),
+                            self.term.clone(),
+                        ));
+                    }
+                }
+                routing::Event::Act(routing::Action::PauseAgent {
+                    tenant,
+                    agent,
+                    reason,
+                }) => pauses.push((tenant, agent, reason)),
+                routing::Event::Noted(_)
+                | routing::Event::Session { .. }
+                | routing::Event::Queue { .. } => Routing::evolve(&mut self.m.acd, &d),
+            }
         }
-        let channel = applied.iter().chain(&events).find_map(|e| match e {
+        pauses
+    }
+
+    /// The call's share of the decision being taken.
+    fn pending_for(&mut self, tenant: &str, call: &str) -> &mut Pending {
+        let i = match self.pending_at.get(call) {
+            Some(&i) => i,
+            None => {
+                self.pending.push(Pending {
+                    tenant: tenant.to_string(),
+                    call: call.to_string(),
+                    events: vec![],
+                    then: vec![],
+                });
+                self.pending_at
+                    .insert(call.to_string(), self.pending.len() - 1);
+                self.pending.len() - 1
+            }
+        };
+        &mut self.pending[i]
+    }
+
+    /// Hands what was decided to the calls' writers: one job per call, its events (already
+    /// applied to the model) appended in one append (recorded as our own), then its actions.
+    fn flush(&mut self) {
+        self.pending_at.clear();
+        for p in std::mem::take(&mut self.pending) {
+            self.record_then(&p.tenant, &p.call, p.events, p.then);
+        }
+    }
+
+    /// Submits a job: `events` (applied to the model already) appended, then the PBX actions
+    /// `then` (in the same job: no second hand-over between the commit and the phones).
+    fn record_then(&mut self, tenant: &str, call: &str, events: Vec<CallEvent>, then: Vec<Action>) {
+        let channel = events.iter().find_map(|e| match e {
             CallEvent::CallEnteredQueue { channel, .. } => Some(channel.clone()),
             _ => None,
         });
         let meta = Metadata::new(tenant, "system:queue-router");
-        let encoded: Vec<_> = applied
-            .iter()
-            .chain(&events)
-            .map(|e| encode(e, meta.clone()))
-            .collect();
+        let encoded: Vec<_> = events.iter().map(|e| encode(e, meta.clone())).collect();
         if encoded.is_empty() && then.is_empty() {
             return;
         }
-        let now = Utc::now();
         for n in &encoded {
             self.own.insert(n.event_id);
         }
+        // A caller's entry into a queue starts a call's stream when the router knows nothing
+        // of the call yet (a caller the PBX just reported).
+        let enters = events
+            .iter()
+            .any(|e| matches!(e, CallEvent::CallEnteredQueue { .. }));
+        let expected = match self.m.versions.get(call) {
+            Some(v) => Some(*v),
+            None if enters => Some(0),
+            None => None,
+        };
+        if let (Some(v), false) = (expected, encoded.is_empty()) {
+            self.m
+                .versions
+                .insert(call.to_string(), v + encoded.len() as i64);
+        }
         for e in &events {
-            self.acd.apply_call(tenant, e, now);
-            if self.live {
-                self.metrics.count(&self.acd, tenant, e);
-            }
+            self.m.forget_version(e);
         }
         let span = self.job_span(call);
         self.submit(
@@ -694,6 +835,7 @@ impl Router<'_> {
                 channel,
                 span,
                 ack: self.fact_ack.as_ref().map(AckWhenDone::share),
+                expected,
             },
         );
     }
@@ -727,23 +869,6 @@ impl Router<'_> {
         ));
     }
 
-    /// PBX actions that must follow what was recorded for the call so far.
-    fn act(&mut self, tenant: &str, call: &str, then: Vec<Action>) {
-        let span = self.job_span(call);
-        self.submit(
-            call,
-            Job {
-                tenant: tenant.to_string(),
-                events: vec![],
-                then,
-                cause: None,
-                channel: None,
-                span,
-                ack: self.fact_ack.as_ref().map(AckWhenDone::share),
-            },
-        );
-    }
-
     /// The span of a job about `call`: in the current trace (a PBX report being handled), or
     /// else in the call's own.
     fn job_span(&mut self, call: &str) -> tracing::Span {
@@ -764,17 +889,6 @@ impl Router<'_> {
 
     fn pbx(&self, tenant: &str) -> CommandContext {
         CommandContext::new(tenant, "system:queue-router")
-    }
-
-    fn hang_up(&mut self, tenant: &str, call: &str, channel: &str, cause: HangupCause) {
-        self.act(
-            tenant,
-            call,
-            vec![Action::Hangup {
-                channel: channel.into(),
-                cause,
-            }],
-        );
     }
 
     /// Parks what the store refused for good: recorded in `qr_parked` (with the PBX report that
@@ -836,10 +950,11 @@ impl Router<'_> {
             String,
             std::collections::HashMap<String, HangupCause>,
         > = std::collections::HashMap::new();
-        for (t, c, cause) in &self.acd.to_hang_up {
+        for (t, c, cause) in &self.m.acd.to_hang_up {
             due.entry(t.clone()).or_default().insert(c.clone(), *cause);
         }
         let tenants: std::collections::BTreeSet<String> = self
+            .m
             .acd
             .queues
             .keys()
@@ -871,7 +986,7 @@ impl Router<'_> {
                 let unrecorded_offer = ch.direction == Direction::Outbound
                     && ch.channel.starts_with(OFFER_PREFIX)
                     && !ch.answered
-                    && !self.acd.offers.contains_key(&ch.channel);
+                    && !self.m.acd.offers.contains_key(&ch.channel);
                 if lost_hangup.is_some() || unrecorded_offer {
                     tracing::info!(channel = %ch.channel, ?lost_hangup, unrecorded_offer, "hanging up a leftover leg");
                     let _ = self
@@ -892,10 +1007,10 @@ impl Router<'_> {
                 let waiting_caller = ch.direction == Direction::Inbound
                     && !self.parked.channels.contains(&printable(&ch.channel))
                     && ch.bridge.is_none()
-                    && !self.acd.channels.contains_key(&ch.channel)
-                    && !self.seen_callers.0.contains(&ch.channel);
+                    && !self.m.acd.channels.contains_key(&ch.channel)
+                    && !self.m.acd.caller_seen(&ch.channel);
                 if let (true, Some(dialed)) = (waiting_caller, ch.dialed.clone()) {
-                    if self.acd.has_queue(&tenant, &dialed).is_some() {
+                    if self.m.acd.has_queue(&tenant, &dialed).is_some() {
                         callers.push((ch, dialed));
                     }
                 }
@@ -918,156 +1033,6 @@ impl Router<'_> {
         Ok(())
     }
 
-    /// The agent's wrap-up after their part of a call, for the time of the call's queue.
-    async fn start_wrap_up(
-        &mut self,
-        tenant: &str,
-        call: &str,
-        agent: AgentNumber,
-    ) -> anyhow::Result<()> {
-        // The agent's record names the call it handled, with its queue.
-        let queue = self
-            .acd
-            .agents
-            .get(&(tenant.to_string(), agent.clone()))
-            .and_then(|a| a.last_call.clone())
-            .filter(|(c, _)| c == call)
-            .map(|(_, q)| q);
-        let Some(queue) = queue else { return Ok(()) };
-        let seconds = self.acd.settings(tenant, &queue).wrap_up_s;
-        self.record(
-            tenant,
-            call,
-            vec![CallEvent::WrapUpStarted {
-                call: call.into(),
-                agent,
-                seconds,
-            }],
-        )
-        .await
-    }
-
-    async fn dispatch(&mut self) -> anyhow::Result<()> {
-        for d in self.acd.dispatch(Utc::now()) {
-            let Decision::Offer { call, agents } = d else {
-                continue;
-            };
-            self.offer(&call, agents, vec![]).await?;
-        }
-        Ok(())
-    }
-
-    /// Records the offers of a call (after `first`, events already applied to the model: the
-    /// call's entry, when the first offer is decided at once) and rings the agents' phones.
-    async fn offer(
-        &mut self,
-        call: &str,
-        agents: Vec<(AgentNumber, cc_contracts::domain::DeviceId)>,
-        first: Vec<CallEvent>,
-    ) -> anyhow::Result<()> {
-        let Some(c) = self.acd.calls.get(call).cloned() else {
-            return Ok(());
-        };
-        let offers: Vec<(String, AgentNumber, cc_contracts::domain::DeviceId)> = agents
-            .into_iter()
-            .map(|(a, d)| (format!("{OFFER_PREFIX}{}", Uuid::now_v7().simple()), a, d))
-            .collect();
-        let ring_timeout_s = self.acd.settings(&c.tenant, &c.queue).ring_timeout_s;
-        let events = offers
-            .iter()
-            .map(|(offer, agent, device)| CallEvent::CallOffered {
-                call: call.to_string(),
-                queue: c.queue.clone(),
-                agent: agent.clone(),
-                device: device.clone(),
-                offer: offer.clone(),
-                ring_timeout_s: Some(ring_timeout_s),
-            })
-            .collect();
-        let rings = offers
-            .into_iter()
-            .map(|(offer, agent, device)| Action::Ring {
-                offer,
-                agent,
-                device,
-                caller: c.caller.clone(),
-            })
-            .collect();
-        self.record_then(&c.tenant, call, first, events, rings);
-        Ok(())
-    }
-
-    async fn on_due(&mut self, d: Decision) -> anyhow::Result<()> {
-        match d.clone() {
-            Decision::OfferTimedOut { call, agent, offer } => {
-                let Some(tenant) = self.acd.calls.get(&call).map(|c| c.tenant.clone()) else {
-                    return Ok(());
-                };
-                // The PBX ends the ring, unless the phone answered first: only then is the
-                // offer missed (see `CancelRing`). Meanwhile the timer is moved on, and the
-                // ring is asked to end once.
-                self.acd
-                    .postpone_offer(&call, &offer, Utc::now() + chrono::Duration::seconds(1));
-                if self.cancelling.insert(offer.clone()) {
-                    self.tracker.spawn(cancel_ring(
-                        self.ctx.bus.clone(),
-                        self.pbx(&tenant),
-                        RingEnd {
-                            tenant,
-                            call,
-                            agent,
-                            offer,
-                            how: RingEnded::Cancelled,
-                        },
-                        self.feedback.clone(),
-                        self.term.clone(),
-                    ));
-                }
-            }
-            Decision::MaxWait { call } | Decision::NoAgents { call } => {
-                let reason = if matches!(d, Decision::MaxWait { .. }) {
-                    LeaveReason::MaxWait
-                } else {
-                    LeaveReason::NoAgents
-                };
-                let Some(c) = self.acd.calls.get(&call).cloned() else {
-                    return Ok(());
-                };
-                let mut events = self.withdraw_all(&call, WithdrawReason::CallerGone);
-                let wait_ms = (Utc::now() - c.entered_at).num_milliseconds();
-                events.push(CallEvent::CallLeftQueue {
-                    call: call.clone(),
-                    queue: c.queue.clone(),
-                    reason,
-                    wait_ms,
-                });
-                self.record(&c.tenant, &call, events).await?;
-                for o in &c.offers {
-                    self.hang_up(&c.tenant, &call, &o.offer, HangupCause::Normal);
-                }
-                self.hang_up(&c.tenant, &call, &c.channel, HangupCause::Normal);
-            }
-            Decision::WrapUpOver {
-                call,
-                tenant,
-                agent,
-            } => {
-                self.record(
-                    &tenant,
-                    &call,
-                    vec![CallEvent::WrapUpEnded {
-                        call: call.clone(),
-                        agent,
-                        early: false,
-                    }],
-                )
-                .await?;
-            }
-            Decision::Offer { .. } => {}
-        }
-        Ok(())
-    }
-
     /// Whether the timers due at `now` wait a little longer. A ring timeout is the PBX's
     /// facts against a deadline: when the router itself was held up (stopped, starved of CPU)
     /// its timers come due late, and the facts of that time (an answer in time, the caller
@@ -1077,6 +1042,7 @@ impl Router<'_> {
     /// facts are still to come, up to [`MAX_HOLD`] in all; then they are decided whatever comes.
     fn hold_timers(&mut self, now: chrono::DateTime<Utc>) -> bool {
         let late = self
+            .m
             .acd
             .next_deadline()
             .and_then(|d| (now - d).to_std().ok())
@@ -1115,291 +1081,114 @@ impl Router<'_> {
             offer,
             how,
         } = end;
-        // Already decided by the PBX's report of the leg (answered, rejected, rung out).
-        if !self.acd.offer_open(&call, &offer) {
-            return Ok(());
+        if how == RingEnded::Gone && self.m.acd.offer_open(&call, &offer) {
+            tracing::info!(%call, %agent, %offer, "a timed-out ring the PBX never had: withdrawn");
         }
-        match how {
-            RingEnded::Cancelled => {
-                let queue = self.acd.calls.get(&call).map(|c| c.queue.clone());
-                let e = CallEvent::OfferTimedOut {
-                    call: call.clone(),
-                    agent: agent.clone(),
-                    offer,
-                };
-                self.record(&tenant, &call, vec![e]).await?;
-                if let Some(queue) = queue {
-                    self.maybe_auto_pause(&tenant, &queue, &agent).await;
-                }
-            }
-            // The answer's report comes and decides; the timer asks again meanwhile.
-            RingEnded::Answered => {}
-            RingEnded::Gone => {
-                tracing::info!(%call, %agent, %offer, "a timed-out ring the PBX never had: withdrawn");
-                let w = CallEvent::OfferWithdrawn {
-                    call: call.clone(),
-                    agent,
-                    offer,
-                    reason: WithdrawReason::DeviceUnavailable,
-                };
-                self.record(&tenant, &call, vec![w]).await?;
-            }
-        }
-        Ok(())
+        let cmd = Command::RingEnded {
+            tenant,
+            call,
+            agent,
+            offer,
+            how,
+            now: Utc::now(),
+        };
+        self.decide(cmd).await
     }
 
-    /// Remembers a caller channel (the last 100,000); false when it was seen already.
-    fn remember_caller(&mut self, channel: &str) -> bool {
-        let (set, order) = &mut self.seen_callers;
-        if !set.insert(channel.to_string()) {
-            return false;
-        }
-        order.push_back(channel.to_string());
-        if order.len() > 100_000 {
-            if let Some(old) = order.pop_front() {
-                set.remove(&old);
-            }
-        }
-        true
-    }
-
-    /// Pauses an agent who missed the queue's limit of offers in a row (when configured).
-    async fn maybe_auto_pause(
-        &mut self,
-        tenant: &str,
-        queue: &cc_contracts::domain::QueueNumber,
-        agent: &AgentNumber,
-    ) {
-        let limit = self.acd.settings(tenant, queue).auto_pause_after;
-        let missed = self
-            .acd
-            .agents
-            .get(&(tenant.to_string(), agent.clone()))
-            .map(|a| a.missed_in_row)
-            .unwrap_or(0);
-        if limit > 0 && missed >= limit {
+    /// Asks agent-session to pause agents who missed their queue's limit of offers in a row.
+    async fn pause_agents(&mut self, pauses: Vec<(String, AgentNumber, String)>) {
+        for (tenant, agent, reason) in pauses {
             let cmd = cc_contracts::session::PauseAgent {
                 agent: agent.clone(),
-                reason: format!("Missed {missed} calls"),
+                reason,
                 auto: true,
             };
-            match self.ctx.bus.request(&self.pbx(tenant), &cmd).await {
-                // Known now, before the store brings the event back: no new offer meanwhile.
+            match self.ctx.bus.request(&self.pbx(&tenant), &cmd).await {
                 Ok(_) => {
-                    if let Some(a) = self
-                        .acd
-                        .agents
-                        .get_mut(&(tenant.to_string(), agent.clone()))
-                    {
-                        a.paused = true;
-                    }
+                    let noted = routing::Note::AutoPaused { tenant, agent };
+                    Routing::evolve(&mut self.m.acd, &routing::Event::Noted(noted));
                 }
                 Err(e) => tracing::info!(error = %e, %agent, "could not auto-pause the agent"),
             }
         }
     }
 
-    fn withdraw_all(&self, call: &str, reason: WithdrawReason) -> Vec<CallEvent> {
-        self.acd.calls.get(call).map_or(vec![], |c| {
-            c.offers
-                .iter()
-                .map(|o| CallEvent::OfferWithdrawn {
-                    call: call.into(),
-                    agent: o.agent.clone(),
-                    offer: o.offer.clone(),
-                    reason,
-                })
-                .collect()
-        })
-    }
-
+    /// A PBX channel fact, decided by the model. What the router does around it: a report
+    /// about a parked caller is not handed on; before an answer, the agent's newest session
+    /// events are read (a logout the store holds is known before the caller is connected); and
+    /// a caller who entered a queue is offered at once, the first offer recorded with the entry
+    /// (one commit on the way from the caller's arrival to the agent's phone ringing).
     async fn on_channel(&mut self, e: ChannelEvent) -> anyhow::Result<()> {
-        match e {
+        match &e {
             ChannelEvent::ChannelCreated {
                 tenant,
                 channel,
                 direction: Direction::Inbound,
-                caller,
                 dialed: Some(dialed),
                 at,
                 ..
             } => {
                 tracing::debug!(%channel, since_created_ms = (Utc::now() - at).num_microseconds().unwrap_or(0) as f64 / 1000.0, "caller arrived");
-                let Some(queue) = self.acd.has_queue(&tenant, &dialed) else {
+                if self.m.acd.has_queue(tenant, dialed).is_none() {
                     return Ok(());
-                };
-                if self.parked.channels.contains(&printable(&channel)) {
+                }
+                if self.parked.channels.contains(&printable(channel)) {
                     return Ok(()); // parked: its entry could not be recorded
-                }
-                if self.acd.channels.contains_key(&channel) || !self.remember_caller(&channel) {
-                    return Ok(()); // a redelivery
-                }
-                let call = Uuid::now_v7().simple().to_string();
-                // The PBX's text as it can be recorded (no control characters, bounded lengths).
-                let caller = caller.cleaned();
-                let entered = CallEvent::CallEnteredQueue {
-                    call: call.clone(),
-                    queue: queue.clone(),
-                    caller,
-                    channel: channel.clone(),
-                    priority: 0,
-                };
-                let leave = self.acd.settings(&tenant, &queue).leave_when_no_agents
-                    && !self.acd.anyone_logged_in(&tenant, &queue);
-                if leave {
-                    let left = CallEvent::CallLeftQueue {
-                        call: call.clone(),
-                        queue,
-                        reason: LeaveReason::NoAgents,
-                        wait_ms: 0,
-                    };
-                    self.record(&tenant, &call, vec![entered, left]).await?;
-                    self.hang_up(&tenant, &call, &channel, HangupCause::Normal);
-                    return Ok(());
-                }
-                // Decide the first offer right away and record it with the entry: one commit on
-                // the way from the caller's arrival to the agent's phone ringing.
-                let now = Utc::now();
-                self.acd.apply_call(&tenant, &entered, now);
-                let mut entry = Some(entered);
-                for d in self.acd.dispatch(now) {
-                    let Decision::Offer { call: c, agents } = d else {
-                        continue;
-                    };
-                    let first = if c == call {
-                        entry.take().into_iter().collect()
-                    } else {
-                        vec![]
-                    };
-                    self.offer(&c, agents, first).await?;
-                }
-                if let Some(entered) = entry {
-                    self.record_after(&tenant, &call, vec![entered], vec![])
-                        .await?;
                 }
             }
             ChannelEvent::ChannelAnswered {
                 tenant, channel, ..
             } => {
-                let Some(call) = self.acd.offers.get(&channel).cloned() else {
-                    return Ok(());
-                };
-                let Some(agent) = self
-                    .acd
-                    .calls
-                    .get(&call)
-                    .and_then(|c| c.offers.iter().find(|o| o.offer == channel))
-                    .map(|o| o.agent.clone())
-                else {
-                    return Ok(());
-                };
                 // Answered after a logout (or the device going offline) that the store holds
                 // but the router has not read yet: the offer is withdrawn, its leg hung up and
                 // the call offered again; the caller is never connected to that agent.
-                self.catch_up_session(&tenant, &agent).await?;
-                let Some(c) = self.acd.calls.get(&call).cloned() else {
-                    return Ok(());
-                };
-                let Some(offer) = c.offers.iter().find(|o| o.offer == channel).cloned() else {
-                    return Ok(());
-                };
-                if c.answered.is_some() || c.done {
-                    // A second answer: the first one won.
-                    let w = CallEvent::OfferWithdrawn {
-                        call: call.clone(),
-                        agent: offer.agent,
-                        offer: channel.clone(),
-                        reason: WithdrawReason::AnsweredElsewhere,
-                    };
-                    self.record(&tenant, &call, vec![w]).await?;
-                    self.hang_up(&tenant, &call, &channel, HangupCause::Normal);
-                    return Ok(());
-                }
-                let others: Vec<_> = c
-                    .offers
-                    .iter()
-                    .filter(|o| o.offer != channel)
-                    .cloned()
-                    .collect();
-                let mut events: Vec<CallEvent> = others
-                    .iter()
-                    .map(|o| CallEvent::OfferWithdrawn {
-                        call: call.clone(),
-                        agent: o.agent.clone(),
-                        offer: o.offer.clone(),
-                        reason: WithdrawReason::AnsweredElsewhere,
-                    })
-                    .collect();
-                let wait_ms = (Utc::now() - c.entered_at).num_milliseconds();
-                events.push(CallEvent::CallAnswered {
-                    call: call.clone(),
-                    queue: c.queue.clone(),
-                    agent: offer.agent,
-                    offer: channel,
-                    wait_ms,
-                });
-                self.record(&tenant, &call, events).await?;
-                for o in others {
-                    self.hang_up(&tenant, &call, &o.offer, HangupCause::Normal);
-                }
-            }
-            ChannelEvent::ChannelHungUp {
-                tenant,
-                channel,
-                cause,
-                ..
-            } => {
-                self.acd.channel_gone(&channel);
-                if let Some(call) = self.acd.offers.get(&channel).cloned() {
-                    let Some(c) = self.acd.calls.get(&call) else {
-                        return Ok(());
-                    };
-                    let Some(o) = c.offers.iter().find(|o| o.offer == channel).cloned() else {
-                        return Ok(());
-                    };
-                    let queue = c.queue.clone();
-                    let missed = cause == HangupCause::NoAnswer;
-                    let e = if missed {
-                        CallEvent::OfferTimedOut {
-                            call: call.clone(),
-                            agent: o.agent.clone(),
-                            offer: channel,
-                        }
-                    } else {
-                        CallEvent::OfferRejected {
-                            call: call.clone(),
-                            agent: o.agent.clone(),
-                            offer: channel,
-                        }
-                    };
-                    self.record(&tenant, &call, vec![e]).await?;
-                    if missed {
-                        self.maybe_auto_pause(&tenant, &queue, &o.agent).await;
-                    }
-                } else if let Some(call) = self.acd.channels.get(&channel).cloned() {
-                    let Some(c) = self.acd.calls.get(&call).cloned() else {
-                        return Ok(());
-                    };
-                    if c.answered.is_none() && !c.done {
-                        let mut events = self.withdraw_all(&call, WithdrawReason::CallerGone);
-                        let wait_ms = (Utc::now() - c.entered_at).num_milliseconds();
-                        events.push(CallEvent::CallAbandoned {
-                            call: call.clone(),
-                            queue: c.queue.clone(),
-                            wait_ms,
-                            position: self.acd.position(&call),
-                        });
-                        self.record(&tenant, &call, events).await?;
-                        for o in c.offers {
-                            self.hang_up(&tenant, &call, &o.offer, HangupCause::Normal);
-                        }
-                    }
+                if let Some((_, agent)) = self.m.acd.offer_agent(channel) {
+                    let agent = agent.clone();
+                    self.catch_up_session(tenant, &agent).await?;
                 }
             }
             _ => {}
         }
+        let now = Utc::now();
+        let decided = self.ask(&Command::Channel {
+            fact: e,
+            now,
+            ids: fresh_ids(),
+        });
+        let entered = decided.iter().any(|d| {
+            matches!(
+                d,
+                routing::Event::Call {
+                    event: CallEvent::CallEnteredQueue { .. },
+                    ..
+                }
+            )
+        }) && !decided.iter().any(|d| {
+            matches!(
+                d,
+                routing::Event::Call {
+                    event: CallEvent::CallLeftQueue { .. },
+                    ..
+                }
+            )
+        });
+        let mut pauses = self.take(decided);
+        if entered {
+            let offers = self.ask(&Command::Dispatch {
+                now,
+                ids: fresh_ids(),
+            });
+            pauses.extend(self.take(offers));
+        }
+        self.flush();
+        self.pause_agents(pauses).await;
         Ok(())
     }
+}
+
+/// Ids for what a decision creates, from the clock and randomness the model has not.
+fn fresh_ids() -> Ids {
+    Ids::new(Uuid::now_v7())
 }
 
 /// Appends one call's events in order and carries out the PBX actions that follow them. Ends
@@ -1413,6 +1202,8 @@ async fn write_call(
     offer_seconds: prometheus_client::metrics::histogram::Histogram,
     fence: cc_eventstore::Fence,
 ) {
+    // The events this writer appended: told apart from another writer's in a conflict.
+    let mut mine: HashSet<Uuid> = HashSet::new();
     loop {
         let job = tokio::select! {
             biased;
@@ -1462,11 +1253,64 @@ async fn write_call(
             let stream = StreamName::new(&job.tenant, "call", &call)
                 .map_err(|e| Unrecorded::Refused(e.to_string()))?;
             // Fenced: once another router took the lease, this one's appends fail (and it
-            // stops), so the new leader's read of the store misses nothing recorded here.
-            ctx.store
-                .append_fenced(&fence, &stream, ExpectedVersion::Any, &job.events)
-                .await
-                .map_err(Unrecorded::from)?;
+            // stops), so the new leader's read of the store misses nothing recorded here. At
+            // the version decided on: another writer's append meanwhile is a conflict.
+            let mut expected = match job.expected {
+                Some(v) => v,
+                None => ctx
+                    .store
+                    .stream_version(&stream)
+                    .await
+                    .map_err(|e| Unrecorded::Failed(e.into()))?,
+            };
+            let mut attempt = 1;
+            loop {
+                match ctx
+                    .store
+                    .append_fenced(
+                        &fence,
+                        &stream,
+                        ExpectedVersion::Exact(expected),
+                        &job.events,
+                    )
+                    .await
+                {
+                    Ok(_) => break,
+                    Err(cc_eventstore::AppendError::Conflict { actual, .. })
+                        if attempt < cc_bus::DECIDE_ATTEMPTS =>
+                    {
+                        // Another writer appended to the call since the router decided. When
+                        // none of its events is of a kind this job records (call-control's
+                        // transfer, hold or connect beside the router's wrap-up start, say),
+                        // the decision stands on the new state as well and is appended after
+                        // them. Otherwise (the same fact decided twice: two ends of a wrap-up)
+                        // the router starts over from the store and decides again.
+                        let since = ctx
+                            .store
+                            .read_stream(&stream, expected + 1, actual - expected)
+                            .await
+                            .map_err(|e| Unrecorded::Failed(e.into()))?;
+                        let ours: HashSet<&str> =
+                            job.events.iter().map(|e| e.event_type.as_str()).collect();
+                        let clash = since
+                            .iter()
+                            .filter(|e| !mine.contains(&e.event_id))
+                            .any(|e| ours.contains(e.event_type.as_str()));
+                        if clash {
+                            return Err(Unrecorded::Failed(cc_eventstore::AppendError::Conflict {
+                                stream: stream.key(),
+                                expected: ExpectedVersion::Exact(expected),
+                                actual,
+                            }));
+                        }
+                        tracing::debug!(%call, expected, actual, "appending after another writer's events");
+                        expected = actual;
+                        attempt += 1;
+                    }
+                    Err(e) => return Err(Unrecorded::from(e)),
+                }
+            }
+            mine.extend(job.events.iter().map(|e| e.event_id));
             Ok::<_, Unrecorded>(())
         };
         let (appended, rung) = futures::future::join(

@@ -12,14 +12,17 @@ use cc_eventstore::{ExpectedVersion, StreamName};
 use cc_runtime::Context;
 use sqlx::PgPool;
 
-/// The call the agent is wrapping up and the version of its `WrapUpStarted`.
+/// The call the agent is wrapping up, the version of its `WrapUpStarted` and the call stream's
+/// version now (read in the same statement: the version a decision on this wrap-up is made on).
 pub async fn call_in_wrap_up(
     pool: &PgPool,
     tenant: &str,
     agent: &AgentNumber,
-) -> Result<Option<(String, i64)>, CommandError> {
+) -> Result<Option<(String, i64, i64)>, CommandError> {
     Ok(sqlx::query_as(
-        "select s.data->>'call', s.version from es_events s
+        "select s.data->>'call', s.version,
+                (select max(v.version) from es_events v where v.stream = s.stream)
+           from es_events s
           where s.category = 'call' and s.tenant = $1 and s.event_type = 'WrapUpStarted' and s.data->>'agent' = $2
             and not exists (select 1 from es_events e where e.stream = s.stream and e.event_type = 'WrapUpEnded'
                               and e.data->>'agent' = $2 and e.version > s.version)
@@ -152,7 +155,7 @@ pub async fn record_disposition(
             "Give a disposition, a note or both",
         ));
     }
-    let Some((call, _)) = call_in_wrap_up(&ctx.pool, &c.tenant, &cmd.agent).await? else {
+    let Some((call, _, version)) = call_in_wrap_up(&ctx.pool, &c.tenant, &cmd.agent).await? else {
         return Err(not_in_wrap_up(&cmd.agent));
     };
     let Some(queue) = queue_of(&ctx.pool, &c.tenant, &call, &cmd.agent).await? else {
@@ -184,7 +187,7 @@ pub async fn record_disposition(
         .map_err(|e| CommandError::internal(e.to_string()))?;
     let meta = c.metadata();
     ctx.store
-        .append(&s, ExpectedVersion::Any, &[encode(&e, meta)])
+        .append(&s, ExpectedVersion::Exact(version), &[encode(&e, meta)])
         .await?;
     Ok(())
 }

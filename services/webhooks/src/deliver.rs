@@ -267,7 +267,7 @@ pub async fn lead(w: &Webhooks) -> anyhow::Result<()> {
         return Ok(());
     };
     tracing::info!("webhook deliveries lease taken");
-    let _holding = leader.took();
+    let _holding = leader.took(lease.fence().epoch);
     let mut workers: HashMap<Uuid, (String, Worker)> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {

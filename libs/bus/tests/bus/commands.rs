@@ -231,3 +231,50 @@ async fn a_retrying_request_waits_for_a_service_that_comes_late_and_takes_a_refu
     assert!(started.elapsed() < Duration::from_secs(2));
     cancel.cancel();
 }
+
+/// Call control's partitions (issue 16): each partition's leader serves in a queue group of its
+/// own, sees every command and answers its own tenants' only, so a command gets exactly one
+/// reply, from the leader of its tenant's partition.
+#[tokio::test]
+async fn each_tenants_command_is_answered_by_its_partitions_handler_alone() {
+    let nats = NatsServer::start();
+    let bus = bus(&nats).await;
+    let cancel = CancellationToken::new();
+    for p in cc_core::Partition::all(4) {
+        let handlers = CommandHandlers::new("agent-session", p.index)
+            .with_tenants(cc_bus::TenantScope::Partition(p))
+            .on(
+                |index: u32, ctx: CommandContext, c: PauseAgent| async move {
+                    Ok(Paused {
+                        agent: c.agent,
+                        reason: format!("partition {index}"),
+                        tenant: ctx.tenant,
+                        actor: ctx.actor,
+                    })
+                },
+            );
+        let (b, c) = (bus.clone(), cancel.clone());
+        tokio::spawn(async move { handlers.serve(b, c).await.unwrap() });
+    }
+    bus.client.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut answered = std::collections::BTreeSet::new();
+    for i in 0..24 {
+        let tenant = format!("tenant-{i}");
+        let reply = bus
+            .request(
+                &CommandContext::new(&tenant, "agent:1001"),
+                &PauseAgent {
+                    agent: "1001".into(),
+                    reason: "Lunch".into(),
+                },
+            )
+            .await
+            .unwrap();
+        let expected = cc_core::partition::of(&tenant, 4);
+        assert_eq!(reply.reason, format!("partition {expected}"), "{tenant}");
+        answered.insert(expected);
+    }
+    assert_eq!(answered.len(), 4, "every partition answered some tenant");
+    cancel.cancel();
+}

@@ -145,7 +145,15 @@ async fn a_new_leader_gets_every_unacknowledged_fact_again_in_order() {
             .parse::<usize>()
             .unwrap()
     };
-    let consumer = cc_bus::consumer::pbx_channels_from_ack_floor(&bus, "router")
+    let kept = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let keep = |floor| {
+        let kept = kept.clone();
+        async move {
+            *kept.lock().unwrap() = Some(floor);
+            Ok(())
+        }
+    };
+    let consumer = cc_bus::consumer::pbx_channels_from_ack_floor(&bus, "router", None, keep)
         .await
         .unwrap();
     let mut messages = consumer.messages().await.unwrap();
@@ -165,16 +173,49 @@ async fn a_new_leader_gets_every_unacknowledged_fact_again_in_order() {
         "from the first unacknowledged fact on, in order"
     );
 
-    // A consumer that does not exist yet starts with new facts.
-    let fresh = cc_bus::consumer::pbx_channels_from_ack_floor(&bus, "another")
+    assert_eq!(
+        *kept.lock().unwrap(),
+        Some(2),
+        "the floor was kept before the delete"
+    );
+
+    // A holder that deleted the consumer and failed before creating it again (a NATS node
+    // lost in between): the next one creates it from the kept floor, and the facts published
+    // meanwhile are not skipped.
+    let stream = bus
+        .jetstream
+        .get_stream(bus.subjects.pbx_stream())
         .await
         .unwrap();
+    stream.delete_consumer("router").await.unwrap();
     publish_now(&bus, 6).await;
+    let remembered = *kept.lock().unwrap();
+    let consumer = cc_bus::consumer::pbx_channels_from_ack_floor(&bus, "router", remembered, keep)
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(5), messages.next())
+        .await
+        .expect("delivered from the kept floor")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        body(&m),
+        2,
+        "from the kept floor on, not from the newest fact"
+    );
+    drop(messages);
+
+    // A consumer that does not exist yet (and was never kept) starts with new facts.
+    let fresh = cc_bus::consumer::pbx_channels_from_ack_floor(&bus, "another", None, keep)
+        .await
+        .unwrap();
+    publish_now(&bus, 7).await;
     let mut messages = fresh.messages().await.unwrap();
     let m = tokio::time::timeout(Duration::from_secs(5), messages.next())
         .await
         .unwrap()
         .unwrap()
         .unwrap();
-    assert_eq!(body(&m), 6);
+    assert_eq!(body(&m), 7);
 }

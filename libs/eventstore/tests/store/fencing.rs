@@ -110,3 +110,45 @@ async fn taking_over_waits_for_an_append_of_the_previous_holder_still_in_flight(
         .unwrap();
     assert_eq!(b.fence().epoch, epoch + 1);
 }
+
+#[tokio::test]
+async fn fenced_appends_racing_at_one_version_are_one_success_and_conflicts() {
+    let (db, store) = store().await;
+    let lease = Lease::try_acquire(&db.url, "router")
+        .await
+        .unwrap()
+        .unwrap();
+    let s = stream("1001");
+    store
+        .append_fenced(lease.fence(), &s, ExpectedVersion::Exact(0), &[event(0)])
+        .await
+        .unwrap();
+    // Eight writers decided on version 1 at once: one is stored, the others are conflicts
+    // naming the version the stream is at (never a database error).
+    for round in 0..5 {
+        let at = 1 + round;
+        let results = futures::future::join_all((0..8).map(|i| {
+            let (store, s, fence) = (store.clone(), s.clone(), lease.fence().clone());
+            async move {
+                store
+                    .append_fenced(
+                        &fence,
+                        &s,
+                        ExpectedVersion::Exact(at),
+                        &[event(10 * at + i)],
+                    )
+                    .await
+            }
+        }))
+        .await;
+        let ok = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(ok, 1, "{results:?}");
+        for r in results.iter().filter(|r| r.is_err()) {
+            assert!(
+                matches!(r, Err(AppendError::Conflict { actual, .. }) if *actual == at + 1),
+                "{r:?}"
+            );
+        }
+    }
+    assert_eq!(store.read_stream_all(&s).await.unwrap().len(), 6);
+}

@@ -3,6 +3,8 @@
 mod append;
 mod catch_up;
 mod fencing;
+mod partitions;
+mod snapshots;
 mod subscription;
 
 use cc_eventstore::{EventStore, Metadata, NewEvent, StreamName};

@@ -8,6 +8,12 @@
 //! - `acd-lost`: calls that entered a queue and were neither answered and ended, abandoned nor
 //!   sent away, plus agents left ringing, connected or in wrap-up, after the traffic and a
 //!   drain period. Must be 0. Baseline: the calls placed.
+//!
+//! For `scripts/bench-acd-scale`: `CC_BENCH_TENANTS` spreads the agents and the rate over that
+//! many tenants, `CC_BENCH_PARTITIONS` sets `CC_PARTITIONS`, and `CC_BENCH_ROUTERS=n` runs the
+//! queue router in n processes of its own (sharing the partitions), each pinned to a core of
+//! its own with taskset when `CC_BENCH_PIN=1`; `CC_BENCH_QUEUES` (10) of each tenant's queues
+//! take the calls.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -69,11 +75,41 @@ async fn main() -> anyhow::Result<()> {
         ],
         other => anyhow::bail!("CC_BENCH_LAYOUT: {other:?} is not one of one, pbx-apart, each"),
     };
+    let tenants: usize = env("CC_BENCH_TENANTS", "1").parse()?;
+    let partitions = env("CC_BENCH_PARTITIONS", "1");
+    let routers: usize = env("CC_BENCH_ROUTERS", "0").parse()?;
+    let pin = env("CC_BENCH_PIN", "0") == "1";
+    let mut groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+    if routers > 0 {
+        // The router in processes of its own; the others keep the rest.
+        for g in &mut groups {
+            let rest: Vec<&str> = g.split(',').filter(|t| *t != "queue-router").collect();
+            *g = rest.join(",");
+        }
+        groups.retain(|g| !g.is_empty() && g != "all");
+        if layout == "one" {
+            groups.insert(
+                0,
+                "relay,auth,agent-session,call-control,projection,portal,pbx-sim".into(),
+            );
+        }
+        groups.extend((0..routers).map(|_| "queue-router".to_string()));
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let connections = if groups.len() > 2 { "10" } else { "40" };
     let mut children = vec![];
+    let mut router_index = 0;
     for (i, targets) in groups.iter().enumerate() {
         let admin_addr = format!("127.0.0.1:{}", 18481 + 10 * i);
-        let child = tokio::process::Command::new(&binary)
+        let mut cmd = if pin && targets == "queue-router" {
+            let mut c = tokio::process::Command::new("taskset");
+            c.args(["-c", &(router_index % cores).to_string(), &binary]);
+            router_index += 1;
+            c
+        } else {
+            tokio::process::Command::new(&binary)
+        };
+        let child = cmd
             .args(["run", "--target", targets])
             .env("CC_DATABASE_URL", &url)
             .env("CC_NATS_URL", &nats_url)
@@ -82,21 +118,48 @@ async fn main() -> anyhow::Result<()> {
             .env("CC_PBX_SIM_ADDR", "127.0.0.1:18482")
             .env("CC_ADMIN_ADDR", &admin_addr)
             .env("CC_DATABASE_MAX_CONNECTIONS", connections)
+            .env("CC_PARTITIONS", &partitions)
             .env("CC_LOG", env("CC_BENCH_LOG", "warn"))
             .kill_on_drop(true)
             .spawn()?;
         children.push(child);
         wait_http_ok(&admin_addr, "/readyz", Duration::from_secs(60)).await?;
     }
-    eprintln!("layout {layout}: {} process(es)", children.len());
+    eprintln!(
+        "layout {layout}: {} process(es): {groups:?}; {tenants} tenant(s), {partitions} partition(s){}",
+        children.len(),
+        if pin { ", routers pinned" } else { "" }
+    );
     let client = async_nats::connect(&nats_url).await?;
     let bus = Bus::new(client.clone(), Subjects::new(&prefix));
-    let c = CommandContext::new("bench", "bench");
     let setup = Instant::now();
-    let queues = cc_bench::bench_tenant(&bus, &c).await?;
+    let contexts: Vec<CommandContext> = (0..tenants)
+        .map(|t| {
+            let id = if tenants == 1 {
+                "bench".to_string()
+            } else {
+                format!("bench{t}")
+            };
+            CommandContext::new(&id, "bench")
+        })
+        .collect();
+    let mut queues = vec![];
+    for c in &contexts {
+        queues = cc_bench::bench_tenant(&bus, c).await?;
+    }
+    // CC_BENCH_QUEUES: how many of each tenant's queues take calls (fewer, larger queues keep
+    // the agents per queue of the standard run when the agents are spread over tenants).
+    let used: usize = env("CC_BENCH_QUEUES", "10").parse()?;
+    queues.truncate(used.clamp(1, queues.len()));
+    let per_tenant = agents.div_ceil(tenants);
     let number = |i: usize| format!("{}", 20000 + i);
     parallel(agents, 8, |i| {
-        let (bus, c, queues) = (bus.clone(), c.clone(), queues.clone());
+        let (bus, c, queues) = (
+            bus.clone(),
+            contexts[i / per_tenant].clone(),
+            queues.clone(),
+        );
+        let i = i % per_tenant;
         async move {
             let a = AgentNumber::parse(&number(i))?;
             let d = DeviceId::parse(&number(i))?;
@@ -132,9 +195,14 @@ async fn main() -> anyhow::Result<()> {
         }
     })
     .await?;
-    cc_bench::log_in_agents(&bus, &c, (0..agents).map(number).collect()).await?;
+    for (t, c) in contexts.iter().enumerate() {
+        let mine =
+            (t * per_tenant..((t + 1) * per_tenant).min(agents)).map(|i| number(i % per_tenant));
+        cc_bench::log_in_agents(&bus, c, mine.collect()).await?;
+    }
     eprintln!(
-        "{agents} agents logged in across {} queues in {:.0} s",
+        "{agents} agents logged in across {} tenant(s) of {} queues in {:.0} s",
+        contexts.len(),
         queues.len(),
         setup.elapsed().as_secs_f64()
     );
@@ -161,7 +229,7 @@ async fn main() -> anyhow::Result<()> {
     // Entered -> ringing, measured from the PBX's facts.
     let timing: Arc<Mutex<Timing>> = Arc::default();
     let mut facts = client
-        .subscribe(format!("{prefix}.pbx.evt.bench.channel.>"))
+        .subscribe(format!("{prefix}.pbx.evt.*.channel.>"))
         .await?;
     client.flush().await?;
     let t2 = timing.clone();
@@ -174,21 +242,22 @@ async fn main() -> anyhow::Result<()> {
             let mut t = t2.lock().unwrap();
             match e {
                 ChannelEvent::ChannelCreated {
-                    channel,
+                    tenant,
                     caller,
                     dialed: Some(_),
                     ..
                 } => {
-                    t.entered.insert(caller.number, now);
-                    let _ = channel;
+                    t.entered.insert(format!("{tenant}/{}", caller.number), now);
                 }
                 ChannelEvent::ChannelCreated {
+                    tenant,
                     channel,
                     caller,
                     device: Some(_),
                     ..
                 } => {
-                    t.leg_caller.insert(channel, caller.number);
+                    t.leg_caller
+                        .insert(channel, format!("{tenant}/{}", caller.number));
                 }
                 ChannelEvent::ChannelRinging { channel, .. } => {
                     if let Some(caller) = t.leg_caller.get(&channel).cloned() {
@@ -209,18 +278,20 @@ async fn main() -> anyhow::Result<()> {
         probability: 1.0,
         talk_ms: 4000,
     };
-    bus.request(
-        &c,
-        &StartTraffic {
-            queues: queues.clone(),
-            calls_per_second: rate,
-            duration_s: seconds,
-            patience_ms: 0,
-            phones: Some(phones),
-            caller_prefix: "7".into(),
-        },
-    )
-    .await?;
+    for c in &contexts {
+        bus.request(
+            c,
+            &StartTraffic {
+                queues: queues.clone(),
+                calls_per_second: rate / tenants as f64,
+                duration_s: seconds,
+                patience_ms: 0,
+                phones: Some(phones),
+                caller_prefix: "7".into(),
+            },
+        )
+        .await?;
+    }
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     // Drain: talk times are exponential (mean 4 s), then 1 s of wrap-up.
     tokio::time::sleep(Duration::from_secs(40)).await;
@@ -242,7 +313,7 @@ async fn main() -> anyhow::Result<()> {
             .fetch_one(&pool)
             .await?;
     eprintln!(
-        "{placed} calls placed in {seconds} s, {} offered, {ended} answered and ended; unfinished {unfinished}, agents stuck {stuck}; \\
+        "{placed} calls placed in {seconds} s, {} offered, {ended} answered and ended; unfinished {unfinished}, agents stuck {stuck}; \
          entered->ringing p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; NATS request/reply p50 {:.2} ms",
         l.len(),
         percentile_ms(&mut l, 50.0),

@@ -8,52 +8,14 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::system::{Client, System};
+use crate::tenant::{Tenant, TenantSpec};
 
-impl System {
-    pub async fn pbx_post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self
-            .http
-            .post(format!("{}/tenants/demo{path}", self.pbx))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    pub async fn place_caller(&self, queue: &str, number: &str, name: &str) -> String {
-        let (status, ch) = self
-            .pbx_post(
-                "/calls",
-                json!({"queue": queue, "caller_number": number, "caller_name": name}),
-            )
-            .await;
-        assert_eq!(status, 201, "{ch}");
-        ch["channel"].as_str().unwrap().to_string()
-    }
-
-    pub async fn phone(&self, device: &str, action: &str) {
-        let (status, body) = self
-            .pbx_post(&format!("/devices/{device}/{action}"), json!({}))
-            .await;
-        assert_eq!(status, 204, "{action} on {device}: {body}");
-    }
-
-    /// The types of the events of one call, in order.
-    pub async fn call_events(&self, call: &str) -> Vec<String> {
-        self.stream_events(&format!("demo/call-{call}"))
-            .await
-            .into_iter()
-            .map(|(t, _)| t)
-            .collect()
-    }
-}
-
-/// The demo with queue 500 on short timers and Bob (1002, queue 500 only) logged in and Idle.
-async fn bob_on_a_quick_queue() -> (System, Client) {
+/// A call center with queue 500 on short timers and Bob (1002, queue 500 only) logged in and
+/// Idle.
+async fn bob_on_a_quick_queue() -> (System, Tenant, Client) {
     let sys = System::start().await;
-    let admin = sys.sign_in("admin", "demo-admin").await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let admin = t.admin().await;
     let settings = json!({"strategy": "longest_idle", "ring_timeout_s": 4, "wrap_up_s": 1, "reject_delay_s": 1});
     admin
         .call(
@@ -63,15 +25,15 @@ async fn bob_on_a_quick_queue() -> (System, Client) {
         )
         .await
         .ok();
-    let bob = sys.idle_agent("1002").await;
-    (sys, bob)
+    let bob = t.idle_agent("1002").await;
+    (sys, t, bob)
 }
 
 #[tokio::test]
 async fn a_call_rings_is_answered_held_hung_up_and_counted_once() {
-    let (sys, bob) = bob_on_a_quick_queue().await;
+    let (sys, t, bob) = bob_on_a_quick_queue().await;
 
-    sys.place_caller("500", "5551234", "Jane Caller").await;
+    t.place_caller("500", "5551234", "Jane Caller").await;
     let v = sys
         .view_when(&bob, "Ringing", |v| v["status"] == "ringing")
         .await;
@@ -86,7 +48,7 @@ async fn a_call_rings_is_answered_held_hung_up_and_counted_once() {
     );
     let call_id = call["call"].as_str().unwrap().to_string();
 
-    sys.phone("1002", "answer").await;
+    t.phone("1002", "answer").await;
     let v = sys
         .view_when(&bob, "Connected", |v| v["status"] == "connected")
         .await;
@@ -131,7 +93,7 @@ async fn a_call_rings_is_answered_held_hung_up_and_counted_once() {
         .await
         .refused(409, "no_call");
 
-    let types = sys.call_events(&call_id).await;
+    let types = t.call_events(&call_id).await;
     assert_eq!(
         types,
         [
@@ -146,8 +108,8 @@ async fn a_call_rings_is_answered_held_hung_up_and_counted_once() {
             "WrapUpEnded"
         ]
     );
-    let (_, ended) = sys
-        .stream_events(&format!("demo/call-{call_id}"))
+    let (_, ended) = t
+        .stream_events(&format!("call-{call_id}"))
         .await
         .into_iter()
         .find(|(t, _)| t == "CallEnded")
@@ -157,12 +119,12 @@ async fn a_call_rings_is_answered_held_hung_up_and_counted_once() {
 
 #[tokio::test]
 async fn rejected_and_missed_offers_move_their_counts_and_the_call_goes_on_until_abandoned() {
-    let (sys, bob) = bob_on_a_quick_queue().await;
+    let (sys, t, bob) = bob_on_a_quick_queue().await;
 
-    let caller = sys.place_caller("500", "5550000", "Impatient").await;
+    let caller = t.place_caller("500", "5550000", "Impatient").await;
     sys.view_when(&bob, "Ringing", |v| v["status"] == "ringing")
         .await;
-    sys.phone("1002", "reject").await;
+    t.phone("1002", "reject").await;
     sys.view_when(&bob, "Rejected = 1", |v| v["counts"]["rejected"] == 1)
         .await;
     // After the reject delay the same call is offered again; this time it rings out.
@@ -178,7 +140,7 @@ async fn rejected_and_missed_offers_move_their_counts_and_the_call_goes_on_until
     // The caller gives up while waiting (or ringing): abandoned, and no count for the agent.
     let r = sys
         .http
-        .post(format!("{}/tenants/demo/channels/{caller}/hangup", sys.pbx))
+        .post(t.pbx_url(&format!("/channels/{caller}/hangup")))
         .send()
         .await
         .unwrap();
@@ -217,7 +179,8 @@ async fn rejected_and_missed_offers_move_their_counts_and_the_call_goes_on_until
 #[tokio::test]
 async fn ring_all_rings_every_free_agent_and_the_first_answer_wins() {
     let sys = System::start().await;
-    let admin = sys.sign_in("admin", "demo-admin").await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let admin = t.admin().await;
     let settings = json!({"strategy": "ring_all", "ring_timeout_s": 20, "wrap_up_s": 0});
     admin
         .call(
@@ -227,20 +190,20 @@ async fn ring_all_rings_every_free_agent_and_the_first_answer_wins() {
         )
         .await
         .ok();
-    let bob = sys.agent("1002").await;
-    let dave = sys.agent("1004").await;
+    let bob = t.agent("1002").await;
+    let dave = t.agent("1004").await;
     bob.post("/api/session", json!({})).await.ok();
     dave.post("/api/session", json!({})).await.ok();
     sys.view_when(&dave, "Idle", |v| v["status"] == "idle")
         .await;
     sys.view_when(&bob, "Idle", |v| v["status"] == "idle").await;
 
-    sys.place_caller("500", "5552222", "Both").await;
+    t.place_caller("500", "5552222", "Both").await;
     sys.view_when(&bob, "Bob ringing", |v| v["status"] == "ringing")
         .await;
     sys.view_when(&dave, "Dave ringing", |v| v["status"] == "ringing")
         .await;
-    sys.phone("1004", "answer").await;
+    t.phone("1004", "answer").await;
     sys.view_when(&dave, "Dave connected", |v| v["status"] == "connected")
         .await;
     let v = sys
@@ -252,7 +215,7 @@ async fn ring_all_rings_every_free_agent_and_the_first_answer_wins() {
         "a withdrawn offer counts nothing"
     );
     // Dave's phone hangs up: the call ends, Completed = 1, straight to Idle (no wrap-up time).
-    sys.phone("1004", "hangup").await;
+    t.phone("1004", "hangup").await;
     let v = sys
         .view_when(&dave, "Dave idle", |v| {
             v["status"] == "idle" && v["counts"]["completed"] == 1
@@ -264,7 +227,8 @@ async fn ring_all_rings_every_free_agent_and_the_first_answer_wins() {
 #[tokio::test]
 async fn logout_is_refused_while_connected_and_missed_offers_can_auto_pause() {
     let sys = System::start().await;
-    let admin = sys.sign_in("admin", "demo-admin").await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let admin = t.admin().await;
     let settings = json!({"strategy": "longest_idle", "ring_timeout_s": 3, "wrap_up_s": 0, "auto_pause_after": 1});
     admin
         .call(
@@ -293,9 +257,9 @@ async fn logout_is_refused_while_connected_and_missed_offers_can_auto_pause() {
         )
         .await;
     assert_eq!(r.refused(400, "invalid_field")["field"], "strategy");
-    let bob = sys.idle_agent("1002").await;
+    let bob = t.idle_agent("1002").await;
 
-    sys.place_caller("500", "5553333", "No answer").await;
+    t.place_caller("500", "5553333", "No answer").await;
     let v = sys
         .view_when(&bob, "auto-paused", |v| v["status"] == "paused")
         .await;
@@ -306,7 +270,7 @@ async fn logout_is_refused_while_connected_and_missed_offers_can_auto_pause() {
     bob.post("/api/session/unpause", json!({})).await.ok();
     sys.view_when(&bob, "Ringing again", |v| v["status"] == "ringing")
         .await;
-    sys.phone("1002", "answer").await;
+    t.phone("1002", "answer").await;
     sys.view_when(&bob, "Connected", |v| v["status"] == "connected")
         .await;
     bob.call(Method::DELETE, "/api/session", None)
@@ -320,7 +284,8 @@ async fn logout_is_refused_while_connected_and_missed_offers_can_auto_pause() {
 #[tokio::test]
 async fn callers_leave_after_the_max_wait_or_at_once_when_nobody_is_logged_in() {
     let sys = System::start().await;
-    let admin = sys.sign_in("admin", "demo-admin").await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let admin = t.admin().await;
     admin
         .call(
             Method::PUT,
@@ -337,8 +302,8 @@ async fn callers_leave_after_the_max_wait_or_at_once_when_nobody_is_logged_in() 
         )
         .await
         .ok();
-    sys.place_caller("500", "5554444", "Waits").await;
-    sys.place_caller("501", "5555555", "Nobody").await;
+    t.place_caller("500", "5554444", "Waits").await;
+    t.place_caller("501", "5555555", "Nobody").await;
     let left: Vec<(String, Value)> = cc_testkit::eventually("two callers left", Duration::from_secs(10), || async {
         let rows: Vec<(String, Value)> = sqlx::query_as("select event_type, data from es_events where event_type = 'CallLeftQueue' order by data->>'queue'")
             .fetch_all(&sys.db.pool)
@@ -359,7 +324,7 @@ async fn callers_leave_after_the_max_wait_or_at_once_when_nobody_is_logged_in() 
     cc_testkit::eventually("the callers hung up", Duration::from_secs(10), || async {
         let channels: Vec<Value> = sys
             .http
-            .get(format!("{}/tenants/demo/channels", sys.pbx))
+            .get(t.pbx_url("/channels"))
             .send()
             .await
             .unwrap()
@@ -374,7 +339,8 @@ async fn callers_leave_after_the_max_wait_or_at_once_when_nobody_is_logged_in() 
 #[tokio::test]
 async fn the_traffic_generator_drives_calls_that_all_finish() {
     let sys = System::start().await;
-    let admin = sys.sign_in("admin", "demo-admin").await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let admin = t.admin().await;
     for q in ["500", "501"] {
         admin
             .call(
@@ -386,15 +352,11 @@ async fn the_traffic_generator_drives_calls_that_all_finish() {
             .ok();
     }
     for n in ["1001", "1002", "1003", "1004"] {
-        sys.agent(n)
-            .await
-            .post("/api/session", json!({}))
-            .await
-            .ok();
+        t.agent(n).await.post("/api/session", json!({})).await.ok();
     }
     let traffic = json!({"queues": ["500", "501"], "calls_per_second": 5, "duration_s": 2, "patience_ms": 0,
         "phones": {"mode": "agent", "after_ms": 50, "probability": 1.0, "talk_ms": 200}});
-    let (status, body) = sys.pbx_post("/traffic", traffic).await;
+    let (status, body) = t.pbx_post("/traffic", traffic).await;
     assert_eq!(status, 202, "{body}");
     let (entered, ended) = cc_testkit::eventually(
         "every generated call to finish",
@@ -426,7 +388,7 @@ async fn the_traffic_generator_drives_calls_that_all_finish() {
     )
     .await;
     assert!(ended > 0 && ended <= entered, "{ended} of {entered}");
-    let (status, body) = sys
+    let (status, body) = t
         .pbx_post(
             "/traffic",
             json!({"queues": [], "calls_per_second": 1, "duration_s": 1}),
@@ -440,21 +402,21 @@ async fn the_traffic_generator_drives_calls_that_all_finish() {
 /// the supervisor's alike.
 #[tokio::test]
 async fn completed_missed_and_rejected_count_the_calls_of_this_login() {
-    let (sys, bob) = bob_on_a_quick_queue().await;
+    let (sys, t, bob) = bob_on_a_quick_queue().await;
     // One completed, one rejected, one missed.
-    sys.place_caller("500", "5550001", "First").await;
+    t.place_caller("500", "5550001", "First").await;
     sys.view_when(&bob, "ringing", |v| v["status"] == "ringing")
         .await;
-    sys.phone("1002", "answer").await;
+    t.phone("1002", "answer").await;
     sys.view_when(&bob, "connected", |v| v["status"] == "connected")
         .await;
     bob.post("/api/call/hangup", json!({})).await.ok();
     sys.view_when(&bob, "Idle after the wrap-up", |v| v["status"] == "idle")
         .await;
-    sys.place_caller("500", "5550002", "Second").await;
+    t.place_caller("500", "5550002", "Second").await;
     sys.view_when(&bob, "ringing", |v| v["status"] == "ringing")
         .await;
-    sys.phone("1002", "reject").await;
+    t.phone("1002", "reject").await;
     // The caller is offered again after the reject delay: let it ring out (4 s).
     let v = sys
         .view_when(&bob, "rejected and missed", |v| {
@@ -472,7 +434,7 @@ async fn completed_missed_and_rejected_count_the_calls_of_this_login() {
         .ok();
     let channels: Vec<Value> = sys
         .http
-        .get(format!("{}/tenants/demo/channels", sys.pbx))
+        .get(t.pbx_url("/channels"))
         .send()
         .await
         .unwrap()
@@ -481,7 +443,7 @@ async fn completed_missed_and_rejected_count_the_calls_of_this_login() {
         .unwrap();
     for c in channels {
         let ch = c["channel"].as_str().unwrap();
-        sys.pbx_post(&format!("/channels/{ch}/hangup"), json!({}))
+        t.pbx_post(&format!("/channels/{ch}/hangup"), json!({}))
             .await;
     }
     sys.view_when(&bob, "paused, no call", |v| {
@@ -508,7 +470,7 @@ async fn completed_missed_and_rejected_count_the_calls_of_this_login() {
         json!({"completed": 0, "missed": 0, "rejected": 0}),
         "a new login starts the counts at 0"
     );
-    let supervisor = sys.sign_in("supervisor", "demo-supervisor").await;
+    let supervisor = t.supervisor().await;
     let agents = supervisor.get("/api/supervisor/agents").await.ok();
     let b = agents
         .as_array()

@@ -203,6 +203,9 @@ async fn chaos_every_fault_under_traffic_loses_nothing() {
     .unwrap()
     .into_iter()
     .collect();
+    // Every offer the store recorded (rung or not, ended or not).
+    let recorded_offers: std::collections::HashSet<String> =
+        caller_of_leg.keys().cloned().collect();
     let pbx = chaos.pbx_reports().await;
     let mut races = 0;
     let mut unrecorded_rings = 0;
@@ -244,9 +247,11 @@ async fn chaos_every_fault_under_traffic_loses_nothing() {
         if raced {
             races += 1;
         }
-        // A ring whose offer could not be recorded (the store unreachable: the phones of an
-        // offer ring while it is recorded) is hung up at once and counts for nobody.
-        if outcome == "withdrawn" && product.is_none() {
+        // A ring whose offer could not be recorded (the store unreachable or stalled: the
+        // phones of an offer ring while it is recorded) is hung up once the append failed,
+        // whatever its phone did meanwhile (an answer during a stall of seconds, too), and
+        // counts for nobody. An offer recorded but never ended is no such ring: it differs.
+        if product.is_none() && !recorded_offers.contains(leg) {
             unrecorded_rings += 1;
             continue;
         }
@@ -337,7 +342,7 @@ async fn chaos_every_fault_under_traffic_loses_nothing() {
          JetStream: {} events, {duplicated} duplicated, {missing} missing; {races} legs \
          answered or declined as their caller hung up, judged in the PBX's order; {} calls \
          ended in the store whose caller the PBX kept; {unrecorded_rings} \
-         rings hung up at once as their offer could not be recorded.\n",
+         rings hung up as their offer could not be recorded.\n",
         tally.inbound.len(),
         lost.len(),
         stuck.len(),

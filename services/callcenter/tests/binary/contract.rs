@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use crate::phones::{Phone, PhoneSpec};
 use crate::system::{System, SIP_TENANT};
+use crate::tenant::TenantSpec;
 
 /// How a test plays the phone of device 1001 and a caller, on one PBX.
 enum Driver {
@@ -558,7 +559,8 @@ fn party() -> Party {
 #[tokio::test]
 async fn the_pbx_simulator_keeps_the_pbx_contract() {
     let sys = System::start().await;
-    pbx_contract(&sys, "demo", Driver::Sim).await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    pbx_contract(&sys, &t.name, Driver::Sim).await;
 }
 
 #[tokio::test]

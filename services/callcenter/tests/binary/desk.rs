@@ -9,6 +9,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::system::System;
+use crate::tenant::TenantSpec;
 
 /// Seconds from one RFC 3339 time to another (PostgreSQL does the arithmetic).
 async fn seconds_between(sys: &System, from: &Value, to: &Value) -> f64 {
@@ -25,7 +26,8 @@ async fn seconds_between(sys: &System, from: &Value, to: &Value) -> f64 {
 #[tokio::test]
 async fn dispositions_are_checked_recorded_on_the_call_and_a_required_one_holds_the_wrap_up() {
     let sys = System::start().await;
-    let admin = sys.sign_in("admin", "demo-admin").await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let admin = t.admin().await;
     let put = |settings: Value| {
         let admin = &admin;
         async move {
@@ -58,7 +60,7 @@ async fn dispositions_are_checked_recorded_on_the_call_and_a_required_one_holds_
         .await
         .ok();
 
-    let bob = sys.idle_agent("1002").await;
+    let bob = t.idle_agent("1002").await;
     // Bob's queues only (he is assigned to 500, not to 501), with their codes.
     let queues = bob.get("/api/me/queues").await.ok();
     let names: Vec<&str> = queues
@@ -73,7 +75,7 @@ async fn dispositions_are_checked_recorded_on_the_call_and_a_required_one_holds_
     assert_eq!(queues[0]["waiting"], 0);
     admin.get("/api/me/queues").await.refused(403, "forbidden");
 
-    sys.place_caller("500", "5551234", "Jane Caller").await;
+    t.place_caller("500", "5551234", "Jane Caller").await;
     let v = sys
         .view_when(&bob, "Ringing", |v| v["status"] == "ringing")
         .await;
@@ -90,7 +92,7 @@ async fn dispositions_are_checked_recorded_on_the_call_and_a_required_one_holds_
     })
     .await;
 
-    sys.phone("1002", "answer").await;
+    t.phone("1002", "answer").await;
     sys.view_when(&bob, "Connected", |v| v["status"] == "connected")
         .await;
     bob.post(
@@ -124,7 +126,7 @@ async fn dispositions_are_checked_recorded_on_the_call_and_a_required_one_holds_
         "disposition"
     );
     // Bad input names its field, and nothing is appended.
-    let before = sys.call_events(&call).await.len();
+    let before = t.call_events(&call).await.len();
     let r = bob
         .post(
             "/api/call/wrap-up/disposition",
@@ -159,7 +161,7 @@ async fn dispositions_are_checked_recorded_on_the_call_and_a_required_one_holds_
     )
     .await
     .refused(400, "invalid_field");
-    assert_eq!(sys.call_events(&call).await.len(), before);
+    assert_eq!(t.call_events(&call).await.len(), before);
 
     // The 1 s wrap-up is long over: the timer waits for the disposition.
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -184,7 +186,7 @@ async fn dispositions_are_checked_recorded_on_the_call_and_a_required_one_holds_
     })
     .await;
 
-    let events = sys.stream_events(&format!("demo/call-{call}")).await;
+    let events = t.stream_events(&format!("call-{call}")).await;
     let recorded: Vec<&Value> = events
         .iter()
         .filter(|(t, _)| t == "CallDispositionRecorded")
@@ -255,6 +257,6 @@ async fn dispositions_are_checked_recorded_on_the_call_and_a_required_one_holds_
     );
     assert!(mine["talk_ms"].as_i64().unwrap() >= 0);
     // Alice had no call: her list is empty.
-    let alice = sys.agent("1001").await;
+    let alice = t.agent("1001").await;
     assert_eq!(alice.get("/api/me/calls").await.ok(), json!([]));
 }

@@ -8,11 +8,13 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::system::System;
+use crate::tenant::TenantSpec;
 
 #[tokio::test]
 async fn names_with_a_nul_typed_in_the_admin_api_get_a_400_naming_the_field() {
     let sys = System::start().await;
-    let admin = sys.sign_in("admin", "demo-admin").await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let admin = t.admin().await;
     let before = sys.event_count().await;
 
     let r = admin.post("/api/admin/agents", json!({"agent": "1099", "display_name": "Eve\u{0}", "password": "a-long-enough-password"})).await;
@@ -61,7 +63,8 @@ async fn names_with_a_nul_typed_in_the_admin_api_get_a_400_naming_the_field() {
 #[tokio::test]
 async fn a_body_is_a_json_object_of_known_fields_each_of_its_type_or_refused_naming_the_field() {
     let sys = System::start().await;
-    let alice = sys.agent("1001").await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let alice = t.agent("1001").await;
     let before = sys.event_count().await;
     // An array is not taken as the fields in order (it used to log in).
     let r = alice
@@ -91,7 +94,8 @@ async fn a_body_is_a_json_object_of_known_fields_each_of_its_type_or_refused_nam
 #[tokio::test]
 async fn the_simulators_controls_refuse_what_cannot_be_acted_out_naming_the_field() {
     let sys = System::start().await;
-    let (status, body) = sys
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let (status, body) = t
         .pbx_put_mode(
             "1001",
             json!({"mode": "agent", "after_ms": 100, "probability": 2.0, "talk_ms": 1000}),
@@ -103,7 +107,7 @@ async fn the_simulators_controls_refuse_what_cannot_be_acted_out_naming_the_fiel
         (400, Some("probability")),
         "{body}"
     );
-    let (status, body) = sys
+    let (status, body) = t
         .pbx_put_mode("1001", json!({"mode": "auto_answer", "after_ms": -5}))
         .await;
     assert_eq!(status, 400, "{body}");
@@ -125,7 +129,7 @@ async fn the_simulators_controls_refuse_what_cannot_be_acted_out_naming_the_fiel
             "probability",
         ),
     ] {
-        let (status, body) = sys.pbx_post("/traffic", traffic.clone()).await;
+        let (status, body) = t.pbx_post("/traffic", traffic.clone()).await;
         assert_eq!(
             (status, body["field"].as_str()),
             (400, Some(field)),
@@ -137,7 +141,8 @@ async fn the_simulators_controls_refuse_what_cannot_be_acted_out_naming_the_fiel
 #[tokio::test]
 async fn a_pbx_report_the_store_refuses_is_parked_and_other_callers_are_still_routed() {
     let sys = System::start().await;
-    let admin = sys.sign_in("admin", "demo-admin").await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let admin = t.admin().await;
     let settings = json!({"strategy": "longest_idle", "ring_timeout_s": 30, "wrap_up_s": 0});
     admin
         .call(
@@ -147,17 +152,17 @@ async fn a_pbx_report_the_store_refuses_is_parked_and_other_callers_are_still_ro
         )
         .await
         .ok();
-    let bob = sys.idle_agent("1002").await;
-    let dave = sys.idle_agent("1004").await;
+    let bob = t.idle_agent("1002").await;
+    let dave = t.idle_agent("1004").await;
 
     let client = sys.operator_nats().await.unwrap();
     let js = async_nats::jetstream::new(client);
     let report = |subject_id: &str, channel: &str, name: &str| {
         let subject = format!(
-            "{}.pbx.evt.demo.channel.{subject_id}.ChannelCreated",
-            sys.prefix
+            "{}.pbx.evt.{}.channel.{subject_id}.ChannelCreated",
+            sys.prefix, t.name
         );
-        let body = json!({"type": "ChannelCreated", "tenant": "demo", "channel": channel, "direction": "inbound",
+        let body = json!({"type": "ChannelCreated", "tenant": t.name, "channel": channel, "direction": "inbound",
             "caller": {"number": "5550100", "name": name}, "dialed": "500", "at": "2026-01-01T00:00:00Z"});
         (subject, body.to_string())
     };
@@ -190,7 +195,7 @@ async fn a_pbx_report_the_store_refuses_is_parked_and_other_callers_are_still_ro
         .unwrap()
         .await
         .unwrap();
-    sys.place_caller("500", "5551234", "Jane Caller").await;
+    t.place_caller("500", "5551234", "Jane Caller").await;
     let entered: Vec<Value> = cc_testkit::eventually("both callers entered and offered", Duration::from_secs(20), || async {
         let rows: Vec<(String, Value)> =
             sqlx::query_as("select event_type, data from es_events where event_type in ('CallEnteredQueue', 'CallOffered') order by position")
@@ -235,16 +240,17 @@ async fn a_pbx_report_the_store_refuses_is_parked_and_other_callers_are_still_ro
 #[tokio::test]
 async fn a_stored_event_that_does_not_decode_is_counted_and_skipped() {
     let sys = System::start().await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
     // An event of a type this build does not know, in an agent stream (as a newer version of
     // the product could have written it; not the stream of an agent the test logs in, whose
     // session would then be at another version than agent-session's snapshot).
     let store = cc_eventstore::EventStore::new(sys.db.pool.clone());
-    let stream = cc_eventstore::StreamName::new("demo", "agent", "1099").unwrap();
+    let stream = cc_eventstore::StreamName::new(&t.name, "agent", "1099").unwrap();
     let e = cc_eventstore::NewEvent::new(
         "AgentTeleported",
         1,
         json!({"agent": "1099"}),
-        cc_eventstore::Metadata::new("demo", "test"),
+        cc_eventstore::Metadata::new(&t.name, "test"),
     );
     store
         .append(&stream, cc_eventstore::ExpectedVersion::Any, &[e])
@@ -256,15 +262,7 @@ async fn a_stored_event_that_does_not_decode_is_counted_and_skipped() {
         "the undecodable event counted",
         Duration::from_secs(15),
         || async {
-            let m = sys
-                .http
-                .get(sys._app.admin("/metrics"))
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
+            let m = sys._app.metrics(&sys.http).await?;
             m.contains(line).then_some(m)
         },
     )
@@ -274,5 +272,5 @@ async fn a_stored_event_that_does_not_decode_is_counted_and_skipped() {
         "{metrics}"
     );
     // Skipped, not fatal: the readers go on (the agent logs in and is Idle).
-    sys.idle_agent("1003").await;
+    t.idle_agent("1003").await;
 }

@@ -14,6 +14,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::system::{Client, System};
+use crate::tenant::TenantSpec;
 
 fn seed() -> u64 {
     std::env::var("CC_FUZZ_SEED")
@@ -134,6 +135,7 @@ async fn appended_with(sys: &System, correlation: &uuid::Uuid) -> i64 {
 #[tokio::test]
 async fn every_command_of_every_service_refuses_random_input_cleanly() {
     let sys = System::start().await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
     let nats = sys.operator_nats().await.unwrap();
     let subjects = cc_bus::Subjects::new(&sys.prefix);
     let seed = seed();
@@ -151,7 +153,7 @@ async fn every_command_of_every_service_refuses_random_input_cleanly() {
             let mut headers = async_nats::HeaderMap::new();
             headers.insert("Cc-Actor", "operator");
             headers.insert("Cc-Correlation-Id", correlation.to_string().as_str());
-            let subject = subjects.command(c.service, "demo", c.name);
+            let subject = subjects.command(c.service, &t.name, c.name);
             let what = format!(
                 "{}.{} case {case} (seed {seed}): {}",
                 c.service,
@@ -201,7 +203,7 @@ async fn every_command_of_every_service_refuses_random_input_cleanly() {
     }
     assert!(sent >= 600, "{sent} commands sent");
     // Every service is still there and answers a real command.
-    let admin = sys.sign_in("admin", "demo-admin").await;
+    let admin = t.admin().await;
     admin.get("/api/admin/agents").await.ok();
 }
 
@@ -236,14 +238,16 @@ async fn actor_events(sys: &System, actor: &str) -> i64 {
 #[tokio::test]
 async fn every_http_request_body_is_refused_cleanly_and_nothing_is_appended() {
     let sys = System::start().await;
-    let agent = sys.idle_agent("1001").await;
-    let admin = sys.sign_in("admin", "demo-admin").await;
-    let supervisor = sys.sign_in("supervisor", "demo-supervisor").await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let agent = t.idle_agent("1001").await;
+    let admin = t.admin().await;
+    let supervisor = t.supervisor().await;
     let doc = admin.get("/api/openapi.json").await.ok();
     let seed = seed();
     let mut runner = runner(seed);
     let mut sent = 0;
-    for (method, path) in cc_portal::ROUTES
+    let routes = cc_portal::routes();
+    for (method, path) in routes
         .iter()
         .filter(|(m, p)| *m != "get" && *p != "/api/login" && *p != "/api/signout")
     {

@@ -15,7 +15,9 @@ mod phones;
 mod poison;
 mod process;
 mod queues_today;
+mod races;
 mod recovery;
+mod replicas;
 mod reporting;
 mod schemathesis;
 mod secrets;
@@ -24,6 +26,8 @@ mod sessions;
 mod sip;
 mod subscribe;
 mod system;
+mod takeover;
+mod tenant;
 mod tls;
 mod traces;
 mod transfers;
@@ -167,4 +171,81 @@ async fn waits_for_postgres_says_so_in_readyz_and_runs_only_the_chosen_targets()
         status.success(),
         "a process still waiting stops cleanly on SIGTERM: {status:?}"
     );
+}
+
+/// The partition count is the store's (issue 16): the first replica records it, another count
+/// is refused naming both, and `callcenter partitions set` changes it only with no replica
+/// running partitions.
+#[tokio::test]
+async fn a_replica_with_another_partition_count_than_the_store_is_refused_naming_both() {
+    let db = TestDb::new().await;
+    let nats = NatsServer::start();
+    let cli = |args: &[&str], partitions: &str| {
+        let out = Callcenter::command(&db.url, &nats.url(), args)
+            .env("CC_PARTITIONS", partitions)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, text) = cli(&["partitions", "show"], "4");
+    assert!(ok && text.contains("not set yet"), "{text}");
+
+    // The first replica records its count and leads the router's four partitions.
+    let mut first = Callcenter::spawn_with(
+        &db.url,
+        &nats.url(),
+        &["run", "--target", "queue-router"],
+        |c| {
+            c.env("CC_PARTITIONS", "4");
+        },
+    );
+    let http = reqwest::Client::new();
+    eventually(
+        "the four partitions led",
+        Duration::from_secs(30),
+        || async {
+            let text = http
+                .get(first.admin("/metrics"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            (0..4)
+                .all(|k| text.contains(&format!("cc_lease_held{{lease=\"queue_router/p{k}\"}} 1")))
+                .then_some(())
+        },
+    )
+    .await;
+    let (ok, text) = cli(&["partitions", "show"], "4");
+    assert!(ok && text.trim().ends_with('4'), "{text}");
+
+    // Another count: refused at the start, naming the variable and both counts.
+    let (ok, text) = cli(&["run", "--target", "queue-router"], "2");
+    assert!(
+        !ok,
+        "a replica with 2 partitions ran on a store of 4: {text}"
+    );
+    assert!(
+        text.contains("CC_PARTITIONS is 2") && text.contains("spread over 4 partitions"),
+        "{text}"
+    );
+    // Changing it while a replica runs partitions: refused; a count out of range: refused.
+    let (ok, text) = cli(&["partitions", "set", "2"], "4");
+    assert!(!ok && text.contains("stop every replica first"), "{text}");
+    let (ok, text) = cli(&["partitions", "set", "0"], "4");
+    assert!(!ok && text.contains("count"), "{text}");
+
+    // With every replica stopped it changes, and the new count starts.
+    first.kill();
+    let (ok, text) = cli(&["partitions", "set", "2"], "4");
+    assert!(ok && text.contains("4 -> 2"), "{text}");
+    let (ok, text) = cli(&["partitions", "show"], "2");
+    assert!(ok && text.trim().ends_with('2'), "{text}");
 }

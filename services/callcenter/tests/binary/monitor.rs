@@ -10,16 +10,17 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::system::{Client, System};
+use crate::tenant::{Tenant, TenantSpec, SUPERVISOR_NAME};
 use crate::transfers::bob_connected;
 
-/// The PBX's facts about the demo tenant's bridges and channels.
+/// The PBX's facts about a tenant's bridges and channels.
 struct Facts(async_nats::Subscriber);
 
 impl Facts {
-    async fn new(sys: &System) -> Facts {
+    async fn new(sys: &System, t: &Tenant) -> Facts {
         let client = sys.operator_nats().await.unwrap();
         let sub = client
-            .subscribe(format!("{}.pbx.evt.demo.>", sys.prefix))
+            .subscribe(format!("{}.pbx.evt.{}.>", sys.prefix, t.name))
             .await
             .unwrap();
         client.flush().await.unwrap();
@@ -80,10 +81,11 @@ fn monitor_path(agent: &str) -> String {
 async fn a_supervisor_listens_whispers_barges_and_leaves_recorded_reported_and_shown_only_if_the_tenant_says(
 ) {
     let sys = System::start().await;
-    let mut facts = Facts::new(&sys).await;
-    let (bob, _carol, call, customer) = bob_connected(&sys).await;
-    let sup = sys.sign_in("supervisor", "demo-supervisor").await;
-    let admin = sys.sign_in("admin", "demo-admin").await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let mut facts = Facts::new(&sys, &t).await;
+    let (bob, _carol, call, customer) = bob_connected(&t).await;
+    let sup = t.supervisor().await;
+    let admin = t.admin().await;
 
     // Agents may not listen in; bad input names the field.
     bob.post(
@@ -143,7 +145,7 @@ async fn a_supervisor_listens_whispers_barges_and_leaves_recorded_reported_and_s
     })
     .await;
     assert_eq!(v["current_call"]["monitor"]["mode"], "listen");
-    let events = sys.call_events_until(&call, "MonitorStarted").await;
+    let events = t.call_events_until(&call, "MonitorStarted").await;
     let started = &events
         .iter()
         .find(|(t, _)| t == "MonitorStarted")
@@ -157,12 +159,12 @@ async fn a_supervisor_listens_whispers_barges_and_leaves_recorded_reported_and_s
         ),
         (
             &json!("supervisor"),
-            &json!("Demo Supervisor"),
+            &json!(SUPERVISOR_NAME),
             &json!("1005")
         )
     );
     let leg = started["leg"].as_str().unwrap().to_string();
-    sys.phone("1005", "answer").await;
+    t.phone("1005", "answer").await;
     let joined = facts.bridge_with(&call, &leg).await;
     assert_eq!(joined["modes"], json!({ leg.clone(): {"mode": "listen"} }));
     assert!(
@@ -231,7 +233,7 @@ async fn a_supervisor_listens_whispers_barges_and_leaves_recorded_reported_and_s
             &me["current_call"]["monitor"]["mode"],
             &me["current_call"]["monitor"]["supervisor_name"]
         ),
-        (&json!("whisper"), &json!("Demo Supervisor"))
+        (&json!("whisper"), &json!(SUPERVISOR_NAME))
     );
 
     // Barge: everyone hears everyone (no mode listed for the supervisor).
@@ -269,7 +271,7 @@ async fn a_supervisor_listens_whispers_barges_and_leaves_recorded_reported_and_s
         })
         .await;
     assert_eq!(v["current_call"]["call"], call.as_str());
-    let events = sys.call_events_until(&call, "MonitorEnded").await;
+    let events = t.call_events_until(&call, "MonitorEnded").await;
     let monitor: Vec<(&str, Value)> = events
         .iter()
         .filter(|(t, _)| t.starts_with("Monitor"))
@@ -325,9 +327,10 @@ async fn a_supervisor_listens_whispers_barges_and_leaves_recorded_reported_and_s
 #[tokio::test]
 async fn the_supervisors_leg_ends_with_the_agents_call_and_a_declined_phone_ends_the_monitoring() {
     let sys = System::start().await;
-    let mut facts = Facts::new(&sys).await;
-    let (bob, _carol, call, _customer) = bob_connected(&sys).await;
-    let sup = sys.sign_in("supervisor", "demo-supervisor").await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let mut facts = Facts::new(&sys, &t).await;
+    let (bob, _carol, call, _customer) = bob_connected(&t).await;
+    let sup = t.supervisor().await;
 
     // The supervisor's phone declines: the monitoring ends, the call goes on.
     let r = sup
@@ -337,9 +340,9 @@ async fn the_supervisors_leg_ends_with_the_agents_call_and_a_declined_phone_ends
         )
         .await;
     assert_eq!(r.status, 202, "{}", r.body);
-    sys.call_events_until(&call, "MonitorStarted").await;
-    sys.phone("1005", "reject").await;
-    let events = sys.call_events_until(&call, "MonitorEnded").await;
+    t.call_events_until(&call, "MonitorStarted").await;
+    t.phone("1005", "reject").await;
+    let events = t.call_events_until(&call, "MonitorEnded").await;
     assert_eq!(events.last().unwrap().1["reason"], "rejected");
 
     // Again, answered; then the agent hangs up: the supervisor's leg ends with the call.
@@ -354,7 +357,7 @@ async fn the_supervisors_leg_ends_with_the_agents_call_and_a_declined_phone_ends
         "the second MonitorStarted",
         Duration::from_secs(15),
         || async {
-            let e = sys.stream_events(&format!("demo/call-{call}")).await;
+            let e = t.stream_events(&format!("call-{call}")).await;
             let s: Vec<Value> = e
                 .into_iter()
                 .filter(|(t, _)| t == "MonitorStarted")
@@ -365,7 +368,7 @@ async fn the_supervisors_leg_ends_with_the_agents_call_and_a_declined_phone_ends
     )
     .await;
     let leg = started["leg"].as_str().unwrap().to_string();
-    sys.phone("1005", "answer").await;
+    t.phone("1005", "answer").await;
     let joined = facts.bridge_with(&call, &leg).await;
     assert!(joined.get("modes").is_none(), "a barge speaks: {joined}");
     supervised(&sup, "1002", "the supervisor on the call", |v| {
@@ -379,7 +382,7 @@ async fn the_supervisors_leg_ends_with_the_agents_call_and_a_declined_phone_ends
             v["type"] == "ChannelHungUp" && v["channel"] == leg.as_str()
         })
         .await;
-    let events = sys.call_events_until(&call, "CallEnded").await;
+    let events = t.call_events_until(&call, "CallEnded").await;
     let i = events.iter().position(|(t, _)| t == "CallEnded").unwrap();
     assert_eq!(events[i + 1].0, "MonitorEnded", "{events:?}");
     assert_eq!(events[i + 1].1["reason"], "call_ended");

@@ -38,6 +38,7 @@ async fn a_nats_node_lost_under_traffic_loses_no_call_and_no_event() {
     let mut procs = BTreeMap::new();
     procs.insert("pbx-sim", sys.spawn_services("pbx-sim"));
     procs.insert("services", sys.spawn_services(&GROUPS.join(",")));
+    // Demo mode: the chaos rig (chaos/rig.rs) sets up its agents in the demo tenant.
     sys.wait_ready("demo").await;
     let bus = Bus::new(
         sys.operator_nats().await.unwrap(),

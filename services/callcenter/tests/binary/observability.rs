@@ -10,6 +10,7 @@ use cc_testkit::free_port;
 use serde_json::{json, Value};
 
 use crate::system::System;
+use crate::tenant::TenantSpec;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -100,18 +101,19 @@ impl Prometheus {
 #[tokio::test]
 async fn a_real_prometheus_scrapes_every_metric_the_dashboard_and_the_alert_rules_use() {
     let sys = System::start().await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
     // Calls, so that the call metrics have samples: Bob answers one, a caller of queue 501
     // (nobody there) hangs up while waiting.
-    let bob = sys.idle_agent("1002").await;
-    sys.place_caller("500", "5551234", "Answered").await;
+    let bob = t.idle_agent("1002").await;
+    t.place_caller("500", "5551234", "Answered").await;
     sys.view_when(&bob, "ringing", |v| v["status"] == "ringing")
         .await;
-    sys.phone("1002", "answer").await;
+    t.phone("1002", "answer").await;
     sys.view_when(&bob, "Connected", |v| v["status"] == "connected")
         .await;
-    let gone = sys.place_caller("501", "5550000", "Abandons").await;
+    let gone = t.place_caller("501", "5550000", "Abandons").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (status, body) = sys
+    let (status, body) = t
         .pbx_post(&format!("/channels/{gone}/hangup"), json!({}))
         .await;
     assert!(status < 300, "caller hangs up: {status} {body}");

@@ -10,8 +10,9 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::system::{Client, System};
+use crate::tenant::{Tenant, TenantSpec};
 
-impl System {
+impl Tenant {
     /// The reporting row of a call, once `pred` holds.
     async fn report_row(&self, call: &str, pred: impl Fn(&Value) -> bool) -> Value {
         cc_testkit::eventually(
@@ -19,18 +20,26 @@ impl System {
             Duration::from_secs(20),
             || async {
                 let row: Option<Value> = sqlx::query_scalar(
-                "select row_to_json(c) from reporting.calls c where tenant = 'demo' and call = $1",
-            )
-            .bind(call)
-            .fetch_optional(&self.db.pool)
-            .await
-            .unwrap();
+                    "select row_to_json(c) from reporting.calls c where tenant = $1 and call = $2",
+                )
+                .bind(&self.name)
+                .bind(call)
+                .fetch_optional(&self.pool)
+                .await
+                .unwrap();
                 row.filter(|r| pred(r))
             },
         )
         .await
     }
 
+    /// The simulator's live channels on `device`.
+    async fn channels_on(&self, device: &str) -> usize {
+        self.device_channels(device).await.len()
+    }
+}
+
+impl System {
     /// Writes every event relayed so far to target/contract-samples/<name>.ndjson, once the
     /// relay published all the store holds (scripts/check-contracts validates them).
     async fn record_all_published(&self, name: &str) {
@@ -48,24 +57,6 @@ impl System {
         .await;
         assert!(self.record_published_events(name).await as i64 >= stored);
     }
-
-    /// The simulator's live channels on `device`.
-    async fn channels_on(&self, device: &str) -> usize {
-        let r: Value = self
-            .http
-            .get(format!("{}/tenants/demo/channels", self.pbx))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        r.as_array()
-            .unwrap()
-            .iter()
-            .filter(|c| c["device"] == device)
-            .count()
-    }
 }
 
 impl Client {
@@ -81,7 +72,8 @@ impl Client {
 #[tokio::test]
 async fn an_outbound_call_rings_the_agent_then_the_number_connects_and_is_reported_outbound() {
     let sys = System::start().await;
-    let bob = sys.idle_agent("1002").await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let bob = t.idle_agent("1002").await;
 
     // The dialled text is checked at the edge, naming the field; nothing is recorded.
     let before = sys.event_count().await;
@@ -135,7 +127,7 @@ async fn an_outbound_call_rings_the_agent_then_the_number_connects_and_is_report
     );
     assert_eq!(c["options"], json!(["hangup"]));
     // A caller enters Bob's queue now: Bob dials out, so it is not offered to him.
-    sys.place_caller("500", "5550001", "Waiting").await;
+    t.place_caller("500", "5550001", "Waiting").await;
     // Dialing is being on a call: no logout, no second dial.
     bob.call(Method::DELETE, "/api/session", None)
         .await
@@ -146,7 +138,7 @@ async fn an_outbound_call_rings_the_agent_then_the_number_connects_and_is_report
 
     // Bob's phone answers: the number rings (the simulator's outside numbers answer after a
     // moment), then the call is connected with the usual options.
-    sys.phone("1002", "answer").await;
+    t.phone("1002", "answer").await;
     let v = sys
         .view_when(&bob, "Connected", |v| v["status"] == "connected")
         .await;
@@ -195,7 +187,7 @@ async fn an_outbound_call_rings_the_agent_then_the_number_connects_and_is_report
     assert_eq!(v["counts"]["completed"], 1);
 
     assert_eq!(
-        sys.call_events(&call).await,
+        t.call_events(&call).await,
         [
             "OutboundCallStarted",
             "OutboundCallDialed",
@@ -205,8 +197,8 @@ async fn an_outbound_call_rings_the_agent_then_the_number_connects_and_is_report
             "CallEnded"
         ]
     );
-    let (_, started) = sys
-        .stream_events(&format!("demo/call-{call}"))
+    let (_, started) = t
+        .stream_events(&format!("call-{call}"))
         .await
         .into_iter()
         .next()
@@ -217,7 +209,7 @@ async fn an_outbound_call_rings_the_agent_then_the_number_connects_and_is_report
     );
 
     // Reported as an outbound call: no queue, the number dialled, Bob's, talk without hold.
-    let row = sys.report_row(&call, |r| r["outcome"] == "completed").await;
+    let row = t.report_row(&call, |r| r["outcome"] == "completed").await;
     assert_eq!(
         (
             row["direction"].as_str(),
@@ -240,9 +232,10 @@ async fn an_outbound_call_rings_the_agent_then_the_number_connects_and_is_report
         "{row}"
     );
     let kinds: Vec<(String, Option<String>)> = sqlx::query_as(
-        "select kind, outcome from reporting.call_segments where tenant = 'demo' and call = $1 order by seq",
+        "select kind, outcome from reporting.call_segments where tenant = $2 and call = $1 order by seq",
     )
     .bind(&call)
+    .bind(&t.name)
     .fetch_all(&sys.db.pool)
     .await
     .unwrap();
@@ -256,18 +249,20 @@ async fn an_outbound_call_rings_the_agent_then_the_number_connects_and_is_report
     );
     // The agent's states: dialing, then connected, and no wrap-up.
     let states: Vec<String> = sqlx::query_scalar(
-        "select state from reporting.agent_states where tenant = 'demo' and agent = '1002' and call = $1 order by seq",
+        "select state from reporting.agent_states where tenant = $2 and agent = '1002' and call = $1 order by seq",
     )
     .bind(&call)
+    .bind(&t.name)
     .fetch_all(&sys.db.pool)
     .await
     .unwrap();
     assert_eq!(states, ["dialing", "connected", "on_hold", "connected"]);
     // Not in the queue figures.
     let in_queue: i64 = sqlx::query_scalar(
-        "select count(*) from reporting.call_segments where tenant = 'demo' and call = $1 and kind in ('queue', 'offer')",
+        "select count(*) from reporting.call_segments where tenant = $2 and call = $1 and kind in ('queue', 'offer')",
     )
     .bind(&call)
+    .bind(&t.name)
     .fetch_one(&sys.db.pool)
     .await
     .unwrap();
@@ -295,14 +290,15 @@ async fn an_outbound_call_rings_the_agent_then_the_number_connects_and_is_report
 #[tokio::test]
 async fn a_dial_that_does_not_connect_says_why_hangs_up_both_phones_and_frees_the_agent() {
     let sys = System::start().await;
-    let bob = sys.idle_agent("1002").await;
-    let alice = sys.idle_agent("1001").await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let bob = t.idle_agent("1002").await;
+    let alice = t.idle_agent("1001").await;
 
     // Bob's own phone declines: agent_declined.
     let call = bob.dial(json!({"number": "5551234"})).await;
     sys.view_when(&bob, "Dialing", |v| v["status"] == "dialing")
         .await;
-    sys.phone("1002", "reject").await;
+    t.phone("1002", "reject").await;
     let v = sys
         .view_when(&bob, "Idle with the reason", |v| {
             v["status"] == "idle" && v["dial_failure"].is_object()
@@ -318,7 +314,7 @@ async fn a_dial_that_does_not_connect_says_why_hangs_up_both_phones_and_frees_th
     );
     assert!(v["current_call"].is_null());
     assert_eq!(
-        sys.call_events(&call).await,
+        t.call_events(&call).await,
         ["OutboundCallStarted", "OutboundCallFailed"]
     );
 
@@ -329,7 +325,7 @@ async fn a_dial_that_does_not_connect_says_why_hangs_up_both_phones_and_frees_th
         .ok();
     sys.view_when(&bob, "Dialing", |v| v["status"] == "dialing")
         .await;
-    assert_eq!(sys.channels_on("1002").await, 1, "Bob's phone rings");
+    assert_eq!(t.channels_on("1002").await, 1, "Bob's phone rings");
     bob.call(Method::DELETE, "/api/session", None)
         .await
         .refused(409, "on_call");
@@ -343,7 +339,7 @@ async fn a_dial_that_does_not_connect_says_why_hangs_up_both_phones_and_frees_th
     cc_testkit::eventually(
         "Bob's phone stops ringing",
         Duration::from_secs(10),
-        || async { (sys.channels_on("1002").await == 0).then_some(()) },
+        || async { (t.channels_on("1002").await == 0).then_some(()) },
     )
     .await;
 
@@ -351,21 +347,21 @@ async fn a_dial_that_does_not_connect_says_why_hangs_up_both_phones_and_frees_th
     let call = bob.dial(json!({"number": "1003"})).await;
     sys.view_when(&bob, "Dialing", |v| v["status"] == "dialing")
         .await;
-    sys.phone("1002", "answer").await;
+    t.phone("1002", "answer").await;
     sys.view_when(&bob, "the extension rings", |v| {
         v["current_call"]["dial_state"] == "number_ringing"
     })
     .await;
-    assert_eq!(sys.channels_on("1003").await, 1, "extension 1003 rings");
+    assert_eq!(t.channels_on("1003").await, 1, "extension 1003 rings");
     // Meanwhile Alice dials the same extension: it is busy.
     let busy = alice.dial(json!({"number": "1003"})).await;
-    sys.phone("1001", "answer").await;
+    t.phone("1001", "answer").await;
     let va = sys
         .view_when(&alice, "busy", |v| v["dial_failure"].is_object())
         .await;
     assert_eq!(va["dial_failure"]["reason"], "busy", "{va}");
     assert_eq!(va["status"], "idle");
-    sys.phone("1003", "reject").await;
+    t.phone("1003", "reject").await;
     let v = sys
         .view_when(&bob, "declined", |v| v["dial_failure"].is_object())
         .await;
@@ -375,7 +371,7 @@ async fn a_dial_that_does_not_connect_says_why_hangs_up_both_phones_and_frees_th
         "{v}"
     );
     assert_eq!(
-        sys.call_events(&call).await,
+        t.call_events(&call).await,
         [
             "OutboundCallStarted",
             "OutboundCallDialed",
@@ -384,10 +380,10 @@ async fn a_dial_that_does_not_connect_says_why_hangs_up_both_phones_and_frees_th
     );
     // Both of Bob's legs are gone.
     cc_testkit::eventually("the phones are free", Duration::from_secs(10), || async {
-        (sys.channels_on("1002").await == 0 && sys.channels_on("1001").await == 0).then_some(())
+        (t.channels_on("1002").await == 0 && t.channels_on("1001").await == 0).then_some(())
     })
     .await;
-    let row = sys
+    let row = t
         .report_row(&busy, |r| r["outcome"] == "not_connected")
         .await;
     assert_eq!(row["direction"], "outbound");
@@ -396,9 +392,10 @@ async fn a_dial_that_does_not_connect_says_why_hangs_up_both_phones_and_frees_th
         "{row}"
     );
     let dial: String = sqlx::query_scalar(
-        "select outcome from reporting.call_segments where tenant = 'demo' and call = $1 and kind = 'dial'",
+        "select outcome from reporting.call_segments where tenant = $2 and call = $1 and kind = 'dial'",
     )
     .bind(&busy)
+    .bind(&t.name)
     .fetch_one(&sys.db.pool)
     .await
     .unwrap();
@@ -418,7 +415,7 @@ async fn a_dial_that_does_not_connect_says_why_hangs_up_both_phones_and_frees_th
         .await;
     sys.view_when(&bob, "Dialing", |v| v["status"] == "dialing")
         .await;
-    sys.phone("1002", "answer").await;
+    t.phone("1002", "answer").await;
     let v = sys
         .view_when(&bob, "no answer", |v| {
             v["dial_failure"]["call"] == call.as_str()
@@ -430,7 +427,7 @@ async fn a_dial_that_does_not_connect_says_why_hangs_up_both_phones_and_frees_th
         "{v}"
     );
     cc_testkit::eventually("both phones stop", Duration::from_secs(10), || async {
-        (sys.channels_on("1002").await == 0 && sys.channels_on("1003").await == 0).then_some(())
+        (t.channels_on("1002").await == 0 && t.channels_on("1003").await == 0).then_some(())
     })
     .await;
 
@@ -442,13 +439,14 @@ async fn a_dial_that_does_not_connect_says_why_hangs_up_both_phones_and_frees_th
 #[tokio::test]
 async fn an_outbound_call_is_transferred_like_a_queue_call_and_nobody_gets_a_wrap_up() {
     let sys = System::start().await;
-    let bob = sys.idle_agent("1002").await;
-    let alice = sys.idle_agent("1001").await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let bob = t.idle_agent("1002").await;
+    let alice = t.idle_agent("1001").await;
 
     let call = bob.dial(json!({"number": "5554321"})).await;
     sys.view_when(&bob, "Dialing", |v| v["status"] == "dialing")
         .await;
-    sys.phone("1002", "answer").await;
+    t.phone("1002", "answer").await;
     sys.view_when(&bob, "Connected", |v| v["status"] == "connected")
         .await;
 
@@ -469,7 +467,7 @@ async fn an_outbound_call_is_transferred_like_a_queue_call_and_nobody_gets_a_wra
         .await;
     assert_eq!(v["current_call"]["caller_number"], "5554321", "{v}");
     assert!(v["current_call"]["queue"].is_null(), "{v}");
-    sys.phone("1001", "answer").await;
+    t.phone("1001", "answer").await;
     sys.view_when(&alice, "Alice connected", |v| v["status"] == "connected")
         .await;
     alice.post("/api/call/hangup", json!({})).await.ok();
@@ -479,7 +477,7 @@ async fn an_outbound_call_is_transferred_like_a_queue_call_and_nobody_gets_a_wra
         .await;
     assert!(v["current_call"].is_null(), "{v}");
 
-    let events = sys.stream_events(&format!("demo/call-{call}")).await;
+    let events = t.stream_events(&format!("call-{call}")).await;
     let types: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(
         types,
@@ -500,7 +498,7 @@ async fn an_outbound_call_is_transferred_like_a_queue_call_and_nobody_gets_a_wra
         started.get("queue").is_none(),
         "no queue, not null: {started}"
     );
-    let row = sys.report_row(&call, |r| r["outcome"] == "completed").await;
+    let row = t.report_row(&call, |r| r["outcome"] == "completed").await;
     assert_eq!(
         (
             row["direction"].as_str(),
@@ -513,9 +511,10 @@ async fn an_outbound_call_is_transferred_like_a_queue_call_and_nobody_gets_a_wra
     );
     // Neither agent has a wrap-up state for it in the reports.
     let wrap_ups: i64 = sqlx::query_scalar(
-        "select count(*) from reporting.agent_states where tenant = 'demo' and call = $1 and state = 'wrap_up'",
+        "select count(*) from reporting.agent_states where tenant = $2 and call = $1 and state = 'wrap_up'",
     )
     .bind(&call)
+    .bind(&t.name)
     .fetch_one(&sys.db.pool)
     .await
     .unwrap();

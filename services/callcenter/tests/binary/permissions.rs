@@ -462,6 +462,7 @@ async fn an_integrator_of_one_tenant_never_sees_an_event_of_another() {
 #[tokio::test]
 async fn one_process_as_the_combined_user_answers_its_own_requests() {
     use crate::system::{Custom, System};
+    use crate::tenant::TenantSpec;
     let log =
         std::env::temp_dir().join(format!("cc-combined-{}.log", uuid::Uuid::new_v4().simple()));
     // With the SIP gateway too, as scripts/run: two implementations of `pbx` on the connection.
@@ -472,8 +473,10 @@ async fn one_process_as_the_combined_user_answers_its_own_requests() {
         ..Default::default()
     })
     .await; // its readiness is a sign-in: the portal asks auth
-    let bob = sys.idle_agent("1002").await;
-    sys.place_caller("500", "5551234", "Combined").await;
+            // The operator's and the admin's requests to make the tenant are answered too.
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let bob = t.idle_agent("1002").await;
+    t.place_caller("500", "5551234", "Combined").await;
     sys.view_when(&bob, "Ringing", |v| v["status"] == "ringing")
         .await; // the router's Originate to the PBX was answered
                 // The router's and agent-session's reconciliations ask the PBX of every tenant at start:

@@ -95,6 +95,17 @@ impl Callcenter {
         format!("http://127.0.0.1:{}{path}", self.admin_port)
     }
 
+    /// The process's `/metrics` text, or `None` while it does not answer.
+    pub async fn metrics(&self, http: &reqwest::Client) -> Option<String> {
+        http.get(self.admin("/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
+    }
+
     /// Sends SIGTERM and waits for the exit.
     pub fn terminate(mut self, within: Duration) -> ExitStatus {
         let child = self.child.as_mut().expect("running");

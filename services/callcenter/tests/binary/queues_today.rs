@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::system::{Sse, System};
+use crate::tenant::TenantSpec;
 
 /// The figures of `queue` in one `queues` event (or reply).
 fn of<'a>(figures: &'a Value, queue: &str) -> &'a Value {
@@ -36,12 +37,13 @@ async fn pushed(sse: &mut Sse, what: &str, pred: impl Fn(&Value) -> bool) -> Val
 #[tokio::test]
 async fn todays_queue_figures_are_pushed_to_supervisors_as_calls_are_answered_and_abandoned() {
     let sys = System::start().await;
-    let sup = sys.sign_in("supervisor", "demo-supervisor").await;
-    let bob = sys.idle_agent("1002").await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let sup = t.supervisor().await;
+    let bob = t.idle_agent("1002").await;
 
     let now = sup.get("/api/supervisor/queues").await.ok();
     let sales = of(&now, "500");
-    let today = chrono::Utc::now().date_naive().to_string(); // the demo tenant's zone is UTC
+    let today = chrono::Utc::now().date_naive().to_string(); // the tenant's zone is UTC
     assert_eq!(
         (
             sales["day"].as_str(),
@@ -61,7 +63,7 @@ async fn todays_queue_figures_are_pushed_to_supervisors_as_calls_are_answered_an
     .await;
 
     // A caller is answered by Bob after a moment: answered 1, within the service level.
-    sys.place_caller("500", "5551234", "Jane").await;
+    t.place_caller("500", "5551234", "Jane").await;
     pushed(&mut sse, "the caller waiting", |f| {
         of(f, "500")["waiting"] == 1
     })
@@ -69,7 +71,7 @@ async fn todays_queue_figures_are_pushed_to_supervisors_as_calls_are_answered_an
     sys.view_when(&bob, "Ringing", |v| v["status"] == "ringing")
         .await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    sys.phone("1002", "answer").await;
+    t.phone("1002", "answer").await;
     let f = pushed(&mut sse, "the answer", |f| of(f, "500")["answered"] == 1).await;
     let sales = of(&f, "500");
     assert_eq!(
@@ -87,14 +89,14 @@ async fn todays_queue_figures_are_pushed_to_supervisors_as_calls_are_answered_an
 
     // A caller gives up in 501, where nobody is logged in: abandoned 1; within 5 s, so not in
     // the service level (no other wait ended there: none).
-    let caller = sys.place_caller("501", "5550001", "Max").await;
+    let caller = t.place_caller("501", "5550001", "Max").await;
     pushed(&mut sse, "the second caller waiting", |f| {
         of(f, "501")["waiting"] == 1
     })
     .await;
     let r = sys
         .http
-        .post(format!("{}/tenants/demo/channels/{caller}/hangup", sys.pbx))
+        .post(t.pbx_url(&format!("/channels/{caller}/hangup")))
         .send()
         .await
         .unwrap();
@@ -109,7 +111,7 @@ async fn todays_queue_figures_are_pushed_to_supervisors_as_calls_are_answered_an
     bob.post("/api/call/dial", json!({"number": "5559999"}))
         .await
         .ok();
-    sys.phone("1002", "answer").await;
+    t.phone("1002", "answer").await;
     sys.view_when(&bob, "Connected", |v| v["status"] == "connected")
         .await;
     bob.post("/api/call/hangup", json!({})).await.ok();

@@ -8,9 +8,10 @@ use reqwest::Method;
 use serde_json::json;
 
 use crate::system::System;
+use crate::tenant::{Tenant, TenantSpec};
 
-async fn quick(sys: &System) {
-    let admin = sys.sign_in("admin", "demo-admin").await;
+async fn quick(t: &Tenant) {
+    let admin = t.admin().await;
     let settings = json!({"strategy": "longest_idle", "ring_timeout_s": 5, "wrap_up_s": 2, "reject_delay_s": 1});
     admin
         .call(
@@ -25,9 +26,10 @@ async fn quick(sys: &System) {
 #[tokio::test]
 async fn a_restart_while_ringing_still_times_the_offer_out_once() {
     let mut sys = System::start_split().await;
-    quick(&sys).await;
-    let bob = sys.idle_agent("1002").await;
-    sys.place_caller("500", "5551111", "Ringing").await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    quick(&t).await;
+    let bob = t.idle_agent("1002").await;
+    t.place_caller("500", "5551111", "Ringing").await;
     sys.view_when(&bob, "Ringing", |v| v["status"] == "ringing")
         .await;
 
@@ -51,7 +53,7 @@ async fn a_restart_while_ringing_still_times_the_offer_out_once() {
     // The call is offered again (ringing), then answered: it goes on normally.
     sys.view_when(&bob, "Ringing again", |v| v["status"] == "ringing")
         .await;
-    sys.phone("1002", "answer").await;
+    t.phone("1002", "answer").await;
     sys.view_when(&bob, "Connected", |v| v["status"] == "connected")
         .await;
 }
@@ -59,12 +61,13 @@ async fn a_restart_while_ringing_still_times_the_offer_out_once() {
 #[tokio::test]
 async fn a_restart_while_connected_keeps_the_call_and_a_hangup_meanwhile_counts_once() {
     let mut sys = System::start_split().await;
-    quick(&sys).await;
-    let bob = sys.idle_agent("1002").await;
-    let caller = sys.place_caller("500", "5552222", "Connected").await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    quick(&t).await;
+    let bob = t.idle_agent("1002").await;
+    let caller = t.place_caller("500", "5552222", "Connected").await;
     sys.view_when(&bob, "Ringing", |v| v["status"] == "ringing")
         .await;
-    sys.phone("1002", "answer").await;
+    t.phone("1002", "answer").await;
     sys.view_when(&bob, "Connected", |v| v["status"] == "connected")
         .await;
 
@@ -72,7 +75,7 @@ async fn a_restart_while_connected_keeps_the_call_and_a_hangup_meanwhile_counts_
     sys._app.kill();
     let r = sys
         .http
-        .post(format!("{}/tenants/demo/channels/{caller}/hangup", sys.pbx))
+        .post(t.pbx_url(&format!("/channels/{caller}/hangup")))
         .send()
         .await
         .unwrap();
@@ -103,15 +106,16 @@ async fn a_restart_while_connected_keeps_the_call_and_a_hangup_meanwhile_counts_
 #[tokio::test]
 async fn a_restart_during_wrap_up_still_ends_it() {
     let mut sys = System::start_split().await;
-    quick(&sys).await;
-    let bob = sys.idle_agent("1002").await;
-    sys.place_caller("500", "5553333", "Wrap").await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    quick(&t).await;
+    let bob = t.idle_agent("1002").await;
+    t.place_caller("500", "5553333", "Wrap").await;
     sys.view_when(&bob, "Ringing", |v| v["status"] == "ringing")
         .await;
-    sys.phone("1002", "answer").await;
+    t.phone("1002", "answer").await;
     sys.view_when(&bob, "Connected", |v| v["status"] == "connected")
         .await;
-    sys.phone("1002", "hangup").await;
+    t.phone("1002", "hangup").await;
     sys.view_when(&bob, "Wrap-up", |v| v["status"] == "wrap_up")
         .await;
     sys.restart_services().await;
@@ -130,7 +134,8 @@ async fn a_restart_during_wrap_up_still_ends_it() {
 #[tokio::test]
 async fn a_hangup_lost_with_a_crashed_router_is_done_after_the_restart() {
     let mut sys = System::start_split().await;
-    let admin = sys.sign_in("admin", "demo-admin").await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let admin = t.admin().await;
     let settings = json!({"strategy": "longest_idle", "ring_timeout_s": 120, "wrap_up_s": 1, "reject_delay_s": 1});
     admin
         .call(
@@ -140,8 +145,8 @@ async fn a_hangup_lost_with_a_crashed_router_is_done_after_the_restart() {
         )
         .await
         .ok();
-    let bob = sys.idle_agent("1002").await;
-    sys.place_caller("500", "5553333", "Lost hangup").await;
+    let bob = t.idle_agent("1002").await;
+    t.place_caller("500", "5553333", "Lost hangup").await;
     sys.view_when(&bob, "Ringing", |v| v["status"] == "ringing")
         .await;
     let (stream, offer, version): (String, String, i64) = cc_testkit::eventually("the offer recorded", Duration::from_secs(10), || async {
@@ -158,14 +163,15 @@ async fn a_hangup_lost_with_a_crashed_router_is_done_after_the_restart() {
     sys._app.kill();
     sqlx::query(
         "insert into es_events (event_id, tenant, stream, category, stream_id, version, event_type, schema_version, data, metadata)
-         values ($1, 'demo', $2, 'call', $3, $4, 'OfferTimedOut', 1, $5, $6)",
+         values ($1, $2, $3, 'call', $4, $5, 'OfferTimedOut', 1, $6, $7)",
     )
     .bind(uuid::Uuid::now_v7())
+    .bind(&t.name)
     .bind(&stream)
     .bind(&call)
     .bind(version + 1)
     .bind(json!({"call": call, "agent": "1002", "offer": offer}))
-    .bind(json!({"tenant": "demo", "correlation_id": uuid::Uuid::now_v7(), "actor": "system:queue-router"}))
+    .bind(json!({"tenant": t.name, "correlation_id": uuid::Uuid::now_v7(), "actor": "system:queue-router"}))
     .execute(&sys.db.pool)
     .await
     .unwrap();
@@ -179,7 +185,7 @@ async fn a_hangup_lost_with_a_crashed_router_is_done_after_the_restart() {
         || async {
             let chans: Vec<serde_json::Value> = sys
                 .http
-                .get(format!("{}/tenants/demo/channels", sys.pbx))
+                .get(t.pbx_url("/channels"))
                 .send()
                 .await
                 .unwrap()
@@ -195,7 +201,7 @@ async fn a_hangup_lost_with_a_crashed_router_is_done_after_the_restart() {
     })
     .await;
     cc_testkit::eventually("the new offer rings", Duration::from_secs(10), || async {
-        let (status, _) = sys.pbx_post("/devices/1002/answer", json!({})).await;
+        let (status, _) = t.pbx_post("/devices/1002/answer", json!({})).await;
         (status == 204).then_some(())
     })
     .await;
@@ -209,8 +215,9 @@ async fn a_hangup_lost_with_a_crashed_router_is_done_after_the_restart() {
 async fn a_ring_and_an_arrival_not_recorded_before_a_crash_are_reconciled_after_the_restart() {
     use futures::StreamExt;
     let mut sys = System::start_split().await;
-    quick(&sys).await;
-    let bob = sys.idle_agent("1002").await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    quick(&t).await;
+    let bob = t.idle_agent("1002").await;
     sys._app.kill();
 
     // The crash windows: the router rang Bob's phone for an offer it had not recorded yet (phones
@@ -233,12 +240,10 @@ async fn a_ring_and_an_arrival_not_recorded_before_a_crash_are_reconciled_after_
             name: "Never recorded".into(),
         },
     };
-    bus.request(&cc_bus::CommandContext::new("demo", "test"), &originate)
+    bus.request(&cc_bus::CommandContext::new(&t.name, "test"), &originate)
         .await
         .unwrap();
-    let caller = sys
-        .place_caller("500", "5554444", "Unrecorded arrival")
-        .await;
+    let caller = t.place_caller("500", "5554444", "Unrecorded arrival").await;
     let js = async_nats::jetstream::new(client);
     let consumer: async_nats::jetstream::consumer::PullConsumer = js
         .get_consumer_from_stream("queue-router-channels", bus.subjects.pbx_stream())
@@ -267,7 +272,7 @@ async fn a_ring_and_an_arrival_not_recorded_before_a_crash_are_reconciled_after_
         || async {
             let chans: Vec<serde_json::Value> = sys
                 .http
-                .get(format!("{}/tenants/demo/channels", sys.pbx))
+                .get(t.pbx_url("/channels"))
                 .send()
                 .await
                 .unwrap()
@@ -284,7 +289,7 @@ async fn a_ring_and_an_arrival_not_recorded_before_a_crash_are_reconciled_after_
         })
         .await;
     assert_eq!(v["current_call"]["caller_number"], "5554444", "{v}");
-    sys.phone("1002", "answer").await;
+    t.phone("1002", "answer").await;
     let v = sys
         .view_when(&bob, "Connected", |v| v["status"] == "connected")
         .await;
@@ -300,7 +305,8 @@ async fn a_ring_and_an_arrival_not_recorded_before_a_crash_are_reconciled_after_
 #[tokio::test]
 async fn an_outbound_call_survives_a_restart_with_the_agents_answer_during_it() {
     let mut sys = System::start_split().await;
-    let bob = sys.idle_agent("1002").await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let bob = t.idle_agent("1002").await;
     let call = bob.dial(json!({"number": "5556666"})).await;
     sys.view_when(&bob, "Dialing", |v| v["status"] == "dialing")
         .await;
@@ -308,14 +314,14 @@ async fn an_outbound_call_survives_a_restart_with_the_agents_answer_during_it() 
     // Bob's phone answers as every service but the PBX starts again (killed, not ready yet): the
     // number is rung, answers, and the call is connected; it then ends normally, once.
     sys.restart_services().await;
-    sys.phone("1002", "answer").await;
+    t.phone("1002", "answer").await;
     sys.view_when(&bob, "Connected after the restart", |v| {
         v["status"] == "connected"
     })
     .await;
     bob.post("/api/call/hangup", json!({})).await.ok();
     sys.view_when(&bob, "Idle", |v| v["status"] == "idle").await;
-    let types = sys.call_events(&call).await;
+    let types = t.call_events(&call).await;
     assert_eq!(
         types,
         [

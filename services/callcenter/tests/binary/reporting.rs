@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use crate::process::Callcenter;
 use crate::system::System;
+use crate::tenant::{Tenant, TenantSpec};
 
 /// Every row of every reporting table, as text, in key order.
 async fn snapshot(sys: &System) -> Vec<String> {
@@ -113,9 +114,9 @@ async fn caught_up(sys: &System) {
 }
 
 /// Presses a phone's button once the simulator has the device's call.
-async fn press(sys: &System, device: &str, action: &str) {
+async fn press(t: &Tenant, device: &str, action: &str) {
     cc_testkit::eventually("the phone rings", Duration::from_secs(10), || async {
-        let (status, _) = sys
+        let (status, _) = t
             .pbx_post(&format!("/devices/{device}/{action}"), json!({}))
             .await;
         (status == 204).then_some(())
@@ -123,18 +124,19 @@ async fn press(sys: &System, device: &str, action: &str) {
     .await;
 }
 
-async fn ring_and_answer(sys: &System, bob: &crate::system::Client) {
-    sys.view_when(bob, "ringing", |v| v["status"] == "ringing")
+async fn ring_and_answer(t: &Tenant, bob: &crate::system::Client) {
+    t.view_when(bob, "ringing", |v| v["status"] == "ringing")
         .await;
-    press(sys, "1002", "answer").await;
-    sys.view_when(bob, "connected", |v| v["status"] == "connected")
+    press(t, "1002", "answer").await;
+    t.view_when(bob, "connected", |v| v["status"] == "connected")
         .await;
 }
 
 #[tokio::test]
 async fn a_rebuilt_reporting_model_equals_the_live_one_and_the_views_answer() {
     let mut sys = System::start_split().await;
-    let admin = sys.sign_in("admin", "demo-admin").await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let admin = t.admin().await;
     for q in ["500", "501"] {
         let settings = json!({"strategy": "longest_idle", "ring_timeout_s": 20, "wrap_up_s": 1, "reject_delay_s": 1, "service_level_s": 30});
         admin
@@ -146,9 +148,9 @@ async fn a_rebuilt_reporting_model_equals_the_live_one_and_the_views_answer() {
             .await
             .ok();
     }
-    let bob = sys.agent("1002").await;
+    let bob = t.agent("1002").await;
     bob.post("/api/session", json!({})).await.ok();
-    let carol = sys.agent("1003").await;
+    let carol = t.agent("1003").await;
     carol.post("/api/session", json!({})).await.ok();
     bob.post("/api/session/pause", json!({"reason": "Lunch"}))
         .await
@@ -161,11 +163,11 @@ async fn a_rebuilt_reporting_model_equals_the_live_one_and_the_views_answer() {
         .await;
 
     // 1. Rejected once, then answered and hung up by Bob.
-    sys.place_caller("500", "5550001", "One").await;
+    t.place_caller("500", "5550001", "One").await;
     sys.view_when(&bob, "ringing", |v| v["status"] == "ringing")
         .await;
-    press(&sys, "1002", "reject").await;
-    ring_and_answer(&sys, &bob).await;
+    press(&t, "1002", "reject").await;
+    ring_and_answer(&t, &bob).await;
     bob.post("/api/call/hold", json!({"held": true})).await.ok();
     sys.view_when(&bob, "on hold", |v| v["status"] == "on_hold")
         .await;
@@ -182,8 +184,8 @@ async fn a_rebuilt_reporting_model_equals_the_live_one_and_the_views_answer() {
         .ok();
     sys.view_when(&bob, "Bob paused", |v| v["status"] == "paused")
         .await;
-    let gone = sys.place_caller("500", "5550002", "Two").await;
-    let sup = sys.sign_in("supervisor", "demo-supervisor").await;
+    let gone = t.place_caller("500", "5550002", "Two").await;
+    let sup = t.supervisor().await;
     assert_eq!(sup.get("/api/whoami").await.ok()["role"], "supervisor");
     let q = cc_testkit::eventually(
         "a caller waiting in 500",
@@ -201,7 +203,7 @@ async fn a_rebuilt_reporting_model_equals_the_live_one_and_the_views_answer() {
     assert!(q[0]["longest_waiting_since"].is_string());
     let r = sys
         .http
-        .post(format!("{}/tenants/demo/channels/{gone}/hangup", sys.pbx))
+        .post(t.pbx_url(&format!("/channels/{gone}/hangup")))
         .send()
         .await
         .unwrap();
@@ -211,8 +213,8 @@ async fn a_rebuilt_reporting_model_equals_the_live_one_and_the_views_answer() {
         .await;
 
     // 3. Attended transfer to Carol, completed; the caller hangs up on Carol.
-    let caller = sys.place_caller("500", "5550003", "Three").await;
-    ring_and_answer(&sys, &bob).await;
+    let caller = t.place_caller("500", "5550003", "Three").await;
+    ring_and_answer(&t, &bob).await;
     bob.post(
         "/api/call/transfer",
         json!({"method": "attended", "target": {"agent": "1003"}}),
@@ -221,7 +223,7 @@ async fn a_rebuilt_reporting_model_equals_the_live_one_and_the_views_answer() {
     .ok();
     sys.view_when(&carol, "Carol ringing", |v| v["status"] == "ringing")
         .await;
-    press(&sys, "1003", "answer").await;
+    press(&t, "1003", "answer").await;
     sys.view_when(&bob, "consulting", |v| {
         v["current_call"]["transfer"]["state"] == "answered"
     })
@@ -235,7 +237,7 @@ async fn a_rebuilt_reporting_model_equals_the_live_one_and_the_views_answer() {
     .await;
     let r = sys
         .http
-        .post(format!("{}/tenants/demo/channels/{caller}/hangup", sys.pbx))
+        .post(t.pbx_url(&format!("/channels/{caller}/hangup")))
         .send()
         .await
         .unwrap();
@@ -253,8 +255,8 @@ async fn a_rebuilt_reporting_model_equals_the_live_one_and_the_views_answer() {
     .await;
 
     // 4. Blind transfer to an extension, the target hangs up after talking.
-    sys.place_caller("500", "5550004", "Four").await;
-    ring_and_answer(&sys, &bob).await;
+    t.place_caller("500", "5550004", "Four").await;
+    ring_and_answer(&t, &bob).await;
     bob.post(
         "/api/call/transfer",
         json!({"method": "blind", "target": {"extension": "1005"}}),
@@ -264,7 +266,7 @@ async fn a_rebuilt_reporting_model_equals_the_live_one_and_the_views_answer() {
     cc_testkit::eventually("1005 rings", Duration::from_secs(10), || async {
         let chans: Vec<Value> = sys
             .http
-            .get(format!("{}/tenants/demo/channels", sys.pbx))
+            .get(t.pbx_url("/channels"))
             .send()
             .await
             .unwrap()
@@ -274,15 +276,15 @@ async fn a_rebuilt_reporting_model_equals_the_live_one_and_the_views_answer() {
         chans.iter().any(|c| c["device"] == "1005").then_some(())
     })
     .await;
-    sys.phone("1005", "answer").await;
+    t.phone("1005", "answer").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    sys.phone("1005", "hangup").await;
+    t.phone("1005", "hangup").await;
     sys.view_when(&bob, "Bob idle", |v| v["status"] == "idle")
         .await;
 
     // 5. Live transfer to an outside number, completed; the caller hangs up.
-    let caller = sys.place_caller("500", "5550005", "Five").await;
-    ring_and_answer(&sys, &bob).await;
+    let caller = t.place_caller("500", "5550005", "Five").await;
+    ring_and_answer(&t, &bob).await;
     bob.post(
         "/api/call/transfer",
         json!({"method": "live", "target": {"number": "5559999"}}),
@@ -300,7 +302,7 @@ async fn a_rebuilt_reporting_model_equals_the_live_one_and_the_views_answer() {
         .await;
     let r = sys
         .http
-        .post(format!("{}/tenants/demo/channels/{caller}/hangup", sys.pbx))
+        .post(t.pbx_url(&format!("/channels/{caller}/hangup")))
         .send()
         .await
         .unwrap();
@@ -363,8 +365,8 @@ async fn a_rebuilt_reporting_model_equals_the_live_one_and_the_views_answer() {
     assert!(stderr.contains("portal: rebuilt from"), "{stderr}");
 
     // The live projection goes on after the swap, on the new tables.
-    sys.place_caller("500", "5550006", "Six").await;
-    ring_and_answer(&sys, &bob).await;
+    t.place_caller("500", "5550006", "Six").await;
+    ring_and_answer(&t, &bob).await;
     bob.post("/api/call/hangup", json!({})).await.ok();
     caught_up(&sys).await;
     let six: String =
@@ -376,8 +378,9 @@ async fn a_rebuilt_reporting_model_equals_the_live_one_and_the_views_answer() {
 
     // The analysts' views.
     let (completed, missed, rejected, pause_ms): (i64, i64, i64, i64) = sqlx::query_as(
-        "select completed, missed, rejected, pause_ms from reporting.agent_daily where tenant = 'demo' and agent = '1002'",
+        "select completed, missed, rejected, pause_ms from reporting.agent_daily where tenant = $1 and agent = '1002'",
     )
+    .bind(&t.name)
     .fetch_one(&sys.db.pool)
     .await
     .unwrap();
@@ -413,7 +416,7 @@ async fn a_rebuilt_reporting_model_equals_the_live_one_and_the_views_answer() {
             "{}/api/reports/queues?queue=500&format=csv",
             sup.base
         ))
-        .header("X-Tenant", "demo")
+        .header("X-Tenant", &t.name)
         .bearer_auth(sup.token.as_ref().unwrap())
         .send()
         .await
@@ -495,7 +498,7 @@ async fn a_rebuilt_reporting_model_equals_the_live_one_and_the_views_answer() {
     assert_eq!(carol_spans[0].0, "caller");
     // A rebuild while calls come and go: afterwards the live projection goes on on the new
     // tables, and once traffic stops they equal yet another rebuild, row for row.
-    let (status, body) = sys
+    let (status, body) = t
         .pbx_post(
             "/traffic",
             json!({"queues": ["500"], "calls_per_second": 4.0, "duration_s": 6, "patience_ms": 3000,

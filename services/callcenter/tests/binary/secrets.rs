@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 use crate::phones::{Phone, PhoneSpec};
 use crate::system::{Custom, System};
+use crate::tenant::TenantSpec;
 
 /// Where each secret shows up in `text` (the source named `source`), with a little context.
 fn findings(secrets: &[(String, String)], source: &str, text: &str) -> Vec<String> {
@@ -49,6 +50,8 @@ async fn no_password_token_sip_secret_or_hash_reaches_an_event_a_log_line_or_a_m
         ..Custom::default()
     })
     .await;
+    // The test's own tenant; demo mode is on for the SIP tenant, so the demo tenant exists too.
+    let t = sys.tenant(TenantSpec::call_center()).await;
     // The demo tenant's fixed credentials, which the demo banner prints for a newcomer (and
     // docs/getting-started.md shows): nowhere else.
     let demo: Vec<(String, String)> = vec![
@@ -57,6 +60,8 @@ async fn no_password_token_sip_secret_or_hash_reaches_an_event_a_log_line_or_a_m
         ("demo SIP password".into(), "sip1001".into()),
     ];
     let mut secrets = demo.clone();
+    secrets.push(("agent's password".into(), t.password("1001")));
+    secrets.push(("tenant admin's password".into(), t.password("admin")));
     let (operator, password) = sys.nats.login().unwrap();
     secrets.push((format!("NATS password of {operator}"), password));
     for (var, password) in &sys.nats_env {
@@ -64,7 +69,7 @@ async fn no_password_token_sip_secret_or_hash_reaches_an_event_a_log_line_or_a_m
     }
 
     // An agent signs in with its password, works and signs out; a wrong password is tried.
-    let agent = sys.idle_agent("1001").await;
+    let agent = t.idle_agent("1001").await;
     secrets.push(("agent's session token".into(), agent.token.clone().unwrap()));
     agent
         .post("/api/session/pause", json!({"reason": "Lunch"}))
@@ -75,7 +80,7 @@ async fn no_password_token_sip_secret_or_hash_reaches_an_event_a_log_line_or_a_m
     agent.post("/api/session/unpause", json!({})).await.ok();
     let wrong = unique("Wrong-password");
     secrets.push(("a wrong password".into(), wrong.clone()));
-    let r = sys
+    let r = t
         .anonymous()
         .post(
             "/api/login",
@@ -85,7 +90,7 @@ async fn no_password_token_sip_secret_or_hash_reaches_an_event_a_log_line_or_a_m
     assert_eq!(r.status, 401, "{}", r.body);
 
     // An admin creates an agent and a supervisor with passwords, resets the agent's password.
-    let admin = sys.sign_in("admin", "demo-admin").await;
+    let admin = t.admin().await;
     secrets.push(("admin's session token".into(), admin.token.clone().unwrap()));
     let (first, second, supervisor) = (
         unique("Agent-pass"),
@@ -102,7 +107,7 @@ async fn no_password_token_sip_secret_or_hash_reaches_an_event_a_log_line_or_a_m
         )
         .await
         .ok();
-    let grace = sys.sign_in("1007", &first).await;
+    let grace = t.sign_in("1007", &first).await;
     secrets.push(("new agent's token".into(), grace.token.clone().unwrap()));
     let r = admin
         .post(
@@ -111,7 +116,7 @@ async fn no_password_token_sip_secret_or_hash_reaches_an_event_a_log_line_or_a_m
         )
         .await;
     assert!(r.status.is_success(), "{} {}", r.status, r.body);
-    let grace = sys.sign_in("1007", &second).await;
+    let grace = t.sign_in("1007", &second).await;
     secrets.push((
         "new agent's second token".into(),
         grace.token.clone().unwrap(),
@@ -124,7 +129,7 @@ async fn no_password_token_sip_secret_or_hash_reaches_an_event_a_log_line_or_a_m
         )
         .await
         .ok();
-    let heidi = sys.sign_in("heidi", &supervisor).await;
+    let heidi = t.sign_in("heidi", &supervisor).await;
     secrets.push(("supervisor's token".into(), heidi.token.clone().unwrap()));
 
     // A webhook subscription: its secret is shown once.

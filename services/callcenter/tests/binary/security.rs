@@ -9,47 +9,37 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use cc_testkit::{eventually, free_port, NatsServer, TestDb};
+use cc_testkit::eventually;
 use serde_json::{json, Value};
 
 use crate::process::Callcenter;
 use crate::system::System;
+use crate::tenant::{Tenant, TenantSpec};
 
-/// The demo system with extra settings, its database at hand.
+/// The system with extra settings and a tenant of the test's, its database at hand.
 struct Site {
-    db: TestDb,
-    _nats: NatsServer,
-    _app: Callcenter,
+    _sys: System,
+    t: Tenant,
+    db_pool: sqlx::PgPool,
     portal: String,
 }
 
 impl Site {
     async fn start(env: &[(&str, &str)]) -> Site {
-        let db = TestDb::new().await;
-        let nats = NatsServer::start();
-        let portal_port = free_port();
-        let app = Callcenter::spawn_with(&db.url, &nats.url(), &["run", "--target", "all"], |c| {
-            c.env("CC_DEMO", "true")
-                .env("CC_PORTAL_ADDR", format!("127.0.0.1:{portal_port}"));
-            for (k, v) in env {
-                c.env(k, v);
-            }
-        });
-        let site = Site {
-            db,
-            _nats: nats,
-            _app: app,
-            portal: format!("http://127.0.0.1:{portal_port}"),
-        };
-        // Ready when the demo agents can sign in, asked from an address no test uses, so the
-        // failures of a half-seeded tenant count against nobody's throttle.
-        let probe = client_from([127, 0, 0, 9]);
-        eventually("the demo tenant", Duration::from_secs(60), || async {
-            let (status, _, _) = site.login(&probe, "1004", "demo1004", &[]).await;
-            (status == 200).then_some(())
-        })
-        .await;
-        site
+        let sys = System::start_with_env(env).await;
+        // Its agents exist before anyone signs in: the throttle counts no failure of the set-up.
+        let t = sys.tenant(TenantSpec::call_center()).await;
+        Site {
+            db_pool: sys.db.pool.clone(),
+            portal: sys.portal.clone(),
+            _sys: sys,
+            t,
+        }
+    }
+
+    /// The password of an agent of the site's tenant.
+    fn pw(&self, agent: &str) -> String {
+        self.t.password(agent)
     }
 
     /// Signs in from `client` with extra headers: (status, body, Set-Cookie).
@@ -62,7 +52,7 @@ impl Site {
     ) -> (u16, Value, String) {
         let mut req = client
             .post(format!("{}/api/login", self.portal))
-            .header("X-Tenant", "demo")
+            .header("X-Tenant", &self.t.name)
             .json(&json!({"agent_number": agent, "password": password}));
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -91,7 +81,7 @@ impl Site {
 
     async fn throttle_keys(&self) -> Vec<(String, i32)> {
         sqlx::query_as("select key, failures from auth_throttle order by key")
-            .fetch_all(&self.db.pool)
+            .fetch_all(&self.db_pool)
             .await
             .unwrap()
     }
@@ -113,7 +103,7 @@ async fn a_forged_forwarded_for_neither_locks_an_office_out_nor_walks_past_the_a
     let forged = [("X-Forwarded-For", "198.51.100.7")];
 
     // An agent who works behind the attacker's address signed in from there before.
-    let r = site.login(&attacker, "1004", "demo1004", &[]).await;
+    let r = site.login(&attacker, "1004", &site.pw("1004"), &[]).await;
     site.expect(r, 200, "1004 from its usual address");
 
     // 20 failures claiming to come from the office's address, with no proxy in between.
@@ -123,7 +113,7 @@ async fn a_forged_forwarded_for_neither_locks_an_office_out_nor_walks_past_the_a
             .await;
         site.expect(r, 401, "a wrong guess");
     }
-    let r = site.login(&office, "1002", "demo1002", &forged).await;
+    let r = site.login(&office, "1002", &site.pw("1002"), &forged).await;
     site.expect(
         r,
         200,
@@ -156,7 +146,7 @@ async fn a_forged_forwarded_for_neither_locks_an_office_out_nor_walks_past_the_a
         .login(
             &attacker,
             "1003",
-            "demo1003",
+            &site.pw("1003"),
             &[("X-Forwarded-For", "192.0.2.99")],
         )
         .await;
@@ -170,9 +160,9 @@ async fn a_forged_forwarded_for_neither_locks_an_office_out_nor_walks_past_the_a
         "{body}"
     );
     // Those who work behind that address are not locked out by it.
-    let r = site.login(&attacker, "1004", "demo1004", &[]).await;
+    let r = site.login(&attacker, "1004", &site.pw("1004"), &[]).await;
     site.expect(r, 200, "1004 from its usual address, after the spraying");
-    let r = site.login(&office, "1003", "demo1003", &[]).await;
+    let r = site.login(&office, "1003", &site.pw("1003"), &[]).await;
     site.expect(r, 200, "1003 from another address");
 }
 
@@ -192,15 +182,20 @@ async fn behind_a_trusted_proxy_the_forwarded_client_is_counted_and_https_makes_
         site.expect(r, 401, "a wrong guess through the proxy");
     }
     let r = site
-        .login(&proxy, "1001", "demo1001", &via("198.51.100.7"))
+        .login(&proxy, "1001", &site.pw("1001"), &via("198.51.100.7"))
         .await;
     site.expect(r, 429, "the guesser, even with the right password");
     let r = site
-        .login(&proxy, "1001", "demo1001", &via("198.51.100.7, 127.0.0.1"))
+        .login(
+            &proxy,
+            "1001",
+            &site.pw("1001"),
+            &via("198.51.100.7, 127.0.0.1"),
+        )
         .await;
     site.expect(r, 429, "the guesser through a second trusted proxy");
     let r = site
-        .login(&proxy, "1001", "demo1001", &via("198.51.100.8"))
+        .login(&proxy, "1001", &site.pw("1001"), &via("198.51.100.8"))
         .await;
     site.expect(
         r,
@@ -208,7 +203,7 @@ async fn behind_a_trusted_proxy_the_forwarded_client_is_counted_and_https_makes_
         "the agent from another client behind the same proxy",
     );
     let r = site
-        .login(&proxy, "1001", "demo1001", &via("203.0.113.50"))
+        .login(&proxy, "1001", &site.pw("1001"), &via("203.0.113.50"))
         .await;
     site.expect(r, 200, "the address the client forged was never counted");
     let keys = site.throttle_keys().await;
@@ -237,20 +232,20 @@ async fn behind_a_trusted_proxy_the_forwarded_client_is_counted_and_https_makes_
         ("X-Forwarded-Proto", "https"),
     ];
     let (_, cookie) = site.expect(
-        site.login(&proxy, "1003", "demo1003", &https).await,
+        site.login(&proxy, "1003", &site.pw("1003"), &https).await,
         200,
         "over https",
     );
     assert!(cookie.contains("; Secure"), "{cookie}");
     let (_, cookie) = site.expect(
-        site.login(&proxy, "1003", "demo1003", &via("198.51.100.20"))
+        site.login(&proxy, "1003", &site.pw("1003"), &via("198.51.100.20"))
             .await,
         200,
         "over http",
     );
     assert!(!cookie.contains("Secure"), "{cookie}");
     let (_, cookie) = site.expect(
-        site.login(&direct, "1003", "demo1003", &https).await,
+        site.login(&direct, "1003", &site.pw("1003"), &https).await,
         200,
         "a client claiming https itself",
     );
@@ -275,13 +270,25 @@ async fn a_bad_trusted_proxy_list_stops_the_start_naming_the_variable() {
 async fn expired_sessions_and_old_throttle_rows_are_pruned_in_batches() {
     let site = Site::start(&[("CC_AUTH_PRUNE_SECS", "1")]).await;
     let c = client_from([127, 0, 0, 1]);
-    let pool = &site.db.pool;
-    let (kept, _) = site.expect(site.login(&c, "1001", "demo1001", &[]).await, 200, "1001");
-    let (expired, _) = site.expect(site.login(&c, "1002", "demo1002", &[]).await, 200, "1002");
-    let (ended, _) = site.expect(site.login(&c, "1003", "demo1003", &[]).await, 200, "1003");
+    let pool = &site.db_pool;
+    let (kept, _) = site.expect(
+        site.login(&c, "1001", &site.pw("1001"), &[]).await,
+        200,
+        "1001",
+    );
+    let (expired, _) = site.expect(
+        site.login(&c, "1002", &site.pw("1002"), &[]).await,
+        200,
+        "1002",
+    );
+    let (ended, _) = site.expect(
+        site.login(&c, "1003", &site.pw("1003"), &[]).await,
+        200,
+        "1003",
+    );
     let signout = c
         .post(format!("{}/api/signout", site.portal))
-        .header("X-Tenant", "demo")
+        .header("X-Tenant", &site.t.name)
         .bearer_auth(ended["token"].as_str().unwrap())
         .send()
         .await
@@ -305,12 +312,15 @@ async fn expired_sessions_and_old_throttle_rows_are_pruned_in_batches() {
     exec("update auth_throttle set first_failure_at = now() - interval '16 minutes' where key like '%2001%'").await;
     exec("update auth_known_clients set last_success_at = now() - interval '31 days' where account = 'agent:1002'").await;
     // More than one batch of expired sessions.
-    exec(
+    sqlx::query(
         "insert into auth_sessions (token_hash, session_id, tenant, principal, role, display_name, expires_at)
-         select decode(md5('old' || i), 'hex'), gen_random_uuid(), 'demo', '1005', 'agent', 'Old', now() - interval '1 day'
+         select decode(md5('old' || i), 'hex'), gen_random_uuid(), $1, '1005', 'agent', 'Old', now() - interval '1 day'
            from generate_series(1, 2500) i",
     )
-    .await;
+    .bind(&site.t.name)
+    .execute(pool)
+    .await
+    .unwrap();
 
     let count = |sql: &'static str| async move {
         sqlx::query_scalar::<_, i64>(sql)
@@ -350,7 +360,7 @@ async fn expired_sessions_and_old_throttle_rows_are_pruned_in_batches() {
     );
     let me = |token: &Value| {
         c.get(format!("{}/api/me", site.portal))
-            .header("X-Tenant", "demo")
+            .header("X-Tenant", &site.t.name)
             .bearer_auth(token["token"].as_str().unwrap().to_string())
             .send()
     };
@@ -359,7 +369,7 @@ async fn expired_sessions_and_old_throttle_rows_are_pruned_in_batches() {
 }
 
 /// The pages, their scripts and styles: (URL, whether it is an HTML page).
-fn pages(sys: &System) -> Vec<(String, bool)> {
+fn pages(sys: &System, tenant: &str) -> Vec<(String, bool)> {
     let p = &sys.portal;
     let x = &sys.pbx;
     vec![
@@ -367,7 +377,7 @@ fn pages(sys: &System) -> Vec<(String, bool)> {
         (format!("{p}/supervisor"), true),
         (format!("{p}/admin"), true),
         (format!("{p}/api/docs"), true),
-        (format!("{x}/phone?tenant=demo"), true),
+        (format!("{x}/phone?tenant={tenant}"), true),
         (format!("{x}/"), true),
         (format!("{p}/app.js"), false),
         (format!("{p}/api/openapi.json"), false),
@@ -379,11 +389,12 @@ fn pages(sys: &System) -> Vec<(String, bool)> {
 #[tokio::test]
 async fn every_page_sends_the_hardening_headers_and_has_no_inline_script_or_style() {
     let sys = System::start().await;
-    for (url, html) in pages(&sys) {
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    for (url, html) in pages(&sys, &t.name) {
         let r = sys
             .http
             .get(&url)
-            .header("X-Tenant", "demo")
+            .header("X-Tenant", &t.name)
             .send()
             .await
             .unwrap();

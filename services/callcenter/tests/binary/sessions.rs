@@ -7,11 +7,38 @@ use reqwest::Method;
 use serde_json::json;
 
 use crate::system::{Sse, System};
+use crate::tenant::TenantSpec;
 
+/// The one test of demo mode itself: the demo tenant a newcomer logs in to, as its banner
+/// says (every other test makes a tenant of its own).
 #[tokio::test]
-async fn a_newcomer_logs_in_pauses_for_lunch_and_logs_out_with_every_step_an_event() {
-    let sys = System::start().await;
-    let alice = sys.agent("1001").await;
+async fn a_newcomer_logs_in_to_the_demo_tenant_pauses_for_lunch_and_logs_out_with_every_step_an_event(
+) {
+    let sys = System::start_demo().await;
+    let demo = sys.demo_tenant();
+    // Every account of the banner signs in with its published password.
+    let alice = demo.sign_in("1001", "demo1001").await;
+    for n in ["1002", "1003", "1004"] {
+        demo.sign_in(n, &format!("demo{n}")).await;
+    }
+    let admin = demo.sign_in("admin", "demo-admin").await;
+    demo.sign_in("supervisor", "demo-supervisor").await;
+    let reasons = admin.get("/api/admin/pause-reasons").await.ok();
+    let reasons: Vec<&str> = reasons
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, ["Lunch", "Break", "Bathroom"]);
+    let queues = admin.get("/api/admin/queues").await.ok();
+    let queues: Vec<(&str, &str)> = queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| (q["queue"].as_str().unwrap(), q["name"].as_str().unwrap()))
+        .collect();
+    assert_eq!(queues, [("500", "Sales"), ("501", "Support")]);
 
     let options = alice.get("/api/login-options").await.ok();
     assert_eq!(options["default_device"], "1001");
@@ -84,8 +111,8 @@ async fn a_newcomer_logs_in_pauses_for_lunch_and_logs_out_with_every_step_an_eve
     sse.until("Logged out", |v| v["status"] == "logged_out")
         .await;
 
-    let types: Vec<String> = sys
-        .stream_events("demo/agent-1001")
+    let types: Vec<String> = demo
+        .stream_events("agent-1001")
         .await
         .into_iter()
         .map(|(t, _)| t)
@@ -154,9 +181,10 @@ async fn a_newcomer_logs_in_pauses_for_lunch_and_logs_out_with_every_step_an_eve
 #[tokio::test]
 async fn bad_input_gets_a_4xx_naming_the_field_and_changes_nothing() {
     let sys = System::start().await;
-    let anon = sys.anonymous();
-    let alice = sys.agent("1001").await;
-    let bob = sys.agent("1002").await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let anon = t.anonymous();
+    let alice = t.agent("1001").await;
+    let bob = t.agent("1002").await;
     let before = sys.event_count().await;
 
     anon.raw(Method::POST, "/api/login", Some("{not json".into()))
@@ -261,7 +289,8 @@ async fn bad_input_gets_a_4xx_naming_the_field_and_changes_nothing() {
 #[tokio::test]
 async fn repeated_actions_get_a_clear_answer_and_no_duplicate_events() {
     let sys = System::start().await;
-    let alice = sys.agent("1001").await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let alice = t.agent("1001").await;
     alice.post("/api/session", json!({})).await.ok();
     alice
         .post("/api/session", json!({}))
@@ -309,8 +338,8 @@ async fn repeated_actions_get_a_clear_answer_and_no_duplicate_events() {
         .call(Method::DELETE, "/api/session", None)
         .await
         .refused(409, "not_logged_in");
-    let types: Vec<String> = sys
-        .stream_events("demo/agent-1001")
+    let types: Vec<String> = t
+        .stream_events("agent-1001")
         .await
         .into_iter()
         .map(|(t, _)| t)
@@ -332,9 +361,10 @@ async fn repeated_actions_get_a_clear_answer_and_no_duplicate_events() {
 #[tokio::test]
 async fn races_have_one_winner_and_a_clear_error_for_the_other() {
     let sys = System::start().await;
-    let alice = sys.agent("1001").await;
-    let alice_tab2 = sys.agent("1001").await;
-    let bob = sys.agent("1002").await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let alice = t.agent("1001").await;
+    let alice_tab2 = t.agent("1001").await;
+    let bob = t.agent("1002").await;
 
     // Two logins of the same agent at once.
     let (a, b) = tokio::join!(
@@ -350,11 +380,11 @@ async fn races_have_one_winner_and_a_clear_error_for_the_other() {
     );
     let loser = if a.status == 409 { &a } else { &b };
     assert_eq!(loser.body["error"], "already_logged_in");
-    let logins = sys.stream_events("demo/agent-1001").await.len();
+    let logins = t.stream_events("agent-1001").await.len();
     assert_eq!(logins, 1);
 
     // Two agents completing login on the same device at once.
-    let carol = sys.agent("1003").await;
+    let carol = t.agent("1003").await;
     let (b1, c1) = tokio::join!(
         bob.post("/api/session", json!({"device": "1006"})),
         carol.post("/api/session", json!({"device": "1006"}))
@@ -387,8 +417,8 @@ async fn races_have_one_winner_and_a_clear_error_for_the_other() {
             .await;
         assert!(v["pause_reason"].is_null());
     }
-    let types: Vec<String> = sys
-        .stream_events("demo/agent-1001")
+    let types: Vec<String> = t
+        .stream_events("agent-1001")
         .await
         .into_iter()
         .map(|(t, _)| t)
@@ -404,7 +434,8 @@ async fn races_have_one_winner_and_a_clear_error_for_the_other() {
 #[tokio::test]
 async fn sse_resumes_after_a_reconnect_without_losing_a_change() {
     let sys = System::start().await;
-    let alice = sys.agent("1001").await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let alice = t.agent("1001").await;
     alice.post("/api/session", json!({})).await.ok();
     let mut sse = Sse::open(&alice, "/api/events", None).await;
     let (id, _) = sse.until("idle", |v| v["status"] == "idle").await;
@@ -450,7 +481,8 @@ async fn sse_resumes_after_a_reconnect_without_losing_a_change() {
 #[tokio::test]
 async fn sse_with_a_last_event_id_ahead_of_the_view_gets_the_current_view_and_goes_on() {
     let sys = System::start().await;
-    let alice = sys.agent("1001").await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let alice = t.agent("1001").await;
     alice.post("/api/session", json!({})).await.ok();
     let me = sys
         .view_when(&alice, "Idle", |v| v["status"] == "idle")
@@ -482,9 +514,10 @@ async fn sse_with_a_last_event_id_ahead_of_the_view_gets_the_current_view_and_go
 #[tokio::test]
 async fn a_device_that_goes_offline_takes_the_agent_out_of_routing_until_it_is_back() {
     let sys = System::start().await;
-    let bob = sys.agent("1002").await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let bob = t.agent("1002").await;
     bob.post("/api/session", json!({})).await.ok();
-    sys.set_registered("1002", false).await;
+    t.set_registered("1002", false).await;
     let v = sys
         .view_when(&bob, "device offline", |v| {
             v["device"] == "1002" && v["device_online"] == false
@@ -494,11 +527,11 @@ async fn a_device_that_goes_offline_takes_the_agent_out_of_routing_until_it_is_b
         v["status"], "idle",
         "still logged in, shown as device offline"
     );
-    sys.set_registered("1002", true).await;
+    t.set_registered("1002", true).await;
     sys.view_when(&bob, "device online", |v| v["device_online"] == true)
         .await;
-    let types: Vec<String> = sys
-        .stream_events("demo/agent-1002")
+    let types: Vec<String> = t
+        .stream_events("agent-1002")
         .await
         .into_iter()
         .map(|(t, _)| t)
@@ -512,12 +545,12 @@ async fn a_device_that_goes_offline_takes_the_agent_out_of_routing_until_it_is_b
         ]
     );
     // An offline device cannot be picked; once registered it can.
-    let carol = sys.agent("1003").await;
+    let carol = t.agent("1003").await;
     carol
         .post("/api/session", json!({"device": "1007"}))
         .await
         .refused(422, "device_offline");
-    sys.set_registered("1007", true).await;
+    t.set_registered("1007", true).await;
     cc_testkit::eventually("1007 online for login", Duration::from_secs(10), || async {
         carol
             .post("/api/session", json!({"device": "1007"}))
@@ -532,7 +565,8 @@ async fn a_device_that_goes_offline_takes_the_agent_out_of_routing_until_it_is_b
 #[tokio::test]
 async fn sign_in_failures_are_generic_then_throttled() {
     let sys = System::start().await;
-    let anon = sys.anonymous();
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let anon = t.anonymous();
     let unknown = anon
         .post(
             "/api/login",
@@ -563,7 +597,7 @@ async fn sign_in_failures_are_generic_then_throttled() {
     let locked = anon
         .post(
             "/api/login",
-            json!({"agent_number": "1003", "password": "demo1003"}),
+            json!({"agent_number": "1003", "password": &t.password("1003")}),
         )
         .await;
     locked.refused(429, "too_many_attempts");
@@ -574,7 +608,7 @@ async fn sign_in_failures_are_generic_then_throttled() {
     // Other agents are not locked out by one agent's failures.
     anon.post(
         "/api/login",
-        json!({"agent_number": "1002", "password": "demo1002"}),
+        json!({"agent_number": "1002", "password": &t.password("1002")}),
     )
     .await
     .ok();
@@ -582,8 +616,8 @@ async fn sign_in_failures_are_generic_then_throttled() {
     let r = sys
         .http
         .post(format!("{}/api/login", sys.portal))
-        .header("X-Tenant", "demo")
-        .json(&json!({"agent_number": "1004", "password": "demo1004"}))
+        .header("X-Tenant", &t.name)
+        .json(&json!({"agent_number": "1004", "password": &t.password("1004")}))
         .send()
         .await
         .unwrap();
@@ -605,8 +639,9 @@ async fn sign_in_failures_are_generic_then_throttled() {
 #[tokio::test]
 async fn admins_manage_the_directory_and_disabling_an_agent_ends_their_session() {
     let sys = System::start().await;
-    let admin = sys.sign_in("admin", "demo-admin").await;
-    let supervisor = sys.sign_in("supervisor", "demo-supervisor").await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let admin = t.admin().await;
+    let supervisor = t.supervisor().await;
 
     let r = admin
         .post(
@@ -654,7 +689,7 @@ async fn admins_manage_the_directory_and_disabling_an_agent_ends_their_session()
         .await
         .refused(404, "unknown_queue");
     // Unassigning takes a logged-in agent out of the queue.
-    let dave = sys.agent("1004").await;
+    let dave = t.agent("1004").await;
     dave.post("/api/session", json!({"device": "1004"}))
         .await
         .ok();
@@ -699,7 +734,7 @@ async fn admins_manage_the_directory_and_disabling_an_agent_ends_their_session()
         .await
         .refused(403, "forbidden");
 
-    let eve = sys.sign_in("1005", "secret-1").await;
+    let eve = t.sign_in("1005", "secret-1").await;
     let opts = eve.get("/api/login-options").await.ok();
     assert_eq!(opts["assigned_queues"][0]["queue"], "500");
     eve.post("/api/session", json!({"device": "1005"}))
@@ -720,7 +755,7 @@ async fn admins_manage_the_directory_and_disabling_an_agent_ends_their_session()
         .await
         .ok();
     eve.get("/api/me").await.refused(401, "unauthenticated");
-    sys.anonymous()
+    t.anonymous()
         .post(
             "/api/login",
             json!({"agent_number": "1005", "password": "secret-1"}),
@@ -737,27 +772,28 @@ async fn admins_manage_the_directory_and_disabling_an_agent_ends_their_session()
     })
     .await;
     assert_eq!(view["enabled"], false);
-    let last = sys.stream_events("demo/agent-1005").await.pop().unwrap();
+    let last = t.stream_events("agent-1005").await.pop().unwrap();
     assert_eq!(
         (last.0.as_str(), last.1["reason"].as_str()),
         ("AgentLoggedOut", Some("account_disabled"))
     );
 
     // A supervisor forces a logout.
-    let bob = sys.agent("1002").await;
+    let bob = t.agent("1002").await;
     bob.post("/api/session", json!({})).await.ok();
     supervisor
         .post("/api/supervisor/agents/1002/logout", json!({}))
         .await
         .ok();
-    let last = sys.stream_events("demo/agent-1002").await.pop().unwrap();
+    let last = t.stream_events("agent-1002").await.pop().unwrap();
     assert_eq!(last.1["reason"], "supervisor");
 }
 
 #[tokio::test]
 async fn two_copies_of_a_command_at_the_same_instant_have_one_effect_and_one_answer() {
     let sys = System::start().await;
-    let alice = sys.agent("1001").await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let alice = t.agent("1001").await;
     alice.post("/api/session", json!({})).await.ok();
     // Two copies at the same instant: the key is claimed before the command runs, so the second
     // waits for the first and gets its answer (not already_not_paused / a second event).

@@ -844,7 +844,7 @@ async fn an_admin_creates_a_sip_device_whose_password_is_shown_once_and_a_phone_
         .post("/api/admin/devices", json!({"device": "10x8"}))
         .await
         .refused(400, "invalid_field");
-    let demo_admin = sys.sign_in("admin", "demo-admin").await;
+    let demo_admin = sys.demo_tenant().admin().await;
     demo_admin
         .get("/api/admin/devices")
         .await

@@ -6,16 +6,18 @@
 use serde_json::json;
 
 use crate::process::Callcenter;
-use crate::system::System;
+use crate::system::{Custom, System};
+use crate::tenant::{unique_slug, TenantSpec};
 
-fn subscribe(sys: &System, filter: &str, count: usize) -> Vec<String> {
+fn subscribe(sys: &System, tenant: &str, filter: &str, count: usize) -> Vec<String> {
+    let integrator = cc_bus::permissions::integrator_user(tenant);
     let out = Callcenter::command(
         &sys.db.url,
         &sys.nats.url(),
         &[
             "events",
             "--durable",
-            "integration-demo",
+            &cc_bus::permissions::integrator_durable(tenant),
             "--subject",
             filter,
             "--count",
@@ -23,8 +25,8 @@ fn subscribe(sys: &System, filter: &str, count: usize) -> Vec<String> {
         ],
     )
     .env("CC_SUBJECT_PREFIX", &sys.prefix)
-    .env("CC_NATS_USER", "integration-demo")
-    .env("CC_NATS_PASSWORD", sys.nats_password("integration-demo"))
+    .env("CC_NATS_USER", &integrator)
+    .env("CC_NATS_PASSWORD", sys.nats_password(&integrator))
     .output()
     .unwrap();
     assert!(
@@ -42,21 +44,28 @@ fn subscribe(sys: &System, filter: &str, count: usize) -> Vec<String> {
 
 #[tokio::test]
 async fn an_integrator_follows_one_agents_events_by_subject_with_a_durable_consumer() {
-    let sys = System::start().await;
-    let bob = sys.agent("1002").await;
+    // The nats-server knows the tenant's integrator from its start: the name is chosen first.
+    let name = unique_slug("acme");
+    let sys = System::start_custom(Custom {
+        integrators: vec![name.clone()],
+        ..Custom::default()
+    })
+    .await;
+    let t = sys.tenant(TenantSpec::call_center().named(&name)).await;
+    let bob = t.agent("1002").await;
     bob.post("/api/session", json!({})).await.ok();
     bob.post("/api/session/pause", json!({"reason": "Lunch"}))
         .await
         .ok();
     bob.post("/api/session/unpause", json!({})).await.ok();
     sys.view_when(&bob, "Idle", |v| v["status"] == "idle").await;
-    sys.place_caller("500", "5551234", "Jane").await;
+    t.place_caller("500", "5551234", "Jane").await;
     sys.view_when(&bob, "Ringing", |v| v["status"] == "ringing")
         .await;
 
-    // Everything about agent 1002 in tenant demo: its session and the calls offered to it.
-    let filter = format!("{}.events.demo.*.*.*.1002.*", sys.prefix);
-    let first = subscribe(&sys, &filter, 4);
+    // Everything about agent 1002 in the tenant: its session and the calls offered to it.
+    let filter = format!("{}.events.{}.*.*.*.1002.*", sys.prefix, t.name);
+    let first = subscribe(&sys, &t.name, &filter, 4);
     let types: Vec<&str> = first.iter().map(|s| s.split('.').nth(5).unwrap()).collect();
     assert_eq!(
         types,
@@ -69,7 +78,7 @@ async fn an_integrator_follows_one_agents_events_by_subject_with_a_durable_consu
         "{first:?}"
     );
     // The durable consumer remembers: the next run starts after the pause.
-    let next = subscribe(&sys, &filter, 2);
+    let next = subscribe(&sys, &t.name, &filter, 2);
     let types: Vec<&str> = next.iter().map(|s| s.split('.').nth(5).unwrap()).collect();
     assert_eq!(types, ["AgentUnpaused", "CallOffered"], "{next:?}");
     assert!(
@@ -86,7 +95,7 @@ async fn an_integrator_follows_one_agents_events_by_subject_with_a_durable_consu
             "events",
             "--from-start",
             "--subject",
-            &format!("{}.events.demo.call.*.*.*.500", sys.prefix),
+            &format!("{}.events.{}.call.*.*.*.500", sys.prefix, t.name),
             "--count",
             "1",
         ],

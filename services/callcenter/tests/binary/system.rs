@@ -1,5 +1,6 @@
-//! The whole system as a newcomer runs it: the real binary in demo mode, its own database and
-//! nats-server, driven over HTTP like a browser or curl would.
+//! The whole system as an operator runs it: the real binary, its own database and nats-server,
+//! driven over HTTP like a browser or curl would. A test makes its own tenant in it
+//! (`System::tenant`, see tenant.rs); `System::start_demo` runs demo mode, as a newcomer does.
 
 use std::time::Duration;
 
@@ -35,6 +36,8 @@ pub struct System {
     pub env: Vec<(String, String)>,
     /// Where the services' stdout and stderr go (`Custom::log`).
     pub log: Option<std::path::PathBuf>,
+    /// Whether the services run in demo mode (`CC_DEMO`), which seeds the demo tenant.
+    pub demo: bool,
 }
 
 /// How a test's system differs from [`System::start`] (`System::start_custom`).
@@ -53,6 +56,12 @@ pub struct Custom {
     /// Every target as the one combined NATS user (`CC_NATS_USER=callcenter`, as scripts/run
     /// runs), not each as its own.
     pub combined_user: bool,
+    /// In demo mode, ready once the demo tenant is seeded.
+    pub demo: bool,
+    /// Tenants whose read-only integrator users the nats-server knows (besides `demo` and the
+    /// SIP tenant): the name of a test's tenant (`TenantSpec::named`) must be known before it
+    /// starts.
+    pub integrators: Vec<String>,
 }
 
 /// A nats-server with the product's permissions for subject prefix `prefix` (the file
@@ -84,6 +93,8 @@ pub fn secured_setup(
         &["nats-config", "--tenants", &tenants.join(",")],
     )
     .env("CC_SUBJECT_PREFIX", prefix)
+    // The router's consumers of tests with partitions (replicas) are allowed as well.
+    .env("CC_PARTITIONS", "4")
     .output()
     .unwrap();
     assert!(
@@ -121,7 +132,7 @@ pub const SIP_TENANT: &str = "office";
 /// Every target but the PBX simulator.
 const CORE: &str = "relay,auth,agent-session,queue-router,call-control,projection,portal";
 
-/// A signed-in client of the demo tenant.
+/// A client of one tenant, signed in or not.
 #[derive(Clone)]
 pub struct Client {
     pub base: String,
@@ -227,8 +238,20 @@ impl Client {
 }
 
 impl System {
+    /// Every service in one process, not in demo mode: make the test's tenant with
+    /// [`System::tenant`].
     pub async fn start() -> System {
         Self::start_with(false, vec![]).await
+    }
+
+    /// As a newcomer starts it: every service in one process in demo mode, ready once the demo
+    /// tenant is seeded (`demo_tenant()`).
+    pub async fn start_demo() -> System {
+        Self::start_custom(Custom {
+            demo: true,
+            ..Custom::default()
+        })
+        .await
     }
 
     /// The PBX simulator in one process, every other service in another.
@@ -260,13 +283,14 @@ impl System {
 
     /// A process running `targets` (comma-separated) of this system.
     pub fn spawn_services(&self, targets: &str) -> Callcenter {
-        let (portal_port, pbx_port, prefix, sip, pbx_sip, env) = (
+        let (portal_port, pbx_port, prefix, sip, pbx_sip, env, demo) = (
             self.portal_port,
             self.pbx_port,
             self.prefix.clone(),
             self.sip,
             self.pbx_sip,
             self.env.clone(),
+            self.demo,
         );
         let log = self.log.as_ref().map(|p| {
             std::fs::OpenOptions::new()
@@ -302,7 +326,7 @@ impl System {
                     .env("CC_WEBHOOK_RETRY_BASE_MS", "200")
                     .env("CC_WEBHOOK_RETRY_MAX_MS", "1000")
                     .env("CC_WEBHOOK_SUSPEND_AFTER_SECS", "6");
-                c.env("CC_DEMO", "true")
+                c.env("CC_DEMO", if demo { "true" } else { "false" })
                     .env("CC_PORTAL_ADDR", format!("127.0.0.1:{portal_port}"))
                     .env("CC_PBX_SIM_ADDR", format!("127.0.0.1:{pbx_port}"))
                     .env("CC_SUBJECT_PREFIX", &prefix);
@@ -321,9 +345,10 @@ impl System {
         self._app = self.spawn_services(CORE);
     }
 
-    /// The whole system with the SIP gateway serving tenant `office` (a copy of the demo
-    /// tenant; its demo devices 1001-1006 have the SIP password `sip<ext>`), trunk 127.0.0.1.
-    /// `split`: the gateway in a process of its own.
+    /// The whole system in demo mode with the SIP gateway serving tenant `office` (a copy of
+    /// the demo tenant that demo mode seeds, `demo_like(SIP_TENANT)`; its demo devices 1001-1006
+    /// have the SIP password `sip<ext>`), trunk 127.0.0.1. `split`: the gateway in a process of
+    /// its own.
     pub async fn start_sip(split: bool) -> System {
         let sip: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         Self::start_sip_with(split, sip, None).await
@@ -345,6 +370,7 @@ impl System {
         sip: std::net::SocketAddr,
         pbx: Option<std::net::SocketAddr>,
     ) -> System {
+        // Demo mode seeds the SIP tenant (`CC_SIP_TENANTS`) with the SIP devices' passwords.
         let mut sys = Self::new_unstarted(NatsSetup::default()).await;
         sys.sip = Some(sip);
         sys.pbx_sip = pbx;
@@ -369,14 +395,18 @@ impl System {
     /// A client of a tenant.
     pub fn tenant_client(&self, tenant: &str) -> Client {
         Client {
+            base: self.portal.clone(),
             tenant: tenant.into(),
-            ..self.anonymous()
+            token: None,
+            http: self.http.clone(),
         }
     }
 
     /// A system as `custom` says: every service in one process.
     pub async fn start_custom(custom: Custom) -> System {
-        let mut sys = Self::unstarted_in(None, custom.nats, custom.nats_shape).await;
+        let mut sys =
+            Self::unstarted_with(None, custom.nats, custom.nats_shape, &custom.integrators).await;
+        sys.demo = custom.demo || custom.sip;
         sys.env = custom.env;
         sys.log = custom.log;
         if custom.combined_user {
@@ -389,7 +419,11 @@ impl System {
             sys.sip = Some(format!("127.0.0.1:{}", free_port()).parse().unwrap());
         }
         sys._app = sys.spawn_services("all");
-        sys.wait_ready("demo").await;
+        if sys.demo {
+            sys.wait_ready("demo").await;
+        } else {
+            sys.wait_up().await;
+        }
         if custom.sip {
             sys.wait_ready(SIP_TENANT).await;
         }
@@ -400,8 +434,9 @@ impl System {
         Self::unstarted_on(None, more).await
     }
 
-    /// A system with no process yet, its database on the PostgreSQL of `admin_url` (else the
-    /// test PostgreSQL): start processes with `spawn_services`, then `wait_ready`.
+    /// A system in demo mode with no process yet, its database on the PostgreSQL of
+    /// `admin_url` (else the test PostgreSQL): start processes with `spawn_services`, then
+    /// `wait_ready("demo")` (or set `demo` false first, then `wait_up`).
     pub async fn unstarted_on(admin_url: Option<&str>, more: NatsSetup) -> System {
         Self::unstarted_in(admin_url, more, NatsShape::Single).await
     }
@@ -412,13 +447,26 @@ impl System {
         more: NatsSetup,
         shape: NatsShape,
     ) -> System {
+        let mut sys = Self::unstarted_with(admin_url, more, shape, &[]).await;
+        sys.demo = true;
+        sys
+    }
+
+    async fn unstarted_with(
+        admin_url: Option<&str>,
+        more: NatsSetup,
+        shape: NatsShape,
+        integrators: &[String],
+    ) -> System {
         let db = match admin_url {
             Some(u) => TestDb::new_on(u).await,
             None => TestDb::new().await,
         };
         let (portal_port, pbx_port) = (free_port(), free_port());
         let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
-        let (setup, nats_env) = secured_setup(&prefix, &["demo", SIP_TENANT], more);
+        let mut tenants = vec!["demo", SIP_TENANT];
+        tenants.extend(integrators.iter().map(String::as_str));
+        let (setup, nats_env) = secured_setup(&prefix, &tenants, more);
         let nats = Nats::start(shape, setup);
         System {
             db,
@@ -437,10 +485,27 @@ impl System {
             pbx_sip: None,
             env: vec![],
             log: None,
+            demo: false,
         }
     }
 
-    /// Ready when the tenant's last demo agent can sign in and its queues are known.
+    /// Ready when every process of the system answers `/readyz` (its database and NATS are
+    /// connected, the migrations applied). The services may still be subscribing: what talks
+    /// to them retries (`System::tenant` does).
+    pub async fn wait_up(&self) {
+        let http = &self.http;
+        for p in std::iter::once(&self._app).chain(&self._pbx) {
+            let url = p.admin("/readyz");
+            eventually("/readyz 200", Duration::from_secs(60), || async {
+                let r = http.get(&url).send().await.ok()?;
+                (r.status() == 200).then_some(())
+            })
+            .await;
+        }
+    }
+
+    /// In demo mode: ready when the tenant's last demo agent can sign in and its queues are
+    /// known.
     pub async fn wait_ready(&self, tenant: &str) {
         let c = self.tenant_client(tenant);
         let sim = tenant == "demo";
@@ -484,7 +549,8 @@ impl System {
     }
 
     async fn start_with(split: bool, env: Vec<(String, String)>) -> System {
-        let mut sys = Self::new_unstarted(NatsSetup::default()).await;
+        let mut sys =
+            Self::unstarted_with(None, NatsSetup::default(), NatsShape::Single, &[]).await;
         sys.env = env;
         if split {
             sys._pbx = Some(sys.spawn_services("pbx-sim"));
@@ -492,8 +558,7 @@ impl System {
         } else {
             sys._app = sys.spawn_services("all");
         }
-        // Ready when the last demo agent can sign in and the demo devices are known.
-        sys.wait_ready("demo").await;
+        sys.wait_up().await;
         sys
     }
 
@@ -515,63 +580,22 @@ impl System {
             .unwrap_or_else(|| panic!("no NATS password for {user}"))
     }
 
-    /// The environment of an operator command (`callcenter events`, ...) of this system.
+    /// The environment of an operator command (`callcenter events`, ...) of this system: the
+    /// operator's NATS login, and the services' NATS TLS files if any.
     pub fn operator_env(&self) -> Vec<(String, String)> {
         let (user, password) = self.nats.login().expect("a secured nats-server");
-        vec![
+        let mut env: Vec<(String, String)> = self
+            .env
+            .iter()
+            .filter(|(k, _)| k.starts_with("CC_NATS_") && k.ends_with("_FILE"))
+            .cloned()
+            .collect();
+        env.extend([
             ("CC_NATS_USER".into(), user),
             ("CC_NATS_PASSWORD".into(), password),
             ("CC_SUBJECT_PREFIX".into(), self.prefix.clone()),
-        ]
-    }
-
-    pub fn anonymous(&self) -> Client {
-        Client {
-            base: self.portal.clone(),
-            tenant: "demo".into(),
-            token: None,
-            http: self.http.clone(),
-        }
-    }
-
-    pub async fn sign_in(&self, login: &str, password: &str) -> Client {
-        let mut c = self.anonymous();
-        let body = if login.chars().all(|c| c.is_ascii_digit()) {
-            json!({"agent_number": login, "password": password})
-        } else {
-            json!({"username": login, "password": password})
-        };
-        let r = c.post("/api/login", body).await.ok();
-        c.token = Some(r["token"].as_str().unwrap().to_string());
-        c
-    }
-
-    pub async fn agent(&self, n: &str) -> Client {
-        self.sign_in(n, &format!("demo{n}")).await
-    }
-
-    /// Presses a simulated phone's registration (the PBX simulator's HTTP control surface).
-    /// Agent `n` signed in, logged in with the defaults (own extension, every assigned queue)
-    /// and Idle.
-    pub async fn idle_agent(&self, n: &str) -> Client {
-        let c = self.agent(n).await;
-        c.post("/api/session", json!({})).await.ok();
-        self.view_when(&c, "Idle", |v| v["status"] == "idle").await;
-        c
-    }
-
-    pub async fn set_registered(&self, device: &str, registered: bool) {
-        let action = if registered { "register" } else { "unregister" };
-        let r = self
-            .http
-            .post(format!(
-                "{}/tenants/demo/devices/{device}/{action}",
-                self.pbx
-            ))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        ]);
+        env
     }
 
     /// Events stored for one stream, oldest first: (type, data).
@@ -677,12 +701,17 @@ impl System {
 
     /// The agent's view, once `pred` holds (the read model is eventually consistent).
     pub async fn view_when(&self, c: &Client, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        eventually(what, Duration::from_secs(30), || async {
-            let r = c.get("/api/me").await;
-            (r.status.is_success() && pred(&r.body)).then_some(r.body)
-        })
-        .await
+        view_when(c, what, pred).await
     }
+}
+
+/// The agent's view, once `pred` holds (the read model is eventually consistent).
+pub async fn view_when(c: &Client, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    eventually(what, Duration::from_secs(30), || async {
+        let r = c.get("/api/me").await;
+        (r.status.is_success() && pred(&r.body)).then_some(r.body)
+    })
+    .await
 }
 
 /// A Server-Sent Events stream read by the test: (event, id, data).

@@ -12,6 +12,7 @@ use sqlx::ConnectOptions;
 
 use crate::process::Callcenter;
 use crate::system::{Custom, System};
+use crate::tenant::TenantSpec;
 
 fn path(p: &Path) -> String {
     p.display().to_string()
@@ -53,8 +54,9 @@ async fn nats_over_tls_with_a_client_certificate_works_and_without_one_or_the_ri
     })
     .await;
     assert!(sys.nats.url().starts_with("tls://127.0.0.1:"));
-    // Every service connected over TLS: an agent signs in, logs in and pauses.
-    let agent = sys.idle_agent("1001").await;
+    // Every service connected over TLS: a tenant is made, an agent signs in, logs in and pauses.
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let agent = t.idle_agent("1001").await;
     agent
         .post("/api/session/pause", json!({"reason": "Lunch"}))
         .await
@@ -132,6 +134,8 @@ async fn postgres_over_tls_with_a_client_certificate_migrates_and_serves_and_pla
     })
     .await;
     // It serves: a demo agent signs in (the database was created, migrated and seeded over TLS).
+    // Demo mode on purpose: this process is no `System` (its own PostgreSQL and a plain
+    // nats-server), and the demo seed is what writes through the TLS connection at start.
     eventually("a demo agent signs in", Duration::from_secs(60), || async {
         let r = http
             .post(format!("http://127.0.0.1:{portal_port}/api/login"))

@@ -12,6 +12,7 @@ use prost::Message;
 use serde_json::json;
 
 use crate::system::System;
+use crate::tenant::TenantSpec;
 
 #[derive(Debug, Clone)]
 struct Span {
@@ -143,7 +144,8 @@ async fn traced_system(receiver: &Receiver) -> System {
 async fn a_pause_is_one_trace_from_the_click_to_the_live_update() {
     let receiver = Receiver::start().await;
     let sys = traced_system(&receiver).await;
-    let alice = sys.idle_agent("1001").await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let alice = t.idle_agent("1001").await;
 
     // The page sends a traceparent with each request (app.js); here, one we know.
     let (trace, click) = (
@@ -208,7 +210,8 @@ async fn a_pause_is_one_trace_from_the_click_to_the_live_update() {
 async fn a_queue_call_is_one_trace_from_the_pbx_report_to_the_ringing_phone() {
     let receiver = Receiver::start().await;
     let sys = traced_system(&receiver).await;
-    let _bob = sys.idle_agent("1002").await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let _bob = t.idle_agent("1002").await;
 
     let (trace, pbx) = (
         uuid::Uuid::new_v4().simple().to_string(),
@@ -216,7 +219,7 @@ async fn a_queue_call_is_one_trace_from_the_pbx_report_to_the_ringing_phone() {
     );
     let r = sys
         .http
-        .post(format!("{}/tenants/demo/calls", sys.pbx))
+        .post(t.pbx_url("/calls"))
         .header("traceparent", traceparent(&trace, pbx))
         .json(&json!({"queue": "500", "caller_number": "5551234", "caller_name": "Traced"}))
         .send()

@@ -8,11 +8,12 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::system::{Client, System};
+use crate::tenant::{Tenant, TenantSpec};
 
 /// Queue 500 on short timers; Bob (1002, queue 500) connected with a caller; Carol (1003,
 /// queue 501) logged in and Idle. Returns the call id and the caller's channel.
-pub(crate) async fn bob_connected(sys: &System) -> (Client, Client, String, String) {
-    let admin = sys.sign_in("admin", "demo-admin").await;
+pub(crate) async fn bob_connected(t: &Tenant) -> (Client, Client, String, String) {
+    let admin = t.admin().await;
     for q in ["500", "501"] {
         let settings = json!({"strategy": "longest_idle", "ring_timeout_s": 15, "wrap_up_s": 1, "reject_delay_s": 1});
         admin
@@ -24,25 +25,25 @@ pub(crate) async fn bob_connected(sys: &System) -> (Client, Client, String, Stri
             .await
             .ok();
     }
-    let bob = sys.agent("1002").await;
+    let bob = t.agent("1002").await;
     bob.post("/api/session", json!({})).await.ok();
-    let carol = sys.agent("1003").await;
+    let carol = t.agent("1003").await;
     carol.post("/api/session", json!({})).await.ok();
-    sys.view_when(&bob, "Bob Idle", |v| v["status"] == "idle")
+    t.view_when(&bob, "Bob Idle", |v| v["status"] == "idle")
         .await;
-    sys.view_when(&carol, "Carol Idle", |v| v["status"] == "idle")
+    t.view_when(&carol, "Carol Idle", |v| v["status"] == "idle")
         .await;
-    let caller = sys.place_caller("500", "5551234", "Jane Caller").await;
-    let v = sys
+    let caller = t.place_caller("500", "5551234", "Jane Caller").await;
+    let v = t
         .view_when(&bob, "Bob ringing", |v| v["status"] == "ringing")
         .await;
     let call = v["current_call"]["call"].as_str().unwrap().to_string();
-    sys.phone("1002", "answer").await;
-    sys.view_when(&bob, "Bob connected", |v| v["status"] == "connected")
+    t.phone("1002", "answer").await;
+    t.view_when(&bob, "Bob connected", |v| v["status"] == "connected")
         .await;
     // Bridged too (the view says Connected from the answer; the bridge is recorded after it).
     cc_testkit::eventually("the call bridged", Duration::from_secs(30), || async {
-        sys.stream_events(&format!("demo/call-{call}"))
+        t.stream_events(&format!("call-{call}"))
             .await
             .iter()
             .any(|(t, _)| t == "CallConnected")
@@ -61,47 +62,11 @@ async fn transfer(agent: &Client, method: &str, target: Value) -> crate::system:
         .await
 }
 
-impl System {
-    pub(crate) async fn pbx_put_mode(&self, device: &str, mode: Value) -> (u16, String) {
-        let r = self
-            .http
-            .put(format!("{}/tenants/demo/devices/{device}/mode", self.pbx))
-            .json(&mode)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.text().await.unwrap())
-    }
-
-    async fn caller_hangs_up(&self, channel: &str) {
-        let r = self
-            .http
-            .post(format!(
-                "{}/tenants/demo/channels/{channel}/hangup",
-                self.pbx
-            ))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
-    }
-
-    /// The live channels the simulator has, as (channel, device or number).
-    async fn channels(&self) -> Vec<Value> {
-        self.http
-            .get(format!("{}/tenants/demo/channels", self.pbx))
-            .send()
-            .await
-            .unwrap()
-            .json::<Vec<Value>>()
-            .await
-            .unwrap()
-    }
-
+impl Tenant {
     /// The call's events once one of type `last` is recorded.
     pub(crate) async fn call_events_until(&self, call: &str, last: &str) -> Vec<(String, Value)> {
         cc_testkit::eventually(last, Duration::from_secs(15), || async {
-            let e = self.stream_events(&format!("demo/call-{call}")).await;
+            let e = self.stream_events(&format!("call-{call}")).await;
             e.iter().any(|(t, _)| t == last).then_some(e)
         })
         .await
@@ -124,7 +89,8 @@ fn from_transfer(events: &[(String, Value)]) -> Vec<&str> {
 #[tokio::test]
 async fn blind_transfer_to_an_agent_credits_each_agent_with_their_own_part() {
     let sys = System::start().await;
-    let (bob, carol, call, caller) = bob_connected(&sys).await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let (bob, carol, call, caller) = bob_connected(&t).await;
 
     let r = transfer(&bob, "blind", json!({"agent": "1003"})).await;
     assert_eq!(r.status, 204, "{}", r.body);
@@ -150,13 +116,13 @@ async fn blind_transfer_to_an_agent_credits_each_agent_with_their_own_part() {
     sys.view_when(&bob, "Bob Idle", |v| v["status"] == "idle")
         .await;
 
-    sys.phone("1003", "answer").await;
+    t.phone("1003", "answer").await;
     let v = sys
         .view_when(&carol, "Carol connected", |v| v["status"] == "connected")
         .await;
     assert!(v["current_call"]["answered_at"].is_string());
     // Carol talks to the caller: the simulator bridged them.
-    let chans = sys.channels().await;
+    let chans = t.channels().await;
     let bridge_of = |pred: &dyn Fn(&Value) -> bool| {
         chans
             .iter()
@@ -188,7 +154,7 @@ async fn blind_transfer_to_an_agent_credits_each_agent_with_their_own_part() {
     );
 
     let events = cc_testkit::eventually("both wrap-ups", Duration::from_secs(15), || async {
-        let e = sys.stream_events(&format!("demo/call-{call}")).await;
+        let e = t.stream_events(&format!("call-{call}")).await;
         (e.iter().filter(|(t, _)| t == "WrapUpEnded").count() == 2).then_some(e)
     })
     .await;
@@ -234,8 +200,9 @@ async fn blind_transfer_to_an_agent_credits_each_agent_with_their_own_part() {
 #[tokio::test]
 async fn bad_targets_are_refused_and_the_call_is_not_touched() {
     let sys = System::start().await;
-    let (bob, carol, call, _) = bob_connected(&sys).await;
-    let before = sys.stream_events(&format!("demo/call-{call}")).await.len();
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let (bob, carol, call, _) = bob_connected(&t).await;
+    let before = t.stream_events(&format!("call-{call}")).await.len();
 
     transfer(&bob, "blind", json!({"extension": "1002"}))
         .await
@@ -288,7 +255,7 @@ async fn bad_targets_are_refused_and_the_call_is_not_touched() {
         .refused(409, "no_transfer");
 
     assert_eq!(
-        sys.stream_events(&format!("demo/call-{call}")).await.len(),
+        t.stream_events(&format!("call-{call}")).await.len(),
         before,
         "nothing recorded"
     );
@@ -322,11 +289,12 @@ async fn bad_targets_are_refused_and_the_call_is_not_touched() {
 #[tokio::test]
 async fn a_blind_transfer_nobody_takes_puts_the_caller_back_at_the_head_of_the_queue() {
     let sys = System::start().await;
-    let (bob, _carol, call, _) = bob_connected(&sys).await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let (bob, _carol, call, _) = bob_connected(&t).await;
     // Another caller waits in 500 meanwhile (nobody free to take them). Bob's wrap-up lasts
     // until he ends it, so the transferred call is back in the queue when he is free.
-    sys.place_caller("500", "5550002", "Second Caller").await;
-    let admin = sys.sign_in("admin", "demo-admin").await;
+    t.place_caller("500", "5550002", "Second Caller").await;
+    let admin = t.admin().await;
     let settings = json!({"strategy": "longest_idle", "ring_timeout_s": 15, "wrap_up_s": 300});
     admin
         .call(
@@ -341,15 +309,15 @@ async fn a_blind_transfer_nobody_takes_puts_the_caller_back_at_the_head_of_the_q
         .await
         .ok();
     cc_testkit::eventually("1005 rings", Duration::from_secs(10), || async {
-        sys.channels()
+        t.channels()
             .await
             .iter()
             .any(|c| c["device"] == "1005")
             .then_some(())
     })
     .await;
-    sys.phone("1005", "reject").await;
-    let events = sys.call_events_until(&call, "TransferFailed").await;
+    t.phone("1005", "reject").await;
+    let events = t.call_events_until(&call, "TransferFailed").await;
     let failed = &events
         .iter()
         .find(|(t, _)| t == "TransferFailed")
@@ -381,10 +349,10 @@ async fn a_blind_transfer_nobody_takes_puts_the_caller_back_at_the_head_of_the_q
     assert_eq!(v["current_call"]["caller_number"], "5551234");
 
     // Again, to a phone that rings and rings: after the ring timeout, back to the queue.
-    sys.phone("1002", "answer").await;
+    t.phone("1002", "answer").await;
     sys.view_when(&bob, "Bob connected", |v| v["status"] == "connected")
         .await;
-    let (s, b) = sys.pbx_put_mode("1005", json!({"mode": "ignore"})).await;
+    let (s, b) = t.pbx_put_mode("1005", json!({"mode": "ignore"})).await;
     assert_eq!(s, 204, "{b}");
     let r = bob
         .post(
@@ -403,7 +371,7 @@ async fn a_blind_transfer_nobody_takes_puts_the_caller_back_at_the_head_of_the_q
         "a second TransferFailed",
         Duration::from_secs(15),
         || async {
-            let e = sys.stream_events(&format!("demo/call-{call}")).await;
+            let e = t.stream_events(&format!("call-{call}")).await;
             (e.iter().filter(|(t, _)| t == "TransferFailed").count() == 2).then_some(e)
         },
     )
@@ -426,7 +394,7 @@ async fn a_blind_transfer_nobody_takes_puts_the_caller_back_at_the_head_of_the_q
         .await;
     assert_eq!(v["current_call"]["call"].as_str(), Some(call.as_str()));
     assert!(
-        !sys.channels().await.iter().any(|c| c["device"] == "1005"),
+        !t.channels().await.iter().any(|c| c["device"] == "1005"),
         "1005 stopped ringing"
     );
 }
@@ -434,7 +402,8 @@ async fn a_blind_transfer_nobody_takes_puts_the_caller_back_at_the_head_of_the_q
 #[tokio::test]
 async fn attended_transfer_consults_toggles_and_completes() {
     let sys = System::start().await;
-    let (bob, carol, call, caller) = bob_connected(&sys).await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let (bob, carol, call, caller) = bob_connected(&t).await;
 
     transfer(&bob, "attended", json!({"extension": "1003"}))
         .await
@@ -458,7 +427,7 @@ async fn attended_transfer_consults_toggles_and_completes() {
         v["status"] == "ringing" && v["current_call"]["transferred_from"] == "1002"
     })
     .await;
-    sys.phone("1003", "answer").await;
+    t.phone("1003", "answer").await;
     sys.view_when(&bob, "consulting", |v| {
         v["current_call"]["transfer"]["state"] == "answered"
     })
@@ -467,7 +436,7 @@ async fn attended_transfer_consults_toggles_and_completes() {
         v["status"] == "connected"
     })
     .await;
-    let chans = sys.channels().await;
+    let chans = t.channels().await;
     let held =
         |pred: &dyn Fn(&Value) -> bool| chans.iter().find(|c| pred(c)).map(|c| c["held"] == true);
     assert_eq!(
@@ -518,7 +487,7 @@ async fn attended_transfer_consults_toggles_and_completes() {
             "live_transfer"
         ])
     );
-    let chans = sys.channels().await;
+    let chans = t.channels().await;
     let c = chans
         .iter()
         .find(|c| c["channel"] == caller.as_str())
@@ -529,13 +498,13 @@ async fn attended_transfer_consults_toggles_and_completes() {
         c["bridge"]
     );
 
-    sys.caller_hangs_up(&caller).await;
+    t.caller_hangs_up(&caller).await;
     let v = sys
         .view_when(&carol, "Carol in wrap-up", |v| v["status"] == "wrap_up")
         .await;
     assert_eq!(v["counts"]["completed"], 1);
     let events = cc_testkit::eventually("Carol's call ended", Duration::from_secs(10), || async {
-        let e = sys.stream_events(&format!("demo/call-{call}")).await;
+        let e = t.stream_events(&format!("call-{call}")).await;
         (e.iter().filter(|(t, _)| t == "CallEnded").count() == 2).then_some(e)
     })
     .await;
@@ -567,10 +536,11 @@ async fn attended_transfer_consults_toggles_and_completes() {
 #[tokio::test]
 async fn attended_transfer_failures_bring_the_customer_back() {
     let sys = System::start().await;
-    let (bob, _carol, call, caller) = bob_connected(&sys).await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let (bob, _carol, call, caller) = bob_connected(&t).await;
     let ringing_1005 = || async {
         cc_testkit::eventually("1005 rings", Duration::from_secs(10), || async {
-            sys.channels()
+            t.channels()
                 .await
                 .iter()
                 .any(|c| c["device"] == "1005" && c["answered"] == false)
@@ -579,7 +549,7 @@ async fn attended_transfer_failures_bring_the_customer_back() {
         .await
     };
     let back_with_bob = |what: &'static str| {
-        let (bob, sys, caller) = (&bob, &sys, &caller);
+        let (bob, sys, caller, t) = (&bob, &sys, &caller, &t);
         async move {
             sys.view_when(bob, what, |v| {
                 v["status"] == "connected" && v["current_call"]["transfer"].is_null()
@@ -587,7 +557,7 @@ async fn attended_transfer_failures_bring_the_customer_back() {
             .await;
             // The PBX acts right after the events are recorded (which the view shows).
             cc_testkit::eventually(what, Duration::from_secs(15), || async {
-                let chans = sys.channels().await;
+                let chans = t.channels().await;
                 let c = chans
                     .iter()
                     .find(|c| c["channel"] == caller.as_str())?
@@ -608,7 +578,7 @@ async fn attended_transfer_failures_bring_the_customer_back() {
         .await
         .ok();
     ringing_1005().await;
-    sys.phone("1005", "reject").await;
+    t.phone("1005", "reject").await;
     back_with_bob("after a reject").await;
 
     // The agent cancels during the consultation.
@@ -616,7 +586,7 @@ async fn attended_transfer_failures_bring_the_customer_back() {
         .await
         .ok();
     ringing_1005().await;
-    sys.phone("1005", "answer").await;
+    t.phone("1005", "answer").await;
     sys.view_when(&bob, "consulting", |v| {
         v["current_call"]["transfer"]["state"] == "answered"
     })
@@ -629,12 +599,12 @@ async fn attended_transfer_failures_bring_the_customer_back() {
         .await
         .ok();
     ringing_1005().await;
-    sys.phone("1005", "answer").await;
+    t.phone("1005", "answer").await;
     sys.view_when(&bob, "consulting", |v| {
         v["current_call"]["transfer"]["state"] == "answered"
     })
     .await;
-    sys.phone("1005", "hangup").await;
+    t.phone("1005", "hangup").await;
     back_with_bob("after the target hung up").await;
 
     // The target does not answer: the ring timeout (30 s in the portal) would be long, so
@@ -643,17 +613,17 @@ async fn attended_transfer_failures_bring_the_customer_back() {
         .await
         .ok();
     ringing_1005().await;
-    sys.caller_hangs_up(&caller).await;
+    t.caller_hangs_up(&caller).await;
     let v = sys
         .view_when(&bob, "Bob in wrap-up", |v| v["status"] == "wrap_up")
         .await;
     assert_eq!(v["counts"]["completed"], 1);
     cc_testkit::eventually("1005 stops ringing", Duration::from_secs(10), || async {
-        (!sys.channels().await.iter().any(|c| c["device"] == "1005")).then_some(())
+        (!t.channels().await.iter().any(|c| c["device"] == "1005")).then_some(())
     })
     .await;
 
-    let events = sys.call_events_until(&call, "CallEnded").await;
+    let events = t.call_events_until(&call, "CallEnded").await;
     let reasons: Vec<&str> = events
         .iter()
         .filter(|(t, _)| t == "TransferFailed")
@@ -674,7 +644,8 @@ async fn attended_transfer_failures_bring_the_customer_back() {
 #[tokio::test]
 async fn live_transfer_conferences_holds_and_completes_to_an_outside_number() {
     let sys = System::start().await;
-    let (bob, _carol, call, caller) = bob_connected(&sys).await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let (bob, _carol, call, caller) = bob_connected(&t).await;
 
     // A target that declines: the call goes on between the customer and Bob.
     transfer(&bob, "live", json!({"extension": "1005"}))
@@ -687,14 +658,14 @@ async fn live_transfer_conferences_holds_and_completes_to_an_outside_number() {
         .await;
     assert_eq!(v["status"], "connected");
     cc_testkit::eventually("1005 rings", Duration::from_secs(10), || async {
-        sys.channels()
+        t.channels()
             .await
             .iter()
             .any(|c| c["device"] == "1005")
             .then_some(())
     })
     .await;
-    sys.phone("1005", "reject").await;
+    t.phone("1005", "reject").await;
     sys.view_when(&bob, "transfer gone", |v| {
         v["status"] == "connected" && v["current_call"]["transfer"].is_null()
     })
@@ -708,7 +679,7 @@ async fn live_transfer_conferences_holds_and_completes_to_an_outside_number() {
         v["current_call"]["transfer"]["state"] == "conference"
     })
     .await;
-    let chans = sys.channels().await;
+    let chans = t.channels().await;
     let bridge = chans
         .iter()
         .find(|c| c["channel"] == caller.as_str())
@@ -739,7 +710,7 @@ async fn live_transfer_conferences_holds_and_completes_to_an_outside_number() {
         .view_when(&bob, "Bob in wrap-up", |v| v["status"] == "wrap_up")
         .await;
     assert_eq!(v["counts"]["completed"], 1);
-    let chans = sys.channels().await;
+    let chans = t.channels().await;
     assert!(!chans.iter().any(|c| c["device"] == "1002"), "Bob dropped");
     assert_eq!(
         chans.iter().filter(|c| c["bridge"] == bridge).count(),
@@ -747,8 +718,8 @@ async fn live_transfer_conferences_holds_and_completes_to_an_outside_number() {
         "the customer and the number stay"
     );
 
-    sys.caller_hangs_up(&caller).await;
-    let events = sys.call_events_until(&call, "TransferredCallEnded").await;
+    t.caller_hangs_up(&caller).await;
+    let events = t.call_events_until(&call, "TransferredCallEnded").await;
     let path: Vec<&str> = from_transfer(&events)
         .into_iter()
         .filter(|t| !t.starts_with("WrapUp"))
@@ -771,7 +742,7 @@ async fn live_transfer_conferences_holds_and_completes_to_an_outside_number() {
     cc_testkit::eventually(
         "the number's leg hung up",
         Duration::from_secs(10),
-        || async { sys.channels().await.is_empty().then_some(()) },
+        || async { t.channels().await.is_empty().then_some(()) },
     )
     .await;
 }
@@ -779,7 +750,8 @@ async fn live_transfer_conferences_holds_and_completes_to_an_outside_number() {
 #[tokio::test]
 async fn a_blind_transfer_to_a_queue_reaches_an_agent_of_that_queue() {
     let sys = System::start().await;
-    let (bob, carol, call, _) = bob_connected(&sys).await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let (bob, carol, call, _) = bob_connected(&t).await;
 
     transfer(&bob, "blind", json!({"queue": "501"})).await.ok();
     sys.view_when(&bob, "Bob in wrap-up", |v| v["status"] == "wrap_up")
@@ -796,7 +768,7 @@ async fn a_blind_transfer_to_a_queue_reaches_an_agent_of_that_queue() {
         ),
         (Some(call.as_str()), Some("501"))
     );
-    sys.phone("1003", "answer").await;
+    t.phone("1003", "answer").await;
     sys.view_when(&carol, "Carol connected", |v| v["status"] == "connected")
         .await;
     carol.post("/api/call/hangup", json!({})).await.ok();
@@ -810,21 +782,22 @@ async fn a_blind_transfer_to_a_queue_reaches_an_agent_of_that_queue() {
 #[tokio::test]
 async fn a_restart_during_an_attended_and_a_live_transfer_leaves_nothing_stuck() {
     let mut sys = System::start_split().await;
-    let (bob, _carol, call, caller) = bob_connected(&sys).await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let (bob, _carol, call, caller) = bob_connected(&t).await;
 
     // Attended, consulting 1005 when every service but the PBX dies; Complete works after.
     transfer(&bob, "attended", json!({"extension": "1005"}))
         .await
         .ok();
     cc_testkit::eventually("1005 rings", Duration::from_secs(10), || async {
-        sys.channels()
+        t.channels()
             .await
             .iter()
             .any(|c| c["device"] == "1005")
             .then_some(())
     })
     .await;
-    sys.phone("1005", "answer").await;
+    t.phone("1005", "answer").await;
     sys.view_when(&bob, "consulting", |v| {
         v["current_call"]["transfer"]["state"] == "answered"
     })
@@ -840,9 +813,9 @@ async fn a_restart_during_an_attended_and_a_live_transfer_leaves_nothing_stuck()
         .await;
     // 1005 hangs up while the services are down again: the call ends once, recorded.
     sys._app.kill();
-    sys.phone("1005", "hangup").await;
+    t.phone("1005", "hangup").await;
     sys.restart_services().await;
-    let events = sys.call_events_until(&call, "TransferredCallEnded").await;
+    let events = t.call_events_until(&call, "TransferredCallEnded").await;
     assert_eq!(
         events
             .iter()
@@ -854,8 +827,7 @@ async fn a_restart_during_an_attended_and_a_live_transfer_leaves_nothing_stuck()
         "the customer's leg hung up",
         Duration::from_secs(20),
         || async {
-            (!sys
-                .channels()
+            (!t.channels()
                 .await
                 .iter()
                 .any(|c| c["channel"] == caller.as_str()))
@@ -865,10 +837,10 @@ async fn a_restart_during_an_attended_and_a_live_transfer_leaves_nothing_stuck()
     .await;
 
     // Live: the target hangs up during an outage; after it the call goes on with Bob alone.
-    let caller = sys.place_caller("500", "5550003", "Second Caller").await;
+    let caller = t.place_caller("500", "5550003", "Second Caller").await;
     sys.view_when(&bob, "Bob ringing", |v| v["status"] == "ringing")
         .await;
-    sys.phone("1002", "answer").await;
+    t.phone("1002", "answer").await;
     let v = sys
         .view_when(&bob, "Bob connected", |v| v["status"] == "connected")
         .await;
@@ -877,22 +849,22 @@ async fn a_restart_during_an_attended_and_a_live_transfer_leaves_nothing_stuck()
         .await
         .ok();
     cc_testkit::eventually("1005 rings", Duration::from_secs(10), || async {
-        sys.channels()
+        t.channels()
             .await
             .iter()
             .any(|c| c["device"] == "1005")
             .then_some(())
     })
     .await;
-    sys.phone("1005", "answer").await;
+    t.phone("1005", "answer").await;
     sys.view_when(&bob, "conference", |v| {
         v["current_call"]["transfer"]["state"] == "conference"
     })
     .await;
     sys._app.kill();
-    sys.phone("1005", "hangup").await;
+    t.phone("1005", "hangup").await;
     sys.restart_services().await;
-    let events = sys.call_events_until(&call, "TransferFailed").await;
+    let events = t.call_events_until(&call, "TransferFailed").await;
     let (_, failed) = events.iter().find(|(t, _)| t == "TransferFailed").unwrap();
     assert_eq!(failed["reason"], "target_hung_up");
     sys.view_when(&bob, "Bob still with the customer", |v| {
@@ -999,20 +971,20 @@ async fn walk_full(who: &Client, name: &str, last: &str) {
 }
 
 /// A new queue call for Bob (Carol, in queue 501 only, is not offered it).
-async fn bob_takes_a_call(sys: &System, bob: &Client) {
-    sys.place_caller("500", "5550100", "Next Caller").await;
+async fn bob_takes_a_call(t: &Tenant, bob: &Client) {
+    t.place_caller("500", "5550100", "Next Caller").await;
     offered(bob, "Bob ringing", json!([])).await;
-    sys.phone("1002", "answer").await;
+    t.phone("1002", "answer").await;
     offered(bob, "Bob connected", json!(FULL)).await;
 }
 
 /// Carol answers the transfer ringing her phone.
-async fn carol_answers(sys: &System, carol: &Client) {
-    sys.view_when(carol, "Carol's phone rings the transfer", |v| {
+async fn carol_answers(t: &Tenant, carol: &Client) {
+    t.view_when(carol, "Carol's phone rings the transfer", |v| {
         v["status"] == "ringing" && v["current_call"]["transferred_from"] == "1002"
     })
     .await;
-    sys.phone("1003", "answer").await;
+    t.phone("1003", "answer").await;
 }
 
 /// Defect 3: every option either agent is offered at every step of a blind, an attended and
@@ -1021,8 +993,9 @@ async fn carol_answers(sys: &System, carol: &Client) {
 #[tokio::test]
 async fn every_option_offered_to_either_agent_at_every_step_of_a_transfer_is_accepted() {
     let sys = System::start().await;
-    let (bob, carol, _call, _) = bob_connected(&sys).await;
-    sys.pbx_put_mode("1005", json!({"mode": "manual"})).await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let (bob, carol, _call, _) = bob_connected(&t).await;
+    t.pbx_put_mode("1005", json!({"mode": "manual"})).await;
     let wrap_up = || json!(["end_wrap_up"]);
 
     // Blind: Bob drops at once; Carol rings, then the call is hers.
@@ -1031,28 +1004,28 @@ async fn every_option_offered_to_either_agent_at_every_step_of_a_transfer_is_acc
     take(&bob, "end_wrap_up").await;
     // ... the caller comes back through the queue when 1005 rejects.
     cc_testkit::eventually("1005 rings", Duration::from_secs(10), || async {
-        sys.channels()
+        t.channels()
             .await
             .iter()
             .any(|c| c["device"] == "1005")
             .then_some(())
     })
     .await;
-    sys.phone("1005", "reject").await;
+    t.phone("1005", "reject").await;
     offered(&bob, "Bob offered the caller again", json!([])).await;
-    sys.phone("1002", "answer").await;
+    t.phone("1002", "answer").await;
     offered(&bob, "Bob connected again", json!(FULL)).await;
     transfer(&bob, "blind", json!({"agent": "1003"})).await.ok();
     offered(&bob, "Bob in wrap-up (blind to Carol)", wrap_up()).await;
     let v = offered(&carol, "Carol ringing (blind)", json!([])).await;
     assert_eq!(v["current_call"]["transferred_from"], "1002");
     take(&bob, "end_wrap_up").await;
-    carol_answers(&sys, &carol).await;
+    carol_answers(&t, &carol).await;
     walk_full(&carol, "Carol after a blind transfer", "hangup").await;
     take(&carol, "end_wrap_up").await;
 
     // Attended, step by step.
-    bob_takes_a_call(&sys, &bob).await;
+    bob_takes_a_call(&t, &bob).await;
     let ringing_bob = json!(["complete", "cancel", "resume"]);
     // 1. The target rings: Bob may switch to the customer and back, and cancel.
     transfer(&bob, "attended", json!({"agent": "1003"}))
@@ -1081,7 +1054,7 @@ async fn every_option_offered_to_either_agent_at_every_step_of_a_transfer_is_acc
     transfer(&bob, "attended", json!({"agent": "1003"}))
         .await
         .ok();
-    carol_answers(&sys, &carol).await;
+    carol_answers(&t, &carol).await;
     let v = offered(&carol, "Carol consulting", json!(["end_consultation"])).await;
     assert_eq!(
         v["current_call"]["received_transfer"]["state"],
@@ -1110,7 +1083,7 @@ async fn every_option_offered_to_either_agent_at_every_step_of_a_transfer_is_acc
     transfer(&bob, "attended", json!({"agent": "1003"}))
         .await
         .ok();
-    carol_answers(&sys, &carol).await;
+    carol_answers(&t, &carol).await;
     offered(&carol, "Carol consulting (2)", json!(["end_consultation"])).await;
     take(&bob, "cancel").await;
     offered(&carol, "cancelled consultation", Value::Null).await;
@@ -1118,7 +1091,7 @@ async fn every_option_offered_to_either_agent_at_every_step_of_a_transfer_is_acc
     transfer(&bob, "attended", json!({"agent": "1003"}))
         .await
         .ok();
-    carol_answers(&sys, &carol).await;
+    carol_answers(&t, &carol).await;
     offered(&carol, "Carol consulting (3)", json!(["end_consultation"])).await;
     take(&bob, "complete").await;
     offered(&bob, "Bob in wrap-up (attended)", wrap_up()).await;
@@ -1126,7 +1099,7 @@ async fn every_option_offered_to_either_agent_at_every_step_of_a_transfer_is_acc
     take(&carol, "end_wrap_up").await;
     take(&bob, "end_wrap_up").await;
     // 5. Bob completes before Carol answers: she gets the call when she does.
-    bob_takes_a_call(&sys, &bob).await;
+    bob_takes_a_call(&t, &bob).await;
     transfer(&bob, "attended", json!({"agent": "1003"}))
         .await
         .ok();
@@ -1134,14 +1107,14 @@ async fn every_option_offered_to_either_agent_at_every_step_of_a_transfer_is_acc
     take(&bob, "complete").await;
     offered(&bob, "Bob in wrap-up (completed early)", wrap_up()).await;
     take(&bob, "end_wrap_up").await;
-    carol_answers(&sys, &carol).await;
+    carol_answers(&t, &carol).await;
     walk_full(&carol, "Carol after an early Complete", "blind_transfer").await;
     take(&carol, "end_wrap_up").await;
     cc_testkit::eventually(
         "1005 rings (Carol's blind transfer)",
         Duration::from_secs(10),
         || async {
-            sys.channels()
+            t.channels()
                 .await
                 .iter()
                 .any(|c| c["device"] == "1005")
@@ -1149,9 +1122,9 @@ async fn every_option_offered_to_either_agent_at_every_step_of_a_transfer_is_acc
         },
     )
     .await;
-    sys.phone("1005", "reject").await; // the customer goes back to queue 500: Bob
+    t.phone("1005", "reject").await; // the customer goes back to queue 500: Bob
     offered(&bob, "Bob offered the caller back", json!([])).await;
-    sys.phone("1002", "answer").await;
+    t.phone("1002", "answer").await;
     offered(&bob, "Bob connected (live)", json!(FULL)).await;
 
     // Live, step by step.
@@ -1172,7 +1145,7 @@ async fn every_option_offered_to_either_agent_at_every_step_of_a_transfer_is_acc
     offered(&carol, "Carol no longer rings (live)", Value::Null).await;
     // The 3-way call: Bob holds and resumes the customer; Carol leaves.
     transfer(&bob, "live", json!({"agent": "1003"})).await.ok();
-    carol_answers(&sys, &carol).await;
+    carol_answers(&t, &carol).await;
     let v = offered(
         &carol,
         "Carol in the 3-way call",
@@ -1200,7 +1173,7 @@ async fn every_option_offered_to_either_agent_at_every_step_of_a_transfer_is_acc
     offered(&bob, "Bob with the customer", json!(FULL)).await;
     // Bob cancels the 3-way call.
     transfer(&bob, "live", json!({"agent": "1003"})).await.ok();
-    carol_answers(&sys, &carol).await;
+    carol_answers(&t, &carol).await;
     offered(
         &carol,
         "Carol in the 3-way call (2)",
@@ -1211,7 +1184,7 @@ async fn every_option_offered_to_either_agent_at_every_step_of_a_transfer_is_acc
     offered(&carol, "the 3-way call cancelled", Value::Null).await;
     // Bob completes the 3-way call: the call is Carol's.
     transfer(&bob, "live", json!({"agent": "1003"})).await.ok();
-    carol_answers(&sys, &carol).await;
+    carol_answers(&t, &carol).await;
     offered(
         &carol,
         "Carol in the 3-way call (3)",
@@ -1224,12 +1197,12 @@ async fn every_option_offered_to_either_agent_at_every_step_of_a_transfer_is_acc
     take(&carol, "end_wrap_up").await;
     take(&bob, "end_wrap_up").await;
     // Bob completes a live transfer before Carol answers.
-    bob_takes_a_call(&sys, &bob).await;
+    bob_takes_a_call(&t, &bob).await;
     transfer(&bob, "live", json!({"agent": "1003"})).await.ok();
     offered(&bob, "live, ringing (early)", live_bob).await;
     take(&bob, "complete").await;
     offered(&bob, "Bob in wrap-up (live, early)", wrap_up()).await;
-    carol_answers(&sys, &carol).await;
+    carol_answers(&t, &carol).await;
     walk_full(&carol, "Carol after an early live Complete", "hangup").await;
 }
 
@@ -1240,21 +1213,22 @@ async fn every_option_offered_to_either_agent_at_every_step_of_a_transfer_is_acc
 async fn one_subject_filter_finds_every_event_about_an_agent_including_transfers_to_them() {
     use futures::StreamExt;
     let sys = System::start().await;
-    let filter = format!("{}.*.demo.*.*.*.1003.*", sys.prefix);
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let filter = format!("{}.*.{}.*.*.*.1003.*", sys.prefix, t.name);
     let client = sys.operator_nats().await.unwrap();
     let mut live = client.subscribe(filter.clone()).await.unwrap();
     client.flush().await.unwrap();
 
-    let (bob, carol, call, _) = bob_connected(&sys).await;
+    let (bob, carol, call, _) = bob_connected(&t).await;
     transfer(&bob, "attended", json!({"agent": "1003"}))
         .await
         .ok();
-    carol_answers(&sys, &carol).await;
+    carol_answers(&t, &carol).await;
     offered(&carol, "Carol consulting", json!(["end_consultation"])).await;
     take(&bob, "complete").await;
     offered(&carol, "the call is Carol's", json!(FULL)).await;
     take(&carol, "hangup").await;
-    sys.call_events_until(&call, "WrapUpStarted").await;
+    t.call_events_until(&call, "WrapUpStarted").await;
 
     let about_carol = [
         "TransferStarted",
@@ -1288,15 +1262,15 @@ async fn one_subject_filter_finds_every_event_about_an_agent_including_transfers
     assert_eq!(
         subject_of("TransferStarted"),
         format!(
-            "{}.target_events.demo.call.{call}.TransferStarted.1003.500",
-            sys.prefix
+            "{}.target_events.{}.call.{call}.TransferStarted.1003.500",
+            sys.prefix, t.name
         )
     );
     assert_eq!(
         subject_of("CallConnected"),
         format!(
-            "{}.events.demo.call.{call}.CallConnected.1003._",
-            sys.prefix
+            "{}.events.{}.call.{call}.CallConnected.1003._",
+            sys.prefix, t.name
         )
     );
     // Replayed from JetStream with the same filter: the same, and Carol's session events too.

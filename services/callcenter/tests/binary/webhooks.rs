@@ -12,6 +12,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::system::{Client, System};
+use crate::tenant::TenantSpec;
 
 /// How the receiver answers the next requests (then 200).
 #[derive(Clone, Copy, Debug)]
@@ -190,7 +191,8 @@ async fn create(admin: &Client, body: Value) -> Value {
 #[tokio::test]
 async fn webhooks_arrive_signed_in_order_once_each_through_errors_a_hang_and_a_receiver_down() {
     let sys = System::start().await;
-    let admin = sys.sign_in("admin", "demo-admin").await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let admin = t.admin().await;
     let mut rx = Receiver::start().await;
 
     // Bad subscriptions are refused, naming the field.
@@ -216,7 +218,7 @@ async fn webhooks_arrive_signed_in_order_once_each_through_errors_a_hang_and_a_r
         )
         .await;
     assert_eq!(r.refused(400, "invalid_field")["field"], "colour");
-    let agent = sys.agent("1001").await;
+    let agent = t.agent("1001").await;
     agent
         .get("/api/admin/webhooks")
         .await
@@ -245,7 +247,7 @@ async fn webhooks_arrive_signed_in_order_once_each_through_errors_a_hang_and_a_r
         .extend([Answer::Status(500), Answer::Hang]);
     let from = chrono::Utc::now();
     agent.post("/api/session", json!({})).await.ok();
-    let bob = sys.agent("1002").await;
+    let bob = t.agent("1002").await;
     bob.post("/api/session", json!({})).await.ok();
     bob.post("/api/session/pause", json!({"reason": "Lunch"}))
         .await
@@ -292,7 +294,7 @@ async fn webhooks_arrive_signed_in_order_once_each_through_errors_a_hang_and_a_r
     );
     assert!(got.iter().all(|b| b["data"]["agent"] == "1001"));
     assert_eq!(got[0]["specversion"], "1.0");
-    assert_eq!(got[0]["tenant"], "demo");
+    assert_eq!(got[0]["tenant"], t.name.as_str());
     let all = rx.got.all();
     assert!(
         all.len() > 6,
@@ -362,7 +364,8 @@ async fn webhooks_arrive_signed_in_order_once_each_through_errors_a_hang_and_a_r
 async fn a_webhook_failing_past_the_limit_is_suspended_with_the_reason_and_resumes_where_it_stopped(
 ) {
     let sys = System::start().await;
-    let admin = sys.sign_in("admin", "demo-admin").await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let admin = t.admin().await;
     let rx = Receiver::start().await;
     *rx.got.always.lock().unwrap() = Some(503);
     let hook = create(
@@ -371,7 +374,7 @@ async fn a_webhook_failing_past_the_limit_is_suspended_with_the_reason_and_resum
     )
     .await;
     let id = hook["id"].as_str().unwrap().to_string();
-    let agent = sys.agent("1001").await;
+    let agent = t.agent("1001").await;
     agent.post("/api/session", json!({})).await.ok();
     agent
         .post("/api/session/pause", json!({"reason": "Lunch"}))

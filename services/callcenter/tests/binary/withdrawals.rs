@@ -5,31 +5,15 @@
 use std::time::Duration;
 
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::system::{Client, System};
+use crate::tenant::{Tenant, TenantSpec};
 
-impl System {
-    /// The live channels of a device on the simulated PBX.
-    pub async fn device_channels(&self, device: &str) -> Vec<Value> {
-        let channels: Vec<Value> = self
-            .http
-            .get(format!("{}/tenants/demo/channels", self.pbx))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        channels
-            .into_iter()
-            .filter(|c| c["device"] == device)
-            .collect()
-    }
-
+impl Tenant {
     /// The `OfferWithdrawn` events of a call: (agent, reason).
     pub async fn withdrawals(&self, call: &str) -> Vec<(String, String)> {
-        self.stream_events(&format!("demo/call-{call}"))
+        self.stream_events(&format!("call-{call}"))
             .await
             .into_iter()
             .filter(|(t, _)| t == "OfferWithdrawn")
@@ -62,9 +46,10 @@ impl System {
 
 /// Queue 500 with a long ring timeout (a withdrawal is told from a ring-out), and Bob (1002)
 /// ringing with a caller; returns the call id.
-async fn bob_ringing() -> (System, Client, String) {
+async fn bob_ringing() -> (System, Tenant, Client, String) {
     let sys = System::start().await;
-    let admin = sys.sign_in("admin", "demo-admin").await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    let admin = t.admin().await;
     let settings = json!({"strategy": "longest_idle", "ring_timeout_s": 30, "wrap_up_s": 0, "reject_delay_s": 0});
     admin
         .call(
@@ -74,13 +59,13 @@ async fn bob_ringing() -> (System, Client, String) {
         )
         .await
         .ok();
-    let bob = sys.idle_agent("1002").await;
-    sys.place_caller("500", "5551234", "Jane Caller").await;
+    let bob = t.idle_agent("1002").await;
+    t.place_caller("500", "5551234", "Jane Caller").await;
     let v = sys
         .view_when(&bob, "Bob ringing", |v| v["status"] == "ringing")
         .await;
     let call = v["current_call"]["call"].as_str().unwrap().to_string();
-    (sys, bob, call)
+    (sys, t, bob, call)
 }
 
 /// The call rings `agent` next.
@@ -104,63 +89,63 @@ async fn counts_nothing(sys: &System, agent: &Client) {
 
 #[tokio::test]
 async fn a_logout_a_forced_logout_and_a_disabled_account_withdraw_the_ringing_offer_at_once() {
-    let (sys, bob, call) = bob_ringing().await;
-    let dave = sys.idle_agent("1004").await;
+    let (sys, t, bob, call) = bob_ringing().await;
+    let dave = t.idle_agent("1004").await;
 
     // Bob logs out while his phone rings: the offer is withdrawn, his phone stops ringing, the
     // call rings Dave.
     bob.call(Method::DELETE, "/api/session", None).await.ok();
-    assert_eq!(sys.withdrawn(&call, "1002").await, "agent_logged_out");
+    assert_eq!(t.withdrawn(&call, "1002").await, "agent_logged_out");
     cc_testkit::eventually(
         "Bob's phone stops ringing",
         Duration::from_secs(10),
-        || async { sys.device_channels("1002").await.is_empty().then_some(()) },
+        || async { t.device_channels("1002").await.is_empty().then_some(()) },
     )
     .await;
     rings(&sys, &dave, &call).await;
     counts_nothing(&sys, &bob).await;
 
     // A supervisor logs Dave out while it rings him.
-    let supervisor = sys.sign_in("supervisor", "demo-supervisor").await;
+    let supervisor = t.supervisor().await;
     supervisor
         .post("/api/supervisor/agents/1004/logout", json!({}))
         .await
         .ok();
-    assert_eq!(sys.withdrawn(&call, "1004").await, "agent_logged_out");
+    assert_eq!(t.withdrawn(&call, "1004").await, "agent_logged_out");
     cc_testkit::eventually(
         "Dave's phone stops ringing",
         Duration::from_secs(10),
-        || async { sys.device_channels("1004").await.is_empty().then_some(()) },
+        || async { t.device_channels("1004").await.is_empty().then_some(()) },
     )
     .await;
     counts_nothing(&sys, &dave).await;
 
     // Alice (in queue 500 too) logs in and gets the call; her account is disabled meanwhile.
-    let alice = sys.agent("1001").await;
+    let alice = t.agent("1001").await;
     alice.post("/api/session", json!({})).await.ok();
     rings(&sys, &alice, &call).await;
-    let admin = sys.sign_in("admin", "demo-admin").await;
+    let admin = t.admin().await;
     admin
         .post("/api/admin/agents/1001/disable", json!({}))
         .await
         .ok();
-    assert_eq!(sys.withdrawn(&call, "1001").await, "agent_logged_out");
+    assert_eq!(t.withdrawn(&call, "1001").await, "agent_logged_out");
     cc_testkit::eventually(
         "Alice's phone stops ringing",
         Duration::from_secs(10),
-        || async { sys.device_channels("1001").await.is_empty().then_some(()) },
+        || async { t.device_channels("1001").await.is_empty().then_some(()) },
     )
     .await;
 
-    let types = sys.call_events(&call).await;
+    let types = t.call_events(&call).await;
     assert!(
         !types
             .iter()
             .any(|t| t == "OfferTimedOut" || t == "OfferRejected" || t == "CallAnswered"),
         "{types:?}"
     );
-    let types: Vec<String> = sys
-        .stream_events("demo/agent-1001")
+    let types: Vec<String> = t
+        .stream_events("agent-1001")
         .await
         .into_iter()
         .map(|(t, _)| t)
@@ -170,8 +155,8 @@ async fn a_logout_a_forced_logout_and_a_disabled_account_withdraw_the_ringing_of
 
 #[tokio::test]
 async fn a_leg_answered_after_the_logout_was_recorded_does_not_connect_the_caller() {
-    let (sys, bob, call) = bob_ringing().await;
-    let dave = sys.idle_agent("1004").await;
+    let (sys, t, bob, call) = bob_ringing().await;
+    let dave = t.idle_agent("1004").await;
 
     // The router has not seen the logout yet when the phone answers: an open transaction holds
     // back every catch-up reader (the router's among them) while both happen.
@@ -181,7 +166,7 @@ async fn a_leg_answered_after_the_logout_was_recorded_does_not_connect_the_calle
         .await
         .unwrap();
     bob.call(Method::DELETE, "/api/session", None).await.ok();
-    sys.phone("1002", "answer").await;
+    t.phone("1002", "answer").await;
     let outcome = cc_testkit::eventually(
         "the router to decide on the answer",
         Duration::from_secs(10),
@@ -189,7 +174,7 @@ async fn a_leg_answered_after_the_logout_was_recorded_does_not_connect_the_calle
             let types: Vec<String> = sqlx::query_scalar(
                 "select event_type from es_events where stream = $1 order by version",
             )
-            .bind(format!("demo/call-{call}"))
+            .bind(t.stream(&format!("call-{call}")))
             .fetch_all(&sys.db.pool)
             .await
             .unwrap();
@@ -205,13 +190,13 @@ async fn a_leg_answered_after_the_logout_was_recorded_does_not_connect_the_calle
         "the caller must not be connected to an agent who logged out"
     );
     assert_eq!(
-        sys.withdrawals(&call).await,
+        t.withdrawals(&call).await,
         [("1002".to_string(), "agent_logged_out".to_string())]
     );
     cc_testkit::eventually(
         "Bob's answered leg hung up",
         Duration::from_secs(10),
-        || async { sys.device_channels("1002").await.is_empty().then_some(()) },
+        || async { t.device_channels("1002").await.is_empty().then_some(()) },
     )
     .await;
     rings(&sys, &dave, &call).await;
@@ -220,15 +205,15 @@ async fn a_leg_answered_after_the_logout_was_recorded_does_not_connect_the_calle
 
 #[tokio::test]
 async fn a_device_going_offline_while_it_rings_withdraws_the_offer_and_counts_no_missed_call() {
-    let (sys, bob, call) = bob_ringing().await;
-    let dave = sys.idle_agent("1004").await;
+    let (sys, t, bob, call) = bob_ringing().await;
+    let dave = t.idle_agent("1004").await;
 
-    sys.set_registered("1002", false).await;
-    assert_eq!(sys.withdrawn(&call, "1002").await, "device_offline");
+    t.set_registered("1002", false).await;
+    assert_eq!(t.withdrawn(&call, "1002").await, "device_offline");
     cc_testkit::eventually(
         "Bob's phone stops ringing",
         Duration::from_secs(10),
-        || async { sys.device_channels("1002").await.is_empty().then_some(()) },
+        || async { t.device_channels("1002").await.is_empty().then_some(()) },
     )
     .await;
     rings(&sys, &dave, &call).await;
@@ -242,7 +227,7 @@ async fn a_device_going_offline_while_it_rings_withdraws_the_offer_and_counts_no
         json!({"completed": 0, "missed": 0, "rejected": 0}),
         "{me}"
     );
-    let types = sys.call_events(&call).await;
+    let types = t.call_events(&call).await;
     assert!(
         !types
             .iter()

@@ -1,28 +1,45 @@
-//! The agent's own actions: sign in, the two login steps, pause, queues, log out.
+//! The agent's own actions: sign in, the two login steps, pause, queues, log out, their
+//! view. The call options are in [`super::call`].
 
-use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::extract::State;
 use axum::Json;
-use bytes::Bytes;
 use cc_bus::{CommandContext, CommandError};
-use cc_contracts::auth::{LoginKind, SignIn, SignOut};
-use cc_contracts::domain::{AgentNumber, DeviceId, QueueNumber};
+use cc_contracts::auth::{LoginKind, SignIn, SignOut, SignedIn};
+use cc_contracts::domain::{DeviceId, QueueNumber};
 use cc_contracts::session::*;
 use cc_contracts::views::AgentView;
+use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::error::{body, not_found, parsed, ApiError, ApiResult};
+use crate::error::{not_found, parsed, ApiError, ApiResult};
 use crate::identity::{Authed, Origin, Tenant, COOKIE};
+use crate::route::{
+    Body, MaybeBody, NoContent, PathParams, Route, SetCookie, Tag, AGENT, ANY_ROLE,
+};
 use crate::Portal;
 
-#[derive(Deserialize)]
+/// An agent signs in with agent_number, an admin or supervisor with username: one of the two,
+/// not both (null is as absent).
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend(
+    "anyOf" = [
+        { "required": ["agent_number"], "properties": { "agent_number": { "type": "string" } } },
+        { "required": ["username"], "properties": { "username": { "type": "string" } } }
+    ],
+    "not" = {
+        "required": ["agent_number", "username"],
+        "properties": { "agent_number": { "type": "string" }, "username": { "type": "string" } }
+    }
+))]
 pub struct LoginBody {
     #[serde(default)]
+    #[schemars(pattern(r"^[0-9]{1,15}$"), example = &"1001")]
     agent_number: Option<String>,
     #[serde(default)]
+    #[schemars(example = &"admin")]
     username: Option<String>,
+    #[schemars(length(min = 1), example = &"the agent's password")]
     password: String,
 }
 
@@ -31,9 +48,8 @@ pub async fn login(
     State(p): State<Portal>,
     Tenant(tenant): Tenant,
     origin: Origin,
-    raw: Bytes,
-) -> ApiResult<impl IntoResponse> {
-    let b: LoginBody = body(&raw)?;
+    Body(b): Body<LoginBody>,
+) -> ApiResult<SetCookie<Json<SignedIn>>> {
     let (kind, login) = match (b.agent_number, b.username) {
         (Some(a), None) => (LoginKind::Agent, a),
         (None, Some(u)) => (LoginKind::User, u),
@@ -73,7 +89,7 @@ pub async fn login(
             .max(0),
         if secure { "; Secure" } else { "" }
     );
-    Ok(([(header::SET_COOKIE, cookie)], Json(signed)))
+    Ok(SetCookie(cookie, Json(signed)))
 }
 
 /// `POST /api/signout`: ends the portal session (not the agent's login; see DELETE /api/session).
@@ -81,7 +97,7 @@ pub async fn signout(
     State(p): State<Portal>,
     origin: Origin,
     who: Authed,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<SetCookie<NoContent>> {
     p.ctx
         .bus
         .request(
@@ -95,7 +111,7 @@ pub async fn signout(
         "{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{}",
         if origin.https { "; Secure" } else { "" }
     );
-    Ok(([(header::SET_COOKIE, cookie)], StatusCode::NO_CONTENT))
+    Ok(SetCookie(cookie, NoContent))
 }
 
 /// `GET /api/login-options`: the devices online, the default device, the assigned queues.
@@ -109,12 +125,18 @@ pub async fn login_options(State(p): State<Portal>, who: Authed) -> ApiResult<Js
     ))
 }
 
-#[derive(Deserialize)]
+/// The device and queues of the session; an empty body takes the defaults.
+#[derive(Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteLoginBody {
+    /// The device (extension) to take calls on; unset: the agent's own extension.
     #[serde(default)]
+    #[schemars(pattern(r"^[0-9]{1,15}$"), example = &"1001")]
     device: Option<String>,
+    /// The queues to log into; unset: every assigned queue (a subset needs "may manage own
+    /// queues").
     #[serde(default)]
+    #[schemars(inner(pattern(r"^[0-9]{1,15}$")), example = serde_json::json!(["500"]))]
     queues: Option<Vec<String>>,
 }
 
@@ -122,17 +144,9 @@ pub struct CompleteLoginBody {
 pub async fn complete_login(
     State(p): State<Portal>,
     who: Authed,
-    raw: Bytes,
+    MaybeBody(b): MaybeBody<CompleteLoginBody>,
 ) -> ApiResult<Json<SessionState>> {
     let agent = who.agent()?;
-    let b: CompleteLoginBody = if raw.is_empty() {
-        CompleteLoginBody {
-            device: None,
-            queues: None,
-        }
-    } else {
-        body(&raw)?
-    };
     let device = b
         .device
         .as_deref()
@@ -178,9 +192,11 @@ pub async fn logout(State(p): State<Portal>, who: Authed) -> ApiResult<Json<Sess
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PauseBody {
+    /// One of the tenant's pause reasons (GET /api/pause-reasons).
+    #[schemars(example = &"Lunch")]
     reason: String,
 }
 
@@ -188,10 +204,9 @@ pub struct PauseBody {
 pub async fn pause(
     State(p): State<Portal>,
     who: Authed,
-    raw: Bytes,
+    Body(b): Body<PauseBody>,
 ) -> ApiResult<Json<SessionState>> {
     let agent = who.agent()?;
-    let b: PauseBody = body(&raw)?;
     Ok(Json(
         p.ctx
             .bus
@@ -218,14 +233,19 @@ pub async fn unpause(State(p): State<Portal>, who: Authed) -> ApiResult<Json<Ses
     ))
 }
 
+/// The queue of a path.
+#[derive(Deserialize, JsonSchema)]
+pub struct QueuePath {
+    queue: QueueNumber,
+}
+
 /// `PUT /api/session/queues/{queue}`: join an assigned queue (when allowed).
 pub async fn join_queue(
     State(p): State<Portal>,
     who: Authed,
-    Path(queue): Path<String>,
+    PathParams(QueuePath { queue }): PathParams<QueuePath>,
 ) -> ApiResult<Json<SessionState>> {
     let agent = who.agent()?;
-    let queue = parsed("queue", QueueNumber::parse(&queue))?;
     Ok(Json(
         p.ctx
             .bus
@@ -245,10 +265,9 @@ pub async fn join_queue(
 pub async fn leave_queue(
     State(p): State<Portal>,
     who: Authed,
-    Path(queue): Path<String>,
+    PathParams(QueuePath { queue }): PathParams<QueuePath>,
 ) -> ApiResult<Json<SessionState>> {
     let agent = who.agent()?;
-    let queue = parsed("queue", QueueNumber::parse(&queue))?;
     Ok(Json(
         p.ctx
             .bus
@@ -297,314 +316,66 @@ pub async fn pause_reasons(
     ))
 }
 
-/// `POST /api/call/hangup`: the agent ends the call.
-pub async fn hangup(State(p): State<Portal>, who: Authed) -> ApiResult<StatusCode> {
-    let agent = who.agent()?;
-    p.ctx
-        .bus
-        .request(&who.context(), &cc_contracts::call::HangupCall { agent })
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DialBody {
-    number: String,
-    /// Seconds the number may ring once the agent answered (default 60).
-    #[serde(default)]
-    ring_timeout_s: Option<i64>,
-}
-
-/// `POST /api/call/dial`: an outbound call to a number or an extension. The agent's device
-/// rings first; once they answer it, the number does. Only a logged-in agent who is Idle or
-/// Paused may dial (no queue call is offered to them until the call ends).
-pub async fn dial(
-    State(p): State<Portal>,
-    who: Authed,
-    raw: Bytes,
-) -> ApiResult<Json<serde_json::Value>> {
-    use cc_contracts::views::AgentStatus;
-    let agent = who.agent()?;
-    let b: DialBody = body(&raw)?;
-    let number = parsed("number", cc_contracts::domain::DialString::parse(&b.number))?;
-    let ring_timeout_s = match b.ring_timeout_s {
-        None => 60,
-        Some(s) if (1..=600).contains(&s) => s,
-        Some(_) => {
-            return Err(ApiError(CommandError::field(
-                "invalid_field",
-                "ring_timeout_s",
-                "ring_timeout_s must be 1 to 600 seconds",
-            )))
-        }
-    };
-    crate::views::caught_up(&p.ctx.pool, READ_YOUR_WRITES).await?;
-    let view = crate::views::agent(&p.ctx.pool, who.tenant(), agent.as_str())
-        .await?
-        .ok_or_else(|| not_found(format!("no view of agent {agent} yet")))?;
-    let device = match (&view.login_time, &view.device) {
-        (Some(_), Some(d)) => parsed("device", DeviceId::parse(d))?,
-        _ => {
-            return Err(ApiError(CommandError::new(
-                "not_logged_in",
-                "Complete Login first: your device rings when you dial",
-            )))
-        }
-    };
-    let busy = match view.status {
-        AgentStatus::Idle | AgentStatus::Paused => None,
-        AgentStatus::WrapUp => Some("End the wrap-up before you dial"),
-        AgentStatus::Ringing => Some("A call is ringing your phone: answer it or let it go first"),
-        _ => Some("You are on a call: end it before you dial another"),
-    };
-    if let Some(message) = busy {
-        return Err(ApiError(CommandError::new("on_call", message)));
-    }
-    let call = p
-        .ctx
-        .bus
-        .request(
-            &who.context(),
-            &cc_contracts::call::DialOutbound {
-                agent,
-                device,
-                number,
-                ring_timeout_s,
-            },
-        )
-        .await?;
-    Ok(Json(serde_json::json!({ "call": call })))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HoldBody {
-    held: bool,
-}
-
-/// `POST /api/call/hold`: put the caller on hold (`{"held": true}`) or take them off it.
-pub async fn hold(State(p): State<Portal>, who: Authed, raw: Bytes) -> ApiResult<StatusCode> {
-    let agent = who.agent()?;
-    let b: HoldBody = body(&raw)?;
-    p.ctx
-        .bus
-        .request(
-            &who.context(),
-            &cc_contracts::call::HoldCall {
-                agent,
-                held: b.held,
-            },
-        )
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// `POST /api/call/wrap-up/end`: ready for the next call before the wrap-up time is over.
-pub async fn end_wrap_up(State(p): State<Portal>, who: Authed) -> ApiResult<StatusCode> {
-    let agent = who.agent()?;
-    p.ctx
-        .bus
-        .request(&who.context(), &cc_contracts::call::EndWrapUp { agent })
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TransferBody {
-    method: cc_contracts::call::TransferMethod,
-    target: TargetBody,
-    /// Seconds the target may ring before the transfer fails as not answered (default 30).
-    #[serde(default)]
-    ring_timeout_s: Option<i64>,
-}
-
-/// Exactly one of the four kinds of target.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TargetBody {
-    extension: Option<String>,
-    agent: Option<String>,
-    queue: Option<String>,
-    number: Option<String>,
-}
-
-fn target_error(code: &str, message: impl Into<String>) -> ApiError {
-    ApiError(CommandError::field(code, "target", message))
-}
-
-/// `POST /api/call/transfer`: blind, attended or live transfer of the connected call to an
-/// extension, an agent, a queue or an outside number. The target is checked before the call
-/// is touched.
-pub async fn transfer(State(p): State<Portal>, who: Authed, raw: Bytes) -> ApiResult<StatusCode> {
-    use cc_contracts::call::{TransferCall, TransferTarget};
-    let agent = who.agent()?;
-    let b: TransferBody = body(&raw)?;
-    let pool = &p.ctx.pool;
-    let tenant = who.tenant();
-    let (target, device, target_agent) = match (
-        b.target.extension,
-        b.target.agent,
-        b.target.queue,
-        b.target.number,
-    ) {
-        (Some(e), None, None, None) => {
-            let device =
-                DeviceId::parse(&e).map_err(|e| target_error("invalid_field", e.message))?;
-            let on = crate::views::agent_on_device(pool, tenant, device.as_str()).await?;
-            let on = on
-                .map(|a| AgentNumber::parse(&a))
-                .transpose()
-                .map_err(|e| ApiError(CommandError::internal(e.message)))?;
-            (TransferTarget::Extension(device.clone()), Some(device), on)
-        }
-        (None, Some(a), None, None) => {
-            let target =
-                AgentNumber::parse(&a).map_err(|e| target_error("invalid_field", e.message))?;
-            if target == agent {
-                return Err(target_error(
-                    "own_device",
-                    "you cannot transfer a call to yourself",
-                ));
-            }
-            let view = crate::views::agent(pool, tenant, target.as_str())
-                .await?
-                .ok_or_else(|| {
-                    target_error("unknown_agent", format!("There is no agent {target}"))
-                })?;
-            let device = match (&view.login_time, &view.device) {
-                (Some(_), Some(d)) => {
-                    DeviceId::parse(d).map_err(|e| ApiError(CommandError::internal(e.message)))?
-                }
-                _ => {
-                    return Err(target_error(
-                        "agent_not_logged_in",
-                        format!("Agent {target} is not logged in"),
-                    ))
-                }
-            };
-            (
-                TransferTarget::Agent(target.clone()),
-                Some(device),
-                Some(target),
-            )
-        }
-        (None, None, Some(q), None) => {
-            let queue =
-                QueueNumber::parse(&q).map_err(|e| target_error("invalid_field", e.message))?;
-            if !crate::views::queues(pool, tenant)
-                .await?
-                .iter()
-                .any(|(n, _)| n == queue.as_str())
-            {
-                return Err(target_error(
-                    "unknown_queue",
-                    format!("There is no queue {queue}"),
-                ));
-            }
-            (TransferTarget::Queue(queue), None, None)
-        }
-        (None, None, None, Some(n)) => (TransferTarget::Number(n.trim().to_string()), None, None),
-        _ => {
-            return Err(target_error(
-                "invalid_field",
-                "give exactly one of extension, agent, queue or number",
-            ))
-        }
-    };
-    let ring_timeout_s = match b.ring_timeout_s {
-        None => 30,
-        Some(s) if (1..=600).contains(&s) => s,
-        Some(_) => {
-            return Err(ApiError(CommandError::field(
-                "invalid_field",
-                "ring_timeout_s",
-                "ring_timeout_s must be 1 to 600 seconds",
-            )))
-        }
-    };
-    let cmd = TransferCall {
-        agent,
-        method: b.method,
-        target,
-        device,
-        target_agent,
-        ring_timeout_s,
-    };
-    p.ctx.bus.request(&who.context(), &cmd).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// `POST /api/call/transfer/complete`: the agent drops; the customer stays with the target.
-pub async fn complete_transfer(State(p): State<Portal>, who: Authed) -> ApiResult<StatusCode> {
-    let agent = who.agent()?;
-    p.ctx
-        .bus
-        .request(
-            &who.context(),
-            &cc_contracts::call::CompleteTransfer { agent },
-        )
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// `POST /api/call/transfer/cancel`: the target's leg ends; the customer is back with the agent.
-pub async fn cancel_transfer(State(p): State<Portal>, who: Authed) -> ApiResult<StatusCode> {
-    let agent = who.agent()?;
-    p.ctx
-        .bus
-        .request(
-            &who.context(),
-            &cc_contracts::call::CancelTransfer { agent },
-        )
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(serde::Serialize)]
-pub struct TransferTargets {
-    extensions: Vec<serde_json::Value>,
-    agents: Vec<serde_json::Value>,
-    queues: Vec<serde_json::Value>,
-}
-
-/// `GET /api/transfer-targets`: the tenant's extensions (online or not, with the agent logged
-/// in on each), the other agents with their status, and the queues.
-pub async fn transfer_targets(
-    State(p): State<Portal>,
-    who: Authed,
-) -> ApiResult<Json<TransferTargets>> {
-    let me = who.agent()?;
-    let views = crate::views::agents(&p.ctx.pool, who.tenant()).await?;
-    let devices = p
-        .ctx
-        .bus
-        .request(&who.context(), &cc_contracts::pbx::ListDevices {})
-        .await?;
-    let on_device = |d: &str| {
-        views
-            .iter()
-            .find(|v| v.login_time.is_some() && v.device.as_deref() == Some(d))
-            .map(|v| v.agent.clone())
-    };
-    let extensions = devices
-        .iter()
-        .map(|d| serde_json::json!({ "device": d.device, "online": d.registered, "agent": on_device(d.device.as_str()) }))
-        .collect();
-    let agents = views
-        .iter()
-        .filter(|v| v.agent != me.as_str() && v.enabled)
-        .map(|v| serde_json::json!({ "agent": v.agent, "display_name": v.display_name, "status": v.status, "status_label": v.status_label, "device": v.device }))
-        .collect();
-    let queues = crate::views::queues(&p.ctx.pool, who.tenant())
-        .await?
-        .into_iter()
-        .map(|(q, n)| serde_json::json!({ "queue": q, "name": n }))
-        .collect();
-    Ok(Json(TransferTargets {
-        extensions,
-        agents,
-        queues,
-    }))
+pub(crate) fn routes() -> Vec<Route> {
+    vec![
+        Route::post("/api/login", login)
+            .tag(Tag::Agent)
+            .summary("Sign in with agent number (or admin username) and password; sets the HttpOnly session cookie and returns the token for API use")
+            .refuses(&["unknown_tenant", "invalid_credentials", "account_disabled", "too_many_attempts", "unavailable"])
+            .notes(&[
+                (403, "The account is disabled"),
+                (429, "Too many failed sign-ins: this login from this address, or (from an address it has not signed in from before) this login or this address; the message says when to try again"),
+            ]),
+        Route::post("/api/signout", signout)
+            .tag(Tag::Agent)
+            .roles(ANY_ROLE)
+            .summary("End the portal session (the agent stays logged in; see DELETE /api/session)")
+            .commands(&[]),
+        Route::get("/api/login-options", login_options)
+            .tag(Tag::Agent)
+            .roles(AGENT)
+            .summary("Login step 2: online devices, the default device (the agent's own extension), assigned queues, whether the agent may choose queues")
+            .commands(&["unknown_agent"]),
+        Route::post("/api/session", complete_login)
+            .tag(Tag::Agent)
+            .roles(AGENT)
+            .summary("Complete Login: start the agent's session on a device with queues (defaults: own extension, every assigned queue)")
+            .commands(&["unknown_agent", "account_disabled", "queue_change_not_allowed", "unknown_device", "device_offline", "queue_not_assigned", "already_logged_in", "device_in_use"]),
+        Route::delete("/api/session", logout)
+            .tag(Tag::Agent)
+            .roles(AGENT)
+            .summary("Log out (the agent's session ends)")
+            .commands(&["unknown_agent", "on_call", "not_logged_in"]),
+        Route::post("/api/session/pause", pause)
+            .tag(Tag::Agent)
+            .roles(AGENT)
+            .summary("Pause with one of the tenant's pause reasons, or change the reason while paused")
+            .commands(&["unknown_pause_reason", "not_logged_in", "already_paused"]),
+        Route::post("/api/session/unpause", unpause)
+            .tag(Tag::Agent)
+            .roles(AGENT)
+            .summary("Unpause")
+            .commands(&["not_logged_in", "not_paused"]),
+        Route::put("/api/session/queues/{queue}", join_queue)
+            .tag(Tag::Agent)
+            .roles(AGENT)
+            .summary("Join an assigned queue (when the agent may manage their queues)")
+            .commands(&["unknown_agent", "queue_change_not_allowed", "queue_not_assigned", "not_logged_in", "already_in_queue"]),
+        Route::delete("/api/session/queues/{queue}", leave_queue)
+            .tag(Tag::Agent)
+            .roles(AGENT)
+            .summary("Leave a queue (when the agent may manage their queues)")
+            .commands(&["unknown_agent", "queue_change_not_allowed", "queue_not_assigned", "not_logged_in", "not_in_queue"]),
+        Route::get("/api/me", me)
+            .tag(Tag::Agent)
+            .roles(AGENT)
+            .summary("The agent's view: status, pause reason, device, login time, queues, counts, current call")
+            .refuses(&["not_found"])
+            .notes(&[(404, "No view of the agent yet")]),
+        Route::get("/api/pause-reasons", pause_reasons)
+            .tag(Tag::Agent)
+            .roles(ANY_ROLE)
+            .summary("The tenant's pause reasons")
+            .commands(&[]),
+    ]
 }

@@ -4,14 +4,14 @@
 //! agent; and the wrap-up's disposition and note (`POST /api/call/wrap-up/disposition`).
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::Json;
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
-use crate::error::{body, not_found, ApiError, ApiResult};
+use crate::error::{not_found, ApiError, ApiResult};
 use crate::identity::Authed;
+use crate::route::{Body, NoContent, Route, Tag, AGENT};
 use crate::Portal;
 
 fn unavailable(what: &str, e: sqlx::Error) -> ApiError {
@@ -22,7 +22,7 @@ fn unavailable(what: &str, e: sqlx::Error) -> ApiError {
 }
 
 /// One of the agent's queues and its callers waiting now.
-#[derive(serde::Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct QueueWaiting {
     queue: String,
     name: String,
@@ -99,7 +99,7 @@ pub async fn queues(State(p): State<Portal>, who: Authed) -> ApiResult<Json<Vec<
 }
 
 /// One of the agent's calls today.
-#[derive(serde::Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct RecentCall {
     call: String,
     /// When the call first rang the agent's phone (or, transferred to them, connected).
@@ -112,13 +112,15 @@ pub struct RecentCall {
     /// never answered by the agent), rejected, or withdrawn (stopped ringing before an answer:
     /// the caller hung up, another agent answered, the agent logged out); for an outbound call
     /// also dialing (now) and not_connected (busy, no answer, cancelled...).
+    #[schemars(extend("enum" = ["answered", "in_progress", "ringing", "missed", "rejected", "withdrawn", "dialing", "not_connected"]))]
     outcome: String,
     /// The agent's talk time on the call, hold excluded (0 when not answered).
     talk_ms: i64,
     /// The disposition the agent gave in wrap-up, if any.
     disposition: Option<String>,
     /// inbound (a queue call) or outbound (the agent dialled it; `caller_number` is the number
-    /// dialled, `queue` empty).
+    /// dialled, `queue` and `queue_name` empty).
+    #[schemars(extend("enum" = ["inbound", "outbound"]))]
     direction: String,
 }
 
@@ -177,12 +179,26 @@ pub async fn calls(State(p): State<Portal>, who: Authed) -> ApiResult<Json<Vec<R
     ))
 }
 
-#[derive(Deserialize)]
+/// A disposition, a note or both (a blank one counts as not given); the note may have line
+/// breaks but no other control characters.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("anyOf" = [
+    { "required": ["disposition"], "properties": { "disposition": { "type": "string", "pattern": "\\S" } } },
+    { "required": ["note"], "properties": { "note": { "type": "string", "pattern": "\\S" } } }
+]))]
 pub struct DispositionBody {
+    /// One of the queue's disposition codes (GET /api/me/queues).
     #[serde(default)]
+    #[schemars(example = &"Sale")]
     disposition: Option<String>,
+    /// A free-text note: trimmed, at most 1000 characters.
     #[serde(default)]
+    #[schemars(
+        length(max = 1000),
+        pattern(r"^[^\u0000-\u0009\u000b-\u001f\u007f-\u009f]*$"),
+        example = &"Wants a call back on Monday"
+    )]
     note: Option<String>,
 }
 
@@ -191,10 +207,9 @@ pub struct DispositionBody {
 pub async fn disposition(
     State(p): State<Portal>,
     who: Authed,
-    raw: Bytes,
-) -> ApiResult<StatusCode> {
+    Body(b): Body<DispositionBody>,
+) -> ApiResult<NoContent> {
     let agent = who.agent()?;
-    let b: DispositionBody = body(&raw)?;
     p.ctx
         .bus
         .request(
@@ -206,5 +221,33 @@ pub async fn disposition(
             },
         )
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(NoContent)
+}
+
+pub(crate) fn routes() -> Vec<Route> {
+    vec![
+        Route::get("/api/me/queues", queues)
+            .tag(Tag::Agent)
+            .roles(AGENT)
+            .summary("The callers waiting in each of the agent's queues")
+            .description("Each queue the signed-in agent is assigned to or logged into, and the queue of their current call (a call transferred to them from another queue: its wrap-up uses that queue's dispositions); no other queue of the tenant; with its callers waiting now and since when the longest-waiting one waits. From the reporting model, a moment behind the events. The Agent Portal asks every 3 seconds while the page is visible. Agents only.")
+            .commands(&["not_found", "unavailable"])
+            .notes(&[(404, "No view of the agent yet")]),
+        Route::get("/api/me/calls", calls)
+            .tag(Tag::Agent)
+            .roles(AGENT)
+            .summary("The agent's calls today")
+            .description("The signed-in agent's calls since the start of the tenant's day (in the tenant's time zone), newest first, at most 100: each call that rang the agent's phone, was transferred to them or that they dialled (an outbound call). From the reporting model (reporting.calls and reporting.call_segments), a moment behind the events. Agents only.")
+            .refuses(&["unavailable"]),
+        Route::post("/api/call/wrap-up/disposition", disposition)
+            .tag(Tag::Agent)
+            .roles(AGENT)
+            .summary("In wrap-up: the call's disposition and/or a note")
+            .description("Records the disposition (one of the queue's codes, see GET /api/me/queues) and/or a free-text note of the call the agent is wrapping up, as a CallDispositionRecorded event on the call's stream and in reporting.calls (disposition, disposition_note, disposition_agent). Sent again during the wrap-up, the last one counts. The note is trimmed, at most 1000 characters, and may hold line breaks but no other control characters. A queue with disposition_required keeps the agent in wrap-up until a disposition is given.")
+            .commands(&["not_in_wrap_up", "unknown_disposition"])
+            .notes(&[
+                (400, "A field is malformed (note too long or with control characters), or neither disposition nor note given"),
+                (422, "Not one of the queue's codes (the message lists them)"),
+            ]),
+    ]
 }

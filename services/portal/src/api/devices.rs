@@ -3,21 +3,18 @@
 //! The gateway owns them (`sip-gateway` commands); a tenant served by the PBX simulator has
 //! none and gets 409 `not_sip_tenant`.
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::State;
 use axum::Json;
-use bytes::Bytes;
 use cc_bus::CommandError;
-use cc_contracts::auth::Role;
 use cc_contracts::domain::DeviceId;
 use cc_contracts::sip::*;
+use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::error::{body, parsed, ApiError, ApiResult};
+use crate::error::{parsed, ApiError, ApiResult};
 use crate::identity::Authed;
+use crate::route::{Body, Created, NoContent, PathParams, Route, Tag, ADMIN, SUPERVISORS};
 use crate::Portal;
-
-const ADMIN: &[Role] = &[Role::Admin];
 
 fn sip_tenant(p: &Portal, who: &Authed) -> ApiResult<()> {
     let tenant = &who.context().tenant;
@@ -35,7 +32,6 @@ fn sip_tenant(p: &Portal, who: &Authed) -> ApiResult<()> {
 
 /// `GET /api/admin/devices`: every SIP device with its registration.
 pub async fn list(State(p): State<Portal>, who: Authed) -> ApiResult<Json<Vec<SipDeviceInfo>>> {
-    who.require(crate::api::supervisor::ROLES)?;
     sip_tenant(&p, &who)?;
     Ok(Json(
         p.ctx
@@ -45,30 +41,33 @@ pub async fn list(State(p): State<Portal>, who: Authed) -> ApiResult<Json<Vec<Si
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDevice {
+    /// The extension: 1 to 15 digits.
+    #[schemars(pattern(r"^[0-9]{1,15}$"), example = &"1008")]
     device: String,
+}
+
+/// The device of a path.
+#[derive(Deserialize, JsonSchema)]
+pub struct DevicePath {
+    device: DeviceId,
 }
 
 /// `POST /api/admin/devices` `{"device": "1008"}`: a new device and its SIP password (shown once).
 pub async fn create(
     State(p): State<Portal>,
     who: Authed,
-    raw: Bytes,
-) -> ApiResult<(StatusCode, Json<SipCredentials>)> {
-    who.require(ADMIN)?;
+    Body(b): Body<NewDevice>,
+) -> ApiResult<Created<SipCredentials>> {
     sip_tenant(&p, &who)?;
-    let b: NewDevice = body(&raw)?;
     let device = parsed("device", DeviceId::parse(&b.device))?;
-    Ok((
-        StatusCode::CREATED,
-        Json(
-            p.ctx
-                .bus
-                .request(&who.context(), &ProvisionSipDevice { device })
-                .await?,
-        ),
+    Ok(Created(
+        p.ctx
+            .bus
+            .request(&who.context(), &ProvisionSipDevice { device })
+            .await?,
     ))
 }
 
@@ -77,11 +76,9 @@ pub async fn create(
 pub async fn new_password(
     State(p): State<Portal>,
     who: Authed,
-    Path(device): Path<String>,
+    PathParams(DevicePath { device }): PathParams<DevicePath>,
 ) -> ApiResult<Json<SipCredentials>> {
-    who.require(ADMIN)?;
     sip_tenant(&p, &who)?;
-    let device = parsed("device", DeviceId::parse(&device))?;
     let known = p
         .ctx
         .bus
@@ -106,14 +103,43 @@ pub async fn new_password(
 pub async fn remove(
     State(p): State<Portal>,
     who: Authed,
-    Path(device): Path<String>,
-) -> ApiResult<StatusCode> {
-    who.require(ADMIN)?;
+    PathParams(DevicePath { device }): PathParams<DevicePath>,
+) -> ApiResult<NoContent> {
     sip_tenant(&p, &who)?;
-    let device = parsed("device", DeviceId::parse(&device))?;
     p.ctx
         .bus
         .request(&who.context(), &RemoveSipDevice { device })
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(NoContent)
+}
+
+pub(crate) fn routes() -> Vec<Route> {
+    const NOT_SIP: (u16, &str) = (409, "The tenant's PBX is the simulator: no SIP devices");
+    const GATEWAY: (u16, &str) = (503, "The SIP gateway is not running");
+    vec![
+        Route::get("/api/admin/devices", list)
+            .tag(Tag::Admin)
+            .roles(SUPERVISORS)
+            .summary("The tenant's SIP devices and their registrations (supervisors and admins)")
+            .commands(&["not_sip_tenant"])
+            .notes(&[NOT_SIP, GATEWAY]),
+        Route::post("/api/admin/devices", create)
+            .tag(Tag::Admin)
+            .roles(ADMIN)
+            .summary("Create a SIP device; the reply holds its password, shown once")
+            .commands(&["not_sip_tenant"])
+            .notes(&[NOT_SIP, GATEWAY]),
+        Route::post("/api/admin/devices/{device}/password", new_password)
+            .tag(Tag::Admin)
+            .roles(ADMIN)
+            .summary("A new SIP password for a device (shown once)")
+            .commands(&["not_sip_tenant", "unknown_device"])
+            .notes(&[NOT_SIP, GATEWAY, (422, "No such device")]),
+        Route::delete("/api/admin/devices/{device}", remove)
+            .tag(Tag::Admin)
+            .roles(ADMIN)
+            .summary("Remove a SIP device (a phone registered with it goes offline)")
+            .commands(&["not_sip_tenant", "unknown_device"])
+            .notes(&[NOT_SIP, GATEWAY, (422, "No such device")]),
+    ]
 }

@@ -2,30 +2,196 @@
 //! `GET /api/reports/{calls,agents,pauses,queues}` with `from` / `to` (days in the tenant's
 //! time zone, inclusive), `queue`, `agent`, and `format=csv`.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cc_bus::CommandError;
 use cc_contracts::domain::{AgentNumber, QueueNumber};
 use chrono::NaiveDate;
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer};
 
 use crate::error::{ApiError, ApiResult};
 use crate::identity::Authed;
+use crate::route::{schema_of, Output, QueryParams, Reply, Route, Shape, Tag, SUPERVISORS};
 use crate::Portal;
 
 /// At most this many rows per report.
 pub const MAX_ROWS: i64 = 100_000;
 
-#[derive(Deserialize)]
+/// A day, `YYYY-MM-DD`.
+#[derive(Clone, Copy, JsonSchema)]
+pub struct Day(NaiveDate);
+
+impl<'de> Deserialize<'de> for Day {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        NaiveDate::parse_from_str(&s, "%Y-%m-%d")
+            .map(Day)
+            .map_err(|_| serde::de::Error::custom(format!("a date like 2026-11-25, not {s:?}")))
+    }
+}
+
+/// How the rows come.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// A JSON array of objects (the default).
+    #[default]
+    Json,
+    /// CSV with a header row, as a download.
+    Csv,
+}
+
+/// What a report's query may filter by; each report takes the fields it has.
+struct Filter {
+    from: Option<Day>,
+    to: Option<Day>,
+    queue: Option<QueueNumber>,
+    agent: Option<AgentNumber>,
+    format: Option<Format>,
+}
+
+/// The query of the calls report.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Filter {
-    from: Option<String>,
-    to: Option<String>,
-    queue: Option<String>,
-    agent: Option<String>,
-    format: Option<String>,
+pub struct CallsQuery {
+    /// First day (YYYY-MM-DD, in the tenant's time zone), inclusive.
+    from: Option<Day>,
+    /// Last day (YYYY-MM-DD), inclusive.
+    to: Option<Day>,
+    /// Only this queue.
+    queue: Option<QueueNumber>,
+    /// Only the calls this agent was connected to.
+    agent: Option<AgentNumber>,
+    /// json (default) or csv.
+    format: Option<Format>,
+}
+
+/// The query of the agents report.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentsQuery {
+    /// First day (YYYY-MM-DD, in the tenant's time zone), inclusive.
+    from: Option<Day>,
+    /// Last day (YYYY-MM-DD), inclusive.
+    to: Option<Day>,
+    /// Only this agent.
+    agent: Option<AgentNumber>,
+    /// json (default) or csv.
+    format: Option<Format>,
+}
+
+/// The query of the queues report.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueuesQuery {
+    /// First day (YYYY-MM-DD, in the tenant's time zone), inclusive.
+    from: Option<Day>,
+    /// Last day (YYYY-MM-DD), inclusive.
+    to: Option<Day>,
+    /// Only this queue.
+    queue: Option<QueueNumber>,
+    /// json (default) or csv.
+    format: Option<Format>,
+}
+
+impl From<CallsQuery> for Filter {
+    fn from(q: CallsQuery) -> Self {
+        let CallsQuery {
+            from,
+            to,
+            queue,
+            agent,
+            format,
+        } = q;
+        Filter {
+            from,
+            to,
+            queue,
+            agent,
+            format,
+        }
+    }
+}
+
+impl From<AgentsQuery> for Filter {
+    fn from(q: AgentsQuery) -> Self {
+        let AgentsQuery {
+            from,
+            to,
+            agent,
+            format,
+        } = q;
+        Filter {
+            from,
+            to,
+            queue: None,
+            agent,
+            format,
+        }
+    }
+}
+
+impl From<QueuesQuery> for Filter {
+    fn from(q: QueuesQuery) -> Self {
+        let QueuesQuery {
+            from,
+            to,
+            queue,
+            format,
+        } = q;
+        Filter {
+            from,
+            to,
+            queue,
+            agent: None,
+            format,
+        }
+    }
+}
+
+/// A report's rows: a JSON array of objects, or CSV.
+pub enum Rows {
+    Json(Vec<serde_json::Map<String, serde_json::Value>>),
+    Csv { view: &'static str, text: String },
+}
+
+impl IntoResponse for Rows {
+    fn into_response(self) -> Response {
+        match self {
+            Rows::Json(rows) => Json(rows).into_response(),
+            Rows::Csv { view, text } => (
+                [
+                    (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        format!("attachment; filename=\"{view}.csv\""),
+                    ),
+                ],
+                text,
+            )
+                .into_response(),
+        }
+    }
+}
+
+impl Output for Rows {
+    fn describe(s: &mut Shape) {
+        s.replies.push(Reply {
+            status: 200,
+            description: "The rows (at most 100,000)",
+            content: vec![
+                (
+                    "application/json",
+                    schema_of::<Vec<serde_json::Map<String, serde_json::Value>>>,
+                ),
+                ("text/csv", schema_of::<String>),
+            ],
+            headers: vec![],
+        });
+    }
 }
 
 struct Report {
@@ -70,55 +236,16 @@ fn bad(field: &str, message: String) -> ApiError {
     ApiError(CommandError::field("invalid_field", field, message))
 }
 
-fn date(field: &str, v: &Option<String>) -> ApiResult<Option<NaiveDate>> {
-    v.as_deref()
-        .map(|s| {
-            NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| {
-                bad(
-                    field,
-                    format!("{field} must be a date like 2026-11-25, not {s:?}"),
-                )
-            })
-        })
-        .transpose()
-}
-
-async fn report(p: &Portal, who: &Authed, r: &Report, f: Filter) -> ApiResult<Response> {
-    who.require(crate::api::supervisor::ROLES)?;
-    let (from, to) = (date("from", &f.from)?, date("to", &f.to)?);
+async fn report(p: &Portal, who: &Authed, r: &Report, f: Filter) -> ApiResult<Rows> {
+    let (from, to) = (f.from.map(|d| d.0), f.to.map(|d| d.0));
     if let (Some(a), Some(b)) = (from, to) {
         if a > b {
             return Err(bad("to", "to is before from".into()));
         }
     }
-    let queue = match (&f.queue, r.queue) {
-        (None, _) => None,
-        (Some(_), None) => return Err(bad("queue", "this report has no queue filter".to_string())),
-        (Some(q), Some(_)) => Some(
-            QueueNumber::parse(q)
-                .map_err(|e| bad("queue", e.message))?
-                .to_string(),
-        ),
-    };
-    let agent = match (&f.agent, r.agent) {
-        (None, _) => None,
-        (Some(_), None) => return Err(bad("agent", "this report has no agent filter".to_string())),
-        (Some(a), Some(_)) => Some(
-            AgentNumber::parse(a)
-                .map_err(|e| bad("agent", e.message))?
-                .to_string(),
-        ),
-    };
-    let csv = match f.format.as_deref() {
-        None | Some("json") => false,
-        Some("csv") => true,
-        Some(other) => {
-            return Err(bad(
-                "format",
-                format!("format is json or csv, not {other:?}"),
-            ))
-        }
-    };
+    let queue = f.queue.map(|q| q.to_string());
+    let agent = f.agent.map(|a| a.to_string());
+    let csv = f.format.unwrap_or_default() == Format::Csv;
     let sql = format!(
         "select row_to_json(v)::text from reporting.{view} v join reporting.tenants t on t.tenant = v.tenant
           where v.tenant = $1 and ($2::date is null or {day} >= $2) and ($3::date is null or {day} <= $3)
@@ -144,12 +271,12 @@ async fn report(p: &Portal, who: &Authed, r: &Report, f: Filter) -> ApiResult<Re
                 format!("the reporting tables cannot be read now: {e}"),
             ))
         })?;
-    let rows: Vec<serde_json::Value> = rows
+    let rows: Vec<serde_json::Map<String, serde_json::Value>> = rows
         .iter()
         .filter_map(|r| serde_json::from_str(r).ok())
         .collect();
     if !csv {
-        return Ok(Json(rows).into_response());
+        return Ok(Rows::Json(rows));
     }
     let columns: Vec<String> = sqlx::query_scalar("select column_name::text from information_schema.columns where table_schema = 'reporting' and table_name = $1 order by ordinal_position")
         .bind(r.view)
@@ -174,15 +301,10 @@ async fn report(p: &Portal, who: &Authed, r: &Report, f: Filter) -> ApiResult<Re
         out.push_str(&fields.join(","));
         out.push('\n');
     }
-    let name = format!("attachment; filename=\"{}.csv\"", r.view);
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
-            (header::CONTENT_DISPOSITION, name),
-        ],
-        out,
-    )
-        .into_response())
+    Ok(Rows::Csv {
+        view: r.view,
+        text: out,
+    })
 }
 
 fn csv_field(s: &str) -> String {
@@ -193,42 +315,72 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-fn query(q: Result<Query<Filter>, axum::extract::rejection::QueryRejection>) -> ApiResult<Filter> {
-    q.map(|Query(f)| f).map_err(|e| bad("query", e.body_text()))
-}
-
 /// `GET /api/reports/calls`: one row per call (the view `reporting.call_history`).
 pub async fn calls(
     State(p): State<Portal>,
     who: Authed,
-    q: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Response> {
-    report(&p, &who, &CALLS, query(q)?).await
+    QueryParams(q): QueryParams<CallsQuery>,
+) -> ApiResult<Rows> {
+    report(&p, &who, &CALLS, q.into()).await
 }
 
 /// `GET /api/reports/agents`: per agent and day (`reporting.agent_daily`).
 pub async fn agents(
     State(p): State<Portal>,
     who: Authed,
-    q: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Response> {
-    report(&p, &who, &AGENTS, query(q)?).await
+    QueryParams(q): QueryParams<AgentsQuery>,
+) -> ApiResult<Rows> {
+    report(&p, &who, &AGENTS, q.into()).await
 }
 
 /// `GET /api/reports/pauses`: pause time per agent, day and reason (`reporting.agent_pause_daily`).
 pub async fn pauses(
     State(p): State<Portal>,
     who: Authed,
-    q: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Response> {
-    report(&p, &who, &PAUSES, query(q)?).await
+    QueryParams(q): QueryParams<AgentsQuery>,
+) -> ApiResult<Rows> {
+    report(&p, &who, &PAUSES, q.into()).await
 }
 
 /// `GET /api/reports/queues`: per queue and 15 minutes (`reporting.queue_intervals`).
 pub async fn queues(
     State(p): State<Portal>,
     who: Authed,
-    q: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Response> {
-    report(&p, &who, &QUEUES, query(q)?).await
+    QueryParams(q): QueryParams<QueuesQuery>,
+) -> ApiResult<Rows> {
+    report(&p, &who, &QUEUES, q.into()).await
+}
+
+pub(crate) fn routes() -> Vec<Route> {
+    const UNAVAILABLE: (u16, &str) = (503, "The reporting tables cannot be read now");
+    vec![
+        Route::get("/api/reports/calls", calls)
+            .tag(Tag::Reports)
+            .roles(SUPERVISORS)
+            .summary("Call history")
+            .description("One row per call (the view reporting.call_history), by entry time. Supervisors and admins. At most 100,000 rows. See docs/reporting.md.")
+            .refuses(&["unavailable"])
+            .notes(&[UNAVAILABLE]),
+        Route::get("/api/reports/agents", agents)
+            .tag(Tag::Reports)
+            .roles(SUPERVISORS)
+            .summary("Agent daily summary")
+            .description("Per agent and day (reporting.agent_daily): time in each state, Completed / Missed / Rejected, average handle time, occupancy. Supervisors and admins. At most 100,000 rows. See docs/reporting.md.")
+            .refuses(&["unavailable"])
+            .notes(&[UNAVAILABLE]),
+        Route::get("/api/reports/pauses", pauses)
+            .tag(Tag::Reports)
+            .roles(SUPERVISORS)
+            .summary("Pause time")
+            .description("Per agent, day and pause reason (reporting.agent_pause_daily). Supervisors and admins. At most 100,000 rows. See docs/reporting.md.")
+            .refuses(&["unavailable"])
+            .notes(&[UNAVAILABLE]),
+        Route::get("/api/reports/queues", queues)
+            .tag(Tag::Reports)
+            .roles(SUPERVISORS)
+            .summary("Queue statistics")
+            .description("Per queue and 15-minute interval (reporting.queue_intervals): offered, answered, abandoned, service level, average speed of answer, longest wait, average handle time. Supervisors and admins. At most 100,000 rows. See docs/reporting.md.")
+            .refuses(&["unavailable"])
+            .notes(&[UNAVAILABLE]),
+    ]
 }

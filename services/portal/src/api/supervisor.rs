@@ -1,25 +1,23 @@
 //! The supervisor's live view of a tenant's agents, forced logout, and listening in on an
 //! agent's call (Listen, Whisper, Barge).
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::State;
 use axum::Json;
-use cc_contracts::auth::Role;
 use cc_contracts::call::{MonitorCall, MonitorMode, SetMonitorMode, StopMonitor};
 use cc_contracts::domain::{AgentNumber, DeviceId};
 use cc_contracts::session::{LogoutAgent, LogoutReason, SessionState};
 use cc_contracts::views::AgentView;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
-use crate::error::{body, parsed, ApiResult};
+use crate::api::admin::AgentPath;
+use crate::error::{parsed, ApiResult};
 use crate::identity::Authed;
+use crate::route::{Accepted, Body, NoContent, PathParams, Route, Tag, ANY_ROLE, SUPERVISORS};
 use crate::Portal;
-
-pub const ROLES: &[Role] = &[Role::Supervisor, Role::Admin];
 
 /// `GET /api/supervisor/agents`: every agent's view (read-your-writes, as `GET /api/me`).
 pub async fn agents(State(p): State<Portal>, who: Authed) -> ApiResult<Json<Vec<AgentView>>> {
-    who.require(ROLES)?;
     crate::views::caught_up(&p.ctx.pool, super::agent::READ_YOUR_WRITES).await?;
     Ok(Json(crate::views::agents(&p.ctx.pool, who.tenant()).await?))
 }
@@ -28,10 +26,8 @@ pub async fn agents(State(p): State<Portal>, who: Authed) -> ApiResult<Json<Vec<
 pub async fn force_logout(
     State(p): State<Portal>,
     who: Authed,
-    Path(agent): Path<String>,
+    PathParams(AgentPath { agent }): PathParams<AgentPath>,
 ) -> ApiResult<Json<SessionState>> {
-    who.require(ROLES)?;
-    let agent = parsed("agent", AgentNumber::parse(&agent))?;
     Ok(Json(
         p.ctx
             .bus
@@ -52,7 +48,7 @@ pub async fn whoami(who: Authed) -> Json<cc_contracts::auth::Principal> {
 }
 
 /// One queue as the supervisor view shows it: now, and today's figures.
-#[derive(serde::Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct QueueNow {
     queue: String,
     name: String,
@@ -61,6 +57,7 @@ pub struct QueueNow {
     /// Since when the longest-waiting caller waits (null when none).
     longest_waiting_since: Option<chrono::DateTime<chrono::Utc>>,
     /// The tenant's day the figures below count (its time zone), `YYYY-MM-DD`.
+    #[schemars(extend("format" = "date"))]
     day: String,
     /// The queue's service-level threshold, seconds.
     service_level_s: i64,
@@ -137,13 +134,13 @@ pub async fn queue_figures(pool: &sqlx::PgPool, tenant: &str) -> ApiResult<Vec<Q
 /// `GET /api/supervisor/queues`: each queue's waiting callers, the longest wait, and today's
 /// service level, answered, abandoned and average wait.
 pub async fn queues(State(p): State<Portal>, who: Authed) -> ApiResult<Json<Vec<QueueNow>>> {
-    who.require(ROLES)?;
     Ok(Json(queue_figures(&p.ctx.pool, who.tenant()).await?))
 }
 
 /// One device a supervisor may be rung on.
-#[derive(serde::Serialize)]
+#[derive(Serialize, JsonSchema)]
 pub struct DeviceNow {
+    #[schemars(example = &"1005")]
     device: String,
     online: bool,
 }
@@ -151,7 +148,6 @@ pub struct DeviceNow {
 /// `GET /api/supervisor/devices`: the tenant's devices (extensions) and whether each is online,
 /// for the supervisor's "Your phone" when listening in.
 pub async fn devices(State(p): State<Portal>, who: Authed) -> ApiResult<Json<Vec<DeviceNow>>> {
-    who.require(ROLES)?;
     let ctx = cc_bus::CommandContext::new(who.tenant(), "system:portal");
     let mut list = p
         .ctx
@@ -169,16 +165,25 @@ pub async fn devices(State(p): State<Portal>, who: Authed) -> ApiResult<Json<Vec
     ))
 }
 
-#[derive(serde::Deserialize)]
+/// The agent whose call is monitored.
+#[derive(Deserialize, JsonSchema)]
+pub struct MonitoredAgent {
+    /// The agent whose call is monitored.
+    agent: AgentNumber,
+}
+
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct MonitorBody {
+pub struct MonitorBody {
+    /// The supervisor's extension (online).
+    #[schemars(pattern(r"^[0-9]{1,15}$"), example = &"1005")]
     device: String,
     mode: MonitorMode,
 }
 
-#[derive(serde::Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ModeBody {
+pub struct ModeBody {
     mode: MonitorMode,
 }
 
@@ -187,12 +192,9 @@ struct ModeBody {
 pub async fn monitor(
     State(p): State<Portal>,
     who: Authed,
-    Path(agent): Path<String>,
-    raw: Bytes,
-) -> ApiResult<StatusCode> {
-    who.require(ROLES)?;
-    let agent = parsed("agent", AgentNumber::parse(&agent))?;
-    let b: MonitorBody = body(&raw)?;
+    PathParams(MonitoredAgent { agent }): PathParams<MonitoredAgent>,
+    Body(b): Body<MonitorBody>,
+) -> ApiResult<Accepted> {
     let device = parsed("device", DeviceId::parse(&b.device))?;
     p.ctx
         .bus
@@ -207,19 +209,16 @@ pub async fn monitor(
             },
         )
         .await?;
-    Ok(StatusCode::ACCEPTED)
+    Ok(Accepted)
 }
 
 /// `PATCH /api/supervisor/agents/{agent}/monitor`: switch between Listen, Whisper and Barge.
 pub async fn set_monitor_mode(
     State(p): State<Portal>,
     who: Authed,
-    Path(agent): Path<String>,
-    raw: Bytes,
-) -> ApiResult<StatusCode> {
-    who.require(ROLES)?;
-    let agent = parsed("agent", AgentNumber::parse(&agent))?;
-    let b: ModeBody = body(&raw)?;
+    PathParams(MonitoredAgent { agent }): PathParams<MonitoredAgent>,
+    Body(b): Body<ModeBody>,
+) -> ApiResult<NoContent> {
     p.ctx
         .bus
         .request(
@@ -231,17 +230,15 @@ pub async fn set_monitor_mode(
             },
         )
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(NoContent)
 }
 
 /// `DELETE /api/supervisor/agents/{agent}/monitor`: Leave (the supervisor's phone hangs up).
 pub async fn stop_monitor(
     State(p): State<Portal>,
     who: Authed,
-    Path(agent): Path<String>,
-) -> ApiResult<StatusCode> {
-    who.require(ROLES)?;
-    let agent = parsed("agent", AgentNumber::parse(&agent))?;
+    PathParams(MonitoredAgent { agent }): PathParams<MonitoredAgent>,
+) -> ApiResult<NoContent> {
     p.ctx
         .bus
         .request(
@@ -252,5 +249,62 @@ pub async fn stop_monitor(
             },
         )
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(NoContent)
+}
+
+pub(crate) fn routes() -> Vec<Route> {
+    vec![
+        Route::get("/api/supervisor/agents", agents)
+            .tag(Tag::Supervisor)
+            .roles(SUPERVISORS)
+            .summary("Every agent of the tenant, as the supervisor view shows them"),
+        Route::post("/api/supervisor/agents/{agent}/logout", force_logout)
+            .tag(Tag::Supervisor)
+            .roles(SUPERVISORS)
+            .summary("Force an agent's logout")
+            .commands(&["unknown_agent", "on_call", "not_logged_in"]),
+        Route::get("/api/whoami", whoami)
+            .tag(Tag::Auth)
+            .roles(ANY_ROLE)
+            .summary("Who is signed in")
+            .description("The signed-in principal: tenant, principal (agent number or username), role, display_name, session_id, expires_at. Any role."),
+        Route::get("/api/supervisor/queues", queues)
+            .tag(Tag::Supervisor)
+            .roles(SUPERVISORS)
+            .summary("Queues now and today")
+            .description("Each queue with its waiting callers and since when the longest-waiting one waits, and today's figures: service level, answered, abandoned and average wait. Today is the tenant's day in its time zone (reporting.tenants.time_zone; `day` names it), from midnight. Counted as reporting.queue_intervals counts: a call once per queue (its first wait there today); service_level_pct = answered within service_level_s over the waits that ended less those abandoned within 5 s; avg_wait_ms over the waits that ended (answered, abandoned, left the queue). From the reporting model, a moment behind the events. The supervisors' stream (GET /api/supervisor/events) pushes the same array as `event: queues` whenever it changes. Supervisors and admins.")
+            .refuses(&["unavailable"])
+            .notes(&[(503, "The reporting tables cannot be read now")]),
+        Route::get("/api/supervisor/devices", devices)
+            .tag(Tag::Supervisor)
+            .roles(SUPERVISORS)
+            .summary("The tenant's devices, for the supervisor's phone")
+            .refuses(&["unavailable"])
+            .notes(&[(503, "The PBX does not answer now")]),
+        Route::post("/api/supervisor/agents/{agent}/monitor", monitor)
+            .tag(Tag::Supervisor)
+            .roles(SUPERVISORS)
+            .summary("Listen, whisper or barge in on an agent's connected call")
+            .description("The supervisor's device rings; once it answers the supervisor hears the agent and the customer and is heard as the mode says. Every start, switch and stop is a call event (MonitorStarted, MonitorJoined, MonitorModeChanged, MonitorEnded) and a `monitor` row in reporting.call_segments. The monitoring ends when the agent's part of the call ends. monitor_in_progress: another supervisor is on the call; own_device: the agent's own device.")
+            .commands(&["no_call", "not_connected", "monitor_in_progress", "unknown_extension", "device_offline", "own_device"])
+            .notes(&[
+                (202, "The supervisor's device rings"),
+                (404, "No such extension"),
+                (422, "The device is offline or the agent's own"),
+            ]),
+        Route::patch("/api/supervisor/agents/{agent}/monitor", set_monitor_mode)
+            .tag(Tag::Supervisor)
+            .roles(SUPERVISORS)
+            .summary("Switch between listen, whisper and barge")
+            .description("Only the supervisor on the call may switch (forbidden otherwise).")
+            .commands(&["no_call", "no_monitor"])
+            .notes(&[(204, "Switched (or already in that mode)")]),
+        Route::delete("/api/supervisor/agents/{agent}/monitor", stop_monitor)
+            .tag(Tag::Supervisor)
+            .roles(SUPERVISORS)
+            .summary("Leave the agent's call")
+            .description("The supervisor's phone is hung up (MonitorEnded, reason left). Only the supervisor on the call may leave it this way (forbidden otherwise).")
+            .commands(&["no_call", "no_monitor"])
+            .notes(&[(204, "Left")]),
+    ]
 }

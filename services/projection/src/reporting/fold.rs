@@ -15,20 +15,28 @@ use cc_contracts::session::AgentSessionEvent;
 use cc_eventstore::RecordedEvent;
 use chrono::{DateTime, Utc};
 
+use serde::{Deserialize, Serialize};
+
 pub type Ts = DateTime<Utc>;
+
+/// A word of a fixed vocabulary (a call's direction, a segment's kind, an agent's state): the
+/// fold's literals, or a string read back from a snapshot.
+pub type Word = std::borrow::Cow<'static, str>;
 
 fn ms(from: Ts, to: Ts) -> i64 {
     (to - from).num_milliseconds().max(0)
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TenantRow {
     pub tenant: String,
     pub name: String,
     pub time_zone: String,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct QueueRow {
     pub tenant: String,
     pub queue: String,
@@ -36,12 +44,13 @@ pub struct QueueRow {
     pub service_level_s: i64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CallRow {
     pub tenant: String,
     pub call: String,
     /// inbound (a queue call) or outbound (dialled by an agent from the portal)
-    pub direction: &'static str,
+    pub direction: Word,
     /// The first queue; none for an outbound call.
     pub queue: Option<String>,
     pub caller_number: String,
@@ -68,12 +77,13 @@ pub struct CallRow {
 /// One step of a call: kind `queue` (a wait in a queue), `offer`, `connected` (an agent's span
 /// on the call), `hold`, `transfer`, `outside` (talk with an extension or number after a
 /// transfer).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SegmentRow {
     pub tenant: String,
     pub call: String,
     pub seq: i64,
-    pub kind: &'static str,
+    pub kind: Word,
     pub agent: Option<String>,
     pub queue: Option<String>,
     pub started_at: Ts,
@@ -83,13 +93,14 @@ pub struct SegmentRow {
     pub detail: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StateRow {
     pub tenant: String,
     pub agent: String,
     pub seq: i64,
     /// idle, paused, ringing, connected, on_hold, wrap_up
-    pub state: &'static str,
+    pub state: Word,
     pub reason: Option<String>,
     pub call: Option<String>,
     pub started_at: Ts,
@@ -97,7 +108,8 @@ pub struct StateRow {
     pub duration_ms: Option<i64>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LoginRow {
     pub tenant: String,
     pub agent: String,
@@ -112,7 +124,8 @@ pub struct LoginRow {
 type CallKey = (String, String);
 type AgentKey = (String, String);
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct CallAcc {
     row: Option<CallRow>,
     segments: Vec<SegmentRow>,
@@ -149,7 +162,7 @@ impl CallAcc {
             tenant: tenant.into(),
             call: call.into(),
             seq: self.segments.len() as i64 + 1,
-            kind,
+            kind: kind.into(),
             agent: agent.map(String::from),
             queue: queue.map(String::from),
             started_at: at,
@@ -177,12 +190,13 @@ impl CallAcc {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct AgentAcc {
     login: Option<LoginRow>,
     pause: Option<String>,
     /// The call the agent is busy with and its phase (ringing, connected, on_hold, wrap_up).
-    call: Option<(String, &'static str)>,
+    call: Option<(String, Word)>,
     state: Option<StateRow>,
     seq: i64,
 }
@@ -212,21 +226,35 @@ impl Dirty {
     }
 }
 
-#[derive(Debug, Default)]
+/// The live fold's whole state, as its snapshot saves it (taken between batches, once the
+/// dirty rows are written: the dirty sets are not saved). Every struct of it refuses unknown
+/// fields and has no defaults, so a snapshot of another shape does not decode and the
+/// projection replays the store instead.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Reporter {
     tenants: HashMap<String, TenantRow>,
+    #[serde(with = "cc_core::pairs")]
     queues: HashMap<(String, String), QueueRow>,
+    #[serde(with = "cc_core::pairs")]
     calls: HashMap<CallKey, CallAcc>,
+    #[serde(with = "cc_core::pairs")]
     agents: HashMap<AgentKey, AgentAcc>,
+    #[serde(skip)]
     dirty_tenants: BTreeSet<String>,
+    #[serde(skip)]
     dirty_queues: BTreeSet<(String, String)>,
+    #[serde(skip)]
     dirty_calls: BTreeSet<CallKey>,
     /// (tenant, call, segment index)
+    #[serde(skip)]
     dirty_segments: BTreeSet<(String, String, usize)>,
     /// Closed agent-state rows and the open one's key.
     closed_states: Vec<StateRow>,
+    #[serde(skip)]
     dirty_agents: BTreeSet<AgentKey>,
     closed_logins: Vec<LoginRow>,
+    #[serde(skip)]
     undecodable: Vec<(RecordedEvent, String)>,
 }
 
@@ -321,12 +349,16 @@ impl Reporter {
     fn restate(&mut self, tenant: &str, agent: &str, at: Ts) {
         let key = (tenant.to_string(), agent.to_string());
         let a = self.agents.entry(key.clone()).or_default();
-        let next: Option<(&'static str, Option<String>, Option<String>)> =
+        let next: Option<(Word, Option<String>, Option<String>)> =
             match (&a.login, &a.call, &a.pause) {
                 (None, _, _) => None,
-                (Some(_), Some((call, phase)), _) => Some((phase, None, Some(call.clone()))),
-                (Some(_), None, Some(reason)) => Some(("paused", Some(reason.clone()), None)),
-                (Some(_), None, None) => Some(("idle", None, None)),
+                (Some(_), Some((call, phase)), _) => {
+                    Some((phase.clone(), None, Some(call.clone())))
+                }
+                (Some(_), None, Some(reason)) => {
+                    Some(("paused".into(), Some(reason.clone()), None))
+                }
+                (Some(_), None, None) => Some(("idle".into(), None, None)),
             };
         let same = match (&a.state, &next) {
             (Some(s), Some((state, reason, call))) => {
@@ -433,7 +465,7 @@ impl Reporter {
                     || (p == "ringing"
                         && a.call.as_ref().is_some_and(|(_, ph)| *ph == "wrap_up")) =>
             {
-                a.call = Some((call.to_string(), p));
+                a.call = Some((call.to_string(), p.into()));
             }
             None if theirs => a.call = None,
             _ => return,
@@ -461,7 +493,7 @@ impl Reporter {
                         c.row = Some(CallRow {
                             tenant: tenant.into(),
                             call: call.clone(),
-                            direction: "inbound",
+                            direction: "inbound".into(),
                             queue: Some(queue.to_string()),
                             caller_number: caller.number.clone(),
                             caller_name: caller.name.clone(),
@@ -502,7 +534,7 @@ impl Reporter {
                         c.row = Some(CallRow {
                             tenant: tenant.into(),
                             call: call.clone(),
-                            direction: "outbound",
+                            direction: "outbound".into(),
                             queue: None,
                             caller_number: number.to_string(),
                             caller_name: String::new(),
@@ -1029,28 +1061,59 @@ mod tests {
     use cc_eventstore::{Metadata, StreamName};
 
     /// Folds call events of call `c`, `step_ms` apart, and returns its row and segments.
+    /// Every test through it also checks the snapshots: for every point of the history, the
+    /// fold saved there (JSON, as the live projection saves it), read back and folded on with
+    /// the rest is the fold of the whole history, and writes the same call row.
     fn fold(events: Vec<CallEvent>, step_ms: i64) -> (CallRow, Vec<SegmentRow>) {
-        let mut r = Reporter::default();
         let t0 = Utc::now();
-        for (i, e) in events.iter().enumerate() {
-            let n = cc_contracts::encode(e, Metadata::new("acme", "test"));
-            r.apply(&RecordedEvent {
-                position: i as i64 + 1,
-                xid: 1,
-                event_id: n.event_id,
-                stream: StreamName::new("acme", "call", "c").unwrap(),
-                version: i as i64 + 1,
-                event_type: n.event_type.clone(),
-                schema_version: 1,
-                data: n.data.clone(),
-                metadata: n.metadata.clone(),
-                recorded_at: t0 + chrono::Duration::milliseconds(step_ms * i as i64),
-            });
-        }
+        let recorded: Vec<RecordedEvent> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let n = cc_contracts::encode(e, Metadata::new("acme", "test"));
+                RecordedEvent {
+                    position: i as i64 + 1,
+                    xid: 1,
+                    event_id: n.event_id,
+                    stream: StreamName::new("acme", "call", "c").unwrap(),
+                    version: i as i64 + 1,
+                    event_type: n.event_type.clone(),
+                    schema_version: 1,
+                    data: n.data.clone(),
+                    metadata: n.metadata.clone(),
+                    recorded_at: t0 + chrono::Duration::milliseconds(step_ms * i as i64),
+                }
+            })
+            .collect();
+        let mut r = Reporter::default();
+        recorded.iter().for_each(|e| r.apply(e));
         let d = r.take_dirty();
+        let row = d.calls.last().unwrap().clone();
+        for k in 0..recorded.len() {
+            let mut saved = Reporter::default();
+            recorded[..k].iter().for_each(|e| saved.apply(e));
+            drop(saved.take_dirty());
+            let json = serde_json::to_vec(&saved).unwrap();
+            let mut back: Reporter = serde_json::from_slice(&json).unwrap();
+            assert_eq!(
+                back, saved,
+                "the snapshot after {k} events read back differs"
+            );
+            recorded[k..].iter().for_each(|e| back.apply(e));
+            let rest = back.take_dirty();
+            assert_eq!(
+                back, r,
+                "a snapshot after {k} events plus the rest is not the whole fold"
+            );
+            assert_eq!(
+                rest.calls.last(),
+                Some(&row),
+                "the call row from a snapshot after {k}"
+            );
+        }
         let mut segs = d.segments;
         segs.sort_by_key(|s| s.seq);
-        (d.calls.last().unwrap().clone(), segs)
+        (row, segs)
     }
 
     fn a(n: &str) -> AgentNumber {

@@ -4,8 +4,10 @@
 //!
 //! Live: one replica (a lease) folds the store's events ([`fold::Reporter`]) and upserts the
 //! rows each batch changed, with its checkpoint, in one transaction. Its in-memory state (open
-//! calls, agents' current states) is rebuilt on start by folding the events up to the
-//! checkpoint again, without writing.
+//! calls, agents' current states) is saved as a snapshot now and then (every 50,000 events or
+//! 60 s, between batches) and rebuilt on start from the newest snapshot plus the events after
+//! it up to the checkpoint (or from the first event without a usable snapshot), without
+//! writing.
 //!
 //! Rebuild ([`rebuild`]): folds the whole store into a fresh schema `reporting_next` while
 //! `reporting` keeps serving, then, holding the live writer's checkpoint row, catches up and
@@ -18,7 +20,9 @@ pub mod tables;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use cc_eventstore::{Checkpoint, EventStore, Lease, ReadFilter, RecordedEvent, Subscription};
+use cc_eventstore::{
+    Checkpoint, EventStore, Lease, ReadFilter, RecordedEvent, Snapshots, Subscription,
+};
 use cc_runtime::Context;
 use sqlx::{PgConnection, PgPool};
 
@@ -26,6 +30,12 @@ use cc_bus::parked::{Parked, Reason};
 use fold::{Dirty, Reporter};
 
 pub const SCHEMA: &str = "reporting";
+/// The live fold's snapshots in `es_snapshots` (a cache: see [`cc_eventstore::Snapshots`]).
+const SNAPSHOT_NAME: &str = "reporting";
+/// The fold's state format; the tables' generation is added to it, so that a rebuild (new
+/// tables, perhaps of a new fold) never resumes from a snapshot of the old ones. A build that
+/// changes what [`Reporter`] means names a new one.
+const SNAPSHOT_FORMAT: &str = "reporting/1";
 const NEXT: &str = "reporting_next";
 const BATCH: i64 = 5000;
 
@@ -114,20 +124,51 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
     else {
         return Ok(());
     };
-    let _holding = leader.took();
+    let _holding = leader.took(lease.fence().epoch);
     let (generation, cp) = checkpoint(&ctx.pool).await?;
     leader.applied(cp);
     let started = Instant::now();
-    let mut r = Reporter::default();
+    // The newest snapshot of the fold this build can use (of these tables' generation, not
+    // ahead of them), then the events after it up to the tables' checkpoint.
+    let snapshots = Snapshots::new(
+        ctx.pool.clone(),
+        SNAPSHOT_NAME,
+        &format!("{SNAPSHOT_FORMAT}/g{generation}"),
+    )
+    .every(
+        ctx.config.snapshot_every_events,
+        Duration::from_secs(ctx.config.snapshot_every_secs),
+    );
+    let (mut r, from, mut events) = match snapshots.load::<Reporter>().await {
+        Ok(Some(s)) if s.checkpoint <= cp => (s.state, s.checkpoint, s.events),
+        Ok(_) => (Reporter::default(), Checkpoint::START, 0),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the reporting fold's snapshot; replaying the store");
+            (Reporter::default(), Checkpoint::START, 0)
+        }
+    };
+    let mut replayed = 0i64;
     fold_until(
         &ctx.store,
         &mut r,
-        Checkpoint::START,
+        from,
         Some(cp),
-        &mut |r: &mut Reporter, _| drop(r.take_dirty()),
+        &mut |r: &mut Reporter, n| {
+            replayed += n as i64;
+            drop(r.take_dirty())
+        },
     )
     .await?;
-    tracing::info!(generation, checkpoint = %cp, open_calls = r.open_calls(), ms = started.elapsed().as_millis() as u64, "reporting projection lease taken");
+    events += replayed;
+    leader.caught_up(replayed, started.elapsed());
+    if replayed > 0 {
+        if let Err(error) = snapshots.save(&r, cp, events).await {
+            tracing::warn!(%error, "cannot save the reporting fold's snapshot");
+        }
+    }
+    let mut last_snapshot = (Instant::now(), 0u64);
+    let mut snapshot_tick = tokio::time::interval(Duration::from_secs(1));
+    tracing::info!(generation, checkpoint = %cp, replayed, open_calls = r.open_calls(), ms = started.elapsed().as_millis() as u64, "reporting projection lease taken");
     // Reports need not be up to the millisecond: a batch at most every 200 ms.
     let mut r_checkpoint = cp;
     let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::All, cp)
@@ -138,6 +179,11 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
         let batch = tokio::select! {
             _ = ctx.cancel.cancelled() => return Ok(()),
             b = sub.next_batch() => b?,
+            // No batch for a while: the last ones folded are saved once their time is up.
+            _ = snapshot_tick.tick() => {
+                snapshot_if_due(&snapshots, &r, r_checkpoint, events, &mut last_snapshot).await;
+                continue;
+            }
         };
         let Some(last) = batch.last() else { continue };
         let before = r_checkpoint;
@@ -191,6 +237,10 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
         };
         r_checkpoint = last.checkpoint();
         leader.applied(r_checkpoint);
+        // The fold now stands exactly on what is written: a snapshot of it, now and then.
+        events += batch.len() as i64;
+        last_snapshot.1 += batch.len() as u64;
+        snapshot_if_due(&snapshots, &r, r_checkpoint, events, &mut last_snapshot).await;
         // The supervisors' queue figures of today changed: tell the portals (core NATS, no
         // payload; they read the figures again from the rows just written).
         let tenants: std::collections::BTreeSet<String> =
@@ -200,6 +250,27 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
             ctx.bus.client.publish(subject, "".into()).await?;
         }
         lease.check().await?;
+    }
+}
+
+/// Saves the fold (standing on `at`, `events` folded) when `last` (the last save's time, the
+/// events folded since) says it is due. A failed save is logged and tried again later.
+async fn snapshot_if_due(
+    snapshots: &Snapshots,
+    r: &Reporter,
+    at: Checkpoint,
+    events: i64,
+    last: &mut (Instant, u64),
+) {
+    if !snapshots.due(last.1, last.0.elapsed()) {
+        return;
+    }
+    match snapshots.save(r, at, events).await {
+        Ok(_) => *last = (Instant::now(), 0),
+        Err(error) => {
+            tracing::warn!(%error, "cannot save the reporting fold's snapshot");
+            last.0 = Instant::now();
+        }
     }
 }
 
