@@ -94,10 +94,14 @@ async fn three_replicas_lose_a_process_a_nats_node_and_postgresql_and_no_call() 
         // CC_CHAOS_LOG=<file> CC_CHAOS_LOG_FILTER=<filter>: the services' log lines, as in chaos.
         (
             "CC_LOG".into(),
-            std::env::var("CC_CHAOS_LOG_FILTER").unwrap_or_else(|_| "warn".into()),
+            std::env::var("CC_CHAOS_LOG_FILTER").unwrap_or_else(|_| "info".into()),
         ),
     ];
-    sys.log = std::env::var_os("CC_CHAOS_LOG").map(Into::into);
+    // The services' log goes to a file (shown when the system does not come up).
+    sys.log = Some(std::env::var_os("CC_CHAOS_LOG").map_or_else(
+        || std::env::temp_dir().join(format!("cc-replicas-{}.log", sys.prefix)),
+        Into::into,
+    ));
     let mut procs = BTreeMap::new();
     procs.insert("pbx-sim", sys.spawn_services("pbx-sim"));
     // The first replica takes every lease; the others stand by.
@@ -357,4 +361,9 @@ async fn three_replicas_lose_a_process_a_nats_node_and_postgresql_and_no_call() 
         "too few calls placed to tell: {summary}"
     );
     assert!(problems.is_empty(), "{summary}\n{}", problems.join("\n"));
+    if std::env::var_os("CC_CHAOS_LOG").is_none() {
+        if let Some(log) = &chaos.sys.log {
+            let _ = std::fs::remove_file(log);
+        }
+    }
 }

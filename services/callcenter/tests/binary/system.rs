@@ -505,47 +505,74 @@ impl System {
     }
 
     /// In demo mode: ready when the tenant's last demo agent can sign in and its queues are
-    /// known.
+    /// known. Signs in once (a sign-in hashes the password: one every poll would starve the
+    /// system it waits for), then polls the login options; a timeout says what was missing.
     pub async fn wait_ready(&self, tenant: &str) {
         let c = self.tenant_client(tenant);
         let sim = tenant == "demo";
-        eventually("the demo tenant", Duration::from_secs(60), || async {
-            // Sign in only once the demo agent exists: sign-ins before the seed would be failures
-            // the throttle counts, and enough of them lock the account out from this address.
-            let seeded: Option<i64> = sqlx::query_scalar(
-                "select count(*) from auth_agents where tenant = $1 and agent = '1004'",
-            )
-            .bind(tenant)
-            .fetch_one(&self.db.pool)
-            .await
-            .ok();
-            if seeded != Some(1) {
-                return None;
+        let timeout = Duration::from_secs(90);
+        let deadline = std::time::Instant::now() + timeout;
+        let mut agent: Option<Client> = None;
+        let mut last = String::from("nothing yet");
+        loop {
+            if std::time::Instant::now() > deadline {
+                let tail = self.log.as_ref().map_or(String::new(), |p| {
+                    let log = std::fs::read_to_string(p).unwrap_or_default();
+                    let lines: Vec<&str> = log.lines().collect();
+                    let from = lines.len().saturating_sub(60);
+                    format!(
+                        "\nthe services' last log lines:\n{}",
+                        lines[from..].join("\n")
+                    )
+                });
+                panic!("timed out after {timeout:?} waiting for the {tenant} tenant: {last}{tail}");
             }
-            let r = c
-                .post(
-                    "/api/login",
-                    json!({"agent_number": "1004", "password": "demo1004"}),
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let Some(a) = &agent else {
+                // Sign in only once the demo agent exists: sign-ins before the seed would be
+                // failures the throttle counts, and enough of them lock the account out from
+                // this address.
+                let seeded: Option<i64> = sqlx::query_scalar(
+                    "select count(*) from auth_agents where tenant = $1 and agent = '1004'",
                 )
-                .await;
-            if !r.status.is_success() {
-                return None;
-            }
-            let mut agent = c.clone();
-            agent.token = r.body["token"].as_str().map(String::from);
-            let opts = agent.get("/api/login-options").await;
+                .bind(tenant)
+                .fetch_one(&self.db.pool)
+                .await
+                .ok();
+                if seeded != Some(1) {
+                    last = format!("agent 1004 not created yet ({seeded:?})");
+                    continue;
+                }
+                let r = c
+                    .post(
+                        "/api/login",
+                        json!({"agent_number": "1004", "password": "demo1004"}),
+                    )
+                    .await;
+                if !r.status.is_success() {
+                    last = format!("sign-in of 1004: {} {}", r.status, r.body);
+                    continue;
+                }
+                let mut a = c.clone();
+                a.token = r.body["token"].as_str().map(String::from);
+                agent = Some(a);
+                continue;
+            };
+            let opts = a.get("/api/login-options").await;
             let devices_known = !sim
                 || opts.body["devices"]
                     .as_array()
                     .is_some_and(|d| d.len() >= 6);
-            (opts.status.is_success()
+            if opts.status.is_success()
                 && devices_known
                 && opts.body["assigned_queues"]
                     .as_array()
-                    .is_some_and(|q| q.len() == 2))
-            .then_some(())
-        })
-        .await;
+                    .is_some_and(|q| q.len() == 2)
+            {
+                return;
+            }
+            last = format!("login options of 1004: {} {}", opts.status, opts.body);
+        }
     }
 
     async fn start_with(split: bool, env: Vec<(String, String)>) -> System {
