@@ -7,6 +7,16 @@ use serde::{Deserialize, Serialize};
 /// to): the portal waits on it for read-your-writes.
 pub const PORTAL_CHECKPOINT: &str = "portal";
 
+/// The row the portal waits on for `tenant`'s views: with `partitions` above 1, the checkpoint
+/// of the tenant's partition's projection (`portal/p3`).
+pub fn portal_checkpoint(tenant: &str, partitions: u32) -> String {
+    cc_core::Partition {
+        index: cc_core::partition::of(tenant, partitions),
+        count: partitions.max(1),
+    }
+    .name(PORTAL_CHECKPOINT)
+}
+
 /// The agent's status as the portal shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]

@@ -23,6 +23,10 @@ pub struct Subscription {
     /// Whether, once caught up, it takes batches from the process's shared reader.
     shared: bool,
     attached: Option<tokio::sync::broadcast::Receiver<std::sync::Arc<crate::tail::TailBatch>>>,
+    /// With [`Subscription::with_idle_progress`]: how long the checkpoint may move on past
+    /// other events before an empty batch says so, and since when it has.
+    idle_progress: Option<Duration>,
+    moved_since: Option<std::time::Instant>,
 }
 
 impl Subscription {
@@ -44,7 +48,19 @@ impl Subscription {
             last_batch: None,
             shared: true,
             attached: None,
+            idle_progress: None,
+            moved_since: None,
         })
+    }
+
+    /// For a filtered subscription whose reader records how far it has read (a partition's
+    /// projection): once the checkpoint has moved past events of others for `after` with none
+    /// of its own, [`Subscription::next_batch`] returns an empty batch, and
+    /// [`Subscription::checkpoint`] says how far it has read. Without it a quiet partition's
+    /// recorded position would stay at its own last event while the store moves on.
+    pub fn with_idle_progress(mut self, after: Duration) -> Self {
+        self.idle_progress = Some(after);
+        self
     }
 
     pub fn with_batch_size(mut self, n: i64) -> Self {
@@ -102,9 +118,21 @@ impl Subscription {
             let rx = self.attached.as_mut()?;
             let next = if out.is_empty() {
                 // A quiet while: read the store once (which attaches again, restarting the
-                // shared reader if it stopped).
-                match tokio::time::timeout(self.fallback_poll * 4, rx.recv()).await {
+                // shared reader if it stopped). Moved on past others' events for a while:
+                // an empty batch says so.
+                let quiet = tokio::time::Instant::now() + self.fallback_poll * 4;
+                let progress = self
+                    .idle_progress
+                    .zip(self.moved_since)
+                    .map(|(after, since)| tokio::time::Instant::from_std(since + after));
+                match tokio::time::timeout_at(progress.map_or(quiet, |p| p.min(quiet)), rx.recv())
+                    .await
+                {
                     Ok(Ok(b)) => Some(b),
+                    Err(_) if progress.is_some_and(|p| p <= quiet) => {
+                        self.moved_since = None;
+                        return Some(out);
+                    }
                     Ok(Err(RecvError::Lagged(_))) | Ok(Err(RecvError::Closed)) | Err(_) => None,
                 }
             } else {
@@ -130,13 +158,20 @@ impl Subscription {
             }
             out.extend(batch.events.iter().filter(|e| self.wants(e)).cloned());
             self.checkpoint = batch.to;
+            if out.is_empty() && self.idle_progress.is_some() && self.moved_since.is_none() {
+                self.moved_since = Some(std::time::Instant::now());
+            }
+            if !out.is_empty() {
+                self.moved_since = None;
+            }
             if out.len() as i64 >= self.batch_size {
                 return Some(out);
             }
         }
     }
 
-    /// The next batch of at least one event. Waits when the subscription is caught up.
+    /// The next batch of at least one event. Waits when the subscription is caught up. With
+    /// [`Subscription::with_idle_progress`], also an empty batch (only the checkpoint moved).
     pub async fn next_batch(&mut self) -> Result<Vec<RecordedEvent>, sqlx::Error> {
         if let Some(last) = self.last_batch {
             let rest = self.min_interval.saturating_sub(last.elapsed());

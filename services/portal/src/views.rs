@@ -7,7 +7,15 @@ use sqlx::PgPool;
 /// every event committed before the call, so a `GET` right after a command's reply shows its
 /// effect. Gives up after `within` (the projection may be behind or restarting): the caller
 /// then reads what the model holds.
-pub async fn caught_up(pool: &PgPool, within: std::time::Duration) -> Result<(), sqlx::Error> {
+/// With `CC_PARTITIONS` above 1 it waits on the tenant's partition's checkpoint (`portal/p3`),
+/// which that partition's projection moves past other partitions' events too.
+pub async fn caught_up(
+    ctx: &cc_runtime::Context,
+    tenant: &str,
+    within: std::time::Duration,
+) -> Result<(), sqlx::Error> {
+    let pool = &ctx.pool;
+    let name = cc_contracts::views::portal_checkpoint(tenant, ctx.config.partitions);
     let head: Option<(i64, i64)> = sqlx::query_as(
         "select xid, position from es_events order by xid desc, position desc limit 1",
     )
@@ -18,7 +26,7 @@ pub async fn caught_up(pool: &PgPool, within: std::time::Duration) -> Result<(),
     loop {
         let at: Option<(i64, i64)> =
             sqlx::query_as("select xid, position from rm_checkpoints where name = $1")
-                .bind(cc_contracts::views::PORTAL_CHECKPOINT)
+                .bind(&name)
                 .fetch_optional(pool)
                 .await?;
         if at.is_some_and(|at| at >= head) {

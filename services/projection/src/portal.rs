@@ -10,26 +10,46 @@ use cc_contracts::call::CallEvent;
 use cc_contracts::queue::QueueEvent;
 use cc_contracts::session::AgentSessionEvent;
 use cc_contracts::views::AgentView;
+use cc_core::Partition;
 use cc_eventstore::{Checkpoint, Lease, ReadFilter, RecordedEvent, Subscription};
 use cc_runtime::Context;
 use sqlx::{PgPool, Row};
+use tokio_util::sync::CancellationToken;
 
 use crate::agent_view::{self, CallInfo, Fact};
 use cc_bus::parked::{Parked, Reason};
 use cc_contracts::Decoded;
 
+/// The whole read model's checkpoint (each partition's beside it: `portal/p3`).
 const NAME: &str = cc_contracts::views::PORTAL_CHECKPOINT;
 
+/// How long a partition's projection lets the store move on past other partitions' events
+/// before it records that it has read that far (the portal's read-your-writes waits on it).
+const IDLE_PROGRESS: Duration = Duration::from_millis(50);
+
+/// Runs the portal projection: with `CC_PARTITIONS` above 1, one leader per partition, each
+/// writing its tenants' rows and a checkpoint of its own (`portal/p<k>`), the replicas sharing
+/// the partitions (`cc_runtime::partitions`).
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
-    cc_runtime::leading::keep_leading(&ctx.cancel.clone(), "portal projection", || lead(&ctx))
-        .await;
+    let lead_one = |p: Partition, stop: CancellationToken| {
+        let ctx = ctx.clone();
+        async move { lead(&ctx, p, stop).await }
+    };
+    cc_runtime::partitions::lead(
+        &ctx,
+        "portal projection",
+        "portal-projection",
+        "cc-projection:portal",
+        lead_one,
+    )
+    .await;
     Ok(())
 }
 
-async fn load_checkpoint(ctx: &Context) -> anyhow::Result<Checkpoint> {
+async fn load_checkpoint(ctx: &Context, name: &str) -> anyhow::Result<Checkpoint> {
     let row: Option<(i64, i64)> =
         sqlx::query_as("select xid, position from rm_checkpoints where name = $1")
-            .bind(NAME)
+            .bind(name)
             .fetch_optional(&ctx.pool)
             .await?;
     Ok(row
@@ -37,28 +57,36 @@ async fn load_checkpoint(ctx: &Context) -> anyhow::Result<Checkpoint> {
         .unwrap_or(Checkpoint::START))
 }
 
-async fn lead(ctx: &Context) -> anyhow::Result<()> {
-    let leader = ctx.metrics.leader("portal_projection");
+async fn lead(ctx: &Context, part: Partition, stop: CancellationToken) -> anyhow::Result<()> {
+    let leader = ctx.metrics.leader_named(&part.name("portal_projection"));
     let Some(mut lease) =
-        Lease::try_acquire(&ctx.config.database_url, "cc-projection:portal").await?
+        Lease::try_acquire(&ctx.config.database_url, &part.name("cc-projection:portal")).await?
     else {
         return Ok(());
     };
-    tracing::info!("portal projection lease taken");
+    tracing::info!(partition = %part, "portal projection lease taken");
     let _holding = leader.took(lease.fence().epoch);
-    let from = load_checkpoint(ctx).await?;
+    let name = part.name(NAME);
+    let name = name.as_str();
+    let from = load_checkpoint(ctx, name).await?;
     leader.applied(from);
     let mut expect = from;
-    let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::All, from)
-        .await?
-        .with_batch_size(1000);
+    let mut sub = if part.count <= 1 {
+        Subscription::new(ctx.store.clone(), ReadFilter::All, from).await?
+    } else {
+        Subscription::new(ctx.store.clone(), ReadFilter::Partition(part), from)
+            .await?
+            .with_idle_progress(IDLE_PROGRESS)
+    }
+    .with_batch_size(1000);
     let mut cache = Cache::default();
     let mut last_prune = Instant::now();
     loop {
         let batch = tokio::select! {
-            _ = ctx.cancel.cancelled() => return Ok(()),
+            _ = stop.cancelled() => return Ok(()),
             b = sub.next_batch() => b?,
         };
+        let to = sub.checkpoint();
         // A span per traced event (the trace its writer started), for the batch that applies it.
         let spans: HashMap<&str, tracing::Span> = batch
             .iter()
@@ -73,14 +101,14 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
                 Some((tp, cc_trace::following(span, Some(tp))))
             })
             .collect();
-        let Some(changes) = project_or_park(&ctx.pool, &batch, expect, &mut cache).await? else {
+        let Some(changes) =
+            project_or_park(&ctx.pool, name, &batch, expect, to, &mut cache).await?
+        else {
             tracing::info!("the portal read model was rebuilt meanwhile; reloading");
             return Ok(());
         };
-        if let Some(last) = batch.last() {
-            expect = last.checkpoint();
-            leader.applied(expect);
-        }
+        expect = to;
+        leader.applied(expect);
         for v in changes {
             let subject = ctx.bus.subjects.view(&v.tenant, "agent", &v.agent);
             let trace = v
@@ -103,7 +131,8 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
         }
         drop(spans);
         lease.check().await?;
-        if last_prune.elapsed() > Duration::from_secs(60) {
+        // One partition's leader prunes every tenant's history.
+        if part.index == 0 && last_prune.elapsed() > Duration::from_secs(60) {
             sqlx::query(
                 "delete from rm_agent_updates where recorded_at < now() - interval '1 day'",
             )
@@ -146,11 +175,13 @@ const PARKED_AS: &str = "portal-projection";
 /// from its checkpoint).
 async fn project_or_park(
     pool: &PgPool,
+    name: &str,
     batch: &[RecordedEvent],
     expect: Checkpoint,
+    to: Checkpoint,
     cache: &mut Cache,
 ) -> anyhow::Result<Option<Vec<Change>>> {
-    match project(pool, batch, Some(expect), cache).await {
+    match project(pool, name, batch, Some(expect), to, cache).await {
         Err(e) if cc_bus::parked::is_data_error(&e) => {
             tracing::warn!(error = %format!("{e:#}"), "a batch of the portal projection does not fit its tables; applying it event by event to park the one at fault");
         }
@@ -159,12 +190,13 @@ async fn project_or_park(
     let mut changes = Vec::new();
     let mut at = expect;
     for e in batch {
-        match project(pool, std::slice::from_ref(e), Some(at), cache).await {
+        let one = std::slice::from_ref(e);
+        match project(pool, name, one, Some(at), e.checkpoint(), cache).await {
             Ok(Some(c)) => changes.extend(c),
             Ok(None) => return Ok(None),
             Err(err) if cc_bus::parked::is_data_error(&err) => {
                 let mut tx = cc_eventstore::begin_read_model(pool).await?;
-                if lock_checkpoint(&mut tx).await? != at {
+                if lock_checkpoint(&mut tx, name).await? != at {
                     return Ok(None);
                 }
                 let parked = cc_bus::parked::park(
@@ -175,7 +207,7 @@ async fn project_or_park(
                     &format!("{err:#}"),
                 )
                 .await?;
-                save_checkpoint(&mut tx, e.checkpoint()).await?;
+                save_checkpoint(&mut tx, name, e.checkpoint()).await?;
                 tx.commit().await?;
                 parked.into_iter().for_each(Parked::committed);
             }
@@ -183,14 +215,25 @@ async fn project_or_park(
         }
         at = e.checkpoint();
     }
+    // Past the batch's last event, as far as the subscription read.
+    if at != to
+        && project(pool, name, &[], Some(at), to, cache)
+            .await?
+            .is_none()
+    {
+        return Ok(None);
+    }
     Ok(Some(changes))
 }
 
 /// The stored checkpoint, locked for this transaction (the first thing each one touches).
-async fn lock_checkpoint(tx: &mut sqlx::PgConnection) -> Result<Checkpoint, sqlx::Error> {
+async fn lock_checkpoint(
+    tx: &mut sqlx::PgConnection,
+    name: &str,
+) -> Result<Checkpoint, sqlx::Error> {
     let stored: Option<(i64, i64)> =
         sqlx::query_as("select xid, position from rm_checkpoints where name = $1 for update")
-            .bind(NAME)
+            .bind(name)
             .fetch_optional(&mut *tx)
             .await?;
     Ok(stored
@@ -198,12 +241,16 @@ async fn lock_checkpoint(tx: &mut sqlx::PgConnection) -> Result<Checkpoint, sqlx
         .unwrap_or(Checkpoint::START))
 }
 
-async fn save_checkpoint(tx: &mut sqlx::PgConnection, cp: Checkpoint) -> Result<(), sqlx::Error> {
+async fn save_checkpoint(
+    tx: &mut sqlx::PgConnection,
+    name: &str,
+    cp: Checkpoint,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "insert into rm_checkpoints (name, xid, position) values ($1, $2, $3)
          on conflict (name) do update set xid = excluded.xid, position = excluded.position",
     )
-    .bind(NAME)
+    .bind(name)
     .bind(cp.xid)
     .bind(cp.position)
     .execute(&mut *tx)
@@ -249,18 +296,21 @@ pub struct Change {
     pub trace: Option<String>,
 }
 
-/// Applies a batch in one transaction; returns every view change in order. With `expect`,
+/// Applies a batch in one transaction, recording checkpoint `to` (at or past the batch's last
+/// event; an empty batch only moves it); returns every view change in order. With `expect`,
 /// first checks that the stored checkpoint is still the one this writer left (else the read
 /// model was rebuilt meanwhile: `None`, nothing written). The checkpoint row is the first thing
 /// each transaction touches, which is what lets [`rebuild`] take the tables without deadlock.
 async fn project(
     pool: &PgPool,
+    name: &str,
     batch: &[RecordedEvent],
     expect: Option<Checkpoint>,
+    to: Checkpoint,
     cache: &mut Cache,
 ) -> anyhow::Result<Option<Vec<Change>>> {
     let mut tx = cc_eventstore::begin_read_model(pool).await?;
-    let stored = lock_checkpoint(&mut tx).await?;
+    let stored = lock_checkpoint(&mut tx, name).await?;
     if expect.is_some_and(|e| e != stored) {
         return Ok(None);
     }
@@ -480,8 +530,8 @@ async fn project(
              select t, a, v, j::jsonb from unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) as u (t, a, v, j)
              on conflict (tenant, agent) do update set view = excluded.view, version = excluded.version", latest.into_values()).await?;
     }
-    if let Some(last) = batch.last() {
-        save_checkpoint(&mut tx, last.checkpoint()).await?;
+    if to != stored {
+        save_checkpoint(&mut tx, name, to).await?;
     }
     tx.commit().await?;
     parked.into_iter().for_each(Parked::committed);
@@ -583,7 +633,8 @@ pub async fn rebuild(
                 let Some(last) = batch.last() else {
                     return anyhow::Ok((cp, n));
                 };
-                project(&next, &batch, None, &mut *cache.lock().await).await?;
+                let to = last.checkpoint();
+                project(&next, NAME, &batch, None, to, &mut *cache.lock().await).await?;
                 n += batch.len() as u64;
                 cp = last.checkpoint();
             }
@@ -592,7 +643,8 @@ pub async fn rebuild(
     loop {
         let batch = store.read_all(&ReadFilter::All, cp, 1000).await?;
         let Some(last) = batch.last() else { break };
-        project(&next, &batch, None, &mut *cache.lock().await).await?;
+        let to = last.checkpoint();
+        project(&next, NAME, &batch, None, to, &mut *cache.lock().await).await?;
         done += batch.len() as u64;
         cp = last.checkpoint();
         if last_report.elapsed() >= Duration::from_secs(1) {
@@ -613,8 +665,25 @@ pub async fn rebuild(
     tx.execute(format!("lock table {lock} in access exclusive mode").as_str())
         .await?;
     let (cp, caught) = catch_up(cp).await?;
-    let _ = cp;
     done += caught;
+    // Every partition's leader goes on from where the rebuild stopped.
+    let partitions: i32 =
+        sqlx::query_scalar("select coalesce(max(partitions), 1) from es_partitioning")
+            .fetch_one(pool)
+            .await?;
+    if partitions > 1 {
+        sqlx::query(
+            "insert into portal_next.rm_checkpoints (name, xid, position)
+             select $1 || '/p' || i, $2, $3 from generate_series(0, $4 - 1) i
+             on conflict (name) do update set xid = excluded.xid, position = excluded.position",
+        )
+        .bind(NAME)
+        .bind(cp.xid)
+        .bind(cp.position)
+        .bind(partitions)
+        .execute(&next)
+        .await?;
+    }
     next.execute("delete from portal_next.rm_agent_updates u using portal_next.rm_agents a where u.tenant = a.tenant and u.agent = a.agent and u.version <= a.version - 100").await?;
     next.close().await;
     let mut swap = "create schema portal_old;".to_string();

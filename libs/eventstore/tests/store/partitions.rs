@@ -77,3 +77,69 @@ async fn a_partitions_reads_hold_its_tenants_events_and_no_others() {
     }
     assert_eq!(seen, tenants.len(), "every tenant in one partition");
 }
+
+/// A partition's subscription with idle progress says, by an empty batch, that it has read
+/// past other partitions' events (a partition's projection records that, so the portal's
+/// read-your-writes for a quiet partition does not wait on it), and never returns an empty
+/// batch without it, nor skips an event of its own.
+#[tokio::test]
+async fn a_partitions_idle_progress_moves_past_other_partitions_events() {
+    let (_db, store) = store().await;
+    let p = Partition { index: 1, count: 4 };
+    let (mine, other) = {
+        let t = |want: bool| {
+            (0..100)
+                .map(|i| format!("tenant-{i}"))
+                .find(|t| p.contains(t) == want)
+                .unwrap()
+        };
+        (t(true), t(false))
+    };
+    let append = |tenant: String| {
+        let store = store.clone();
+        async move {
+            let stream = StreamName::new(&tenant, "agent", "1").unwrap();
+            let e = NewEvent::new("AgentPaused", 1, json!({}), Metadata::new(&tenant, "test"));
+            store
+                .append(&stream, ExpectedVersion::Any, &[e])
+                .await
+                .unwrap()
+        }
+    };
+    append(mine.clone()).await;
+    let mut sub = Subscription::new(store.clone(), ReadFilter::Partition(p), Checkpoint::START)
+        .await
+        .unwrap()
+        .with_idle_progress(std::time::Duration::from_millis(50));
+    let first = sub.next_batch().await.unwrap();
+    assert_eq!(first.len(), 1);
+    let own = sub.checkpoint();
+    // Only others' events: an empty batch, its checkpoint at the store's last event.
+    for _ in 0..3 {
+        append(other.clone()).await;
+    }
+    let head = store
+        .read_all(&ReadFilter::All, Checkpoint::START, 1000)
+        .await
+        .unwrap()
+        .last()
+        .unwrap()
+        .checkpoint();
+    let moved = tokio::time::timeout(std::time::Duration::from_secs(10), sub.next_batch())
+        .await
+        .expect("an empty batch once the checkpoint moved")
+        .unwrap();
+    assert!(moved.is_empty(), "{moved:?}");
+    assert!(sub.checkpoint() > own);
+    assert_eq!(sub.checkpoint(), head);
+    // Nothing new: no empty batch (it waits), then its own next event, not skipped.
+    let waiting = tokio::time::timeout(std::time::Duration::from_millis(400), sub.next_batch());
+    assert!(waiting.await.is_err(), "no empty batch while nothing moved");
+    append(mine.clone()).await;
+    let next = tokio::time::timeout(std::time::Duration::from_secs(10), sub.next_batch())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].metadata.tenant, mine);
+}

@@ -5,10 +5,11 @@
 //! ended once, no agent is stuck and JetStream holds every stored event once (the chaos
 //! suite's checks, chaos/rig.rs).
 //!
-//! The queue router and call control run with four partitions (`CC_PARTITIONS=4`): the
-//! replicas share them (at most two of each once all three run), and the killed replica is the
-//! one leading the demo tenant's router partition. The projections and the relay still lead
-//! every tenant from one replica.
+//! The queue router, call control and the portal and reporting projections run with four
+//! partitions (`CC_PARTITIONS=4`): the replicas share them (at most two of each once all three
+//! run), and the killed replica is the one leading the demo tenant's router partition. The
+//! relay still leads every tenant from one replica (it does not limit throughput: see
+//! docs/operations.md, Scaling).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -24,31 +25,42 @@ use crate::system::System;
 
 const REPLICAS: [&str; 3] = ["replica-1", "replica-2", "replica-3"];
 const PARTITIONS: u32 = 4;
-const ROUTER_LEASES: [&str; 4] = [
-    "queue_router/p0",
-    "queue_router/p1",
-    "queue_router/p2",
-    "queue_router/p3",
-];
-const CALL_CONTROL_LEASES: [&str; 4] = [
-    "call_control/p0",
-    "call_control/p1",
-    "call_control/p2",
-    "call_control/p3",
-];
-const LEASES: [&str; 11] = [
-    "relay",
-    "queue_router/p0",
-    "queue_router/p1",
-    "queue_router/p2",
-    "queue_router/p3",
-    "call_control/p0",
-    "call_control/p1",
-    "call_control/p2",
-    "call_control/p3",
+/// The services that lead per partition, by the name of their lease gauge.
+const PARTITIONED: [&str; 4] = [
+    "queue_router",
+    "call_control",
     "portal_projection",
     "reporting_projection",
 ];
+
+/// Every lease: the relay's (one for the store) and each partition's of the others
+/// (`queue_router/p2`, as the metrics name them).
+static LEASES: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+    std::iter::once("relay".to_string())
+        .chain(
+            PARTITIONED
+                .iter()
+                .flat_map(|s| (0..PARTITIONS).map(move |p| format!("{s}/p{p}"))),
+        )
+        .collect()
+});
+
+fn all_leases() -> impl Iterator<Item = &'static str> {
+    LEASES.iter().map(String::as_str)
+}
+
+/// Partition `p`'s lease of `service`.
+fn lease_of(service: &str, p: u32) -> &'static str {
+    all_leases()
+        .find(|l| *l == format!("{service}/p{p}"))
+        .expect("a partitioned service")
+}
+
+/// Every partition's lease of `service`.
+fn leases_of(service: &str) -> Vec<&'static str> {
+    (0..PARTITIONS).map(|p| lease_of(service, p)).collect()
+}
+
 const TAKEOVER: Duration = Duration::from_secs(5);
 
 /// One sample of who holds what: lease -> the (replica, epoch) of every process that says it
@@ -56,7 +68,7 @@ const TAKEOVER: Duration = Duration::from_secs(5);
 type Holders = HashMap<&'static str, Vec<(&'static str, i64)>>;
 
 async fn holders(http: &reqwest::Client, admins: &[(&'static str, String)]) -> Holders {
-    let mut out: Holders = LEASES.iter().map(|l| (*l, vec![])).collect();
+    let mut out: Holders = all_leases().map(|l| (l, vec![])).collect();
     for (replica, url) in admins {
         let Ok(r) = http
             .get(url)
@@ -67,7 +79,7 @@ async fn holders(http: &reqwest::Client, admins: &[(&'static str, String)]) -> H
             continue; // killed, or not up yet
         };
         let Ok(text) = r.text().await else { continue };
-        for lease in LEASES {
+        for lease in all_leases() {
             let gauge = |name: &str| {
                 let prefix = format!("{name}{{lease=\"{lease}\"}} ");
                 text.lines()
@@ -164,7 +176,7 @@ async fn three_replicas_lose_a_process_a_nats_node_and_postgresql_and_no_call() 
             let t = Instant::now();
             loop {
                 let h = holders(&http, &admins).await;
-                if LEASES.iter().all(|l| h[l].len() == 1) {
+                if all_leases().all(|l| h[l].len() == 1) {
                     return Ok((t.elapsed(), h));
                 }
                 if t.elapsed() > within {
@@ -183,15 +195,13 @@ async fn three_replicas_lose_a_process_a_nats_node_and_postgresql_and_no_call() 
     // The router's and call control's partitions are shared: once all three replicas run, none
     // leads more than its fair share (2 of 4) of either, each partition by one.
     let share = PARTITIONS.div_ceil(REPLICAS.len() as u32) as usize;
-    for (what, leases) in [
-        ("router", ROUTER_LEASES),
-        ("call control", CALL_CONTROL_LEASES),
-    ] {
+    for what in PARTITIONED {
+        let leases = leases_of(what);
         let t = Instant::now();
         let spread = loop {
             let h = holders(&http, &admins).await;
             let mut per: HashMap<&str, usize> = HashMap::new();
-            for l in leases {
+            for l in &leases {
                 for (r, _) in &h[l] {
                     *per.entry(r).or_default() += 1;
                 }
@@ -224,7 +234,7 @@ async fn three_replicas_lose_a_process_a_nats_node_and_postgresql_and_no_call() 
 
     // 1. The replica leading the demo tenant's router partition is SIGKILLed: the others take
     // its leases within 5 s.
-    let demo_router = ROUTER_LEASES[cc_core::partition::of("demo", PARTITIONS) as usize];
+    let demo_router = lease_of("queue_router", cc_core::partition::of("demo", PARTITIONS));
     let victim = holders(&http, &admins).await[demo_router][0].0;
     chaos.procs.get_mut(victim).unwrap().kill();
     match settled(TAKEOVER).await {
@@ -233,7 +243,7 @@ async fn three_replicas_lose_a_process_a_nats_node_and_postgresql_and_no_call() 
                 "killed {victim}: every lease held again after {:.2} s: {after:?}",
                 took.as_secs_f64()
             ));
-            for l in LEASES {
+            for l in all_leases() {
                 if after[l][0].0 == victim {
                     problems.push(format!("{l} still held by the killed {victim}"));
                 }
@@ -307,7 +317,7 @@ async fn three_replicas_lose_a_process_a_nats_node_and_postgresql_and_no_call() 
     let mut highest: HashMap<&str, i64> = HashMap::new();
     let mut changes = 0;
     for (_, h) in &samples {
-        for l in LEASES {
+        for l in all_leases() {
             let top = h[l].iter().map(|(_, e)| *e).max();
             let Some(top) = top else { continue };
             let at_top = h[l].iter().filter(|(_, e)| *e == top).count();

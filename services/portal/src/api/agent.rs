@@ -290,7 +290,7 @@ pub const READ_YOUR_WRITES: std::time::Duration = std::time::Duration::from_secs
 /// command answered before the request (read-your-writes, see [`crate::views::caught_up`]).
 pub async fn me(State(p): State<Portal>, who: Authed) -> ApiResult<Json<AgentView>> {
     let agent = who.agent()?;
-    crate::views::caught_up(&p.ctx.pool, READ_YOUR_WRITES).await?;
+    crate::views::caught_up(&p.ctx, who.tenant(), READ_YOUR_WRITES).await?;
     let view = crate::views::agent(&p.ctx.pool, who.tenant(), agent.as_str())
         .await?
         .ok_or_else(|| not_found(format!("no view of agent {agent} yet")))?;

@@ -72,7 +72,7 @@ pub async fn dial(
             )))
         }
     };
-    crate::views::caught_up(&p.ctx.pool, READ_YOUR_WRITES).await?;
+    crate::views::caught_up(&p.ctx, who.tenant(), READ_YOUR_WRITES).await?;
     let view = crate::views::agent(&p.ctx.pool, who.tenant(), agent.as_str())
         .await?
         .ok_or_else(|| not_found(format!("no view of agent {agent} yet")))?;

@@ -18,7 +18,7 @@ use crate::Portal;
 
 /// `GET /api/supervisor/agents`: every agent's view (read-your-writes, as `GET /api/me`).
 pub async fn agents(State(p): State<Portal>, who: Authed) -> ApiResult<Json<Vec<AgentView>>> {
-    crate::views::caught_up(&p.ctx.pool, super::agent::READ_YOUR_WRITES).await?;
+    crate::views::caught_up(&p.ctx, who.tenant(), super::agent::READ_YOUR_WRITES).await?;
     Ok(Json(crate::views::agents(&p.ctx.pool, who.tenant()).await?))
 }
 

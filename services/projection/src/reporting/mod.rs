@@ -20,11 +20,13 @@ pub mod tables;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use cc_core::Partition;
 use cc_eventstore::{
     Checkpoint, EventStore, Lease, ReadFilter, RecordedEvent, Snapshots, Subscription,
 };
 use cc_runtime::Context;
 use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
 
 use cc_bus::parked::{Parked, Reason};
 use fold::{Dirty, Reporter};
@@ -39,14 +41,47 @@ const SNAPSHOT_FORMAT: &str = "reporting/1";
 const NEXT: &str = "reporting_next";
 const BATCH: i64 = 5000;
 
+/// How long a partition's fold lets the store move on past other partitions' events before it
+/// records that it has read that far.
+const IDLE_PROGRESS: Duration = Duration::from_millis(50);
+
+/// Runs the reporting projection: with `CC_PARTITIONS` above 1, one leader per partition, each
+/// folding its tenants' events and writing their rows with a checkpoint row of its own
+/// (`checkpoint.id` = the partition + 1), the replicas sharing the partitions.
 pub async fn run(ctx: Context) -> anyhow::Result<()> {
-    cc_runtime::leading::keep_leading(&ctx.cancel.clone(), "reporting projection", || lead(&ctx))
-        .await;
+    let lead_one = |p: Partition, stop: CancellationToken| {
+        let ctx = ctx.clone();
+        async move { lead(&ctx, p, stop).await }
+    };
+    cc_runtime::partitions::lead(
+        &ctx,
+        "reporting projection",
+        "reporting-projection",
+        "cc-projection:reporting",
+        lead_one,
+    )
+    .await;
     Ok(())
 }
 
-/// The schema's checkpoint: (generation, checkpoint), creating the schema when there is none.
-async fn checkpoint(pool: &PgPool) -> anyhow::Result<(i64, Checkpoint)> {
+/// Partition `p`'s row of the `checkpoint` table (1 for the whole store).
+fn row_of(p: Partition) -> i32 {
+    p.index as i32 + 1
+}
+
+/// The events of partition `p` (every event for the whole store).
+fn filter_of(p: Partition) -> ReadFilter {
+    if p.count <= 1 {
+        ReadFilter::All
+    } else {
+        ReadFilter::Partition(p)
+    }
+}
+
+/// The schema's checkpoint row `row`: (generation, checkpoint), creating the schema when there
+/// is none, and the row (at the first event, of the tables' generation) when a partition's is
+/// missing.
+async fn checkpoint(pool: &PgPool, row: i32) -> anyhow::Result<(i64, Checkpoint)> {
     let mut conn = pool.acquire().await?;
     sqlx::query("select pg_advisory_lock(hashtext('cc-reporting-schema'))")
         .execute(&mut *conn)
@@ -68,12 +103,20 @@ async fn checkpoint(pool: &PgPool) -> anyhow::Result<(i64, Checkpoint)> {
     } else {
         tables::add_new_columns(&mut conn, SCHEMA).await?;
     }
+    sqlx::query(&format!(
+        "insert into {SCHEMA}.checkpoint (id, generation, xid, position)
+         select $1, max(generation), 0, 0 from {SCHEMA}.checkpoint on conflict (id) do nothing"
+    ))
+    .bind(row)
+    .execute(&mut *conn)
+    .await?;
     sqlx::query("select pg_advisory_unlock(hashtext('cc-reporting-schema'))")
         .execute(&mut *conn)
         .await?;
     let (g, xid, position): (i64, i64, i64) = sqlx::query_as(&format!(
-        "select generation, xid, position from {SCHEMA}.checkpoint"
+        "select generation, xid, position from {SCHEMA}.checkpoint where id = $1"
     ))
+    .bind(row)
     .fetch_one(&mut *conn)
     .await?;
     Ok((g, Checkpoint { xid, position }))
@@ -86,6 +129,7 @@ fn after(e: &RecordedEvent, cp: Checkpoint) -> bool {
 /// Folds the events up to `upto` (all of them when `None`), calling `each` after every batch.
 async fn fold_until(
     store: &EventStore,
+    filter: &ReadFilter,
     r: &mut Reporter,
     from: Checkpoint,
     upto: Option<Checkpoint>,
@@ -93,7 +137,7 @@ async fn fold_until(
 ) -> anyhow::Result<Checkpoint> {
     let mut cur = from;
     loop {
-        let batch = store.read_all(&ReadFilter::All, cur, BATCH).await?;
+        let batch = store.read_all(filter, cur, BATCH).await?;
         let Some(last) = batch.last() else {
             return Ok(cur);
         };
@@ -116,23 +160,27 @@ async fn fold_until(
     }
 }
 
-async fn lead(ctx: &Context) -> anyhow::Result<()> {
+async fn lead(ctx: &Context, part: Partition, stop: CancellationToken) -> anyhow::Result<()> {
     // Known (at 0) to the metrics before the lease is: a lease nobody holds is visible.
-    let leader = ctx.metrics.leader("reporting_projection");
-    let Some(mut lease) =
-        Lease::try_acquire(&ctx.config.database_url, "cc-projection:reporting").await?
+    let leader = ctx.metrics.leader_named(&part.name("reporting_projection"));
+    let Some(mut lease) = Lease::try_acquire(
+        &ctx.config.database_url,
+        &part.name("cc-projection:reporting"),
+    )
+    .await?
     else {
         return Ok(());
     };
     let _holding = leader.took(lease.fence().epoch);
-    let (generation, cp) = checkpoint(&ctx.pool).await?;
+    let (row, filter) = (row_of(part), filter_of(part));
+    let (generation, cp) = checkpoint(&ctx.pool, row).await?;
     leader.applied(cp);
     let started = Instant::now();
     // The newest snapshot of the fold this build can use (of these tables' generation, not
     // ahead of them), then the events after it up to the tables' checkpoint.
     let snapshots = Snapshots::new(
         ctx.pool.clone(),
-        SNAPSHOT_NAME,
+        &part.name(SNAPSHOT_NAME),
         &format!("{SNAPSHOT_FORMAT}/g{generation}"),
     )
     .every(
@@ -150,6 +198,7 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
     let mut replayed = 0i64;
     fold_until(
         &ctx.store,
+        &filter,
         &mut r,
         from,
         Some(cp),
@@ -168,16 +217,19 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
     }
     let mut last_snapshot = (Instant::now(), 0u64);
     let mut snapshot_tick = tokio::time::interval(Duration::from_secs(1));
-    tracing::info!(generation, checkpoint = %cp, replayed, open_calls = r.open_calls(), ms = started.elapsed().as_millis() as u64, "reporting projection lease taken");
+    tracing::info!(generation, partition = %part, checkpoint = %cp, replayed, open_calls = r.open_calls(), ms = started.elapsed().as_millis() as u64, "reporting projection lease taken");
     // Reports need not be up to the millisecond: a batch at most every 200 ms.
     let mut r_checkpoint = cp;
-    let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::All, cp)
+    let mut sub = Subscription::new(ctx.store.clone(), filter.clone(), cp)
         .await?
         .with_batch_size(2000)
         .with_min_interval(std::time::Duration::from_millis(200));
+    if part.count > 1 {
+        sub = sub.with_idle_progress(IDLE_PROGRESS);
+    }
     loop {
         let batch = tokio::select! {
-            _ = ctx.cancel.cancelled() => return Ok(()),
+            _ = stop.cancelled() => return Ok(()),
             b = sub.next_batch() => b?,
             // No batch for a while: the last ones folded are saved once their time is up.
             _ = snapshot_tick.tick() => {
@@ -185,13 +237,25 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
                 continue;
             }
         };
-        let Some(last) = batch.last() else { continue };
+        // As far as the subscription read (past other partitions' events too).
+        let to = sub.checkpoint();
+        if batch.is_empty() {
+            if to > r_checkpoint {
+                if !write(&ctx.pool, generation, row, &Dirty::default(), to).await? {
+                    tracing::info!(old = generation, "reporting tables were rebuilt; reloading");
+                    return Ok(());
+                }
+                r_checkpoint = to;
+                leader.applied(to);
+            }
+            continue;
+        }
         let before = r_checkpoint;
         for e in &batch {
             r.apply(e);
         }
         let dirty = r.take_dirty();
-        let written = match write(&ctx.pool, generation, &dirty, last.checkpoint()).await {
+        let written = match write(&ctx.pool, generation, row, &dirty, to).await {
             Err(e) if cc_bus::parked::is_data_error(&e) => {
                 tracing::warn!(error = %format!("{e:#}"), "a batch of the reporting projection does not fit its tables; applying it event by event to park the one at fault");
                 // The fold took in the whole batch: fold again up to what is written, then
@@ -199,6 +263,7 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
                 r = Reporter::default();
                 fold_until(
                     &ctx.store,
+                    &filter,
                     &mut r,
                     Checkpoint::START,
                     Some(before),
@@ -209,20 +274,30 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
                 for e in &batch {
                     r.apply(e);
                     let one = r.take_dirty();
-                    match write(&ctx.pool, generation, &one, e.checkpoint()).await {
+                    match write(&ctx.pool, generation, row, &one, e.checkpoint()).await {
                         Ok(true) => written.as_mut().expect("not rebuilt").push(one),
                         Ok(false) => {
                             written = None;
                             break;
                         }
                         Err(err) if cc_bus::parked::is_data_error(&err) => {
-                            if !park_refused(&ctx.pool, generation, e, &format!("{err:#}")).await? {
+                            if !park_refused(&ctx.pool, generation, row, e, &format!("{err:#}"))
+                                .await?
+                            {
                                 written = None;
                                 break;
                             }
                         }
                         Err(err) => return Err(err),
                     }
+                }
+                // Past the batch's last event, as far as the subscription read.
+                let last = batch.last().expect("not empty").checkpoint();
+                if written.is_some()
+                    && to != last
+                    && !write(&ctx.pool, generation, row, &Dirty::default(), to).await?
+                {
+                    written = None;
                 }
                 written
             }
@@ -235,7 +310,7 @@ async fn lead(ctx: &Context) -> anyhow::Result<()> {
             tracing::info!(old = generation, "reporting tables were rebuilt; reloading");
             return Ok(());
         };
-        r_checkpoint = last.checkpoint();
+        r_checkpoint = to;
         leader.applied(r_checkpoint);
         // The fold now stands exactly on what is written: a snapshot of it, now and then.
         events += batch.len() as i64;
@@ -282,11 +357,12 @@ const PARKED_AS: &str = "reporting-projection";
 async fn write(
     pool: &PgPool,
     generation: i64,
+    row: i32,
     dirty: &Dirty,
     cp: Checkpoint,
 ) -> anyhow::Result<bool> {
     let mut tx = cc_eventstore::begin_read_model(pool).await?;
-    if !same_generation(&mut tx, generation).await? {
+    if !same_generation(&mut tx, generation, row).await? {
         return Ok(false);
     }
     tables::write_dirty(&mut tx, SCHEMA, dirty).await?;
@@ -294,7 +370,7 @@ async fn write(
     for (e, why) in &dirty.undecodable {
         parked.extend(park(&mut tx, e, Reason::Undecodable, why).await?);
     }
-    set_checkpoint(&mut tx, cp).await?;
+    set_checkpoint(&mut tx, row, cp).await?;
     tx.commit().await?;
     parked.into_iter().for_each(Parked::committed);
     Ok(true)
@@ -306,15 +382,16 @@ async fn write(
 async fn park_refused(
     pool: &PgPool,
     generation: i64,
+    row: i32,
     e: &RecordedEvent,
     error: &str,
 ) -> anyhow::Result<bool> {
     let mut tx = cc_eventstore::begin_read_model(pool).await?;
-    if !same_generation(&mut tx, generation).await? {
+    if !same_generation(&mut tx, generation, row).await? {
         return Ok(false);
     }
     let parked = park(&mut tx, e, Reason::Refused, error).await?;
-    set_checkpoint(&mut tx, e.checkpoint()).await?;
+    set_checkpoint(&mut tx, row, e.checkpoint()).await?;
     tx.commit().await?;
     parked.into_iter().for_each(Parked::committed);
     Ok(true)
@@ -329,22 +406,32 @@ async fn park(
     cc_bus::parked::park(conn, PARKED_AS, e, reason, error).await
 }
 
-/// Locks the checkpoint row and says whether the tables are still of `generation`.
-async fn same_generation(conn: &mut PgConnection, generation: i64) -> Result<bool, sqlx::Error> {
+/// Locks checkpoint row `row` and says whether the tables are still of `generation`.
+async fn same_generation(
+    conn: &mut PgConnection,
+    generation: i64,
+    row: i32,
+) -> Result<bool, sqlx::Error> {
     let now: Option<i64> = sqlx::query_scalar(&format!(
-        "select generation from {SCHEMA}.checkpoint for update"
+        "select generation from {SCHEMA}.checkpoint where id = $1 for update"
     ))
+    .bind(row)
     .fetch_optional(&mut *conn)
     .await?;
     Ok(now == Some(generation))
 }
 
-async fn set_checkpoint(conn: &mut PgConnection, cp: Checkpoint) -> Result<(), sqlx::Error> {
+async fn set_checkpoint(
+    conn: &mut PgConnection,
+    row: i32,
+    cp: Checkpoint,
+) -> Result<(), sqlx::Error> {
     sqlx::query(&format!(
-        "update {SCHEMA}.checkpoint set xid = $1, position = $2"
+        "update {SCHEMA}.checkpoint set xid = $1, position = $2 where id = $3"
     ))
     .bind(cp.xid)
     .bind(cp.position)
+    .bind(row)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -475,7 +562,7 @@ pub async fn rebuild(
     mut progress: impl FnMut(Progress) + Send,
 ) -> anyhow::Result<Rebuilt> {
     let started = Instant::now();
-    checkpoint(pool).await?; // the live schema exists (the swap locks its checkpoint)
+    checkpoint(pool, 1).await?; // the live schema exists (the swap locks its checkpoint)
     let total = store.count(&ReadFilter::All).await? as u64;
     let mut r = Reporter::default();
     let mut rows = Rows::default();
@@ -483,6 +570,7 @@ pub async fn rebuild(
     let mut last_report = Instant::now();
     let cp = fold_until(
         store,
+        &ReadFilter::All,
         &mut r,
         Checkpoint::START,
         None,
@@ -520,26 +608,39 @@ pub async fn rebuild(
     .execute(&mut *tx)
     .await?;
     let (old_generation,): (i64,) =
-        sqlx::query_as(&format!("select generation from {SCHEMA}.checkpoint"))
+        sqlx::query_as(&format!("select max(generation) from {SCHEMA}.checkpoint"))
             .fetch_one(&mut *tx)
             .await?;
     let mut tail = Rows::default();
     let mut caught_up = 0u64;
-    let cp = fold_until(store, &mut r, cp, None, &mut |r: &mut Reporter, n| {
-        tail.add(r.take_dirty());
-        caught_up += n as u64;
-    })
+    let cp = fold_until(
+        store,
+        &ReadFilter::All,
+        &mut r,
+        cp,
+        None,
+        &mut |r: &mut Reporter, n| {
+            tail.add(r.take_dirty());
+            caught_up += n as u64;
+        },
+    )
     .await?;
     let d = tail.into_dirty();
     written += d.rows();
     tables::write_dirty(&mut tx, NEXT, &d).await?;
     let generation = old_generation + 1;
+    // A row for every partition's leader (one for the whole store), each going on from here.
+    let partitions: i32 =
+        sqlx::query_scalar("select coalesce(max(partitions), 1) from es_partitioning")
+            .fetch_one(&mut *tx)
+            .await?;
     sqlx::query(&format!(
-        "insert into {NEXT}.checkpoint values (1, $1, $2, $3)"
+        "insert into {NEXT}.checkpoint select i, $1, $2, $3 from generate_series(1, $4) i"
     ))
     .bind(generation)
     .bind(cp.xid)
     .bind(cp.position)
+    .bind(partitions)
     .execute(&mut *tx)
     .await?;
     let swap = format!("alter schema {SCHEMA} rename to reporting_old; alter schema {NEXT} rename to {SCHEMA}; drop schema reporting_old cascade;");

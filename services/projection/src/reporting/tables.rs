@@ -225,6 +225,22 @@ pub async fn add_new_columns(conn: &mut PgConnection, s: &str) -> Result<(), sql
     .bind(s)
     .fetch_all(&mut *conn)
     .await?;
+    // Tables of a build before partitions had one checkpoint row (`check (id = 1)`); each
+    // partition's leader has its own now.
+    let one_row: bool = sqlx::query_scalar(
+        "select exists (select 1 from pg_constraint c join pg_namespace n on n.oid = c.connamespace
+         where n.nspname = $1 and c.conname = 'checkpoint_id_check' and pg_get_constraintdef(c.oid) like '%= 1)%')",
+    )
+    .bind(s)
+    .fetch_one(&mut *conn)
+    .await?;
+    if one_row {
+        sqlx::Executor::execute(
+            &mut *conn,
+            format!("alter table {s}.checkpoint drop constraint checkpoint_id_check, add constraint checkpoint_id_check check (id >= 1)").as_str(),
+        )
+        .await?;
+    }
     let mut sql = String::new();
     for t in TABLES {
         for (c, ty, comment) in t.columns {
@@ -299,7 +315,7 @@ pub async fn create(conn: &mut PgConnection, s: &str) -> Result<(), sqlx::Error>
         "create index on {s}.agent_states (tenant, agent, started_at);\n"
     ));
     sql.push_str(&format!(
-        "create table {s}.checkpoint (id int primary key check (id = 1), generation bigint not null, xid bigint not null, position bigint not null);\n\
+        "create table {s}.checkpoint (id int primary key check (id >= 1), generation bigint not null, xid bigint not null, position bigint not null);\n\
          comment on table {s}.checkpoint is 'Where the projection is in the event store, and which build (generation) wrote it.';\n"
     ));
     sql.push_str(&VIEWS.replace("{s}", s));

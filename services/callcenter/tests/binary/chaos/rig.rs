@@ -336,7 +336,7 @@ impl Chaos {
                 .unwrap_or(-2);
             let caught_up: bool = sqlx::query_scalar(
                 "select coalesce((select (xid, position) from es_events order by xid desc, position desc limit 1)
-                     = all (select (xid, position) from rm_checkpoints where name = 'portal'
+                     = all (select (xid, position) from rm_checkpoints where name ~ '^portal(/p[0-9]+)?$'
                             union all select (xid, position) from reporting.checkpoint), false)",
             )
             .fetch_one(&self.sys.db.pool)
