@@ -195,12 +195,22 @@ impl Subscription {
                 continue;
             }
             // The receiver first, then the read that finds us caught up: nothing falls between.
-            let rx = self
-                .store
-                .tail
-                .attach(&self.store, self.checkpoint, self.fallback_poll);
+            let (rx, reader_at) =
+                self.store
+                    .tail
+                    .attach(&self.store, self.checkpoint, self.fallback_poll);
             if let Some(batch) = self.poll().await? {
                 return Ok(batch);
+            }
+            // Caught up: nothing of this filter up to where the shared reader was, so this
+            // goes on from there. (A filtered subscription's checkpoint is its own last event;
+            // left there, every batch of the reader would be past it, and it would read the
+            // store again instead of attaching, batch after batch.)
+            if reader_at > self.checkpoint {
+                self.checkpoint = reader_at;
+                if self.idle_progress.is_some() && self.moved_since.is_none() {
+                    self.moved_since = Some(std::time::Instant::now());
+                }
             }
             self.attached = Some(rx);
             // The shared reader listens for commits; a listener nobody reads would hold up

@@ -31,6 +31,8 @@ pub(crate) struct TailBatch {
 pub(crate) struct Tail {
     tx: broadcast::Sender<Arc<TailBatch>>,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Where the reader is: the checkpoint after the last batch it sent (or where it started).
+    at: Arc<std::sync::Mutex<Checkpoint>>,
 }
 
 impl Default for Tail {
@@ -38,30 +40,36 @@ impl Default for Tail {
         Self {
             tx: broadcast::channel(CAPACITY).0,
             task: Default::default(),
+            at: Arc::new(std::sync::Mutex::new(Checkpoint::START)),
         }
     }
 }
 
 impl Tail {
-    /// A receiver of every batch from now on; (re)starts the reader, from `from`, polling
-    /// every `fallback_poll` besides the commit notifications, when it is not running.
+    /// A receiver of every batch from now on, and where the reader was when it was taken (every
+    /// batch up to there was sent before: a read of the store after this call sees their
+    /// events). (Re)starts the reader, from `from`, polling every `fallback_poll` besides the
+    /// commit notifications, when it is not running.
     pub(crate) fn attach(
         &self,
         store: &EventStore,
         from: Checkpoint,
         fallback_poll: Duration,
-    ) -> broadcast::Receiver<Arc<TailBatch>> {
+    ) -> (broadcast::Receiver<Arc<TailBatch>>, Checkpoint) {
         let rx = self.tx.subscribe();
         let mut task = self.task.lock().expect("tail lock");
         if task.as_ref().is_none_or(|t| t.is_finished()) {
+            *self.at.lock().expect("tail position") = from;
             *task = Some(tokio::spawn(follow(
                 store.clone(),
                 from,
                 fallback_poll,
                 self.tx.clone(),
+                self.at.clone(),
             )));
         }
-        rx
+        let at = *self.at.lock().expect("tail position");
+        (rx, at)
     }
 }
 
@@ -72,6 +80,7 @@ async fn follow(
     from: Checkpoint,
     fallback_poll: Duration,
     tx: broadcast::Sender<Arc<TailBatch>>,
+    at: Arc<std::sync::Mutex<Checkpoint>>,
 ) {
     let mut sub = loop {
         if store.pool().is_closed() {
@@ -95,6 +104,7 @@ async fn follow(
                 if tx.send(Arc::new(TailBatch { from, to, events })).is_err() {
                     return;
                 }
+                *at.lock().expect("tail position") = to;
             }
             Err(_) if store.pool().is_closed() => return,
             Err(e) => {

@@ -81,10 +81,17 @@ async fn lead(ctx: &Context, part: Partition, stop: CancellationToken) -> anyhow
     .with_batch_size(1000);
     let mut cache = Cache::default();
     let mut last_prune = Instant::now();
+    // The lease is checked without waiting for a batch too: a quiet partition's leader that
+    // lost it (PostgreSQL restarted) stops within a second or two, not at its next event.
+    let mut lease_tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         let batch = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
             b = sub.next_batch() => b?,
+            _ = lease_tick.tick() => {
+                lease.check().await?;
+                continue;
+            }
         };
         let to = sub.checkpoint();
         // A span per traced event (the trace its writer started), for the batch that applies it.

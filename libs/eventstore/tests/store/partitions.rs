@@ -143,3 +143,64 @@ async fn a_partitions_idle_progress_moves_past_other_partitions_events() {
     assert_eq!(next.len(), 1);
     assert_eq!(next[0].metadata.tenant, mine);
 }
+
+/// A partition's subscription that starts behind the process's shared reader (its own last
+/// event is older than others' events the reader already sent) attaches to the reader and
+/// moves past the others' events: it used to find every batch of the reader past its own
+/// checkpoint, read the store again, and never attach.
+#[tokio::test]
+async fn a_partitions_subscription_behind_the_shared_reader_attaches_and_moves_on() {
+    let (_db, store) = store().await;
+    let p = Partition { index: 2, count: 4 };
+    let tenant = |want: bool| {
+        (0..100)
+            .map(|i| format!("tenant-{i}"))
+            .find(|t| p.contains(t) == want)
+            .unwrap()
+    };
+    let (mine, other) = (tenant(true), tenant(false));
+    let append = |tenant: String| {
+        let store = store.clone();
+        async move {
+            let stream = StreamName::new(&tenant, "agent", "1").unwrap();
+            let e = NewEvent::new("AgentPaused", 1, json!({}), Metadata::new(&tenant, "test"));
+            store
+                .append(&stream, ExpectedVersion::Any, &[e])
+                .await
+                .unwrap()
+        }
+    };
+    append(mine.clone()).await;
+    // Another subscription keeps the shared reader going, past others' events.
+    let mut all = Subscription::new(store.clone(), ReadFilter::All, Checkpoint::START)
+        .await
+        .unwrap()
+        .into_feed(4);
+    for _ in 0..3 {
+        append(other.clone()).await;
+    }
+    let mut seen = 0;
+    while seen < 4 {
+        seen += all.next_batch().await.unwrap().len();
+    }
+    let mut sub = Subscription::new(store.clone(), ReadFilter::Partition(p), Checkpoint::START)
+        .await
+        .unwrap()
+        .with_idle_progress(std::time::Duration::from_millis(50));
+    assert_eq!(sub.next_batch().await.unwrap().len(), 1, "its own event");
+    append(other.clone()).await;
+    let head = store
+        .read_all(&ReadFilter::All, Checkpoint::START, 1000)
+        .await
+        .unwrap()
+        .last()
+        .unwrap()
+        .checkpoint();
+    let moved = tokio::time::timeout(std::time::Duration::from_secs(10), sub.next_batch())
+        .await
+        .expect("attached to the shared reader: an empty batch once it moved")
+        .unwrap();
+    assert!(moved.is_empty(), "{moved:?}");
+    assert_eq!(sub.checkpoint(), head);
+    drop(all);
+}

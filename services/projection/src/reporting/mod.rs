@@ -232,8 +232,10 @@ async fn lead(ctx: &Context, part: Partition, stop: CancellationToken) -> anyhow
             _ = stop.cancelled() => return Ok(()),
             b = sub.next_batch() => b?,
             // No batch for a while: the last ones folded are saved once their time is up.
+            // The lease is checked then too: a quiet partition's leader that lost it stops.
             _ = snapshot_tick.tick() => {
                 snapshot_if_due(&snapshots, &r, r_checkpoint, events, &mut last_snapshot).await;
+                lease.check().await?;
                 continue;
             }
         };
