@@ -58,13 +58,16 @@ async fn portal_caught_up(sys: &System) {
             .fetch_optional(&sys.db.pool)
             .await
             .unwrap();
-            let at: Option<(i64, i64)> =
-                sqlx::query_as("select xid, position from rm_checkpoints where name = 'portal'")
-                    .fetch_optional(&sys.db.pool)
-                    .await
-                    .ok()
-                    .flatten();
-            (head.is_some() && head == at).then_some(())
+            // Each partition's row with partitions (`portal/p3`), `portal` without.
+            let at: Vec<(i64, i64)> = sqlx::query_as(
+                "select xid, position from rm_checkpoints where name ~ '^portal/p[0-9]+$'
+                 union all select xid, position from rm_checkpoints where name = 'portal'
+                   and not exists (select 1 from rm_checkpoints where name ~ '^portal/p[0-9]+$')",
+            )
+            .fetch_all(&sys.db.pool)
+            .await
+            .unwrap_or_default();
+            (head.is_some() && !at.is_empty() && at.iter().all(|a| Some(*a) == head)).then_some(())
         },
     )
     .await;
@@ -101,13 +104,13 @@ async fn caught_up(sys: &System) {
             .fetch_optional(&sys.db.pool)
             .await
             .unwrap();
-            let at: Option<(i64, i64)> =
+            // One row per partition.
+            let at: Vec<(i64, i64)> =
                 sqlx::query_as("select xid, position from reporting.checkpoint")
-                    .fetch_optional(&sys.db.pool)
+                    .fetch_all(&sys.db.pool)
                     .await
-                    .ok()
-                    .flatten();
-            (head.is_some() && head == at).then_some(())
+                    .unwrap_or_default();
+            (head.is_some() && !at.is_empty() && at.iter().all(|a| Some(*a) == head)).then_some(())
         },
     )
     .await;
@@ -547,4 +550,102 @@ async fn a_rebuilt_reporting_model_equals_the_live_one_and_the_views_answer() {
         .await
         .unwrap();
     assert_eq!(generation, 4, "two more rebuilds");
+}
+
+/// With partitions (`CC_PARTITIONS=4`) each partition's portal and reporting projection keeps
+/// its tenants' rows and a checkpoint of its own; the quiet partitions' checkpoints reach the
+/// store's head too (so the portal's read-your-writes never waits on them); a rebuild hands
+/// every partition's leader on from where it stopped, and they go on.
+#[tokio::test]
+async fn partitioned_projections_keep_every_tenants_rows_and_go_on_after_a_rebuild() {
+    let sys = System::start_with_env(&[("CC_PARTITIONS", "4")]).await;
+    // Two tenants in two partitions.
+    let first = sys.tenant(TenantSpec::call_center()).await;
+    let p = |t: &Tenant| cc_core::partition::of(&t.name, 4);
+    let mut second = sys.tenant(TenantSpec::call_center()).await;
+    while p(&second) == p(&first) {
+        second = sys.tenant(TenantSpec::call_center()).await;
+    }
+    for t in [&first, &second] {
+        let bob = t.agent("1002").await;
+        bob.post("/api/session", json!({})).await.ok();
+        bob.post("/api/session/pause", json!({"reason": "Lunch"}))
+            .await
+            .ok();
+        // Read-your-writes: the view shows the pause as soon as it was answered.
+        assert_eq!(
+            bob.get("/api/me").await.ok()["status"],
+            "paused",
+            "{}",
+            t.name
+        );
+    }
+    quiet(&sys).await;
+    portal_caught_up(&sys).await;
+    let names: Vec<String> = sqlx::query_scalar(
+        "select name from rm_checkpoints where name like 'portal%' order by name",
+    )
+    .fetch_all(&sys.db.pool)
+    .await
+    .unwrap();
+    // Every partition that had events writes a row of its own: the two tenants' are there.
+    for t in [&first, &second] {
+        assert!(names.contains(&format!("portal/p{}", p(t))), "{names:?}");
+    }
+    let rows: Vec<i32> = sqlx::query_scalar("select id from reporting.checkpoint order by id")
+        .fetch_all(&sys.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, vec![1, 2, 3, 4], "a reporting row per partition");
+    let live = snapshot(&sys).await;
+    for t in [&first, &second] {
+        assert!(
+            live.iter()
+                .any(|r| r.starts_with("agent_logins") && r.contains(&t.name)),
+            "{} has its rows",
+            t.name
+        );
+    }
+
+    let out = Callcenter::output(
+        &sys.db.url,
+        &sys.nats.url(),
+        &["rebuild", "--projection", "all"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        snapshot(&sys).await,
+        live,
+        "the rebuild equals the partitions' rows"
+    );
+    let generations: Vec<i64> =
+        sqlx::query_scalar("select generation from reporting.checkpoint order by id")
+            .fetch_all(&sys.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(generations, vec![2, 2, 2, 2]);
+    // The partitions' leaders go on on the new tables.
+    for t in [&first, &second] {
+        let bob = t.agent("1002").await;
+        bob.post("/api/session/unpause", json!({})).await.ok();
+        sys.view_when(&bob, "Bob idle after the rebuild", |v| {
+            v["status"] == "idle"
+        })
+        .await;
+    }
+    quiet(&sys).await;
+    portal_caught_up(&sys).await;
+    let idle: i64 = sqlx::query_scalar(
+        "select count(*) from reporting.agent_states where state = 'idle' and ended_at is null and tenant in ($1, $2)",
+    )
+    .bind(&first.name)
+    .bind(&second.name)
+    .fetch_one(&sys.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(idle, 2, "both tenants' agents idle in the reports");
 }
