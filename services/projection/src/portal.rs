@@ -690,6 +690,11 @@ pub async fn rebuild(
         .bind(partitions)
         .execute(&next)
         .await?;
+        // The whole store's row is nobody's with partitions.
+        sqlx::query("delete from portal_next.rm_checkpoints where name = $1")
+            .bind(NAME)
+            .execute(&next)
+            .await?;
     }
     next.execute("delete from portal_next.rm_agent_updates u using portal_next.rm_agents a where u.tenant = a.tenant and u.agent = a.agent and u.version <= a.version - 100").await?;
     next.close().await;
