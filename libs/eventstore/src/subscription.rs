@@ -35,13 +35,15 @@ impl Subscription {
         filter: ReadFilter,
         from: Checkpoint,
     ) -> Result<Self, sqlx::Error> {
-        let mut listener = PgListener::connect_with(store.pool()).await?;
-        listener.listen("es_events").await?;
+        // The commit notifications' listener is connected when this subscription first waits
+        // on its own: one that attaches to the shared reader never does, and a listener holds
+        // a pooled connection (with a leader per partition, that was dozens of connections
+        // held while they caught up, and the pool ran dry).
         Ok(Self {
             store,
             filter,
             checkpoint: from,
-            listener: Some(listener),
+            listener: None,
             batch_size: 1000,
             fallback_poll: Duration::from_millis(500),
             min_interval: Duration::ZERO,
@@ -218,6 +220,12 @@ impl Subscription {
             self.listener = None;
         }
         loop {
+            if self.listener.is_none() {
+                // Listening before the read that finds nothing: no commit falls between.
+                let mut listener = PgListener::connect_with(self.store.pool()).await?;
+                listener.listen("es_events").await?;
+                self.listener = Some(listener);
+            }
             if let Some(batch) = self.poll().await? {
                 return Ok(batch);
             }
@@ -280,7 +288,7 @@ impl Subscription {
                     r = l.recv() => match r {
                         Ok(_) => true,
                         Err(e) => {
-                            tracing::warn!(error = %e, "event store notification listener failed; falling back to polling");
+                            tracing::warn!(error = %e, "event store notification listener failed; listening again");
                             self.listener = None;
                             false
                         }
