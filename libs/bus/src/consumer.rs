@@ -129,14 +129,16 @@ where
     }
 }
 
-/// A durable consumer of the PBX's channel events (new ones from its creation on). Services
-/// create it when they start, before they may lead, so no call is missed while they catch up.
+/// A durable consumer of the PBX's channel events of `partition`'s tenants (new ones from its
+/// creation on; [`Bus::pbx_channel_filter`]). Services create it when they start, before they
+/// may lead, so no call is missed while they catch up.
 pub async fn pbx_channels(
     bus: &Bus,
     name: &str,
+    partition: cc_core::Partition,
 ) -> anyhow::Result<async_nats::jetstream::consumer::Consumer<pull::Config>> {
     bus.ensure_pbx_stream().await?;
-    let filter = format!("{}.pbx.evt.*.channel.>", bus.subjects.prefix());
+    let filter = bus.pbx_channel_filter(partition);
     durable(
         bus,
         &bus.subjects.pbx_stream(),
@@ -162,6 +164,7 @@ pub async fn pbx_channels(
 pub async fn pbx_channels_from_ack_floor<F, Fut>(
     bus: &Bus,
     name: &str,
+    partition: cc_core::Partition,
     remembered: Option<u64>,
     remember: F,
 ) -> anyhow::Result<async_nats::jetstream::consumer::Consumer<pull::Config>>
@@ -192,6 +195,6 @@ where
         },
         None => DeliverPolicy::New,
     };
-    let filter = format!("{}.pbx.evt.*.channel.>", bus.subjects.prefix());
+    let filter = bus.pbx_channel_filter(partition);
     durable(bus, &bus.subjects.pbx_stream(), name, vec![filter], deliver).await
 }

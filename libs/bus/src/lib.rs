@@ -63,6 +63,9 @@ pub struct Bus {
     pub subjects: Subjects,
     /// The replica count asked for (`CC_NATS_REPLICAS`); `None`: see [`Bus::stream_replicas`].
     replicas: Option<usize>,
+    /// The store's partition count (`CC_PARTITIONS`): the PBX stream files each channel fact
+    /// under its tenant's partition when it is above 1 ([`Bus::ensure_pbx_stream`]).
+    partitions: u32,
 }
 
 impl Bus {
@@ -73,6 +76,24 @@ impl Bus {
             jetstream,
             subjects,
             replicas: None,
+            partitions: 1,
+        }
+    }
+
+    /// The same bus for a store of `partitions` partitions (`CC_PARTITIONS`).
+    pub fn with_partitions(mut self, partitions: u32) -> Self {
+        self.partitions = partitions.max(1);
+        self
+    }
+
+    /// The PBX stream's durable consumers of channel facts read this: every tenant's, or with
+    /// partitions one partition's (`<p>.pbx.evt.*.channel.<k>.>`, as the stream files them).
+    pub fn pbx_channel_filter(&self, partition: cc_core::Partition) -> String {
+        let p = self.subjects.prefix();
+        if self.partitions <= 1 || partition.count <= 1 {
+            format!("{p}.pbx.evt.*.channel.>")
+        } else {
+            format!("{p}.pbx.evt.*.channel.{}.>", partition.index)
         }
     }
 
@@ -96,9 +117,9 @@ impl Bus {
 
     /// Creates a stream of the product if it does not exist, with [`Bus::stream_replicas`]
     /// replicas (more than one on a server of no cluster is an error). An existing stream
-    /// gets the subjects of `wanted` it lacks and the replica count (raised, JetStream makes
-    /// the new copies from the leader while the stream keeps serving); nothing else of its
-    /// configuration is changed. Returns once the stream has a leader.
+    /// gets the subjects of `wanted` it lacks, the replica count (raised, JetStream makes
+    /// the new copies from the leader while the stream keeps serving) and `wanted`'s subject
+    /// transform if it has one; nothing else of its configuration is changed. Returns once the stream has a leader.
     pub async fn ensure_stream(
         &self,
         wanted: async_nats::jetstream::stream::Config,
@@ -129,6 +150,19 @@ impl Bus {
             .as_ref()
             .is_some_and(|c| c.leader.is_some());
         let mut config = stream.cached_info().config.clone();
+        let transform = wanted
+            .subject_transform
+            .as_ref()
+            .map(|t| (&t.source, &t.destination));
+        let transformed = config
+            .subject_transform
+            .as_ref()
+            .map(|t| (&t.source, &t.destination));
+        // A stream's subject transform is set by the services that ask for one (the PBX
+        // stream's, with partitions) and left as it is by the others: a process not told the
+        // partition count must not undo it (a consumer of every tenant's facts reads them
+        // alike either way).
+        let retransform = transform.is_some() && transform != transformed;
         let missing: Vec<String> = wanted
             .subjects
             .iter()
@@ -137,7 +171,7 @@ impl Bus {
             .collect();
         // A server reports R1 as 1; a stream created by an old version may say 0 (= 1).
         let had = config.num_replicas.max(1);
-        if missing.is_empty() && had == replicas {
+        if missing.is_empty() && had == replicas && !retransform {
             return if led {
                 Ok(())
             } else {
@@ -146,6 +180,10 @@ impl Bus {
         }
         config.subjects.extend(missing);
         config.num_replicas = replicas;
+        if retransform {
+            tracing::info!(stream = %name, transform = ?wanted.subject_transform, "JetStream stream subject transform changed");
+            config.subject_transform = wanted.subject_transform.clone();
+        }
         self.jetstream.update_stream(config).await.map_err(|e| {
             anyhow::anyhow!(
                 "cannot update JetStream stream {name} (subjects, R{had} to R{replicas}): {e}"
@@ -181,10 +219,23 @@ impl Bus {
     }
 
     /// Creates the JetStream stream of PBX events if it does not exist: file storage, a week of
-    /// history, a dedup window for publishers' retries ([`Bus::ensure_stream`]).
+    /// history, a dedup window for publishers' retries ([`Bus::ensure_stream`]). With
+    /// partitions, the stream files each channel fact under its tenant's partition: a token
+    /// after `channel` (`<p>.pbx.evt.demo.channel.6.<id>.<fact>`, NATS's FNV-1a of the tenant,
+    /// as `cc_core::partition::of`), so each partition's consumer reads its own facts only.
+    /// Subscribers of the published subjects see them unchanged.
     pub async fn ensure_pbx_stream(&self) -> anyhow::Result<()> {
-        use async_nats::jetstream::stream::{Config, StorageType};
+        use async_nats::jetstream::stream::{Config, StorageType, SubjectTransform};
+        let p = self.subjects.prefix();
+        let subject_transform = (self.partitions > 1).then(|| SubjectTransform {
+            source: format!("{p}.pbx.evt.*.channel.>"),
+            destination: format!(
+                "{p}.pbx.evt.{{{{wildcard(1)}}}}.channel.{{{{partition({},1)}}}}.>",
+                self.partitions
+            ),
+        });
         self.ensure_stream(Config {
+            subject_transform,
             name: self.subjects.pbx_stream(),
             subjects: vec![self.subjects.all_pbx_events()],
             storage: StorageType::File,

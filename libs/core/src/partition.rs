@@ -1,11 +1,13 @@
 //! Partitions: tenants spread over a fixed number of partitions, each led by one replica at a
 //! time (see docs/operations.md, Scaling).
 //!
-//! A tenant's partition is the first four bytes of the MD5 digest of its id, read as a
-//! big-endian number, modulo the partition count. PostgreSQL computes the same
-//! (`('x' || left(md5(tenant), 8))::bit(32)::bigint % count`), so the
-//! store reads one partition's events itself. The count is chosen once per deployment (the
-//! store refuses a replica started with another): a tenant moves only when the count changes.
+//! A tenant's partition is the 32-bit FNV-1a hash of its id (its UTF-8 bytes) modulo the
+//! partition count: the hash NATS's `{{partition(n, 1)}}` subject transform computes, so the
+//! PBX stream files each channel fact under its tenant's partition (`…channel.<k>.…`) and a
+//! partition's leader reads its own facts only. PostgreSQL computes the same
+//! (`cc_partition(tenant, count)`, migration 8 of the event store), so the store reads one
+//! partition's events itself. The count is chosen once per deployment (the store refuses a
+//! replica started with another): a tenant moves only when the count changes.
 
 use std::fmt;
 
@@ -18,9 +20,14 @@ pub struct Partition {
 
 /// Where a tenant's events go with `count` partitions.
 pub fn of(tenant: &str, count: u32) -> u32 {
-    use md5::{Digest, Md5};
-    let d = Md5::digest(tenant.as_bytes());
-    u32::from_be_bytes([d[0], d[1], d[2], d[3]]) % count.max(1)
+    fnv1a(tenant.as_bytes()) % count.max(1)
+}
+
+/// 32-bit FNV-1a.
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5, |h: u32, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 impl Partition {
@@ -60,10 +67,13 @@ mod tests {
 
     #[test]
     fn a_tenants_partition_is_fixed_by_its_id_and_the_count() {
-        // md5("demo") = fe01ce2a...: 0xfe01ce2a = 4261531178.
+        // FNV-1a("demo") = 2935829814 (as NATS's partition transform files "demo" under
+        // 6 of 8: the PBX stream test checks it against the server).
+        assert_eq!(fnv1a(b"demo"), 2935829814);
+        assert_eq!(fnv1a(b""), 0x811c_9dc5);
         assert_eq!(of("demo", 1), 0);
-        assert_eq!(of("demo", 64), 4261531178 % 64);
-        assert_eq!(of("demo", 7), 4261531178 % 7);
+        assert_eq!(of("demo", 64), 2935829814 % 64);
+        assert_eq!(of("demo", 8), 6);
         assert!(Partition::WHOLE.contains("anyone"));
         let p = Partition {
             index: of("demo", 8),

@@ -71,4 +71,9 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "partitioning",
         sql: include_str!("../sql/0007_partitioning.sql"),
     },
+    Migration {
+        version: 8,
+        name: "partition_hash",
+        sql: include_str!("../sql/0008_partition_hash.sql"),
+    },
 ];

@@ -111,7 +111,7 @@ ins as (
 select (select v from cur), coalesce((select array_agg(position order by version) from ins), '{}'::int8[])";
 
 /// A row of partition `$4` of `$5` (PostgreSQL's reading of `cc_core::partition::of`).
-const IN_PARTITION: &str = "(('x' || left(md5(tenant), 8))::bit(32)::bigint % $5) = $4";
+const IN_PARTITION: &str = "cc_partition(tenant, $5) = $4";
 
 const COLUMNS: &str = "position, xid, event_id, tenant, category, stream_id, version, event_type, \
                        schema_version, data, metadata, recorded_at";

@@ -41,7 +41,8 @@ where
     }
 }
 
-/// The holder of `lease`'s durable consumer `name` of the PBX's channel facts, from the first
+/// The holder of `lease`'s durable consumer `name` of the PBX's channel facts of `partition`'s
+/// tenants, from the first
 /// fact not acknowledged ([`cc_bus::consumer::pbx_channels_from_ack_floor`]), its ack floor
 /// kept with the lease in PostgreSQL so that a consumer lost half-way is created again from
 /// where it was.
@@ -49,6 +50,7 @@ pub async fn pbx_channels_for(
     bus: &cc_bus::Bus,
     lease: &mut cc_eventstore::Lease,
     name: &str,
+    partition: cc_core::Partition,
 ) -> anyhow::Result<
     async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
 > {
@@ -57,5 +59,5 @@ pub async fn pbx_channels_for(
         lease.remember_floor(name, floor).await?;
         Ok(())
     };
-    cc_bus::consumer::pbx_channels_from_ack_floor(bus, name, remembered, remember).await
+    cc_bus::consumer::pbx_channels_from_ack_floor(bus, name, partition, remembered, remember).await
 }

@@ -55,7 +55,7 @@ pub async fn pbx_channel_consumers(ctx: &crate::Context, base: &str) -> bool {
             &ctx.cancel,
             "cannot create the PBX event consumer",
             || async {
-                cc_bus::consumer::pbx_channels(&ctx.bus, &name)
+                cc_bus::consumer::pbx_channels(&ctx.bus, &name, p)
                     .await
                     .map(|_| ())
             },

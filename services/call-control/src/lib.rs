@@ -243,7 +243,7 @@ async fn follow(
     // A fact the previous leader did not see through (its append failed, it died) comes again
     // first, in order (each handler takes a fact it already recorded as a redelivery).
     let consumer =
-        cc_runtime::leading::pbx_channels_for(&ctx.bus, lease, &consumer_name(part)).await?;
+        cc_runtime::leading::pbx_channels_for(&ctx.bus, lease, &consumer_name(part), part).await?;
     let mut pbx = consumer.messages().await?;
     let mut check = tokio::time::interval(Duration::from_secs(2));
     loop {

@@ -228,7 +228,8 @@ async fn run(config: Config, targets: Vec<Target>) -> anyhow::Result<()> {
         let ctx = Context {
             store: store.clone(),
             bus: cc_bus::Bus::new(client, cc_bus::Subjects::new(&config.subject_prefix))
-                .with_stream_replicas(config.nats_replicas),
+                .with_stream_replicas(config.nats_replicas)
+                .with_partitions(config.partitions),
             pool: pool.clone(),
             config: config.clone(),
             cancel: cancel.clone(),

@@ -130,7 +130,8 @@ async fn bus(config: &Config) -> anyhow::Result<Bus> {
     let identity = cc_runtime::connect::NatsIdentity::of_process(config);
     let client = cc_runtime::connect::nats_once(config, identity.as_ref()).await?;
     Ok(Bus::new(client, Subjects::new(&config.subject_prefix))
-        .with_stream_replicas(config.nats_replicas))
+        .with_stream_replicas(config.nats_replicas)
+        .with_partitions(config.partitions))
 }
 
 /// `callcenter nats-config`: the nats-server authorization block of every NATS user, from the

@@ -431,7 +431,7 @@ async fn lead(
 
         // Every fact the previous leader did not see through comes again first, in order.
         let consumer =
-            cc_runtime::leading::pbx_channels_for(&ctx.bus, &mut lease, &consumer).await?;
+            cc_runtime::leading::pbx_channels_for(&ctx.bus, &mut lease, &consumer, part).await?;
         let mut pbx = consumer.messages().await?;
         let mut observe = tokio::time::interval(Duration::from_secs(2));
         // Whether the model is asked to dispatch before the next wait (not after a fact of
@@ -463,11 +463,11 @@ async fn lead(
                 m = pbx.next() => {
                     let Some(m) = m else { anyhow::bail!("the PBX event consumer ended") };
                     let m = m.map_err(|e| anyhow::anyhow!("PBX events: {e}"))?;
-                    // The facts still to come; with partitions, about this partition's share
-                    // of them (the consumer reads every tenant's: counted whole, every
-                    // partition looked behind under load and held its timers back).
-                    r.pbx_behind = m.info().map_or(0, |i| i.pending) / part.count.max(1) as u64;
-                    // Another partition's tenant: its own leader decides.
+                    // The facts still to come (this partition's: the stream files each under
+                    // its tenant's partition).
+                    r.pbx_behind = m.info().map_or(0, |i| i.pending);
+                    // Another partition's tenant (a fact filed before the stream partitioned
+                    // them): its own leader decides.
                     if part.count > 1
                         && ctx.bus.subjects.pbx_event_tenant(&m.subject).is_some_and(|t| !part.contains(t))
                     {

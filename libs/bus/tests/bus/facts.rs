@@ -118,7 +118,7 @@ async fn a_new_leader_gets_every_unacknowledged_fact_again_in_order() {
     let client = async_nats::connect(nats.url()).await.unwrap();
     let bus = cc_bus::Bus::new(client, cc_bus::Subjects::new("cc"));
     // Created before any fact (as a standby does): it sees the facts from then on.
-    let consumer = cc_bus::consumer::pbx_channels(&bus, "router")
+    let consumer = cc_bus::consumer::pbx_channels(&bus, "router", cc_core::Partition::WHOLE)
         .await
         .unwrap();
     for n in 0..6 {
@@ -153,9 +153,15 @@ async fn a_new_leader_gets_every_unacknowledged_fact_again_in_order() {
             Ok(())
         }
     };
-    let consumer = cc_bus::consumer::pbx_channels_from_ack_floor(&bus, "router", None, keep)
-        .await
-        .unwrap();
+    let consumer = cc_bus::consumer::pbx_channels_from_ack_floor(
+        &bus,
+        "router",
+        cc_core::Partition::WHOLE,
+        None,
+        keep,
+    )
+    .await
+    .unwrap();
     let mut messages = consumer.messages().await.unwrap();
     let mut again = vec![];
     for _ in 0..4 {
@@ -190,9 +196,15 @@ async fn a_new_leader_gets_every_unacknowledged_fact_again_in_order() {
     stream.delete_consumer("router").await.unwrap();
     publish_now(&bus, 6).await;
     let remembered = *kept.lock().unwrap();
-    let consumer = cc_bus::consumer::pbx_channels_from_ack_floor(&bus, "router", remembered, keep)
-        .await
-        .unwrap();
+    let consumer = cc_bus::consumer::pbx_channels_from_ack_floor(
+        &bus,
+        "router",
+        cc_core::Partition::WHOLE,
+        remembered,
+        keep,
+    )
+    .await
+    .unwrap();
     let mut messages = consumer.messages().await.unwrap();
     let m = tokio::time::timeout(Duration::from_secs(5), messages.next())
         .await
@@ -207,9 +219,15 @@ async fn a_new_leader_gets_every_unacknowledged_fact_again_in_order() {
     drop(messages);
 
     // A consumer that does not exist yet (and was never kept) starts with new facts.
-    let fresh = cc_bus::consumer::pbx_channels_from_ack_floor(&bus, "another", None, keep)
-        .await
-        .unwrap();
+    let fresh = cc_bus::consumer::pbx_channels_from_ack_floor(
+        &bus,
+        "another",
+        cc_core::Partition::WHOLE,
+        None,
+        keep,
+    )
+    .await
+    .unwrap();
     publish_now(&bus, 7).await;
     let mut messages = fresh.messages().await.unwrap();
     let m = tokio::time::timeout(Duration::from_secs(5), messages.next())
@@ -218,4 +236,78 @@ async fn a_new_leader_gets_every_unacknowledged_fact_again_in_order() {
         .unwrap()
         .unwrap();
     assert_eq!(body(&m), 7);
+}
+
+/// With partitions the PBX stream files each channel fact under its tenant's partition (NATS's
+/// partition transform, the same hash as `cc_core::partition::of`), so each partition's durable
+/// consumer gets its own tenants' facts and no other's, in order; device facts and the
+/// published subjects are unchanged, and a bus not told the count leaves the transform alone.
+#[tokio::test]
+async fn each_partitions_consumer_gets_its_own_tenants_channel_facts_only() {
+    let nats = NatsServer::start();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let count = 8;
+    let bus = cc_bus::Bus::new(client.clone(), cc_bus::Subjects::new("cc")).with_partitions(count);
+    let mut consumers = vec![];
+    for p in cc_core::Partition::all(count) {
+        let c = cc_bus::consumer::pbx_channels(&bus, &format!("router-p{}", p.index), p)
+            .await
+            .unwrap();
+        consumers.push(c);
+    }
+    // Core subscribers see the subjects as published.
+    let mut core = client.subscribe("cc.pbx.evt.demo.>").await.unwrap();
+    let tenants: Vec<String> = (0..40)
+        .map(|i| format!("tenant-{i}"))
+        .chain(["demo".to_string(), "acme-east".into()])
+        .collect();
+    for (n, t) in tenants.iter().enumerate() {
+        for kind in ["channel", "device"] {
+            let subject = bus.subjects.pbx_event(t, kind, &format!("c{n}"), "Created");
+            bus.jetstream
+                .publish(subject, format!("{t} {n}").into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    }
+    let seen = tokio::time::timeout(Duration::from_secs(5), core.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen.subject.as_str(), "cc.pbx.evt.demo.channel.c40.Created");
+    for (p, consumer) in cc_core::Partition::all(count).zip(&consumers) {
+        let expected: Vec<&String> = tenants.iter().filter(|t| p.contains(t)).collect();
+        let mut messages = consumer.messages().await.unwrap();
+        let mut got = vec![];
+        for _ in 0..expected.len() {
+            let m = tokio::time::timeout(Duration::from_secs(5), messages.next())
+                .await
+                .expect("a fact of the partition")
+                .unwrap()
+                .unwrap();
+            let tenant = bus
+                .subjects
+                .pbx_event_tenant(&m.subject)
+                .unwrap()
+                .to_string();
+            assert!(
+                m.subject.contains(&format!(".channel.{}.", p.index)),
+                "{}",
+                m.subject
+            );
+            got.push(tenant);
+            m.ack().await.unwrap();
+        }
+        assert_eq!(got.iter().collect::<Vec<_>>(), expected, "partition {p}");
+        let more = tokio::time::timeout(Duration::from_millis(300), messages.next()).await;
+        assert!(more.is_err(), "partition {p}: another partition's fact");
+    }
+    // A bus of one partition (a process not told the count) keeps the transform.
+    let whole = cc_bus::Bus::new(client, cc_bus::Subjects::new("cc"));
+    whole.ensure_pbx_stream().await.unwrap();
+    let mut stream = whole.jetstream.get_stream("CC_PBX").await.unwrap();
+    let config = stream.info().await.unwrap().config.clone();
+    assert!(config.subject_transform.is_some(), "{config:?}");
 }

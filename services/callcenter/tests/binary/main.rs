@@ -248,4 +248,24 @@ async fn a_replica_with_another_partition_count_than_the_store_is_refused_naming
     assert!(ok && text.contains("4 -> 2"), "{text}");
     let (ok, text) = cli(&["partitions", "show"], "2");
     assert!(ok && text.trim().ends_with('2'), "{text}");
+
+    // A store an older build partitioned (its tenants spread by MD5): refused until the count
+    // is set again, which records today's hash.
+    sqlx::query("update es_partitioning set hash = 'md5'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let (ok, text) = cli(&["run", "--target", "queue-router"], "2");
+    assert!(
+        !ok && text.contains("older build's hash (md5)")
+            && text.contains("callcenter partitions set 2"),
+        "{text}"
+    );
+    let (ok, text) = cli(&["partitions", "set", "2"], "2");
+    assert!(ok, "{text}");
+    let hash: String = sqlx::query_scalar("select hash from es_partitioning")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(hash, "fnv1a");
 }
