@@ -78,6 +78,35 @@ async fn a_partitions_reads_hold_its_tenants_events_and_no_others() {
     assert_eq!(seen, tenants.len(), "every tenant in one partition");
 }
 
+/// A tenant of partition `p` (`mine`) or of another one.
+fn tenant_of(p: Partition, mine: bool) -> String {
+    (0..100)
+        .map(|i| format!("tenant-{i}"))
+        .find(|t| p.contains(t) == mine)
+        .unwrap()
+}
+
+/// Appends one event of `tenant`'s.
+async fn append_one(store: &cc_eventstore::EventStore, tenant: &str) {
+    let stream = StreamName::new(tenant, "agent", "1").unwrap();
+    let e = NewEvent::new("AgentPaused", 1, json!({}), Metadata::new(tenant, "test"));
+    store
+        .append(&stream, ExpectedVersion::Any, &[e])
+        .await
+        .unwrap();
+}
+
+/// The checkpoint of the store's last event.
+async fn head(store: &cc_eventstore::EventStore) -> Checkpoint {
+    store
+        .read_all(&ReadFilter::All, Checkpoint::START, 1000)
+        .await
+        .unwrap()
+        .last()
+        .unwrap()
+        .checkpoint()
+}
+
 /// A partition's subscription with idle progress says, by an empty batch, that it has read
 /// past other partitions' events (a partition's projection records that, so the portal's
 /// read-your-writes for a quiet partition does not wait on it), and never returns an empty
@@ -86,27 +115,8 @@ async fn a_partitions_reads_hold_its_tenants_events_and_no_others() {
 async fn a_partitions_idle_progress_moves_past_other_partitions_events() {
     let (_db, store) = store().await;
     let p = Partition { index: 1, count: 4 };
-    let (mine, other) = {
-        let t = |want: bool| {
-            (0..100)
-                .map(|i| format!("tenant-{i}"))
-                .find(|t| p.contains(t) == want)
-                .unwrap()
-        };
-        (t(true), t(false))
-    };
-    let append = |tenant: String| {
-        let store = store.clone();
-        async move {
-            let stream = StreamName::new(&tenant, "agent", "1").unwrap();
-            let e = NewEvent::new("AgentPaused", 1, json!({}), Metadata::new(&tenant, "test"));
-            store
-                .append(&stream, ExpectedVersion::Any, &[e])
-                .await
-                .unwrap()
-        }
-    };
-    append(mine.clone()).await;
+    let (mine, other) = (tenant_of(p, true), tenant_of(p, false));
+    append_one(&store, &mine).await;
     let mut sub = Subscription::new(store.clone(), ReadFilter::Partition(p), Checkpoint::START)
         .await
         .unwrap()
@@ -116,15 +126,9 @@ async fn a_partitions_idle_progress_moves_past_other_partitions_events() {
     let own = sub.checkpoint();
     // Only others' events: an empty batch, its checkpoint at the store's last event.
     for _ in 0..3 {
-        append(other.clone()).await;
+        append_one(&store, &other).await;
     }
-    let head = store
-        .read_all(&ReadFilter::All, Checkpoint::START, 1000)
-        .await
-        .unwrap()
-        .last()
-        .unwrap()
-        .checkpoint();
+    let head = head(&store).await;
     let moved = tokio::time::timeout(std::time::Duration::from_secs(10), sub.next_batch())
         .await
         .expect("an empty batch once the checkpoint moved")
@@ -135,7 +139,7 @@ async fn a_partitions_idle_progress_moves_past_other_partitions_events() {
     // Nothing new: no empty batch (it waits), then its own next event, not skipped.
     let waiting = tokio::time::timeout(std::time::Duration::from_millis(400), sub.next_batch());
     assert!(waiting.await.is_err(), "no empty batch while nothing moved");
-    append(mine.clone()).await;
+    append_one(&store, &mine).await;
     let next = tokio::time::timeout(std::time::Duration::from_secs(10), sub.next_batch())
         .await
         .unwrap()
@@ -152,32 +156,15 @@ async fn a_partitions_idle_progress_moves_past_other_partitions_events() {
 async fn a_partitions_subscription_behind_the_shared_reader_attaches_and_moves_on() {
     let (_db, store) = store().await;
     let p = Partition { index: 2, count: 4 };
-    let tenant = |want: bool| {
-        (0..100)
-            .map(|i| format!("tenant-{i}"))
-            .find(|t| p.contains(t) == want)
-            .unwrap()
-    };
-    let (mine, other) = (tenant(true), tenant(false));
-    let append = |tenant: String| {
-        let store = store.clone();
-        async move {
-            let stream = StreamName::new(&tenant, "agent", "1").unwrap();
-            let e = NewEvent::new("AgentPaused", 1, json!({}), Metadata::new(&tenant, "test"));
-            store
-                .append(&stream, ExpectedVersion::Any, &[e])
-                .await
-                .unwrap()
-        }
-    };
-    append(mine.clone()).await;
+    let (mine, other) = (tenant_of(p, true), tenant_of(p, false));
+    append_one(&store, &mine).await;
     // Another subscription keeps the shared reader going, past others' events.
     let mut all = Subscription::new(store.clone(), ReadFilter::All, Checkpoint::START)
         .await
         .unwrap()
         .into_feed(4);
     for _ in 0..3 {
-        append(other.clone()).await;
+        append_one(&store, &other).await;
     }
     let mut seen = 0;
     while seen < 4 {
@@ -188,14 +175,8 @@ async fn a_partitions_subscription_behind_the_shared_reader_attaches_and_moves_o
         .unwrap()
         .with_idle_progress(std::time::Duration::from_millis(50));
     assert_eq!(sub.next_batch().await.unwrap().len(), 1, "its own event");
-    append(other.clone()).await;
-    let head = store
-        .read_all(&ReadFilter::All, Checkpoint::START, 1000)
-        .await
-        .unwrap()
-        .last()
-        .unwrap()
-        .checkpoint();
+    append_one(&store, &other).await;
+    let head = head(&store).await;
     let moved = tokio::time::timeout(std::time::Duration::from_secs(10), sub.next_batch())
         .await
         .expect("attached to the shared reader: an empty batch once it moved")
