@@ -460,10 +460,20 @@ async fn a_relay_stopped_between_a_copy_and_its_event_publishes_the_event_and_no
     relay.stop().await;
     // A transfer event is stored, and its copy published as a relay would before dying.
     append_transfers(&store, "c", 1).await;
-    let all = store
-        .read_all(&ReadFilter::All, Checkpoint::START, 100)
-        .await
-        .unwrap();
+    // The store's safe read shows an event once no older transaction runs (in any database of
+    // the server: other tests' transactions may hold the newest back for a moment).
+    let all = eventually(
+        "the three events readable",
+        Duration::from_secs(10),
+        || async {
+            let all = store
+                .read_all(&ReadFilter::All, Checkpoint::START, 100)
+                .await
+                .unwrap();
+            (all.len() >= 3).then_some(all)
+        },
+    )
+    .await;
     let (first, held, started) = (&all[0], &all[1], &all[2]);
     cc_bus::relay::ensure_events_stream(&bus, Duration::from_secs(120))
         .await
