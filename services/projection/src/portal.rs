@@ -71,14 +71,12 @@ async fn lead(ctx: &Context, part: Partition, stop: CancellationToken) -> anyhow
     let from = load_checkpoint(ctx, name).await?;
     leader.applied(from);
     let mut expect = from;
-    let mut sub = if part.count <= 1 {
-        Subscription::new(ctx.store.clone(), ReadFilter::All, from).await?
-    } else {
-        Subscription::new(ctx.store.clone(), ReadFilter::Partition(part), from)
-            .await?
-            .with_idle_progress(IDLE_PROGRESS)
-    }
-    .with_batch_size(1000);
+    // Idle progress matters to a partition's subscription only: the whole store's has every
+    // event for its own.
+    let mut sub = Subscription::new(ctx.store.clone(), ReadFilter::All.in_partition(part), from)
+        .await?
+        .with_idle_progress(IDLE_PROGRESS)
+        .with_batch_size(1000);
     let mut cache = Cache::default();
     let mut last_prune = Instant::now();
     // The lease is checked without waiting for a batch too: a quiet partition's leader that

@@ -312,11 +312,7 @@ async fn lead(
         return Ok(());
     };
     let metrics = metrics.for_holder();
-    let filter = if part.count <= 1 {
-        ReadFilter::All
-    } else {
-        ReadFilter::Partition(part)
-    };
+    let filter = ReadFilter::All.in_partition(part);
     let consumer = consumer_name(part);
     let _holding = leader.took(lease.fence().epoch);
     let mut parked = Parked::default();

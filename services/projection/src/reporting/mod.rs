@@ -69,15 +69,6 @@ fn row_of(p: Partition) -> i32 {
     p.index as i32 + 1
 }
 
-/// The events of partition `p` (every event for the whole store).
-fn filter_of(p: Partition) -> ReadFilter {
-    if p.count <= 1 {
-        ReadFilter::All
-    } else {
-        ReadFilter::Partition(p)
-    }
-}
-
 /// The schema's checkpoint row `row`: (generation, checkpoint), creating the schema when there
 /// is none, and the row (at the first event, of the tables' generation) when a partition's is
 /// missing.
@@ -172,7 +163,7 @@ async fn lead(ctx: &Context, part: Partition, stop: CancellationToken) -> anyhow
         return Ok(());
     };
     let _holding = leader.took(lease.fence().epoch);
-    let (row, filter) = (row_of(part), filter_of(part));
+    let (row, filter) = (row_of(part), ReadFilter::All.in_partition(part));
     let (generation, cp) = checkpoint(&ctx.pool, row).await?;
     leader.applied(cp);
     let started = Instant::now();
@@ -223,10 +214,9 @@ async fn lead(ctx: &Context, part: Partition, stop: CancellationToken) -> anyhow
     let mut sub = Subscription::new(ctx.store.clone(), filter.clone(), cp)
         .await?
         .with_batch_size(2000)
-        .with_min_interval(std::time::Duration::from_millis(200));
-    if part.count > 1 {
-        sub = sub.with_idle_progress(IDLE_PROGRESS);
-    }
+        .with_min_interval(std::time::Duration::from_millis(200))
+        // A partition's only: the whole store's has every event for its own.
+        .with_idle_progress(IDLE_PROGRESS);
     loop {
         let batch = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
