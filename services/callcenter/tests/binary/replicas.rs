@@ -278,9 +278,10 @@ async fn three_replicas_lose_a_process_a_nats_node_and_postgresql_and_no_call() 
     report.push(format!(
         "killed NATS node {leader}: first offer after {recovery:?} s"
     ));
-    if !recovery.is_some_and(|r| r < TAKEOVER.as_secs_f64()) {
+    if !recovery.is_some_and(|r| r < rig::NATS_ELECTION.as_secs_f64()) {
         problems.push(format!(
-            "no call routed within {TAKEOVER:?} of losing NATS node {leader}"
+            "no call routed within {:?} of losing NATS node {leader}",
+            rig::NATS_ELECTION
         ));
     }
     tokio::time::sleep(plan.steady).await;

@@ -31,6 +31,16 @@ pub const GROUPS: &[&str] = &[
 ];
 pub const QUEUE: &str = "700";
 
+/// How long calls may wait for routing after a NATS node is SIGKILLed. A stream (or durable
+/// consumer) the node led has no leader until the two others elect one, and a follower of
+/// nats-server waits 4-9 s for a lost leader before it campaigns (its Raft election timeout,
+/// `minElectionTimeoutDefault`..`maxElectionTimeoutDefault` in server/raft.go, not
+/// configurable), then up to 0.8 s more to campaign; meanwhile a PBX fact finds no stream and
+/// is sent again. Nothing is lost in that time (the tests check every call), it is delayed:
+/// most losses delay calls by well under a second (the node led nothing a call needs), one
+/// that led the PBX stream by up to the election.
+pub const NATS_ELECTION: Duration = Duration::from_secs(12);
+
 pub struct Plan {
     pub name: &'static str,
     pub agents: usize,
