@@ -36,6 +36,15 @@ struct Timing {
     leg_caller: HashMap<String, String>,
     latencies: Vec<Duration>,
     offered_calls: std::collections::HashSet<String>,
+    /// Wall-clock times of the caller's arrival and of the offer's ringing, to split the
+    /// latency at the router's append (the store's `recorded_at`, the same clock).
+    wall: HashMap<
+        String,
+        (
+            chrono::DateTime<chrono::Utc>,
+            Option<chrono::DateTime<chrono::Utc>>,
+        ),
+    >,
 }
 
 #[tokio::main]
@@ -236,6 +245,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(async move {
         while let Some(m) = facts.next().await {
             let now = Instant::now();
+            let wall = chrono::Utc::now();
             let Ok(e) = serde_json::from_slice::<ChannelEvent>(&m.payload) else {
                 continue;
             };
@@ -247,7 +257,9 @@ async fn main() -> anyhow::Result<()> {
                     dialed: Some(_),
                     ..
                 } => {
-                    t.entered.insert(format!("{tenant}/{}", caller.number), now);
+                    let key = format!("{tenant}/{}", caller.number);
+                    t.wall.insert(key.clone(), (wall, None));
+                    t.entered.insert(key, now);
                 }
                 ChannelEvent::ChannelCreated {
                     tenant,
@@ -264,6 +276,9 @@ async fn main() -> anyhow::Result<()> {
                         if t.offered_calls.insert(caller.clone()) {
                             if let Some(start) = t.entered.get(&caller).copied() {
                                 t.latencies.push(now - start);
+                            }
+                            if let Some(w) = t.wall.get_mut(&caller) {
+                                w.1 = Some(wall);
                             }
                         }
                     }
@@ -321,6 +336,32 @@ async fn main() -> anyhow::Result<()> {
         percentile_ms(&mut l, 100.0),
         percentile_ms(&mut baseline, 50.0)
     );
+    // Where the time goes: arrival -> the router's append (CallEnteredQueue and CallOffered
+    // commit together), and that append -> the offer ringing (call control and the PBX).
+    let appended: Vec<(String, String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "select metadata->>'tenant', data->'caller'->>'number', recorded_at from es_events
+          where event_type = 'CallEnteredQueue'",
+    )
+    .fetch_all(&pool)
+    .await?;
+    {
+        let t = timing.lock().unwrap();
+        let (mut to_router, mut to_ringing) = (vec![], vec![]);
+        for (tenant, number, at) in appended {
+            if let Some((entered, Some(ringing))) = t.wall.get(&format!("{tenant}/{number}")) {
+                to_router.push((at - *entered).to_std().unwrap_or_default());
+                to_ringing.push((*ringing - at).to_std().unwrap_or_default());
+            }
+        }
+        eprintln!(
+            "stages of {} calls: entered->router's append p50 {:.2} ms, p99 {:.2} ms; append->ringing p50 {:.2} ms, p99 {:.2} ms",
+            to_router.len(),
+            percentile_ms(&mut to_router, 50.0),
+            percentile_ms(&mut to_router, 99.0),
+            percentile_ms(&mut to_ringing, 50.0),
+            percentile_ms(&mut to_ringing, 99.0),
+        );
+    }
     summary(
         "acd-p99",
         percentile_ms(&mut l, 99.0),
