@@ -110,6 +110,26 @@ ins as (
 )
 select (select v from cur), coalesce((select array_agg(position order by version) from ins), '{}'::int8[])";
 
+/// [`APPEND`] for the holder of a lease, in one statement: the lease's epoch row is locked
+/// `FOR SHARE` (until the statement's own commit) and the events go in only while it is `$12`.
+/// A new holder raising the epoch waits for the lock, so it reads the store after this append;
+/// or it raised it first, and then the lock returns the new epoch (read committed follows the
+/// update) and nothing goes in. Returns the epoch found third (null: no such lease).
+const APPEND_FENCED: &str = "\
+with fence as (select epoch from es_lease_epochs where name = $11 for share),
+cur as (select coalesce(max(version), 0) as v from es_events where stream = $1),
+ins as (
+    insert into es_events (event_id, tenant, stream, category, stream_id, version, event_type, schema_version, data, metadata)
+    select u.id, $2, $1, $3, $4, cur.v + u.ord, u.typ, u.sv, u.d, u.m
+      from cur, unnest($6::uuid[], $7::text[], $8::int4[], $9::jsonb[], $10::jsonb[]) with ordinality as u (id, typ, sv, d, m, ord)
+     where ($5::int8 is null or $5::int8 = cur.v)
+       and exists (select 1 from fence where epoch = $12::int8)
+     order by u.ord
+    returning position, version
+)
+select (select v from cur), coalesce((select array_agg(position order by version) from ins), '{}'::int8[]),
+       (select epoch from fence)";
+
 /// A row of partition `$4` of `$5` (PostgreSQL's reading of `cc_core::partition::of`).
 const IN_PARTITION: &str = "cc_partition(tenant, $5) = $4";
 
@@ -155,9 +175,7 @@ impl EventStore {
         async {
             let traced = traced(events);
             let events = traced.as_deref().unwrap_or(events);
-            let r = self
-                .append_with(&self.pool, stream, expected, events)
-                .await?;
+            let r = self.append_with(None, stream, expected, events).await?;
             if !r.duplicate {
                 self.notify_committed();
             }
@@ -181,67 +199,14 @@ impl EventStore {
         async {
             let traced = traced(events);
             let events = traced.as_deref().unwrap_or(events);
-            let mut attempt = 0;
-            loop {
-                let mut tx = self.pool.begin().await?;
-                let epoch: Option<i64> = sqlx::query_scalar(
-                    "select epoch from es_lease_epochs where name = $1 for share",
-                )
-                .bind(&fence.name)
-                .fetch_optional(&mut *tx)
+            // One statement, one round trip: the fence and the append commit together.
+            let r = self
+                .append_with(Some(fence), stream, expected, events)
                 .await?;
-                if epoch != Some(fence.epoch) {
-                    return Err(AppendError::Fenced {
-                        lease: fence.name.clone(),
-                        epoch: fence.epoch,
-                    });
-                }
-                match self
-                    .try_append(true, &mut *tx, stream, expected, events)
-                    .await
-                {
-                    // Another writer of the stream took the version a moment earlier: again,
-                    // as an unfenced append does.
-                    Err(AppendError::Database(sqlx::Error::Database(db)))
-                        if db.code().as_deref() == Some("23505")
-                            && db.constraint() != Some("es_events_event_id_key")
-                            && expected == ExpectedVersion::Any
-                            && attempt < 10 =>
-                    {
-                        attempt += 1;
-                        continue;
-                    }
-                    // Stored already (a retry whose first commit went through).
-                    Err(AppendError::Database(sqlx::Error::Database(db)))
-                        if db.code().as_deref() == Some("23505")
-                            && db.constraint() == Some("es_events_event_id_key") =>
-                    {
-                        drop(tx);
-                        let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
-                        return self.previous_append(stream, &ids).await;
-                    }
-                    // Another writer took the version this append was decided on: a conflict,
-                    // as when the version was found moved before the insert.
-                    Err(AppendError::Database(sqlx::Error::Database(db)))
-                        if db.code().as_deref() == Some("23505") =>
-                    {
-                        drop(tx);
-                        return Err(AppendError::Conflict {
-                            stream: stream.key(),
-                            expected,
-                            actual: self.stream_version(stream).await?,
-                        });
-                    }
-                    Err(e) => return Err(e),
-                    Ok(r) => {
-                        tx.commit().await?;
-                        if !r.duplicate {
-                            self.notify_committed();
-                        }
-                        return Ok(r);
-                    }
-                }
+            if !r.duplicate {
+                self.notify_committed();
             }
+            Ok(r)
         }
         .instrument(span)
         .await
@@ -262,7 +227,7 @@ impl EventStore {
         let events = traced.as_deref().unwrap_or(events);
         // A unique violation aborts the caller's transaction: report it, never retry.
         match self
-            .try_append(true, tx, stream, expected, events)
+            .try_append(true, None, tx, stream, expected, events)
             .instrument(span)
             .await
         {
@@ -289,7 +254,7 @@ impl EventStore {
 
     async fn append_with(
         &self,
-        executor: &PgPool,
+        fence: Option<&crate::Fence>,
         stream: &StreamName,
         expected: ExpectedVersion,
         events: &[NewEvent],
@@ -297,7 +262,7 @@ impl EventStore {
         let mut attempt = 0;
         loop {
             match self
-                .try_append(false, executor, stream, expected, events)
+                .try_append(false, fence, &self.pool, stream, expected, events)
                 .await
             {
                 Err(AppendError::Database(sqlx::Error::Database(db)))
@@ -327,6 +292,7 @@ impl EventStore {
     async fn try_append<'e, E: sqlx::PgExecutor<'e>>(
         &self,
         in_transaction: bool,
+        fence: Option<&crate::Fence>,
         executor: E,
         stream: &StreamName,
         expected: ExpectedVersion,
@@ -346,19 +312,27 @@ impl EventStore {
         let versions: Vec<i32> = events.iter().map(|e| e.schema_version).collect();
         let data: Vec<Json<&Value>> = events.iter().map(|e| Json(&e.data)).collect();
         let metadata: Vec<Json<&Metadata>> = events.iter().map(|e| Json(&e.metadata)).collect();
-        let row = sqlx::query(APPEND)
-            .bind(stream.key())
-            .bind(stream.tenant())
-            .bind(stream.category())
-            .bind(stream.id())
-            .bind(expected.as_sql())
-            .bind(&ids)
-            .bind(&types)
-            .bind(&versions)
-            .bind(&data)
-            .bind(&metadata)
-            .fetch_one(executor)
-            .await;
+        let row = sqlx::query(if fence.is_some() {
+            APPEND_FENCED
+        } else {
+            APPEND
+        })
+        .bind(stream.key())
+        .bind(stream.tenant())
+        .bind(stream.category())
+        .bind(stream.id())
+        .bind(expected.as_sql())
+        .bind(&ids)
+        .bind(&types)
+        .bind(&versions)
+        .bind(&data)
+        .bind(&metadata);
+        let row = match fence {
+            Some(f) => row.bind(&f.name).bind(f.epoch),
+            None => row,
+        }
+        .fetch_one(executor)
+        .await;
         let row = match row {
             Ok(row) => row,
             Err(sqlx::Error::Database(db))
@@ -372,6 +346,15 @@ impl EventStore {
             }
             Err(e) => return Err(e.into()),
         };
+        if let Some(f) = fence {
+            let epoch: Option<i64> = row.get(2);
+            if epoch != Some(f.epoch) {
+                return Err(AppendError::Fenced {
+                    lease: f.name.clone(),
+                    epoch: f.epoch,
+                });
+            }
+        }
         let current: i64 = row.get(0);
         let positions: Vec<i64> = row.get(1);
         if positions.is_empty() {

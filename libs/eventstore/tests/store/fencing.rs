@@ -59,19 +59,52 @@ async fn an_append_fenced_with_a_past_epoch_is_refused_and_writes_nothing() {
 
 #[tokio::test]
 async fn taking_over_waits_for_an_append_of_the_previous_holder_still_in_flight() {
-    let (db, _store) = store().await;
+    let (db, store) = store().await;
     let a = Lease::try_acquire(&db.url, "router")
         .await
         .unwrap()
         .unwrap();
-    // What a fenced append of holder A does first, then stays in flight (slow disk, a lock).
-    let mut in_flight = db.pool.begin().await.unwrap();
-    let epoch: i64 =
-        sqlx::query_scalar("select epoch from es_lease_epochs where name = 'router' for share")
-            .fetch_one(&mut *in_flight)
-            .await
-            .unwrap();
-    assert_eq!(epoch, a.fence().epoch);
+    let s = stream("1001");
+    // Another writer's insert at the stream's next version, not committed yet: holder A's
+    // fenced append (one statement) takes the epoch's row FOR SHARE, then waits on that
+    // version's index entry, in flight as over a slow disk.
+    let mut other = db.pool.begin().await.unwrap();
+    store
+        .append_in(&mut other, &s, ExpectedVersion::Exact(0), &[event(0)])
+        .await
+        .unwrap();
+    let fence = a.fence().clone();
+    let appending = {
+        let (store, s) = (store.clone(), s.clone());
+        tokio::spawn(async move {
+            store
+                .append_fenced(&fence, &s, ExpectedVersion::Any, &[event(1)])
+                .await
+        })
+    };
+    let waiting_on = |what: &'static str| {
+        let pool = db.pool.clone();
+        move || {
+            let pool = pool.clone();
+            async move {
+                let n: i64 = sqlx::query_scalar(
+                    "select count(*) from pg_stat_activity
+                      where wait_event_type = 'Lock' and query like $1",
+                )
+                .bind(what)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                (n == 1).then_some(())
+            }
+        }
+    };
+    cc_testkit::eventually(
+        "A's append waits on the other writer",
+        Duration::from_secs(10),
+        waiting_on("with fence as%"),
+    )
+    .await;
     drop(a); // A dies with its append on the way
     let url = db.url.clone();
     let taking = tokio::spawn(async move {
@@ -82,33 +115,35 @@ async fn taking_over_waits_for_an_append_of_the_previous_holder_still_in_flight(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     });
-    // B has the advisory lock and waits on the epoch's row: the append may still commit, and
-    // B will read the store only after it did.
+    // B has the advisory lock and waits on the epoch's row: A's append may still commit, and
+    // B reads the store only after it did.
     cc_testkit::eventually(
         "the new holder waits for the row lock",
         Duration::from_secs(10),
-        || {
-            let pool = db.pool.clone();
-            async move {
-                let waiting: i64 = sqlx::query_scalar(
-                    "select count(*) from pg_stat_activity
-                  where wait_event_type = 'Lock' and query like '%es_lease_epochs%'",
-                )
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-                (waiting == 1).then_some(())
-            }
-        },
+        waiting_on("insert into es_lease_epochs%"),
     )
     .await;
     assert!(!taking.is_finished());
-    in_flight.commit().await.unwrap();
+    other.rollback().await.unwrap();
+    let appended = tokio::time::timeout(Duration::from_secs(10), appending)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(appended.is_ok(), "{appended:?}");
     let b = tokio::time::timeout(Duration::from_secs(10), taking)
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(b.fence().epoch, epoch + 1);
+    assert_eq!(b.fence().epoch, 2);
+    // What B reads once it holds the lease has A's event.
+    let ns: Vec<i64> = store
+        .read_stream_all(&s)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.data["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ns, [1]);
 }
 
 #[tokio::test]
