@@ -103,6 +103,20 @@ pub fn cpu_ticks(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// The CPU time (clock ticks of 10 ms) of every process whose command name is `name`
+/// (`postgres`: the server and all its backends), alive now (Linux).
+pub fn cpu_ticks_named(name: &str) -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == name)
+        })
+        .map(cpu_ticks)
+        .sum()
+}
+
 /// The body of a plain HTTP GET (the admin ports' `/metrics`).
 pub async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

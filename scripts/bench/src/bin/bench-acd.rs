@@ -19,7 +19,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cc_bench::{env, fresh_database, parallel, percentile_ms, summary, wait_http_ok};
+use cc_bench::{
+    cpu_ticks, cpu_ticks_named, env, fresh_database, parallel, percentile_ms, summary, wait_http_ok,
+};
 use cc_bus::{Bus, CommandContext, Subjects};
 use cc_contracts::auth::CreateAgent;
 use cc_contracts::domain::{AgentNumber, DeviceId, QueueNumber};
@@ -307,7 +309,22 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?;
     }
+    // The CPU the load costs, by process, over the seconds of traffic.
+    let pids: Vec<u32> = children.iter().filter_map(|c| c.id()).collect();
+    let cpu = || {
+        [
+            cpu_ticks_named("postgres"),
+            cpu_ticks_named("nats-server"),
+            pids.iter().map(|p| cpu_ticks(*p)).sum(),
+        ]
+    };
+    let cpu_before = cpu();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let cpu_used: Vec<f64> = cpu()
+        .iter()
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before) as f64 / 100.0)
+        .collect();
     // Drain: talk times are exponential (mean 4 s), then 1 s of wrap-up.
     tokio::time::sleep(Duration::from_secs(40)).await;
 
@@ -362,6 +379,15 @@ async fn main() -> anyhow::Result<()> {
             percentile_ms(&mut to_ringing, 99.0),
         );
     }
+    let calls = (rate * seconds as f64).max(1.0);
+    eprintln!(
+        "CPU over the {seconds} s of traffic: PostgreSQL {:.2} s, nats-server {:.2} s, the {} process(es) started here {:.2} s; {:.1} ms a call in all",
+        cpu_used[0],
+        cpu_used[1],
+        pids.len(),
+        cpu_used[2],
+        cpu_used.iter().sum::<f64>() * 1000.0 / calls
+    );
     summary(
         "acd-p99",
         percentile_ms(&mut l, 99.0),
