@@ -27,6 +27,10 @@ pub struct Subscription {
     /// other events before an empty batch says so, and since when it has.
     idle_progress: Option<Duration>,
     moved_since: Option<std::time::Instant>,
+    /// The last read, made with the listener's wake-ups drained just before it, returned less
+    /// than a batch: it saw every commit notified until then, so the next read waits for a
+    /// wake-up (one that came during the read is buffered) instead of reading again at once.
+    read_to_end: bool,
 }
 
 impl Subscription {
@@ -52,6 +56,7 @@ impl Subscription {
             attached: None,
             idle_progress: None,
             moved_since: None,
+            read_to_end: false,
         })
     }
 
@@ -91,6 +96,7 @@ impl Subscription {
     pub fn seek(&mut self, to: Checkpoint) {
         self.checkpoint = to;
         self.attached = None;
+        self.read_to_end = false;
     }
 
     /// Always reads the store itself (the shared reader's own subscription).
@@ -225,15 +231,21 @@ impl Subscription {
                 let mut listener = PgListener::connect_with(self.store.pool()).await?;
                 listener.listen("es_events").await?;
                 self.listener = Some(listener);
+                self.read_to_end = false;
             }
-            if let Some(batch) = self.poll().await? {
-                return Ok(batch);
+            if !std::mem::take(&mut self.read_to_end) {
+                if let Some(batch) = self.poll().await? {
+                    // Under load this halves the store's reads: one per wake-up, not two.
+                    self.read_to_end = (batch.len() as i64) < self.batch_size;
+                    return Ok(batch);
+                }
             }
             if self.wait().await {
                 // Something committed, but an older transaction may still hold it back from
                 // the safe read: re-read a few times quickly before waiting again.
                 for delay_ms in [2, 5, 10, 20, 40, 80, 160, 320, 640, 1280] {
                     if let Some(batch) = self.poll().await? {
+                        self.read_to_end = (batch.len() as i64) < self.batch_size;
                         return Ok(batch);
                     }
                     tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
