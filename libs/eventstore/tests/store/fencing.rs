@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use cc_eventstore::{AppendError, ExpectedVersion, Lease};
 
-use crate::{event, store, stream};
+use crate::{event, numbers, store, stream};
 
 #[tokio::test]
 async fn an_append_fenced_with_a_past_epoch_is_refused_and_writes_nothing() {
@@ -47,13 +47,7 @@ async fn an_append_fenced_with_a_past_epoch_is_refused_and_writes_nothing() {
         .append_fenced(b.fence(), &s, ExpectedVersion::Any, &[event(3)])
         .await
         .unwrap();
-    let ns: Vec<i64> = store
-        .read_stream_all(&s)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.data["n"].as_i64().unwrap())
-        .collect();
+    let ns = numbers(&store, &s).await;
     assert_eq!(ns, [1, 3], "the fenced append wrote nothing");
 }
 
@@ -136,13 +130,7 @@ async fn taking_over_waits_for_an_append_of_the_previous_holder_still_in_flight(
         .unwrap();
     assert_eq!(b.fence().epoch, 2);
     // What B reads once it holds the lease has A's event.
-    let ns: Vec<i64> = store
-        .read_stream_all(&s)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.data["n"].as_i64().unwrap())
-        .collect();
+    let ns = numbers(&store, &s).await;
     assert_eq!(ns, [1]);
 }
 

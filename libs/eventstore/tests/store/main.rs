@@ -32,3 +32,14 @@ pub fn event(n: i64) -> NewEvent {
         Metadata::new("acme", "test"),
     )
 }
+
+/// The `n` of each event of a stream, in order (events made by [`event`]).
+pub async fn numbers(store: &EventStore, s: &StreamName) -> Vec<i64> {
+    store
+        .read_stream_all(s)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.data["n"].as_i64().unwrap())
+        .collect()
+}
