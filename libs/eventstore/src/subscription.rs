@@ -233,9 +233,10 @@ impl Subscription {
                 self.listener = Some(listener);
                 self.read_to_end = false;
             }
-            // Under load this halves the store's reads: one per wake-up, not two.
             if !std::mem::take(&mut self.read_to_end) {
                 if let Some(batch) = self.poll().await? {
+                    // Under load this halves the store's reads: one per wake-up, not two.
+                    self.read_to_end = (batch.len() as i64) < self.batch_size;
                     return Ok(batch);
                 }
             }
@@ -244,6 +245,7 @@ impl Subscription {
                 // the safe read: re-read a few times quickly before waiting again.
                 for delay_ms in [2, 5, 10, 20, 40, 80, 160, 320, 640, 1280] {
                     if let Some(batch) = self.poll().await? {
+                        self.read_to_end = (batch.len() as i64) < self.batch_size;
                         return Ok(batch);
                     }
                     tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
@@ -285,8 +287,6 @@ impl Subscription {
             .await?;
         Ok(batch.last().map(|last| last.checkpoint()).map(|cp| {
             self.checkpoint = cp;
-            // (An empty read is never marked: after a quiet wait the store is read again.)
-            self.read_to_end = self.listener.is_some() && (batch.len() as i64) < self.batch_size;
             batch
         }))
     }
