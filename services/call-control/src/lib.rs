@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cc_bus::parked::Reason;
-use cc_bus::{CommandContext, CommandError, CommandHandlers};
+use cc_bus::{CommandContext, CommandError, CommandHandlers, RequestError};
 use cc_contracts::call::*;
 use cc_contracts::domain::AgentNumber;
 use cc_contracts::pbx::{
@@ -451,6 +451,27 @@ impl CallControl {
     /// Hangs up `legs` off the caller's path. A refusal (the leg gone already) is final; the PBX
     /// out of reach for a moment (NATS restarting) is asked again a few times, as a leg left up
     /// keeps a caller or a phone on a call that is over.
+    /// Hangs these legs up now, once each; those the PBX could not be asked about (no answer,
+    /// transport) are asked again in the background as [`Self::hang_up_later`] does.
+    async fn hang_up_first(&self, tenant: &str, legs: Vec<String>) {
+        let c = self.pbx(tenant);
+        let mut again = vec![];
+        for leg in legs {
+            let cmd = Hangup {
+                channel: leg.clone(),
+                cause: HangupCause::Normal,
+            };
+            if let Err(RequestError::NoResponders(_) | RequestError::Transport(_)) =
+                self.ctx.bus.request(&c, &cmd).await
+            {
+                again.push(leg);
+            }
+        }
+        if !again.is_empty() {
+            self.hang_up_later(tenant, again).await;
+        }
+    }
+
     async fn hang_up_later(&self, tenant: &str, legs: Vec<String>) {
         let (ctx, bus, stop) = (
             self.pbx(tenant),
@@ -665,8 +686,13 @@ impl CallControl {
         if let Some(call) = &call {
             self.record(st, tenant, call, events).await?;
         }
+        // A blind transfer hangs the agent's leg up and rings the target: the hangup goes
+        // first, so the customer cannot be joined with a target that answers at once while
+        // the agent's leg is still in the call.
+        let ring_follows = after.iter().any(|p| matches!(p, Pbx::RingTarget { .. }));
         for pbx in after {
             match pbx {
+                Pbx::HangUp { legs } if ring_follows => self.hang_up_first(tenant, legs).await,
                 Pbx::HangUp { legs } => self.hang_up_later(tenant, legs).await,
                 Pbx::RingTarget {
                     ref transfer,

@@ -329,6 +329,34 @@ pub fn assert_hears(what: &str, samples: &[f64], rate: u32, yes: f64, no: f64) {
     );
 }
 
+/// Asserts that a recording, from the first 100 ms in which tone `yes` is louder than `no` to
+/// its end, holds `yes` far above `no` (as [`assert_hears`]) for at least `at_least_s`: the
+/// switch is found in the audio, not on the test's clock (a busy machine delays the phone's
+/// events the test reads, not what the phone heard). A switch that mixes the two for a while
+/// fails, as does one heard too late or never.
+#[track_caller]
+pub fn assert_hears_from_the_switch(
+    what: &str,
+    samples: &[f64],
+    rate: u32,
+    yes: f64,
+    no: f64,
+    at_least_s: f64,
+) {
+    let frame = rate as usize / 10;
+    let switch = samples
+        .chunks(frame)
+        .position(|f| f.len() == frame && goertzel(f, rate, yes) > goertzel(f, rate, no))
+        .unwrap_or_else(|| panic!("{what}: {yes} Hz is never louder than {no} Hz"));
+    let end = samples.len() as f64 / rate as f64;
+    let from = (switch + 1) as f64 / 10.0;
+    assert!(
+        end - 0.2 - from >= at_least_s,
+        "{what}: {yes} Hz heard from {from:.1} s to the end at {end:.1} s, not {at_least_s:.1} s"
+    );
+    assert_hears(what, window(samples, rate, from, end - 0.2), rate, yes, no);
+}
+
 /// A SIPp scenario run to its end (`-m 1`), from `source_ip`.
 pub fn sipp(
     scenario_xml: &str,
@@ -553,5 +581,49 @@ impl Linphone {
 impl Drop for Linphone {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
+    }
+}
+
+#[cfg(test)]
+mod audio_checks {
+    use super::*;
+
+    /// `parts` of (seconds, tones at full amplitude) one after the other, 8 kHz.
+    fn tones(parts: &[(f64, &[f64])]) -> Vec<f64> {
+        parts
+            .iter()
+            .flat_map(|(s, fs)| {
+                (0..(s * 8000.0) as usize).map(move |i| {
+                    let t = i as f64 / 8000.0;
+                    fs.iter()
+                        .map(|f| 8000.0 * (2.0 * std::f64::consts::PI * f * t).sin())
+                        .sum::<f64>()
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_clean_switch_passes_and_a_mixed_late_or_missing_one_fails() {
+        let clean = tones(&[(2.0, &[697.0]), (3.0, &[941.0])]);
+        assert_hears_from_the_switch("clean", &clean, 8000, 941.0, 697.0, 2.5);
+        for (name, parts) in [
+            (
+                "mixed",
+                vec![
+                    (2.0, &[697.0][..]),
+                    (1.0, &[697.0, 941.0][..]),
+                    (2.0, &[941.0][..]),
+                ],
+            ),
+            ("late", vec![(4.0, &[697.0][..]), (1.0, &[941.0][..])]),
+            ("never", vec![(5.0, &[697.0][..])]),
+        ] {
+            let s = tones(&parts);
+            let failed = std::panic::catch_unwind(|| {
+                assert_hears_from_the_switch(name, &s, 8000, 941.0, 697.0, 2.5)
+            });
+            assert!(failed.is_err(), "{name} passed");
+        }
     }
 }
