@@ -381,14 +381,13 @@ async fn main() -> anyhow::Result<()> {
             percentile_ms(&mut to_ringing, 99.0),
         );
     }
-    let calls = (rate * seconds as f64).max(1.0);
     eprintln!(
         "CPU over the {seconds} s of traffic: PostgreSQL {:.2} s, nats-server {:.2} s, the {} process(es) started here {:.2} s; {:.1} ms a call in all",
         cpu_used[0],
         cpu_used[1],
         pids.len(),
         cpu_used[2],
-        cpu_used.iter().sum::<f64>() * 1000.0 / calls
+        cpu_used.iter().sum::<f64>() * 1000.0 / placed.max(1) as f64
     );
     summary(
         "acd-p99",
