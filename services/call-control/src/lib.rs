@@ -8,7 +8,7 @@
 
 pub mod model;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,9 +58,46 @@ struct State {
     /// store and the decision is made again ([`again_on_conflict`], and the command handlers'
     /// own retry).
     versions: HashMap<String, i64>,
+    /// The legs of the calls that left the model last: a new leader hangs up those the PBX
+    /// still has ([`CallControl::reconcile`]). An ending recorded whose hangups never went out
+    /// (the leader stopped in between, an append reported failed that had committed) would
+    /// otherwise leave a caller or a phone on a call that is over, as nobody looks at an ended
+    /// call again.
+    #[serde(default)]
+    ended: VecDeque<Ended>,
 }
 
+/// A call that left the model: its tenant, when, and its legs then.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+struct Ended {
+    tenant: String,
+    at: chrono::DateTime<Utc>,
+    legs: Vec<String>,
+}
+
+/// How many ended calls [`State::ended`] keeps, and for how long a new leader looks at them.
+const ENDED_KEPT: usize = 1000;
+const ENDED_LOOKED_AT: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
+
 impl State {
+    /// Applies a call event to the model, keeping the legs of a call it ends.
+    fn apply(&mut self, tenant: &str, e: &CallEvent, at: chrono::DateTime<Utc>) {
+        let call = e.call();
+        let legs = self.model.calls.get(call).map(|l| l.legs());
+        self.model.apply(tenant, e, at);
+        let over = !self.model.calls.contains_key(call) && !self.model.waiting.contains_key(call);
+        if let Some(legs) = legs.filter(|_| over) {
+            if self.ended.len() == ENDED_KEPT {
+                self.ended.pop_front();
+            }
+            self.ended.push_back(Ended {
+                tenant: tenant.to_string(),
+                at,
+                legs: legs.into_iter().map(|(leg, _)| leg).collect(),
+            });
+        }
+    }
+
     /// Forgets the version of a call the model no longer holds.
     fn forget_if_over(&mut self, call: &str) {
         if !self.model.calls.contains_key(call) && !self.model.waiting.contains_key(call) {
@@ -135,6 +172,10 @@ const SNAPSHOT_FORMAT: &str = "call-control/1";
 
 /// Call control as a consumer of the store, in `bus_parked`.
 const PARKED_AS: &str = "call-control";
+
+/// How many times a leg of an ended call is asked to hang up while the PBX cannot be reached
+/// (100 ms doubling to 2 s in between: over a minute).
+const HANGUP_PATIENCE: u32 = 40;
 
 /// Leads partition `part` (every tenant when the store is not partitioned) while this
 /// replica holds its lease, until `stop`.
@@ -226,7 +267,14 @@ async fn lead(
         .on(|cc: CallControl, c, cmd: SetMonitorMode| async move { cc.set_monitor_mode(&c.tenant, cmd).await })
         .on(|cc: CallControl, c, cmd: StopMonitor| async move { cc.stop_monitor(&c.tenant, &cmd.agent, &cmd.supervisor).await });
     let server = tokio::spawn(commands.serve(ctx.bus.clone(), term.clone()));
-    let result = follow(&cc, sub.into_feed(4), &mut lease, part, &stop).await;
+    // A lease found gone stops the leader at once, even in the middle of a decision (an
+    // append waiting for PostgreSQL): its writes are fenced, but it must not go on reading
+    // facts or saying it leads. A fact it took and did not ack comes again to the next leader.
+    let lost = lease.lost();
+    let result = tokio::select! {
+        r = follow(&cc, sub.into_feed(4), &mut lease, part, &stop) => r,
+        _ = lost.cancelled() => Err(anyhow::anyhow!("the lease's connection is gone")),
+    };
     term.cancel();
     let _ = server.await;
     result
@@ -308,7 +356,7 @@ fn absorb(st: &mut State, e: &cc_eventstore::RecordedEvent) -> Result<Option<Str
             return Err(why);
         }
     };
-    st.model.apply(e.tenant(), &c, e.recorded_at);
+    st.apply(e.tenant(), &c, e.recorded_at);
     st.forget_if_over(call);
     Ok(matches!(c, CallEvent::CallAnswered { .. }).then(|| c.call().to_string()))
 }
@@ -432,7 +480,7 @@ impl CallControl {
         st.versions.insert(call.to_string(), r.stream_version);
         let now = Utc::now();
         for e in &events {
-            st.model.apply(tenant, e, now);
+            st.apply(tenant, e, now);
         }
         st.forget_if_over(call);
         if let Some(m) = ended_monitor {
@@ -448,9 +496,6 @@ impl CallControl {
         }
     }
 
-    /// Hangs up `legs` off the caller's path. A refusal (the leg gone already) is final; the PBX
-    /// out of reach for a moment (NATS restarting) is asked again a few times, as a leg left up
-    /// keeps a caller or a phone on a call that is over.
     /// Hangs these legs up now, once each; those the PBX could not be asked about (no answer,
     /// transport) are asked again in the background as [`Self::hang_up_later`] does.
     async fn hang_up_first(&self, tenant: &str, legs: Vec<String>) {
@@ -472,6 +517,11 @@ impl CallControl {
         }
     }
 
+    /// Hangs these legs up in the background. Their call is recorded over already, and no
+    /// leader looks at an ended call again: a leg left up would stay up at the PBX for good.
+    /// So the PBX is asked until it answers (a refusal, the channel gone already, is an
+    /// answer), for up to [`HANGUP_PATIENCE`] attempts: a NATS node's loss or the PBX's
+    /// reconnection lasts seconds.
     async fn hang_up_later(&self, tenant: &str, legs: Vec<String>) {
         let (ctx, bus, stop) = (
             self.pbx(tenant),
@@ -484,7 +534,12 @@ impl CallControl {
                     channel: leg,
                     cause: HangupCause::Normal,
                 };
-                let _ = bus.request_retrying(&ctx, &cmd, Some(5), &stop).await;
+                if let Err(error @ (RequestError::NoResponders(_) | RequestError::Transport(_))) =
+                    bus.request_retrying(&ctx, &cmd, Some(HANGUP_PATIENCE), &stop)
+                        .await
+                {
+                    tracing::warn!(%error, channel = cmd.channel, "a leg of an ended call could not be hung up");
+                }
             }
         });
     }
@@ -1402,8 +1457,9 @@ impl CallControl {
     }
 
     /// After a restart: legs the PBX no longer has end now, a target that answered meanwhile is
-    /// acted on, answered calls not yet bridged are bridged, and ringing targets get their ring
-    /// timeout again.
+    /// acted on, answered calls not yet bridged are bridged, ringing targets get their ring
+    /// timeout again, and the legs of calls that ended lately that the PBX still has are hung
+    /// up.
     async fn reconcile(&self) -> anyhow::Result<()> {
         let calls: Vec<(String, Live)> = self
             .state
@@ -1467,6 +1523,42 @@ impl CallControl {
                 }
             }
             self.connect(&call).await?;
+        }
+        // The legs of calls that ended lately and that the PBX still has: hung up.
+        let since = Utc::now() - ENDED_LOOKED_AT;
+        let ended: Vec<Ended> = {
+            let st = self.state.lock().await;
+            st.ended.iter().filter(|e| e.at >= since).cloned().collect()
+        };
+        for e in ended {
+            if !live.contains_key(&e.tenant) {
+                // A tenant whose PBX does not answer is left alone: that is no reason to stop
+                // leading every other tenant.
+                match self
+                    .ctx
+                    .bus
+                    .request(&self.pbx(&e.tenant), &ListChannels {})
+                    .await
+                {
+                    Ok(list) => live.insert(
+                        e.tenant.clone(),
+                        list.into_iter().map(|c| (c.channel.clone(), c)).collect(),
+                    ),
+                    Err(error) => {
+                        tracing::info!(tenant = e.tenant, %error, "cannot list the PBX's channels to hang up the legs of ended calls");
+                        live.insert(e.tenant.clone(), HashMap::new())
+                    }
+                };
+            }
+            let up: Vec<String> = e
+                .legs
+                .into_iter()
+                .filter(|leg| live[&e.tenant].contains_key(leg))
+                .collect();
+            if !up.is_empty() {
+                tracing::info!(tenant = e.tenant, legs = ?up, "legs of an ended call still up at the PBX; hanging them up");
+                self.hang_up_later(&e.tenant, up).await;
+            }
         }
         Ok(())
     }

@@ -355,11 +355,18 @@ async fn lead(
     // after the next leader read the store, which then decided that call again (an offer
     // ended twice, found by the chaos suite).
     let writers = r.tracker.clone();
-    let result: anyhow::Result<()> = async {
+    // A lease found gone stops the router at once, even in the middle of a decision.
+    let lost = lease.lost();
+    let work = async {
         let _gauges = crate::metrics::Leading(metrics);
         // The newest snapshot, if this build can use one, then the events after it.
         let taking_over = std::time::Instant::now();
-        let snapshots = Snapshots::new(ctx.pool.clone(), &part.name(fold::SNAPSHOT_NAME), fold::FORMAT).every(
+        let snapshots = Snapshots::new(
+            ctx.pool.clone(),
+            &part.name(fold::SNAPSHOT_NAME),
+            fold::FORMAT,
+        )
+        .every(
             ctx.config.snapshot_every_events,
             Duration::from_secs(ctx.config.snapshot_every_secs),
         );
@@ -372,7 +379,9 @@ async fn lead(
                 r.m = s.state;
             }
             Ok(None) => {}
-            Err(error) => tracing::warn!(%error, "cannot read the router's snapshot; replaying the store"),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the router's snapshot; replaying the store")
+            }
         }
         let mut sub = Subscription::new(ctx.store.clone(), filter.clone(), from)
             .await?
@@ -412,7 +421,13 @@ async fn lead(
         );
         r.live = true;
         for (tenant, call, agent) in std::mem::take(&mut r.m.ended) {
-            r.decide(Command::StartWrapUp { tenant, call, agent, now: Utc::now() }).await?;
+            r.decide(Command::StartWrapUp {
+                tenant,
+                call,
+                agent,
+                now: Utc::now(),
+            })
+            .await?;
         }
         // Offers still ringing agents who logged out or went offline while no router led.
         r.withdraw_offers_of_unavailable(None).await?;
@@ -435,7 +450,11 @@ async fn lead(
         let mut dispatch = true;
         loop {
             if dispatch {
-                r.decide(Command::Dispatch { now: Utc::now(), ids: fresh_ids() }).await?;
+                r.decide(Command::Dispatch {
+                    now: Utc::now(),
+                    ids: fresh_ids(),
+                })
+                .await?;
             }
             dispatch = true;
             let mut sleep = match r.m.acd.next_deadline() {
@@ -523,8 +542,11 @@ async fn lead(
             }
             lease.check().await?;
         }
-    }
-    .await;
+    };
+    let result: anyhow::Result<()> = tokio::select! {
+        done = work => done,
+        _ = lost.cancelled() => Err(anyhow::anyhow!("the lease's connection is gone")),
+    };
     r.term.cancel();
     writers.close();
     if tokio::time::timeout(WRITERS_GRACE, writers.wait())

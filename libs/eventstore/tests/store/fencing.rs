@@ -175,3 +175,32 @@ async fn fenced_appends_racing_at_one_version_are_one_success_and_conflicts() {
     }
     assert_eq!(store.read_stream_all(&s).await.unwrap().len(), 6);
 }
+
+#[tokio::test]
+async fn a_holder_learns_within_seconds_that_its_leases_connection_is_gone() {
+    let (db, _store) = store().await;
+    let mut a = Lease::try_acquire(&db.url, "router")
+        .await
+        .unwrap()
+        .unwrap();
+    let lost = a.lost();
+    a.check().await.unwrap();
+    // PostgreSQL cuts the lease's connection (as a restart does); the holder is not using it.
+    let admin = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let cut: Vec<bool> = sqlx::query_scalar(
+        "select pg_terminate_backend(pid) from pg_locks where locktype = 'advisory' and granted
+         and database = (select oid from pg_database where datname = current_database())",
+    )
+    .fetch_all(&admin)
+    .await
+    .unwrap();
+    assert_eq!(cut, vec![true], "the lease's backend");
+    tokio::time::timeout(Duration::from_secs(5), lost.cancelled())
+        .await
+        .expect("the lease's loss seen within 5 s");
+    let e = a.check().await.unwrap_err().to_string();
+    assert!(e.contains("lease router"), "{e}");
+    // And another replica can take it.
+    let b = Lease::try_acquire(&db.url, "router").await.unwrap();
+    assert!(b.is_some());
+}

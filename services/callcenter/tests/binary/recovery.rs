@@ -104,6 +104,81 @@ async fn a_restart_while_connected_keeps_the_call_and_a_hangup_meanwhile_counts_
 }
 
 #[tokio::test]
+async fn an_ending_recorded_whose_hangups_never_went_out_is_hung_up_after_the_restart() {
+    let mut sys = System::start_split().await;
+    let t = sys.tenant(TenantSpec::call_center()).await;
+    quick(&t).await;
+    let bob = t.idle_agent("1002").await;
+    let caller = t.place_caller("500", "5554444", "Left up").await;
+    sys.view_when(&bob, "Ringing", |v| v["status"] == "ringing")
+        .await;
+    t.phone("1002", "answer").await;
+    sys.view_when(&bob, "Connected", |v| v["status"] == "connected")
+        .await;
+    let (stream, version): (String, i64) =
+        cc_testkit::eventually("the connect recorded", Duration::from_secs(10), || async {
+            sqlx::query_as(
+                "select stream, (select max(version) from es_events x where x.stream = e.stream)
+                 from es_events e where event_type = 'CallConnected'",
+            )
+            .fetch_optional(&sys.db.pool)
+            .await
+            .unwrap()
+        })
+        .await;
+    let call = stream.rsplit("call-").next().unwrap().to_string();
+
+    // The crash window: call control recorded the ending (the agent hung up in the portal),
+    // then died before hanging up the caller's and the phone's legs. (Written here the way
+    // call control writes it.)
+    sys._app.kill();
+    sqlx::query(
+        "insert into es_events (event_id, tenant, stream, category, stream_id, version, event_type, schema_version, data, metadata)
+         values ($1, $2, $3, 'call', $4, $5, 'CallEnded', 1, $6, $7)",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .bind(&t.name)
+    .bind(&stream)
+    .bind(&call)
+    .bind(version + 1)
+    .bind(json!({"call": call, "agent": "1002", "by": "agent", "talk_ms": 1000}))
+    .bind(json!({"tenant": t.name, "correlation_id": uuid::Uuid::now_v7(), "actor": "system:call-control"}))
+    .execute(&sys.db.pool)
+    .await
+    .unwrap();
+    let up = pbx_channels(&sys, &t).await;
+    assert_eq!(up.len(), 2, "the caller and the phone, still up: {up:?}");
+    assert!(up.iter().any(|c| c["channel"] == caller.as_str()), "{up:?}");
+    sys.restart_services().await;
+
+    // The new leader hangs up both legs of the call that is over.
+    cc_testkit::eventually(
+        "the ended call's legs hung up",
+        Duration::from_secs(30),
+        || async { pbx_channels(&sys, &t).await.is_empty().then_some(()) },
+    )
+    .await;
+    let v = sys
+        .view_when(&bob, "Idle after the wrap-up", |v| {
+            v["status"] == "idle" && v["counts"]["completed"] == 1
+        })
+        .await;
+    assert!(v["current_call"].is_null(), "{v}");
+}
+
+/// The channels the PBX simulator has for the tenant.
+async fn pbx_channels(sys: &System, t: &Tenant) -> Vec<serde_json::Value> {
+    sys.http
+        .get(t.pbx_url("/channels"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
 async fn a_restart_during_wrap_up_still_ends_it() {
     let mut sys = System::start_split().await;
     let t = sys.tenant(TenantSpec::call_center()).await;
