@@ -124,10 +124,12 @@ impl Chaos {
             .unwrap()
     }
 
-    /// Retries a request while the services are starting (no responders, timeouts).
+    /// Retries a request while the services are starting (no responders, timeouts, a device
+    /// not yet seen online), for up to 60 s: on a loaded machine agent-session can take 20 s
+    /// to see the simulated phones registered.
     pub async fn request<C: cc_bus::Command>(&self, cmd: &C) -> C::Reply {
         let mut last = None;
-        for _ in 0..100 {
+        for _ in 0..300 {
             match self.bus.request(&self.ctx, cmd).await {
                 Ok(r) => return r,
                 Err(cc_bus::RequestError::Rejected(e))
