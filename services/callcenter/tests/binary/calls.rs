@@ -322,15 +322,7 @@ async fn callers_leave_after_the_max_wait_or_at_once_when_nobody_is_logged_in() 
     );
     // The simulated callers were hung up (right after the events were recorded).
     cc_testkit::eventually("the callers hung up", Duration::from_secs(10), || async {
-        let channels: Vec<Value> = sys
-            .http
-            .get(t.pbx_url("/channels"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let channels: Vec<Value> = t.channels().await;
         channels.is_empty().then_some(())
     })
     .await;
@@ -432,15 +424,7 @@ async fn completed_missed_and_rejected_count_the_calls_of_this_login() {
     bob.post("/api/session/pause", json!({"reason": "Lunch"}))
         .await
         .ok();
-    let channels: Vec<Value> = sys
-        .http
-        .get(t.pbx_url("/channels"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let channels: Vec<Value> = t.channels().await;
     for c in channels {
         let ch = c["channel"].as_str().unwrap();
         t.pbx_post(&format!("/channels/{ch}/hangup"), json!({}))

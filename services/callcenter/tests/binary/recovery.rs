@@ -132,21 +132,17 @@ async fn an_ending_recorded_whose_hangups_never_went_out_is_hung_up_after_the_re
     // then died before hanging up the caller's and the phone's legs. (Written here the way
     // call control writes it.)
     sys._app.kill();
-    sqlx::query(
-        "insert into es_events (event_id, tenant, stream, category, stream_id, version, event_type, schema_version, data, metadata)
-         values ($1, $2, $3, 'call', $4, $5, 'CallEnded', 1, $6, $7)",
+    write_as(
+        &sys,
+        &t,
+        &stream,
+        version + 1,
+        "CallEnded",
+        json!({"call": call, "agent": "1002", "by": "agent", "talk_ms": 1000}),
+        "system:call-control",
     )
-    .bind(uuid::Uuid::now_v7())
-    .bind(&t.name)
-    .bind(&stream)
-    .bind(&call)
-    .bind(version + 1)
-    .bind(json!({"call": call, "agent": "1002", "by": "agent", "talk_ms": 1000}))
-    .bind(json!({"tenant": t.name, "correlation_id": uuid::Uuid::now_v7(), "actor": "system:call-control"}))
-    .execute(&sys.db.pool)
-    .await
-    .unwrap();
-    let up = pbx_channels(&sys, &t).await;
+    .await;
+    let up = t.channels().await;
     assert_eq!(up.len(), 2, "the caller and the phone, still up: {up:?}");
     assert!(up.iter().any(|c| c["channel"] == caller.as_str()), "{up:?}");
     sys.restart_services().await;
@@ -155,7 +151,7 @@ async fn an_ending_recorded_whose_hangups_never_went_out_is_hung_up_after_the_re
     cc_testkit::eventually(
         "the ended call's legs hung up",
         Duration::from_secs(30),
-        || async { pbx_channels(&sys, &t).await.is_empty().then_some(()) },
+        || async { t.channels().await.is_empty().then_some(()) },
     )
     .await;
     let v = sys
@@ -164,18 +160,6 @@ async fn an_ending_recorded_whose_hangups_never_went_out_is_hung_up_after_the_re
         })
         .await;
     assert!(v["current_call"].is_null(), "{v}");
-}
-
-/// The channels the PBX simulator has for the tenant.
-async fn pbx_channels(sys: &System, t: &Tenant) -> Vec<serde_json::Value> {
-    sys.http
-        .get(t.pbx_url("/channels"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 #[tokio::test]
@@ -236,20 +220,16 @@ async fn a_hangup_lost_with_a_crashed_router_is_done_after_the_restart() {
     // The crash window: the router recorded that the offer rang out, then died before hanging
     // the phone up. (Written here the way the router writes it.)
     sys._app.kill();
-    sqlx::query(
-        "insert into es_events (event_id, tenant, stream, category, stream_id, version, event_type, schema_version, data, metadata)
-         values ($1, $2, $3, 'call', $4, $5, 'OfferTimedOut', 1, $6, $7)",
+    write_as(
+        &sys,
+        &t,
+        &stream,
+        version + 1,
+        "OfferTimedOut",
+        json!({"call": call, "agent": "1002", "offer": offer}),
+        "system:queue-router",
     )
-    .bind(uuid::Uuid::now_v7())
-    .bind(&t.name)
-    .bind(&stream)
-    .bind(&call)
-    .bind(version + 1)
-    .bind(json!({"call": call, "agent": "1002", "offer": offer}))
-    .bind(json!({"tenant": t.name, "correlation_id": uuid::Uuid::now_v7(), "actor": "system:queue-router"}))
-    .execute(&sys.db.pool)
-    .await
-    .unwrap();
+    .await;
     sys.restart_services().await;
 
     // The phone stops ringing for the ended offer, and the next offer to Bob rings normally
@@ -258,15 +238,7 @@ async fn a_hangup_lost_with_a_crashed_router_is_done_after_the_restart() {
         "the leftover leg hung up",
         Duration::from_secs(30),
         || async {
-            let chans: Vec<serde_json::Value> = sys
-                .http
-                .get(t.pbx_url("/channels"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let chans: Vec<serde_json::Value> = t.channels().await;
             (!chans.iter().any(|c| c["channel"] == offer.as_str())).then_some(())
         },
     )
@@ -345,15 +317,7 @@ async fn a_ring_and_an_arrival_not_recorded_before_a_crash_are_reconciled_after_
         "the unrecorded leg hung up",
         Duration::from_secs(30),
         || async {
-            let chans: Vec<serde_json::Value> = sys
-                .http
-                .get(t.pbx_url("/channels"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let chans: Vec<serde_json::Value> = t.channels().await;
             (!chans.iter().any(|c| c["channel"] == orphan.as_str())).then_some(())
         },
     )
@@ -406,4 +370,33 @@ async fn an_outbound_call_survives_a_restart_with_the_agents_answer_during_it() 
             "CallEnded"
         ]
     );
+}
+
+/// Appends one event to a call's stream the way `actor` writes it (a service's write that a
+/// crash interrupted before its PBX actions), at `version`.
+async fn write_as(
+    sys: &System,
+    t: &Tenant,
+    stream: &str,
+    version: i64,
+    event_type: &str,
+    data: serde_json::Value,
+    actor: &str,
+) {
+    let call = stream.rsplit("call-").next().unwrap();
+    sqlx::query(
+        "insert into es_events (event_id, tenant, stream, category, stream_id, version, event_type, schema_version, data, metadata)
+         values ($1, $2, $3, 'call', $4, $5, $6, 1, $7, $8)",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .bind(&t.name)
+    .bind(stream)
+    .bind(call)
+    .bind(version)
+    .bind(event_type)
+    .bind(data)
+    .bind(json!({"tenant": t.name, "correlation_id": uuid::Uuid::now_v7(), "actor": actor}))
+    .execute(&sys.db.pool)
+    .await
+    .unwrap();
 }

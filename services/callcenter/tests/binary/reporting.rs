@@ -265,15 +265,7 @@ async fn a_rebuilt_reporting_model_equals_the_live_one_and_the_views_answer() {
     .await
     .ok();
     cc_testkit::eventually("1005 rings", Duration::from_secs(10), || async {
-        let chans: Vec<Value> = sys
-            .http
-            .get(t.pbx_url("/channels"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let chans: Vec<Value> = t.channels().await;
         chans.iter().any(|c| c["device"] == "1005").then_some(())
     })
     .await;
