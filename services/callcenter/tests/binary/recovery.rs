@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::system::System;
+use crate::system::{Client, System};
 use crate::tenant::{Tenant, TenantSpec};
 
 async fn quick(t: &Tenant) {
@@ -58,18 +58,25 @@ async fn a_restart_while_ringing_still_times_the_offer_out_once() {
         .await;
 }
 
-#[tokio::test]
-async fn a_restart_while_connected_keeps_the_call_and_a_hangup_meanwhile_counts_once() {
-    let mut sys = System::start_split().await;
+/// A split system with a call from `number` (`name`) to queue 500 that Bob (1002) answered:
+/// the system, the tenant, Bob, and the caller's channel.
+async fn bob_connected(number: &str, name: &str) -> (System, Tenant, Client, String) {
+    let sys = System::start_split().await;
     let t = sys.tenant(TenantSpec::call_center()).await;
     quick(&t).await;
     let bob = t.idle_agent("1002").await;
-    let caller = t.place_caller("500", "5552222", "Connected").await;
+    let caller = t.place_caller("500", number, name).await;
     sys.view_when(&bob, "Ringing", |v| v["status"] == "ringing")
         .await;
     t.phone("1002", "answer").await;
     sys.view_when(&bob, "Connected", |v| v["status"] == "connected")
         .await;
+    (sys, t, bob, caller)
+}
+
+#[tokio::test]
+async fn a_restart_while_connected_keeps_the_call_and_a_hangup_meanwhile_counts_once() {
+    let (mut sys, t, bob, caller) = bob_connected("5552222", "Connected").await;
 
     // Killed with the call up; the caller hangs up while the services are down.
     sys._app.kill();
@@ -105,28 +112,8 @@ async fn a_restart_while_connected_keeps_the_call_and_a_hangup_meanwhile_counts_
 
 #[tokio::test]
 async fn an_ending_recorded_whose_hangups_never_went_out_is_hung_up_after_the_restart() {
-    let mut sys = System::start_split().await;
-    let t = sys.tenant(TenantSpec::call_center()).await;
-    quick(&t).await;
-    let bob = t.idle_agent("1002").await;
-    let caller = t.place_caller("500", "5554444", "Left up").await;
-    sys.view_when(&bob, "Ringing", |v| v["status"] == "ringing")
-        .await;
-    t.phone("1002", "answer").await;
-    sys.view_when(&bob, "Connected", |v| v["status"] == "connected")
-        .await;
-    let (stream, version): (String, i64) =
-        cc_testkit::eventually("the connect recorded", Duration::from_secs(10), || async {
-            sqlx::query_as(
-                "select stream, (select max(version) from es_events x where x.stream = e.stream)
-                 from es_events e where event_type = 'CallConnected'",
-            )
-            .fetch_optional(&sys.db.pool)
-            .await
-            .unwrap()
-        })
-        .await;
-    let call = stream.rsplit("call-").next().unwrap().to_string();
+    let (mut sys, t, bob, caller) = bob_connected("5554444", "Left up").await;
+    let (stream, call, _, version) = first_of(&sys, "CallConnected").await;
 
     // The crash window: call control recorded the ending (the agent hung up in the portal),
     // then died before hanging up the caller's and the phone's legs. (Written here the way
@@ -208,14 +195,8 @@ async fn a_hangup_lost_with_a_crashed_router_is_done_after_the_restart() {
     t.place_caller("500", "5553333", "Lost hangup").await;
     sys.view_when(&bob, "Ringing", |v| v["status"] == "ringing")
         .await;
-    let (stream, offer, version): (String, String, i64) = cc_testkit::eventually("the offer recorded", Duration::from_secs(10), || async {
-        sqlx::query_as("select stream, data->>'offer', (select max(version) from es_events x where x.stream = e.stream) from es_events e where event_type = 'CallOffered'")
-            .fetch_optional(&sys.db.pool)
-            .await
-            .unwrap()
-    })
-    .await;
-    let call = stream.rsplit("call-").next().unwrap().to_string();
+    let (stream, call, data, version) = first_of(&sys, "CallOffered").await;
+    let offer = data["offer"].as_str().unwrap().to_string();
 
     // The crash window: the router recorded that the offer rang out, then died before hanging
     // the phone up. (Written here the way the router writes it.)
@@ -399,4 +380,26 @@ async fn write_as(
     .execute(&sys.db.pool)
     .await
     .unwrap();
+}
+
+/// The stream (and call) of the first `event_type` event once it is recorded, its data, and
+/// the stream's version now.
+async fn first_of(sys: &System, event_type: &str) -> (String, String, serde_json::Value, i64) {
+    let (stream, data, version): (String, String, i64) = cc_testkit::eventually(
+        &format!("a {event_type} recorded"),
+        Duration::from_secs(10),
+        || async {
+            sqlx::query_as(
+                "select stream, data::text, (select max(version) from es_events x where x.stream = e.stream)
+                 from es_events e where event_type = $1 order by position limit 1",
+            )
+            .bind(event_type)
+            .fetch_optional(&sys.db.pool)
+            .await
+            .unwrap()
+        },
+    )
+    .await;
+    let call = stream.rsplit("call-").next().unwrap().to_string();
+    (stream, call, serde_json::from_str(&data).unwrap(), version)
 }
