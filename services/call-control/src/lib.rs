@@ -1473,15 +1473,7 @@ impl CallControl {
         let mut live: HashMap<String, HashMap<String, ChannelState>> = HashMap::new();
         for (call, l) in calls {
             if !live.contains_key(&l.tenant) {
-                let list = self
-                    .ctx
-                    .bus
-                    .request(&self.pbx(&l.tenant), &ListChannels {})
-                    .await?;
-                live.insert(
-                    l.tenant.clone(),
-                    list.into_iter().map(|c| (c.channel.clone(), c)).collect(),
-                );
+                live.insert(l.tenant.clone(), self.pbx_channels(&l.tenant).await?);
             }
             let chans = &live[&l.tenant];
             if let (Some(o), Some(a)) = (l.dialing(), l.agent.as_ref()) {
@@ -1534,21 +1526,11 @@ impl CallControl {
             if !live.contains_key(&e.tenant) {
                 // A tenant whose PBX does not answer is left alone: that is no reason to stop
                 // leading every other tenant.
-                match self
-                    .ctx
-                    .bus
-                    .request(&self.pbx(&e.tenant), &ListChannels {})
-                    .await
-                {
-                    Ok(list) => live.insert(
-                        e.tenant.clone(),
-                        list.into_iter().map(|c| (c.channel.clone(), c)).collect(),
-                    ),
-                    Err(error) => {
-                        tracing::info!(tenant = e.tenant, %error, "cannot list the PBX's channels to hang up the legs of ended calls");
-                        live.insert(e.tenant.clone(), HashMap::new())
-                    }
-                };
+                let chans = self.pbx_channels(&e.tenant).await.unwrap_or_else(|error| {
+                    tracing::info!(tenant = e.tenant, %error, "cannot list the PBX's channels to hang up the legs of ended calls");
+                    HashMap::new()
+                });
+                live.insert(e.tenant.clone(), chans);
             }
             let up: Vec<String> = e
                 .legs
@@ -1561,6 +1543,19 @@ impl CallControl {
             }
         }
         Ok(())
+    }
+
+    /// The tenant's channels at the PBX, by channel.
+    async fn pbx_channels(
+        &self,
+        tenant: &str,
+    ) -> Result<HashMap<String, ChannelState>, RequestError> {
+        let list = self
+            .ctx
+            .bus
+            .request(&self.pbx(tenant), &ListChannels {})
+            .await?;
+        Ok(list.into_iter().map(|c| (c.channel.clone(), c)).collect())
     }
 
     /// After a restart, an outbound call that had not connected: a leg gone ends it, a leg
